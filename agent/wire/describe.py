@@ -1,0 +1,109 @@
+"""Readable and JSON descriptions of decoded frames, always masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.wire import codes
+from agent.wire.frame import Frame, Header, Tpdu
+from agent.wire.mask import mask_field
+from agent.wire.message import FieldValue, Message
+from agent.wire.spec import FIELDS, MTI_NAMES
+
+TERMINAL_STATUS = {0: "normal", 1: "test"}
+
+
+def _note(number: int, value: FieldValue, shown: str) -> str:
+    """What a technician wants to know beyond the shown value, for the fields that need it."""
+    if number == 64 and isinstance(value, bytes) and value.isascii() and value.decode().isalnum():
+        return f"ASCII {value.decode()}"
+    if not isinstance(value, str) or shown != value:
+        return ""
+    if number == 39 and codes.is_code(value):
+        rc = codes.lookup(value)
+        return f"{rc.zh} / {rc.en} [{rc.category}]"
+    if number == 60 and len(value) >= 8:
+        parts = [f"60.1 message type {value[:2]}", f"60.2 batch {value[2:8]}"]
+        if len(value) >= 11:
+            parts.append(f"60.3 network code {value[8:11]}")
+        if len(value) > 11:
+            parts.append(f"rest {value[11:]}")
+        return ", ".join(parts)
+    return ""
+
+
+def describe_message(message: Message) -> dict[str, Any]:
+    fields = []
+    for number, value in message.fields.items():
+        shown = mask_field(number, value)
+        f = FIELDS[number]
+        entry = {"number": number, "name": f.name, "format": f.kind, "value": shown}
+        note = _note(number, value, shown)
+        if note:
+            entry["note"] = note
+        fields.append(entry)
+    return {"mti": message.mti, "mti_name": MTI_NAMES.get(message.mti, "unknown"), "fields": fields}
+
+
+def describe_tpdu(tpdu: Tpdu) -> dict[str, Any]:
+    return {
+        "hex": tpdu.to_bytes().hex().upper(),
+        "destination_nii": f"{tpdu.destination:04X}",
+        "source_nii": f"{tpdu.source:04X}",
+    }
+
+
+def describe_header(header: Header) -> dict[str, Any]:
+    return {
+        "hex": header.to_bytes().hex().upper(),
+        "category": f"{header.category:02X}",
+        "software_version": f"{header.software_version:02X}",
+        "terminal_status": header.terminal_status,
+        "terminal_status_text": TERMINAL_STATUS.get(header.terminal_status, "unknown"),
+        "processing_requirement": header.processing_requirement,
+        "processing_requirement_text": header.processing_requirement_text,
+        "sub_version": header.sub_version,
+    }
+
+
+def describe_frame(frame: Frame) -> dict[str, Any]:
+    """The JSON form printed by ``agent decode --json``."""
+    result: dict[str, Any] = {"layout": frame.layout.value}
+    if frame.tpdu is not None:
+        result["tpdu"] = describe_tpdu(frame.tpdu)
+    if frame.header is not None:
+        result["header"] = describe_header(frame.header)
+    result.update(describe_message(frame.message))
+    return result
+
+
+def render_frame(frame: Frame) -> str:
+    """The human form printed by ``agent decode``."""
+    d = describe_frame(frame)
+    lines = [f"layout   {d['layout']}"]
+    if "tpdu" in d:
+        t = d["tpdu"]
+        lines.append(
+            f"TPDU     {t['hex']}  destination NII {t['destination_nii']}, "
+            f"source NII {t['source_nii']}"
+        )
+    if "header" in d:
+        h = d["header"]
+        lines.append(
+            f"header   {h['hex']}  category {h['category']}, software {h['software_version']}, "
+            f"status {h['terminal_status']} ({h['terminal_status_text']}), processing requirement "
+            f"{h['processing_requirement']} ({h['processing_requirement_text']}), "
+            f"sub-version {h['sub_version']}"
+        )
+    lines.append(f"MTI      {d['mti']}  {d['mti_name']}")
+    name_width = max((len(f["name"]) for f in d["fields"]), default=0)
+    format_width = max((len(f["format"]) for f in d["fields"]), default=0)
+    for f in d["fields"]:
+        line = (
+            f"  {f['number']:>2}  {f['name']:<{name_width}}  {f['format']:<{format_width}}  "
+            f"{f['value']}"
+        )
+        if "note" in f:
+            line += f"  ({f['note']})"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""Framing of DESIGN.md section 4: 2-byte length, TPDU, 6-byte header, then the message.
+
+Host frames carry all three; the payment app's local socket uses the length and the message only.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from agent.wire.errors import DecodeError
+from agent.wire.message import Message, decode_message
+
+TPDU_ID = 0x60
+TPDU_BYTES = 5
+HEADER_BYTES = 6
+LENGTH_BYTES = 2
+MAX_FRAME = 0xFFFF
+
+PROCESSING_REQUIREMENTS = {
+    0: "none",
+    1: "download terminal parameters",
+    2: "upload terminal status",
+    3: "sign in again",
+    4: "update public keys",
+    5: "download IC parameters",
+    6: "TMS parameter download",
+}
+
+
+class Layout(enum.Enum):
+    """Which framing surrounds the message."""
+
+    HOST = "host"  # length + TPDU + header + message (acquirer link)
+    APP = "app"  # length + message (payment app socket)
+    TPDU = "tpdu"  # TPDU + header + message (a capture without the length)
+    BARE = "bare"  # message only (MTI onwards)
+
+    @property
+    def has_length(self) -> bool:
+        return self in (Layout.HOST, Layout.APP)
+
+    @property
+    def has_tpdu(self) -> bool:
+        return self in (Layout.HOST, Layout.TPDU)
+
+
+@dataclass(frozen=True)
+class Tpdu:
+    destination: int = 0x0003  # NII of the acquirer
+    source: int = 0x0000  # NII of the terminal
+
+    def swapped(self) -> Tpdu:
+        """The TPDU of the response: source and destination exchanged."""
+        return Tpdu(destination=self.source, source=self.destination)
+
+    def to_bytes(self) -> bytes:
+        return (
+            bytes([TPDU_ID]) + self.destination.to_bytes(2, "big") + self.source.to_bytes(2, "big")
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offset: int = 0) -> Tpdu:
+        if len(data) < TPDU_BYTES:
+            raise DecodeError(
+                f"frame ends after {len(data)} of 5 TPDU bytes", offset=offset, field="TPDU"
+            )
+        if data[0] != TPDU_ID:
+            raise DecodeError(
+                f"TPDU id is 0x{data[0]:02X}, expected 0x{TPDU_ID:02X}", offset=offset, field="TPDU"
+            )
+        return cls(
+            destination=int.from_bytes(data[1:3], "big"), source=int.from_bytes(data[3:5], "big")
+        )
+
+
+@dataclass(frozen=True)
+class Header:
+    software_version: int = 0x31
+    terminal_status: int = 0  # 0 normal, 1 test
+    processing_requirement: int = 0
+    sub_version: str = "311303"  # 6 digits, 3 bytes BCD
+    category: int = 0x60
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.terminal_status <= 15 and 0 <= self.processing_requirement <= 15):
+            raise ValueError("terminal status and processing requirement are nibbles (0-15)")
+        if not (
+            len(self.sub_version) == 6 and self.sub_version.isdigit() and self.sub_version.isascii()
+        ):
+            raise ValueError("header sub-version must be 6 digits")
+        if not (0 <= self.software_version <= 0xFF and 0 <= self.category <= 0xFF):
+            raise ValueError("header category and software version are single bytes")
+
+    @property
+    def processing_requirement_text(self) -> str:
+        return PROCESSING_REQUIREMENTS.get(self.processing_requirement, "unknown")
+
+    def with_processing_requirement(self, value: int) -> Header:
+        return replace(self, processing_requirement=value)
+
+    def to_bytes(self) -> bytes:
+        status = (self.terminal_status << 4) | self.processing_requirement
+        return bytes([self.category, self.software_version, status]) + bytes.fromhex(
+            self.sub_version
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offset: int = 0) -> Header:
+        if len(data) < HEADER_BYTES:
+            raise DecodeError(
+                f"frame ends after {len(data)} of 6 header bytes", offset=offset, field="header"
+            )
+        sub_version = data[3:6].hex()
+        if not sub_version.isdigit():
+            raise DecodeError(
+                f"header sub-version {sub_version.upper()} is not BCD",
+                offset=offset + 3,
+                field="header",
+            )
+        return cls(
+            category=data[0],
+            software_version=data[1],
+            terminal_status=data[2] >> 4,
+            processing_requirement=data[2] & 0x0F,
+            sub_version=sub_version,
+        )
+
+
+@dataclass(frozen=True)
+class Frame:
+    layout: Layout
+    message: Message
+    tpdu: Tpdu | None = None
+    header: Header | None = None
+
+
+def with_length(payload: bytes) -> bytes:
+    """Prefix ``payload`` with its 2-byte big-endian length."""
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"frame of {len(payload)} bytes exceeds the 2-byte length limit")
+    return len(payload).to_bytes(LENGTH_BYTES, "big") + payload
+
+
+def host_frame(message_bytes: bytes, tpdu: Tpdu, header: Header) -> bytes:
+    """A complete frame for the acquirer link."""
+    return with_length(tpdu.to_bytes() + header.to_bytes() + message_bytes)
+
+
+def detect_layout(data: bytes) -> Layout:
+    """Guess the framing from the bytes themselves.
+
+    A 2-byte prefix that equals the remaining length is a length. A first byte of 0x00 is taken
+    as a (wrong) length too: message class 0 is reserved, so no MTI starts with 00.
+    A TPDU starts with 0x60, which no MTI does.
+    """
+    has_length = len(data) >= LENGTH_BYTES and (
+        int.from_bytes(data[:LENGTH_BYTES], "big") == len(data) - LENGTH_BYTES or data[0] == 0x00
+    )
+    rest = data[LENGTH_BYTES:] if has_length else data
+    has_tpdu = len(rest) > 0 and rest[0] == TPDU_ID
+    if has_length:
+        return Layout.HOST if has_tpdu else Layout.APP
+    return Layout.TPDU if has_tpdu else Layout.BARE
+
+
+def decode_frame(data: bytes, layout: Layout | None = None) -> Frame:
+    """Decode a frame of the given layout (detected when ``None``).
+
+    Raises :class:`DecodeError` with the offset counted from the first byte of ``data``.
+    """
+    data = bytes(data)
+    layout = layout or detect_layout(data)
+    offset = 0
+    if layout.has_length:
+        if len(data) < LENGTH_BYTES:
+            raise DecodeError(
+                f"frame ends after {len(data)} of 2 length bytes", offset=0, field="length"
+            )
+        declared = int.from_bytes(data[:LENGTH_BYTES], "big")
+        actual = len(data) - LENGTH_BYTES
+        if declared != actual:
+            raise DecodeError(
+                f"length prefix says {declared} bytes but {actual} follow", offset=0, field="length"
+            )
+        offset = LENGTH_BYTES
+    tpdu = header = None
+    if layout.has_tpdu:
+        tpdu = Tpdu.from_bytes(data[offset : offset + TPDU_BYTES], offset)
+        offset += TPDU_BYTES
+        header = Header.from_bytes(data[offset : offset + HEADER_BYTES], offset)
+        offset += HEADER_BYTES
+    try:
+        message = decode_message(data[offset:])
+    except DecodeError as exc:
+        raise exc.shifted(offset) from None
+    return Frame(layout=layout, message=message, tpdu=tpdu, header=header)

@@ -1,0 +1,124 @@
+"""MACs of DESIGN.md section 4, split into a public part and a keyed part.
+
+The public part (:func:`mac_block`) turns the message into R, the XOR of its 8-byte blocks.
+The keyed part (:func:`cup_ecb_mac`) needs only R and a block cipher, so a card module can do it
+from 8 bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from agent.wire.message import BITMAP_BYTES, MTI_BYTES, Message, encode_message
+
+BLOCK = 8
+MAC_BYTES = 8
+BlockEncrypt = Callable[[bytes], bytes]
+# The keyed step as a card module offers it: R (8 bytes) in, field 64 (8 bytes) out.
+BlockMac = Callable[[bytes], bytes]
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+
+
+def _pad(data: bytes) -> bytes:
+    return data + b"\x00" * (-len(data) % BLOCK)
+
+
+def mab(encoded_message: bytes) -> bytes:
+    """The MAC block: the encoded message (MTI onwards, bit 64 set) without the 8 MAC bytes."""
+    bitmap_last = MTI_BYTES + BITMAP_BYTES - 1
+    if len(encoded_message) < MTI_BYTES + BITMAP_BYTES + MAC_BYTES or not (
+        encoded_message[bitmap_last] & 0x01
+    ):
+        raise ValueError("message has no field 64 to compute a MAC over")
+    return encoded_message[:-MAC_BYTES]
+
+
+def mac_block(data: bytes) -> bytes:
+    """R: the XOR of the 8-byte blocks of ``data`` zero-padded to a multiple of 8."""
+    padded = _pad(data)
+    r = 0
+    for i in range(0, len(padded), BLOCK):
+        r ^= int.from_bytes(padded[i : i + BLOCK], "big")
+    return r.to_bytes(BLOCK, "big")
+
+
+def cup_ecb_mac(r: bytes, encrypt: BlockEncrypt) -> bytes:
+    """The keyed part of the CUP ECB MAC: 8 ASCII hex characters from R."""
+    if len(r) != BLOCK:
+        raise ValueError(f"R must be {BLOCK} bytes, got {len(r)}")
+    h = r.hex().upper().encode("ascii")
+    e1 = encrypt(h[:BLOCK])
+    e2 = encrypt(_xor(e1, h[BLOCK:]))
+    return e2.hex().upper()[:MAC_BYTES].encode("ascii")
+
+
+def encode_with_mac(message: Message, mac_of_block: BlockMac) -> bytes:
+    """Encode ``message`` with field 64 set to the MAC that ``mac_of_block`` computes from R."""
+    fields = dict(message.fields)
+    fields[64] = bytes(MAC_BYTES)
+    encoded = encode_message(Message(message.mti, fields))
+    return encoded[:-MAC_BYTES] + mac_of_block(mac_block(mab(encoded)))
+
+
+def mac_matches(encoded_message: bytes, mac_of_block: BlockMac) -> bool:
+    """Whether field 64 of an encoded message is the MAC of the rest."""
+    expected = mac_of_block(mac_block(mab(encoded_message)))
+    return hmac.compare_digest(expected, encoded_message[-MAC_BYTES:])
+
+
+class DesKey:
+    """Single (8-byte) or double-length (16-byte) DES key for block operations in ECB."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) not in (8, 16):
+            raise ValueError(f"DES keys are 8 or 16 bytes, got {len(key)}")
+        self._single = _cipher(key[:8])
+        self._ede = _cipher(key) if len(key) == 16 else self._single
+
+    def encrypt(self, block: bytes) -> bytes:
+        return self._ede.encryptor().update(block)
+
+    def decrypt(self, block: bytes) -> bytes:
+        return self._ede.decryptor().update(block)
+
+    def encrypt_single(self, block: bytes) -> bytes:
+        """Single DES under the key's first half (the X9.19 chain)."""
+        return self._single.encryptor().update(block)
+
+
+def _cipher(key: bytes) -> Cipher[modes.ECB]:
+    # 24-byte keys (K|K|K for single DES, K1|K2|K1 for double length) avoid the two-key warning.
+    full = key * 3 if len(key) == 8 else key + key[:8]
+    return Cipher(TripleDES(full), modes.ECB())
+
+
+def software_cup_mac(data: bytes, mak: bytes) -> bytes:
+    """CUP ECB MAC over ``data`` (the MAB) with a clear MAK: what a card module computes."""
+    return cup_ecb_mac(mac_block(data), DesKey(mak).encrypt)
+
+
+def x919_mac(data: bytes, key: bytes) -> bytes:
+    """ANSI X9.19 retail MAC: single-DES CBC under K1, last block decrypted with K2 and
+    re-encrypted with K1. An 8-byte key gives the plain X9.9 CBC-MAC."""
+    des = DesKey(key)
+    k1 = des.encrypt_single
+    chain = bytes(BLOCK)
+    padded = _pad(data) or bytes(BLOCK)
+    for i in range(0, len(padded), BLOCK):
+        chain = k1(_xor(chain, padded[i : i + BLOCK]))
+    if len(key) == 16:
+        k2 = DesKey(key[8:])
+        chain = k1(k2.decrypt(chain))
+    return chain
+
+
+def kcv(key: bytes) -> bytes:
+    """Key check value: the first 4 bytes of the key encrypting 8 zero bytes."""
+    return DesKey(key).encrypt(bytes(BLOCK))[:4]

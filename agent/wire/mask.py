@@ -1,0 +1,111 @@
+"""Masking of cardholder and key data for every log line, journal row and printed field.
+
+PANs keep at most their first 6 and last 4 digits; track data, PIN blocks, expiry dates and key
+material are removed; in IC data (field 55) the tags that carry track, PAN, name or PIN data are
+removed or masked and the rest is kept.
+"""
+
+from __future__ import annotations
+
+from agent.wire.message import FieldValue, Message
+
+# Fields whose content is never shown, only that it was there and how long it was.
+REMOVED = {14: "expiry", 35: "track 2", 36: "track 3", 52: "PIN block", 62: "key material"}
+# EMV tags in field 55 that carry cardholder secrets: track equivalents, PAN, name, PIN data.
+_SECRET_TAGS = {"56", "57", "5F20", "5F24", "99", "9F1F", "9F20", "9F6B"}
+_PAN_TAGS = {"5A"}
+_SHOWN_DIGITS = 10  # 6 first + 4 last
+_MIN_HIDDEN = 3  # below this a PAN is hidden whole: showing 6+4 would give away almost all of it
+
+
+def mask_pan(pan: str) -> str:
+    """``6217001234567890123`` -> ``621700*********0123``; short PANs are hidden whole."""
+    if len(pan) < _SHOWN_DIGITS + _MIN_HIDDEN:
+        return "*" * len(pan)
+    return pan[:6] + "*" * (len(pan) - _SHOWN_DIGITS) + pan[-4:]
+
+
+def _removed(what: str, value: FieldValue) -> str:
+    unit = "byte" if isinstance(value, bytes) else "character"
+    return f"<{what} removed, {len(value)} {unit}{'' if len(value) == 1 else 's'}>"
+
+
+def mask_field(number: int, value: FieldValue) -> str:
+    """The printable, masked form of one field value."""
+    if number in REMOVED:
+        return _removed(REMOVED[number], value)
+    if number == 2 and isinstance(value, str):
+        return mask_pan(value)
+    if number == 55 and isinstance(value, bytes):
+        return mask_icc(value)
+    if isinstance(value, bytes):
+        return value.hex().upper()
+    return value
+
+
+def masked_fields(message: Message) -> dict[int, str]:
+    return {number: mask_field(number, value) for number, value in message.fields.items()}
+
+
+# ------------------------------------------------------------------------------- field 55 (BER-TLV)
+
+
+class _TlvError(ValueError):
+    pass
+
+
+def _read_tlv(data: bytes, pos: int) -> tuple[str, bool, bytes, int]:
+    """One BER-TLV item at ``pos``: (tag hex, constructed, value, next position)."""
+    start = pos
+    if pos >= len(data):
+        raise _TlvError("tag missing")
+    first = data[pos]
+    pos += 1
+    if first & 0x1F == 0x1F:
+        while True:
+            if pos >= len(data):
+                raise _TlvError("tag truncated")
+            pos += 1
+            if not data[pos - 1] & 0x80:
+                break
+    tag = data[start:pos].hex().upper()
+    if pos >= len(data):
+        raise _TlvError("length missing")
+    length = data[pos]
+    pos += 1
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 2 or pos + count > len(data):
+            raise _TlvError("bad length")
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    if pos + length > len(data):
+        raise _TlvError("value truncated")
+    return tag, bool(first & 0x20), data[pos : pos + length], pos + length
+
+
+def _mask_tlv(data: bytes) -> list[str]:
+    items = []
+    pos = 0
+    while pos < len(data):
+        if data[pos] in (0x00, 0xFF):  # padding between objects
+            pos += 1
+            continue
+        tag, constructed, value, pos = _read_tlv(data, pos)
+        if tag in _SECRET_TAGS:
+            items.append(f"{tag}={_removed('secret', value)}")
+        elif tag in _PAN_TAGS:
+            items.append(f"{tag}={mask_pan(value.hex().upper().rstrip('F'))}")
+        elif constructed:
+            items.append(f"{tag}=[{' '.join(_mask_tlv(value))}]")
+        else:
+            items.append(f"{tag}={value.hex().upper()}")
+    return items
+
+
+def mask_icc(data: bytes) -> str:
+    """Field 55 as ``TAG=value`` items with secret tags removed; not TLV at all -> removed whole."""
+    try:
+        return " ".join(_mask_tlv(data))
+    except _TlvError:
+        return _removed("IC data that is not valid TLV", data)

@@ -1,0 +1,178 @@
+"""ISO 8583 messages of the CUP POS profile: MTI, bitmap and fields 2-64, encoded by pyiso8583.
+
+Field values are ``str`` for n, z, an and ans fields (z uses ``=`` as the separator) and ``bytes``
+for b fields. TPDU, header and length prefix are handled by :mod:`agent.wire.frame`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import iso8583
+
+from agent.wire.errors import DecodeError, EncodeError
+from agent.wire.spec import FIELDS, FIXED, PYISO8583_SPEC, FieldDef
+
+FieldValue = str | bytes
+MTI_BYTES, BITMAP_BYTES = 2, 8
+DIGITS = "0123456789"
+
+
+def _only(value: str, allowed: str) -> bool:
+    return not value.strip(allowed)
+
+
+@dataclass
+class Message:
+    mti: str
+    fields: dict[int, FieldValue] = field(default_factory=dict)
+
+    def __getitem__(self, number: int) -> FieldValue:
+        return self.fields[number]
+
+    def __contains__(self, number: object) -> bool:
+        return number in self.fields
+
+    def get(self, number: int, default: FieldValue | None = None) -> FieldValue | None:
+        return self.fields.get(number, default)
+
+    def text(self, number: int, default: str = "") -> str:
+        """A text field's value, or ``default`` when the field is absent."""
+        value = self.fields.get(number, default)
+        if not isinstance(value, str):
+            raise TypeError(f"field {number} is binary, not text")
+        return value
+
+    def binary(self, number: int) -> bytes:
+        """A binary field's value; raises ``KeyError`` when absent."""
+        value = self.fields[number]
+        if not isinstance(value, bytes):
+            raise TypeError(f"field {number} is text, not binary")
+        return value
+
+
+# ---------------------------------------------------------------------------------------- encode
+
+
+def _check_value(f: FieldDef, value: FieldValue) -> str:
+    """Validate one value and return it in pyiso8583's form (hex for packed/binary fields)."""
+    if f.fmt == "b":
+        if not isinstance(value, bytes | bytearray):
+            raise EncodeError(f"expected bytes for a {f.kind} field", f.number)
+        return bytes(value).hex()
+    if not isinstance(value, str):
+        raise EncodeError(f"expected text for a {f.kind} field", f.number)
+    if f.fmt == "n":
+        if not _only(value, DIGITS):
+            raise EncodeError(f"{f.kind} takes digits only", f.number)
+        return value
+    if f.fmt == "z":
+        if not _only(value, DIGITS + "="):
+            raise EncodeError(f"{f.kind} takes digits and '=' only", f.number)
+        return value.replace("=", "D")
+    if not value.isprintable():
+        raise EncodeError(f"{f.kind} takes printable characters only", f.number)
+    if f.len_type == FIXED:
+        # Fixed an/ans fields are left-justified and space-padded (DESIGN.md section 4).
+        return value.ljust(f.max_len)
+    return value
+
+
+def encode_message(message: Message) -> bytes:
+    """Encode MTI, bitmap and fields; raises :class:`EncodeError` naming the field."""
+    mti = message.mti
+    if not (len(mti) == 4 and _only(mti, DIGITS)):
+        raise EncodeError("MTI must be 4 digits", "MTI")
+    doc: dict[str, str] = {"t": mti}
+    for number, value in message.fields.items():
+        f = FIELDS.get(number)
+        if f is None:
+            raise EncodeError("this profile does not define the field", number)
+        doc[str(number)] = _check_value(f, value)
+    try:
+        encoded, _ = iso8583.encode(doc, PYISO8583_SPEC)
+    except iso8583.EncodeError as exc:
+        raise EncodeError(exc.msg, _field_number(exc.field)) from None
+    return bytes(encoded)
+
+
+def _field_number(key: str) -> int | str:
+    return int(key) if key.isdigit() else {"t": "MTI", "p": "bitmap"}.get(key, key)
+
+
+# ---------------------------------------------------------------------------------------- decode
+
+
+def present_fields(bitmap: bytes) -> list[int]:
+    """Field numbers whose bits are set in an 8-byte primary bitmap."""
+    return [
+        byte_index * 8 + bit + 1
+        for byte_index, byte in enumerate(bitmap)
+        for bit in range(8)
+        if byte & (0x80 >> bit)
+    ]
+
+
+def _check_structure(data: bytes) -> None:
+    if len(data) < MTI_BYTES:
+        raise DecodeError(f"message ends after {len(data)} of 2 MTI bytes", offset=0, field="MTI")
+    mti_hex = data[:MTI_BYTES].hex()
+    if not _only(mti_hex, DIGITS):
+        raise DecodeError(f"MTI bytes {mti_hex.upper()} are not BCD digits", offset=0, field="MTI")
+    if len(data) < MTI_BYTES + BITMAP_BYTES:
+        raise DecodeError(
+            f"message ends after {len(data) - MTI_BYTES} of 8 bitmap bytes",
+            offset=MTI_BYTES,
+            field="bitmap",
+        )
+    for number in present_fields(data[MTI_BYTES : MTI_BYTES + BITMAP_BYTES]):
+        if number == 1:
+            raise DecodeError(
+                "bit 1 (secondary bitmap) is set; this profile has fields 2-64 only",
+                offset=MTI_BYTES,
+                field="bitmap",
+            )
+        if number not in FIELDS:
+            raise DecodeError(
+                f"bitmap asks for field {number}, which this profile does not define",
+                offset=MTI_BYTES + (number - 1) // 8,
+                field="bitmap",
+            )
+
+
+def _convert(f: FieldDef, raw: str, offset: int) -> FieldValue:
+    """Turn pyiso8583's decoded text into our value type, rejecting what the format forbids."""
+    if f.fmt == "b":
+        return bytes.fromhex(raw)
+    if f.fmt == "n":
+        if not _only(raw, DIGITS):
+            raise DecodeError(f"{f.kind} holds a non-decimal nibble", offset=offset, field=f.number)
+        return raw
+    if f.fmt == "z":
+        if not _only(raw, DIGITS + "D"):
+            raise DecodeError(
+                f"{f.kind} holds a nibble other than 0-9 and D", offset=offset, field=f.number
+            )
+        return raw.replace("D", "=")
+    if not raw.isprintable():
+        raise DecodeError(
+            f"{f.kind} holds a non-printable character", offset=offset, field=f.number
+        )
+    return raw
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode MTI onwards; any malformation raises :class:`DecodeError` with offset and field."""
+    data = bytes(data)
+    _check_structure(data)
+    try:
+        doc_dec, doc_enc = iso8583.decode(data, PYISO8583_SPEC)
+    except iso8583.DecodeError as exc:
+        raise DecodeError(exc.msg, offset=exc.pos, field=_field_number(exc.field)) from None
+    fields: dict[int, FieldValue] = {}
+    offset = MTI_BYTES + BITMAP_BYTES
+    for key in sorted((k for k in doc_dec if k.isdigit()), key=int):
+        number = int(key)
+        fields[number] = _convert(FIELDS[number], doc_dec[key], offset)
+        offset += len(doc_enc[key]["len"]) + len(doc_enc[key]["data"])
+    return Message(doc_dec["t"], fields)

@@ -1,0 +1,1 @@
+"""Card (security) module drivers: the module interface and its serial implementation."""

@@ -1,0 +1,1 @@
+"""Firmware hooks: how vendors extend the agent from their images."""
