@@ -1,0 +1,194 @@
+"""The ``agent`` console script, run as a real subprocess as a technician would run it."""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent import __version__
+from agent.cli import main
+from agent.wire.builders import Card, Terminal, purchase_request
+from agent.wire.frame import Header, Tpdu, host_frame, with_length
+from agent.wire.mac import encode_with_mac
+from agent.wire.message import Message, encode_message
+
+AGENT = Path(sys.executable).with_name("agent")
+TERMINAL = Terminal("10000001", "898100012340001")
+PAN = "6217001234567890123"
+TRACK2 = PAN + "=28121010000000000"
+PIN_BLOCK = bytes.fromhex("A1B2C3D4E5F60718")
+STAND_IN_MAC = b"MACMACMA"
+
+
+def agent(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(AGENT), *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def purchase_frame(pan: str = PAN, track2: str = TRACK2, pin: bytes = PIN_BLOCK) -> bytes:
+    card = Card(pan=pan, expiry="2812", track2=track2, pin_block=pin)
+    message = purchase_request(TERMINAL, stan=5, batch=1, amount_fen=1234, card=card)
+    # a fixed, non-numeric stand-in MAC: it cannot look like a PAN or a PIN block
+    return host_frame(encode_with_mac(message, lambda r: STAND_IN_MAC), Tpdu(), Header())
+
+
+def test_version_and_help() -> None:
+    result = agent("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"pos-agent {__version__}")
+    result = agent("--help")
+    assert result.returncode == 0
+    for command in ("explain", "decode", "demo"):
+        assert command in result.stdout
+
+
+def test_no_command_prints_help_and_exits_2() -> None:
+    result = agent()
+    assert result.returncode == 2 and "usage: agent" in result.stdout
+
+
+def test_explain_97_human() -> None:
+    result = agent("explain", "97")
+    assert result.returncode == 0
+    assert "未登记" in result.stdout and "terminal not registered" in result.stdout
+    assert "terminal-config" in result.stdout
+
+
+def test_explain_97_json() -> None:
+    result = agent("explain", "97", "--json")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["category"] == "terminal-config"
+    assert "未登记" in data["zh"]
+    assert data["known"] is True and data["action"]["en"] and data["action"]["zh"]
+
+
+def test_explain_unknown_code_is_shown_as_unknown() -> None:
+    data = json.loads(agent("explain", "Q7", "--json").stdout)
+    assert (data["category"], data["known"]) == ("unknown", False)
+
+
+@pytest.mark.parametrize("code", ["9", "970", ""])
+def test_explain_rejects_what_is_not_a_code(code: str) -> None:
+    result = agent("explain", code)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("agent explain: a response code is 2 characters")
+
+
+def test_decode_host_frame_is_masked() -> None:
+    result = agent("decode", purchase_frame().hex())
+    assert result.returncode == 0, result.stderr
+    assert "MTI      0200" in result.stdout
+    assert "621700*********0123" in result.stdout
+    assert "<track 2 removed" in result.stdout and "<PIN block removed" in result.stdout
+    assert PAN not in result.stdout and PIN_BLOCK.hex().upper() not in result.stdout
+
+
+def test_decode_json_from_stdin_with_spaces() -> None:
+    spaced = " ".join(purchase_frame().hex()[i : i + 8] for i in range(0, 200, 8))
+    spaced += purchase_frame().hex()[200:] + "\n"
+    result = agent("decode", "-", "--json", stdin=spaced)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["layout"] == "host" and data["mti"] == "0200"
+    assert data["tpdu"]["destination_nii"] == "0003"
+    assert data["header"]["processing_requirement"] == 0
+    by_number = {f["number"]: f for f in data["fields"]}
+    assert by_number[2]["value"] == "621700*********0123"
+    assert by_number[4] == {"number": 4, "name": "amount (fen)", "format": "n12",
+                            "value": "000000001234"}  # fmt: skip
+
+
+def test_decode_response_explains_39_and_header() -> None:
+    message = Message("0210", {11: "000005", 39: "97", 41: "10000001"})
+    frame = host_frame(encode_message(message), Tpdu(), Header(processing_requirement=3))
+    result = agent("decode", frame.hex())
+    assert "未登记" in result.stdout and "processing requirement 3 (sign in again)" in result.stdout
+
+
+def test_decode_app_frame_and_forced_layout() -> None:
+    app = with_length(encode_message(Message("0820", {11: "000001", 60: "00000001301"})))
+    result = agent("decode", app.hex(), "--json")
+    assert json.loads(result.stdout)["layout"] == "app"
+    assert agent("decode", app.hex(), "--frame", "bare").returncode == 2
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_decode_odd_hex() -> None:
+    line = _one_error_line(agent("decode", "02000"))
+    assert line == "agent decode: input: odd number of hex digits (5); bytes need two each\n"
+
+
+def test_decode_non_hex() -> None:
+    line = _one_error_line(agent("decode", "0200zz"))
+    assert "character 5 ('z') is not a hex digit" in line
+
+
+def test_decode_truncated_field_names_offset_and_field() -> None:
+    frame = purchase_frame()
+    bare = frame[13:]
+    # field 2 starts right after MTI (2) and bitmap (8): its LL prefix at 10, digits from 11
+    line = _one_error_line(agent("decode", bare[:15].hex(), "--frame", "bare"))
+    assert line.startswith("agent decode: at byte 11, field 2 (primary account number):")
+
+
+def test_decode_bad_length_prefix() -> None:
+    frame = purchase_frame()
+    line = _one_error_line(agent("decode", frame[:-1].hex()))
+    assert line.startswith("agent decode: at byte 0, length: length prefix says")
+
+
+def test_decode_bitmap_with_undefined_field() -> None:
+    # bit 5 (field 5, not in the profile) set in the first bitmap byte
+    line = _one_error_line(agent("decode", "02000800000000000000"))
+    assert line == (
+        "agent decode: at byte 2, bitmap: bitmap asks for field 5, "
+        "which this profile does not define\n"
+    )
+
+
+def test_demo_runs() -> None:
+    result = agent("demo")
+    assert result.returncode == 0, result.stderr
+    assert "97" in result.stdout and "未登记" in result.stdout
+    assert PAN not in result.stdout
+
+
+def _run_in_process(*args: str) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        main(list(args))
+    return out.getvalue() + err.getvalue()
+
+
+@settings(max_examples=150)
+@given(
+    pan=st.text("0123456789", min_size=13, max_size=19),
+    discretionary=st.text("0123456789", min_size=4, max_size=15),
+    pin=st.binary(min_size=8, max_size=8).filter(lambda b: b != STAND_IN_MAC),
+    cut=st.integers(0, 40),
+)
+def test_decode_never_prints_pan_track_or_pin(
+    pan: str, discretionary: str, pin: bytes, cut: int
+) -> None:
+    track2 = (pan + "=" + discretionary)[:37]
+    frame = purchase_frame(pan, track2, pin)
+    for data in (frame, frame[: len(frame) - cut]):
+        for fmt in ((), ("--json",)):
+            printed = _run_in_process("decode", data.hex(), *fmt)
+            assert pan not in printed
+            assert track2 not in printed and track2.replace("=", "D") not in printed
+            assert pin.hex().upper() not in printed and pin.hex() not in printed
