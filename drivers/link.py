@@ -1,0 +1,157 @@
+"""Reliable frame exchange over a byte stream: ACK/NAK, retransmission, noise skipping.
+
+Both ends of the card-module line use this: the driver to send requests, the simulator to send
+responses. Every good frame received is acknowledged at once, a bad one is NAKed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from drivers.framing import ACK, NAK, BadFrame, Control, Frame, FrameParser
+
+ACK_TIMEOUT = 0.2
+RETRANSMITS = 3
+# A partial frame is dropped once the line has been quiet this long. At 115200 baud a 1 KiB frame
+# takes 90 ms to arrive but is written in one go, so its bytes never pause this long.
+QUIET = 0.02
+
+
+class ByteStream(Protocol):
+    def read(self, timeout: float) -> bytes:
+        """Bytes available within ``timeout`` seconds (as soon as any arrive), else ``b""``."""
+
+    def write(self, data: bytes) -> None: ...
+
+
+class LinkDown(Exception):
+    """The stream itself failed (device unplugged, connection closed)."""
+
+
+class NoAck(Exception):
+    """No ACK for a frame after every retransmission."""
+
+    def __init__(self, frame: Frame, transmissions: int) -> None:
+        self.frame = frame
+        self.transmissions = transmissions
+        super().__init__(f"no ACK after {transmissions} transmissions")
+
+
+@dataclass
+class LinkStats:
+    frames_sent: int = 0
+    retransmits: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    bad_frames: int = 0
+    last_bad_frame: str = ""
+
+
+class Link:
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        ack_timeout: float = ACK_TIMEOUT,
+        retransmits: int = RETRANSMITS,
+        stats: LinkStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.ack_timeout = ack_timeout
+        self.retransmits = retransmits
+        self.stats = stats or LinkStats()
+        self._clock = clock
+        self._parser = FrameParser()
+        self._inbox: deque[Frame] = deque()
+        self._last_byte_at = 0.0
+
+    @property
+    def noise_bytes(self) -> int:
+        return self._parser.noise_bytes
+
+    def send(
+        self,
+        frame: Frame,
+        answered: Callable[[Frame], bool] | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Send ``frame`` until the peer ACKs it; a received frame for which ``answered`` is true
+        also proves delivery (its ACK was lost). Gives up at ``deadline`` (a clock value) or after
+        the retransmits with :class:`NoAck`; a failed stream raises :class:`LinkDown`."""
+        raw = frame.encode()
+        transmissions = 0
+        while transmissions <= self.retransmits:
+            if deadline is not None and self._clock() >= deadline:
+                break
+            if transmissions:
+                self.stats.retransmits += 1
+            self._write(raw)
+            transmissions += 1
+            self.stats.frames_sent += 1
+            if self._await_ack(answered, deadline):
+                return
+        raise NoAck(frame, transmissions)
+
+    def _await_ack(self, answered: Callable[[Frame], bool] | None, limit: float | None) -> bool:
+        deadline = self._clock() + self.ack_timeout
+        if limit is not None:
+            deadline = min(deadline, limit)
+        while (remaining := deadline - self._clock()) > 0:
+            for control in self._poll(remaining):
+                if control == ACK:
+                    return True
+                if control == NAK:
+                    return False
+            if answered is not None and any(answered(f) for f in self._inbox):
+                return True
+        return False
+
+    def receive(
+        self, timeout: float, wanted: Callable[[Frame], bool] | None = None
+    ) -> Frame | None:
+        """The next received frame (for which ``wanted`` is true; others are dropped), or ``None``
+        after ``timeout`` seconds."""
+        deadline = self._clock() + timeout
+        while True:
+            while self._inbox:
+                frame = self._inbox.popleft()
+                if wanted is None or wanted(frame):
+                    return frame
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return None
+            self._poll(remaining)
+
+    def _write(self, data: bytes) -> None:
+        self.stats.bytes_out += len(data)
+        self.stream.write(data)
+
+    def _poll(self, timeout: float) -> list[int]:
+        """Read once; ACK good frames into the inbox, NAK bad ones; return ACK/NAK bytes seen."""
+        data = self.stream.read(min(timeout, QUIET))
+        now = self._clock()
+        if data:
+            self.stats.bytes_in += len(data)
+            self._last_byte_at = now
+            events = self._parser.feed(data)
+        elif self._parser.partial and now - self._last_byte_at >= QUIET:
+            events = self._parser.expire()
+        else:
+            events = []
+        controls = []
+        for event in events:
+            if isinstance(event, Frame):
+                self._write(bytes([ACK]))
+                self._inbox.append(event)
+            elif isinstance(event, BadFrame):
+                self.stats.bad_frames += 1
+                self.stats.last_bad_frame = event.reason
+                self._write(bytes([NAK]))
+            elif isinstance(event, Control):
+                controls.append(event.byte)
+        return controls

@@ -1,0 +1,211 @@
+"""The card (security) module: commands, payload layouts, typed errors and the interface drivers
+implement (DESIGN.md section 5). Payload codecs live here once, for drivers and the simulator."""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from agent.wire.working_keys import KCV_BYTES
+
+
+class Command(enum.IntEnum):
+    PING = 0x00
+    INFO = 0x01
+    KEY_STATUS = 0x02
+    RTC = 0x03
+    LOAD_WORKING_KEYS = 0x10
+    MAC = 0x11
+
+
+RESPONSE_BIT = 0x80
+
+
+class Status(enum.IntEnum):
+    OK = 0x00
+    UNKNOWN_COMMAND = 0x01
+    BAD_PARAMETER = 0x02
+    KEY_ABSENT = 0x03
+    KCV_MISMATCH = 0x04
+    BUSY = 0x05
+    TAMPERED = 0x06
+
+
+STATUS_TEXT = {
+    Status.OK: "ok",
+    Status.UNKNOWN_COMMAND: "unknown command",
+    Status.BAD_PARAMETER: "bad parameter",
+    Status.KEY_ABSENT: "key absent",
+    Status.KCV_MISMATCH: "KCV mismatch",
+    Status.BUSY: "busy",
+    Status.TAMPERED: "tampered or locked",
+}
+
+
+class MacAlgorithm(enum.IntEnum):
+    CUP_ECB = 0x01  # over the whole MAB
+    CUP_ECB_FROM_R = 0x81  # given R, the 8-byte XOR block
+    X919 = 0x02  # ANSI X9.19 retail MAC over the MAB
+
+
+# KCV mismatch names the key by number (DATA[1]); KEY_STATUS lists keys in this order.
+KEY_NUMBERS = {1: "PIK", 2: "MAK", 3: "TDK"}
+KEY_ORDER = ("TMK", "PIK", "MAK", "TDK")
+_TEXT_FIELD = 16
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+
+class ModuleError(Exception):
+    """Anything that went wrong talking to the card module."""
+
+
+class ModuleLinkError(ModuleError):
+    """The serial link failed: no ACK after the retransmits, or the device is gone."""
+
+
+class ModuleTimeout(ModuleError):
+    """The module acknowledged the request but sent no response in time."""
+
+
+class ModuleProtocolError(ModuleError):
+    """The module answered with a response that does not fit the protocol."""
+
+
+class ModuleStatusError(ModuleError):
+    """The module answered with a non-zero status."""
+
+    def __init__(self, command: Command, status: int, key: str | None = None) -> None:
+        self.command = command
+        self.status = status
+        self.key = key
+        text = STATUS_TEXT.get(status, "unknown status")
+        detail = f" for {key}" if key else ""
+        super().__init__(
+            f"card module refused {command.name}: {text}{detail} (status {status:02X})"
+        )
+
+
+# ------------------------------------------------------------------------------- payload layouts
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    serial: str
+    model: str
+    firmware: str
+    tampered: bool
+
+
+@dataclass(frozen=True)
+class KeyState:
+    name: str
+    present: bool
+    length: int
+    kcv: bytes
+
+    @property
+    def kcv_hex(self) -> str:
+        return self.kcv.hex().upper()
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    slot: int
+    keys: dict[str, KeyState]
+
+    def __getitem__(self, name: str) -> KeyState:
+        return self.keys[name]
+
+
+def _expect(command: Command, data: bytes, length: int) -> None:
+    if len(data) != length:
+        raise ModuleProtocolError(
+            f"{command.name} response carries {len(data)} data bytes, expected {length}"
+        )
+
+
+def encode_info(info: ModuleInfo) -> bytes:
+    fields = (info.serial, info.model, info.firmware)
+    return b"".join(f.encode("ascii")[:_TEXT_FIELD].ljust(_TEXT_FIELD) for f in fields) + bytes(
+        [int(info.tampered)]
+    )
+
+
+def decode_info(data: bytes) -> ModuleInfo:
+    _expect(Command.INFO, data, 3 * _TEXT_FIELD + 1)
+    text = [
+        data[i : i + _TEXT_FIELD].decode("ascii", "replace").rstrip()
+        for i in range(0, 3 * _TEXT_FIELD, _TEXT_FIELD)
+    ]
+    return ModuleInfo(text[0], text[1], text[2], bool(data[-1]))
+
+
+def encode_key_status(status: KeyStatus) -> bytes:
+    out = b""
+    for name in KEY_ORDER:
+        state = status.keys[name]
+        out += bytes([int(state.present), state.length]) + state.kcv.ljust(KCV_BYTES, b"\0")
+    return out
+
+
+def decode_key_status(slot: int, data: bytes) -> KeyStatus:
+    step = 2 + KCV_BYTES
+    _expect(Command.KEY_STATUS, data, step * len(KEY_ORDER))
+    keys = {}
+    for i, name in enumerate(KEY_ORDER):
+        chunk = data[i * step : (i + 1) * step]
+        keys[name] = KeyState(name, bool(chunk[0]), chunk[1], chunk[2:])
+    return KeyStatus(slot, keys)
+
+
+def encode_rtc(moment: datetime) -> bytes:
+    return bytes.fromhex(moment.strftime("%Y%m%d%H%M%S"))
+
+
+def decode_rtc(data: bytes) -> datetime:
+    _expect(Command.RTC, data, 7)
+    digits = data.hex()
+    try:
+        return datetime.strptime(digits, "%Y%m%d%H%M%S")
+    except ValueError:
+        raise ModuleProtocolError(f"RTC answer {digits.upper()} is not a valid BCD time") from None
+
+
+# ------------------------------------------------------------------------------------- interface
+
+
+class CardModule(abc.ABC):
+    """What the agent needs from a card module. Keys never leave it: it only reports their KCVs,
+    loads working keys it decrypts itself, and computes MACs."""
+
+    @abc.abstractmethod
+    def ping(self) -> int:
+        """Module uptime in seconds."""
+
+    @abc.abstractmethod
+    def info(self) -> ModuleInfo: ...
+
+    @abc.abstractmethod
+    def key_status(self, slot: int = 0) -> KeyStatus: ...
+
+    @abc.abstractmethod
+    def rtc(self) -> datetime:
+        """The module's clock (naive, as the module keeps it)."""
+
+    @abc.abstractmethod
+    def load_working_keys(self, slot: int, field62: bytes) -> None:
+        """Hand field 62 of an 0810 to the module: it stores all keys or none."""
+
+    @abc.abstractmethod
+    def mac(self, slot: int, algorithm: MacAlgorithm, data: bytes) -> bytes: ...
+
+    def mac_from_block(self, r: bytes, slot: int = 0) -> bytes:
+        """The keyed step of the CUP ECB MAC from R: the ``BlockMac`` of :mod:`agent.wire.mac`."""
+        return self.mac(slot, MacAlgorithm.CUP_ECB_FROM_R, r)
+
+    def close(self) -> None:  # noqa: B027 - optional for drivers without resources
+        """Release the device."""

@@ -1,0 +1,209 @@
+"""A simulated card module that speaks DESIGN.md section 5, for tests, demos and bench work.
+
+Its keys live in a JSON state file (mode 0600) created on first start with one documented test
+TMK in slot 0. It is test equipment: never put a production key in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from agent.wire.errors import WireError
+from agent.wire.mac import DesKey, cup_ecb_mac, kcv, software_cup_mac, x919_mac
+from agent.wire.working_keys import SCHEMES, field62_length, parse_field62
+from drivers.framing import Frame
+from drivers.module import (
+    KEY_ORDER,
+    RESPONSE_BIT,
+    Command,
+    KeyState,
+    KeyStatus,
+    MacAlgorithm,
+    ModuleInfo,
+    Status,
+    encode_info,
+    encode_key_status,
+    encode_rtc,
+)
+
+# The documented test TMK of every new simulator state (slot 0). Its KCV is 08D7B4FB.
+TEST_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+SLOTS = 16
+_SCHEME_BY_LENGTH = {field62_length(scheme): scheme for scheme in SCHEMES}
+_KEY_NUMBER = {"PIK": 1, "MAK": 2, "TDK": 3}
+_MAC_ALGORITHMS = {algorithm.value for algorithm in MacAlgorithm}
+
+
+@dataclass
+class ModuleState:
+    """What the module keeps across restarts: identity and keys per slot."""
+
+    path: Path | None
+    serial: str = "SIM0000000000001"
+    model: str = "POS-SIM-SM1"
+    firmware: str = "sim-1.0"
+    slots: dict[int, dict[str, bytes]] = field(default_factory=lambda: {0: {"TMK": TEST_TMK}})
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> ModuleState:
+        if not path.exists():
+            state = cls(path)
+            state.save()
+            return state
+        try:
+            raw = json.loads(path.read_text())
+            slots = {
+                int(slot): {name: bytes.fromhex(value) for name, value in keys.items()}
+                for slot, keys in raw["slots"].items()
+            }
+            return cls(path, raw["serial"], raw["model"], raw["firmware"], slots)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"module simulator state {path} is unreadable: {exc}") from None
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {
+            "serial": self.serial,
+            "model": self.model,
+            "firmware": self.firmware,
+            "slots": {
+                str(slot): {name: key.hex().upper() for name, key in keys.items()}
+                for slot, keys in self.slots.items()
+            },
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out, indent=2)
+        os.replace(temporary, self.path)
+
+
+class ModuleSimulator:
+    """Executes module commands. No I/O: :class:`drivers.sim_port.SimulatedModulePort` runs it on
+    a line. Faults that are not about the line live here: busy answers and the tamper flag."""
+
+    def __init__(self, state: ModuleState, *, clock_offset: float = 0.0) -> None:
+        self.state = state
+        self.clock_offset = clock_offset
+        self.busy_answers = 0
+        self.tampered = False
+        self.executed = 0
+        self._started = time.monotonic()
+        self._last: tuple[Frame, Frame] | None = None
+
+    def handle(self, request: Frame) -> Frame:
+        """The response to ``request``; a repeated request (same SEQ, command and data) is answered
+        from the last response, never executed twice."""
+        if self._last is not None and self._last[0] == request:
+            return self._last[1]
+        response = Frame(request.seq, request.cmd | RESPONSE_BIT, self._execute(request))
+        self._last = (request, response)
+        return response
+
+    def _execute(self, request: Frame) -> bytes:
+        if self.busy_answers > 0:
+            self.busy_answers -= 1
+            return bytes([Status.BUSY])
+        try:
+            command = Command(request.cmd)
+        except ValueError:
+            return bytes([Status.UNKNOWN_COMMAND])
+        self.executed += 1
+        handler = {
+            Command.PING: self._ping,
+            Command.INFO: self._info,
+            Command.KEY_STATUS: self._key_status,
+            Command.RTC: self._rtc,
+            Command.LOAD_WORKING_KEYS: self._load_working_keys,
+            Command.MAC: self._mac,
+        }[command]
+        if self.tampered and command in (
+            Command.KEY_STATUS,
+            Command.LOAD_WORKING_KEYS,
+            Command.MAC,
+        ):
+            return bytes([Status.TAMPERED])
+        return handler(request.data)
+
+    @staticmethod
+    def _ok(data: bytes = b"") -> bytes:
+        return bytes([Status.OK]) + data
+
+    def _slot(self, data: bytes) -> int | None:
+        return data[0] if data and data[0] < SLOTS else None
+
+    def _ping(self, data: bytes) -> bytes:
+        return self._ok(int(time.monotonic() - self._started).to_bytes(4, "big"))
+
+    def _info(self, data: bytes) -> bytes:
+        info = ModuleInfo(self.state.serial, self.state.model, self.state.firmware, self.tampered)
+        return self._ok(encode_info(info))
+
+    def _rtc(self, data: bytes) -> bytes:
+        return self._ok(encode_rtc(datetime.now() + timedelta(seconds=self.clock_offset)))
+
+    def _key_status(self, data: bytes) -> bytes:
+        slot = self._slot(data)
+        if slot is None or len(data) != 1:
+            return bytes([Status.BAD_PARAMETER])
+        keys = self.state.slots.get(slot, {})
+        states = {}
+        for name in KEY_ORDER:
+            key = keys.get(name)
+            states[name] = KeyState(
+                name, key is not None, len(key) if key else 0, kcv(key) if key else b""
+            )
+        return self._ok(encode_key_status(KeyStatus(slot, states)))
+
+    def _load_working_keys(self, data: bytes) -> bytes:
+        slot = self._slot(data)
+        scheme = _SCHEME_BY_LENGTH.get(len(data) - 1)
+        if slot is None or scheme is None:
+            return bytes([Status.BAD_PARAMETER])
+        tmk = self.state.slots.get(slot, {}).get("TMK")
+        if tmk is None:
+            return bytes([Status.KEY_ABSENT])
+        try:
+            issued = parse_field62(data[1:], scheme)
+        except WireError:
+            return bytes([Status.BAD_PARAMETER])
+        decrypt = DesKey(tmk).decrypt
+        clear = {}
+        for key in issued.keys:
+            value = b"".join(
+                decrypt(key.ciphertext[i : i + 8]) for i in range(0, len(key.ciphertext), 8)
+            )
+            if kcv(value) != key.kcv:
+                return bytes([Status.KCV_MISMATCH, _KEY_NUMBER[key.name]])
+            clear[key.name] = value
+        keys = self.state.slots[slot]
+        for name in ("PIK", "MAK", "TDK"):
+            keys.pop(name, None)
+        keys.update(clear)
+        self.state.save()
+        return self._ok()
+
+    def _mac(self, data: bytes) -> bytes:
+        slot = self._slot(data)
+        if slot is None or len(data) < 2:
+            return bytes([Status.BAD_PARAMETER])
+        mak = self.state.slots.get(slot, {}).get("MAK")
+        algorithm, payload = data[1], data[2:]
+        if algorithm == MacAlgorithm.CUP_ECB_FROM_R and len(payload) != 8:
+            return bytes([Status.BAD_PARAMETER])
+        if algorithm not in _MAC_ALGORITHMS:
+            return bytes([Status.BAD_PARAMETER])
+        if mak is None:
+            return bytes([Status.KEY_ABSENT])
+        if algorithm == MacAlgorithm.CUP_ECB_FROM_R:
+            return self._ok(cup_ecb_mac(payload, DesKey(mak).encrypt))
+        if algorithm == MacAlgorithm.CUP_ECB:
+            return self._ok(software_cup_mac(payload, mak))
+        return self._ok(x919_mac(payload, mak))

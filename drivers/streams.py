@@ -1,0 +1,120 @@
+"""Byte streams under :class:`drivers.link.Link`: a pyserial port for the driver, a pty master or
+a TCP connection for the simulator, and a wrapper that injects line faults."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import socket
+from dataclasses import dataclass
+
+import serial
+
+from drivers.link import LinkDown
+
+
+class SerialStream:
+    """A pyserial port: a device, a pty, socket://, loop://, whatever serial_for_url opens."""
+
+    def __init__(self, port: serial.SerialBase) -> None:
+        self.port = port
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            if self.port.timeout != timeout:
+                self.port.timeout = timeout
+            first = self.port.read(1)
+            if not first:
+                return b""
+            waiting = self.port.in_waiting
+            return first + (self.port.read(waiting) if waiting else b"")
+        except (serial.SerialException, OSError) as exc:
+            raise LinkDown(str(exc)) from None
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise LinkDown(str(exc)) from None
+
+
+class FdStream:
+    """A file descriptor, such as a pty master."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            return os.read(self.fd, 4096) if ready else b""
+        except (OSError, ValueError) as exc:
+            raise LinkDown(str(exc)) from None
+
+    def write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except (OSError, ValueError) as exc:
+            raise LinkDown(str(exc)) from None
+
+
+class SocketStream:
+    """A connected TCP socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return b""
+            data = self.sock.recv(4096)
+        except (OSError, ValueError) as exc:
+            raise LinkDown(str(exc)) from None
+        if not data:
+            raise LinkDown("connection closed by the peer")
+        return data
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except (OSError, ValueError) as exc:
+            raise LinkDown(str(exc)) from None
+
+
+@dataclass
+class LineFaults:
+    """Faults on the line, changeable while it runs: each byte, in either direction, is replaced
+    by a random one with probability ``noise`` and lost with probability ``drop``."""
+
+    noise: float = 0.0
+    drop: float = 0.0
+
+
+class FaultyStream:
+    def __init__(self, inner: FdStream | SocketStream, faults: LineFaults, seed: int | None = None):
+        self.inner = inner
+        self.faults = faults
+        self._random = random.Random(seed)
+
+    def _damage(self, data: bytes) -> bytes:
+        noise, drop = self.faults.noise, self.faults.drop
+        if not (noise or drop):
+            return data
+        out = bytearray()
+        for byte in data:
+            roll = self._random.random()
+            if roll < drop:
+                continue
+            out.append(self._random.randrange(256) if roll < drop + noise else byte)
+        return bytes(out)
+
+    def read(self, timeout: float) -> bytes:
+        return self._damage(self.inner.read(timeout))
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(self._damage(data))
