@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from agent import __version__
 
@@ -71,6 +72,42 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _listen_address(url: str) -> tuple[str, int]:
+    host, sep, port = url.removeprefix("socket://").rpartition(":")
+    if not url.startswith("socket://") or not sep or not port.isdigit():
+        raise UsageError(f"--url {url!r}: only socket://HOST:PORT can be listened on")
+    return host, int(port)
+
+
+def cmd_sim_module(args: argparse.Namespace) -> int:
+    from drivers import sim_console
+
+    listen = _listen_address(args.url) if args.url else None
+    state = args.state or _state_dir() / "module-sim.json"
+    settings = [f"{name} {getattr(args, name)}" for name in ("noise", "drop", "delay", "busy")]
+    if args.tamper:
+        settings.append("tamper on")
+    try:
+        return sim_console.run(
+            state_path=state,
+            listen=listen,
+            link=args.link,
+            settings=settings,
+            clock_offset=args.clock_offset,
+            seed=args.seed,
+        )
+    except ValueError as exc:  # a bad flag value or an unreadable state file
+        raise UsageError(str(exc)) from None
+
+
+def _state_dir() -> Path:
+    import os
+
+    import platformdirs
+
+    return Path(os.environ.get("STATE_DIRECTORY") or platformdirs.user_state_path("pos-agent"))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -105,6 +142,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_decode)
+
+    sim = sub.add_parser("sim", help="run a simulator").add_subparsers(
+        dest="simulator", metavar="SIMULATOR", required=True
+    )
+    p = sim.add_parser(
+        "module",
+        help="card module simulator on a pty or a TCP port",
+        description="Card module simulator speaking the serial protocol of DESIGN.md section 5. "
+        "Prints the path to open as its first line, then reads commands on stdin: noise RATE, "
+        "drop RATE, delay SECONDS, busy COUNT, tamper on|off, unplug, replug, garbage COUNT, "
+        "status, quit.",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="serve on a new pty (the default)")
+    where.add_argument("--url", help="listen on socket://HOST:PORT instead of a pty")
+    p.add_argument(
+        "--link", type=Path, help="keep a symlink to the pty here (stable across replug)"
+    )
+    p.add_argument("--state", type=Path, help="state file with the keys (created on first start)")
+    p.add_argument("--noise", default="0", help="rate of corrupted bytes, 0-1")
+    p.add_argument("--drop", default="0", help="rate of lost bytes, 0-1")
+    p.add_argument("--delay", default="0", help="seconds before each reply")
+    p.add_argument("--busy", default="0", help="answer the next N commands with busy")
+    p.add_argument("--tamper", action="store_true", help="start with the tamper flag set")
+    p.add_argument("--clock-offset", type=float, default=0.0, help="RTC offset in seconds")
+    p.add_argument("--seed", type=int, help="seed of the fault generator (repeatable runs)")
+    p.set_defaults(handler=cmd_sim_module)
 
     p = sub.add_parser("demo", help="show the agent at work on built-in examples")
     p.set_defaults(handler=cmd_demo)

@@ -1,5 +1,5 @@
 """Runs a :class:`~drivers.simulator.ModuleSimulator` on a pty or a TCP listener, in a thread,
-with line faults (noise, dropped bytes, slow replies) and unplug/replug."""
+with line faults (noise, dropped bytes, slow replies), garbage injection and unplug/replug."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 import tty
 from pathlib import Path
 
@@ -16,10 +15,15 @@ from drivers.simulator import ModuleSimulator
 from drivers.streams import FaultyStream, FdStream, LineFaults, SocketStream
 
 POLL = 0.05
+PLUG_WAIT = 2.0
 
 
 class SimulatedModulePort:
     """The simulator's end of the line.
+
+    Only the serving thread opens and closes the line, so no file descriptor is closed under a
+    reader and reused by the next pty. Unplug and replug are requests it carries out at once, even
+    in the middle of a slow reply.
 
     With a pty, ``link_path`` (if given) is a symlink to the current pty, re-pointed on replug the
     way udev keeps a stable name for a USB device; the path to open is :attr:`path`.
@@ -36,63 +40,25 @@ class SimulatedModulePort:
         self.simulator = simulator
         self.faults = faults or LineFaults()
         self.delay = delay
+        self.path = ""
         self._seed = seed
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the stream against inject() during a close
         self._stream: FaultyStream | None = None
-        self._fds: tuple[int, int] | None = None  # pty master, slave
+        self._fds: tuple[int, ...] = ()
         self._listener: socket.socket | None = None
         self._link_path: Path | None = None
-        self.path = ""
+        self._want_plugged = True
+        self._wake = threading.Event()
+        self._settled = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    # ------------------------------------------------------------------------------- pty
+    # --------------------------------------------------------------------------- starting
 
     def start_pty(self, link_path: Path | None = None) -> str:
         self._link_path = link_path
-        self._plug()
+        self._plug_pty()
         return self._start()
-
-    def _plug(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        # The simulator holds the slave open too, so the master does not see EIO every time the
-        # driver closes its end; it never reads from it.
-        with self._lock:
-            self._fds = (master, slave)
-            self._stream = FaultyStream(FdStream(master), self.faults, self._seed)
-        pty_path = os.ttyname(slave)
-        if self._link_path is not None:
-            temporary = self._link_path.with_name(self._link_path.name + ".new")
-            with contextlib.suppress(FileNotFoundError):
-                temporary.unlink()
-            temporary.symlink_to(pty_path)
-            os.replace(temporary, self._link_path)
-            self.path = str(self._link_path)
-        else:
-            self.path = pty_path
-
-    def unplug(self) -> None:
-        """Pull the cable: close the pty (its path disappears) or drop the TCP connection. The
-        driver's next read or write fails."""
-        with self._lock:
-            fds, self._fds, stream, self._stream = self._fds, None, self._stream, None
-        if self._link_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._link_path.unlink()
-        for fd in fds or ():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if stream is not None and isinstance(stream.inner, SocketStream):
-            stream.inner.sock.close()
-
-    def replug(self) -> None:
-        """Plug the pty back in (same :attr:`path` when a link path is used); a TCP listener
-        simply accepts the driver's next connection."""
-        if self._fds is None and self._listener is None:
-            self._plug()
-
-    # ------------------------------------------------------------------------------- TCP
 
     def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen for one driver at a time; returns the ``socket://`` URL to open."""
@@ -102,6 +68,81 @@ class SimulatedModulePort:
         bound_host, bound_port = listener.getsockname()[:2]
         self.path = f"socket://{bound_host}:{bound_port}"
         return self._start()
+
+    def _start(self) -> str:
+        self._thread = threading.Thread(target=self._serve, name="module-sim", daemon=True)
+        self._thread.start()
+        return self.path
+
+    # ------------------------------------------------------------------ unplug and replug
+
+    def unplug(self) -> None:
+        """Pull the cable: the pty closes (its path disappears) or the TCP connection drops, and
+        the driver's next read or write fails."""
+        self._request_plug(False)
+
+    def replug(self) -> None:
+        """Plug back in: a new pty behind the same link path, or accept TCP connections again."""
+        self._request_plug(True)
+
+    def _request_plug(self, plugged: bool) -> None:
+        self._settled.clear()
+        self._want_plugged = plugged
+        self._wake.set()
+        if not self._settled.wait(PLUG_WAIT):
+            raise RuntimeError("the simulator thread did not carry out the unplug/replug")
+
+    def _settle_plug(self) -> None:
+        """In the serving thread: make the line match what was asked for."""
+        if not self._wake.is_set():
+            return
+        self._wake.clear()
+        if not self._want_plugged:
+            self._close_line()
+        elif self._stream is None and self._listener is None:
+            self._plug_pty()
+        self._settled.set()
+
+    def _plug_pty(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        # The simulator holds the slave open too, so the master does not see EIO every time the
+        # driver closes its end; it never reads from it.
+        self._fds = (master, slave)
+        with self._lock:
+            self._stream = FaultyStream(FdStream(master), self.faults, self._seed)
+        pty_path = os.ttyname(slave)
+        if self._link_path is None:
+            self.path = pty_path
+            return
+        temporary = self._link_path.with_name(self._link_path.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        temporary.symlink_to(pty_path)
+        os.replace(temporary, self._link_path)
+        self.path = str(self._link_path)
+
+    def _close_line(self) -> None:
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if self._link_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._link_path.unlink()
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = ()
+        if stream is not None and isinstance(stream.inner, SocketStream):
+            stream.inner.sock.close()
+
+    def inject(self, raw: bytes) -> None:
+        """Put ``raw`` on the line towards the driver, outside any frame (line garbage)."""
+        with self._lock:
+            if self._stream is not None:
+                with contextlib.suppress(LinkDown):
+                    self._stream.inner.write(raw)
+
+    # ---------------------------------------------------------------------------- serving
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -113,60 +154,45 @@ class SimulatedModulePort:
         with self._lock:
             self._stream = FaultyStream(SocketStream(connection), self.faults, self._seed)
 
-    # ---------------------------------------------------------------------------- serving
-
-    def _start(self) -> str:
-        self._thread = threading.Thread(target=self._serve, name="module-sim", daemon=True)
-        self._thread.start()
-        return self.path
-
     def _serve(self) -> None:
         link: Link | None = None
-        stream: FaultyStream | None = None
         while not self._stop.is_set():
-            with self._lock:
-                current = self._stream
-            if current is None:
-                if self._listener is not None:
+            self._settle_plug()
+            stream = self._stream
+            if stream is None:
+                link = None
+                if self._listener is not None and self._want_plugged:
                     self._accept()
                 else:
-                    time.sleep(POLL)
-                link = None
+                    self._wake.wait(POLL)
                 continue
-            if current is not stream:
-                stream, link = current, Link(current)
-            assert link is not None
+            if link is None or link.stream is not stream:
+                link = Link(stream)
             try:
                 request = link.receive(POLL)
                 if request is None:
                     continue
                 response = self.simulator.handle(request)
-                if self.delay:
-                    time.sleep(self.delay)
+                if self.delay and self._wake.wait(self.delay):
+                    continue  # unplugged while "working": the answer is lost with the power
                 # A new request (another SEQ) proves the driver is done with this response.
                 link.send(response, answered=lambda f, seq=request.seq: f.seq != seq)
             except NoAck:
                 continue  # the driver asks again if it still wants it; the answer is replayed
             except LinkDown:
-                self._lost(current)
-
-    def _lost(self, stream: FaultyStream) -> None:
-        """The line failed under us: a TCP driver went away (accept the next), or we unplugged."""
-        with self._lock:
-            if self._stream is stream and self._listener is not None:
-                self._stream = None
-                if isinstance(stream.inner, SocketStream):
-                    stream.inner.sock.close()
-        time.sleep(POLL)
+                # The TCP driver went away: accept the next one. (A pty master does not fail
+                # while the simulator holds the slave; should it, the module is gone until replug.)
+                self._close_line()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=PLUG_WAIT)
+        self._close_line()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        self.unplug()
 
     def __enter__(self) -> SimulatedModulePort:
         return self

@@ -8,12 +8,24 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_wire_benchmark_prints_json() -> None:
+def run_quick(name: str) -> dict:
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "wire.py"), "--quick"],
-        capture_output=True, text=True, timeout=120, check=True,
+        [sys.executable, str(BENCHMARKS / name), "--quick"],
+        capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
-    data = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_wire_benchmark_prints_json() -> None:
+    data = run_quick("wire.py")
     for mti in ("0200", "0210"):
         assert data["messages"][mti]["encode_us"] > 0
         assert data["messages"][mti]["decode_us"] > 0
+
+
+def test_module_benchmark_prints_json() -> None:
+    data = run_quick("module.py")
+    assert data["mac_round_trips_per_s"] > 0
+    assert data["bytes_to_module_per_mac"] == data["request_frame_bytes"] + 1
+    assert data["bytes_from_module_per_mac"] == data["response_frame_bytes"] + 1
+    assert data["retransmit_after_lost_ack_ms"] > data["retransmit_after_nak_ms"]

@@ -1,0 +1,265 @@
+"""The real driver against the real simulator over a real pty and over socket://, and against a
+scripted module on a pty for misbehaviour. Timing bounds are generous: they prove "no hang past the
+timeout", not speed (that is benchmarks/module.py)."""
+
+import threading
+import time
+
+import pytest
+
+from agent.wire.mac import mac_block, software_cup_mac, x919_mac
+from agent.wire.working_keys import issue_working_keys
+from drivers.framing import NAK, Control, Frame
+from drivers.module import (
+    MacAlgorithm,
+    ModuleLinkError,
+    ModuleProtocolError,
+    ModuleStatusError,
+    ModuleTimeout,
+    Status,
+)
+from drivers.serial_module import DEFAULT_TIMEOUTS, SerialCardModule
+from drivers.simulator import TEST_TMK
+from tests.integration.module_rig import VANISH, ScriptedModule, ack, reply, simulator_rig
+
+CLEAR = {"PIK": bytes(range(1, 17)), "MAK": bytes(range(17, 33)), "TDK": bytes(range(33, 49))}
+SLACK = 0.5  # scheduling noise on a shared machine
+
+
+def clear_keys(scheme: str) -> dict[str, bytes]:
+    length = 8 if scheme == "001" else 16
+    names = ("PIK", "MAK", "TDK") if scheme == "004" else ("PIK", "MAK")
+    return {name: CLEAR[name][:length] for name in names}
+
+
+def load(module: SerialCardModule, scheme: str = "003") -> None:
+    module.load_working_keys(
+        0, issue_working_keys(TEST_TMK, scheme, clear_keys(scheme)).to_field62()
+    )
+
+
+@pytest.fixture(params=["pty", "tcp"])
+def rig(request, tmp_path):
+    with simulator_rig(tmp_path, request.param) as rig:
+        yield rig
+
+
+def test_every_command(rig) -> None:
+    module = rig.module
+    assert module.ping() >= 0
+    info = module.info()
+    assert (info.serial, info.tampered) == ("SIM0000000000001", False)
+    assert abs((module.rtc() - __import__("datetime").datetime.now()).total_seconds()) < 5
+    assert module.key_status(0)["TMK"].kcv_hex == "08D7B4FB"
+
+
+@pytest.mark.parametrize("scheme", ["001", "003", "004"])
+def test_loaded_kcvs_equal_field_62(rig, scheme: str) -> None:
+    issued = issue_working_keys(TEST_TMK, scheme, clear_keys(scheme))
+    rig.module.load_working_keys(0, issued.to_field62())
+    status = rig.module.key_status(0)
+    assert {name: status[name].kcv_hex for name in issued.kcvs()} == issued.kcvs()
+
+
+def test_kcv_mismatch_is_refused_naming_the_key(rig) -> None:
+    raw = bytearray(issue_working_keys(TEST_TMK, "003", clear_keys("003")).to_field62())
+    raw[20 + 16] ^= 0x01  # MAK's KCV
+    with pytest.raises(ModuleStatusError) as err:
+        rig.module.load_working_keys(0, bytes(raw))
+    assert (err.value.status, err.value.key) == (Status.KCV_MISMATCH, "MAK")
+    assert "KCV mismatch for MAK (status 04)" in str(err.value)
+
+
+def test_module_mac_equals_software_mac(rig) -> None:
+    load(rig.module)
+    mab = b"\x02\x00" + bytes(range(200))
+    expected = software_cup_mac(mab, CLEAR["MAK"])
+    assert rig.module.mac_from_block(mac_block(mab)) == expected
+    assert rig.module.mac(0, MacAlgorithm.CUP_ECB, mab) == expected
+    assert rig.module.mac(0, MacAlgorithm.X919, mab) == x919_mac(mab, CLEAR["MAK"])
+
+
+def test_one_percent_noise_both_ways_every_command_succeeds(rig) -> None:
+    load(rig.module)
+    rig.port.faults.noise = 0.01
+    for i in range(150):
+        mab = i.to_bytes(4, "big") * 9
+        assert rig.module.mac_from_block(mac_block(mab)) == software_cup_mac(mab, CLEAR["MAK"])
+    stats = rig.module.stats
+    assert stats.bad_frames + stats.retransmits > 0, "the noise never hit a frame"
+
+
+def test_dropped_bytes_are_recovered(rig) -> None:
+    load(rig.module)
+    rig.port.faults.drop = 0.01
+    for _ in range(50):
+        assert rig.module.key_status(0)["MAK"].present
+
+
+def test_garbage_on_the_line_is_skipped(rig) -> None:
+    rig.module.ping()
+    rig.port.inject(bytes(range(256)) * 2)
+    assert rig.module.key_status(0)["TMK"].present
+
+
+def test_busy_is_retried_then_reported(rig) -> None:
+    rig.sim.busy_answers = 2
+    assert rig.module.ping() >= 0
+    rig.sim.busy_answers = 10
+    with pytest.raises(ModuleStatusError, match=r"refused PING: busy \(status 05\)"):
+        rig.module.ping()
+
+
+def test_tamper(rig) -> None:
+    rig.sim.tampered = True
+    assert rig.module.info().tampered
+    with pytest.raises(ModuleStatusError, match=r"tampered or locked \(status 06\)"):
+        rig.module.key_status(0)
+
+
+def test_slow_reply_is_waited_for_and_too_slow_is_a_timeout(rig) -> None:
+    rig.port.delay = 0.7  # beyond the resend point: the request goes out again and is replayed
+    executed = rig.sim.executed
+    assert rig.module.ping() >= 0
+    time.sleep(0.8)  # let the replayed duplicate arrive and be discarded
+    assert rig.sim.executed == executed + 1, "a repeated request must not execute twice"
+    rig.port.delay = 3.0
+    started = time.monotonic()
+    with pytest.raises(ModuleTimeout, match=r"no response to PING within 1.0 s"):
+        rig.module.ping()
+    assert time.monotonic() - started < DEFAULT_TIMEOUTS[0] + SLACK
+
+
+def test_unplug_and_replug_without_a_new_driver(tmp_path) -> None:
+    with simulator_rig(tmp_path) as rig:
+        rig.module.ping()
+        rig.port.unplug()
+        started = time.monotonic()
+        with pytest.raises(ModuleLinkError, match="cannot be opened"):
+            rig.module.ping()
+        assert time.monotonic() - started < 1.0 + SLACK
+        rig.port.replug()
+        assert rig.module.key_status(0)["TMK"].present
+
+
+def test_unplug_during_a_command_then_replug(tmp_path) -> None:
+    with simulator_rig(tmp_path) as rig:
+        rig.module.ping()
+        rig.port.delay = 0.3
+        result: list[object] = []
+        worker = threading.Thread(target=lambda: result.append(rig.module.key_status(0)))
+        worker.start()
+        time.sleep(0.1)
+        rig.port.unplug()
+        time.sleep(0.2)
+        rig.port.replug()
+        worker.join(timeout=5)
+        assert result and result[0]["TMK"].present
+
+
+# ------------------------------------------------------------------------ scripted misbehaviour
+
+
+def scripted(behave) -> tuple[ScriptedModule, SerialCardModule]:
+    return (script := ScriptedModule(behave)), SerialCardModule(script.path)
+
+
+def test_module_that_never_answers_is_a_link_error() -> None:
+    script, module = scripted(lambda event: [])
+    started = time.monotonic()
+    with pytest.raises(ModuleLinkError, match=r"did not acknowledge PING .* after 4 transmissions"):
+        module.ping()
+    assert time.monotonic() - started < 4 * 0.2 + SLACK
+    assert len([e for e in script.received if isinstance(e, Frame)]) == 4
+    module.close(), script.close()
+
+
+def test_ack_without_response_is_a_timeout() -> None:
+    script, module = scripted(lambda event: [ack()] if isinstance(event, Frame) else [])
+    started = time.monotonic()
+    with pytest.raises(ModuleTimeout):
+        module.ping()
+    assert time.monotonic() - started < 1.0 + SLACK
+    module.close(), script.close()
+
+
+def _bad_first_then_good(bad: bytes):
+    sent = []
+
+    def behave(event):
+        if isinstance(event, Frame):
+            sent.append(event)
+            return [ack(), bad]
+        if event == Control(NAK):
+            return [reply(sent[-1], b"\x00" + (7).to_bytes(4, "big"))]
+        return []
+
+    return behave
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\x02\x04\x01\x05\x80" + bytes(20),  # LEN 1025
+        Frame(0, 0x80, b"\x00\x00\x00\x00\x07").encode()[:-1] + b"\x00",  # CRC wrong
+        Frame(0, 0x80, b"\x00\x00\x00\x00\x07").encode()[:-3] + b"\x09\x00\x00",  # ETX wrong
+    ],
+    ids=["len-over-1024", "crc", "etx"],
+)
+def test_bad_response_frame_is_naked_and_the_retry_succeeds(bad: bytes) -> None:
+    script, module = scripted(_bad_first_then_good(bad))
+    assert module.ping() == 7
+    assert module.stats.bad_frames >= 1
+    module.close(), script.close()
+
+
+def test_half_a_frame_then_silence_is_a_timeout() -> None:
+    def behave(event):
+        if isinstance(event, Frame):
+            return [ack(), reply(event, b"\x00" + bytes(4))[:5]]
+        return []
+
+    script, module = scripted(behave)
+    with pytest.raises(ModuleTimeout):
+        module.ping()
+    assert module.stats.last_bad_frame.startswith("truncated frame")
+    module.close(), script.close()
+
+
+def test_module_vanishing_mid_frame_is_a_link_error() -> None:
+    def behave(event):
+        if isinstance(event, Frame):
+            return [ack(), reply(event, b"\x00" + bytes(4))[:4], 0.05, VANISH]
+        return []
+
+    script, module = scripted(behave)
+    started = time.monotonic()
+    with pytest.raises(ModuleLinkError):
+        module.ping()
+    assert time.monotonic() - started < 1.0 + SLACK
+    module.close(), script.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "text"),
+    [
+        (b"\x01", ModuleStatusError, r"refused PING: unknown command \(status 01\)"),
+        (b"\x00\x01", ModuleProtocolError, "PING response carries 1 data bytes, expected 4"),
+        (b"", ModuleProtocolError, "PING response has no status byte"),
+    ],
+)
+def test_bad_responses_are_typed_errors(data: bytes, error: type, text: str) -> None:
+    script, module = scripted(lambda e: [ack(), reply(e, data)] if isinstance(e, Frame) else [])
+    with pytest.raises(error, match=text):
+        module.ping()
+    module.close(), script.close()
+
+
+def test_socket_ports_turn_off_nagle(tmp_path) -> None:
+    # Without TCP_NODELAY every single-byte ACK waits for a delayed ACK: ~40 ms per MAC.
+    import socket
+
+    with simulator_rig(tmp_path, "tcp") as rig:
+        rig.module.ping()
+        sock = rig.module._port._socket  # pyserial's socket, reached the same way the driver does
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

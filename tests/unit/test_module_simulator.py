@@ -1,0 +1,142 @@
+"""The simulator's command logic, without a line (the line is covered over real ptys)."""
+
+import json
+import os
+from datetime import datetime
+
+import pytest
+
+from agent.wire.mac import kcv, software_cup_mac, x919_mac
+from agent.wire.working_keys import issue_working_keys
+from drivers.framing import Frame
+from drivers.module import (
+    Command,
+    ModuleInfo,
+    ModuleProtocolError,
+    Status,
+    decode_info,
+    decode_key_status,
+    decode_rtc,
+    encode_info,
+    encode_rtc,
+)
+from drivers.simulator import TEST_TMK, ModuleSimulator, ModuleState
+
+CLEAR = {"PIK": bytes(range(1, 17)), "MAK": bytes(range(17, 33)), "TDK": bytes(range(33, 49))}
+
+
+def clear_keys(scheme: str) -> dict[str, bytes]:
+    length = 8 if scheme == "001" else 16
+    names = ("PIK", "MAK", "TDK") if scheme == "004" else ("PIK", "MAK")
+    return {name: CLEAR[name][:length] for name in names}
+
+
+@pytest.fixture
+def sim(tmp_path) -> ModuleSimulator:
+    return ModuleSimulator(ModuleState.load_or_create(tmp_path / "state.json"))
+
+
+def call(sim: ModuleSimulator, cmd: int, data: bytes = b"", seq: int = 1) -> bytes:
+    response = sim.handle(Frame(seq, cmd, data))
+    assert (response.seq, response.cmd) == (seq, cmd | 0x80)
+    return response.data
+
+
+def test_new_state_has_the_documented_test_tmk(tmp_path, sim) -> None:
+    assert kcv(TEST_TMK).hex().upper() == "08D7B4FB"
+    status = decode_key_status(0, call(sim, Command.KEY_STATUS, b"\x00")[1:])
+    assert status["TMK"].present and status["TMK"].kcv_hex == "08D7B4FB"
+    assert not status["MAK"].present
+    assert os.stat(tmp_path / "state.json").st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("scheme", ["001", "003", "004"])
+def test_loaded_keys_report_the_kcvs_of_field_62(sim, scheme: str) -> None:
+    issued = issue_working_keys(TEST_TMK, scheme, clear_keys(scheme))
+    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + issued.to_field62()) == b"\x00"
+    status = decode_key_status(0, call(sim, Command.KEY_STATUS, b"\x00", seq=2)[1:])
+    reported = {name: status[name].kcv_hex for name in issued.kcvs()}
+    assert reported == issued.kcvs()
+    assert status["TDK"].present is (scheme == "004")
+
+
+@pytest.mark.parametrize(("position", "key_number"), [(0, 1), (1, 2), (2, 3)])
+def test_kcv_mismatch_names_the_key_and_stores_nothing(sim, position: int, key_number: int) -> None:
+    issued = issue_working_keys(TEST_TMK, "004", clear_keys("004"))
+    raw = bytearray(issued.to_field62())
+    raw[position * 20 + 16] ^= 0xFF  # first KCV byte of that key
+    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + bytes(raw)) == bytes([4, key_number])
+    status = decode_key_status(0, call(sim, Command.KEY_STATUS, b"\x00", seq=2)[1:])
+    assert not any(status[name].present for name in ("PIK", "MAK", "TDK"))
+
+
+def test_load_errors(sim) -> None:
+    issued = issue_working_keys(TEST_TMK, "003", clear_keys("003"))
+    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + bytes(39)) == bytes(
+        [Status.BAD_PARAMETER]
+    )
+    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x05" + issued.to_field62(), seq=2) == bytes(
+        [Status.KEY_ABSENT]
+    )
+
+
+def test_macs(sim) -> None:
+    issued = issue_working_keys(TEST_TMK, "003", clear_keys("003"))
+    call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + issued.to_field62())
+    mak, data = CLEAR["MAK"], b"the MAB of some message"
+    assert call(sim, Command.MAC, b"\x00\x01" + data, 2) == b"\x00" + software_cup_mac(data, mak)
+    assert call(sim, Command.MAC, b"\x00\x02" + data, 3) == b"\x00" + x919_mac(data, mak)
+    assert call(sim, Command.MAC, b"\x00\x81" + bytes(7), 4) == bytes([Status.BAD_PARAMETER])
+    assert call(sim, Command.MAC, b"\x00\x33" + data, 5) == bytes([Status.BAD_PARAMETER])
+    assert call(sim, Command.MAC, b"\x01\x01" + data, 6) == bytes([Status.KEY_ABSENT])
+
+
+def test_repeated_request_is_replayed_not_executed(sim) -> None:
+    first = sim.handle(Frame(9, Command.PING))
+    executed = sim.executed
+    assert sim.handle(Frame(9, Command.PING)) == first
+    assert sim.executed == executed
+    sim.handle(Frame(9, Command.INFO))  # same SEQ, another command: a new request
+    assert sim.executed == executed + 1
+
+
+def test_unknown_command_busy_and_tamper(sim) -> None:
+    assert call(sim, 0x55) == bytes([Status.UNKNOWN_COMMAND])
+    sim.busy_answers = 1
+    assert call(sim, Command.PING, seq=2) == bytes([Status.BUSY])
+    assert call(sim, Command.PING, seq=3)[0] == Status.OK
+    sim.tampered = True
+    assert call(sim, Command.KEY_STATUS, b"\x00", seq=4) == bytes([Status.TAMPERED])
+    assert call(sim, Command.MAC, b"\x00\x81" + bytes(8), seq=5) == bytes([Status.TAMPERED])
+    assert decode_info(call(sim, Command.INFO, seq=6)[1:]).tampered
+
+
+def test_keys_persist_across_restarts(tmp_path, sim) -> None:
+    issued = issue_working_keys(TEST_TMK, "003", clear_keys("003"))
+    call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + issued.to_field62())
+    again = ModuleSimulator(ModuleState.load_or_create(tmp_path / "state.json"))
+    status = decode_key_status(0, call(again, Command.KEY_STATUS, b"\x00")[1:])
+    assert status["MAK"].kcv_hex == issued.kcvs()["MAK"]
+
+
+def test_unreadable_state_names_the_file(tmp_path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"slots": {"0": {"TMK": "not hex"}}}))
+    with pytest.raises(ValueError, match=f"module simulator state {path} is unreadable"):
+        ModuleState.load_or_create(path)
+
+
+def test_payload_codecs() -> None:
+    info = ModuleInfo("SN1", "MODEL", "FW 2.1", True)
+    assert decode_info(encode_info(info)) == info
+    moment = datetime(2026, 11, 25, 13, 5, 9)
+    assert encode_rtc(moment) == bytes.fromhex("20261125130509")
+    assert decode_rtc(encode_rtc(moment)) == moment
+    with pytest.raises(ModuleProtocolError, match="not a valid BCD time"):
+        decode_rtc(bytes.fromhex("20261399999999"))
+    with pytest.raises(
+        ModuleProtocolError, match="INFO response carries 3 data bytes, expected 49"
+    ):
+        decode_info(b"abc")
+    with pytest.raises(ModuleProtocolError, match="KEY_STATUS response carries 0 data bytes"):
+        decode_key_status(0, b"")
