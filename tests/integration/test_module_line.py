@@ -263,3 +263,13 @@ def test_socket_ports_turn_off_nagle(tmp_path) -> None:
         rig.module.ping()
         sock = rig.module._port._socket  # pyserial's socket, reached the same way the driver does
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_loop_url_opens_and_times_out_typed() -> None:
+    # loop:// echoes the request back: the driver sees its own frame and an echoed ACK, never a
+    # response. It must end in a typed timeout, within the budget.
+    with SerialCardModule("loop://") as module:
+        started = time.monotonic()
+        with pytest.raises(ModuleTimeout, match="no response to PING"):
+            module.ping()
+        assert time.monotonic() - started < DEFAULT_TIMEOUTS[0] + SLACK

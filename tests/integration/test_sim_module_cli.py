@@ -105,3 +105,21 @@ def test_garbage_state_file_exit_2(tmp_path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert f"module simulator state {state} is unreadable" in result.stderr
+
+
+def test_hostile_bytes_to_the_simulator_do_not_kill_it(sim) -> None:
+    import os
+
+    import serial
+
+    from drivers.framing import STX
+
+    with serial.serial_for_url(sim.path, baudrate=115200, timeout=0.1) as raw:
+        raw.write(os.urandom(2000))
+        raw.write(bytes([STX, 0xFF, 0xFF]) + os.urandom(64))  # LEN 65535
+        raw.write(bytes([STX, 0x00, 0x05, 0x01, 0x00]))  # half a frame, then nothing
+        raw.flush()
+    assert sim.process.poll() is None
+    with SerialCardModule(sim.path) as module:
+        assert module.key_status(0)["TMK"].present
+    assert sim.say("status").startswith("ok")
