@@ -1,0 +1,269 @@
+"""Configuration: one TOML file, validated at start, environment overrides.
+
+Every error names the file, the key and what was expected. ``POS_AGENT_<SECTION>_<KEY>`` overrides
+a key (``POS_AGENT_HOST_PRIMARY=10.0.0.5:5000``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/pos-agent/agent.toml")
+ENV_PREFIX = "POS_AGENT_"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming where it is and what was expected."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    tid: str = ""
+    mid: str = ""
+    support_phone: str = ""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    primary: Endpoint | None = None
+    backup: Endpoint | None = None
+    connect_timeout: float = 5.0
+    response_timeout: float = 30.0
+    idle_echo: float = 60.0  # seconds without traffic before an echo test; 0 turns it off
+    tls: bool = False
+    ca_file: str = ""
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
+class WireConfig:
+    tpdu_destination: int = 0x0003
+    tpdu_source: int = 0x0000
+    software_version: int = 0x31
+    sub_version: str = "311303"
+    key_scheme: str = "003"
+
+
+@dataclass(frozen=True)
+class ModuleConfig:
+    url: str = "/dev/ttyS1"
+    baudrate: int = 115200
+    key_slot: int = 0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    socket: str = ""  # default: $RUNTIME_DIRECTORY/agent.sock
+    tcp_port: int = 0  # 0: no TCP listener; otherwise 127.0.0.1:PORT
+    mode: str = "wrap"  # or "pass-through"
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    path: str = ""  # default: <state directory>/journal.sqlite3
+
+
+@dataclass(frozen=True)
+class Config:
+    terminal: TerminalConfig = field(default_factory=TerminalConfig)
+    host: HostConfig = field(default_factory=HostConfig)
+    wire: WireConfig = field(default_factory=WireConfig)
+    module: ModuleConfig = field(default_factory=ModuleConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    source: str = "defaults"
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [e for e in (self.host.primary, self.host.backup) if e is not None]
+
+
+# ----------------------------------------------------------------------------------- parsing
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, str):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("expected a number of 0 or more")
+    return float(value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a whole number of 0 or more")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _endpoint(value: Any) -> Endpoint | None:
+    text = _text(value).strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT with a port from 1 to 65535")
+    return Endpoint(host.strip("[]"), int(port))
+
+
+def _nii(value: Any) -> int:
+    text = _text(value) if isinstance(value, str) else f"{_integer(value):04X}"
+    if len(text) != 4 or not all(c in "0123456789abcdefABCDEF" for c in text):
+        raise ValueError('expected 4 hex digits, e.g. "0003"')
+    return int(text, 16)
+
+
+def _byte_hex(value: Any) -> int:
+    text = _text(value)
+    if len(text) != 2 or not all(c in "0123456789abcdefABCDEF" for c in text):
+        raise ValueError('expected 2 hex digits, e.g. "31"')
+    return int(text, 16)
+
+
+def _digits(count: int) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value)
+        if len(text) != count or not text.isdigit() or not text.isascii():
+            raise ValueError(f"expected {count} digits")
+        return text
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value)
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(repr(o) for o in options)}")
+        return text
+
+    return parse
+
+
+def _tid(value: Any) -> str:
+    text = _text(value)
+    if text and (len(text) != 8 or not text.isascii() or not text.isprintable()):
+        raise ValueError("expected 8 printable ASCII characters")
+    return text
+
+
+def _mid(value: Any) -> str:
+    text = _text(value)
+    if text and (len(text) != 15 or not text.isascii() or not text.isprintable()):
+        raise ValueError("expected 15 printable ASCII characters")
+    return text
+
+
+PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "terminal": {"tid": _tid, "mid": _mid, "support_phone": _text},
+    "host": {
+        "primary": _endpoint,
+        "backup": _endpoint,
+        "connect_timeout": _number,
+        "response_timeout": _number,
+        "idle_echo": _number,
+        "tls": _flag,
+        "ca_file": _text,
+        "server_name": _text,
+    },
+    "wire": {
+        "tpdu_destination": _nii,
+        "tpdu_source": _nii,
+        "software_version": _byte_hex,
+        "sub_version": _digits(6),
+        "key_scheme": _choice("001", "003", "004"),
+    },
+    "module": {"url": _text, "baudrate": _integer, "key_slot": _integer},
+    "gateway": {"socket": _text, "tcp_port": _integer, "mode": _choice("wrap", "pass-through")},
+    "journal": {"path": _text},
+}
+SECTION_CLASSES: dict[str, type] = {
+    "terminal": TerminalConfig,
+    "host": HostConfig,
+    "wire": WireConfig,
+    "module": ModuleConfig,
+    "gateway": GatewayConfig,
+    "journal": JournalConfig,
+}
+
+
+def build(raw: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None) -> Config:
+    """Validate ``raw`` (parsed TOML) plus environment overrides into a :class:`Config`."""
+    env = os.environ if env is None else env
+    sections: dict[str, Any] = {}
+    for section, value in raw.items():
+        if section not in PARSERS:
+            raise ConfigError(
+                f"{source}: unknown section [{section}]; expected one of {', '.join(PARSERS)}"
+            )
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+    for section, parsers in PARSERS.items():
+        values = dict(raw.get(section, {}))
+        for key in values:
+            if key not in parsers:
+                raise ConfigError(
+                    f"{source}: unknown key {section}.{key}; expected one of {', '.join(parsers)}"
+                )
+        for key in parsers:
+            variable = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+            if variable in env:
+                values[key] = env[variable]
+        parsed = {}
+        for key, value in values.items():
+            try:
+                parsed[key] = parsers[key](value)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {section}.{key} = {value!r}: {exc}") from None
+        sections[section] = SECTION_CLASSES[section](**parsed)
+    config = Config(**sections, source=source)
+    if config.host.tls and config.host.ca_file and not Path(config.host.ca_file).is_file():
+        raise ConfigError(f"{source}: host.ca_file = {config.host.ca_file!r}: no such file")
+    return config
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the configuration. A missing default file gives the defaults (an
+    unprovisioned terminal); a missing file named explicitly is an error."""
+    explicit = path is not None
+    path = path or DEFAULT_PATH
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        return build({}, f"{path} (absent: defaults)", env)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return build(raw, str(path), env)

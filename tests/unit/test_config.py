@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, Endpoint, load
+
+GOOD = """
+[terminal]
+tid = "10000001"
+mid = "898100012340001"
+
+[host]
+primary = "127.0.0.1:5000"
+backup = "[::1]:5001"
+response_timeout = 10
+
+[wire]
+tpdu_destination = "0105"
+key_scheme = "004"
+
+[gateway]
+mode = "pass-through"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_good_file(tmp_path) -> None:
+    config = load(write(tmp_path, GOOD), env={})
+    assert config.terminal.tid == "10000001"
+    assert config.endpoints == [Endpoint("127.0.0.1", 5000), Endpoint("::1", 5001)]
+    assert config.host.response_timeout == 10.0
+    assert config.wire.tpdu_destination == 0x0105 and config.wire.key_scheme == "004"
+    assert config.gateway.mode == "pass-through"
+    assert config.module.url == "/dev/ttyS1"  # default
+
+
+def test_environment_overrides(tmp_path) -> None:
+    env = {"POS_AGENT_HOST_PRIMARY": "10.1.1.1:6000", "POS_AGENT_TERMINAL_TID": "20000002"}
+    config = load(write(tmp_path, GOOD), env=env)
+    assert config.host.primary == Endpoint("10.1.1.1", 6000)
+    assert config.terminal.tid == "20000002"
+
+
+def test_missing_default_file_is_an_unprovisioned_terminal(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("agent.config.DEFAULT_PATH", tmp_path / "absent.toml")
+    config = load(env={})
+    assert config.terminal.tid == "" and config.endpoints == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[host]\nprimary = 'nowhere'", "host.primary = 'nowhere': expected HOST:PORT"),
+        ("[host]\nprimary = 'h:70000'", "port from 1 to 65535"),
+        ("[terminal]\ntid = '123'", "terminal.tid = '123': expected 8 printable ASCII"),
+        ("[terminal]\nmid = 5", "terminal.mid = 5: expected a string"),
+        ("[wire]\nkey_scheme = '002'", "wire.key_scheme = '002': expected one of '001', '003'"),
+        ("[wire]\ntpdu_source = 'xyz1'", "expected 4 hex digits"),
+        ("[host]\nresponse_timeout = -1", "host.response_timeout = -1: expected a number"),
+        ("[host]\ntls = 'maybe'", "host.tls = 'maybe': expected true or false"),
+        ("[hosts]\nprimary = 'a:1'", "unknown section [hosts]"),
+        ("[host]\nprimry = 'a:1'", "unknown key host.primry"),
+        ("host = 5", "[host] must be a table"),
+        ("[host\n", "not valid TOML"),
+        ("[host]\ntls = true\nca_file = '/nonexistent/ca.pem'", "host.ca_file"),
+    ],
+)
+def test_errors_name_file_key_and_expectation(tmp_path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load(path, env={})
+    assert str(err.value).startswith(str(path))
+    assert message in str(err.value)
+
+
+def test_bad_environment_override_is_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"gateway.tcp_port = 'abc': expected a whole number"):
+        load(write(tmp_path, GOOD), env={"POS_AGENT_GATEWAY_TCP_PORT": "abc"})
+
+
+def test_named_file_must_exist(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load(tmp_path / "absent.toml", env={})
+
+
+def test_undecodable_file(tmp_path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load(path, env={})
