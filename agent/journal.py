@@ -1,0 +1,348 @@
+"""The journal: SQLite in the state directory (DESIGN.md section 8).
+
+It keeps the STAN counter and batch, the last sign-in, one masked row per request/response, events,
+and the reversal queue. A financial request is written as pending before its first byte leaves; a
+pending request found at start-up becomes a reversal.
+
+Nothing here holds a full PAN, track, PIN block or key: rows keep masked summaries, and a reversal
+keeps only the fields that identify the original (TID, MID, STAN, batch, amount, codes), which is
+how the host finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.wire.mask import masked_fields
+from agent.wire.message import Message
+
+# Fields of a financial request kept to build its reversal: none of them is cardholder data.
+REVERSAL_FIELDS = (3, 4, 11, 22, 25, 41, 42, 49, 60)
+MAX_STAN = 999_999
+
+MIGRATIONS = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE transactions (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        mti TEXT NOT NULL,
+        stan TEXT NOT NULL,
+        state TEXT NOT NULL,
+        request TEXT NOT NULL,
+        response TEXT,
+        response_code TEXT,
+        detail TEXT,
+        reversal_template TEXT
+    );
+    CREATE INDEX transactions_state ON transactions (state);
+    CREATE TABLE reversals (
+        id INTEGER PRIMARY KEY,
+        transaction_id INTEGER NOT NULL REFERENCES transactions (id),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        reason TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX reversals_state ON reversals (state);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE TABLE signins (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        scheme TEXT NOT NULL,
+        kcvs TEXT NOT NULL,
+        host_time TEXT
+    );
+    """,
+)
+
+
+class JournalError(Exception):
+    """The journal cannot be written or read; the text says why (full disk, corrupt file...)."""
+
+
+@dataclass(frozen=True)
+class Reversal:
+    id: int
+    transaction_id: int
+    reason: str
+    message: Message
+    attempts: int
+
+
+def _summary(message: Message) -> str:
+    return json.dumps({"mti": message.mti, "fields": masked_fields(message)}, ensure_ascii=False)
+
+
+class Journal:
+    def __init__(self, path: Path, clock: Any = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"journal {path} cannot be opened: {exc}") from None
+        except OSError as exc:
+            raise JournalError(f"journal {path} cannot be created: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One durable transaction; any SQLite failure becomes a JournalError with its reason."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise JournalError(f"journal {self.path} write failed: {exc}") from None
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise JournalError(
+                f"journal {self.path} has schema {version}, newer than this agent knows "
+                f"({len(MIGRATIONS)})"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._write() as db:
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _meta(self, key: str, default: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    @staticmethod
+    def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -------------------------------------------------------------------------- counters
+
+    def next_stan(self) -> int:
+        """The next STAN (1-999999, wrapping), skipping any still open in this journal."""
+        with self._write() as db:
+            stan = int(self._meta("stan", "0"))
+            for _ in range(MAX_STAN):
+                stan = stan % MAX_STAN + 1
+                if not self._stan_open(db, f"{stan:06d}"):
+                    break
+            else:
+                raise JournalError("every STAN is held by an open transaction")
+            self._set_meta(db, "stan", str(stan))
+        return stan
+
+    @staticmethod
+    def _stan_open(db: sqlite3.Connection, stan: str) -> bool:
+        return (
+            db.execute(
+                "SELECT 1 FROM transactions t WHERE t.stan = ? AND (t.state = 'pending' OR "
+                "EXISTS (SELECT 1 FROM reversals r WHERE r.transaction_id = t.id "
+                "AND r.state = 'queued'))",
+                (stan,),
+            ).fetchone()
+            is not None
+        )
+
+    @property
+    def batch(self) -> int:
+        return int(self._meta("batch", "1"))
+
+    # ---------------------------------------------------------------------- transactions
+
+    def begin(self, message: Message, *, financial: bool) -> int:
+        """Record a request before it is sent; returns its id. Financial requests keep what a
+        reversal needs."""
+        now = self._clock()
+        template = None
+        if financial:
+            template = json.dumps(
+                {str(n): message.fields[n] for n in REVERSAL_FIELDS if n in message.fields}
+            )
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO transactions (created_at, updated_at, mti, stan, state, request, "
+                "reversal_template) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                (now, now, message.mti, message.text(11), _summary(message), template),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish(
+        self,
+        transaction_id: int,
+        state: str,
+        response: Message | None = None,
+        detail: str = "",
+        reversal_reason: str | None = None,
+    ) -> int | None:
+        """Close a pending transaction; with ``reversal_reason`` queue its reversal in the same
+        durable step. Returns the reversal id, if one was queued."""
+        code = response.text(39) if response is not None and 39 in response else None
+        with self._write() as db:
+            db.execute(
+                "UPDATE transactions SET state = ?, updated_at = ?, response = ?, "
+                "response_code = ?, detail = ? WHERE id = ?",
+                (
+                    state,
+                    self._clock(),
+                    _summary(response) if response is not None else None,
+                    code,
+                    detail,
+                    transaction_id,
+                ),
+            )
+            if reversal_reason is None:
+                return None
+            return self._queue_reversal(db, transaction_id, reversal_reason)
+
+    def _queue_reversal(self, db: sqlite3.Connection, transaction_id: int, reason: str) -> int:
+        row = db.execute(
+            "SELECT reversal_template FROM transactions WHERE id = ?", (transaction_id,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise JournalError(f"transaction {transaction_id} has nothing to reverse")
+        now = self._clock()
+        cursor = db.execute(
+            "INSERT INTO reversals (transaction_id, created_at, updated_at, reason, fields, state) "
+            "VALUES (?, ?, ?, ?, ?, 'queued')",
+            (transaction_id, now, now, reason, row[0]),
+        )
+        self._event(db, "reversal-queued", transaction=transaction_id, reason=reason)
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def recover_pending(self) -> int:
+        """At start-up: every request still pending may have reached the host. Financial ones
+        become reversals (reason 98); the others are closed as interrupted. Returns how many
+        reversals were queued."""
+        queued = 0
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, reversal_template FROM transactions WHERE state = 'pending'"
+            ).fetchall()
+            for transaction_id, template in rows:
+                db.execute(
+                    "UPDATE transactions SET state = 'interrupted', updated_at = ?, detail = ? "
+                    "WHERE id = ?",
+                    (self._clock(), "the agent stopped before the response", transaction_id),
+                )
+                if template is not None:
+                    self._queue_reversal(db, transaction_id, "98")
+                    queued += 1
+            if rows:
+                self._event(db, "recovered-pending", pending=len(rows), reversals=queued)
+        return queued
+
+    # ------------------------------------------------------------------------- reversals
+
+    def queued_reversals(self) -> list[Reversal]:
+        rows = self._db.execute(
+            "SELECT id, transaction_id, reason, fields, attempts FROM reversals "
+            "WHERE state = 'queued' ORDER BY id"
+        ).fetchall()
+        result = []
+        for rid, tid, reason, fields, attempts in rows:
+            stored = {int(n): v for n, v in json.loads(fields).items()}
+            result.append(Reversal(rid, tid, reason, Message("0200", stored), attempts))
+        return result
+
+    def reversal_attempted(self, reversal_id: int, error: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE reversals SET attempts = attempts + 1, last_error = ?, updated_at = ? "
+                "WHERE id = ?",
+                (error, self._clock(), reversal_id),
+            )
+
+    def reversal_confirmed(self, reversal_id: int, response: Message) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE reversals SET state = 'confirmed', attempts = attempts + 1, "
+                "updated_at = ?, last_error = NULL WHERE id = ?",
+                (self._clock(), reversal_id),
+            )
+            self._event(
+                db, "reversal-confirmed", reversal=reversal_id, response_code=response.text(39)
+            )
+
+    # ---------------------------------------------------------------- sign-ins and events
+
+    def record_signin(self, scheme: str, kcvs: dict[str, str], host_time: str | None) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO signins (at, scheme, kcvs, host_time) VALUES (?, ?, ?, ?)",
+                (self._clock(), scheme, json.dumps(kcvs), host_time),
+            )
+            self._event(db, "signed-in", scheme=scheme, kcvs=kcvs)
+
+    def last_signin(self) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT at, scheme, kcvs, host_time FROM signins ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return {"at": row[0], "scheme": row[1], "kcvs": json.loads(row[2]), "host_time": row[3]}
+
+    def event(self, kind: str, **detail: Any) -> None:
+        with self._write() as db:
+            self._event(db, kind, **detail)
+
+    def _event(self, db: sqlite3.Connection, kind: str, **detail: Any) -> None:
+        db.execute(
+            "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
+            (self._clock(), kind, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
+        )
+
+    def events(self, since: float = 0.0) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id", (since,)
+        ).fetchall()
+        return [{"at": at, "kind": kind, **json.loads(detail)} for at, kind, detail in rows]
+
+    def transactions(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, mti, stan, state, request, response, response_code, detail "
+            "FROM transactions ORDER BY id"
+        ).fetchall()
+        keys = ("id", "mti", "stan", "state", "request", "response", "response_code", "detail")
+        return [dict(zip(keys, row, strict=True)) for row in rows]

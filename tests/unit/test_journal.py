@@ -1,0 +1,155 @@
+import os
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.journal import Journal, JournalError
+from agent.wire.builders import Card, Terminal, purchase_request, response_to
+from agent.wire.message import Message
+
+PAN = "6217001234567890123"
+TRACK2 = PAN + "=28121010000000000"
+PIN = bytes.fromhex("A1B2C3D4E5F60718")
+TERMINAL = Terminal("10000001", "898100012340001")
+
+
+def purchase(stan: int = 1) -> Message:
+    card = Card(pan=PAN, expiry="2812", track2=TRACK2, pin_block=PIN,
+                icc_data=bytes.fromhex("5A0A") + bytes.fromhex(PAN + "F"))  # fmt: skip
+    return purchase_request(TERMINAL, stan=stan, batch=1, amount_fen=1234, card=card)
+
+
+@pytest.fixture
+def journal(tmp_path) -> Journal:
+    j = Journal(tmp_path / "journal.sqlite3")
+    yield j
+    j.close()
+
+
+def test_wal_full_sync_and_schema(journal, tmp_path) -> None:
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert journal.schema_version == 1
+    journal.close()
+    assert Journal(tmp_path / "journal.sqlite3").schema_version == 1  # reopening migrates nothing
+
+
+def test_newer_schema_is_refused(tmp_path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    sqlite3.connect(path).execute("PRAGMA user_version = 99")
+    with pytest.raises(JournalError, match="has schema 99, newer than this agent knows"):
+        Journal(path)
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(JournalError, match=f"journal {path} cannot be opened"):
+        Journal(path)
+
+
+def test_stan_counts_wraps_and_skips_open_stans(journal) -> None:
+    assert [journal.next_stan() for _ in range(3)] == [1, 2, 3]
+    journal._db.execute("UPDATE meta SET value = '999998' WHERE key = 'stan'")
+    journal.begin(purchase(stan=1), financial=True)  # STAN 000001 is now open
+    assert journal.next_stan() == 999_999
+    assert journal.next_stan() == 2  # 1 is skipped while its transaction is open
+
+
+def test_completed_transaction(journal) -> None:
+    request = purchase(7)
+    tid = journal.begin(request, financial=True)
+    assert journal.transactions()[0]["state"] == "pending"
+    journal.finish(tid, "completed", response_to(request, "00"))
+    row = journal.transactions()[0]
+    assert (row["state"], row["response_code"]) == ("completed", "00")
+    assert journal.queued_reversals() == []
+
+
+def test_timeout_queues_reversal_without_card_data(journal) -> None:
+    request = purchase(8)
+    tid = journal.begin(request, financial=True)
+    journal.finish(tid, "timed-out", detail="no response in 30 s", reversal_reason="98")
+    [reversal] = journal.queued_reversals()
+    assert reversal.reason == "98" and reversal.transaction_id == tid
+    assert reversal.message.fields == {
+        n: request.fields[n] for n in (3, 4, 11, 22, 25, 41, 42, 49, 60)
+    }
+    journal.reversal_attempted(reversal.id, "host down")
+    assert journal.queued_reversals()[0].attempts == 1
+    journal.reversal_confirmed(reversal.id, Message("0410", {39: "00"}))
+    assert journal.queued_reversals() == []
+    assert [e["kind"] for e in journal.events()] == ["reversal-queued", "reversal-confirmed"]
+
+
+def test_pending_at_start_becomes_reversal(tmp_path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    first = Journal(path)
+    first.begin(purchase(9), financial=True)
+    first.begin(Message("0820", {11: "000010", 41: "10000001"}), financial=False)
+    first.close()  # as if the process died here
+    again = Journal(path)
+    assert again.recover_pending() == 1
+    assert [r.reason for r in again.queued_reversals()] == ["98"]
+    assert {t["state"] for t in again.transactions()} == {"interrupted"}
+    assert again.recover_pending() == 0
+
+
+def test_no_card_data_anywhere_in_the_file(journal, tmp_path) -> None:
+    request = purchase(11)
+    tid = journal.begin(request, financial=True)
+    journal.finish(tid, "timed-out", reversal_reason="98")
+    journal.record_signin("003", {"PIK": "AAAAAAAA", "MAK": "BBBBBBBB"}, "1125120000")
+    journal.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    for secret in (PAN.encode(), TRACK2.encode(), PIN.hex().encode(), PIN.hex().upper().encode(),
+                   PIN, bytes.fromhex(PAN + "F"), b"2812"):  # fmt: skip
+        assert secret not in raw
+    assert b"621700*********0123" in raw
+
+
+def test_signin_record(journal) -> None:
+    assert journal.last_signin() is None
+    journal.record_signin("003", {"PIK": "11111111", "MAK": "22222222"}, "1125093000")
+    last = journal.last_signin()
+    assert last["kcvs"] == {"PIK": "11111111", "MAK": "22222222"} and last["scheme"] == "003"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"a real full disk needs a tmpfs mount, not permitted here: {result.stderr}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_full_disk_is_a_clear_error_and_loses_nothing(tiny_disk: Path) -> None:
+    journal = Journal(tiny_disk / "journal.sqlite3")
+    kept = journal.begin(purchase(1), financial=True)
+    filler = tiny_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:  # fill the filesystem to the last block
+        while os.write(fd, os.urandom(4096)):
+            pass
+    except OSError as exc:
+        assert exc.errno == 28  # ENOSPC
+    finally:
+        os.close(fd)
+    with pytest.raises(JournalError, match="write failed: database or disk is full"):
+        for stan in range(2, 500):
+            journal.begin(purchase(stan), financial=True)
+            journal.event("filler", note=uuid.uuid4().hex * 20)
+    filler.unlink()
+    journal.finish(kept, "timed-out", reversal_reason="98")  # the journal works again
+    assert [r.transaction_id for r in journal.queued_reversals()] == [kept]
+    journal.close()
