@@ -1,0 +1,250 @@
+"""An acquirer host that speaks DESIGN.md section 4, for tests and the demo.
+
+Its terminal registry (TID, MID, TMK, status) is a JSON file it can reload. It issues working keys
+under each terminal's TMK at sign-in, checks every request MAC (A0 on a mismatch), answers 97 for an
+unknown or cancelled TID and for a terminal with no session, and 03 for a MID that does not match.
+It keeps a ledger of approved purchases and reversals so tests can count lost and duplicated
+transactions.
+
+Decision rules for purchases (documented so tests can aim at them): an amount whose last two digits
+are 51 is declined with 51 (insufficient funds); everything else is approved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from agent.wire.builders import response_mti, response_to
+from agent.wire.errors import WireError
+from agent.wire.frame import Header, Layout, decode_frame, host_frame
+from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_matches
+from agent.wire.message import Message, encode_message
+from agent.wire.working_keys import SCHEMES, issue_working_keys, key_names
+
+TEST_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # same as the module simulator's
+TEST_TERMINAL = {"tid": "10000001", "mid": "898100012340001", "tmk": TEST_TMK.hex().upper()}
+DECLINE_SUFFIX = "51"
+
+
+@dataclass
+class Terminal:
+    tid: str
+    mid: str
+    tmk: bytes = field(repr=False)
+    status: str = "active"  # or "cancelled"
+    require_signin: bool = False
+
+
+@dataclass
+class Session:
+    scheme: str
+    keys: dict[str, bytes] = field(repr=False)
+
+    def mac(self, r: bytes) -> bytes:
+        return cup_ecb_mac(r, DesKey(self.keys["MAK"]).encrypt)
+
+
+@dataclass
+class Ledger:
+    """What the host did, for tests: purchases by (TID, batch, STAN) and counters."""
+
+    purchases: dict[str, dict[str, object]] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    reversals: int = 0
+    repeated_reversals: int = 0
+    mac_failures: int = 0
+
+
+def _key(message: Message) -> str:
+    batch = message.text(60)[2:8] if 60 in message else ""
+    return f"{message.text(41, '').strip()}/{batch}/{message.text(11, '')}"
+
+
+class AcquirerHost:
+    """The host's logic: a frame in, a frame (or nothing) out. Thread-safe."""
+
+    def __init__(self, registry_path: Path) -> None:
+        self.registry_path = registry_path
+        self.terminals: dict[str, Terminal] = {}
+        self.sessions: dict[str, Session] = {}
+        self.ledger = Ledger()
+        self.lock = threading.RLock()
+        self.reload()
+
+    # ------------------------------------------------------------------------- registry
+
+    def reload(self) -> None:
+        if not self.registry_path.exists():
+            self._save_registry([TEST_TERMINAL | {"status": "active"}])
+        try:
+            raw = json.loads(self.registry_path.read_text())
+            terminals = {
+                t["tid"]: Terminal(
+                    t["tid"], t["mid"], bytes.fromhex(t["tmk"]), t.get("status", "active")
+                )
+                for t in raw["terminals"]
+            }
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"host registry {self.registry_path} is unreadable: {exc}") from None
+        with self.lock:
+            for tid, terminal in terminals.items():
+                old = self.terminals.get(tid)
+                terminal.require_signin = old.require_signin if old else False
+            self.terminals = terminals
+
+    def _save_registry(self, terminals: list[dict[str, str]]) -> None:
+        self.registry_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.registry_path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"terminals": terminals}, out, indent=2)
+        os.replace(temporary, self.registry_path)
+
+    def save(self) -> None:
+        with self.lock:
+            self._save_registry(
+                [
+                    {"tid": t.tid, "mid": t.mid, "tmk": t.tmk.hex().upper(), "status": t.status}
+                    for t in self.terminals.values()
+                ]
+            )
+
+    def register(self, tid: str, mid: str, tmk: bytes | None = None) -> None:
+        with self.lock:
+            self.terminals[tid] = Terminal(tid, mid, tmk or TEST_TMK)
+            self.save()
+
+    def set_status(self, tid: str, status: str) -> None:
+        with self.lock:
+            self.terminals[tid].status = status
+            self.sessions.pop(tid, None)
+            self.save()
+
+    def forget(self, tid: str) -> None:
+        """Lose the terminal's session, as a host database problem would."""
+        with self.lock:
+            self.sessions.pop(tid, None)
+
+    # ------------------------------------------------------------------------- processing
+
+    def handle(self, frame: bytes) -> bytes | None:
+        """The response frame to a request frame (TPDU + header + message, no length)."""
+        try:
+            request = decode_frame(frame, Layout.TPDU)
+        except WireError:
+            return None
+        message = request.message
+        with self.lock:
+            self.ledger.requests[message.mti] = self.ledger.requests.get(message.mti, 0) + 1
+            try:
+                mti = response_mti(message.mti)
+            except ValueError:
+                return None
+            response, session = self._respond(message, frame)
+            tid = message.text(41, "").strip()
+            terminal = self.terminals.get(tid)
+        header = request.header or Header()
+        header = header.with_processing_requirement(
+            3 if terminal is not None and terminal.require_signin else 0
+        )
+        response.mti = mti
+        if 64 in response.fields and session is not None:
+            body = encode_with_mac(response, session.mac)
+        else:
+            response.fields.pop(64, None)
+            body = encode_message(response)
+        assert request.tpdu is not None
+        return host_frame(body, request.tpdu.swapped(), header)[2:]
+
+    def _respond(self, message: Message, frame: bytes) -> tuple[Message, Session | None]:
+        tid = message.text(41, "").strip()
+        terminal = self.terminals.get(tid)
+        if terminal is None or terminal.status != "active":
+            return response_to(message, "97"), None
+        if message.text(42, "") != terminal.mid:
+            return response_to(message, "03"), None
+        if message.mti == "0800":
+            return self._sign_in(message, terminal), None
+        if message.mti == "0820":
+            if message.text(60)[8:11] == "002":
+                self.sessions.pop(tid, None)
+            return response_to(message, "00", self._host_time()), None
+        session = self.sessions.get(tid)
+        if session is None:
+            return response_to(message, "97"), None
+        if 64 in message and not mac_matches(frame[11:], session.mac):
+            self.ledger.mac_failures += 1
+            return response_to(message, "A0"), session
+        if message.mti == "0200":
+            return self._purchase(message), session
+        if message.mti == "0400":
+            return self._reversal(message), session
+        return response_to(message, "12"), session
+
+    def _sign_in(self, message: Message, terminal: Terminal) -> Message:
+        scheme = message.text(60)[8:11]
+        if scheme not in SCHEMES:
+            return response_to(message, "30")
+        length = SCHEMES[scheme][0]
+        clear = {name: secrets.token_bytes(length) for name in key_names(scheme)}
+        issued = issue_working_keys(terminal.tmk, scheme, clear)
+        self.sessions[terminal.tid] = Session(scheme, clear)
+        terminal.require_signin = False
+        return response_to(message, "00", {**self._host_time(), 62: issued.to_field62()})
+
+    def _purchase(self, message: Message) -> Message:
+        key = _key(message)
+        previous = self.ledger.purchases.get(key)
+        if previous is not None and not previous["reversed"]:
+            self.ledger.duplicates += 1
+            return response_to(message, "94")
+        amount = message.text(4, "")
+        if amount.endswith(DECLINE_SUFFIX):
+            return response_to(message, "51", self._host_time())
+        rrn = f"{secrets.randbelow(10**12):012d}"
+        self.ledger.purchases[key] = {"amount": amount, "rrn": rrn, "reversed": False}
+        extra = {**self._host_time(), 37: rrn, 38: f"{secrets.randbelow(10**6):06d}"}
+        return response_to(message, "00", extra)
+
+    def _reversal(self, message: Message) -> Message:
+        self.ledger.reversals += 1
+        original = self.ledger.purchases.get(_key(message))
+        if original is None:
+            return response_to(message, "25")
+        if original["reversed"]:
+            self.ledger.repeated_reversals += 1
+        original["reversed"] = True
+        return response_to(message, "00")
+
+    @staticmethod
+    def _host_time() -> dict[int, str | bytes]:
+        now = datetime.now()
+        return {12: now.strftime("%H%M%S"), 13: now.strftime("%m%d")}
+
+    def state(self) -> dict[str, object]:
+        with self.lock:
+            return {
+                "terminals": [
+                    {
+                        "tid": t.tid,
+                        "mid": t.mid,
+                        "status": t.status,
+                        "require_signin": t.require_signin,
+                    }
+                    for t in self.terminals.values()
+                ],
+                "sessions": {tid: s.scheme for tid, s in self.sessions.items()},
+                "purchases": dict(self.ledger.purchases),
+                "requests": dict(self.ledger.requests),
+                "duplicates": self.ledger.duplicates,
+                "reversals": self.ledger.reversals,
+                "repeated_reversals": self.ledger.repeated_reversals,
+                "mac_failures": self.ledger.mac_failures,
+            }

@@ -1,0 +1,206 @@
+"""The acquirer host simulator on the network: an asyncio TCP server with injected faults, and an
+admin HTTP interface on 127.0.0.1 (``http.server`` in a thread).
+
+Admin API (JSON):
+
+    GET  /state                          terminals, sessions, ledger, counters, pending faults
+    POST /terminals                      {"tid", "mid", "tmk"?}: register (active)
+    POST /terminals/<tid>/cancel         cancel: 97 from now on
+    POST /terminals/<tid>/activate       active again
+    POST /terminals/<tid>/forget         drop its session: 97 until it signs in
+    POST /terminals/<tid>/require-signin set header processing requirement 3 until it signs in
+    POST /faults                         {"kind", "count"?: 1, "delay"?: 2.0}; kinds below
+    POST /faults/clear
+    POST /reload                         re-read the registry file
+
+Fault kinds, each applied to the next ``count`` requests: ``no-answer``, ``late`` (answer after
+``delay`` seconds), ``garbage`` (random bytes instead of the answer), ``close`` (close the
+connection instead of answering), ``wrong-mac`` (answer with a corrupted MAC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from agent.sim.host import AcquirerHost
+
+FAULT_KINDS = ("no-answer", "late", "garbage", "close", "wrong-mac")
+MAX_FRAME = 8192
+
+
+@dataclass
+class Fault:
+    kind: str
+    delay: float = 0.0
+
+
+class FaultQueue:
+    def __init__(self) -> None:
+        self._queue: deque[Fault] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, count: int = 1, delay: float = 2.0) -> None:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+        if count < 1 or delay < 0:
+            raise ValueError("count must be 1 or more and delay 0 or more")
+        with self._lock:
+            self._queue.extend(Fault(kind, delay) for _ in range(count))
+
+    def take(self) -> Fault | None:
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return [f.kind for f in self._queue]
+
+
+class HostServer:
+    def __init__(self, host: AcquirerHost) -> None:
+        self.host = host
+        self.faults = FaultQueue()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, address: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._client, address, port)
+        bound = self._server.sockets[0].getsockname()
+        return bound[0], bound[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+                if length > MAX_FRAME:
+                    return  # hostile length: close rather than allocate
+                request = await reader.readexactly(length)
+                response = self.host.handle(request)
+                if not await self._answer(writer, response):
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _answer(self, writer: asyncio.StreamWriter, response: bytes | None) -> bool:
+        """Send the response, or what the next fault says instead; False closes the connection."""
+        fault = self.faults.take()
+        if fault is not None and fault.kind == "close":
+            return False
+        if response is None or (fault is not None and fault.kind == "no-answer"):
+            return True
+        if fault is not None and fault.kind == "late":
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.kind == "garbage":
+            junk = os.urandom(40)
+            writer.write(len(junk).to_bytes(2, "big") + junk)
+        else:
+            if fault is not None and fault.kind == "wrong-mac":
+                response = response[:-1] + bytes([response[-1] ^ 0x01])
+            writer.write(len(response).to_bytes(2, "big") + response)
+        await writer.drain()
+        return True
+
+    def state(self) -> dict[str, Any]:
+        return {**self.host.state(), "faults": self.faults.pending()}
+
+
+# ------------------------------------------------------------------------------------- admin
+
+
+def admin_handler(server: HostServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # tests and technicians read the JSON, not an access log
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body, ensure_ascii=False).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> dict[str, Any]:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 65536:
+                raise ValueError("request body too large")
+            raw = self.rfile.read(length) if length else b"{}"
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            return body
+
+        def do_GET(self) -> None:
+            if self.path == "/state":
+                self._reply(200, server.state())
+            else:
+                self._reply(404, {"error": f"no such resource {self.path}"})
+
+        def do_POST(self) -> None:
+            host = server.host
+            parts = self.path.strip("/").split("/")
+            try:
+                body = self._body()
+                if parts == ["terminals"]:
+                    tmk = bytes.fromhex(body["tmk"]) if "tmk" in body else None
+                    host.register(body["tid"], body["mid"], tmk)
+                elif len(parts) == 3 and parts[0] == "terminals":
+                    tid, action = parts[1], parts[2]
+                    if tid not in host.terminals:
+                        self._reply(404, {"error": f"unknown terminal {tid}"})
+                        return
+                    if action == "cancel":
+                        host.set_status(tid, "cancelled")
+                    elif action == "activate":
+                        host.set_status(tid, "active")
+                    elif action == "forget":
+                        host.forget(tid)
+                    elif action == "require-signin":
+                        host.terminals[tid].require_signin = bool(body.get("on", True))
+                    else:
+                        raise ValueError(f"unknown action {action!r}")
+                elif parts == ["faults"]:
+                    server.faults.add(
+                        body["kind"], int(body.get("count", 1)), float(body.get("delay", 2.0))
+                    )
+                elif parts == ["faults", "clear"]:
+                    server.faults.clear()
+                elif parts == ["reload"]:
+                    host.reload()
+                else:
+                    self._reply(404, {"error": f"no such resource {self.path}"})
+                    return
+            except (ValueError, KeyError, TypeError) as exc:
+                self._reply(400, {"error": str(exc)})
+                return
+            self._reply(200, {"ok": True})
+
+    return Handler
+
+
+def start_admin(server: HostServer, port: int = 0) -> ThreadingHTTPServer:
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), admin_handler(server))
+    threading.Thread(target=httpd.serve_forever, name="host-admin", daemon=True).start()
+    return httpd
