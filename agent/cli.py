@@ -7,10 +7,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import __version__
 
+if TYPE_CHECKING:
+    from agent.config import Config
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_CONFIG = "/etc/pos-agent/agent.toml"
 
 
 class UsageError(Exception):
@@ -100,12 +105,88 @@ def cmd_sim_module(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def _load_config(args: argparse.Namespace) -> Config:
+    from agent.config import ConfigError, load
+
+    try:
+        return load(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    import logging
+
+    # journald adds time and unit; the level and the logger say the rest.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent import daemon
+    from agent.journal import JournalError
+
+    config = _load_config(args)
+    _setup_logging(args.verbose)
+    try:
+        return asyncio.run(daemon.run(config))
+    except JournalError as exc:
+        print(f"agent run: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_signin(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.daemon import Agent
+    from agent.journal import JournalError
+    from agent.link import HostLinkError
+    from agent.signin import SignInError
+    from drivers.module import ModuleError
+
+    config = _load_config(args)
+
+    async def sign_in() -> None:
+        agent = Agent(config)
+        try:
+            await agent.gateway.sign_in()
+            last = agent.journal.last_signin() or {}
+            print(f"signed in: scheme {last.get('scheme')}, KCVs {last.get('kcvs')}")
+        finally:
+            await agent.close()
+
+    try:
+        asyncio.run(sign_in())
+    except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
+        print(f"agent signin: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_sim_host(args: argparse.Namespace) -> int:
+    from agent.config import parse_endpoint
+    from agent.sim import host_server
+
+    try:
+        endpoint = parse_endpoint(args.listen, listening=True)
+    except ValueError as exc:
+        raise UsageError(f"--listen {args.listen!r}: {exc}") from None
+    if endpoint is None:
+        raise UsageError("--listen needs HOST:PORT")
+    try:
+        return host_server.main(args.registry, (endpoint.host, endpoint.port), args.admin_port)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _state_dir() -> Path:
-    import os
+    from agent import paths
 
-    import platformdirs
-
-    return Path(os.environ.get("STATE_DIRECTORY") or platformdirs.user_state_path("pos-agent"))
+    return paths.state_dir()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -169,6 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-offset", type=float, default=0.0, help="RTC offset in seconds")
     p.add_argument("--seed", type=int, help="seed of the fault generator (repeatable runs)")
     p.set_defaults(handler=cmd_sim_module)
+
+    p = sim.add_parser("host", help="acquirer host simulator (ISO 8583 over TCP)")
+    p.add_argument("--listen", required=True, help="HOST:PORT to serve on")
+    p.add_argument(
+        "--registry",
+        type=Path,
+        default=Path("host-registry.json"),
+        help="terminal registry (JSON; created with one test terminal if absent)",
+    )
+    p.add_argument("--admin-port", type=int, default=0, help="admin HTTP port on 127.0.0.1")
+    p.set_defaults(handler=cmd_sim_host)
+
+    p = sub.add_parser("run", help="run the agent (what the systemd service starts)")
+    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("signin", help="sign in to the host now (签到) and load fresh working keys")
+    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.set_defaults(handler=cmd_signin)
 
     p = sub.add_parser("demo", help="show the agent at work on built-in examples")
     p.set_defaults(handler=cmd_demo)

@@ -125,13 +125,15 @@ def _flag(value: Any) -> bool:
     return value
 
 
-def _endpoint(value: Any) -> Endpoint | None:
+def parse_endpoint(value: Any, listening: bool = False) -> Endpoint | None:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6); a listener may ask for port 0 (any free port)."""
     text = _text(value).strip()
     if not text:
         return None
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected HOST:PORT with a port from 1 to 65535")
+    lowest = 0 if listening else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port from {lowest} to 65535")
     return Endpoint(host.strip("[]"), int(port))
 
 
@@ -186,8 +188,8 @@ def _mid(value: Any) -> str:
 PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "terminal": {"tid": _tid, "mid": _mid, "support_phone": _text},
     "host": {
-        "primary": _endpoint,
-        "backup": _endpoint,
+        "primary": parse_endpoint,
+        "backup": parse_endpoint,
         "connect_timeout": _number,
         "response_timeout": _number,
         "idle_echo": _number,

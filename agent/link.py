@@ -52,6 +52,14 @@ def match_key(message: Message) -> MatchKey:
     return mti, message.text(11, ""), message.text(41, "").strip()
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """A response: decoded, and as received (TPDU + header + message, no length)."""
+
+    frame: Frame
+    raw: bytes
+
+
 @dataclass
 class LinkStatus:
     endpoint: str | None
@@ -91,7 +99,7 @@ class HostLink:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._echo_task: asyncio.Task[None] | None = None
-        self._pending: dict[MatchKey, asyncio.Future[Frame]] = {}
+        self._pending: dict[MatchKey, asyncio.Future[Exchange]] = {}
         self._connect_lock = asyncio.Lock()
         self._backoff = 0.0
         self._next_attempt = 0.0
@@ -232,7 +240,7 @@ class HostLink:
                 except DecodeError as exc:
                     self._detach(writer, f"host sent an undecodable frame: {exc}")
                     return
-                self._deliver(frame)
+                self._deliver(Exchange(frame, payload))
         except asyncio.IncompleteReadError as exc:
             self._detach(
                 writer, f"host closed the connection ({len(exc.partial)} bytes of a frame)"
@@ -240,14 +248,14 @@ class HostLink:
         except (OSError, ConnectionError) as exc:
             self._detach(writer, f"connection error: {exc}")
 
-    def _deliver(self, frame: Frame) -> None:
-        key = match_key(frame.message)
+    def _deliver(self, exchange: Exchange) -> None:
+        key = match_key(exchange.frame.message)
         future = self._pending.get(key)
         if future is None or future.done():
             self.late_responses += 1
             log.warning("dropped a late or unmatched response: MTI %s STAN %s", key[0], key[1])
             return
-        future.set_result(frame)
+        future.set_result(exchange)
 
     async def _echo_loop(self) -> None:
         assert self.make_echo is not None
@@ -259,7 +267,7 @@ class HostLink:
             echo = self.make_echo()
             try:
                 response = await self.request(echo, encode_message(echo))
-                log.debug("echo test answered %s", response.message.text(39, "??"))
+                log.debug("echo test answered %s", response.frame.message.text(39, "??"))
             except HostLinkError as exc:
                 log.warning("echo test failed: %s", exc)
                 if self._writer is not None:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import threading
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from agent.sim.host import AcquirerHost
@@ -204,3 +206,31 @@ def start_admin(server: HostServer, port: int = 0) -> ThreadingHTTPServer:
     httpd = ThreadingHTTPServer(("127.0.0.1", port), admin_handler(server))
     threading.Thread(target=httpd.serve_forever, name="host-admin", daemon=True).start()
     return httpd
+
+
+def main(registry: Path, listen: tuple[str, int], admin_port: int) -> int:
+    """``agent sim host``: prints one JSON line with the addresses, serves until SIGTERM/SIGINT;
+    SIGHUP reloads the registry."""
+    host = AcquirerHost(registry)
+    server = HostServer(host)
+
+    async def serve() -> None:
+        address, port = await server.start(*listen)
+        httpd = start_admin(server, admin_port)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, host.reload)
+        print(
+            json.dumps(
+                {"listen": f"{address}:{port}", "admin": f"http://127.0.0.1:{httpd.server_port}"}
+            ),
+            flush=True,
+        )
+        await stop.wait()
+        httpd.shutdown()
+        await server.close()
+
+    asyncio.run(serve())
+    return 0

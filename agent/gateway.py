@@ -1,0 +1,327 @@
+"""The payment gateway (DESIGN.md section 10): the payment app's socket, the transaction path to
+the host, and the reversal queue.
+
+Wrap mode: the app sends ``length + message`` (no TPDU/header). The agent gives the request its
+own STAN, fills 41/42 (and 60 when absent), computes the MAC through the card module, journals it
+as pending, sends it, checks the response MAC, journals the outcome and answers the app with the
+app's STAN. A financial request that may have reached the host without a usable answer becomes a
+reversal, sent before the next financial request and retried until the host confirms it.
+
+Pass-through mode: the app sends complete host frames; they are forwarded untouched and only
+inspected (journalled, masked). The app does its own MAC and its own reversals.
+
+When the agent answers by itself, the response carries field 39 and, in field 63, ``AGENT`` and
+the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import Config
+from agent.journal import Journal, JournalError
+from agent.link import Exchange, HostLink, HostLinkError, HostUnavailable
+from agent.signin import SignInError, sign_in
+from agent.wire import codes
+from agent.wire.builders import Terminal, field60, response_to, reversal_request
+from agent.wire.errors import DecodeError, WireError
+from agent.wire.frame import Layout, decode_frame, with_length
+from agent.wire.mac import encode_with_mac, mac_matches
+from agent.wire.message import Message, decode_message, encode_message
+from drivers.module import CardModule, ModuleError
+
+log = logging.getLogger(__name__)
+
+MAX_APP_FRAME = 4096
+FINANCIAL = {"0200"}
+# A reversal is done when the host confirms it, or says there is nothing to reverse.
+REVERSAL_DONE = {"12", "25"}
+
+
+class ReversalPending(Exception):
+    """A queued reversal could not be confirmed yet; financial requests wait for it."""
+
+
+@dataclass
+class GatewayStats:
+    requests: int = 0
+    local_answers: int = 0
+    reversals_sent: int = 0
+    bad_frames: int = 0
+
+
+def local_answer(request: Message, code: str, reason: str) -> Message:
+    """The agent's own answer to ``request``."""
+    response = response_to(request, code)
+    response.fields.pop(64, None)
+    response.fields[63] = f"AGENT {reason}"[:163]
+    return response
+
+
+class Gateway:
+    def __init__(
+        self, config: Config, journal: Journal, module: CardModule, link: HostLink
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.module = module
+        self.link = link
+        self.terminal = Terminal(config.terminal.tid, config.terminal.mid)
+        self.stats = GatewayStats()
+        self._reversal_lock = asyncio.Lock()
+        self.reversals_waiting = asyncio.Event()  # set when the journal has queued reversals
+        self._servers: list[asyncio.Server] = []
+        self._clients: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------------------- sockets
+
+    async def serve(self, unix_path: Path | None, tcp_port: int = 0) -> None:
+        if unix_path is not None:
+            unix_path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                unix_path.unlink()
+            server = await asyncio.start_unix_server(self._client, path=str(unix_path))
+            os.chmod(unix_path, 0o660)
+            self._servers.append(server)
+        if tcp_port:
+            self._servers.append(await asyncio.start_server(self._client, "127.0.0.1", tcp_port))
+
+    @property
+    def tcp_port(self) -> int | None:
+        for server in self._servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                if isinstance(name, tuple):
+                    return name[1]
+        return None
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for the transactions in flight (SIGTERM), at most ``timeout`` seconds."""
+        if self._clients:
+            await asyncio.wait(list(self._clients), timeout=timeout)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+                if length > MAX_APP_FRAME:
+                    log.warning("payment app sent a length of %d bytes; closing", length)
+                    self.stats.bad_frames += 1
+                    return
+                frame = await reader.readexactly(length)
+                task = asyncio.current_task()
+                assert task is not None
+                self._clients.add(task)
+                try:
+                    answer = await self.process(frame)
+                finally:
+                    self._clients.discard(task)
+                if answer is None:
+                    return
+                writer.write(with_length(answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    # ------------------------------------------------------------------------- processing
+
+    async def process(self, frame: bytes) -> bytes | None:
+        """The answer to one frame from the app, or ``None`` to close its connection."""
+        self.stats.requests += 1
+        if self.config.gateway.mode == "pass-through":
+            return await self._pass_through(frame)
+        try:
+            request = decode_message(frame)
+        except DecodeError as exc:
+            log.warning("payment app sent a malformed message: %s", exc)
+            self.stats.bad_frames += 1
+            return None
+        if request.mti == "0800":
+            return encode_message(await self._sign_in_for_app(request))
+        return encode_message(await self._wrap(request))
+
+    async def _wrap(self, request: Message) -> Message:
+        financial = request.mti in FINANCIAL
+        if financial:
+            try:
+                await self.send_reversals()
+            except ReversalPending as exc:
+                return self._local(request, "96", f"reversal pending: {exc}")
+        try:
+            outgoing = self._prepare(request)
+            encoded = await self._encode(outgoing)
+            transaction = self.journal.begin(outgoing, financial=financial)
+        except ModuleError as exc:
+            return self._local(request, "96", f"card module: {exc}")
+        except (JournalError, WireError) as exc:
+            return self._local(request, "96", str(exc))
+        try:
+            exchange = await self.link.request(outgoing, encoded)
+        except HostUnavailable as exc:
+            self.journal.finish(transaction, "not-sent", detail=str(exc))
+            return self._local(request, "96", str(exc))
+        except HostLinkError as exc:
+            reason = "98" if financial else None
+            self.journal.finish(transaction, "timed-out", detail=str(exc), reversal_reason=reason)
+            if financial:
+                self.reversals_waiting.set()
+            return self._local(request, "98", f"{exc}; reversal queued" if financial else str(exc))
+        return await self._settle(request, outgoing, transaction, exchange, financial)
+
+    async def _settle(
+        self,
+        request: Message,
+        outgoing: Message,
+        transaction: int,
+        exchange: Exchange,
+        financial: bool,
+    ) -> Message:
+        response = exchange.frame.message
+        code = response.text(39, "")
+        approved = codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
+        if not await self._mac_ok(outgoing, exchange, approved):
+            self.journal.finish(
+                transaction,
+                "mac-failed",
+                response,
+                detail="response MAC does not match",
+                reversal_reason="A0" if financial else None,
+            )
+            if financial:
+                self.reversals_waiting.set()
+            return self._local(request, "A0", "response MAC wrong; reversal queued")
+        try:
+            self.journal.finish(transaction, "completed", response)
+        except JournalError as exc:
+            # The row stays pending and becomes a reversal: the app must not see an approval.
+            return self._local(request, "96", f"{exc}; the transaction will be reversed")
+        answer = Message(response.mti, dict(response.fields))
+        answer.fields.pop(64, None)  # verified here; the app has no key to check it
+        if 11 in request:
+            answer.fields[11] = request.fields[11]
+        else:
+            answer.fields.pop(11, None)
+        return answer
+
+    async def _mac_ok(self, outgoing: Message, exchange: Exchange, approved: bool) -> bool:
+        """A response to a MACed request must carry a good MAC when it approves; declines from a
+        host that lost the session come without one."""
+        if 64 not in outgoing:
+            return True
+        body = exchange.raw[11:]  # TPDU (5) + header (6)
+        if 64 not in exchange.frame.message:
+            return not approved
+        try:
+            return await asyncio.to_thread(mac_matches, body, self.module.mac_from_block)
+        except ModuleError as exc:
+            log.error("cannot check the response MAC: %s", exc)
+            return False
+
+    def _prepare(self, request: Message) -> Message:
+        fields = dict(request.fields)
+        fields[11] = f"{self.journal.next_stan():06d}"
+        fields[41], fields[42] = self.terminal.tid, self.terminal.mid
+        if 60 not in fields and request.mti in FINANCIAL:
+            fields[60] = field60("22", self.journal.batch)
+        return Message(request.mti, dict(sorted(fields.items())))
+
+    async def _encode(self, message: Message) -> bytes:
+        if 64 not in message:
+            return encode_message(message)
+        slot = self.config.module.key_slot
+
+        def mac_of_block(r: bytes) -> bytes:
+            return self.module.mac_from_block(r, slot)
+
+        return await asyncio.to_thread(encode_with_mac, message, mac_of_block)
+
+    def _local(self, request: Message, code: str, reason: str) -> Message:
+        self.stats.local_answers += 1
+        log.warning("answered %s locally with %s: %s", request.mti, code, reason)
+        with contextlib.suppress(JournalError):
+            self.journal.event("local-answer", mti=request.mti, code=code, reason=reason)
+        return local_answer(request, code, reason)
+
+    async def _sign_in_for_app(self, request: Message) -> Message:
+        try:
+            await self.sign_in()
+        except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
+            code = getattr(exc, "response_code", None) or "96"
+            return self._local(request, code, f"sign-in failed: {exc}")
+        return response_to(request, "00")
+
+    async def sign_in(self) -> None:
+        await sign_in(
+            terminal=self.terminal,
+            scheme=self.config.wire.key_scheme,
+            key_slot=self.config.module.key_slot,
+            journal=self.journal,
+            module=self.module,
+            link=self.link,
+        )
+
+    # -------------------------------------------------------------------------- reversals
+
+    async def send_reversals(self) -> int:
+        """Send every queued reversal until the host confirms it; returns how many were
+        confirmed. Raises :class:`ReversalPending` at the first that cannot be confirmed."""
+        confirmed = 0
+        async with self._reversal_lock:
+            for queued in self.journal.queued_reversals():
+                message = reversal_request(queued.message, queued.reason)
+                try:
+                    encoded = await self._encode(message)
+                    exchange = await self.link.request(message, encoded)
+                except (HostLinkError, ModuleError) as exc:
+                    self.journal.reversal_attempted(queued.id, str(exc))
+                    raise ReversalPending(f"STAN {queued.message.text(11)}: {exc}") from None
+                self.stats.reversals_sent += 1
+                response = exchange.frame.message
+                code = response.text(39, "")
+                done = code in REVERSAL_DONE or (
+                    codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
+                )
+                if not done or not await self._mac_ok(message, exchange, approved=True):
+                    reason = f"host answered {code}" if not done else "response MAC wrong"
+                    self.journal.reversal_attempted(queued.id, reason)
+                    raise ReversalPending(f"STAN {queued.message.text(11)}: {reason}")
+                self.journal.reversal_confirmed(queued.id, response)
+                confirmed += 1
+        return confirmed
+
+    # ----------------------------------------------------------------------- pass-through
+
+    async def _pass_through(self, frame: bytes) -> bytes | None:
+        try:
+            inspected = decode_frame(frame, Layout.TPDU)
+        except DecodeError as exc:
+            log.warning("payment app sent an undecodable frame in pass-through mode: %s", exc)
+            self.stats.bad_frames += 1
+            return None
+        request = inspected.message
+        try:
+            transaction = self.journal.begin(request, financial=False)
+        except JournalError as exc:
+            log.error("not forwarding: %s", exc)
+            return None
+        try:
+            exchange = await self.link.forward(request, with_length(frame))
+        except HostLinkError as exc:
+            self.journal.finish(transaction, "timed-out", detail=str(exc))
+            log.warning("pass-through %s got no response: %s", request.mti, exc)
+            return None
+        self.journal.finish(transaction, "completed", exchange.frame.message)
+        return exchange.raw
