@@ -28,7 +28,13 @@ from agent.journal import Journal, JournalError
 from agent.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.signin import SignInError, sign_in
 from agent.wire import codes
-from agent.wire.builders import Terminal, field60, response_to, reversal_request
+from agent.wire.builders import (
+    MAC_PLACEHOLDER,
+    Terminal,
+    field60,
+    response_to,
+    reversal_request,
+)
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.frame import Layout, decode_frame, with_length
 from agent.wire.mac import encode_with_mac, mac_matches
@@ -38,6 +44,9 @@ from drivers.module import CardModule, ModuleError
 log = logging.getLogger(__name__)
 
 MAX_APP_FRAME = 4096
+# Once a frame has begun, all of it must arrive within this time (a stalled or slow-loris client
+# must not hold a reader forever). Between frames a connection may stay idle.
+FRAME_TIMEOUT = 5.0
 FINANCIAL = {"0200"}
 # A reversal is done when the host confirms it, or says there is nothing to reverse.
 REVERSAL_DONE = {"12", "25"}
@@ -77,6 +86,7 @@ class Gateway:
         self.reversals_waiting = asyncio.Event()  # set when the journal has queued reversals
         self._servers: list[asyncio.Server] = []
         self._clients: set[asyncio.Task[None]] = set()
+        self.frame_timeout = FRAME_TIMEOUT
 
     # ---------------------------------------------------------------------------- sockets
 
@@ -114,12 +124,23 @@ class Gateway:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                length = int.from_bytes(await reader.readexactly(2), "big")
-                if length > MAX_APP_FRAME:
-                    log.warning("payment app sent a length of %d bytes; closing", length)
+                first = await reader.readexactly(1)
+                try:
+                    length = int.from_bytes(
+                        first + await asyncio.wait_for(reader.readexactly(1), self.frame_timeout),
+                        "big",
+                    )
+                    if length > MAX_APP_FRAME:
+                        log.warning("payment app sent a length of %d bytes; closing", length)
+                        self.stats.bad_frames += 1
+                        return
+                    frame = await asyncio.wait_for(reader.readexactly(length), self.frame_timeout)
+                except TimeoutError:
+                    log.warning(
+                        "payment app stalled mid-frame for %.0f s; closing", self.frame_timeout
+                    )
                     self.stats.bad_frames += 1
                     return
-                frame = await reader.readexactly(length)
                 task = asyncio.current_task()
                 assert task is not None
                 self._clients.add(task)
@@ -234,8 +255,9 @@ class Gateway:
         fields = dict(request.fields)
         fields[11] = f"{self.journal.next_stan():06d}"
         fields[41], fields[42] = self.terminal.tid, self.terminal.mid
-        if 60 not in fields and request.mti in FINANCIAL:
-            fields[60] = field60("22", self.journal.batch)
+        if request.mti in FINANCIAL:
+            fields.setdefault(60, field60("22", self.journal.batch))
+            fields[64] = MAC_PLACEHOLDER  # financial requests always carry a MAC
         return Message(request.mti, dict(sorted(fields.items())))
 
     async def _encode(self, message: Message) -> bytes:

@@ -196,19 +196,25 @@ class HostLink:
 
     async def request(
         self, message: Message, encoded: bytes, timeout: float | None = None
-    ) -> Frame:
-        """Send an encoded request (MTI onwards) and wait for its response frame.
+    ) -> Exchange:
+        """Send an encoded request (MTI onwards) with our TPDU and header; wait for its response.
 
         Raises :class:`HostUnavailable` when nothing was sent, :class:`HostTimeout` or
         :class:`HostLinkError` when the request may have reached the host."""
+        return await self.forward(message, host_frame(encoded, self.tpdu, self.header), timeout)
+
+    async def forward(
+        self, message: Message, frame: bytes, timeout: float | None = None
+    ) -> Exchange:
+        """Send a complete frame (length included) as it is; ``message`` is its decoded body."""
         key = match_key(message)
         writer = await self._connect()
         if key in self._pending:
             raise HostLinkError(f"a request with MTI/STAN/TID {key} is already in flight")
-        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            writer.write(host_frame(encoded, self.tpdu, self.header))
+            writer.write(frame)
             self._last_traffic = time.monotonic()
             try:
                 await writer.drain()

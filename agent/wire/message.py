@@ -27,6 +27,12 @@ class Message:
     mti: str
     fields: dict[int, FieldValue] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # Masked, so a message that reaches a log line or an exception never shows card data.
+        from agent.wire.mask import masked_fields
+
+        return f"Message(mti={self.mti!r}, fields={masked_fields(self)!r})"
+
     def __getitem__(self, number: int) -> FieldValue:
         return self.fields[number]
 

@@ -1,6 +1,4 @@
-import os
 import sqlite3
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -9,6 +7,7 @@ import pytest
 from agent.journal import Journal, JournalError
 from agent.wire.builders import Card, Terminal, purchase_request, response_to
 from agent.wire.message import Message
+from tests.conftest import fill_disk
 
 PAN = "6217001234567890123"
 TRACK2 = PAN + "=28121010000000000"
@@ -119,37 +118,15 @@ def test_signin_record(journal) -> None:
     assert last["kcvs"] == {"PIK": "11111111", "MAK": "22222222"} and last["scheme"] == "003"
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        pytest.skip(f"a real full disk needs a tmpfs mount, not permitted here: {result.stderr}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
 def test_full_disk_is_a_clear_error_and_loses_nothing(tiny_disk: Path) -> None:
     journal = Journal(tiny_disk / "journal.sqlite3")
     kept = journal.begin(purchase(1), financial=True)
-    filler = tiny_disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:  # fill the filesystem to the last block
-        while os.write(fd, os.urandom(4096)):
-            pass
-    except OSError as exc:
-        assert exc.errno == 28  # ENOSPC
-    finally:
-        os.close(fd)
+    fill_disk(tiny_disk)
     with pytest.raises(JournalError, match="write failed: database or disk is full"):
         for stan in range(2, 500):
             journal.begin(purchase(stan), financial=True)
             journal.event("filler", note=uuid.uuid4().hex * 20)
-    filler.unlink()
+    (tiny_disk / "filler").unlink()
     journal.finish(kept, "timed-out", reversal_reason="98")  # the journal works again
     assert [r.transaction_id for r in journal.queued_reversals()] == [kept]
     journal.close()

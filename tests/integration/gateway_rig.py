@@ -1,0 +1,113 @@
+"""An agent wired to the host simulator over real TCP, the module simulator on a real pty, and the
+payment app on a real Unix socket. Everything runs in the test's event loop except the module
+simulator's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import Config, build
+from agent.daemon import Agent
+from agent.sim.host import AcquirerHost
+from agent.sim.host_server import HostServer
+from agent.wire.builders import Card
+from agent.wire.frame import with_length
+from agent.wire.message import Message, decode_message, encode_message
+from drivers.sim_port import SimulatedModulePort
+from drivers.simulator import ModuleSimulator, ModuleState
+
+TID, MID = "10000001", "898100012340001"
+PAN = "6217001234567890123"
+CARD = Card(
+    pan=PAN,
+    expiry="2812",
+    track2=PAN + "=28121010000000000",
+    pin_block=bytes.fromhex("A1B2C3D4E5F60718"),
+)
+
+
+@dataclass
+class Rig:
+    host: AcquirerHost
+    server: HostServer
+    agent: Agent
+    module_port: SimulatedModulePort
+    socket: Path
+    config: Config
+
+
+def app_purchase(amount_fen: int, app_stan: int = 901) -> Message:
+    """What a payment app sends in wrap mode: no TID/MID, no MAC, its own STAN."""
+    return Message(
+        "0200",
+        {
+            2: CARD.pan, 3: "000000", 4: f"{amount_fen:012d}", 11: f"{app_stan:06d}",
+            14: CARD.expiry, 22: "021", 25: "00", 26: "12", 35: CARD.track2, 49: "156",
+            52: CARD.pin_block,
+        },
+    )  # fmt: skip
+
+
+async def exchange(socket: Path, message: Message | bytes) -> Message:
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    try:
+        raw = message if isinstance(message, bytes) else encode_message(message)
+        writer.write(with_length(raw))
+        await writer.drain()
+        length = int.from_bytes(await reader.readexactly(2), "big")
+        return decode_message(await reader.readexactly(length))
+    finally:
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def gateway_rig(
+    tmp_path: Path,
+    *,
+    backup: bool = False,
+    primary_down: bool = False,
+    response_timeout: float = 1.0,
+    mode: str = "wrap",
+    sign_in: bool = True,
+    journal_dir: Path | None = None,
+):
+    host = AcquirerHost(tmp_path / "registry.json")
+    server = HostServer(host)
+    _, port = await server.start()
+    dead_port = None
+    if primary_down:
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        dead_port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+    module_port = SimulatedModulePort(
+        ModuleSimulator(ModuleState.load_or_create(tmp_path / "m.json"))
+    )
+    module_path = module_port.start_pty(tmp_path / "module")
+    primary = f"127.0.0.1:{dead_port or port}"
+    raw = {
+        "terminal": {"tid": TID, "mid": MID},
+        "host": {
+            "primary": primary,
+            "backup": f"127.0.0.1:{port}" if backup or primary_down else "",
+            "response_timeout": response_timeout,
+            "connect_timeout": 1.0,
+        },
+        "module": {"url": module_path},
+        "gateway": {"socket": str(tmp_path / "agent.sock"), "mode": mode},
+        "journal": {"path": str((journal_dir or tmp_path) / "journal.sqlite3")},
+    }
+    config = build(raw, "test", env={})
+    agent = Agent(config)
+    await agent.gateway.serve(tmp_path / "agent.sock")
+    if sign_in:
+        await agent.gateway.sign_in()
+    try:
+        yield Rig(host, server, agent, module_port, tmp_path / "agent.sock", config)
+    finally:
+        await agent.close()
+        await server.close()
+        module_port.stop()

@@ -1,0 +1,257 @@
+"""App -> gateway -> host simulator over real sockets, with the module simulator on a real pty."""
+
+import asyncio
+import logging
+
+import pytest
+
+from agent.wire.frame import with_length
+from agent.wire.message import Message
+from tests.conftest import fill_disk
+from tests.integration.gateway_rig import PAN, TID, app_purchase, exchange, gateway_rig
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def test_sign_in_loads_keys_and_journals_kcvs(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            last = rig.agent.journal.last_signin()
+            status = await asyncio.to_thread(rig.agent.module.key_status, 0)
+            assert last["kcvs"] == {"PIK": status["PIK"].kcv_hex, "MAK": status["MAK"].kcv_hex}
+            assert rig.host.state()["sessions"] == {TID: "003"}
+
+    run(scenario())
+
+
+def test_purchase_approved_with_the_apps_stan(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            response = await exchange(rig.socket, app_purchase(1234, app_stan=777))
+            assert (response.mti, response.text(39), response.text(11)) == ("0210", "00", "000777")
+            assert 64 not in response  # verified by the agent
+            [purchase] = rig.host.state()["purchases"].values()
+            assert purchase["amount"] == "000000001234" and not purchase["reversed"]
+            states = [t["state"] for t in rig.agent.journal.transactions()]
+            assert states == ["completed", "completed"]  # sign-in, purchase
+
+    run(scenario())
+
+
+def test_decline_is_passed_back(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            response = await exchange(rig.socket, app_purchase(5051))
+            assert response.text(39) == "51"
+
+    run(scenario())
+
+
+def test_wrong_response_mac_is_a0_and_a_reversal(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("wrong-mac")
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "A0"
+            assert response.text(63).startswith("AGENT response MAC wrong")
+            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["A0"]
+            assert await rig.agent.gateway.send_reversals() == 1
+            [purchase] = rig.host.state()["purchases"].values()
+            assert purchase["reversed"], "the host's approval must be reversed"
+
+    run(scenario())
+
+
+def test_timeout_answers_98_and_the_reversal_goes_before_the_next_purchase(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.5) as rig:
+            rig.server.faults.add("no-answer")
+            response = await exchange(rig.socket, app_purchase(1000, app_stan=1))
+            assert response.text(39) == "98" and "reversal queued" in response.text(63)
+            assert len(rig.agent.journal.queued_reversals()) == 1
+            second = await exchange(rig.socket, app_purchase(2000, app_stan=2))
+            assert second.text(39) == "00"
+            assert rig.agent.journal.queued_reversals() == []
+            purchases = rig.host.state()["purchases"]
+            by_amount = {p["amount"]: p["reversed"] for p in purchases.values()}
+            assert by_amount == {"000000001000": True, "000000002000": False}
+            assert rig.host.state()["requests"]["0400"] == 1
+
+    run(scenario())
+
+
+def test_late_response_is_dropped_and_counted(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            rig.server.faults.add("late", delay=0.6)
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "98"
+            await asyncio.sleep(0.5)
+            assert rig.agent.link.late_responses == 1
+
+    run(scenario())
+
+
+def test_failover_to_backup(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, primary_down=True) as rig:
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"
+            assert rig.agent.link.endpoint.port == rig.config.host.backup.port
+
+    run(scenario())
+
+
+def test_host_forgot_session_gives_97_to_the_app(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.host.forget(TID)
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "97"
+            assert rig.agent.journal.queued_reversals() == []  # a 97 is a definite decline
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("fault", ["garbage", "close"])
+def test_host_garbage_or_close_becomes_98_and_reversal(tmp_path, fault: str) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add(fault)
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "98"
+            assert len(rig.agent.journal.queued_reversals()) == 1
+            assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
+            assert rig.agent.journal.queued_reversals() == []
+
+    run(scenario())
+
+
+def test_host_down_answers_96_and_sends_nothing(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await rig.server.close()
+            await rig.agent.link.close()
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "96" and "no host reachable" in response.text(63)
+            assert rig.agent.journal.queued_reversals() == []  # nothing left the terminal
+            assert rig.agent.journal.transactions()[-1]["state"] == "not-sent"
+
+    run(scenario())
+
+
+async def _raw(socket, data: bytes, close_after: bool = True) -> bytes:
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    writer.write(data)
+    await writer.drain()
+    if close_after:
+        writer.write_eof()
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xff" + b"x" * 100,  # a length of 65535: refused without reading it
+        with_length(b"\x02\x00\x80"),  # truncated bitmap
+        with_length(bytes.fromhex("02000800000000000000")),  # field 5 is not in the profile
+        b"\x00\x10abc",  # a frame cut short, then the client closes
+    ],
+)
+def test_bad_app_frames_close_that_client_only(tmp_path, data: bytes) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            assert await _raw(rig.socket, data) == b""
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_client_stalling_mid_frame_is_closed(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.agent.gateway.frame_timeout = 0.3
+            stalled = asyncio.create_task(_raw(rig.socket, b"\x00\x40abc", close_after=False))
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert await stalled == b""
+            assert rig.agent.gateway.stats.bad_frames == 1
+
+    run(scenario())
+
+
+def test_many_clients_at_once(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            responses = await asyncio.gather(
+                *(exchange(rig.socket, app_purchase(100 + i, app_stan=i + 1)) for i in range(25))
+            )
+            assert [r.text(39) for r in responses] == ["00"] * 25
+            assert [r.text(11) for r in responses] == [f"{i + 1:06d}" for i in range(25)]
+            assert len(rig.host.state()["purchases"]) == 25
+
+    run(scenario())
+
+
+def test_full_journal_disk_answers_96_and_sends_nothing(tmp_path, tiny_disk) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=tiny_disk) as rig:
+            fill_disk(tiny_disk)
+            answers = [await exchange(rig.socket, app_purchase(1000 + i)) for i in range(30)]
+            refused = [a for a in answers if a.text(39) == "96"]
+            assert refused and "disk is full" in refused[0].text(63)
+            # every request the host saw was journalled: nothing left unrecorded
+            approved = [a for a in answers if a.text(39) == "00"]
+            assert len(rig.host.state()["purchases"]) == len(approved)
+            (tiny_disk / "filler").unlink()
+            assert (await exchange(rig.socket, app_purchase(5000))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_no_card_data_in_logs_journal_or_answers(tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            answers = [await exchange(rig.socket, app_purchase(1000))]
+            rig.server.faults.add("no-answer")
+            answers.append(await exchange(rig.socket, app_purchase(1001)))
+            rig.server.faults.add("wrong-mac")
+            answers.append(await exchange(rig.socket, app_purchase(1002)))
+            await rig.agent.gateway.send_reversals()
+            return answers
+
+    answers = run(scenario())
+    journal = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite3*"))
+    texts = caplog.text + repr(answers)  # Message's repr is masked too
+    for secret in (PAN, "A1B2C3D4E5F60718", "28121010000000000"):
+        assert secret not in texts
+        assert secret.encode() not in journal
+    assert PAN.encode() not in journal
+
+
+def test_pass_through_forwards_frames_untouched(tmp_path) -> None:
+    from agent.wire.frame import Header, Tpdu, decode_frame
+    from agent.wire.message import encode_message
+
+    async def scenario():
+        async with gateway_rig(tmp_path, mode="pass-through", sign_in=False) as rig:
+            echo = Message("0820", {11: "000050", 41: TID, 42: "898100012340001",
+                                    60: "00000001301"})  # fmt: skip
+            frame = Tpdu().to_bytes() + Header().to_bytes() + encode_message(echo)
+            reader, writer = await asyncio.open_unix_connection(str(rig.socket))
+            writer.write(with_length(frame))
+            await writer.drain()
+            length = int.from_bytes(await reader.readexactly(2), "big")
+            answer = decode_frame(await reader.readexactly(length), layout=None)
+            writer.close()
+            assert answer.tpdu == Tpdu().swapped()
+            assert (answer.message.mti, answer.message.text(39)) == ("0830", "00")
+            assert rig.agent.journal.transactions()[-1]["state"] == "completed"
+
+    run(scenario())
