@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from agent import __version__
@@ -184,6 +184,10 @@ def _run_in_process(*args: str) -> str:
 def test_decode_never_prints_pan_track_or_pin(
     pan: str, discretionary: str, pin: bytes, cut: int
 ) -> None:
+    # A PAN that happens to be part of a value printed legitimately (the MID, the amount...)
+    # proves nothing either way.
+    shown = " ".join(str(v) for v in (TERMINAL.mid, TERMINAL.tid, "000000001234", "22000001000"))
+    assume(pan not in shown)
     track2 = (pan + "=" + discretionary)[:37]
     frame = purchase_frame(pan, track2, pin)
     for data in (frame, frame[: len(frame) - cut]):
