@@ -96,11 +96,14 @@ async def _send_reversals_until_done(gateway: Gateway) -> None:
             gateway.reversals_waiting.clear()
 
 
-async def _sign_in_at_start(gateway: Gateway) -> None:
+async def _start(gateway: Gateway) -> None:
+    """Sign in, then let queued reversals go: MACed with the keys the sign-in just loaded."""
     try:
         await gateway.sign_in()
     except (SignInError, HostLinkError, ModuleError) as exc:
         log.warning("sign-in at start failed: %s", exc)
+    if gateway.journal.queued_reversals():
+        gateway.reversals_waiting.set()
 
 
 async def run(config: Config) -> int:
@@ -110,8 +113,6 @@ async def run(config: Config) -> int:
         log.warning(
             "%d request(s) were in flight when the agent stopped: reversals queued", recovered
         )
-    if agent.journal.queued_reversals():
-        agent.gateway.reversals_waiting.set()
     path = socket_path(config)
     await agent.gateway.serve(path, config.gateway.tcp_port)
     stop = asyncio.Event()
@@ -120,7 +121,7 @@ async def run(config: Config) -> int:
         loop.add_signal_handler(signum, stop.set)
     background = [
         asyncio.create_task(_send_reversals_until_done(agent.gateway)),
-        asyncio.create_task(_sign_in_at_start(agent.gateway)),
+        asyncio.create_task(_start(agent.gateway)),
     ]
     log.info("ready: payment socket %s, host %s", path, ", ".join(map(str, config.endpoints)))
     await stop.wait()

@@ -1,0 +1,132 @@
+"""The agent and its simulators as real processes, for reliability tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+AGENT = str(Path(sys.executable).with_name("agent"))
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"waited {timeout} s for {what}")
+
+
+class HostProcess:
+    def __init__(self, workdir: Path) -> None:
+        self.process = subprocess.Popen(
+            [AGENT, "sim", "host", "--listen", "127.0.0.1:0", "--registry",
+             str(workdir / "registry.json")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        addresses = json.loads(self.process.stdout.readline())
+        self.listen, self.admin = addresses["listen"], addresses["admin"]
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(self.admin + "/state", timeout=10) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: dict | None = None) -> None:
+        request = urllib.request.Request(
+            self.admin + path, data=json.dumps(body or {}).encode(), method="POST"
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+
+
+class ModuleProcess:
+    def __init__(self, workdir: Path) -> None:
+        self.process = subprocess.Popen(
+            [AGENT, "sim", "module", "--pty", "--link", str(workdir / "module"), "--state",
+             str(workdir / "module.json")],
+            stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        self.path = self.process.stdout.readline().strip()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+        self.process.stdin.close()
+
+
+def write_config(workdir: Path, host: HostProcess, module: ModuleProcess, **host_options) -> Path:
+    options = {"response_timeout": 2, "connect_timeout": 1, **host_options}
+    host_lines = "\n".join(f"{key} = {value!r}" if isinstance(value, str) else f"{key} = {value}"
+                           for key, value in options.items())  # fmt: skip
+    config = workdir / "agent.toml"
+    config.write_text(
+        f"""
+[terminal]
+tid = "10000001"
+mid = "898100012340001"
+
+[host]
+primary = "{host.listen}"
+{host_lines}
+
+[module]
+url = "{module.path}"
+
+[gateway]
+socket = "{workdir / "agent.sock"}"
+
+[journal]
+path = "{workdir / "journal.sqlite3"}"
+"""
+    )
+    return config
+
+
+class AgentProcess:
+    def __init__(self, config: Path, socket_path: Path, log: Path) -> None:
+        self.socket_path = socket_path
+        self._log = open(log, "ab")  # noqa: SIM115 - kept open for the life of the process
+        self.process = subprocess.Popen(
+            [AGENT, "run", "--config", str(config)],
+            stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"agent exited with {self.process.returncode}")
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(self.socket_path))
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        wait_for(self.ready, timeout, "the agent's payment socket")
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> int:
+        self.process.terminate()
+        code = self.process.wait(timeout=40)
+        self._log.close()
+        return code
