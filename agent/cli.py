@@ -168,17 +168,32 @@ def cmd_signin(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_host(args: argparse.Namespace) -> int:
-    from agent.config import parse_endpoint
     from agent.sim import host_server
 
+    listen = _listen_endpoint(args.listen)
     try:
-        endpoint = parse_endpoint(args.listen, listening=True)
+        return host_server.main(args.registry, listen, args.admin_port)
     except ValueError as exc:
-        raise UsageError(f"--listen {args.listen!r}: {exc}") from None
+        raise UsageError(str(exc)) from None
+
+
+def _listen_endpoint(text: str) -> tuple[str, int]:
+    from agent.config import parse_endpoint
+
+    try:
+        endpoint = parse_endpoint(text, listening=True)
+    except ValueError as exc:
+        raise UsageError(f"--listen {text!r}: {exc}") from None
     if endpoint is None:
         raise UsageError("--listen needs HOST:PORT")
+    return endpoint.host, endpoint.port
+
+
+def cmd_sim_tms(args: argparse.Namespace) -> int:
+    from agent.sim import tms
+
     try:
-        return host_server.main(args.registry, (endpoint.host, endpoint.port), args.admin_port)
+        return tms.main(args.data, _listen_endpoint(args.listen))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -261,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--admin-port", type=int, default=0, help="admin HTTP port on 127.0.0.1")
     p.set_defaults(handler=cmd_sim_host)
+
+    p = sim.add_parser("tms", help="terminal management system simulator (HTTP JSON)")
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default: any free port)")
+    p.add_argument(
+        "--data", type=Path, default=Path("tms.json"), help="provisioning by module serial (JSON)"
+    )
+    p.set_defaults(handler=cmd_sim_tms)
 
     p = sub.add_parser("run", help="run the agent (what the systemd service starts)")
     p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")

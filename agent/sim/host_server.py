@@ -27,11 +27,11 @@ import signal
 import threading
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from agent.sim.host import AcquirerHost
+from agent.sim.jsonhttp import JsonHandler, serve_in_thread
 
 FAULT_KINDS = ("no-answer", "late", "garbage", "close", "wrong-mac")
 MAX_FRAME = 8192
@@ -131,47 +131,26 @@ class HostServer:
 # ------------------------------------------------------------------------------------- admin
 
 
-def admin_handler(server: HostServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # tests and technicians read the JSON, not an access log
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body, ensure_ascii=False).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _body(self) -> dict[str, Any]:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > 65536:
-                raise ValueError("request body too large")
-            raw = self.rfile.read(length) if length else b"{}"
-            body = json.loads(raw or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError("expected a JSON object")
-            return body
-
+def admin_handler(server: HostServer) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             if self.path == "/state":
-                self._reply(200, server.state())
+                self.reply(200, server.state())
             else:
-                self._reply(404, {"error": f"no such resource {self.path}"})
+                self.not_found()
 
         def do_POST(self) -> None:
             host = server.host
             parts = self.path.strip("/").split("/")
             try:
-                body = self._body()
+                body = self.body()
                 if parts == ["terminals"]:
                     tmk = bytes.fromhex(body["tmk"]) if "tmk" in body else None
                     host.register(body["tid"], body["mid"], tmk)
                 elif len(parts) == 3 and parts[0] == "terminals":
                     tid, action = parts[1], parts[2]
                     if tid not in host.terminals:
-                        self._reply(404, {"error": f"unknown terminal {tid}"})
+                        self.reply(404, {"error": f"unknown terminal {tid}"})
                         return
                     if action == "cancel":
                         host.set_status(tid, "cancelled")
@@ -192,20 +171,14 @@ def admin_handler(server: HostServer) -> type[BaseHTTPRequestHandler]:
                 elif parts == ["reload"]:
                     host.reload()
                 else:
-                    self._reply(404, {"error": f"no such resource {self.path}"})
+                    self.not_found()
                     return
             except (ValueError, KeyError, TypeError) as exc:
-                self._reply(400, {"error": str(exc)})
+                self.reply(400, {"error": str(exc)})
                 return
-            self._reply(200, {"ok": True})
+            self.reply(200, {"ok": True})
 
     return Handler
-
-
-def start_admin(server: HostServer, port: int = 0) -> ThreadingHTTPServer:
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), admin_handler(server))
-    threading.Thread(target=httpd.serve_forever, name="host-admin", daemon=True).start()
-    return httpd
 
 
 def main(registry: Path, listen: tuple[str, int], admin_port: int) -> int:
@@ -216,7 +189,7 @@ def main(registry: Path, listen: tuple[str, int], admin_port: int) -> int:
 
     async def serve() -> None:
         address, port = await server.start(*listen)
-        httpd = start_admin(server, admin_port)
+        httpd = serve_in_thread(admin_handler(server), admin_port, "host-admin")
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
