@@ -171,9 +171,12 @@ def cmd_sim_host(args: argparse.Namespace) -> int:
     from agent.sim import host_server
 
     listen = _listen_endpoint(args.listen)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     try:
-        return host_server.main(args.registry, listen, args.admin_port)
-    except ValueError as exc:
+        return host_server.main(args.registry, listen, args.admin_port, tls)
+    except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -275,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="terminal registry (JSON; created with one test terminal if absent)",
     )
     p.add_argument("--admin-port", type=int, default=0, help="admin HTTP port on 127.0.0.1")
+    p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
     p.set_defaults(handler=cmd_sim_host)
 
     p = sim.add_parser("tms", help="terminal management system simulator (HTTP JSON)")

@@ -169,8 +169,9 @@ class HostLink:
         else:
             log.info("connected to host %s", endpoint)
 
-    def _detach(self, writer: asyncio.StreamWriter, reason: str) -> None:
-        """Drop the connection of ``writer``; its in-flight requests fail with ``reason``."""
+    def _detach(self, writer: asyncio.StreamWriter, reason: str, *, expected: bool = False) -> None:
+        """Drop the connection of ``writer``; its in-flight requests fail with ``reason``.
+        ``expected`` (we are shutting down) logs it at info rather than as a warning."""
         if self._writer is not writer:
             return
         self._writer = self._reader = None
@@ -180,7 +181,12 @@ class HostLink:
             if not future.done():
                 future.set_exception(HostLinkError(reason))
         self._pending.clear()
-        log.warning("host connection to %s closed: %s", self.endpoint, reason)
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "host connection to %s closed: %s",
+            self.endpoint,
+            reason,
+        )
 
     async def close(self) -> None:
         for task in (self._echo_task, self._reader_task):
@@ -190,7 +196,7 @@ class HostLink:
                     await task
         self._echo_task = self._reader_task = None
         if self._writer is not None:
-            self._detach(self._writer, "link closed")
+            self._detach(self._writer, "link closed", expected=True)
 
     # -------------------------------------------------------------------------- exchange
 

@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -76,8 +77,10 @@ class HostServer:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, address: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._client, address, port)
+    async def start(
+        self, address: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._client, address, port, ssl=tls)
         bound = self._server.sockets[0].getsockname()
         return bound[0], bound[1]
 
@@ -181,14 +184,27 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
     return Handler
 
 
-def main(registry: Path, listen: tuple[str, int], admin_port: int) -> int:
+def server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def main(
+    registry: Path,
+    listen: tuple[str, int],
+    admin_port: int,
+    tls: tuple[Path, Path] | None = None,
+) -> int:
     """``agent sim host``: prints one JSON line with the addresses, serves until SIGTERM/SIGINT;
-    SIGHUP reloads the registry."""
+    SIGHUP reloads the registry. ``tls`` is (certificate chain, private key) to serve TLS."""
     host = AcquirerHost(registry)
     server = HostServer(host)
+    context = server_tls(*tls) if tls else None
 
     async def serve() -> None:
-        address, port = await server.start(*listen)
+        address, port = await server.start(*listen, tls=context)
         httpd = serve_in_thread(admin_handler(server), admin_port, "host-admin")
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +74,12 @@ async def gateway_rig(
     mode: str = "wrap",
     sign_in: bool = True,
     journal_dir: Path | None = None,
+    host_options: dict[str, object] | None = None,
+    server_tls: ssl.SSLContext | None = None,
 ):
     host = AcquirerHost(tmp_path / "registry.json")
     server = HostServer(host)
-    _, port = await server.start()
+    _, port = await server.start(tls=server_tls)
     dead_port = None
     if primary_down:
         probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -95,6 +98,7 @@ async def gateway_rig(
             "backup": f"127.0.0.1:{port}" if backup or primary_down else "",
             "response_timeout": response_timeout,
             "connect_timeout": 1.0,
+            **(host_options or {}),
         },
         "module": {"url": module_path},
         "gateway": {"socket": str(tmp_path / "agent.sock"), "mode": mode},

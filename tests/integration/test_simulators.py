@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tests.reliability.processes import AGENT, HostProcess
+from tests.processes import AGENT, HostProcess
 
 
 def call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:

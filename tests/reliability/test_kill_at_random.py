@@ -16,7 +16,7 @@ import time
 from agent.wire.frame import with_length
 from agent.wire.message import decode_message, encode_message
 from tests.integration.gateway_rig import app_purchase
-from tests.reliability.processes import (
+from tests.processes import (
     AgentProcess,
     HostProcess,
     ModuleProcess,
