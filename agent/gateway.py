@@ -83,6 +83,12 @@ class Gateway:
         self.terminal = Terminal(config.terminal.tid, config.terminal.mid)
         self.stats = GatewayStats()
         self._reversal_lock = asyncio.Lock()
+        self._signin_lock = asyncio.Lock()
+        self._signins_running = 0
+        # Cleared while a sign-in replaces the working keys: requests wait rather than go out
+        # MACed under keys the host is about to forget.
+        self._keys_settled = asyncio.Event()
+        self._keys_settled.set()
         self.reversals_waiting = asyncio.Event()  # set when the journal has queued reversals
         self._servers: list[asyncio.Server] = []
         self._clients: set[asyncio.Task[None]] = set()
@@ -176,15 +182,15 @@ class Gateway:
 
     async def _wrap(self, request: Message) -> Message:
         financial = request.mti in FINANCIAL
-        if financial:
+        await self._keys_settled.wait()
+        if financial and self.journal.has_queued_reversals:
             try:
                 await self.send_reversals()
             except ReversalPending as exc:
                 return self._local(request, "96", f"reversal pending: {exc}")
+        outgoing = self._prepare(request)
         try:
-            outgoing = self._prepare(request)
-            encoded = await self._encode(outgoing)
-            transaction = self.journal.begin(outgoing, financial=financial)
+            transaction, encoded = await asyncio.to_thread(self._record, outgoing, financial)
         except ModuleError as exc:
             return self._local(request, "96", f"card module: {exc}")
         except (JournalError, WireError) as exc:
@@ -202,6 +208,16 @@ class Gateway:
             return self._local(request, "98", f"{exc}; reversal queued" if financial else str(exc))
         return await self._settle(request, outgoing, transaction, exchange, financial)
 
+    def _record(self, outgoing: Message, financial: bool) -> tuple[int, bytes]:
+        """In a worker thread: journal the request as pending (taking its STAN), then MAC it.
+        A request that cannot be MACed is closed as never sent."""
+        transaction = self.journal.begin(outgoing, financial=financial, assign_stan=True)
+        try:
+            return transaction, self._encode(outgoing)
+        except (ModuleError, WireError) as exc:
+            self.journal.finish(transaction, "not-sent", detail=str(exc))
+            raise
+
     async def _settle(
         self,
         request: Message,
@@ -211,24 +227,17 @@ class Gateway:
         financial: bool,
     ) -> Message:
         response = exchange.frame.message
-        code = response.text(39, "")
-        approved = codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
-        if not await self._mac_ok(outgoing, exchange, approved):
-            self.journal.finish(
-                transaction,
-                "mac-failed",
-                response,
-                detail="response MAC does not match",
-                reversal_reason="A0" if financial else None,
-            )
-            if financial:
-                self.reversals_waiting.set()
-            return self._local(request, "A0", "response MAC wrong; reversal queued")
         try:
-            self.journal.finish(transaction, "completed", response)
+            mac_ok = await asyncio.to_thread(
+                self._close_checked, outgoing, transaction, exchange, financial
+            )
         except JournalError as exc:
             # The row stays pending and becomes a reversal: the app must not see an approval.
             return self._local(request, "96", f"{exc}; the transaction will be reversed")
+        if not mac_ok:
+            if financial:
+                self.reversals_waiting.set()
+            return self._local(request, "A0", "response MAC wrong; reversal queued")
         answer = Message(response.mti, dict(response.fields))
         answer.fields.pop(64, None)  # verified here; the app has no key to check it
         if 11 in request:
@@ -237,30 +246,52 @@ class Gateway:
             answer.fields.pop(11, None)
         return answer
 
-    async def _mac_ok(self, outgoing: Message, exchange: Exchange, approved: bool) -> bool:
+    def _close_checked(
+        self, outgoing: Message, transaction: int, exchange: Exchange, financial: bool
+    ) -> bool:
+        """In a worker thread: check the response MAC and close the transaction durably, with a
+        reversal (A0) queued if the MAC is wrong. Returns whether the MAC was right."""
+        response = exchange.frame.message
+        code = response.text(39, "")
+        approved = codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
+        if not self._mac_ok(outgoing, exchange, approved):
+            self.journal.finish(
+                transaction,
+                "mac-failed",
+                response,
+                detail="response MAC does not match",
+                reversal_reason="A0" if financial else None,
+            )
+            return False
+        self.journal.finish(transaction, "completed", response)
+        return True
+
+    def _mac_ok(self, outgoing: Message, exchange: Exchange, approved: bool) -> bool:
         """A response to a MACed request must carry a good MAC when it approves; declines from a
-        host that lost the session come without one."""
+        host that lost the session come without one. Blocks on the module: call in a thread."""
         if 64 not in outgoing:
             return True
         body = exchange.raw[11:]  # TPDU (5) + header (6)
         if 64 not in exchange.frame.message:
             return not approved
         try:
-            return await asyncio.to_thread(mac_matches, body, self.module.mac_from_block)
+            return mac_matches(body, self.module.mac_from_block)
         except ModuleError as exc:
             log.error("cannot check the response MAC: %s", exc)
             return False
 
     def _prepare(self, request: Message) -> Message:
         fields = dict(request.fields)
-        fields[11] = f"{self.journal.next_stan():06d}"
+        fields.pop(11, None)  # the journal assigns the agent's own STAN
         fields[41], fields[42] = self.terminal.tid, self.terminal.mid
         if request.mti in FINANCIAL:
             fields.setdefault(60, field60("22", self.journal.batch))
             fields[64] = MAC_PLACEHOLDER  # financial requests always carry a MAC
         return Message(request.mti, dict(sorted(fields.items())))
 
-    async def _encode(self, message: Message) -> bytes:
+    def _encode(self, message: Message) -> bytes:
+        """Encode, with the MAC from the module when field 64 is present (blocks on the module:
+        call in a thread)."""
         if 64 not in message:
             return encode_message(message)
         slot = self.config.module.key_slot
@@ -268,7 +299,7 @@ class Gateway:
         def mac_of_block(r: bytes) -> bytes:
             return self.module.mac_from_block(r, slot)
 
-        return await asyncio.to_thread(encode_with_mac, message, mac_of_block)
+        return encode_with_mac(message, mac_of_block)
 
     def _local(self, request: Message, code: str, reason: str) -> Message:
         self.stats.local_answers += 1
@@ -286,14 +317,22 @@ class Gateway:
         return response_to(request, "00")
 
     async def sign_in(self) -> None:
-        await sign_in(
-            terminal=self.terminal,
-            scheme=self.config.wire.key_scheme,
-            key_slot=self.config.module.key_slot,
-            journal=self.journal,
-            module=self.module,
-            link=self.link,
-        )
+        self._signins_running += 1
+        self._keys_settled.clear()
+        try:
+            async with self._signin_lock:
+                await sign_in(
+                    terminal=self.terminal,
+                    scheme=self.config.wire.key_scheme,
+                    key_slot=self.config.module.key_slot,
+                    journal=self.journal,
+                    module=self.module,
+                    link=self.link,
+                )
+        finally:
+            self._signins_running -= 1
+            if not self._signins_running:
+                self._keys_settled.set()
 
     # -------------------------------------------------------------------------- reversals
 
@@ -305,7 +344,7 @@ class Gateway:
             for queued in self.journal.queued_reversals():
                 message = reversal_request(queued.message, queued.reason)
                 try:
-                    encoded = await self._encode(message)
+                    encoded = await asyncio.to_thread(self._encode, message)
                     exchange = await self.link.request(message, encoded)
                 except (HostLinkError, ModuleError) as exc:
                     self.journal.reversal_attempted(queued.id, str(exc))
@@ -316,7 +355,8 @@ class Gateway:
                 done = code in REVERSAL_DONE or (
                     codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
                 )
-                if not done or not await self._mac_ok(message, exchange, approved=True):
+                mac_ok = done and await asyncio.to_thread(self._mac_ok, message, exchange, True)
+                if not mac_ok:
                     reason = f"host answered {code}" if not done else "response MAC wrong"
                     self.journal.reversal_attempted(queued.id, reason)
                     raise ReversalPending(f"STAN {queued.message.text(11)}: {reason}")

@@ -29,3 +29,12 @@ def test_module_benchmark_prints_json() -> None:
     assert data["bytes_to_module_per_mac"] == data["request_frame_bytes"] + 1
     assert data["bytes_from_module_per_mac"] == data["response_frame_bytes"] + 1
     assert data["retransmit_after_lost_ack_ms"] > data["retransmit_after_nak_ms"]
+
+
+def test_gateway_benchmark_prints_json() -> None:
+    data = run_quick("gateway.py")
+    for path in ("direct_ms", "through_agent_ms"):
+        assert 0 < data[path]["p50"] <= data[path]["p99"]
+    assert data["tps_direct"] > 0 and data["tps_through_agent"] > 0
+    assert data["module_serial_ms_per_purchase"] > 0
+    assert data["journal_sync_ms_per_purchase"] > 0

@@ -40,6 +40,19 @@ def test_purchase_approved_with_the_apps_stan(tmp_path) -> None:
     run(scenario())
 
 
+def test_purchase_during_a_sign_in_waits_for_the_new_keys(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("late", delay=0.3)  # the 0810: the purchase comes meanwhile
+            _, response = await asyncio.gather(
+                rig.agent.gateway.sign_in(), exchange(rig.socket, app_purchase(1000))
+            )
+            assert response.text(39) == "00"
+            assert rig.host.state()["mac_failures"] == 0
+
+    run(scenario())
+
+
 def test_decline_is_passed_back(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:

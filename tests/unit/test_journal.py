@@ -1,5 +1,6 @@
 import sqlite3
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,49 @@ def test_stan_counts_wraps_and_skips_open_stans(journal) -> None:
     journal.begin(purchase(stan=1), financial=True)  # STAN 000001 is now open
     assert journal.next_stan() == 999_999
     assert journal.next_stan() == 2  # 1 is skipped while its transaction is open
+
+
+def test_begin_can_assign_the_stan_in_the_same_step(journal) -> None:
+    request = purchase()
+    del request.fields[11]
+    journal.begin(request, financial=True, assign_stan=True)
+    assert request.text(11) == "000001"
+    [row] = journal.transactions()
+    assert row["stan"] == "000001"
+    assert journal.next_stan() == 2
+
+
+def test_concurrent_threads_get_distinct_stans(journal) -> None:
+    """The gateway journals from worker threads: steps from many threads stay whole."""
+
+    def record(_: int) -> str:
+        request = purchase()
+        journal.begin(request, financial=True, assign_stan=True)
+        return request.text(11)
+
+    with ThreadPoolExecutor(8) as pool:
+        stans = list(pool.map(record, range(200)))
+    assert sorted(stans) == [f"{n:06d}" for n in range(1, 201)]
+    assert len(journal.transactions()) == 200
+
+
+def test_queued_reversals_are_known_without_a_query(journal, tmp_path) -> None:
+    assert not journal.has_queued_reversals
+    first = journal.begin(purchase(1), financial=True)
+    journal.finish(first, "timed-out", reversal_reason="98")
+    journal.begin(purchase(2), financial=True)  # left pending: a crash
+    assert journal.has_queued_reversals
+    journal.close()
+    reopened = Journal(tmp_path / "journal.sqlite3")
+    assert reopened.has_queued_reversals  # counted from the file at start
+    assert reopened.recover_pending() == 1
+    queued = reopened.queued_reversals()
+    assert len(queued) == 2
+    for reversal in queued:
+        reopened.reversal_confirmed(reversal.id, Message("0410", {39: "00"}))
+        reopened.reversal_confirmed(reversal.id, Message("0410", {39: "00"}))  # twice: no-op
+    assert not reopened.has_queued_reversals
+    reopened.close()
 
 
 def test_completed_transaction(journal) -> None:

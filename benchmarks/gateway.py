@@ -1,0 +1,287 @@
+"""What the agent adds to a purchase: the same purchases sent straight to the host simulator and
+through a running agent (``agent run``), interleaved one for one in the same run, then throughput
+with concurrent clients on each path.
+
+The host simulator, the module simulator (on a pty) and the agent are each a process of their own.
+The direct client is an app that does its own MAC in software; the agent computes two MACs per
+purchase through the module (request, and the check of the response), so the module's serial time
+is measured on the same module process beforehand and reported apart: the target (added p50 under
+1 ms, p99 under 3 ms) excludes it. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.journal import Journal
+from agent.wire.builders import Card, Terminal, purchase_request, signin_request
+from agent.wire.frame import Header, Tpdu, decode_frame, host_frame, with_length
+from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_block
+from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.working_keys import issue_working_keys, parse_field62
+from drivers.serial_module import SerialCardModule
+from drivers.simulator import TEST_TMK
+from tests.processes import (
+    AgentProcess,
+    HostProcess,
+    ModuleProcess,
+    write_config,
+)
+
+DIRECT = Terminal("20000002", "898100012340002")
+PAN = "6217001234567890123"
+CARD = Card(pan=PAN, expiry="2812", track2=PAN + "=28121010000000000")
+AMOUNT = 1000  # fen; an amount ending in 51 would be declined
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("peer closed the connection")
+            data += chunk
+        return data
+
+    return exactly(int.from_bytes(exactly(2), "big"))
+
+
+class DirectClient:
+    """An app talking to the host itself: its own sign-in, keys and MAC."""
+
+    tpdu, header = Tpdu(0x0003, 0x0000), Header()
+
+    def __init__(
+        self, address: str, stans: itertools.count[int], mak: DesKey | None = None
+    ) -> None:
+        """Signs in unless given the MAK of an earlier sign-in (each sign-in replaces the keys)."""
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.stans = stans
+        if mak is not None:
+            self.mak = mak
+            return
+        response = self._exchange(signin_request(DIRECT, stan=next(stans), batch=1), b"")
+        keys = parse_field62(response.binary(62), "003")
+        tmk = DesKey(TEST_TMK)
+        mak = keys.mak.ciphertext
+        self.mak = DesKey(tmk.decrypt(mak[:8]) + tmk.decrypt(mak[8:]))
+
+    def _mac(self, block: bytes) -> bytes:
+        return cup_ecb_mac(block, self.mak.encrypt)
+
+    def _exchange(self, message: Message, encoded: bytes) -> Message:
+        self.sock.sendall(host_frame(encoded or encode_message(message), self.tpdu, self.header))
+        return decode_frame(read_frame(self.sock)).message
+
+    def purchase(self) -> str:
+        request = purchase_request(
+            DIRECT, stan=next(self.stans), batch=1, amount_fen=AMOUNT, card=CARD
+        )
+        response = self._exchange(request, encode_with_mac(request, self._mac))
+        encoded = encode_message(response)
+        if self._mac(mac_block(encoded[:-8])) != encoded[-8:]:
+            raise AssertionError("response MAC wrong")
+        return response.text(39)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class AgentClient:
+    """A payment app in wrap mode: the agent adds TID/MID, STAN mapping and MAC."""
+
+    def __init__(self, path: Path, stans: itertools.count[int]) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(str(path))
+        self.stans = stans
+
+    def purchase(self) -> str:
+        message = Message(
+            "0200",
+            {2: CARD.pan, 3: "000000", 4: f"{AMOUNT:012d}", 11: f"{next(self.stans) % 999999:06d}",
+             14: CARD.expiry, 22: "021", 25: "00", 35: CARD.track2, 49: "156"},
+        )  # fmt: skip
+        self.sock.sendall(with_length(encode_message(message)))
+        return decode_message(read_frame(self.sock)).text(39)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def timed(purchase: Callable[[], str]) -> float:
+    started = time.perf_counter()
+    code = purchase()
+    elapsed = time.perf_counter() - started
+    if code != "00":
+        raise AssertionError(f"purchase answered {code}")
+    return elapsed * 1000
+
+
+def throughput(make_client: Callable[[], DirectClient | AgentClient], clients: int, each: int):
+    workers = [make_client() for _ in range(clients)]
+    errors: list[BaseException] = []
+
+    def work(client: DirectClient | AgentClient) -> None:
+        try:
+            for _ in range(each):
+                timed(client.purchase)
+        except BaseException as exc:  # reported below: a benchmark that lost answers is void
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(client,)) for client in workers]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for client in workers:
+        client.close()
+    if errors:
+        raise errors[0]
+    return round(clients * each / elapsed, 1)
+
+
+def module_mac_ms(path: str, count: int) -> float:
+    """Median MAC round trip to the module process, measured before the agent opens it."""
+    with SerialCardModule(path) as module:
+        clear = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
+        module.load_working_keys(0, issue_working_keys(TEST_TMK, "003", clear).to_field62())
+        block = mac_block(bytes(128))
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            module.mac_from_block(block)
+            samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def journal_sync_ms(folder: Path, count: int) -> float:
+    """Median time of the two durable journal steps of a purchase (pending, then completed),
+    on the file system the agent's journal is on: the disk syncs that DESIGN.md section 8
+    requires, which no code change can remove."""
+    journal = Journal(folder / "sync-probe.sqlite3")
+    request = purchase_request(DIRECT, stan=1, batch=1, amount_fen=AMOUNT, card=CARD)
+    response = Message("0210", {11: "000001", 39: "00", 41: DIRECT.tid})
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        transaction = journal.begin(request, financial=True, assign_stan=True)
+        journal.finish(transaction, "completed", response)
+        samples.append((time.perf_counter() - started) * 1000)
+    journal.close()
+    return statistics.median(samples)
+
+
+def measure(count: int, clients: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        host, module = HostProcess(workdir), ModuleProcess(workdir)
+        agent = None
+        try:
+            host.post("/terminals", {"tid": DIRECT.tid, "mid": DIRECT.mid})
+            mac_ms = module_mac_ms(module.path, 200)
+            sync_ms = journal_sync_ms(workdir, 200)
+            config = write_config(workdir, host, module, idle_echo=0)
+            agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log")
+            agent.wait_ready()
+            stans = itertools.count(1)
+            direct = DirectClient(host.listen, stans)
+            through = AgentClient(workdir / "agent.sock", itertools.count(1))
+            for _ in range(20):  # warm-up: connections, sign-in, caches
+                timed(direct.purchase)
+                timed(through.purchase)
+            direct_ms, agent_ms = [], []
+            for _ in range(count):
+                direct_ms.append(timed(direct.purchase))
+                agent_ms.append(timed(through.purchase))
+            direct.close()
+            through.close()
+            each = max(count // clients, 10)
+            tps_direct = throughput(
+                lambda: DirectClient(host.listen, stans, direct.mak), clients, each
+            )
+            tps_agent = throughput(
+                lambda: AgentClient(workdir / "agent.sock", itertools.count(1)), clients, each
+            )
+        finally:
+            if agent is not None:
+                agent.stop()
+            host.stop()
+            module.stop()
+
+    def figures(samples: list[float]) -> dict[str, float]:
+        return {
+            "p50": round(statistics.median(samples), 3),
+            "p99": round(percentile(samples, 0.99), 3),
+        }
+
+    direct_f, agent_f = figures(direct_ms), figures(agent_ms)
+    module_ms = 2 * mac_ms
+    added = {key: round(agent_f[key] - direct_f[key], 3) for key in ("p50", "p99")}
+    return {
+        "purchases_per_path": count,
+        "direct_ms": direct_f,
+        "through_agent_ms": agent_f,
+        "ratio_p50": round(agent_f["p50"] / direct_f["p50"], 2),
+        "ratio_p99": round(agent_f["p99"] / direct_f["p99"], 2),
+        "module_serial_ms_per_purchase": round(module_ms, 3),  # two MAC round trips
+        "added_ms": added,
+        "added_ms_excluding_module": {
+            key: round(value - module_ms, 3) for key, value in added.items()
+        },
+        "journal_sync_ms_per_purchase": round(sync_ms, 3),
+        "added_ms_excluding_module_and_journal_sync": {
+            key: round(value - module_ms - sync_ms, 3) for key, value in added.items()
+        },
+        "targets_ms": {"added_p50": 1.0, "added_p99": 3.0},
+        "concurrent_clients": clients,
+        "tps_direct": tps_direct,
+        "tps_through_agent": tps_agent,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer purchases (smoke run)")
+    parser.add_argument("--count", type=int, default=2000, help="purchases per path")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients for TPS")
+    args = parser.parse_args()
+    count = 100 if args.quick else args.count
+    figures = measure(count, args.clients)
+    print(
+        json.dumps(
+            {
+                "benchmark": "gateway",
+                **figures,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
