@@ -106,11 +106,14 @@ def cmd_sim_module(args: argparse.Namespace) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> Config:
+    """The configuration file, with what re-provisioning saved laid over it."""
+    from agent import paths, provisioning
     from agent.config import ConfigError, load
 
     try:
-        return load(args.config)
-    except ConfigError as exc:
+        config = load(args.config)
+        return provisioning.effective(config, paths.provisioning_path(config))
+    except (ConfigError, provisioning.ProvisioningError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -198,6 +201,54 @@ def cmd_sim_tms(args: argparse.Namespace) -> int:
     try:
         return tms.main(args.data, _listen_endpoint(args.listen))
     except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    import asyncio
+    import datetime
+
+    from agent.selfcheck import CHECKS, Report
+    from agent.selfcheck.base import CheckResult
+    from agent.selfcheck.local import run_local
+    from agent.selfcheck.report import as_text, default_language, dumps
+
+    only = [part for part in (args.only or "").split(",") if part] or None
+    for check_id in only or []:
+        if check_id not in CHECKS:
+            raise UsageError(f"--only {check_id}: no such check; expected {', '.join(CHECKS)}")
+    config = _load_config(args)
+    lang = args.lang or default_language()
+    answer = _ask_agent(config, {"cmd": "selftest", "only": only})
+    if answer is not None:
+        report = Report([CheckResult.from_json(c) for c in answer["checks"]], answer["duration_ms"])
+        where = "asked the running agent"
+    else:
+        report = asyncio.run(run_local(config, only))
+        where = "no agent running: checked directly"
+    if args.json:
+        print(dumps(report, lang))
+    else:
+        tid = config.terminal.tid or "-"
+        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        title = (
+            f"pos-agent 自检 — 终端号 {tid} — {when}"
+            if lang == "zh"
+            else f"pos-agent self-check — TID {tid} — {when} ({where})"
+        )
+        print(as_text(report, lang, title))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _ask_agent(config: Config, request: dict[str, object]) -> dict[str, object] | None:
+    """The running agent's answer over its control socket, or None when none is running."""
+    from agent import control, paths
+
+    try:
+        return control.request(paths.control_socket(config), request)
+    except control.NotRunning:
+        return None
+    except control.ControlError as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -297,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("signin", help="sign in to the host now (签到) and load fresh working keys")
     p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.set_defaults(handler=cmd_signin)
+
+    p = sub.add_parser(
+        "selftest",
+        help="check the terminal: provisioning, clock, network, keys, module, storage",
+        description="Runs the self-check (asks the running agent, or checks directly). "
+        "Exit 0 healthy (warnings allowed), 1 a check failed, 2 could not run.",
+    )
+    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("--json", action="store_true", help="print the pinned JSON report")
+    p.add_argument("--only", metavar="ID[,ID]", help="run only these checks")
+    p.add_argument("--lang", choices=["zh", "en"], help="language (default: from the locale)")
+    p.set_defaults(handler=cmd_selftest)
 
     p = sub.add_parser("demo", help="show the agent at work on built-in examples")
     p.set_defaults(handler=cmd_demo)

@@ -78,6 +78,44 @@ class JournalConfig:
 
 
 @dataclass(frozen=True)
+class TmsConfig:
+    url: str = ""  # e.g. http://tms.example:8080; empty: re-provision through the hook only
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    directory: str = "/etc/pos-agent/hooks.d"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    attempts: int = 3  # retries of the original request after a 97
+    deadline: float = 30.0  # seconds from the 97 to giving up
+    probe_first: float = 10.0  # first pause of the sign-in probe while unregistered
+    probe_max: float = 300.0
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    ntp_server: str = ""  # empty: no NTP comparison
+    warn_after: float = 60.0  # seconds of offset
+    fail_after: float = 300.0
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = ""  # default: $RUNTIME_DIRECTORY/control.sock
+
+
+@dataclass(frozen=True)
+class SelftestConfig:
+    deadline: float = 8.0  # seconds a check may take
+    interval: float = 300.0  # the daemon's periodic light check; 0: off
+
+
+@dataclass(frozen=True)
 class Config:
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
     host: HostConfig = field(default_factory=HostConfig)
@@ -85,6 +123,12 @@ class Config:
     module: ModuleConfig = field(default_factory=ModuleConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    tms: TmsConfig = field(default_factory=TmsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    selftest: SelftestConfig = field(default_factory=SelftestConfig)
     source: str = "defaults"
 
     @property
@@ -171,6 +215,13 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return parse
 
 
+def _url(value: Any) -> str:
+    text = _text(value).strip()
+    if text and not (text.startswith(("http://", "https://")) and len(text) > 8):
+        raise ValueError('expected an http:// or https:// URL, e.g. "http://tms.example:8080"')
+    return text.rstrip("/")
+
+
 def _tid(value: Any) -> str:
     text = _text(value)
     if text and (len(text) != 8 or not text.isascii() or not text.isprintable()):
@@ -207,6 +258,17 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "module": {"url": _text, "baudrate": _integer, "key_slot": _integer},
     "gateway": {"socket": _text, "tcp_port": _integer, "mode": _choice("wrap", "pass-through")},
     "journal": {"path": _text},
+    "tms": {"url": _url, "timeout": _number},
+    "hooks": {"directory": _text, "timeout": _number},
+    "recovery": {
+        "attempts": _integer,
+        "deadline": _number,
+        "probe_first": _number,
+        "probe_max": _number,
+    },
+    "clock": {"ntp_server": _text, "warn_after": _number, "fail_after": _number},
+    "control": {"socket": _text},
+    "selftest": {"deadline": _number, "interval": _number},
 }
 SECTION_CLASSES: dict[str, type] = {
     "terminal": TerminalConfig,
@@ -215,7 +277,21 @@ SECTION_CLASSES: dict[str, type] = {
     "module": ModuleConfig,
     "gateway": GatewayConfig,
     "journal": JournalConfig,
+    "tms": TmsConfig,
+    "hooks": HooksConfig,
+    "recovery": RecoveryConfig,
+    "clock": ClockConfig,
+    "control": ControlConfig,
+    "selftest": SelftestConfig,
 }
+
+
+def parse_value(section: str, key: str, value: Any, source: str) -> Any:
+    """One validated setting; a bad one is a :class:`ConfigError` naming source, key and value."""
+    try:
+        return PARSERS[section][key](value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {section}.{key} = {value!r}: {exc}") from None
 
 
 def build(raw: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None) -> Config:
@@ -240,12 +316,7 @@ def build(raw: Mapping[str, Any], source: str, env: Mapping[str, str] | None = N
             variable = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             if variable in env:
                 values[key] = env[variable]
-        parsed = {}
-        for key, value in values.items():
-            try:
-                parsed[key] = parsers[key](value)
-            except ValueError as exc:
-                raise ConfigError(f"{source}: {section}.{key} = {value!r}: {exc}") from None
+        parsed = {key: parse_value(section, key, value, source) for key, value in values.items()}
         sections[section] = SECTION_CLASSES[section](**parsed)
     config = Config(**sections, source=source)
     if config.host.tls and config.host.ca_file and not Path(config.host.ca_file).is_file():

@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
-from pathlib import Path
 
 from agent import paths
 from agent.config import Config
@@ -17,7 +15,6 @@ from agent.journal import Journal
 from agent.link import HostLink, HostLinkError
 from agent.signin import SignInError
 from agent.wire.builders import Terminal, echo_request
-from agent.wire.frame import Header, Tpdu
 from agent.wire.message import Message
 from drivers.module import ModuleError
 from drivers.serial_module import SerialCardModule
@@ -28,44 +25,15 @@ REVERSAL_PAUSE = (1.0, 60.0)  # first and longest pause between attempts to send
 DRAIN_TIMEOUT = 35.0
 
 
-def journal_path(config: Config) -> Path:
-    if config.journal.path:
-        return Path(config.journal.path)
-    return paths.state_dir() / "journal.sqlite3"
-
-
-def socket_path(config: Config) -> Path:
-    if config.gateway.socket:
-        return Path(config.gateway.socket)
-    return paths.runtime_dir() / "agent.sock"
-
-
 class Agent:
     """Journal, card module, host link and gateway, built from one configuration."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.journal = Journal(journal_path(config))
+        self.journal = Journal(paths.journal_path(config))
         self.terminal = Terminal(config.terminal.tid, config.terminal.mid)
         self.module = SerialCardModule(config.module.url, baudrate=config.module.baudrate)
-        tls = (
-            ssl.create_default_context(cafile=config.host.ca_file or None)
-            if config.host.tls
-            else None
-        )
-        self.link = HostLink(
-            config.endpoints,
-            tpdu=Tpdu(config.wire.tpdu_destination, config.wire.tpdu_source),
-            header=Header(
-                software_version=config.wire.software_version, sub_version=config.wire.sub_version
-            ),
-            connect_timeout=config.host.connect_timeout,
-            response_timeout=config.host.response_timeout,
-            idle_echo=config.host.idle_echo,
-            make_echo=self._echo,
-            tls=tls,
-            server_name=config.host.server_name or None,
-        )
+        self.link = HostLink.from_config(config, make_echo=self._echo)
         self.gateway = Gateway(config, self.journal, self.module, self.link)
 
     def _echo(self) -> Message:
@@ -113,7 +81,7 @@ async def run(config: Config) -> int:
         log.warning(
             "%d request(s) were in flight when the agent stopped: reversals queued", recovered
         )
-    path = socket_path(config)
+    path = paths.payment_socket(config)
     await agent.gateway.serve(path, config.gateway.tcp_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

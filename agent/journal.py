@@ -71,6 +71,11 @@ MIGRATIONS = (
         host_time TEXT
     );
     """,
+    # 2: what a sign-in was made as, so the self-check can tell a changed TID/MID from a stale one
+    """
+    ALTER TABLE signins ADD COLUMN tid TEXT;
+    ALTER TABLE signins ADD COLUMN mid TEXT;
+    """,
 )
 
 
@@ -341,22 +346,46 @@ class Journal:
 
     # ---------------------------------------------------------------- sign-ins and events
 
-    def record_signin(self, scheme: str, kcvs: dict[str, str], host_time: str | None) -> None:
+    def record_signin(
+        self,
+        scheme: str,
+        kcvs: dict[str, str],
+        host_time: str | None,
+        tid: str = "",
+        mid: str = "",
+    ) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO signins (at, scheme, kcvs, host_time) VALUES (?, ?, ?, ?)",
-                (self._clock(), scheme, json.dumps(kcvs), host_time),
+                "INSERT INTO signins (at, scheme, kcvs, host_time, tid, mid) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (self._clock(), scheme, json.dumps(kcvs), host_time, tid, mid),
             )
-            self._event(db, "signed-in", scheme=scheme, kcvs=kcvs)
+            self._event(db, "signed-in", scheme=scheme, kcvs=kcvs, tid=tid)
 
     def last_signin(self) -> dict[str, Any] | None:
         rows = self._rows(
-            "SELECT at, scheme, kcvs, host_time FROM signins ORDER BY id DESC LIMIT 1"
+            "SELECT at, scheme, kcvs, host_time, tid, mid FROM signins ORDER BY id DESC LIMIT 1"
         )
         if not rows:
             return None
-        [row] = rows
-        return {"at": row[0], "scheme": row[1], "kcvs": json.loads(row[2]), "host_time": row[3]}
+        at, scheme, kcvs, host_time, tid, mid = rows[0]
+        return {
+            "at": at,
+            "scheme": scheme,
+            "kcvs": json.loads(kcvs),
+            "host_time": host_time,
+            "tid": tid or "",
+            "mid": mid or "",
+        }
+
+    def remember(self, key: str, value: str) -> None:
+        """Keep a fact between runs (the module's firmware, say)."""
+        with self._write() as db:
+            self._set_meta(db, f"fact.{key}", value)
+
+    def recall(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (f"fact.{key}",))
+        return rows[0][0] if rows else None
 
     def event(self, kind: str, **detail: Any) -> None:
         with self._write() as db:
@@ -372,10 +401,21 @@ class Journal:
         rows = self._rows("SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id", (since,))
         return [{"at": at, "kind": kind, **json.loads(detail)} for at, kind, detail in rows]
 
-    def transactions(self) -> list[dict[str, Any]]:
+    def transactions(self, since: float = 0.0) -> list[dict[str, Any]]:
         rows = self._rows(
-            "SELECT id, mti, stan, state, request, response, response_code, detail "
-            "FROM transactions ORDER BY id"
+            "SELECT id, created_at, mti, stan, state, request, response, response_code, detail "
+            "FROM transactions WHERE created_at >= ? ORDER BY id",
+            (since,),
         )
-        keys = ("id", "mti", "stan", "state", "request", "response", "response_code", "detail")
+        keys = (
+            "id",
+            "at",
+            "mti",
+            "stan",
+            "state",
+            "request",
+            "response",
+            "response_code",
+            "detail",
+        )
         return [dict(zip(keys, row, strict=True)) for row in rows]

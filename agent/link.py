@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.config import Endpoint
+from agent.config import Config, Endpoint
 from agent.wire.builders import response_mti
 from agent.wire.errors import DecodeError
 from agent.wire.frame import Frame, Header, Layout, Tpdu, decode_frame, host_frame
@@ -68,7 +68,37 @@ class LinkStatus:
     late_responses: int
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """TLS with the configured CA as the only one trusted (pinned), or the system's if none."""
+    if not config.host.tls:
+        return None
+    return ssl.create_default_context(cafile=config.host.ca_file or None)
+
+
 class HostLink:
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        endpoints: list[Endpoint] | None = None,
+        *,
+        response_timeout: float | None = None,
+        make_echo: Callable[[], Message] | None = None,
+    ) -> HostLink:
+        """The link the configuration describes; the self-check narrows it to one endpoint."""
+        wire = config.wire
+        return cls(
+            endpoints if endpoints is not None else config.endpoints,
+            tpdu=Tpdu(wire.tpdu_destination, wire.tpdu_source),
+            header=Header(software_version=wire.software_version, sub_version=wire.sub_version),
+            connect_timeout=config.host.connect_timeout,
+            response_timeout=response_timeout or config.host.response_timeout,
+            idle_echo=config.host.idle_echo if make_echo else 0.0,
+            make_echo=make_echo,
+            tls=tls_context(config),
+            server_name=config.host.server_name or None,
+        )
+
     def __init__(
         self,
         endpoints: list[Endpoint],

@@ -66,6 +66,6 @@ async def sign_in(
             raise SignInError(detail)
     host_time = response.text(13) + response.text(12) if 12 in response and 13 in response else None
     journal.finish(transaction, "completed", response)
-    journal.record_signin(scheme, keys.kcvs(), host_time)
+    journal.record_signin(scheme, keys.kcvs(), host_time, terminal.tid, terminal.mid)
     log.info("signed in (scheme %s), KCVs %s", scheme, keys.kcvs())
     return SignInResult(scheme, keys.kcvs(), host_time)

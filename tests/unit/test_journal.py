@@ -33,9 +33,29 @@ def test_wal_full_sync_and_schema(journal, tmp_path) -> None:
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert journal.schema_version == 1
+    assert journal.schema_version == 2
     journal.close()
-    assert Journal(tmp_path / "journal.sqlite3").schema_version == 1  # reopening migrates nothing
+    assert Journal(tmp_path / "journal.sqlite3").schema_version == 2  # reopening migrates nothing
+
+
+def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
+    """A journal written by the first release: its sign-in survives, with the new columns."""
+    from agent.journal import MIGRATIONS
+
+    path = tmp_path / "journal.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    db.execute(
+        "INSERT INTO signins (at, scheme, kcvs, host_time) VALUES (1.0, '003', '{}', NULL)"
+    )
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    assert journal.schema_version == 2
+    assert journal.last_signin() == {
+        "at": 1.0, "scheme": "003", "kcvs": {}, "host_time": None, "tid": "", "mid": "",
+    }  # fmt: skip
+    journal.close()
 
 
 def test_newer_schema_is_refused(tmp_path) -> None:

@@ -1,0 +1,113 @@
+"""What every check shares: its result, its bilingual text, and the context it inspects."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from agent.config import Config
+from agent.journal import Journal
+from drivers.module import CardModule, ModuleInfo
+
+T = TypeVar("T")
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Text:
+    """One sentence in both languages the technician may read."""
+
+    en: str
+    zh: str
+
+    def __call__(self, lang: str) -> str:
+        return self.zh if lang == "zh" else self.en
+
+    def to_json(self) -> dict[str, str]:
+        return {"en": self.en, "zh": self.zh}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str
+    status: Status
+    summary: Text
+    detail: str = ""  # technical facts, language-neutral: addresses, codes, times
+    remedy: Text | None = None
+    finding: str = "ok"  # machine-readable, for the recovery engine's decision table
+    data: dict[str, Any] = field(default_factory=dict)
+    duration_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Both languages: what the daemon sends to ``agent selftest`` over the control socket."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "summary": self.summary.to_json(),
+            "detail": self.detail,
+            "remedy": self.remedy.to_json() if self.remedy else None,
+            "finding": self.finding,
+            "data": self.data,
+            "duration_ms": self.duration_ms,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> CheckResult:
+        return cls(
+            id=raw["id"],
+            status=Status(raw["status"]),
+            summary=Text(**raw["summary"]),
+            detail=raw.get("detail", ""),
+            remedy=Text(**raw["remedy"]) if raw.get("remedy") else None,
+            finding=raw.get("finding", "ok"),
+            data=raw.get("data", {}),
+            duration_ms=raw.get("duration_ms", 0),
+        )
+
+
+@dataclass(frozen=True)
+class HostClockSample:
+    """The host's local time (fields 13 and 12, MMDDhhmmss) and our clock when it arrived."""
+
+    local: float
+    host_mmddhhmmss: str
+
+
+@dataclass
+class Context:
+    """What the checks look at. ``agent selftest`` builds one of its own; the daemon passes its
+    live journal and module, so a check never fights the daemon for the serial port."""
+
+    config: Config
+    journal: Journal | None
+    journal_error: str = ""
+    module: CardModule | None = None
+    now: Callable[[], float] = time.time
+    host_clock: Callable[[], HostClockSample | None] = lambda: None
+    _info: asyncio.Task[ModuleInfo] | None = None
+
+    async def module_call(self, function: Callable[..., T], *args: Any) -> T:
+        if self.module is None:
+            raise RuntimeError("no card module")
+        return await asyncio.to_thread(function, *args)
+
+    async def module_info(self) -> ModuleInfo:
+        """INFO once per run, shared by the checks that need it."""
+        if self._info is None:
+            assert self.module is not None
+            self._info = asyncio.ensure_future(self.module_call(self.module.info))
+        return await asyncio.shield(self._info)
+
+
+def elapsed_ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)

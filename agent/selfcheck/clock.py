@@ -1,0 +1,115 @@
+"""Clock: the terminal's time against the host's (fields 12/13 of a response), NTP where one is
+configured, and the card module's RTC. Over ``clock.warn_after`` seconds apart warns, over
+``clock.fail_after`` fails: hosts refuse terminals whose time is far off."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from agent.selfcheck.base import CheckResult, Context, HostClockSample, Status, Text
+from drivers.module import ModuleError
+
+ID = "clock"
+
+
+def host_offset(sample: HostClockSample) -> float:
+    """Our clock minus the host's, in seconds. The host sends no year: take the one that puts its
+    time nearest ours."""
+    ours = datetime.fromtimestamp(sample.local)
+    month, day = int(sample.host_mmddhhmmss[0:2]), int(sample.host_mmddhhmmss[2:4])
+    hms = sample.host_mmddhhmmss[4:10]
+    candidates = []
+    for year in (ours.year - 1, ours.year, ours.year + 1):
+        try:
+            stamp = f"{year:04d}{month:02d}{day:02d}{hms}"
+            candidates.append(datetime.strptime(stamp, "%Y%m%d%H%M%S"))
+        except ValueError:  # 29 February of a common year
+            continue
+    host = min(candidates, key=lambda moment: abs((ours - moment).total_seconds()))
+    return (ours - host).total_seconds()
+
+
+async def _ntp_offset(server: str, now: float, timeout: float) -> float:
+    import ntplib  # only when an NTP server is configured
+
+    def ask() -> float:
+        response = ntplib.NTPClient().request(server, version=3, timeout=timeout)
+        return response.tx_time + response.delay / 2
+
+    reference = await asyncio.to_thread(ask)
+    return now - reference
+
+
+def _describe(seconds: float) -> str:
+    return f"{abs(seconds):.0f} s {'ahead' if seconds > 0 else 'behind'}"
+
+
+def _chinese(source: str) -> str:
+    return {"host": "主机", "module RTC": "模块时钟"}.get(source, source)
+
+
+async def check(context: Context) -> CheckResult:
+    config = context.config.clock
+    offsets: dict[str, float] = {}
+    notes: list[str] = []
+    sample = context.host_clock()
+    if sample is not None:
+        offsets["host"] = host_offset(sample)
+    if context.module is not None:
+        try:
+            module_time = await context.module_call(context.module.rtc)
+        except ModuleError as exc:
+            notes.append(f"module RTC not read: {exc}")
+        else:
+            offsets["module RTC"] = (
+                datetime.fromtimestamp(context.now()) - module_time
+            ).total_seconds()
+    if config.ntp_server:
+        try:
+            offsets[f"NTP {config.ntp_server}"] = await _ntp_offset(
+                config.ntp_server, context.now(), min(2.0, context.config.selftest.deadline / 2)
+            )
+        except Exception as exc:  # ntplib raises socket errors and its own NTPException
+            notes.append(f"NTP {config.ntp_server} not reached: {exc}")
+    if not offsets:
+        return CheckResult(
+            ID,
+            Status.SKIP,
+            Text(
+                "no time reference: no host time yet, module RTC unread, no NTP server",
+                "无参考时间：尚无主机时间，未读到模块时钟，未配置 NTP",
+            ),
+            "; ".join(notes),
+        )
+    source, worst = max(offsets.items(), key=lambda item: abs(item[1]))
+    detail = "; ".join([f"vs {name}: {_describe(o)}" for name, o in offsets.items()] + notes)
+    reference = datetime.fromtimestamp(context.now()) - timedelta(seconds=worst)
+    data = {
+        "offset_seconds": round(worst, 1),
+        "source": source,
+        "reference_time": reference.isoformat(timespec="seconds"),
+    }
+    seconds = f"{abs(worst):.0f}"
+    if abs(worst) <= config.warn_after:
+        summary = Text(
+            f"clock within {seconds} s of {source}", f"时钟与{source}相差 {seconds} 秒以内"
+        )
+        return CheckResult(ID, Status.OK, summary, detail, data=data)
+    status = Status.FAIL if abs(worst) > config.fail_after else Status.WARN
+    return CheckResult(
+        ID,
+        status,
+        Text(
+            f"clock is {_describe(worst)} of the {source}",
+            f"终端时钟比{_chinese(source)}{'快' if worst > 0 else '慢'} {seconds} 秒",
+        ),
+        detail,
+        Text(
+            "correct the clock (the sync-clock hook does it when the agent recovers), then "
+            "sign in again",
+            "校正终端时钟（自动恢复时由 sync-clock 钩子完成），然后重新签到",
+        ),
+        finding="clock-off",
+        data=data,
+    )

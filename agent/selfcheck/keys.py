@@ -1,0 +1,120 @@
+"""Keys: the module answers, the TMK is in the configured slot, the PIK and MAK are there with the
+KCVs of the last successful sign-in, and a MAC computed two ways agrees."""
+
+from __future__ import annotations
+
+from agent.selfcheck.base import CheckResult, Context, Status, Text
+from agent.wire.mac import mac_block
+from drivers.module import MacAlgorithm, ModuleError
+
+ID = "keys"
+
+SIGN_IN = Text("sign in again: `agent signin`", "重新签到：`agent signin`")
+# A fixed MAB for the self-test: the module MACs it whole (0x01) and from our R (0x81).
+TEST_MAB = b"\x02\x00" + bytes(range(30))
+
+
+async def check(context: Context) -> CheckResult:
+    slot = context.config.module.key_slot
+    if context.module is None:
+        return CheckResult(ID, Status.SKIP, Text("no card module", "无加密模块"))
+    try:
+        status = await context.module_call(context.module.key_status, slot)
+    except ModuleError as exc:
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(f"the card module does not answer: {exc}", f"加密模块无响应：{exc}"),
+            f"module {context.config.module.url}",
+            Text(
+                "check the module's cable and power; see the module check",
+                "检查加密模块连线和电源；参见模块检查",
+            ),
+            finding="module-unreachable",
+        )
+    present = {name: state for name, state in status.keys.items() if state.present}
+    detail = ", ".join(f"{name} KCV {state.kcv_hex}" for name, state in present.items())
+    detail = f"slot {slot}: {detail or 'no keys'}"
+    if "TMK" not in present:
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(f"no master key (TMK) in slot {slot}", f"密钥槽 {slot} 中没有主密钥（TMK）"),
+            detail,
+            Text(
+                "the acquirer must inject the master key: call support",
+                "需由收单机构灌装主密钥：请联系客服",
+            ),
+            finding="tmk-absent",
+        )
+    absent = [name for name in ("PIK", "MAK") if name not in present]
+    if absent:
+        missing = ", ".join(absent)
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(f"no working keys: {missing} absent", f"工作密钥缺失：{missing}"),
+            detail,
+            SIGN_IN,
+            finding="keys-absent",
+        )
+    last = context.journal.last_signin() if context.journal else None
+    if last is None:
+        return CheckResult(
+            ID,
+            Status.WARN,
+            Text("working keys present but no sign-in is on record", "有工作密钥但无签到记录"),
+            detail,
+            SIGN_IN,
+            finding="never-signed-in",
+        )
+    differing = [
+        f"{name} {present[name].kcv_hex} (sign-in: {kcv})"
+        for name, kcv in last["kcvs"].items()
+        if name in present and present[name].kcv_hex != kcv
+    ]
+    if differing:
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(
+                "the module's keys are not those of the last sign-in: " + ", ".join(differing),
+                "模块中的密钥与上次签到不符：" + ", ".join(differing),
+            ),
+            detail,
+            SIGN_IN,
+            finding="kcv-mismatch",
+        )
+    try:
+        whole = await context.module_call(context.module.mac, slot, MacAlgorithm.CUP_ECB, TEST_MAB)
+        from_r = await context.module_call(context.module.mac_from_block, mac_block(TEST_MAB), slot)
+    except ModuleError as exc:
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(f"the MAC self-test failed: {exc}", f"MAC 自检失败：{exc}"),
+            detail,
+            SIGN_IN,
+            finding="mac-selftest",
+        )
+    if whole != from_r:
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(
+                "the module's MAC over the message differs from its MAC over our XOR block",
+                "模块对整段报文和对异或块计算的 MAC 不一致",
+            ),
+            f"{detail}; MAC 0x01 {whole.hex().upper()}, 0x81 {from_r.hex().upper()}",
+            Text("report the module to the vendor", "请将模块报修"),
+            finding="mac-selftest",
+        )
+    return CheckResult(
+        ID,
+        Status.OK,
+        Text(
+            "TMK, PIK and MAK present; KCVs match the last sign-in; MAC self-test passed",
+            "TMK、PIK、MAK 齐全；校验值与上次签到一致；MAC 自检通过",
+        ),
+        detail,
+    )

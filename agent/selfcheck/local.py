@@ -1,0 +1,53 @@
+"""The self-check from the command line when no agent is running: it opens the journal and the card
+module itself (``agent selftest`` asks the running agent instead, which holds the serial port)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+from agent import paths
+from agent.config import Config
+from agent.journal import Journal, JournalError
+from agent.selfcheck import Report, run_checks
+from agent.selfcheck.base import Context, HostClockSample
+from drivers.serial_module import SerialCardModule
+
+
+def host_clock_from_journal(journal: Journal | None) -> Callable[[], HostClockSample | None]:
+    """The host time the last sign-in carried, and our clock then."""
+
+    def sample() -> HostClockSample | None:
+        last = journal.last_signin() if journal else None
+        if not last or not last["host_time"]:
+            return None
+        return HostClockSample(last["at"], last["host_time"])
+
+    return sample
+
+
+async def run_local(
+    config: Config, only: list[str] | None = None, now: Callable[[], float] = time.time
+) -> Report:
+    journal, journal_error = None, ""
+    try:
+        journal = Journal(paths.journal_path(config))
+    except JournalError as exc:
+        journal_error = str(exc)
+    module = SerialCardModule(config.module.url, baudrate=config.module.baudrate)
+    context = Context(
+        config,
+        journal,
+        journal_error,
+        module,
+        now=now,
+        host_clock=host_clock_from_journal(journal),
+    )
+    try:
+        return await run_checks(context, only)
+    finally:
+        with contextlib.suppress(Exception):
+            module.close()
+        if journal is not None:
+            journal.close()

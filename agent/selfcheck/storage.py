@@ -1,0 +1,92 @@
+"""Storage: the journal can be written, the disk has room, and no reversal is stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from agent import paths
+from agent.journal import JournalError
+from agent.selfcheck.base import CheckResult, Context, Status, Text
+
+ID = "storage"
+LOW_SPACE, NO_SPACE = 50 * 2**20, 5 * 2**20
+STUCK_AFTER = 3  # attempts
+
+
+async def check(context: Context) -> CheckResult:
+    path = paths.journal_path(context.config)
+    journal = context.journal
+    free_up = Text(
+        f"free space on the disk holding {path.parent}", f"清理 {path.parent} 所在磁盘的空间"
+    )
+    if journal is None:
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(
+                f"the journal cannot be opened: {context.journal_error}",
+                f"交易日志无法打开：{context.journal_error}",
+            ),
+            str(path),
+            free_up,
+            finding="journal-unusable",
+        )
+    try:
+        await asyncio.to_thread(journal.remember, "write-probe", str(context.now()))
+    except JournalError as exc:
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(f"the journal cannot be written: {exc}", f"交易日志无法写入：{exc}"),
+            str(path),
+            free_up,
+            finding="journal-unwritable",
+        )
+    free = shutil.disk_usage(path.parent).free
+    mib = f"{free / 2**20:.1f}"
+    queued = journal.queued_reversals()
+    stuck = [r for r in queued if r.attempts >= STUCK_AFTER]
+    detail = f"{path}; {free / 2**20:.0f} MiB free; {len(queued)} reversal(s) queued"
+    if free < NO_SPACE:
+        return CheckResult(
+            ID,
+            Status.FAIL,
+            Text(f"disk almost full: {mib} MiB free", f"磁盘将满：剩余 {mib} MiB"),
+            detail,
+            free_up,
+            finding="disk-full",
+        )
+    if stuck:
+        stans = ", ".join(r.message.text(11) for r in stuck)
+        return CheckResult(
+            ID,
+            Status.WARN,
+            Text(
+                f"{len(stuck)} reversal(s) unconfirmed after {STUCK_AFTER} tries (STAN {stans})",
+                f"{len(stuck)} 笔冲正经 {STUCK_AFTER} 次尝试仍未确认（流水号 {stans}）",
+            ),
+            detail,
+            Text("check the network; the agent keeps sending them", "检查网络；代理会继续发送冲正"),
+            finding="reversals-stuck",
+        )
+    if free < LOW_SPACE:
+        return CheckResult(
+            ID,
+            Status.WARN,
+            Text(f"disk space low: {mib} MiB free", f"磁盘空间不足：剩余 {mib} MiB"),
+            detail,
+            free_up,
+            finding="disk-low",
+        )
+    waiting = f"; {len(queued)} reversal(s) waiting to be sent" if queued else ""
+    waiting_zh = f"；{len(queued)} 笔冲正待发送" if queued else ""
+    return CheckResult(
+        ID,
+        Status.OK,
+        Text(
+            f"journal writable, {free / 2**20:.0f} MiB free{waiting}",
+            f"交易日志可写，剩余 {free / 2**20:.0f} MiB{waiting_zh}",
+        ),
+        detail,
+    )

@@ -1,0 +1,306 @@
+"""The firmware hook runner (DESIGN.md section 9).
+
+A hook is an executable in ``<directory>/<event>/`` or a Python entry point in group
+``pos_agent.hooks`` named after the event. The runner hands each the event's payload, runs them one
+after the other (executables in name order, then entry points) and reports what each did. No hook
+can stop the others or the agent: whatever it does ends up as a HookResult.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import inspect
+import json
+import logging
+import os
+import signal
+import stat
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from firmware_hooks import process, python_hooks
+
+log = logging.getLogger(__name__)
+
+EVENTS = (
+    "provision",
+    "sync-clock",
+    "signed-in",
+    "on-97",
+    "on-unregistered",
+    "display-message",
+    "reversal-stuck",
+)
+EXIT_TRY_LATER = 75  # EX_TEMPFAIL in sysexits.h
+# Left behind by editors and package managers, or switched off by hand: never run.
+SKIPPED_SUFFIXES = ("~", ".disabled", ".dpkg-old", ".dpkg-new")
+STDERR_LOGGED = 1000  # characters
+DETAIL_MAX = 300  # characters: a detail is one line for a log or a status display
+
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    TRY_LATER = "try-later"
+    FAILED = "failed"
+
+
+class TryLater(Exception):
+    """A Python hook raises this to say 'try later' (exit 75 for executables)."""
+
+
+@dataclass(frozen=True)
+class HookResult:
+    hook: str  # executable path, or "entry point <name> (<module:attr>)"
+    outcome: Outcome
+    output: dict[str, Any] | None  # the JSON object the hook printed/returned, if any
+    detail: str  # one line: why it failed or tried later; empty when done
+    duration_ms: int
+
+
+_Judged = tuple[Outcome, dict[str, Any] | None, str]
+
+
+@dataclass(frozen=True)
+class _Executable:
+    path: Path
+    refusal: str  # why it must not run; empty when it may
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    async def run(self, event: str, document: str, timeout: float) -> _Judged:
+        if self.refusal:
+            log.warning("refusing hook %s: it is %s (chmod go-w)", self.path, self.refusal)
+            return Outcome.FAILED, None, f"refused: {self.refusal}"
+        try:
+            finished = await process.run_process(
+                self.path, event, document.encode() + b"\n", timeout
+            )
+        except OSError as exc:
+            return Outcome.FAILED, None, f"could not start: {_start_error(exc)}"
+        judged = _judge_process(finished, timeout)
+        _log_stderr(self.name, event, judged[0], finished.stderr)
+        return judged
+
+
+@dataclass(frozen=True)
+class _EntryPoint:
+    entry_point: metadata.EntryPoint
+
+    @property
+    def name(self) -> str:
+        return f"entry point {self.entry_point.name} ({self.entry_point.value})"
+
+    async def run(self, event: str, document: str, timeout: float) -> _Judged:
+        payload = json.loads(document)  # a copy of its own: changing it affects no other hook
+        try:
+            result = await python_hooks.call(self.entry_point, payload, timeout)
+        except TryLater as exc:
+            return Outcome.TRY_LATER, None, _describe(exc)
+        except python_hooks.DidNotReturn:
+            # Its thread cannot be stopped and runs on; the agent does not wait for it.
+            return Outcome.FAILED, None, f"did not return within {timeout} s"
+        except (Exception, SystemExit) as exc:  # a hook calling sys.exit() must not stop the agent
+            log.warning("hook %s for %s raised", self.name, event, exc_info=exc)
+            return Outcome.FAILED, None, _describe(exc)
+        return _judge_return(result)
+
+
+class HookRunner:
+    """Runs the hooks of an event: executables in ``directory`` and Python entry points."""
+
+    def __init__(
+        self, directory: Path | None, *, timeout: float = 10.0, entry_points: bool = True
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"the hook timeout must be positive, not {timeout}")
+        # Absolute, because hooks are started in / and their path must still name them there.
+        self.directory = Path(directory).absolute() if directory is not None else None
+        self.timeout = float(timeout)
+        self._use_entry_points = entry_points
+        self._entry_points: dict[str, list[metadata.EntryPoint]] | None = None
+
+    def hooks_for(self, event: str) -> list[str]:
+        """What ``run`` would run for ``event``, in order: executables, then entry points.
+
+        A group- or world-writable executable is listed: ``run`` reports it as refused.
+        """
+        return [hook.name for hook in self._hooks(event)]
+
+    async def run(self, event: str, payload: dict[str, Any]) -> list[HookResult]:
+        """Run every hook of ``event`` in order, each with ``payload`` (its "event" set)."""
+        hooks = self._hooks(event)
+        if not hooks:
+            return []
+        document = json.dumps({**payload, "event": event}, ensure_ascii=False, allow_nan=False)
+        results = []
+        for hook in hooks:
+            started = time.monotonic()
+            outcome, output, detail = await hook.run(event, document, self.timeout)
+            duration_ms = round((time.monotonic() - started) * 1000)
+            # Never the payload: the hook has it on stdin, the log does not need it.
+            log.info(
+                "hook %s for %s: %s in %d ms%s",
+                hook.name, event, outcome.value, duration_ms, f" ({detail})" if detail else "",
+            )  # fmt: skip
+            results.append(HookResult(hook.name, outcome, output, detail, duration_ms))
+        return results
+
+    def _hooks(self, event: str) -> list[_Executable | _EntryPoint]:
+        if event not in EVENTS:
+            raise ValueError(f"unknown hook event {event!r}; the events are {', '.join(EVENTS)}")
+        return [*self._executables(event), *self._python_hooks(event)]
+
+    def _executables(self, event: str) -> list[_Executable]:
+        if self.directory is None:
+            return []
+        folder = self.directory / event
+        try:
+            paths = sorted(folder.iterdir(), key=lambda path: path.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # no hooks for this event
+        except OSError as exc:
+            log.warning("cannot list the hooks in %s: %s", folder, exc)
+            return []
+        return [hook for hook in map(_executable, paths) if hook is not None]
+
+    def _python_hooks(self, event: str) -> list[_EntryPoint]:
+        if not self._use_entry_points:
+            return []
+        if self._entry_points is None:
+            # importlib.metadata reads every installed distribution: once, and only when hooks
+            # are first wanted, not while the agent starts.
+            self._entry_points = python_hooks.find(EVENTS)
+        return [_EntryPoint(entry_point) for entry_point in self._entry_points[event]]
+
+
+def _executable(path: Path) -> _Executable | None:
+    """The hook at ``path``, or None (logged) when it is not one."""
+    if path.name.startswith(".") or path.name.endswith(SKIPPED_SUFFIXES):
+        log.debug("skipping %s: its name marks it as hidden, disabled or a leftover", path)
+        return None
+    try:
+        mode = path.stat().st_mode  # of the target: a symlink's own mode means nothing
+    except OSError as exc:
+        log.warning("skipping hook %s: %s", path, exc)  # a dangling symlink, most likely
+        return None
+    if not stat.S_ISREG(mode):
+        log.debug("skipping %s: not a regular file", path)
+        return None
+    if not os.access(path, os.X_OK):
+        log.debug("skipping %s: not executable", path)
+        return None
+    refusal = ""
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        # Anyone but its owner could put code there that the agent would run.
+        refusal = f"group- or world-writable (mode {stat.S_IMODE(mode):04o})"
+    return _Executable(path, refusal)
+
+
+def _judge_process(finished: process.Finished, timeout: float) -> _Judged:
+    if finished.timed_out:
+        detail = f"killed after {timeout} s timeout"
+        if finished.returncode is not None and finished.returncode != -signal.SIGKILL:
+            detail += (
+                f" (it had ended with {_status(finished.returncode)}, but a process it started"
+                " still held its stdout or stderr)"
+            )
+        return Outcome.FAILED, None, detail
+    returncode = finished.returncode
+    assert returncode is not None  # reaped, since it was not killed
+    output, problem = _parse_output(finished)
+    if returncode not in (0, EXIT_TRY_LATER):
+        return Outcome.FAILED, output, _status(returncode)
+    if problem:
+        return Outcome.FAILED, None, problem
+    if returncode == 0:
+        return Outcome.DONE, output, ""
+    return Outcome.TRY_LATER, output, _status(returncode)
+
+
+def _parse_output(finished: process.Finished) -> tuple[dict[str, Any] | None, str]:
+    """The JSON object the hook printed (None when it printed nothing), and what is wrong."""
+    if finished.stdout_over_limit:
+        return None, f"output over {process.STDOUT_LIMIT // 1024} KiB"
+    try:
+        text = finished.stdout.decode()
+    except UnicodeDecodeError:
+        return None, "printed invalid JSON: not UTF-8"
+    if not text.strip():
+        return None, ""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return None, "printed invalid JSON: nested too deeply"
+    except ValueError as exc:
+        return None, _clip(f"printed invalid JSON: {exc}")
+    if not isinstance(value, dict):
+        return None, f"printed JSON that is not an object: {_JSON_KINDS[type(value)]}"
+    return value, ""
+
+
+def _judge_return(result: object) -> _Judged:
+    if result is None:
+        return Outcome.DONE, None, ""
+    if isinstance(result, dict):
+        try:
+            # What an executable could have printed, and no object the hook still holds.
+            output = json.loads(json.dumps(result, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            return Outcome.FAILED, None, _clip(f"returned a dict that is not JSON: {exc}")
+        return Outcome.DONE, output, ""
+    if inspect.iscoroutine(result):
+        result.close()  # a sync function that returned a coroutine: it will never be awaited
+    return Outcome.FAILED, None, f"returned {type(result).__name__}, not a dict or None"
+
+
+def _status(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = str(-returncode)
+    return f"killed by signal {name}"
+
+
+def _start_error(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    if exc.errno == errno.ENOENT:
+        text += " (the hook, or the interpreter on its #! line, is missing)"
+    elif exc.errno == errno.ENOEXEC:
+        text += " (a script needs a #! line)"
+    return text
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return _clip(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 3] + "..."
+
+
+def _log_stderr(hook: str, event: str, outcome: Outcome, stderr: bytes) -> None:
+    text = stderr.decode(errors="replace").strip()
+    if not text:
+        return
+    if len(text) > STDERR_LOGGED:
+        text = text[:STDERR_LOGGED] + "..."
+    level = logging.DEBUG if outcome is Outcome.DONE else logging.WARNING
+    log.log(level, "hook %s for %s wrote on stderr: %s", hook, event, text)
