@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_signin(args: argparse.Namespace) -> int:
     import asyncio
 
-    from agent.daemon import Agent
+    from agent.assembly import Agent
     from agent.journal import JournalError
     from agent.link import HostLinkError
     from agent.signin import SignInError

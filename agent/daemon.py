@@ -1,5 +1,4 @@
-"""``agent run``: the gateway between the payment app and the host, as a long-running process;
-and the :class:`Agent` that ``agent run`` and ``agent signin`` both assemble."""
+"""``agent run``: the agent as a long-running process."""
 
 from __future__ import annotations
 
@@ -9,41 +8,14 @@ import logging
 import signal
 
 from agent import paths
+from agent.assembly import Agent
 from agent.config import Config
 from agent.gateway import Gateway, ReversalPending
-from agent.journal import Journal
-from agent.link import HostLink, HostLinkError
-from agent.signin import SignInError
-from agent.wire.builders import Terminal, echo_request
-from agent.wire.message import Message
-from drivers.module import ModuleError
-from drivers.serial_module import SerialCardModule
 
 log = logging.getLogger(__name__)
 
 REVERSAL_PAUSE = (1.0, 60.0)  # first and longest pause between attempts to send reversals
 DRAIN_TIMEOUT = 35.0
-
-
-class Agent:
-    """Journal, card module, host link and gateway, built from one configuration."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.journal = Journal(paths.journal_path(config))
-        self.terminal = Terminal(config.terminal.tid, config.terminal.mid)
-        self.module = SerialCardModule(config.module.url, baudrate=config.module.baudrate)
-        self.link = HostLink.from_config(config, make_echo=self._echo)
-        self.gateway = Gateway(config, self.journal, self.module, self.link)
-
-    def _echo(self) -> Message:
-        return echo_request(self.terminal, stan=self.journal.next_stan(), batch=self.journal.batch)
-
-    async def close(self) -> None:
-        await self.gateway.close()
-        await self.link.close()
-        await asyncio.to_thread(self.module.close)
-        self.journal.close()
 
 
 async def _send_reversals_until_done(gateway: Gateway) -> None:
@@ -64,16 +36,6 @@ async def _send_reversals_until_done(gateway: Gateway) -> None:
             gateway.reversals_waiting.clear()
 
 
-async def _start(gateway: Gateway) -> None:
-    """Sign in, then let queued reversals go: MACed with the keys the sign-in just loaded."""
-    try:
-        await gateway.sign_in()
-    except (SignInError, HostLinkError, ModuleError) as exc:
-        log.warning("sign-in at start failed: %s", exc)
-    if gateway.journal.queued_reversals():
-        gateway.reversals_waiting.set()
-
-
 async def run(config: Config) -> int:
     agent = Agent(config)
     recovered = agent.journal.recover_pending()
@@ -89,7 +51,7 @@ async def run(config: Config) -> int:
         loop.add_signal_handler(signum, stop.set)
     background = [
         asyncio.create_task(_send_reversals_until_done(agent.gateway)),
-        asyncio.create_task(_start(agent.gateway)),
+        asyncio.create_task(agent.start()),
     ]
     log.info("ready: payment socket %s, host %s", path, ", ".join(map(str, config.endpoints)))
     await stop.wait()

@@ -22,6 +22,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config import Config
 from agent.journal import Journal, JournalError
@@ -40,6 +41,9 @@ from agent.wire.frame import Layout, decode_frame, with_length
 from agent.wire.mac import encode_with_mac, mac_matches
 from agent.wire.message import Message, decode_message, encode_message
 from drivers.module import CardModule, ModuleError
+
+if TYPE_CHECKING:
+    from agent.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,15 @@ class GatewayStats:
     local_answers: int = 0
     reversals_sent: int = 0
     bad_frames: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one try of a request gave the app; ``exchange`` is the host's response when the
+    answer is the host's, ``None`` when the agent answered itself."""
+
+    answer: Message
+    exchange: Exchange | None
 
 
 def local_answer(request: Message, code: str, reason: str) -> Message:
@@ -93,6 +106,7 @@ class Gateway:
         self._servers: list[asyncio.Server] = []
         self._clients: set[asyncio.Task[None]] = set()
         self.frame_timeout = FRAME_TIMEOUT
+        self.recovery: Recovery | None = None  # set by the agent: what to do after a 97
 
     # ---------------------------------------------------------------------------- sockets
 
@@ -181,31 +195,52 @@ class Gateway:
         return encode_message(await self._wrap(request))
 
     async def _wrap(self, request: Message) -> Message:
+        recovery = self.recovery
+        if recovery is not None and request.mti in FINANCIAL:
+            held = recovery.hold(request)
+            if held is not None:
+                return self._local(request, *held)
+        attempt = await self.attempt(request)
+        if recovery is None or attempt.exchange is None:
+            return attempt.answer
+        try:
+            return await recovery.after_response(request, attempt)
+        except Exception:  # a bug in recovery must not leave the app without its answer
+            log.exception("recovery failed; passing the host's answer on")
+            return attempt.answer
+
+    async def attempt(self, request: Message) -> Attempt:
+        """Send ``request`` once, as a new transaction (new STAN, fresh MAC, the TID/MID
+        configured now): what a retry after a remedy needs too."""
         financial = request.mti in FINANCIAL
         await self._keys_settled.wait()
+
+        def local(code: str, reason: str) -> Attempt:
+            return Attempt(self._local(request, code, reason), None)
+
         if financial and self.journal.has_queued_reversals:
             try:
                 await self.send_reversals()
             except ReversalPending as exc:
-                return self._local(request, "96", f"reversal pending: {exc}")
+                return local("96", f"reversal pending: {exc}")
         outgoing = self._prepare(request)
         try:
             transaction, encoded = await asyncio.to_thread(self._record, outgoing, financial)
         except ModuleError as exc:
-            return self._local(request, "96", f"card module: {exc}")
+            return local("96", f"card module: {exc}")
         except (JournalError, WireError) as exc:
-            return self._local(request, "96", str(exc))
+            return local("96", str(exc))
         try:
             exchange = await self.link.request(outgoing, encoded)
         except HostUnavailable as exc:
             self.journal.finish(transaction, "not-sent", detail=str(exc))
-            return self._local(request, "96", str(exc))
+            return local("96", str(exc))
         except HostLinkError as exc:
             reason = "98" if financial else None
             self.journal.finish(transaction, "timed-out", detail=str(exc), reversal_reason=reason)
             if financial:
                 self.reversals_waiting.set()
-            return self._local(request, "98", f"{exc}; reversal queued" if financial else str(exc))
+            return local("98", f"{exc}; reversal queued" if financial else str(exc))
         return await self._settle(request, outgoing, transaction, exchange, financial)
 
     def _record(self, outgoing: Message, financial: bool) -> tuple[int, bytes]:
@@ -225,7 +260,7 @@ class Gateway:
         transaction: int,
         exchange: Exchange,
         financial: bool,
-    ) -> Message:
+    ) -> Attempt:
         response = exchange.frame.message
         try:
             mac_ok = await asyncio.to_thread(
@@ -233,18 +268,20 @@ class Gateway:
             )
         except JournalError as exc:
             # The row stays pending and becomes a reversal: the app must not see an approval.
-            return self._local(request, "96", f"{exc}; the transaction will be reversed")
+            reason = f"{exc}; the transaction will be reversed"
+            return Attempt(self._local(request, "96", reason), None)
         if not mac_ok:
             if financial:
                 self.reversals_waiting.set()
-            return self._local(request, "A0", "response MAC wrong; reversal queued")
+            reason = "response MAC wrong; reversal queued"
+            return Attempt(self._local(request, "A0", reason), None)
         answer = Message(response.mti, dict(response.fields))
         answer.fields.pop(64, None)  # verified here; the app has no key to check it
         if 11 in request:
             answer.fields[11] = request.fields[11]
         else:
             answer.fields.pop(11, None)
-        return answer
+        return Attempt(answer, exchange)
 
     def _close_checked(
         self, outgoing: Message, transaction: int, exchange: Exchange, financial: bool
@@ -267,13 +304,15 @@ class Gateway:
         return True
 
     def _mac_ok(self, outgoing: Message, exchange: Exchange, approved: bool) -> bool:
-        """A response to a MACed request must carry a good MAC when it approves; declines from a
-        host that lost the session come without one. Blocks on the module: call in a thread."""
-        if 64 not in outgoing:
+        """An approval of a MACed request must carry a good MAC. A decline moves no money, and
+        the declines that matter most come from a host that lost our session or keys (97, A0):
+        they carry no MAC, or one under keys we no longer share. Blocks on the module: call in
+        a thread."""
+        if 64 not in outgoing or not approved:
             return True
         body = exchange.raw[11:]  # TPDU (5) + header (6)
         if 64 not in exchange.frame.message:
-            return not approved
+            return False
         try:
             return mac_matches(body, self.module.mac_from_block)
         except ModuleError as exc:

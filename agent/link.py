@@ -134,6 +134,33 @@ class HostLink:
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._last_traffic = time.monotonic()
+        # told of every response that matched a request (the agent keeps the host's time)
+        self.on_response: Callable[[Message], None] | None = None
+
+    def reconfigure(self, other: HostLink) -> None:
+        """Take hosts, framing, timeouts and TLS from ``other`` (a new configuration); a
+        connection to hosts no longer configured is dropped."""
+        moved = (other.endpoints, other.tls is None, other.server_name) != (
+            self.endpoints,
+            self.tls is None,
+            self.server_name,
+        )
+        for name in ("endpoints", "tpdu", "header", "connect_timeout", "response_timeout",
+                     "tls", "server_name"):  # fmt: skip
+            setattr(self, name, getattr(other, name))
+        if moved:
+            self._restart("the host configuration changed")
+
+    def prefer(self, endpoint: Endpoint) -> None:
+        """Fail over: ``endpoint`` first from now on, the connection moved to it."""
+        self.endpoints = [endpoint, *(e for e in self.endpoints if e != endpoint)]
+        if self.endpoint != endpoint:
+            self._restart(f"failing over to {endpoint}")
+
+    def _restart(self, reason: str) -> None:
+        self._backoff, self._next_attempt = 0.0, 0.0
+        if self._writer is not None:
+            self._detach(self._writer, reason, expected=True)
 
     @property
     def status(self) -> LinkStatus:
@@ -298,6 +325,8 @@ class HostLink:
             log.warning("dropped a late or unmatched response: MTI %s STAN %s", key[0], key[1])
             return
         future.set_result(exchange)
+        if self.on_response is not None:
+            self.on_response(exchange.frame.message)
 
     async def _echo_loop(self) -> None:
         assert self.make_echo is not None

@@ -1,5 +1,7 @@
-"""Where the agent keeps its files: systemd's directories when set, else platformdirs; a path in
-the configuration wins over both."""
+"""Where the agent keeps its files: a path in the configuration; else systemd's directories
+(``$STATE_DIRECTORY``, ``$RUNTIME_DIRECTORY``) when set; else the service's own directories when
+they exist, so a technician's ``agent selftest`` in a login shell finds the running service's
+journal and sockets; else platformdirs (a developer's machine)."""
 
 from __future__ import annotations
 
@@ -11,18 +13,30 @@ if TYPE_CHECKING:
     from agent.config import Config
 
 APP = "pos-agent"
+SERVICE_STATE = Path("/var/lib/pos-agent")
+SERVICE_RUNTIME = Path("/run/pos-agent")
+
+
+def _choose(variable: str, service: Path, user: str) -> Path:
+    if os.environ.get(variable):
+        return Path(os.environ[variable])
+    if service.is_dir():
+        return service
+    import warnings
+
+    import platformdirs
+
+    with warnings.catch_warnings():  # no XDG_RUNTIME_DIR: platformdirs' fallback is fine here
+        warnings.simplefilter("ignore")
+        return Path(getattr(platformdirs, user)(APP))
 
 
 def state_dir() -> Path:
-    import platformdirs
-
-    return Path(os.environ.get("STATE_DIRECTORY") or platformdirs.user_state_path(APP))
+    return _choose("STATE_DIRECTORY", SERVICE_STATE, "user_state_path")
 
 
 def runtime_dir() -> Path:
-    import platformdirs
-
-    return Path(os.environ.get("RUNTIME_DIRECTORY") or platformdirs.user_runtime_path(APP))
+    return _choose("RUNTIME_DIRECTORY", SERVICE_RUNTIME, "user_runtime_path")
 
 
 def journal_path(config: Config) -> Path:

@@ -106,6 +106,8 @@ class Context:
         if self._info is None:
             assert self.module is not None
             self._info = asyncio.ensure_future(self.module_call(self.module.info))
+            # the checks that asked may have given up; the answer is still looked at
+            self._info.add_done_callback(lambda task: task.cancelled() or task.exception())
         return await asyncio.shield(self._info)
 
 

@@ -4,6 +4,7 @@ record (a change is noted; a swapped module explains lost keys)."""
 from __future__ import annotations
 
 from agent.selfcheck.base import CheckResult, Context, Status, Text
+from agent.selfcheck.keys import TAKE_OUT_OF_SERVICE
 from drivers.module import ModuleError
 
 ID = "module"
@@ -36,7 +37,7 @@ async def check(context: Context) -> CheckResult:
             Status.FAIL,
             Text("the card module reports tampering: it is locked", "加密模块报告被拆，已锁定"),
             described,
-            Text("take the terminal out of service and call support", "停止使用该终端并联系客服"),
+            TAKE_OUT_OF_SERVICE,
             finding="tampered",
         )
     recorded = context.journal.recall("module") if context.journal else None

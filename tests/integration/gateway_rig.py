@@ -10,10 +10,12 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.assembly import Agent
 from agent.config import Config, build
-from agent.daemon import Agent
 from agent.sim.host import AcquirerHost
 from agent.sim.host_server import HostServer
+from agent.sim.jsonhttp import serve_in_thread
+from agent.sim.tms import Tms, tms_handler
 from agent.wire.builders import Card
 from agent.wire.frame import with_length
 from agent.wire.message import Message, decode_message, encode_message
@@ -21,6 +23,7 @@ from drivers.sim_port import SimulatedModulePort
 from drivers.simulator import ModuleSimulator, ModuleState
 
 TID, MID = "10000001", "898100012340001"
+MODULE_SERIAL = "SIM0000000000001"
 PAN = "6217001234567890123"
 CARD = Card(
     pan=PAN,
@@ -38,6 +41,13 @@ class Rig:
     module_port: SimulatedModulePort
     socket: Path
     config: Config
+    tms: Tms
+
+    def put_tms(self, **changes: object) -> None:
+        """What the TMS holds for this terminal's module, changed as given."""
+        hosts = list(map(str, self.agent.config.endpoints))
+        record = {"tid": TID, "mid": MID, "hosts": hosts}
+        self.tms.put(MODULE_SERIAL, {**record, **changes})
 
 
 def app_purchase(amount_fen: int, app_stan: int = 901) -> Message:
@@ -76,7 +86,9 @@ async def gateway_rig(
     journal_dir: Path | None = None,
     host_options: dict[str, object] | None = None,
     server_tls: ssl.SSLContext | None = None,
+    sections: dict[str, dict[str, object]] | None = None,
 ):
+    """``sections`` adds to or replaces parts of the configuration, by section."""
     host = AcquirerHost(tmp_path / "registry.json")
     server = HostServer(host)
     _, port = await server.start(tls=server_tls)
@@ -91,7 +103,9 @@ async def gateway_rig(
     )
     module_path = module_port.start_pty(tmp_path / "module")
     primary = f"127.0.0.1:{dead_port or port}"
-    raw = {
+    tms = Tms(tmp_path / "tms.json")
+    tms_http = serve_in_thread(tms_handler(tms), 0, "tms")
+    raw: dict[str, dict[str, object]] = {
         "terminal": {"tid": TID, "mid": MID},
         "host": {
             "primary": primary,
@@ -103,15 +117,21 @@ async def gateway_rig(
         "module": {"url": module_path},
         "gateway": {"socket": str(tmp_path / "agent.sock"), "mode": mode},
         "journal": {"path": str((journal_dir or tmp_path) / "journal.sqlite3")},
+        "tms": {"url": f"http://127.0.0.1:{tms_http.server_port}", "timeout": 2},
+        "hooks": {"directory": str(tmp_path / "hooks.d")},
     }
+    for section, values in (sections or {}).items():
+        raw[section] = {**raw.get(section, {}), **values}
     config = build(raw, "test", env={})
     agent = Agent(config)
     await agent.gateway.serve(tmp_path / "agent.sock")
-    if sign_in:
-        await agent.gateway.sign_in()
     try:
-        yield Rig(host, server, agent, module_port, tmp_path / "agent.sock", config)
+        if sign_in:
+            await agent.gateway.sign_in()
+        yield Rig(host, server, agent, module_port, tmp_path / "agent.sock", config, tms)
     finally:
         await agent.close()
         await server.close()
         module_port.stop()
+        tms_http.shutdown()
+        tms_http.server_close()

@@ -117,17 +117,6 @@ def test_failover_to_backup(tmp_path) -> None:
     run(scenario())
 
 
-def test_host_forgot_session_gives_97_to_the_app(tmp_path) -> None:
-    async def scenario():
-        async with gateway_rig(tmp_path) as rig:
-            rig.host.forget(TID)
-            response = await exchange(rig.socket, app_purchase(1000))
-            assert response.text(39) == "97"
-            assert rig.agent.journal.queued_reversals() == []  # a 97 is a definite decline
-
-    run(scenario())
-
-
 @pytest.mark.parametrize("fault", ["garbage", "close"])
 def test_host_garbage_or_close_becomes_98_and_reversal(tmp_path, fault: str) -> None:
     async def scenario():

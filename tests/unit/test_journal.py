@@ -45,9 +45,7 @@ def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
     path = tmp_path / "journal.sqlite3"
     db = sqlite3.connect(path)
     db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
-    db.execute(
-        "INSERT INTO signins (at, scheme, kcvs, host_time) VALUES (1.0, '003', '{}', NULL)"
-    )
+    db.execute("INSERT INTO signins (at, scheme, kcvs, host_time) VALUES (1.0, '003', '{}', NULL)")
     db.commit()
     db.close()
     journal = Journal(path)

@@ -1,0 +1,219 @@
+"""The :class:`Agent`: journal, card module, host link, gateway, recovery and hooks, built from one
+configuration, and the remedies recovery applies to them. ``agent run``, ``agent signin`` and the
+demo all assemble it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from agent import paths, provisioning
+from agent.config import Config
+from agent.gateway import Gateway
+from agent.journal import Journal, JournalError
+from agent.link import HostLink, HostLinkError
+from agent.provisioning import Provisioning, ProvisioningError
+from agent.recovery import Recovery, RemedyFailed, refused
+from agent.selfcheck import FAST, Report, run_checks
+from agent.selfcheck.base import Context, HostClockSample
+from agent.signin import SignInError
+from agent.wire.builders import Terminal, echo_request
+from agent.wire.message import Message
+from drivers.module import CardModule, ModuleError
+from drivers.serial_module import SerialCardModule
+from firmware_hooks import HookRunner, Outcome
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, config: Config, module: CardModule | None = None) -> None:
+        self.config = config
+        self.journal = Journal(paths.journal_path(config))
+        self.module = module or SerialCardModule(config.module.url, baudrate=config.module.baudrate)
+        self.link = HostLink.from_config(config, make_echo=self._echo)
+        self.gateway = Gateway(config, self.journal, self.module, self.link)
+        self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
+        self.recovery = Recovery(
+            self,
+            self.journal,
+            self.gateway.attempt,
+            attempts=config.recovery.attempts,
+            deadline=config.recovery.deadline,
+            probe=(config.recovery.probe_first, config.recovery.probe_max),
+        )
+        self.gateway.recovery = self.recovery
+        self.last_host_time: HostClockSample | None = None
+        self.link.on_response = self._saw_response
+
+    def _echo(self) -> Message:
+        terminal = Terminal(self.config.terminal.tid, self.config.terminal.mid)
+        return echo_request(terminal, stan=self.journal.next_stan(), batch=self.journal.batch)
+
+    def _saw_response(self, message: Message) -> None:
+        if 12 in message and 13 in message:
+            self.last_host_time = HostClockSample(time.time(), message.text(13) + message.text(12))
+
+    async def close(self) -> None:
+        await self.recovery.close()
+        await self.gateway.close()
+        await self.link.close()
+        await asyncio.to_thread(self.module.close)
+        self.journal.close()
+
+    # ------------------------------------------------------------------------ configuration
+
+    def apply_config(self, config: Config) -> list[str]:
+        """Run with ``config`` from now on (re-provisioning, SIGHUP). Returns what changed.
+        Settings that need a restart (module, sockets, journal) are kept and reported."""
+        changed = [
+            section.name
+            for section in dataclasses.fields(config)
+            if getattr(config, section.name) != getattr(self.config, section.name)
+        ]
+        at_restart = [name for name in ("gateway", "journal", "control") if name in changed]
+        if (config.module.url, config.module.baudrate) != (
+            self.config.module.url,
+            self.config.module.baudrate,
+        ):
+            at_restart.append("module.url/baudrate")
+        if at_restart:
+            log.warning("changed settings take effect at restart: %s", ", ".join(at_restart))
+        self.config = config
+        self.gateway.config = config
+        self.gateway.terminal = Terminal(config.terminal.tid, config.terminal.mid)
+        self.link.reconfigure(HostLink.from_config(config))
+        self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
+        self.recovery.attempts = config.recovery.attempts
+        self.recovery.deadline = config.recovery.deadline
+        self.recovery.probe_pauses = (config.recovery.probe_first, config.recovery.probe_max)
+        return changed
+
+    def identity(self) -> dict[str, str]:
+        terminal = self.config.terminal
+        return {"tid": terminal.tid, "mid": terminal.mid, "support_phone": terminal.support_phone}
+
+    async def start(self) -> None:
+        """Sign in at start, then let queued reversals go (MACed under the keys just loaded).
+        A refused sign-in starts recovery: there is no request to retry, only the sign-in."""
+        try:
+            await self.gateway.sign_in()
+        except SignInError as exc:
+            log.warning("sign-in at start failed: %s", exc)
+            if exc.response_code and refused(Message("0810", {39: exc.response_code})):
+                await self.recovery.recover(None, Message("0810", {39: exc.response_code}))
+        except (HostLinkError, ModuleError, JournalError) as exc:
+            log.warning("sign-in at start failed: %s", exc)
+        if self.journal.has_queued_reversals:
+            self.gateway.reversals_waiting.set()
+
+    # ----------------------------------------------------------------------------- remedies
+
+    def check_context(self) -> Context:
+        return Context(
+            self.config,
+            self.journal,
+            module=self.module,
+            host_clock=self._host_clock,
+        )
+
+    def _host_clock(self) -> HostClockSample | None:
+        if self.last_host_time is not None:
+            return self.last_host_time
+        last = self.journal.last_signin()
+        if last and last["host_time"]:
+            return HostClockSample(last["at"], last["host_time"])
+        return None
+
+    async def self_check(self, only: list[str] | None = None) -> Report:
+        return await run_checks(self.check_context(), list(FAST) if only is None else only)
+
+    async def sign_in(self) -> str:
+        try:
+            await self.gateway.sign_in()
+        except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
+            raise RemedyFailed(f"sign-in failed: {exc}") from None
+        self.recovery.registered_again("a sign-in succeeded")
+        last = self.journal.last_signin() or {}
+        signed_in = {**self.identity(), "scheme": last.get("scheme"), "kcvs": last.get("kcvs")}
+        await self.hook("signed-in", signed_in)
+        return f"signed in as TID {self.config.terminal.tid}, KCVs {last.get('kcvs')}"
+
+    async def provision(self, reason: str) -> str:
+        """Ask the TMS, then the ``provision`` hook; apply and keep what they say, then sign in
+        under it. Fails when nobody knows better than the configuration already does."""
+        found = await self._fetch_provisioning(reason)
+        current = Provisioning(
+            self.config.terminal.tid,
+            self.config.terminal.mid,
+            tuple(map(str, self.config.endpoints)),
+        )
+        if (found.tid, found.mid, found.hosts or current.hosts) == (
+            current.tid,
+            current.mid,
+            current.hosts,
+        ):
+            raise RemedyFailed(f"{found.source} has the provisioning already in use")
+        try:
+            new_config = found.apply(self.config)
+            provisioning.save(paths.provisioning_path(self.config), found)
+        except (ProvisioningError, OSError, ValueError) as exc:
+            raise RemedyFailed(f"provisioning from {found.source} not applied: {exc}") from None
+        changed = self.apply_config(new_config)
+        self.journal.event("provisioned", source=found.source, tid=found.tid, changed=changed)
+        signed = await self.sign_in()
+        return f"provisioned from {found.source} (TID {found.tid}, MID {found.mid}); {signed}"
+
+    async def _fetch_provisioning(self, reason: str) -> Provisioning:
+        failures = []
+        serial = ""
+        try:
+            serial = (await asyncio.to_thread(self.module.info)).serial
+        except ModuleError as exc:
+            failures.append(f"module serial unknown: {exc}")
+        if self.config.tms.url and serial:
+            try:
+                return await provisioning.fetch_from_tms(
+                    self.config.tms.url, serial, self.config.tms.timeout
+                )
+            except ProvisioningError as exc:
+                failures.append(str(exc))
+        payload = {**self.identity(), "reason": reason, "module_serial": serial.strip()}
+        for result in await self.hooks.run("provision", payload):
+            if result.outcome is Outcome.DONE and result.output:
+                try:
+                    return Provisioning.from_record(result.output, f"hook {result.hook}")
+                except ProvisioningError as exc:
+                    failures.append(str(exc))
+            else:
+                failures.append(f"hook {result.hook}: {result.outcome.value} {result.detail}")
+        if not self.config.tms.url and not self.hooks.hooks_for("provision"):
+            failures.append("no TMS (tms.url) and no provision hook configured")
+        raise RemedyFailed("; ".join(failures))
+
+    async def sync_clock(self, clock: dict[str, Any]) -> str:
+        """The ``sync-clock`` hook corrects the clock; a sign-in then gives the host our time."""
+        results = await self.hooks.run("sync-clock", clock)
+        if any(r.outcome is Outcome.DONE for r in results):
+            corrected = f"sync-clock hook corrected {clock.get('offset_seconds')} s"
+            return f"{corrected}; {await self.sign_in()}"
+        raise RemedyFailed(
+            "no sync-clock hook succeeded: "
+            + ("; ".join(f"{r.hook}: {r.detail}" for r in results) or "none installed")
+        )
+
+    async def fail_over(self) -> str:
+        backup = self.config.host.backup
+        if backup is None:
+            raise RemedyFailed("no backup host configured")
+        self.link.prefer(backup)
+        return f"now using the backup host {backup}; " + await self.sign_in()
+
+    async def hook(self, event: str, payload: dict[str, Any]) -> None:
+        for result in await self.hooks.run(event, payload):
+            if result.outcome is not Outcome.DONE:
+                log.warning("hook %s for %s: %s", result.hook, event, result.detail)

@@ -1,0 +1,336 @@
+"""97 recovery (DESIGN.md section 7): turn a host's refusal into an approved retry, or into a
+precise message for a person.
+
+On a host answer whose code says the terminal itself is the problem (97 not registered, 03 invalid
+merchant, 58 not permitted; A0/99 key trouble), the agent journals it, runs the fast self-check,
+picks remedies from the decision table below, and retries the original request with a new STAN, a
+fresh MAC and the TID/MID it has now, a bounded number of times within a deadline. A refusal is a
+definite decline, so a retry cannot charge twice; a timeout is never retried (it is a reversal).
+Still refused: the terminal is ``unregistered``. Financial requests are then answered at once
+without host traffic, a background probe signs in with back-off, and the hooks get a bilingual
+message with the TID, MID and support number.
+
+A header asking to sign in again (processing requirement 3) gets a sign-in in the background; one
+asking for a parameter download (1, 6) runs the ``provision`` hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import tenacity
+
+from agent.selfcheck import Report
+from agent.selfcheck.base import Status, Text
+from agent.wire import codes
+from agent.wire.message import Message
+
+if TYPE_CHECKING:
+    from agent.gateway import Attempt
+    from agent.journal import Journal
+
+log = logging.getLogger(__name__)
+
+REFUSALS = (codes.Category.TERMINAL_CONFIG, codes.Category.SECURITY)
+SIGN_IN_AGAIN, PARAMETERS = 3, (1, 6)  # header processing requirements the agent acts on
+PERSON_MUST_ACT = {"tmk-absent", "tampered", "module-unreachable"}
+
+
+class State(enum.StrEnum):
+    REGISTERED = "registered"
+    RECOVERING = "recovering"
+    UNREGISTERED = "unregistered"
+
+
+class Remedies(Protocol):
+    """What recovery can do to the terminal; the agent implements it."""
+
+    async def self_check(self) -> Report: ...
+    async def sign_in(self) -> str: ...  # each returns what it did; raises RemedyFailed
+    async def provision(self, reason: str) -> str: ...
+    async def sync_clock(self, clock: dict[str, Any]) -> str: ...
+    async def fail_over(self) -> str: ...
+    async def hook(self, event: str, payload: dict[str, Any]) -> None: ...
+    def identity(self) -> dict[str, str]: ...  # tid, mid, support_phone
+
+
+class RemedyFailed(Exception):
+    """A remedy could not be applied; the text says why."""
+
+
+def refused(answer: Message) -> bool:
+    code = answer.text(39, "")
+    return codes.is_code(code) and codes.lookup(code).category in REFUSALS
+
+
+def decide(report: Report) -> list[str]:
+    """The decision table: self-check findings to remedies, in the order they are tried. Empty
+    means no remedy the terminal can apply: a person must act."""
+    findings = {c.id: c.finding for c in report.checks if c.status in (Status.WARN, Status.FAIL)}
+    if PERSON_MUST_ACT & set(findings.values()):
+        return []
+    plan = []
+    if findings.get("provisioning") in ("unprovisioned", "differs-from-tms"):
+        plan.append("provision")
+    if findings.get("clock") == "clock-off":
+        plan.append("sync-clock")
+    if findings.get("network") == "primary-down":
+        plan.append("fail-over")
+    if findings.get("keys") in ("keys-absent", "kcv-mismatch", "never-signed-in", "mac-selftest"):
+        plan.append("sign-in")
+    if findings.get("provisioning") == "changed-since-signin":
+        plan.append("sign-in")
+    if not plan:  # everything looks healthy: the host lost us
+        plan = ["sign-in", "provision"]
+    return list(dict.fromkeys(plan))
+
+
+def unregistered_message(
+    identity: dict[str, str], reason: Text, action: Text | None = None
+) -> Text:
+    """What the merchant's screen and the vendor's hooks say: which terminal, why, and who to
+    call (the support number from the configuration)."""
+    tid, mid = identity.get("tid") or "-", identity.get("mid") or "-"
+    phone = identity.get("support_phone") or ""
+    action = action or Text(
+        "call acquirer support to register the terminal", "请联系收单机构客服登记终端"
+    )
+    call_en = f" (support: {phone})" if phone else ""
+    call_zh = f"（客服电话 {phone}）" if phone else ""
+    return Text(
+        f"Payments paused on terminal {tid}, merchant {mid}: {reason.en}. "
+        f"{action.en[0].upper()}{action.en[1:]}{call_en}.",
+        f"终端 {tid}（商户 {mid}）暂停收款：{reason.zh}。{action.zh}{call_zh}。",
+    )
+
+
+class NothingLeftToTry(Exception):
+    pass
+
+
+class Recovery:
+    def __init__(
+        self,
+        remedies: Remedies,
+        journal: Journal,
+        retry: Callable[[Message], Awaitable[Attempt]],
+        *,
+        attempts: int,
+        deadline: float,
+        probe: tuple[float, float],
+    ) -> None:
+        self.remedies = remedies
+        self.journal = journal
+        self.retry = retry
+        self.attempts = attempts
+        self.deadline = deadline
+        self.probe_pauses = probe
+        self.state = State.REGISTERED
+        self.message: Text | None = None
+        self.last_refusal: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+        self._probe: asyncio.Task[None] | None = None
+
+    # --------------------------------------------------------------------------- gateway
+
+    def hold(self, request: Message) -> tuple[str, str] | None:
+        """While unregistered, the local answer for a financial request: no host traffic."""
+        if self.state is not State.UNREGISTERED:
+            return None
+        assert self.message is not None
+        return "97", f"terminal not registered: {self.message.en}"
+
+    async def after_response(self, request: Message, attempt: Attempt) -> Message:
+        assert attempt.exchange is not None
+        header = attempt.exchange.frame.header
+        requirement = header.processing_requirement if header else 0
+        if not refused(attempt.answer):
+            if requirement == SIGN_IN_AGAIN:
+                self._spawn(self._signin_asked())
+            elif requirement in PARAMETERS:
+                self._spawn(self._parameters_asked(requirement))
+            return attempt.answer
+        return await self.recover(request, attempt.answer)
+
+    # -------------------------------------------------------------------------- recovery
+
+    async def recover(self, request: Message | None, answer: Message) -> Message:
+        """Recover from ``answer``, the host's refusal of ``request``; ``None`` for a refused
+        sign-in, where each remedy's own sign-in is the retry. Returns the final answer."""
+        code = answer.text(39)
+        refusal = {"code": code, "mti": answer.mti, "at": time.time()}
+        self.last_refusal = refusal
+        self._event("refused", code=code, text=codes.lookup(code).en)
+        if self._lock.locked():  # another request is already recovering: wait for it
+            async with self._lock:
+                pass
+            if self.state is State.UNREGISTERED or request is None:
+                return answer
+            return (await self.retry(request)).answer
+        async with self._lock:
+            self.state = State.RECOVERING
+            on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}
+            self._spawn(self.remedies.hook("on-97", on_97))
+            started = time.monotonic()
+            report = await self.remedies.self_check()
+            self._event(
+                "self-check",
+                duration_ms=report.duration_ms,
+                results={c.id: f"{c.status.value}: {c.summary.en}" for c in report.checks},
+            )
+            plan = decide(report)
+            self._event("plan", remedies=plan or ["escalate"])
+            final = answer
+            if plan:
+                final = await self._retry_with_remedies(request, answer, plan, report, started)
+            if refused(final):
+                await self._enter_unregistered(report, final)
+            else:
+                self.state = State.REGISTERED
+                self._event(
+                    "recovered",
+                    code=final.text(39),
+                    seconds=round(time.monotonic() - started, 3),
+                )
+            return final
+
+    async def _retry_with_remedies(
+        self,
+        request: Message | None,
+        answer: Message,
+        plan: list[str],
+        report: Report,
+        started: float,
+    ) -> Message:
+        remaining = list(plan)
+        last = answer
+
+        async def next_try() -> Message:
+            nonlocal last
+            while remaining:
+                remedy = remaining.pop(0)
+                if await self._apply(remedy, report):
+                    break
+            else:
+                raise NothingLeftToTry
+            if request is None:  # every remedy ends in a sign-in, and that one succeeded
+                last = Message(answer.mti, {39: "00"})
+                return last
+            last = (await self.retry(request)).answer
+            self._event("retried", after=remedy, code=last.text(39))
+            return last
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.attempts)
+            | tenacity.stop_after_delay(max(self.deadline - (time.monotonic() - started), 0)),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
+            retry=tenacity.retry_if_result(refused),
+            reraise=True,
+        )
+        try:
+            return await retrying(next_try)
+        except NothingLeftToTry:
+            return last
+        except tenacity.RetryError as exc:
+            return exc.last_attempt.result()
+
+    async def _apply(self, remedy: str, report: Report) -> bool:
+        clock = report.get("clock")
+        actions: dict[str, Callable[[], Awaitable[str]]] = {
+            "sign-in": self.remedies.sign_in,
+            "provision": lambda: self.remedies.provision("the host refused the terminal"),
+            "sync-clock": lambda: self.remedies.sync_clock(clock.data if clock else {}),
+            "fail-over": self.remedies.fail_over,
+        }
+        try:
+            done = await actions[remedy]()
+        except RemedyFailed as exc:
+            self._event("remedy", remedy=remedy, ok=False, detail=str(exc))
+            return False
+        self._event("remedy", remedy=remedy, ok=True, detail=done)
+        return True
+
+    async def _enter_unregistered(self, report: Report, answer: Message) -> None:
+        blocking = [c for c in report.checks if c.finding in PERSON_MUST_ACT]
+        action = None
+        if blocking:
+            reason, action = blocking[0].summary, blocking[0].remedy
+        else:
+            code = answer.text(39)
+            rc = codes.lookup(code)
+            reason = Text(
+                f"the host answers {code}, {rc.en}, after sign-in and re-provisioning",
+                f"重新签到并下载参数后主机仍应答 {code}（{rc.zh}）",
+            )
+        self.state = State.UNREGISTERED
+        self.message = unregistered_message(self.remedies.identity(), reason, action)
+        self._event("unregistered", message_en=self.message.en, message_zh=self.message.zh)
+        log.error("%s", self.message.en)
+        payload = {**self.remedies.identity(), "message": self.message.to_json()}
+        await self.remedies.hook("on-unregistered", payload)
+        await self.remedies.hook("display-message", payload)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_until_registered())
+
+    async def _probe_until_registered(self) -> None:
+        pause, longest = self.probe_pauses
+        while self.state is State.UNREGISTERED:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)
+            try:
+                await self.remedies.sign_in()
+            except RemedyFailed as exc:
+                log.info("still unregistered: %s; next probe in %.0f s", exc, pause)
+                continue
+            self.registered_again("the background sign-in probe succeeded")
+
+    def registered_again(self, why: str) -> None:
+        """A sign-in succeeded (the probe, or a technician's ``agent signin``)."""
+        if self.state is State.UNREGISTERED:
+            self.state = State.REGISTERED
+            self.message = None
+            self._event("registered-again", why=why)
+            log.warning("registered again: %s", why)
+
+    # ------------------------------------------------------------------------ background
+
+    async def _signin_asked(self) -> None:
+        self._event("host-asks", what="sign in again (processing requirement 3)")
+        try:
+            await self.remedies.sign_in()
+        except RemedyFailed as exc:
+            log.warning("the host asked for a sign-in, which failed: %s", exc)
+
+    async def _parameters_asked(self, requirement: int) -> None:
+        self._event("host-asks", what=f"parameter download (processing requirement {requirement})")
+        try:
+            await self.remedies.provision(
+                f"the host asked for a parameter download ({requirement})"
+            )
+        except RemedyFailed as exc:
+            log.warning("the host asked for a parameter download, which failed: %s", exc)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        tasks = [*self._background, *([self._probe] if self._probe else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _event(self, kind: str, **detail: Any) -> None:
+        from agent.journal import JournalError
+
+        try:
+            self.journal.event(f"recovery.{kind}", **detail)
+        except JournalError as exc:  # the recovery goes on; the log still has it
+            log.warning("recovery step %s not journalled: %s", kind, exc)

@@ -1,0 +1,248 @@
+"""97 recovery end to end: app -> gateway -> host simulator over TCP, module simulator on a pty,
+TMS simulator over HTTP, hooks as real executables. One test per row of the decision table."""
+
+import asyncio
+import dataclasses
+import json
+import stat
+
+from agent.recovery import State
+from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def kinds(journal) -> list[str]:
+    return [e["kind"] for e in journal.events() if e["kind"].startswith("recovery.")]
+
+
+def remedies(journal) -> list[tuple[str, bool]]:
+    return [(e["remedy"], e["ok"]) for e in journal.events() if e["kind"] == "recovery.remedy"]
+
+
+def purchases_sent(rig) -> int:
+    return rig.host.state()["requests"].get("0200", 0)
+
+
+def recording_hook(tmp_path, event: str):
+    """An executable hook that appends the JSON it is given to a file."""
+    out = tmp_path / f"{event}.jsonl"
+    folder = tmp_path / "hooks.d" / event
+    folder.mkdir(parents=True, exist_ok=True)
+    hook = folder / "10-record"
+    hook.write_text(f"#!/bin/sh\ncat >> {out}\necho >> {out}\n")
+    hook.chmod(stat.S_IRWXU)
+    return out
+
+
+def test_forgotten_session_signs_in_and_the_retry_is_approved(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)
+            response = await exchange(rig.socket, app_purchase(1000, app_stan=321))
+            assert (response.text(39), response.text(11)) == ("00", "000321")
+            journal = rig.agent.journal
+            assert remedies(journal) == [("sign-in", True)]
+            assert kinds(journal) == [
+                "recovery.refused", "recovery.self-check", "recovery.plan", "recovery.remedy",
+                "recovery.retried", "recovery.recovered",
+            ]  # fmt: skip
+            assert purchases_sent(rig) == 2  # the refused one and the approved retry
+            assert journal.queued_reversals() == []  # a 97 is a definite decline
+            stans = [t["stan"] for t in journal.transactions() if t["mti"] == "0200"]
+            assert len(set(stans)) == 2  # the retry is a new transaction
+
+    run(scenario())
+
+
+def test_wrong_tid_in_config_is_reprovisioned_from_the_tms(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.put_tms(tid=TID)
+            # a technician keys in a wrong TID (and the agent reloads its configuration)
+            wrong = dataclasses.replace(rig.config.terminal, tid="10000009")
+            rig.agent.apply_config(dataclasses.replace(rig.config, terminal=wrong))
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"
+            assert remedies(rig.agent.journal) == [("provision", True)]
+            assert rig.agent.config.terminal.tid == TID
+            saved = json.loads((tmp_path / "provisioning.json").read_text())
+            assert saved["tid"] == TID and saved["source"].startswith("TMS http://127.0.0.1:")
+            [purchase] = rig.host.state()["purchases"]
+            assert purchase.startswith(f"{TID}/")
+
+    run(scenario())
+
+
+def test_stale_keys_sign_in_and_the_retry_is_approved(tmp_path) -> None:
+    """Keys in the module that are not the session's: the host answers A0 (MAC error)."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.put_tms()
+            from agent.wire.working_keys import issue_working_keys
+            from drivers.simulator import TEST_TMK
+
+            stale = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
+            field62 = issue_working_keys(TEST_TMK, "003", stale).to_field62()
+            await asyncio.to_thread(rig.agent.module.load_working_keys, 0, field62)
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"
+            events = rig.agent.journal.events()
+            [check] = [e for e in events if e["kind"] == "recovery.self-check"]
+            assert check["results"]["keys"].startswith("fail: the module's keys are not those")
+            assert remedies(rig.agent.journal) == [("sign-in", True)]
+
+    run(scenario())
+
+
+def test_primary_refusing_fails_over_to_the_backup(tmp_path) -> None:
+    """The primary host lost the terminal (a host-side fault); the backup still knows it."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, backup=True) as rig:
+            primary_only = await _second_host_without_the_terminal(tmp_path / "primary")
+            async with primary_only as (address, _):
+                rig.agent.apply_config(_with_hosts(rig.config, address, rig.config.host.primary))
+                rig.put_tms()
+                response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"
+            assert ("fail-over", True) in remedies(rig.agent.journal)
+            assert rig.agent.link.status.endpoint == str(rig.config.host.primary)
+
+    run(scenario())
+
+
+def test_cancelled_terminal_becomes_unregistered_with_a_message(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(
+            tmp_path,
+            sections={
+                "terminal": {"support_phone": "95516"},
+                "recovery": {"probe_first": 30},
+            },
+        ) as rig:
+            rig.put_tms()
+            unregistered = recording_hook(tmp_path, "on-unregistered")
+            displayed = recording_hook(tmp_path, "display-message")
+            rig.host.set_status(TID, "cancelled")
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            assert remedies(rig.agent.journal) == [("sign-in", False), ("provision", False)]
+            sent = purchases_sent(rig)
+            assert sent == 1  # remedies failed: the purchase was never retried
+            # from now on: answered at once, no financial request reaches the host
+            for _ in range(3):
+                held = await exchange(rig.socket, app_purchase(1000))
+                assert held.text(39) == "97"
+                assert held.text(63).startswith("AGENT terminal not registered")
+            assert purchases_sent(rig) == sent
+            for path in (unregistered, displayed):
+                [payload] = [json.loads(line) for line in path.read_text().splitlines() if line]
+                assert (payload["tid"], payload["mid"]) == (TID, MID)
+                assert "95516" in payload["message"]["zh"] and "95516" in payload["message"]["en"]
+                assert "终端未登记" in payload["message"]["zh"]
+                assert "terminal not registered" in payload["message"]["en"]
+
+    run(scenario())
+
+
+def test_unregistered_terminal_recovers_when_the_probe_signs_in(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 0.2}}) as rig:
+            rig.put_tms()
+            rig.host.set_status(TID, "cancelled")
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            rig.host.set_status(TID, "active")  # the acquirer registered it again
+            for _ in range(50):
+                if rig.agent.recovery.state is State.REGISTERED:
+                    break
+                await asyncio.sleep(0.1)
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert "recovery.registered-again" in kinds(rig.agent.journal)
+
+    run(scenario())
+
+
+def test_header_asking_for_sign_in_gets_one_in_the_background(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            before = rig.agent.journal.last_signin()["at"]
+            rig.host.terminals[TID].require_signin = True
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"  # the approval stands
+            for _ in range(50):
+                if rig.agent.journal.last_signin()["at"] > before:
+                    break
+                await asyncio.sleep(0.05)
+            assert rig.agent.journal.last_signin()["at"] > before
+            assert not rig.host.terminals[TID].require_signin
+
+    run(scenario())
+
+
+def test_refused_sign_in_at_start_recovers_by_reprovisioning(tmp_path) -> None:
+    """The agent starts with a wrong TID: the sign-in itself gets the 97."""
+
+    async def scenario():
+        wrong = {"terminal": {"tid": "10000009"}}
+        async with gateway_rig(tmp_path, sections=wrong, sign_in=False) as rig:
+            rig.put_tms(tid=TID)
+            await rig.agent.start()
+            assert remedies(rig.agent.journal) == [("provision", True)]
+            assert rig.agent.journal.last_signin()["tid"] == TID
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_tampered_module_escalates_without_trying_remedies(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(
+            tmp_path, sign_in=False, sections={"recovery": {"probe_first": 30}}
+        ) as rig:
+            rig.put_tms()
+            rig.host.set_status(TID, "cancelled")
+            rig.module_port.simulator.tampered = True
+            await rig.agent.start()
+            assert remedies(rig.agent.journal) == []
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            assert "tampering" in rig.agent.recovery.message.en
+
+    run(scenario())
+
+
+async def _second_host_without_the_terminal(folder):
+    import contextlib
+
+    from agent.sim.host import AcquirerHost
+    from agent.sim.host_server import HostServer
+
+    folder.mkdir()
+    (folder / "registry.json").write_text(json.dumps({"terminals": []}))
+    server = HostServer(AcquirerHost(folder / "registry.json"))
+
+    @contextlib.asynccontextmanager
+    async def running():
+        address = await server.start()
+        try:
+            yield f"{address[0]}:{address[1]}", server
+        finally:
+            await server.close()
+
+    return running()
+
+
+def _with_hosts(config, primary: str, backup):
+    import dataclasses
+
+    from agent.config import parse_endpoint
+
+    host = dataclasses.replace(config.host, primary=parse_endpoint(primary), backup=backup)
+    return dataclasses.replace(config, host=host)

@@ -1,0 +1,202 @@
+"""The self-check against real failures: the host simulator over TCP, the module simulator on a
+pty, the TMS simulator over HTTP, real journal files. Time is injected where the clock is the
+fault."""
+
+import asyncio
+import time
+
+import pytest
+
+from agent.selfcheck import run_checks
+from agent.selfcheck.base import Context, Status
+from agent.selfcheck.local import host_clock_from_journal
+from tests.integration.gateway_rig import gateway_rig
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def context_of(rig, **overrides) -> Context:
+    agent = rig.agent
+    fields = {
+        "config": rig.config,
+        "journal": agent.journal,
+        "module": agent.module,
+        "host_clock": host_clock_from_journal(agent.journal),
+    }
+    return Context(**{**fields, **overrides})
+
+
+def statuses(report) -> dict[str, str]:
+    return {c.id: c.status.value for c in report.checks}
+
+
+def test_healthy_terminal_is_all_ok(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.put_tms()
+            report = await run_checks(context_of(rig))
+            assert statuses(report) == dict.fromkeys(
+                ("provisioning", "clock", "network", "keys", "module", "storage"), "ok"
+            )
+            assert report.ok
+            assert "TMS" in report.get("provisioning").detail
+
+    run(scenario())
+
+
+def test_nothing_listening_at_the_host_fails_network_within_the_deadline(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, primary_down=True, sign_in=False) as rig:
+            context = context_of(rig, config=_without_backup(rig.config))
+            started = time.monotonic()
+            report = await run_checks(context, ["network"])
+            assert time.monotonic() - started < rig.config.selftest.deadline
+            network = report.get("network")
+            assert network.status is Status.FAIL and network.finding == "host-unreachable"
+            assert "Connect call failed" in network.summary.en or "refused" in network.summary.en
+            assert not report.ok
+
+    run(scenario())
+
+
+def test_host_that_accepts_and_never_answers_fails_network(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.5) as rig:
+            rig.server.faults.add("no-answer")
+            report = await run_checks(context_of(rig), ["network"])
+            network = report.get("network")
+            assert network.status is Status.FAIL
+            assert "echo test unanswered" in network.summary.en
+
+    run(scenario())
+
+
+def test_primary_refusing_while_backup_answers_is_a_failover_finding(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, primary_down=True, sign_in=False) as rig:
+            network = (await run_checks(context_of(rig), ["network"])).get("network")
+            assert (network.status, network.finding) == (Status.WARN, "primary-down")
+
+    run(scenario())
+
+
+def test_wrong_tid_in_config_differs_from_the_tms(tmp_path) -> None:
+    async def scenario():
+        wrong_tid = {"terminal": {"tid": "10000009"}}
+        async with gateway_rig(tmp_path, sections=wrong_tid, sign_in=False) as rig:
+            rig.put_tms(tid="10000001")
+            check = (await run_checks(context_of(rig), ["provisioning"])).get("provisioning")
+            assert (check.status, check.finding) == (Status.FAIL, "differs-from-tms")
+            assert "TID '10000009' here, '10000001' at the TMS" in check.summary.en
+            assert check.data["tms"]["tid"] == "10000001"
+
+    run(scenario())
+
+
+def test_unprovisioned_terminal_says_how_to_provision(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(
+            tmp_path, sections={"terminal": {"tid": "", "mid": ""}}, sign_in=False
+        ) as rig:
+            check = (await run_checks(context_of(rig), ["provisioning"])).get("provisioning")
+            assert (check.status, check.finding) == (Status.FAIL, "unprovisioned")
+            assert "agent provision" in check.remedy.en and "agent provision" in check.remedy.zh
+
+    run(scenario())
+
+
+def test_module_without_working_keys_fails_keys(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sign_in=False) as rig:
+            check = (await run_checks(context_of(rig), ["keys"])).get("keys")
+            assert (check.status, check.finding) == (Status.FAIL, "keys-absent")
+            assert "agent signin" in check.remedy.en
+
+    run(scenario())
+
+
+def test_keys_replaced_behind_the_agents_back_are_stale(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await _load_other_keys(rig)
+            check = (await run_checks(context_of(rig), ["keys"])).get("keys")
+            assert (check.status, check.finding) == (Status.FAIL, "kcv-mismatch")
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("offset", "status"), [(30, "ok"), (120, "warn"), (-400, "fail")])
+def test_clock_offset(tmp_path, offset: float, status: str) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            context = context_of(rig, now=lambda: time.time() + offset)
+            check = (await run_checks(context, ["clock"])).get("clock")
+            assert check.status.value == status
+            if status != "ok":
+                assert check.finding == "clock-off"
+                assert abs(check.data["offset_seconds"] - offset) < 3
+                assert ("behind" if offset < 0 else "ahead") in check.summary.en
+
+    run(scenario())
+
+
+def test_tampered_module_fails_the_module_check(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.module_port.simulator.tampered = True
+            check = (await run_checks(context_of(rig), ["module"])).get("module")
+            assert (check.status, check.finding) == (Status.FAIL, "tampered")
+
+    run(scenario())
+
+
+def test_module_swapped_is_a_warning(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            context = context_of(rig)
+            assert (await run_checks(context, ["module"])).get("module").status is Status.OK
+            rig.agent.journal.remember("module", "serial OTHER, model X, firmware 0")
+            check = (await run_checks(context_of(rig), ["module"])).get("module")
+            assert (check.status, check.finding) == (Status.WARN, "module-changed")
+
+    run(scenario())
+
+
+def test_unusable_journal_fails_storage(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            context = context_of(rig, journal=None, journal_error="file is not a database")
+            check = (await run_checks(context, ["storage"])).get("storage")
+            assert (check.status, check.finding) == (Status.FAIL, "journal-unusable")
+            assert "file is not a database" in check.summary.en
+
+    run(scenario())
+
+
+def test_a_check_that_hangs_is_cut_at_its_deadline(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"selftest": {"deadline": 0.5}}) as rig:
+            rig.module_port.delay = 2.0  # every reply two seconds late
+            started = time.monotonic()
+            report = await run_checks(context_of(rig), ["module"])
+            assert time.monotonic() - started < 1.5
+            assert report.get("module").finding == "timeout"
+
+    run(scenario())
+
+
+def _without_backup(config):
+    import dataclasses
+
+    return dataclasses.replace(config, host=dataclasses.replace(config.host, backup=None))
+
+
+async def _load_other_keys(rig) -> None:
+    from agent.wire.working_keys import issue_working_keys
+    from drivers.simulator import TEST_TMK
+
+    clear = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
+    field62 = issue_working_keys(TEST_TMK, "003", clear).to_field62()
+    await asyncio.to_thread(rig.agent.module.load_working_keys, 0, field62)
