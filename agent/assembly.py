@@ -30,12 +30,16 @@ from firmware_hooks import HookRunner, Outcome
 log = logging.getLogger(__name__)
 
 
+class AlreadyProvisioned(RemedyFailed):
+    """Re-provisioning found what the agent already runs with."""
+
+
 class Agent:
     def __init__(self, config: Config, module: CardModule | None = None) -> None:
         self.config = config
         self.journal = Journal(paths.journal_path(config))
         self.module = module or SerialCardModule(config.module.url, baudrate=config.module.baudrate)
-        self.link = HostLink.from_config(config, make_echo=self._echo)
+        self.link = HostLink.from_config(config, make_echo=self.echo_message)
         self.gateway = Gateway(config, self.journal, self.module, self.link)
         self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
         self.recovery = Recovery(
@@ -50,7 +54,7 @@ class Agent:
         self.last_host_time: HostClockSample | None = None
         self.link.on_response = self._saw_response
 
-    def _echo(self) -> Message:
+    def echo_message(self) -> Message:
         terminal = Terminal(self.config.terminal.tid, self.config.terminal.mid)
         return echo_request(terminal, stan=self.journal.next_stan(), batch=self.journal.batch)
 
@@ -92,6 +96,30 @@ class Agent:
         self.recovery.deadline = config.recovery.deadline
         self.recovery.probe_pauses = (config.recovery.probe_first, config.recovery.probe_max)
         return changed
+
+    def status(self) -> dict[str, Any]:
+        """What ``agent status`` shows: state, host, last sign-in, reversal queue, last 97."""
+        link = self.link.status
+        last = self.journal.last_signin()
+        message = self.recovery.message
+        return {
+            "state": self.recovery.state.value,
+            "tid": self.config.terminal.tid,
+            "mid": self.config.terminal.mid,
+            "host": {
+                "endpoint": link.endpoint,
+                "connected": link.connected,
+                "last_error": link.last_error,
+                "late_responses": link.late_responses,
+            },
+            "signed_in": {"at": last["at"], "scheme": last["scheme"], "kcvs": last["kcvs"]}
+            if last
+            else None,
+            "reversals_queued": len(self.journal.queued_reversals()),
+            "last_refusal": self.recovery.last_refusal,
+            "message": message.to_json() if message else None,
+            "gateway": dataclasses.asdict(self.gateway.stats),
+        }
 
     def identity(self) -> dict[str, str]:
         terminal = self.config.terminal
@@ -157,7 +185,7 @@ class Agent:
             current.mid,
             current.hosts,
         ):
-            raise RemedyFailed(f"{found.source} has the provisioning already in use")
+            raise AlreadyProvisioned(f"{found.source} has the provisioning already in use")
         try:
             new_config = found.apply(self.config)
             provisioning.save(paths.provisioning_path(self.config), found)
@@ -167,6 +195,13 @@ class Agent:
         self.journal.event("provisioned", source=found.source, tid=found.tid, changed=changed)
         signed = await self.sign_in()
         return f"provisioned from {found.source} (TID {found.tid}, MID {found.mid}); {signed}"
+
+    async def provision_by_hand(self) -> str:
+        """``agent provision``: nothing to change is a fine answer for a technician."""
+        try:
+            return await self.provision("requested by a technician")
+        except AlreadyProvisioned as exc:
+            return f"nothing to change: {exc}"
 
     async def _fetch_provisioning(self, reason: str) -> Provisioning:
         failures = []

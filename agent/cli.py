@@ -135,39 +135,210 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load_config(args)
     _setup_logging(args.verbose)
+
+    def reload() -> Config:
+        from agent import paths, provisioning
+        from agent.config import load
+
+        fresh = load(args.config)
+        return provisioning.effective(fresh, paths.provisioning_path(fresh))
+
     try:
-        return asyncio.run(daemon.run(config))
+        return asyncio.run(daemon.run(config, reload))
     except JournalError as exc:
         print(f"agent run: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
-def cmd_signin(args: argparse.Namespace) -> int:
+def _with_agent(args: argparse.Namespace, command: str, direct: str) -> int:
+    """Run a remedy (``signin``, ``provision``) through the running agent, or, with none
+    running, with an agent assembled for the occasion; print what it did."""
     import asyncio
 
     from agent.assembly import Agent
     from agent.journal import JournalError
-    from agent.link import HostLinkError
-    from agent.signin import SignInError
-    from drivers.module import ModuleError
+    from agent.recovery import RemedyFailed
 
     config = _load_config(args)
+    try:
+        answer = _ask_agent(config, {"cmd": command})
+    except UsageError as exc:  # the agent ran the command and it failed
+        print(f"agent {command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if answer is not None:
+        print(answer["result"])
+        return EXIT_OK
 
-    async def sign_in() -> None:
+    async def by_hand() -> str:
         agent = Agent(config)
         try:
-            await agent.gateway.sign_in()
-            last = agent.journal.last_signin() or {}
-            print(f"signed in: scheme {last.get('scheme')}, KCVs {last.get('kcvs')}")
+            return await getattr(agent, direct)()
         finally:
             await agent.close()
 
     try:
-        asyncio.run(sign_in())
-    except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
-        print(f"agent signin: {exc}", file=sys.stderr)
+        print(asyncio.run(by_hand()))
+    except (RemedyFailed, JournalError) as exc:
+        print(f"agent {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def cmd_signin(args: argparse.Namespace) -> int:
+    return _with_agent(args, "signin", "sign_in")
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    return _with_agent(args, "provision", "provision_by_hand")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import datetime
+
+    config = _load_config(args)
+    answer = _ask_agent(config, {"cmd": "status"})
+    if answer is None:
+        print(
+            f"agent status: no agent running (control socket {_control(config)})", file=sys.stderr
+        )
+        return EXIT_FAILED
+    answer.pop("ok", None)
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    host = answer["host"]
+    signed = answer["signed_in"]
+    lines = [
+        f"state       {answer['state']}",
+        f"terminal    TID {answer['tid'] or '-'}, MID {answer['mid'] or '-'}",
+        f"host        {host['endpoint'] or '-'} "
+        f"({'connected' if host['connected'] else 'not connected'}"
+        f"{', ' + host['last_error'] if host['last_error'] else ''})",
+        "signed in   "
+        + (
+            f"{datetime.datetime.fromtimestamp(signed['at']):%Y-%m-%d %H:%M:%S}, scheme "
+            f"{signed['scheme']}, KCVs " + ", ".join(f"{k} {v}" for k, v in signed["kcvs"].items())
+            if signed
+            else "never"
+        ),
+        f"reversals   {answer['reversals_queued']} queued",
+    ]
+    refusal = answer["last_refusal"]
+    if refusal:
+        when = datetime.datetime.fromtimestamp(refusal["at"])
+        lines.append(f"last 97     {refusal['code']} at {when:%Y-%m-%d %H:%M:%S}")
+    if answer["message"]:
+        lines.append(f"message     {answer['message']['zh']}")
+        lines.append(f"            {answer['message']['en']}")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _control(config: Config) -> Path:
+    from agent import paths
+
+    return paths.control_socket(config)
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from agent.journal import Journal
+    from agent.link import HostLink, HostLinkError
+    from agent.wire.builders import Terminal, echo_request
+    from agent.wire.message import encode_message
+
+    config = _load_config(args)
+    answer = _ask_agent(config, {"cmd": "echo"})
+    if answer is None:
+        if not config.endpoints:
+            raise UsageError("no host configured (host.primary)")
+        from agent import paths
+
+        async def direct() -> dict[str, object]:
+            journal = Journal(paths.journal_path(config))
+            link = HostLink.from_config(config)
+            terminal = Terminal(config.terminal.tid, config.terminal.mid)
+            message = echo_request(terminal, stan=journal.next_stan(), batch=journal.batch)
+            started = time.monotonic()
+            try:
+                exchange = await link.request(message, encode_message(message))
+                return {
+                    "response_code": exchange.frame.message.text(39, "??"),
+                    "ms": round((time.monotonic() - started) * 1000, 1),
+                    "host": link.status.endpoint,
+                }
+            finally:
+                await link.close()
+                journal.close()
+
+        try:
+            answer = asyncio.run(direct())
+        except HostLinkError as exc:
+            print(f"agent echo: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    print(f"echo {answer['host']}: {answer['response_code']} in {answer['ms']} ms")
+    return EXIT_OK if answer["response_code"] == "00" else EXIT_FAILED
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from agent import paths, timeline
+    from agent.journal import Journal, JournalError
+
+    config = _load_config(args)
+    try:
+        since = timeline.parse_since(args.since) if args.since else 0.0
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    path = paths.journal_path(config)
+    if not path.exists():
+        print(f"agent journal: no journal at {path}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        journal = Journal(path)
+        entries = timeline.entries(journal, since)
+        journal.close()
+    except JournalError as exc:
+        print(f"agent journal: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(entries)
+    else:
+        print(timeline.render(entries) or "(nothing since then)")
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from agent import paths
+
+    config = _load_config(args)
+    overlay = paths.provisioning_path(config)
+    print(f"configuration {config.source}: valid")
+    if overlay.exists():
+        print(f"re-provisioned values from {overlay} are laid over it")
+    for section in dataclasses.fields(config):
+        if section.name == "source":
+            continue
+        values = getattr(config, section.name)
+        shown = ", ".join(
+            f"{f.name}={_shown(f.name, getattr(values, f.name))}"
+            for f in dataclasses.fields(values)
+        )
+        print(f"[{section.name}] {shown}")
+    return EXIT_OK
+
+
+def _shown(name: str, value: object) -> str:
+    if value is None or value == "":
+        return "-"
+    if name.startswith("tpdu_"):
+        return f"{value:04X}"
+    if name == "software_version":
+        return f"{value:02X}"
+    return str(value)
 
 
 def cmd_sim_host(args: argparse.Namespace) -> int:
@@ -345,9 +516,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("signin", help="sign in to the host now (签到) and load fresh working keys")
+    def technician(name: str, help: str, handler: Callable[[argparse.Namespace], int]):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+        p.set_defaults(handler=handler)
+        return p
+
+    technician("signin", "sign in to the host now (签到) and load fresh working keys", cmd_signin)
+    technician("provision", "fetch this terminal's TID/MID/hosts from the TMS, then sign in",
+               cmd_provision)  # fmt: skip
+    technician("echo", "echo test (0820/301) to the host", cmd_echo)
+    p = technician("status", "what the running agent is doing", cmd_status)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = technician("journal", "the journal's timeline: transactions, recoveries, events",
+                   cmd_journal)  # fmt: skip
+    p.add_argument("--since", help="only since: 30m, 2h, 1d, an ISO time, or epoch seconds")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    config = sub.add_parser("config", help="configuration tools").add_subparsers(
+        dest="config_command", metavar="ACTION", required=True
+    )
+    p = config.add_parser("check", help="validate the configuration and show what is in effect")
     p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
-    p.set_defaults(handler=cmd_signin)
+    p.set_defaults(handler=cmd_config_check)
 
     p = sub.add_parser(
         "selftest",

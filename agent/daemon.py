@@ -1,26 +1,69 @@
-"""``agent run``: the agent as a long-running process."""
+"""``agent run``: the agent as a long-running process under systemd.
+
+It serves the payment and control sockets, signs in, sends queued reversals until the host confirms
+them, runs a light self-check now and then, tells systemd how it is (READY, STATUS, WATCHDOG when
+``NOTIFY_SOCKET`` is set), reloads its configuration on SIGHUP, and on SIGTERM stops taking new
+requests, lets those in flight finish, and exits 0.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
+from collections.abc import Callable
+from typing import Any
 
 from agent import paths
 from agent.assembly import Agent
-from agent.config import Config
-from agent.gateway import Gateway, ReversalPending
+from agent.config import Config, ConfigError
+from agent.control import ControlServer, Handler
+from agent.gateway import ReversalPending
+from agent.journal import JournalError
+from agent.provisioning import ProvisioningError
+from agent.recovery import RemedyFailed
+from agent.selfcheck import run_checks
+from agent.selfcheck.base import Status
+from agent.wire.message import encode_message
 
 log = logging.getLogger(__name__)
 
 REVERSAL_PAUSE = (1.0, 60.0)  # first and longest pause between attempts to send reversals
 DRAIN_TIMEOUT = 35.0
+LIGHT_CHECKS = ["keys", "module", "storage"]
 
 
-async def _send_reversals_until_done(gateway: Gateway) -> None:
-    """Runs for the life of the agent: whenever reversals are queued, send them, backing off
-    while the host does not confirm."""
+class Notifier:
+    """sd_notify, when systemd gave us a socket; silent otherwise."""
+
+    def __init__(self) -> None:
+        self._notifier = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            self._notifier = sdnotify.SystemdNotifier()
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        self.watchdog_interval = usec / 2e6 if usec else 0.0
+
+    def __call__(self, *lines: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify("\n".join(lines))
+
+
+def status_line(agent: Agent) -> str:
+    status = agent.status()
+    host = status["host"]["endpoint"] or "no host"
+    queued = status["reversals_queued"]
+    return f"{status['state']}, host {host}, {queued} reversal(s) queued"
+
+
+async def send_reversals_until_done(agent: Agent) -> None:
+    """For the life of the agent: whenever reversals are queued, send them, backing off while
+    the host does not confirm; the ``reversal-stuck`` hook hears of one that keeps failing."""
+    gateway = agent.gateway
     pause = REVERSAL_PAUSE[0]
     while True:
         await gateway.reversals_waiting.wait()
@@ -28,35 +71,118 @@ async def _send_reversals_until_done(gateway: Gateway) -> None:
             await gateway.send_reversals()
         except ReversalPending as exc:
             log.warning("reversal not confirmed yet (%s); next attempt in %.0f s", exc, pause)
+            stuck = [r for r in agent.journal.queued_reversals() if r.attempts == 3]
+            for reversal in stuck:
+                await agent.hook("reversal-stuck", {
+                    "stan": reversal.message.text(11), "attempts": reversal.attempts,
+                    "reason": reversal.reason, "last_error": str(exc),
+                })  # fmt: skip
             await asyncio.sleep(pause)
             pause = min(pause * 2, REVERSAL_PAUSE[1])
             continue
         pause = REVERSAL_PAUSE[0]
-        if not gateway.journal.queued_reversals():
+        if not agent.journal.has_queued_reversals:
             gateway.reversals_waiting.clear()
 
 
-async def run(config: Config) -> int:
+async def light_checks(agent: Agent, interval: float) -> None:
+    """Now and then: keys, module and storage. A finding that changes is journalled; keys that
+    are no longer the session's get a sign-in before a purchase finds out."""
+    previous: dict[str, str] = {}
+    while True:
+        await asyncio.sleep(interval)
+        report = await agent.self_check(LIGHT_CHECKS)
+        for check in report.checks:
+            said = f"{check.status.value}: {check.summary.en}"
+            before, previous[check.id] = previous.get(check.id), said
+            if said != before and (before is not None or check.status is not Status.OK):
+                with contextlib.suppress(JournalError):
+                    agent.journal.event("light-check", check=check.id, result=said)
+        keys = report.get("keys")
+        if keys is not None and keys.finding in ("keys-absent", "kcv-mismatch"):
+            with contextlib.suppress(RemedyFailed):
+                await agent.sign_in()
+
+
+async def feed_watchdog(notify: Notifier, agent: Agent) -> None:
+    """WATCHDOG=1 from the event loop itself: a loop that hangs stops feeding, and systemd
+    restarts the service."""
+    while True:
+        notify("WATCHDOG=1", f"STATUS={status_line(agent)}")
+        await asyncio.sleep(notify.watchdog_interval)
+
+
+def control_handlers(agent: Agent) -> dict[str, Handler]:
+    async def status(_: dict[str, Any]) -> dict[str, Any]:
+        return agent.status()
+
+    async def selftest(request: dict[str, Any]) -> dict[str, Any]:
+        only = request.get("only")
+        if only is not None and not (
+            isinstance(only, list) and all(isinstance(i, str) for i in only)
+        ):
+            raise ValueError('"only" must be a list of check ids')
+        report = await run_checks(agent.check_context(), only)
+        return {
+            "duration_ms": report.duration_ms,
+            "checks": [check.to_json() for check in report.checks],
+        }
+
+    async def signin(_: dict[str, Any]) -> dict[str, Any]:
+        return {"result": await agent.sign_in()}
+
+    async def provision(_: dict[str, Any]) -> dict[str, Any]:
+        return {"result": await agent.provision_by_hand()}
+
+    async def echo(_: dict[str, Any]) -> dict[str, Any]:
+        message = agent.echo_message()
+        started = time.monotonic()
+        exchange = await agent.link.request(message, encode_message(message))
+        return {
+            "response_code": exchange.frame.message.text(39, "??"),
+            "ms": round((time.monotonic() - started) * 1000, 1),
+            "host": agent.link.status.endpoint,
+        }
+
+    return {"status": status, "selftest": selftest, "signin": signin, "provision": provision,
+            "echo": echo}  # fmt: skip
+
+
+async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
     agent = Agent(config)
+    notify = Notifier()
     recovered = agent.journal.recover_pending()
     if recovered:
         log.warning(
             "%d request(s) were in flight when the agent stopped: reversals queued", recovered
         )
-    path = paths.payment_socket(config)
-    await agent.gateway.serve(path, config.gateway.tcp_port)
+    payment = paths.payment_socket(config)
+    await agent.gateway.serve(payment, config.gateway.tcp_port)
+    control = ControlServer(control_handlers(agent))
+    await control.serve(paths.control_socket(config))
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reloader(agent, reload, notify))
     background = [
-        asyncio.create_task(_send_reversals_until_done(agent.gateway)),
+        asyncio.create_task(send_reversals_until_done(agent)),
         asyncio.create_task(agent.start()),
     ]
-    log.info("ready: payment socket %s, host %s", path, ", ".join(map(str, config.endpoints)))
+    if config.selftest.interval > 0:
+        background.append(asyncio.create_task(light_checks(agent, config.selftest.interval)))
+    if notify.watchdog_interval:
+        background.append(asyncio.create_task(feed_watchdog(notify, agent)))
+    log.info("ready: payment socket %s, host %s", payment, ", ".join(map(str, config.endpoints)))
+    notify("READY=1", f"STATUS=ready; {status_line(agent)}")
+
     await stop.wait()
     log.info("stopping: waiting for transactions in flight")
+    notify("STOPPING=1", "STATUS=stopping: finishing transactions in flight")
     await agent.gateway.close()
+    await control.close()
     await agent.gateway.drain(DRAIN_TIMEOUT)
     for task in background:
         task.cancel()
@@ -64,3 +190,19 @@ async def run(config: Config) -> int:
             await task
     await agent.close()
     return 0
+
+
+def _reloader(agent: Agent, reload: Callable[[], Config], notify: Notifier) -> Callable[[], None]:
+    def on_sighup() -> None:
+        notify("RELOADING=1")
+        try:
+            config = reload()
+        except (ConfigError, ProvisioningError) as exc:
+            log.error("configuration not reloaded, the old one stays: %s", exc)
+        else:
+            changed = agent.apply_config(config)
+            log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
+            agent.journal.event("config-reloaded", changed=changed)
+        notify("READY=1", f"STATUS={status_line(agent)}")
+
+    return on_sighup
