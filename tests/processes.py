@@ -91,18 +91,27 @@ socket = "{workdir / "agent.sock"}"
 
 [journal]
 path = "{workdir / "journal.sqlite3"}"
+
+[control]
+socket = "{workdir / "control.sock"}"
+
+[hooks]
+directory = "{workdir / "hooks.d"}"
 """
     )
     return config
 
 
 class AgentProcess:
-    def __init__(self, config: Path, socket_path: Path, log: Path) -> None:
+    def __init__(
+        self, config: Path, socket_path: Path, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.socket_path = socket_path
         self._log = open(log, "ab")  # noqa: SIM115 - kept open for the life of the process
         self.process = subprocess.Popen(
             [AGENT, "run", "--config", str(config)],
             stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
 
     def ready(self) -> bool:

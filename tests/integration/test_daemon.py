@@ -1,0 +1,195 @@
+"""``agent run`` as systemd runs it: a real process, real sockets, the simulators as processes.
+systemd itself cannot be PID 1 here: a Unix datagram socket in the test stands in for its
+NOTIFY_SOCKET, which is all the sd_notify protocol needs."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.processes import AGENT, AgentProcess, HostProcess, ModuleProcess, wait_for, write_config
+
+
+@pytest.fixture
+def terminal(tmp_path):
+    host, module = HostProcess(tmp_path), ModuleProcess(tmp_path)
+    config = write_config(tmp_path, host, module)
+    yield host, module, config
+    host.stop()
+    module.stop()
+
+
+def control(path, line: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(20)
+        sock.connect(str(path))
+        sock.sendall(line + b"\n")
+        return json.loads(sock.makefile("rb").readline())
+
+
+def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AGENT, *args], capture_output=True, text=True, timeout=60)
+
+
+def start(tmp_path, config, env=None) -> AgentProcess:
+    process = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log", env)
+    process.wait_ready()
+    wait_for(lambda: (tmp_path / "control.sock").exists(), 10, "the control socket")
+    wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"],
+             10, "the sign-in at start")  # fmt: skip
+    return process
+
+
+def purchase(path) -> bytes:
+    from agent.wire.builders import Card, Terminal, purchase_request
+    from agent.wire.message import Message, decode_message, encode_message
+
+    card = Card(pan="6217001234567890123", expiry="2812")
+    built = purchase_request(Terminal("", ""), stan=42, batch=1, amount_fen=1000, card=card)
+    fields = {n: v for n, v in built.fields.items() if n not in (41, 42, 60, 64)}
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        data = encode_message(Message("0200", fields))
+        sock.sendall(len(data).to_bytes(2, "big") + data)
+        stream = sock.makefile("rb")
+        length = int.from_bytes(stream.read(2), "big")
+        return decode_message(stream.read(length))
+
+
+def test_status_selftest_signin_and_echo_go_through_the_control_socket(tmp_path, terminal):
+    _, _, config = terminal
+    agent = start(tmp_path, config)
+    try:
+        status = json.loads(agent_cli("status", "--json", "--config", str(config)).stdout)
+        assert status["state"] == "registered" and status["host"]["connected"]
+        assert set(status["signed_in"]["kcvs"]) == {"PIK", "MAK"}
+        result = agent_cli("selftest", "--json", "--config", str(config))
+        assert result.returncode == 0, result.stdout  # the module is the agent's: it was asked
+        assert all(c["status"] == "ok" for c in json.loads(result.stdout)["checks"])
+        assert agent_cli("signin", "--config", str(config)).returncode == 0
+        echo = agent_cli("echo", "--config", str(config))
+        assert echo.returncode == 0 and ": 00 in " in echo.stdout
+    finally:
+        assert agent.stop() == 0
+
+
+def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, terminal):
+    _, _, config = terminal
+    agent = start(tmp_path, config)
+    path = tmp_path / "control.sock"
+    try:
+        assert control(path, b"not json")["error"].startswith("bad request: not JSON")
+        assert "expected a JSON object" in control(path, b"[1, 2]")["error"]
+        assert "unknown command 'reboot'" in control(path, b'{"cmd": "reboot"}')["error"]
+        assert '"only" must be a list' in control(path, b'{"cmd": "selftest", "only": 5}')["error"]
+        with socket.socket(socket.AF_UNIX) as sock:  # a line over 64 KiB: the connection closes
+            sock.connect(str(path))
+            sock.sendall(b"x" * 70_000 + b"\n")
+            assert sock.makefile("rb").readline() == b""
+        assert control(path, b'{"cmd": "status"}')["ok"]
+        assert purchase(tmp_path / "agent.sock").text(39) == "00"
+    finally:
+        assert agent.stop() == 0
+
+
+def test_sd_notify_ready_status_and_watchdog(tmp_path, terminal):
+    """Stands in for systemd (PID 1 cannot be had here): NOTIFY_SOCKET is our datagram socket."""
+    _, _, config = terminal
+    notify_path = tmp_path / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(10)
+    messages: list[str] = []
+
+    def receive() -> None:
+        while len(messages) < 50:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except OSError:
+                return
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    env = {"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
+    agent = start(tmp_path, config, env)
+    try:
+        wait_for(lambda: sum("WATCHDOG=1" in m for m in messages) >= 3, 10, "watchdog pings")
+        assert any(m.startswith("READY=1\nSTATUS=ready") for m in messages)
+        assert any("STATUS=registered, host 127.0.0.1:" in m for m in messages)
+    finally:
+        assert agent.stop() == 0
+        wait_for(lambda: any(m.startswith("STOPPING=1") for m in messages), 5, "STOPPING=1")
+        listener.close()
+
+
+def test_sighup_reloads_and_garbage_keeps_the_old_configuration(tmp_path, terminal):
+    _, _, config = terminal
+    agent = start(tmp_path, config)
+    path = tmp_path / "control.sock"
+    try:
+        original = config.read_text()
+        config.write_text(original.replace('mid = "898100012340001"', 'mid = "898100012340001"\n'
+                                           'support_phone = "95516"'))  # fmt: skip
+        os.kill(agent.process.pid, signal.SIGHUP)
+        log = tmp_path / "agent.log"
+        wait_for(lambda: "changed: terminal" in log.read_text(), 10, "the reload")
+        config.write_text("[terminal\ntid=")
+        os.kill(agent.process.pid, signal.SIGHUP)
+        wait_for(lambda: "configuration not reloaded" in log.read_text(), 10, "the refusal")
+        assert "not valid TOML" in log.read_text()
+        assert control(path, b'{"cmd": "status"}')["tid"] == "10000001"
+        assert purchase(tmp_path / "agent.sock").text(39) == "00"
+    finally:
+        assert agent.stop() == 0
+
+
+def test_sigterm_lets_the_purchase_in_flight_finish(tmp_path, terminal):
+    host, _, config = terminal
+    agent = start(tmp_path, config)
+    host.post("/faults", {"kind": "late", "delay": 1.0})
+    answers = []
+    thread = threading.Thread(target=lambda: answers.append(purchase(tmp_path / "agent.sock")))
+    thread.start()
+    time.sleep(0.4)  # the purchase is at the host
+    assert agent.stop() == 0
+    thread.join(10)
+    assert answers and answers[0].text(39) == "00"
+    [approved] = host.state()["purchases"].values()
+    assert not approved["reversed"]
+
+
+def test_journal_shows_the_recovery_timeline(tmp_path, terminal):
+    host, _, config = terminal
+    agent = start(tmp_path, config)
+    try:
+        host.post("/terminals/10000001/forget")
+        assert purchase(tmp_path / "agent.sock").text(39) == "00"
+    finally:
+        assert agent.stop() == 0
+    timeline = agent_cli("journal", "--config", str(config)).stdout
+    lines = [line.split("  ", 1)[1] for line in timeline.splitlines()]
+    recovery = [line for line in lines if not line.startswith(("0800", "signed in"))]
+    assert recovery[0].startswith("0200 STAN ") and "97 (terminal not registered" in recovery[0]
+    assert recovery[1] == "host refused: 97 (terminal not registered (terminal id not found))"
+    assert recovery[2].startswith("self-check in ")
+    assert recovery[3] == "plan: sign-in, then provision"
+    assert recovery[4].startswith("remedy sign-in done: signed in as TID 10000001")
+    assert "completed, 00 (approved)" in recovery[5]
+    assert recovery[6] == "retried after sign-in: 00 (approved)"
+    assert recovery[7].startswith("recovered: 00 (approved), ")
+    assert "card 621700*********0123" in recovery[0]
+    as_json = json.loads(agent_cli("journal", "--json", "--since", "1h", "--config",
+                                   str(config)).stdout)  # fmt: skip
+    assert {e["kind"] for e in as_json} >= {"transaction", "recovery.plan"}
+
+
+def test_status_without_a_running_agent_exits_1(tmp_path, terminal):
+    _, _, config = terminal
+    result = agent_cli("status", "--config", str(config))
+    assert result.returncode == 1 and "no agent running" in result.stderr
