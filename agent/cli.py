@@ -432,7 +432,7 @@ def _state_dir() -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo()
+    return run_demo(args.verbose)
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -551,7 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", choices=["zh", "en"], help="language (default: from the locale)")
     p.set_defaults(handler=cmd_selftest)
 
-    p = sub.add_parser("demo", help="show the agent at work on built-in examples")
+    p = sub.add_parser(
+        "demo", help="the agent at work on simulators: a 97 recovered, then one escalated"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show the agent's log too")
     p.set_defaults(handler=cmd_demo)
     return parser
 

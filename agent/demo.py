@@ -1,84 +1,174 @@
-"""``agent demo``: what the agent does, shown on built-in examples with no configuration.
+"""``agent demo``: the agent at work, with no configuration.
 
-It builds the frames a terminal exchanges around a 97 (sign-in, the keys that come back, a purchase
-with its MAC, the host's 97 asking for a new sign-in), decodes each as a technician would see it,
-and explains the 97.
+It starts the acquirer host, TMS and card module simulators in this process (the module on a real
+pty), runs a real agent between them and a payment app, and tells the story: sign-in, a purchase
+approved, the host forgets the terminal, the next purchase gets 97, the self-check, the remedy and
+the approved retry; then the host cancels the terminal: 97, remedies fail, the terminal is
+``unregistered`` with a message in Chinese and English; then the journal's timeline.
+Exit 0 when the story completed as told.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
 
+from agent import timeline
+from agent.assembly import Agent
+from agent.config import build
+from agent.recovery import State
+from agent.sim.host import TEST_TERMINAL, AcquirerHost
+from agent.sim.host_server import HostServer
+from agent.sim.jsonhttp import serve_in_thread
+from agent.sim.tms import Tms, tms_handler
 from agent.wire import codes
-from agent.wire.builders import Card, Terminal, purchase_request, response_to, signin_request
-from agent.wire.describe import render_frame
-from agent.wire.frame import Header, Tpdu, decode_frame, host_frame
-from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_matches
-from agent.wire.message import encode_message
-from agent.wire.working_keys import issue_working_keys, parse_field62
+from agent.wire.frame import with_length
+from agent.wire.message import Message, decode_message, encode_message
+from drivers.sim_port import SimulatedModulePort
+from drivers.simulator import ModuleSimulator, ModuleState
 
-# Test keys of the demo only; real keys never leave the card module.
-DEMO_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-DEMO_TERMINAL = Terminal(tid="10000001", mid="898100012340001")
-DEMO_CARD = Card(
-    pan="6217001234567890123",
-    expiry="2812",
-    track2="6217001234567890123=28121010000000000",
-    pin_block=bytes.fromhex("1A2B3C4D5E6F7081"),
-)
+TID, MID = TEST_TERMINAL["tid"], TEST_TERMINAL["mid"]
+SUPPORT = "95516"
+PAN = "6217001234567890123"  # a test card number: the journal and this output keep 6 + 4
 
 
-def _section(title: str) -> None:
-    print(f"\n== {title} ==")
+class StoryBroken(Exception):
+    """A step did not turn out as the story says."""
 
 
-def _show(label: str, frame_bytes: bytes) -> None:
-    print(f"{label}: {len(frame_bytes)} bytes on the wire")
-    print(render_frame(decode_frame(frame_bytes)))
+def _app_purchase(amount_fen: int, stan: int) -> Message:
+    """What a payment app sends: no TID/MID, no MAC; the agent adds them."""
+    return Message(
+        "0200",
+        {2: PAN, 3: "000000", 4: f"{amount_fen:012d}", 11: f"{stan:06d}", 14: "2812",
+         22: "021", 25: "00", 49: "156"},
+    )  # fmt: skip
 
 
-def run_demo() -> int:
-    tpdu, header = Tpdu(), Header()
+async def _pay(socket: Path, amount_fen: int, stan: int) -> Message:
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    try:
+        writer.write(with_length(encode_message(_app_purchase(amount_fen, stan))))
+        await writer.drain()
+        length = int.from_bytes(await reader.readexactly(2), "big")
+        return decode_message(await reader.readexactly(length))
+    finally:
+        writer.close()
 
-    _section("1. sign-in 0800 (double-length keys, scheme 003)")
-    signin = signin_request(DEMO_TERMINAL, stan=1, batch=1, scheme="003")
-    _show("terminal -> host", host_frame(encode_message(signin), tpdu, header))
 
-    _section("2. the host answers 0810 with working keys under the TMK (field 62)")
-    clear = {"PIK": os.urandom(16), "MAK": os.urandom(16)}
-    issued = issue_working_keys(DEMO_TMK, "003", clear)
-    reply = response_to(signin, "00", {62: issued.to_field62()})
-    reply_frame = host_frame(encode_message(reply), tpdu.swapped(), header)
-    _show("host -> terminal", reply_frame)
-    keys = parse_field62(decode_frame(reply_frame).message.binary(62), "003")
-    print("key check values kept in the journal:", keys.kcvs())
+def _say(text: str = "") -> None:
+    print(text, flush=True)
 
-    _section("3. purchase 0200 of 12.34 yuan with its CUP ECB MAC")
-    # On a terminal the card module holds the MAK and computes this from R; here software does.
-    mak = DesKey(clear["MAK"])
 
-    def module_mac(r: bytes) -> bytes:
-        return cup_ecb_mac(r, mak.encrypt)
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise StoryBroken(what)
 
-    purchase = purchase_request(DEMO_TERMINAL, stan=2, batch=1, amount_fen=1234, card=DEMO_CARD)
-    purchase_bytes = encode_with_mac(purchase, module_mac)
-    print("MAC verifies:", mac_matches(purchase_bytes, module_mac))
-    _show(
-        "terminal -> host (PAN masked, track and PIN removed)",
-        host_frame(purchase_bytes, tpdu, header),
+
+def _answer(response: Message) -> str:
+    code = response.text(39)
+    rc = codes.lookup(code)
+    return f"{code} {rc.zh} / {rc.en}"
+
+
+async def _story(folder: Path) -> None:
+    host = AcquirerHost(folder / "host-registry.json")
+    server = HostServer(host)
+    address, port = await server.start()
+    module_port = SimulatedModulePort(
+        ModuleSimulator(ModuleState.load_or_create(folder / "m.json"))
     )
-
-    _section("4. the host has forgotten the terminal: 0210 with 97, header asks for sign-in")
-    declined = encode_with_mac(response_to(purchase, "97"), module_mac)
-    _show(
-        "host -> terminal",
-        host_frame(declined, tpdu.swapped(), header.with_processing_requirement(3)),
+    module_path = module_port.start_pty(folder / "module")
+    tms = Tms(folder / "tms.json")
+    tms_http = serve_in_thread(tms_handler(tms), 0, "demo-tms")
+    serial = module_port.simulator.state.serial
+    tms.put(serial, {"tid": TID, "mid": MID, "hosts": [f"{address}:{port}"]})
+    config = build(
+        {
+            "terminal": {"tid": TID, "mid": MID, "support_phone": SUPPORT},
+            "host": {"primary": f"{address}:{port}", "response_timeout": 5},
+            "module": {"url": module_path},
+            "gateway": {"socket": str(folder / "agent.sock")},
+            "journal": {"path": str(folder / "journal.sqlite3")},
+            "tms": {"url": f"http://127.0.0.1:{tms_http.server_port}"},
+            "hooks": {"directory": str(folder / "hooks.d")},
+            "recovery": {"probe_first": 60},
+        },
+        "demo",
+        env={},
     )
+    agent = Agent(config)
+    socket = folder / "agent.sock"
+    try:
+        await agent.gateway.serve(socket)
+        _say(f"Simulators: acquirer host {address}:{port}, TMS http://127.0.0.1:"
+             f"{tms_http.server_port}, card module on {module_path}")  # fmt: skip
+        _say(f"Terminal TID {TID}, MID {MID}; the payment app talks to {socket}")
 
-    _section("5. agent explain 97")
-    rc = codes.lookup("97")
-    print(f"{rc.code}  {rc.zh} / {rc.en}")
-    print(f"category: {rc.category}")
-    print(f"action:   {rc.action_en}")
-    print(f"处理:     {rc.action_zh}")
+        _say("\n1. The agent signs in (签到): 0800 -> 0810, working keys into the card module")
+        await agent.start()
+        signed = agent.journal.last_signin()
+        _expect(signed is not None, "the sign-in at start failed")
+        assert signed is not None
+        _say(f"   signed in, scheme {signed['scheme']}, KCVs {signed['kcvs']}")
+
+        _say("\n2. A purchase of 12.34 CNY")
+        response = await _pay(socket, 1234, 1)
+        _say(f"   answer: {_answer(response)}")
+        _expect(response.text(39) == "00", "the first purchase was not approved")
+
+        _say("\n3. The host loses the terminal's session (a host-side fault), and the next "
+             "purchase of 56.78 CNY gets 97")  # fmt: skip
+        host.forget(TID)
+        mark = time.time()
+        response = await _pay(socket, 5678, 2)
+        for entry in timeline.entries(agent.journal, mark):
+            _say(f"   {entry['text']}")
+        _say(f"   answer to the app: {_answer(response)}")
+        _expect(response.text(39) == "00", "the purchase after the 97 was not approved")
+
+        _say("\n4. The acquirer cancels the terminal; a purchase of 9.00 CNY")
+        host.set_status(TID, "cancelled")
+        mark = time.time()
+        response = await _pay(socket, 900, 3)
+        for entry in timeline.entries(agent.journal, mark):
+            _say(f"   {entry['text']}")
+        _say(f"   answer to the app: {_answer(response)}")
+        _expect(
+            agent.recovery.state is State.UNREGISTERED, "the terminal did not become unregistered"
+        )
+        assert agent.recovery.message is not None
+        _say("   on the terminal's screen (the display-message hook):")
+        _say(f"     {agent.recovery.message.zh}")
+        _say(f"     {agent.recovery.message.en}")
+        sent = host.state()["requests"].get("0200", 0)
+        response = await _pay(socket, 900, 4)
+        _expect(host.state()["requests"].get("0200", 0) == sent, "the host got a purchase")
+        _say(f"   the next purchase is answered at once, without host traffic: "
+             f"{response.text(39)}, {response.text(63)[:60]}...")  # fmt: skip
+
+        _say("\n5. The journal (agent journal)")
+        for line in timeline.render(timeline.entries(agent.journal)).splitlines():
+            _say(f"   {line}")
+    finally:
+        await agent.close()
+        await server.close()
+        module_port.stop()
+        tms_http.shutdown()
+        tms_http.server_close()
+
+
+def run_demo(verbose: bool = False) -> int:
+    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pos-agent-demo-") as folder:
+        try:
+            asyncio.run(_story(Path(folder)))
+        except StoryBroken as exc:
+            _say(f"\nThe demo did not go as told: {exc}")
+            return 1
+    _say(f"\nThe story completed in {time.monotonic() - started:.1f} s.")
     return 0

@@ -182,7 +182,7 @@ class Recovery:
             self._event(
                 "self-check",
                 duration_ms=report.duration_ms,
-                results={c.id: f"{c.status.value}: {c.summary.en}" for c in report.checks},
+                results=[f"{c.id} {c.status.value}: {c.summary.en}" for c in report.checks],
             )
             plan = decide(report)
             self._event("plan", remedies=plan or ["escalate"])

@@ -28,7 +28,7 @@ def _event_text(event: dict[str, Any]) -> str:
         case "recovery.refused":
             return f"host refused: {_code(event['code'])}"
         case "recovery.self-check":
-            results = "; ".join(f"{k} {v}" for k, v in event["results"].items())
+            results = "; ".join(event["results"])
             return f"self-check in {event['duration_ms']} ms: {results}"
         case "recovery.plan":
             return "plan: " + ", then ".join(event["remedies"])

@@ -160,11 +160,18 @@ def test_decode_bitmap_with_undefined_field() -> None:
     )
 
 
-def test_demo_runs() -> None:
+def test_demo_tells_the_whole_story() -> None:
     result = agent("demo")
     assert result.returncode == 0, result.stderr
-    assert "97" in result.stdout and "未登记" in result.stdout
-    assert PAN not in result.stdout
+    out = result.stdout
+    steps = ["1. The agent signs in", "2. A purchase", "3. The host loses", "recovered: 00",
+             "4. The acquirer cancels", "UNREGISTERED", "5. The journal",
+             "The story completed"]  # fmt: skip
+    positions = [out.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert "终端 10000001（商户 898100012340001）暂停收款" in out and "(support: 95516)" in out
+    assert "6217001234567890123" not in out and "621700*********0123" in out
+    assert not result.stderr
 
 
 def _run_in_process(*args: str) -> str:
