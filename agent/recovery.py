@@ -183,6 +183,7 @@ class Recovery:
                 "self-check",
                 duration_ms=report.duration_ms,
                 results=[f"{c.id} {c.status.value}: {c.summary.en}" for c in report.checks],
+                check_ms={c.id: c.duration_ms for c in report.checks},
             )
             plan = decide(report)
             self._event("plan", remedies=plan or ["escalate"])

@@ -35,10 +35,11 @@ class LinkDown(Exception):
 class NoAck(Exception):
     """No ACK for a frame after every retransmission."""
 
-    def __init__(self, frame: Frame, transmissions: int) -> None:
+    def __init__(self, frame: Frame, transmissions: int, naks: int = 0) -> None:
         self.frame = frame
         self.transmissions = transmissions
-        super().__init__(f"no ACK after {transmissions} transmissions")
+        self.naks = naks  # the peer is there, but our frames reached it damaged
+        super().__init__(f"no ACK after {transmissions} transmissions ({naks} NAKed)")
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Link:
         also proves delivery (its ACK was lost). Gives up at ``deadline`` (a clock value) or after
         the retransmits with :class:`NoAck`; a failed stream raises :class:`LinkDown`."""
         raw = frame.encode()
-        transmissions = 0
+        transmissions = naks = 0
         while transmissions <= self.retransmits:
             if deadline is not None and self._clock() >= deadline:
                 break
@@ -93,23 +94,26 @@ class Link:
             self._write(raw)
             transmissions += 1
             self.stats.frames_sent += 1
-            if self._await_ack(answered, deadline):
+            reply = self._await_ack(answered, deadline)
+            if reply == ACK:
                 return
-        raise NoAck(frame, transmissions)
+            naks += reply == NAK
+        raise NoAck(frame, transmissions, naks)
 
-    def _await_ack(self, answered: Callable[[Frame], bool] | None, limit: float | None) -> bool:
+    def _await_ack(
+        self, answered: Callable[[Frame], bool] | None, limit: float | None
+    ) -> int | None:
+        """ACK (or an answer proving delivery), NAK, or None when the ACK timeout passed."""
         deadline = self._clock() + self.ack_timeout
         if limit is not None:
             deadline = min(deadline, limit)
         while (remaining := deadline - self._clock()) > 0:
             for control in self._poll(remaining):
-                if control == ACK:
-                    return True
-                if control == NAK:
-                    return False
+                if control in (ACK, NAK):
+                    return control
             if answered is not None and any(answered(f) for f in self._inbox):
-                return True
-        return False
+                return ACK
+        return None
 
     def receive(
         self, timeout: float, wanted: Callable[[Frame], bool] | None = None

@@ -141,12 +141,15 @@ class SerialCardModule(CardModule):
 
     # ------------------------------------------------------------------------------- exchange
 
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
     def _transact(self, command: Command, data: bytes) -> bytes:
         """One request/response with a fresh SEQ; returns the response DATA (status first)."""
         budget = self.timeouts[command]
         deadline = self._clock() + budget
-        self._seq = (self._seq + 1) & 0xFF
-        request = Frame(self._seq, command, data)
+        request = Frame(self._next_seq(), command, data)
 
         def is_response(frame: Frame) -> bool:
             return frame.seq == request.seq and frame.cmd == command | RESPONSE_BIT
@@ -161,6 +164,12 @@ class SerialCardModule(CardModule):
             except NoAck as exc:
                 if self._clock() >= deadline:
                     break
+                if exc.naks:
+                    # The module is there but a noisy line damaged every copy: the link has
+                    # reported its error (DESIGN.md section 5); the command, with time left,
+                    # goes again as a new request (new SEQ: all commands are idempotent).
+                    request = Frame(self._next_seq(), command, data)
+                    continue
                 raise ModuleLinkError(
                     f"card module at {self.url} did not acknowledge {command.name} "
                     f"(seq {request.seq}) after {exc.transmissions} transmissions"

@@ -38,3 +38,11 @@ def test_gateway_benchmark_prints_json() -> None:
     assert data["tps_direct"] > 0 and data["tps_through_agent"] > 0
     assert data["module_serial_ms_per_purchase"] > 0
     assert data["journal_sync_ms_per_purchase"] > 0
+
+
+def test_recovery_benchmark_prints_json() -> None:
+    data = run_quick("recovery.py")
+    assert data["rounds"] == 5
+    assert 0 < data["recovery_excluding_host_round_trips_ms"]["p50"] <= data["recovery_ms"]["p50"]
+    assert data["dead_network"]["network_check_failed"] is True
+    assert data["self_check_healthy_ms"]["p50"] > 0

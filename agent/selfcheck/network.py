@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import os
 import secrets
 import socket
 import ssl
@@ -115,8 +116,11 @@ async def _probe(context: Context, endpoint: Endpoint, role: str, deadline: floa
     started = time.monotonic()
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(address, endpoint.port), timeout)
-    except (OSError, TimeoutError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
+    except TimeoutError:
+        probe.failure = f"TCP {endpoint}: no answer within {timeout:.1f} s"
+        return probe
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         probe.failure = f"TCP {endpoint}: {reason}"
         return probe
     probe.facts.append(f"TCP connect {(time.monotonic() - started) * 1000:.1f} ms")

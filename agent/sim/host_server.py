@@ -76,6 +76,7 @@ class HostServer:
         self.faults = FaultQueue()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(
         self, address: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
@@ -90,9 +91,15 @@ class HostServer:
             for writer in list(self._writers):
                 writer.close()
             await self._server.wait_closed()
+            # the clients see their connection end; let them finish rather than be cancelled
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             while True:
                 length = int.from_bytes(await reader.readexactly(2), "big")

@@ -183,6 +183,27 @@ def test_ack_without_response_is_a_timeout() -> None:
     module.close(), script.close()
 
 
+def test_a_request_naked_four_times_goes_again_with_a_new_seq() -> None:
+    """A noisy line can damage all four copies of a frame: the module NAKs each. That round is a
+    link error (DESIGN.md section 5); the driver, with time left, sends the command again as a
+    new request, which the module executes once."""
+    frames = []
+
+    def behave(event):
+        if isinstance(event, Frame):
+            frames.append(event)
+            if len(frames) <= 4:
+                return [bytes([NAK])]
+            return [ack(), reply(event, b"\x00" + (9).to_bytes(4, "big"))]
+        return []
+
+    script, module = scripted(behave)
+    assert module.ping() == 9
+    assert [f.seq for f in frames[:4]] == [frames[0].seq] * 4
+    assert frames[4].seq == (frames[0].seq + 1) & 0xFF
+    module.close(), script.close()
+
+
 def _bad_first_then_good(bad: bytes):
     sent = []
 
