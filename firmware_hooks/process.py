@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +20,9 @@ from pathlib import Path
 STDOUT_LIMIT = 64 * 1024
 # Only the first 1000 characters of stderr are logged; these bytes are enough for them.
 STDERR_LIMIT = 4096
-# After the SIGKILL, how long to wait for the pipes to close. Only a process that left the hook's
-# process group (setsid) can keep them open longer, and the runner does not wait for it.
+# After the SIGKILL, how long to wait for the group to be gone.
 KILL_GRACE = 1.0
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_CHUNK = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,33 +41,35 @@ def environment(event: str) -> dict[str, str]:
 
 
 class _Capture:
-    """Reads a pipe to its end, keeping at most ``limit`` bytes; survives cancellation."""
+    """What a pipe brought, up to ``limit`` bytes; the rest is read and dropped, so that the hook
+    never blocks on a full pipe and can finish what it is doing."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.data = bytearray()
         self.over_limit = False
 
-    async def drain(self, stream: asyncio.StreamReader) -> None:
-        # Keep reading past the limit (and drop it) so that the hook does not block on a full pipe
-        # and can finish what it is doing.
-        while chunk := await stream.read(_CHUNK):
-            room = self.limit - len(self.data)
-            if len(chunk) > room:
-                self.over_limit = True
-            self.data += chunk[: max(room, 0)]
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if len(chunk) > room:
+            self.over_limit = True
+        self.data += chunk[: max(room, 0)]
 
 
-async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
-    # A hook need not read its stdin: once it exits or closes it, the pipe breaks, which is fine.
-    try:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            stdin.write(data)
-            await stdin.drain()
-    finally:
-        stdin.close()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await stdin.wait_closed()
+class _Protocol(asyncio.SubprocessProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.output = {1: _Capture(STDOUT_LIMIT), 2: _Capture(STDERR_LIMIT)}
+        self.exited = loop.create_future()
+        self.finished = loop.create_future()  # exited, and stdout and stderr are closed
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.output[fd].add(data)
+
+    def process_exited(self) -> None:
+        self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.finished.set_result(None)
 
 
 def _kill_group(pgid: int) -> None:
@@ -76,44 +77,70 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+async def _wait(future: asyncio.Future[None], timeout: float) -> bool:
+    """Whether ``future`` completed within ``timeout``; it is not cancelled when not."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(future), timeout)
+    return future.done()
+
+
+async def _stop(transport: asyncio.SubprocessTransport, protocol: _Protocol) -> None:
+    _kill_group(transport.get_pid())
+    await _wait(protocol.exited, KILL_GRACE)  # reaped, so no zombie is left behind
+    transport.close()
+
+
 async def run_process(path: Path, event: str, stdin: bytes, timeout: float) -> Finished:
-    """Run ``path`` with ``stdin`` as its input. Raises OSError when it cannot be started."""
-    process = await asyncio.create_subprocess_exec(
-        path,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment(event),
-        cwd="/",  # not whatever directory the agent happened to start in
-        start_new_session=True,  # its own process group, so the kill reaches its children too
+    """Run ``path`` with ``stdin`` as its input. Raises OSError when it cannot be started.
+
+    When the caller gives up on it (cancels), the process group is killed before CancelledError
+    goes on: the agent leaves no hook running behind it.
+    """
+    loop = asyncio.get_running_loop()
+    starting = asyncio.ensure_future(
+        loop.subprocess_exec(
+            lambda: _Protocol(loop),
+            path,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment(event),
+            cwd="/",  # not whatever directory the agent happened to start in
+            start_new_session=True,  # its own process group, so the kill reaches its children
+        )
     )
-    assert process.stdin and process.stdout and process.stderr
-    stdout, stderr = _Capture(STDOUT_LIMIT), _Capture(STDERR_LIMIT)
-    tasks = {
-        asyncio.create_task(_feed(process.stdin, stdin)),
-        asyncio.create_task(stdout.drain(process.stdout)),
-        asyncio.create_task(stderr.drain(process.stderr)),
-        asyncio.create_task(process.wait()),
-    }
     try:
+        transport, protocol = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        # Cancelled while asyncio connects the pipes, asyncio would kill the hook but not its
+        # children, then wait for them to close the pipes. Let the start finish, then stop it.
+        await asyncio.wait({starting})
+        if not starting.cancelled() and starting.exception() is None:
+            await _stop(*starting.result())
+        raise
+    try:
+        # The payload is small; the transport buffers it, and a hook that does not read its stdin
+        # only breaks the pipe, which the transport takes quietly.
+        pipe = transport.get_pipe_transport(0)
+        assert isinstance(pipe, asyncio.WriteTransport)
+        pipe.write(stdin)
+        pipe.close()
         # The deadline covers the pipes too: a child that still holds the hook's stdout has not
         # finished answering.
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        timed_out = bool(pending)
+        timed_out = not await _wait(protocol.finished, timeout)
         if timed_out:
-            _kill_group(process.pid)
-            _, pending = await asyncio.wait(pending, timeout=KILL_GRACE)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            _kill_group(transport.get_pid())
+            # Only a process that left the group (setsid) can hold the pipes after this; the
+            # runner does not wait for it.
+            await _wait(protocol.finished, KILL_GRACE)
     except asyncio.CancelledError:
-        # The agent gave up on the hook (shutdown, an outer deadline): leave nothing running.
-        _kill_group(process.pid)
-        for task in tasks:
-            task.cancel()
+        await _stop(transport, protocol)
         raise
+    finally:
+        transport.close()
+    stdout, stderr = protocol.output[1], protocol.output[2]
     return Finished(
-        returncode=process.returncode,
+        returncode=transport.get_returncode(),
         timed_out=timed_out,
         stdout=bytes(stdout.data),
         stdout_over_limit=stdout.over_limit,

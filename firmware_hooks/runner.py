@@ -144,8 +144,6 @@ class HookRunner:
     async def run(self, event: str, payload: dict[str, Any]) -> list[HookResult]:
         """Run every hook of ``event`` in order, each with ``payload`` (its "event" set)."""
         hooks = self._hooks(event)
-        if not hooks:
-            return []
         document = json.dumps({**payload, "event": event}, ensure_ascii=False, allow_nan=False)
         results = []
         for hook in hooks:

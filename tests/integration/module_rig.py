@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
+import tempfile
 import threading
 import tty
 from collections.abc import Callable
@@ -52,7 +54,11 @@ class ScriptedModule:
         self.received: list[Frame | Control] = []
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
-        self.path = os.ttyname(self._slave)
+        # Opened through a symlink, as udev names a USB module: a vanished module's /dev/pts
+        # number is soon another process's pty, which a re-opening driver must not reach.
+        self._folder = Path(tempfile.mkdtemp(prefix="scripted-module-"))
+        self.path = str(self._folder / "module")
+        os.symlink(os.ttyname(self._slave), self.path)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -89,6 +95,7 @@ class ScriptedModule:
         self._close_fds()
 
     def _close_fds(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -27,7 +27,7 @@ def test_signin_loads_keys_and_prints_their_kcvs(terminal) -> None:
     host, _, config = terminal
     result = signin(config)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("signed in: scheme 003, KCVs {'PIK': '")
+    assert result.stdout.startswith("signed in as TID 10000001, KCVs {'PIK': '")
     assert host.state()["sessions"] == {"10000001": "003"}
 
 

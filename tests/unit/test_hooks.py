@@ -1,0 +1,390 @@
+"""Hook runner: finding hooks, and Python entry point hooks (real distributions on sys.path).
+
+Executable hooks as real processes are in tests/integration/test_hooks.py.
+"""
+
+import asyncio
+import io
+import json
+import logging
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firmware_hooks import EVENTS, HookRunner, Outcome
+from firmware_hooks.runner import HookResult
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "firmware_hooks" / "examples"
+PAYLOAD = {"tid": "10000001", "mid": "898100012340001", "response_code": "97", "stage": "retry"}
+
+VENDOR_MODULE = """
+import asyncio
+import threading
+
+from firmware_hooks import TryLater
+
+release = threading.Event()
+returned = threading.Event()
+cancelled = threading.Event()
+
+
+def echo(payload):
+    return {"seen": payload, "thread": threading.current_thread().name}
+
+
+async def echo_async(payload):
+    await asyncio.sleep(0)
+    return {"seen": payload}
+
+
+def nothing(payload):
+    return None
+
+
+def later(payload):
+    raise TryLater("modem not up yet")
+
+
+def broken(payload):
+    raise KeyError("module_serial")
+
+
+def quits(payload):
+    raise SystemExit(3)
+
+
+def hangs(payload):
+    release.wait(30)
+    returned.set()
+
+
+async def hangs_async(payload):
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
+def returns_list(payload):
+    return ["not", "an", "object"]
+
+
+def returns_set(payload):
+    return {"kcvs": {"1A2B3C4D"}}
+
+
+def returns_coroutine(payload):
+    return echo_async(payload)
+
+
+def mutates(payload):
+    payload["tid"] = "99999999"
+
+
+class Screen:
+    async def __call__(self, payload):
+        return {"shown": payload["tid"]}
+
+
+show = Screen()
+"""
+
+
+@pytest.fixture
+def distribution(tmp_path, monkeypatch):
+    """``install(name, entry_points)``: a real distribution with these entry points and the vendor
+    module, where importlib.metadata finds it."""
+
+    def install(name: str, entry_points: dict[str, str]) -> None:
+        # A site directory of its own each time: importlib.metadata caches directory listings.
+        site = tmp_path / f"site-{name}"
+        info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        lines = "".join(f"{event} = {value}\n" for event, value in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[pos_agent.hooks]\n{lines}")
+        (site / "vendor_hooks.py").write_text(VENDOR_MODULE)
+        monkeypatch.syspath_prepend(str(site))
+
+    yield install
+    sys.modules.pop("vendor_hooks", None)
+
+
+def run(runner: HookRunner, event: str, payload: dict = PAYLOAD) -> list[HookResult]:
+    return asyncio.run(runner.run(event, payload))
+
+
+def run_one(distribution, value: str, timeout: float = 5.0) -> HookResult:
+    distribution("vendor-hooks", {"on-97": value})
+    [result] = run(HookRunner(None, timeout=timeout), "on-97")
+    assert result.hook == f"entry point on-97 ({value})"
+    return result
+
+
+def hook(folder: Path, name: str, mode: int = 0o755) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text('#!/bin/sh\ntouch "$0.ran"\n')
+    path.chmod(mode)
+    return path
+
+
+# Finding executables
+
+
+def test_executables_in_name_order_skipping_what_is_not_a_hook(tmp_path, caplog) -> None:
+    folder = tmp_path / "on-97"
+    for name in ("20-b", "10-a", "9-c", ".hidden", "30-old~", "40-x.disabled", "50-y.dpkg-old",
+                 "60-z.dpkg-new"):  # fmt: skip
+        hook(folder, name)
+    hook(folder, "15-not-executable", mode=0o644)
+    (folder / "17-a-directory").mkdir()
+    (folder / "18-dangling").symlink_to(tmp_path / "nowhere")
+    (folder / "19-link").symlink_to(hook(tmp_path / "elsewhere", "target"))
+    caplog.set_level(logging.DEBUG, logger="firmware_hooks")
+    hooks = HookRunner(tmp_path, entry_points=False).hooks_for("on-97")
+    assert hooks == [str(folder / name) for name in ("10-a", "19-link", "20-b", "9-c")]
+    assert "15-not-executable: not executable" in caplog.text
+    assert "17-a-directory: not a regular file" in caplog.text
+    assert "18-dangling" in caplog.text
+
+
+def test_directory_is_made_absolute(tmp_path, monkeypatch) -> None:
+    # Hooks are started in /, where a relative path would name nothing.
+    hook(tmp_path / "hooks.d" / "provision", "50-p")
+    monkeypatch.chdir(tmp_path)
+    assert HookRunner(Path("hooks.d"), entry_points=False).hooks_for("provision") == [
+        str(tmp_path / "hooks.d" / "provision" / "50-p")
+    ]
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777])
+def test_group_or_world_writable_hook_is_refused_not_run(tmp_path, caplog, mode) -> None:
+    path = hook(tmp_path / "signed-in", "50-writable", mode=mode)
+    runner = HookRunner(tmp_path, entry_points=False)
+    assert runner.hooks_for("signed-in") == [str(path)]  # listed: run reports it
+    [result] = run(runner, "signed-in")
+    assert result.outcome is Outcome.FAILED and result.output is None
+    assert result.detail == f"refused: group- or world-writable (mode {mode:04o})"
+    assert f"refusing hook {path}" in caplog.text
+    assert not path.with_name("50-writable.ran").exists()
+
+
+def test_missing_directory_means_no_hooks(tmp_path) -> None:
+    assert HookRunner(tmp_path / "absent", entry_points=False).hooks_for("provision") == []
+    assert run(HookRunner(tmp_path / "absent", entry_points=False), "provision") == []
+    (tmp_path / "file").write_text("")  # hooks.d is a file, not a directory
+    assert HookRunner(tmp_path / "file", entry_points=False).hooks_for("provision") == []
+    assert HookRunner(None, entry_points=False).hooks_for("provision") == []
+
+
+def test_unknown_event_is_a_value_error(tmp_path) -> None:
+    runner = HookRunner(tmp_path)
+    with pytest.raises(ValueError, match="unknown hook event 'on-98'"):
+        runner.hooks_for("on-98")
+    with pytest.raises(ValueError, match="unknown hook event 'on-98'"):
+        run(runner, "on-98")
+
+
+def test_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        HookRunner(None, timeout=0)
+
+
+# Python entry points
+
+
+def test_sync_hook_gets_the_payload_in_a_thread_and_answers(distribution) -> None:
+    result = run_one(distribution, "vendor_hooks:echo")
+    assert result.outcome is Outcome.DONE and result.detail == ""
+    assert result.output == {"seen": {**PAYLOAD, "event": "on-97"}, "thread": "pos-agent hook"}
+    assert result.duration_ms >= 0
+
+
+def test_async_hook_runs_on_the_loop(distribution) -> None:
+    result = run_one(distribution, "vendor_hooks:echo_async")
+    assert result.outcome is Outcome.DONE
+    assert result.output == {"seen": {**PAYLOAD, "event": "on-97"}}
+
+
+def test_callable_object_with_async_call(distribution) -> None:
+    result = run_one(distribution, "vendor_hooks:show")
+    assert (result.outcome, result.output) == (Outcome.DONE, {"shown": "10000001"})
+
+
+def test_none_is_done_without_output(distribution) -> None:
+    result = run_one(distribution, "vendor_hooks:nothing")
+    assert (result.outcome, result.output, result.detail) == (Outcome.DONE, None, "")
+
+
+def test_try_later(distribution) -> None:
+    result = run_one(distribution, "vendor_hooks:later")
+    assert result.outcome is Outcome.TRY_LATER
+    assert result.detail == "TryLater: modem not up yet"
+
+
+def test_exception_fails_with_its_type_and_message(distribution, caplog) -> None:
+    result = run_one(distribution, "vendor_hooks:broken")
+    assert result.outcome is Outcome.FAILED and result.output is None
+    assert result.detail == "KeyError: 'module_serial'"
+    assert "Traceback" in caplog.text and 'raise KeyError("module_serial")' in caplog.text
+
+
+def test_sys_exit_in_a_hook_does_not_stop_the_agent(distribution) -> None:
+    result = run_one(distribution, "vendor_hooks:quits")
+    assert (result.outcome, result.detail) == (Outcome.FAILED, "SystemExit: 3")
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("vendor_hooks:absent", "AttributeError: module 'vendor_hooks' has no attribute 'absent'"),
+        ("no_such_vendor_module:hook",
+         "ModuleNotFoundError: No module named 'no_such_vendor_module'"),
+    ],
+)  # fmt: skip
+def test_missing_function_or_module_fails(distribution, value: str, detail: str) -> None:
+    result = run_one(distribution, value)
+    assert (result.outcome, result.output, result.detail) == (Outcome.FAILED, None, detail)
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("vendor_hooks:returns_list", "returned list, not a dict or None"),
+        ("vendor_hooks:returns_coroutine", "returned coroutine, not a dict or None"),
+        ("vendor_hooks:returns_set",
+         "returned a dict that is not JSON: Object of type set is not JSON serializable"),
+    ],
+)  # fmt: skip
+def test_bad_return_fails(distribution, value: str, detail: str) -> None:
+    result = run_one(distribution, value)
+    assert (result.outcome, result.output, result.detail) == (Outcome.FAILED, None, detail)
+
+
+def test_hung_sync_hook_is_abandoned_at_the_timeout(distribution) -> None:
+    distribution("vendor-hooks", {"on-97": "vendor_hooks:hangs"})
+    runner = HookRunner(None, timeout=0.3)
+
+    async def scenario() -> tuple[list[HookResult], bool]:
+        results = await runner.run("on-97", PAYLOAD)
+        module = sys.modules["vendor_hooks"]
+        still_running = not module.returned.is_set()
+        module.release.set()
+        return results, still_running
+
+    [result], still_running = asyncio.run(scenario())
+    assert still_running
+    assert (result.outcome, result.detail) == (Outcome.FAILED, "did not return within 0.3 s")
+    assert 300 <= result.duration_ms < 2000
+
+
+def test_hung_async_hook_is_cancelled_at_the_timeout(distribution) -> None:
+    result = run_one(distribution, "vendor_hooks:hangs_async", timeout=0.3)
+    assert (result.outcome, result.detail) == (Outcome.FAILED, "did not return within 0.3 s")
+    assert sys.modules["vendor_hooks"].cancelled.is_set()
+
+
+def test_each_hook_gets_its_own_copy_of_the_payload(distribution) -> None:
+    distribution("a-hooks", {"on-97": "vendor_hooks:mutates"})
+    distribution("b-hooks", {"on-97": "vendor_hooks:echo"})
+    payload = dict(PAYLOAD)
+    first, second = run(HookRunner(None), "on-97", payload)
+    assert first.hook == "entry point on-97 (vendor_hooks:echo)"  # ordered by value
+    assert first.output["seen"]["tid"] == "10000001"
+    assert second.hook == "entry point on-97 (vendor_hooks:mutates)"
+    assert payload == PAYLOAD
+
+
+def test_event_in_the_payload_is_the_event_run(distribution) -> None:
+    distribution("vendor-hooks", {"on-97": "vendor_hooks:echo"})
+    [result] = run(HookRunner(None), "on-97", {**PAYLOAD, "event": "provision"})
+    assert result.output["seen"]["event"] == "on-97"
+
+
+def test_executables_run_before_entry_points(distribution, tmp_path) -> None:
+    distribution("vendor-hooks", {"signed-in": "vendor_hooks:nothing"})
+    executable = hook(tmp_path / "signed-in", "90-last-by-name", mode=0o777)  # refused: no process
+    runner = HookRunner(tmp_path)
+    names = [str(executable), "entry point signed-in (vendor_hooks:nothing)"]
+    assert runner.hooks_for("signed-in") == names
+    assert [(r.hook, r.outcome) for r in run(runner, "signed-in")] == [
+        (names[0], Outcome.FAILED), (names[1], Outcome.DONE),
+    ]  # fmt: skip
+
+
+def test_entry_points_are_read_once_when_first_wanted(distribution) -> None:
+    runner = HookRunner(None)
+    distribution("a-hooks", {"on-97": "vendor_hooks:nothing"})  # after the runner was made
+    assert runner.hooks_for("on-97") == ["entry point on-97 (vendor_hooks:nothing)"]
+    distribution("b-hooks", {"provision": "vendor_hooks:nothing"})
+    assert runner.hooks_for("provision") == []  # cached: a new package needs a restart
+    assert HookRunner(None).hooks_for("provision") == [
+        "entry point provision (vendor_hooks:nothing)"
+    ]
+    assert HookRunner(None, entry_points=False).hooks_for("on-97") == []
+
+
+def test_entry_point_named_after_no_event_is_ignored(distribution, caplog) -> None:
+    distribution("vendor-hooks", {"on-98": "vendor_hooks:nothing"})
+    runner = HookRunner(None)
+    assert all(runner.hooks_for(event) == [] for event in EVENTS)
+    assert "entry point on-98 = vendor_hooks:nothing in group pos_agent.hooks" in caplog.text
+
+
+def test_runs_are_logged_without_the_payload(distribution, caplog) -> None:
+    distribution("a-hooks", {"on-97": "vendor_hooks:broken"})
+    distribution("b-hooks", {"on-97": "vendor_hooks:echo"})
+    caplog.set_level(logging.DEBUG)
+    run(HookRunner(None), "on-97", {**PAYLOAD, "mid": "MARKER-MID-4711"})
+    runs = [r for r in caplog.records if r.name == "firmware_hooks.runner" and r.levelno == 20]
+    assert [r.getMessage().rsplit(" in ", 1)[0] for r in runs] == [
+        "hook entry point on-97 (vendor_hooks:broken) for on-97: failed",
+        "hook entry point on-97 (vendor_hooks:echo) for on-97: done",
+    ]
+    assert "MARKER-MID-4711" not in caplog.text
+
+
+# The examples (run as processes in tests/integration/test_hooks.py)
+
+
+def test_one_documented_executable_example_per_event() -> None:
+    assert sorted(path.name for path in EXAMPLES.iterdir()) == sorted(EVENTS)
+    for event in EVENTS:
+        [example] = (EXAMPLES / event).iterdir()
+        assert example.name[:3].rstrip("-").isdigit(), example
+        assert example.stat().st_mode & 0o111 == 0o111, f"{example} is not executable"
+        text = example.read_text(encoding="utf-8")
+        assert text.startswith('#!/usr/bin/env python3\n"""'), example
+        assert f'{{"event": "{event}"' in text, f"{example} documents no payload"
+
+
+def test_examples_are_ruff_clean() -> None:
+    # The repository-wide check does not see them: they have no .py suffix.
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", *map(str, EXAMPLES.glob("*/*"))],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_provision_example_prints_the_provisioning_file(tmp_path, monkeypatch, capsys) -> None:
+    # Through the runner the example only looks at /etc/pos-agent; here it is given another file.
+    [example] = (EXAMPLES / "provision").iterdir()
+    main = runpy.run_path(str(example), run_name="example")["main"]
+    payload = {"event": "provision", "reason": "test", "tid": None, "mid": None,
+               "module_serial": "SIM0000000000001"}  # fmt: skip
+    record = {"tid": "10000002", "mid": "898100012340002", "primary": "10.0.0.5:5000",
+              "key_slot": 1}  # fmt: skip
+    path = tmp_path / "provisioning.json"
+    path.write_text(json.dumps({**record, "notes": "for people, not for the agent"}))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(payload)))
+    assert main(path) == 0
+    assert json.loads(capsys.readouterr().out) == record
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(payload)))
+    assert main(tmp_path / "absent.json") == 75
+    assert "absent.json does not exist yet (test)" in capsys.readouterr().err
