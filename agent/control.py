@@ -56,7 +56,9 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         self._server = await asyncio.start_unix_server(self._client, str(path), limit=MAX_LINE)
-        os.chmod(path, 0o660)
+        # The service user and root only: the payment app's group must not sign in or
+        # re-provision (the payment socket is the one that group gets).
+        os.chmod(path, 0o600)
 
     async def close(self) -> None:
         if self._server is not None:

@@ -1,0 +1,43 @@
+################################################################################
+#
+# pos-agent
+#
+################################################################################
+
+POS_AGENT_VERSION = 0.1.0
+# The checkout this external tree sits in (make BR2_EXTERNAL=/path/to/pos-agent/packaging/buildroot).
+# A vendor whose tree lives elsewhere sets POS_AGENT_SITE, or POS_AGENT_OVERRIDE_SRCDIR in local.mk.
+POS_AGENT_SITE = $(BR2_EXTERNAL_POS_AGENT_PATH)/../..
+POS_AGENT_SITE_METHOD = local
+POS_AGENT_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--exclude .venv --exclude dist --exclude build --exclude '*.egg-info' \
+	--exclude .pytest_cache --exclude .ruff_cache --exclude .hypothesis
+POS_AGENT_SETUP_TYPE = setuptools
+POS_AGENT_LICENSE = Apache-2.0
+# The project states its licence in pyproject.toml; it has no LICENSE file yet.
+
+# The service's user (User= and Group= of the unit); the serial port comes from
+# SupplementaryGroups=dialout there.
+define POS_AGENT_USERS
+	pos-agent -1 pos-agent -1 * - - - pos-agent daemon
+endef
+
+# Hook events of DESIGN.md section 9: one folder each under /etc/pos-agent/hooks.d.
+POS_AGENT_HOOK_EVENTS = provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck
+
+define POS_AGENT_INSTALL_CONFIG
+	$(INSTALL) -D -m 0644 $(@D)/packaging/config/agent.toml \
+		$(TARGET_DIR)/etc/pos-agent/agent.toml
+	$(INSTALL) -D -m 0644 $(@D)/packaging/config/hooks.d/README \
+		$(TARGET_DIR)/etc/pos-agent/hooks.d/README
+	$(foreach event,$(POS_AGENT_HOOK_EVENTS),\
+		$(INSTALL) -d $(TARGET_DIR)/etc/pos-agent/hooks.d/$(event)$(sep))
+endef
+POS_AGENT_POST_INSTALL_TARGET_HOOKS += POS_AGENT_INSTALL_CONFIG
+
+define POS_AGENT_INSTALL_INIT_SYSTEMD
+	$(INSTALL) -D -m 0644 $(@D)/packaging/systemd/pos-agent.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/pos-agent.service
+endef
+
+$(eval $(python-package))

@@ -1,0 +1,550 @@
+#!/usr/bin/env python3
+"""Build the Debian package ``pos-agent_<version>_<arch>.deb`` with dpkg-deb.
+
+    python3 packaging/debian/build.py [--out DIR] [--python /usr/bin/python3] [--keep DIR]
+
+What the package holds:
+
+    /usr/lib/pos-agent/venv/            a virtual environment of Debian's python3 holding the agent
+                                        and its dependencies, as wheels resolved by pip
+    /usr/bin/agent                      a launcher: the venv's python3 -I -m agent
+    /usr/share/man/man1/agent.1.gz      made from the command line's own parser
+    /lib/systemd/system/pos-agent.service
+    /etc/pos-agent/agent.toml           the default configuration (a conffile)
+    /etc/pos-agent/hooks.d/             README and one folder per hook event
+    /usr/share/doc/pos-agent/           README.md, copyright (with the bundled licences), changelog,
+                                        hooks/ (the hooks' reference and an example for each event)
+
+The virtual environment is made by the target's interpreter (``--python``, Debian's
+/usr/bin/python3) directly at its final path inside the staging tree; pip then installs the
+project from a copy of the working tree and is removed again. Nothing in the result names the
+staging tree: ``bin/python3`` is a relative symlink to /usr/bin/python3, pyvenv.cfg names
+/usr/bin, and /usr/bin/agent finds the venv from its own real location. So the package also runs
+from a firmware image's root, a ``dpkg --root`` tree or a ``dpkg-deb -x`` folder (the tests do
+that) as long as that tree's /usr/bin/python3 is a Python of the same minor version.
+
+The venv is tied to the interpreter's minor version (lib/python3.11) and cryptography's compiled
+core to the build machine's architecture: the package says so in its Depends and Architecture.
+pip reads its usual configuration: PIP_INDEX_URL, or PIP_NO_INDEX=1 with PIP_FIND_LINKS=DIR for
+an offline build from a wheelhouse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from email.parser import HeaderParser
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PACKAGING = HERE.parent
+ROOT = PACKAGING.parent
+
+NAME = "pos-agent"
+PREFIX = "/usr/lib/pos-agent"
+VENV = f"{PREFIX}/venv"
+UNIT_DIR = "/lib/systemd/system"  # Debian 12 ships units there; /usr/lib from Debian 13 on
+CONFIG_DIR = "/etc/pos-agent"
+DOC_DIR = f"/usr/share/doc/{NAME}"
+# A placeholder until the project has an address of its own; DEBFULLNAME and DEBEMAIL override it.
+MAINTAINER = (
+    f"{os.environ['DEBFULLNAME']} <{os.environ['DEBEMAIL']}>"
+    if os.environ.get("DEBFULLNAME") and os.environ.get("DEBEMAIL")
+    else "pos-agent developers <pos-agent@users.noreply.github.com>"
+)
+# Hook events of DESIGN.md section 9 (firmware_hooks.runner.EVENTS; a test keeps them equal).
+HOOK_EVENTS = (
+    "provision",
+    "sync-clock",
+    "signed-in",
+    "on-97",
+    "on-unregistered",
+    "display-message",
+    "reversal-stuck",
+)
+# The top-level commands of the command line and their one-line help, from its own parser.
+LIST_COMMANDS = """
+import argparse, json
+from agent.cli import build_parser
+for action in build_parser()._actions:
+    if isinstance(action, argparse._SubParsersAction):
+        print(json.dumps([[c.dest, c.help or ""] for c in action._choices_actions]))
+"""
+SOURCES = ("agent", "drivers", "firmware_hooks", "pyproject.toml", "README.md")
+KEEP_IN_BIN = {"python", "python3"}
+DESCRIPTION = """\
+keeps a POS terminal registered with its acquirer
+ pos-agent runs on a Linux POS terminal between the payment app and the
+ acquirer's host. It diagnoses and repairs response 97 (terminal not
+ registered): self-check, re-provisioning, sign-in, clock and host failover,
+ bounded retry; it keeps a journal of every transaction and anomaly, and
+ escalates what a person must fix, with the evidence.
+ .
+ The package runs the agent as the systemd service pos-agent.service, under
+ its own user in a strict sandbox, and installs the technician's command
+ line, agent (agent selftest, agent explain 97)."""
+
+
+class BuildError(Exception):
+    pass
+
+
+def run(*command: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BuildError(
+            f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
+            f"{result.stdout}{result.stderr}"
+        )
+    return result.stdout
+
+
+def need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise BuildError(f"{tool} not found: apt-get install {package}")
+    return path
+
+
+def project_version() -> str:
+    text = (ROOT / "agent" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if match is None:
+        raise BuildError("agent/__init__.py: no __version__ line")
+    return match.group(1)
+
+
+def source_date_epoch() -> int:
+    """SOURCE_DATE_EPOCH, else the time of the last commit: the same tree builds the same
+    timestamps (dpkg-deb clamps file times to it)."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return (
+        int(result.stdout) if result.returncode == 0 and result.stdout.strip() else int(time.time())
+    )
+
+
+# ------------------------------------------------------------------------------------ the venv
+
+
+def copy_sources(destination: Path) -> None:
+    """The working tree's project files, without bytecode or build leftovers."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+    destination.mkdir(parents=True)
+    for name in SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=ignore)
+        else:
+            shutil.copy2(source, destination / name)
+
+
+def make_venv(python: str, stage: Path, sources: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """The venv at its final path in ``stage``, and the command line's commands with their help
+    (for the manual page), read while the venv's interpreter still runs from the staging tree."""
+    venv = stage / VENV.lstrip("/")
+    run(python, "-m", "venv", venv)
+    python3 = venv / "bin" / "python3"
+    pip = [python3, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    run(*pip, "install", "--no-compile", "--no-warn-script-location", sources)
+    run(*pip, "uninstall", "--yes", "pip", "setuptools")
+    version = run(python3, "-I", "-B", "-m", "agent", "--version").split()
+    if version[-1:] != [project_version()]:
+        raise BuildError(f"the installed agent says {' '.join(version)!r}")
+    commands = json.loads(run(python3, "-I", "-B", "-c", LIST_COMMANDS))
+    tidy_venv(venv, stage)
+    return venv, [tuple(command) for command in commands]
+
+
+def tidy_venv(venv: Path, stage: Path) -> None:
+    bin_dir = venv / "bin"
+    for entry in bin_dir.iterdir():
+        if entry.name not in KEEP_IN_BIN and not re.fullmatch(r"python3\.\d+", entry.name):
+            # activate scripts and console scripts name the staging path: /usr/bin/agent
+            # replaces them
+            entry.unlink()
+    interpreter = bin_dir / "python3"
+    target = os.readlink(interpreter)
+    if not target.startswith("/usr/bin/"):
+        raise BuildError(f"{interpreter} -> {target}: expected Debian's /usr/bin/python3")
+    interpreter.unlink()
+    interpreter.symlink_to(os.path.relpath(target, f"{VENV}/bin"))
+    # pyvenv.cfg: keep home/version/executable, drop the command line naming the staging tree
+    config = venv / "pyvenv.cfg"
+    kept = [
+        line
+        for line in config.read_text(encoding="utf-8").splitlines()
+        if not line.startswith("command")
+    ]
+    config.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    for cache in list(venv.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    for folder in sorted(venv.rglob("*"), key=lambda path: -len(path.parts)):
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()  # include/python3.X
+    # the project's install record names the temporary copy it was built from
+    for direct_url in venv.glob("lib/python3*/site-packages/*.dist-info/direct_url.json"):
+        record = direct_url.with_name("RECORD")
+        entry = f"{direct_url.parent.name}/direct_url.json,"
+        record.write_text(
+            "".join(
+                line
+                for line in record.read_text(encoding="utf-8").splitlines(keepends=True)
+                if not line.startswith(entry)
+            ),
+            encoding="utf-8",
+        )
+        direct_url.unlink()
+    leaked = [
+        str(path)
+        for path in venv.rglob("*")
+        if path.is_file() and not path.is_symlink() and str(stage).encode() in path.read_bytes()
+    ]
+    if leaked:
+        raise BuildError(f"files still naming the staging tree {stage}: {leaked}")
+
+
+def strip_shared_objects(stage: Path) -> list[Path]:
+    strip = need("strip", "binutils")
+    objects = sorted(path for path in stage.rglob("*.so*") if path.is_file())
+    for path in objects:
+        # as dh_strip does for shared libraries
+        run(strip, "--strip-unneeded", "--remove-section=.comment", "--remove-section=.note", path)
+    return objects
+
+
+# ------------------------------------------------------------------------------------ files
+
+
+def gzip_file(data: bytes, target: Path) -> None:
+    with (
+        target.open("wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=9, mtime=0) as out,
+    ):
+        out.write(data)
+
+
+def bundled_licences(venv: Path) -> str:
+    """One paragraph per bundled distribution: name, version, licence, and its licence files."""
+    parts = []
+    for dist_info in sorted(venv.glob("lib/python3*/site-packages/*.dist-info")):
+        meta = HeaderParser().parsestr(
+            (dist_info / "METADATA").read_text(encoding="utf-8", errors="replace")
+        )
+        if meta["Name"] == NAME:
+            continue
+        licence = (
+            meta["License-Expression"]
+            or next(
+                (
+                    c.rsplit("::", 1)[1].strip()
+                    for c in meta.get_all("Classifier") or []
+                    if c.startswith("License ::")
+                ),
+                None,
+            )
+            or (meta["License"] or "see the project").splitlines()[0]
+        )
+        texts = sorted(
+            path
+            for path in dist_info.rglob("*")
+            if path.is_file() and re.match(r"(LICEN[CS]E|COPYING|NOTICE)", path.name, re.I)
+        )
+        parts.append(
+            f"Bundled: {meta['Name']} {meta['Version']} "
+            f"(in {VENV}/lib/python3.*/site-packages)\nLicense: {licence}\n"
+        )
+        if not texts:
+            parts.append(" The distribution ships no licence text in its wheel.\n")
+        for path in texts:
+            body = path.read_text(encoding="utf-8", errors="replace").strip("\n")
+            if "Apache License" in body and "Version 2.0, January 2004" in body:
+                body = APACHE_POINTER
+            parts.append(f" {path.name}:\n")
+            parts.extend(f" {line}\n" if line.strip() else " .\n" for line in body.splitlines())
+        parts.append("\n")
+    return "".join(parts)
+
+
+APACHE_POINTER = (
+    "The Apache License, Version 2.0: on Debian systems its full text is in\n"
+    "/usr/share/common-licenses/Apache-2.0."
+)
+
+
+def copyright_text(venv: Path) -> str:
+    pointer = "".join(f" {line}\n" for line in APACHE_POINTER.splitlines())
+    return (
+        "pos-agent\n\n"
+        "Copyright: pos-agent developers\n"
+        f"License: Apache-2.0\n{pointer}\n"
+        "The package bundles the Python distributions below, unmodified, as pip installed\n"
+        "them from their wheels.\n\n"
+    ) + bundled_licences(venv)
+
+
+def changelog(version: str, epoch: int) -> bytes:
+    date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(epoch))
+    return (
+        f"{NAME} ({version}) stable; urgency=medium\n\n"
+        f"  * Release {version}, built from the project's tree; its history is in the\n"
+        "    project's repository.\n\n"
+        f" -- {MAINTAINER}  {date}\n"
+    ).encode()
+
+
+def roff(text: str) -> str:
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "\\&" + text if text[:1] in (".", "'") else text
+
+
+def manual_page(version: str, epoch: int, commands: list[tuple[str, str]]) -> bytes:
+    date = time.strftime("%Y-%m-%d", time.gmtime(epoch))
+    lines = [
+        f'.TH AGENT 1 "{date}" "pos-agent {version}" "pos-agent"',
+        ".SH NAME",
+        "agent \\- keep a POS terminal registered with its acquirer (pos-agent)",
+        ".SH SYNOPSIS",
+        ".B agent",
+        ".I command",
+        ".RI [ options ]",
+        ".br",
+        ".B agent \\-\\-version",
+        ".SH DESCRIPTION",
+        "pos-agent diagnoses and repairs response 97 (terminal not registered) on a POS",
+        "terminal. The service",
+        ".B pos-agent.service",
+        "runs",
+        '.BR "agent run" ;',
+        "technicians run",
+        ".B agent selftest",
+        "and the other commands below.",
+        "Each command lists its options with",
+        '.BR "agent \\fIcommand\\fB \\-\\-help" .',
+        ".SH COMMANDS",
+    ]
+    for name, help_text in commands:
+        lines += [".TP", f".B {roff(name)}", roff(help_text)]
+    lines += [
+        ".SH FILES",
+        ".TP",
+        ".I /etc/pos\\-agent/agent.toml",
+        "the configuration; POS_AGENT_<SECTION>_<KEY> variables override it",
+        ".TP",
+        ".I /etc/pos\\-agent/hooks.d/",
+        "firmware hooks, one folder per event (README there)",
+        ".TP",
+        ".I /var/lib/pos\\-agent/",
+        "the journal and the saved provisioning",
+        ".TP",
+        ".I /run/pos\\-agent/agent.sock",
+        "the payment app's socket (group pos\\-agent)",
+        ".SH EXIT STATUS",
+        "0: done (selftest: healthy, warnings allowed); 1: failed (selftest: a check failed);",
+        "2: could not run (usage, configuration).",
+        ".SH SEE ALSO",
+        ".BR systemctl (1),",
+        ".BR journalctl (1),",
+        f".I {DOC_DIR}/README.md",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def install_files(
+    stage: Path, version: str, venv: Path, epoch: int, commands: list[tuple[str, str]]
+) -> list[str]:
+    """Everything but the venv; returns the conffiles."""
+    usr_bin = stage / "usr/bin"
+    usr_bin.mkdir(parents=True)
+    shutil.copyfile(HERE / "agent", usr_bin / "agent")
+    (usr_bin / "agent").chmod(0o755)
+    man = stage / "usr/share/man/man1"
+    man.mkdir(parents=True)
+    gzip_file(manual_page(version, epoch, commands), man / "agent.1.gz")
+    unit_dir = stage / UNIT_DIR.lstrip("/")
+    unit_dir.mkdir(parents=True)
+    shutil.copyfile(PACKAGING / "systemd/pos-agent.service", unit_dir / "pos-agent.service")
+    config_dir = stage / CONFIG_DIR.lstrip("/")
+    hooks = config_dir / "hooks.d"
+    hooks.mkdir(parents=True)
+    shutil.copyfile(PACKAGING / "config/agent.toml", config_dir / "agent.toml")
+    shutil.copyfile(PACKAGING / "config/hooks.d/README", hooks / "README")
+    for event in HOOK_EVENTS:
+        (hooks / event).mkdir()
+    doc = stage / DOC_DIR.lstrip("/")
+    doc.mkdir(parents=True)
+    shutil.copyfile(ROOT / "README.md", doc / "README.md")
+    # the hooks' reference and examples, for vendors (made executable when put to use)
+    (doc / "hooks").mkdir()
+    shutil.copyfile(ROOT / "firmware_hooks/README.md", doc / "hooks/README.md")
+    shutil.copytree(ROOT / "firmware_hooks/examples", doc / "hooks/examples")
+    (doc / "copyright").write_text(copyright_text(venv), encoding="utf-8")
+    gzip_file(changelog(version, epoch), doc / "changelog.gz")
+    overrides = HERE / "lintian-overrides"
+    if overrides.exists():
+        target = stage / "usr/share/lintian/overrides"
+        target.mkdir(parents=True)
+        shutil.copyfile(overrides, target / NAME)
+    return [f"{CONFIG_DIR}/agent.toml", f"{CONFIG_DIR}/hooks.d/README"]
+
+
+def normalise_modes(stage: Path) -> None:
+    """Folders 0755; the launcher 0755, and in the venv the scripts the wheels made executable
+    (the example hooks); everything else 0644: modules, compiled ones included, are read, never
+    executed (some wheels mark them executable anyway)."""
+    venv = stage / VENV.lstrip("/")
+    for path in [stage, *stage.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(0o755)
+            continue
+        script = (
+            venv in path.parents
+            and path.stat().st_mode & 0o111
+            and path.suffix == ""
+            and path.read_bytes()[:3] == b"#!/"
+        )
+        path.chmod(0o755 if script else 0o644)
+    (stage / "usr/bin/agent").chmod(0o755)
+
+
+def installed_size_kib(stage: Path) -> int:
+    """As dpkg-gencontrol counts: each file's size in KiB rounded up, 1 for anything else."""
+    total = 0
+    for path in stage.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            total += -(-path.stat().st_size // 1024)
+        else:
+            total += 1
+    return total
+
+
+def shlib_depends(work: Path, objects: list[Path]) -> list[str]:
+    """dpkg-shlibdeps for the bundled compiled modules (cryptography's Rust core, cffi)."""
+    if not objects:
+        return []
+    need("dpkg-shlibdeps", "dpkg-dev")
+    control = work / "debian" / "control"
+    control.write_text(f"Source: {NAME}\n\nPackage: {NAME}\nArchitecture: any\n", encoding="utf-8")
+    output = run("dpkg-shlibdeps", "-O", *(os.path.relpath(o, work) for o in objects), cwd=work)
+    value = output.strip().partition("shlibs:Depends=")[2]
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def interpreter_version(python: str) -> tuple[int, int]:
+    out = run(python, "-c", "import sys; print(*sys.version_info[:2])")
+    major, minor = out.split()
+    return int(major), int(minor)
+
+
+def write_control(
+    stage: Path, version: str, arch: str, depends: list[str], conffiles: list[str]
+) -> None:
+    debian = stage / "DEBIAN"
+    debian.mkdir()
+    fields = {
+        "Package": NAME,
+        "Version": version,
+        "Architecture": arch,
+        "Maintainer": MAINTAINER,
+        "Installed-Size": str(installed_size_kib(stage)),
+        "Depends": ", ".join(depends),
+        "Section": "misc",
+        "Priority": "optional",
+        "Description": DESCRIPTION,
+    }
+    (debian / "control").write_text(
+        "".join(f"{key}: {value}\n" for key, value in fields.items()), encoding="utf-8"
+    )
+    (debian / "conffiles").write_text("".join(f"{c}\n" for c in conffiles), encoding="utf-8")
+    for script in ("postinst", "prerm", "postrm"):
+        shutil.copyfile(HERE / script, debian / script)
+        (debian / script).chmod(0o755)
+    sums = []
+    for path in sorted(stage.rglob("*")):
+        if path.is_file() and not path.is_symlink() and debian not in path.parents:
+            digest = hashlib.md5(path.read_bytes()).hexdigest()  # dpkg's format
+            sums.append(f"{digest}  {path.relative_to(stage)}\n")
+    (debian / "md5sums").write_text("".join(sums), encoding="utf-8")
+    (debian / "md5sums").chmod(0o644)
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def build(out: Path, python: str, work: Path) -> Path:
+    need("dpkg-deb", "dpkg")
+    if shutil.which(python) is None and not Path(python).exists():
+        raise BuildError(
+            f"{python} not found: the package is built for Debian's python3 "
+            "(apt-get install python3 python3-venv)"
+        )
+    version = project_version()
+    arch = run("dpkg", "--print-architecture").strip()
+    epoch = source_date_epoch()
+    major, minor = interpreter_version(python)
+    stage = work / "debian" / NAME
+    sources = work / "src"
+    copy_sources(sources)
+    venv, commands = make_venv(python, stage, sources)
+    objects = strip_shared_objects(stage)
+    conffiles = install_files(stage, version, venv, epoch, commands)
+    normalise_modes(stage)
+    # The venv lives in lib/pythonX.Y: any other python3 would not find it.
+    depends = [f"python3 (>= {major}.{minor}~)", f"python3 (<< {major}.{minor + 1})"]
+    depends += shlib_depends(work, objects)
+    write_control(stage, version, arch, depends, conffiles)
+    out.mkdir(parents=True, exist_ok=True)
+    deb = out / f"{NAME}_{version}_{arch}.deb"
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+    run("dpkg-deb", "--root-owner-group", "-Zxz", "--build", stage, deb, env=env)
+    return deb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the .deb goes")
+    parser.add_argument(
+        "--python", default="/usr/bin/python3", help="the target's interpreter (Debian's python3)"
+    )
+    parser.add_argument("--keep", type=Path, help="build in this folder and keep it")
+    args = parser.parse_args(argv)
+    try:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            deb = build(args.out.resolve(), args.python, args.keep.resolve())
+        else:
+            with tempfile.TemporaryDirectory(prefix="pos-agent-deb-") as work:
+                deb = build(args.out.resolve(), args.python, Path(work))
+    except BuildError as exc:
+        print(f"build.py: {exc}", file=sys.stderr)
+        return 1
+    print(deb)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Build pos-agent as one file, ``pos-agent.pyz``, with the standard library's zipapp format.
+
+    python3 packaging/zipapp/build.py [--out DIR] [--with-native]
+
+    python3 pos-agent.pyz explain 97        # the same as `agent explain 97`
+
+The archive holds the agent and its pure-Python dependencies (pyiso8583, pyserial, tenacity,
+platformdirs) and runs on any Linux with Python 3.11 or later: architecture and libc do not
+matter, and Python imports all of it straight from the zip.
+
+cryptography is the exception: its core is compiled (Rust and OpenSSL), and compiled modules
+cannot be imported from a zip, nor shipped for every terminal in one file. The agent needs it for
+the MAC, so for `agent run`, `signin`, `selftest` and `demo`. Two ways:
+
+- default (portable): the archive leaves cryptography out; the terminal provides it, 43 or later
+  (`pip install 'cryptography>=43'`, or the distribution's package where it is that new). The
+  commands that do not need it (`--version`, `explain`, `decode`, ...) run with Python alone;
+  the others stop with a message that says so.
+- ``--with-native``: the archive also carries the build machine's cryptography wheel (and cffi),
+  so it runs on terminals of the same architecture, libc and Python minor version only. At first
+  start it unpacks them into a cache folder (``$POS_AGENT_PYZ_CACHE``, else
+  ``$XDG_CACHE_HOME/pos-agent-pyz``, else ``~/.cache/pos-agent-pyz``), as shiv does.
+
+Dependencies are resolved by pip from its usual configuration (PIP_INDEX_URL, or PIP_NO_INDEX=1
+with PIP_FIND_LINKS=DIR offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import zipfile
+from email.parser import HeaderParser
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ("agent", "drivers", "firmware_hooks", "pyproject.toml", "README.md")
+# Distributions with compiled parts: never imported from the zip.
+NATIVE = {"cryptography", "cffi", "pycparser"}
+NATIVE_PREFIX = "_native/"
+COMPILED = re.compile(r"\.(so|pyd|dylib)(\.\d+)*$")
+INTERPRETER = "/usr/bin/env python3"
+DEFAULT_NAME = "pos-agent.pyz"
+
+MAIN = '''\
+"""pos-agent as one file: python3 pos-agent.pyz COMMAND ... is `agent COMMAND ...`."""
+
+import os
+import sys
+
+NATIVE = "_native/"
+NEEDS_NATIVE = {"cryptography", "cffi", "_cffi_backend"}
+
+
+def unpack_native():
+    """Compiled modules this archive carries (build.py --with-native): unpacked once into a
+    cache folder named after their contents, because they cannot be imported from a zip."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    archive = os.path.dirname(os.path.abspath(__file__))
+    with zipfile.ZipFile(archive) as bundle:
+        names = [n for n in bundle.namelist() if n.startswith(NATIVE) and not n.endswith("/")]
+        if not names:
+            return
+        tag = bundle.read(NATIVE + "TAG").decode().strip()
+        cache = os.environ.get("POS_AGENT_PYZ_CACHE") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+            "pos-agent-pyz",
+        )
+        target = os.path.join(cache, tag)
+        if not os.path.isdir(target):
+            os.makedirs(cache, exist_ok=True)
+            temporary = tempfile.mkdtemp(prefix=".unpacking-", dir=cache)
+            for name in names:
+                bundle.extract(name, temporary)
+            try:
+                os.rename(os.path.join(temporary, NATIVE), target)
+            except OSError:
+                if not os.path.isdir(target):  # not another process that was faster
+                    raise
+            finally:
+                shutil.rmtree(temporary, ignore_errors=True)
+    sys.path.insert(1, target)
+
+
+def main():
+    unpack_native()
+    from agent.cli import main as agent_main
+
+    try:
+        return agent_main()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in NEEDS_NATIVE:
+            raise
+        print(
+            "agent: this command needs the Python package cryptography (43 or later), which "
+            "this single-file build does not carry (its core is compiled): install it "
+            "(pip install 'cryptography>=43'), or use a pos-agent.pyz built with --with-native "
+            "for this kind of terminal.",
+            file=sys.stderr,
+        )
+        return 2
+
+
+sys.exit(main())
+'''
+
+
+class BuildError(Exception):
+    pass
+
+
+def run(*command: str | Path) -> str:
+    result = subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise BuildError(
+            f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
+            f"{result.stdout}{result.stderr}"
+        )
+    return result.stdout
+
+
+def copy_sources(destination: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
+    destination.mkdir(parents=True)
+    for name in SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=ignore)
+        else:
+            shutil.copy2(source, destination / name)
+
+
+def dependencies(site: Path) -> list[str]:
+    """The project's own requirements, as its installed metadata states them."""
+    (dist_info,) = site.glob("pos_agent-*.dist-info")
+    meta = HeaderParser().parsestr((dist_info / "METADATA").read_text(encoding="utf-8"))
+    return [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
+
+
+def requirement_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9._-]+", requirement)
+    if match is None:
+        raise BuildError(f"cannot read the requirement {requirement!r}")
+    return re.sub(r"[-_.]+", "-", match.group(0)).lower()
+
+
+def pip_install(python: str, target: Path, *what: str | Path) -> None:
+    run(
+        python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install",
+        "--no-compile", "--target", target, *what,
+    )  # fmt: skip
+
+
+def populate(python: str, work: Path, with_native: bool) -> tuple[Path, Path | None]:
+    """The archive's tree, and the tree of compiled distributions (with_native) or None."""
+    sources = work / "src"
+    copy_sources(sources)
+    site = work / "site"
+    pip_install(python, site, "--no-deps", sources)
+    pure, native = [], []
+    for requirement in dependencies(site):
+        (native if requirement_name(requirement) in NATIVE else pure).append(requirement)
+    if pure:
+        pip_install(python, site, *pure)
+    native_site = None
+    if with_native and native:
+        native_site = work / "native"
+        pip_install(python, native_site, "--only-binary=:all:", *native)
+    for tree in filter(None, (site, native_site)):
+        shutil.rmtree(tree / "bin", ignore_errors=True)  # console scripts: #! names this build
+        for cache in list(tree.rglob("__pycache__")):
+            shutil.rmtree(cache)
+    compiled = [str(p.relative_to(site)) for p in site.rglob("*") if COMPILED.search(p.name)]
+    if compiled:
+        raise BuildError(
+            "compiled files would land in the zip, where Python cannot import them: "
+            f"{compiled}; add their distribution to NATIVE in {Path(__file__).name}"
+        )
+    return site, native_site
+
+
+def source_date_epoch() -> float:
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return float(os.environ["SOURCE_DATE_EPOCH"])
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return float(result.stdout) if result.returncode == 0 and result.stdout.strip() else time.time()
+
+
+def write_archive(target: Path, site: Path, native_site: Path | None, epoch: float) -> None:
+    """zipapp's layout (a #! line, then a zip with __main__.py at its top), written here rather
+    than by zipapp.create_archive for fixed timestamps and the _native/ folder."""
+    stamp = time.gmtime(max(epoch, 315532800))[:6]  # zip cannot go before 1980
+
+    def add(bundle: zipfile.ZipFile, name: str, data: bytes, mode: int = 0o644) -> None:
+        info = zipfile.ZipInfo(name, date_time=stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = (stat.S_IFREG | mode) << 16
+        bundle.writestr(info, data)
+
+    def files(tree: Path) -> list[Path]:
+        return sorted(p for p in tree.rglob("*") if p.is_file())
+
+    with target.open("wb") as out:
+        out.write(f"#!{INTERPRETER}\n".encode())
+        with zipfile.ZipFile(out, "w") as bundle:
+            add(bundle, "__main__.py", MAIN.encode())
+            for path in files(site):
+                add(bundle, path.relative_to(site).as_posix(), path.read_bytes())
+            if native_site is not None:
+                digest = hashlib.sha256()
+                for path in files(native_site):
+                    name = path.relative_to(native_site).as_posix()
+                    data = path.read_bytes()
+                    digest.update(name.encode() + b"\0" + data)
+                    add(bundle, NATIVE_PREFIX + name, data)
+                platform = sysconfig.get_platform().replace("-", "_")
+                tag = f"{sys.implementation.cache_tag}-{platform}-{digest.hexdigest()[:16]}"
+                add(bundle, NATIVE_PREFIX + "TAG", tag.encode() + b"\n")
+    target.chmod(0o755)
+
+
+def build(out: Path, python: str, with_native: bool) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pos-agent-pyz-") as work:
+        site, native_site = populate(python, Path(work), with_native)
+        target = out / DEFAULT_NAME
+        write_archive(target, site, native_site, source_date_epoch())
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where pos-agent.pyz goes")
+    parser.add_argument(
+        "--with-native",
+        action="store_true",
+        help="also carry this machine's cryptography (runs only on the same platform)",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter whose pip resolves the dependencies (default: this one)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        target = build(args.out.resolve(), args.python, args.with_native)
+    except BuildError as exc:
+        print(f"build.py: {exc}", file=sys.stderr)
+        return 1
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

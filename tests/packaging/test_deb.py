@@ -1,0 +1,281 @@
+"""The Debian package: built by packaging/debian/build.py, clean for lintian, installed into a
+throw-away root where its agent runs, then removed and purged without a trace.
+
+How it is installed: `dpkg --root=ROOT --force-script-chrootless`, the way mmdebstrap builds images
+without chroot. dpkg unpacks into ROOT, keeps its database there and runs the maintainer scripts
+on this machine with DPKG_ROOT=ROOT, which the scripts honour (useradd --prefix,
+deb-systemd-helper). That needs neither network nor a second system (a debootstrap tree would need
+both) and exercises the real postinst/prerm/postrm. ROOT's dpkg database lists this machine's own
+python3, libc6 and libgcc-s1, and ROOT/usr/bin/python3 is a link to this machine's interpreter:
+with the scripts running here, that is what the package's dependencies resolve to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from agent import __version__
+from tests.packaging.common import (
+    PACKAGING,
+    ROOT,
+    UNIT,
+    build_script,
+    hook_events_in_readme,
+    require,
+    run,
+)
+
+VENV = "usr/lib/pos-agent/venv"
+UNIT_PATH = "lib/systemd/system/pos-agent.service"
+WANTS = "etc/systemd/system/multi-user.target.wants/pos-agent.service"
+ACCOUNT_FILES = {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"}
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    for tool, package in (
+        ("dpkg-deb", "dpkg"),
+        ("dpkg-shlibdeps", "dpkg-dev"),
+        ("strip", "binutils"),
+        ("/usr/bin/python3", "python3 python3-venv"),
+    ):
+        require(tool, package)
+    return build_script("debian/build.py", "--out", tmp_path_factory.mktemp("deb"))
+
+
+def field(deb: Path, name: str) -> str:
+    return run("dpkg-deb", "--field", deb, name).stdout.strip()
+
+
+def dependency_names(deb: Path) -> list[str]:
+    return sorted(
+        {re.split(r"[\s(:]", alt.strip())[0] for alt in re.split(r"[,|]", field(deb, "Depends"))}
+    )
+
+
+def make_root(root: Path, deb: Path) -> Path:
+    admin = root / "var/lib/dpkg"
+    for folder in ("info", "updates", "triggers"):
+        (admin / folder).mkdir(parents=True)
+    (admin / "available").touch()
+    stanzas = []
+    for name in dependency_names(deb):
+        stanzas.append(run("dpkg-query", "--status", name).stdout.strip() + "\n\n")
+        package = run("dpkg-query", "--show", "--showformat=${binary:Package}", name).stdout
+        (admin / "info" / f"{package.strip()}.list").touch()
+    (admin / "status").write_text("".join(stanzas), encoding="utf-8")
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/python3").symlink_to("/usr/bin/python3")
+    return root
+
+
+def dpkg(root: Path, *args: str | Path, check: bool = True):
+    require("deb-systemd-helper", "init-system-helpers")
+    require("useradd", "passwd")
+    env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
+    return run(
+        "dpkg", f"--root={root}", "--force-script-chrootless", "--force-not-root",
+        "--log=/dev/null", *args, env=env, check=check,
+    )  # fmt: skip
+
+
+def account(root: Path | None, name: str, kind: str = "passwd") -> str | None:
+    path = (root or Path("/")) / "etc" / kind
+    if not path.exists():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return next((line for line in lines if line.startswith(f"{name}:")), None)
+
+
+def host_state() -> tuple:
+    """What a script ignoring DPKG_ROOT would change on this machine."""
+    return (
+        account(None, "pos-agent"),
+        account(None, "pos-agent", "group"),
+        os.path.lexists(f"/{WANTS}"),
+        os.path.lexists("/var/lib/pos-agent"),
+        os.path.lexists(f"/{VENV}"),
+    )
+
+
+def unexpected_warnings(result) -> list[str]:
+    """dpkg's warnings, but for the folders the test made itself (/usr/bin for the python3 link,
+    /etc for the account files): those stay when the package goes."""
+    return [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "warning" in line
+        and not re.search(r"directory '/(usr/bin|etc)' not empty so not removed$", line)
+    ]
+
+
+def agent_env(tmp_path: Path) -> dict[str, str]:
+    """Only what a shell on the terminal would have; the launcher needs PATH for realpath."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+        "RUNTIME_DIRECTORY": str(tmp_path / "run"),
+    }
+
+
+@pytest.fixture(scope="module")
+def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    before = host_state()
+    root = make_root(tmp_path_factory.mktemp("installed") / "root", deb)
+    result = dpkg(root, "--install", deb)
+    assert unexpected_warnings(result) == []
+    assert host_state() == before, "a maintainer script changed this machine, not the root"
+    return root
+
+
+# ------------------------------------------------------------------------------------ the file
+
+
+def test_package_fields(deb: Path) -> None:
+    arch = run("dpkg", "--print-architecture").stdout.strip()
+    assert deb.name == f"pos-agent_{__version__}_{arch}.deb"
+    assert field(deb, "Package") == "pos-agent"
+    assert field(deb, "Version") == __version__
+    assert field(deb, "Architecture") == arch
+    depends = field(deb, "Depends")
+    assert "python3 (>= 3.11~)" in depends
+    assert "libc6" in depends  # from dpkg-shlibdeps: cryptography's compiled core
+    size = deb.stat().st_size
+    print(f"{deb.name}: {size / 1e6:.1f} MB, installed {int(field(deb, 'Installed-Size'))} KiB")
+
+
+def test_package_contents(deb: Path) -> None:
+    listing = run("dpkg-deb", "--contents", deb).stdout.splitlines()
+    entries = {line.split()[5].removeprefix("./").rstrip("/"): line for line in listing}
+    for path in (
+        "usr/bin/agent",
+        UNIT_PATH,
+        "etc/pos-agent/agent.toml",
+        "etc/pos-agent/hooks.d/README",
+        "usr/share/man/man1/agent.1.gz",
+        "usr/share/doc/pos-agent/copyright",
+        f"{VENV}/pyvenv.cfg",
+    ):
+        assert path in entries, path
+    for example in (ROOT / "firmware_hooks/examples").glob("*/*"):
+        relative = example.relative_to(ROOT / "firmware_hooks")
+        assert f"usr/share/doc/pos-agent/hooks/{relative}" in entries
+    assert "usr/share/doc/pos-agent/hooks/README.md" in entries
+    assert all(" root/root " in line for line in listing)
+    assert not [p for p in entries if p.endswith(".pyc") or "__pycache__" in p]
+    # nothing names the machine the package was built on
+    assert not [p for p in entries if "/tmp/" in p or "pos-agent-deb-" in p]
+    conffiles = run("dpkg-deb", "--info", deb, "conffiles").stdout.split()
+    assert conffiles == ["/etc/pos-agent/agent.toml", "/etc/pos-agent/hooks.d/README"]
+
+
+def test_lintian_finds_no_errors(deb: Path) -> None:
+    lintian = require("lintian", "lintian")
+    result = run(
+        lintian, "--fail-on", "error", "--tag-display-limit", "0", "--display-level", ">=warning",
+        deb, check=False,
+    )  # fmt: skip
+    tags = [line for line in result.stdout.splitlines() if re.match(r"[EWX]: ", line)]
+    print("lintian:", *tags or ["no errors, no warnings"], sep="\n  ")
+    assert not [line for line in tags if line.startswith("E: ")]
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------ installed
+
+
+def test_install_creates_user_unit_link_and_bytecode(installed: Path) -> None:
+    from firmware_hooks.runner import EVENTS
+
+    user = account(installed, "pos-agent")
+    assert user is not None and user.endswith(":/nonexistent:/usr/sbin/nologin")
+    assert account(installed, "pos-agent", "group") is not None
+    assert os.readlink(installed / WANTS) == f"/{UNIT_PATH}"  # enabled, as in an image build
+    assert (installed / UNIT_PATH).read_bytes() == UNIT.read_bytes()
+    assert sorted(list((installed / VENV).glob("lib/python3.*/site-packages/agent/__pycache__")))
+    hooks = installed / "etc/pos-agent/hooks.d"
+    assert sorted(p.name for p in hooks.iterdir() if p.is_dir()) == sorted(EVENTS)
+    assert hook_events_in_readme() == list(EVENTS)
+    status = (installed / "var/lib/dpkg/status").read_text(encoding="utf-8")
+    assert " /etc/pos-agent/agent.toml " in status  # registered as a conffile
+
+
+def test_installed_agent_runs_from_the_root(installed: Path, tmp_path: Path) -> None:
+    env = agent_env(tmp_path)
+    version = run(installed / "usr/bin/agent", "--version", env=env, cwd=tmp_path)
+    assert version.stdout.strip() == f"pos-agent {__version__}"
+    where = run(
+        installed / VENV / "bin/python3", "-I", "-c", "import agent; print(agent.__file__)",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert Path(where.stdout.strip()).is_relative_to(installed / VENV)
+    explain = run(installed / "usr/bin/agent", "explain", "97", env=env, cwd=tmp_path)
+    assert explain.stdout.startswith("97 ")
+
+
+def test_installed_agent_selftest_json(installed: Path, tmp_path: Path) -> None:
+    """A terminal fresh from the package: nothing provisioned, so the provisioning check fails
+    and selftest exits 1 (DESIGN.md section 6) with the pinned JSON."""
+    result = run(
+        installed / "usr/bin/agent", "selftest", "--json",
+        "--config", installed / "etc/pos-agent/agent.toml",
+        env=agent_env(tmp_path), cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"ok", "duration_ms", "checks"}
+    assert result.returncode == (0 if report["ok"] else 1)
+    for check in report["checks"]:
+        assert set(check) == {"id", "status", "summary", "detail", "remedy"}
+        assert check["status"] in ("ok", "warn", "fail", "skip")
+    statuses = {check["id"]: check["status"] for check in report["checks"]}
+    assert statuses.get("provisioning") == "fail"
+
+
+def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path: Path) -> None:
+    before = host_state()
+    root = make_root(tmp_path / "root", deb)
+    dpkg(root, "--install", deb)
+    state = root / "var/lib/pos-agent"  # what the service leaves (systemd makes the directory)
+    state.mkdir(parents=True)
+    (state / "journal.sqlite3").write_bytes(b"journal")
+
+    result = dpkg(root, "--remove", "pos-agent")
+    assert unexpected_warnings(result) == []
+    assert not (root / "usr/lib/pos-agent").exists()  # bytecode made by postinst went too
+    assert not (root / "usr/bin/agent").exists()
+    assert (root / "etc/pos-agent/agent.toml").exists()
+    assert (state / "journal.sqlite3").exists()
+    assert account(root, "pos-agent") is not None
+
+    result = dpkg(root, "--purge", "pos-agent")
+    assert unexpected_warnings(result) == []
+    assert account(root, "pos-agent") is None
+    assert account(root, "pos-agent", "group") is None
+    left = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*")
+        if not path.is_dir() or path.is_symlink()
+    )
+    expected = {"usr/bin/python3"} | ACCOUNT_FILES | {f"{name}-" for name in ACCOUNT_FILES}
+    assert [p for p in left if not p.startswith("var/lib/dpkg/") and p not in expected] == []
+    assert host_state() == before
+
+
+def test_build_script_knows_the_hook_events() -> None:
+    import importlib.util
+
+    from firmware_hooks.runner import EVENTS
+
+    spec = importlib.util.spec_from_file_location("deb_build", PACKAGING / "debian/build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.HOOK_EVENTS == EVENTS

@@ -1,0 +1,122 @@
+"""packaging/systemd/pos-agent.service: systemd accepts it, its sandbox rates at most 2.5, and it
+agrees with the agent (paths, user, device, command)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.packaging.common import UNIT, require, run, unit_value, unit_values
+
+MAX_EXPOSURE = 2.5
+SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+
+
+def verify_tree(tmp_path: Path, with_programs: bool) -> Path:
+    """A root for `systemd-analyze verify --root`: this machine's own units (multi-user.target,
+    network-online.target, ... that the unit names), the unit where an administrator's would be,
+    and, when asked for, the programs its Exec lines start: verify checks that they exist."""
+    root = tmp_path / "root"
+    shutil.copytree(SYSTEM_UNITS, root / SYSTEM_UNITS.relative_to("/"), symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copyfile(UNIT, root / "etc/systemd/system" / UNIT.name)
+    for key in ("ExecStart", "ExecReload") if with_programs else ():
+        program = root / unit_value(key).split()[0].lstrip("/")
+        program.parent.mkdir(parents=True, exist_ok=True)
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+    return root
+
+
+def verify(root: Path):
+    systemd_analyze = require("systemd-analyze", "systemd")
+    if not SYSTEM_UNITS.is_dir():
+        pytest.fail(f"{SYSTEM_UNITS} missing: apt-get install systemd (.ci/run does)")
+    unit = root / "etc/systemd/system" / UNIT.name
+    return run(systemd_analyze, "verify", f"--root={root}", unit, check=False)
+
+
+def test_unit_verifies_with_nothing_tolerated(tmp_path: Path) -> None:
+    result = verify(verify_tree(tmp_path, with_programs=True))
+    # verify exits 0 for warnings such as an unknown key: any output at all is a failure here.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_verify_would_see_a_missing_program(tmp_path: Path) -> None:
+    """The check above is live: without the programs in the tree, verify refuses the unit."""
+    result = verify(verify_tree(tmp_path, with_programs=False))
+    assert result.returncode != 0
+    assert "Command /usr/bin/agent is not executable" in result.stderr
+
+
+def test_offline_security_exposure_is_at_most_2_5() -> None:
+    systemd_analyze = require("systemd-analyze", "systemd")
+    result = run(systemd_analyze, "security", "--offline=yes", "--no-pager", UNIT, check=False)
+    match = re.search(
+        rf"Overall exposure level for {re.escape(UNIT.name)}: (\d+(?:\.\d+)?)", result.stdout
+    )
+    assert match, result.stdout + result.stderr
+    exposure = float(match.group(1))
+    print(f"offline exposure of {UNIT.name}: {exposure}")
+    assert exposure <= MAX_EXPOSURE, result.stdout
+
+
+def test_service_kind_and_restarts() -> None:
+    from agent import daemon
+
+    assert unit_value("Type") == "notify"
+    assert unit_value("NotifyAccess") == "main"
+    assert unit_value("WatchdogSec") == "30"
+    assert unit_value("Restart") == "on-failure"
+    # the agent drains transactions in flight before it exits: systemd must wait longer
+    assert float(unit_value("TimeoutStopSec")) > daemon.DRAIN_TIMEOUT
+    assert unit_value("WantedBy") == "multi-user.target"
+
+
+def test_command_is_the_agents_run() -> None:
+    from agent.cli import build_parser
+
+    program, *arguments = unit_value("ExecStart").split()
+    assert program == "/usr/bin/agent"  # where the .deb, Yocto and Buildroot all put it
+    args = build_parser().parse_args(arguments)
+    assert args.command == "run"
+    assert args.config is None  # so the agent reads /etc/pos-agent/agent.toml
+    assert unit_value("ExecReload") == "/bin/kill -HUP $MAINPID"  # the agent reloads on SIGHUP
+
+
+def test_directories_match_the_agents_defaults() -> None:
+    from agent.config import DEFAULT_PATH, HooksConfig
+
+    assert unit_value("User") == unit_value("Group") == "pos-agent"
+    assert "dialout" in unit_value("SupplementaryGroups").split()
+    for key in ("ConfigurationDirectory", "StateDirectory", "RuntimeDirectory"):
+        assert unit_value(key) == "pos-agent"
+    config_dir = Path("/etc") / unit_value("ConfigurationDirectory")
+    assert DEFAULT_PATH.parent == config_dir
+    assert Path(HooksConfig().directory).parent == config_dir
+    # the payment app (group pos-agent) reaches the socket; nobody else sees the journal
+    assert unit_value("RuntimeDirectoryMode") == "0750"
+    assert unit_value("StateDirectoryMode") == "0700"
+
+
+def test_sandbox_directives_of_issue_7() -> None:
+    assert unit_value("ProtectSystem") == "strict"
+    for key in ("ProtectHome", "PrivateTmp", "NoNewPrivileges"):
+        assert unit_value(key) == "yes"
+    assert unit_value("CapabilityBoundingSet") == ""
+    assert unit_value("RestrictAddressFamilies").split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
+    assert unit_values("SystemCallFilter")[0] == "@system-service"
+    assert unit_value("MemoryMax")
+
+
+def test_devices_include_the_default_module_port() -> None:
+    from agent.config import ModuleConfig
+
+    assert unit_value("DevicePolicy") == "closed"
+    allowed = dict(value.split() for value in unit_values("DeviceAllow"))
+    assert allowed.get(ModuleConfig().url) == "rw"
+    # a USB card module, whatever number its node gets when plugged again
+    assert allowed.get("char-ttyUSB") == allowed.get("char-ttyACM") == "rw"
