@@ -93,7 +93,8 @@ async def check(context: Context) -> CheckResult:
     seconds = f"{abs(worst):.0f}"
     if abs(worst) <= config.warn_after:
         summary = Text(
-            f"clock within {seconds} s of {source}", f"时钟与{source}相差 {seconds} 秒以内"
+            f"clock within {seconds} s of the {source}",
+            f"时钟与{_chinese(source)}相差 {seconds} 秒以内",
         )
         return CheckResult(ID, Status.OK, summary, detail, data=data)
     status = Status.FAIL if abs(worst) > config.fail_after else Status.WARN

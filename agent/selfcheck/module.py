@@ -53,5 +53,10 @@ async def check(context: Context) -> CheckResult:
                 finding="module-changed",
             )
     return CheckResult(
-        ID, Status.OK, Text(f"module answers: {described}", f"模块正常：{described}")
+        ID,
+        Status.OK,
+        Text(
+            f"module answers: {described}",
+            f"模块正常：序列号 {serial}，型号 {model}，固件 {firmware}",
+        ),
     )
