@@ -13,9 +13,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +140,10 @@ def effective(config: Config, path: Path) -> Config:
 
 async def fetch_from_tms(url: str, serial: str, timeout: float) -> Provisioning:
     """Ask the TMS for the terminal whose card module has ``serial``."""
+    import urllib.error  # only when re-provisioning: urllib pulls in http and email
+    import urllib.parse
+    import urllib.request
+
     address = f"{url}/terminals/{urllib.parse.quote(serial.strip(), safe='')}"
 
     def get() -> Any:

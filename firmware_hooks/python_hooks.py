@@ -12,8 +12,10 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importlib.metadata pulls in email and more: only when hooks run
+    from importlib import metadata
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class DidNotReturn(Exception):
 def find(events: Iterable[str]) -> dict[str, list[metadata.EntryPoint]]:
     """The entry points of each event, ordered by their value so that the order is stable."""
     found: dict[str, dict[str, metadata.EntryPoint]] = {event: {} for event in events}
+    from importlib import metadata
+
     for entry_point in metadata.entry_points(group=GROUP):
         if entry_point.name not in found:
             log.warning(

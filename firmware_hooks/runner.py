@@ -18,9 +18,11 @@ import signal
 import stat
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importlib.metadata pulls in email and more: only when hooks run
+    from importlib import metadata
 
 from firmware_hooks import process, python_hooks
 

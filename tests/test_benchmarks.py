@@ -46,3 +46,10 @@ def test_recovery_benchmark_prints_json() -> None:
     assert 0 < data["recovery_excluding_host_round_trips_ms"]["p50"] <= data["recovery_ms"]["p50"]
     assert data["dead_network"]["network_check_failed"] is True
     assert data["self_check_healthy_ms"]["p50"] > 0
+
+
+def test_footprint_benchmark_prints_json() -> None:
+    data = run_quick("footprint.py")
+    assert data["rss_idle_mb"] > 0 and data["ready_ms"] > 0 and data["help_ms"] > 0
+    assert data["idle_wakeups_per_s"] >= 0
+    assert data["installed_kib"]["pos-agent"] > 0

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from typing import Any
 
 from agent.wire.message import BITMAP_BYTES, MTI_BYTES, Message, encode_message
 
@@ -93,7 +91,12 @@ class DesKey:
         return self._single.encryptor().update(block)
 
 
-def _cipher(key: bytes) -> Cipher[modes.ECB]:
+def _cipher(key: bytes) -> Any:
+    # Imported here: the agent itself never holds a key (the card module MACs), and OpenSSL's
+    # bindings cost a terminal several MB it has better use for. Simulators and tests pay.
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
     # 24-byte keys (K|K|K for single DES, K1|K2|K1 for double length) avoid the two-key warning.
     full = key * 3 if len(key) == 8 else key + key[:8]
     return Cipher(TripleDES(full), modes.ECB())
