@@ -85,8 +85,10 @@ def _listen_address(url: str) -> tuple[str, int]:
 
 
 def cmd_sim_module(args: argparse.Namespace) -> int:
+    from agent.wire.mac import require_software_des
     from drivers import sim_console
 
+    require_software_des()
     listen = _listen_address(args.url) if args.url else None
     state = args.state or _state_dir() / "module-sim.json"
     settings = [f"{name} {getattr(args, name)}" for name in ("noise", "drop", "delay", "busy")]
@@ -343,7 +345,9 @@ def _shown(name: str, value: object) -> str:
 
 def cmd_sim_host(args: argparse.Namespace) -> int:
     from agent.sim import host_server
+    from agent.wire.mac import require_software_des
 
+    require_software_des()
     listen = _listen_endpoint(args.listen)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")

@@ -26,6 +26,7 @@ from agent.sim.jsonhttp import serve_in_thread
 from agent.sim.tms import Tms, tms_handler
 from agent.wire import codes
 from agent.wire.frame import with_length
+from agent.wire.mac import require_software_des
 from agent.wire.message import Message, decode_message, encode_message
 from drivers.sim_port import SimulatedModulePort
 from drivers.simulator import ModuleSimulator, ModuleState
@@ -165,6 +166,7 @@ async def _story(folder: Path) -> None:
 
 
 def run_demo(verbose: bool = False) -> int:
+    require_software_des()  # the simulators issue and use keys in software
     logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pos-agent-demo-") as folder:

@@ -91,6 +91,12 @@ class DesKey:
         return self._single.encryptor().update(block)
 
 
+def require_software_des() -> None:
+    """Import the DES implementation now, so a simulator without it stops at start with
+    ``ModuleNotFoundError`` rather than failing inside a request."""
+    _cipher(bytes(8))
+
+
 def _cipher(key: bytes) -> Any:
     # Imported here: the agent itself never holds a key (the card module MACs), and OpenSSL's
     # bindings cost a terminal several MB it has better use for. Simulators and tests pay.

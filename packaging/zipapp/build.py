@@ -10,13 +10,13 @@ platformdirs) and runs on any Linux with Python 3.11 or later: architecture and 
 matter, and Python imports all of it straight from the zip.
 
 cryptography is the exception: its core is compiled (Rust and OpenSSL), and compiled modules
-cannot be imported from a zip, nor shipped for every terminal in one file. The agent needs it for
-the MAC, so for `agent run`, `signin`, `selftest` and `demo`. Two ways:
+cannot be imported from a zip, nor shipped for every terminal in one file. The agent itself holds
+no key (the card module computes every MAC) and never imports it; only the simulators compute DES
+in software, so `agent demo` and `agent sim host|module` need it. Two ways:
 
-- default (portable): the archive leaves cryptography out; the terminal provides it, 43 or later
-  (`pip install 'cryptography>=43'`, or the distribution's package where it is that new). The
-  commands that do not need it (`--version`, `explain`, `decode`, ...) run with Python alone;
-  the others stop with a message that says so.
+- default (portable): the archive leaves cryptography out. `run`, `selftest`, `signin` and every
+  other terminal command run with Python alone; the simulators and the demo stop with a message
+  that says so, unless the machine provides cryptography 43 or later.
 - ``--with-native``: the archive also carries the build machine's cryptography wheel (and cffi),
   so it runs on terminals of the same architecture, libc and Python minor version only. At first
   start it unpacks them into a cache folder (``$POS_AGENT_PYZ_CACHE``, else
