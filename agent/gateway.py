@@ -146,15 +146,14 @@ class Gateway:
             while True:
                 first = await reader.readexactly(1)
                 try:
-                    length = int.from_bytes(
-                        first + await asyncio.wait_for(reader.readexactly(1), self.frame_timeout),
-                        "big",
-                    )
-                    if length > MAX_APP_FRAME:
-                        log.warning("payment app sent a length of %d bytes; closing", length)
-                        self.stats.bad_frames += 1
-                        return
-                    frame = await asyncio.wait_for(reader.readexactly(length), self.frame_timeout)
+                    # once the first byte is here, the whole frame must follow in time
+                    async with asyncio.timeout(self.frame_timeout):
+                        length = int.from_bytes(first + await reader.readexactly(1), "big")
+                        if length > MAX_APP_FRAME:
+                            log.warning("payment app sent a length of %d bytes; closing", length)
+                            self.stats.bad_frames += 1
+                            return
+                        frame = await reader.readexactly(length)
                 except TimeoutError:
                     log.warning(
                         "payment app stalled mid-frame for %.0f s; closing", self.frame_timeout
