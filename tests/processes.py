@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from agent.wire.message import Message, decode_message, encode_message
+
 AGENT = str(Path(sys.executable).with_name("agent"))
 
 
@@ -25,9 +27,9 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 class HostProcess:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, listen: str = "127.0.0.1:0") -> None:
         self.process = subprocess.Popen(
-            [AGENT, "sim", "host", "--listen", "127.0.0.1:0", "--registry",
+            [AGENT, "sim", "host", "--listen", listen, "--registry",
              str(workdir / "registry.json")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
         )  # fmt: skip
@@ -52,14 +54,21 @@ class HostProcess:
 
 
 class ModuleProcess:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: list[str] | None = None) -> None:
         self.process = subprocess.Popen(
             [AGENT, "sim", "module", "--pty", "--link", str(workdir / "module"), "--state",
-             str(workdir / "module.json")],
+             str(workdir / "module.json"), *(extra or [])],
             stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         assert self.process.stdout is not None
         self.path = self.process.stdout.readline().strip()
+
+    def command(self, line: str) -> str:
+        """A console command (``noise 0.05``, ``unplug``...); returns the simulator's answer."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
 
     def stop(self) -> None:
         self.process.terminate()
@@ -100,6 +109,29 @@ directory = "{workdir / "hooks.d"}"
 """
     )
     return config
+
+
+def pay(socket_path: Path, amount_fen: int = 1000, app_stan: int = 42) -> Message:
+    """One purchase as the payment app sends it (wrap mode), on a connection of its own."""
+    from tests.integration.gateway_rig import app_purchase
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(socket_path))
+        data = encode_message(app_purchase(amount_fen, app_stan))
+        sock.sendall(len(data).to_bytes(2, "big") + data)
+        stream = sock.makefile("rb")
+        length = int.from_bytes(stream.read(2), "big")
+        return decode_message(stream.read(length))
+
+
+def control(path: Path, line: bytes) -> dict:
+    """One request on the agent's control socket."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(path))
+        sock.sendall(line + b"\n")
+        return json.loads(sock.makefile("rb").readline())
 
 
 class AgentProcess:

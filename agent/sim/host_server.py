@@ -15,7 +15,8 @@ Admin API (JSON):
 
 Fault kinds, each applied to the next ``count`` requests: ``no-answer``, ``late`` (answer after
 ``delay`` seconds), ``garbage`` (random bytes instead of the answer), ``close`` (close the
-connection instead of answering), ``wrong-mac`` (answer with a corrupted MAC).
+connection instead of answering), ``partial`` (half the answer, then close the connection),
+``wrong-mac`` (answer with a corrupted MAC).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 from agent.sim.host import AcquirerHost
 from agent.sim.jsonhttp import JsonHandler, serve_in_thread
 
-FAULT_KINDS = ("no-answer", "late", "garbage", "close", "wrong-mac")
+FAULT_KINDS = ("no-answer", "late", "garbage", "close", "partial", "wrong-mac")
 MAX_FRAME = 8192
 
 
@@ -127,6 +128,11 @@ class HostServer:
         if fault is not None and fault.kind == "garbage":
             junk = os.urandom(40)
             writer.write(len(junk).to_bytes(2, "big") + junk)
+        elif fault is not None and fault.kind == "partial":
+            framed = len(response).to_bytes(2, "big") + response
+            writer.write(framed[: len(framed) // 2])
+            await writer.drain()
+            return False
         else:
             if fault is not None and fault.kind == "wrong-mac":
                 response = response[:-1] + bytes([response[-1] ^ 0x01])

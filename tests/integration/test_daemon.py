@@ -12,7 +12,16 @@ import time
 
 import pytest
 
-from tests.processes import AGENT, AgentProcess, HostProcess, ModuleProcess, wait_for, write_config
+from tests.processes import (
+    AGENT,
+    AgentProcess,
+    HostProcess,
+    ModuleProcess,
+    control,
+    pay,
+    wait_for,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -22,14 +31,6 @@ def terminal(tmp_path):
     yield host, module, config
     host.stop()
     module.stop()
-
-
-def control(path, line: bytes) -> dict:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(20)
-        sock.connect(str(path))
-        sock.sendall(line + b"\n")
-        return json.loads(sock.makefile("rb").readline())
 
 
 def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -43,23 +44,6 @@ def start(tmp_path, config, env=None) -> AgentProcess:
     wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"],
              10, "the sign-in at start")  # fmt: skip
     return process
-
-
-def purchase(path) -> bytes:
-    from agent.wire.builders import Card, Terminal, purchase_request
-    from agent.wire.message import Message, decode_message, encode_message
-
-    card = Card(pan="6217001234567890123", expiry="2812")
-    built = purchase_request(Terminal("", ""), stan=42, batch=1, amount_fen=1000, card=card)
-    fields = {n: v for n, v in built.fields.items() if n not in (41, 42, 60, 64)}
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(30)
-        sock.connect(str(path))
-        data = encode_message(Message("0200", fields))
-        sock.sendall(len(data).to_bytes(2, "big") + data)
-        stream = sock.makefile("rb")
-        length = int.from_bytes(stream.read(2), "big")
-        return decode_message(stream.read(length))
 
 
 def test_status_selftest_signin_and_echo_go_through_the_control_socket(tmp_path, terminal):
@@ -93,7 +77,7 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, te
             sock.sendall(b"x" * 70_000 + b"\n")
             assert sock.makefile("rb").readline() == b""
         assert control(path, b'{"cmd": "status"}')["ok"]
-        assert purchase(tmp_path / "agent.sock").text(39) == "00"
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
     finally:
         assert agent.stop() == 0
 
@@ -144,7 +128,7 @@ def test_sighup_reloads_and_garbage_keeps_the_old_configuration(tmp_path, termin
         wait_for(lambda: "configuration not reloaded" in log.read_text(), 10, "the refusal")
         assert "not valid TOML" in log.read_text()
         assert control(path, b'{"cmd": "status"}')["tid"] == "10000001"
-        assert purchase(tmp_path / "agent.sock").text(39) == "00"
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
     finally:
         assert agent.stop() == 0
 
@@ -154,7 +138,7 @@ def test_sigterm_lets_the_purchase_in_flight_finish(tmp_path, terminal):
     agent = start(tmp_path, config)
     host.post("/faults", {"kind": "late", "delay": 1.0})
     answers = []
-    thread = threading.Thread(target=lambda: answers.append(purchase(tmp_path / "agent.sock")))
+    thread = threading.Thread(target=lambda: answers.append(pay(tmp_path / "agent.sock")))
     thread.start()
     time.sleep(0.4)  # the purchase is at the host
     assert agent.stop() == 0
@@ -169,7 +153,7 @@ def test_journal_shows_the_recovery_timeline(tmp_path, terminal):
     agent = start(tmp_path, config)
     try:
         host.post("/terminals/10000001/forget")
-        assert purchase(tmp_path / "agent.sock").text(39) == "00"
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
     finally:
         assert agent.stop() == 0
     timeline = agent_cli("journal", "--config", str(config)).stdout
