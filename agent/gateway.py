@@ -156,7 +156,7 @@ class Gateway:
                         frame = await reader.readexactly(length)
                 except TimeoutError:
                     log.warning(
-                        "payment app stalled mid-frame for %.0f s; closing", self.frame_timeout
+                        "payment app stalled mid-frame for %g s; closing", self.frame_timeout
                     )
                     self.stats.bad_frames += 1
                     return

@@ -300,7 +300,9 @@ class HostLink:
             while True:
                 length = int.from_bytes(await reader.readexactly(2), "big")
                 if length > MAX_FRAME:
-                    self._detach(writer, f"host sent a frame length of {length} bytes")
+                    self._detach(
+                        writer, f"host sent a frame length of {length} bytes (at most {MAX_FRAME})"
+                    )
                     return
                 payload = await reader.readexactly(length)
                 self._last_traffic = time.monotonic()
