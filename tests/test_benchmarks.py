@@ -53,3 +53,14 @@ def test_footprint_benchmark_prints_json() -> None:
     assert data["rss_idle_mb"] > 0 and data["ready_ms"] > 0 and data["help_ms"] > 0
     assert data["idle_wakeups_per_s"] >= 0
     assert data["installed_kib"]["pos-agent"] > 0
+
+
+def test_soak_prints_json_and_loses_nothing() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "soak.py"), "--seconds", "6", "--fault-every", "1"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    data = json.loads(result.stdout)
+    assert data["transactions"] > 0 and data["agent_alive"]
+    assert (data["lost"], data["duplicated"], data["approved_then_reversed"]) == (0, 0, 0)
+    assert data["reversals_still_queued"] == 0

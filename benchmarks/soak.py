@@ -1,0 +1,212 @@
+"""Soak: purchases through a running ``agent run`` for N minutes while faults are injected at a
+rate, then every figure that says whether anything was lost.
+
+Host, module and agent are processes of their own. Faults, one every ``--fault-every`` seconds,
+drawn at random: the host stays silent, answers late, sends garbage or half a frame, closes the
+connection, or answers with a wrong MAC; the module line gets 1% noise or a busy spell. At the
+end the faults stop, the queued reversals drain, and the host's ledger is set against the
+journal and the answers the app got:
+
+- lost: approved by the host, never reversed, and the app was not told "00";
+- duplicated: the host approved the same terminal, batch and STAN twice;
+- approved then reversed: the app was told "00" but the host holds it reversed.
+
+All three must be 0. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.footprint import rss_mb
+from tests.processes import (
+    AgentProcess,
+    HostProcess,
+    ModuleProcess,
+    control,
+    pay,
+    wait_for,
+    write_config,
+)
+
+HOST_FAULTS = ["no-answer", "late", "garbage", "partial", "close", "wrong-mac"]
+MODULE_FAULTS = ["noise 0.01", "busy 2"]
+WARM_UP = 2000
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def settled(pid: int) -> dict[str, float]:
+    """RSS and open files once the last client's connection has been closed on both ends."""
+    time.sleep(0.5)
+    return {"rss_mb": rss_mb(pid), "fds": open_fds(pid)}
+
+
+def buyer(socket_path: Path, first_stan: int, stop: threading.Event, answers: collections.Counter,
+          approved: set[int], pause: float) -> None:  # fmt: skip
+    """Purchases one after another; the amount names the purchase (no amount ends in 51)."""
+    stan = first_stan
+    while not stop.is_set():
+        amount = 1000 + stan * 100
+        try:
+            code = pay(socket_path, amount, app_stan=stan % 999_999 + 1).text(39)
+        except OSError:
+            code = "no answer"
+        answers[code] += 1
+        if code == "00":
+            approved.add(amount)
+        stan += 4
+        time.sleep(pause)
+
+
+def inject_faults(host: HostProcess, module: ModuleProcess, stop: threading.Event, every: float,
+                  chooser: random.Random, injected: collections.Counter) -> None:  # fmt: skip
+    while not stop.wait(every):
+        fault = chooser.choice(HOST_FAULTS + MODULE_FAULTS)
+        injected[fault] += 1
+        if fault in HOST_FAULTS:
+            host.post("/faults", {"kind": fault, "delay": 3.0})
+        else:
+            module.command(fault)
+            if fault.startswith("noise"):
+                threading.Timer(every / 2, module.command, ("noise 0",)).start()
+
+
+def journal_reversals(path: Path) -> dict[str, int]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT state, count(*) FROM reversals GROUP BY state").fetchall()
+    finally:
+        db.close()
+    return dict(rows)
+
+
+def soak(seconds: float, fault_every: float, clients: int, seed: int) -> dict[str, object]:
+    chooser = random.Random(seed)
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        host, module = HostProcess(workdir), ModuleProcess(workdir)
+        config = write_config(workdir, host, module)
+        agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log")
+        try:
+            agent.wait_ready()
+            control_path = workdir / "control.sock"
+            wait_for(lambda: control_path.exists() and control(
+                control_path, b'{"cmd": "status"}')["signed_in"], 15, "the sign-in")  # fmt: skip
+            pid = agent.process.pid
+            idle_rss = rss_mb(pid)
+            # Warm up before the first sample: SQLite's page cache (2 MiB by default) and the
+            # allocator's arenas fill during the first thousands of purchases, then stay.
+            for _ in range(WARM_UP):
+                pay(workdir / "agent.sock", 100_000)
+            start = settled(pid)
+            answers: collections.Counter[str] = collections.Counter()
+            approved: set[int] = set()
+            injected: collections.Counter[str] = collections.Counter()
+            stop = threading.Event()
+            threads = [
+                threading.Thread(
+                    target=buyer,
+                    args=(workdir / "agent.sock", i, stop, answers, approved, 0.005),
+                )
+                for i in range(clients)
+            ]
+            threads.append(threading.Thread(
+                target=inject_faults,
+                args=(host, module, stop, fault_every, chooser, injected),
+            ))  # fmt: skip
+            for thread in threads:
+                thread.start()
+            time.sleep(seconds)
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+            host.post("/faults/clear")
+            module.command("noise 0")
+            module.command("busy 0")
+            pay(workdir / "agent.sock", 100_000)  # sends what is queued first
+            wait_for(
+                lambda: control(control_path, b'{"cmd": "status"}')["reversals_queued"] == 0,
+                120, "the reversals to drain",
+            )  # fmt: skip
+            end = settled(pid)
+            alive = agent.process.poll() is None
+            ledger = host.state()
+            reversals = journal_reversals(workdir / "journal.sqlite3")
+        finally:
+            agent.stop()
+            host.stop()
+            module.stop()
+
+    purchases = {
+        int(p["amount"]): p for p in ledger["purchases"].values() if p["amount"] != "000000100000"
+    }
+    lost = [a for a, p in purchases.items() if not p["reversed"] and a not in approved]
+    reversed_after_approval = [a for a, p in purchases.items() if p["reversed"] and a in approved]
+    return {
+        "seconds": seconds,
+        "seed": seed,
+        "clients": clients,
+        "transactions": sum(answers.values()),
+        "answers": dict(sorted(answers.items())),
+        "approvals": answers.get("00", 0),
+        "faults_injected": dict(sorted(injected.items())),
+        "host_purchases": len(purchases),
+        "reversals_received_by_host": ledger["reversals"],
+        "reversals_confirmed": reversals.get("confirmed", 0),
+        "reversals_still_queued": reversals.get("queued", 0),
+        "lost": len(lost),
+        "duplicated": ledger["duplicates"],
+        "approved_then_reversed": len(reversed_after_approval),
+        "rss_mb": {
+            "idle": round(idle_rss, 1),
+            f"start_after_{WARM_UP}_purchases": round(start["rss_mb"], 1),
+            "end": round(end["rss_mb"], 1),
+        },
+        "rss_growth_mb": round(end["rss_mb"] - start["rss_mb"], 2),
+        "fds": {"start": start["fds"], "end": end["fds"]},
+        "agent_alive": alive,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true", help="20 seconds (smoke run)")
+    parser.add_argument("--seconds", type=float, help="instead of --minutes")
+    parser.add_argument("--fault-every", type=float, default=2.0, help="seconds between faults")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=random.randrange(10**6))
+    args = parser.parse_args()
+    seconds = args.seconds or (20.0 if args.quick else args.minutes * 60)
+    figures = soak(seconds, args.fault_every, args.clients, args.seed)
+    print(
+        json.dumps(
+            {
+                "benchmark": "soak",
+                **figures,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
