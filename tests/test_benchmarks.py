@@ -64,3 +64,15 @@ def test_soak_prints_json_and_loses_nothing() -> None:
     assert data["transactions"] > 0 and data["agent_alive"]
     assert (data["lost"], data["duplicated"], data["approved_then_reversed"]) == (0, 0, 0)
     assert data["reversals_still_queued"] == 0
+
+
+def test_the_runner_lists_every_benchmark() -> None:
+    """The full run takes minutes (benchmarks/run.py --json); here: that it knows each script."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - {"run", "__init__"}
+    assert {name for name, *_ in run.BENCHMARKS} == scripts
+    assert set(run.machine()) >= {"python", "cpu", "cpus_usable", "memory_gib"}
