@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACKAGING = HERE.parent
-ROOT = PACKAGING.parent
+sys.path.insert(0, str(PACKAGING))
+
+from buildtools import ROOT, BuildError, copy_sources, run, source_date_epoch  # noqa: E402
 
 NAME = "pos-agent"
 PREFIX = "/usr/lib/pos-agent"
@@ -79,7 +80,6 @@ for action in build_parser()._actions:
     if isinstance(action, argparse._SubParsersAction):
         print(json.dumps([[c.dest, c.help or ""] for c in action._choices_actions]))
 """
-SOURCES = ("agent", "drivers", "firmware_hooks", "pyproject.toml", "README.md")
 KEEP_IN_BIN = {"python", "python3"}
 DESCRIPTION = """\
 keeps a POS terminal registered with its acquirer
@@ -92,27 +92,6 @@ keeps a POS terminal registered with its acquirer
  The package runs the agent as the systemd service pos-agent.service, under
  its own user in a strict sandbox, and installs the technician's command
  line, agent (agent selftest, agent explain 97)."""
-
-
-class BuildError(Exception):
-    pass
-
-
-def run(*command: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BuildError(
-            f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
-            f"{result.stdout}{result.stderr}"
-        )
-    return result.stdout
 
 
 def need(tool: str, package: str) -> str:
@@ -130,35 +109,7 @@ def project_version() -> str:
     return match.group(1)
 
 
-def source_date_epoch() -> int:
-    """SOURCE_DATE_EPOCH, else the time of the last commit: the same tree builds the same
-    timestamps (dpkg-deb clamps file times to it)."""
-    if os.environ.get("SOURCE_DATE_EPOCH"):
-        return int(os.environ["SOURCE_DATE_EPOCH"])
-    result = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%ct"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return (
-        int(result.stdout) if result.returncode == 0 and result.stdout.strip() else int(time.time())
-    )
-
-
 # ------------------------------------------------------------------------------------ the venv
-
-
-def copy_sources(destination: Path) -> None:
-    """The working tree's project files, without bytecode or build leftovers."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
-    destination.mkdir(parents=True)
-    for name in SOURCES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=ignore)
-        else:
-            shutil.copy2(source, destination / name)
 
 
 def make_venv(python: str, stage: Path, sources: Path) -> tuple[Path, list[tuple[str, str]]]:

@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -43,8 +41,10 @@ import zipfile
 from email.parser import HeaderParser
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("agent", "drivers", "firmware_hooks", "pyproject.toml", "README.md")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from buildtools import ROOT, BuildError, copy_sources, run, source_date_epoch
+
 # Distributions with compiled parts: never imported from the zip.
 NATIVE = {"cryptography", "cffi", "pycparser"}
 NATIVE_PREFIX = "_native/"
@@ -118,33 +118,6 @@ sys.exit(main())
 '''
 
 
-class BuildError(Exception):
-    pass
-
-
-def run(*command: str | Path) -> str:
-    result = subprocess.run(
-        [str(part) for part in command], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise BuildError(
-            f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
-            f"{result.stdout}{result.stderr}"
-        )
-    return result.stdout
-
-
-def copy_sources(destination: Path) -> None:
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
-    destination.mkdir(parents=True)
-    for name in SOURCES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=ignore)
-        else:
-            shutil.copy2(source, destination / name)
-
-
 def dependencies(site: Path) -> list[str]:
     """The project's own requirements, as its installed metadata states them."""
     (dist_info,) = site.glob("pos_agent-*.dist-info")
@@ -192,18 +165,6 @@ def populate(python: str, work: Path, with_native: bool) -> tuple[Path, Path | N
             f"{compiled}; add their distribution to NATIVE in {Path(__file__).name}"
         )
     return site, native_site
-
-
-def source_date_epoch() -> float:
-    if os.environ.get("SOURCE_DATE_EPOCH"):
-        return float(os.environ["SOURCE_DATE_EPOCH"])
-    result = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%ct"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return float(result.stdout) if result.returncode == 0 and result.stdout.strip() else time.time()
 
 
 def write_archive(target: Path, site: Path, native_site: Path | None, epoch: float) -> None:

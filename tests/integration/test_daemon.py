@@ -10,27 +10,13 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from tests.processes import (
     AGENT,
     AgentProcess,
-    HostProcess,
-    ModuleProcess,
     control,
     pay,
     wait_for,
-    write_config,
 )
-
-
-@pytest.fixture
-def terminal(tmp_path):
-    host, module = HostProcess(tmp_path), ModuleProcess(tmp_path)
-    config = write_config(tmp_path, host, module)
-    yield host, module, config
-    host.stop()
-    module.stop()
 
 
 def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,8 +32,8 @@ def start(tmp_path, config, env=None) -> AgentProcess:
     return process
 
 
-def test_status_selftest_signin_and_echo_go_through_the_control_socket(tmp_path, terminal):
-    _, _, config = terminal
+def test_status_selftest_signin_and_echo_go_through_the_control_socket(tmp_path, simulators):
+    _, _, config = simulators
     agent = start(tmp_path, config)
     try:
         status = json.loads(agent_cli("status", "--json", "--config", str(config)).stdout)
@@ -63,8 +49,8 @@ def test_status_selftest_signin_and_echo_go_through_the_control_socket(tmp_path,
         assert agent.stop() == 0
 
 
-def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, terminal):
-    _, _, config = terminal
+def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, simulators):
+    _, _, config = simulators
     agent = start(tmp_path, config)
     path = tmp_path / "control.sock"
     try:
@@ -82,9 +68,9 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, te
         assert agent.stop() == 0
 
 
-def test_sd_notify_ready_status_and_watchdog(tmp_path, terminal):
+def test_sd_notify_ready_status_and_watchdog(tmp_path, simulators):
     """Stands in for systemd (PID 1 cannot be had here): NOTIFY_SOCKET is our datagram socket."""
-    _, _, config = terminal
+    _, _, config = simulators
     notify_path = tmp_path / "notify"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify_path))
@@ -112,8 +98,8 @@ def test_sd_notify_ready_status_and_watchdog(tmp_path, terminal):
         listener.close()
 
 
-def test_sighup_reloads_and_garbage_keeps_the_old_configuration(tmp_path, terminal):
-    _, _, config = terminal
+def test_sighup_reloads_and_garbage_keeps_the_old_configuration(tmp_path, simulators):
+    _, _, config = simulators
     agent = start(tmp_path, config)
     path = tmp_path / "control.sock"
     try:
@@ -133,8 +119,8 @@ def test_sighup_reloads_and_garbage_keeps_the_old_configuration(tmp_path, termin
         assert agent.stop() == 0
 
 
-def test_sigterm_lets_the_purchase_in_flight_finish(tmp_path, terminal):
-    host, _, config = terminal
+def test_sigterm_lets_the_purchase_in_flight_finish(tmp_path, simulators):
+    host, _, config = simulators
     agent = start(tmp_path, config)
     host.post("/faults", {"kind": "late", "delay": 1.0})
     answers = []
@@ -148,8 +134,8 @@ def test_sigterm_lets_the_purchase_in_flight_finish(tmp_path, terminal):
     assert not approved["reversed"]
 
 
-def test_journal_shows_the_recovery_timeline(tmp_path, terminal):
-    host, _, config = terminal
+def test_journal_shows_the_recovery_timeline(tmp_path, simulators):
+    host, _, config = simulators
     agent = start(tmp_path, config)
     try:
         host.post("/terminals/10000001/forget")
@@ -173,7 +159,7 @@ def test_journal_shows_the_recovery_timeline(tmp_path, terminal):
     assert {e["kind"] for e in as_json} >= {"transaction", "recovery.plan"}
 
 
-def test_status_without_a_running_agent_exits_1(tmp_path, terminal):
-    _, _, config = terminal
+def test_status_without_a_running_agent_exits_1(tmp_path, simulators):
+    _, _, config = simulators
     result = agent_cli("status", "--config", str(config))
     assert result.returncode == 1 and "no agent running" in result.stderr

@@ -5,17 +5,7 @@ import os
 import subprocess
 import time
 
-import pytest
-
-from tests.processes import AGENT, HostProcess, ModuleProcess, write_config
-
-
-@pytest.fixture
-def terminal(tmp_path):
-    host, module = HostProcess(tmp_path), ModuleProcess(tmp_path)
-    yield host, module, write_config(tmp_path, host, module)
-    host.stop()
-    module.stop()
+from tests.processes import AGENT
 
 
 def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,8 +15,8 @@ def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )  # fmt: skip
 
 
-def test_healthy_terminal_all_ok_exit_0(terminal) -> None:
-    _, _, config = terminal
+def test_healthy_terminal_all_ok_exit_0(simulators) -> None:
+    _, _, config = simulators
     assert agent("signin", "--config", str(config)).returncode == 0
     result = agent("selftest", "--json", "--config", str(config))
     assert result.returncode == 0, result.stdout
@@ -40,8 +30,8 @@ def test_healthy_terminal_all_ok_exit_0(terminal) -> None:
         assert set(check) == {"id", "status", "summary", "detail", "remedy"}
 
 
-def test_nothing_listening_at_the_host_fails_exit_1_within_deadline(terminal) -> None:
-    host, _, config = terminal
+def test_nothing_listening_at_the_host_fails_exit_1_within_deadline(simulators) -> None:
+    host, _, config = simulators
     config.write_text(config.read_text().replace(host.listen, "127.0.0.1:9"))
     started = time.monotonic()
     result = agent("selftest", "--json", "--config", str(config))
@@ -54,8 +44,8 @@ def test_nothing_listening_at_the_host_fails_exit_1_within_deadline(terminal) ->
     assert elapsed < 8 + 3  # the per-check deadline plus process start
 
 
-def test_human_report_in_chinese_and_english(terminal) -> None:
-    _, _, config = terminal
+def test_human_report_in_chinese_and_english(simulators) -> None:
+    _, _, config = simulators
     english = agent("selftest", "--lang", "en", "--only", "network,module", "--config", str(config))
     assert english.returncode == 0
     assert "[✓] network" in english.stdout and "Result: healthy" in english.stdout

@@ -3,17 +3,7 @@ simulators running as processes of their own."""
 
 import subprocess
 
-import pytest
-
-from tests.processes import AGENT, HostProcess, ModuleProcess, write_config
-
-
-@pytest.fixture
-def terminal(tmp_path):
-    host, module = HostProcess(tmp_path), ModuleProcess(tmp_path)
-    yield host, module, write_config(tmp_path, host, module)
-    host.stop()
-    module.stop()
+from tests.processes import AGENT, write_config
 
 
 def signin(config) -> subprocess.CompletedProcess[str]:
@@ -23,16 +13,16 @@ def signin(config) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_signin_loads_keys_and_prints_their_kcvs(terminal) -> None:
-    host, _, config = terminal
+def test_signin_loads_keys_and_prints_their_kcvs(simulators) -> None:
+    host, _, config = simulators
     result = signin(config)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("signed in as TID 10000001, KCVs {'PIK': '")
     assert host.state()["sessions"] == {"10000001": "003"}
 
 
-def test_signin_of_a_cancelled_terminal_fails_with_the_reason(terminal) -> None:
-    host, _, config = terminal
+def test_signin_of_a_cancelled_terminal_fails_with_the_reason(simulators) -> None:
+    host, _, config = simulators
     host.post("/terminals/10000001/cancel")
     result = signin(config)
     assert result.returncode == 1
@@ -40,8 +30,8 @@ def test_signin_of_a_cancelled_terminal_fails_with_the_reason(terminal) -> None:
     assert result.stderr.count("\n") == 1  # one line, no traceback
 
 
-def test_signin_with_the_host_down_fails_naming_the_address(terminal, tmp_path) -> None:
-    host, module, _ = terminal
+def test_signin_with_the_host_down_fails_naming_the_address(simulators, tmp_path) -> None:
+    host, module, _ = simulators
     config = write_config(tmp_path, host, module)
     config.write_text(config.read_text().replace(host.listen, "127.0.0.1:9"))
     result = signin(config)

@@ -122,12 +122,8 @@ def test_dns_failure_is_96_and_the_selftest_names_it(tmp_path) -> None:
         assert "no host reachable: acquirer.invalid:5000" in terminal.log()
         answer = terminal.pay()  # no keys without a sign-in: refused before any host traffic
         assert answer.text(39) == "96" and answer.text(63).startswith("AGENT ")
-        report = subprocess.run(
-            [AGENT, "selftest", "--json", "--only", "network", "--config", str(config)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert report.returncode == 1
-        [network] = json.loads(report.stdout)["checks"]
+        network, exit_code = selftest(config, "network")
+        assert exit_code == 1
         assert (
             network["status"] == "fail"
             and "DNS cannot resolve acquirer.invalid" in network["summary"]
@@ -222,15 +218,7 @@ def test_module_tamper_is_96_and_the_selftest_says_so(terminal) -> None:
     terminal.module.command("tamper on")
     answer = terminal.pay()
     assert answer.text(39) == "96" and "tamper" in answer.text(63)
-    report = json.loads(
-        subprocess.run(
-            [AGENT, "selftest", "--json", "--only", "module", "--config", str(terminal.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-    )
-    [module] = report["checks"]
+    module, _ = selftest(terminal.config, "module")
     assert module["status"] == "fail" and "tamper" in module["summary"]
     terminal.module.command("tamper off")
     terminal.alive()
@@ -245,15 +233,7 @@ def test_module_clock_jump_is_seen_by_the_selftest(terminal) -> None:
                                   terminal.workdir / "agent.log")  # fmt: skip
     terminal.agent.wait_ready()
     terminal.wait_signed_in()
-    report = json.loads(
-        subprocess.run(
-            [AGENT, "selftest", "--json", "--only", "clock", "--config", str(terminal.config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-    )
-    [clock] = report["checks"]
+    clock, _ = selftest(terminal.config, "clock")
     assert clock["status"] == "fail" and "module RTC" in clock["summary"]
     terminal.alive()
 
@@ -298,6 +278,16 @@ def test_journal_corrupted_at_start_is_a_clear_error(tmp_path) -> None:
     finally:
         host.stop()
         module.stop()
+
+
+def selftest(config: Path, check: str) -> tuple[dict, int]:
+    """``agent selftest --json --only CHECK``, as a technician runs it: the check, the exit."""
+    result = subprocess.run(
+        [AGENT, "selftest", "--json", "--only", check, "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    [found] = json.loads(result.stdout)["checks"]
+    return found, result.returncode
 
 
 def free_port() -> int:
