@@ -20,18 +20,12 @@ from agent import timeline
 from agent.assembly import Agent
 from agent.config import build
 from agent.recovery import State
-from agent.sim.host import TEST_TERMINAL, AcquirerHost
-from agent.sim.host_server import HostServer
-from agent.sim.jsonhttp import serve_in_thread
-from agent.sim.tms import Tms, tms_handler
+from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire import codes
 from agent.wire.frame import with_length
 from agent.wire.mac import require_software_des
 from agent.wire.message import Message, decode_message, encode_message
-from drivers.sim_port import SimulatedModulePort
-from drivers.simulator import ModuleSimulator, ModuleState
 
-TID, MID = TEST_TERMINAL["tid"], TEST_TERMINAL["mid"]
 SUPPORT = "95516"
 PAN = "6217001234567890123"  # a test card number: the journal and this output keep 6 + 4
 
@@ -76,93 +70,72 @@ def _answer(response: Message) -> str:
 
 
 async def _story(folder: Path) -> None:
-    host = AcquirerHost(folder / "host-registry.json")
-    server = HostServer(host)
-    address, port = await server.start()
-    module_port = SimulatedModulePort(
-        ModuleSimulator(ModuleState.load_or_create(folder / "m.json"))
-    )
-    module_path = module_port.start_pty(folder / "module")
-    tms = Tms(folder / "tms.json")
-    tms_http = serve_in_thread(tms_handler(tms), 0, "demo-tms")
-    serial = module_port.simulator.state.serial
-    tms.put(serial, {"tid": TID, "mid": MID, "hosts": [f"{address}:{port}"]})
-    config = build(
-        {
-            "terminal": {"tid": TID, "mid": MID, "support_phone": SUPPORT},
-            "host": {"primary": f"{address}:{port}", "response_timeout": 5},
-            "module": {"url": module_path},
-            "gateway": {"socket": str(folder / "agent.sock")},
-            "journal": {"path": str(folder / "journal.sqlite3")},
-            "tms": {"url": f"http://127.0.0.1:{tms_http.server_port}"},
-            "hooks": {"directory": str(folder / "hooks.d")},
-            "recovery": {"probe_first": 60},
-        },
-        "demo",
-        env={},
-    )
-    agent = Agent(config)
-    socket = folder / "agent.sock"
-    try:
-        await agent.gateway.serve(socket)
-        _say(f"Simulators: acquirer host {address}:{port}, TMS http://127.0.0.1:"
-             f"{tms_http.server_port}, card module on {module_path}")  # fmt: skip
-        _say(f"Terminal TID {TID}, MID {MID}; the payment app talks to {socket}")
+    async with simulated_site(folder) as site:
+        site.provision_in_tms([site.host_address])
+        settings = site.agent_settings(folder)
+        settings["terminal"]["support_phone"] = SUPPORT
+        settings["host"]["response_timeout"] = 5
+        settings["recovery"] = {"probe_first": 60}
+        agent = Agent(build(settings, "demo", env={}))
+        try:
+            await _tell(site, agent, folder / "agent.sock")
+        finally:
+            await agent.close()
 
-        _say("\n1. The agent signs in (签到): 0800 -> 0810, working keys into the card module")
-        for _ in range(3):  # as the daemon's later attempts would, on a machine that is busy
-            await agent.start()
-            if agent.journal.last_signin() is not None:
-                break
-        signed = agent.journal.last_signin()
-        _expect(signed is not None, "the sign-in at start failed")
-        assert signed is not None
-        _say(f"   signed in, scheme {signed['scheme']}, KCVs {signed['kcvs']}")
 
-        _say("\n2. A purchase of 12.34 CNY")
-        response = await _pay(socket, 1234, 1)
-        _say(f"   answer: {_answer(response)}")
-        _expect(response.text(39) == "00", "the first purchase was not approved")
+async def _tell(site: Site, agent: Agent, socket: Path) -> None:
+    host = site.host
+    await agent.gateway.serve(socket)
+    _say(f"Simulators: acquirer host {site.host_address}, TMS {site.tms_url}, card module on "
+         f"{site.module_path}")  # fmt: skip
+    _say(f"Terminal TID {TID}, MID {MID}; the payment app talks to {socket}")
 
-        _say("\n3. The host loses the terminal's session (a host-side fault), and the next "
-             "purchase of 56.78 CNY gets 97")  # fmt: skip
-        host.forget(TID)
-        mark = time.time()
-        response = await _pay(socket, 5678, 2)
-        for entry in timeline.entries(agent.journal, mark):
-            _say(f"   {entry['text']}")
-        _say(f"   answer to the app: {_answer(response)}")
-        _expect(response.text(39) == "00", "the purchase after the 97 was not approved")
+    _say("\n1. The agent signs in (签到): 0800 -> 0810, working keys into the card module")
+    for _ in range(3):  # as the daemon's later attempts would, on a machine that is busy
+        await agent.start()
+        if agent.journal.last_signin() is not None:
+            break
+    signed = agent.journal.last_signin()
+    _expect(signed is not None, "the sign-in at start failed")
+    assert signed is not None
+    _say(f"   signed in, scheme {signed['scheme']}, KCVs {signed['kcvs']}")
 
-        _say("\n4. The acquirer cancels the terminal; a purchase of 9.00 CNY")
-        host.set_status(TID, "cancelled")
-        mark = time.time()
-        response = await _pay(socket, 900, 3)
-        for entry in timeline.entries(agent.journal, mark):
-            _say(f"   {entry['text']}")
-        _say(f"   answer to the app: {_answer(response)}")
-        _expect(
-            agent.recovery.state is State.UNREGISTERED, "the terminal did not become unregistered"
-        )
-        assert agent.recovery.message is not None
-        _say("   on the terminal's screen (the display-message hook):")
-        _say(f"     {agent.recovery.message.zh}")
-        _say(f"     {agent.recovery.message.en}")
-        sent = host.state()["requests"].get("0200", 0)
-        response = await _pay(socket, 900, 4)
-        _expect(host.state()["requests"].get("0200", 0) == sent, "the host got a purchase")
-        _say(f"   the next purchase is answered at once, without host traffic: "
-             f"{response.text(39)}, {response.text(63)[:60]}...")  # fmt: skip
+    _say("\n2. A purchase of 12.34 CNY")
+    response = await _pay(socket, 1234, 1)
+    _say(f"   answer: {_answer(response)}")
+    _expect(response.text(39) == "00", "the first purchase was not approved")
 
-        _say("\n5. The journal (agent journal)")
-        for line in timeline.render(timeline.entries(agent.journal)).splitlines():
-            _say(f"   {line}")
-    finally:
-        await agent.close()
-        await server.close()
-        module_port.stop()
-        tms_http.shutdown()
-        tms_http.server_close()
+    _say("\n3. The host loses the terminal's session (a host-side fault), and the next "
+         "purchase of 56.78 CNY gets 97")  # fmt: skip
+    host.forget(TID)
+    mark = time.time()
+    response = await _pay(socket, 5678, 2)
+    for entry in timeline.entries(agent.journal, mark):
+        _say(f"   {entry['text']}")
+    _say(f"   answer to the app: {_answer(response)}")
+    _expect(response.text(39) == "00", "the purchase after the 97 was not approved")
+
+    _say("\n4. The acquirer cancels the terminal; a purchase of 9.00 CNY")
+    host.set_status(TID, "cancelled")
+    mark = time.time()
+    response = await _pay(socket, 900, 3)
+    for entry in timeline.entries(agent.journal, mark):
+        _say(f"   {entry['text']}")
+    _say(f"   answer to the app: {_answer(response)}")
+    _expect(agent.recovery.state is State.UNREGISTERED, "the terminal did not become unregistered")
+    assert agent.recovery.message is not None
+    _say("   on the terminal's screen (the display-message hook):")
+    _say(f"     {agent.recovery.message.zh}")
+    _say(f"     {agent.recovery.message.en}")
+    sent = host.state()["requests"].get("0200", 0)
+    response = await _pay(socket, 900, 4)
+    _expect(host.state()["requests"].get("0200", 0) == sent, "the host got a purchase")
+    _say(f"   the next purchase is answered at once, without host traffic: "
+         f"{response.text(39)}, {response.text(63)[:60]}...")  # fmt: skip
+
+    _say("\n5. The journal (agent journal)")
+    for line in timeline.render(timeline.entries(agent.journal)).splitlines():
+        _say(f"   {line}")
 
 
 def run_demo(verbose: bool = False) -> int:

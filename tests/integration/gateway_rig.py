@@ -14,16 +14,13 @@ from agent.assembly import Agent
 from agent.config import Config, build
 from agent.sim.host import AcquirerHost
 from agent.sim.host_server import HostServer
-from agent.sim.jsonhttp import serve_in_thread
-from agent.sim.tms import Tms, tms_handler
+from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire.builders import Card
 from agent.wire.frame import with_length
 from agent.wire.message import Message, decode_message, encode_message
 from drivers.sim_port import SimulatedModulePort
-from drivers.simulator import ModuleSimulator, ModuleState
 
-TID, MID = "10000001", "898100012340001"
-MODULE_SERIAL = "SIM0000000000001"
+__all__ = ["CARD", "MID", "PAN", "TID", "Rig", "app_purchase", "exchange", "gateway_rig"]
 PAN = "6217001234567890123"
 CARD = Card(
     pan=PAN,
@@ -35,19 +32,26 @@ CARD = Card(
 
 @dataclass
 class Rig:
-    host: AcquirerHost
-    server: HostServer
+    site: Site
     agent: Agent
-    module_port: SimulatedModulePort
     socket: Path
     config: Config
-    tms: Tms
+
+    @property
+    def host(self) -> AcquirerHost:
+        return self.site.host
+
+    @property
+    def server(self) -> HostServer:
+        return self.site.server
+
+    @property
+    def module_port(self) -> SimulatedModulePort:
+        return self.site.module_port
 
     def put_tms(self, **changes: object) -> None:
         """What the TMS holds for this terminal's module, changed as given."""
-        hosts = list(map(str, self.agent.config.endpoints))
-        record = {"tid": TID, "mid": MID, "hosts": hosts}
-        self.tms.put(MODULE_SERIAL, {**record, **changes})
+        self.site.provision_in_tms(list(map(str, self.agent.config.endpoints)), **changes)
 
 
 def app_purchase(amount_fen: int, app_stan: int = 901) -> Message:
@@ -89,49 +93,32 @@ async def gateway_rig(
     sections: dict[str, dict[str, object]] | None = None,
 ):
     """``sections`` adds to or replaces parts of the configuration, by section."""
-    host = AcquirerHost(tmp_path / "registry.json")
-    server = HostServer(host)
-    _, port = await server.start(tls=server_tls)
-    dead_port = None
-    if primary_down:
-        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-        dead_port = probe.sockets[0].getsockname()[1]
-        probe.close()
-        await probe.wait_closed()
-    module_port = SimulatedModulePort(
-        ModuleSimulator(ModuleState.load_or_create(tmp_path / "m.json"))
-    )
-    module_path = module_port.start_pty(tmp_path / "module")
-    primary = f"127.0.0.1:{dead_port or port}"
-    tms = Tms(tmp_path / "tms.json")
-    tms_http = serve_in_thread(tms_handler(tms), 0, "tms")
-    raw: dict[str, dict[str, object]] = {
-        "terminal": {"tid": TID, "mid": MID},
-        "host": {
-            "primary": primary,
-            "backup": f"127.0.0.1:{port}" if backup or primary_down else "",
+    async with simulated_site(tmp_path, server_tls) as site:
+        dead_port = None
+        if primary_down:
+            probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+            dead_port = probe.sockets[0].getsockname()[1]
+            probe.close()
+            await probe.wait_closed()
+        raw = site.agent_settings(tmp_path)
+        raw["host"] = {
+            "primary": f"127.0.0.1:{dead_port}" if dead_port else site.host_address,
+            "backup": site.host_address if backup or primary_down else "",
             "response_timeout": response_timeout,
             "connect_timeout": 1.0,
             **(host_options or {}),
-        },
-        "module": {"url": module_path},
-        "gateway": {"socket": str(tmp_path / "agent.sock"), "mode": mode},
-        "journal": {"path": str((journal_dir or tmp_path) / "journal.sqlite3")},
-        "tms": {"url": f"http://127.0.0.1:{tms_http.server_port}", "timeout": 2},
-        "hooks": {"directory": str(tmp_path / "hooks.d")},
-    }
-    for section, values in (sections or {}).items():
-        raw[section] = {**raw.get(section, {}), **values}
-    config = build(raw, "test", env={})
-    agent = Agent(config)
-    await agent.gateway.serve(tmp_path / "agent.sock")
-    try:
-        if sign_in:
-            await agent.gateway.sign_in()
-        yield Rig(host, server, agent, module_port, tmp_path / "agent.sock", config, tms)
-    finally:
-        await agent.close()
-        await server.close()
-        module_port.stop()
-        tms_http.shutdown()
-        tms_http.server_close()
+        }
+        raw["gateway"]["mode"] = mode
+        raw["journal"]["path"] = str((journal_dir or tmp_path) / "journal.sqlite3")
+        raw["tms"]["timeout"] = 2
+        for section, values in (sections or {}).items():
+            raw[section] = {**raw.get(section, {}), **values}
+        config = build(raw, "test", env={})
+        agent = Agent(config)
+        await agent.gateway.serve(tmp_path / "agent.sock")
+        try:
+            if sign_in:
+                await agent.gateway.sign_in()
+            yield Rig(site, agent, tmp_path / "agent.sock", config)
+        finally:
+            await agent.close()
