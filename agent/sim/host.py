@@ -38,7 +38,8 @@ class Terminal:
     mid: str
     tmk: bytes = field(repr=False)
     status: str = "active"  # or "cancelled"
-    require_signin: bool = False
+    require_signin: bool = False  # header processing requirement 3 until it signs in
+    download_due: bool = False  # requirement 6 (TMS parameter download) on the next answer
 
 
 @dataclass
@@ -151,9 +152,12 @@ class AcquirerHost:
             tid = message.text(41, "").strip()
             terminal = self.terminals.get(tid)
         header = request.header or Header()
-        header = header.with_processing_requirement(
-            3 if terminal is not None and terminal.require_signin else 0
-        )
+        requirement = 0
+        if terminal is not None and terminal.require_signin:
+            requirement = 3
+        elif terminal is not None and terminal.download_due:
+            requirement, terminal.download_due = 6, False
+        header = header.with_processing_requirement(requirement)
         response.mti = mti
         if 64 in response.fields and session is not None:
             body = encode_with_mac(response, session.mac)

@@ -9,6 +9,7 @@ Admin API (JSON):
     POST /terminals/<tid>/activate       active again
     POST /terminals/<tid>/forget         drop its session: 97 until it signs in
     POST /terminals/<tid>/require-signin set header processing requirement 3 until it signs in
+    POST /terminals/<tid>/require-download   processing requirement 6 on the next answer
     POST /faults                         {"kind", "count"?: 1, "delay"?: 2.0}; kinds below
     POST /faults/clear
     POST /reload                         re-read the registry file
@@ -176,6 +177,8 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                         host.forget(tid)
                     elif action == "require-signin":
                         host.terminals[tid].require_signin = bool(body.get("on", True))
+                    elif action == "require-download":
+                        host.terminals[tid].download_due = True
                     else:
                         raise ValueError(f"unknown action {action!r}")
                 elif parts == ["faults"]:

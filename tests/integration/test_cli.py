@@ -203,3 +203,18 @@ def test_decode_never_prints_pan_track_or_pin(
             assert pan not in printed
             assert track2 not in printed and track2.replace("=", "D") not in printed
             assert pin.hex().upper() not in printed and pin.hex() not in printed
+
+
+def test_config_check_shows_what_is_in_effect(tmp_path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[terminal]\ntid = "10000001"\nmid = "898100012340001"\n'
+                      '[host]\nprimary = "10.0.0.5:5000"\n')  # fmt: skip
+    result = agent("config", "check", "--config", str(config))
+    assert result.returncode == 0
+    assert f"configuration {config}: valid" in result.stdout
+    assert "[terminal] tid=10000001, mid=898100012340001" in result.stdout
+    assert "[wire] tpdu_destination=0003" in result.stdout
+    config.write_text('[host]\nprimary = "10.0.0.5"\n')
+    result = agent("config", "check", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}: host.primary = '10.0.0.5': expected HOST:PORT" in result.stderr

@@ -188,6 +188,25 @@ def test_header_asking_for_sign_in_gets_one_in_the_background(tmp_path) -> None:
     run(scenario())
 
 
+def test_header_asking_for_a_parameter_download_runs_the_provision_hook(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"tms": {"url": ""}}) as rig:
+            asked = recording_hook(tmp_path, "provision")
+            rig.host.terminals[TID].download_due = True
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            for _ in range(50):
+                if asked.exists() and asked.read_text().strip():
+                    break
+                await asyncio.sleep(0.05)
+            [payload] = [json.loads(line) for line in asked.read_text().splitlines() if line]
+            assert payload["reason"].startswith("the host asked for a parameter download (6)")
+            assert payload["module_serial"] == "SIM0000000000001"
+            events = [e for e in rig.agent.journal.events() if e["kind"] == "recovery.host-asks"]
+            assert events[0]["what"] == "parameter download (processing requirement 6)"
+
+    run(scenario())
+
+
 def test_refused_sign_in_at_start_recovers_by_reprovisioning(tmp_path) -> None:
     """The agent starts with a wrong TID: the sign-in itself gets the 97."""
 
@@ -247,3 +266,32 @@ def _with_hosts(config, primary: str, backup):
 
     host = dataclasses.replace(config.host, primary=parse_endpoint(primary), backup=backup)
     return dataclasses.replace(config, host=host)
+
+
+def test_the_light_check_signs_in_before_a_purchase_finds_stale_keys(tmp_path) -> None:
+    from agent.daemon import light_checks
+    from agent.wire.working_keys import issue_working_keys
+    from drivers.simulator import TEST_TMK
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            checking = asyncio.create_task(light_checks(rig.agent, 0.2))
+            try:
+                stale = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
+                field62 = issue_working_keys(TEST_TMK, "003", stale).to_field62()
+                await asyncio.to_thread(rig.agent.module.load_working_keys, 0, field62)
+                signed = rig.agent.journal.last_signin()["at"]
+                for _ in range(50):
+                    if rig.agent.journal.last_signin()["at"] > signed:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                checking.cancel()
+            events = [e for e in rig.agent.journal.events() if e["kind"] == "light-check"]
+            assert events[0]["check"] == "keys"
+            assert events[0]["result"].startswith("fail: the module's keys are not those")
+            assert rig.agent.journal.last_signin()["at"] > signed
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert rig.host.state()["mac_failures"] == 0
+
+    run(scenario())
