@@ -87,6 +87,17 @@ class Agent:
             at_restart.append("module.url/baudrate")
         if at_restart:
             log.warning("changed settings take effect at restart: %s", ", ".join(at_restart))
+        # what is in effect: the sockets, the journal and the serial port stay as started
+        old = self.config
+        config = dataclasses.replace(
+            config,
+            gateway=old.gateway,
+            journal=old.journal,
+            control=old.control,
+            module=dataclasses.replace(
+                config.module, url=old.module.url, baudrate=old.module.baudrate
+            ),
+        )
         self.config = config
         self.gateway.config = config
         self.gateway.terminal = Terminal(config.terminal.tid, config.terminal.mid)

@@ -175,31 +175,36 @@ class Recovery:
             return (await self.retry(request)).answer
         async with self._lock:
             self.state = State.RECOVERING
-            on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}
-            self._spawn(self.remedies.hook("on-97", on_97))
-            started = time.monotonic()
-            report = await self.remedies.self_check()
+            try:
+                return await self._recover(request, answer, code)
+            finally:
+                if self.state is State.RECOVERING:  # ended by an error: nothing was decided
+                    self.state = State.REGISTERED
+
+    async def _recover(self, request: Message | None, answer: Message, code: str) -> Message:
+        on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}
+        self._spawn(self.remedies.hook("on-97", on_97))
+        started = time.monotonic()
+        report = await self.remedies.self_check()
+        self._event(
+            "self-check",
+            duration_ms=report.duration_ms,
+            results=[f"{c.id} {c.status.value}: {c.summary.en}" for c in report.checks],
+            check_ms={c.id: c.duration_ms for c in report.checks},
+        )
+        plan = decide(report)
+        self._event("plan", remedies=plan or ["escalate"])
+        final = answer
+        if plan:
+            final = await self._retry_with_remedies(request, answer, plan, report, started)
+        if refused(final):
+            await self._enter_unregistered(report, final)
+        else:
+            self.state = State.REGISTERED
             self._event(
-                "self-check",
-                duration_ms=report.duration_ms,
-                results=[f"{c.id} {c.status.value}: {c.summary.en}" for c in report.checks],
-                check_ms={c.id: c.duration_ms for c in report.checks},
+                "recovered", code=final.text(39), seconds=round(time.monotonic() - started, 3)
             )
-            plan = decide(report)
-            self._event("plan", remedies=plan or ["escalate"])
-            final = answer
-            if plan:
-                final = await self._retry_with_remedies(request, answer, plan, report, started)
-            if refused(final):
-                await self._enter_unregistered(report, final)
-            else:
-                self.state = State.REGISTERED
-                self._event(
-                    "recovered",
-                    code=final.text(39),
-                    seconds=round(time.monotonic() - started, 3),
-                )
-            return final
+        return final
 
     async def _retry_with_remedies(
         self,
