@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import platform
 import re
 import socket
 import statistics
@@ -23,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import print_figures
 
 from benchmarks.gateway import AgentClient
 from tests.processes import AGENT, AgentProcess, HostProcess, ModuleProcess, write_config
@@ -140,20 +140,15 @@ def main() -> None:
     purchases = 400 if args.quick else args.purchases
     figures = measure(purchases, idle_seconds=3.0 if args.quick else 10.0)
     sizes = installed_kib()
-    print(
-        json.dumps(
-            {
-                "benchmark": "footprint",
-                **figures,
-                "help_ms": round(help_ms(3 if args.quick else 10), 1),
-                "installed_kib": sizes,
-                "installed_total_mib": round(sum(sizes.values()) / 1024, 1),
-                "targets": TARGETS,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-            },
-            indent=2,
-        )
+    print_figures(
+        "footprint",
+        {
+            **figures,
+            "help_ms": round(help_ms(3 if args.quick else 10), 1),
+            "installed_kib": sizes,
+            "installed_total_mib": round(sum(sizes.values()) / 1024, 1),
+            "targets": TARGETS,
+        },
     )
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import platform
 import socket
 import statistics
 import sys
@@ -25,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import print_figures
 
 from agent.journal import Journal
 from agent.wire.builders import Card, Terminal, purchase_request, signin_request
@@ -270,17 +270,7 @@ def main() -> None:
     args = parser.parse_args()
     count = 100 if args.quick else args.count
     figures = measure(count, args.clients)
-    print(
-        json.dumps(
-            {
-                "benchmark": "gateway",
-                **figures,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-            },
-            indent=2,
-        )
-    )
+    print_figures("gateway", figures)
 
 
 if __name__ == "__main__":

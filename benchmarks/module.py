@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import select
 import statistics
 import subprocess
@@ -21,6 +19,8 @@ import threading
 import time
 import tty
 from pathlib import Path
+
+from report import print_figures
 
 from agent.wire.mac import mac_block
 from agent.wire.working_keys import issue_working_keys
@@ -149,13 +149,7 @@ def main() -> None:
             <= TARGET_BYTES,
         }
     )
-    print(
-        json.dumps(
-            {"benchmark": "module", **figures, "python": platform.python_version(),
-             "machine": platform.machine(), "macs": macs},
-            indent=2,
-        )
-    )  # fmt: skip
+    print_figures("module", {**figures, "macs": macs})
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import print_figures
 
 from agent.config import parse_endpoint
 from agent.selfcheck import run_checks
@@ -146,17 +146,7 @@ def main() -> None:
             rounds, dead_rounds=1 if args.quick else 3, connect_timeout=1.0 if args.quick else 5.0
         )
     )
-    print(
-        json.dumps(
-            {
-                "benchmark": "recovery",
-                **figures,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-            },
-            indent=2,
-        )
-    )
+    print_figures("recovery", figures)
 
 
 if __name__ == "__main__":

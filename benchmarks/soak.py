@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
-import platform
 import random
 import sqlite3
 import sys
@@ -30,6 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import print_figures
 
 from benchmarks.footprint import rss_mb
 from tests.processes import (
@@ -195,17 +195,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = args.seconds or (20.0 if args.quick else args.minutes * 60)
     figures = soak(seconds, args.fault_every, args.clients, args.seed)
-    print(
-        json.dumps(
-            {
-                "benchmark": "soak",
-                **figures,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-            },
-            indent=2,
-        )
-    )
+    print_figures("soak", figures)
 
 
 if __name__ == "__main__":

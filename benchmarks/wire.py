@@ -8,11 +8,11 @@ timed on its own; its keyed part runs in the card module. Prints one JSON object
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
+
+from report import print_figures
 
 from agent.wire.builders import Card, Terminal, purchase_request, response_to
 from agent.wire.frame import Header, Tpdu, decode_frame, host_frame
@@ -73,18 +73,9 @@ def main() -> None:
             "mac_block_us": per_call_us(lambda f=frame: mac_block(mab(f[13:])), **timing),
         }
     worst = max(max(r["encode_us"], r["decode_us"]) for r in results.values())
-    print(
-        json.dumps(
-            {
-                "benchmark": "wire",
-                "messages": results,
-                "target_us": TARGET_US,
-                "within_target": worst < TARGET_US,
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-            },
-            indent=2,
-        )
+    print_figures(
+        "wire",
+        {"messages": results, "target_us": TARGET_US, "within_target": worst < TARGET_US},
     )
 
 
