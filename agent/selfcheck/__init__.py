@@ -7,6 +7,7 @@ Each check is a module with ``ID`` and ``async def check(context) -> CheckResult
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ async def _bounded(check_id: str, check: Check, context: Context, deadline: floa
                  f"检查程序出错：{type(exc).__name__}: {exc}"),
             finding="check-error",
         )  # fmt: skip
-    return CheckResult(**{**result.__dict__, "duration_ms": elapsed_ms(started)})
+    return dataclasses.replace(result, duration_ms=elapsed_ms(started))
 
 
 async def run_checks(context: Context, only: list[str] | None = None) -> Report:

@@ -21,7 +21,6 @@ import pytest
 
 from agent import __version__
 from tests.packaging.common import (
-    PACKAGING,
     ROOT,
     UNIT,
     build_script,
@@ -267,15 +266,3 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path
     expected = {"usr/bin/python3"} | ACCOUNT_FILES | {f"{name}-" for name in ACCOUNT_FILES}
     assert [p for p in left if not p.startswith("var/lib/dpkg/") and p not in expected] == []
     assert host_state() == before
-
-
-def test_build_script_knows_the_hook_events() -> None:
-    import importlib.util
-
-    from firmware_hooks.runner import EVENTS
-
-    spec = importlib.util.spec_from_file_location("deb_build", PACKAGING / "debian/build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.HOOK_EVENTS == EVENTS
