@@ -232,15 +232,25 @@ class Gateway:
         try:
             exchange = await self.link.request(outgoing, encoded)
         except HostUnavailable as exc:
-            self.journal.finish(transaction, "not-sent", detail=str(exc))
+            self._close_unanswered(transaction, "not-sent", str(exc), None)
             return local("96", str(exc))
         except HostLinkError as exc:
             reason = "98" if financial else None
-            self.journal.finish(transaction, "timed-out", detail=str(exc), reversal_reason=reason)
+            self._close_unanswered(transaction, "timed-out", str(exc), reason)
             if financial:
                 self.reversals_waiting.set()
             return local("98", f"{exc}; reversal queued" if financial else str(exc))
         return await self._settle(request, outgoing, transaction, exchange, financial)
+
+    def _close_unanswered(
+        self, transaction: int, state: str, detail: str, reversal_reason: str | None
+    ) -> None:
+        """Journal a request that got no answer. If even that fails (a full disk), the row stays
+        pending, which the next start turns into a reversal: nothing is lost, the app is told."""
+        try:
+            self.journal.finish(transaction, state, detail=detail, reversal_reason=reversal_reason)
+        except JournalError as exc:
+            log.error("transaction %d left pending for the next start: %s", transaction, exc)
 
     def _record(self, outgoing: Message, financial: bool) -> tuple[int, bytes]:
         """In a worker thread: journal the request as pending (taking its STAN), then MAC it.

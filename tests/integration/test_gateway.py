@@ -215,6 +215,31 @@ def test_full_journal_disk_answers_96_and_sends_nothing(tmp_path, tiny_disk) -> 
     run(scenario())
 
 
+def test_disk_full_while_the_host_is_silent_still_answers_and_loses_nothing(
+    tmp_path, tiny_disk
+) -> None:
+    """The pending row is written, the host never answers, and by then the disk is full: the
+    app still gets its 98, and the row, left pending, becomes a reversal at the next start."""
+    from agent.journal import Journal
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=tiny_disk) as rig:
+            rig.server.faults.add("no-answer")
+            purchase = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            await asyncio.sleep(0.3)  # the request is at the host
+            fill_disk(tiny_disk)
+            answer = await purchase
+            assert answer.text(39) == "98"
+            (tiny_disk / "filler").unlink()
+        journal = Journal(tiny_disk / "journal.sqlite3")
+        assert journal.recover_pending() == 1
+        [reversal] = journal.queued_reversals()
+        assert reversal.reason == "98"
+        journal.close()
+
+    run(scenario())
+
+
 def test_no_card_data_in_logs_journal_or_answers(tmp_path, caplog) -> None:
     caplog.set_level(logging.DEBUG)
 
