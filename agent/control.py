@@ -1,5 +1,6 @@
 """The control socket (DESIGN.md section 10): JSON lines between the running agent and the
-technician's commands (``agent status``, ``selftest``, ``signin``, ``echo``, ``provision``).
+technician's commands (``agent status``, ``selftest``, ``signin``, ``echo``, ``provision``,
+``journal``).
 
 A request is one JSON object with ``"cmd"``; the answer is one JSON object with ``"ok"`` and either
 the command's fields or ``"error"``. Bad input gets an error answer naming what was wrong, and the

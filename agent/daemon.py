@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent import paths
+from agent import paths, timeline
 from agent.assembly import Agent
 from agent.config import Config, ConfigError
 from agent.control import ControlServer, Handler
@@ -144,8 +144,14 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
             "host": agent.link.status.endpoint,
         }
 
+    async def journal(request: dict[str, Any]) -> dict[str, Any]:
+        since = request.get("since", 0)
+        if isinstance(since, bool) or not isinstance(since, int | float):
+            raise ValueError('"since" must be epoch seconds')
+        return {"entries": timeline.entries(agent.journal, float(since))}
+
     return {"status": status, "selftest": selftest, "signin": signin, "provision": provision,
-            "echo": echo}  # fmt: skip
+            "echo": echo, "journal": journal}  # fmt: skip
 
 
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:

@@ -62,6 +62,12 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, si
             sock.connect(str(path))
             sock.sendall(b"x" * 70_000 + b"\n")
             assert sock.makefile("rb").readline() == b""
+        assert (
+            '"since" must be epoch seconds'
+            in control(path, b'{"cmd": "journal", "since": "yesterday"}')["error"]
+        )
+        entries = control(path, b'{"cmd": "journal", "since": 0}')["entries"]
+        assert entries[0]["text"].startswith("0800 STAN ")
         assert control(path, b'{"cmd": "status"}')["ok"]
         assert pay(tmp_path / "agent.sock").text(39) == "00"
     finally:
