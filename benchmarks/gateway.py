@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import print_figures
+from report import percentile, print_figures
 
 from agent.journal import Journal
 from agent.wire.builders import Card, Terminal, purchase_request, signin_request
@@ -122,11 +122,6 @@ class AgentClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def timed(purchase: Callable[[], str]) -> float:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import print_figures
+from report import percentile, print_figures
 
 from agent.config import parse_endpoint
 from agent.selfcheck import run_checks
@@ -33,11 +33,6 @@ from tests.integration.gateway_rig import TID, app_purchase, exchange, gateway_r
 
 TARGET_MS = 1500
 DEAD_HOST = "192.0.2.1:5000"  # TEST-NET-1: never routed to anything
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def summary(samples: list[float]) -> dict[str, float]:
