@@ -4,15 +4,12 @@ KCVs of the last successful sign-in, and a MAC computed two ways agrees."""
 from __future__ import annotations
 
 from agent.selfcheck.base import CheckResult, Context, Status, Text
+from agent.selfcheck.module import failure
 from agent.wire.mac import mac_block
-from drivers.module import MacAlgorithm, ModuleError, ModuleStatusError
-from drivers.module import Status as ModuleStatus
+from drivers.module import MacAlgorithm, ModuleError
 
 ID = "keys"
 
-TAKE_OUT_OF_SERVICE = Text(
-    "take the terminal out of service and call support", "停止使用该终端并联系客服"
-)
 SIGN_IN = Text("sign in again: `agent signin`", "重新签到：`agent signin`")
 # A fixed MAB for the self-test: the module MACs it whole (0x01) and from our R (0x81).
 TEST_MAB = b"\x02\x00" + bytes(range(30))
@@ -24,30 +21,8 @@ async def check(context: Context) -> CheckResult:
         return CheckResult(ID, Status.SKIP, Text("no card module", "无加密模块"))
     try:
         status = await context.module_call(context.module.key_status, slot)
-    except ModuleStatusError as exc:
-        if exc.status != ModuleStatus.TAMPERED:
-            raise
-        return CheckResult(
-            ID,
-            Status.FAIL,
-            Text("the card module reports tampering: its keys are locked",
-                 "加密模块报告被拆，密钥已锁定"),
-            str(exc),
-            TAKE_OUT_OF_SERVICE,
-            finding="tampered",
-        )  # fmt: skip
     except ModuleError as exc:
-        return CheckResult(
-            ID,
-            Status.FAIL,
-            Text(f"the card module does not answer: {exc}", f"加密模块无响应：{exc}"),
-            f"module {context.config.module.url}",
-            Text(
-                "check the module's cable and power; see the module check",
-                "检查加密模块连线和电源；参见模块检查",
-            ),
-            finding="module-unreachable",
-        )
+        return failure(ID, context.config.module.url, exc)
     present = {name: state for name, state in status.keys.items() if state.present}
     detail = ", ".join(f"{name} KCV {state.kcv_hex}" for name, state in present.items())
     detail = f"slot {slot}: {detail or 'no keys'}"

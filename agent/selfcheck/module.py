@@ -4,10 +4,39 @@ record (a change is noted; a swapped module explains lost keys)."""
 from __future__ import annotations
 
 from agent.selfcheck.base import CheckResult, Context, Status, Text
-from agent.selfcheck.keys import TAKE_OUT_OF_SERVICE
-from drivers.module import ModuleError
+from drivers.module import ModuleError, ModuleStatusError
+from drivers.module import Status as ModuleStatus
 
 ID = "module"
+
+
+def tampered(check_id: str, detail: str) -> CheckResult:
+    return CheckResult(
+        check_id,
+        Status.FAIL,
+        Text("the card module reports tampering: it is locked", "加密模块报告被拆，已锁定"),
+        detail,
+        Text("take the terminal out of service and call support", "停止使用该终端并联系客服"),
+        finding="tampered",
+    )
+
+
+def failure(check_id: str, url: str, exc: ModuleError) -> CheckResult:
+    """What a check says when the module refuses or fails to answer: a tamper lock, for which a
+    person must act, or a module that cannot be reached."""
+    if isinstance(exc, ModuleStatusError) and exc.status == ModuleStatus.TAMPERED:
+        return tampered(check_id, str(exc))
+    return CheckResult(
+        check_id,
+        Status.FAIL,
+        Text(f"the card module does not answer: {exc}", f"加密模块无响应：{exc}"),
+        f"module {url}",
+        Text(
+            f"check the module's cable and power and that {url} is the right device (module.url)",
+            f"检查加密模块连线和电源，并确认 {url} 是正确的设备（module.url）",
+        ),
+        finding="module-unreachable",
+    )
 
 
 async def check(context: Context) -> CheckResult:
@@ -17,29 +46,11 @@ async def check(context: Context) -> CheckResult:
     try:
         info = await context.module_info()
     except ModuleError as exc:
-        return CheckResult(
-            ID,
-            Status.FAIL,
-            Text(f"the card module does not answer: {exc}", f"加密模块无响应：{exc}"),
-            f"module {url}",
-            Text(
-                f"check the module's cable and power and that {url} is the right device "
-                "(module.url)",
-                f"检查加密模块连线和电源，并确认 {url} 是正确的设备（module.url）",
-            ),
-            finding="module-unreachable",
-        )
+        return failure(ID, url, exc)
     serial, model, firmware = info.serial.strip(), info.model.strip(), info.firmware.strip()
     described = f"serial {serial}, model {model}, firmware {firmware}"
     if info.tampered:
-        return CheckResult(
-            ID,
-            Status.FAIL,
-            Text("the card module reports tampering: it is locked", "加密模块报告被拆，已锁定"),
-            described,
-            TAKE_OUT_OF_SERVICE,
-            finding="tampered",
-        )
+        return tampered(ID, described)
     recorded = context.journal.recall("module") if context.journal else None
     if context.journal is not None and recorded != described:
         context.journal.remember("module", described)

@@ -200,3 +200,16 @@ async def _load_other_keys(rig) -> None:
     clear = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
     field62 = issue_working_keys(TEST_TMK, "003", clear).to_field62()
     await asyncio.to_thread(rig.agent.module.load_working_keys, 0, field62)
+
+
+def test_a_module_refusing_key_status_is_reported_not_a_crash(tmp_path) -> None:
+    """A status other than tamper (here: busy past every retry) is the module not answering."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.module_port.simulator.busy_answers = 100
+            check = (await run_checks(context_of(rig), ["keys"])).get("keys")
+            assert (check.status, check.finding) == (Status.FAIL, "module-unreachable")
+            assert "busy (status 05)" in check.summary.en
+
+    run(scenario())
