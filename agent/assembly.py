@@ -143,8 +143,9 @@ class Agent:
             await self.gateway.sign_in()
         except SignInError as exc:
             log.warning("sign-in at start failed: %s", exc)
-            if exc.response_code and refused(Message("0810", {39: exc.response_code})):
-                await self.recovery.recover(None, Message("0810", {39: exc.response_code}))
+            answer = Message("0810", {39: exc.response_code or ""})
+            if refused(answer):
+                await self.recovery.recover(None, answer)
         except (HostLinkError, ModuleError, JournalError) as exc:
             log.warning("sign-in at start failed: %s", exc)
         if self.journal.has_queued_reversals:

@@ -196,7 +196,7 @@ class Gateway:
     async def _wrap(self, request: Message) -> Message:
         recovery = self.recovery
         if recovery is not None and request.mti in FINANCIAL:
-            held = recovery.hold(request)
+            held = recovery.hold()
             if held is not None:
                 return self._local(request, *held)
         attempt = await self.attempt(request)

@@ -139,7 +139,7 @@ class Recovery:
 
     # --------------------------------------------------------------------------- gateway
 
-    def hold(self, request: Message) -> tuple[str, str] | None:
+    def hold(self) -> tuple[str, str] | None:
         """While unregistered, the local answer for a financial request: no host traffic."""
         if self.state is not State.UNREGISTERED:
             return None
