@@ -13,6 +13,7 @@ from agent import __version__
 
 if TYPE_CHECKING:
     from agent.config import Config
+    from agent.wire.profile import Profile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_CONFIG = "/etc/pos-agent/agent.toml"
@@ -32,6 +33,12 @@ def _print_json(value: object) -> None:
 def cmd_explain(args: argparse.Namespace) -> int:
     from agent.wire import codes
 
+    if args.requirement is not None:
+        if args.code is not None:
+            raise UsageError("give a response code or --requirement, not both")
+        return _explain_requirement(args.requirement, args.json)
+    if args.code is None:
+        raise UsageError("give a response code (e.g. 97) or --requirement N")
     try:
         rc = codes.lookup(args.code)
     except ValueError as exc:
@@ -44,6 +51,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"category  {rc.category}")
     print(f"action    {rc.action_en}")
     print(f"处理      {rc.action_zh}")
+    return EXIT_OK
+
+
+def _explain_requirement(which: str, as_json: bool) -> int:
+    from agent.wire.frame import PROCESSING_REQUIREMENTS
+
+    if which == "all":
+        numbers = list(PROCESSING_REQUIREMENTS)
+    elif which.isascii() and which.isdigit() and int(which) <= 15:
+        numbers = [int(which)]
+    else:
+        raise UsageError(f"--requirement {which!r}: expected 0 to 15 (a nibble), or all")
+    rows = [
+        {
+            "requirement": n,
+            "known": n in PROCESSING_REQUIREMENTS,
+            "host_asks": PROCESSING_REQUIREMENTS.get(n, ("not defined by CUP", ""))[0],
+            "agent_does": PROCESSING_REQUIREMENTS.get(n, ("", "nothing (not acted on)"))[1],
+        }
+        for n in numbers
+    ]
+    if as_json:
+        _print_json(rows if which == "all" else rows[0])
+        return EXIT_OK
+    for row in rows:
+        print(f"{row['requirement']:>2}  host asks: {row['host_asks']}; agent: {row['agent_does']}")
     return EXIT_OK
 
 
@@ -64,16 +97,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from agent.wire.errors import DecodeError
     from agent.wire.frame import Layout, decode_frame
 
+    profile = _profile(args)
     data = _read_hex(sys.stdin.read() if args.hex == "-" else args.hex)
     layout = None if args.frame == "auto" else Layout(args.frame)
     try:
-        frame = decode_frame(data, layout)
+        frame = decode_frame(data, layout, profile)
     except DecodeError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
-        _print_json(describe_frame(frame))
+        _print_json(describe_frame(frame, profile))
     else:
-        print(render_frame(frame))
+        print(render_frame(frame, profile))
     return EXIT_OK
 
 
@@ -249,7 +283,6 @@ def cmd_echo(args: argparse.Namespace) -> int:
     from agent.journal import Journal
     from agent.link import HostLink, HostLinkError
     from agent.wire.builders import Terminal, echo_request
-    from agent.wire.message import encode_message
 
     config = _load_config(args)
     answer = _ask_agent(config, {"cmd": "echo"})
@@ -265,7 +298,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
             message = echo_request(terminal, stan=journal.next_stan(), batch=journal.batch)
             started = time.monotonic()
             try:
-                exchange = await link.request(message, encode_message(message))
+                exchange = await link.request(message)
                 return {
                     "response_code": exchange.frame.message.text(39, "??"),
                     "ms": round((time.monotonic() - started) * 1000, 1),
@@ -338,8 +371,12 @@ def _shown(name: str, value: object) -> str:
         return "-"
     if name.startswith("tpdu_"):
         return f"{value:04X}"
-    if name == "software_version":
+    if name in ("software_version", "header_category"):
         return f"{value:02X}"
+    if name == "key_layout":
+        return str(value or "auto")
+    if name == "profile":
+        return getattr(value, "name", str(value))
     return str(value)
 
 
@@ -353,9 +390,30 @@ def cmd_sim_host(args: argparse.Namespace) -> int:
         raise UsageError("--tls-cert and --tls-key go together")
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     try:
-        return host_server.main(args.registry, listen, args.admin_port, tls)
+        return host_server.main(
+            args.registry,
+            listen,
+            args.admin_port,
+            tls,
+            key_layout=args.key_layout,
+            batch=args.batch,
+            check_batch=args.check_batch,
+            profile=_profile(args),
+        )
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    """The wire profile of ``--profile``, or the built-in CUP one."""
+    from agent.wire.profile import CUP, ProfileError, load_profile
+
+    if args.profile is None:
+        return CUP
+    try:
+        return load_profile(args.profile)
+    except ProfileError as exc:
+        raise UsageError(f"--profile: {exc}") from None
 
 
 def _listen_endpoint(text: str) -> tuple[str, int]:
@@ -451,8 +509,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pos-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("explain", help="explain a response code (field 39)")
-    p.add_argument("code", help="two-character response code, e.g. 97")
+    p = sub.add_parser(
+        "explain", help="explain a response code (field 39) or a header processing requirement"
+    )
+    p.add_argument("code", nargs="?", help="two-character response code, e.g. 97")
+    p.add_argument(
+        "--requirement",
+        metavar="N",
+        help="explain the header's processing requirement N (0-15) instead, or 'all' for the table",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_explain)
 
@@ -465,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="framing: host = length+TPDU+header, app = length only, tpdu = TPDU+header, "
         "bare = message only; auto-detected by default",
     )
+    p.add_argument("--profile", type=Path, help="wire profile (TOML) of the acquirer")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_decode)
 
@@ -506,6 +572,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=0, help="admin HTTP port on 127.0.0.1")
     p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate chain (PEM)")
     p.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--key-layout",
+        type=int,
+        default=0,
+        choices=range(8),
+        metavar="0-7",
+        help="field 62 layout of sign-ins (DESIGN.md section 4); 0: the scheme's full-length one",
+    )
+    p.add_argument("--batch", type=int, default=1, help="the host's batch number (60.2 of 0810)")
+    p.add_argument(
+        "--check-batch", action="store_true", help="answer 77 to a purchase of another batch"
+    )
+    p.add_argument("--profile", type=Path, help="wire profile (TOML) to decode and encode with")
     p.set_defaults(handler=cmd_sim_host)
 
     p = sim.add_parser("tms", help="terminal management system simulator (HTTP JSON)")

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.wire.profile import CUP, Profile, ProfileError, load_profile
+from agent.wire.working_keys import LAYOUTS
+
 DEFAULT_PATH = Path("/etc/pos-agent/agent.toml")
 ENV_PREFIX = "POS_AGENT_"
 
@@ -53,9 +56,12 @@ class HostConfig:
 class WireConfig:
     tpdu_destination: int = 0x0003
     tpdu_source: int = 0x0000
+    header_category: int = 0x60  # 0x60 magnetic stripe application, 0x61 IC
     software_version: int = 0x31
     sub_version: str = "311303"
     key_scheme: str = "003"
+    key_layout: int = 0  # field 62 layout 1-7 of DESIGN.md section 4; 0: recognise it
+    profile: Profile = CUP  # built-in, or the file ``wire.profile`` names laid over it
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,22 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return parse
 
 
+def _key_layout(value: Any) -> int:
+    if value == "auto":
+        return 0
+    number = _integer(value) if not isinstance(value, str) or value.isdigit() else -1
+    if number not in LAYOUTS:
+        raise ValueError(f'expected "auto" or a field 62 layout from 1 to {len(LAYOUTS)}')
+    return number
+
+
+def _profile_path(value: Any) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise ValueError("expected the path of a wire profile (TOML); leave it out for CUP")
+    return text
+
+
 def _url(value: Any) -> str:
     text = _text(value).strip()
     if text and not (text.startswith(("http://", "https://")) and len(text) > 8):
@@ -251,9 +273,12 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "wire": {
         "tpdu_destination": _nii,
         "tpdu_source": _nii,
+        "header_category": _byte_hex,
         "software_version": _byte_hex,
         "sub_version": _digits(6),
         "key_scheme": _choice("001", "003", "004"),
+        "key_layout": _key_layout,
+        "profile": _profile_path,
     },
     "module": {"url": _text, "baudrate": _integer, "key_slot": _integer},
     "gateway": {"socket": _text, "tcp_port": _integer, "mode": _choice("wrap", "pass-through")},
@@ -294,8 +319,14 @@ def parse_value(section: str, key: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {section}.{key} = {value!r}: {exc}") from None
 
 
-def build(raw: Mapping[str, Any], source: str, env: Mapping[str, str] | None = None) -> Config:
-    """Validate ``raw`` (parsed TOML) plus environment overrides into a :class:`Config`."""
+def build(
+    raw: Mapping[str, Any],
+    source: str,
+    env: Mapping[str, str] | None = None,
+    base: Path | None = None,
+) -> Config:
+    """Validate ``raw`` (parsed TOML) plus environment overrides into a :class:`Config`.
+    Relative paths of files the configuration reads (the wire profile) start at ``base``."""
     env = os.environ if env is None else env
     sections: dict[str, Any] = {}
     for section, value in raw.items():
@@ -317,11 +348,30 @@ def build(raw: Mapping[str, Any], source: str, env: Mapping[str, str] | None = N
             if variable in env:
                 values[key] = env[variable]
         parsed = {key: parse_value(section, key, value, source) for key, value in values.items()}
+        if section == "wire":
+            parsed = _wire_checked(parsed, source, base or Path.cwd())
         sections[section] = SECTION_CLASSES[section](**parsed)
     config = Config(**sections, source=source)
     if config.host.tls and config.host.ca_file and not Path(config.host.ca_file).is_file():
         raise ConfigError(f"{source}: host.ca_file = {config.host.ca_file!r}: no such file")
     return config
+
+
+def _wire_checked(parsed: dict[str, Any], source: str, base: Path) -> dict[str, Any]:
+    """The [wire] settings that depend on each other, and the profile file loaded."""
+    scheme = parsed.get("key_scheme", WireConfig.key_scheme)
+    layout = parsed.get("key_layout", 0)
+    if layout and LAYOUTS[layout].scheme != scheme:
+        raise ConfigError(
+            f"{source}: wire.key_layout = {layout}: {LAYOUTS[layout].describe()} does not fit "
+            f"wire.key_scheme = {scheme!r}"
+        )
+    if "profile" in parsed:
+        try:
+            parsed["profile"] = load_profile(base / parsed["profile"])
+        except ProfileError as exc:
+            raise ConfigError(f"{source}: wire.profile: {exc}") from None
+    return parsed
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -334,9 +384,10 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{path}: no such configuration file") from None
-        return build({}, f"{path} (absent: defaults)", env)
+        return build({}, f"{path} (absent: defaults)", env, path.parent)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return build(raw, str(path), env)
+    # a relative path in the file is read from the file's own directory
+    return build(raw, str(path), env, path.parent)

@@ -27,7 +27,6 @@ from agent.provisioning import ProvisioningError
 from agent.recovery import RemedyFailed
 from agent.selfcheck import run_checks
 from agent.selfcheck.base import Status
-from agent.wire.message import encode_message
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +136,7 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
     async def echo(_: dict[str, Any]) -> dict[str, Any]:
         message = agent.echo_message()
         started = time.monotonic()
-        exchange = await agent.link.request(message, encode_message(message))
+        exchange = await agent.link.request(message)
         return {
             "response_code": exchange.frame.message.text(39, "??"),
             "ms": round((time.monotonic() - started) * 1000, 1),

@@ -31,7 +31,9 @@ from agent.signin import SignInError, sign_in
 from agent.wire import codes
 from agent.wire.builders import (
     MAC_PLACEHOLDER,
+    MESSAGE_TYPE_PURCHASE,
     Terminal,
+    batch_text,
     field60,
     response_to,
     reversal_request,
@@ -39,7 +41,8 @@ from agent.wire.builders import (
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.frame import Layout, decode_frame, with_length
 from agent.wire.mac import encode_with_mac, mac_matches
-from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.message import FieldValue, Message, decode_message, encode_message
+from agent.wire.profile import Profile
 from drivers.module import CardModule, ModuleError
 
 if TYPE_CHECKING:
@@ -52,8 +55,6 @@ MAX_APP_FRAME = 4096
 # must not hold a reader forever). Between frames a connection may stay idle.
 FRAME_TIMEOUT = 5.0
 FINANCIAL = {"0200"}
-# A reversal is done when the host confirms it, or says there is nothing to reverse.
-REVERSAL_DONE = {"12", "25"}
 
 
 class ReversalPending(Exception):
@@ -75,6 +76,14 @@ class Attempt:
 
     answer: Message
     exchange: Exchange | None
+
+
+def with_batch(field_60: FieldValue | None, batch: int) -> str:
+    """Field 60 of a request with 60.2 set to the current batch (the host's, DESIGN.md section
+    10); a purchase's 60 when the app sent none."""
+    if not isinstance(field_60, str) or len(field_60) < 8:
+        return field60(MESSAGE_TYPE_PURCHASE, batch)
+    return field_60[:2] + batch_text(batch) + field_60[8:]
 
 
 def local_answer(request: Message, code: str, reason: str) -> Message:
@@ -107,6 +116,11 @@ class Gateway:
         self._clients: set[asyncio.Task[None]] = set()
         self.frame_timeout = FRAME_TIMEOUT
         self.recovery: Recovery | None = None  # set by the agent: what to do after a 97
+
+    @property
+    def profile(self) -> Profile:
+        """The wire profile in effect (a reload may change it)."""
+        return self.config.wire.profile
 
     # ---------------------------------------------------------------------------- sockets
 
@@ -184,14 +198,16 @@ class Gateway:
         if self.config.gateway.mode == "pass-through":
             return await self._pass_through(frame)
         try:
-            request = decode_message(frame)
+            request = decode_message(frame, self.profile)
         except DecodeError as exc:
             log.warning("payment app sent a malformed message: %s", exc)
             self.stats.bad_frames += 1
             return None
         if request.mti == "0800":
-            return encode_message(await self._sign_in_for_app(request))
-        return encode_message(await self._wrap(request))
+            answer = await self._sign_in_for_app(request)
+        else:
+            answer = await self._wrap(request)
+        return encode_message(answer, self.profile)
 
     async def _wrap(self, request: Message) -> Message:
         recovery = self.recovery
@@ -333,7 +349,7 @@ class Gateway:
         fields.pop(11, None)  # the journal assigns the agent's own STAN
         fields[41], fields[42] = self.terminal.tid, self.terminal.mid
         if request.mti in FINANCIAL:
-            fields.setdefault(60, field60("22", self.journal.batch))
+            fields[60] = with_batch(fields.get(60), self.journal.batch)
             fields[64] = MAC_PLACEHOLDER  # financial requests always carry a MAC
         return Message(request.mti, dict(sorted(fields.items())))
 
@@ -341,13 +357,13 @@ class Gateway:
         """Encode, with the MAC from the module when field 64 is present (blocks on the module:
         call in a thread)."""
         if 64 not in message:
-            return encode_message(message)
+            return encode_message(message, self.profile)
         slot = self.config.module.key_slot
 
         def mac_of_block(r: bytes) -> bytes:
             return self.module.mac_from_block(r, slot)
 
-        return encode_with_mac(message, mac_of_block)
+        return encode_with_mac(message, mac_of_block, self.profile)
 
     def _local(self, request: Message, code: str, reason: str) -> Message:
         self.stats.local_answers += 1
@@ -372,6 +388,7 @@ class Gateway:
                 await sign_in(
                     terminal=self.terminal,
                     scheme=self.config.wire.key_scheme,
+                    key_layout=self.config.wire.key_layout,
                     key_slot=self.config.module.key_slot,
                     journal=self.journal,
                     module=self.module,
@@ -400,15 +417,20 @@ class Gateway:
                 self.stats.reversals_sent += 1
                 response = exchange.frame.message
                 code = response.text(39, "")
-                done = code in REVERSAL_DONE or (
-                    codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
-                )
+                outcome = codes.reversal_outcome(code)
+                done = outcome is not codes.ReversalOutcome.NOT_DONE
                 mac_ok = done and await asyncio.to_thread(self._mac_ok, message, exchange, True)
                 if not mac_ok:
                     reason = f"host answered {code}" if not done else "response MAC wrong"
                     self.journal.reversal_attempted(queued.id, reason)
                     raise ReversalPending(f"STAN {queued.message.text(11)}: {reason}")
-                self.journal.reversal_confirmed(queued.id, response)
+                if outcome is codes.ReversalOutcome.CONFLICT:
+                    log.error(
+                        "reversal of STAN %s closed as a conflict: the host answered 22 "
+                        "(suspected malfunction); a person must reconcile it",
+                        queued.message.text(11),
+                    )
+                self.journal.reversal_closed(queued.id, response, outcome.value)
                 confirmed += 1
         return confirmed
 
@@ -416,7 +438,7 @@ class Gateway:
 
     async def _pass_through(self, frame: bytes) -> bytes | None:
         try:
-            inspected = decode_frame(frame, Layout.TPDU)
+            inspected = decode_frame(frame, Layout.TPDU, self.profile)
         except DecodeError as exc:
             log.warning("payment app sent an undecodable frame in pass-through mode: %s", exc)
             self.stats.bad_frames += 1

@@ -332,15 +332,22 @@ class Journal:
                 (error, self._clock(), reversal_id),
             )
 
-    def reversal_confirmed(self, reversal_id: int, response: Message) -> None:
+    def reversal_closed(self, reversal_id: int, response: Message, outcome: str) -> None:
+        """The host answered a reversal with a code that closes it (``outcome`` of
+        :func:`agent.wire.codes.reversal_outcome`); a conflict stays visible as such."""
+        state = "conflict" if outcome == "conflict" else "confirmed"
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE reversals SET state = 'confirmed', attempts = attempts + 1, "
+                "UPDATE reversals SET state = ?, attempts = attempts + 1, "
                 "updated_at = ?, last_error = NULL WHERE id = ? AND state = 'queued'",
-                (self._clock(), reversal_id),
+                (state, self._clock(), reversal_id),
             )
             self._event(
-                db, "reversal-confirmed", reversal=reversal_id, response_code=response.text(39)
+                db,
+                "reversal-conflict" if state == "conflict" else "reversal-confirmed",
+                reversal=reversal_id,
+                response_code=response.text(39),
+                outcome=outcome,
             )
         self._queued -= cursor.rowcount
 
@@ -353,14 +360,23 @@ class Journal:
         host_time: str | None,
         tid: str = "",
         mid: str = "",
+        *,
+        batch: int | None = None,
+        layout: int | None = None,
     ) -> None:
+        """A successful sign-in; ``batch`` (the host's, 60.2 of its 0810) becomes the current
+        batch in the same commit."""
         with self._write() as db:
             db.execute(
                 "INSERT INTO signins (at, scheme, kcvs, host_time, tid, mid) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (self._clock(), scheme, json.dumps(kcvs), host_time, tid, mid),
             )
-            self._event(db, "signed-in", scheme=scheme, kcvs=kcvs, tid=tid)
+            if batch is not None:
+                self._set_meta(db, "batch", str(batch))
+            self._event(
+                db, "signed-in", scheme=scheme, layout=layout, kcvs=kcvs, tid=tid, batch=batch
+            )
 
     def last_signin(self) -> dict[str, Any] | None:
         rows = self._rows(

@@ -22,6 +22,7 @@ from agent.wire.builders import response_mti
 from agent.wire.errors import DecodeError
 from agent.wire.frame import Frame, Header, Layout, Tpdu, decode_frame, host_frame
 from agent.wire.message import Message, encode_message
+from agent.wire.profile import CUP, Profile
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,12 @@ class HostLink:
         return cls(
             endpoints if endpoints is not None else config.endpoints,
             tpdu=Tpdu(wire.tpdu_destination, wire.tpdu_source),
-            header=Header(software_version=wire.software_version, sub_version=wire.sub_version),
+            header=Header(
+                category=wire.header_category,
+                software_version=wire.software_version,
+                sub_version=bytes.fromhex(wire.sub_version),
+            ),
+            profile=wire.profile,
             connect_timeout=config.host.connect_timeout,
             response_timeout=response_timeout or config.host.response_timeout,
             idle_echo=config.host.idle_echo if make_echo else 0.0,
@@ -105,6 +111,7 @@ class HostLink:
         *,
         tpdu: Tpdu,
         header: Header,
+        profile: Profile = CUP,
         connect_timeout: float = 5.0,
         response_timeout: float = 30.0,
         idle_echo: float = 0.0,
@@ -115,7 +122,7 @@ class HostLink:
         if not endpoints:
             raise ValueError("the host link needs at least one endpoint")
         self.endpoints = endpoints
-        self.tpdu, self.header = tpdu, header
+        self.tpdu, self.header, self.profile = tpdu, header, profile
         self.connect_timeout = connect_timeout
         self.response_timeout = response_timeout
         self.idle_echo = idle_echo
@@ -145,8 +152,8 @@ class HostLink:
             self.tls is None,
             self.server_name,
         )
-        for name in ("endpoints", "tpdu", "header", "connect_timeout", "response_timeout",
-                     "tls", "server_name"):  # fmt: skip
+        for name in ("endpoints", "tpdu", "header", "profile", "connect_timeout",
+                     "response_timeout", "tls", "server_name"):  # fmt: skip
             setattr(self, name, getattr(other, name))
         if moved:
             self._restart("the host configuration changed")
@@ -258,12 +265,15 @@ class HostLink:
     # -------------------------------------------------------------------------- exchange
 
     async def request(
-        self, message: Message, encoded: bytes, timeout: float | None = None
+        self, message: Message, encoded: bytes | None = None, timeout: float | None = None
     ) -> Exchange:
-        """Send an encoded request (MTI onwards) with our TPDU and header; wait for its response.
+        """Send a request with our TPDU and header; wait for its response. ``encoded`` (MTI
+        onwards, its MAC computed) is sent when given, else ``message`` under the link's profile.
 
         Raises :class:`HostUnavailable` when nothing was sent, :class:`HostTimeout` or
         :class:`HostLinkError` when the request may have reached the host."""
+        if encoded is None:
+            encoded = encode_message(message, self.profile)
         return await self.forward(message, host_frame(encoded, self.tpdu, self.header), timeout)
 
     async def forward(
@@ -307,7 +317,7 @@ class HostLink:
                 payload = await reader.readexactly(length)
                 self._last_traffic = time.monotonic()
                 try:
-                    frame = decode_frame(payload, Layout.TPDU)
+                    frame = decode_frame(payload, Layout.TPDU, self.profile)
                 except DecodeError as exc:
                     self._detach(writer, f"host sent an undecodable frame: {exc}")
                     return
@@ -339,7 +349,7 @@ class HostLink:
                 continue
             echo = self.make_echo()
             try:
-                response = await self.request(echo, encode_message(echo))
+                response = await self.request(echo)
                 log.debug("echo test answered %s", response.frame.message.text(39, "??"))
             except HostLinkError as exc:
                 log.warning("echo test failed: %s", exc)

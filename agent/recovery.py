@@ -2,13 +2,13 @@
 precise message for a person.
 
 On a host answer whose code says the terminal itself is the problem (97 not registered, 03 invalid
-merchant, 58 not permitted; A0/99 key trouble), the agent journals it, runs the fast self-check,
-picks remedies from the decision table below, and retries the original request with a new STAN, a
-fresh MAC and the TID/MID it has now, a bounded number of times within a deadline. A refusal is a
-definite decline, so a retry cannot charge twice; a timeout is never retried (it is a reversal).
-Still refused: the terminal is ``unregistered``. Financial requests are then answered at once
-without host traffic, a background probe signs in with back-off, and the hooks get a bilingual
-message with the TID, MID and support number.
+merchant, 58 not permitted, C1; 77 batch or session; A0/99/A7 key trouble), the agent journals it,
+runs the fast self-check, picks remedies from the decision table below, and retries the original
+request with a new STAN, a fresh MAC and the TID/MID it has now, a bounded number of times within
+a deadline. A refusal is a definite decline, so a retry cannot charge twice; a timeout is never
+retried (it is a reversal). Still refused: the terminal is ``unregistered``. Financial requests are
+then answered at once without host traffic, a background probe signs in with back-off, and the
+hooks get a bilingual message with the TID, MID and support number.
 
 A header asking to sign in again (processing requirement 3) gets a sign-in in the background; one
 asking for a parameter download (1, 6) runs the ``provision`` hook.
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REFUSALS = (codes.Category.TERMINAL_CONFIG, codes.Category.SECURITY)
+REFUSALS = (codes.Category.TERMINAL_CONFIG, codes.Category.SESSION, codes.Category.SECURITY)
 SIGN_IN_AGAIN, PARAMETERS = 3, (1, 6)  # header processing requirements the agent acts on
 PERSON_MUST_ACT = {"tmk-absent", "tampered", "module-unreachable"}
 
@@ -68,13 +68,15 @@ def refused(answer: Message) -> bool:
     return codes.is_code(code) and codes.lookup(code).category in REFUSALS
 
 
-def decide(report: Report) -> list[str]:
-    """The decision table: self-check findings to remedies, in the order they are tried. Empty
-    means no remedy the terminal can apply: a person must act."""
+def decide(report: Report, code: str = "") -> list[str]:
+    """The decision table: self-check findings (and the refusal's code) to remedies, in the
+    order they are tried. Empty means no remedy the terminal can apply: a person must act."""
     findings = {c.id: c.finding for c in report.checks if c.status in (Status.WARN, Status.FAIL)}
     if PERSON_MUST_ACT & set(findings.values()):
         return []
     plan = []
+    if codes.is_code(code) and codes.lookup(code).category is codes.Category.SESSION:
+        plan.append("sign-in")  # 77: the sign-in takes the host's batch (60.2 of its 0810)
     if findings.get("provisioning") in ("unprovisioned", "differs-from-tms"):
         plan.append("provision")
     if findings.get("clock") == "clock-off":
@@ -192,7 +194,7 @@ class Recovery:
             results=[f"{c.id} {c.status.value}: {c.summary.en}" for c in report.checks],
             check_ms={c.id: c.duration_ms for c in report.checks},
         )
-        plan = decide(report)
+        plan = decide(report, code)
         self._event("plan", remedies=plan or ["escalate"])
         final = answer
         if plan:

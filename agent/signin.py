@@ -1,4 +1,8 @@
-"""Sign-in (签到): 0800 -> 0810 -> working keys into the card module -> KCVs checked, journalled."""
+"""Sign-in (签到): 0800 -> 0810 -> working keys into the card module -> KCVs checked, journalled.
+
+The host's batch number (60.2 of the 0810) becomes the terminal's: a host that checks it answers
+77 to requests of any other batch.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from agent.link import HostLink
 from agent.wire import codes
 from agent.wire.builders import Terminal, signin_request
 from agent.wire.errors import WireError
-from agent.wire.message import encode_message
+from agent.wire.message import Message
 from agent.wire.working_keys import parse_field62
 from drivers.module import CardModule
 
@@ -29,14 +33,25 @@ class SignInError(Exception):
 @dataclass(frozen=True)
 class SignInResult:
     scheme: str
+    layout: int
     kcvs: dict[str, str]
     host_time: str | None  # MMDDhhmmss from fields 13 and 12
+    batch: int | None  # the host's, from 60.2 of the 0810
+
+
+def host_batch(response: Message) -> int | None:
+    """60.2 of an 0810, when the host sent one."""
+    value = response.get(60)
+    if isinstance(value, str) and len(value) >= 8 and value[2:8].isdigit():
+        return int(value[2:8])
+    return None
 
 
 async def sign_in(
     *,
     terminal: Terminal,
     scheme: str,
+    key_layout: int,
     key_slot: int,
     journal: Journal,
     module: CardModule,
@@ -44,7 +59,7 @@ async def sign_in(
 ) -> SignInResult:
     request = signin_request(terminal, stan=journal.next_stan(), batch=journal.batch, scheme=scheme)
     transaction = journal.begin(request, financial=False)
-    exchange = await link.request(request, encode_message(request))
+    exchange = await link.request(request)
     response = exchange.frame.message
     code = response.text(39, "")
     if code != "00":
@@ -53,19 +68,35 @@ async def sign_in(
         journal.finish(transaction, "declined", response)
         raise SignInError(f"host refused the sign-in: {code} ({text})", code)
     try:
-        keys = parse_field62(response.binary(62), scheme)
+        keys = parse_field62(response.binary(62), scheme, key_layout)
     except (KeyError, TypeError, WireError) as exc:
-        journal.finish(transaction, "failed", response, detail=f"field 62: {exc}")
-        raise SignInError(f"the 0810 carries no usable working keys: {exc}") from None
-    await asyncio.to_thread(module.load_working_keys, key_slot, keys.to_field62())
+        setting = f"wire.key_layout = {key_layout or 'auto'}"
+        reason = "it has no field 62" if isinstance(exc, KeyError) else f"{exc} ({setting})"
+        journal.finish(transaction, "failed", response, detail=f"field 62: {reason}")
+        raise SignInError(f"the 0810 carries no usable working keys: {reason}") from None
+    layout = keys.layout
+    await asyncio.to_thread(module.load_working_keys, key_slot, layout.number, keys.to_field62())
     status = await asyncio.to_thread(module.key_status, key_slot)
     for name, kcv in keys.kcvs().items():
-        if status[name].kcv_hex != kcv:
-            detail = f"module reports KCV {status[name].kcv_hex} for {name}, the host sent {kcv}"
+        held = status[name]
+        if held.kcv_hex != kcv or held.length != layout.key_length(name):
+            detail = (
+                f"module holds a {held.length}-byte {name} with KCV {held.kcv_hex}; the host sent "
+                f"a {layout.key_length(name)}-byte one with KCV {kcv} ({layout.describe()})"
+            )
             journal.finish(transaction, "failed", response, detail=detail)
             raise SignInError(detail)
     host_time = response.text(13) + response.text(12) if 12 in response and 13 in response else None
+    batch = host_batch(response)
     journal.finish(transaction, "completed", response)
-    journal.record_signin(scheme, keys.kcvs(), host_time, terminal.tid, terminal.mid)
-    log.info("signed in (scheme %s), KCVs %s", scheme, keys.kcvs())
-    return SignInResult(scheme, keys.kcvs(), host_time)
+    journal.record_signin(
+        scheme,
+        keys.kcvs(),
+        host_time,
+        terminal.tid,
+        terminal.mid,
+        batch=batch,
+        layout=layout.number,
+    )
+    log.info("signed in (%s), KCVs %s, batch %s", layout.describe(), keys.kcvs(), batch)
+    return SignInResult(scheme, layout.number, keys.kcvs(), host_time, batch)

@@ -79,7 +79,7 @@ class DirectClient:
         response = self._exchange(signin_request(DIRECT, stan=next(stans), batch=1), b"")
         keys = parse_field62(response.binary(62), "003")
         tmk = DesKey(TEST_TMK)
-        mak = keys.mak.ciphertext
+        mak = keys.key("MAK").ciphertext
         self.mak = DesKey(tmk.decrypt(mak[:8]) + tmk.decrypt(mak[8:]))
 
     def _mac(self, block: bytes) -> bytes:
@@ -162,7 +162,7 @@ def module_mac_ms(path: str, count: int) -> float:
     """Median MAC round trip to the module process, measured before the agent opens it."""
     with SerialCardModule(path) as module:
         clear = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
-        module.load_working_keys(0, issue_working_keys(TEST_TMK, "003", clear).to_field62())
+        module.load_working_keys(0, 2, issue_working_keys(TEST_TMK, 2, clear).to_field62())
         block = mac_block(bytes(128))
         samples = []
         for _ in range(count):

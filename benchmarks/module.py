@@ -50,7 +50,7 @@ def mac_throughput(count: int) -> dict[str, float]:
         try:
             with SerialCardModule(path) as module:
                 clear = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
-                module.load_working_keys(0, issue_working_keys(TEST_TMK, "003", clear).to_field62())
+                module.load_working_keys(0, 2, issue_working_keys(TEST_TMK, 2, clear).to_field62())
                 module.mac_from_block(R)
                 before = (module.stats.bytes_out, module.stats.bytes_in)
                 started = time.perf_counter()

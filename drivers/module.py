@@ -197,8 +197,9 @@ class CardModule(abc.ABC):
         """The module's clock (naive, as the module keeps it)."""
 
     @abc.abstractmethod
-    def load_working_keys(self, slot: int, field62: bytes) -> None:
-        """Hand field 62 of an 0810 to the module: it stores all keys or none."""
+    def load_working_keys(self, slot: int, layout: int, field62: bytes) -> None:
+        """Hand field 62 of an 0810 and its layout (1-7, DESIGN.md section 4) to the module: it
+        stores all keys or none."""
 
     @abc.abstractmethod
     def mac(self, slot: int, algorithm: MacAlgorithm, data: bytes) -> bytes: ...

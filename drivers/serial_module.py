@@ -224,8 +224,8 @@ class SerialCardModule(CardModule):
     def rtc(self) -> datetime:
         return decode_rtc(self._command(Command.RTC))
 
-    def load_working_keys(self, slot: int, field62: bytes) -> None:
-        self._command(Command.LOAD_WORKING_KEYS, bytes([slot]) + field62)
+    def load_working_keys(self, slot: int, layout: int, field62: bytes) -> None:
+        self._command(Command.LOAD_WORKING_KEYS, bytes([slot, layout]) + field62)
 
     def mac(self, slot: int, algorithm: MacAlgorithm, data: bytes) -> bytes:
         mac = self._command(Command.MAC, bytes([slot, algorithm]) + data)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.wire.errors import WireError
 from agent.wire.mac import DesKey, cup_ecb_mac, kcv, software_cup_mac, x919_mac
-from agent.wire.working_keys import SCHEMES, field62_length, parse_field62
+from agent.wire.working_keys import LAYOUTS, parse_field62
 from drivers.framing import Frame
 from drivers.module import (
     KEY_ORDER,
@@ -34,7 +34,6 @@ from drivers.module import (
 # The documented test TMK of every new simulator state (slot 0). Its KCV is 08D7B4FB.
 TEST_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 SLOTS = 16
-_SCHEME_BY_LENGTH = {field62_length(scheme): scheme for scheme in SCHEMES}
 _KEY_NUMBER = {"PIK": 1, "MAK": 2, "TDK": 3}
 _MAC_ALGORITHMS = {algorithm.value for algorithm in MacAlgorithm}
 
@@ -163,15 +162,16 @@ class ModuleSimulator:
         return self._ok(encode_key_status(KeyStatus(slot, states)))
 
     def _load_working_keys(self, data: bytes) -> bytes:
+        """slot, layout, field 62: an 8-byte key is stored as single DES, and MACs with DES."""
         slot = self._slot(data)
-        scheme = _SCHEME_BY_LENGTH.get(len(data) - 1)
-        if slot is None or scheme is None:
+        layout = LAYOUTS.get(data[1]) if len(data) > 1 else None
+        if slot is None or layout is None:
             return bytes([Status.BAD_PARAMETER])
         tmk = self.state.slots.get(slot, {}).get("TMK")
         if tmk is None:
             return bytes([Status.KEY_ABSENT])
         try:
-            issued = parse_field62(data[1:], scheme)
+            issued = parse_field62(data[2:], layout.scheme, layout.number)
         except WireError:
             return bytes([Status.BAD_PARAMETER])
         decrypt = DesKey(tmk).decrypt

@@ -1,7 +1,7 @@
 """A second ISO 8583 decoder, written from DESIGN.md section 4 alone.
 
-It shares nothing with agent.wire (no spec object, no pyiso8583) so that the wire layer is not
-checked against itself. It is deliberately plain: a table and a loop.
+It shares nothing with agent.wire (no spec object, no profile, no pyiso8583) so that the wire
+layer is not checked against itself. It is deliberately plain: a table and a loop.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ PROFILE = {
     37: ("an", 12, 0), 38: ("an", 6, 0), 39: ("an", 2, 0), 41: ("ans", 8, 0),
     42: ("ans", 15, 0), 44: ("an", 25, 1), 48: ("n", 322, 2), 49: ("an", 3, 0),
     52: ("b", 8, 0), 53: ("n", 16, 0), 54: ("an", 20, 2), 55: ("b", 255, 2),
-    60: ("n", 17, 2), 61: ("n", 29, 2), 62: ("b", 512, 2), 63: ("ans", 163, 2), 64: ("b", 8, 0),
+    60: ("n", 32, 2), 61: ("n", 29, 2), 62: ("b", 512, 2), 63: ("ans", 163, 2), 64: ("b", 8, 0),
 }  # fmt: skip
+# Fixed odd-length n fields whose digits are left-justified (pad nibble last): real CUP terminals
+# send the entry mode that way. The other fixed ones are right-justified, variable ones left.
+LEFT_JUSTIFIED_FIXED = {22}
 
 
 def _bcd_number(data: bytes) -> int:
@@ -60,9 +63,9 @@ def decode_body(body: bytes) -> dict:
             size = (length + 1) // 2
             digits = body[pos : pos + size].hex().upper()
             if length % 2:
-                # fixed fields are padded on the left, variable ones on the right
-                digits = digits[1:] if prefix == 0 else digits[:-1]
-            value: object = digits.replace("D", "=") if fmt == "z" else digits
+                pad_last = prefix != 0 or n in LEFT_JUSTIFIED_FIXED
+                digits = digits[:-1] if pad_last else digits[1:]
+            value: object = digits
         elif fmt == "b":
             size = length
             value = body[pos : pos + size]
@@ -74,4 +77,8 @@ def decode_body(body: bytes) -> dict:
         fields[n] = value
         pos += size
     assert pos == len(body), "trailing bytes"
+    if str(fields.get(53, ""))[2:3] != "1":  # 53.3: tracks in the clear, D is the separator
+        for n in (35, 36):
+            if n in fields:
+                fields[n] = str(fields[n]).replace("D", "=")
     return {"mti": mti, "fields": fields}

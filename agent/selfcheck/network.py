@@ -21,7 +21,6 @@ from agent.config import Endpoint
 from agent.link import HostLink, HostLinkError, tls_context
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from agent.wire.builders import Terminal, echo_request
-from agent.wire.message import encode_message
 
 ID = "network"
 
@@ -161,7 +160,7 @@ async def _echo(context: Context, probe: Probe, deadline: float) -> None:
     )
     started = time.monotonic()
     try:
-        exchange = await link.request(echo, encode_message(echo))
+        exchange = await link.request(echo)
     except HostLinkError as exc:
         probe.failure = f"echo test unanswered: {exc}"
         return

@@ -6,6 +6,11 @@ unknown or cancelled TID and for a terminal with no session, and 03 for a MID th
 It keeps a ledger of approved purchases and reversals so tests can count lost and duplicated
 transactions.
 
+Like real hosts, it can lay out the sign-in's field 62 in any of the seven layouts of DESIGN.md
+section 4 (``key_layout``; the scheme's full-length layout by default), it hands out its batch
+number in 60.2 of the 0810, and with ``check_batch`` it answers 77 to a purchase of another batch.
+It decodes and encodes under a wire profile (the built-in CUP one by default).
+
 Decision rules for purchases (documented so tests can aim at them): an amount whose last two digits
 are 51 is declined with 51 (insufficient funds); everything else is approved.
 """
@@ -25,7 +30,8 @@ from agent.wire.errors import WireError
 from agent.wire.frame import Header, Layout, decode_frame, host_frame
 from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_matches
 from agent.wire.message import Message, encode_message
-from agent.wire.working_keys import SCHEMES, issue_working_keys, key_names
+from agent.wire.profile import CUP, Profile
+from agent.wire.working_keys import DEFAULT_LAYOUT, LAYOUTS, SCHEMES, issue_working_keys
 
 TEST_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # same as the module simulator's
 TEST_TERMINAL = {"tid": "10000001", "mid": "898100012340001", "tmk": TEST_TMK.hex().upper()}
@@ -45,6 +51,7 @@ class Terminal:
 @dataclass
 class Session:
     scheme: str
+    layout: int
     keys: dict[str, bytes] = field(repr=False)
 
     def mac(self, r: bytes) -> bytes:
@@ -71,13 +78,33 @@ def _key(message: Message) -> str:
 class AcquirerHost:
     """The host's logic: a frame in, a frame (or nothing) out. Thread-safe."""
 
-    def __init__(self, registry_path: Path) -> None:
+    def __init__(
+        self,
+        registry_path: Path,
+        *,
+        key_layout: int = 0,
+        batch: int = 1,
+        check_batch: bool = False,
+        profile: Profile = CUP,
+    ) -> None:
         self.registry_path = registry_path
         self.terminals: dict[str, Terminal] = {}
         self.sessions: dict[str, Session] = {}
         self.ledger = Ledger()
         self.lock = threading.RLock()
+        self.key_layout = 0
+        self.batch = batch
+        self.check_batch = check_batch
+        self.profile = profile
+        self.set_key_layout(key_layout)
         self.reload()
+
+    def set_key_layout(self, layout: int) -> None:
+        """Lay out field 62 of sign-ins as ``layout`` (1-7) when the terminal asks for that
+        layout's scheme; 0: each scheme's full-length layout."""
+        if layout and layout not in LAYOUTS:
+            raise ValueError(f"key layout must be 0 (default) or 1 to {len(LAYOUTS)}")
+        self.key_layout = layout
 
     # ------------------------------------------------------------------------- registry
 
@@ -138,7 +165,7 @@ class AcquirerHost:
     def handle(self, frame: bytes) -> bytes | None:
         """The response frame to a request frame (TPDU + header + message, no length)."""
         try:
-            request = decode_frame(frame, Layout.TPDU)
+            request = decode_frame(frame, Layout.TPDU, self.profile)
         except WireError:
             return None
         message = request.message
@@ -160,10 +187,10 @@ class AcquirerHost:
         header = header.with_processing_requirement(requirement)
         response.mti = mti
         if 64 in response.fields and session is not None:
-            body = encode_with_mac(response, session.mac)
+            body = encode_with_mac(response, session.mac, self.profile)
         else:
             response.fields.pop(64, None)
-            body = encode_message(response)
+            body = encode_message(response, self.profile)
         assert request.tpdu is not None
         return host_frame(body, request.tpdu.swapped(), header)[2:]
 
@@ -186,6 +213,8 @@ class AcquirerHost:
         if 64 in message and not mac_matches(frame[11:], session.mac):
             self.ledger.mac_failures += 1
             return response_to(message, "A0"), session
+        if self.check_batch and message.mti == "0200" and message.text(60)[2:8] != self._batch():
+            return response_to(message, "77"), session
         if message.mti == "0200":
             return self._purchase(message), session
         if message.mti == "0400":
@@ -193,15 +222,21 @@ class AcquirerHost:
         return response_to(message, "12"), session
 
     def _sign_in(self, message: Message, terminal: Terminal) -> Message:
-        scheme = message.text(60)[8:11]
+        field_60 = message.text(60)
+        scheme = field_60[8:11]
         if scheme not in SCHEMES:
             return response_to(message, "30")
-        length = SCHEMES[scheme][0]
-        clear = {name: secrets.token_bytes(length) for name in key_names(scheme)}
-        issued = issue_working_keys(terminal.tmk, scheme, clear)
-        self.sessions[terminal.tid] = Session(scheme, clear)
+        chosen = LAYOUTS.get(self.key_layout)
+        layout = chosen if chosen and chosen.scheme == scheme else LAYOUTS[DEFAULT_LAYOUT[scheme]]
+        clear = {name: secrets.token_bytes(length) for name, length in layout.keys}
+        issued = issue_working_keys(terminal.tmk, layout.number, clear)
+        self.sessions[terminal.tid] = Session(scheme, layout.number, clear)
         terminal.require_signin = False
-        return response_to(message, "00", {**self._host_time(), 62: issued.to_field62()})
+        extra = {**self._host_time(), 60: field_60[:2] + self._batch() + field_60[8:]}
+        return response_to(message, "00", {**extra, 62: issued.to_field62()})
+
+    def _batch(self) -> str:
+        return f"{self.batch:06d}"
 
     def _purchase(self, message: Message) -> Message:
         key = _key(message)
@@ -244,7 +279,13 @@ class AcquirerHost:
                     }
                     for t in self.terminals.values()
                 ],
-                "sessions": {tid: s.scheme for tid, s in self.sessions.items()},
+                "sessions": {
+                    tid: {"scheme": s.scheme, "layout": s.layout}
+                    for tid, s in self.sessions.items()
+                },
+                "batch": self.batch,
+                "check_batch": self.check_batch,
+                "key_layout": self.key_layout,
                 "purchases": dict(self.ledger.purchases),
                 "requests": dict(self.ledger.requests),
                 "duplicates": self.ledger.duplicates,

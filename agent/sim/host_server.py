@@ -10,6 +10,7 @@ Admin API (JSON):
     POST /terminals/<tid>/forget         drop its session: 97 until it signs in
     POST /terminals/<tid>/require-signin set header processing requirement 3 until it signs in
     POST /terminals/<tid>/require-download   processing requirement 6 on the next answer
+    POST /settings                       {"key_layout"?: 0-7, "batch"?: N, "check_batch"?: bool}
     POST /faults                         {"kind", "count"?: 1, "delay"?: 2.0}; kinds below
     POST /faults/clear
     POST /reload                         re-read the registry file
@@ -181,6 +182,14 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                         host.terminals[tid].download_due = True
                     else:
                         raise ValueError(f"unknown action {action!r}")
+                elif parts == ["settings"]:
+                    with host.lock:
+                        if "key_layout" in body:
+                            host.set_key_layout(int(body["key_layout"]))
+                        if "batch" in body:
+                            host.batch = int(body["batch"]) % 1_000_000
+                        if "check_batch" in body:
+                            host.check_batch = bool(body["check_batch"])
                 elif parts == ["faults"]:
                     server.faults.add(
                         body["kind"], int(body.get("count", 1)), float(body.get("delay", 2.0))
@@ -212,10 +221,12 @@ def main(
     listen: tuple[str, int],
     admin_port: int,
     tls: tuple[Path, Path] | None = None,
+    **host_settings: Any,
 ) -> int:
     """``agent sim host``: prints one JSON line with the addresses, serves until SIGTERM/SIGINT;
-    SIGHUP reloads the registry. ``tls`` is (certificate chain, private key) to serve TLS."""
-    host = AcquirerHost(registry)
+    SIGHUP reloads the registry. ``tls`` is (certificate chain, private key) to serve TLS;
+    ``host_settings`` go to :class:`AcquirerHost` (key layout, batch, profile)."""
+    host = AcquirerHost(registry, **host_settings)
     server = HostServer(host)
     context = server_tls(*tls) if tls else None
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from agent.wire import codes
-from agent.wire.frame import Frame, Header, Tpdu
+from agent.wire.frame import PROCESSING_REQUIREMENTS, Frame, Header, Tpdu
 from agent.wire.mask import mask_field
 from agent.wire.message import FieldValue, Message
-from agent.wire.spec import FIELDS, MTI_NAMES
+from agent.wire.profile import CUP, Profile
+from agent.wire.spec import MTI_NAMES
 
 TERMINAL_STATUS = {0: "normal", 1: "test"}
 
@@ -32,11 +33,11 @@ def _note(number: int, value: FieldValue, shown: str) -> str:
     return ""
 
 
-def describe_message(message: Message) -> dict[str, Any]:
+def describe_message(message: Message, profile: Profile = CUP) -> dict[str, Any]:
     fields = []
     for number, value in message.fields.items():
         shown = mask_field(number, value)
-        f = FIELDS[number]
+        f = profile.fields[number]
         entry = {"number": number, "name": f.name, "format": f.kind, "value": shown}
         note = _note(number, value, shown)
         if note:
@@ -62,24 +63,27 @@ def describe_header(header: Header) -> dict[str, Any]:
         "terminal_status_text": TERMINAL_STATUS.get(header.terminal_status, "unknown"),
         "processing_requirement": header.processing_requirement,
         "processing_requirement_text": header.processing_requirement_text,
-        "sub_version": header.sub_version,
+        "processing_requirement_action": PROCESSING_REQUIREMENTS.get(
+            header.processing_requirement, ("", "none: not a requirement DESIGN.md defines")
+        )[1],
+        "sub_version": header.sub_version.hex().upper(),
     }
 
 
-def describe_frame(frame: Frame) -> dict[str, Any]:
+def describe_frame(frame: Frame, profile: Profile = CUP) -> dict[str, Any]:
     """The JSON form printed by ``agent decode --json``."""
     result: dict[str, Any] = {"layout": frame.layout.value}
     if frame.tpdu is not None:
         result["tpdu"] = describe_tpdu(frame.tpdu)
     if frame.header is not None:
         result["header"] = describe_header(frame.header)
-    result.update(describe_message(frame.message))
+    result.update(describe_message(frame.message, profile))
     return result
 
 
-def render_frame(frame: Frame) -> str:
+def render_frame(frame: Frame, profile: Profile = CUP) -> str:
     """The human form printed by ``agent decode``."""
-    d = describe_frame(frame)
+    d = describe_frame(frame, profile)
     lines = [f"layout   {d['layout']}"]
     if "tpdu" in d:
         t = d["tpdu"]
@@ -92,7 +96,8 @@ def render_frame(frame: Frame) -> str:
         lines.append(
             f"header   {h['hex']}  category {h['category']}, software {h['software_version']}, "
             f"status {h['terminal_status']} ({h['terminal_status_text']}), processing requirement "
-            f"{h['processing_requirement']} ({h['processing_requirement_text']}), "
+            f"{h['processing_requirement']} ({h['processing_requirement_text']}; agent: "
+            f"{h['processing_requirement_action']}), "
             f"sub-version {h['sub_version']}"
         )
     lines.append(f"MTI      {d['mti']}  {d['mti_name']}")

@@ -7,10 +7,10 @@ def _field_label(field: int | str | None) -> str:
     if field is None:
         return ""
     if isinstance(field, int):
-        from agent.wire.spec import FIELDS
+        from agent.wire.spec import CUP_FIELDS
 
-        known = FIELDS.get(field)
-        return f"field {field} ({known.name})" if known else f"field {field}"
+        name = next((f.name for f in CUP_FIELDS if f.number == field), None)
+        return f"field {field} ({name})" if name else f"field {field}"
     return field
 
 

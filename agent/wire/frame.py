@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from agent.wire.errors import DecodeError
 from agent.wire.message import Message, decode_message
+from agent.wire.profile import CUP, Profile
 
 TPDU_ID = 0x60
 TPDU_BYTES = 5
@@ -17,14 +18,20 @@ HEADER_BYTES = 6
 LENGTH_BYTES = 2
 MAX_FRAME = 0xFFFF
 
-PROCESSING_REQUIREMENTS = {
-    0: "none",
-    1: "download terminal parameters",
-    2: "upload terminal status",
-    3: "sign in again",
-    4: "update public keys",
-    5: "download IC parameters",
-    6: "TMS parameter download",
+CATEGORY_MAGSTRIPE, CATEGORY_IC = 0x60, 0x61
+# The header's processing requirement in a host response (DESIGN.md section 4): what the host
+# asks for, and what the agent does about it.
+PROCESSING_REQUIREMENTS: dict[int, tuple[str, str]] = {
+    0: ("nothing", "-"),
+    1: ("download terminal parameters", "0800/360 with the acquirer"),
+    2: ("upload terminal status", "0820/362"),
+    3: ("sign in again", "sign-in"),
+    4: ("update CA public keys", "0820/372, 0800/370 per key, 0800/371"),
+    5: ("download IC parameters", "0820/382, 0800/380 per AID, 0800/381"),
+    6: ("TMS parameter download", "re-provision (TMS, else the provision hook)"),
+    7: ("download the card BIN blacklist", "parameters-requested hook (acquirer-specific)"),
+    8: ("download currency and fee rates", "parameters-requested hook (acquirer-specific)"),
+    9: ("download contactless (non-PIN) parameters", "0800/394"),
 }
 
 
@@ -76,34 +83,34 @@ class Tpdu:
 
 @dataclass(frozen=True)
 class Header:
+    """The 6-byte header. The sub-version is sent as BCD (the configuration holds digits) and
+    accepted as any 3 bytes from a host: real hosts put other values there."""
+
     software_version: int = 0x31
     terminal_status: int = 0  # 0 normal, 1 test
     processing_requirement: int = 0
-    sub_version: str = "311303"  # 6 digits, 3 bytes BCD
-    category: int = 0x60
+    sub_version: bytes = bytes.fromhex("311303")
+    category: int = CATEGORY_MAGSTRIPE  # 0x61 for IC applications
 
     def __post_init__(self) -> None:
         if not (0 <= self.terminal_status <= 15 and 0 <= self.processing_requirement <= 15):
             raise ValueError("terminal status and processing requirement are nibbles (0-15)")
-        if not (
-            len(self.sub_version) == 6 and self.sub_version.isdigit() and self.sub_version.isascii()
-        ):
-            raise ValueError("header sub-version must be 6 digits")
+        if not (isinstance(self.sub_version, bytes) and len(self.sub_version) == 3):
+            raise ValueError("header sub-version is 3 bytes")
         if not (0 <= self.software_version <= 0xFF and 0 <= self.category <= 0xFF):
             raise ValueError("header category and software version are single bytes")
 
     @property
     def processing_requirement_text(self) -> str:
-        return PROCESSING_REQUIREMENTS.get(self.processing_requirement, "unknown")
+        known = PROCESSING_REQUIREMENTS.get(self.processing_requirement)
+        return known[0] if known else "unknown"
 
     def with_processing_requirement(self, value: int) -> Header:
         return replace(self, processing_requirement=value)
 
     def to_bytes(self) -> bytes:
         status = (self.terminal_status << 4) | self.processing_requirement
-        return bytes([self.category, self.software_version, status]) + bytes.fromhex(
-            self.sub_version
-        )
+        return bytes([self.category, self.software_version, status]) + self.sub_version
 
     @classmethod
     def from_bytes(cls, data: bytes, offset: int = 0) -> Header:
@@ -111,19 +118,12 @@ class Header:
             raise DecodeError(
                 f"frame ends after {len(data)} of 6 header bytes", offset=offset, field="header"
             )
-        sub_version = data[3:6].hex()
-        if not sub_version.isdigit():
-            raise DecodeError(
-                f"header sub-version {sub_version.upper()} is not BCD",
-                offset=offset + 3,
-                field="header",
-            )
         return cls(
             category=data[0],
             software_version=data[1],
             terminal_status=data[2] >> 4,
             processing_requirement=data[2] & 0x0F,
-            sub_version=sub_version,
+            sub_version=bytes(data[3:6]),
         )
 
 
@@ -164,8 +164,8 @@ def detect_layout(data: bytes) -> Layout:
     return Layout.TPDU if has_tpdu else Layout.BARE
 
 
-def decode_frame(data: bytes, layout: Layout | None = None) -> Frame:
-    """Decode a frame of the given layout (detected when ``None``).
+def decode_frame(data: bytes, layout: Layout | None = None, profile: Profile = CUP) -> Frame:
+    """Decode a frame of the given layout (detected when ``None``) under ``profile``.
 
     Raises :class:`DecodeError` with the offset counted from the first byte of ``data``.
     """
@@ -191,7 +191,7 @@ def decode_frame(data: bytes, layout: Layout | None = None) -> Frame:
         header = Header.from_bytes(data[offset : offset + HEADER_BYTES], offset)
         offset += HEADER_BYTES
     try:
-        message = decode_message(data[offset:])
+        message = decode_message(data[offset:], profile)
     except DecodeError as exc:
         raise exc.shifted(offset) from None
     return Frame(layout=layout, message=message, tpdu=tpdu, header=header)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.wire.message import BITMAP_BYTES, MTI_BYTES, Message, encode_message
+from agent.wire.profile import CUP, Profile
 
 BLOCK = 8
 MAC_BYTES = 8
@@ -57,11 +58,11 @@ def cup_ecb_mac(r: bytes, encrypt: BlockEncrypt) -> bytes:
     return e2.hex().upper()[:MAC_BYTES].encode("ascii")
 
 
-def encode_with_mac(message: Message, mac_of_block: BlockMac) -> bytes:
+def encode_with_mac(message: Message, mac_of_block: BlockMac, profile: Profile = CUP) -> bytes:
     """Encode ``message`` with field 64 set to the MAC that ``mac_of_block`` computes from R."""
     fields = dict(message.fields)
     fields[64] = bytes(MAC_BYTES)
-    encoded = encode_message(Message(message.mti, fields))
+    encoded = encode_message(Message(message.mti, fields), profile)
     return encoded[:-MAC_BYTES] + mac_of_block(mac_block(mab(encoded)))
 
 

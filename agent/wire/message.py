@@ -1,7 +1,9 @@
-"""ISO 8583 messages of the CUP POS profile: MTI, bitmap and fields 2-64, encoded by pyiso8583.
+"""ISO 8583 messages: MTI, bitmap and fields 2-64, encoded by pyiso8583 under a wire profile.
 
-Field values are ``str`` for n, z, an and ans fields (z uses ``=`` as the separator) and ``bytes``
-for b fields. TPDU, header and length prefix are handled by :mod:`agent.wire.frame`.
+Field values are ``str`` for n, z, an and ans fields and ``bytes`` for b fields. A clear track
+(z) uses ``=`` as the separator; a track encrypted under the TDK (53.3 = 1) may hold any nibble and
+is carried as upper-case hex. TPDU, header and length prefix are handled by
+:mod:`agent.wire.frame`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from dataclasses import dataclass, field
 import iso8583
 
 from agent.wire.errors import DecodeError, EncodeError
-from agent.wire.spec import FIELDS, FIXED, PYISO8583_SPEC, FieldDef
+from agent.wire.profile import CUP, Profile
+from agent.wire.spec import FIXED, FieldDef
 
 FieldValue = str | bytes
 MTI_BYTES, BITMAP_BYTES = 2, 8
 DIGITS = "0123456789"
+HEX_DIGITS = "0123456789ABCDEF"
+SECURITY_CONTROL = 53
+TRACK_ENCRYPTED_AT = 2  # 53.3, the track encryption flag, is the third digit of field 53
 
 
 def _only(value: str, allowed: str) -> bool:
@@ -60,7 +66,13 @@ class Message:
 # ---------------------------------------------------------------------------------------- encode
 
 
-def _check_value(f: FieldDef, value: FieldValue) -> str:
+def tracks_encrypted(fields: dict[int, FieldValue]) -> bool:
+    """Whether 53.3 says the tracks are encrypted under the TDK."""
+    control = fields.get(SECURITY_CONTROL)
+    return isinstance(control, str) and control[TRACK_ENCRYPTED_AT : TRACK_ENCRYPTED_AT + 1] == "1"
+
+
+def _check_value(f: FieldDef, value: FieldValue, encrypted: bool) -> str:
     """Validate one value and return it in pyiso8583's form (hex for packed/binary fields)."""
     if f.fmt == "b":
         if not isinstance(value, bytes | bytearray):
@@ -71,6 +83,12 @@ def _check_value(f: FieldDef, value: FieldValue) -> str:
     if f.fmt == "n":
         if not _only(value, DIGITS):
             raise EncodeError(f"{f.kind} takes digits only", f.number)
+        return value
+    if f.fmt == "z" and encrypted:
+        if not _only(value, HEX_DIGITS):
+            raise EncodeError(
+                f"{f.kind} is encrypted (53.3 = 1) and takes upper-case hex digits only", f.number
+            )
         return value
     if f.fmt == "z":
         if not _only(value, DIGITS + "="):
@@ -84,19 +102,20 @@ def _check_value(f: FieldDef, value: FieldValue) -> str:
     return value
 
 
-def encode_message(message: Message) -> bytes:
+def encode_message(message: Message, profile: Profile = CUP) -> bytes:
     """Encode MTI, bitmap and fields; raises :class:`EncodeError` naming the field."""
     mti = message.mti
     if not (len(mti) == 4 and _only(mti, DIGITS)):
         raise EncodeError("MTI must be 4 digits", "MTI")
     doc: dict[str, str] = {"t": mti}
+    encrypted = tracks_encrypted(message.fields)
     for number, value in message.fields.items():
-        f = FIELDS.get(number)
+        f = profile.fields.get(number)
         if f is None:
-            raise EncodeError("this profile does not define the field", number)
-        doc[str(number)] = _check_value(f, value)
+            raise EncodeError(f"wire profile {profile.name!r} does not define the field", number)
+        doc[str(number)] = _check_value(f, value, encrypted)
     try:
-        encoded, _ = iso8583.encode(doc, PYISO8583_SPEC)
+        encoded, _ = iso8583.encode(doc, profile.spec)
     except iso8583.EncodeError as exc:
         raise EncodeError(exc.msg, _field_number(exc.field)) from None
     return bytes(encoded)
@@ -119,7 +138,7 @@ def present_fields(bitmap: bytes) -> list[int]:
     ]
 
 
-def _check_structure(data: bytes) -> None:
+def _check_structure(data: bytes, profile: Profile) -> None:
     if len(data) < MTI_BYTES:
         raise DecodeError(f"message ends after {len(data)} of 2 MTI bytes", offset=0, field="MTI")
     mti_hex = data[:MTI_BYTES].hex()
@@ -138,15 +157,15 @@ def _check_structure(data: bytes) -> None:
                 offset=MTI_BYTES,
                 field="bitmap",
             )
-        if number not in FIELDS:
+        if number not in profile.fields:
             raise DecodeError(
-                f"bitmap asks for field {number}, which this profile does not define",
+                f"bitmap asks for field {number}, which wire profile {profile.name!r} does not define",
                 offset=MTI_BYTES + (number - 1) // 8,
                 field="bitmap",
             )
 
 
-def _convert(f: FieldDef, raw: str, offset: int) -> FieldValue:
+def _convert(f: FieldDef, raw: str, offset: int, encrypted: bool) -> FieldValue:
     """Turn pyiso8583's decoded text into our value type, rejecting what the format forbids."""
     if f.fmt == "b":
         return bytes.fromhex(raw)
@@ -154,6 +173,8 @@ def _convert(f: FieldDef, raw: str, offset: int) -> FieldValue:
         if not _only(raw, DIGITS):
             raise DecodeError(f"{f.kind} holds a non-decimal nibble", offset=offset, field=f.number)
         return raw
+    if f.fmt == "z" and encrypted:
+        return raw  # ciphertext: any nibble, kept as hex
     if f.fmt == "z":
         if not _only(raw, DIGITS + "D"):
             raise DecodeError(
@@ -167,18 +188,20 @@ def _convert(f: FieldDef, raw: str, offset: int) -> FieldValue:
     return raw
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(data: bytes, profile: Profile = CUP) -> Message:
     """Decode MTI onwards; any malformation raises :class:`DecodeError` with offset and field."""
     data = bytes(data)
-    _check_structure(data)
+    _check_structure(data, profile)
     try:
-        doc_dec, doc_enc = iso8583.decode(data, PYISO8583_SPEC)
+        doc_dec, doc_enc = iso8583.decode(data, profile.spec)
     except iso8583.DecodeError as exc:
         raise DecodeError(exc.msg, offset=exc.pos, field=_field_number(exc.field)) from None
+    control = doc_dec.get(str(SECURITY_CONTROL))
+    encrypted = tracks_encrypted({SECURITY_CONTROL: control} if control is not None else {})
     fields: dict[int, FieldValue] = {}
     offset = MTI_BYTES + BITMAP_BYTES
     for key in sorted((k for k in doc_dec if k.isdigit()), key=int):
         number = int(key)
-        fields[number] = _convert(FIELDS[number], doc_dec[key], offset)
+        fields[number] = _convert(profile.fields[number], doc_dec[key], offset, encrypted)
         offset += len(doc_enc[key]["len"]) + len(doc_enc[key]["data"])
     return Message(doc_dec["t"], fields)

@@ -110,7 +110,10 @@ def test_decode_response_explains_39_and_header() -> None:
     message = Message("0210", {11: "000005", 39: "97", 41: "10000001"})
     frame = host_frame(encode_message(message), Tpdu(), Header(processing_requirement=3))
     result = agent("decode", frame.hex())
-    assert "未登记" in result.stdout and "processing requirement 3 (sign in again)" in result.stdout
+    assert (
+        "未登记" in result.stdout
+        and "processing requirement 3 (sign in again; agent: sign-in)" in result.stdout
+    )
 
 
 def test_decode_app_frame_and_forced_layout() -> None:
@@ -156,7 +159,7 @@ def test_decode_bitmap_with_undefined_field() -> None:
     line = _one_error_line(agent("decode", "02000800000000000000"))
     assert line == (
         "agent decode: at byte 2, bitmap: bitmap asks for field 5, "
-        "which this profile does not define\n"
+        "which wire profile 'cup' does not define\n"
     )
 
 

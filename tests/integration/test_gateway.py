@@ -21,7 +21,7 @@ def test_sign_in_loads_keys_and_journals_kcvs(tmp_path) -> None:
             last = rig.agent.journal.last_signin()
             status = await asyncio.to_thread(rig.agent.module.key_status, 0)
             assert last["kcvs"] == {"PIK": status["PIK"].kcv_hex, "MAK": status["MAK"].kcv_hex}
-            assert rig.host.state()["sessions"] == {TID: "003"}
+            assert rig.host.state()["sessions"] == {TID: {"scheme": "003", "layout": 2}}
 
     run(scenario())
 

@@ -13,7 +13,6 @@ from agent.config import Endpoint
 from agent.link import MAX_FRAME, HostLink, HostLinkError
 from agent.wire.builders import Terminal, echo_request
 from agent.wire.frame import Header, Tpdu
-from agent.wire.message import encode_message
 from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
 
 
@@ -41,7 +40,7 @@ def test_host_claiming_a_huge_frame_is_cut_off_without_allocating_it() -> None:
         echo = echo_request(Terminal("10000001", "898100012340001"), stan=1, batch=1)
         started = time.monotonic()
         try:
-            await link.request(echo, encode_message(echo))
+            await link.request(echo)
         except HostLinkError as exc:
             assert "65535" in str(exc) and str(MAX_FRAME) in str(exc)
         else:

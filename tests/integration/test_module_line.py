@@ -8,7 +8,7 @@ import time
 import pytest
 
 from agent.wire.mac import mac_block, software_cup_mac, x919_mac
-from agent.wire.working_keys import issue_working_keys
+from agent.wire.working_keys import LAYOUTS, issue_working_keys
 from drivers.framing import NAK, Control, Frame
 from drivers.module import (
     MacAlgorithm,
@@ -26,16 +26,14 @@ CLEAR = {"PIK": bytes(range(1, 17)), "MAK": bytes(range(17, 33)), "TDK": bytes(r
 SLACK = 0.5  # scheduling noise on a shared machine
 
 
-def clear_keys(scheme: str) -> dict[str, bytes]:
-    length = 8 if scheme == "001" else 16
-    names = ("PIK", "MAK", "TDK") if scheme == "004" else ("PIK", "MAK")
-    return {name: CLEAR[name][:length] for name in names}
+def clear_keys(layout: int) -> dict[str, bytes]:
+    """Clear working keys of the lengths field 62 layout ``layout`` has."""
+    return {name: CLEAR[name][:length] for name, length in LAYOUTS[layout].keys}
 
 
-def load(module: SerialCardModule, scheme: str = "003") -> None:
-    module.load_working_keys(
-        0, issue_working_keys(TEST_TMK, scheme, clear_keys(scheme)).to_field62()
-    )
+def load(module: SerialCardModule, layout: int = 2) -> None:
+    issued = issue_working_keys(TEST_TMK, layout, clear_keys(layout))
+    module.load_working_keys(0, layout, issued.to_field62())
 
 
 @pytest.fixture(params=["pty", "tcp"])
@@ -53,19 +51,19 @@ def test_every_command(rig) -> None:
     assert module.key_status(0)["TMK"].kcv_hex == "08D7B4FB"
 
 
-@pytest.mark.parametrize("scheme", ["001", "003", "004"])
-def test_loaded_kcvs_equal_field_62(rig, scheme: str) -> None:
-    issued = issue_working_keys(TEST_TMK, scheme, clear_keys(scheme))
-    rig.module.load_working_keys(0, issued.to_field62())
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_loaded_kcvs_equal_field_62(rig, layout: int) -> None:
+    issued = issue_working_keys(TEST_TMK, layout, clear_keys(layout))
+    rig.module.load_working_keys(0, layout, issued.to_field62())
     status = rig.module.key_status(0)
     assert {name: status[name].kcv_hex for name in issued.kcvs()} == issued.kcvs()
 
 
 def test_kcv_mismatch_is_refused_naming_the_key(rig) -> None:
-    raw = bytearray(issue_working_keys(TEST_TMK, "003", clear_keys("003")).to_field62())
+    raw = bytearray(issue_working_keys(TEST_TMK, 2, clear_keys(2)).to_field62())
     raw[20 + 16] ^= 0x01  # MAK's KCV
     with pytest.raises(ModuleStatusError) as err:
-        rig.module.load_working_keys(0, bytes(raw))
+        rig.module.load_working_keys(0, 2, bytes(raw))
     assert (err.value.status, err.value.key) == (Status.KCV_MISMATCH, "MAK")
     assert "KCV mismatch for MAK (status 04)" in str(err.value)
 

@@ -87,8 +87,8 @@ def test_stale_keys_sign_in_and_the_retry_is_approved(tmp_path) -> None:
             from drivers.simulator import TEST_TMK
 
             stale = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
-            field62 = issue_working_keys(TEST_TMK, "003", stale).to_field62()
-            await asyncio.to_thread(rig.agent.module.load_working_keys, 0, field62)
+            field62 = issue_working_keys(TEST_TMK, 2, stale).to_field62()
+            await asyncio.to_thread(rig.agent.module.load_working_keys, 0, 2, field62)
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "00"
             events = rig.agent.journal.events()
@@ -278,8 +278,8 @@ def test_the_light_check_signs_in_before_a_purchase_finds_stale_keys(tmp_path) -
             checking = asyncio.create_task(light_checks(rig.agent, 0.2))
             try:
                 stale = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
-                field62 = issue_working_keys(TEST_TMK, "003", stale).to_field62()
-                await asyncio.to_thread(rig.agent.module.load_working_keys, 0, field62)
+                field62 = issue_working_keys(TEST_TMK, 2, stale).to_field62()
+                await asyncio.to_thread(rig.agent.module.load_working_keys, 0, 2, field62)
                 signed = rig.agent.journal.last_signin()["at"]
                 for _ in range(50):
                     if rig.agent.journal.last_signin()["at"] > signed:

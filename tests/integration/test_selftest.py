@@ -198,8 +198,8 @@ async def _load_other_keys(rig) -> None:
     from drivers.simulator import TEST_TMK
 
     clear = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
-    field62 = issue_working_keys(TEST_TMK, "003", clear).to_field62()
-    await asyncio.to_thread(rig.agent.module.load_working_keys, 0, field62)
+    field62 = issue_working_keys(TEST_TMK, 2, clear).to_field62()
+    await asyncio.to_thread(rig.agent.module.load_working_keys, 0, 2, field62)
 
 
 def test_a_module_refusing_key_status_is_reported_not_a_crash(tmp_path) -> None:

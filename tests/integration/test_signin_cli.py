@@ -18,7 +18,7 @@ def test_signin_loads_keys_and_prints_their_kcvs(simulators) -> None:
     result = signin(config)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("signed in as TID 10000001, KCVs {'PIK': '")
-    assert host.state()["sessions"] == {"10000001": "003"}
+    assert host.state()["sessions"] == {"10000001": {"scheme": "003", "layout": 2}}
 
 
 def test_signin_of_a_cancelled_terminal_fails_with_the_reason(simulators) -> None:

@@ -14,7 +14,7 @@ from agent.wire.builders import (
 )
 from agent.wire.errors import WireError
 from agent.wire.mac import kcv
-from agent.wire.working_keys import field62_length, issue_working_keys, parse_field62
+from agent.wire.working_keys import LAYOUTS, issue_working_keys, parse_field62
 
 TERMINAL = Terminal("10000001", "898100012340001")
 TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -93,25 +93,51 @@ def test_response_mti_and_echoes() -> None:
     assert response.fields == {**request.fields, 39: "00", 12: "120000"}
 
 
-@pytest.mark.parametrize(("scheme", "length"), [("001", 24), ("003", 40), ("004", 60)])
-def test_field62_round_trip_and_kcvs(scheme: str, length: int) -> None:
-    key_length = 8 if scheme == "001" else 16
-    names = ["PIK", "MAK", "TDK"] if scheme == "004" else ["PIK", "MAK"]
-    clear = {name: bytes([i + 1]) * key_length for i, name in enumerate(names)}
-    issued = issue_working_keys(TMK, scheme, clear)
+# DESIGN.md section 4: the seven field 62 layouts of real hosts.
+LAYOUT_TABLE = {
+    1: ("001", 24, {"PIK": 8, "MAK": 8}),
+    2: ("003", 40, {"PIK": 16, "MAK": 16}),
+    3: ("004", 60, {"PIK": 16, "MAK": 16, "TDK": 16}),
+    4: ("003", 32, {"PIK": 16, "MAK": 8}),
+    5: ("004", 52, {"PIK": 16, "MAK": 8, "TDK": 16}),
+    6: ("003", 40, {"PIK": 16, "MAK": 8}),
+    7: ("004", 60, {"PIK": 16, "MAK": 8, "TDK": 16}),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUT_TABLE))
+def test_field62_layouts_are_recognised_and_round_trip(layout: int) -> None:
+    scheme, length, sizes = LAYOUT_TABLE[layout]
+    clear = {name: bytes([i + 1]) * size for i, (name, size) in enumerate(sizes.items())}
+    issued = issue_working_keys(TMK, layout, clear)
     raw = issued.to_field62()
-    assert len(raw) == length == field62_length(scheme)
-    parsed = parse_field62(raw, scheme)
-    assert parsed == issued
-    assert parsed.kcvs() == {name: kcv(clear[name]).hex().upper() for name in names}
+    assert len(raw) == length == LAYOUTS[layout].length
+    parsed = parse_field62(raw, scheme)  # recognised from scheme and length alone
+    assert parsed == issued and parsed.layout.number == layout
+    assert parsed == parse_field62(raw, scheme, layout)  # forced
+    assert parsed.kcvs() == {name: kcv(clear[name]).hex().upper() for name in sizes}
     for key in parsed.keys:
         # decrypting under the TMK with an independent 3DES gives the clear key back
         assert DES3.new(TMK, DES3.MODE_ECB).decrypt(key.ciphertext) == clear[key.name]
         assert key.ciphertext.hex() not in repr(key)
+    if layout in (6, 7):
+        assert raw[20 + 8 : 20 + 16] == bytes(8)  # the 8-byte MAK's zero padding
+        assert parsed.key("MAK").kcv == kcv(clear["MAK"])  # KCV of the single-length key
 
 
-def test_field62_wrong_length_is_named() -> None:
-    with pytest.raises(WireError, match=r"field 62 .* is 39 bytes; scheme 003 needs 40"):
-        parse_field62(bytes(39), "003")
+@pytest.mark.parametrize(("length", "scheme"), [(39, "003"), (44, "003"), (24, "004"), (40, "001")])
+def test_field62_unknown_length_names_length_and_scheme(length: int, scheme: str) -> None:
+    with pytest.raises(WireError, match=rf"field 62 .* is {length} bytes; scheme {scheme} has"):
+        parse_field62(bytes(length), scheme)
+
+
+def test_field62_forced_layout_must_fit() -> None:
+    raw = issue_working_keys(TMK, 4, {"PIK": bytes(16), "MAK": bytes(8)}).to_field62()
+    with pytest.raises(WireError, match=r"is 32 bytes; scheme 003 with 40 \(layout 2\)"):
+        parse_field62(raw, "003", 2)
+    with pytest.raises(WireError, match="layout 5 belongs to scheme 004, not 003"):
+        parse_field62(raw, "003", 5)
     with pytest.raises(WireError, match="unknown key scheme '002'"):
         parse_field62(bytes(40), "002")
+    with pytest.raises(WireError, match="unknown field 62 layout 9"):
+        parse_field62(bytes(40), "003", 9)

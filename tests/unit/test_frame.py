@@ -2,6 +2,7 @@ import pytest
 
 from agent.wire.errors import DecodeError
 from agent.wire.frame import (
+    CATEGORY_IC,
     Header,
     Layout,
     Tpdu,
@@ -36,8 +37,8 @@ def test_header_carries_status_and_processing_requirement() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"processing_requirement": 16}, {"terminal_status": -1}, {"sub_version": "31130"},
-     {"sub_version": "31130A"}, {"software_version": 256}],
+    [{"processing_requirement": 16}, {"terminal_status": -1}, {"sub_version": b"\x31\x13"},
+     {"sub_version": "311303"}, {"software_version": 256}, {"category": 0x100}],
 )  # fmt: skip
 def test_header_rejects_values_that_do_not_fit(kwargs: dict) -> None:
     with pytest.raises(ValueError):
@@ -80,11 +81,19 @@ def test_wrong_tpdu_id_is_named() -> None:
         decode_frame(bytes(data), Layout.HOST)
 
 
-def test_header_sub_version_must_be_bcd() -> None:
+def test_a_response_header_sub_version_is_taken_as_bytes() -> None:
+    # Hosts put anything there; it must not cost the link (DESIGN.md section 4).
     data = bytearray(host_frame(BODY, TPDU, HEADER))
     data[2 + 5 + 3] = 0xAB
-    with pytest.raises(DecodeError, match=r"at byte 10, header: .*not BCD"):
-        decode_frame(bytes(data))
+    frame = decode_frame(bytes(data))
+    assert frame.header is not None and frame.header.sub_version == bytes.fromhex("AB1303")
+    assert frame.header.to_bytes() == bytes(data[7:13])
+
+
+def test_ic_application_category() -> None:
+    header = Header(category=CATEGORY_IC)
+    assert header.to_bytes()[0] == 0x61
+    assert Header.from_bytes(header.to_bytes()).category == 0x61
 
 
 def test_offsets_count_from_the_start_of_the_frame() -> None:

@@ -96,6 +96,7 @@ def test_mac_in_frames_is_the_software_mac_of_the_rest() -> None:
 
 
 def test_odd_length_numbers_are_padded_as_the_profile_says() -> None:
-    # n3 fixed -> left pad: entry mode 051 is 0x00 0x51; n..19 LL variable -> right pad.
-    encoded = encode_message(Message("0200", {2: "123", 22: "051"}))
-    assert encoded[10:] == bytes.fromhex("0312300051")
+    # Entry mode (22) left-justified as real terminals send it: 051 is 05 10; card sequence
+    # number (23) right-justified: 001 is 00 01; n..19 LL variable -> right pad.
+    encoded = encode_message(Message("0200", {2: "123", 22: "051", 23: "001"}))
+    assert encoded[10:] == bytes.fromhex("03123005100001")

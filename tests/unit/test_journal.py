@@ -115,8 +115,9 @@ def test_queued_reversals_are_known_without_a_query(journal, tmp_path) -> None:
     queued = reopened.queued_reversals()
     assert len(queued) == 2
     for reversal in queued:
-        reopened.reversal_confirmed(reversal.id, Message("0410", {39: "00"}))
-        reopened.reversal_confirmed(reversal.id, Message("0410", {39: "00"}))  # twice: no-op
+        reopened.reversal_closed(reversal.id, Message("0410", {39: "00"}), "confirmed")
+        # twice: no-op
+        reopened.reversal_closed(reversal.id, Message("0410", {39: "00"}), "confirmed")
     assert not reopened.has_queued_reversals
     reopened.close()
 
@@ -142,7 +143,7 @@ def test_timeout_queues_reversal_without_card_data(journal) -> None:
     }
     journal.reversal_attempted(reversal.id, "host down")
     assert journal.queued_reversals()[0].attempts == 1
-    journal.reversal_confirmed(reversal.id, Message("0410", {39: "00"}))
+    journal.reversal_closed(reversal.id, Message("0410", {39: "00"}), "confirmed")
     assert journal.queued_reversals() == []
     assert [e["kind"] for e in journal.events()] == ["reversal-queued", "reversal-confirmed"]
 

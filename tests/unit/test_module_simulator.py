@@ -5,9 +5,10 @@ import os
 from datetime import datetime
 
 import pytest
+from Crypto.Cipher import DES
 
-from agent.wire.mac import kcv, software_cup_mac, x919_mac
-from agent.wire.working_keys import issue_working_keys
+from agent.wire.mac import kcv, mac_block, software_cup_mac, x919_mac
+from agent.wire.working_keys import LAYOUTS, issue_working_keys
 from drivers.framing import Frame
 from drivers.module import (
     Command,
@@ -25,10 +26,9 @@ from drivers.simulator import TEST_TMK, ModuleSimulator, ModuleState
 CLEAR = {"PIK": bytes(range(1, 17)), "MAK": bytes(range(17, 33)), "TDK": bytes(range(33, 49))}
 
 
-def clear_keys(scheme: str) -> dict[str, bytes]:
-    length = 8 if scheme == "001" else 16
-    names = ("PIK", "MAK", "TDK") if scheme == "004" else ("PIK", "MAK")
-    return {name: CLEAR[name][:length] for name in names}
+def clear_keys(layout: int) -> dict[str, bytes]:
+    """Clear working keys of the lengths field 62 layout ``layout`` has."""
+    return {name: CLEAR[name][:length] for name, length in LAYOUTS[layout].keys}
 
 
 @pytest.fixture
@@ -50,39 +50,68 @@ def test_new_state_has_the_documented_test_tmk(tmp_path, sim) -> None:
     assert os.stat(tmp_path / "state.json").st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("scheme", ["001", "003", "004"])
-def test_loaded_keys_report_the_kcvs_of_field_62(sim, scheme: str) -> None:
-    issued = issue_working_keys(TEST_TMK, scheme, clear_keys(scheme))
-    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + issued.to_field62()) == b"\x00"
+def load_data(layout: int, slot: int = 0) -> bytes:
+    """LOAD_WORKING_KEYS data: slot, layout, field 62 as a host of that layout sends it."""
+    field62 = issue_working_keys(TEST_TMK, layout, clear_keys(layout)).to_field62()
+    return bytes([slot, layout]) + field62
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_loaded_keys_report_the_kcvs_of_field_62(sim, layout: int) -> None:
+    issued = issue_working_keys(TEST_TMK, layout, clear_keys(layout))
+    data = bytes([0, layout]) + issued.to_field62()
+    assert call(sim, Command.LOAD_WORKING_KEYS, data) == b"\x00"
     status = decode_key_status(0, call(sim, Command.KEY_STATUS, b"\x00", seq=2)[1:])
     reported = {name: status[name].kcv_hex for name in issued.kcvs()}
     assert reported == issued.kcvs()
-    assert status["TDK"].present is (scheme == "004")
+    assert {name: status[name].length for name in issued.kcvs()} == dict(LAYOUTS[layout].keys)
+    assert status["TDK"].present is (LAYOUTS[layout].scheme == "004")
+
+
+@pytest.mark.parametrize("layout", [1, 4, 5, 6, 7])
+def test_an_8_byte_mak_macs_with_single_des(sim, layout: int) -> None:
+    call(sim, Command.LOAD_WORKING_KEYS, load_data(layout))
+    mak, data = CLEAR["MAK"][:8], b"the MAB of some message"
+    single = DES.new(mak, DES.MODE_ECB)  # an independent DES (pycryptodome)
+    r = mac_block(data)
+    h = r.hex().upper().encode()
+    e1 = single.encrypt(h[:8])
+    e2 = single.encrypt(bytes(a ^ b for a, b in zip(e1, h[8:], strict=True)))
+    assert call(sim, Command.MAC, b"\x00\x01" + data, 2) == b"\x00" + e2.hex().upper()[:8].encode()
+
+
+def test_layout_byte_and_length_must_agree(sim) -> None:
+    good = load_data(6)
+    assert call(sim, Command.LOAD_WORKING_KEYS, good[:1] + b"\x05" + good[2:]) == bytes(
+        [Status.BAD_PARAMETER]
+    )  # 40 bytes are not layout 5
+    assert call(sim, Command.LOAD_WORKING_KEYS, good[:1] + b"\x08" + good[2:], seq=2) == bytes(
+        [Status.BAD_PARAMETER]
+    )  # no layout 8
+    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00", seq=3) == bytes([Status.BAD_PARAMETER])
 
 
 @pytest.mark.parametrize(("position", "key_number"), [(0, 1), (1, 2), (2, 3)])
 def test_kcv_mismatch_names_the_key_and_stores_nothing(sim, position: int, key_number: int) -> None:
-    issued = issue_working_keys(TEST_TMK, "004", clear_keys("004"))
+    issued = issue_working_keys(TEST_TMK, 3, clear_keys(3))
     raw = bytearray(issued.to_field62())
     raw[position * 20 + 16] ^= 0xFF  # first KCV byte of that key
-    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + bytes(raw)) == bytes([4, key_number])
+    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00\x03" + bytes(raw)) == bytes([4, key_number])
     status = decode_key_status(0, call(sim, Command.KEY_STATUS, b"\x00", seq=2)[1:])
     assert not any(status[name].present for name in ("PIK", "MAK", "TDK"))
 
 
 def test_load_errors(sim) -> None:
-    issued = issue_working_keys(TEST_TMK, "003", clear_keys("003"))
-    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + bytes(39)) == bytes(
+    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00\x02" + bytes(39)) == bytes(
         [Status.BAD_PARAMETER]
     )
-    assert call(sim, Command.LOAD_WORKING_KEYS, b"\x05" + issued.to_field62(), seq=2) == bytes(
+    assert call(sim, Command.LOAD_WORKING_KEYS, load_data(2, slot=5), seq=2) == bytes(
         [Status.KEY_ABSENT]
     )
 
 
 def test_macs(sim) -> None:
-    issued = issue_working_keys(TEST_TMK, "003", clear_keys("003"))
-    call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + issued.to_field62())
+    call(sim, Command.LOAD_WORKING_KEYS, load_data(2))
     mak, data = CLEAR["MAK"], b"the MAB of some message"
     assert call(sim, Command.MAC, b"\x00\x01" + data, 2) == b"\x00" + software_cup_mac(data, mak)
     assert call(sim, Command.MAC, b"\x00\x02" + data, 3) == b"\x00" + x919_mac(data, mak)
@@ -112,8 +141,8 @@ def test_unknown_command_busy_and_tamper(sim) -> None:
 
 
 def test_keys_persist_across_restarts(tmp_path, sim) -> None:
-    issued = issue_working_keys(TEST_TMK, "003", clear_keys("003"))
-    call(sim, Command.LOAD_WORKING_KEYS, b"\x00" + issued.to_field62())
+    issued = issue_working_keys(TEST_TMK, 2, clear_keys(2))
+    call(sim, Command.LOAD_WORKING_KEYS, b"\x00\x02" + issued.to_field62())
     again = ModuleSimulator(ModuleState.load_or_create(tmp_path / "state.json"))
     status = decode_key_status(0, call(again, Command.KEY_STATUS, b"\x00")[1:])
     assert status["MAK"].kcv_hex == issued.kcvs()["MAK"]
