@@ -12,6 +12,18 @@ from agent.wire.profile import CUP, Profile
 from agent.wire.spec import MTI_NAMES
 
 TERMINAL_STATUS = {0: "normal", 1: "test"}
+# 22.1, how the card was read, and 22.2, whether the terminal takes a PIN (CUP).
+PAN_ENTRY = {
+    "01": "manual",
+    "02": "magnetic stripe",
+    "03": "barcode / QR code",
+    "05": "IC chip",
+    "07": "contactless IC chip",
+    "91": "contactless magnetic stripe",
+}
+PIN_ENTRY = {"0": "PIN capability unknown", "1": "PIN can be entered", "2": "no PIN pad"}
+PIN_FORMATS = {"1": "ISO 9564 format 0 (with PAN)", "2": "ISO 9564 format 3 / no PAN"}
+ALGORITHMS = {"0": "single DES", "6": "double-length 3DES"}
 
 
 def _note(number: int, value: FieldValue, shown: str) -> str:
@@ -20,6 +32,17 @@ def _note(number: int, value: FieldValue, shown: str) -> str:
         return f"ASCII {value.decode()}"
     if not isinstance(value, str) or shown != value:
         return ""
+    if number == 22 and len(value) == 3:
+        return (
+            f"{PAN_ENTRY.get(value[:2], 'entry mode ' + value[:2])}, "
+            f"{PIN_ENTRY.get(value[2], 'PIN ' + value[2])}"
+        )
+    if number == 53 and len(value) >= 3:
+        return (
+            f"53.1 PIN {PIN_FORMATS.get(value[0], value[0])}, "
+            f"53.2 {ALGORITHMS.get(value[1], 'algorithm ' + value[1])}, "
+            f"53.3 tracks {'encrypted under the TDK' if value[2] == '1' else 'in the clear'}"
+        )
     if number == 39 and codes.is_code(value):
         rc = codes.lookup(value)
         return f"{rc.zh} / {rc.en} [{rc.category}]"

@@ -97,8 +97,15 @@ def _check_value(f: FieldDef, value: FieldValue, encrypted: bool) -> str:
     if not value.isprintable():
         raise EncodeError(f"{f.kind} takes printable characters only", f.number)
     if f.len_type == FIXED:
-        # Fixed an/ans fields are left-justified and space-padded (DESIGN.md section 4).
-        return value.ljust(f.max_len)
+        # Fixed an/ans fields are left-justified and space-padded (DESIGN.md section 4), to a
+        # length in bytes: a Chinese character takes two.
+        try:
+            size = len(value.encode(f.charset))
+        except UnicodeEncodeError:
+            raise EncodeError(
+                f"{f.kind} holds text that {f.charset} cannot encode", f.number
+            ) from None
+        return value + " " * max(f.max_len - size, 0)
     return value
 
 
@@ -159,7 +166,8 @@ def _check_structure(data: bytes, profile: Profile) -> None:
             )
         if number not in profile.fields:
             raise DecodeError(
-                f"bitmap asks for field {number}, which wire profile {profile.name!r} does not define",
+                f"bitmap asks for field {number}, "
+                f"which wire profile {profile.name!r} does not define",
                 offset=MTI_BYTES + (number - 1) // 8,
                 field="bitmap",
             )

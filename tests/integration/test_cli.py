@@ -163,6 +163,61 @@ def test_decode_bitmap_with_undefined_field() -> None:
     )
 
 
+QR_CAPTURE = json.loads(
+    (Path(__file__).resolve().parents[1] / "vectors" / "cup-captures.json").read_text("utf-8")
+)["cases"][0]
+# The same captured frame as an IC purchase: entry mode 071 (contactless chip, PIN) as 07 10.
+IC_FRAME = QR_CAPTURE["frame"].replace("0000020300", "0000020710", 1)
+
+
+def _field(decoded: dict, number: int) -> dict:
+    return next(f for f in decoded["fields"] if f["number"] == number)
+
+
+def test_decode_a_captured_frame_of_a_real_terminal() -> None:
+    result = agent("decode", "--json", QR_CAPTURE["frame"])
+    assert result.returncode == 0, result.stderr
+    decoded = json.loads(result.stdout)
+    assert _field(decoded, 22)["value"] == "030"
+    assert _field(decoded, 60)["value"] == "2600000100060000000"  # 19 digits
+    assert decoded["header"]["sub_version"] == "320072"
+    ic = json.loads(agent("decode", "--json", IC_FRAME).stdout)
+    assert _field(ic, 22)["value"] == "071"
+    human = agent("decode", IC_FRAME).stdout
+    assert " 22  entry mode" in human and "071" in human and "contactless" in human
+
+
+def test_decode_with_an_acquirer_profile(tmp_path) -> None:
+    profile = tmp_path / "old-acquirer.toml"
+    profile.write_text('[fields.60]\nmax = 17\n[fields.22]\njustify = "right"\n')
+    result = agent("decode", "--profile", str(profile), QR_CAPTURE["frame"])
+    assert result.returncode == 2
+    assert result.stderr.startswith("agent decode: at byte 64, field 60")
+    assert "19 nibbles, larger than maximum 17" in result.stderr
+    profile.write_text("[fields.60]\nmax = 5000\n")
+    result = agent("decode", "--profile", str(profile), QR_CAPTURE["frame"])
+    assert result.returncode == 2
+    assert f"--profile: {profile}: field 60: max = 5000" in result.stderr
+
+
+def test_explain_processing_requirements() -> None:
+    result = agent("explain", "--requirement", "5")
+    assert result.returncode == 0
+    assert "download IC parameters" in result.stdout and "0820/382" in result.stdout
+    table = json.loads(agent("explain", "--requirement", "all", "--json").stdout)
+    assert [row["requirement"] for row in table] == list(range(10))
+    assert table[3]["agent_does"] == "sign-in"
+    unknown = json.loads(agent("explain", "--requirement", "12", "--json").stdout)
+    assert unknown["known"] is False
+    assert agent("explain", "--requirement", "16").returncode == 2
+    assert agent("explain").returncode == 2
+
+
+def test_explain_77_is_a_session_code() -> None:
+    rc = json.loads(agent("explain", "77", "--json").stdout)
+    assert rc["category"] == "session" and "batch" in rc["action"]["en"]
+
+
 def test_demo_tells_the_whole_story() -> None:
     result = agent("demo")
     assert result.returncode == 0, result.stderr

@@ -1,18 +1,49 @@
 import pytest
 
-from agent.wire.codes import ACTIONS, CATALOGUE, Category, lookup
+from agent.wire.codes import (
+    ACTIONS,
+    CATALOGUE,
+    Category,
+    ReversalOutcome,
+    lookup,
+    reversal_outcome,
+)
 
 # DESIGN.md section 4: the categories and the codes it names for each.
 DESIGN_CATEGORIES = {
-    Category.APPROVED: ["00", "10", "11"],
-    Category.DECLINE: ["01", "04", "05", "14", "41", "43", "51", "54", "55", "57", "61", "62",
-                       "65", "75"],
+    Category.APPROVED: ["00", "10", "11", "A2", "A4", "A5", "A6"],
+    Category.DECLINE: ["01", "04", "05", "14", "41", "43", "45", "51", "54", "55", "57", "61",
+                       "62", "65", "75"],
     Category.RETRY_LATER: ["68", "90", "91", "92", "96", "98"],
-    Category.TERMINAL_CONFIG: ["03", "58", "97"],
-    Category.SECURITY: ["A0", "99"],
+    Category.TERMINAL_CONFIG: ["03", "58", "97", "C1"],
+    Category.SESSION: ["77"],
+    Category.SECURITY: ["A0", "A7", "99"],
     Category.FORMAT: ["30"],
     Category.DUPLICATE: ["94"],
 }  # fmt: skip
+
+
+def test_retry_later_is_exactly_the_design_list() -> None:
+    retry = sorted(c for c, rc in CATALOGUE.items() if rc.category is Category.RETRY_LATER)
+    assert retry == DESIGN_CATEGORIES[Category.RETRY_LATER]
+
+
+def test_77_is_a_session_matter_not_a_plain_sign_in() -> None:
+    rc = lookup("77")
+    assert "签到" in rc.zh and "batch" in rc.en
+    assert "batch" in rc.action_en and "批次号" in rc.action_zh
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [("00", ReversalOutcome.CONFIRMED), ("A4", ReversalOutcome.CONFIRMED),
+     ("12", ReversalOutcome.NOTHING_TO_REVERSE), ("25", ReversalOutcome.NOTHING_TO_REVERSE),
+     ("22", ReversalOutcome.CONFLICT), ("96", ReversalOutcome.NOT_DONE),
+     ("97", ReversalOutcome.NOT_DONE), ("A0", ReversalOutcome.NOT_DONE),
+     ("Q7", ReversalOutcome.NOT_DONE), ("", ReversalOutcome.NOT_DONE)],
+)  # fmt: skip
+def test_reversal_outcomes(code: str, outcome: ReversalOutcome) -> None:
+    assert reversal_outcome(code) is outcome
 
 
 @pytest.mark.parametrize(

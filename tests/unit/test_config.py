@@ -39,6 +39,15 @@ def test_good_file(tmp_path) -> None:
     assert config.module.url == "/dev/ttyS1"  # default
 
 
+def test_wire_settings_of_real_acquirers(tmp_path) -> None:
+    text = "[wire]\nheader_category = '61'\nkey_scheme = '004'\nkey_layout = 7\n"
+    wire = load(write(tmp_path, text), env={}).wire
+    assert (wire.header_category, wire.key_scheme, wire.key_layout) == (0x61, "004", 7)
+    assert load(write(tmp_path, "[wire]\nkey_layout = 'auto'"), env={}).wire.key_layout == 0
+    env = {"POS_AGENT_WIRE_KEY_LAYOUT": "4"}
+    assert load(write(tmp_path, ""), env=env).wire.key_layout == 4
+
+
 def test_environment_overrides(tmp_path) -> None:
     env = {"POS_AGENT_HOST_PRIMARY": "10.1.1.1:6000", "POS_AGENT_TERMINAL_TID": "20000002"}
     config = load(write(tmp_path, GOOD), env=env)
@@ -68,6 +77,13 @@ def test_missing_default_file_is_an_unprovisioned_terminal(tmp_path, monkeypatch
         ("host = 5", "[host] must be a table"),
         ("[host\n", "not valid TOML"),
         ("[host]\ntls = true\nca_file = '/nonexistent/ca.pem'", "host.ca_file"),
+        ("[wire]\nkey_layout = 8", 'wire.key_layout = 8: expected "auto" or a field 62 layout'),
+        ("[wire]\nkey_layout = 'four'", "wire.key_layout = 'four': expected"),
+        ("[wire]\nkey_layout = 5", "wire.key_layout = 5: layout 5 (scheme 004, 52 bytes"),
+        ("[wire]\nkey_scheme = '001'\nkey_layout = 2", "does not fit wire.key_scheme = '001'"),
+        ("[wire]\nheader_category = '6'", "wire.header_category = '6': expected 2 hex digits"),
+        ("[wire]\nprofile = ''", "wire.profile = '': expected the path of a wire profile"),
+        ("[wire]\nprofile = 'absent.toml'", "wire.profile: "),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path, text: str, message: str) -> None:
