@@ -12,7 +12,8 @@ number in 60.2 of the 0810, and with ``check_batch`` it answers 77 to a purchase
 It decodes and encodes under a wire profile (the built-in CUP one by default).
 
 Decision rules for purchases (documented so tests can aim at them): an amount whose last two digits
-are 51 is declined with 51 (insufficient funds); everything else is approved.
+are 51 is declined with 51 (insufficient funds); everything else is approved. A reversal of nothing
+the host approved gets 25; one whose amount differs from the original's gets 22.
 """
 
 from __future__ import annotations
@@ -257,6 +258,8 @@ class AcquirerHost:
         original = self.ledger.purchases.get(_key(message))
         if original is None:
             return response_to(message, "25")
+        if original["amount"] != message.text(4, ""):
+            return response_to(message, "22")  # not the transaction it names: a conflict
         if original["reversed"]:
             self.ledger.repeated_reversals += 1
         original["reversed"] = True

@@ -22,7 +22,7 @@ def field_value(f: FieldDef, encrypted_tracks: bool = False) -> st.SearchStrateg
     if f.fmt == "z":
         alphabet = "0123456789ABCDEF" if encrypted_tracks else string.digits + "="
         return st.text(alphabet, min_size=lo, max_size=hi)
-    if f.charset != "ascii":
+    if f.charset != "ascii" and not fixed:
         return st.text(PRINTABLE_ASCII + CHINESE, max_size=hi // 2)
     return st.text(PRINTABLE_ASCII, min_size=lo, max_size=hi)
 

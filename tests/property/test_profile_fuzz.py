@@ -1,0 +1,77 @@
+"""Generated messages round-trip through every field 62 layout and through profiles with
+overrides; random bytes under such a profile still give only the project's decode error."""
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.wire.errors import DecodeError, WireError
+from agent.wire.frame import decode_frame
+from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.profile import CUP, Profile
+from agent.wire.spec import FIXED, LONGEST
+from agent.wire.working_keys import LAYOUTS, issue_working_keys, parse_field62
+from tests.property.strategies import messages
+from tests.property.test_decode_fuzz import LAYOUTS as FRAME_LAYOUTS
+from tests.property.test_decode_fuzz import LONG
+
+fuzz = settings(max_examples=20_000 if LONG else 200, suppress_health_check=[HealthCheck.too_slow])
+TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+
+
+@st.composite
+def profiles(draw: st.DrawFn) -> Profile:
+    """The CUP profile with a few rows changed as an acquirer's file could change them."""
+    rows: dict[int, dict[str, object]] = {}
+    for number in draw(st.sets(st.sampled_from([n for n in CUP.fields if n != 64]), max_size=6)):
+        f = CUP.fields[number]
+        row: dict[str, object] = {}
+        if f.len_type != FIXED:
+            row["max"] = draw(st.integers(1, LONGEST[f.len_type]))
+        if f.packed:
+            row["justify"] = draw(st.sampled_from(["left", "right"]))
+        if f.fmt in ("an", "ans"):
+            row["charset"] = draw(st.sampled_from(["ascii", "gb18030"]))
+        rows[number] = row
+    return CUP.with_overrides(rows, "generated")
+
+
+@fuzz
+@given(data=st.data())
+def test_messages_round_trip_through_a_profile_with_overrides(data: st.DataObject) -> None:
+    profile = data.draw(profiles())
+    message: Message = data.draw(messages(profile))
+    assert decode_message(encode_message(message, profile), profile) == message
+
+
+@fuzz
+@given(profile=profiles(), data=st.binary(max_size=400))
+def test_random_bytes_under_a_profile_raise_only_decode_error(profile: Profile, data) -> None:
+    for layout in FRAME_LAYOUTS:
+        try:
+            decode_frame(data, layout, profile)
+        except DecodeError as exc:
+            assert 0 <= exc.offset <= len(data)
+            assert str(exc).startswith(f"at byte {exc.offset}")
+
+
+@fuzz
+@given(layout=st.sampled_from(sorted(LAYOUTS)), seed=st.binary(min_size=48, max_size=48))
+def test_issued_keys_round_trip_through_every_layout(layout: int, seed: bytes) -> None:
+    shape = LAYOUTS[layout]
+    clear = {name: seed[i * 16 : i * 16 + size] for i, (name, size) in enumerate(shape.keys)}
+    issued = issue_working_keys(TMK, layout, clear)
+    raw = issued.to_field62()
+    assert len(raw) == shape.length
+    assert parse_field62(raw, shape.scheme) == issued
+    assert parse_field62(raw, shape.scheme, layout).to_field62() == raw
+
+
+@fuzz
+@given(scheme=st.sampled_from(["001", "003", "004"]), data=st.binary(max_size=80))
+def test_any_field62_is_split_exactly_or_refused(scheme: str, data: bytes) -> None:
+    try:
+        keys = parse_field62(data, scheme)
+    except WireError as exc:
+        assert f"is {len(data)} bytes; scheme {scheme}" in str(exc)
+        return
+    assert keys.scheme == scheme and keys.to_field62() == data
