@@ -185,10 +185,10 @@ def load_profile(path: Path) -> Profile:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such wire profile") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, a NUL in the path
+        raise ProfileError(f"{path}: cannot be read: {exc}") from None
     try:
         return profile_from_mapping(raw, path.stem)
     except ProfileError as exc:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.frame import decode_frame
 from agent.wire.message import Message, decode_message, encode_message
-from agent.wire.profile import CUP, Profile
+from agent.wire.profile import CUP, Profile, ProfileError, load_profile, profile_from_mapping
 from agent.wire.spec import FIXED, LONGEST
 from agent.wire.working_keys import LAYOUTS, issue_working_keys, parse_field62
 from tests.property.strategies import messages
@@ -75,3 +75,45 @@ def test_any_field62_is_split_exactly_or_refused(scheme: str, data: bytes) -> No
         assert f"is {len(data)} bytes; scheme {scheme}" in str(exc)
         return
     assert keys.scheme == scheme and keys.to_field62() == data
+
+
+row_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 1200), st.text(max_size=12),
+    st.sampled_from(["n", "z", "an", "ans", "b", "fixed", "LL", "LLL", "left", "right", "ascii",
+                     "gb2312", "utf-8"]),
+)  # fmt: skip
+row_keys = st.sampled_from(["name", "format", "length", "max", "justify", "charset", "x"])
+raw_profiles = st.dictionaries(
+    st.sampled_from(["name", "fields", "other"]),
+    st.one_of(
+        row_values,
+        st.dictionaries(
+            st.one_of(st.integers(0, 70).map(str), st.text(max_size=3)),
+            st.one_of(row_values, st.dictionaries(row_keys, row_values, max_size=4)),
+            max_size=4,
+        ),
+    ),
+    max_size=3,
+)
+
+
+@fuzz
+@given(raw=raw_profiles)
+def test_any_profile_table_gives_a_profile_or_a_profile_error(raw) -> None:
+    try:
+        profile = profile_from_mapping(raw, "fuzz")
+    except ProfileError:
+        return
+    for f in profile.fields.values():  # whatever was accepted can be encoded with
+        assert 1 <= f.max_len <= 999 and (f.justify != "") is f.packed
+
+
+@fuzz
+@given(text=st.text(max_size=200))
+def test_any_profile_file_gives_a_profile_or_a_profile_error(tmp_path_factory, text) -> None:
+    path = tmp_path_factory.mktemp("profile") / "acquirer.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    try:
+        load_profile(path)
+    except ProfileError as exc:
+        assert str(exc).startswith(str(path))
