@@ -28,7 +28,14 @@ from typing import Any
 from agent.wire.spec import CUP_FIELDS, FIXED, FORMATS, LENGTH_NAMES, LONGEST, FieldDef
 
 CHARSETS = ("ascii", "gb2312", "gbk", "gb18030")
-_LENGTHS = {name: value for value, name in LENGTH_NAMES.items()}
+# Row keys that take one of a few words: the FieldDef attribute each sets, and the words with the
+# value each stands for.
+_CHOICES: dict[str, tuple[str, Mapping[str, Any]]] = {
+    "format": ("fmt", {f: f for f in FORMATS}),
+    "length": ("len_type", {name: value for value, name in LENGTH_NAMES.items()}),
+    "justify": ("justify", {"left": "left", "right": "right"}),
+    "charset": ("charset", {c: c for c in CHARSETS}),
+}
 _ROW_KEYS = ("name", "format", "length", "max", "justify", "charset")
 _TOP_KEYS = ("name", "fields")
 MAC_FIELD = 64
@@ -114,27 +121,16 @@ def _overridden(base: FieldDef | None, number: int, row: Mapping[str, Any]) -> F
         if not isinstance(row["name"], str) or not row["name"].strip():
             raise fail("name", "expected a non-empty string")
         changes["name"] = row["name"]
-    if "format" in row:
-        if row["format"] not in FORMATS:
-            raise fail("format", f"expected one of {', '.join(FORMATS)}")
-        changes["fmt"] = row["format"]
-    if "length" in row:
-        if row["length"] not in _LENGTHS:
-            raise fail("length", f"expected one of {', '.join(_LENGTHS)}")
-        changes["len_type"] = _LENGTHS[row["length"]]
+    for key, (attribute, allowed) in _CHOICES.items():
+        if key in row:
+            if not isinstance(row[key], str) or row[key] not in allowed:
+                raise fail(key, f"expected one of {', '.join(allowed)}")
+            changes[attribute] = allowed[row[key]]
     if "max" in row:
         value = row["max"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise fail("max", "expected a whole number of 1 or more")
         changes["max_len"] = value
-    if "justify" in row:
-        if row["justify"] not in ("left", "right"):
-            raise fail("justify", "expected 'left' or 'right'")
-        changes["justify"] = row["justify"]
-    if "charset" in row:
-        if row["charset"] not in CHARSETS:
-            raise fail("charset", f"expected one of {', '.join(CHARSETS)}")
-        changes["charset"] = row["charset"]
     result = replace(base, **changes)
     longest = LONGEST[result.len_type]
     if result.max_len > longest:

@@ -78,7 +78,7 @@ def test_any_field62_is_split_exactly_or_refused(scheme: str, data: bytes) -> No
 
 
 row_values = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 1200), st.text(max_size=12),
+    st.none(), st.booleans(), st.integers(-5, 1200), st.text(max_size=12), st.lists(st.none()),
     st.sampled_from(["n", "z", "an", "ans", "b", "fixed", "LL", "LLL", "left", "right", "ascii",
                      "gb2312", "utf-8"]),
 )  # fmt: skip
