@@ -204,8 +204,7 @@ def decode_message(data: bytes, profile: Profile = CUP) -> Message:
         doc_dec, doc_enc = iso8583.decode(data, profile.spec)
     except iso8583.DecodeError as exc:
         raise DecodeError(exc.msg, offset=exc.pos, field=_field_number(exc.field)) from None
-    control = doc_dec.get(str(SECURITY_CONTROL))
-    encrypted = tracks_encrypted({SECURITY_CONTROL: control} if control is not None else {})
+    encrypted = tracks_encrypted({SECURITY_CONTROL: doc_dec.get(str(SECURITY_CONTROL), "")})
     fields: dict[int, FieldValue] = {}
     offset = MTI_BYTES + BITMAP_BYTES
     for key in sorted((k for k in doc_dec if k.isdigit()), key=int):
