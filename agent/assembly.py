@@ -1,6 +1,6 @@
-"""The :class:`Agent`: journal, card module, host link, gateway, recovery and hooks, built from one
-configuration, and the remedies recovery applies to them. ``agent run``, ``agent signin`` and the
-demo all assemble it."""
+"""The :class:`Agent`: journal, card module, host link, the transaction layer, recovery and hooks,
+built from one configuration, each part given what it needs at construction, and the remedies
+recovery applies to them. ``agent run``, ``agent signin`` and the demo all assemble it."""
 
 from __future__ import annotations
 
@@ -13,16 +13,25 @@ from typing import Any
 
 from agent import paths, provisioning
 from agent.config import Config
-from agent.gateway import Gateway
+from agent.host.link import HostLink, HostLinkError
+from agent.host.signin import SignInError
 from agent.journal import Journal, JournalError
-from agent.link import HostLink, HostLinkError
 from agent.provisioning import Provisioning, ProvisioningError
-from agent.recovery import Recovery, RemedyFailed, refused
+from agent.recovery.engine import Recovery
+from agent.recovery.policy import refused
+from agent.recovery.remedies import RemedyFailed
 from agent.selfcheck import FAST, Report, run_checks
 from agent.selfcheck.base import Context, HostClockSample
-from agent.signin import SignInError
+from agent.transaction.app_socket import AppSocket
+from agent.transaction.macs import Macs
+from agent.transaction.passthrough import PassThrough
+from agent.transaction.reversals import ReversalSender
+from agent.transaction.sender import Sender
+from agent.transaction.stats import GatewayStats
+from agent.transaction.wrap import WrapMode
 from agent.wire.builders import Terminal, echo_request
 from agent.wire.message import Message
+from agent.wire.profile import Profile
 from drivers.module import CardModule, ModuleError
 from drivers.serial_module import SerialCardModule
 from firmware_hooks import HookRunner, Outcome
@@ -39,20 +48,36 @@ class Agent:
         self.config = config
         self.journal = Journal(paths.journal_path(config))
         self.module = module or SerialCardModule(config.module.url, baudrate=config.module.baudrate)
-        self.link = HostLink.from_config(config, make_echo=self.echo_message)
-        self.gateway = Gateway(config, self.journal, self.module, self.link)
+        self.link = HostLink.from_config(
+            config, make_echo=self.echo_message, on_response=self._saw_response
+        )
         self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
+        self.last_host_time: HostClockSample | None = None
+        # the transaction layer reads the configuration in effect (a reload may change it)
+        self.stats = GatewayStats()
+        macs = Macs(self.module, lambda: self.config.module.key_slot, self._profile)
+        self.reversals = ReversalSender(self.journal, self.link, macs, self.stats)
+        self.sender = Sender(
+            lambda: self.config, self.journal, self.link, macs, self.reversals, self.stats
+        )
         self.recovery = Recovery(
             self,
             self.journal,
-            self.gateway.attempt,
+            self.sender.attempt,
             attempts=config.recovery.attempts,
             deadline=config.recovery.deadline,
             probe=(config.recovery.probe_first, config.recovery.probe_max),
         )
-        self.gateway.recovery = self.recovery
-        self.last_host_time: HostClockSample | None = None
-        self.link.on_response = self._saw_response
+        # the mode is a setting that takes effect at restart
+        mode: WrapMode | PassThrough
+        if config.gateway.mode == "pass-through":
+            mode = PassThrough(self.journal, self.link, self._profile, self.stats)
+        else:
+            mode = WrapMode(self.sender, self.recovery, self._profile, self.stats)
+        self.app_socket = AppSocket(mode.process, self.stats)
+
+    def _profile(self) -> Profile:
+        return self.config.wire.profile
 
     def echo_message(self) -> Message:
         terminal = Terminal(self.config.terminal.tid, self.config.terminal.mid)
@@ -64,7 +89,7 @@ class Agent:
 
     async def close(self) -> None:
         await self.recovery.close()
-        await self.gateway.close()
+        await self.app_socket.close()
         await self.link.close()
         await asyncio.to_thread(self.module.close)
         self.journal.close()
@@ -99,8 +124,6 @@ class Agent:
             ),
         )
         self.config = config
-        self.gateway.config = config
-        self.gateway.terminal = Terminal(config.terminal.tid, config.terminal.mid)
         self.link.reconfigure(HostLink.from_config(config))
         self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
         self.recovery.attempts = config.recovery.attempts
@@ -129,7 +152,7 @@ class Agent:
             "reversals_queued": len(self.journal.queued_reversals()),
             "last_refusal": self.recovery.last_refusal,
             "message": message.to_json() if message else None,
-            "gateway": dataclasses.asdict(self.gateway.stats),
+            "gateway": dataclasses.asdict(self.stats),
         }
 
     def identity(self) -> dict[str, str]:
@@ -140,7 +163,7 @@ class Agent:
         """Sign in at start, then let queued reversals go (MACed under the keys just loaded).
         A refused sign-in starts recovery: there is no request to retry, only the sign-in."""
         try:
-            await self.gateway.sign_in()
+            await self.sender.sign_in()
         except SignInError as exc:
             log.warning("sign-in at start failed: %s", exc)
             answer = Message("0810", {39: exc.response_code or ""})
@@ -149,7 +172,7 @@ class Agent:
         except (HostLinkError, ModuleError, JournalError) as exc:
             log.warning("sign-in at start failed: %s", exc)
         if self.journal.has_queued_reversals:
-            self.gateway.reversals_waiting.set()
+            self.reversals.waiting.set()
 
     # ----------------------------------------------------------------------------- remedies
 
@@ -174,7 +197,7 @@ class Agent:
 
     async def sign_in(self) -> str:
         try:
-            await self.gateway.sign_in()
+            await self.sender.sign_in()
         except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
             raise RemedyFailed(f"sign-in failed: {exc}") from None
         self.recovery.registered_again("a sign-in succeeded")

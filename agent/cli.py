@@ -119,8 +119,8 @@ def _listen_address(url: str) -> tuple[str, int]:
 
 
 def cmd_sim_module(args: argparse.Namespace) -> int:
+    from agent.sim import module_console
     from agent.wire.mac import require_software_des
-    from drivers import sim_console
 
     require_software_des()
     listen = _listen_address(args.url) if args.url else None
@@ -129,7 +129,7 @@ def cmd_sim_module(args: argparse.Namespace) -> int:
     if args.tamper:
         settings.append("tamper on")
     try:
-        return sim_console.run(
+        return module_console.run(
             state_path=state,
             listen=listen,
             link=args.link,
@@ -193,7 +193,7 @@ def _with_agent(args: argparse.Namespace, command: str, direct: str) -> int:
 
     from agent.assembly import Agent
     from agent.journal import JournalError
-    from agent.recovery import RemedyFailed
+    from agent.recovery.remedies import RemedyFailed
 
     config = _load_config(args)
     try:
@@ -280,8 +280,8 @@ def cmd_echo(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
+    from agent.host.link import HostLink, HostLinkError
     from agent.journal import Journal
-    from agent.link import HostLink, HostLinkError
     from agent.wire.builders import Terminal, echo_request
 
     config = _load_config(args)

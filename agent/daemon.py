@@ -21,12 +21,12 @@ from agent import paths, timeline
 from agent.assembly import Agent
 from agent.config import Config, ConfigError
 from agent.control import ControlServer, Handler
-from agent.gateway import ReversalPending
 from agent.journal import JournalError
 from agent.provisioning import ProvisioningError
-from agent.recovery import RemedyFailed
+from agent.recovery.remedies import RemedyFailed
 from agent.selfcheck import run_checks
 from agent.selfcheck.base import Status
+from agent.transaction.reversals import ReversalPending
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,12 @@ def status_line(agent: Agent) -> str:
 async def send_reversals_until_done(agent: Agent) -> None:
     """For the life of the agent: whenever reversals are queued, send them, backing off while
     the host does not confirm; the ``reversal-stuck`` hook hears of one that keeps failing."""
-    gateway = agent.gateway
+    reversals = agent.reversals
     pause = REVERSAL_PAUSE[0]
     while True:
-        await gateway.reversals_waiting.wait()
+        await reversals.waiting.wait()
         try:
-            await gateway.send_reversals()
+            await reversals.send()
         except ReversalPending as exc:
             log.warning("reversal not confirmed yet (%s); next attempt in %.0f s", exc, pause)
             stuck = [r for r in agent.journal.queued_reversals() if r.attempts == 3]
@@ -81,7 +81,7 @@ async def send_reversals_until_done(agent: Agent) -> None:
             continue
         pause = REVERSAL_PAUSE[0]
         if not agent.journal.has_queued_reversals:
-            gateway.reversals_waiting.clear()
+            reversals.waiting.clear()
 
 
 async def light_checks(agent: Agent, interval: float) -> None:
@@ -162,7 +162,7 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
             "%d request(s) were in flight when the agent stopped: reversals queued", recovered
         )
     payment = paths.payment_socket(config)
-    await agent.gateway.serve(payment, config.gateway.tcp_port)
+    await agent.app_socket.serve(payment, config.gateway.tcp_port)
     control = ControlServer(control_handlers(agent))
     await control.serve(paths.control_socket(config))
 
@@ -186,9 +186,9 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
     await stop.wait()
     log.info("stopping: waiting for transactions in flight")
     notify("STOPPING=1", "STATUS=stopping: finishing transactions in flight")
-    await agent.gateway.close()
+    await agent.app_socket.close()
     await control.close()
-    await agent.gateway.drain(DRAIN_TIMEOUT)
+    await agent.app_socket.drain(DRAIN_TIMEOUT)
     for task in background:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

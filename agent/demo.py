@@ -19,7 +19,7 @@ from pathlib import Path
 from agent import timeline
 from agent.assembly import Agent
 from agent.config import build
-from agent.recovery import State
+from agent.recovery.policy import State
 from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire import codes
 from agent.wire.frame import with_length
@@ -85,7 +85,7 @@ async def _story(folder: Path) -> None:
 
 async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     host = site.host
-    await agent.gateway.serve(socket)
+    await agent.app_socket.serve(socket)
     _say(f"Simulators: acquirer host {site.host_address}, TMS {site.tms_url}, card module on "
          f"{site.module_path}")  # fmt: skip
     _say(f"Terminal TID {TID}, MID {MID}; the payment app talks to {socket}")

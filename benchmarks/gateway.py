@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report import percentile, print_figures
 
 from agent.journal import Journal
+from agent.sim.module import TEST_TMK
 from agent.wire.builders import Card, Terminal, purchase_request, signin_request
 from agent.wire.frame import Header, Tpdu, decode_frame, host_frame, with_length
 from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_block
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.working_keys import issue_working_keys, parse_field62
 from drivers.serial_module import SerialCardModule
-from drivers.simulator import TEST_TMK
 from tests.processes import (
     AgentProcess,
     HostProcess,

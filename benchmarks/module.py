@@ -22,11 +22,11 @@ from pathlib import Path
 
 from report import print_figures
 
+from agent.sim.module import TEST_TMK
 from agent.wire.mac import mac_block
 from agent.wire.working_keys import issue_working_keys
 from drivers.framing import ACK, NAK, Frame, FrameParser
 from drivers.serial_module import SerialCardModule
-from drivers.simulator import TEST_TMK
 
 TARGET_BYTES = 40
 BAUD = 115200

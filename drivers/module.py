@@ -8,8 +8,6 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from agent.wire.working_keys import KCV_BYTES
-
 
 class Command(enum.IntEnum):
     PING = 0x00
@@ -21,6 +19,7 @@ class Command(enum.IntEnum):
 
 
 RESPONSE_BIT = 0x80
+KCV_BYTES = 4  # KEY_STATUS reports each key's check value in 4 bytes
 
 
 class Status(enum.IntEnum):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import Endpoint
-from agent.link import HostLink, HostLinkError, tls_context
+from agent.host.link import HostLink, HostLinkError, tls_context
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from agent.wire.builders import Terminal, echo_request
 

@@ -14,9 +14,9 @@ from typing import Any
 from agent.sim.host import TEST_TERMINAL, AcquirerHost
 from agent.sim.host_server import HostServer
 from agent.sim.jsonhttp import serve_in_thread
+from agent.sim.module import ModuleSimulator, ModuleState
+from agent.sim.module_port import SimulatedModulePort
 from agent.sim.tms import Tms, tms_handler
-from drivers.sim_port import SimulatedModulePort
-from drivers.simulator import ModuleSimulator, ModuleState
 
 TID, MID = TEST_TERMINAL["tid"], TEST_TERMINAL["mid"]
 

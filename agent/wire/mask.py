@@ -7,7 +7,10 @@ removed or masked and the rest is kept.
 
 from __future__ import annotations
 
-from agent.wire.message import FieldValue, Message
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # message masks itself through this module: no import back at run time
+    from agent.wire.message import FieldValue, Message
 
 # Fields whose content is never shown, only that it was there and how long it was.
 REMOVED = {14: "expiry", 35: "track 2", 36: "track 3", 52: "PIN block", 62: "key material"}

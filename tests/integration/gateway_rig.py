@@ -14,11 +14,11 @@ from agent.assembly import Agent
 from agent.config import Config, build
 from agent.sim.host import AcquirerHost
 from agent.sim.host_server import HostServer
+from agent.sim.module_port import SimulatedModulePort
 from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire.builders import Card
 from agent.wire.frame import with_length
 from agent.wire.message import Message, decode_message, encode_message
-from drivers.sim_port import SimulatedModulePort
 
 __all__ = ["CARD", "MID", "PAN", "TID", "Rig", "app_purchase", "exchange", "gateway_rig"]
 PAN = "6217001234567890123"
@@ -115,10 +115,10 @@ async def gateway_rig(
             raw[section] = {**raw.get(section, {}), **values}
         config = build(raw, "test", env={})
         agent = Agent(config)
-        await agent.gateway.serve(tmp_path / "agent.sock")
+        await agent.app_socket.serve(tmp_path / "agent.sock")
         try:
             if sign_in:
-                await agent.gateway.sign_in()
+                await agent.sender.sign_in()
             yield Rig(site, agent, tmp_path / "agent.sock", config)
         finally:
             await agent.close()

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.sim.module import ModuleSimulator, ModuleState
+from agent.sim.module_port import SimulatedModulePort
 from drivers.framing import ACK, Control, Frame, FrameParser
 from drivers.serial_module import SerialCardModule
-from drivers.sim_port import SimulatedModulePort
-from drivers.simulator import ModuleSimulator, ModuleState
 
 
 @dataclass

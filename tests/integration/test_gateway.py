@@ -45,7 +45,7 @@ def test_purchase_during_a_sign_in_waits_for_the_new_keys(tmp_path) -> None:
         async with gateway_rig(tmp_path) as rig:
             rig.server.faults.add("late", delay=0.3)  # the 0810: the purchase comes meanwhile
             _, response = await asyncio.gather(
-                rig.agent.gateway.sign_in(), exchange(rig.socket, app_purchase(1000))
+                rig.agent.sender.sign_in(), exchange(rig.socket, app_purchase(1000))
             )
             assert response.text(39) == "00"
             assert rig.host.state()["mac_failures"] == 0
@@ -70,7 +70,7 @@ def test_wrong_response_mac_is_a0_and_a_reversal(tmp_path) -> None:
             assert response.text(39) == "A0"
             assert response.text(63).startswith("AGENT response MAC wrong")
             assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["A0"]
-            assert await rig.agent.gateway.send_reversals() == 1
+            assert await rig.agent.reversals.send() == 1
             [purchase] = rig.host.state()["purchases"].values()
             assert purchase["reversed"], "the host's approval must be reversed"
 
@@ -177,11 +177,11 @@ def test_bad_app_frames_close_that_client_only(tmp_path, data: bytes) -> None:
 def test_client_stalling_mid_frame_is_closed(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            rig.agent.gateway.frame_timeout = 0.3
+            rig.agent.app_socket.frame_timeout = 0.3
             stalled = asyncio.create_task(_raw(rig.socket, b"\x00\x40abc", close_after=False))
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             assert await stalled == b""
-            assert rig.agent.gateway.stats.bad_frames == 1
+            assert rig.agent.stats.bad_frames == 1
 
     run(scenario())
 
@@ -250,7 +250,7 @@ def test_no_card_data_in_logs_journal_or_answers(tmp_path, caplog) -> None:
             answers.append(await exchange(rig.socket, app_purchase(1001)))
             rig.server.faults.add("wrong-mac")
             answers.append(await exchange(rig.socket, app_purchase(1002)))
-            await rig.agent.gateway.send_reversals()
+            await rig.agent.reversals.send()
             return answers
 
     answers = run(scenario())

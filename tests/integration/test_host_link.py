@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from agent.link import HostUnavailable
+from agent.host.link import HostUnavailable
 from agent.sim.host_server import server_tls
 from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
 from tests.tls_certs import make_server
@@ -63,7 +63,7 @@ def test_tls_refuses_a_host_it_cannot_trust(tmp_path, certificates, reason: str)
             sign_in=False,
         ) as rig:
             with pytest.raises(HostUnavailable, match=reason):
-                await rig.agent.gateway.sign_in()
+                await rig.agent.sender.sign_in()
             response = await exchange(rig.socket, app_purchase(1200))
             assert response.text(39) == "96"
             assert rig.host.state()["requests"] == {}

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from agent.config import Endpoint
-from agent.link import MAX_FRAME, HostLink, HostLinkError
+from agent.host.channel import MAX_FRAME
+from agent.host.link import HostLink, HostLinkError
 from agent.wire.builders import Terminal, echo_request
 from agent.wire.frame import Header, Tpdu
 from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
@@ -59,7 +60,7 @@ def test_host_claiming_a_huge_frame_is_cut_off_without_allocating_it() -> None:
 def test_slow_loris_flood_does_not_starve_a_real_purchase(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            rig.agent.gateway.frame_timeout = 0.5
+            rig.agent.app_socket.frame_timeout = 0.5
             stalled = []
             for _ in range(50):  # each sends the first byte of a length and nothing more
                 reader, writer = await asyncio.open_unix_connection(str(rig.socket))
@@ -70,7 +71,7 @@ def test_slow_loris_flood_does_not_starve_a_real_purchase(tmp_path) -> None:
             assert answer.text(39) == "00"
             closed = await asyncio.gather(*(r.read() for r, _ in stalled))  # the agent hung up
             assert closed == [b""] * 50
-            assert rig.agent.gateway.stats.bad_frames == 50
+            assert rig.agent.stats.bad_frames == 50
             for _, writer in stalled:
                 writer.close()
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from agent.sim.module import TEST_TMK
 from agent.wire.mac import mac_block, software_cup_mac, x919_mac
 from agent.wire.working_keys import LAYOUTS, issue_working_keys
 from drivers.framing import NAK, Control, Frame
@@ -19,7 +20,6 @@ from drivers.module import (
     Status,
 )
 from drivers.serial_module import DEFAULT_TIMEOUTS, SerialCardModule
-from drivers.simulator import TEST_TMK
 from tests.integration.module_rig import VANISH, ScriptedModule, ack, reply, simulator_rig
 
 CLEAR = {"PIK": bytes(range(1, 17)), "MAK": bytes(range(17, 33)), "TDK": bytes(range(33, 49))}

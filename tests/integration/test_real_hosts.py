@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from agent.signin import SignInError
+from agent.host.signin import SignInError
 from agent.wire.message import Message
 from agent.wire.working_keys import LAYOUTS
 from tests.integration.gateway_rig import TID, app_purchase, exchange, gateway_rig
@@ -26,7 +26,7 @@ def test_a_host_of_each_layout_signs_in_and_the_purchase_is_approved(tmp_path, l
         sections = {"wire": {"key_scheme": shape.scheme}}
         async with gateway_rig(tmp_path, sign_in=False, sections=sections) as rig:
             rig.host.set_key_layout(layout)
-            await rig.agent.gateway.sign_in()
+            await rig.agent.sender.sign_in()
             assert rig.host.state()["sessions"][TID] == {"scheme": shape.scheme, "layout": layout}
             status = await asyncio.to_thread(rig.agent.module.key_status, 0)
             assert {name: status[name].length for name in shape.names} == dict(shape.keys)
@@ -51,7 +51,7 @@ def test_a_forced_layout_that_does_not_fit_names_length_scheme_and_setting(tmp_p
         async with gateway_rig(tmp_path, sign_in=False, sections=sections) as rig:
             rig.host.set_key_layout(4)  # 32 bytes: PIK 16, MAK 8
             with pytest.raises(SignInError) as err:
-                await rig.agent.gateway.sign_in()
+                await rig.agent.sender.sign_in()
             text = str(err.value)
             assert "field 62 (working keys) is 32 bytes; scheme 003 with 40 (layout 2)" in text
             assert "wire.key_layout = 2" in text
@@ -65,7 +65,7 @@ def test_a_host_that_checks_the_batch_gets_its_batch_and_77_recovers_once(tmp_pa
     async def scenario():
         async with gateway_rig(tmp_path, sign_in=False) as rig:
             rig.host.batch, rig.host.check_batch = 42, True
-            await rig.agent.gateway.sign_in()
+            await rig.agent.sender.sign_in()
             assert rig.agent.journal.batch == 42  # 60.2 of the 0810
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             rig.host.batch = 43  # the host closed the batch: every 0200 of 42 now gets 77
@@ -107,7 +107,7 @@ def test_a_reversal_of_nothing_is_closed_by_25(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
             _queue_reversal(rig, "123456", "1500")  # the host never saw it
-            assert await rig.agent.gateway.send_reversals() == 1
+            assert await rig.agent.reversals.send() == 1
             assert _reversal_rows(rig) == ["confirmed"]
             [event] = [e for e in rig.agent.journal.events() if e["kind"] == "reversal-confirmed"]
             assert event["outcome"] == "nothing-to-reverse"
@@ -122,7 +122,7 @@ def test_a_reversal_the_host_disputes_is_closed_as_a_conflict(tmp_path, caplog) 
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             [key] = rig.host.state()["purchases"]
             _queue_reversal(rig, key.split("/")[2], "9900")  # same STAN, another amount
-            assert await rig.agent.gateway.send_reversals() == 1
+            assert await rig.agent.reversals.send() == 1
             assert _reversal_rows(rig) == ["conflict"]
             kinds = [e["kind"] for e in rig.agent.journal.events()]
             assert "reversal-conflict" in kinds
@@ -136,7 +136,7 @@ def test_a_reversal_the_host_disputes_is_closed_as_a_conflict(tmp_path, caplog) 
 
 
 def test_an_encoded_sign_in_response_keeps_its_batch_in_60(tmp_path) -> None:
-    from agent.signin import host_batch
+    from agent.host.signin import host_batch
 
     assert host_batch(Message("0810", {60: "00000042003"})) == 42
     assert host_batch(Message("0810", {60: "0000"})) is None

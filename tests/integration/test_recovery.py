@@ -6,7 +6,7 @@ import dataclasses
 import json
 import stat
 
-from agent.recovery import State
+from agent.recovery.policy import State
 from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
 
 
@@ -83,8 +83,8 @@ def test_stale_keys_sign_in_and_the_retry_is_approved(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
             rig.put_tms()
+            from agent.sim.module import TEST_TMK
             from agent.wire.working_keys import issue_working_keys
-            from drivers.simulator import TEST_TMK
 
             stale = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
             field62 = issue_working_keys(TEST_TMK, 2, stale).to_field62()
@@ -270,8 +270,8 @@ def _with_hosts(config, primary: str, backup):
 
 def test_the_light_check_signs_in_before_a_purchase_finds_stale_keys(tmp_path) -> None:
     from agent.daemon import light_checks
+    from agent.sim.module import TEST_TMK
     from agent.wire.working_keys import issue_working_keys
-    from drivers.simulator import TEST_TMK
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:

@@ -194,8 +194,8 @@ def _without_backup(config):
 
 
 async def _load_other_keys(rig) -> None:
+    from agent.sim.module import TEST_TMK
     from agent.wire.working_keys import issue_working_keys
-    from drivers.simulator import TEST_TMK
 
     clear = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
     field62 = issue_working_keys(TEST_TMK, 2, clear).to_field62()

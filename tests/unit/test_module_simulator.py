@@ -7,6 +7,7 @@ from datetime import datetime
 import pytest
 from Crypto.Cipher import DES
 
+from agent.sim.module import TEST_TMK, ModuleSimulator, ModuleState
 from agent.wire.mac import kcv, mac_block, software_cup_mac, x919_mac
 from agent.wire.working_keys import LAYOUTS, issue_working_keys
 from drivers.framing import Frame
@@ -21,7 +22,6 @@ from drivers.module import (
     encode_info,
     encode_rtc,
 )
-from drivers.simulator import TEST_TMK, ModuleSimulator, ModuleState
 
 CLEAR = {"PIK": bytes(range(1, 17)), "MAK": bytes(range(17, 33)), "TDK": bytes(range(33, 49))}
 

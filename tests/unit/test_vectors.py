@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.sim.module import TEST_TMK, ModuleSimulator, ModuleState
 from agent.wire.frame import Layout, decode_frame, host_frame
 from agent.wire.mac import (
     DesKey,
@@ -27,7 +28,6 @@ from agent.wire.message import encode_message
 from agent.wire.working_keys import issue_working_keys
 from drivers.framing import Frame as ModuleFrame
 from drivers.module import Command, MacAlgorithm
-from drivers.simulator import TEST_TMK, ModuleSimulator, ModuleState
 from tests.independent_iso8583 import decode_body, decode_host_frame
 
 HERE = Path(__file__).resolve().parent.parent / "vectors"

@@ -1,10 +1,10 @@
 """The link to the acquirer host: one TCP (optionally TLS) connection, primary then backup.
 
-Requests are multiplexed on the connection and matched to responses by (response MTI, STAN, TID).
-A response that arrives after its request gave up is logged and dropped. When no endpoint can be
-reached, new connection attempts wait out an exponential back-off so a dead host costs the
-merchant one connect timeout, not one per transaction. An idle connection is kept alive with
-echo tests (0820/301).
+Requests are multiplexed on the connection (:mod:`agent.host.mux`); a response nobody waits for
+goes to the ``on_unmatched`` handler the link is given (by default it is logged and counted). When
+no endpoint can be reached, new connection attempts wait out an exponential back-off so a dead
+host costs the merchant one connect timeout, not one per transaction. An idle connection is kept
+alive with echo tests (0820/301).
 """
 
 from __future__ import annotations
@@ -18,20 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.config import Config, Endpoint
-from agent.wire.builders import response_mti
+from agent.host.channel import Channel, ChannelClosed
+from agent.host.mux import Exchange, HostLinkError, Mux, match_key
 from agent.wire.errors import DecodeError
-from agent.wire.frame import Frame, Header, Layout, Tpdu, decode_frame, host_frame
+from agent.wire.frame import Header, Layout, Tpdu, decode_frame, host_frame
 from agent.wire.message import Message, encode_message
 from agent.wire.profile import CUP, Profile
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME = 8192
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 
-
-class HostLinkError(Exception):
-    """The request may have reached the host but no usable response came back."""
+__all__ = ["Exchange", "HostLink", "HostLinkError", "HostTimeout", "HostUnavailable", "LinkStatus"]
 
 
 class HostTimeout(HostLinkError):
@@ -40,25 +38,6 @@ class HostTimeout(HostLinkError):
 
 class HostUnavailable(HostLinkError):
     """No endpoint could be connected: the request never left the terminal."""
-
-
-MatchKey = tuple[str, str, str]
-
-
-def match_key(message: Message) -> MatchKey:
-    """(MTI, STAN, TID) of a response, or of the response a request expects."""
-    mti = message.mti
-    if mti[2] in "024":
-        mti = response_mti(mti)
-    return mti, message.text(11, ""), message.text(41, "").strip()
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """A response: decoded, and as received (TPDU + header + message, no length)."""
-
-    frame: Frame
-    raw: bytes
 
 
 @dataclass
@@ -85,6 +64,7 @@ class HostLink:
         *,
         response_timeout: float | None = None,
         make_echo: Callable[[], Message] | None = None,
+        on_response: Callable[[Message], None] | None = None,
     ) -> HostLink:
         """The link the configuration describes; the self-check narrows it to one endpoint."""
         wire = config.wire
@@ -101,6 +81,7 @@ class HostLink:
             response_timeout=response_timeout or config.host.response_timeout,
             idle_echo=config.host.idle_echo if make_echo else 0.0,
             make_echo=make_echo,
+            on_response=on_response,
             tls=tls_context(config),
             server_name=config.host.server_name or None,
         )
@@ -116,9 +97,13 @@ class HostLink:
         response_timeout: float = 30.0,
         idle_echo: float = 0.0,
         make_echo: Callable[[], Message] | None = None,
+        on_response: Callable[[Message], None] | None = None,
+        on_unmatched: Callable[[Exchange], None] | None = None,
         tls: ssl.SSLContext | None = None,
         server_name: str | None = None,
     ) -> None:
+        """``on_response`` hears of every response that matched a request (the agent keeps the
+        host's time from them); ``on_unmatched`` gets the late and unasked-for ones."""
         if not endpoints:
             raise ValueError("the host link needs at least one endpoint")
         self.endpoints = endpoints
@@ -132,17 +117,16 @@ class HostLink:
         self.endpoint: Endpoint | None = None
         self.last_error = ""
         self.late_responses = 0
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._on_response = on_response
+        self._on_unmatched = on_unmatched
+        self._channel: Channel | None = None
+        self._mux = Mux(self._unmatched)
         self._reader_task: asyncio.Task[None] | None = None
         self._echo_task: asyncio.Task[None] | None = None
-        self._pending: dict[MatchKey, asyncio.Future[Exchange]] = {}
         self._connect_lock = asyncio.Lock()
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._last_traffic = time.monotonic()
-        # told of every response that matched a request (the agent keeps the host's time)
-        self.on_response: Callable[[Message], None] | None = None
 
     def reconfigure(self, other: HostLink) -> None:
         """Take hosts, framing, timeouts and TLS from ``other`` (a new configuration); a
@@ -166,24 +150,24 @@ class HostLink:
 
     def _restart(self, reason: str) -> None:
         self._backoff, self._next_attempt = 0.0, 0.0
-        if self._writer is not None:
-            self._detach(self._writer, reason, expected=True)
+        if self._channel is not None:
+            self._detach(self._channel, reason, expected=True)
 
     @property
     def status(self) -> LinkStatus:
         return LinkStatus(
             str(self.endpoint) if self.endpoint else None,
-            self._writer is not None,
+            self._channel is not None,
             self.last_error,
             self.late_responses,
         )
 
     # ------------------------------------------------------------------------ connection
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> Channel:
         async with self._connect_lock:
-            if self._writer is not None:
-                return self._writer
+            if self._channel is not None:
+                return self._channel
             wait = self._next_attempt - time.monotonic()
             if wait > 0:
                 raise HostUnavailable(
@@ -207,48 +191,40 @@ class HostLink:
                     reason = str(exc) or type(exc).__name__
                     errors.append(f"{endpoint}: {reason}")
                     continue
-                self._attach(endpoint, reader, writer, failover=bool(errors))
-                return writer
+                channel = Channel(endpoint, reader, writer)
+                self._attach(channel, failover=bool(errors))
+                return channel
             self.last_error = "; ".join(errors)
             self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_FIRST)
             self._next_attempt = time.monotonic() + self._backoff
             log.warning("no host reachable: %s; retrying in %.1f s", self.last_error, self._backoff)
             raise HostUnavailable(f"no host reachable: {self.last_error}")
 
-    def _attach(
-        self,
-        endpoint: Endpoint,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        failover: bool,
-    ) -> None:
-        self.endpoint, self._reader, self._writer = endpoint, reader, writer
+    def _attach(self, channel: Channel, failover: bool) -> None:
+        self.endpoint, self._channel = channel.endpoint, channel
         self._backoff, self._next_attempt, self.last_error = 0.0, 0.0, ""
         self._last_traffic = time.monotonic()
-        self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
+        self._reader_task = asyncio.create_task(self._read_loop(channel))
         if self.idle_echo > 0 and self.make_echo is not None and self._echo_task is None:
             self._echo_task = asyncio.create_task(self._echo_loop())
         if failover:
-            log.warning("primary host unreachable; connected to backup %s", endpoint)
+            log.warning("primary host unreachable; connected to backup %s", channel.endpoint)
         else:
-            log.info("connected to host %s", endpoint)
+            log.info("connected to host %s", channel.endpoint)
 
-    def _detach(self, writer: asyncio.StreamWriter, reason: str, *, expected: bool = False) -> None:
-        """Drop the connection of ``writer``; its in-flight requests fail with ``reason``.
-        ``expected`` (we are shutting down) logs it at info rather than as a warning."""
-        if self._writer is not writer:
+    def _detach(self, channel: Channel, reason: str, *, expected: bool = False) -> None:
+        """Drop ``channel``; its in-flight requests fail with ``reason``. ``expected`` (we are
+        shutting down or moving) logs it at info rather than as a warning."""
+        if self._channel is not channel:
             return
-        self._writer = self._reader = None
+        self._channel = None
         self.last_error = reason
-        writer.close()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(HostLinkError(reason))
-        self._pending.clear()
+        channel.close()
+        self._mux.fail_all(reason)
         log.log(
             logging.INFO if expected else logging.WARNING,
             "host connection to %s closed: %s",
-            self.endpoint,
+            channel.endpoint,
             reason,
         )
 
@@ -259,8 +235,10 @@ class HostLink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._echo_task = self._reader_task = None
-        if self._writer is not None:
-            self._detach(self._writer, "link closed", expected=True)
+        channel = self._channel
+        if channel is not None:
+            self._detach(channel, "link closed", expected=True)
+            await channel.wait_closed()
 
     # -------------------------------------------------------------------------- exchange
 
@@ -281,19 +259,15 @@ class HostLink:
     ) -> Exchange:
         """Send a complete frame (length included) as it is; ``message`` is its decoded body."""
         key = match_key(message)
-        writer = await self._connect()
-        if key in self._pending:
-            raise HostLinkError(f"a request with MTI/STAN/TID {key} is already in flight")
-        future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
+        channel = await self._connect()
+        future = self._mux.expect(key)
         try:
-            writer.write(frame)
             self._last_traffic = time.monotonic()
             try:
-                await writer.drain()
-            except (OSError, ConnectionError) as exc:
-                self._detach(writer, f"send failed: {exc}")
-                raise HostLinkError(f"send failed: {exc}") from None
+                await channel.send(frame)
+            except ChannelClosed as exc:
+                self._detach(channel, str(exc))
+                raise HostLinkError(str(exc)) from None
             limit = self.response_timeout if timeout is None else timeout
             try:
                 return await asyncio.wait_for(future, limit)
@@ -302,50 +276,38 @@ class HostLink:
                     f"no response from {self.endpoint} within {limit:.1f} s"
                 ) from None
         finally:
-            if self._pending.get(key) is future:
-                del self._pending[key]
+            self._mux.forget(key, future)
 
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                length = int.from_bytes(await reader.readexactly(2), "big")
-                if length > MAX_FRAME:
-                    self._detach(
-                        writer, f"host sent a frame length of {length} bytes (at most {MAX_FRAME})"
-                    )
-                    return
-                payload = await reader.readexactly(length)
-                self._last_traffic = time.monotonic()
-                try:
-                    frame = decode_frame(payload, Layout.TPDU, self.profile)
-                except DecodeError as exc:
-                    self._detach(writer, f"host sent an undecodable frame: {exc}")
-                    return
-                self._deliver(Exchange(frame, payload))
-        except asyncio.IncompleteReadError as exc:
-            self._detach(
-                writer, f"host closed the connection ({len(exc.partial)} bytes of a frame)"
-            )
-        except (OSError, ConnectionError) as exc:
-            self._detach(writer, f"connection error: {exc}")
+    async def _read_loop(self, channel: Channel) -> None:
+        while True:
+            try:
+                payload = await channel.receive()
+            except ChannelClosed as exc:
+                self._detach(channel, str(exc))
+                return
+            self._last_traffic = time.monotonic()
+            try:
+                frame = decode_frame(payload, Layout.TPDU, self.profile)
+            except DecodeError as exc:
+                self._detach(channel, f"host sent an undecodable frame: {exc}")
+                return
+            exchange = Exchange(frame, payload)
+            if self._mux.deliver(exchange) and self._on_response is not None:
+                self._on_response(frame.message)
 
-    def _deliver(self, exchange: Exchange) -> None:
-        key = match_key(exchange.frame.message)
-        future = self._pending.get(key)
-        if future is None or future.done():
-            self.late_responses += 1
-            log.warning("dropped a late or unmatched response: MTI %s STAN %s", key[0], key[1])
-            return
-        future.set_result(exchange)
-        if self.on_response is not None:
-            self.on_response(exchange.frame.message)
+    def _unmatched(self, exchange: Exchange) -> None:
+        self.late_responses += 1
+        mti, stan, _ = match_key(exchange.frame.message)
+        log.warning("dropped a late or unmatched response: MTI %s STAN %s", mti, stan)
+        if self._on_unmatched is not None:
+            self._on_unmatched(exchange)
 
     async def _echo_loop(self) -> None:
         assert self.make_echo is not None
         while True:
             idle = time.monotonic() - self._last_traffic
             await asyncio.sleep(max(self.idle_echo - idle, 0.05))
-            if self._writer is None or time.monotonic() - self._last_traffic < self.idle_echo:
+            if self._channel is None or time.monotonic() - self._last_traffic < self.idle_echo:
                 continue
             echo = self.make_echo()
             try:
@@ -353,5 +315,5 @@ class HostLink:
                 log.debug("echo test answered %s", response.frame.message.text(39, "??"))
             except HostLinkError as exc:
                 log.warning("echo test failed: %s", exc)
-                if self._writer is not None:
-                    self._detach(self._writer, f"echo test failed: {exc}")
+                if self._channel is not None:
+                    self._detach(self._channel, f"echo test failed: {exc}")

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from drivers.sim_port import SimulatedModulePort
-from drivers.simulator import ModuleSimulator
+from agent.sim.module import ModuleSimulator
+from agent.sim.module_port import SimulatedModulePort
 
 
 def _rate(text: str) -> float:
@@ -114,7 +114,7 @@ def run(
 ) -> int:
     """Serve until stopped. ``settings`` are console commands applied before the first request
     (the command-line flags); a bad one raises ``ValueError``."""
-    from drivers.simulator import ModuleState
+    from agent.sim.module import ModuleState
 
     simulator = ModuleSimulator(ModuleState.load_or_create(state_path), clock_offset=clock_offset)
     port = SimulatedModulePort(simulator, seed=seed)

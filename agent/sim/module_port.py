@@ -1,4 +1,4 @@
-"""Runs a :class:`~drivers.simulator.ModuleSimulator` on a pty or a TCP listener, in a thread,
+"""Runs a :class:`~agent.sim.module.ModuleSimulator` on a pty or a TCP listener, in a thread,
 with line faults (noise, dropped bytes, slow replies), garbage injection and unplug/replug."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import threading
 import tty
 from pathlib import Path
 
+from agent.sim.module import ModuleSimulator
 from drivers.link import Link, LinkDown, NoAck
-from drivers.simulator import ModuleSimulator
 from drivers.streams import FaultyStream, FdStream, LineFaults, SocketStream
 
 POLL = 0.05

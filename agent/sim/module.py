@@ -85,8 +85,9 @@ class ModuleState:
 
 
 class ModuleSimulator:
-    """Executes module commands. No I/O: :class:`drivers.sim_port.SimulatedModulePort` runs it on
-    a line. Faults that are not about the line live here: busy answers and the tamper flag."""
+    """Executes module commands. No I/O: :class:`agent.sim.module_port.SimulatedModulePort` runs
+    it on a line. Faults that are not about the line live here: busy answers and the tamper
+    flag."""
 
     def __init__(self, state: ModuleState, *, clock_offset: float = 0.0) -> None:
         self.state = state

@@ -10,8 +10,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from agent.host.link import HostLink
 from agent.journal import Journal
-from agent.link import HostLink
 from agent.wire import codes
 from agent.wire.builders import Terminal, signin_request
 from agent.wire.errors import WireError

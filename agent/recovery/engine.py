@@ -1,114 +1,37 @@
-"""97 recovery (DESIGN.md section 7): turn a host's refusal into an approved retry, or into a
-precise message for a person.
-
-On a host answer whose code says the terminal itself is the problem (97 not registered, 03 invalid
-merchant, 58 not permitted, C1; 77 batch or session; A0/99/A7 key trouble), the agent journals it,
-runs the fast self-check, picks remedies from the decision table below, and retries the original
-request with a new STAN, a fresh MAC and the TID/MID it has now, a bounded number of times within
-a deadline. A refusal is a definite decline, so a retry cannot charge twice; a timeout is never
-retried (it is a reversal). Still refused: the terminal is ``unregistered``. Financial requests are
-then answered at once without host traffic, a background probe signs in with back-off, and the
-hooks get a bilingual message with the TID, MID and support number.
-
-A header asking to sign in again (processing requirement 3) gets a sign-in in the background; one
-asking for a parameter download (1, 6) runs the ``provision`` hook.
-"""
+"""A recovery run: journal the refusal, self-check, apply the remedies the policy picks, retry the
+request (bounded, tenacity), and enter the unregistered state when nothing helped; the background
+sign-in probe while unregistered, and what the host's header asks for."""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import tenacity
 
+from agent.recovery.policy import (
+    PARAMETERS,
+    PERSON_MUST_ACT,
+    SIGN_IN_AGAIN,
+    State,
+    decide,
+    refused,
+    unregistered_message,
+)
+from agent.recovery.remedies import Remedies, RemedyFailed
 from agent.selfcheck import Report
-from agent.selfcheck.base import Status, Text
+from agent.selfcheck.base import Text
+from agent.transaction.sender import Attempt
 from agent.wire import codes
 from agent.wire.message import Message
 
 if TYPE_CHECKING:
-    from agent.gateway import Attempt
     from agent.journal import Journal
 
 log = logging.getLogger(__name__)
-
-REFUSALS = (codes.Category.TERMINAL_CONFIG, codes.Category.SESSION, codes.Category.SECURITY)
-SIGN_IN_AGAIN, PARAMETERS = 3, (1, 6)  # header processing requirements the agent acts on
-PERSON_MUST_ACT = {"tmk-absent", "tampered", "module-unreachable"}
-
-
-class State(enum.StrEnum):
-    REGISTERED = "registered"
-    RECOVERING = "recovering"
-    UNREGISTERED = "unregistered"
-
-
-class Remedies(Protocol):
-    """What recovery can do to the terminal; the agent implements it."""
-
-    async def self_check(self) -> Report: ...
-    async def sign_in(self) -> str: ...  # each returns what it did; raises RemedyFailed
-    async def provision(self, reason: str) -> str: ...
-    async def sync_clock(self, clock: dict[str, Any]) -> str: ...
-    async def fail_over(self) -> str: ...
-    async def hook(self, event: str, payload: dict[str, Any]) -> None: ...
-    def identity(self) -> dict[str, str]: ...  # tid, mid, support_phone
-
-
-class RemedyFailed(Exception):
-    """A remedy could not be applied; the text says why."""
-
-
-def refused(answer: Message) -> bool:
-    code = answer.text(39, "")
-    return codes.is_code(code) and codes.lookup(code).category in REFUSALS
-
-
-def decide(report: Report, code: str = "") -> list[str]:
-    """The decision table: self-check findings (and the refusal's code) to remedies, in the
-    order they are tried. Empty means no remedy the terminal can apply: a person must act."""
-    findings = {c.id: c.finding for c in report.checks if c.status in (Status.WARN, Status.FAIL)}
-    if PERSON_MUST_ACT & set(findings.values()):
-        return []
-    plan = []
-    if codes.is_code(code) and codes.lookup(code).category is codes.Category.SESSION:
-        plan.append("sign-in")  # 77: the sign-in takes the host's batch (60.2 of its 0810)
-    if findings.get("provisioning") in ("unprovisioned", "differs-from-tms"):
-        plan.append("provision")
-    if findings.get("clock") == "clock-off":
-        plan.append("sync-clock")
-    if findings.get("network") == "primary-down":
-        plan.append("fail-over")
-    if findings.get("keys") in ("keys-absent", "kcv-mismatch", "never-signed-in", "mac-selftest"):
-        plan.append("sign-in")
-    if findings.get("provisioning") == "changed-since-signin":
-        plan.append("sign-in")
-    if not plan:  # everything looks healthy: the host lost us
-        plan = ["sign-in", "provision"]
-    return list(dict.fromkeys(plan))
-
-
-def unregistered_message(
-    identity: dict[str, str], reason: Text, action: Text | None = None
-) -> Text:
-    """What the merchant's screen and the vendor's hooks say: which terminal, why, and who to
-    call (the support number from the configuration)."""
-    tid, mid = identity.get("tid") or "-", identity.get("mid") or "-"
-    phone = identity.get("support_phone") or ""
-    action = action or Text(
-        "call acquirer support to register the terminal", "请联系收单机构客服登记终端"
-    )
-    call_en = f" (support: {phone})" if phone else ""
-    call_zh = f"（客服电话 {phone}）" if phone else ""
-    return Text(
-        f"Payments paused on terminal {tid}, merchant {mid}: {reason.en}. "
-        f"{action.en[0].upper()}{action.en[1:]}{call_en}.",
-        f"终端 {tid}（商户 {mid}）暂停收款：{reason.zh}。{action.zh}{call_zh}。",
-    )
 
 
 class NothingLeftToTry(Exception):

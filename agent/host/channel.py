@@ -1,0 +1,60 @@
+"""One connection to a host: frames of a 2-byte big-endian length and a payload, in and out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from agent.config import Endpoint
+
+MAX_FRAME = 8192  # bytes a host frame may claim; more is a broken or hostile host
+
+
+class ChannelClosed(Exception):
+    """The connection cannot carry another frame; the text says why."""
+
+
+class Channel:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame: int = MAX_FRAME,
+    ) -> None:
+        self.endpoint = endpoint
+        self._reader, self._writer = reader, writer
+        self.max_frame = max_frame
+
+    async def send(self, frame: bytes) -> None:
+        """Write one complete frame (length included); raises :class:`ChannelClosed`."""
+        self._writer.write(frame)
+        try:
+            await self._writer.drain()
+        except (OSError, ConnectionError) as exc:
+            raise ChannelClosed(f"send failed: {exc}") from None
+
+    async def receive(self) -> bytes:
+        """The payload of the next frame (without its length); raises :class:`ChannelClosed`."""
+        try:
+            length = int.from_bytes(await self._reader.readexactly(2), "big")
+            if length > self.max_frame:
+                raise ChannelClosed(
+                    f"host sent a frame length of {length} bytes (at most {self.max_frame})"
+                )
+            return await self._reader.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            raise ChannelClosed(
+                f"host closed the connection ({len(exc.partial)} bytes of a frame)"
+            ) from None
+        except (OSError, ConnectionError) as exc:
+            raise ChannelClosed(f"connection error: {exc}") from None
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def wait_closed(self, timeout: float = 2.0) -> None:
+        """After :meth:`close`: wait for the transport to finish, within ``timeout`` (a TLS peer
+        that never answers the close must not hold a shutdown)."""
+        with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+            await asyncio.wait_for(self._writer.wait_closed(), timeout)

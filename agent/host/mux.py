@@ -1,0 +1,70 @@
+"""Requests in flight on a host connection, matched to their responses by (response MTI, STAN,
+TID). A response nobody waits for (late, or never asked for) goes to the handler the link was
+given."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.wire.builders import response_mti
+from agent.wire.frame import Frame
+from agent.wire.message import Message
+
+MatchKey = tuple[str, str, str]
+
+
+class HostLinkError(Exception):
+    """The request may have reached the host but no usable response came back."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A response: decoded, and as received (TPDU + header + message, no length)."""
+
+    frame: Frame
+    raw: bytes
+
+
+def match_key(message: Message) -> MatchKey:
+    """(MTI, STAN, TID) of a response, or of the response a request expects."""
+    mti = message.mti
+    if mti[2] in "024":
+        mti = response_mti(mti)
+    return mti, message.text(11, ""), message.text(41, "").strip()
+
+
+class Mux:
+    def __init__(self, on_unmatched: Callable[[Exchange], None]) -> None:
+        self._pending: dict[MatchKey, asyncio.Future[Exchange]] = {}
+        self._on_unmatched = on_unmatched
+
+    def expect(self, key: MatchKey) -> asyncio.Future[Exchange]:
+        """A future for the response to the request with ``key``, about to be sent."""
+        if key in self._pending:
+            raise HostLinkError(f"a request with MTI/STAN/TID {key} is already in flight")
+        future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        return future
+
+    def forget(self, key: MatchKey, future: asyncio.Future[Exchange]) -> None:
+        """The request gave up (answered, timed out, cancelled): a later response is unmatched."""
+        if self._pending.get(key) is future:
+            del self._pending[key]
+
+    def deliver(self, exchange: Exchange) -> bool:
+        """Hand a response to the request waiting for it; ``False`` when none was."""
+        future = self._pending.get(match_key(exchange.frame.message))
+        if future is None or future.done():
+            self._on_unmatched(exchange)
+            return False
+        future.set_result(exchange)
+        return True
+
+    def fail_all(self, reason: str) -> None:
+        """The connection is gone: every request in flight fails with ``reason``."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(HostLinkError(reason))
+        self._pending.clear()

@@ -1,0 +1,100 @@
+"""The payment app's socket (DESIGN.md section 10): frames of a 2-byte big-endian length and the
+message, one answer per frame, on a Unix socket (mode 0660, the service's group) and optionally
+on 127.0.0.1. What a frame means is the mode's business: this module only reads and writes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from agent.transaction.stats import GatewayStats
+from agent.wire.frame import with_length
+
+log = logging.getLogger(__name__)
+
+MAX_APP_FRAME = 4096
+# Once a frame has begun, all of it must arrive within this time (a stalled or slow-loris client
+# must not hold a reader forever). Between frames a connection may stay idle.
+FRAME_TIMEOUT = 5.0
+# One frame in, its answer out; ``None`` closes the connection (the frame made no sense).
+Process = Callable[[bytes], Awaitable[bytes | None]]
+
+
+class AppSocket:
+    def __init__(self, process: Process, stats: GatewayStats) -> None:
+        self._process = process
+        self.stats = stats
+        self.frame_timeout = FRAME_TIMEOUT
+        self._servers: list[asyncio.Server] = []
+        self._busy: set[asyncio.Task[None]] = set()  # connections with a frame in progress
+
+    async def serve(self, unix_path: Path | None, tcp_port: int = 0) -> None:
+        if unix_path is not None:
+            unix_path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                unix_path.unlink()
+            server = await asyncio.start_unix_server(self._client, path=str(unix_path))
+            os.chmod(unix_path, 0o660)
+            self._servers.append(server)
+        if tcp_port:
+            self._servers.append(await asyncio.start_server(self._client, "127.0.0.1", tcp_port))
+
+    @property
+    def tcp_port(self) -> int | None:
+        for server in self._servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                if isinstance(name, tuple):
+                    return name[1]
+        return None
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for the transactions in flight (SIGTERM), at most ``timeout`` seconds."""
+        if self._busy:
+            await asyncio.wait(list(self._busy), timeout=timeout)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                first = await reader.readexactly(1)
+                try:
+                    # once the first byte is here, the whole frame must follow in time
+                    async with asyncio.timeout(self.frame_timeout):
+                        length = int.from_bytes(first + await reader.readexactly(1), "big")
+                        if length > MAX_APP_FRAME:
+                            log.warning("payment app sent a length of %d bytes; closing", length)
+                            self.stats.bad_frames += 1
+                            return
+                        frame = await reader.readexactly(length)
+                except TimeoutError:
+                    log.warning(
+                        "payment app stalled mid-frame for %g s; closing", self.frame_timeout
+                    )
+                    self.stats.bad_frames += 1
+                    return
+                task = asyncio.current_task()
+                assert task is not None
+                self._busy.add(task)
+                self.stats.requests += 1
+                try:
+                    answer = await self._process(frame)
+                finally:
+                    self._busy.discard(task)
+                if answer is None:
+                    return
+                writer.write(with_length(answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()

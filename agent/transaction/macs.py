@@ -1,0 +1,53 @@
+"""MACs of the transaction layer, computed and checked through the card module (it holds the MAK;
+the agent only computes R). Every method blocks on the module: call it in a worker thread."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from agent.host.mux import Exchange
+from agent.wire.frame import HEADER_BYTES, TPDU_BYTES
+from agent.wire.mac import encode_with_mac, mac_matches
+from agent.wire.message import Message, encode_message
+from agent.wire.profile import Profile
+from drivers.module import CardModule, ModuleError
+
+log = logging.getLogger(__name__)
+
+
+class Macs:
+    def __init__(
+        self, module: CardModule, key_slot: Callable[[], int], profile: Callable[[], Profile]
+    ) -> None:
+        """``key_slot`` and ``profile`` are read at each use: a reload may change them."""
+        self.module = module
+        self._key_slot = key_slot
+        self._profile = profile
+
+    def encode(self, message: Message) -> bytes:
+        """Encode, with the MAC from the module when field 64 is present."""
+        if 64 not in message:
+            return encode_message(message, self._profile())
+        slot = self._key_slot()
+
+        def mac_of_block(r: bytes) -> bytes:
+            return self.module.mac_from_block(r, slot)
+
+        return encode_with_mac(message, mac_of_block, self._profile())
+
+    def response_ok(self, outgoing: Message, exchange: Exchange, approved: bool) -> bool:
+        """An approval of a MACed request must carry a good MAC. A decline moves no money, and
+        the declines that matter most come from a host that lost our session or keys (97, A0):
+        they carry no MAC, or one under keys we no longer share."""
+        if 64 not in outgoing or not approved:
+            return True
+        if 64 not in exchange.frame.message:
+            return False
+        body = exchange.raw[TPDU_BYTES + HEADER_BYTES :]
+        slot = self._key_slot()
+        try:
+            return mac_matches(body, lambda r: self.module.mac_from_block(r, slot))
+        except ModuleError as exc:
+            log.error("cannot check the response MAC: %s", exc)
+            return False

@@ -1,0 +1,238 @@
+"""One try of a request in wrap mode: the agent's STAN, the TID/MID and batch in effect, the MAC
+through the card module, the journal row written before the first byte leaves, the host's answer
+with its MAC checked, and the app's STAN back. Recovery retries through :meth:`Sender.attempt`
+too: a retry is a new transaction.
+
+When the agent answers by itself, the response carries field 39 and, in field 63, ``AGENT`` and
+the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.config import Config
+from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
+from agent.host.signin import sign_in
+from agent.journal import Journal, JournalError
+from agent.transaction.macs import Macs
+from agent.transaction.reversals import ReversalPending, ReversalSender
+from agent.transaction.stats import GatewayStats
+from agent.wire import codes
+from agent.wire.builders import (
+    MAC_PLACEHOLDER,
+    MESSAGE_TYPE_PURCHASE,
+    Terminal,
+    batch_text,
+    field60,
+    response_to,
+)
+from agent.wire.errors import WireError
+from agent.wire.message import FieldValue, Message
+from drivers.module import ModuleError
+
+log = logging.getLogger(__name__)
+
+FINANCIAL = {"0200"}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one try of a request gave the app; ``exchange`` is the host's response when the
+    answer is the host's, ``None`` when the agent answered itself."""
+
+    answer: Message
+    exchange: Exchange | None
+
+
+def local_answer(request: Message, code: str, reason: str) -> Message:
+    """The agent's own answer to ``request``."""
+    response = response_to(request, code)
+    response.fields.pop(64, None)
+    response.fields[63] = f"AGENT {reason}"[:163]
+    return response
+
+
+def with_batch(field_60: FieldValue | None, batch: int) -> str:
+    """Field 60 of a request with 60.2 set to the current batch (the host's, DESIGN.md section
+    10); a purchase's 60 when the app sent none."""
+    if not isinstance(field_60, str) or len(field_60) < 8:
+        return field60(MESSAGE_TYPE_PURCHASE, batch)
+    return field_60[:2] + batch_text(batch) + field_60[8:]
+
+
+class Sender:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        journal: Journal,
+        link: HostLink,
+        macs: Macs,
+        reversals: ReversalSender,
+        stats: GatewayStats,
+    ) -> None:
+        """``config`` is read at each use: a reload may change TID, MID, scheme or slot."""
+        self._config = config
+        self.journal = journal
+        self.link = link
+        self.macs = macs
+        self.reversals = reversals
+        self.stats = stats
+        self._signin_lock = asyncio.Lock()
+        self._signins_running = 0
+        # Cleared while a sign-in replaces the working keys: requests wait rather than go out
+        # MACed under keys the host is about to forget.
+        self._keys_settled = asyncio.Event()
+        self._keys_settled.set()
+
+    @property
+    def terminal(self) -> Terminal:
+        terminal = self._config().terminal
+        return Terminal(terminal.tid, terminal.mid)
+
+    async def attempt(self, request: Message) -> Attempt:
+        """Send ``request`` once, as a new transaction (new STAN, fresh MAC, the TID/MID
+        configured now): what a retry after a remedy needs too."""
+        financial = request.mti in FINANCIAL
+        await self._keys_settled.wait()
+
+        def local(code: str, reason: str) -> Attempt:
+            return Attempt(self.local(request, code, reason), None)
+
+        if financial and self.journal.has_queued_reversals:
+            try:
+                await self.reversals.send()
+            except ReversalPending as exc:
+                return local("96", f"reversal pending: {exc}")
+        outgoing = self._prepare(request)
+        try:
+            transaction, encoded = await asyncio.to_thread(self._record, outgoing, financial)
+        except ModuleError as exc:
+            return local("96", f"card module: {exc}")
+        except (JournalError, WireError) as exc:
+            return local("96", str(exc))
+        try:
+            exchange = await self.link.request(outgoing, encoded)
+        except HostUnavailable as exc:
+            self._close_unanswered(transaction, "not-sent", str(exc), None)
+            return local("96", str(exc))
+        except HostLinkError as exc:
+            reason = "98" if financial else None
+            self._close_unanswered(transaction, "timed-out", str(exc), reason)
+            if financial:
+                self.reversals.waiting.set()
+            return local("98", f"{exc}; reversal queued" if financial else str(exc))
+        return await self._settle(request, outgoing, transaction, exchange, financial)
+
+    def _close_unanswered(
+        self, transaction: int, state: str, detail: str, reversal_reason: str | None
+    ) -> None:
+        """Journal a request that got no answer. If even that fails (a full disk), the row stays
+        pending, which the next start turns into a reversal: nothing is lost, the app is told."""
+        try:
+            self.journal.finish(transaction, state, detail=detail, reversal_reason=reversal_reason)
+        except JournalError as exc:
+            log.error("transaction %d left pending for the next start: %s", transaction, exc)
+
+    def _record(self, outgoing: Message, financial: bool) -> tuple[int, bytes]:
+        """In a worker thread: journal the request as pending (taking its STAN), then MAC it.
+        A request that cannot be MACed is closed as never sent."""
+        transaction = self.journal.begin(outgoing, financial=financial, assign_stan=True)
+        try:
+            return transaction, self.macs.encode(outgoing)
+        except (ModuleError, WireError) as exc:
+            self.journal.finish(transaction, "not-sent", detail=str(exc))
+            raise
+
+    async def _settle(
+        self,
+        request: Message,
+        outgoing: Message,
+        transaction: int,
+        exchange: Exchange,
+        financial: bool,
+    ) -> Attempt:
+        response = exchange.frame.message
+        try:
+            mac_ok = await asyncio.to_thread(
+                self._close_checked, outgoing, transaction, exchange, financial
+            )
+        except JournalError as exc:
+            # The row stays pending and becomes a reversal: the app must not see an approval.
+            reason = f"{exc}; the transaction will be reversed"
+            return Attempt(self.local(request, "96", reason), None)
+        if not mac_ok:
+            if financial:
+                self.reversals.waiting.set()
+            reason = "response MAC wrong; reversal queued"
+            return Attempt(self.local(request, "A0", reason), None)
+        answer = Message(response.mti, dict(response.fields))
+        answer.fields.pop(64, None)  # verified here; the app has no key to check it
+        if 11 in request:
+            answer.fields[11] = request.fields[11]
+        else:
+            answer.fields.pop(11, None)
+        return Attempt(answer, exchange)
+
+    def _close_checked(
+        self, outgoing: Message, transaction: int, exchange: Exchange, financial: bool
+    ) -> bool:
+        """In a worker thread: check the response MAC and close the transaction durably, with a
+        reversal (A0) queued if the MAC is wrong. Returns whether the MAC was right."""
+        response = exchange.frame.message
+        code = response.text(39, "")
+        approved = codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
+        if not self.macs.response_ok(outgoing, exchange, approved):
+            self.journal.finish(
+                transaction,
+                "mac-failed",
+                response,
+                detail="response MAC does not match",
+                reversal_reason="A0" if financial else None,
+            )
+            return False
+        self.journal.finish(transaction, "completed", response)
+        return True
+
+    def _prepare(self, request: Message) -> Message:
+        fields = dict(request.fields)
+        fields.pop(11, None)  # the journal assigns the agent's own STAN
+        terminal = self.terminal
+        fields[41], fields[42] = terminal.tid, terminal.mid
+        if request.mti in FINANCIAL:
+            fields[60] = with_batch(fields.get(60), self.journal.batch)
+            fields[64] = MAC_PLACEHOLDER  # financial requests always carry a MAC
+        return Message(request.mti, dict(sorted(fields.items())))
+
+    def local(self, request: Message, code: str, reason: str) -> Message:
+        """The agent's own answer to ``request``, counted and journalled."""
+        self.stats.local_answers += 1
+        log.warning("answered %s locally with %s: %s", request.mti, code, reason)
+        with contextlib.suppress(JournalError):
+            self.journal.event("local-answer", mti=request.mti, code=code, reason=reason)
+        return local_answer(request, code, reason)
+
+    async def sign_in(self) -> None:
+        """Sign in; requests wait meanwhile (see ``_keys_settled``)."""
+        self._signins_running += 1
+        self._keys_settled.clear()
+        try:
+            async with self._signin_lock:
+                config = self._config()
+                await sign_in(
+                    terminal=self.terminal,
+                    scheme=config.wire.key_scheme,
+                    key_layout=config.wire.key_layout,
+                    key_slot=config.module.key_slot,
+                    journal=self.journal,
+                    module=self.macs.module,
+                    link=self.link,
+                )
+        finally:
+            self._signins_running -= 1
+            if not self._signins_running:
+                self._keys_settled.set()

@@ -1,0 +1,80 @@
+"""Wrap mode (DESIGN.md section 10): the agent owns the host session. An app request is decoded,
+held while the terminal is unregistered, sent once through the :class:`Sender`, and a refusal is
+handed to recovery, whose final answer goes back to the app. The app's sign-in is the agent's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from agent.host.link import HostLinkError
+from agent.host.signin import SignInError
+from agent.journal import JournalError
+from agent.transaction.sender import FINANCIAL, Attempt, Sender
+from agent.transaction.stats import GatewayStats
+from agent.wire.builders import response_to
+from agent.wire.errors import DecodeError
+from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.profile import Profile
+from drivers.module import ModuleError
+
+log = logging.getLogger(__name__)
+
+
+class AfterRefusal(Protocol):
+    """What wrap mode needs of recovery (:class:`agent.recovery.engine.Recovery`)."""
+
+    def hold(self) -> tuple[str, str] | None: ...
+    async def after_response(self, request: Message, attempt: Attempt) -> Message: ...
+
+
+class WrapMode:
+    def __init__(
+        self,
+        sender: Sender,
+        recovery: AfterRefusal,
+        profile: Callable[[], Profile],
+        stats: GatewayStats,
+    ) -> None:
+        self.sender = sender
+        self.recovery = recovery
+        self._profile = profile
+        self.stats = stats
+
+    async def process(self, frame: bytes) -> bytes | None:
+        """The answer to one app frame, or ``None`` to close the app's connection."""
+        profile = self._profile()
+        try:
+            request = decode_message(frame, profile)
+        except DecodeError as exc:
+            log.warning("payment app sent a malformed message: %s", exc)
+            self.stats.bad_frames += 1
+            return None
+        if request.mti == "0800":
+            answer = await self._sign_in_for_app(request)
+        else:
+            answer = await self._wrap(request)
+        return encode_message(answer, profile)
+
+    async def _wrap(self, request: Message) -> Message:
+        if request.mti in FINANCIAL:
+            held = self.recovery.hold()
+            if held is not None:
+                return self.sender.local(request, *held)
+        attempt = await self.sender.attempt(request)
+        if attempt.exchange is None:
+            return attempt.answer
+        try:
+            return await self.recovery.after_response(request, attempt)
+        except Exception:  # a bug in recovery must not leave the app without its answer
+            log.exception("recovery failed; passing the host's answer on")
+            return attempt.answer
+
+    async def _sign_in_for_app(self, request: Message) -> Message:
+        try:
+            await self.sender.sign_in()
+        except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
+            code = getattr(exc, "response_code", None) or "96"
+            return self.sender.local(request, code, f"sign-in failed: {exc}")
+        return response_to(request, "00")
