@@ -282,3 +282,21 @@ def test_pass_through_forwards_frames_untouched(tmp_path) -> None:
             assert rig.agent.journal.transactions()[-1]["state"] == "completed"
 
     run(scenario())
+
+
+def test_a_terminal_whose_keys_are_in_another_slot_checks_responses_there(tmp_path) -> None:
+    """Keys in slot 3: requests are MACed and responses checked in slot 3 (not the default 0)."""
+    from agent.sim.module import TEST_TMK, ModuleState
+
+    state = ModuleState.load_or_create(tmp_path / "module-state.json")
+    state.slots = {3: {"TMK": TEST_TMK}}  # slot 0 has no keys at all
+    state.save()
+
+    async def scenario():
+        sections = {"module": {"key_slot": 3}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            response = await exchange(rig.socket, app_purchase(1234))
+            assert response.text(39) == "00", response
+            assert not rig.agent.journal.has_queued_reversals
+
+    run(scenario())
