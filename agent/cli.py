@@ -166,8 +166,8 @@ def _setup_logging(verbose: bool = False) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from agent import daemon
     from agent.journal import JournalError
+    from agent.service import daemon
 
     config = _load_config(args)
     _setup_logging(args.verbose)
@@ -191,9 +191,9 @@ def _with_agent(args: argparse.Namespace, command: str, direct: str) -> int:
     running, with an agent assembled for the occasion; print what it did."""
     import asyncio
 
-    from agent.assembly import Agent
     from agent.journal import JournalError
     from agent.recovery.remedies import RemedyFailed
+    from agent.service.assembly import Agent
 
     config = _load_config(args)
     try:
@@ -475,7 +475,8 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 def _ask_agent(config: Config, request: dict[str, object]) -> dict[str, object] | None:
     """The running agent's answer over its control socket, or None when none is running."""
-    from agent import control, paths
+    from agent import paths
+    from agent.service import control
 
     try:
         return control.request(paths.control_socket(config), request)

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from agent import timeline
-from agent.assembly import Agent
 from agent.config import build
 from agent.recovery.policy import State
+from agent.service.assembly import Agent
 from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire import codes
 from agent.wire.frame import with_length

@@ -1,5 +1,5 @@
-"""What recovery can do to the terminal. The service (:class:`agent.assembly.Agent`) implements
-:class:`Remedies`; recovery is given it at construction."""
+"""What recovery can do to the terminal. The service (:class:`agent.service.assembly.Agent`)
+implements :class:`Remedies`; recovery is given it at construction."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.assembly import Agent
 from agent.config import Config, build
+from agent.service.assembly import Agent
 from agent.sim.host import AcquirerHost
 from agent.sim.host_server import HostServer
 from agent.sim.module_port import SimulatedModulePort

@@ -269,7 +269,7 @@ def _with_hosts(config, primary: str, backup):
 
 
 def test_the_light_check_signs_in_before_a_purchase_finds_stale_keys(tmp_path) -> None:
-    from agent.daemon import light_checks
+    from agent.service.daemon import light_checks
     from agent.sim.module import TEST_TMK
     from agent.wire.working_keys import issue_working_keys
 

@@ -65,7 +65,7 @@ def test_offline_security_exposure_is_at_most_2_5() -> None:
 
 
 def test_service_kind_and_restarts() -> None:
-    from agent import daemon
+    from agent.service import daemon
 
     assert unit_value("Type") == "notify"
     assert unit_value("NotifyAccess") == "main"

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.config import PARSERS, ConfigError, build, load
-from agent.control import ControlServer, parse_request
+from agent.service.control import ControlServer, parse_request
 from drivers.framing import MAX_LEN, BadFrame, Control, Frame, FrameParser
 from tests.property.test_decode_fuzz import fuzz
 

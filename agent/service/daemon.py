@@ -18,14 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import paths, timeline
-from agent.assembly import Agent
 from agent.config import Config, ConfigError
-from agent.control import ControlServer, Handler
 from agent.journal import JournalError
 from agent.provisioning import ProvisioningError
 from agent.recovery.remedies import RemedyFailed
 from agent.selfcheck import run_checks
 from agent.selfcheck.base import Status
+from agent.service.assembly import Agent
+from agent.service.control import ControlServer, Handler
 from agent.transaction.reversals import ReversalPending
 
 log = logging.getLogger(__name__)
