@@ -39,7 +39,7 @@ def _app_purchase(amount_fen: int, stan: int) -> Message:
     return Message(
         "0200",
         {2: PAN, 3: "000000", 4: f"{amount_fen:012d}", 11: f"{stan:06d}", 14: "2812",
-         22: "021", 25: "00", 49: "156"},
+         22: "021", 25: "00", 49: "156", 60: "22000000"},
     )  # fmt: skip
 
 

@@ -115,7 +115,7 @@ class AgentClient:
         message = Message(
             "0200",
             {2: CARD.pan, 3: "000000", 4: f"{AMOUNT:012d}", 11: f"{next(self.stans) % 999999:06d}",
-             14: CARD.expiry, 22: "021", 25: "00", 35: CARD.track2, 49: "156"},
+             14: CARD.expiry, 22: "021", 25: "00", 35: CARD.track2, 49: "156", 60: "22000000"},
         )  # fmt: skip
         self.sock.sendall(with_length(encode_message(message)))
         return decode_message(read_frame(self.sock)).text(39)

@@ -11,8 +11,11 @@ section 4 (``key_layout``; the scheme's full-length layout by default), it hands
 number in 60.2 of the 0810, and with ``check_batch`` it answers 77 to a purchase of another batch.
 It decodes and encodes under a wire profile (the built-in CUP one by default).
 
-Decision rules for purchases (documented so tests can aim at them): an amount whose last two digits
-are 51 is declined with 51 (insufficient funds); everything else is approved. A reversal of nothing
+Every request of an MTI that DESIGN.md section 15 MACs (0100, 0200, 0220, 0400, 0620) must carry a
+good MAC: A0 otherwise, counted as a missing or a failed MAC. Decision rules for the money-moving
+ones (0100, 0200, 0220; documented so tests can aim at them): an amount whose last two digits are
+51 is declined with 51 (insufficient funds); everything else is approved. Settlement, batch upload
+and script results are acknowledged with 00. A reversal of nothing
 the host approved gets 25; one whose amount differs from the original's gets 22.
 """
 
@@ -37,6 +40,9 @@ from agent.wire.working_keys import DEFAULT_LAYOUT, LAYOUTS, SCHEMES, issue_work
 TEST_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # same as the module simulator's
 TEST_TERMINAL = {"tid": "10000001", "mid": "898100012340001", "tmk": TEST_TMK.hex().upper()}
 DECLINE_SUFFIX = "51"
+FINANCIAL = ("0100", "0200", "0220")  # moves or holds money: approved into the ledger
+ACKNOWLEDGED = ("0320", "0500", "0620")  # batch upload, settlement, script result
+MAC_REQUIRED = ("0100", "0200", "0220", "0400", "0620")
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Ledger:
     reversals: int = 0
     repeated_reversals: int = 0
     mac_failures: int = 0
+    missing_macs: int = 0  # requests of an MTI that needs a MAC (DESIGN.md section 15) without one
 
 
 def _key(message: Message) -> str:
@@ -211,15 +218,24 @@ class AcquirerHost:
         session = self.sessions.get(tid)
         if session is None:
             return response_to(message, "97"), None
+        if message.mti in MAC_REQUIRED and 64 not in message:
+            self.ledger.missing_macs += 1
+            return response_to(message, "A0"), None
         if 64 in message and not mac_matches(frame[11:], session.mac):
             self.ledger.mac_failures += 1
             return response_to(message, "A0"), session
-        if self.check_batch and message.mti == "0200" and message.text(60)[2:8] != self._batch():
+        if (
+            self.check_batch
+            and message.mti in FINANCIAL
+            and message.text(60)[2:8] != self._batch()
+        ):
             return response_to(message, "77"), session
-        if message.mti == "0200":
-            return self._purchase(message), session
+        if message.mti in FINANCIAL:
+            return self._financial(message), session
         if message.mti == "0400":
             return self._reversal(message), session
+        if message.mti in ACKNOWLEDGED:
+            return response_to(message, "00", self._host_time()), session
         return response_to(message, "12"), session
 
     def _sign_in(self, message: Message, terminal: Terminal) -> Message:
@@ -239,7 +255,9 @@ class AcquirerHost:
     def _batch(self) -> str:
         return f"{self.batch:06d}"
 
-    def _purchase(self, message: Message) -> Message:
+    def _financial(self, message: Message) -> Message:
+        """A purchase, pre-authorisation, void, refund, completion, advice, upload: each approved
+        once (94 for the same STAN again), kept in the ledger with its MTI and processing code."""
         key = _key(message)
         previous = self.ledger.purchases.get(key)
         if previous is not None and not previous["reversed"]:
@@ -249,7 +267,13 @@ class AcquirerHost:
         if amount.endswith(DECLINE_SUFFIX):
             return response_to(message, "51", self._host_time())
         rrn = f"{secrets.randbelow(10**12):012d}"
-        self.ledger.purchases[key] = {"amount": amount, "rrn": rrn, "reversed": False}
+        self.ledger.purchases[key] = {
+            "amount": amount,
+            "rrn": rrn,
+            "reversed": False,
+            "mti": message.mti,
+            "processing": message.text(3, ""),
+        }
         extra = {**self._host_time(), 37: rrn, 38: f"{secrets.randbelow(10**6):06d}"}
         return response_to(message, "00", extra)
 
@@ -295,4 +319,5 @@ class AcquirerHost:
                 "reversals": self.ledger.reversals,
                 "repeated_reversals": self.ledger.repeated_reversals,
                 "mac_failures": self.ledger.mac_failures,
+                "missing_macs": self.ledger.missing_macs,
             }

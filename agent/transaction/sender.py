@@ -19,26 +19,17 @@ from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import sign_in
 from agent.journal import Journal, JournalError
+from agent.transaction.classes import MessageClass, classify
 from agent.transaction.macs import Macs
 from agent.transaction.reversals import ReversalPending, ReversalSender
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
-from agent.wire.builders import (
-    MAC_PLACEHOLDER,
-    MESSAGE_TYPE_PURCHASE,
-    Terminal,
-    batch_text,
-    field60,
-    response_to,
-)
+from agent.wire.builders import MAC_PLACEHOLDER, Terminal, batch_text, response_to
 from agent.wire.errors import WireError
-from agent.wire.message import FieldValue, Message
+from agent.wire.message import Message
 from drivers.module import ModuleError
 
 log = logging.getLogger(__name__)
-
-FINANCIAL = {"0200"}
-
 
 @dataclass(frozen=True)
 class Attempt:
@@ -51,18 +42,34 @@ class Attempt:
 
 def local_answer(request: Message, code: str, reason: str) -> Message:
     """The agent's own answer to ``request``."""
-    response = response_to(request, code)
+    try:
+        response = response_to(request, code)
+    except ValueError:  # no request (a response MTI, an unknown one): answered with its MTI
+        response = Message(request.mti, {11: request.fields[11]} if 11 in request else {})
+        response.fields[39] = code
     response.fields.pop(64, None)
     response.fields[63] = f"AGENT {reason}"[:163]
     return response
 
 
-def with_batch(field_60: FieldValue | None, batch: int) -> str:
+def with_batch(field_60: str, batch: int) -> str:
     """Field 60 of a request with 60.2 set to the current batch (the host's, DESIGN.md section
-    10); a purchase's 60 when the app sent none."""
-    if not isinstance(field_60, str) or len(field_60) < 8:
-        return field60(MESSAGE_TYPE_PURCHASE, batch)
+    10): 60.1 kept, the rest kept."""
     return field_60[:2] + batch_text(batch) + field_60[8:]
+
+
+def unclassified(request: Message) -> str:
+    """Why ``request`` fits no message class, for the local 30."""
+    facts = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("processing code", request.get(3)),
+            ("25", request.get(25)),
+            ("60.1", str(request.get(60) or "")[:2] or None),
+        )
+        if value
+    )
+    return f"MTI {request.mti} ({facts or 'no 3, 25 or 60'}) fits no message class; not sent"
 
 
 class Sender:
@@ -96,19 +103,24 @@ class Sender:
 
     async def attempt(self, request: Message) -> Attempt:
         """Send ``request`` once, as a new transaction (new STAN, fresh MAC, the TID/MID
-        configured now): what a retry after a remedy needs too."""
-        financial = request.mti in FINANCIAL
-        await self._keys_settled.wait()
+        configured now): what a retry after a remedy needs too. Its class (DESIGN.md section
+        15) says whether it carries a MAC and is reversible; one that fits no class is answered
+        with 30 and never sent."""
 
         def local(code: str, reason: str) -> Attempt:
             return Attempt(self.local(request, code, reason), None)
 
-        if financial and self.journal.has_queued_reversals:
+        cls = classify(request)
+        if cls is None:
+            return local("30", unclassified(request))
+        financial = cls.reversible
+        await self._keys_settled.wait()
+        if cls.held and self.journal.has_queued_reversals:
             try:
                 await self.reversals.send()
             except ReversalPending as exc:
                 return local("96", f"reversal pending: {exc}")
-        outgoing = self._prepare(request)
+        outgoing = self._prepare(request, cls)
         try:
             transaction, encoded = await asyncio.to_thread(self._record, outgoing, financial)
         except ModuleError as exc:
@@ -198,14 +210,18 @@ class Sender:
         self.journal.finish(transaction, "completed", response)
         return True
 
-    def _prepare(self, request: Message) -> Message:
+    def _prepare(self, request: Message, cls: MessageClass) -> Message:
         fields = dict(request.fields)
         fields.pop(11, None)  # the journal assigns the agent's own STAN
         terminal = self.terminal
         fields[41], fields[42] = terminal.tid, terminal.mid
-        if request.mti in FINANCIAL:
-            fields[60] = with_batch(fields.get(60), self.journal.batch)
-            fields[64] = MAC_PLACEHOLDER  # financial requests always carry a MAC
+        field_60 = fields.get(60)
+        if cls.current_batch and isinstance(field_60, str):
+            fields[60] = with_batch(field_60, self.journal.batch)
+        if cls.needs_mac(request):
+            fields[64] = MAC_PLACEHOLDER
+        else:
+            fields.pop(64, None)
         return Message(request.mti, dict(sorted(fields.items())))
 
     def local(self, request: Message, code: str, reason: str) -> Message:

@@ -1,6 +1,7 @@
 """Wrap mode (DESIGN.md section 10): the agent owns the host session. An app request is decoded,
 held while the terminal is unregistered, sent once through the :class:`Sender`, and a refusal is
-handed to recovery, whose final answer goes back to the app. The app's sign-in is the agent's."""
+handed to recovery, whose final answer goes back to the app. The app's sign-in (0800 with 60.3
+001, 003 or 004) is the agent's; other network management goes to the host."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from typing import Protocol
 from agent.host.link import HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import JournalError
-from agent.transaction.sender import FINANCIAL, Attempt, Sender
+from agent.transaction.classes import classify
+from agent.transaction.sender import Attempt, Sender
 from agent.transaction.stats import GatewayStats
 from agent.wire.builders import response_to
 from agent.wire.errors import DecodeError
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.profile import Profile
+from agent.wire.working_keys import SCHEMES
 from drivers.module import ModuleError
 
 log = logging.getLogger(__name__)
@@ -51,14 +54,15 @@ class WrapMode:
             log.warning("payment app sent a malformed message: %s", exc)
             self.stats.bad_frames += 1
             return None
-        if request.mti == "0800":
+        if request.mti == "0800" and str(request.get(60, ""))[8:11] in SCHEMES:
             answer = await self._sign_in_for_app(request)
         else:
             answer = await self._wrap(request)
         return encode_message(answer, profile)
 
     async def _wrap(self, request: Message) -> Message:
-        if request.mti in FINANCIAL:
+        cls = classify(request)
+        if cls is not None and cls.held:
             held = self.recovery.hold()
             if held is not None:
                 return self.sender.local(request, *held)

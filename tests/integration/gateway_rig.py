@@ -61,7 +61,7 @@ def app_purchase(amount_fen: int, app_stan: int = 901) -> Message:
         {
             2: CARD.pan, 3: "000000", 4: f"{amount_fen:012d}", 11: f"{app_stan:06d}",
             14: CARD.expiry, 22: "021", 25: "00", 26: "12", 35: CARD.track2, 49: "156",
-            52: CARD.pin_block,
+            52: CARD.pin_block, 60: "22000000",  # 60.1 purchase; the agent fills the batch
         },
     )  # fmt: skip
 

@@ -1,0 +1,93 @@
+"""Message classes of wrap mode (DESIGN.md section 15): what the agent does with an app request is
+decided by its MTI, the first two digits of its processing code (3), its condition code (25) and
+its message type (60.1). The class says whether the request carries a MAC, whether it is
+reversible (written pending first, reversed on a timeout or an approval the app did not get) and
+whether it is held (answered locally while the terminal is unregistered).
+
+A request that fits no row, or whose MTI is a response or unknown, fits no class: the agent
+answers it locally with 30 and never forwards it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from agent.wire.message import Message
+
+ANY: tuple[str, ...] = ()  # a criterion a row does not look at ("orig." or empty in the table)
+
+
+class MacRule(enum.Enum):
+    ALWAYS = "always"  # the agent computes field 64 through the module
+    IF_SENT = "if the app sends 64"  # only when the app put a field 64 placeholder in
+
+
+@dataclass(frozen=True)
+class MessageClass:
+    name: str
+    mti: tuple[str, ...]
+    processing: tuple[str, ...]  # first 2 digits of field 3
+    condition: tuple[str, ...]  # field 25
+    message_type: tuple[str, ...]  # 60.1
+    mac: MacRule
+    reversible: bool
+    held: bool
+    # 60.2 is set to the current batch; a reversal or a script result keeps the original's
+    current_batch: bool = True
+
+    def fits(self, mti: str, processing: str, condition: str, message_type: str) -> bool:
+        return all(
+            not allowed or value in allowed
+            for value, allowed in (
+                (mti, self.mti),
+                (processing, self.processing),
+                (condition, self.condition),
+                (message_type, self.message_type),
+            )
+        )
+
+    def needs_mac(self, request: Message) -> bool:
+        return self.mac is MacRule.ALWAYS or 64 in request
+
+
+_ALWAYS, _IF_SENT = MacRule.ALWAYS, MacRule.IF_SENT
+
+_C = MessageClass
+# fmt: off
+CLASSES: tuple[MessageClass, ...] = (
+    # name, MTI, processing code (first 2 digits), 25, 60.1, MAC, reversible, held
+    _C("balance inquiry", ("0200",), ("31",), ("00",), ("01",), _ALWAYS, False, True),
+    _C("purchase", ("0200",), ("00",), ("00",), ("22",), _ALWAYS, True, True),
+    _C("void", ("0200",), ("20",), ("00",), ("23",), _ALWAYS, True, True),
+    _C("refund", ("0220",), ("20",), ("00",), ("25",), _ALWAYS, False, True),
+    _C("pre-authorisation", ("0100",), ("03",), ("06",), ("10",), _ALWAYS, True, True),
+    _C("pre-authorisation void", ("0100",), ("20",), ("06",), ("11",), _ALWAYS, True, True),
+    _C("completion request", ("0200",), ("00",), ("06",), ("20",), _ALWAYS, True, True),
+    _C("completion void", ("0200",), ("20",), ("06",), ("21",), _ALWAYS, True, True),
+    _C("completion advice, offline, adjust", ("0220",), ("00",), ("06", "00"),
+       ("24", "30", "32", "34"), _ALWAYS, False, True),
+    _C("offline (EC) upload", ("0200",), ("00",), ("00",), ("36",), _ALWAYS, False, True),
+    _C("reversal", ("0400",), ANY, ANY, ANY, _ALWAYS, False, False,
+       current_batch=False),
+    _C("script result", ("0620",), ANY, ANY, ANY, _ALWAYS, False, False,
+       current_batch=False),
+    _C("settlement", ("0500",), ANY, ANY, ("00",), _IF_SENT, False, False),
+    _C("batch upload", ("0320",), ANY, ANY, ("00",), _IF_SENT, False, False),
+    _C("network management", ("0800", "0820"), ANY, ANY, ("00",), _IF_SENT, False, False),
+)
+# fmt: on
+
+
+def classify(request: Message) -> MessageClass | None:
+    """The class of an app request, or ``None`` when it fits no row."""
+    processing = request.get(3)
+    condition = request.get(25)
+    field_60 = request.get(60)
+    facts = (
+        request.mti,
+        processing[:2] if isinstance(processing, str) else "",
+        condition if isinstance(condition, str) else "",
+        field_60[:2] if isinstance(field_60, str) else "",
+    )
+    return next((c for c in CLASSES if c.fits(*facts)), None)

@@ -1,0 +1,160 @@
+"""Every row of DESIGN.md section 15 over real sockets: the class decides the MAC (verified by the
+host simulator, which refuses a MAC-less request of an MTI that needs one), the reversal on a
+timeout, and the local answer while the terminal is unregistered. What fits no row is answered 30
+and never reaches the host."""
+
+import asyncio
+
+import pytest
+
+from agent.recovery.policy import State
+from agent.transaction.classes import CLASSES, classify
+from agent.wire.message import Message
+from tests.integration.gateway_rig import CARD, TID, exchange, gateway_rig
+
+# name -> (MTI, processing code, 25, 60.1) of an app request of that class
+ROWS = {
+    "balance inquiry": ("0200", "310000", "00", "01"),
+    "purchase": ("0200", "000000", "00", "22"),
+    "void": ("0200", "200000", "00", "23"),
+    "refund": ("0220", "200000", "00", "25"),
+    "pre-authorisation": ("0100", "030000", "06", "10"),
+    "pre-authorisation void": ("0100", "200000", "06", "11"),
+    "completion request": ("0200", "000000", "06", "20"),
+    "completion void": ("0200", "200000", "06", "21"),
+    "completion advice, offline, adjust": ("0220", "000000", "06", "24"),
+    "offline (EC) upload": ("0200", "000000", "00", "36"),
+}
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def app_request(name: str, app_stan: int = 901, amount_fen: int = 1000) -> Message:
+    mti, processing, condition, message_type = ROWS[name]
+    return Message(
+        mti,
+        {
+            2: CARD.pan, 3: processing, 4: f"{amount_fen:012d}", 11: f"{app_stan:06d}",
+            14: CARD.expiry, 22: "021", 25: condition, 35: CARD.track2, 49: "156",
+            60: message_type + "000000",
+        },
+    )  # fmt: skip
+
+
+def cls(name: str):
+    return next(c for c in CLASSES if c.name == name)
+
+
+def test_the_table_is_design_section_15() -> None:
+    for name, (mti, processing, condition, message_type) in ROWS.items():
+        found = classify(app_request(name))
+        assert found is not None and found.name == name
+        assert mti in found.mti and processing[:2] in found.processing
+        assert condition in found.condition and message_type in found.message_type
+    reversible = {c.name for c in CLASSES if c.reversible}
+    assert reversible == {"purchase", "void", "pre-authorisation", "pre-authorisation void",
+                          "completion request", "completion void"}  # fmt: skip
+    held = {c.name for c in CLASSES if c.held}
+    assert held == set(ROWS)
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_each_class_is_maced_and_verified_by_the_host(tmp_path, name: str) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            response = await exchange(rig.socket, app_request(name, app_stan=345))
+            assert response.text(39) == "00", response
+            assert response.text(11) == "000345"
+            state = rig.host.state()
+            assert (state["missing_macs"], state["mac_failures"]) == (0, 0)
+            [entry] = state["purchases"].values()
+            assert (entry["mti"], entry["processing"]) == ROWS[name][:2]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_a_timeout_is_reversed_where_the_class_is_reversible(tmp_path, name: str) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            rig.server.faults.add("no-answer")
+            response = await exchange(rig.socket, app_request(name))
+            assert response.text(39) == "98"
+            queued = rig.agent.journal.queued_reversals()
+            if not cls(name).reversible:
+                assert queued == [], "a non-reversible request is not reversed"
+                return
+            assert [r.reason for r in queued] == ["98"]
+            assert await rig.agent.reversals.send() == 1
+            [entry] = rig.host.state()["purchases"].values()
+            assert entry["reversed"], "the host's approval must be reversed"
+
+    run(scenario())
+
+
+def test_held_classes_are_answered_locally_while_unregistered(tmp_path) -> None:
+    async def scenario():
+        sections = {"recovery": {"probe_first": 30}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            rig.put_tms()
+            rig.host.set_status(TID, "cancelled")
+            assert (await exchange(rig.socket, app_request("purchase"))).text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            before = dict(rig.host.state()["requests"])
+            for number, name in enumerate(ROWS):
+                response = await exchange(rig.socket, app_request(name, app_stan=700 + number))
+                assert response.text(39) == "97", name
+                assert response.text(63).startswith("AGENT terminal not registered")
+            assert rig.host.state()["requests"] == before, "nothing held reached the host"
+            # what is not held still goes: an echo test from the app
+            echo = Message("0820", {11: "000777", 60: "00000000301"})
+            await exchange(rig.socket, echo)  # (its 97 starts a recovery, with an echo of its own)
+            assert rig.host.state()["requests"].get("0820", 0) > before.get("0820", 0)
+
+    run(scenario())
+
+
+def test_settlement_batch_upload_and_script_result(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            settlement = Message("0500", {11: "000010", 48: "0" * 62, 49: "156", 60: "00000000201"})
+            assert (await exchange(rig.socket, settlement)).text(39) == "00"
+            upload = Message("0320", {11: "000011", 60: "00000000201", 64: bytes(8)})
+            assert (await exchange(rig.socket, upload)).text(39) == "00"
+            script = Message("0620", {3: "000000", 11: "000012", 55: bytes.fromhex("9F3602000A"),
+                                      60: "00000000"})  # fmt: skip
+            assert (await exchange(rig.socket, script)).text(39) == "00"
+            state = rig.host.state()
+            assert (state["missing_macs"], state["mac_failures"]) == (0, 0)
+            assert state["requests"]["0500"] == state["requests"]["0320"] == 1
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message("9999", {11: "000001"}),
+        Message("0210", {11: "000002", 39: "00"}),
+        Message("0110", {11: "000003", 39: "00"}),
+        Message("0200", {3: "990000", 11: "000004", 25: "00", 60: "22000000"}),
+        Message("0200", {3: "000000", 11: "000005", 25: "00"}),  # no 60: no message type
+        Message("0100", {3: "000000", 11: "000006", 25: "06", 60: "10000000"}),
+    ],
+    ids=["9999", "0210", "0110", "processing 99", "no 60.1", "0100 of a purchase"],
+)
+def test_what_fits_no_row_is_answered_30_and_never_sent(tmp_path, message: Message) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            before = dict(rig.host.state()["requests"])
+            response = await exchange(rig.socket, message)
+            assert response.text(39) == "30"
+            assert response.text(11) == message.text(11)
+            assert "fits no message class" in response.text(63)
+            assert rig.host.state()["requests"] == before
+            [event] = [e for e in rig.agent.journal.events() if e["kind"] == "local-answer"]
+            assert event["code"] == "30"
+
+    run(scenario())
