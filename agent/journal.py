@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.wire.codes import CATALOGUE, Category
 from agent.wire.mask import masked_fields
 from agent.wire.message import Message
 
 # Fields of a financial request kept to build its reversal: none of them is cardholder data.
 REVERSAL_FIELDS = (3, 4, 11, 22, 25, 41, 42, 49, 60)
+APPROVALS = {rc.code for rc in CATALOGUE.values() if rc.category is Category.APPROVED}
 MAX_STAN = 999_999
 
 MIGRATIONS = (
@@ -350,6 +352,33 @@ class Journal:
                 outcome=outcome,
             )
         self._queued -= cursor.rowcount
+
+    def reverse_late_approval(self, response: Message) -> int | None:
+        """An approval that came after its request was answered otherwise (the host refused it
+        first, or it timed out): queue the reversal (06) of the most recent reversible request
+        with that STAN, unless it was approved or is being reversed already. The request may
+        still be pending (the approval came right behind the refusal). Returns the reversal
+        id, if one was queued."""
+        with self._write() as db:
+            # the latest request with that STAN is the one answered: an older one is not
+            row = db.execute(
+                "SELECT t.id, t.response_code, EXISTS (SELECT 1 FROM reversals r "
+                "WHERE r.transaction_id = t.id) FROM transactions t WHERE t.stan = ? "
+                "AND t.reversal_template IS NOT NULL ORDER BY t.id DESC LIMIT 1",
+                (response.text(11, ""),),
+            ).fetchone()
+            if row is None or row[1] in APPROVALS or row[2]:
+                return None
+            reversal = self._queue_reversal(db, row[0], "06")
+            self._event(
+                db,
+                "late-approval-reversed",
+                transaction=row[0],
+                first_answer=row[1],
+                late_answer=response.text(39, ""),
+            )
+        self._queued += 1
+        return reversal
 
     # ---------------------------------------------------------------- sign-ins and events
 

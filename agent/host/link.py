@@ -65,6 +65,7 @@ class HostLink:
         response_timeout: float | None = None,
         make_echo: Callable[[], Message] | None = None,
         on_response: Callable[[Message], None] | None = None,
+        on_unmatched: Callable[[Exchange, Exchange | None], None] | None = None,
     ) -> HostLink:
         """The link the configuration describes; the self-check narrows it to one endpoint."""
         wire = config.wire
@@ -82,6 +83,7 @@ class HostLink:
             idle_echo=config.host.idle_echo if make_echo else 0.0,
             make_echo=make_echo,
             on_response=on_response,
+            on_unmatched=on_unmatched,
             tls=tls_context(config),
             server_name=config.host.server_name or None,
         )
@@ -98,12 +100,13 @@ class HostLink:
         idle_echo: float = 0.0,
         make_echo: Callable[[], Message] | None = None,
         on_response: Callable[[Message], None] | None = None,
-        on_unmatched: Callable[[Exchange], None] | None = None,
+        on_unmatched: Callable[[Exchange, Exchange | None], None] | None = None,
         tls: ssl.SSLContext | None = None,
         server_name: str | None = None,
     ) -> None:
         """``on_response`` hears of every response that matched a request (the agent keeps the
-        host's time from them); ``on_unmatched`` gets the late and unasked-for ones."""
+        host's time from them); ``on_unmatched`` gets the late and unasked-for ones, with the
+        answer the request had already got, if any."""
         if not endpoints:
             raise ValueError("the host link needs at least one endpoint")
         self.endpoints = endpoints
@@ -295,12 +298,13 @@ class HostLink:
             if self._mux.deliver(exchange) and self._on_response is not None:
                 self._on_response(frame.message)
 
-    def _unmatched(self, exchange: Exchange) -> None:
+    def _unmatched(self, exchange: Exchange, earlier: Exchange | None) -> None:
         self.late_responses += 1
         mti, stan, _ = match_key(exchange.frame.message)
-        log.warning("dropped a late or unmatched response: MTI %s STAN %s", mti, stan)
+        what = "a second answer" if earlier is not None else "a late or unmatched response"
+        log.warning("%s: MTI %s STAN %s", what, mti, stan)
         if self._on_unmatched is not None:
-            self._on_unmatched(exchange)
+            self._on_unmatched(exchange, earlier)
 
     async def _echo_loop(self) -> None:
         assert self.make_echo is not None

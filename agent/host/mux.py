@@ -1,6 +1,6 @@
 """Requests in flight on a host connection, matched to their responses by (response MTI, STAN,
 TID). A response nobody waits for (late, or never asked for) goes to the handler the link was
-given."""
+given, with the response the request got, if it got one (a second answer to one request)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def match_key(message: Message) -> MatchKey:
 
 
 class Mux:
-    def __init__(self, on_unmatched: Callable[[Exchange], None]) -> None:
+    def __init__(self, on_unmatched: Callable[[Exchange, Exchange | None], None]) -> None:
         self._pending: dict[MatchKey, asyncio.Future[Exchange]] = {}
         self._on_unmatched = on_unmatched
 
@@ -57,7 +57,8 @@ class Mux:
         """Hand a response to the request waiting for it; ``False`` when none was."""
         future = self._pending.get(match_key(exchange.frame.message))
         if future is None or future.done():
-            self._on_unmatched(exchange)
+            answered = future is not None and not future.cancelled() and not future.exception()
+            self._on_unmatched(exchange, future.result() if answered else None)
             return False
         future.set_result(exchange)
         return True

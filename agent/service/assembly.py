@@ -13,7 +13,7 @@ from typing import Any
 
 from agent import paths, provisioning
 from agent.config import Config
-from agent.host.link import HostLink, HostLinkError
+from agent.host.link import Exchange, HostLink, HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import Journal, JournalError
 from agent.provisioning import Provisioning, ProvisioningError
@@ -49,7 +49,10 @@ class Agent:
         self.journal = Journal(paths.journal_path(config))
         self.module = module or SerialCardModule(config.module.url, baudrate=config.module.baudrate)
         self.link = HostLink.from_config(
-            config, make_echo=self.echo_message, on_response=self._saw_response
+            config,
+            make_echo=self.echo_message,
+            on_response=self._saw_response,
+            on_unmatched=self._late_response,
         )
         self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
         self.last_host_time: HostClockSample | None = None
@@ -82,6 +85,9 @@ class Agent:
     def echo_message(self) -> Message:
         terminal = Terminal(self.config.terminal.tid, self.config.terminal.mid)
         return echo_request(terminal, stan=self.journal.next_stan(), batch=self.journal.batch)
+
+    def _late_response(self, exchange: Exchange, earlier: Exchange | None) -> None:
+        self.reversals.late_response(exchange, earlier)
 
     def _saw_response(self, message: Message) -> None:
         if 12 in message and 13 in message:

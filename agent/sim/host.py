@@ -224,11 +224,7 @@ class AcquirerHost:
         if 64 in message and not mac_matches(frame[11:], session.mac):
             self.ledger.mac_failures += 1
             return response_to(message, "A0"), session
-        if (
-            self.check_batch
-            and message.mti in FINANCIAL
-            and message.text(60)[2:8] != self._batch()
-        ):
+        if self.check_batch and message.mti in FINANCIAL and message.text(60)[2:8] != self._batch():
             return response_to(message, "77"), session
         if message.mti in FINANCIAL:
             return self._financial(message), session

@@ -18,7 +18,8 @@ Admin API (JSON):
 Fault kinds, each applied to the next ``count`` requests: ``no-answer``, ``late`` (answer after
 ``delay`` seconds), ``garbage`` (random bytes instead of the answer), ``close`` (close the
 connection instead of answering), ``partial`` (half the answer, then close the connection),
-``wrong-mac`` (answer with a corrupted MAC).
+``wrong-mac`` (answer with a corrupted MAC), ``refused-first`` (a 97 without a MAC at once, as a
+host that lost the session sends it, then the real answer).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from typing import Any
 
 from agent.sim.host import AcquirerHost
 from agent.sim.jsonhttp import JsonHandler, serve_in_thread
+from agent.wire.frame import Layout, decode_frame, host_frame
+from agent.wire.message import Message, encode_message
 
-FAULT_KINDS = ("no-answer", "late", "garbage", "close", "partial", "wrong-mac")
+FAULT_KINDS = ("no-answer", "late", "garbage", "close", "partial", "wrong-mac", "refused-first")
 MAX_FRAME = 8192
 
 
@@ -127,6 +130,8 @@ class HostServer:
             return True
         if fault is not None and fault.kind == "late":
             await asyncio.sleep(fault.delay)
+        if fault is not None and fault.kind == "refused-first":
+            writer.write(len(refusal := refused(response)).to_bytes(2, "big") + refusal)
         if fault is not None and fault.kind == "garbage":
             junk = os.urandom(40)
             writer.write(len(junk).to_bytes(2, "big") + junk)
@@ -144,6 +149,16 @@ class HostServer:
 
     def state(self) -> dict[str, Any]:
         return {**self.host.state(), "faults": self.faults.pending()}
+
+
+def refused(response: bytes) -> bytes:
+    """A 97 without a MAC for the request that ``response`` answers (TPDU + header + message)."""
+    frame = decode_frame(response, Layout.TPDU)
+    assert frame.tpdu is not None and frame.header is not None
+    fields = {n: v for n, v in frame.message.fields.items() if n not in (38, 64)}
+    fields[39] = "97"
+    body = encode_message(Message(frame.message.mti, fields))
+    return host_frame(body, frame.tpdu, frame.header)[2:]
 
 
 # ------------------------------------------------------------------------------------- admin

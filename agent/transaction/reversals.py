@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agent.host.link import HostLink, HostLinkError
-from agent.journal import Journal
+from agent.host.link import Exchange, HostLink, HostLinkError
+from agent.journal import Journal, JournalError
 from agent.transaction.macs import Macs
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
@@ -16,6 +16,11 @@ from agent.wire.builders import reversal_request
 from drivers.module import ModuleError
 
 log = logging.getLogger(__name__)
+
+
+def _approval(exchange: Exchange) -> bool:
+    code = exchange.frame.message.text(39, "")
+    return codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
 
 
 class ReversalPending(Exception):
@@ -30,6 +35,26 @@ class ReversalSender:
         self.stats = stats
         self.waiting = asyncio.Event()  # set when the journal has queued reversals
         self._lock = asyncio.Lock()
+
+    def late_response(self, exchange: Exchange, earlier: Exchange | None) -> None:
+        """The link's handler of responses nobody waited for: an approval of a reversible
+        request that was answered otherwise (refused first, or timed out) is reversed
+        (DESIGN.md sections 7 and 10). A second approval of an approved request is no charge."""
+        if not _approval(exchange) or (earlier is not None and _approval(earlier)):
+            return
+        response = exchange.frame.message
+        try:
+            queued = self.journal.reverse_late_approval(response)
+        except JournalError as exc:
+            log.error("a late approval (STAN %s) could not be queued for reversal: %s",
+                      response.text(11, ""), exc)  # fmt: skip
+            return
+        if queued is not None:
+            log.warning(
+                "late approval for STAN %s, whose request was answered otherwise: reversing it",
+                response.text(11, ""),
+            )
+            self.waiting.set()
 
     async def send(self) -> int:
         """Send every queued reversal until the host closes it; returns how many were closed.

@@ -31,6 +31,7 @@ from drivers.module import ModuleError
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Attempt:
     """What one try of a request gave the app; ``exchange`` is the host's response when the

@@ -193,3 +193,23 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(tiny_disk: Path) -> None:
     journal.finish(kept, "timed-out", reversal_reason="98")  # the journal works again
     assert [r.transaction_id for r in journal.queued_reversals()] == [kept]
     journal.close()
+
+
+def test_a_late_approval_reverses_only_the_latest_request_with_its_stan(tmp_path) -> None:
+    from agent.journal import Journal
+
+    journal = Journal(tmp_path / "j.sqlite3")
+    purchase = Message("0200", {3: "000000", 4: "000000001000", 11: "000042", 41: "10000001"})
+    declined = journal.begin(purchase, financial=True)
+    journal.finish(declined, "completed", Message("0210", {11: "000042", 39: "51"}))
+    refused = journal.begin(purchase, financial=True)
+    journal.finish(refused, "completed", Message("0210", {11: "000042", 39: "97"}))
+    approval = Message("0210", {11: "000042", 39: "00"})
+    assert journal.reverse_late_approval(approval) is not None
+    [queued] = journal.queued_reversals()
+    assert (queued.transaction_id, queued.reason) == (refused, "06")
+    assert journal.reverse_late_approval(approval) is None  # once
+    approved = journal.begin(purchase, financial=True)
+    journal.finish(approved, "completed", Message("0210", {11: "000042", 39: "00"}))
+    assert journal.reverse_late_approval(approval) is None  # the app got this one
+    journal.close()
