@@ -76,6 +76,7 @@ class GatewayConfig:
     socket: str = ""  # default: $RUNTIME_DIRECTORY/agent.sock
     tcp_port: int = 0  # 0: no TCP listener; otherwise 127.0.0.1:PORT
     mode: str = "wrap"  # or "pass-through"
+    replay_window: float = 120.0  # seconds a repeated request gets the first answer again
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,12 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "profile": _profile_path,
     },
     "module": {"url": _text, "baudrate": _integer, "key_slot": _integer},
-    "gateway": {"socket": _text, "tcp_port": _integer, "mode": _choice("wrap", "pass-through")},
+    "gateway": {
+        "socket": _text,
+        "tcp_port": _integer,
+        "mode": _choice("wrap", "pass-through"),
+        "replay_window": _number,
+    },
     "journal": {"path": _text},
     "tms": {"url": _url, "timeout": _number},
     "hooks": {"directory": _text, "timeout": _number},

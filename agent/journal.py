@@ -78,7 +78,19 @@ MIGRATIONS = (
     ALTER TABLE signins ADD COLUMN tid TEXT;
     ALTER TABLE signins ADD COLUMN mid TEXT;
     """,
+    # 3: the STAN map (the app's STAN of each request, per batch) and what the app was answered,
+    # for references to earlier requests and for replaying a request the app repeats
+    """
+    ALTER TABLE transactions ADD COLUMN app_stan TEXT;
+    ALTER TABLE transactions ADD COLUMN batch TEXT;
+    ALTER TABLE transactions ADD COLUMN replay_key TEXT;
+    ALTER TABLE transactions ADD COLUMN answer TEXT;
+    CREATE INDEX transactions_app_stan ON transactions (app_stan, batch);
+    """,
 )
+# Fields of a host's answer that are not kept for a replay: they are card data, or are the
+# request's own (the replay takes them from the repeated request).
+NOT_REPLAYED = (2, 14, 35, 36, 52, 55, 62)
 
 
 class JournalError(Exception):
@@ -96,6 +108,16 @@ class Reversal:
 
 def _summary(message: Message) -> str:
     return json.dumps({"mti": message.mti, "fields": masked_fields(message)}, ensure_ascii=False)
+
+
+def _replayable(answer: Message) -> str:
+    """An answer without card data, as JSON; text values start with ``=``, binary (hex) ``#``."""
+    fields = {
+        str(n): f"#{v.hex()}" if isinstance(v, bytes) else f"={v}"
+        for n, v in answer.fields.items()
+        if n not in NOT_REPLAYED
+    }
+    return json.dumps({"mti": answer.mti, "fields": fields}, ensure_ascii=False)
 
 
 class Journal:
@@ -214,12 +236,24 @@ class Journal:
     def batch(self) -> int:
         return int(self._meta("batch", "1"))
 
+    def _batch_text(self) -> str:
+        return f"{self.batch:06d}"
+
     # ---------------------------------------------------------------------- transactions
 
-    def begin(self, message: Message, *, financial: bool, assign_stan: bool = False) -> int:
+    def begin(
+        self,
+        message: Message,
+        *,
+        financial: bool,
+        assign_stan: bool = False,
+        app_stan: str | None = None,
+        replay_key: str | None = None,
+    ) -> int:
         """Record a request before it is sent; returns its id. Financial requests keep what a
         reversal needs. ``assign_stan`` puts the next STAN in field 11 in the same durable step
-        (one disk sync instead of two)."""
+        (one disk sync instead of two). ``app_stan`` (the app's own STAN of the request) enters
+        the STAN map of the current batch; ``replay_key`` says what a repetition must match."""
         now = self._clock()
         with self._write() as db:
             if assign_stan:
@@ -231,9 +265,13 @@ class Journal:
                 )
             cursor = db.execute(
                 "INSERT INTO transactions (created_at, updated_at, mti, stan, state, request, "
-                "reversal_template) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                (now, now, message.mti, message.text(11), _summary(message), template),
-            )
+                "reversal_template, app_stan, batch, replay_key) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                (
+                    now, now, message.mti, message.text(11), _summary(message), template,
+                    app_stan, self._batch_text(), replay_key,
+                ),
+            )  # fmt: skip
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
@@ -244,21 +282,24 @@ class Journal:
         response: Message | None = None,
         detail: str = "",
         reversal_reason: str | None = None,
+        answer: Message | None = None,
     ) -> int | None:
         """Close a pending transaction; with ``reversal_reason`` queue its reversal in the same
-        durable step. Returns the reversal id, if one was queued."""
+        durable step. ``answer`` is what the app gets, kept (without card data) for a replay.
+        Returns the reversal id, if one was queued."""
         code = response.text(39) if response is not None and 39 in response else None
         with self._write() as db:
             reversal = None
             db.execute(
                 "UPDATE transactions SET state = ?, updated_at = ?, response = ?, "
-                "response_code = ?, detail = ? WHERE id = ?",
+                "response_code = ?, detail = ?, answer = ? WHERE id = ?",
                 (
                     state,
                     self._clock(),
                     _summary(response) if response is not None else None,
                     code,
                     detail,
+                    _replayable(answer) if answer is not None else None,
                     transaction_id,
                 ),
             )
@@ -379,6 +420,46 @@ class Journal:
             )
         self._queued += 1
         return reversal
+
+    # -------------------------------------------------------------------------- STAN map
+
+    def wire_stan(self, app_stan: str, batch: str | None = None) -> tuple[str, str] | None:
+        """(wire STAN, batch) of the latest request the app numbered ``app_stan`` (in ``batch``
+        when given), its reversals excluded: what a reference to it must say to the host."""
+        rows = self._rows(
+            "SELECT stan, batch FROM transactions WHERE app_stan = ? AND mti != '0400' "
+            "AND (? IS NULL OR batch = ?) ORDER BY id DESC LIMIT 1",
+            (app_stan, batch, batch),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def reversal_of(self, wire_stan: str, batch: str) -> str | None:
+        """The state of the agent's own reversal of the request sent as ``wire_stan`` in
+        ``batch`` (queued, confirmed, conflict), or ``None`` when it has none."""
+        rows = self._rows(
+            "SELECT r.state FROM reversals r JOIN transactions t ON t.id = r.transaction_id "
+            "WHERE t.stan = ? AND t.batch = ? ORDER BY r.id DESC LIMIT 1",
+            (wire_stan, batch),
+        )
+        return rows[0][0] if rows else None
+
+    def replay(self, app_stan: str, replay_key: str, window: float) -> Message | None:
+        """The answer the app got for the same request (same app STAN, MTI, processing code and
+        amount) within ``window`` seconds in the current batch: a repetition, not a new one."""
+        rows = self._rows(
+            "SELECT answer FROM transactions WHERE app_stan = ? AND replay_key = ? "
+            "AND batch = ? AND created_at >= ? AND answer IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (app_stan, replay_key, self._batch_text(), self._clock() - window),
+        )
+        if not rows:
+            return None
+        stored = json.loads(rows[0][0])
+        fields = {
+            int(n): bytes.fromhex(v[1:]) if v.startswith("#") else v[1:]
+            for n, v in stored["fields"].items()
+        }
+        return Message(stored["mti"], fields)
 
     # ---------------------------------------------------------------- sign-ins and events
 

@@ -111,8 +111,9 @@ directory = "{workdir / "hooks.d"}"
     return config
 
 
-def pay(socket_path: Path, amount_fen: int = 1000, app_stan: int = 42) -> Message:
-    """One purchase as the payment app sends it (wrap mode), on a connection of its own."""
+def pay(socket_path: Path, amount_fen: int = 1000, app_stan: int | None = None) -> Message:
+    """One purchase as the payment app sends it (wrap mode), on a connection of its own, with
+    a new app STAN unless one is given."""
     from tests.integration.gateway_rig import app_purchase
 
     with socket.socket(socket.AF_UNIX) as sock:

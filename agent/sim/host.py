@@ -259,6 +259,14 @@ class AcquirerHost:
         if previous is not None and not previous["reversed"]:
             self.ledger.duplicates += 1
             return response_to(message, "94")
+        original = message.get(61)
+        if isinstance(original, str) and message.text(3, "").startswith("20"):
+            # a void names its original by batch and STAN (61.1, 61.2), as the host numbered it
+            tid = message.text(41, "").strip()
+            voided = self.ledger.purchases.get(f"{tid}/{original[:6]}/{original[6:12]}")
+            if voided is None or voided["reversed"]:
+                return response_to(message, "25")
+            voided["voided"] = True
         amount = message.text(4, "")
         if amount.endswith(DECLINE_SUFFIX):
             return response_to(message, "51", self._host_time())

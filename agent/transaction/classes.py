@@ -35,6 +35,8 @@ class MessageClass:
     held: bool
     # 60.2 is set to the current batch; a reversal or a script result keeps the original's
     current_batch: bool = True
+    # field 11 is the original's STAN (the app's number, translated), not a new one
+    refers_by_stan: bool = False
 
     def fits(self, mti: str, processing: str, condition: str, message_type: str) -> bool:
         return all(
@@ -69,11 +71,12 @@ CLASSES: tuple[MessageClass, ...] = (
        ("24", "30", "32", "34"), _ALWAYS, False, True),
     _C("offline (EC) upload", ("0200",), ("00",), ("00",), ("36",), _ALWAYS, False, True),
     _C("reversal", ("0400",), ANY, ANY, ANY, _ALWAYS, False, False,
-       current_batch=False),
+       current_batch=False, refers_by_stan=True),
     _C("script result", ("0620",), ANY, ANY, ANY, _ALWAYS, False, False,
        current_batch=False),
     _C("settlement", ("0500",), ANY, ANY, ("00",), _IF_SENT, False, False),
-    _C("batch upload", ("0320",), ANY, ANY, ("00",), _IF_SENT, False, False),
+    _C("batch upload", ("0320",), ANY, ANY, ("00",), _IF_SENT, False, False,
+       refers_by_stan=True),
     _C("network management", ("0800", "0820"), ANY, ANY, ("00",), _IF_SENT, False, False),
 )
 # fmt: on

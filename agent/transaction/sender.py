@@ -59,6 +59,24 @@ def with_batch(field_60: str, batch: int) -> str:
     return field_60[:2] + batch_text(batch) + field_60[8:]
 
 
+def _for_the_app(request: Message, response: Message) -> Message:
+    """The host's answer as the app gets it: MAC removed (verified here; the app has no key),
+    the app's STAN back."""
+    answer = Message(response.mti, dict(response.fields))
+    answer.fields.pop(64, None)
+    if 11 in request:
+        answer.fields[11] = request.fields[11]
+    else:
+        answer.fields.pop(11, None)
+    return answer
+
+
+def replay_key(request: Message) -> str:
+    """What a repetition of ``request`` has the same (DESIGN.md section 10): MTI, processing
+    code and amount (with the app's STAN and the batch, which the journal keeps beside it)."""
+    return f"{request.mti}/{request.get(3) or ''}/{request.get(4) or ''}"
+
+
 def unclassified(request: Message) -> str:
     """Why ``request`` fits no message class, for the local 30."""
     facts = ", ".join(
@@ -121,9 +139,15 @@ class Sender:
                 await self.reversals.send()
             except ReversalPending as exc:
                 return local("96", f"reversal pending: {exc}")
-        outgoing = self._prepare(request, cls)
+        references = await self._references(request, cls)
+        if isinstance(references, Attempt):
+            return references
+        outgoing = self._prepare(request, cls, references)
+        app_stan = request.text(11) if isinstance(request.get(11), str) else None
         try:
-            transaction, encoded = await asyncio.to_thread(self._record, outgoing, financial)
+            transaction, encoded = await asyncio.to_thread(
+                self._record, outgoing, financial, app_stan, replay_key(request), cls
+            )
         except ModuleError as exc:
             return local("96", f"card module: {exc}")
         except (JournalError, WireError) as exc:
@@ -151,10 +175,24 @@ class Sender:
         except JournalError as exc:
             log.error("transaction %d left pending for the next start: %s", transaction, exc)
 
-    def _record(self, outgoing: Message, financial: bool) -> tuple[int, bytes]:
-        """In a worker thread: journal the request as pending (taking its STAN), then MAC it.
-        A request that cannot be MACed is closed as never sent."""
-        transaction = self.journal.begin(outgoing, financial=financial, assign_stan=True)
+    def _record(
+        self,
+        outgoing: Message,
+        financial: bool,
+        app_stan: str | None,
+        key: str,
+        cls: MessageClass,
+    ) -> tuple[int, bytes]:
+        """In a worker thread: journal the request as pending (taking its STAN unless it
+        names an earlier request's, as a reversal does), then MAC it. A request that cannot be
+        MACed is closed as never sent."""
+        transaction = self.journal.begin(
+            outgoing,
+            financial=financial,
+            assign_stan=not cls.refers_by_stan,
+            app_stan=app_stan,
+            replay_key=key,
+        )
         try:
             return transaction, self.macs.encode(outgoing)
         except (ModuleError, WireError) as exc:
@@ -169,10 +207,10 @@ class Sender:
         exchange: Exchange,
         financial: bool,
     ) -> Attempt:
-        response = exchange.frame.message
+        answer = _for_the_app(request, exchange.frame.message)
         try:
             mac_ok = await asyncio.to_thread(
-                self._close_checked, outgoing, transaction, exchange, financial
+                self._close_checked, outgoing, transaction, exchange, financial, answer
             )
         except JournalError as exc:
             # The row stays pending and becomes a reversal: the app must not see an approval.
@@ -183,19 +221,19 @@ class Sender:
                 self.reversals.waiting.set()
             reason = "response MAC wrong; reversal queued"
             return Attempt(self.local(request, "A0", reason), None)
-        answer = Message(response.mti, dict(response.fields))
-        answer.fields.pop(64, None)  # verified here; the app has no key to check it
-        if 11 in request:
-            answer.fields[11] = request.fields[11]
-        else:
-            answer.fields.pop(11, None)
         return Attempt(answer, exchange)
 
     def _close_checked(
-        self, outgoing: Message, transaction: int, exchange: Exchange, financial: bool
+        self,
+        outgoing: Message,
+        transaction: int,
+        exchange: Exchange,
+        financial: bool,
+        answer: Message,
     ) -> bool:
         """In a worker thread: check the response MAC and close the transaction durably, with a
-        reversal (A0) queued if the MAC is wrong. Returns whether the MAC was right."""
+        reversal (A0) queued if the MAC is wrong, or with the app's answer kept for a replay.
+        Returns whether the MAC was right."""
         response = exchange.frame.message
         code = response.text(39, "")
         approved = codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
@@ -208,12 +246,50 @@ class Sender:
                 reversal_reason="A0" if financial else None,
             )
             return False
-        self.journal.finish(transaction, "completed", response)
+        self.journal.finish(transaction, "completed", response, answer=answer)
         return True
 
-    def _prepare(self, request: Message, cls: MessageClass) -> Message:
+    async def _references(self, request: Message, cls: MessageClass) -> dict[int, str] | Attempt:
+        """Fields that name earlier requests by the app's STAN, in the wire's numbers: 11 of a
+        reversal or batch upload (the original's, and a reversal's 60.2 the original's batch),
+        61.1/61.2 of any request. A reversal of nothing the agent sent, or of a request the
+        agent reverses itself, is answered here: the host must not see it twice."""
+        found: dict[int, str] = {}
+        original = request.get(61)
+        if isinstance(original, str) and len(original) >= 12:
+            wire = self.journal.wire_stan(original[6:12], original[:6])
+            wire = wire or self.journal.wire_stan(original[6:12])
+            if wire is not None:
+                found[61] = wire[1] + wire[0] + original[12:]
+        if not cls.refers_by_stan:
+            return found
+        stan = request.get(11)
+        wire = self.journal.wire_stan(stan) if isinstance(stan, str) else None
+        if wire is None:
+            reason = f"no request of STAN {stan} went through the agent"
+            return Attempt(self.local(request, "25", reason), None)
+        found[11] = wire[0]
+        if cls.name != "reversal":
+            return found
+        field_60 = request.get(60)
+        if isinstance(field_60, str):
+            found[60] = field_60[:2] + wire[1] + field_60[8:]
+        if self.journal.reversal_of(*wire) == "queued":
+            try:
+                await self.reversals.send()
+            except ReversalPending as exc:
+                return Attempt(self.local(request, "96", f"its reversal is pending: {exc}"), None)
+        state = self.journal.reversal_of(*wire)
+        if state == "confirmed":
+            return Attempt(self.local(request, "00", "reversed by the agent"), None)
+        if state == "conflict":
+            return Attempt(self.local(request, "22", "the host disputes its reversal"), None)
+        return found
+
+    def _prepare(self, request: Message, cls: MessageClass, references: dict[int, str]) -> Message:
         fields = dict(request.fields)
         fields.pop(11, None)  # the journal assigns the agent's own STAN
+        fields.update(references)
         terminal = self.terminal
         fields[41], fields[42] = terminal.tid, terminal.mid
         field_60 = fields.get(60)
@@ -224,6 +300,29 @@ class Sender:
         else:
             fields.pop(64, None)
         return Message(request.mti, dict(sorted(fields.items())))
+
+    def replayed(self, request: Message) -> Message | None:
+        """The answer the app already got for this very request (same app STAN, MTI,
+        processing code and amount, within ``gateway.replay_window`` in this batch): the app
+        repeats it, and it must not be charged twice."""
+        stan = request.get(11)
+        if not isinstance(stan, str):
+            return None
+        window = self._config().gateway.replay_window
+        try:
+            answer = self.journal.replay(stan, replay_key(request), window)
+        except JournalError as exc:
+            log.error("cannot look for a repetition of STAN %s: %s", stan, exc)
+            return None
+        if answer is None:
+            return None
+        if 2 in request:  # the host echoed the card number, which the journal does not keep
+            answer.fields[2] = request.fields[2]
+        answer = Message(answer.mti, dict(sorted(answer.fields.items())))
+        log.warning("app STAN %s repeated within %g s: the first answer again", stan, window)
+        with contextlib.suppress(JournalError):
+            self.journal.event("replayed", app_stan=stan, mti=request.mti, code=answer.get(39))
+        return answer
 
     def local(self, request: Message, code: str, reason: str) -> Message:
         """The agent's own answer to ``request``, counted and journalled."""

@@ -63,6 +63,9 @@ class WrapMode:
     async def _wrap(self, request: Message) -> Message:
         cls = classify(request)
         if cls is not None and cls.held:
+            replayed = self.sender.replayed(request)
+            if replayed is not None:
+                return replayed
             held = self.recovery.hold()
             if held is not None:
                 return self.sender.local(request, *held)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,15 @@ class Rig:
         self.site.provision_in_tms(list(map(str, self.agent.config.endpoints)), **changes)
 
 
-def app_purchase(amount_fen: int, app_stan: int = 901) -> Message:
-    """What a payment app sends in wrap mode: no TID/MID, no MAC, its own STAN."""
+_APP_STANS = itertools.count(901)
+
+
+def app_purchase(amount_fen: int, app_stan: int | None = None) -> Message:
+    """What a payment app sends in wrap mode: no TID/MID, no MAC, its own STAN (a new one for
+    each sale unless given: the same STAN, MTI, processing code and amount again is a repetition,
+    which gets the first answer again)."""
+    if app_stan is None:
+        app_stan = next(_APP_STANS) % 999_999 + 1
     return Message(
         "0200",
         {

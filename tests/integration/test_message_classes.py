@@ -121,8 +121,14 @@ def test_settlement_batch_upload_and_script_result(tmp_path) -> None:
         async with gateway_rig(tmp_path) as rig:
             settlement = Message("0500", {11: "000010", 48: "0" * 62, 49: "156", 60: "00000000201"})
             assert (await exchange(rig.socket, settlement)).text(39) == "00"
+            # a batch upload names the uploaded transaction by the app's STAN: translated
+            assert (await exchange(rig.socket, app_request("purchase", app_stan=11))).text(
+                39
+            ) == "00"
             upload = Message("0320", {11: "000011", 60: "00000000201", 64: bytes(8)})
             assert (await exchange(rig.socket, upload)).text(39) == "00"
+            unknown = Message("0320", {11: "000099", 60: "00000000201"})
+            assert (await exchange(rig.socket, unknown)).text(39) == "25"  # never sent
             script = Message("0620", {3: "000000", 11: "000012", 55: bytes.fromhex("9F3602000A"),
                                       60: "00000000"})  # fmt: skip
             assert (await exchange(rig.socket, script)).text(39) == "00"

@@ -137,8 +137,8 @@ def test_cancelled_terminal_becomes_unregistered_with_a_message(tmp_path) -> Non
             sent = purchases_sent(rig)
             assert sent == 1  # remedies failed: the purchase was never retried
             # from now on: answered at once, no financial request reaches the host
-            for _ in range(3):
-                held = await exchange(rig.socket, app_purchase(1000))
+            for number in range(3):  # new sales (a repeated one would get its answer again)
+                held = await exchange(rig.socket, app_purchase(1000, app_stan=910 + number))
                 assert held.text(39) == "97"
                 assert held.text(63).startswith("AGENT terminal not registered")
             assert purchases_sent(rig) == sent

@@ -33,9 +33,49 @@ def test_wal_full_sync_and_schema(journal, tmp_path) -> None:
     db = sqlite3.connect(tmp_path / "journal.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert journal.schema_version == 2
+    assert journal.schema_version == 3
     journal.close()
-    assert Journal(tmp_path / "journal.sqlite3").schema_version == 2  # reopening migrates nothing
+    assert Journal(tmp_path / "journal.sqlite3").schema_version == 3  # reopening migrates nothing
+
+
+def test_migration_from_schema_2_keeps_transactions_outside_the_stan_map(tmp_path) -> None:
+    """A journal of the previous release: its rows stay, with no app STAN (nothing refers to
+    them by the app's numbers) and no answer to replay."""
+    from agent.journal import MIGRATIONS
+
+    path = tmp_path / "journal.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0] + ";" + MIGRATIONS[1] + "; PRAGMA user_version = 2;")
+    db.execute(
+        "INSERT INTO transactions (created_at, updated_at, mti, stan, state, request) "
+        "VALUES (1.0, 1.0, '0200', '000007', 'completed', '{}')"
+    )
+    db.commit()
+    db.close()
+    journal = Journal(path)
+    assert journal.schema_version == 3
+    assert [t["stan"] for t in journal.transactions()] == ["000007"]
+    assert journal.wire_stan("000007") is None
+    journal.close()
+
+
+def test_the_stan_map_and_replay(tmp_path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite3")
+    purchase = Message("0200", {2: "6217001234567890123", 3: "000000", 4: "000000001000"})
+    transaction = journal.begin(
+        purchase, financial=True, assign_stan=True, app_stan="000901", replay_key="k"
+    )
+    answer = Message("0210", {2: "6217001234567890123", 11: "000901", 38: "123456", 39: "00"})
+    journal.finish(transaction, "completed", answer, answer=answer)
+    assert journal.wire_stan("000901") == (purchase.text(11), "000001")
+    assert journal.wire_stan("000901", "000002") is None
+    replayed = journal.replay("000901", "k", 120)
+    assert replayed == Message("0210", {11: "000901", 38: "123456", 39: "00"})  # no PAN kept
+    assert journal.replay("000901", "other", 120) is None
+    assert journal.replay("000901", "k", -1) is None  # outside the window
+    rows = sqlite3.connect(tmp_path / "journal.sqlite3").execute("SELECT answer FROM transactions")
+    assert "6217001234567890123" not in str(rows.fetchall())
+    journal.close()
 
 
 def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
@@ -49,7 +89,7 @@ def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
     db.commit()
     db.close()
     journal = Journal(path)
-    assert journal.schema_version == 2
+    assert journal.schema_version == 3
     assert journal.last_signin() == {
         "at": 1.0, "scheme": "003", "kcvs": {}, "host_time": None, "tid": "", "mid": "",
     }  # fmt: skip

@@ -1,0 +1,115 @@
+"""The STAN map of wrap mode (DESIGN.md section 10) over real sockets: the app names earlier
+requests by its own STANs, the host knows the agent's; a repeated request is answered again, not
+charged again; a reversal the agent already made is not sent twice."""
+
+import asyncio
+
+from agent.wire.message import Message
+from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def void_of(app_stan: int, amount_fen: int, new_stan: int) -> Message:
+    """A void naming the purchase by the app's receipt number (61.2) in batch 000000 (61.1)."""
+    void = app_purchase(amount_fen, app_stan=new_stan)
+    void.fields.update({3: "200000", 60: "23000000", 61: f"000000{app_stan:06d}1201"})
+    return void
+
+
+def reversal_of(purchase: Message) -> Message:
+    """The app's own 0400 for its purchase: the same STAN, amount and codes."""
+    fields = {n: purchase.fields[n] for n in (2, 3, 4, 11, 22, 25, 49, 60)}
+    fields[39] = "06"
+    return Message("0400", fields)
+
+
+def test_a_void_by_the_apps_receipt_number_reaches_its_original(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            assert (await exchange(rig.socket, app_purchase(1234, app_stan=345))).text(39) == "00"
+            response = await exchange(rig.socket, void_of(345, 1234, new_stan=346))
+            assert response.text(39) == "00", response
+            assert response.text(11) == "000346"
+            purchases = rig.host.state()["purchases"]
+            [original] = [p for p in purchases.values() if p["processing"] == "000000"]
+            assert original.get("voided"), "the host found the original by the agent's STAN"
+            # a void of a receipt number the agent never sent goes out as it is: the host says 25
+            assert (await exchange(rig.socket, void_of(999, 1234, new_stan=347))).text(39) == "25"
+
+    run(scenario())
+
+
+def test_the_apps_reversal_by_its_stan_reverses_the_purchase(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1500, app_stan=400)
+            assert (await exchange(rig.socket, purchase)).text(39) == "00"
+            response = await exchange(rig.socket, reversal_of(purchase))
+            assert (response.mti, response.text(39), response.text(11)) == ("0410", "00", "000400")
+            [charge] = rig.host.state()["purchases"].values()
+            assert charge["reversed"]
+            assert rig.host.state()["mac_failures"] == 0
+
+    run(scenario())
+
+
+def test_the_apps_reversal_of_what_the_agent_reversed_is_not_sent_again(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            rig.server.faults.add("no-answer")
+            purchase = app_purchase(1600, app_stan=410)
+            assert (await exchange(rig.socket, purchase)).text(39) == "98"
+            assert await rig.agent.reversals.send() == 1  # the agent's own reversal (98)
+            reversals = rig.host.state()["reversals"]
+            response = await exchange(rig.socket, reversal_of(purchase))
+            assert response.text(39) == "00"
+            assert response.text(63).startswith("AGENT reversed by the agent")
+            assert rig.host.state()["reversals"] == reversals, "not sent twice"
+
+    run(scenario())
+
+
+def test_a_reversal_of_nothing_the_agent_sent_is_answered_25_locally(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            response = await exchange(rig.socket, reversal_of(app_purchase(1700, app_stan=420)))
+            assert response.text(39) == "25"
+            assert rig.host.state()["requests"].get("0400", 0) == 0
+
+    run(scenario())
+
+
+def test_a_repeated_purchase_gets_the_first_answer_and_is_charged_once(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1800, app_stan=430)
+            first = await exchange(rig.socket, purchase)
+            again = await exchange(rig.socket, purchase)  # the app's own retry
+            assert first.text(39) == again.text(39) == "00"
+            assert (again.text(37), again.text(38)) == (first.text(37), first.text(38))
+            assert again.text(2) == first.text(2)  # the card number is the request's
+            state = rig.host.state()
+            assert len(state["purchases"]) == 1 and state["duplicates"] == 0
+            assert state["requests"]["0200"] == 1
+            # another amount under the same STAN is another request
+            other = app_purchase(1900, app_stan=430)
+            assert (await exchange(rig.socket, other)).text(39) == "00"
+            assert rig.host.state()["requests"]["0200"] == 2
+
+    run(scenario())
+
+
+def test_a_repetition_outside_the_replay_window_is_a_new_request(tmp_path) -> None:
+    async def scenario():
+        sections = {"gateway": {"replay_window": 0}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            purchase = app_purchase(2000, app_stan=440)
+            assert (await exchange(rig.socket, purchase)).text(39) == "00"
+            await asyncio.sleep(0.05)
+            await exchange(rig.socket, purchase)
+            assert rig.host.state()["requests"]["0200"] == 2
+
+    run(scenario())
