@@ -394,6 +394,25 @@ class Journal:
             )
         self._queued -= cursor.rowcount
 
+    def reverse_undelivered(self, app_stan: str) -> int | None:
+        """The app could not be given the approval of its latest request numbered ``app_stan``
+        in this batch: queue its reversal (06) unless it has one, or is no reversible approval.
+        Returns the reversal id, if one was queued."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT t.id, t.response_code, t.reversal_template IS NOT NULL, EXISTS (SELECT 1 "
+                "FROM reversals r WHERE r.transaction_id = t.id) FROM transactions t "
+                "WHERE t.app_stan = ? AND t.batch = ? AND t.mti != '0400' "
+                "ORDER BY t.id DESC LIMIT 1",
+                (app_stan, self._batch_text()),
+            ).fetchone()
+            if row is None or row[1] not in APPROVALS or not row[2] or row[3]:
+                return None
+            reversal = self._queue_reversal(db, row[0], "06")
+            self._event(db, "undelivered-approval-reversed", transaction=row[0], app_stan=app_stan)
+        self._queued += 1
+        return reversal
+
     def reverse_late_approval(self, response: Message) -> int | None:
         """An approval that came after its request was answered otherwise (the host refused it
         first, or it timed out): queue the reversal (06) of the most recent reversible request

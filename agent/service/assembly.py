@@ -77,7 +77,8 @@ class Agent:
             mode = PassThrough(self.journal, self.link, self._profile, self.stats)
         else:
             mode = WrapMode(self.sender, self.recovery, self._profile, self.stats)
-        self.app_socket = AppSocket(mode.process, self.stats)
+        undelivered = mode.undelivered if isinstance(mode, WrapMode) else None
+        self.app_socket = AppSocket(mode.process, self.stats, undelivered)
 
     def _profile(self) -> Profile:
         return self.config.wire.profile

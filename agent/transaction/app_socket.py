@@ -22,11 +22,16 @@ MAX_APP_FRAME = 4096
 FRAME_TIMEOUT = 5.0
 # One frame in, its answer out; ``None`` closes the connection (the frame made no sense).
 Process = Callable[[bytes], Awaitable[bytes | None]]
+# Told of an answer that could not be written to the app (it had gone).
+Undelivered = Callable[[bytes], None]
 
 
 class AppSocket:
-    def __init__(self, process: Process, stats: GatewayStats) -> None:
+    def __init__(
+        self, process: Process, stats: GatewayStats, undelivered: Undelivered | None = None
+    ) -> None:
         self._process = process
+        self._undelivered = undelivered
         self.stats = stats
         self.frame_timeout = FRAME_TIMEOUT
         self._servers: list[asyncio.Server] = []
@@ -92,9 +97,27 @@ class AppSocket:
                     self._busy.discard(task)
                 if answer is None:
                     return
-                writer.write(with_length(answer))
-                await writer.drain()
+                if not await self._deliver(reader, writer, answer):
+                    return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
             writer.close()
+
+    async def _deliver(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: bytes
+    ) -> bool:
+        """Write one answer; an app that has gone (closed its end while the host answered)
+        cannot receive it, and the mode hears of that (an approval must then be reversed)."""
+        gone = reader.at_eof() or writer.is_closing()
+        if not gone:
+            try:
+                writer.write(with_length(answer))
+                await writer.drain()
+            except (ConnectionError, OSError):
+                gone = True
+        if gone:
+            log.warning("the payment app left before its answer could be written")
+            if self._undelivered is not None:
+                self._undelivered(answer)
+        return not gone

@@ -301,6 +301,22 @@ class Sender:
             fields.pop(64, None)
         return Message(request.mti, dict(sorted(fields.items())))
 
+    def reverse_undelivered(self, answer: Message) -> None:
+        """An answer the app could not receive: if it is an approval of a reversible request,
+        queue that request's reversal (06)."""
+        code = answer.text(39, "")
+        stan = answer.get(11)
+        approved = codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
+        if not approved or not isinstance(stan, str):
+            return
+        try:
+            queued = self.journal.reverse_undelivered(stan)
+        except JournalError as exc:
+            log.error("an undelivered approval (app STAN %s) is not reversed: %s", stan, exc)
+            return
+        if queued is not None:
+            self.reversals.waiting.set()
+
     def replayed(self, request: Message) -> Message | None:
         """The answer the app already got for this very request (same app STAN, MTI,
         processing code and amount, within ``gateway.replay_window`` in this batch): the app

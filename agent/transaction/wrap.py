@@ -60,6 +60,15 @@ class WrapMode:
             answer = await self._wrap(request)
         return encode_message(answer, profile)
 
+    def undelivered(self, answer: bytes) -> None:
+        """The app did not get ``answer``: an approval of a reversible request is reversed
+        (reason 06, DESIGN.md section 10)."""
+        try:
+            message = decode_message(answer, self._profile())
+        except DecodeError:  # pragma: no cover - the agent encoded it
+            return
+        self.sender.reverse_undelivered(message)
+
     async def _wrap(self, request: Message) -> Message:
         cls = classify(request)
         if cls is not None and cls.held:

@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from agent.wire.frame import with_length
-from agent.wire.message import Message
+from agent.wire.message import Message, encode_message
 from tests.conftest import fill_disk
 from tests.integration.gateway_rig import PAN, TID, app_purchase, exchange, gateway_rig
 
@@ -298,5 +298,46 @@ def test_a_terminal_whose_keys_are_in_another_slot_checks_responses_there(tmp_pa
             response = await exchange(rig.socket, app_purchase(1234))
             assert response.text(39) == "00", response
             assert not rig.agent.journal.has_queued_reversals
+
+    run(scenario())
+
+
+async def send_and_leave(rig, request: Message) -> None:
+    """A payment app that sends a request and closes its connection before the host answers."""
+    rig.server.faults.add("late", delay=0.3)
+    _, writer = await asyncio.open_unix_connection(str(rig.socket))
+    writer.write(with_length(encode_message(request)))
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+def test_an_approval_the_app_cannot_receive_is_reversed(tmp_path) -> None:
+    """The app gives up and closes its connection; the host's approval comes after: reversed
+    with reason 06, and the host's ledger shows no live charge."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await send_and_leave(rig, app_purchase(2100, app_stan=450))
+            for _ in range(100):
+                if rig.agent.journal.queued_reversals():
+                    break
+                await asyncio.sleep(0.02)
+            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["06"]
+            assert await rig.agent.reversals.send() == 1
+            [charge] = rig.host.state()["purchases"].values()
+            assert charge["reversed"]
+            kinds = [e["kind"] for e in rig.agent.journal.events()]
+            assert "undelivered-approval-reversed" in kinds
+
+    run(scenario())
+
+
+def test_a_decline_the_app_cannot_receive_needs_no_reversal(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await send_and_leave(rig, app_purchase(2151, app_stan=451))  # 51: declined
+            await asyncio.sleep(0.6)
+            assert rig.agent.journal.queued_reversals() == []
 
     run(scenario())
