@@ -105,6 +105,12 @@ class RecoveryConfig:
 
 
 @dataclass(frozen=True)
+class ReversalConfig:
+    attempts: int = 3  # failed tries in a row before sales go on without waiting for it
+    retry_max: float = 600.0  # longest pause between background tries (seconds)
+
+
+@dataclass(frozen=True)
 class ClockConfig:
     ntp_server: str = ""  # empty: no NTP comparison
     warn_after: float = 60.0  # seconds of offset
@@ -133,6 +139,7 @@ class Config:
     tms: TmsConfig = field(default_factory=TmsConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    reversal: ReversalConfig = field(default_factory=ReversalConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     selftest: SelftestConfig = field(default_factory=SelftestConfig)
@@ -297,6 +304,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "probe_first": _number,
         "probe_max": _number,
     },
+    "reversal": {"attempts": _integer, "retry_max": _number},
     "clock": {"ntp_server": _text, "warn_after": _number, "fail_after": _number},
     "control": {"socket": _text},
     "selftest": {"deadline": _number, "interval": _number},
@@ -311,6 +319,7 @@ SECTION_CLASSES: dict[str, type] = {
     "tms": TmsConfig,
     "hooks": HooksConfig,
     "recovery": RecoveryConfig,
+    "reversal": ReversalConfig,
     "clock": ClockConfig,
     "control": ControlConfig,
     "selftest": SelftestConfig,

@@ -18,7 +18,7 @@ from agent.host.signin import SignInError
 from agent.journal import Journal, JournalError
 from agent.provisioning import Provisioning, ProvisioningError
 from agent.recovery.engine import Recovery
-from agent.recovery.policy import refused
+from agent.recovery.policy import State, refused
 from agent.recovery.remedies import RemedyFailed
 from agent.selfcheck import FAST, Report, run_checks
 from agent.selfcheck.base import Context, HostClockSample
@@ -59,7 +59,9 @@ class Agent:
         # the transaction layer reads the configuration in effect (a reload may change it)
         self.stats = GatewayStats()
         macs = Macs(self.module, lambda: self.config.module.key_slot, self._profile)
-        self.reversals = ReversalSender(self.journal, self.link, macs, self.stats)
+        self.reversals = ReversalSender(
+            self.journal, self.link, macs, self.stats, on_refused=self._reversal_refused
+        )
         self.sender = Sender(
             lambda: self.config, self.journal, self.link, macs, self.reversals, self.stats
         )
@@ -86,6 +88,13 @@ class Agent:
     def echo_message(self) -> Message:
         terminal = Terminal(self.config.terminal.tid, self.config.terminal.mid)
         return echo_request(terminal, stan=self.journal.next_stan(), batch=self.journal.batch)
+
+    async def _reversal_refused(self, answer: Message) -> None:
+        """The host refused a reversal with a code that says it lost us: recover (sign in,
+        re-provision...) as for a refused sign-in; the reversal then goes again. Within a
+        recovery (its retry sends the queue first) the running recovery is the repair."""
+        if self.recovery.state is not State.RECOVERING:
+            await self.recovery.recover(None, answer)
 
     def _late_response(self, exchange: Exchange, earlier: Exchange | None) -> None:
         self.reversals.late_response(exchange, earlier)

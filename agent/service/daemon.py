@@ -30,7 +30,7 @@ from agent.transaction.reversals import ReversalPending
 
 log = logging.getLogger(__name__)
 
-REVERSAL_PAUSE = (1.0, 60.0)  # first and longest pause between attempts to send reversals
+REVERSAL_FIRST_PAUSE = 1.0  # then doubled up to reversal.retry_max while the host refuses
 DRAIN_TIMEOUT = 35.0
 LIGHT_CHECKS = ["keys", "module", "storage"]
 
@@ -63,23 +63,24 @@ async def send_reversals_until_done(agent: Agent) -> None:
     """For the life of the agent: whenever reversals are queued, send them, backing off while
     the host does not confirm; the ``reversal-stuck`` hook hears of one that keeps failing."""
     reversals = agent.reversals
-    pause = REVERSAL_PAUSE[0]
+    pause = REVERSAL_FIRST_PAUSE
     while True:
         await reversals.waiting.wait()
         try:
             await reversals.send()
         except ReversalPending as exc:
             log.warning("reversal not confirmed yet (%s); next attempt in %.0f s", exc, pause)
-            stuck = [r for r in agent.journal.queued_reversals() if r.attempts == 3]
+            limit = agent.config.reversal.attempts
+            stuck = [r for r in agent.journal.queued_reversals() if r.attempts == limit]
             for reversal in stuck:
                 await agent.hook("reversal-stuck", {
                     "stan": reversal.message.text(11), "attempts": reversal.attempts,
                     "reason": reversal.reason, "last_error": str(exc),
                 })  # fmt: skip
             await asyncio.sleep(pause)
-            pause = min(pause * 2, REVERSAL_PAUSE[1])
+            pause = min(pause * 2, agent.config.reversal.retry_max)
             continue
-        pause = REVERSAL_PAUSE[0]
+        pause = REVERSAL_FIRST_PAUSE
         if not agent.journal.has_queued_reversals:
             reversals.waiting.clear()
 

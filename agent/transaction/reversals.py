@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from agent.host.link import Exchange, HostLink, HostLinkError
-from agent.journal import Journal, JournalError
+from agent.journal import Journal, JournalError, Reversal
+from agent.recovery.policy import refused
 from agent.transaction.macs import Macs
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
 from agent.wire.builders import reversal_request
+from agent.wire.message import Message
 from drivers.module import ModuleError
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,37 @@ def _approval(exchange: Exchange) -> bool:
 
 
 class ReversalPending(Exception):
-    """A queued reversal could not be closed yet; financial requests wait for it."""
+    """A queued reversal could not be closed yet; ``attempts`` is how many tries it has had."""
+
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class _Repairable(Exception):
+    """The host refused a reversal with a code recovery can act on."""
+
+    def __init__(self, answer: Message) -> None:
+        super().__init__(answer.text(39, ""))
+        self.answer = answer
+
+
+# Told of a reversal the host refused with a terminal-config, session or security code (it lost
+# the session or the keys): recovery runs, then the reversal goes again.
+Refused = Callable[[Message], Awaitable[None]]
 
 
 class ReversalSender:
-    def __init__(self, journal: Journal, link: HostLink, macs: Macs, stats: GatewayStats) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        link: HostLink,
+        macs: Macs,
+        stats: GatewayStats,
+        on_refused: Refused | None = None,
+    ) -> None:
         self.journal = journal
+        self._on_refused = on_refused
         self.link = link
         self.macs = macs
         self.stats = stats
@@ -62,31 +90,48 @@ class ReversalSender:
         closed = 0
         async with self._lock:
             for queued in self.journal.queued_reversals():
-                message = reversal_request(queued.message, queued.reason)
                 try:
-                    encoded = await asyncio.to_thread(self.macs.encode, message)
-                    exchange = await self.link.request(message, encoded)
-                except (HostLinkError, ModuleError) as exc:
-                    self.journal.reversal_attempted(queued.id, str(exc))
-                    raise ReversalPending(f"STAN {queued.message.text(11)}: {exc}") from None
-                self.stats.reversals_sent += 1
-                code = exchange.frame.message.text(39, "")
-                outcome = codes.reversal_outcome(code)
-                done = outcome is not codes.ReversalOutcome.NOT_DONE
-                # a forged decline must not close a reversal either: it needs a good MAC too
-                mac_ok = done and await asyncio.to_thread(
-                    self.macs.response_ok, message, exchange, True
-                )
-                if not mac_ok:
-                    reason = f"host answered {code}" if not done else "response MAC wrong"
-                    self.journal.reversal_attempted(queued.id, reason)
-                    raise ReversalPending(f"STAN {queued.message.text(11)}: {reason}")
-                if outcome is codes.ReversalOutcome.CONFLICT:
-                    log.error(
-                        "reversal of STAN %s closed as a conflict: the host answered 22 "
-                        "(suspected malfunction); a person must reconcile it",
-                        queued.message.text(11),
-                    )
-                self.journal.reversal_closed(queued.id, exchange.frame.message, outcome.value)
+                    exchange = await self._try(queued, queued.attempts, self._on_refused)
+                except _Repairable as refusal:
+                    assert self._on_refused is not None
+                    # the host lost the session or the keys: repair, then once more
+                    await self._on_refused(refusal.answer)
+                    exchange = await self._try(queued, queued.attempts + 1, None)
+                answer = exchange.frame.message
+                outcome = codes.reversal_outcome(answer.text(39, ""))
+                self.journal.reversal_closed(queued.id, answer, outcome.value)
                 closed += 1
         return closed
+
+    async def _try(self, queued: Reversal, tried: int, repair: Refused | None) -> Exchange:
+        """One try of ``queued`` (``tried`` times before): the host's answer if it closes the
+        reversal; :class:`_Repairable` for a refusal when ``repair`` can act on it;
+        :class:`ReversalPending` otherwise. A failed try is journalled."""
+        message = reversal_request(queued.message, queued.reason)
+        stan = queued.message.text(11)
+        try:
+            encoded = await asyncio.to_thread(self.macs.encode, message)
+            exchange = await self.link.request(message, encoded)
+        except (HostLinkError, ModuleError) as exc:
+            self.journal.reversal_attempted(queued.id, str(exc))
+            raise ReversalPending(f"STAN {stan}: {exc}", tried + 1) from None
+        self.stats.reversals_sent += 1
+        answer = exchange.frame.message
+        code = answer.text(39, "")
+        outcome = codes.reversal_outcome(code)
+        done = outcome is not codes.ReversalOutcome.NOT_DONE
+        # a forged decline must not close a reversal either: it needs a good MAC too
+        mac_ok = done and await asyncio.to_thread(self.macs.response_ok, message, exchange, True)
+        if not mac_ok:
+            reason = f"host answered {code}" if not done else "response MAC wrong"
+            self.journal.reversal_attempted(queued.id, reason)
+            if not done and repair is not None and refused(answer):
+                raise _Repairable(answer)
+            raise ReversalPending(f"STAN {stan}: {reason}", tried + 1)
+        if outcome is codes.ReversalOutcome.CONFLICT:
+            log.error(
+                "reversal of STAN %s closed as a conflict: the host answered 22 "
+                "(suspected malfunction); a person must reconcile it",
+                stan,
+            )
+        return exchange

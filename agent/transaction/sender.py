@@ -138,7 +138,12 @@ class Sender:
             try:
                 await self.reversals.send()
             except ReversalPending as exc:
-                return local("96", f"reversal pending: {exc}")
+                # A reversal goes before the next sale; one that failed reversal.attempts times
+                # in a row no longer holds sales up (it is retried in the background): a
+                # terminal is never locked out of sales by its own queue.
+                if exc.attempts < self._config().reversal.attempts:
+                    return local("96", f"reversal pending: {exc}")
+                log.warning("sale goes ahead of a reversal that keeps failing: %s", exc)
         references = await self._references(request, cls)
         if isinstance(references, Attempt):
             return references

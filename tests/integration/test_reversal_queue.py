@@ -1,0 +1,55 @@
+"""The reversal queue never locks a terminal out of sales (DESIGN.md section 8): a reversal goes
+before the next sale, but after reversal.attempts failed tries in a row sales go on while it is
+retried in the background; a reversal refused because the host lost the session starts recovery
+and then goes again."""
+
+import asyncio
+
+from tests.integration.gateway_rig import TID, app_purchase, exchange, gateway_rig
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def queue_reversal(rig, stan: str = "123456", amount_fen: int = 1500) -> None:
+    """A reversal the journal holds for a purchase the host never saw (it will answer 25)."""
+    journal = rig.agent.journal
+    original = app_purchase(amount_fen)
+    original.fields.update({11: stan, 41: TID, 42: rig.config.terminal.mid})
+    original.fields[60] = f"22{journal.batch:06d}000"
+    transaction = journal.begin(original, financial=True)
+    journal.finish(transaction, "timed-out", detail="test", reversal_reason="98")
+
+
+def test_sales_go_on_after_the_reversal_failed_its_attempts(tmp_path) -> None:
+    async def scenario():
+        sections = {"reversal": {"attempts": 3}}
+        async with gateway_rig(tmp_path, response_timeout=0.3, sections=sections) as rig:
+            queue_reversal(rig)
+            rig.server.faults.add("no-answer", count=3)  # the reversal's first three tries
+            codes = [(await exchange(rig.socket, app_purchase(1000))).text(39) for _ in range(3)]
+            assert codes == ["96", "96", "00"], "the third failed try lets the sale through"
+            [stuck] = rig.agent.journal.queued_reversals()
+            assert stuck.attempts == 3
+            assert await rig.agent.reversals.send() == 1  # the host answers now: closed (25)
+            assert not rig.agent.journal.has_queued_reversals
+
+    run(scenario())
+
+
+def test_a_reversal_refused_for_a_lost_session_recovers_and_goes_again(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.put_tms()
+            queue_reversal(rig)
+            rig.host.forget(TID)  # the host lost the session: 97 to everything but a sign-in
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00", response
+            assert not rig.agent.journal.has_queued_reversals  # sent again after the sign-in
+            state = rig.host.state()
+            assert state["requests"]["0800"] >= 2 and state["requests"]["0400"] == 2
+            kinds = [e["kind"] for e in rig.agent.journal.events()]
+            assert "recovery.refused" in kinds and "reversal-confirmed" in kinds
+
+    run(scenario())
