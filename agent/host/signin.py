@@ -37,6 +37,7 @@ class SignInResult:
     kcvs: dict[str, str]
     host_time: str | None  # MMDDhhmmss from fields 13 and 12
     batch: int | None  # the host's, from 60.2 of the 0810
+    response: Message  # the host's 0810 (field 62 is key material: only the module gets it)
 
 
 def host_batch(response: Message) -> int | None:
@@ -99,4 +100,4 @@ async def sign_in(
         layout=layout.number,
     )
     log.info("signed in (%s), KCVs %s, batch %s", layout.describe(), keys.kcvs(), batch)
-    return SignInResult(scheme, layout.number, keys.kcvs(), host_time, batch)
+    return SignInResult(scheme, layout.number, keys.kcvs(), host_time, batch, response)

@@ -5,9 +5,10 @@ sign-in probe while unregistered, and what the host's header asks for."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import tenacity
@@ -59,6 +60,10 @@ class Recovery:
         self.message: Text | None = None
         self.last_refusal: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
+        # cleared while a recovery or the start-up sign-in runs: new requests wait for it
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._busy = 0
         self._background: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
 
@@ -98,13 +103,34 @@ class Recovery:
             if self.state is State.UNREGISTERED or request is None:
                 return answer
             return (await self.retry(request)).answer
-        async with self._lock:
+        async with self._lock, self.busy():
             self.state = State.RECOVERING
             try:
                 return await self._recover(request, answer, code)
             finally:
                 if self.state is State.RECOVERING:  # ended by an error: nothing was decided
                     self.state = State.REGISTERED
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        """While this runs (a recovery, the start-up sign-in and its repair), new requests
+        wait in :meth:`settled` rather than go out under keys about to change."""
+        self._busy += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
+
+    async def settled(self) -> None:
+        """Wait, at most ``deadline`` seconds, for a recovery or the start-up to end."""
+        if self._idle.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.deadline):
+                await self._idle.wait()
 
     async def _recover(self, request: Message | None, answer: Message, code: str) -> Message:
         on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}

@@ -178,15 +178,16 @@ class Agent:
     async def start(self) -> None:
         """Sign in at start, then let queued reversals go (MACed under the keys just loaded).
         A refused sign-in starts recovery: there is no request to retry, only the sign-in."""
-        try:
-            await self.sender.sign_in()
-        except SignInError as exc:
-            log.warning("sign-in at start failed: %s", exc)
-            answer = Message("0810", {39: exc.response_code or ""})
-            if refused(answer):
-                await self.recovery.recover(None, answer)
-        except (HostLinkError, ModuleError, JournalError) as exc:
-            log.warning("sign-in at start failed: %s", exc)
+        async with self.recovery.busy():  # requests wait for the start-up, repair included
+            try:
+                await self.sender.sign_in()
+            except SignInError as exc:
+                log.warning("sign-in at start failed: %s", exc)
+                answer = Message("0810", {39: exc.response_code or ""})
+                if refused(answer):
+                    await self.recovery.recover(None, answer)
+            except (HostLinkError, ModuleError, JournalError) as exc:
+                log.warning("sign-in at start failed: %s", exc)
         if self.journal.has_queued_reversals:
             self.reversals.waiting.set()
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
-from agent.host.signin import sign_in
+from agent.host.signin import SignInResult, sign_in
 from agent.journal import Journal, JournalError
 from agent.transaction.classes import MessageClass, classify
 from agent.transaction.macs import Macs
@@ -353,14 +353,14 @@ class Sender:
             self.journal.event("local-answer", mti=request.mti, code=code, reason=reason)
         return local_answer(request, code, reason)
 
-    async def sign_in(self) -> None:
+    async def sign_in(self) -> SignInResult:
         """Sign in; requests wait meanwhile (see ``_keys_settled``)."""
         self._signins_running += 1
         self._keys_settled.clear()
         try:
             async with self._signin_lock:
                 config = self._config()
-                await sign_in(
+                return await sign_in(
                     terminal=self.terminal,
                     scheme=config.wire.key_scheme,
                     key_layout=config.wire.key_layout,

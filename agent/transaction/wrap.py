@@ -15,7 +15,6 @@ from agent.journal import JournalError
 from agent.transaction.classes import classify
 from agent.transaction.sender import Attempt, Sender
 from agent.transaction.stats import GatewayStats
-from agent.wire.builders import response_to
 from agent.wire.errors import DecodeError
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.profile import Profile
@@ -29,6 +28,7 @@ class AfterRefusal(Protocol):
     """What wrap mode needs of recovery (:class:`agent.recovery.engine.Recovery`)."""
 
     def hold(self) -> tuple[str, str] | None: ...
+    async def settled(self) -> None: ...
     async def after_response(self, request: Message, attempt: Attempt) -> Message: ...
 
 
@@ -70,6 +70,7 @@ class WrapMode:
         self.sender.reverse_undelivered(message)
 
     async def _wrap(self, request: Message) -> Message:
+        await self.recovery.settled()  # a recovery or the start-up sign-in first
         cls = classify(request)
         if cls is not None and cls.held:
             replayed = self.sender.replayed(request)
@@ -88,9 +89,14 @@ class WrapMode:
             return attempt.answer
 
     async def _sign_in_for_app(self, request: Message) -> Message:
+        """The app's sign-in is the agent's (it owns the session): the app gets the host's 0810
+        without field 62, whose keys only the module may have, and with its own STAN."""
         try:
-            await self.sender.sign_in()
+            result = await self.sender.sign_in()
         except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
             code = getattr(exc, "response_code", None) or "96"
             return self.sender.local(request, code, f"sign-in failed: {exc}")
-        return response_to(request, "00")
+        fields = {n: v for n, v in result.response.fields.items() if n not in (62, 64)}
+        if 11 in request:
+            fields[11] = request.fields[11]
+        return Message(result.response.mti, dict(sorted(fields.items())))

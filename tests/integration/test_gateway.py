@@ -341,3 +341,29 @@ def test_a_decline_the_app_cannot_receive_needs_no_reversal(tmp_path) -> None:
             assert rig.agent.journal.queued_reversals() == []
 
     run(scenario())
+
+
+def test_the_apps_sign_in_gets_the_hosts_0810_without_the_keys(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.host.batch = 17
+            signin = Message("0800", {11: "000321", 60: "00000000003", 63: "001"})
+            response = await exchange(rig.socket, signin)
+            assert (response.mti, response.text(39), response.text(11)) == ("0810", "00", "000321")
+            assert 62 not in response and 64 not in response  # the keys stay in the module
+            assert response.text(60)[2:8] == "000017"  # the host's batch, which the app uses
+            assert 12 in response and 13 in response  # the host's time
+            assert rig.host.state()["requests"]["0800"] == 2  # the rig's and the app's
+
+    run(scenario())
+
+
+def test_other_network_management_goes_to_the_host(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            echo = Message("0820", {11: "000322", 60: "00000000301"})
+            response = await exchange(rig.socket, echo)
+            assert (response.mti, response.text(39), response.text(11)) == ("0830", "00", "000322")
+            assert rig.host.state()["requests"]["0820"] == 1
+
+    run(scenario())

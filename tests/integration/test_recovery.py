@@ -295,3 +295,21 @@ def test_the_light_check_signs_in_before_a_purchase_finds_stale_keys(tmp_path) -
             assert rig.host.state()["mac_failures"] == 0
 
     run(scenario())
+
+
+def test_a_purchase_during_the_start_up_repair_waits_for_it(tmp_path) -> None:
+    """The configured TID is wrong: the start-up sign-in gets 97 and recovery re-provisions from
+    the TMS. A purchase that arrives meanwhile waits, instead of "96 key absent"."""
+
+    async def scenario():
+        sections = {"terminal": {"tid": "10000009"}}
+        async with gateway_rig(tmp_path, sign_in=False, sections=sections) as rig:
+            rig.put_tms()  # the TMS knows the right TID
+            starting = asyncio.create_task(rig.agent.start())
+            await asyncio.sleep(0)  # the start-up has begun
+            response = await exchange(rig.socket, app_purchase(1000))
+            await starting
+            assert response.text(39) == "00", response
+            assert rig.agent.config.terminal.tid == TID
+
+    run(scenario())
