@@ -103,6 +103,11 @@ def test_late_response_is_dropped_and_counted(tmp_path) -> None:
             assert response.text(39) == "98"
             await asyncio.sleep(0.5)
             assert rig.agent.link.late_responses == 1
+            # the approval came after all: the timeout's reversal (98) covers it, once
+            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["98"]
+            assert await rig.agent.reversals.send() == 1
+            [charge] = rig.host.state()["purchases"].values()
+            assert charge["reversed"] and rig.host.state()["repeated_reversals"] == 0
 
     run(scenario())
 

@@ -87,16 +87,6 @@ def test_a_host_that_checks_the_batch_gets_its_batch_and_77_recovers_once(tmp_pa
     run(scenario())
 
 
-def _queue_reversal(rig, stan: str, amount: str) -> None:
-    """A reversal the journal holds for a purchase with this STAN and amount."""
-    journal = rig.agent.journal
-    original = app_purchase(int(amount))
-    original.fields.update({11: stan, 41: TID, 42: rig.config.terminal.mid})
-    original.fields[60] = f"22{journal.batch:06d}000"
-    transaction = journal.begin(original, financial=True)
-    journal.finish(transaction, "timed-out", detail="test", reversal_reason="98")
-
-
 def _reversal_rows(rig) -> list[str]:
     """The states of the journal's reversal rows, read from the SQLite file itself."""
     with contextlib.closing(sqlite3.connect(rig.config.journal.path)) as db:
@@ -106,7 +96,7 @@ def _reversal_rows(rig) -> list[str]:
 def test_a_reversal_of_nothing_is_closed_by_25(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            _queue_reversal(rig, "123456", "1500")  # the host never saw it
+            rig.queue_reversal("123456", 1500)  # the host never saw it
             assert await rig.agent.reversals.send() == 1
             assert _reversal_rows(rig) == ["confirmed"]
             [event] = [e for e in rig.agent.journal.events() if e["kind"] == "reversal-confirmed"]
@@ -121,7 +111,7 @@ def test_a_reversal_the_host_disputes_is_closed_as_a_conflict(tmp_path, caplog) 
         async with gateway_rig(tmp_path) as rig:
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             [key] = rig.host.state()["purchases"]
-            _queue_reversal(rig, key.split("/")[2], "9900")  # same STAN, another amount
+            rig.queue_reversal(key.split("/")[2], 9900)  # same STAN, another amount
             assert await rig.agent.reversals.send() == 1
             assert _reversal_rows(rig) == ["conflict"]
             kinds = [e["kind"] for e in rig.agent.journal.events()]

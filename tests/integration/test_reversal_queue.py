@@ -12,21 +12,11 @@ def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
-def queue_reversal(rig, stan: str = "123456", amount_fen: int = 1500) -> None:
-    """A reversal the journal holds for a purchase the host never saw (it will answer 25)."""
-    journal = rig.agent.journal
-    original = app_purchase(amount_fen)
-    original.fields.update({11: stan, 41: TID, 42: rig.config.terminal.mid})
-    original.fields[60] = f"22{journal.batch:06d}000"
-    transaction = journal.begin(original, financial=True)
-    journal.finish(transaction, "timed-out", detail="test", reversal_reason="98")
-
-
 def test_sales_go_on_after_the_reversal_failed_its_attempts(tmp_path) -> None:
     async def scenario():
         sections = {"reversal": {"attempts": 3}}
         async with gateway_rig(tmp_path, response_timeout=0.3, sections=sections) as rig:
-            queue_reversal(rig)
+            rig.queue_reversal("123456", 1500)
             rig.server.faults.add("no-answer", count=3)  # the reversal's first three tries
             codes = [(await exchange(rig.socket, app_purchase(1000))).text(39) for _ in range(3)]
             assert codes == ["96", "96", "00"], "the third failed try lets the sale through"
@@ -42,7 +32,7 @@ def test_a_reversal_refused_for_a_lost_session_recovers_and_goes_again(tmp_path)
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
             rig.put_tms()
-            queue_reversal(rig)
+            rig.queue_reversal("123456", 1500)
             rig.host.forget(TID)  # the host lost the session: 97 to everything but a sign-in
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "00", response
