@@ -144,7 +144,10 @@ class Sender:
                 if exc.attempts < self._config().reversal.attempts:
                     return local("96", f"reversal pending: {exc}")
                 log.warning("sale goes ahead of a reversal that keeps failing: %s", exc)
-        references = await self._references(request, cls)
+        try:
+            references = await self._references(request, cls)
+        except JournalError as exc:
+            return local("96", f"cannot look up the request it refers to: {exc}")
         if isinstance(references, Attempt):
             return references
         outgoing = self._prepare(request, cls, references)

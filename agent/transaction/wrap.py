@@ -5,6 +5,7 @@ handed to recovery, whose final answer goes back to the app. The app's sign-in (
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -13,7 +14,7 @@ from agent.host.link import HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import JournalError
 from agent.transaction.classes import classify
-from agent.transaction.sender import Attempt, Sender
+from agent.transaction.sender import Attempt, Sender, replay_key
 from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError
 from agent.wire.message import Message, decode_message, encode_message
@@ -44,6 +45,8 @@ class WrapMode:
         self.recovery = recovery
         self._profile = profile
         self.stats = stats
+        # requests in flight by (app STAN, replay key): a repetition waits for the first
+        self._in_flight: dict[tuple[str, str], asyncio.Event] = {}
 
     async def process(self, frame: bytes) -> bytes | None:
         """The answer to one app frame, or ``None`` to close the app's connection."""
@@ -72,13 +75,27 @@ class WrapMode:
     async def _wrap(self, request: Message) -> Message:
         await self.recovery.settled()  # a recovery or the start-up sign-in first
         cls = classify(request)
-        if cls is not None and cls.held:
-            replayed = self.sender.replayed(request)
-            if replayed is not None:
-                return replayed
-            held = self.recovery.hold()
-            if held is not None:
-                return self.sender.local(request, *held)
+        if cls is None or not cls.held:
+            return await self._send(request)
+        key = (str(request.get(11, "")), replay_key(request))
+        # the app repeats a request still in flight: wait for its answer
+        while (first := self._in_flight.get(key)) is not None:
+            await first.wait()
+        replayed = self.sender.replayed(request)
+        if replayed is not None:
+            return replayed
+        held = self.recovery.hold()
+        if held is not None:
+            return self.sender.local(request, *held)
+        done = self._in_flight[key] = asyncio.Event()
+        try:
+            return await self._send(request)
+        finally:
+            if self._in_flight.get(key) is done:
+                del self._in_flight[key]
+            done.set()
+
+    async def _send(self, request: Message) -> Message:
         attempt = await self.sender.attempt(request)
         if attempt.exchange is None:
             return attempt.answer

@@ -113,3 +113,18 @@ def test_a_repetition_outside_the_replay_window_is_a_new_request(tmp_path) -> No
             assert rig.host.state()["requests"]["0200"] == 2
 
     run(scenario())
+
+
+def test_a_repetition_while_the_first_is_in_flight_waits_for_its_answer(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("late", delay=0.3)
+            purchase = app_purchase(2200, app_stan=460)
+            first, again = await asyncio.gather(
+                exchange(rig.socket, purchase), exchange(rig.socket, purchase)
+            )
+            assert first.text(39) == again.text(39) == "00"
+            assert first.text(37) == again.text(37)
+            assert rig.host.state()["requests"]["0200"] == 1
+
+    run(scenario())
