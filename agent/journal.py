@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.wire.codes import CATALOGUE, Category
+from agent.wire import codes
 from agent.wire.mask import masked_fields
 from agent.wire.message import Message
 
 # Fields of a financial request kept to build its reversal: none of them is cardholder data.
 REVERSAL_FIELDS = (3, 4, 11, 22, 25, 41, 42, 49, 60)
-APPROVALS = {rc.code for rc in CATALOGUE.values() if rc.category is Category.APPROVED}
 MAX_STAN = 999_999
 
 MIGRATIONS = (
@@ -406,7 +405,7 @@ class Journal:
                 "ORDER BY t.id DESC LIMIT 1",
                 (app_stan, self._batch_text()),
             ).fetchone()
-            if row is None or row[1] not in APPROVALS or not row[2] or row[3]:
+            if row is None or not codes.approved(row[1] or "") or not row[2] or row[3]:
                 return None
             reversal = self._queue_reversal(db, row[0], "06")
             self._event(db, "undelivered-approval-reversed", transaction=row[0], app_stan=app_stan)
@@ -427,7 +426,7 @@ class Journal:
                 "AND t.reversal_template IS NOT NULL ORDER BY t.id DESC LIMIT 1",
                 (response.text(11, ""),),
             ).fetchone()
-            if row is None or row[1] in APPROVALS or row[2]:
+            if row is None or codes.approved(row[1] or "") or row[2]:
                 return None
             reversal = self._queue_reversal(db, row[0], "06")
             self._event(

@@ -21,11 +21,6 @@ from drivers.module import ModuleError
 log = logging.getLogger(__name__)
 
 
-def _approval(exchange: Exchange) -> bool:
-    code = exchange.frame.message.text(39, "")
-    return codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
-
-
 class ReversalPending(Exception):
     """A queued reversal could not be closed yet; ``attempts`` is how many tries it has had."""
 
@@ -68,7 +63,10 @@ class ReversalSender:
         """The link's handler of responses nobody waited for: an approval of a reversible
         request that was answered otherwise (refused first, or timed out) is reversed
         (DESIGN.md sections 7 and 10). A second approval of an approved request is no charge."""
-        if not _approval(exchange) or (earlier is not None and _approval(earlier)):
+        def approval(response: Exchange) -> bool:
+            return codes.approved(response.frame.message.text(39, ""))
+
+        if not approval(exchange) or (earlier is not None and approval(earlier)):
             return
         response = exchange.frame.message
         try:

@@ -244,8 +244,7 @@ class Sender:
         Returns whether the MAC was right."""
         response = exchange.frame.message
         code = response.text(39, "")
-        approved = codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
-        if not self.macs.response_ok(outgoing, exchange, approved):
+        if not self.macs.response_ok(outgoing, exchange, codes.approved(code)):
             self.journal.finish(
                 transaction,
                 "mac-failed",
@@ -314,8 +313,7 @@ class Sender:
         queue that request's reversal (06)."""
         code = answer.text(39, "")
         stan = answer.get(11)
-        approved = codes.is_code(code) and codes.lookup(code).category is codes.Category.APPROVED
-        if not approved or not isinstance(stan, str):
+        if not codes.approved(code) or not isinstance(stan, str):
             return
         try:
             queued = self.journal.reverse_undelivered(stan)

@@ -208,6 +208,11 @@ def is_code(text: str) -> bool:
     return len(text) == 2 and text.isascii() and text.isprintable()
 
 
+def approved(code: str) -> bool:
+    """Whether field 39 = ``code`` is an approval (00, 10, 11, A2, A4, A5, A6)."""
+    return is_code(code) and lookup(code).category is Category.APPROVED
+
+
 def lookup(code: str) -> ResponseCode:
     """The catalogue entry for ``code``; an unknown code gets category ``unknown``."""
     if not is_code(code):
