@@ -401,8 +401,7 @@ class Journal:
             row = db.execute(
                 "SELECT t.id, t.response_code, t.reversal_template IS NOT NULL, EXISTS (SELECT 1 "
                 "FROM reversals r WHERE r.transaction_id = t.id) FROM transactions t "
-                "WHERE t.app_stan = ? AND t.batch = ? AND t.mti != '0400' "
-                "ORDER BY t.id DESC LIMIT 1",
+                "WHERE t.app_stan = ? AND t.batch = ? ORDER BY t.id DESC LIMIT 1",
                 (app_stan, self._batch_text()),
             ).fetchone()
             if row is None or not codes.approved(row[1] or "") or not row[2] or row[3]:
@@ -443,9 +442,9 @@ class Journal:
 
     def wire_stan(self, app_stan: str, batch: str | None = None) -> tuple[str, str] | None:
         """(wire STAN, batch) of the latest request the app numbered ``app_stan`` (in ``batch``
-        when given), its reversals excluded: what a reference to it must say to the host."""
+        when given): what a reference to it must say to the host."""
         rows = self._rows(
-            "SELECT stan, batch FROM transactions WHERE app_stan = ? AND mti != '0400' "
+            "SELECT stan, batch FROM transactions WHERE app_stan = ? "
             "AND (? IS NULL OR batch = ?) ORDER BY id DESC LIMIT 1",
             (app_stan, batch, batch),
         )

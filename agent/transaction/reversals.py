@@ -63,6 +63,7 @@ class ReversalSender:
         """The link's handler of responses nobody waited for: an approval of a reversible
         request that was answered otherwise (refused first, or timed out) is reversed
         (DESIGN.md sections 7 and 10). A second approval of an approved request is no charge."""
+
         def approval(response: Exchange) -> bool:
             return codes.approved(response.frame.message.text(39, ""))
 

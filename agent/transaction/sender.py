@@ -151,7 +151,9 @@ class Sender:
         if isinstance(references, Attempt):
             return references
         outgoing = self._prepare(request, cls, references)
-        app_stan = request.text(11) if isinstance(request.get(11), str) else None
+        # the app's STAN of this request (a reversal's or batch upload's 11 names another one)
+        own = isinstance(request.get(11), str) and not cls.refers_by_stan
+        app_stan = request.text(11) if own else None
         try:
             transaction, encoded = await asyncio.to_thread(
                 self._record, outgoing, financial, app_stan, replay_key(request), cls
