@@ -109,6 +109,7 @@ class AppSocket:
     ) -> bool:
         """Write one answer; an app that has gone (closed its end while the host answered)
         cannot receive it, and the mode hears of that (an approval must then be reversed)."""
+        # EOF from the app: it closed its end (a TCP write could still "succeed" into a reset)
         gone = reader.at_eof() or writer.is_closing()
         if not gone:
             try:
