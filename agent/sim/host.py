@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from agent.wire.builders import response_mti, response_to
+from agent.wire.builders import response_mti, response_to, with_batch
 from agent.wire.errors import WireError
 from agent.wire.frame import Header, Layout, decode_frame, host_frame
 from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_matches
@@ -245,7 +245,7 @@ class AcquirerHost:
         issued = issue_working_keys(terminal.tmk, layout.number, clear)
         self.sessions[terminal.tid] = Session(scheme, layout.number, clear)
         terminal.require_signin = False
-        extra = {**self._host_time(), 60: field_60[:2] + self._batch() + field_60[8:]}
+        extra = {**self._host_time(), 60: with_batch(field_60, self.batch)}
         return response_to(message, "00", {**extra, 62: issued.to_field62()})
 
     def _batch(self) -> str:

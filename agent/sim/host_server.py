@@ -37,7 +37,7 @@ from typing import Any
 
 from agent.sim.host import AcquirerHost
 from agent.sim.jsonhttp import JsonHandler, serve_in_thread
-from agent.wire.frame import Layout, decode_frame, host_frame
+from agent.wire.frame import Layout, decode_frame, host_frame, with_length
 from agent.wire.message import Message, encode_message
 
 FAULT_KINDS = ("no-answer", "late", "garbage", "close", "partial", "wrong-mac", "refused-first")
@@ -131,19 +131,19 @@ class HostServer:
         if fault is not None and fault.kind == "late":
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.kind == "refused-first":
-            writer.write(len(refusal := refused(response)).to_bytes(2, "big") + refusal)
+            writer.write(with_length(refused(response)))
         if fault is not None and fault.kind == "garbage":
             junk = os.urandom(40)
-            writer.write(len(junk).to_bytes(2, "big") + junk)
+            writer.write(with_length(junk))
         elif fault is not None and fault.kind == "partial":
-            framed = len(response).to_bytes(2, "big") + response
+            framed = with_length(response)
             writer.write(framed[: len(framed) // 2])
             await writer.drain()
             return False
         else:
             if fault is not None and fault.kind == "wrong-mac":
                 response = response[:-1] + bytes([response[-1] ^ 0x01])
-            writer.write(len(response).to_bytes(2, "big") + response)
+            writer.write(with_length(response))
         await writer.drain()
         return True
 

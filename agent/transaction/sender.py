@@ -24,7 +24,7 @@ from agent.transaction.macs import Macs
 from agent.transaction.reversals import ReversalPending, ReversalSender
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
-from agent.wire.builders import MAC_PLACEHOLDER, Terminal, batch_text, response_to
+from agent.wire.builders import MAC_PLACEHOLDER, Terminal, response_to, with_batch
 from agent.wire.errors import WireError
 from agent.wire.message import Message
 from drivers.module import ModuleError
@@ -51,12 +51,6 @@ def local_answer(request: Message, code: str, reason: str) -> Message:
     response.fields.pop(64, None)
     response.fields[63] = f"AGENT {reason}"[:163]
     return response
-
-
-def with_batch(field_60: str, batch: int) -> str:
-    """Field 60 of a request with 60.2 set to the current batch (the host's, DESIGN.md section
-    10): 60.1 kept, the rest kept."""
-    return field_60[:2] + batch_text(batch) + field_60[8:]
 
 
 def _for_the_app(request: Message, response: Message) -> Message:
@@ -282,7 +276,7 @@ class Sender:
             return found
         field_60 = request.get(60)
         if isinstance(field_60, str):
-            found[60] = field_60[:2] + wire[1] + field_60[8:]
+            found[60] = with_batch(field_60, int(wire[1]))
         if self.journal.reversal_of(*wire) == "queued":
             try:
                 await self.reversals.send()
@@ -303,6 +297,7 @@ class Sender:
         fields[41], fields[42] = terminal.tid, terminal.mid
         field_60 = fields.get(60)
         if cls.current_batch and isinstance(field_60, str):
+            # 60.2 is the current batch: the host's (DESIGN.md section 10)
             fields[60] = with_batch(field_60, self.journal.batch)
         if cls.needs_mac(request):
             fields[64] = MAC_PLACEHOLDER

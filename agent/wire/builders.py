@@ -42,6 +42,11 @@ def field60(message_type: str, batch: int, network_code: str = "000") -> str:
     return message_type + batch_text(batch) + network_code
 
 
+def with_batch(field_60: str, batch: int) -> str:
+    """Field 60 with 60.2 set to ``batch``; 60.1 and what follows 60.2 kept."""
+    return field_60[:2] + batch_text(batch) + field_60[8:]
+
+
 @dataclass(frozen=True)
 class Terminal:
     tid: str
