@@ -1,3 +1,4 @@
+import contextlib
 import sqlite3
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -73,8 +74,9 @@ def test_the_stan_map_and_replay(tmp_path) -> None:
     assert replayed == Message("0210", {11: "000901", 38: "123456", 39: "00"})  # no PAN kept
     assert journal.replay("000901", "other", 120) is None
     assert journal.replay("000901", "k", -1) is None  # outside the window
-    rows = sqlite3.connect(tmp_path / "journal.sqlite3").execute("SELECT answer FROM transactions")
-    assert "6217001234567890123" not in str(rows.fetchall())
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
+        rows = db.execute("SELECT answer FROM transactions").fetchall()
+    assert "6217001234567890123" not in str(rows)
     journal.close()
 
 
