@@ -16,7 +16,22 @@ class Command(enum.IntEnum):
     RTC = 0x03
     LOAD_WORKING_KEYS = 0x10
     MAC = 0x11
+    PIN_BLOCK = 0x12
+    ENCRYPT = 0x13
 
+
+# What the payment app may ask of the module through the agent's module socket (DESIGN.md
+# section 5); anything else (loading keys, MACs) is the agent's alone and answered NOT_PERMITTED.
+APP_COMMANDS = frozenset(
+    {
+        Command.PING,
+        Command.INFO,
+        Command.KEY_STATUS,
+        Command.RTC,
+        Command.PIN_BLOCK,
+        Command.ENCRYPT,
+    }
+)
 
 RESPONSE_BIT = 0x80
 KCV_BYTES = 4  # KEY_STATUS reports each key's check value in 4 bytes
@@ -30,6 +45,8 @@ class Status(enum.IntEnum):
     KCV_MISMATCH = 0x04
     BUSY = 0x05
     TAMPERED = 0x06
+    NOT_PERMITTED = 0x07  # module socket only
+    CANCELLED = 0x08  # PIN entry cancelled or timed out at the keypad
 
 
 STATUS_TEXT = {
@@ -40,6 +57,8 @@ STATUS_TEXT = {
     Status.KCV_MISMATCH: "KCV mismatch",
     Status.BUSY: "busy",
     Status.TAMPERED: "tampered or locked",
+    Status.NOT_PERMITTED: "not permitted",
+    Status.CANCELLED: "cancelled",
 }
 
 
@@ -47,6 +66,17 @@ class MacAlgorithm(enum.IntEnum):
     CUP_ECB = 0x01  # over the whole MAB
     CUP_ECB_FROM_R = 0x81  # given R, the 8-byte XOR block
     X919 = 0x02  # ANSI X9.19 retail MAC over the MAB
+
+
+class PinFormat(enum.IntEnum):
+    ISO_FORMAT_0 = 0x00
+
+
+ENCRYPT_WITH_TDK = 0x03  # ENCRYPT's key byte: the only data key
+PIN_PAN_DIGITS = 12
+# A PIN entry takes as long as the cardholder does: the module answers when the keypad is done,
+# and the driver keeps the line free for other commands meanwhile.
+PIN_MARGIN = 2.0  # seconds past the keypad timeout before the driver gives up on an answer
 
 
 # KCV mismatch names the key by number (DATA[1]); KEY_STATUS lists keys in this order.
@@ -161,6 +191,15 @@ def decode_key_status(slot: int, data: bytes) -> KeyStatus:
     return KeyStatus(slot, keys)
 
 
+def encode_pin_request(slot: int, pan12: str, timeout: int) -> bytes:
+    """PIN_BLOCK's DATA: slot, format 0, the 12 PAN digits (ASCII), keypad timeout (s)."""
+    if len(pan12) != PIN_PAN_DIGITS or not pan12.isdigit():
+        raise ValueError("PIN_BLOCK takes the 12 rightmost PAN digits without the check digit")
+    if not 1 <= timeout <= 255:
+        raise ValueError("a keypad timeout is 1 to 255 seconds")
+    return bytes([slot, PinFormat.ISO_FORMAT_0]) + pan12.encode("ascii") + bytes([timeout])
+
+
 def encode_rtc(moment: datetime) -> bytes:
     return bytes.fromhex(moment.strftime("%Y%m%d%H%M%S"))
 
@@ -202,6 +241,21 @@ class CardModule(abc.ABC):
 
     @abc.abstractmethod
     def mac(self, slot: int, algorithm: MacAlgorithm, data: bytes) -> bytes: ...
+
+    @abc.abstractmethod
+    def pin_block(self, slot: int, pan12: str, timeout: int) -> bytes:
+        """A PIN read from the module's keypad as an ISO 9564 format 0 block encrypted under the
+        slot's PIK. :class:`ModuleStatusError` with ``CANCELLED`` when the cardholder cancels or
+        the keypad times out."""
+
+    @abc.abstractmethod
+    def encrypt(self, slot: int, data: bytes) -> bytes:
+        """``data`` (a multiple of 8 bytes) encrypted under the slot's TDK, ECB."""
+
+    @abc.abstractmethod
+    def forward(self, command: Command, data: bytes) -> bytes:
+        """Run one command for someone else (the module socket) and return its response DATA,
+        status byte first, whatever the status."""
 
     def mac_from_block(self, r: bytes, slot: int = 0) -> bytes:
         """The keyed step of the CUP ECB MAC from R: the ``BlockMac`` of :mod:`agent.wire.mac`."""

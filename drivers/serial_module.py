@@ -15,7 +15,9 @@ import serial
 from drivers.framing import Frame
 from drivers.link import ACK_TIMEOUT, QUIET, RETRANSMITS, Link, LinkDown, LinkStats, NoAck
 from drivers.module import (
+    ENCRYPT_WITH_TDK,
     KEY_NUMBERS,
+    PIN_MARGIN,
     RESPONSE_BIT,
     CardModule,
     Command,
@@ -30,6 +32,7 @@ from drivers.module import (
     decode_info,
     decode_key_status,
     decode_rtc,
+    encode_pin_request,
 )
 from drivers.streams import SerialStream
 
@@ -41,6 +44,8 @@ DEFAULT_TIMEOUTS = {
     Command.RTC: 1.0,
     Command.LOAD_WORKING_KEYS: 3.0,
     Command.MAC: 1.5,
+    Command.PIN_BLOCK: 1.0,  # to the module's ACK; the answer may take the keypad timeout
+    Command.ENCRYPT: 1.5,
 }
 # The request goes out again (same SEQ: the module replays, never executes twice) when no
 # response came this long after its ACK, e.g. because a noise byte looked like an ACK.
@@ -48,6 +53,10 @@ RESEND_AFTER = 0.5
 BUSY_RETRIES = 3
 BUSY_BACKOFF = 0.05
 REOPEN_INTERVAL = 0.1
+# While a PIN entry waits for the cardholder, the line is polled in slices this short and left
+# free between them, so another command waits at most one slice (DESIGN.md section 5).
+PIN_POLL = 0.01
+PIN_YIELD = 0.001
 
 
 def _no_delay(port: serial.SerialBase) -> None:
@@ -62,8 +71,10 @@ def _no_delay(port: serial.SerialBase) -> None:
 class SerialCardModule(CardModule):
     """A card module behind ``url``: ``/dev/ttyS1``, a pty path, ``socket://host:port``...
 
-    Thread-safe: one command at a time. A device that disappears (USB unplug) is re-opened on the
-    next command without restarting the process.
+    Thread-safe: one command at a time on the line, except that a PIN entry, once the module has
+    acknowledged it, leaves the line to other commands while the cardholder types; its answer is
+    picked up by whichever command reads the line. A device that disappears (USB unplug) is
+    re-opened on the next command without restarting the process.
     """
 
     def __init__(
@@ -86,6 +97,8 @@ class SerialCardModule(CardModule):
         self._port: serial.SerialBase | None = None
         self._link: Link | None = None
         self._lock = threading.Lock()
+        self._pin_entries: set[int] = set()  # SEQs of PIN entries waiting for the keypad
+        self._pin_answers: dict[int, Frame] = {}  # their answers, read by another command
         # A random first SEQ: a restarted agent must not hit the module's replay of its last SEQ.
         self._seq = os.urandom(1)[0]
 
@@ -151,9 +164,7 @@ class SerialCardModule(CardModule):
         deadline = self._clock() + budget
         request = Frame(self._next_seq(), command, data)
 
-        def is_response(frame: Frame) -> bool:
-            return frame.seq == request.seq and frame.cmd == command | RESPONSE_BIT
-
+        is_response = self._response_to(request)
         lost: str | None = None
         while self._clock() < deadline:
             link = self._connected(deadline)
@@ -169,6 +180,7 @@ class SerialCardModule(CardModule):
                     # reported its error (DESIGN.md section 5); the command, with time left,
                     # goes again as a new request (new SEQ: all commands are idempotent).
                     request = Frame(self._next_seq(), command, data)
+                    is_response = self._response_to(request)
                     continue
                 raise ModuleLinkError(
                     f"card module at {self.url} did not acknowledge {command.name} "
@@ -188,24 +200,94 @@ class SerialCardModule(CardModule):
             f"card module at {self.url} sent no response to {command.name} within {budget:.1f} s"
         )
 
-    def _command(self, command: Command, data: bytes = b"") -> bytes:
-        """Run ``command``, retrying while the module is busy; returns DATA after the status."""
+    def _response_to(self, request: Frame) -> Callable[[Frame], bool]:
+        """Whether a received frame answers ``request``; the answer of a PIN entry waiting for
+        the keypad is kept for it on the way."""
+        wanted = request.cmd | RESPONSE_BIT
+
+        def is_response(frame: Frame) -> bool:
+            if frame.seq in self._pin_entries and frame.cmd == Command.PIN_BLOCK | RESPONSE_BIT:
+                self._pin_answers[frame.seq] = frame
+                return False
+            return frame.seq == request.seq and frame.cmd == wanted
+
+        return is_response
+
+    def _checked(self, command: Command, payload: bytes) -> bytes:
+        """DATA after the status byte; a non-zero status is a :class:`ModuleStatusError`."""
+        if not payload:
+            raise ModuleProtocolError(f"{command.name} response has no status byte")
+        status = payload[0]
+        if status != Status.OK:
+            key = KEY_NUMBERS.get(payload[1]) if len(payload) > 1 else None
+            raise ModuleStatusError(command, status, key if status == Status.KCV_MISMATCH else None)
+        return payload[1:]
+
+    def _run(self, command: Command, data: bytes) -> bytes:
+        """The response DATA (status first), asking again while the module is busy."""
+        if command is Command.PIN_BLOCK:
+            return self._pin_entry(data)
         with self._lock:
             for attempt in range(BUSY_RETRIES + 1):
                 payload = self._transact(command, data)
-                if not payload:
-                    raise ModuleProtocolError(f"{command.name} response has no status byte")
-                status = payload[0]
-                if status == Status.BUSY and attempt < BUSY_RETRIES:
+                if payload[:1] == bytes([Status.BUSY]) and attempt < BUSY_RETRIES:
                     time.sleep(BUSY_BACKOFF * (attempt + 1))
                     continue
-                if status != Status.OK:
-                    key = KEY_NUMBERS.get(payload[1]) if len(payload) > 1 else None
-                    raise ModuleStatusError(
-                        command, status, key if status == Status.KCV_MISMATCH else None
-                    )
-                return payload[1:]
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                return payload
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _command(self, command: Command, data: bytes = b"") -> bytes:
+        """Run ``command``; returns DATA after the status."""
+        return self._checked(command, self._run(command, data))
+
+    def _pin_entry(self, data: bytes) -> bytes:
+        """PIN_BLOCK: sent and acknowledged under the lock, then its answer awaited in short
+        slices with the line free between them (a MAC must not wait for a cardholder)."""
+        keypad = data[-1] if len(data) >= 2 else 0
+        deadline = self._clock() + keypad + PIN_MARGIN
+        with self._lock:
+            request = Frame(self._next_seq(), Command.PIN_BLOCK, data)
+            is_response = self._response_to(request)
+            ack_by = min(deadline, self._clock() + self.timeouts[Command.PIN_BLOCK])
+            link = self._connected(ack_by)
+            try:
+                link.send(request, answered=is_response, deadline=ack_by)
+            except NoAck as exc:
+                raise ModuleLinkError(
+                    f"card module at {self.url} did not acknowledge PIN_BLOCK "
+                    f"(seq {request.seq}) after {exc.transmissions} transmissions"
+                ) from None
+            except LinkDown as exc:
+                self._drop_port()
+                raise ModuleLinkError(f"card module at {self.url} went away: {exc}") from None
+            self._pin_entries.add(request.seq)
+        try:
+            while self._clock() < deadline:
+                with self._lock:
+                    answer = self._pin_answers.pop(request.seq, None)
+                    if answer is None:
+                        if self._link is not link:
+                            raise ModuleLinkError(
+                                f"card module at {self.url} went away during the PIN entry"
+                            )
+                        try:
+                            answer = link.receive(PIN_POLL, wanted=is_response)
+                        except LinkDown as exc:
+                            self._drop_port()
+                            raise ModuleLinkError(
+                                f"card module at {self.url} went away during the PIN entry: {exc}"
+                            ) from None
+                if answer is not None:
+                    return answer.data
+                time.sleep(PIN_YIELD)  # another command waiting for the line takes it now
+        finally:
+            with self._lock:
+                self._pin_entries.discard(request.seq)
+                self._pin_answers.pop(request.seq, None)
+        raise ModuleTimeout(
+            f"card module at {self.url} sent no PIN block within the keypad timeout "
+            f"of {keypad} s and {PIN_MARGIN:g} s more"
+        )
 
     # ------------------------------------------------------------------------------- commands
 
@@ -232,3 +314,27 @@ class SerialCardModule(CardModule):
         if len(mac) != 8:
             raise ModuleProtocolError(f"MAC response carries {len(mac)} data bytes, expected 8")
         return mac
+
+    def pin_block(self, slot: int, pan12: str, timeout: int) -> bytes:
+        block = self._command(Command.PIN_BLOCK, encode_pin_request(slot, pan12, timeout))
+        if len(block) != 8:
+            raise ModuleProtocolError(
+                f"PIN_BLOCK response carries {len(block)} data bytes, expected 8"
+            )
+        return block
+
+    def encrypt(self, slot: int, data: bytes) -> bytes:
+        if not data or len(data) % 8:
+            raise ValueError(f"ENCRYPT takes a multiple of 8 bytes, got {len(data)}")
+        ciphertext = self._command(Command.ENCRYPT, bytes([slot, ENCRYPT_WITH_TDK]) + data)
+        if len(ciphertext) != len(data):
+            raise ModuleProtocolError(
+                f"ENCRYPT response carries {len(ciphertext)} data bytes for {len(data)} sent"
+            )
+        return ciphertext
+
+    def forward(self, command: Command, data: bytes) -> bytes:
+        payload = self._run(command, data)
+        if not payload:
+            raise ModuleProtocolError(f"{command.name} response has no status byte")
+        return payload

@@ -15,16 +15,20 @@ from pathlib import Path
 
 from agent.wire.errors import WireError
 from agent.wire.mac import DesKey, cup_ecb_mac, kcv, software_cup_mac, x919_mac
+from agent.wire.pin import format0
 from agent.wire.working_keys import LAYOUTS, parse_field62
 from drivers.framing import Frame
 from drivers.module import (
+    ENCRYPT_WITH_TDK,
     KEY_ORDER,
+    PIN_PAN_DIGITS,
     RESPONSE_BIT,
     Command,
     KeyState,
     KeyStatus,
     MacAlgorithm,
     ModuleInfo,
+    PinFormat,
     Status,
     encode_info,
     encode_key_status,
@@ -36,6 +40,25 @@ TEST_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 SLOTS = 16
 _KEY_NUMBER = {"PIK": 1, "MAK": 2, "TDK": 3}
 _MAC_ALGORITHMS = {algorithm.value for algorithm in MacAlgorithm}
+TEST_PIN = "123456"
+
+
+@dataclass
+class Keypad:
+    """The simulator's PIN pad: what the next cardholder types (``pin DIGITS`` on the console,
+    or ``pin cancel``), and how long they take (``keypad SECONDS``)."""
+
+    pin: str = TEST_PIN  # "" : the cardholder presses cancel
+    delay: float = 0.0
+    entries: int = 0  # PIN entries begun
+
+    def set(self, text: str) -> None:
+        if text == "cancel":
+            self.pin = ""
+        elif text.isdigit() and 4 <= len(text) <= 12:
+            self.pin = text
+        else:
+            raise ValueError(f"a PIN is 4 to 12 digits (or 'cancel'), got {text!r}")
 
 
 @dataclass
@@ -95,6 +118,7 @@ class ModuleSimulator:
         self.busy_answers = 0
         self.tampered = False
         self.executed = 0
+        self.keypad = Keypad()
         self._started = time.monotonic()
         self._last: tuple[Frame, Frame] | None = None
 
@@ -123,12 +147,10 @@ class ModuleSimulator:
             Command.RTC: self._rtc,
             Command.LOAD_WORKING_KEYS: self._load_working_keys,
             Command.MAC: self._mac,
+            Command.PIN_BLOCK: self._pin_block,
+            Command.ENCRYPT: self._encrypt,
         }[command]
-        if self.tampered and command in (
-            Command.KEY_STATUS,
-            Command.LOAD_WORKING_KEYS,
-            Command.MAC,
-        ):
+        if self.tampered and command not in (Command.PING, Command.INFO, Command.RTC):
             return bytes([Status.TAMPERED])
         return handler(request.data)
 
@@ -208,3 +230,42 @@ class ModuleSimulator:
         if algorithm == MacAlgorithm.CUP_ECB:
             return self._ok(software_cup_mac(payload, mak))
         return self._ok(x919_mac(payload, mak))
+
+    def begin(self, request: Frame) -> float:
+        """A request has arrived: how long the module works on it before answering. A PIN entry
+        (counted now) takes the keypad's delay, at most its own timeout (then it is answered
+        CANCELLED)."""
+        if request.cmd != Command.PIN_BLOCK or len(request.data) < 2:
+            return 0.0
+        self.keypad.entries += 1
+        return min(self.keypad.delay, float(request.data[-1]))
+
+    def _pin_block(self, data: bytes) -> bytes:
+        """slot, format, 12 PAN digits, timeout: the keypad's PIN in format 0 under the PIK."""
+        slot = self._slot(data)
+        if (
+            slot is None
+            or len(data) != 3 + PIN_PAN_DIGITS
+            or data[1] != PinFormat.ISO_FORMAT_0
+            or not data[2:-1].isdigit()
+            or data[-1] == 0
+        ):
+            return bytes([Status.BAD_PARAMETER])
+        pik = self.state.slots.get(slot, {}).get("PIK")
+        if pik is None:
+            return bytes([Status.KEY_ABSENT])
+        if not self.keypad.pin or self.keypad.delay > data[-1]:
+            return bytes([Status.CANCELLED])
+        return self._ok(DesKey(pik).encrypt(format0(self.keypad.pin, data[2:-1].decode())))
+
+    def _encrypt(self, data: bytes) -> bytes:
+        slot = self._slot(data)
+        payload = data[2:]
+        if slot is None or len(data) < 2 or data[1] != ENCRYPT_WITH_TDK:
+            return bytes([Status.BAD_PARAMETER])
+        if not payload or len(payload) % 8:
+            return bytes([Status.BAD_PARAMETER])
+        tdk = self.state.slots.get(slot, {}).get("TDK")
+        if tdk is None:
+            return bytes([Status.KEY_ABSENT])
+        return self._ok(DesKey(tdk).encrypt(payload))  # ECB: block by block

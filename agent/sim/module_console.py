@@ -5,6 +5,8 @@ line on stdin, answering each with one line (``ok ...`` or ``error: ...``):
 
     noise RATE | drop RATE | delay SECONDS | busy COUNT | tamper on|off | unplug | replug
     garbage COUNT (random bytes on the line now) | status | quit
+    pin DIGITS|cancel (what the next cardholder types; default 123456)
+    keypad SECONDS (how long they take to type it)
 
 SIGTERM, SIGINT or ``quit`` stop it with exit status 0.
 """
@@ -61,6 +63,7 @@ def status(port: SimulatedModulePort) -> dict[str, object]:
         "busy": sim.busy_answers,
         "tamper": sim.tampered,
         "executed": sim.executed,
+        "keypad": {"delay": sim.keypad.delay, "entries": sim.keypad.entries},
     }
 
 
@@ -77,6 +80,8 @@ def apply(port: SimulatedModulePort, line: str) -> str:
         "busy": (_count, lambda v: setattr(port.simulator, "busy_answers", v)),
         "tamper": (_switch, lambda v: setattr(port.simulator, "tampered", v)),
         "garbage": (_count, lambda v: port.inject(os.urandom(v))),
+        "pin": (str, lambda v: port.simulator.keypad.set(str(v))),
+        "keypad": (_seconds, lambda v: setattr(port.simulator.keypad, "delay", v)),
     }
     actions = {"unplug": port.unplug, "replug": port.replug}
     try:

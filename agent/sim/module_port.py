@@ -7,10 +7,12 @@ import contextlib
 import os
 import socket
 import threading
+import time
 import tty
 from pathlib import Path
 
 from agent.sim.module import ModuleSimulator
+from drivers.framing import Frame
 from drivers.link import Link, LinkDown, NoAck
 from drivers.streams import FaultyStream, FdStream, LineFaults, SocketStream
 
@@ -156,33 +158,51 @@ class SimulatedModulePort:
 
     def _serve(self) -> None:
         link: Link | None = None
+        # PIN entries waiting for the simulated cardholder: (when to answer, request). The module
+        # serves other commands meanwhile, as a real one does.
+        typing: list[tuple[float, Frame]] = []
         while not self._stop.is_set():
             self._settle_plug()
             stream = self._stream
             if stream is None:
-                link = None
+                link, typing = None, []
                 if self._listener is not None and self._want_plugged:
                     self._accept()
                 else:
                     self._wake.wait(POLL)
                 continue
             if link is None or link.stream is not stream:
-                link = Link(stream)
+                link, typing = Link(stream), []
             try:
-                request = link.receive(POLL)
+                now = time.monotonic()
+                due = [entry for entry in typing if entry[0] <= now]
+                if due:
+                    typing.remove(due[0])
+                    self._answer(link, due[0][1])
+                    continue
+                wait = min([POLL] + [at - now for at, _ in typing])
+                request = link.receive(wait)
                 if request is None:
                     continue
-                response = self.simulator.handle(request)
-                if self.delay and self._wake.wait(self.delay):
-                    continue  # unplugged while "working": the answer is lost with the power
-                # A new request (another SEQ) proves the driver is done with this response.
-                link.send(response, answered=lambda f, seq=request.seq: f.seq != seq)
+                if any(request == pending for _, pending in typing):
+                    continue  # the same PIN entry again: the cardholder is still typing
+                if keypad := self.simulator.begin(request):
+                    typing.append((now + keypad, request))
+                    continue
+                self._answer(link, request)
             except NoAck:
                 continue  # the driver asks again if it still wants it; the answer is replayed
             except LinkDown:
                 # The TCP driver went away: accept the next one. (A pty master does not fail
                 # while the simulator holds the slave; should it, the module is gone until replug.)
                 self._close_line()
+
+    def _answer(self, link: Link, request: Frame) -> None:
+        response = self.simulator.handle(request)
+        if self.delay and self._wake.wait(self.delay):
+            return  # unplugged while "working": the answer is lost with the power
+        # A new request (another SEQ) proves the driver is done with this response.
+        link.send(response, answered=lambda f, seq=request.seq: f.seq != seq)
 
     def stop(self) -> None:
         self._stop.set()

@@ -123,3 +123,21 @@ def test_hostile_bytes_to_the_simulator_do_not_kill_it(sim) -> None:
     with SerialCardModule(sim.path) as module:
         assert module.key_status(0)["TMK"].present
     assert sim.say("status").startswith("ok")
+
+
+def test_keypad_through_the_console(sim) -> None:
+    """``pin DIGITS`` sets what the next cardholder types; the PIN never appears in ``status``."""
+    from agent.wire.pin import pin_pan
+    from drivers.module import Status
+
+    with SerialCardModule(sim.path) as module:
+        assert sim.say("pin 24680") == "ok pin 24680"
+        assert sim.say("pin 12").startswith("error: pin: a PIN is 4 to 12 digits")
+        assert sim.say("keypad 0.2") == "ok keypad 0.2"
+        with pytest.raises(ModuleStatusError) as err:  # no PIK before a sign-in
+            module.pin_block(0, pin_pan("6222021234567890123"), 30)
+        assert err.value.status == Status.KEY_ABSENT
+        assert sim.say("pin cancel") == "ok pin cancel"
+        status = sim.say("status")
+        assert '"keypad": {"delay": 0.2, "entries": 1}' in status
+        assert "24680" not in status

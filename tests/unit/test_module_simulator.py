@@ -169,3 +169,24 @@ def test_payload_codecs() -> None:
         decode_info(b"abc")
     with pytest.raises(ModuleProtocolError, match="KEY_STATUS response carries 0 data bytes"):
         decode_key_status(0, b"")
+
+
+def test_pin_block_and_encrypt_refuse_bad_parameters(sim) -> None:
+    issued = issue_working_keys(TEST_TMK, 3, clear_keys(3))
+    assert call(sim, Command.LOAD_WORKING_KEYS, bytes([0, 3]) + issued.to_field62()) == b"\x00"
+    good = bytes([0, 0]) + b"987654321098" + bytes([30])
+    assert call(sim, Command.PIN_BLOCK, good)[0] == Status.OK
+    bad = {
+        "slot 99": bytes([99]) + good[1:],
+        "format 1": bytes([0, 1]) + good[2:],
+        "11 PAN digits": good[:2] + b"98765432109" + bytes([30]),
+        "letters": good[:2] + b"98765432109A" + bytes([30]),
+        "timeout 0": good[:-1] + b"\x00",
+    }
+    for seq, (name, data) in enumerate(bad.items(), start=10):
+        assert call(sim, Command.PIN_BLOCK, data, seq=seq) == bytes([Status.BAD_PARAMETER]), name
+    assert call(sim, Command.ENCRYPT, bytes([0, 3]) + bytes(7), seq=20) == b"\x02"
+    assert call(sim, Command.ENCRYPT, bytes([0, 2]) + bytes(8), seq=21) == b"\x02"  # MAK: no
+    assert call(sim, Command.ENCRYPT, bytes([0, 3]), seq=22) == b"\x02"
+    sim.tampered = True
+    assert call(sim, Command.PIN_BLOCK, good, seq=23) == bytes([Status.TAMPERED])
