@@ -69,6 +69,7 @@ class ModuleConfig:
     url: str = "/dev/ttyS1"
     baudrate: int = 115200
     key_slot: int = 0
+    socket: str = ""  # the payment app's way to the module; default: $RUNTIME_DIRECTORY/module.sock
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "key_layout": _key_layout,
         "profile": _profile_path,
     },
-    "module": {"url": _text, "baudrate": _integer, "key_slot": _integer},
+    "module": {"url": _text, "baudrate": _integer, "key_slot": _integer, "socket": _text},
     "gateway": {
         "socket": _text,
         "tcp_port": _integer,

@@ -52,5 +52,9 @@ def payment_socket(config: Config) -> Path:
     return Path(config.gateway.socket) if config.gateway.socket else runtime_dir() / "agent.sock"
 
 
+def module_socket(config: Config) -> Path:
+    return Path(config.module.socket) if config.module.socket else runtime_dir() / "module.sock"
+
+
 def control_socket(config: Config) -> Path:
     return Path(config.control.socket) if config.control.socket else runtime_dir() / "control.sock"

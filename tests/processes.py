@@ -94,6 +94,7 @@ primary = "{host.listen}"
 
 [module]
 url = "{module.path}"
+socket = "{workdir / "module.sock"}"
 
 [gateway]
 socket = "{workdir / "agent.sock"}"

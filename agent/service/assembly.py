@@ -24,6 +24,7 @@ from agent.selfcheck import FAST, Report, run_checks
 from agent.selfcheck.base import Context, HostClockSample
 from agent.transaction.app_socket import AppSocket
 from agent.transaction.macs import Macs
+from agent.transaction.module_proxy import ModuleProxy
 from agent.transaction.passthrough import PassThrough
 from agent.transaction.reversals import ReversalSender
 from agent.transaction.sender import Sender
@@ -81,6 +82,7 @@ class Agent:
             mode = WrapMode(self.sender, self.recovery, self._profile, self.stats)
         undelivered = mode.undelivered if isinstance(mode, WrapMode) else None
         self.app_socket = AppSocket(mode.process, self.stats, undelivered)
+        self.module_proxy = ModuleProxy(self.module)
 
     def _profile(self) -> Profile:
         return self.config.wire.profile
@@ -106,6 +108,7 @@ class Agent:
     async def close(self) -> None:
         await self.recovery.close()
         await self.app_socket.close()
+        await self.module_proxy.close()
         await self.link.close()
         await asyncio.to_thread(self.module.close)
         self.journal.close()
@@ -121,11 +124,12 @@ class Agent:
             if getattr(config, section.name) != getattr(self.config, section.name)
         ]
         at_restart = [name for name in ("gateway", "journal", "control") if name in changed]
-        if (config.module.url, config.module.baudrate) != (
+        if (config.module.url, config.module.baudrate, config.module.socket) != (
             self.config.module.url,
             self.config.module.baudrate,
+            self.config.module.socket,
         ):
-            at_restart.append("module.url/baudrate")
+            at_restart.append("module.url/baudrate/socket")
         if at_restart:
             log.warning("changed settings take effect at restart: %s", ", ".join(at_restart))
         # what is in effect: the sockets, the journal and the serial port stay as started
@@ -136,7 +140,10 @@ class Agent:
             journal=old.journal,
             control=old.control,
             module=dataclasses.replace(
-                config.module, url=old.module.url, baudrate=old.module.baudrate
+                config.module,
+                url=old.module.url,
+                baudrate=old.module.baudrate,
+                socket=old.module.socket,
             ),
         )
         self.config = config

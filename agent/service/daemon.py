@@ -164,6 +164,7 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
         )
     payment = paths.payment_socket(config)
     await agent.app_socket.serve(payment, config.gateway.tcp_port)
+    await agent.module_proxy.serve(paths.module_socket(config))
     control = ControlServer(control_handlers(agent))
     await control.serve(paths.control_socket(config))
 
@@ -188,6 +189,7 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
     log.info("stopping: waiting for transactions in flight")
     notify("STOPPING=1", "STATUS=stopping: finishing transactions in flight")
     await agent.app_socket.close()
+    await agent.module_proxy.close()
     await control.close()
     await agent.app_socket.drain(DRAIN_TIMEOUT)
     for task in background:

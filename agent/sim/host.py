@@ -14,7 +14,10 @@ It decodes and encodes under a wire profile (the built-in CUP one by default).
 Every request of an MTI that DESIGN.md section 15 MACs (0100, 0200, 0220, 0400, 0620) must carry a
 good MAC: A0 otherwise, counted as a missing or a failed MAC. Decision rules for the money-moving
 ones (0100, 0200, 0220; documented so tests can aim at them): an amount whose last two digits are
-51 is declined with 51 (insufficient funds); everything else is approved. Settlement, batch upload
+51 is declined with 51 (insufficient funds); a PIN block (field 52) is decrypted under the PIK the
+host issued and checked as ISO 9564 format 0 against the card's PIN (the module simulator's test
+PIN for every card unless ``pins`` says otherwise): 55 for a wrong PIN, 99 for a block that is not
+format 0 for the card's PAN; everything else is approved. Settlement, batch upload
 and script results are acknowledged with 00. A reversal of nothing
 the host approved gets 25; one whose amount differs from the original's gets 22.
 """
@@ -29,11 +32,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from agent.sim.module import TEST_PIN
 from agent.wire.builders import response_mti, response_to, with_batch
 from agent.wire.errors import WireError
 from agent.wire.frame import Header, Layout, decode_frame, host_frame
 from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_matches
 from agent.wire.message import Message, encode_message
+from agent.wire.pin import PinError, pin_of_format0, pin_pan
 from agent.wire.profile import CUP, Profile
 from agent.wire.working_keys import DEFAULT_LAYOUT, LAYOUTS, SCHEMES, issue_working_keys
 
@@ -76,6 +81,8 @@ class Ledger:
     repeated_reversals: int = 0
     mac_failures: int = 0
     missing_macs: int = 0  # requests of an MTI that needs a MAC (DESIGN.md section 15) without one
+    pins_verified: int = 0  # PIN blocks that decrypted to the card's PIN
+    pin_failures: int = 0  # wrong PIN (55) or not a format 0 block (99)
 
 
 def _key(message: Message) -> str:
@@ -104,6 +111,7 @@ class AcquirerHost:
         self.batch = batch
         self.check_batch = check_batch
         self.profile = profile
+        self.pins: dict[str, str] = {}  # PAN -> PIN; other cards have TEST_PIN
         self.set_key_layout(key_layout)
         self.reload()
 
@@ -227,7 +235,7 @@ class AcquirerHost:
         if self.check_batch and message.mti in FINANCIAL and message.text(60)[2:8] != self._batch():
             return response_to(message, "77"), session
         if message.mti in FINANCIAL:
-            return self._financial(message), session
+            return self._financial(message, session), session
         if message.mti == "0400":
             return self._reversal(message), session
         if message.mti in ACKNOWLEDGED:
@@ -251,7 +259,25 @@ class AcquirerHost:
     def _batch(self) -> str:
         return f"{self.batch:06d}"
 
-    def _financial(self, message: Message) -> Message:
+    def _pin_refusal(self, message: Message, session: Session) -> str:
+        """The code refusing the PIN (55 wrong, 99 not format 0 for the PAN); "" when right."""
+        pan = message.text(2, "") or message.text(35, "").split("=")[0]
+        pik = session.keys.get("PIK")
+        block = message.get(52)
+        try:
+            if pik is None or not isinstance(block, bytes):
+                raise PinError("no PIK or no PIN block")
+            pin = pin_of_format0(DesKey(pik).decrypt(block), pin_pan(pan))
+        except PinError:
+            self.ledger.pin_failures += 1
+            return "99"
+        if pin != self.pins.get(pan, TEST_PIN):
+            self.ledger.pin_failures += 1
+            return "55"
+        self.ledger.pins_verified += 1
+        return ""
+
+    def _financial(self, message: Message, session: Session) -> Message:
         """A purchase, pre-authorisation, void, refund, completion, advice, upload: each approved
         once (94 for the same STAN again), kept in the ledger with its MTI and processing code."""
         key = _key(message)
@@ -267,6 +293,10 @@ class AcquirerHost:
             if voided is None or voided["reversed"]:
                 return response_to(message, "25")
             voided["voided"] = True
+        if 52 in message:
+            refusal = self._pin_refusal(message, session)
+            if refusal:
+                return response_to(message, refusal)
         amount = message.text(4, "")
         if amount.endswith(DECLINE_SUFFIX):
             return response_to(message, "51", self._host_time())
@@ -324,4 +354,6 @@ class AcquirerHost:
                 "repeated_reversals": self.ledger.repeated_reversals,
                 "mac_failures": self.ledger.mac_failures,
                 "missing_macs": self.ledger.missing_macs,
+                "pins_verified": self.ledger.pins_verified,
+                "pin_failures": self.ledger.pin_failures,
             }

@@ -20,15 +20,24 @@ from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire.builders import Card
 from agent.wire.frame import with_length
 from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.pin import pin_pan
+from drivers.framing import Frame, FrameParser
+from drivers.module import Command, encode_pin_request
 
-__all__ = ["CARD", "MID", "PAN", "TID", "Rig", "app_purchase", "exchange", "gateway_rig"]
+__all__ = [
+    "CARD",
+    "MID",
+    "PAN",
+    "TID",
+    "Rig",
+    "app_purchase",
+    "exchange",
+    "gateway_rig",
+    "module_command",
+    "pin_purchase",
+]
 PAN = "6217001234567890123"
-CARD = Card(
-    pan=PAN,
-    expiry="2812",
-    track2=PAN + "=28121010000000000",
-    pin_block=bytes.fromhex("A1B2C3D4E5F60718"),
-)
+CARD = Card(pan=PAN, expiry="2812", track2=PAN + "=28121010000000000")
 
 
 @dataclass
@@ -37,6 +46,10 @@ class Rig:
     agent: Agent
     socket: Path
     config: Config
+
+    @property
+    def module_socket(self) -> Path:
+        return self.socket.with_name("module.sock")
 
     @property
     def host(self) -> AcquirerHost:
@@ -78,10 +91,40 @@ def app_purchase(amount_fen: int, app_stan: int | None = None) -> Message:
         "0200",
         {
             2: CARD.pan, 3: "000000", 4: f"{amount_fen:012d}", 11: f"{app_stan:06d}",
-            14: CARD.expiry, 22: "021", 25: "00", 26: "12", 35: CARD.track2, 49: "156",
-            52: CARD.pin_block, 60: "22000000",  # 60.1 purchase; the agent fills the batch
+            14: CARD.expiry, 22: "022", 25: "00", 35: CARD.track2, 49: "156",
+            60: "22000000",  # 60.1 purchase; the agent fills the batch
         },
     )  # fmt: skip
+
+
+async def module_command(socket: Path, command: int, data: bytes, seq: int = 0x5A) -> bytes:
+    """One command through the agent's module socket, as the payment app sends it; returns the
+    response DATA (status first)."""
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    try:
+        writer.write(Frame(seq, command, data).encode())
+        await writer.drain()
+        head = await reader.readexactly(3)
+        rest = await reader.readexactly(int.from_bytes(head[1:], "big") + 3)
+        events = FrameParser().feed(head + rest)
+        assert len(events) == 1 and isinstance(events[0], Frame), events
+        assert (events[0].seq, events[0].cmd) == (seq, command | 0x80)
+        return events[0].data
+    finally:
+        writer.close()
+
+
+async def pin_purchase(rig: Rig, amount_fen: int, app_stan: int | None = None) -> Message:
+    """A purchase with a PIN the cardholder typed on the module's keypad: the app gets the PIN
+    block through the module socket, as a real payment app does."""
+    request = encode_pin_request(0, pin_pan(PAN), 30)
+    answer = await module_command(rig.module_socket, Command.PIN_BLOCK, request)
+    assert answer[0] == 0, f"PIN_BLOCK status {answer[0]:02X}"
+    message = app_purchase(amount_fen, app_stan)
+    # 22: PIN entered; 26: up to 12 digits; 53: format 0 (2), double-length 3DES (6)
+    message.fields.update({22: "021", 26: "12", 52: answer[1:], 53: "2600000000000000"})
+    message.fields = dict(sorted(message.fields.items()))
+    return message
 
 
 async def exchange(socket: Path, message: Message | bytes) -> Message:
@@ -134,6 +177,7 @@ async def gateway_rig(
         config = build(raw, "test", env={})
         agent = Agent(config)
         await agent.app_socket.serve(tmp_path / "agent.sock")
+        await agent.module_proxy.serve(tmp_path / "module.sock")
         try:
             if sign_in:
                 await agent.sender.sign_in()

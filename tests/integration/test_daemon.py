@@ -6,10 +6,13 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
 
+from drivers.framing import Frame
+from drivers.module import Command
 from tests.processes import (
     AGENT,
     AgentProcess,
@@ -70,6 +73,14 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, si
         assert entries[0]["text"].startswith("0800 STAN ")
         assert control(path, b'{"cmd": "status"}')["ok"]
         assert pay(tmp_path / "agent.sock").text(39) == "00"
+        module_socket = tmp_path / "module.sock"
+        assert stat.S_IMODE(module_socket.stat().st_mode) == 0o660
+        with socket.socket(socket.AF_UNIX) as sock:  # the app's way to the module: PING
+            sock.settimeout(10)
+            sock.connect(str(module_socket))
+            sock.sendall(Frame(7, Command.PING).encode())
+            answer = sock.recv(64)
+            assert answer[3:6] == bytes([7, Command.PING | 0x80, 0])  # app's SEQ, status ok
     finally:
         assert agent.stop() == 0
 

@@ -8,7 +8,14 @@ import pytest
 from agent.wire.frame import with_length
 from agent.wire.message import Message, encode_message
 from tests.conftest import fill_disk
-from tests.integration.gateway_rig import PAN, TID, app_purchase, exchange, gateway_rig
+from tests.integration.gateway_rig import (
+    PAN,
+    TID,
+    app_purchase,
+    exchange,
+    gateway_rig,
+    pin_purchase,
+)
 
 
 def run(coroutine):
@@ -247,10 +254,13 @@ def test_disk_full_while_the_host_is_silent_still_answers_and_loses_nothing(
 
 def test_no_card_data_in_logs_journal_or_answers(tmp_path, caplog) -> None:
     caplog.set_level(logging.DEBUG)
+    pin_blocks: list[str] = []
 
     async def scenario():
         async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
-            answers = [await exchange(rig.socket, app_purchase(1000))]
+            with_pin = await pin_purchase(rig, 1000)
+            pin_blocks.append(with_pin.fields[52].hex().upper())
+            answers = [await exchange(rig.socket, with_pin)]
             rig.server.faults.add("no-answer")
             answers.append(await exchange(rig.socket, app_purchase(1001)))
             rig.server.faults.add("wrong-mac")
@@ -261,7 +271,7 @@ def test_no_card_data_in_logs_journal_or_answers(tmp_path, caplog) -> None:
     answers = run(scenario())
     journal = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite3*"))
     texts = caplog.text + repr(answers)  # Message's repr is masked too
-    for secret in (PAN, "A1B2C3D4E5F60718", "28121010000000000"):
+    for secret in (PAN, *pin_blocks, "28121010000000000"):
         assert secret not in texts
         assert secret.encode() not in journal
     assert PAN.encode() not in journal

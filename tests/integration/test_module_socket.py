@@ -1,0 +1,141 @@
+"""The module socket (DESIGN.md section 5) and the PIN purchase: the payment app gets a PIN block
+from the module's keypad through the agent, puts it in field 52, and the host simulator decrypts
+it under the PIK it issued. Real Unix sockets, the module simulator on a real pty, the host over
+TCP."""
+
+import asyncio
+import logging
+import stat
+
+from agent.sim.module import TEST_PIN
+from drivers.framing import Frame
+from drivers.module import Command, Status, decode_key_status
+from tests.integration.gateway_rig import (
+    app_purchase,
+    exchange,
+    gateway_rig,
+    module_command,
+    pin_purchase,
+)
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def test_pin_purchase_is_verified_by_the_host(tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            request = await pin_purchase(rig, 2500)
+            answer = await exchange(rig.socket, request)
+            assert answer.text(39) == "00"
+            state = rig.host.state()
+            assert (state["pins_verified"], state["pin_failures"], state["mac_failures"]) == (
+                1,
+                0,
+                0,
+            )
+            [purchase] = state["purchases"].values()
+            assert purchase["amount"] == "000000002500"
+            return request.fields[52]
+
+    block = run(scenario())
+    journal = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite3*"))
+    for secret in (block.hex(), block.hex().upper()):
+        assert secret not in caplog.text
+    assert block not in journal and block.hex().upper().encode() not in journal
+
+
+def test_wrong_pin_is_55_and_charges_nothing(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.module_port.simulator.keypad.set("1111")
+            answer = await exchange(rig.socket, await pin_purchase(rig, 2600))
+            assert answer.text(39) == "55"
+            state = rig.host.state()
+            assert (state["pin_failures"], state["purchases"]) == (1, {})
+            rig.module_port.simulator.keypad.set(TEST_PIN)
+            assert (await exchange(rig.socket, await pin_purchase(rig, 2601))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_cancelled_pin_entry_reaches_the_app(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.module_port.simulator.keypad.set("cancel")
+            data = bytes([0, 0]) + b"123456789012" + bytes([30])
+            assert await module_command(rig.module_socket, Command.PIN_BLOCK, data) == bytes(
+                [Status.CANCELLED]
+            )
+
+    run(scenario())
+
+
+def test_app_may_ask_only_what_section_5_allows(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            socket = rig.module_socket
+            assert stat.S_IMODE(socket.stat().st_mode) == 0o660
+            before = await asyncio.to_thread(rig.agent.module.key_status, 0)
+            executed = rig.module_port.simulator.executed
+            for command, data in (
+                (Command.LOAD_WORKING_KEYS, bytes([0, 2]) + bytes(40)),
+                (Command.MAC, bytes([0, 0x81]) + bytes(8)),
+                (0x7F, b""),
+            ):
+                assert await module_command(socket, command, data) == bytes([Status.NOT_PERMITTED])
+            assert rig.module_port.simulator.executed == executed  # never reached the module
+            assert rig.agent.module_proxy.not_permitted == 3
+            # what is allowed is forwarded, answered with the app's own SEQ
+            assert (await module_command(socket, Command.PING, b"", seq=1))[0] == Status.OK
+            status = await module_command(socket, Command.KEY_STATUS, b"\x00", seq=255)
+            assert decode_key_status(0, status[1:]) == before
+            # the sale still goes on under the keys the agent loaded
+            assert (await exchange(rig.socket, app_purchase(700))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_bad_frames_close_that_connection_only(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.agent.module_proxy.frame_timeout = 0.3
+            reader, writer = await asyncio.open_unix_connection(str(rig.module_socket))
+            bad = bytearray(Frame(1, Command.PING).encode())
+            bad[-1] ^= 0xFF  # CRC
+            writer.write(bytes(bad))
+            assert await reader.read() == b""  # closed, nothing answered
+            writer.close()
+            reader, writer = await asyncio.open_unix_connection(str(rig.module_socket))
+            writer.write(Frame(1, Command.PING).encode()[:4])  # half a frame, then silence
+            assert await reader.read() == b""
+            writer.close()
+            assert (await module_command(rig.module_socket, Command.PING, b""))[0] == Status.OK
+
+    run(scenario())
+
+
+def test_a_slow_cardholder_does_not_hold_up_a_sale(tmp_path) -> None:
+    """While one app waits for a PIN, another's purchase is MACed and answered."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.module_port.simulator.keypad.delay = 1.5
+            done: list[str] = []
+
+            async def typing():
+                await pin_purchase(rig, 100)
+                done.append("pin")
+
+            pin = asyncio.create_task(typing())
+            while rig.module_port.simulator.keypad.entries == 0:
+                await asyncio.sleep(0.01)
+            assert (await exchange(rig.socket, app_purchase(800))).text(39) == "00"
+            done.append("sale")
+            await pin
+            assert done == ["sale", "pin"]
+
+    run(scenario())
