@@ -110,7 +110,11 @@ def test_native_build_runs_the_service(native_pyz: Path, tmp_path: Path) -> None
             messages = []
             while not any("READY=1" in m for m in messages):
                 messages.append(notify.recv(4096).decode())
-            assert sorted(os.listdir(tmp_path / "run")) == ["agent.sock", "control.sock"]
+            assert sorted(os.listdir(tmp_path / "run")) == [
+                "agent.sock",
+                "control.sock",
+                "module.sock",
+            ]
         finally:
             agent.send_signal(signal.SIGTERM)
             _, stderr = agent.communicate(timeout=60)
