@@ -112,6 +112,14 @@ class ReversalConfig:
 
 
 @dataclass(frozen=True)
+class SessionConfig:
+    repeat_after: float = 600.0  # seconds a satisfied header requirement is not acted on again
+    attempts: int = 5  # tries of a failed download before the next request starts it over
+    retry_first: float = 5.0  # back-off of those tries (seconds, exponential with jitter)
+    retry_max: float = 600.0
+
+
+@dataclass(frozen=True)
 class ClockConfig:
     ntp_server: str = ""  # empty: no NTP comparison
     warn_after: float = 60.0  # seconds of offset
@@ -141,6 +149,7 @@ class Config:
     hooks: HooksConfig = field(default_factory=HooksConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     reversal: ReversalConfig = field(default_factory=ReversalConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     selftest: SelftestConfig = field(default_factory=SelftestConfig)
@@ -306,6 +315,12 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "probe_max": _number,
     },
     "reversal": {"attempts": _integer, "retry_max": _number},
+    "session": {
+        "repeat_after": _number,
+        "attempts": _integer,
+        "retry_first": _number,
+        "retry_max": _number,
+    },
     "clock": {"ntp_server": _text, "warn_after": _number, "fail_after": _number},
     "control": {"socket": _text},
     "selftest": {"deadline": _number, "interval": _number},
@@ -321,6 +336,7 @@ SECTION_CLASSES: dict[str, type] = {
     "hooks": HooksConfig,
     "recovery": RecoveryConfig,
     "reversal": ReversalConfig,
+    "session": SessionConfig,
     "clock": ClockConfig,
     "control": ControlConfig,
     "selftest": SelftestConfig,

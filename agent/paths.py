@@ -48,6 +48,11 @@ def provisioning_path(config: Config) -> Path:
     return journal_path(config).parent / "provisioning.json"
 
 
+def parameters_path(config: Config) -> Path:
+    """What the session downloads brought (DESIGN.md section 16), beside the journal."""
+    return journal_path(config).parent / "parameters.json"
+
+
 def payment_socket(config: Config) -> Path:
     return Path(config.gateway.socket) if config.gateway.socket else runtime_dir() / "agent.sock"
 

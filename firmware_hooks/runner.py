@@ -36,6 +36,8 @@ EVENTS = (
     "on-unregistered",
     "display-message",
     "reversal-stuck",
+    "parameters-downloaded",
+    "parameters-requested",
 )
 EXIT_TRY_LATER = 75  # EX_TEMPFAIL in sysexits.h
 # Left behind by editors and package managers, or switched off by hand: never run.

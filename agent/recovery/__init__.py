@@ -10,8 +10,8 @@ retried (it is a reversal). Still refused: the terminal is ``unregistered``. Fin
 then answered at once without host traffic, a background probe signs in with back-off, and the
 hooks get a bilingual message with the TID, MID and support number.
 
-A header asking to sign in again (processing requirement 3) gets a sign-in in the background; one
-asking for a parameter download (1, 6) runs the ``provision`` hook.
+What a header asks for alongside an answer that is not a refusal (sign in again, downloads,
+re-provisioning) is :mod:`agent.session`'s business.
 
 ``policy`` is the pure decision table, ``engine`` runs a recovery and the unregistered state,
 ``remedies`` says what the terminal lets recovery do (the service implements it).

@@ -1,6 +1,7 @@
 """A recovery run: journal the refusal, self-check, apply the remedies the policy picks, retry the
 request (bounded, tenacity), and enter the unregistered state when nothing helped; the background
-sign-in probe while unregistered, and what the host's header asks for."""
+sign-in probe while unregistered. What the host's header asks for alongside an answer it did not
+refuse is handed to ``host_asks`` (:class:`agent.session.requirements.HostRequests`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 
 from agent.recovery.policy import (
-    PARAMETERS,
     PERSON_MUST_ACT,
-    SIGN_IN_AGAIN,
     State,
     decide,
     refused,
@@ -49,8 +48,10 @@ class Recovery:
         attempts: int,
         deadline: float,
         probe: tuple[float, float],
+        host_asks: Callable[[int], None],
     ) -> None:
         self.remedies = remedies
+        self.host_asks = host_asks
         self.journal = journal
         self.retry = retry
         self.attempts = attempts
@@ -81,10 +82,8 @@ class Recovery:
         header = attempt.exchange.frame.header
         requirement = header.processing_requirement if header else 0
         if not refused(attempt.answer):
-            if requirement == SIGN_IN_AGAIN:
-                self._spawn(self._signin_asked())
-            elif requirement in PARAMETERS:
-                self._spawn(self._parameters_asked(requirement))
+            if requirement:
+                self.host_asks(requirement)
             return attempt.answer
         return await self.recover(request, attempt.answer)
 
@@ -256,22 +255,6 @@ class Recovery:
             log.warning("registered again: %s", why)
 
     # ------------------------------------------------------------------------ background
-
-    async def _signin_asked(self) -> None:
-        self._event("host-asks", what="sign in again (processing requirement 3)")
-        try:
-            await self.remedies.sign_in()
-        except RemedyFailed as exc:
-            log.warning("the host asked for a sign-in, which failed: %s", exc)
-
-    async def _parameters_asked(self, requirement: int) -> None:
-        self._event("host-asks", what=f"parameter download (processing requirement {requirement})")
-        try:
-            await self.remedies.provision(
-                f"the host asked for a parameter download ({requirement})"
-            )
-        except RemedyFailed as exc:
-            log.warning("the host asked for a parameter download, which failed: %s", exc)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -12,7 +12,6 @@ from agent.wire import codes
 from agent.wire.message import Message
 
 REFUSALS = (codes.Category.TERMINAL_CONFIG, codes.Category.SESSION, codes.Category.SECURITY)
-SIGN_IN_AGAIN, PARAMETERS = 3, (1, 6)  # header processing requirements the agent acts on
 PERSON_MUST_ACT = {"tmk-absent", "tampered", "module-unreachable"}
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent import paths, provisioning
+from agent import __version__, paths, provisioning
 from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError
 from agent.host.signin import SignInError
@@ -22,6 +22,10 @@ from agent.recovery.policy import State, refused
 from agent.recovery.remedies import RemedyFailed
 from agent.selfcheck import FAST, Report, run_checks
 from agent.selfcheck.base import Context, HostClockSample
+from agent.session import parameters
+from agent.session.downloads import DownloadFailed, Downloads
+from agent.session.requirements import Action, HostRequests, Pacing
+from agent.session.store import ParameterStore
 from agent.transaction.app_socket import AppSocket
 from agent.transaction.macs import Macs
 from agent.transaction.module_proxy import ModuleProxy
@@ -30,7 +34,7 @@ from agent.transaction.reversals import ReversalSender
 from agent.transaction.sender import Sender
 from agent.transaction.stats import GatewayStats
 from agent.transaction.wrap import WrapMode
-from agent.wire.builders import Terminal, echo_request
+from agent.wire.builders import Terminal, download_request, echo_request
 from agent.wire.message import Message
 from agent.wire.profile import Profile
 from drivers.module import CardModule, ModuleError
@@ -66,6 +70,19 @@ class Agent:
         self.sender = Sender(
             lambda: self.config, self.journal, self.link, macs, self.reversals, self.stats
         )
+        self.downloads = Downloads(
+            self._network_request,
+            ParameterStore(paths.parameters_path(config)),
+            self.journal,
+            status=self._status_upload,
+            downloaded=self._parameters_downloaded,
+        )
+        self.host_requests = HostRequests(
+            self._host_actions(),
+            self.journal,
+            self._pacing,
+            failures=(DownloadFailed, RemedyFailed, HostLinkError, JournalError, OSError),
+        )
         self.recovery = Recovery(
             self,
             self.journal,
@@ -73,13 +90,16 @@ class Agent:
             attempts=config.recovery.attempts,
             deadline=config.recovery.deadline,
             probe=(config.recovery.probe_first, config.recovery.probe_max),
+            host_asks=self.host_requests.asked,
         )
         # the mode is a setting that takes effect at restart
         mode: WrapMode | PassThrough
         if config.gateway.mode == "pass-through":
             mode = PassThrough(self.journal, self.link, self._profile, self.stats)
         else:
-            mode = WrapMode(self.sender, self.recovery, self._profile, self.stats)
+            mode = WrapMode(
+                self.sender, self.recovery, self._profile, self.stats, self.downloads.observe
+            )
         undelivered = mode.undelivered if isinstance(mode, WrapMode) else None
         self.app_socket = AppSocket(mode.process, self.stats, undelivered)
         self.module_proxy = ModuleProxy(self.module)
@@ -106,12 +126,108 @@ class Agent:
             self.last_host_time = HostClockSample(time.time(), message.text(13) + message.text(12))
 
     async def close(self) -> None:
+        await self.host_requests.close()
         await self.recovery.close()
         await self.app_socket.close()
         await self.module_proxy.close()
         await self.link.close()
         await asyncio.to_thread(self.module.close)
         self.journal.close()
+
+    # ------------------------------------------------------------------------ the session
+
+    def _host_actions(self) -> dict[int, Action]:
+        """What the agent does for each processing requirement of DESIGN.md section 4."""
+        downloads = self.downloads
+        return {
+            1: Action("terminal parameters (0800/360)", downloads.terminal_parameters),
+            2: Action("a status upload (0820/362)", downloads.status_upload),
+            3: Action("a sign-in", self.sign_in, retried=False),
+            4: Action("CA public keys (0820/372, 0800/370, 0800/371)", downloads.ca_keys),
+            5: Action("IC parameters (0820/382, 0800/380, 0800/381)", downloads.ic_parameters),
+            6: Action(
+                "a TMS parameter download (re-provisioning)",
+                lambda: self.provision("the host asked for a TMS parameter download (6)"),
+                retried=False,
+            ),
+            7: Action(
+                "the card BIN blacklist (parameters-requested hook)",
+                lambda: self._parameters_requested(7, "card BIN blacklist"),
+                retried=False,
+            ),
+            8: Action(
+                "currency and fee rates (parameters-requested hook)",
+                lambda: self._parameters_requested(8, "currency and fee rates"),
+                retried=False,
+            ),
+            9: Action("contactless parameters (0800/394)", downloads.contactless),
+        }
+
+    def _pacing(self) -> Pacing:
+        session = self.config.session
+        return Pacing(
+            session.repeat_after, max(1, session.attempts), session.retry_first, session.retry_max
+        )
+
+    async def _network_request(self, mti: str, code: str, field62: bytes | None) -> Message:
+        """One step of a download: numbered, journalled, sent; the host's answer."""
+        await self.recovery.settled()  # not under keys or a TID about to change
+        terminal = Terminal(self.config.terminal.tid, self.config.terminal.mid)
+        request = download_request(
+            mti,
+            terminal,
+            stan=self.journal.next_stan(),
+            batch=self.journal.batch,
+            code=code,
+            field62=field62,
+        )
+        transaction = self.journal.begin(request, financial=False)
+        try:
+            exchange = await self.link.request(request)
+        except HostLinkError as exc:
+            self.journal.finish(transaction, "failed", detail=str(exc))
+            raise
+        answer = exchange.frame.message
+        state = "completed" if answer.text(39, "") == "00" else "declined"
+        self.journal.finish(transaction, state, answer)
+        return answer
+
+    async def _status_upload(self) -> bytes:
+        """Field 62 of 0820/362: the module's state and identity, the software, then the
+        terminal parameters in use as they were downloaded."""
+        try:
+            info = await asyncio.to_thread(self.module.info)
+            module = {
+                "module_state": "1" if info.tampered else "0",
+                "module_serial": info.serial,
+                "module_firmware": info.firmware,
+            }
+        except ModuleError:
+            module = {"module_state": "2", "module_serial": "", "module_firmware": ""}
+        status = parameters.encode(
+            {**module, "software_version": f"pos-agent {__version__}"[:16]},
+            parameters.STATUS_TAGS,
+        )
+        in_use = self.downloads.store.read().get("terminal", {}).get("raw", "")
+        return status + bytes.fromhex(in_use)
+
+    async def _parameters_downloaded(self, section: str, summary: dict[str, Any]) -> None:
+        path = str(self.downloads.store.path)
+        await self.hook(
+            "parameters-downloaded",
+            {**self.identity(), "section": section, "path": path, **summary},
+        )
+
+    async def _parameters_requested(self, requirement: int, what: str) -> str:
+        """Requirements 7 and 8 are acquirer-specific: a vendor's hook does them."""
+        payload = {**self.identity(), "requirement": requirement, "what": what}
+        results = await self.hooks.run("parameters-requested", payload)
+        if any(r.outcome is Outcome.DONE for r in results):
+            return f"parameters-requested hook did the {what}"
+        raise RemedyFailed(
+            f"no parameters-requested hook did the {what}: "
+            + ("; ".join(f"{r.hook}: {r.detail}" for r in results) or "none installed")
+        )
 
     # ------------------------------------------------------------------------ configuration
 

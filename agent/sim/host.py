@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from agent.sim.host_downloads import DOWNLOADS, HostParameters
 from agent.sim.module import TEST_PIN
 from agent.wire.builders import response_mti, response_to, with_batch
 from agent.wire.errors import WireError
@@ -57,7 +58,7 @@ class Terminal:
     tmk: bytes = field(repr=False)
     status: str = "active"  # or "cancelled"
     require_signin: bool = False  # header processing requirement 3 until it signs in
-    download_due: bool = False  # requirement 6 (TMS parameter download) on the next answer
+    asks: int = 0  # a processing requirement (1-15) for the header of the next answer
 
 
 @dataclass
@@ -112,6 +113,7 @@ class AcquirerHost:
         self.check_batch = check_batch
         self.profile = profile
         self.pins: dict[str, str] = {}  # PAN -> PIN; other cards have TEST_PIN
+        self.downloads = HostParameters()
         self.set_key_layout(key_layout)
         self.reload()
 
@@ -198,8 +200,8 @@ class AcquirerHost:
         requirement = 0
         if terminal is not None and terminal.require_signin:
             requirement = 3
-        elif terminal is not None and terminal.download_due:
-            requirement, terminal.download_due = 6, False
+        elif terminal is not None and terminal.asks:
+            requirement, terminal.asks = terminal.asks, 0
         header = header.with_processing_requirement(requirement)
         response.mti = mti
         if 64 in response.fields and session is not None:
@@ -217,6 +219,9 @@ class AcquirerHost:
             return response_to(message, "97"), None
         if message.text(42, "") != terminal.mid:
             return response_to(message, "03"), None
+        code = message.text(60, "")[8:11]
+        if (message.mti, code) in DOWNLOADS:
+            return self._download(message, code), None
         if message.mti == "0800":
             return self._sign_in(message, terminal), None
         if message.mti == "0820":
@@ -241,6 +246,13 @@ class AcquirerHost:
         if message.mti in ACKNOWLEDGED:
             return response_to(message, "00", self._host_time()), session
         return response_to(message, "12"), session
+
+    def _download(self, message: Message, code: str) -> Message:
+        field62 = message.get(62, b"")
+        result, answer = self.downloads.answer(
+            message.mti, code, field62 if isinstance(field62, bytes) else b""
+        )
+        return response_to(message, result, {62: answer} if answer is not None else {})
 
     def _sign_in(self, message: Message, terminal: Terminal) -> Message:
         field_60 = message.text(60)
@@ -356,4 +368,9 @@ class AcquirerHost:
                 "missing_macs": self.ledger.missing_macs,
                 "pins_verified": self.ledger.pins_verified,
                 "pin_failures": self.ledger.pin_failures,
+                "downloads": {
+                    "requests": dict(self.downloads.requests),
+                    "status_uploads": list(self.downloads.status_uploads),
+                    "fault": self.downloads.fault,
+                },
             }

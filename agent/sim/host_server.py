@@ -10,7 +10,10 @@ Admin API (JSON):
     POST /terminals/<tid>/forget         drop its session: 97 until it signs in
     POST /terminals/<tid>/require-signin set header processing requirement 3 until it signs in
     POST /terminals/<tid>/require-download   processing requirement 6 on the next answer
-    POST /settings                       {"key_layout"?: 0-7, "batch"?: N, "check_batch"?: bool}
+    POST /terminals/<tid>/ask            {"requirement": 1-15}: that requirement on the next answer
+    POST /settings                       {"key_layout"?: 0-7, "batch"?: N, "check_batch"?: bool,
+                                          "download_fault"?: "" | "ca-sha1" | "tlv-overrun" |
+                                          "list-never-ends"}
     POST /faults                         {"kind", "count"?: 1, "delay"?: 2.0}; kinds below
     POST /faults/clear
     POST /reload                         re-read the registry file
@@ -194,7 +197,12 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                     elif action == "require-signin":
                         host.terminals[tid].require_signin = bool(body.get("on", True))
                     elif action == "require-download":
-                        host.terminals[tid].download_due = True
+                        host.terminals[tid].asks = 6
+                    elif action == "ask":
+                        requirement = int(body["requirement"])
+                        if not 1 <= requirement <= 15:
+                            raise ValueError("a processing requirement is 1 to 15")
+                        host.terminals[tid].asks = requirement
                     else:
                         raise ValueError(f"unknown action {action!r}")
                 elif parts == ["settings"]:
@@ -205,6 +213,8 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                             host.batch = int(body["batch"]) % 1_000_000
                         if "check_batch" in body:
                             host.check_batch = bool(body["check_batch"])
+                        if "download_fault" in body:
+                            host.downloads.set_fault(str(body["download_fault"]))
                 elif parts == ["faults"]:
                     server.faults.add(
                         body["kind"], int(body.get("count", 1)), float(body.get("delay", 2.0))

@@ -80,6 +80,7 @@ CLASSES: tuple[MessageClass, ...] = (
     _C("network management", ("0800", "0820"), ANY, ANY, ("00",), _IF_SENT, False, False),
 )
 # fmt: on
+NETWORK_MANAGEMENT = CLASSES[-1]
 
 
 def classify(request: Message) -> MessageClass | None:

@@ -1,19 +1,20 @@
 """Wrap mode (DESIGN.md section 10): the agent owns the host session. An app request is decoded,
 held while the terminal is unregistered, sent once through the :class:`Sender`, and a refusal is
 handed to recovery, whose final answer goes back to the app. The app's sign-in (0800 with 60.3
-001, 003 or 004) is the agent's; other network management goes to the host."""
+001, 003 or 004) is the agent's; other network management goes to the host, and what a download
+the app runs itself brings is kept for the agent too (``observe``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from agent.host.link import HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import JournalError
-from agent.transaction.classes import classify
+from agent.transaction.classes import NETWORK_MANAGEMENT, classify
 from agent.transaction.sender import Attempt, Sender, replay_key
 from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError
@@ -40,8 +41,10 @@ class WrapMode:
         recovery: AfterRefusal,
         profile: Callable[[], Profile],
         stats: GatewayStats,
+        observe: Callable[[Message, Message], Awaitable[None]],
     ) -> None:
         self.sender = sender
+        self._observe = observe
         self.recovery = recovery
         self._profile = profile
         self.stats = stats
@@ -75,6 +78,13 @@ class WrapMode:
     async def _wrap(self, request: Message) -> Message:
         await self.recovery.settled()  # a recovery or the start-up sign-in first
         cls = classify(request)
+        if cls is NETWORK_MANAGEMENT:
+            answer = await self._send(request)
+            try:
+                await self._observe(request, answer)
+            except Exception:  # keeping a copy must never cost the app its answer
+                log.exception("the app's download answer could not be kept")
+            return answer
         if cls is None or not cls.held:
             return await self._send(request)
         key = (str(request.get(11, "")), replay_key(request))

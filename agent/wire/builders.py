@@ -84,6 +84,16 @@ def signoff_request(terminal: Terminal, *, stan: int, batch: int) -> Message:
     return _network("0820", terminal, stan, batch, NETWORK_SIGN_OFF)
 
 
+def download_request(
+    mti: str, terminal: Terminal, *, stan: int, batch: int, code: str, field62: bytes | None
+) -> Message:
+    """0800 or 0820 of a session download (DESIGN.md section 16); ``code`` is 60.3."""
+    message = _network(mti, terminal, stan, batch, code)
+    if field62 is not None:
+        message.fields[62] = field62
+    return message
+
+
 @dataclass(frozen=True)
 class Card:
     """What the payment app read from the card. ``repr`` shows none of it."""

@@ -192,17 +192,17 @@ def test_header_asking_for_a_parameter_download_runs_the_provision_hook(tmp_path
     async def scenario():
         async with gateway_rig(tmp_path, sections={"tms": {"url": ""}}) as rig:
             asked = recording_hook(tmp_path, "provision")
-            rig.host.terminals[TID].download_due = True
+            rig.host.terminals[TID].asks = 6
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             for _ in range(50):
                 if asked.exists() and asked.read_text().strip():
                     break
                 await asyncio.sleep(0.05)
             [payload] = [json.loads(line) for line in asked.read_text().splitlines() if line]
-            assert payload["reason"].startswith("the host asked for a parameter download (6)")
+            assert payload["reason"].startswith("the host asked for a TMS parameter download (6)")
             assert payload["module_serial"] == "SIM0000000000001"
-            events = [e for e in rig.agent.journal.events() if e["kind"] == "recovery.host-asks"]
-            assert events[0]["what"] == "parameter download (processing requirement 6)"
+            events = [e for e in rig.agent.journal.events() if e["kind"] == "host-asks"]
+            assert events[0]["what"] == "a TMS parameter download (re-provisioning)"
 
     run(scenario())
 

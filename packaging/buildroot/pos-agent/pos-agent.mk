@@ -23,7 +23,7 @@ define POS_AGENT_USERS
 endef
 
 # Hook events of DESIGN.md section 9: one folder each under /etc/pos-agent/hooks.d.
-POS_AGENT_HOOK_EVENTS = provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck
+POS_AGENT_HOOK_EVENTS = provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck parameters-downloaded parameters-requested
 
 define POS_AGENT_INSTALL_CONFIG
 	$(INSTALL) -D -m 0644 $(@D)/packaging/config/agent.toml \

@@ -1,0 +1,184 @@
+"""The CUP download chains of DESIGN.md section 16, run by the agent when the host's header asks
+(or a technician does), and the same results taken from the chains a payment app runs itself.
+
+Each chain collects everything first and replaces its section of the
+:class:`~agent.session.store.ParameterStore` only once the host has answered every step; a chain
+that fails keeps the data in use. Messages go through ``send`` (the service numbers, journals and
+frames them), so this module knows nothing of the link.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agent.journal import Journal
+from agent.session import emv, parameters, tlv
+from agent.session.store import ParameterStore
+from agent.wire.errors import WireError
+from agent.wire.message import Message
+
+log = logging.getLogger(__name__)
+
+# 60.3 network management codes of the downloads
+TERMINAL_PARAMETERS = "360"
+STATUS_UPLOAD = "362"
+CA_KEY_LIST, CA_KEY, CA_KEYS_END = "372", "370", "371"
+IC_PARAMETER_LIST, IC_PARAMETERS, IC_PARAMETERS_END = "382", "380", "381"
+CONTACTLESS = "394"
+MAX_PARTS = 50  # a list that has not ended after this many answers never will
+# (mti, 60.3 code, field 62 or None) -> the host's answer
+Send = Callable[[str, str, bytes | None], Awaitable[Message]]
+# (section, summary) once a section has been replaced: the ``parameters-downloaded`` hook
+Downloaded = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class DownloadFailed(Exception):
+    """A chain did not complete; the text names the step and why."""
+
+
+class Downloads:
+    def __init__(
+        self,
+        send: Send,
+        store: ParameterStore,
+        journal: Journal,
+        *,
+        status: Callable[[], Awaitable[bytes]],
+        downloaded: Downloaded,
+    ) -> None:
+        self._send = send
+        self.store = store
+        self._journal = journal
+        self._status = status
+        self._downloaded = downloaded
+        # what a payment app's own CA key / IC parameter chain has brought so far
+        self._app_chain: dict[str, list[Any]] = {}
+
+    async def _ask(self, mti: str, code: str, field62: bytes | None = None) -> bytes:
+        """Field 62 of the host's approval of one step; anything else fails the chain."""
+        answer = await self._send(mti, code, field62)
+        result = answer.text(39, "")
+        if result != "00":
+            raise DownloadFailed(f"the host answered {result or 'no code'} to {mti}/{code}")
+        value = answer.get(62, b"")
+        return value if isinstance(value, bytes) else value.encode("latin-1")
+
+    async def _commit(self, section: str, content: dict[str, Any], summary: dict[str, Any]) -> str:
+        self.store.replace(section, content)
+        self._journal.event("parameters-downloaded", section=section, **summary)
+        await self._downloaded(section, summary)
+        return f"{section}: " + ", ".join(f"{k} {v}" for k, v in summary.items())
+
+    @staticmethod
+    def _parsed(step: str, parse: Callable[[], Any]) -> Any:
+        try:
+            return parse()
+        except WireError as exc:
+            raise DownloadFailed(f"{step}: {exc}") from None
+
+    # ------------------------------------------------------------------------ the chains
+
+    async def terminal_parameters(self) -> str:
+        data = await self._ask("0800", TERMINAL_PARAMETERS)
+        decoded = self._parsed("0800/360", lambda: parameters.decode(data))
+        return await self._commit(
+            "terminal", {**decoded, "raw": data.hex().upper()}, {"values": len(decoded["values"])}
+        )
+
+    async def status_upload(self) -> str:
+        field62 = await self._status()
+        await self._ask("0820", STATUS_UPLOAD, field62)
+        return await self._commit(
+            "status_upload", {"sent": field62.hex().upper()}, {"bytes": len(field62)}
+        )
+
+    async def _listing(self, code: str) -> list[list[tuple[str, bytes]]]:
+        """Every entry of a paged list (0820/372 or 382: ``1`` + the 2-digit start index)."""
+        entries: list[list[tuple[str, bytes]]] = []
+        for _ in range(MAX_PARTS):
+            start = f"1{len(entries) % 100:02d}".encode("ascii")
+            data = await self._ask("0820", code, start)
+            more, part = self._parsed(f"0820/{code}", lambda data=data: emv.list_part(data))
+            if more and not part:
+                raise DownloadFailed(f"0820/{code}: the host says more follows but sent nothing")
+            entries += part
+            if not more:
+                return entries
+        raise DownloadFailed(f"0820/{code}: the list did not end after {MAX_PARTS} answers")
+
+    async def ca_keys(self) -> str:
+        keys = []
+        for entry in await self._listing(CA_KEY_LIST):
+            wanted = dict(entry)
+            if emv.RID not in wanted or emv.INDEX not in wanted:
+                raise DownloadFailed("0820/372: a listed CA key lacks its RID or index")
+            asked = tlv.encode_all([(emv.RID, wanted[emv.RID]), (emv.INDEX, wanted[emv.INDEX])])
+            data = await self._ask("0800", CA_KEY, asked)
+            key = self._parsed("0800/370", lambda data=data: emv.ca_key(emv.one_item(data)))
+            if (key.rid, key.index) != (
+                wanted[emv.RID].hex().upper(),
+                wanted[emv.INDEX].hex().upper(),
+            ):
+                raise DownloadFailed(f"0800/370: asked for one CA key, got {key.rid}/{key.index}")
+            keys.append(key.to_json())
+        await self._ask("0800", CA_KEYS_END)
+        return await self._commit("ca_keys", {"keys": keys}, {"keys": len(keys)})
+
+    async def ic_parameters(self) -> str:
+        aids = []
+        for entry in await self._listing(IC_PARAMETER_LIST):
+            wanted = dict(entry)
+            if emv.AID not in wanted:
+                raise DownloadFailed("0820/382: a listed entry lacks its AID (9F06)")
+            data = await self._ask("0800", IC_PARAMETERS, tlv.encode(emv.AID, wanted[emv.AID]))
+            aids.append(
+                self._parsed("0800/380", lambda data=data: emv.aid_parameters(emv.one_item(data)))
+            )
+        await self._ask("0800", IC_PARAMETERS_END)
+        return await self._commit("ic_parameters", {"aids": aids}, {"aids": len(aids)})
+
+    async def contactless(self) -> str:
+        data = await self._ask("0800", CONTACTLESS)
+        tags = self._parsed("0800/394", lambda: emv.contactless(data))
+        return await self._commit("contactless", {"tags": tags}, {"tags": len(tags)})
+
+    # ---------------------------------------------------------- the payment app's own chains
+
+    async def observe(self, request: Message, answer: Message) -> None:
+        """A download the app ran itself went through the agent: keep what it brought, the same
+        way (a section is replaced once the app's chain has ended with an approval)."""
+        code = str(request.get(60, ""))[8:11]
+        field62 = answer.get(62, b"")
+        if answer.text(39, "") != "00" or not isinstance(field62, bytes):
+            return
+        try:
+            if code == TERMINAL_PARAMETERS:
+                decoded = parameters.decode(field62)
+                await self._commit(
+                    "terminal",
+                    {**decoded, "raw": field62.hex().upper()},
+                    {"values": len(decoded["values"]), "by": "app"},
+                )
+            elif code == CONTACTLESS:
+                tags = emv.contactless(field62)
+                await self._commit("contactless", {"tags": tags}, {"tags": len(tags), "by": "app"})
+            elif code == CA_KEY:
+                self._app_chain.setdefault("ca_keys", []).append(
+                    emv.ca_key(emv.one_item(field62)).to_json()
+                )
+            elif code == IC_PARAMETERS:
+                self._app_chain.setdefault("ic_parameters", []).append(
+                    emv.aid_parameters(emv.one_item(field62))
+                )
+            elif code in (CA_KEYS_END, IC_PARAMETERS_END):
+                section = "ca_keys" if code == CA_KEYS_END else "ic_parameters"
+                items = self._app_chain.pop(section, [])
+                key = "keys" if section == "ca_keys" else "aids"
+                await self._commit(section, {key: items}, {key: len(items), "by": "app"})
+        except WireError as exc:
+            # the app's EMV kernel gets the answer as it is; the agent keeps nothing of it
+            self._app_chain.clear()
+            log.warning("the app's download %s brought data the agent refuses: %s", code, exc)
+            self._journal.event("download-refused", code=code, by="app", reason=str(exc))

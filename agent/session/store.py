@@ -1,0 +1,50 @@
+"""Downloaded parameters in the state directory (DESIGN.md section 16): one JSON file the payment
+app's EMV kernel, ``agent params`` and the control socket read. Each download replaces its own
+section, in one atomic write, only once its chain has completed."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+SECTIONS = ("terminal", "status_upload", "ca_keys", "ic_parameters", "contactless")
+MODE = 0o640  # the payment app (the service's group) reads it; nothing in it is secret
+
+
+class ParameterStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, Any]:
+        """Every section there is; ``{}`` before the first download. An unreadable file is an
+        ``OSError`` or ``ValueError`` naming it."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"downloaded parameters {self.path} are unreadable: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"downloaded parameters {self.path} are not a JSON object")
+        return data
+
+    def replace(self, section: str, content: dict[str, Any]) -> None:
+        """Put ``content`` in as ``section`` (with the time), written atomically and durably."""
+        if section not in SECTIONS:
+            raise ValueError(f"unknown parameter section {section!r}")
+        try:
+            data = self.read()
+        except ValueError:
+            data = {}  # a damaged file is replaced by what was just downloaded
+        data[section] = {"at": time.time(), **content}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, ensure_ascii=False, indent=1, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self.path)

@@ -1,0 +1,197 @@
+"""Session downloads (DESIGN.md section 16) against the host simulator over real TCP: driven by the
+header's processing requirement and by the payment app's own requests; hostile answers refused
+with the data in use kept."""
+
+import asyncio
+import json
+
+from agent.session.downloads import MAX_PARTS
+from agent.session.tlv import encode_all
+from agent.sim.host import TEST_TERMINAL
+from agent.wire.message import Message
+from tests.integration.gateway_rig import TID, app_purchase, exchange, gateway_rig
+from tests.integration.test_recovery import recording_hook
+
+FAST_RETRIES = {"session": {"retry_first": 0.01, "retry_max": 0.05, "attempts": 2}}
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+async def host_asks(rig, requirement: int) -> None:
+    """The host puts ``requirement`` in the header of its answer to a purchase; the agent acts
+    on it in the background, after the approval has gone to the app."""
+    rig.host.terminals[TID].asks = requirement
+    assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+    await rig.agent.host_requests.idle()
+
+
+def stored(rig) -> dict:
+    return rig.agent.downloads.store.read()
+
+
+def events(rig, kind: str) -> list[dict]:
+    return [e for e in rig.agent.journal.events() if e["kind"] == kind]
+
+
+def test_terminal_parameters_with_the_merchant_name_and_the_hook(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            hook = recording_hook(tmp_path, "parameters-downloaded")
+            await host_asks(rig, 1)
+            terminal = stored(rig)["terminal"]
+            assert terminal["values"]["merchant_name"] == "测试商户银联商务有限公司"
+            assert terminal["values"]["timeout_seconds"] == "60"
+            assert terminal["unparsed"] is None and terminal["raw"]
+            [payload] = [json.loads(line) for line in hook.read_text().splitlines() if line]
+            assert (payload["section"], payload["tid"]) == ("terminal", TID)
+            assert events(rig, "parameters-downloaded")[0]["section"] == "terminal"
+            # every step was journalled as a transaction of its own
+            assert any(t["mti"] == "0800" for t in rig.agent.journal.transactions())
+
+    run(scenario())
+
+
+def test_a_satisfied_requirement_is_not_acted_on_again(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            for _ in range(3):  # the host keeps asking
+                await host_asks(rig, 1)
+            assert rig.host.downloads.requests["360"] == 1
+
+    run(scenario())
+
+
+def test_status_upload_names_the_module_and_the_parameters_in_use(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await host_asks(rig, 1)
+            await host_asks(rig, 2)
+            [upload] = rig.host.downloads.status_uploads
+            sent = bytes.fromhex(upload)
+            assert sent.startswith(b"510" + b"52SIM0000000000001")
+            assert bytes.fromhex(stored(rig)["terminal"]["raw"]) in sent
+
+    run(scenario())
+
+
+def test_ca_keys_in_two_parts_checked_and_kept(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await host_asks(rig, 4)
+            keys = stored(rig)["ca_keys"]["keys"]
+            assert [(k["rid"], k["index"]) for k in keys] == [
+                ("A000000333", "01"),
+                ("A000000333", "02"),
+                ("A000000333", "03"),
+            ]
+            requests = rig.host.downloads.requests
+            assert (requests["372"], requests["370"], requests["371"]) == (2, 3, 1)
+
+    run(scenario())
+
+
+def test_a_ca_key_whose_sha1_is_wrong_is_refused_and_the_keys_in_use_stay(tmp_path) -> None:
+    async def scenario():
+        sections = {"session": {**FAST_RETRIES["session"], "repeat_after": 0}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            await host_asks(rig, 4)
+            before = stored(rig)["ca_keys"]
+            rig.host.downloads.set_fault("ca-sha1")
+            await host_asks(rig, 4)
+            assert stored(rig)["ca_keys"] == before
+            [failed] = events(rig, "host-asks-failed")
+            assert "is not its SHA-1" in failed["reason"] and failed["requirement"] == 4
+            assert rig.host.downloads.requests["371"] == 1  # the failed chains never ended
+
+    run(scenario())
+
+
+def test_hostile_lists_fail_the_chain_and_never_block_sales(tmp_path) -> None:
+    async def scenario():
+        sections = {"session": {**FAST_RETRIES["session"], "repeat_after": 0}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            rig.host.downloads.set_fault("tlv-overrun")
+            await host_asks(rig, 5)
+            assert "ic_parameters" not in stored(rig)
+            reason = events(rig, "host-asks-failed")[0]["reason"]
+            assert reason == "0820/382: tag 9F06 at offset 22: bad length form 0x81"
+            rig.host.downloads.set_fault("list-never-ends")
+            await host_asks(rig, 4)
+            assert (
+                f"did not end after {MAX_PARTS} answers"
+                in (events(rig, "host-asks-failed")[-1]["reason"])
+            )
+            assert (await exchange(rig.socket, app_purchase(2000))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_ic_and_contactless_parameters(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await host_asks(rig, 5)
+            await host_asks(rig, 9)
+            data = stored(rig)
+            assert [a["aid"] for a in data["ic_parameters"]["aids"]] == [
+                "A000000333010101",
+                "A000000333010102",
+            ]
+            assert data["ic_parameters"]["aids"][0]["tags"]["9F1B"] == "00000000"
+            assert sorted(data["contactless"]["tags"]) == [
+                f"FF80{n:02X}" for n in range(0x54, 0x5E)
+            ]
+
+    run(scenario())
+
+
+def test_a_failed_download_is_retried_with_back_off(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3, sections=FAST_RETRIES) as rig:
+            rig.server.faults.add("no-answer", count=1)  # the first 0800/394 times out
+            await rig.agent.host_requests.run(9)
+            assert "contactless" in stored(rig)
+            assert rig.host.downloads.requests["394"] == 2
+            assert not events(rig, "host-asks-failed")
+
+    run(scenario())
+
+
+def test_the_apps_own_downloads_go_to_the_host_whole_and_are_kept(tmp_path) -> None:
+    def request(mti: str, code: str, field62: bytes | None = None, stan: int = 1) -> Message:
+        fields = {11: f"{stan:06d}", 60: f"00000000{code}"}
+        if field62 is not None:
+            fields[62] = field62
+        return Message(mti, dict(sorted(fields.items())))
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            answer = await exchange(rig.socket, request("0800", "360", stan=41))
+            assert (answer.mti, answer.text(39), answer.text(11)) == ("0810", "00", "000041")
+            assert 62 in answer  # the app gets the parameters it asked for
+            assert stored(rig)["terminal"]["values"]["merchant_name"].startswith("测试商户")
+            # the app runs the CA key chain itself: the agent keeps the keys at its end
+            listing = await exchange(rig.socket, request("0820", "372", b"100", stan=42))
+            assert listing.binary(62)[:1] == b"2"
+            rid_index = encode_all([("9F06", bytes.fromhex("A000000333")), ("9F22", b"\x02")])
+            key = await exchange(rig.socket, request("0800", "370", rid_index, stan=43))
+            assert key.text(39) == "00"
+            assert "ca_keys" not in stored(rig)  # not before the chain has ended
+            await exchange(rig.socket, request("0800", "371", stan=44))
+            [kept] = stored(rig)["ca_keys"]["keys"]
+            assert (kept["rid"], kept["index"]) == ("A000000333", "02")
+            assert TEST_TERMINAL["tid"] == TID
+
+    run(scenario())
+
+
+def test_parameters_requested_hook_for_acquirer_specific_requirements(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            hook = recording_hook(tmp_path, "parameters-requested")
+            await host_asks(rig, 7)
+            [payload] = [json.loads(line) for line in hook.read_text().splitlines() if line]
+            assert (payload["requirement"], payload["what"]) == (7, "card BIN blacklist")
+
+    run(scenario())
