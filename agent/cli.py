@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 
@@ -344,6 +344,54 @@ def cmd_journal(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    """What the session downloads brought, read from the state directory (no service needed)."""
+    from agent import paths
+    from agent.session.store import ParameterStore
+
+    store = ParameterStore(paths.parameters_path(_load_config(args)))
+    try:
+        data = store.read()
+    except (OSError, ValueError) as exc:
+        print(f"agent params: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    if not data:
+        print(f"no parameters downloaded yet ({store.path})")
+        return EXIT_OK
+    print(f"downloaded parameters ({store.path}):")
+    for line in _params_lines(data):
+        print(line)
+    return EXIT_OK
+
+
+def _params_lines(data: dict[str, Any]) -> list[str]:
+    from datetime import datetime
+
+    lines = []
+    for section, content in data.items():
+        when = datetime.fromtimestamp(content.get("at", 0)).isoformat(" ", "seconds")
+        lines.append(f"{section} (downloaded {when}):")
+        if section == "terminal":
+            lines += [f"  {name}: {value}" for name, value in content.get("values", {}).items()]
+            if content.get("unparsed"):
+                lines.append(f"  not decoded (unknown tag): {content['unparsed']}")
+        elif section == "ca_keys":
+            lines += [
+                f"  {key['rid']}/{key['index']} expires {key.get('expiry') or '?'}"
+                for key in content.get("keys", [])
+            ]
+        elif section == "ic_parameters":
+            lines += [f"  AID {aid['aid']}: {len(aid['tags'])} tags" for aid in content["aids"]]
+        elif section == "contactless":
+            lines.append(f"  tags {', '.join(content.get('tags', {}))}")
+        elif section == "status_upload":
+            lines.append(f"  {len(content.get('sent', '')) // 2} bytes sent")
+    return lines
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -615,6 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = technician("journal", "the journal's timeline: transactions, recoveries, events",
                    cmd_journal)  # fmt: skip
     p.add_argument("--since", help="only since: 30m, 2h, 1d, an ISO time, or epoch seconds")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = technician("params", "parameters, CA keys and IC parameters the host sent", cmd_params)
     p.add_argument("--json", action="store_true", help="print JSON")
     config = sub.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_command", metavar="ACTION", required=True

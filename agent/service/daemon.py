@@ -150,8 +150,11 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
             raise ValueError('"since" must be epoch seconds')
         return {"entries": timeline.entries(agent.journal, float(since))}
 
+    async def params(_: dict[str, Any]) -> dict[str, Any]:
+        return {"parameters": agent.downloads.store.read()}
+
     return {"status": status, "selftest": selftest, "signin": signin, "provision": provision,
-            "echo": echo, "journal": journal}  # fmt: skip
+            "echo": echo, "journal": journal, "params": params}  # fmt: skip
 
 
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:

@@ -72,6 +72,7 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, si
         entries = control(path, b'{"cmd": "journal", "since": 0}')["entries"]
         assert entries[0]["text"].startswith("0800 STAN ")
         assert control(path, b'{"cmd": "status"}')["ok"]
+        assert control(path, b'{"cmd": "params"}')["parameters"] == {}
         assert pay(tmp_path / "agent.sock").text(39) == "00"
         module_socket = tmp_path / "module.sock"
         assert stat.S_IMODE(module_socket.stat().st_mode) == 0o660

@@ -195,3 +195,35 @@ def test_parameters_requested_hook_for_acquirer_specific_requirements(tmp_path) 
             assert (payload["requirement"], payload["what"]) == (7, "card BIN blacklist")
 
     run(scenario())
+
+
+def test_agent_params_shows_what_was_downloaded(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    agent = Path(sys.executable).with_name("agent")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[journal]\npath = "{tmp_path / "journal.sqlite3"}"\n')
+
+    def params(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(agent), "params", "--config", str(config), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    assert "no parameters downloaded yet" in params().stdout
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            for requirement in (1, 4, 5, 9):
+                await host_asks(rig, requirement)
+
+    run(scenario())
+    shown = params()
+    assert shown.returncode == 0, shown.stderr
+    for text in ("merchant_name: 测试商户", "A000000333/02 expires", "AID A000000333010101"):
+        assert text in shown.stdout
+    data = json.loads(params("--json").stdout)
+    assert sorted(data) == ["ca_keys", "contactless", "ic_parameters", "terminal"]
+    (tmp_path / "parameters.json").write_text("[1, 2]")
+    broken = params()
+    assert broken.returncode == 1 and "are not a JSON object" in broken.stderr
