@@ -2,9 +2,11 @@
 
 It starts the acquirer host, TMS and card module simulators in this process (the module on a real
 pty), runs a real agent between them and a payment app, and tells the story: sign-in, a purchase
-approved, the host forgets the terminal, the next purchase gets 97, the self-check, the remedy and
-the approved retry; then the host cancels the terminal: 97, remedies fail, the terminal is
-``unregistered`` with a message in Chinese and English; then the journal's timeline.
+approved, a purchase with a PIN typed on the card module's keypad (through the module socket), a
+void by the receipt number the app printed; the host forgets the terminal, the next purchase gets
+97, the self-check, the remedy and the approved retry; then the host cancels the terminal: 97,
+remedies fail, the terminal is ``unregistered`` with a message in Chinese and English; then the
+journal's timeline.
 Exit 0 when the story completed as told.
 """
 
@@ -25,6 +27,9 @@ from agent.wire import codes
 from agent.wire.frame import with_length
 from agent.wire.mac import require_software_des
 from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.pin import pin_pan
+from drivers.framing import Frame, FrameParser
+from drivers.module import Command, encode_pin_request
 
 SUPPORT = "95516"
 PAN = "6217001234567890123"  # a test card number: the journal and this output keep 6 + 4
@@ -39,19 +44,40 @@ def _app_purchase(amount_fen: int, stan: int) -> Message:
     return Message(
         "0200",
         {2: PAN, 3: "000000", 4: f"{amount_fen:012d}", 11: f"{stan:06d}", 14: "2812",
-         22: "021", 25: "00", 49: "156", 60: "22000000"},
+         22: "022", 25: "00", 49: "156", 60: "22000000"},
     )  # fmt: skip
 
 
-async def _pay(socket: Path, amount_fen: int, stan: int) -> Message:
+async def _send(socket: Path, message: Message) -> Message:
     reader, writer = await asyncio.open_unix_connection(str(socket))
     try:
-        writer.write(with_length(encode_message(_app_purchase(amount_fen, stan))))
+        writer.write(with_length(encode_message(message)))
         await writer.drain()
         length = int.from_bytes(await reader.readexactly(2), "big")
         return decode_message(await reader.readexactly(length))
     finally:
         writer.close()
+
+
+async def _pay(socket: Path, amount_fen: int, stan: int) -> Message:
+    return await _send(socket, _app_purchase(amount_fen, stan))
+
+
+async def _pin_block(module_socket: Path) -> bytes:
+    """The PIN block the payment app gets from the module's keypad, through the agent."""
+    reader, writer = await asyncio.open_unix_connection(str(module_socket))
+    try:
+        request = encode_pin_request(0, pin_pan(PAN), 30)
+        writer.write(Frame(1, Command.PIN_BLOCK, request).encode())
+        await writer.drain()
+        head = await reader.readexactly(3)
+        body = await reader.readexactly(int.from_bytes(head[1:], "big") + 3)
+        [answer] = FrameParser().feed(head + body)
+    finally:
+        writer.close()
+    _expect(isinstance(answer, Frame) and answer.data[:1] == b"\x00", "no PIN block came")
+    assert isinstance(answer, Frame)
+    return answer.data[1:]
 
 
 def _say(text: str = "") -> None:
@@ -86,6 +112,8 @@ async def _story(folder: Path) -> None:
 async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     host = site.host
     await agent.app_socket.serve(socket)
+    module_socket = socket.with_name("module.sock")
+    await agent.module_proxy.serve(module_socket)
     _say(f"Simulators: acquirer host {site.host_address}, TMS {site.tms_url}, card module on "
          f"{site.module_path}")  # fmt: skip
     _say(f"Terminal TID {TID}, MID {MID}; the payment app talks to {socket}")
@@ -105,11 +133,29 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     _say(f"   answer: {_answer(response)}")
     _expect(response.text(39) == "00", "the first purchase was not approved")
 
+    _say("\n2a. A purchase of 88.00 CNY with a PIN: the cardholder types it on the module's keypad")
+    _say(f"    (the app asks through {module_socket.name}; neither the app nor the agent sees it)")
+    purchase = _app_purchase(8800, 2)
+    block = await _pin_block(module_socket)
+    purchase.fields.update({22: "021", 26: "12", 52: block, 53: "2600000000000000"})
+    response = await _send(socket, Message("0200", dict(sorted(purchase.fields.items()))))
+    verified = host.state()["pins_verified"]
+    _say(f"   answer: {_answer(response)}; the host checked the PIN under its PIK: {verified}")
+    _expect(response.text(39) == "00" and verified == 1, "the PIN purchase was not approved")
+
+    _say("\n2b. The merchant voids the first purchase by its receipt number (STAN 000001)")
+    void = _app_purchase(1234, 3)
+    void.fields.update({3: "200000", 60: "23000000", 61: "000000000001"})
+    response = await _send(socket, void)
+    _say(f"   answer: {_answer(response)}; the agent named the original by the host's STAN")
+    voided = [p for p in host.state()["purchases"].values() if p.get("voided")]
+    _expect(response.text(39) == "00" and len(voided) == 1, "the void did not reach its original")
+
     _say("\n3. The host loses the terminal's session (a host-side fault), and the next "
          "purchase of 56.78 CNY gets 97")  # fmt: skip
     host.forget(TID)
     mark = time.time()
-    response = await _pay(socket, 5678, 2)
+    response = await _pay(socket, 5678, 4)
     for entry in timeline.entries(agent.journal, mark):
         _say(f"   {entry['text']}")
     _say(f"   answer to the app: {_answer(response)}")
@@ -118,7 +164,7 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     _say("\n4. The acquirer cancels the terminal; a purchase of 9.00 CNY")
     host.set_status(TID, "cancelled")
     mark = time.time()
-    response = await _pay(socket, 900, 3)
+    response = await _pay(socket, 900, 5)
     for entry in timeline.entries(agent.journal, mark):
         _say(f"   {entry['text']}")
     _say(f"   answer to the app: {_answer(response)}")
@@ -128,7 +174,7 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     _say(f"     {agent.recovery.message.zh}")
     _say(f"     {agent.recovery.message.en}")
     sent = host.state()["requests"].get("0200", 0)
-    response = await _pay(socket, 900, 4)
+    response = await _pay(socket, 900, 6)
     _expect(host.state()["requests"].get("0200", 0) == sent, "the host got a purchase")
     _say(f"   the next purchase is answered at once, without host traffic: "
          f"{response.text(39)}, {response.text(63)[:60]}...")  # fmt: skip

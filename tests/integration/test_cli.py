@@ -222,7 +222,9 @@ def test_demo_tells_the_whole_story() -> None:
     result = agent("demo")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    steps = ["1. The agent signs in", "2. A purchase", "3. The host loses", "recovered: 00",
+    steps = ["1. The agent signs in", "2. A purchase", "2a. A purchase of 88.00 CNY with a PIN",
+             "the host checked the PIN under its PIK: 1", "2b. The merchant voids",
+             "the agent named the original", "3. The host loses", "recovered: 00",
              "4. The acquirer cancels", "UNREGISTERED", "5. The journal",
              "The story completed"]  # fmt: skip
     positions = [out.index(step) for step in steps]
