@@ -6,7 +6,9 @@ The host simulator, the module simulator (on a pty) and the agent are each a pro
 The direct client is an app that does its own MAC in software; the agent computes two MACs per
 purchase through the module (request, and the check of the response), so the module's serial time
 is measured on the same module process beforehand and reported apart: the target (added p50 under
-1 ms, p99 under 3 ms) excludes it. Prints one JSON object.
+1 ms, p99 under 3 ms) excludes it. A PIN purchase through the agent (the PIN block from the
+module's keypad through the module socket, then the purchase) is compared with a direct app that
+reads the PIN block on the serial line itself. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from agent.wire.builders import Card, Terminal, purchase_request, signin_request
 from agent.wire.frame import Header, Tpdu, decode_frame, host_frame, with_length
 from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_block
 from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.pin import pin_pan
 from agent.wire.working_keys import issue_working_keys, parse_field62
+from drivers.framing import Frame, FrameParser
+from drivers.module import Command, encode_pin_request
 from drivers.serial_module import SerialCardModule
 from tests.processes import (
     AgentProcess,
@@ -104,24 +109,44 @@ class DirectClient:
 
 
 class AgentClient:
-    """A payment app in wrap mode: the agent adds TID/MID, STAN mapping and MAC."""
+    """A payment app in wrap mode: the agent adds TID/MID, STAN mapping and MAC; PINs come from
+    the module's keypad through the agent's module socket."""
 
     def __init__(self, path: Path, stans: itertools.count[int]) -> None:
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(str(path))
+        self.module = socket.socket(socket.AF_UNIX)
+        self.module.connect(str(path.with_name("module.sock")))
         self.stans = stans
 
-    def purchase(self) -> str:
-        message = Message(
-            "0200",
-            {2: CARD.pan, 3: "000000", 4: f"{AMOUNT:012d}", 11: f"{next(self.stans) % 999999:06d}",
-             14: CARD.expiry, 22: "021", 25: "00", 35: CARD.track2, 49: "156", 60: "22000000"},
-        )  # fmt: skip
+    def purchase(self, pin_block: bytes | None = None) -> str:
+        fields = {
+            2: CARD.pan, 3: "000000", 4: f"{AMOUNT:012d}", 11: f"{next(self.stans) % 999999:06d}",
+            14: CARD.expiry, 22: "022", 25: "00", 35: CARD.track2, 49: "156", 60: "22000000",
+        }  # fmt: skip
+        if pin_block is not None:
+            fields.update({22: "021", 26: "12", 52: pin_block, 53: "2600000000000000"})
+        message = Message("0200", dict(sorted(fields.items())))
         self.sock.sendall(with_length(encode_message(message)))
         return decode_message(read_frame(self.sock)).text(39)
 
+    def pin_block(self) -> bytes:
+        request = Frame(1, Command.PIN_BLOCK, encode_pin_request(0, pin_pan(PAN), 30))
+        self.module.sendall(request.encode())
+        parser, events = FrameParser(), []
+        while not events:
+            events = parser.feed(self.module.recv(64))
+        [answer] = events
+        if not isinstance(answer, Frame) or answer.data[:1] != b"\x00":
+            raise AssertionError(f"PIN_BLOCK answered {answer}")
+        return answer.data[1:]
+
+    def pin_purchase(self) -> str:
+        return self.purchase(self.pin_block())
+
     def close(self) -> None:
         self.sock.close()
+        self.module.close()
 
 
 def timed(purchase: Callable[[], str]) -> float:
@@ -158,18 +183,22 @@ def throughput(make_client: Callable[[], DirectClient | AgentClient], clients: i
     return round(clients * each / elapsed, 1)
 
 
-def module_mac_ms(path: str, count: int) -> float:
-    """Median MAC round trip to the module process, measured before the agent opens it."""
+def module_ms(path: str, count: int) -> tuple[float, float]:
+    """Median MAC and PIN_BLOCK round trips to the module process on its serial line, measured
+    before the agent opens it (the keypad answers at once: no cardholder time is in it)."""
     with SerialCardModule(path) as module:
         clear = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
         module.load_working_keys(0, 2, issue_working_keys(TEST_TMK, 2, clear).to_field62())
         block = mac_block(bytes(128))
-        samples = []
+        samples: dict[str, list[float]] = {"mac": [], "pin": []}
         for _ in range(count):
             started = time.perf_counter()
             module.mac_from_block(block)
-            samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+            samples["mac"].append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            module.pin_block(0, pin_pan(PAN), 30)
+            samples["pin"].append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples["mac"]), statistics.median(samples["pin"])
 
 
 def journal_sync_ms(folder: Path, count: int) -> float:
@@ -196,7 +225,7 @@ def measure(count: int, clients: int) -> dict[str, object]:
         agent = None
         try:
             host.post("/terminals", {"tid": DIRECT.tid, "mid": DIRECT.mid})
-            mac_ms = module_mac_ms(module.path, 200)
+            mac_ms, pin_ms = module_ms(module.path, 200)
             sync_ms = journal_sync_ms(workdir, 200)
             config = write_config(workdir, host, module, idle_echo=0)
             agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log")
@@ -207,10 +236,11 @@ def measure(count: int, clients: int) -> dict[str, object]:
             for _ in range(20):  # warm-up: connections, sign-in, caches
                 timed(direct.purchase)
                 timed(through.purchase)
-            direct_ms, agent_ms = [], []
+            direct_ms, agent_ms, pin_agent_ms = [], [], []
             for _ in range(count):
                 direct_ms.append(timed(direct.purchase))
                 agent_ms.append(timed(through.purchase))
+                pin_agent_ms.append(timed(through.pin_purchase))
             direct.close()
             through.close()
             each = max(count // clients, 10)
@@ -232,23 +262,31 @@ def measure(count: int, clients: int) -> dict[str, object]:
             "p99": round(percentile(samples, 0.99), 3),
         }
 
-    direct_f, agent_f = figures(direct_ms), figures(agent_ms)
-    module_ms = 2 * mac_ms
+    direct_f, agent_f, pin_f = figures(direct_ms), figures(agent_ms), figures(pin_agent_ms)
+    serial_ms = 2 * mac_ms
     added = {key: round(agent_f[key] - direct_f[key], 3) for key in ("p50", "p99")}
+    # a direct app reads the PIN block on its own serial line: the same PIN_BLOCK round trip
+    pin_added = {key: round(pin_f[key] - direct_f[key] - pin_ms, 3) for key in ("p50", "p99")}
     return {
         "purchases_per_path": count,
         "direct_ms": direct_f,
         "through_agent_ms": agent_f,
         "ratio_p50": round(agent_f["p50"] / direct_f["p50"], 2),
         "ratio_p99": round(agent_f["p99"] / direct_f["p99"], 2),
-        "module_serial_ms_per_purchase": round(module_ms, 3),  # two MAC round trips
+        "module_serial_ms_per_purchase": round(serial_ms, 3),  # two MAC round trips
         "added_ms": added,
         "added_ms_excluding_module": {
-            key: round(value - module_ms, 3) for key, value in added.items()
+            key: round(value - serial_ms, 3) for key, value in added.items()
         },
         "journal_sync_ms_per_purchase": round(sync_ms, 3),
         "added_ms_excluding_module_and_journal_sync": {
-            key: round(value - module_ms - sync_ms, 3) for key, value in added.items()
+            key: round(value - serial_ms - sync_ms, 3) for key, value in added.items()
+        },
+        "pin_purchase_through_agent_ms": pin_f,
+        "module_pin_block_ms": round(pin_ms, 3),  # on the serial line, no cardholder time
+        "pin_purchase_added_ms": pin_added,
+        "pin_purchase_added_ms_excluding_module": {
+            key: round(value - serial_ms, 3) for key, value in pin_added.items()
         },
         "targets_ms": {"added_p50": 1.0, "added_p99": 3.0},
         "concurrent_clients": clients,

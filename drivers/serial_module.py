@@ -261,6 +261,11 @@ class SerialCardModule(CardModule):
                 self._drop_port()
                 raise ModuleLinkError(f"card module at {self.url} went away: {exc}") from None
             self._pin_entries.add(request.seq)
+
+        def answered(frame: Frame) -> bool:
+            is_response(frame)  # keeps any PIN entry's answer, this one's included
+            return request.seq in self._pin_answers
+
         try:
             while self._clock() < deadline:
                 with self._lock:
@@ -271,7 +276,8 @@ class SerialCardModule(CardModule):
                                 f"card module at {self.url} went away during the PIN entry"
                             )
                         try:
-                            answer = link.receive(PIN_POLL, wanted=is_response)
+                            if link.receive(PIN_POLL, wanted=answered) is not None:
+                                answer = self._pin_answers.pop(request.seq)
                         except LinkDown as exc:
                             self._drop_port()
                             raise ModuleLinkError(

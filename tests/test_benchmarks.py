@@ -33,8 +33,9 @@ def test_module_benchmark_prints_json() -> None:
 
 def test_gateway_benchmark_prints_json() -> None:
     data = run_quick("gateway.py")
-    for path in ("direct_ms", "through_agent_ms"):
+    for path in ("direct_ms", "through_agent_ms", "pin_purchase_through_agent_ms"):
         assert 0 < data[path]["p50"] <= data[path]["p99"]
+    assert data["module_pin_block_ms"] > 0
     assert data["tps_direct"] > 0 and data["tps_through_agent"] > 0
     assert data["module_serial_ms_per_purchase"] > 0
     assert data["journal_sync_ms_per_purchase"] > 0
