@@ -32,6 +32,7 @@ from agent.transaction.module_proxy import ModuleProxy
 from agent.transaction.passthrough import PassThrough
 from agent.transaction.reversals import ReversalSender
 from agent.transaction.sender import Sender
+from agent.transaction.stan_map import StanMap
 from agent.transaction.stats import GatewayStats
 from agent.transaction.wrap import WrapMode
 from agent.wire.builders import Terminal, download_request, echo_request
@@ -67,8 +68,9 @@ class Agent:
         self.reversals = ReversalSender(
             self.journal, self.link, macs, self.stats, on_refused=self._reversal_refused
         )
+        stan_map = StanMap(self.journal, self.reversals, lambda: self.config.gateway.replay_window)
         self.sender = Sender(
-            lambda: self.config, self.journal, self.link, macs, self.reversals, self.stats
+            lambda: self.config, self.journal, self.link, macs, self.reversals, stan_map, self.stats
         )
         self.downloads = Downloads(
             self._network_request,

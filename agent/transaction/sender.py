@@ -22,6 +22,7 @@ from agent.journal import Journal, JournalError
 from agent.transaction.classes import MessageClass, classify
 from agent.transaction.macs import Macs
 from agent.transaction.reversals import ReversalPending, ReversalSender
+from agent.transaction.stan_map import LocalAnswer, StanMap, replay_key
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
 from agent.wire.builders import MAC_PLACEHOLDER, Terminal, response_to, with_batch
@@ -65,12 +66,6 @@ def _for_the_app(request: Message, response: Message) -> Message:
     return answer
 
 
-def replay_key(request: Message) -> str:
-    """What a repetition of ``request`` has the same (DESIGN.md section 10): MTI, processing
-    code and amount (with the app's STAN and the batch, which the journal keeps beside it)."""
-    return f"{request.mti}/{request.get(3) or ''}/{request.get(4) or ''}"
-
-
 def unclassified(request: Message) -> str:
     """Why ``request`` fits no message class, for the local 30."""
     facts = ", ".join(
@@ -93,11 +88,13 @@ class Sender:
         link: HostLink,
         macs: Macs,
         reversals: ReversalSender,
+        stan_map: StanMap,
         stats: GatewayStats,
     ) -> None:
         """``config`` is read at each use: a reload may change TID, MID, scheme or slot."""
         self._config = config
         self.journal = journal
+        self.stan_map = stan_map
         self.link = link
         self.macs = macs
         self.reversals = reversals
@@ -139,11 +136,11 @@ class Sender:
                     return local("96", f"reversal pending: {exc}")
                 log.warning("sale goes ahead of a reversal that keeps failing: %s", exc)
         try:
-            references = await self._references(request, cls)
+            references = await self.stan_map.references(request, cls)
         except JournalError as exc:
             return local("96", f"cannot look up the request it refers to: {exc}")
-        if isinstance(references, Attempt):
-            return references
+        if isinstance(references, LocalAnswer):
+            return local(references.code, references.reason)
         outgoing = self._prepare(request, cls, references)
         # the app's STAN of this request (a reversal's or batch upload's 11 names another one)
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
@@ -252,43 +249,6 @@ class Sender:
         self.journal.finish(transaction, "completed", response, answer=answer)
         return True
 
-    async def _references(self, request: Message, cls: MessageClass) -> dict[int, str] | Attempt:
-        """Fields that name earlier requests by the app's STAN, in the wire's numbers: 11 of a
-        reversal or batch upload (the original's, and a reversal's 60.2 the original's batch),
-        61.1/61.2 of any request. A reversal of nothing the agent sent, or of a request the
-        agent reverses itself, is answered here: the host must not see it twice."""
-        found: dict[int, str] = {}
-        original = request.get(61)
-        if isinstance(original, str) and len(original) >= 12:
-            wire = self.journal.wire_stan(original[6:12], original[:6])
-            wire = wire or self.journal.wire_stan(original[6:12])
-            if wire is not None:
-                found[61] = wire[1] + wire[0] + original[12:]
-        if not cls.refers_by_stan:
-            return found
-        stan = request.get(11)
-        wire = self.journal.wire_stan(stan) if isinstance(stan, str) else None
-        if wire is None:
-            reason = f"no request of STAN {stan} went through the agent"
-            return Attempt(self.local(request, "25", reason), None)
-        found[11] = wire[0]
-        if cls.name != "reversal":
-            return found
-        field_60 = request.get(60)
-        if isinstance(field_60, str):
-            found[60] = with_batch(field_60, int(wire[1]))
-        if self.journal.reversal_of(*wire) == "queued":
-            try:
-                await self.reversals.send()
-            except ReversalPending as exc:
-                return Attempt(self.local(request, "96", f"its reversal is pending: {exc}"), None)
-        state = self.journal.reversal_of(*wire)
-        if state == "confirmed":
-            return Attempt(self.local(request, "00", "reversed by the agent"), None)
-        if state == "conflict":
-            return Attempt(self.local(request, "22", "the host disputes its reversal"), None)
-        return found
-
     def _prepare(self, request: Message, cls: MessageClass, references: dict[int, str]) -> Message:
         fields = dict(request.fields)
         fields.pop(11, None)  # the journal assigns the agent's own STAN
@@ -319,29 +279,6 @@ class Sender:
             return
         if queued is not None:
             self.reversals.waiting.set()
-
-    def replayed(self, request: Message) -> Message | None:
-        """The answer the app already got for this very request (same app STAN, MTI,
-        processing code and amount, within ``gateway.replay_window`` in this batch): the app
-        repeats it, and it must not be charged twice."""
-        stan = request.get(11)
-        if not isinstance(stan, str):
-            return None
-        window = self._config().gateway.replay_window
-        try:
-            answer = self.journal.replay(stan, replay_key(request), window)
-        except JournalError as exc:
-            log.error("cannot look for a repetition of STAN %s: %s", stan, exc)
-            return None
-        if answer is None:
-            return None
-        if 2 in request:  # the host echoed the card number, which the journal does not keep
-            answer.fields[2] = request.fields[2]
-        answer = Message(answer.mti, dict(sorted(answer.fields.items())))
-        log.warning("app STAN %s repeated within %g s: the first answer again", stan, window)
-        with contextlib.suppress(JournalError):
-            self.journal.event("replayed", app_stan=stan, mti=request.mti, code=answer.get(39))
-        return answer
 
     def local(self, request: Message, code: str, reason: str) -> Message:
         """The agent's own answer to ``request``, counted and journalled."""

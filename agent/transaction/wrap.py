@@ -15,7 +15,8 @@ from agent.host.link import HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import JournalError
 from agent.transaction.classes import NETWORK_MANAGEMENT, classify
-from agent.transaction.sender import Attempt, Sender, replay_key
+from agent.transaction.sender import Attempt, Sender
+from agent.transaction.stan_map import replay_key
 from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError
 from agent.wire.message import Message, decode_message, encode_message
@@ -91,7 +92,7 @@ class WrapMode:
         # the app repeats a request still in flight: wait for its answer
         while (first := self._in_flight.get(key)) is not None:
             await first.wait()
-        replayed = self.sender.replayed(request)
+        replayed = self.sender.stan_map.replayed(request)
         if replayed is not None:
             return replayed
         held = self.recovery.hold()
