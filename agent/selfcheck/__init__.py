@@ -12,12 +12,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agent.selfcheck import clock, keys, module, network, provisioning, storage
+from agent.selfcheck import clock, keys, module, network, provisioning, session, storage
 from agent.selfcheck.base import CheckResult, Context, Status, Text, elapsed_ms
 
 Check = Callable[[Context], Awaitable[CheckResult]]
 CHECKS: dict[str, Check] = {
-    m.ID: m.check for m in (provisioning, clock, network, keys, module, storage)
+    m.ID: m.check for m in (provisioning, clock, network, keys, module, storage, session)
 }
 # What recovery runs after a 97: what can explain it, not what only informs.
 FAST = ("provisioning", "clock", "network", "keys")
@@ -28,6 +28,7 @@ NAMES = {
     "keys": Text("keys", "密钥"),
     "module": Text("module", "加密模块"),
     "storage": Text("storage", "存储"),
+    "session": Text("session", "会话"),
 }
 
 

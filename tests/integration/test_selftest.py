@@ -38,7 +38,7 @@ def test_healthy_terminal_is_all_ok(tmp_path) -> None:
             rig.put_tms()
             report = await run_checks(context_of(rig))
             assert statuses(report) == dict.fromkeys(
-                ("provisioning", "clock", "network", "keys", "module", "storage"), "ok"
+                ("provisioning", "clock", "network", "keys", "module", "storage", "session"), "ok"
             )
             assert report.ok
             assert "TMS" in report.get("provisioning").detail
@@ -211,5 +211,34 @@ def test_a_module_refusing_key_status_is_reported_not_a_crash(tmp_path) -> None:
             check = (await run_checks(context_of(rig), ["keys"])).get("keys")
             assert (check.status, check.finding) == (Status.FAIL, "module-unreachable")
             assert "busy (status 05)" in check.summary.en
+
+    run(scenario())
+
+
+def test_session_check_findings(tmp_path) -> None:
+    """The session check (DESIGN.md section 6): last sign-in, batch, downloads and CA keys."""
+
+    async def session(rig, **overrides):
+        return (await run_checks(context_of(rig, **overrides), ["session"])).get("session")
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sign_in=False) as rig:
+            assert (await session(rig)).finding == "never-signed-in"
+            await rig.agent.sender.sign_in()
+            result = await session(rig)
+            assert (result.status, result.finding) == (Status.OK, "ok")
+            assert "downloads: none" in result.summary.en
+            later = time.time() + 25 * 3600
+            assert (await session(rig, now=lambda: later)).finding == "signin-stale"
+            await rig.agent.host_requests.run(4)  # CA keys: the simulator's expire in 2030
+            assert "downloads: ca_keys" in (await session(rig)).summary.en
+            stored = rig.agent.downloads.store
+            old_key = {"rid": "A000000333", "index": "09", "expiry": b"20200101".hex()}
+            stored.replace("ca_keys", {"keys": [old_key]})
+            expired = await session(rig)
+            assert (expired.finding, expired.status) == ("ca-key-expired", Status.WARN)
+            assert "A000000333/09" in expired.summary.en
+            stored.path.write_text("not json")
+            assert (await session(rig)).finding == "parameters-unreadable"
 
     run(scenario())

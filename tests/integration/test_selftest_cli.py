@@ -24,7 +24,8 @@ def test_healthy_terminal_all_ok_exit_0(simulators) -> None:
     assert set(report) == {"ok", "duration_ms", "checks"}
     assert report["ok"] is True
     assert [(c["id"], c["status"]) for c in report["checks"]] == [
-        (name, "ok") for name in ("provisioning", "clock", "network", "keys", "module", "storage")
+        (name, "ok")
+        for name in ("provisioning", "clock", "network", "keys", "module", "storage", "session")
     ]
     for check in report["checks"]:
         assert set(check) == {"id", "status", "summary", "detail", "remedy"}
