@@ -36,7 +36,10 @@ DOWNLOADS = {
     ("0800", CONTACTLESS),
 }
 PAGE = 2  # entries per list answer, so that a list of three takes two parts
-FAULTS = ("", "ca-sha1", "tlv-overrun", "list-never-ends")
+# ca-sha1: a CA key's DF03 wrong; tlv-overrun: a list's last TLV runs off the end;
+# list-never-ends: every list answer says more follows; short-62: field 62 of the answers to the
+# steps in ``fault_codes`` (all by default) one byte short; refuse: those steps answered 96
+FAULTS = ("", "ca-sha1", "tlv-overrun", "list-never-ends", "short-62", "refuse")
 UNIONPAY_RID = bytes.fromhex("A000000333")
 
 
@@ -98,6 +101,7 @@ class HostParameters:
         ]
     )
     fault: str = ""
+    fault_codes: set[str] = field(default_factory=set)  # the steps short-62/refuse hit; {}: all
     status_uploads: list[str] = field(default_factory=list)  # field 62 of each, hex
     requests: dict[str, int] = field(default_factory=dict)  # by 60.3 code
 
@@ -121,7 +125,14 @@ class HostParameters:
             ("0800", CONTACTLESS): lambda: ("00", tlv.encode_all(self.contactless)),
         }
         self._request = field62
-        return handlers[(mti, code)]()
+        result, answer = handlers[(mti, code)]()
+        if self.fault in ("short-62", "refuse") and (
+            not self.fault_codes or code in self.fault_codes
+        ):
+            if self.fault == "refuse":
+                return "96", None
+            answer = answer[:-1] if answer else answer
+        return result, answer
 
     def _status(self) -> tuple[str, bytes | None]:
         self.status_uploads.append(self._request.hex().upper())

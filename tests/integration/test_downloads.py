@@ -5,6 +5,8 @@ with the data in use kept."""
 import asyncio
 import json
 
+import pytest
+
 from agent.session.downloads import MAX_PARTS
 from agent.session.tlv import encode_all
 from agent.sim.host import TEST_TERMINAL
@@ -227,3 +229,43 @@ def test_agent_params_shows_what_was_downloaded(tmp_path) -> None:
     (tmp_path / "parameters.json").write_text("[1, 2]")
     broken = params()
     assert broken.returncode == 1 and "are not a JSON object" in broken.stderr
+
+
+@pytest.mark.parametrize(
+    ("requirement", "step", "reason"),
+    [
+        (1, "360", "0800/360: tag 26 (transactions_enabled) needs 8 bytes, 7 are left"),
+        (4, "372", "0820/372: tag DF05 at offset 35 says 8 bytes, 7 are left"),
+        (4, "370", "0800/370: tag DF03 at offset 167 says 20 bytes, 19 are left"),
+        (5, "380", "0800/380: tag 9F7B at offset 51 says 6 bytes, 5 are left"),
+        (9, "394", "0800/394: tag FF805D at offset 90 says 6 bytes, 5 are left"),
+    ],
+)
+def test_every_download_step_refuses_a_cut_answer(tmp_path, requirement, step, reason) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=FAST_RETRIES) as rig:
+            rig.host.downloads.set_fault("short-62")
+            rig.host.downloads.fault_codes = {step}
+            await rig.agent.host_requests.run(requirement)
+            [failed] = events(rig, "host-asks-failed")
+            assert failed["reason"] == reason
+            assert stored(rig) == {}
+            assert rig.host.downloads.requests[step] == 2  # tried again, then given up
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("requirement", "step"),
+    [(1, "0800/360"), (2, "0820/362"), (4, "0820/372"), (5, "0820/382"), (9, "0800/394")],
+)
+def test_a_refused_step_fails_the_chain(tmp_path, requirement, step) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=FAST_RETRIES) as rig:
+            rig.host.downloads.set_fault("refuse")
+            await rig.agent.host_requests.run(requirement)
+            [failed] = events(rig, "host-asks-failed")
+            assert failed["reason"] == f"the host answered 96 to {step}"
+            assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
+
+    run(scenario())
