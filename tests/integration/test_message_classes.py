@@ -94,6 +94,26 @@ def test_a_timeout_is_reversed_where_the_class_is_reversible(tmp_path, name: str
     run(scenario())
 
 
+@pytest.mark.parametrize("fault", ["wrong-mac", "garbage"])
+@pytest.mark.parametrize("name", list(ROWS))
+def test_a_hostile_answer_in_every_class(tmp_path, name: str, fault: str) -> None:
+    """An approval whose MAC is wrong is not passed on (A0), garbage is an unknown outcome (98);
+    either way the app has its answer, and a reversible request is reversed."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.5) as rig:
+            rig.server.faults.add(fault)
+            response = await exchange(rig.socket, app_request(name, app_stan=346))
+            expected = {"wrong-mac": "A0", "garbage": "98"}[fault]
+            assert (response.text(39), response.text(11)) == (expected, "000346")
+            reasons = [r.reason for r in rig.agent.journal.queued_reversals()]
+            assert reasons == ([expected] if cls(name).reversible else [])
+            # the terminal goes on: the next request of the class is approved
+            assert (await exchange(rig.socket, app_request(name, app_stan=347))).text(39) == "00"
+
+    run(scenario())
+
+
 def test_held_classes_are_answered_locally_while_unregistered(tmp_path) -> None:
     async def scenario():
         sections = {"recovery": {"probe_first": 30}}

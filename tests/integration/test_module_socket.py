@@ -93,6 +93,9 @@ def test_app_may_ask_only_what_section_5_allows(tmp_path) -> None:
             assert (await module_command(socket, Command.PING, b"", seq=1))[0] == Status.OK
             status = await module_command(socket, Command.KEY_STATUS, b"\x00", seq=255)
             assert decode_key_status(0, status[1:]) == before
+            # ENCRYPT is the module's answer too: scheme 003 loaded no TDK
+            encrypt = await module_command(socket, Command.ENCRYPT, bytes([0, 3]) + bytes(8))
+            assert encrypt == bytes([Status.KEY_ABSENT])
             # the sale still goes on under the keys the agent loaded
             assert (await exchange(rig.socket, app_purchase(700))).text(39) == "00"
 
