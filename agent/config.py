@@ -47,6 +47,7 @@ class HostConfig:
     connect_timeout: float = 5.0
     response_timeout: float = 30.0
     idle_echo: float = 60.0  # seconds without traffic before an echo test; 0 turns it off
+    failover_after: int = 2  # response timeouts in a row that mark an endpoint down
     tls: bool = False
     ca_file: str = ""
     server_name: str = ""
@@ -284,6 +285,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "connect_timeout": _number,
         "response_timeout": _number,
         "idle_echo": _number,
+        "failover_after": _integer,
         "tls": _flag,
         "ca_file": _text,
         "server_name": _text,

@@ -8,6 +8,9 @@ import contextlib
 from agent.config import Endpoint
 
 MAX_FRAME = 8192  # bytes a host frame may claim; more is a broken or hostile host
+# A host that accepts and stops reading fills the socket buffers; then a write waits for room.
+# That wait is bounded, so a wedged host fails its requests instead of holding them forever.
+WRITE_TIMEOUT = 5.0
 
 
 class ChannelClosed(Exception):
@@ -21,16 +24,25 @@ class Channel:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         max_frame: int = MAX_FRAME,
+        write_timeout: float = WRITE_TIMEOUT,
     ) -> None:
         self.endpoint = endpoint
         self._reader, self._writer = reader, writer
         self.max_frame = max_frame
+        self.write_timeout = write_timeout
 
     async def send(self, frame: bytes) -> None:
-        """Write one complete frame (length included); raises :class:`ChannelClosed`."""
+        """Write one complete frame (length included); raises :class:`ChannelClosed`, also when
+        the host has not taken the bytes within ``write_timeout``."""
         self._writer.write(frame)
         try:
-            await self._writer.drain()
+            async with asyncio.timeout(self.write_timeout):
+                await self._writer.drain()
+        except TimeoutError:
+            unsent = self._writer.transport.get_write_buffer_size()
+            raise ChannelClosed(
+                f"the host stopped reading: {unsent} bytes unsent after {self.write_timeout:g} s"
+            ) from None
         except (OSError, ConnectionError) as exc:
             raise ChannelClosed(f"send failed: {exc}") from None
 

@@ -3,8 +3,10 @@
 Requests are multiplexed on the connection (:mod:`agent.host.mux`); a response nobody waits for
 goes to the ``on_unmatched`` handler the link is given (by default it is logged and counted). When
 no endpoint can be reached, new connection attempts wait out an exponential back-off so a dead
-host costs the merchant one connect timeout, not one per transaction. An idle connection is kept
-alive with echo tests (0820/301).
+host costs the merchant one connect timeout, not one per transaction. An endpoint whose process
+hangs (handshakes still complete, nothing answers) is marked down after ``failover_after``
+response timeouts in a row and the connection moves to the next one; a down endpoint is tried
+last until ``DOWN_FOR`` has passed. An idle connection is kept alive with echo tests (0820/301).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agent.wire.profile import CUP, Profile
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+DOWN_FOR = 60.0  # seconds a hung endpoint is tried only after the others
 
 __all__ = ["Exchange", "HostLink", "HostLinkError", "HostTimeout", "HostUnavailable", "LinkStatus"]
 
@@ -66,6 +69,7 @@ class HostLink:
         make_echo: Callable[[], Message] | None = None,
         on_response: Callable[[Message], None] | None = None,
         on_unmatched: Callable[[Exchange, Exchange | None], None] | None = None,
+        on_down: Callable[[Endpoint, str], None] | None = None,
     ) -> HostLink:
         """The link the configuration describes; the self-check narrows it to one endpoint."""
         wire = config.wire
@@ -81,9 +85,11 @@ class HostLink:
             connect_timeout=config.host.connect_timeout,
             response_timeout=response_timeout or config.host.response_timeout,
             idle_echo=config.host.idle_echo if make_echo else 0.0,
+            failover_after=config.host.failover_after,
             make_echo=make_echo,
             on_response=on_response,
             on_unmatched=on_unmatched,
+            on_down=on_down,
             tls=tls_context(config),
             server_name=config.host.server_name or None,
         )
@@ -98,15 +104,18 @@ class HostLink:
         connect_timeout: float = 5.0,
         response_timeout: float = 30.0,
         idle_echo: float = 0.0,
+        failover_after: int = 2,
         make_echo: Callable[[], Message] | None = None,
         on_response: Callable[[Message], None] | None = None,
         on_unmatched: Callable[[Exchange, Exchange | None], None] | None = None,
+        on_down: Callable[[Endpoint, str], None] | None = None,
         tls: ssl.SSLContext | None = None,
         server_name: str | None = None,
     ) -> None:
         """``on_response`` hears of every response that matched a request (the agent keeps the
         host's time from them); ``on_unmatched`` gets the late and unasked-for ones, with the
-        answer the request had already got, if any."""
+        answer the request had already got, if any; ``on_down`` hears of an endpoint marked
+        down (the journal keeps it)."""
         if not endpoints:
             raise ValueError("the host link needs at least one endpoint")
         self.endpoints = endpoints
@@ -114,6 +123,7 @@ class HostLink:
         self.connect_timeout = connect_timeout
         self.response_timeout = response_timeout
         self.idle_echo = idle_echo
+        self.failover_after = failover_after
         self.make_echo = make_echo
         self.tls = tls
         self.server_name = server_name
@@ -122,6 +132,9 @@ class HostLink:
         self.late_responses = 0
         self._on_response = on_response
         self._on_unmatched = on_unmatched
+        self._on_down = on_down
+        self._timeouts_in_a_row = 0
+        self._down_until: dict[Endpoint, float] = {}
         self._channel: Channel | None = None
         self._mux = Mux(self._unmatched)
         self._reader_task: asyncio.Task[None] | None = None
@@ -140,10 +153,13 @@ class HostLink:
             self.server_name,
         )
         for name in ("endpoints", "tpdu", "header", "profile", "connect_timeout",
-                     "response_timeout", "tls", "server_name"):  # fmt: skip
+                     "response_timeout", "idle_echo", "failover_after", "tls",
+                     "server_name"):  # fmt: skip
             setattr(self, name, getattr(other, name))
         if moved:
             self._restart("the host configuration changed")
+        elif self.idle_echo > 0 and self._echo_task is None and self._channel is not None:
+            self._echo_task = asyncio.create_task(self._echo_loop())
 
     def prefer(self, endpoint: Endpoint) -> None:
         """Fail over: ``endpoint`` first from now on, the connection moved to it."""
@@ -177,7 +193,10 @@ class HostLink:
                     f"no host reachable ({self.last_error}); next attempt in {wait:.1f} s"
                 )
             errors = []
-            for endpoint in self.endpoints:
+            now = time.monotonic()
+            # endpoints marked down go last (stable order otherwise): tried if all else fails
+            ordered = sorted(self.endpoints, key=lambda e: self._down_until.get(e, 0.0) > now)
+            for endpoint in ordered:
                 try:
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(
@@ -194,8 +213,8 @@ class HostLink:
                     reason = str(exc) or type(exc).__name__
                     errors.append(f"{endpoint}: {reason}")
                     continue
-                channel = Channel(endpoint, reader, writer)
-                self._attach(channel, failover=bool(errors))
+                channel = Channel(endpoint, reader, writer, write_timeout=self.connect_timeout)
+                self._attach(channel, failover=endpoint != self.endpoints[0])
                 return channel
             self.last_error = "; ".join(errors)
             self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_FIRST)
@@ -211,7 +230,7 @@ class HostLink:
         if self.idle_echo > 0 and self.make_echo is not None and self._echo_task is None:
             self._echo_task = asyncio.create_task(self._echo_loop())
         if failover:
-            log.warning("primary host unreachable; connected to backup %s", channel.endpoint)
+            log.warning("primary host unusable; connected to %s", channel.endpoint)
         else:
             log.info("connected to host %s", channel.endpoint)
 
@@ -273,13 +292,33 @@ class HostLink:
                 raise HostLinkError(str(exc)) from None
             limit = self.response_timeout if timeout is None else timeout
             try:
-                return await asyncio.wait_for(future, limit)
+                exchange = await asyncio.wait_for(future, limit)
             except TimeoutError:
+                self._timed_out(channel)
                 raise HostTimeout(
-                    f"no response from {self.endpoint} within {limit:.1f} s"
+                    f"no response from {channel.endpoint} within {limit:.1f} s"
                 ) from None
+            self._timeouts_in_a_row = 0
+            return exchange
         finally:
             self._mux.forget(key, future)
+
+    def _timed_out(self, channel: Channel) -> None:
+        """Count a response timeout; ``failover_after`` in a row mark the endpoint down (its
+        process hangs while its kernel still completes handshakes) and move the connection."""
+        if self._channel is not channel:
+            return
+        self._timeouts_in_a_row += 1
+        others = [e for e in self.endpoints if e != channel.endpoint]
+        if not self.failover_after or self._timeouts_in_a_row < self.failover_after or not others:
+            return
+        reason = f"{self._timeouts_in_a_row} response timeouts in a row"
+        self._timeouts_in_a_row = 0
+        self._down_until[channel.endpoint] = time.monotonic() + DOWN_FOR
+        log.warning("host %s marked down for %g s: %s", channel.endpoint, DOWN_FOR, reason)
+        self._restart(f"{channel.endpoint} marked down: {reason}")
+        if self._on_down is not None:
+            self._on_down(channel.endpoint, reason)
 
     async def _read_loop(self, channel: Channel) -> None:
         while True:
@@ -308,7 +347,7 @@ class HostLink:
 
     async def _echo_loop(self) -> None:
         assert self.make_echo is not None
-        while True:
+        while self.idle_echo > 0:  # a reload may turn it off
             idle = time.monotonic() - self._last_traffic
             await asyncio.sleep(max(self.idle_echo - idle, 0.05))
             if self._channel is None or time.monotonic() - self._last_traffic < self.idle_echo:
@@ -321,3 +360,4 @@ class HostLink:
                 log.warning("echo test failed: %s", exc)
                 if self._channel is not None:
                     self._detach(self._channel, f"echo test failed: {exc}")
+        self._echo_task = None

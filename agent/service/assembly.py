@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__, paths, provisioning
-from agent.config import Config
+from agent.config import Config, Endpoint
 from agent.host.link import Exchange, HostLink, HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import Journal, JournalError
@@ -59,6 +59,7 @@ class Agent:
             make_echo=self.echo_message,
             on_response=self._saw_response,
             on_unmatched=self._late_response,
+            on_down=self._host_down,
         )
         self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
         self.last_host_time: HostClockSample | None = None
@@ -122,6 +123,12 @@ class Agent:
 
     def _late_response(self, exchange: Exchange, earlier: Exchange | None) -> None:
         self.reversals.late_response(exchange, earlier)
+
+    def _host_down(self, endpoint: Endpoint, reason: str) -> None:
+        try:
+            self.journal.event("host-down", endpoint=str(endpoint), reason=reason)
+        except JournalError as exc:
+            log.warning("journal: host-down not recorded: %s", exc)
 
     def _saw_response(self, message: Message) -> None:
         if 12 in message and 13 in message:
@@ -265,7 +272,7 @@ class Agent:
             ),
         )
         self.config = config
-        self.link.reconfigure(HostLink.from_config(config))
+        self.link.reconfigure(HostLink.from_config(config, make_echo=self.echo_message))
         self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
         self.recovery.attempts = config.recovery.attempts
         self.recovery.deadline = config.recovery.deadline
