@@ -6,6 +6,7 @@ a key (``POS_AGENT_HOST_PRIMARY=10.0.0.5:5000``).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -173,9 +174,32 @@ def _text(value: Any) -> str:
 def _number(value: Any) -> float:
     if isinstance(value, str):
         value = float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError("expected a number of 0 or more")
     return float(value)
+
+
+def _seconds(value: Any) -> float:
+    """A time the agent waits: more than 0 (0 would fail everything at once), at most a day."""
+    number = _number(value)
+    if not 0 < number <= 86_400:
+        raise ValueError("expected seconds above 0, at most 86400")
+    return number
+
+
+def _between(lowest: int, highest: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        number = _integer(value)
+        if not lowest <= number <= highest:
+            raise ValueError(f"expected a whole number from {lowest} to {highest}")
+        return number
+
+    return parse
 
 
 def _integer(value: Any) -> int:
@@ -282,10 +306,10 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "host": {
         "primary": parse_endpoint,
         "backup": parse_endpoint,
-        "connect_timeout": _number,
-        "response_timeout": _number,
+        "connect_timeout": _seconds,
+        "response_timeout": _seconds,
         "idle_echo": _number,
-        "failover_after": _integer,
+        "failover_after": _between(0, 100),
         "tls": _flag,
         "ca_file": _text,
         "server_name": _text,
@@ -300,32 +324,37 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "key_layout": _key_layout,
         "profile": _profile_path,
     },
-    "module": {"url": _text, "baudrate": _integer, "key_slot": _integer, "socket": _text},
+    "module": {
+        "url": _text,
+        "baudrate": _between(50, 4_000_000),
+        "key_slot": _between(0, 255),  # one byte on the serial line
+        "socket": _text,
+    },
     "gateway": {
         "socket": _text,
-        "tcp_port": _integer,
+        "tcp_port": _between(0, 65535),
         "mode": _choice("wrap", "pass-through"),
         "replay_window": _number,
     },
     "journal": {"path": _text},
-    "tms": {"url": _url, "timeout": _number},
-    "hooks": {"directory": _text, "timeout": _number},
+    "tms": {"url": _url, "timeout": _seconds},
+    "hooks": {"directory": _text, "timeout": _seconds},
     "recovery": {
-        "attempts": _integer,
-        "deadline": _number,
-        "probe_first": _number,
-        "probe_max": _number,
+        "attempts": _between(0, 100),
+        "deadline": _seconds,
+        "probe_first": _seconds,
+        "probe_max": _seconds,
     },
-    "reversal": {"attempts": _integer, "retry_max": _number},
+    "reversal": {"attempts": _between(1, 1000), "retry_max": _seconds},
     "session": {
         "repeat_after": _number,
-        "attempts": _integer,
-        "retry_first": _number,
-        "retry_max": _number,
+        "attempts": _between(1, 100),
+        "retry_first": _seconds,
+        "retry_max": _seconds,
     },
     "clock": {"ntp_server": _text, "warn_after": _number, "fail_after": _number},
     "control": {"socket": _text},
-    "selftest": {"deadline": _number, "interval": _number},
+    "selftest": {"deadline": _seconds, "interval": _number},
 }
 SECTION_CLASSES: dict[str, type] = {
     "terminal": TerminalConfig,

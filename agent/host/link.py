@@ -116,9 +116,7 @@ class HostLink:
         host's time from them); ``on_unmatched`` gets the late and unasked-for ones, with the
         answer the request had already got, if any; ``on_down`` hears of an endpoint marked
         down (the journal keeps it)."""
-        if not endpoints:
-            raise ValueError("the host link needs at least one endpoint")
-        self.endpoints = endpoints
+        self.endpoints = endpoints  # none: an unprovisioned terminal, which waits for its hosts
         self.tpdu, self.header, self.profile = tpdu, header, profile
         self.connect_timeout = connect_timeout
         self.response_timeout = response_timeout
@@ -187,6 +185,10 @@ class HostLink:
         async with self._connect_lock:
             if self._channel is not None:
                 return self._channel
+            if not self.endpoints:
+                raise HostUnavailable(
+                    "no host configured (host.primary): the terminal waits for provisioning"
+                )
             wait = self._next_attempt - time.monotonic()
             if wait > 0:
                 raise HostUnavailable(

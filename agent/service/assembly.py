@@ -175,7 +175,7 @@ class Agent:
     def _pacing(self) -> Pacing:
         session = self.config.session
         return Pacing(
-            session.repeat_after, max(1, session.attempts), session.retry_first, session.retry_max
+            session.repeat_after, session.attempts, session.retry_first, session.retry_max
         )
 
     async def _network_request(self, mti: str, code: str, field62: bytes | None) -> Message:

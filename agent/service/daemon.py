@@ -185,7 +185,8 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
         background.append(asyncio.create_task(light_checks(agent, config.selftest.interval)))
     if notify.watchdog_interval:
         background.append(asyncio.create_task(feed_watchdog(notify, agent)))
-    log.info("ready: payment socket %s, host %s", payment, ", ".join(map(str, config.endpoints)))
+    hosts = ", ".join(map(str, config.endpoints)) or "none configured"
+    log.info("ready: payment socket %s, host %s", payment, hosts)
     notify("READY=1", f"STATUS=ready; {status_line(agent)}")
 
     await stop.wait()
@@ -208,12 +209,14 @@ def _reloader(agent: Agent, reload: Callable[[], Config], notify: Notifier) -> C
         notify("RELOADING=1")
         try:
             config = reload()
-        except (ConfigError, ProvisioningError) as exc:
-            log.error("configuration not reloaded, the old one stays: %s", exc)
-        else:
             changed = agent.apply_config(config)
             log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
             agent.journal.event("config-reloaded", changed=changed)
-        notify("READY=1", f"STATUS={status_line(agent)}")
+        except (ConfigError, ProvisioningError) as exc:
+            log.error("configuration not reloaded, the old one stays: %s", exc)
+        except Exception:  # whatever failed, systemd must hear READY=1 again
+            log.exception("configuration reload failed; the agent goes on as it was")
+        finally:
+            notify("READY=1", f"STATUS={status_line(agent)}")
 
     return on_sighup

@@ -123,6 +123,9 @@ class Sender:
         cls = classify(request)
         if cls is None:
             return local("30", unclassified(request))
+        if not self.link.endpoints:
+            return local("96", "no host configured (host.primary): the terminal waits for "
+                               "provisioning")  # fmt: skip
         financial = cls.reversible
         await self._keys_settled.wait()
         if cls.held and self.journal.has_queued_reversals:

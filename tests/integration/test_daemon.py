@@ -181,3 +181,49 @@ def test_status_without_a_running_agent_exits_1(tmp_path, simulators):
     _, _, config = simulators
     result = agent_cli("status", "--config", str(config))
     assert result.returncode == 1 and "no agent running" in result.stderr
+
+
+def test_a_terminal_without_hosts_runs_and_waits(tmp_path, simulators):
+    """No host configured (a terminal not provisioned yet): the service runs instead of
+    crash-looping under systemd; payments get a local 96 saying why; a reload with hosts puts
+    it to work."""
+    _, _, config = simulators
+    with_hosts = config.read_text()
+    lines = [line for line in with_hosts.splitlines() if not line.startswith("primary =")]
+    config.write_text("\n".join(lines) + "\n")
+    agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
+    try:
+        agent.wait_ready()
+        answer = pay(tmp_path / "agent.sock")
+        assert answer.text(39) == "96"
+        assert "no host configured (host.primary)" in answer.text(63)
+        status = control(tmp_path / "control.sock", b'{"cmd": "status"}')
+        assert status["ok"] and status["signed_in"] is None
+        config.write_text(with_hosts)
+        os.kill(agent.process.pid, signal.SIGHUP)
+        wait_for(lambda: "changed: host" in (tmp_path / "agent.log").read_text(), 10, "reload")
+        assert agent_cli("signin", "--config", str(config)).returncode == 0
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
+    finally:
+        assert agent.stop() == 0
+
+
+def test_a_reload_that_fails_unexpectedly_still_tells_systemd_ready(tmp_path, caplog):
+    """RELOADING=1 is always followed by READY=1, or systemd shows the unit reloading forever."""
+    import asyncio
+
+    from agent.service.daemon import _reloader
+    from tests.integration.gateway_rig import gateway_rig
+
+    def broken_reload():
+        raise RuntimeError("a bug in the reload path")
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            said: list[tuple[str, ...]] = []
+            _reloader(rig.agent, broken_reload, lambda *lines: said.append(lines))()
+            assert said[0] == ("RELOADING=1",)
+            assert said[-1][0] == "READY=1" and said[-1][1].startswith("STATUS=registered")
+
+    asyncio.run(scenario())
+    assert "configuration reload failed; the agent goes on as it was" in caplog.text

@@ -109,3 +109,29 @@ def test_a_host_that_never_reads_cannot_wedge_a_write(tmp_path) -> None:
         listener.close()
 
     run(scenario())
+
+
+def test_a_reload_that_changes_idle_echo_applies_it(tmp_path) -> None:
+    import dataclasses
+
+    async def scenario():
+        async with gateway_rig(tmp_path, host_options={"idle_echo": 0}) as rig:
+            assert (await exchange(rig.socket, app_purchase(100))).text(39) == "00"
+            config = rig.agent.config
+            faster = dataclasses.replace(
+                config, host=dataclasses.replace(config.host, idle_echo=0.2)
+            )
+            assert rig.agent.apply_config(faster) == ["host"]
+            for _ in range(40):
+                if rig.host.state()["requests"].get("0820", 0) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert rig.host.state()["requests"].get("0820", 0) >= 2  # echo tests on an idle link
+            off = dataclasses.replace(faster, host=dataclasses.replace(faster.host, idle_echo=0))
+            rig.agent.apply_config(off)
+            await asyncio.sleep(0.3)
+            echoes = rig.host.state()["requests"]["0820"]
+            await asyncio.sleep(0.5)
+            assert rig.host.state()["requests"]["0820"] == echoes  # turned off again
+
+    run(scenario())

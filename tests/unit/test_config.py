@@ -84,6 +84,18 @@ def test_missing_default_file_is_an_unprovisioned_terminal(tmp_path, monkeypatch
         ("[wire]\nheader_category = '6'", "wire.header_category = '6': expected 2 hex digits"),
         ("[wire]\nprofile = ''", "wire.profile = '': expected the path of a wire profile"),
         ("[wire]\nprofile = 'absent.toml'", "wire.profile: "),
+        # what `agent run` would refuse or crash on, `agent config check` refuses the same way
+        ("[gateway]\ntcp_port = 70000", "gateway.tcp_port = 70000: expected a whole number from 0"),
+        ("[hooks]\ntimeout = 0", "hooks.timeout = 0: expected seconds above 0"),
+        ("[host]\nresponse_timeout = inf", "host.response_timeout = inf: expected a number"),
+        ("[host]\nconnect_timeout = nan", "host.connect_timeout = nan: expected a number"),
+        (
+            "[module]\nkey_slot = 300",
+            "module.key_slot = 300: expected a whole number from 0 to 255",
+        ),
+        ("[reversal]\nattempts = 0", "reversal.attempts = 0: expected a whole number from 1"),
+        ("[session]\nattempts = 0", "session.attempts = 0: expected a whole number from 1"),
+        ("[module]\nbaudrate = 0", "module.baudrate = 0: expected a whole number from 50"),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path, text: str, message: str) -> None:
