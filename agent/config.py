@@ -80,6 +80,8 @@ class GatewayConfig:
     tcp_port: int = 0  # 0: no TCP listener; otherwise 127.0.0.1:PORT
     mode: str = "wrap"  # or "pass-through"
     replay_window: float = 120.0  # seconds a repeated request gets the first answer again
+    max_clients: int = 32  # payment app connections at once
+    idle_timeout: float = 300.0  # seconds an app connection may stay idle
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,8 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "gateway": {
         "socket": _text,
         "tcp_port": _between(0, 65535),
+        "max_clients": _between(1, 512),
+        "idle_timeout": _seconds,
         "mode": _choice("wrap", "pass-through"),
         "replay_window": _number,
     },

@@ -104,8 +104,14 @@ class Agent:
                 self.sender, self.recovery, self._profile, self.stats, self.downloads.observe
             )
         undelivered = mode.undelivered if isinstance(mode, WrapMode) else None
-        self.app_socket = AppSocket(mode.process, self.stats, undelivered)
-        self.module_proxy = ModuleProxy(self.module)
+        self.app_socket = AppSocket(
+            mode.process,
+            self.stats,
+            undelivered,
+            max_clients=config.gateway.max_clients,
+            idle_timeout=config.gateway.idle_timeout,
+        )
+        self.module_proxy = ModuleProxy(self.module, config.gateway.max_clients)
 
     def _profile(self) -> Profile:
         return self.config.wire.profile
@@ -138,6 +144,7 @@ class Agent:
         await self.host_requests.close()
         await self.recovery.close()
         await self.app_socket.close()
+        await self.app_socket.wait_closed()
         await self.module_proxy.close()
         await self.link.close()
         await asyncio.to_thread(self.module.close)

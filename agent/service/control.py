@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from agent.transaction.connections import Connections
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
@@ -51,6 +53,7 @@ class ControlServer:
     def __init__(self, handlers: dict[str, Handler]) -> None:
         self.handlers = handlers
         self._server: asyncio.Server | None = None
+        self._connections = Connections()
 
     async def serve(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,10 +66,11 @@ class ControlServer:
 
     async def close(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await self._connections.close([self._server])
+            self._server = None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = self._connections.add(writer)
         try:
             while line := await reader.readline():
                 answer = await self.answer(line)
@@ -77,6 +81,7 @@ class ControlServer:
         except ConnectionError:
             pass
         finally:
+            self._connections.remove(task)
             writer.close()
 
     async def answer(self, line: bytes) -> dict[str, Any]:

@@ -1,6 +1,12 @@
 """The payment app's socket (DESIGN.md section 10): frames of a 2-byte big-endian length and the
 message, one answer per frame, on a Unix socket (mode 0660, the service's group) and optionally
-on 127.0.0.1. What a frame means is the mode's business: this module only reads and writes."""
+on 127.0.0.1. What a frame means is the mode's business: this module only reads and writes.
+
+Only the service's user and group get in (:mod:`agent.transaction.peers`), at most
+``gateway.max_clients`` at once; a connection idle for ``gateway.idle_timeout`` is closed, and an
+answer the app does not take within the frame timeout counts as undelivered. On shutdown idle
+connections close at once and busy ones after their answer, so a transaction in flight finishes
+and an app that keeps its socket open holds nothing up."""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from agent.transaction.connections import Connections
+from agent.transaction.peers import Admission
 from agent.transaction.stats import GatewayStats
 from agent.wire.frame import with_length
 
@@ -28,14 +36,22 @@ Undelivered = Callable[[bytes], None]
 
 class AppSocket:
     def __init__(
-        self, process: Process, stats: GatewayStats, undelivered: Undelivered | None = None
+        self,
+        process: Process,
+        stats: GatewayStats,
+        undelivered: Undelivered | None = None,
+        *,
+        max_clients: int = 32,
+        idle_timeout: float = 300.0,
     ) -> None:
         self._process = process
         self._undelivered = undelivered
         self.stats = stats
         self.frame_timeout = FRAME_TIMEOUT
+        self.idle_timeout = idle_timeout
+        self.admission = Admission("payment socket", max_clients)
         self._servers: list[asyncio.Server] = []
-        self._busy: set[asyncio.Task[None]] = set()  # connections with a frame in progress
+        self._connections = Connections()
 
     async def serve(self, unix_path: Path | None, tcp_port: int = 0) -> None:
         if unix_path is not None:
@@ -49,6 +65,11 @@ class AppSocket:
             self._servers.append(await asyncio.start_server(self._client, "127.0.0.1", tcp_port))
 
     @property
+    def evicted(self) -> int:
+        """Idle connections closed to make room for a new one (at ``gateway.max_clients``)."""
+        return self._connections.evicted
+
+    @property
     def tcp_port(self) -> int | None:
         for server in self._servers:
             for sock in server.sockets:
@@ -58,51 +79,73 @@ class AppSocket:
         return None
 
     async def close(self) -> None:
+        """Stop listening; close the idle connections now, the busy ones after their answer."""
         for server in self._servers:
             server.close()
-            await server.wait_closed()
-        self._servers.clear()
+        self._connections.close_idle()
 
     async def drain(self, timeout: float) -> None:
         """Wait for the transactions in flight (SIGTERM), at most ``timeout`` seconds."""
-        if self._busy:
-            await asyncio.wait(list(self._busy), timeout=timeout)
+        if self._connections.busy:
+            await asyncio.wait(list(self._connections.busy), timeout=timeout)
+
+    async def wait_closed(self) -> None:
+        """After :meth:`close` (and :meth:`drain`): every connection closed, the servers gone."""
+        await self._connections.close(self._servers)
+        self._servers.clear()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections = self._connections
+        if connections.closing or not await self.admission.admit(
+            writer.get_extra_info("socket"), connections, self.frame_timeout
+        ):
+            writer.close()
+            return
+        task = connections.add(writer)
         try:
-            while True:
-                first = await reader.readexactly(1)
-                try:
-                    # once the first byte is here, the whole frame must follow in time
-                    async with asyncio.timeout(self.frame_timeout):
-                        length = int.from_bytes(first + await reader.readexactly(1), "big")
-                        if length > MAX_APP_FRAME:
-                            log.warning("payment app sent a length of %d bytes; closing", length)
-                            self.stats.bad_frames += 1
-                            return
-                        frame = await reader.readexactly(length)
-                except TimeoutError:
-                    log.warning(
-                        "payment app stalled mid-frame for %g s; closing", self.frame_timeout
-                    )
-                    self.stats.bad_frames += 1
-                    return
-                task = asyncio.current_task()
-                assert task is not None
-                self._busy.add(task)
-                self.stats.requests += 1
-                try:
-                    answer = await self._process(frame)
-                finally:
-                    self._busy.discard(task)
-                if answer is None:
-                    return
-                if not await self._deliver(reader, writer, answer):
-                    return
+            await self._serve_client(task, reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
+            self._connections.remove(task)
             writer.close()
+
+    async def _serve_client(
+        self, task: asyncio.Task[None], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        busy = self._connections.busy
+        while not self._connections.closing:
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    first = await reader.readexactly(1)
+            except TimeoutError:
+                log.info("payment app idle for %g s; closing its connection", self.idle_timeout)
+                return
+            try:
+                # once the first byte is here, the whole frame must follow in time
+                async with asyncio.timeout(self.frame_timeout):
+                    length = int.from_bytes(first + await reader.readexactly(1), "big")
+                    if length > MAX_APP_FRAME:
+                        log.warning("payment app sent a length of %d bytes; closing", length)
+                        self.stats.bad_frames += 1
+                        return
+                    frame = await reader.readexactly(length)
+            except TimeoutError:
+                log.warning("payment app stalled mid-frame for %g s; closing", self.frame_timeout)
+                self.stats.bad_frames += 1
+                return
+            busy.add(task)
+            self._connections.active(task)
+            self.stats.requests += 1
+            try:
+                answer = await self._process(frame)
+            finally:
+                busy.discard(task)
+            if answer is None:
+                return
+            if not await self._deliver(reader, writer, answer):
+                return
+            self._connections.active(task)
 
     async def _deliver(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: bytes
@@ -114,8 +157,9 @@ class AppSocket:
         if not gone:
             try:
                 writer.write(with_length(answer))
-                await writer.drain()
-            except (ConnectionError, OSError):
+                async with asyncio.timeout(self.frame_timeout):
+                    await writer.drain()  # an app that does not read must not hold us
+            except (ConnectionError, OSError, TimeoutError):
                 gone = True
         if gone:
             log.warning("the payment app left before its answer could be written")

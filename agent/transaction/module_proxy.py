@@ -17,6 +17,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from agent.transaction.connections import Connections
+from agent.transaction.peers import Admission
 from drivers.framing import BadFrame, Frame, FrameParser
 from drivers.module import APP_COMMANDS, RESPONSE_BIT, CardModule, Command, ModuleError, Status
 
@@ -31,10 +33,12 @@ READ_CHUNK = 2048
 
 
 class ModuleProxy:
-    def __init__(self, module: CardModule) -> None:
+    def __init__(self, module: CardModule, max_clients: int = 8) -> None:
         self._module = module
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="module-proxy")
         self._server: asyncio.Server | None = None
+        self._connections = Connections()
+        self.admission = Admission("module socket", max_clients)
         self.frame_timeout = FRAME_TIMEOUT
         self.forwarded = 0
         self.not_permitted = 0
@@ -48,13 +52,19 @@ class ModuleProxy:
 
     async def close(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await self._connections.close([self._server])
             self._server = None
         # a PIN entry in progress ends at its keypad timeout; nobody waits for it now
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections = self._connections
+        if connections.closing or not await self.admission.admit(
+            writer.get_extra_info("socket"), connections, self.frame_timeout
+        ):
+            writer.close()
+            return
+        task = connections.add(writer)
         parser = FrameParser()
         try:
             while True:
@@ -77,11 +87,17 @@ class ModuleProxy:
                         log.warning("module socket: bad frame (%s); closing", event.reason)
                         return
                     if isinstance(event, Frame):
-                        writer.write((await self._answer(event)).encode())
-                        await writer.drain()
+                        self._connections.busy.add(task)
+                        try:
+                            writer.write((await self._answer(event)).encode())
+                            await writer.drain()
+                        finally:
+                            self._connections.busy.discard(task)
+                        self._connections.active(task)
         except ConnectionError:
             return
         finally:
+            self._connections.remove(task)
             writer.close()
 
     async def _answer(self, request: Frame) -> Frame:

@@ -4,6 +4,7 @@ floods of connections, and a payment-socket client without the service's group."
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -13,7 +14,8 @@ from agent.config import Endpoint
 from agent.host.channel import MAX_FRAME
 from agent.host.link import HostLink, HostLinkError
 from agent.wire.builders import Terminal, echo_request
-from agent.wire.frame import Header, Tpdu
+from agent.wire.frame import Header, Tpdu, with_length
+from agent.wire.message import encode_message
 from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
 
 
@@ -71,7 +73,9 @@ def test_slow_loris_flood_does_not_starve_a_real_purchase(tmp_path) -> None:
             assert answer.text(39) == "00"
             closed = await asyncio.gather(*(r.read() for r, _ in stalled))  # the agent hung up
             assert closed == [b""] * 50
-            assert rig.agent.stats.bad_frames == 50
+            # beyond gateway.max_clients a connection waits for room: stalled ones time out
+            # mid-frame (or, idle long enough, are closed to make room)
+            assert rig.agent.stats.bad_frames + rig.agent.app_socket.evicted == 50
             for _, writer in stalled:
                 writer.close()
 
@@ -136,3 +140,72 @@ def test_payment_socket_refuses_a_user_outside_the_service_group(tmp_path) -> No
         run(scenario())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_tcp_listener_refuses_a_user_outside_the_service_group(tmp_path) -> None:
+    """The kernel cannot check a TCP peer: the agent asks /proc/net/tcp who owns the connecting
+    socket. nobody is refused (no answer, the connection closed); root gets its purchase."""
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("starting a process as another user needs root")
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            await rig.agent.app_socket.serve(None, port)
+            frame = with_length(encode_message(app_purchase(1000)))
+            client = (
+                "import socket, sys\n"
+                f"s = socket.create_connection(('127.0.0.1', {port}))\n"
+                f"s.sendall({frame!r})\n"
+                "s.settimeout(10)\n"
+                "try:\n    answer = s.recv(2)\n"
+                "except OSError:\n    answer = b''\n"
+                "sys.exit(0 if answer else 3)\n"
+            )
+
+            def as_user(**who) -> int:
+                return subprocess.run(
+                    ["/usr/bin/python3", "-S", "-c", client], timeout=30, **who
+                ).returncode
+
+            outsider = await asyncio.to_thread(as_user, user=65534, group=65534, extra_groups=[])
+            assert outsider == 3  # closed without an answer
+            assert await asyncio.to_thread(as_user) == 0  # root
+            assert rig.agent.app_socket.admission.refused == 1
+            assert len(rig.host.state()["purchases"]) == 1  # only root's reached the host
+
+    run(scenario())
+
+
+def test_an_idle_flood_makes_room_and_logs_little(tmp_path, caplog) -> None:
+    """200 connections that never send a byte: beyond gateway.max_clients the one idle the
+    longest is closed for the next; a purchase gets in; the log does not grow per connection."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"gateway": {"max_clients": 8}}) as rig:
+            idle = [await asyncio.open_unix_connection(str(rig.socket)) for _ in range(8)]
+            await asyncio.sleep(0.1)  # quiet past the grace of a fresh connection
+            more = [await asyncio.open_unix_connection(str(rig.socket)) for _ in range(192)]
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert rig.agent.app_socket.evicted >= 8
+            for _, writer in idle + more:
+                writer.close()
+            await asyncio.gather(*(w.wait_closed() for _, w in idle + more), return_exceptions=True)
+
+    run(scenario())
+    assert caplog.text.count("connection refused") <= 2
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"gateway": {"idle_timeout": 0.3}}) as rig:
+            reader, writer = await asyncio.open_unix_connection(str(rig.socket))
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
