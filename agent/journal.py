@@ -12,6 +12,7 @@ how the host finds it.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -129,7 +130,16 @@ class Journal:
         self._lock = threading.RLock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 from the first byte, whatever the umask (outside systemd there is none of
+            # UMask=0077); SQLite gives the -wal and -shm files the database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise JournalError(f"journal {path} cannot be created: {exc}") from None
+        try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"journal {path} cannot be opened: {exc}") from None
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -137,10 +147,11 @@ class Journal:
             self._queued = self._db.execute(
                 "SELECT count(*) FROM reversals WHERE state = 'queued'"
             ).fetchone()[0]
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, JournalError) as exc:
+            self._db.close()
+            if isinstance(exc, JournalError):
+                raise
             raise JournalError(f"journal {path} cannot be opened: {exc}") from None
-        except OSError as exc:
-            raise JournalError(f"journal {path} cannot be created: {exc}") from None
 
     def close(self) -> None:
         with self._lock:

@@ -1,5 +1,6 @@
 """A throw-away certificate authority for TLS tests: real X.509 certificates made with
-``cryptography``, written as PEM files."""
+``cryptography``, written as PEM files. They carry the key identifiers and key usages that
+Python 3.13's default context (``VERIFY_X509_STRICT``) requires, as real acquirers' do."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def make_server(folder: Path, server_name: str, ca_name: str = "pos-agent test C
             x509.KeyUsage(False, False, False, False, False, True, True, False, False),
             critical=True,
         )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -60,6 +62,12 @@ def make_server(folder: Path, server_name: str, ca_name: str = "pos-agent test C
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), False)
         .sign(ca_key, hashes.SHA256())
     )
     files = ServerFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")

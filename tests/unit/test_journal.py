@@ -31,12 +31,14 @@ def journal(tmp_path) -> Journal:
 
 
 def test_wal_full_sync_and_schema(journal, tmp_path) -> None:
-    db = sqlite3.connect(tmp_path / "journal.sqlite3")
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert journal.schema_version == 3
     journal.close()
-    assert Journal(tmp_path / "journal.sqlite3").schema_version == 3  # reopening migrates nothing
+    again = Journal(tmp_path / "journal.sqlite3")
+    assert again.schema_version == 3  # reopening migrates nothing
+    again.close()
 
 
 def test_migration_from_schema_2_keeps_transactions_outside_the_stan_map(tmp_path) -> None:
@@ -100,7 +102,8 @@ def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
 
 def test_newer_schema_is_refused(tmp_path) -> None:
     path = tmp_path / "journal.sqlite3"
-    sqlite3.connect(path).execute("PRAGMA user_version = 99")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 99")
     with pytest.raises(JournalError, match="has schema 99, newer than this agent knows"):
         Journal(path)
 
@@ -201,6 +204,7 @@ def test_pending_at_start_becomes_reversal(tmp_path) -> None:
     assert [r.reason for r in again.queued_reversals()] == ["98"]
     assert {t["state"] for t in again.transactions()} == {"interrupted"}
     assert again.recover_pending() == 0
+    again.close()
 
 
 def test_no_card_data_anywhere_in_the_file(journal, tmp_path) -> None:
@@ -255,3 +259,19 @@ def test_a_late_approval_reverses_only_the_latest_request_with_its_stan(tmp_path
     journal.finish(approved, "completed", Message("0210", {11: "000042", 39: "00"}))
     assert journal.reverse_late_approval(approval) is None  # the app got this one
     journal.close()
+
+
+def test_journal_files_are_0600_whatever_the_umask(tmp_path) -> None:
+    """Outside systemd (no UMask=0077) the journal must not be readable by everyone."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        journal = Journal(tmp_path / "journal.sqlite3")
+        journal.begin(purchase(1), financial=True)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("journal.sqlite3*")}
+    journal.close()
+    assert modes["journal.sqlite3"] == 0o600
+    assert modes.get("journal.sqlite3-wal", 0o600) == 0o600
