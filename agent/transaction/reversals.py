@@ -58,6 +58,9 @@ class ReversalSender:
         self.stats = stats
         self.waiting = asyncio.Event()  # set when the journal has queued reversals
         self._lock = asyncio.Lock()
+        # reversals the host closed whose outcome the journal could not take (a full disk):
+        # kept here, never sent again, written when the journal takes writes again
+        self._unwritten: dict[int, tuple[Message, str]] = {}
 
     def late_response(self, exchange: Exchange, earlier: Exchange | None) -> None:
         """The link's handler of responses nobody waited for: an approval of a reversible
@@ -85,10 +88,18 @@ class ReversalSender:
 
     async def send(self) -> int:
         """Send every queued reversal until the host closes it; returns how many were closed.
-        Raises :class:`ReversalPending` at the first that cannot be closed."""
+        Raises :class:`ReversalPending` at the first that cannot be closed, a journal that
+        cannot be read or written included: the caller always has an answer to give."""
         closed = 0
         async with self._lock:
-            for queued in self.journal.queued_reversals():
+            try:
+                self._write_outcomes()
+                queued_now = self.journal.queued_reversals()
+            except JournalError as exc:
+                raise ReversalPending(f"journal: {exc}", 0) from None
+            for queued in queued_now:
+                if queued.id in self._unwritten:
+                    continue  # closed by the host already; only the journal lags behind
                 try:
                     exchange = await self._try(queued, queued.attempts, self._on_refused)
                 except _Repairable as refusal:
@@ -97,10 +108,22 @@ class ReversalSender:
                     await self._on_refused(refusal.answer)
                     exchange = await self._try(queued, queued.attempts + 1, None)
                 answer = exchange.frame.message
-                outcome = codes.reversal_outcome(answer.text(39, ""))
-                self.journal.reversal_closed(queued.id, answer, outcome.value)
+                outcome = codes.reversal_outcome(answer.text(39, "")).value
+                self._unwritten[queued.id] = (answer, outcome)
                 closed += 1
+                try:
+                    self._write_outcomes()
+                except JournalError as exc:
+                    log.error(
+                        "reversal of STAN %s closed by the host (%s); the journal cannot take "
+                        "it yet, kept in memory: %s", queued.message.text(11), outcome, exc,
+                    )  # fmt: skip
         return closed
+
+    def _write_outcomes(self) -> None:
+        for reversal_id, (answer, outcome) in list(self._unwritten.items()):
+            self.journal.reversal_closed(reversal_id, answer, outcome)
+            del self._unwritten[reversal_id]
 
     async def _try(self, queued: Reversal, tried: int, repair: Refused | None) -> Exchange:
         """One try of ``queued`` (``tried`` times before): the host's answer if it closes the
@@ -112,7 +135,7 @@ class ReversalSender:
             encoded = await asyncio.to_thread(self.macs.encode, message)
             exchange = await self.link.request(message, encoded)
         except (HostLinkError, ModuleError) as exc:
-            self.journal.reversal_attempted(queued.id, str(exc))
+            self._attempted(queued, str(exc))
             raise ReversalPending(f"STAN {stan}: {exc}", tried + 1) from None
         self.stats.reversals_sent += 1
         answer = exchange.frame.message
@@ -123,7 +146,7 @@ class ReversalSender:
         mac_ok = done and await asyncio.to_thread(self.macs.response_ok, message, exchange, True)
         if not mac_ok:
             reason = f"host answered {code}" if not done else "response MAC wrong"
-            self.journal.reversal_attempted(queued.id, reason)
+            self._attempted(queued, reason)
             if not done and repair is not None and refused(answer):
                 raise _Repairable(answer)
             raise ReversalPending(f"STAN {stan}: {reason}", tried + 1)
@@ -134,3 +157,10 @@ class ReversalSender:
                 stan,
             )
         return exchange
+
+    def _attempted(self, queued: Reversal, reason: str) -> None:
+        try:
+            self.journal.reversal_attempted(queued.id, reason)
+        except JournalError as exc:  # the try is lost from the count, never the reversal
+            log.error("reversal of STAN %s: the journal missed a try: %s",
+                      queued.message.text(11), exc)  # fmt: skip

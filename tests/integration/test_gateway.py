@@ -382,3 +382,31 @@ def test_other_network_management_goes_to_the_host(tmp_path) -> None:
             assert rig.host.state()["requests"]["0820"] == 1
 
     run(scenario())
+
+
+def test_disk_full_while_a_queued_reversal_goes_answers_and_keeps_its_outcome(
+    tmp_path, tiny_disk
+) -> None:
+    """The host confirms a queued reversal while the journal's disk is full: the app still gets
+    an answer (nothing escapes to asyncio), the reversal is not sent again, and its outcome is
+    written once space returns."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=tiny_disk) as rig:
+            assert (await exchange(rig.socket, app_purchase(1000, app_stan=5))).text(39) == "00"
+            [wire] = [t["stan"] for t in rig.agent.journal.transactions() if t["mti"] == "0200"]
+            rig.queue_reversal(wire, 1000)  # as if that purchase had timed out
+            fill_disk(tiny_disk)
+            answer = await exchange(rig.socket, app_purchase(2000))
+            assert answer.text(39) == "96"  # not sent: the journal could not record it
+            reversals = rig.host.state()["reversals"]
+            assert reversals >= 1
+            answer = await exchange(rig.socket, app_purchase(2001))
+            assert answer.text(39) == "96"
+            assert rig.host.state()["reversals"] == reversals  # confirmed once, not resent
+            (tiny_disk / "filler").unlink()
+            assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
+            assert rig.agent.journal.queued_reversals() == []
+            assert rig.host.state()["reversals"] == reversals
+
+    run(scenario())
