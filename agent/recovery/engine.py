@@ -244,6 +244,9 @@ class Recovery:
             except RemedyFailed as exc:
                 log.info("still unregistered: %s; next probe in %.0f s", exc, pause)
                 continue
+            except Exception:  # the probe must outlive a bug: it is the way back to sales
+                log.exception("the sign-in probe failed unexpectedly; next probe in %.0f s", pause)
+                continue
             self.registered_again("the background sign-in probe succeeded")
 
     def registered_again(self, why: str) -> None:

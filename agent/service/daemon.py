@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent import paths, timeline
@@ -57,6 +57,27 @@ def status_line(agent: Agent) -> str:
     host = status["host"]["endpoint"] or "no host"
     queued = status["reversals_queued"]
     return f"{status['state']}, host {host}, {queued} reversal(s) queued"
+
+
+SUPERVISE_FIRST, SUPERVISE_MAX = 1.0, 60.0
+
+
+async def supervised(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run a background loop for the life of the service: one that fails unexpectedly is
+    logged with its traceback and started again after a pause that grows while it keeps
+    failing (a dead reversal sender would hold customers' money silently)."""
+    pause = SUPERVISE_FIRST
+    while True:
+        started = asyncio.get_running_loop().time()
+        try:
+            await loop()
+            return
+        except Exception:
+            log.exception("background task %s failed; starting it again in %g s", name, pause)
+        if asyncio.get_running_loop().time() - started > SUPERVISE_MAX:
+            pause = SUPERVISE_FIRST  # it had been running well: a new failure, not a loop
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, SUPERVISE_MAX)
 
 
 async def send_reversals_until_done(agent: Agent) -> None:
@@ -178,11 +199,15 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, _reloader(agent, reload, notify))
     background = [
-        asyncio.create_task(send_reversals_until_done(agent)),
-        asyncio.create_task(agent.start()),
+        asyncio.create_task(
+            supervised("reversal sender", lambda: send_reversals_until_done(agent))
+        ),
+        asyncio.create_task(supervised("start-up sign-in", agent.start)),
     ]
     if config.selftest.interval > 0:
-        background.append(asyncio.create_task(light_checks(agent, config.selftest.interval)))
+        interval = config.selftest.interval
+        checks = supervised("periodic self-check", lambda: light_checks(agent, interval))
+        background.append(asyncio.create_task(checks))
     if notify.watchdog_interval:
         background.append(asyncio.create_task(feed_watchdog(notify, agent)))
     hosts = ", ".join(map(str, config.endpoints)) or "none configured"

@@ -227,3 +227,30 @@ def test_a_reload_that_fails_unexpectedly_still_tells_systemd_ready(tmp_path, ca
 
     asyncio.run(scenario())
     assert "configuration reload failed; the agent goes on as it was" in caplog.text
+
+
+def test_a_background_loop_that_fails_is_logged_and_started_again(caplog):
+    """The reversal sender, the periodic check and the start-up sign-in run supervised."""
+    import asyncio
+
+    from agent.service import daemon
+
+    runs: list[int] = []
+
+    async def flaky() -> None:
+        runs.append(len(runs))
+        if len(runs) < 3:
+            raise RuntimeError(f"failure {len(runs)}")
+
+    async def scenario():
+        old = daemon.SUPERVISE_FIRST
+        daemon.SUPERVISE_FIRST = 0.01
+        try:
+            await asyncio.wait_for(daemon.supervised("test loop", flaky), 10)
+        finally:
+            daemon.SUPERVISE_FIRST = old
+
+    asyncio.run(scenario())
+    assert runs == [0, 1, 2]
+    assert caplog.text.count("background task test loop failed; starting it again") == 2
+    assert "RuntimeError: failure 1" in caplog.text
