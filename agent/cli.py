@@ -326,17 +326,21 @@ def cmd_journal(args: argparse.Namespace) -> int:
         since = timeline.parse_since(args.since) if args.since else 0.0
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    path = paths.journal_path(config)
-    if not path.exists():
-        print(f"agent journal: no journal at {path}", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        journal = Journal(path)
-        entries = timeline.entries(journal, since)
-        journal.close()
-    except JournalError as exc:
-        print(f"agent journal: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    answer = _ask_agent(config, {"cmd": "journal", "since": since})
+    if answer is not None:  # the service's own connection sees every change
+        entries = answer["entries"]
+    else:
+        path = paths.journal_path(config)
+        if not path.exists():
+            print(f"agent journal: no journal at {path}", file=sys.stderr)
+            return EXIT_FAILED
+        try:
+            journal = Journal(path, read_only=True)  # a look: it creates and changes nothing
+            entries = timeline.entries(journal, since)
+            journal.close()
+        except JournalError as exc:
+            print(f"agent journal: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     if args.json:
         _print_json(entries)
     else:

@@ -124,25 +124,39 @@ class Journal:
     """One connection, usable from the event loop and from worker threads (the gateway journals
     and MACs in one worker hop so an fsync never stalls the loop); a lock keeps each step whole."""
 
-    def __init__(self, path: Path, clock: Any = time.time) -> None:
+    def __init__(self, path: Path, clock: Any = time.time, *, read_only: bool = False) -> None:
+        """``read_only``: a technician's look while no service runs (DESIGN.md section 6). It
+        creates nothing: no directory, no file, not even SQLite's -wal and -shm (which, made by
+        root, would lock the service out), so it reads the database as it is on disk
+        (``immutable``) and changes not yet checkpointed from a -wal file are not seen."""
         self.path = path
+        self.read_only = read_only
         self._clock = clock
         self._lock = threading.RLock()
+        if read_only:
+            if not path.is_file():
+                raise JournalError(f"journal {path} does not exist: the service has not run here")
+            target, uri = f"file:{path.as_posix()}?mode=ro&immutable=1", True
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # 0600 from the first byte, whatever the umask (outside systemd there is none
+                # of UMask=0077); SQLite gives the -wal and -shm files the database's mode.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise JournalError(f"journal {path} cannot be created: {exc}") from None
+            target, uri = str(path), False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # 0600 from the first byte, whatever the umask (outside systemd there is none of
-            # UMask=0077); SQLite gives the -wal and -shm files the database file's mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError as exc:
-            raise JournalError(f"journal {path} cannot be created: {exc}") from None
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                target, uri=uri, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"journal {path} cannot be opened: {exc}") from None
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            if not read_only:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
             self._queued = self._db.execute(
                 "SELECT count(*) FROM reversals WHERE state = 'queued'"
@@ -153,6 +167,12 @@ class Journal:
                 raise
             raise JournalError(f"journal {path} cannot be opened: {exc}") from None
 
+    @property
+    def unseen_changes(self) -> bool:
+        """Read-only: a -wal file holds changes this look does not see."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return self.read_only and wal.exists() and wal.stat().st_size > 0
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -162,6 +182,8 @@ class Journal:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One durable transaction; any SQLite failure becomes a JournalError with its reason."""
+        if self.read_only:
+            raise JournalError(f"journal {self.path} is open read-only (a technician's look)")
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -189,6 +211,11 @@ class Journal:
             raise JournalError(
                 f"journal {self.path} has schema {version}, newer than this agent knows "
                 f"({len(MIGRATIONS)})"
+            )
+        if self.read_only and version < len(MIGRATIONS):
+            raise JournalError(
+                f"journal {self.path} has schema {version}: the service brings it to "
+                f"{len(MIGRATIONS)} at its next start"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._write() as db:

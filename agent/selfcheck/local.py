@@ -1,5 +1,6 @@
-"""The self-check from the command line when no agent is running: it opens the journal and the card
-module itself (``agent selftest`` asks the running agent instead, which holds the serial port)."""
+"""The self-check from the command line when no agent is running: it opens the journal (read-only:
+it creates no file and changes nothing the service owns) and the card module itself (``agent
+selftest`` asks the running agent instead, which holds the serial port)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ async def run_local(
 ) -> Report:
     journal, journal_error = None, ""
     try:
-        journal = Journal(paths.journal_path(config))
+        journal = Journal(paths.journal_path(config), read_only=True)
     except JournalError as exc:
         journal_error = str(exc)
     module = SerialCardModule(config.module.url, baudrate=config.module.baudrate)

@@ -53,7 +53,8 @@ async def check(context: Context) -> CheckResult:
         return tampered(ID, described)
     recorded = context.journal.recall("module") if context.journal else None
     if context.journal is not None and recorded != described:
-        context.journal.remember("module", described)
+        if not context.journal.read_only:
+            context.journal.remember("module", described)
         if recorded is not None:
             return CheckResult(
                 ID,

@@ -151,7 +151,9 @@ async def _echo(context: Context, probe: Probe, deadline: float) -> None:
     config = context.config
     remaining = max(min(config.host.response_timeout, deadline - time.monotonic()), 0.1)
     link = HostLink.from_config(config, [probe.endpoint], response_timeout=remaining)
-    stan = context.journal.next_stan() if context.journal else secrets.randbelow(999_999) + 1
+    journal = context.journal
+    own = journal is not None and not journal.read_only  # a technician's look numbers nothing
+    stan = journal.next_stan() if own and journal else secrets.randbelow(999_999) + 1
     batch = context.journal.batch if context.journal else 1
     echo = echo_request(
         Terminal(config.terminal.tid or "00000000", config.terminal.mid or " " * 15),

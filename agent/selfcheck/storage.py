@@ -20,6 +20,21 @@ async def check(context: Context) -> CheckResult:
     free_up = Text(
         f"free space on the disk holding {path.parent}", f"清理 {path.parent} 所在磁盘的空间"
     )
+    if journal is None and not path.exists():
+        return CheckResult(
+            ID,
+            Status.WARN,
+            Text(
+                "no journal yet: the service creates it when it first starts",
+                "尚无交易日志：服务首次启动时创建",
+            ),
+            str(path),
+            Text(
+                "start the service: systemctl start pos-agent",
+                "启动服务：systemctl start pos-agent",
+            ),
+            finding="journal-absent",
+        )
     if journal is None:
         return CheckResult(
             ID,
@@ -33,7 +48,8 @@ async def check(context: Context) -> CheckResult:
             finding="journal-unusable",
         )
     try:
-        await asyncio.to_thread(journal.remember, "write-probe", str(context.now()))
+        if not journal.read_only:  # a technician's look writes nothing: the service will
+            await asyncio.to_thread(journal.remember, "write-probe", str(context.now()))
     except JournalError as exc:
         return CheckResult(
             ID,
@@ -81,12 +97,21 @@ async def check(context: Context) -> CheckResult:
         )
     waiting = f"; {len(queued)} reversal(s) waiting to be sent" if queued else ""
     waiting_zh = f"；{len(queued)} 笔冲正待发送" if queued else ""
+    if journal.read_only:
+        state, state_zh = (
+            "journal readable (not written: no service runs)",
+            "交易日志可读（未写入：服务未运行）",
+        )
+        if journal.unseen_changes:
+            detail += "; changes in the -wal file are not seen until the service starts"
+    else:
+        state, state_zh = "journal writable", "交易日志可写"
     return CheckResult(
         ID,
         Status.OK,
         Text(
-            f"journal writable, {free / 2**20:.0f} MiB free{waiting}",
-            f"交易日志可写，剩余 {free / 2**20:.0f} MiB{waiting_zh}",
+            f"{state}, {free / 2**20:.0f} MiB free{waiting}",
+            f"{state_zh}，剩余 {free / 2**20:.0f} MiB{waiting_zh}",
         ),
         detail,
     )

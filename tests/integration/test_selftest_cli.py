@@ -73,3 +73,27 @@ def test_unreadable_config_and_bad_usage_exit_2(tmp_path) -> None:
     assert result.returncode == 2 and "not valid TOML" in result.stderr
     result = agent("selftest", "--only", "bogus", "--config", str(garbage))
     assert result.returncode == 2
+
+
+def test_a_technicians_selftest_creates_and_changes_nothing(simulators, tmp_path) -> None:
+    """Run as root before the service ever wrote (DESIGN.md section 6): no journal, no -wal or
+    -shm, no directory appears; afterwards the journal the service made is left as it was."""
+    _, _, config = simulators
+    state = tmp_path / "state"
+    text = config.read_text()
+    start = text.index("[journal]")
+    end = text.index("\n[", start + 1)
+    config.write_text(
+        text[:start] + f'[journal]\npath = "{state / "journal.sqlite3"}"\n' + text[end:]
+    )
+    result = agent("selftest", "--json", "--config", str(config))
+    checks = {c["id"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["storage"]["status"] == "warn"
+    assert "no journal yet" in checks["storage"]["summary"]
+    assert not state.exists()
+    assert agent("signin", "--config", str(config)).returncode == 0  # the service's first write
+    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in state.iterdir()}
+    result = agent("selftest", "--json", "--config", str(config))
+    assert result.returncode == 0, result.stdout
+    after = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in state.iterdir()}
+    assert after == before
