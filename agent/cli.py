@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from agent.wire.profile import Profile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_NOT_RUNNING = 3  # agent status: as systemctl status for a unit that is not active
 DEFAULT_CONFIG = "/etc/pos-agent/agent.toml"
 
 
@@ -234,14 +235,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load_config(args)
     answer = _ask_agent(config, {"cmd": "status"})
     if answer is None:
-        print(
-            f"agent status: no agent running (control socket {_control(config)})", file=sys.stderr
-        )
-        return EXIT_FAILED
+        where = _control(config)
+        if args.json:
+            _print_json({"running": False, "state": "not-running", "registered": False,
+                         "tid": config.terminal.tid, "control_socket": str(where)})  # fmt: skip
+        else:
+            print(f"agent status: no agent running (control socket {where})", file=sys.stderr)
+        return EXIT_NOT_RUNNING
     answer.pop("ok", None)
+    code = EXIT_OK if answer.get("registered") else EXIT_FAILED  # as `systemctl status`
     if args.json:
-        _print_json(answer)
-        return EXIT_OK
+        _print_json({"running": True, **answer})
+        return code
     host = answer["host"]
     signed = answer["signed_in"]
     lines = [
@@ -267,7 +272,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"message     {answer['message']['zh']}")
         lines.append(f"            {answer['message']['en']}")
     print("\n".join(lines))
-    return EXIT_OK
+    return code
 
 
 def _control(config: Config) -> Path:

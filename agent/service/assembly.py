@@ -291,8 +291,12 @@ class Agent:
         link = self.link.status
         last = self.journal.last_signin()
         message = self.recovery.message
+        state = self.recovery.state.value
+        if self.recovery.state is State.REGISTERED and not self.sender.signed_in:
+            state = "not-signed-in"  # no sign-in has succeeded since the service started
         return {
-            "state": self.recovery.state.value,
+            "state": state,
+            "registered": state == State.REGISTERED.value,
             "tid": self.config.terminal.tid,
             "mid": self.config.terminal.mid,
             "host": {

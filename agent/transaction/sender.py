@@ -100,6 +100,7 @@ class Sender:
         self.reversals = reversals
         self.stats = stats
         self._signin_lock = asyncio.Lock()
+        self.signed_in = False  # a sign-in succeeded since the service started
         self._signins_running = 0
         # Cleared while a sign-in replaces the working keys: requests wait rather than go out
         # MACed under keys the host is about to forget.
@@ -298,7 +299,7 @@ class Sender:
         try:
             async with self._signin_lock:
                 config = self._config()
-                return await sign_in(
+                result = await sign_in(
                     terminal=self.terminal,
                     scheme=config.wire.key_scheme,
                     key_layout=config.wire.key_layout,
@@ -307,6 +308,8 @@ class Sender:
                     module=self.macs.module,
                     link=self.link,
                 )
+                self.signed_in = True
+                return result
         finally:
             self._signins_running -= 1
             if not self._signins_running:

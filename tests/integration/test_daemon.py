@@ -4,6 +4,7 @@ NOTIFY_SOCKET, which is all the sd_notify protocol needs."""
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -177,10 +178,37 @@ def test_journal_shows_the_recovery_timeline(tmp_path, simulators):
     assert {e["kind"] for e in as_json} >= {"transaction", "recovery.plan"}
 
 
-def test_status_without_a_running_agent_exits_1(tmp_path, simulators):
+def test_status_exit_codes_are_systemctls(tmp_path, simulators):
+    """0 running and registered, 1 running and not (never signed in), 3 no service; --json
+    always prints an object (DESIGN.md section 11)."""
     _, _, config = simulators
     result = agent_cli("status", "--config", str(config))
-    assert result.returncode == 1 and "no agent running" in result.stderr
+    assert result.returncode == 3 and "no agent running" in result.stderr
+    result = agent_cli("status", "--json", "--config", str(config))
+    assert result.returncode == 3
+    assert json.loads(result.stdout) == {
+        "running": False, "state": "not-running", "registered": False, "tid": "10000001",
+        "control_socket": str(tmp_path / "control.sock"),
+    }  # fmt: skip
+    agent = start(tmp_path, config)
+    try:
+        result = agent_cli("status", "--json", "--config", str(config))
+        assert result.returncode == 0
+        assert json.loads(result.stdout)["registered"] is True
+    finally:
+        assert agent.stop() == 0
+    # a host nobody listens at: the service runs, its sign-in never succeeds
+    config.write_text(re.sub(r'primary = ".*"', 'primary = "127.0.0.1:1"', config.read_text()))
+    agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
+    try:
+        agent.wait_ready()
+        wait_for(lambda: (tmp_path / "control.sock").exists(), 10, "the control socket")
+        result = agent_cli("status", "--json", "--config", str(config))
+        assert result.returncode == 1, result.stdout  # it runs, but no sign-in succeeded
+        assert json.loads(result.stdout)["state"] == "not-signed-in"
+        assert agent_cli("status", "--config", str(config)).returncode == 1
+    finally:
+        assert agent.stop() == 0
 
 
 def test_a_terminal_without_hosts_runs_and_waits(tmp_path, simulators):
