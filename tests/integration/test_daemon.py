@@ -282,3 +282,27 @@ def test_a_background_loop_that_fails_is_logged_and_started_again(caplog):
     assert runs == [0, 1, 2]
     assert caplog.text.count("background task test loop failed; starting it again") == 2
     assert "RuntimeError: failure 1" in caplog.text
+
+
+def test_sigterm_is_not_held_by_an_app_that_keeps_its_socket_open(tmp_path, simulators):
+    """Shutdown waits for transactions, not connections: an idle app connection (and an idle
+    module socket one) is closed at once, also where Server.wait_closed waits for every client."""
+    from agent.service.daemon import DRAIN_TIMEOUT
+
+    _, _, config = simulators
+    agent = start(tmp_path, config)
+    idle = []
+    for name in ("agent.sock", "module.sock", "control.sock"):
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(str(tmp_path / name))
+        idle.append(client)
+    started = time.monotonic()
+    try:
+        assert agent.stop() == 0
+        assert time.monotonic() - started < DRAIN_TIMEOUT / 2
+        for client in idle:
+            client.settimeout(5)
+            assert client.recv(1) == b""  # closed by the agent
+    finally:
+        for client in idle:
+            client.close()
