@@ -88,7 +88,7 @@ class _Executable:
 
     async def run(self, event: str, document: str, timeout: float) -> _Judged:
         if self.refusal:
-            log.warning("refusing hook %s: it is %s (chmod go-w)", self.path, self.refusal)
+            log.warning("refusing hook %s: %s", self.path, self.refusal)
             return Outcome.FAILED, None, f"refused: {self.refusal}"
         try:
             finished = await process.run_process(
@@ -128,12 +128,14 @@ class HookRunner:
     """Runs the hooks of an event: executables in ``directory`` and Python entry points."""
 
     def __init__(
-        self, directory: Path | None, *, timeout: float = 10.0, entry_points: bool = True
+        self, directory: Path | str | None, *, timeout: float = 10.0, entry_points: bool = True
     ) -> None:
+        """``directory`` None or "" (``hooks.directory = ""``): no executable hooks at all,
+        never the working directory."""
         if timeout <= 0:
             raise ValueError(f"the hook timeout must be positive, not {timeout}")
         # Absolute, because hooks are started in / and their path must still name them there.
-        self.directory = Path(directory).absolute() if directory is not None else None
+        self.directory = Path(directory).absolute() if directory else None
         self.timeout = float(timeout)
         self._use_entry_points = entry_points
         self._entry_points: dict[str, list[metadata.EntryPoint]] | None = None
@@ -145,14 +147,25 @@ class HookRunner:
         """
         return [hook.name for hook in self._hooks(event)]
 
-    async def run(self, event: str, payload: dict[str, Any]) -> list[HookResult]:
-        """Run every hook of ``event`` in order, each with ``payload`` (its "event" set)."""
+    async def run(
+        self, event: str, payload: dict[str, Any], budget: float | None = None
+    ) -> list[HookResult]:
+        """Run every hook of ``event`` in order, each with ``payload`` (its "event" set), each
+        within the hook timeout and all of them within ``budget`` seconds when given (a remedy
+        waits for them: three hanging hooks must not cost it three timeouts)."""
         hooks = self._hooks(event)
         document = json.dumps({**payload, "event": event}, ensure_ascii=False, allow_nan=False)
         results = []
+        deadline = None if budget is None else time.monotonic() + budget
         for hook in hooks:
             started = time.monotonic()
-            outcome, output, detail = await hook.run(event, document, self.timeout)
+            timeout = self.timeout if deadline is None else min(self.timeout, deadline - started)
+            if timeout <= 0:
+                detail = f"not run: the {budget:g} s for {event} hooks were used up"
+                log.warning("hook %s for %s %s", hook.name, event, detail)
+                results.append(HookResult(hook.name, Outcome.FAILED, None, detail, 0))
+                continue
+            outcome, output, detail = await hook.run(event, document, timeout)
             duration_ms = round((time.monotonic() - started) * 1000)
             # Never the payload: the hook has it on stdin, the log does not need it.
             log.info(
@@ -178,7 +191,8 @@ class HookRunner:
         except OSError as exc:
             log.warning("cannot list the hooks in %s: %s", folder, exc)
             return []
-        return [hook for hook in map(_executable, paths) if hook is not None]
+        hooks = (_executable(path, self.directory) for path in paths)
+        return [hook for hook in hooks if hook is not None]
 
     def _python_hooks(self, event: str) -> list[_EntryPoint]:
         if not self._use_entry_points:
@@ -190,8 +204,12 @@ class HookRunner:
         return [_EntryPoint(entry_point) for entry_point in self._entry_points[event]]
 
 
-def _executable(path: Path) -> _Executable | None:
-    """The hook at ``path``, or None (logged) when it is not one."""
+def _executable(path: Path, root: Path) -> _Executable | None:
+    """The hook at ``path`` (in ``root``, the hooks directory), or None (logged) when it is not
+    one. It may run only if the file it resolves to and every directory from there up to
+    ``root`` (to / for a link that leads out of it), and every directory from its own entry up
+    to ``root``, are owned by root or the agent's user and writable by no one else (DESIGN.md
+    section 9): otherwise another local user could put code there that the agent would run."""
     if path.name.startswith(".") or path.name.endswith(SKIPPED_SUFFIXES):
         log.debug("skipping %s: its name marks it as hidden, disabled or a leftover", path)
         return None
@@ -206,11 +224,35 @@ def _executable(path: Path) -> _Executable | None:
     if not os.access(path, os.X_OK):
         log.debug("skipping %s: not executable", path)
         return None
-    refusal = ""
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
-        # Anyone but its owner could put code there that the agent would run.
-        refusal = f"group- or world-writable (mode {stat.S_IMODE(mode):04o})"
-    return _Executable(path, refusal)
+    return _Executable(path, _untrusted(path, root))
+
+
+def _untrusted(path: Path, root: Path) -> str:
+    """Why the hook at ``path`` must not run; "" when it may."""
+
+    def up_to_root(start: Path, top: Path) -> list[Path]:
+        """``start`` and its directories up to ``top`` (or to / when ``top`` is not above)."""
+        chain = [start]
+        while chain[-1] != top and chain[-1] != chain[-1].parent:
+            chain.append(chain[-1].parent)
+        return chain
+
+    target = path.resolve()
+    # the file it resolves to and the directories above it (up to hooks.d when it lies
+    # inside, else to /), then the directories the listing went through, hooks.d included
+    checked = [*up_to_root(target, root.resolve()), *up_to_root(path.parent, root)]
+    owners = {0, os.geteuid()}
+    for place in dict.fromkeys(checked):
+        try:
+            info = place.stat()
+        except OSError as exc:
+            return f"{place} cannot be examined: {exc.strerror or exc}"
+        what = "the hook" if place == target else f"directory {place}"
+        if info.st_uid not in owners:
+            return f"{what} is owned by uid {info.st_uid}, not root or the agent's user"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{what} is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o})"
+    return ""
 
 
 def _judge_process(finished: process.Finished, timeout: float) -> _Judged:

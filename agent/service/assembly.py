@@ -5,10 +5,10 @@ recovery applies to them. ``agent run``, ``agent signin`` and the demo all assem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from agent import __version__, paths, provisioning
@@ -40,7 +40,7 @@ from agent.wire.message import Message
 from agent.wire.profile import Profile
 from drivers.module import CardModule, ModuleError
 from drivers.serial_module import SerialCardModule
-from firmware_hooks import HookRunner, Outcome
+from firmware_hooks import HookResult, HookRunner, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class Agent:
             on_unmatched=self._late_response,
             on_down=self._host_down,
         )
-        self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
+        self.hooks = HookRunner(config.hooks.directory, timeout=config.hooks.timeout)
+        self._hook_tasks: set[asyncio.Future[None]] = set()
         self.last_host_time: HostClockSample | None = None
         # the transaction layer reads the configuration in effect (a reload may change it)
         self.stats = GatewayStats()
@@ -141,6 +142,9 @@ class Agent:
             self.last_host_time = HostClockSample(time.time(), message.text(13) + message.text(12))
 
     async def close(self) -> None:
+        for task in self._hook_tasks:
+            task.cancel()  # a hook still running is killed with its process group
+        await asyncio.gather(*self._hook_tasks, return_exceptions=True)
         await self.host_requests.close()
         await self.recovery.close()
         await self.app_socket.close()
@@ -237,7 +241,7 @@ class Agent:
     async def _parameters_requested(self, requirement: int, what: str) -> str:
         """Requirements 7 and 8 are acquirer-specific: a vendor's hook does them."""
         payload = {**self.identity(), "requirement": requirement, "what": what}
-        results = await self.hooks.run("parameters-requested", payload)
+        results = await self.ask_hooks("parameters-requested", payload, self.config.hooks.timeout)
         if any(r.outcome is Outcome.DONE for r in results):
             return f"parameters-requested hook did the {what}"
         raise RemedyFailed(
@@ -280,7 +284,7 @@ class Agent:
         )
         self.config = config
         self.link.reconfigure(HostLink.from_config(config, make_echo=self.echo_message))
-        self.hooks = HookRunner(Path(config.hooks.directory), timeout=config.hooks.timeout)
+        self.hooks = HookRunner(config.hooks.directory, timeout=config.hooks.timeout)
         self.recovery.attempts = config.recovery.attempts
         self.recovery.deadline = config.recovery.deadline
         self.recovery.probe_pauses = (config.recovery.probe_first, config.recovery.probe_max)
@@ -413,7 +417,7 @@ class Agent:
             except ProvisioningError as exc:
                 failures.append(str(exc))
         payload = {**self.identity(), "reason": reason, "module_serial": serial.strip()}
-        for result in await self.hooks.run("provision", payload):
+        for result in await self.ask_hooks("provision", payload, self.config.hooks.timeout):
             if result.outcome is Outcome.DONE and result.output:
                 try:
                     return Provisioning.from_record(result.output, f"hook {result.hook}")
@@ -427,7 +431,7 @@ class Agent:
 
     async def sync_clock(self, clock: dict[str, Any]) -> str:
         """The ``sync-clock`` hook corrects the clock; a sign-in then gives the host our time."""
-        results = await self.hooks.run("sync-clock", clock)
+        results = await self.ask_hooks("sync-clock", clock, self.config.hooks.timeout)
         if any(r.outcome is Outcome.DONE for r in results):
             corrected = f"sync-clock hook corrected {clock.get('offset_seconds')} s"
             return f"{corrected}; {await self.sign_in()}"
@@ -444,6 +448,34 @@ class Agent:
         return f"now using the backup host {backup}; " + await self.sign_in()
 
     async def hook(self, event: str, payload: dict[str, Any]) -> None:
-        for result in await self.hooks.run(event, payload):
-            if result.outcome is not Outcome.DONE:
-                log.warning("hook %s for %s: %s", result.hook, event, result.detail)
+        """Tell the hooks of ``event`` in the background: a hook never holds up a payment or a
+        recovery (DESIGN.md section 9), however long it takes."""
+        task = asyncio.ensure_future(self._tell_hooks(event, payload))
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
+
+    async def hooks_told(self) -> None:
+        """Until the hooks told so far have finished (tests, and the demo's last line)."""
+        while self._hook_tasks:
+            await asyncio.gather(*self._hook_tasks, return_exceptions=True)
+
+    async def _tell_hooks(self, event: str, payload: dict[str, Any]) -> None:
+        try:
+            await self.ask_hooks(event, payload, budget=None)
+        except Exception:  # a hook runner bug must not surface in a payment's task
+            log.exception("running the %s hooks failed", event)
+
+    async def ask_hooks(
+        self, event: str, payload: dict[str, Any], budget: float | None
+    ) -> list[HookResult]:
+        """Run the hooks of ``event`` (all within ``budget`` seconds when given); what failed is
+        logged, a hook refused for its ownership or mode journalled too."""
+        results = await self.hooks.run(event, payload, budget=budget)
+        for result in results:
+            if result.outcome is Outcome.DONE:
+                continue
+            log.warning("hook %s for %s: %s", result.hook, event, result.detail)
+            if result.detail.startswith("refused:"):
+                with contextlib.suppress(JournalError):
+                    self.journal.event("hook-refused", hook=result.hook, reason=result.detail)
+        return results

@@ -142,6 +142,7 @@ def test_cancelled_terminal_becomes_unregistered_with_a_message(tmp_path) -> Non
                 assert held.text(39) == "97"
                 assert held.text(63).startswith("AGENT terminal not registered")
             assert purchases_sent(rig) == sent
+            await rig.agent.hooks_told()
             for path in (unregistered, displayed):
                 [payload] = [json.loads(line) for line in path.read_text().splitlines() if line]
                 assert (payload["tid"], payload["mid"]) == (TID, MID)
@@ -311,5 +312,29 @@ def test_a_purchase_during_the_start_up_repair_waits_for_it(tmp_path) -> None:
             await starting
             assert response.text(39) == "00", response
             assert rig.agent.config.terminal.tid == TID
+
+    run(scenario())
+
+
+def test_hanging_hooks_never_hold_up_a_recovery(tmp_path) -> None:
+    """A signed-in hook and three on-97 hooks that hang for the whole hook timeout: the 97 is
+    repaired and the retry approved long before any of them ends (DESIGN.md section 9)."""
+    import time
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"hooks": {"timeout": 20}}) as rig:
+            for event, names in (("signed-in", ["50-hang"]), ("on-97", ["10-a", "20-b", "30-c"])):
+                folder = tmp_path / "hooks.d" / event
+                folder.mkdir(parents=True, exist_ok=True)
+                for name in names:
+                    hook = folder / name
+                    hook.write_text("#!/bin/sh\nsleep 20\n")
+                    hook.chmod(stat.S_IRWXU)
+            rig.put_tms()
+            rig.host.forget(TID)
+            started = time.monotonic()
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert time.monotonic() - started < 10  # not one hook timeout, let alone four
+            assert len(rig.agent._hook_tasks) >= 2  # still running, in the background
 
     run(scenario())

@@ -7,9 +7,11 @@ import asyncio
 import io
 import json
 import logging
+import os
 import runpy
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,10 +127,10 @@ def run_one(distribution, value: str, timeout: float = 5.0) -> HookResult:
     return result
 
 
-def hook(folder: Path, name: str, mode: int = 0o755) -> Path:
+def hook(folder: Path, name: str, mode: int = 0o755, body: str = 'touch "$0.ran"') -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_text('#!/bin/sh\ntouch "$0.ran"\n')
+    path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(mode)
     return path
 
@@ -169,7 +171,7 @@ def test_group_or_world_writable_hook_is_refused_not_run(tmp_path, caplog, mode)
     assert runner.hooks_for("signed-in") == [str(path)]  # listed: run reports it
     [result] = run(runner, "signed-in")
     assert result.outcome is Outcome.FAILED and result.output is None
-    assert result.detail == f"refused: group- or world-writable (mode {mode:04o})"
+    assert result.detail == f"refused: the hook is group- or world-writable (mode {mode:04o})"
     assert f"refusing hook {path}" in caplog.text
     assert not path.with_name("50-writable.ran").exists()
 
@@ -347,6 +349,62 @@ def test_runs_are_logged_without_the_payload(distribution, caplog) -> None:
         "hook entry point on-97 (vendor_hooks:echo) for on-97: done",
     ]
     assert "MARKER-MID-4711" not in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files of another owner need root to make")
+@pytest.mark.parametrize(
+    ("arrange", "reason"),
+    [
+        ("event-dir-world-writable", "directory {event} is group- or world-writable (mode 0777)"),
+        ("hooks-d-world-writable", "directory {root} is group- or world-writable (mode 0777)"),
+        ("owned-by-nobody", "the hook is owned by uid 65534, not root or the agent's user"),
+        ("link-into-world-writable", "directory {outside} is group- or world-writable"),
+    ],
+)
+def test_hooks_anyone_else_could_change_are_refused(tmp_path, arrange: str, reason: str) -> None:
+    """DESIGN.md section 9: the file (after links) and every directory up to hooks.d owned by
+    root or the agent's user and writable by no one else."""
+    root = tmp_path / "hooks.d"
+    event = root / "on-97"
+    path = hook(event, "50-hook")
+    outside = tmp_path / "drop"
+    if arrange == "event-dir-world-writable":
+        event.chmod(0o777)
+    elif arrange == "hooks-d-world-writable":
+        root.chmod(0o777)
+    elif arrange == "owned-by-nobody":
+        os.chown(path, 65534, 65534)
+    else:  # a symlink to a file in a world-writable directory
+        outside.mkdir(mode=0o755)
+        outside.chmod(0o777)
+        target = hook(outside, "payload")
+        path.unlink()
+        path.symlink_to(target)
+    [result] = run(HookRunner(root, entry_points=False), "on-97")
+    assert result.outcome is Outcome.FAILED
+    expected = reason.format(event=event, root=root, outside=outside)
+    assert result.detail.startswith(f"refused: {expected}"), result.detail
+    assert not path.with_name("50-hook.ran").exists()
+
+
+def test_empty_hooks_directory_means_no_hooks(tmp_path, monkeypatch) -> None:
+    """hooks.directory = "" must not run executables from the working directory."""
+    hook(tmp_path / "on-97", "50-here")
+    monkeypatch.chdir(tmp_path)
+    assert HookRunner("", entry_points=False).hooks_for("on-97") == []
+    assert HookRunner(None, entry_points=False).hooks_for("on-97") == []
+
+
+def test_hooks_of_one_event_share_a_budget(tmp_path) -> None:
+    """Three hanging hooks cost a remedy its budget, not three timeouts."""
+    for name in ("10-a", "20-b", "30-c"):
+        hook(tmp_path / "sync-clock", name, body="sleep 30")
+    runner = HookRunner(tmp_path, timeout=0.4, entry_points=False)
+    started = time.monotonic()
+    results = asyncio.run(runner.run("sync-clock", {}, budget=0.6))
+    assert [r.outcome for r in results] == [Outcome.FAILED] * 3
+    assert results[2].detail == "not run: the 0.6 s for sync-clock hooks were used up"
+    assert time.monotonic() - started < 5  # the budget, not 3 x 30 s
 
 
 # The examples (run as processes in tests/integration/test_hooks.py)
