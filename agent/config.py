@@ -87,6 +87,8 @@ class GatewayConfig:
 @dataclass(frozen=True)
 class JournalConfig:
     path: str = ""  # default: <state directory>/journal.sqlite3
+    keep_days: float = 30.0  # rows of settled batches older than this are deleted
+    max_mb: float = 64.0  # the journal stays under this (oldest settled rows first)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,13 @@ def _seconds(value: Any) -> float:
     number = _number(value)
     if not 0 < number <= 86_400:
         raise ValueError("expected seconds above 0, at most 86400")
+    return number
+
+
+def _positive(value: Any) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise ValueError("expected a number above 0")
     return number
 
 
@@ -340,7 +349,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "mode": _choice("wrap", "pass-through"),
         "replay_window": _number,
     },
-    "journal": {"path": _text},
+    "journal": {"path": _text, "keep_days": _positive, "max_mb": _positive},
     "tms": {"url": _url, "timeout": _seconds},
     "hooks": {"directory": _text, "timeout": _seconds},
     "recovery": {

@@ -29,6 +29,16 @@ from agent.wire.message import Message
 # Fields of a financial request kept to build its reversal: none of them is cardholder data.
 REVERSAL_FIELDS = (3, 4, 11, 22, 25, 41, 42, 49, 60)
 MAX_STAN = 999_999
+WAL_PAGES = 100
+WAL_LIMIT = 512 * 1024
+PRUNE_CHUNK = 200  # rows deleted per step while the journal is over its size cap
+# Transactions retention may delete: of a batch other than the current one (settled), finished,
+# with no reversal still queued.
+_SETTLED = (
+    "(batch IS NULL OR batch != ?) AND state != 'pending' AND NOT EXISTS "
+    "(SELECT 1 FROM reversals r WHERE r.transaction_id = transactions.id "
+    "AND r.state = 'queued')"
+)
 
 MIGRATIONS = (
     """
@@ -157,6 +167,11 @@ class Journal:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("PRAGMA foreign_keys=ON")
+                # A small state partition: the WAL is checkpointed every WAL_PAGES pages and
+                # cut back to WAL_LIMIT bytes after it, instead of SQLite's 1,000 pages (4 MB).
+                self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+                self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+                self._db.execute("PRAGMA temp_store=MEMORY")  # retention's scratch table
             self._migrate()
             self._queued = self._db.execute(
                 "SELECT count(*) FROM reversals WHERE state = 'queued'"
@@ -176,6 +191,60 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # ----------------------------------------------------------------------------- retention
+
+    @property
+    def size_bytes(self) -> int:
+        """What the journal's rows take (free pages, reused by new rows, not counted)."""
+        pages = self._rows("PRAGMA page_count")[0][0] - self._rows("PRAGMA freelist_count")[0][0]
+        return pages * self._rows("PRAGMA page_size")[0][0]
+
+    def prune(self, keep_days: float, max_bytes: int) -> int:
+        """Retention (DESIGN.md section 8): rows of settled batches older than ``keep_days``
+        and events as old go; then, while the journal is over ``max_bytes``, the oldest settled
+        rows and events. Pending rows, queued reversals and the current batch stay. Then the WAL
+        is checkpointed and cut back. Returns how many transactions were deleted."""
+        cutoff = self._clock() - keep_days * 86_400
+        batch = self._batch_text()
+        deleted = self._delete(f"{_SETTLED} AND updated_at < ?", (batch, cutoff), None)
+        with self._write() as db:
+            db.execute("DELETE FROM events WHERE at < ?", (cutoff,))
+            db.execute("DELETE FROM signins WHERE at < ? AND id != (SELECT max(id) FROM signins)",
+                       (cutoff,))  # fmt: skip
+        while self.size_bytes > max_bytes:
+            removed = self._delete(_SETTLED, (batch,), PRUNE_CHUNK)
+            with self._write() as db:
+                events = db.execute(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
+                    (PRUNE_CHUNK,),
+                ).rowcount
+            deleted += removed
+            if not removed and not events:
+                break  # what is left may not go: the current batch and what is pending
+        self.checkpoint()
+        return deleted
+
+    def _delete(self, where: str, parameters: tuple[Any, ...], limit: int | None) -> int:
+        chosen = f"SELECT id FROM transactions WHERE {where} ORDER BY id"
+        if limit is not None:
+            chosen += f" LIMIT {int(limit)}"
+        with self._write() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM doomed")
+            db.execute(f"INSERT INTO doomed {chosen}", parameters)
+            db.execute("DELETE FROM reversals WHERE transaction_id IN (SELECT id FROM doomed)")
+            return db.execute(
+                "DELETE FROM transactions WHERE id IN (SELECT id FROM doomed)"
+            ).rowcount
+
+    def checkpoint(self) -> None:
+        """Write the WAL into the database and truncate it (when no reader holds it back)."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path} checkpoint failed: {exc}") from None
 
     # ------------------------------------------------------------------------------ plumbing
 

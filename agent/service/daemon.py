@@ -106,6 +106,27 @@ async def send_reversals_until_done(agent: Agent) -> None:
             reversals.waiting.clear()
 
 
+JOURNAL_UPKEEP = 60.0  # seconds between retention runs, each when no transaction is in flight
+
+
+async def journal_upkeep(agent: Agent, interval: float = JOURNAL_UPKEEP) -> None:
+    """Retention, the size cap and a WAL checkpoint (DESIGN.md section 8), at start and then
+    whenever the payment path is idle, in a worker thread."""
+    while True:
+        if not agent.app_socket.busy:
+            settings = agent.config.journal
+            try:
+                deleted = await asyncio.to_thread(
+                    agent.journal.prune, settings.keep_days, int(settings.max_mb * 2**20)
+                )
+            except JournalError as exc:
+                log.warning("journal upkeep failed: %s", exc)
+            else:
+                if deleted:
+                    log.info("journal retention deleted %d settled transaction(s)", deleted)
+        await asyncio.sleep(interval)
+
+
 async def light_checks(agent: Agent, interval: float) -> None:
     """Now and then: keys, module and storage. A finding that changes is journalled; keys that
     are no longer the session's get a sign-in before a purchase finds out."""
@@ -203,6 +224,7 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
             supervised("reversal sender", lambda: send_reversals_until_done(agent))
         ),
         asyncio.create_task(supervised("start-up sign-in", agent.start)),
+        asyncio.create_task(supervised("journal upkeep", lambda: journal_upkeep(agent))),
     ]
     if config.selftest.interval > 0:
         interval = config.selftest.interval

@@ -65,6 +65,11 @@ class AppSocket:
             self._servers.append(await asyncio.start_server(self._client, "127.0.0.1", tcp_port))
 
     @property
+    def busy(self) -> bool:
+        """Whether a request is being answered now."""
+        return bool(self._connections.busy)
+
+    @property
     def evicted(self) -> int:
         """Idle connections closed to make room for a new one (at ``gateway.max_clients``)."""
         return self._connections.evicted

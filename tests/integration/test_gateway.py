@@ -410,3 +410,50 @@ def test_disk_full_while_a_queued_reversal_goes_answers_and_keeps_its_outcome(
             assert rig.host.state()["reversals"] == reversals
 
     run(scenario())
+
+
+@pytest.fixture
+def small_partition(tmp_path):
+    """A real 2 MiB state partition (tmpfs), the size of a small terminal's."""
+    import subprocess
+
+    mountpoint = tmp_path / "state"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"a real small partition needs a tmpfs mount: {result.stderr}")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_retention_keeps_a_small_partition_serving(tmp_path, small_partition) -> None:
+    """1,500 purchases (about 2.2 MB of journal without retention) on a 2 MiB partition: the
+    batch settles every 150 (the host's next batch at sign-in), settled rows go once the
+    journal passes journal.max_mb, the WAL is checkpointed, and every purchase is approved."""
+    import shutil
+
+    cap = 0.5  # MiB
+
+    async def scenario():
+        sections = {"journal": {"max_mb": cap}}
+        async with gateway_rig(tmp_path, journal_dir=small_partition, sections=sections) as rig:
+            journal = rig.agent.journal
+            codes = []
+            for _day in range(10):
+                for n in range(150):
+                    answer = await exchange(rig.socket, app_purchase(2000 + 2 * n))  # never 51
+                    codes.append(answer.text(39))
+                rig.host.batch += 1  # settlement: the host's next batch from the next sign-in
+                await rig.agent.sender.sign_in()
+                await asyncio.to_thread(journal.prune, 30, int(cap * 2**20))
+            assert codes == ["00"] * 1500
+            assert journal.size_bytes <= cap * 2**20
+            used = shutil.disk_usage(small_partition).used
+            assert used < 2 * 2**20
+            rows = journal.transactions()
+            assert len(rows) < 1500 and rows[-1]["mti"] == "0800"  # the newest are kept
+
+    run(scenario())

@@ -275,3 +275,28 @@ def test_journal_files_are_0600_whatever_the_umask(tmp_path) -> None:
     journal.close()
     assert modes["journal.sqlite3"] == 0o600
     assert modes.get("journal.sqlite3-wal", 0o600) == 0o600
+
+
+def test_retention_deletes_only_settled_rows(tmp_path) -> None:
+    """Old rows of settled batches go; pending rows, queued reversals and the current batch
+    stay, however old (DESIGN.md section 8)."""
+    now = [1_000_000.0]
+    journal = Journal(tmp_path / "journal.sqlite3", clock=lambda: now[0])
+    settled = journal.begin(purchase(1), financial=True)
+    journal.finish(settled, "completed", response_to(purchase(1), "00"))
+    reversed_one = journal.begin(purchase(2), financial=True)
+    journal.finish(reversed_one, "timed-out", reversal_reason="98")  # its reversal stays queued
+    journal.begin(purchase(3), financial=True)  # pending: in flight
+    journal.record_signin("003", {}, None, batch=2)  # batch 1 is settled now
+    current = journal.begin(purchase(4), financial=True)
+    journal.finish(current, "completed", response_to(purchase(4), "00"))
+    now[0] += 40 * 86_400
+    assert journal.prune(keep_days=30, max_bytes=64 * 2**20) == 1
+    kept = {row["stan"] for row in journal.transactions()}
+    assert kept == {"000002", "000003", "000004"}
+    assert len(journal.queued_reversals()) == 1
+    # over the size cap, what may not go still stays
+    assert journal.prune(keep_days=30, max_bytes=1) == 0
+    assert {row["stan"] for row in journal.transactions()} == kept
+    assert journal.last_signin() is not None  # the latest sign-in is never pruned
+    journal.close()
