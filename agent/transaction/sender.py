@@ -100,6 +100,9 @@ class Sender:
         self.reversals = reversals
         self.stats = stats
         self._signin_lock = asyncio.Lock()
+        # approvals answered 96 because the journal could not record them (a full disk): they
+        # must be reversed, which is written, and so queued, once the journal takes writes
+        self._unwritten: dict[int, Message] = {}
         self.signed_in = False  # a sign-in succeeded since the service started
         self._signins_running = 0
         # Cleared while a sign-in replaces the working keys: requests wait rather than go out
@@ -124,6 +127,7 @@ class Sender:
         cls = classify(request)
         if cls is None:
             return local("30", unclassified(request))
+        self.write_outcomes()
         if not self.link.endpoints:
             return local("96", "no host configured (host.primary): the terminal waits for "
                                "provisioning")  # fmt: skip
@@ -169,6 +173,22 @@ class Sender:
                 self.reversals.waiting.set()
             return local("98", f"{exc}; reversal queued" if financial else str(exc))
         return await self._settle(request, outgoing, transaction, exchange, financial)
+
+    def write_outcomes(self) -> None:
+        """Queue the reversals of approvals the journal could not record, if it can now."""
+        for transaction, response in list(self._unwritten.items()):
+            try:
+                self.journal.finish(
+                    transaction,
+                    "not-recorded",
+                    response,
+                    detail="approved, answered 96: the journal could not record it in time",
+                    reversal_reason="06",
+                )
+            except JournalError:
+                return  # still full: kept, tried again at the next request
+            del self._unwritten[transaction]
+            self.reversals.waiting.set()
 
     def _close_unanswered(
         self, transaction: int, state: str, detail: str, reversal_reason: str | None
@@ -218,7 +238,11 @@ class Sender:
                 self._close_checked, outgoing, transaction, exchange, financial, answer
             )
         except JournalError as exc:
-            # The row stays pending and becomes a reversal: the app must not see an approval.
+            # The app must not see an approval the journal does not have. The row stays
+            # pending (a reversal if the agent stops now); while it runs, the approval is kept
+            # here and its reversal queued as soon as the journal takes writes again.
+            if financial and codes.approved(exchange.frame.message.text(39, "")):
+                self._unwritten[transaction] = exchange.frame.message
             reason = f"{exc}; the transaction will be reversed"
             return Attempt(self.local(request, "96", reason), None)
         if not mac_ok:

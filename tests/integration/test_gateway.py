@@ -457,3 +457,27 @@ def test_retention_keeps_a_small_partition_serving(tmp_path, small_partition) ->
             assert len(rows) < 1500 and rows[-1]["mti"] == "0800"  # the newest are kept
 
     run(scenario())
+
+
+def test_an_approval_the_full_disk_could_not_record_is_reversed_once_space_returns(
+    tmp_path, tiny_disk
+) -> None:
+    """The host approves while the journal's disk is full: the app gets 96 (the journal does
+    not have the approval), and the agent, still running, reverses it as soon as the journal
+    takes writes again, before the next sale (DESIGN.md section 8)."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=tiny_disk) as rig:
+            rig.server.faults.add("late", delay=0.5)
+            purchase = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            await asyncio.sleep(0.25)  # the request is at the host, its row written
+            fill_disk(tiny_disk)
+            assert (await purchase).text(39) == "96"
+            [charge] = rig.host.state()["purchases"].values()
+            assert not charge["reversed"]
+            (tiny_disk / "filler").unlink()
+            assert (await exchange(rig.socket, app_purchase(2000))).text(39) == "00"
+            charges = list(rig.host.state()["purchases"].values())
+            assert charges[0]["reversed"] and not charges[1]["reversed"]
+
+    run(scenario())
