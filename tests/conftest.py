@@ -13,20 +13,30 @@ settings.register_profile(
 settings.load_profile("long" if os.environ.get("POS_AGENT_FUZZ") == "long" else "default")
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 512 KiB filesystem (tmpfs) that tests can fill up. Mounting needs root, which CI
-    and the development machines have; elsewhere the test is skipped with the reason."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
+def _tmpfs(folder, size: str):
+    """A real filesystem of ``size`` (tmpfs) at ``folder``. Mounting needs root, which CI and
+    the development machines have; elsewhere the test is skipped with the reason."""
+    folder.mkdir()
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if result.returncode != 0:
-        pytest.skip(f"a real full disk needs a tmpfs mount, not permitted here: {result.stderr}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        pytest.skip(f"a real small disk needs a tmpfs mount, not permitted here: {result.stderr}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """512 KiB that tests can fill up."""
+    yield from _tmpfs(tmp_path / "tiny", "512k")
+
+
+@pytest.fixture
+def small_partition(tmp_path):
+    """A 2 MiB state partition, the size of a small terminal's."""
+    yield from _tmpfs(tmp_path / "state", "2m")
 
 
 def fill_disk(directory) -> None:

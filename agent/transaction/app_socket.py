@@ -100,13 +100,9 @@ class AppSocket:
         self._servers.clear()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections = self._connections
-        if connections.closing or not await self.admission.admit(
-            writer.get_extra_info("socket"), connections, self.frame_timeout
-        ):
-            writer.close()
+        task = await self.admission.enter(writer, self._connections, self.frame_timeout)
+        if task is None:
             return
-        task = connections.add(writer)
         try:
             await self._serve_client(task, reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -58,13 +58,9 @@ class ModuleProxy:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections = self._connections
-        if connections.closing or not await self.admission.admit(
-            writer.get_extra_info("socket"), connections, self.frame_timeout
-        ):
-            writer.close()
+        task = await self.admission.enter(writer, self._connections, self.frame_timeout)
+        if task is None:
             return
-        task = connections.add(writer)
         parser = FrameParser()
         try:
             while True:

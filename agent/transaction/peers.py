@@ -15,6 +15,7 @@ the card module and the host, so a flood of idle connections cannot take the pay
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pwd
@@ -131,6 +132,17 @@ class Admission:
         self.max_clients = max_clients
         self.refused = 0
         self._quiet = quiet or QuietLog()
+
+    async def enter(
+        self, writer: asyncio.StreamWriter, connections: Connections, wait: float
+    ) -> asyncio.Task[None] | None:
+        """The new connection of ``writer`` counted into ``connections``, or None when it may
+        not stay (it is closed then)."""
+        sock = writer.get_extra_info("socket")
+        if connections.closing or not await self.admit(sock, connections, wait):
+            writer.close()
+            return None
+        return connections.add(writer)
 
     async def admit(
         self, sock: socket.socket | None, connections: Connections, wait: float

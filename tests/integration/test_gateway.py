@@ -412,23 +412,6 @@ def test_disk_full_while_a_queued_reversal_goes_answers_and_keeps_its_outcome(
     run(scenario())
 
 
-@pytest.fixture
-def small_partition(tmp_path):
-    """A real 2 MiB state partition (tmpfs), the size of a small terminal's."""
-    import subprocess
-
-    mountpoint = tmp_path / "state"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        pytest.skip(f"a real small partition needs a tmpfs mount: {result.stderr}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
 def test_retention_keeps_a_small_partition_serving(tmp_path, small_partition) -> None:
     """1,500 purchases (about 2.2 MB of journal without retention) on a 2 MiB partition: the
     batch settles every 150 (the host's next batch at sign-in), settled rows go once the
