@@ -26,6 +26,7 @@ from agent.selfcheck import run_checks
 from agent.selfcheck.base import Status
 from agent.service.assembly import Agent
 from agent.service.control import ControlServer, Handler
+from agent.transaction.peers import QuietLog
 from agent.transaction.reversals import ReversalPending
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,7 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_resource_errors(QuietLog()))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if reload is not None:
@@ -249,6 +251,22 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
             await task
     await agent.close()
     return 0
+
+
+def _quiet_resource_errors(
+    quiet: QuietLog,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """asyncio logs every failed accept when descriptors run out, with a traceback, about once
+    a second for as long as a flood lasts: once a minute with a count is enough."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if message.startswith("socket.accept() out of system resource"):
+            quiet.warning("accept", "%s: %s", message, context.get("exception"))
+        else:
+            loop.default_exception_handler(context)
+
+    return handler
 
 
 def _reloader(agent: Agent, reload: Callable[[], Config], notify: Notifier) -> Callable[[], None]:

@@ -58,11 +58,19 @@ class AppSocket:
             unix_path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 unix_path.unlink()
-            server = await asyncio.start_unix_server(self._client, path=str(unix_path))
+            # a backlog the size of the cap: asyncio accepts a whole backlog per wake-up, and a
+            # flood must meet the kernel's refusal, not exhaust the descriptors first
+            server = await asyncio.start_unix_server(
+                self._client, path=str(unix_path), backlog=self.admission.max_clients
+            )
             os.chmod(unix_path, 0o660)
             self._servers.append(server)
         if tcp_port:
-            self._servers.append(await asyncio.start_server(self._client, "127.0.0.1", tcp_port))
+            self._servers.append(
+                await asyncio.start_server(
+                    self._client, "127.0.0.1", tcp_port, backlog=self.admission.max_clients
+                )
+            )
 
     @property
     def busy(self) -> bool:

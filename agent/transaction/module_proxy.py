@@ -47,7 +47,9 @@ class ModuleProxy:
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self._server = await asyncio.start_unix_server(self._client, path=str(path))
+        self._server = await asyncio.start_unix_server(
+            self._client, path=str(path), backlog=self.admission.max_clients
+        )
         os.chmod(path, 0o660)
 
     async def close(self) -> None:

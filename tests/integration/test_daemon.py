@@ -306,3 +306,52 @@ def test_sigterm_is_not_held_by_an_app_that_keeps_its_socket_open(tmp_path, simu
     finally:
         for client in idle:
             client.close()
+
+
+def test_a_connection_flood_past_the_descriptor_limit_keeps_payments_and_control(
+    tmp_path, simulators
+):
+    """1,100 connections against a service limited to 256 descriptors (the issue found 1,100
+    idle ones exhausting 1,024): the reserve and the cap keep purchases and the control socket
+    answering, and the log does not grow per connection."""
+    import contextlib
+
+    _, _, config = simulators
+    log_path = tmp_path / "agent.log"
+    flood: list[socket.socket] = []
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            ["prlimit", "--nofile=256", AGENT, "run", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "control.sock").exists(), 15, "the control socket")
+        wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"],
+                 10, "the sign-in at start")  # fmt: skip
+        for _ in range(1100):
+            client = socket.socket(socket.AF_UNIX)
+            client.setblocking(False)
+            with contextlib.suppress(OSError):  # a full backlog: the kernel refuses, rightly
+                client.connect(str(tmp_path / "agent.sock"))
+            flood.append(client)
+        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while True:  # the backlog drains as the agent admits and evicts
+            try:
+                answer = pay(tmp_path / "agent.sock")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert answer.text(39) == "00"
+        assert control(tmp_path / "control.sock", b'{"cmd": "status"}')["ok"]
+        assert process.poll() is None
+        log = log_path.read_text()
+        assert log.count("socket.accept() out of system resource") <= 1
+        assert log.count("connection refused") <= 2
+    finally:
+        for client in flood:
+            client.close()
+        process.terminate()
+        assert process.wait(timeout=40) == 0
