@@ -203,40 +203,59 @@ class Journal:
     def prune(self, keep_days: float, max_bytes: int) -> int:
         """Retention (DESIGN.md section 8): rows of settled batches older than ``keep_days``
         and events as old go; then, while the journal is over ``max_bytes``, the oldest settled
-        rows and events. Pending rows, queued reversals and the current batch stay. Then the WAL
-        is checkpointed and cut back. Returns how many transactions were deleted."""
+        rows and the events no newer than them. Pending rows, queued reversals and the current
+        batch stay. It works in small steps, each its own transaction, so a sale waits for one
+        step at most. Then the WAL is checkpointed. Returns how many transactions went."""
         cutoff = self._clock() - keep_days * 86_400
         batch = self._batch_text()
-        deleted = self._delete(f"{_SETTLED} AND updated_at < ?", (batch, cutoff), None)
-        with self._write() as db:
-            db.execute("DELETE FROM events WHERE at < ?", (cutoff,))
-            db.execute("DELETE FROM signins WHERE at < ? AND id != (SELECT max(id) FROM signins)",
-                       (cutoff,))  # fmt: skip
-        while self.size_bytes > max_bytes:
-            removed = self._delete(_SETTLED, (batch,), PRUNE_CHUNK)
-            with self._write() as db:
-                events = db.execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
-                    (PRUNE_CHUNK,),
-                ).rowcount
-            deleted += removed
-            if not removed and not events:
-                break  # what is left may not go: the current batch and what is pending
-        self.checkpoint()
+        deleted = 0
+        try:
+            while removed := self._delete(f"{_SETTLED} AND updated_at < ?", (batch, cutoff))[0]:
+                deleted += removed
+            while self._write_step(
+                "DELETE FROM events WHERE id IN "
+                "(SELECT id FROM events WHERE at < ? ORDER BY id LIMIT ?)",
+                (cutoff, PRUNE_CHUNK),
+            ):
+                pass
+            self._write_step(
+                "DELETE FROM signins WHERE at < ? AND id != (SELECT max(id) FROM signins)",
+                (cutoff,),
+            )
+            while self.size_bytes > max_bytes:
+                removed, newest = self._delete(_SETTLED, (batch,))
+                if not removed:
+                    break  # what is left may not go: the current batch and what is pending
+                deleted += removed
+                # the events of that time go with them, never those of what is kept
+                self._write_step("DELETE FROM events WHERE at <= ?", (newest,))
+        finally:
+            self.checkpoint()
         return deleted
 
-    def _delete(self, where: str, parameters: tuple[Any, ...], limit: int | None) -> int:
-        chosen = f"SELECT id FROM transactions WHERE {where} ORDER BY id"
-        if limit is not None:
-            chosen += f" LIMIT {int(limit)}"
+    def _write_step(self, statement: str, parameters: tuple[Any, ...]) -> int:
+        with self._write() as db:
+            return db.execute(statement, parameters).rowcount
+
+    def _delete(self, where: str, parameters: tuple[Any, ...]) -> tuple[int, float]:
+        """Up to ``PRUNE_CHUNK`` of the oldest transactions ``where`` says, with their closed
+        reversals: how many, and the newest of their times."""
         with self._write() as db:
             db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
             db.execute("DELETE FROM doomed")
-            db.execute(f"INSERT INTO doomed {chosen}", parameters)
+            db.execute(
+                f"INSERT INTO doomed SELECT id FROM transactions WHERE {where} "
+                f"ORDER BY id LIMIT {PRUNE_CHUNK}",
+                parameters,
+            )
+            newest = db.execute(
+                "SELECT max(updated_at) FROM transactions WHERE id IN (SELECT id FROM doomed)"
+            ).fetchone()[0]
             db.execute("DELETE FROM reversals WHERE transaction_id IN (SELECT id FROM doomed)")
-            return db.execute(
+            count = db.execute(
                 "DELETE FROM transactions WHERE id IN (SELECT id FROM doomed)"
             ).rowcount
+        return count, newest or 0.0
 
     def checkpoint(self) -> None:
         """Write the WAL into the database and truncate it (when no reader holds it back)."""

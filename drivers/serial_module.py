@@ -244,11 +244,10 @@ class SerialCardModule(CardModule):
         """PIN_BLOCK: sent and acknowledged under the lock, then its answer awaited in short
         slices with the line free between them (a MAC must not wait for a cardholder)."""
         keypad = data[-1] if len(data) >= 2 else 0
-        deadline = self._clock() + keypad + PIN_MARGIN
         with self._lock:
             request = Frame(self._next_seq(), Command.PIN_BLOCK, data)
             is_response = self._response_to(request)
-            ack_by = min(deadline, self._clock() + self.timeouts[Command.PIN_BLOCK])
+            ack_by = self._clock() + self.timeouts[Command.PIN_BLOCK]
             link = self._connected(ack_by)
             try:
                 link.send(request, answered=is_response, deadline=ack_by)
@@ -261,6 +260,8 @@ class SerialCardModule(CardModule):
                 self._drop_port()
                 raise ModuleLinkError(f"card module at {self.url} went away: {exc}") from None
             self._pin_entries.add(request.seq)
+            # the keypad's time runs from the module's ACK, not from the wait for the line
+            deadline = self._clock() + keypad + PIN_MARGIN
 
         def answered(frame: Frame) -> bool:
             is_response(frame)  # keeps any PIN entry's answer, this one's included

@@ -27,6 +27,7 @@ from agent.session.downloads import DownloadFailed, Downloads
 from agent.session.requirements import Action, HostRequests, Pacing
 from agent.session.store import ParameterStore
 from agent.transaction.app_socket import AppSocket
+from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
 from agent.transaction.module_proxy import ModuleProxy
 from agent.transaction.passthrough import PassThrough
@@ -63,16 +64,27 @@ class Agent:
         )
         self.hooks = HookRunner(config.hooks.directory, timeout=config.hooks.timeout)
         self._hook_tasks: set[asyncio.Future[None]] = set()
+        # hooks that inform run one event after the other, in the order the events happened
+        # (a display-message must never overtake the one it replaces)
+        self._hooks_in_order = asyncio.Lock()
         self.last_host_time: HostClockSample | None = None
         # the transaction layer reads the configuration in effect (a reload may change it)
         self.stats = GatewayStats()
         macs = Macs(self.module, lambda: self.config.module.key_slot, self._profile)
+        deferred = DeferredWrites()
         self.reversals = ReversalSender(
-            self.journal, self.link, macs, self.stats, on_refused=self._reversal_refused
+            self.journal, self.link, macs, self.stats, deferred, on_refused=self._reversal_refused
         )
         stan_map = StanMap(self.journal, self.reversals, lambda: self.config.gateway.replay_window)
         self.sender = Sender(
-            lambda: self.config, self.journal, self.link, macs, self.reversals, stan_map, self.stats
+            lambda: self.config,
+            self.journal,
+            self.link,
+            macs,
+            self.reversals,
+            stan_map,
+            self.stats,
+            deferred,
         )
         self.downloads = Downloads(
             self._network_request,
@@ -461,7 +473,8 @@ class Agent:
 
     async def _tell_hooks(self, event: str, payload: dict[str, Any]) -> None:
         try:
-            await self.ask_hooks(event, payload, budget=None)
+            async with self._hooks_in_order:
+                await self.ask_hooks(event, payload, budget=None)
         except Exception:  # a hook runner bug must not surface in a payment's task
             log.exception("running the %s hooks failed", event)
 

@@ -114,6 +114,7 @@ async def journal_upkeep(agent: Agent, interval: float = JOURNAL_UPKEEP) -> None
     """Retention, the size cap and a WAL checkpoint (DESIGN.md section 8), at start and then
     whenever the payment path is idle, in a worker thread."""
     while True:
+        agent.sender.write_outcomes()  # space may have come back with no sale to notice it
         if not agent.app_socket.busy:
             settings = agent.config.journal
             try:

@@ -28,6 +28,7 @@ CA_KEY_LIST, CA_KEY, CA_KEYS_END = "372", "370", "371"
 IC_PARAMETER_LIST, IC_PARAMETERS, IC_PARAMETERS_END = "382", "380", "381"
 CONTACTLESS = "394"
 MAX_PARTS = 50  # a list that has not ended after this many answers never will
+MAX_ITEMS = 100  # CA keys or AIDs an app's chain may bring: more is a chain that never ends
 # (mti, 60.3 code, field 62 or None) -> the host's answer
 Send = Callable[[str, str, bytes | None], Awaitable[Message]]
 # (section, summary) once a section has been replaced: the ``parameters-downloaded`` hook
@@ -151,6 +152,9 @@ class Downloads:
         way (a section is replaced once the app's chain has ended with an approval)."""
         code = str(request.get(60, ""))[8:11]
         field62 = answer.get(62, b"")
+        if code in (CA_KEY_LIST, IC_PARAMETER_LIST) and request.get(62) == b"100":
+            # the first part of a list: a new chain, nothing of an abandoned one carries over
+            self._app_chain.pop("ca_keys" if code == CA_KEY_LIST else "ic_parameters", None)
         if answer.text(39, "") != "00" or not isinstance(field62, bytes):
             return
         try:
@@ -164,17 +168,25 @@ class Downloads:
             elif code == CONTACTLESS:
                 tags = emv.contactless(field62)
                 await self._commit("contactless", {"tags": tags}, {"tags": len(tags), "by": "app"})
-            elif code == CA_KEY:
-                self._app_chain.setdefault("ca_keys", []).append(
+            elif code in (CA_KEY, IC_PARAMETERS):
+                item = (
                     emv.ca_key(emv.one_item(field62)).to_json()
+                    if code == CA_KEY
+                    else emv.aid_parameters(emv.one_item(field62))
                 )
-            elif code == IC_PARAMETERS:
-                self._app_chain.setdefault("ic_parameters", []).append(
-                    emv.aid_parameters(emv.one_item(field62))
+                chain = self._app_chain.setdefault(
+                    "ca_keys" if code == CA_KEY else "ic_parameters", []
                 )
+                chain.append(item)
+                del chain[:-MAX_ITEMS]
             elif code in (CA_KEYS_END, IC_PARAMETERS_END):
                 section = "ca_keys" if code == CA_KEYS_END else "ic_parameters"
-                items = self._app_chain.pop(section, [])
+                # one entry per key or AID: a step the app repeated counts once, the last kept
+                unique = {
+                    (item.get("rid"), item.get("index"), item.get("aid")): item
+                    for item in self._app_chain.pop(section, [])
+                }
+                items = list(unique.values())
                 key = "keys" if section == "ca_keys" else "aids"
                 await self._commit(section, {key: items}, {key: len(items), "by": "app"})
         except WireError as exc:

@@ -20,12 +20,21 @@ from pathlib import Path
 from agent.transaction.connections import Connections
 from agent.transaction.peers import Admission
 from drivers.framing import BadFrame, Frame, FrameParser
-from drivers.module import APP_COMMANDS, RESPONSE_BIT, CardModule, Command, ModuleError, Status
+from drivers.module import (
+    APP_COMMANDS,
+    ENCRYPT_WITH_TDK,
+    RESPONSE_BIT,
+    CardModule,
+    Command,
+    ModuleError,
+    Status,
+)
 
 log = logging.getLogger(__name__)
 
-# Module commands of all apps in flight at once; a PIN entry holds one for as long as the
-# cardholder types, so PINGs and ENCRYPTs of other connections keep their own threads.
+# Module commands of all apps in flight at once. PIN entries have a thread of their own (the
+# module has one keypad: one cardholder at a time), so a slow cardholder never holds up the
+# PINGs and ENCRYPTs of other connections.
 WORKERS = 4
 # Once a frame has begun, the rest must follow within this time.
 FRAME_TIMEOUT = 5.0
@@ -36,6 +45,7 @@ class ModuleProxy:
     def __init__(self, module: CardModule, max_clients: int = 8) -> None:
         self._module = module
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="module-proxy")
+        self._keypad = ThreadPoolExecutor(1, thread_name_prefix="module-keypad")
         self._server: asyncio.Server | None = None
         self._connections = Connections()
         self.admission = Admission("module socket", max_clients)
@@ -57,7 +67,8 @@ class ModuleProxy:
             await self._connections.close([self._server])
             self._server = None
         # a PIN entry in progress ends at its keypad timeout; nobody waits for it now
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._keypad):
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = await self.admission.enter(writer, self._connections, self.frame_timeout)
@@ -99,19 +110,26 @@ class ModuleProxy:
             writer.close()
 
     async def _answer(self, request: Frame) -> Frame:
-        if request.cmd not in APP_COMMANDS:
+        if request.cmd not in APP_COMMANDS or (
+            # ENCRYPT is for the TDK only: never the PIK or MAK the session's security rests on
+            request.cmd == Command.ENCRYPT and request.data[1:2] != bytes([ENCRYPT_WITH_TDK])
+        ):
             self.not_permitted += 1
             log.warning("module socket: command 0x%02X is not permitted to the app", request.cmd)
             return Frame(request.seq, request.cmd | RESPONSE_BIT, bytes([Status.NOT_PERMITTED]))
         command = Command(request.cmd)
+        executor = self._keypad if command is Command.PIN_BLOCK else self._executor
         loop = asyncio.get_running_loop()
         try:
             payload = await loop.run_in_executor(
-                self._executor, self._module.forward, command, request.data
+                executor, self._module.forward, command, request.data
             )
             self.forwarded += 1
         except ModuleError as exc:
             # no answer from the module: "busy" tells the app to try again
             log.warning("module socket: %s for the app failed: %s", command.name, exc)
+            payload = bytes([Status.BUSY])
+        except Exception:  # shutting down (no executor), or a bug: the app still gets an answer
+            log.exception("module socket: %s for the app failed", command.name)
             payload = bytes([Status.BUSY])
         return Frame(request.seq, request.cmd | RESPONSE_BIT, payload)

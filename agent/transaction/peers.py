@@ -56,17 +56,34 @@ def unix_peer(sock: socket.socket) -> Peer | None:
     return Peer(uid, frozenset(groups))
 
 
-def _hex_port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1], 16)
+_ESTABLISHED = "01"
+
+
+def _proc_endpoint(text: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (the kernel's words in host byte order, then the port) as an address."""
+    address, port = text.split(":")
+    raw = b"".join(
+        struct.pack("=I", int(address[i : i + 8], 16)) for i in range(0, len(address), 8)
+    )
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, raw), int(port, 16)
+
+
+def _normal(address: str, port: int) -> tuple[str, int]:
+    """An IPv4 address inside IPv6 (``::ffff:127.0.0.1``) as plain IPv4."""
+    return address.removeprefix("::ffff:"), port
 
 
 def tcp_peer(sock: socket.socket) -> Peer | None:
-    """The owner of the local socket at the other end of a loopback TCP connection."""
+    """The owner of the local socket at the other end of a loopback TCP connection: the one
+    established connection whose two ends are exactly ours swapped. No match, or more than one,
+    is no answer (a closed connection's TIME_WAIT row, owned by no one, must never count)."""
     try:
-        server_port = sock.getsockname()[1]
-        peer_port = sock.getpeername()[1]
+        ours = _normal(*sock.getsockname()[:2])
+        theirs = _normal(*sock.getpeername()[:2])
     except OSError:
         return None
+    owners = set()
     for table in _TCP_TABLES:
         try:
             lines = table.read_text().splitlines()[1:]
@@ -74,12 +91,18 @@ def tcp_peer(sock: socket.socket) -> Peer | None:
             continue
         for line in lines:
             columns = line.split()
-            if len(columns) < 8:
+            if len(columns) < 8 or columns[3] != _ESTABLISHED:
                 continue
-            local, remote, uid = columns[1], columns[2], columns[7]
-            if _hex_port(local) == peer_port and _hex_port(remote) == server_port:
-                return Peer(int(uid), frozenset())
-    return None
+            try:
+                local = _normal(*_proc_endpoint(columns[1]))
+                remote = _normal(*_proc_endpoint(columns[2]))
+            except (ValueError, OSError, struct.error):
+                continue
+            if local == theirs and remote == ours:
+                owners.add(int(columns[7]))
+    if len(owners) != 1:
+        return None
+    return Peer(owners.pop(), frozenset())
 
 
 def allowed(peer: Peer) -> bool:

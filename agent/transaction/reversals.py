@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from agent.host.link import Exchange, HostLink, HostLinkError
 from agent.journal import Journal, JournalError, Reversal
 from agent.recovery.policy import refused
+from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
@@ -49,9 +50,11 @@ class ReversalSender:
         link: HostLink,
         macs: Macs,
         stats: GatewayStats,
+        deferred: DeferredWrites,
         on_refused: Refused | None = None,
     ) -> None:
         self.journal = journal
+        self.deferred = deferred
         self._on_refused = on_refused
         self.link = link
         self.macs = macs
@@ -75,9 +78,11 @@ class ReversalSender:
         response = exchange.frame.message
         try:
             queued = self.journal.reverse_late_approval(response)
-        except JournalError as exc:
-            log.error("a late approval (STAN %s) could not be queued for reversal: %s",
-                      response.text(11, ""), exc)  # fmt: skip
+        except JournalError:
+            self.deferred.add(
+                f"the reversal of a late approval (STAN {response.text(11, '')})",
+                lambda: self.journal.reverse_late_approval(response),
+            )
             return
         if queued is not None:
             log.warning(
@@ -93,6 +98,7 @@ class ReversalSender:
         closed = 0
         async with self._lock:
             try:
+                self.deferred.flush()
                 self._write_outcomes()
                 queued_now = self.journal.queued_reversals()
             except JournalError as exc:

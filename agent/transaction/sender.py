@@ -20,6 +20,7 @@ from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
 from agent.journal import Journal, JournalError
 from agent.transaction.classes import MessageClass, classify
+from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
 from agent.transaction.reversals import ReversalPending, ReversalSender
 from agent.transaction.stan_map import LocalAnswer, StanMap, replay_key
@@ -90,6 +91,7 @@ class Sender:
         reversals: ReversalSender,
         stan_map: StanMap,
         stats: GatewayStats,
+        deferred: DeferredWrites,
     ) -> None:
         """``config`` is read at each use: a reload may change TID, MID, scheme or slot."""
         self._config = config
@@ -100,9 +102,8 @@ class Sender:
         self.reversals = reversals
         self.stats = stats
         self._signin_lock = asyncio.Lock()
-        # approvals answered 96 because the journal could not record them (a full disk): they
-        # must be reversed, which is written, and so queued, once the journal takes writes
-        self._unwritten: dict[int, Message] = {}
+        # outcomes the journal could not take (a full disk), written once it can
+        self.deferred = deferred
         self.signed_in = False  # a sign-in succeeded since the service started
         self._signins_running = 0
         # Cleared while a sign-in replaces the working keys: requests wait rather than go out
@@ -175,19 +176,8 @@ class Sender:
         return await self._settle(request, outgoing, transaction, exchange, financial)
 
     def write_outcomes(self) -> None:
-        """Queue the reversals of approvals the journal could not record, if it can now."""
-        for transaction, response in list(self._unwritten.items()):
-            try:
-                self.journal.finish(
-                    transaction,
-                    "not-recorded",
-                    response,
-                    detail="approved, answered 96: the journal could not record it in time",
-                    reversal_reason="06",
-                )
-            except JournalError:
-                return  # still full: kept, tried again at the next request
-            del self._unwritten[transaction]
+        """What the journal could not take before, if it can now (reversals queued then)."""
+        if self.deferred.flush():
             self.reversals.waiting.set()
 
     def _close_unanswered(
@@ -195,10 +185,16 @@ class Sender:
     ) -> None:
         """Journal a request that got no answer. If even that fails (a full disk), the row stays
         pending, which the next start turns into a reversal: nothing is lost, the app is told."""
-        try:
+
+        def close() -> None:
             self.journal.finish(transaction, state, detail=detail, reversal_reason=reversal_reason)
-        except JournalError as exc:
-            log.error("transaction %d left pending for the next start: %s", transaction, exc)
+
+        try:
+            close()
+        except JournalError:
+            # pending on disk (a reversal if the agent stops now); closed, its reversal queued,
+            # as soon as the journal takes writes while it runs
+            self.deferred.add(f"the outcome of transaction {transaction} ({state})", close)
 
     def _record(
         self,
@@ -241,8 +237,18 @@ class Sender:
             # The app must not see an approval the journal does not have. The row stays
             # pending (a reversal if the agent stops now); while it runs, the approval is kept
             # here and its reversal queued as soon as the journal takes writes again.
-            if financial and codes.approved(exchange.frame.message.text(39, "")):
-                self._unwritten[transaction] = exchange.frame.message
+            response = exchange.frame.message
+            if financial and codes.approved(response.text(39, "")):
+                self.deferred.add(
+                    f"the approval of transaction {transaction}, answered 96: its reversal",
+                    lambda: self.journal.finish(
+                        transaction,
+                        "not-recorded",
+                        response,
+                        detail="approved, answered 96: the journal could not record it in time",
+                        reversal_reason="06",
+                    ),
+                )
             reason = f"{exc}; the transaction will be reversed"
             return Attempt(self.local(request, "96", reason), None)
         if not mac_ok:
@@ -302,8 +308,11 @@ class Sender:
             return
         try:
             queued = self.journal.reverse_undelivered(stan)
-        except JournalError as exc:
-            log.error("an undelivered approval (app STAN %s) is not reversed: %s", stan, exc)
+        except JournalError:
+            self.deferred.add(
+                f"the reversal of an undelivered approval (app STAN {stan})",
+                lambda: self.journal.reverse_undelivered(stan),
+            )
             return
         if queued is not None:
             self.reversals.waiting.set()

@@ -84,11 +84,12 @@ def test_app_may_ask_only_what_section_5_allows(tmp_path) -> None:
             for command, data in (
                 (Command.LOAD_WORKING_KEYS, bytes([0, 2]) + bytes(40)),
                 (Command.MAC, bytes([0, 0x81]) + bytes(8)),
+                (Command.ENCRYPT, bytes([0, 1]) + bytes(8)),  # under the PIK: no
                 (0x7F, b""),
             ):
                 assert await module_command(socket, command, data) == bytes([Status.NOT_PERMITTED])
             assert rig.module_port.simulator.executed == executed  # never reached the module
-            assert rig.agent.module_proxy.not_permitted == 3
+            assert rig.agent.module_proxy.not_permitted == 4
             # what is allowed is forwarded, answered with the app's own SEQ
             assert (await module_command(socket, Command.PING, b"", seq=1))[0] == Status.OK
             status = await module_command(socket, Command.KEY_STATUS, b"\x00", seq=255)

@@ -1,0 +1,39 @@
+"""Journal writes the disk could not take when they were due (DESIGN.md section 8: "what the
+agent knows is never lost while it runs"): kept in memory, in order, and written as soon as the
+journal takes writes again. Each write is a closure over what it records, never card data."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from agent.journal import JournalError
+
+log = logging.getLogger(__name__)
+
+
+class DeferredWrites:
+    def __init__(self) -> None:
+        self._writes: list[tuple[str, Callable[[], object]]] = []
+
+    def __len__(self) -> int:
+        return len(self._writes)
+
+    def add(self, what: str, write: Callable[[], object]) -> None:
+        log.error("the journal could not record %s; kept in memory until it can", what)
+        self._writes.append((what, write))
+
+    def flush(self) -> bool:
+        """Write what waits, oldest first, until the journal refuses again. Returns whether
+        anything was written (a reversal may now be queued)."""
+        written = False
+        while self._writes:
+            what, write = self._writes[0]
+            try:
+                write()
+            except JournalError:
+                break
+            self._writes.pop(0)
+            written = True
+            log.warning("the journal has now recorded %s", what)
+        return written
