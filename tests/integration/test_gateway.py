@@ -464,3 +464,25 @@ def test_an_approval_the_full_disk_could_not_record_is_reversed_once_space_retur
             assert charges[0]["reversed"] and not charges[1]["reversed"]
 
     run(scenario())
+
+
+def test_a_timeout_the_full_disk_could_not_record_is_reversed_without_a_restart(
+    tmp_path, tiny_disk
+) -> None:
+    """The host never answers and by then the disk is full: the app gets 98, the row stays
+    pending on disk, and once space returns the agent (still running) queues its reversal and
+    sends it before the next sale."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=tiny_disk, response_timeout=0.5) as rig:
+            rig.server.faults.add("no-answer")
+            purchase = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            await asyncio.sleep(0.25)  # the request is at the host
+            fill_disk(tiny_disk)
+            assert (await purchase).text(39) == "98"
+            (tiny_disk / "filler").unlink()
+            assert (await exchange(rig.socket, app_purchase(2000))).text(39) == "00"
+            first, second = rig.host.state()["purchases"].values()
+            assert first["reversed"] and not second["reversed"]
+
+    run(scenario())

@@ -1,0 +1,53 @@
+"""Who is at the other end of a loopback TCP connection: the kernel's socket table, read the
+way it is laid out (addresses in host byte order), where only the one established row whose ends
+are exactly ours swapped counts. A TIME_WAIT row (owned by no one: uid 0) with the same ports
+but another address must never make a stranger root."""
+
+import socket
+import struct
+
+from agent.transaction import peers
+
+HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+
+
+def _proc(address: str, port: int) -> str:
+    return f"{struct.unpack('=I', socket.inet_aton(address))[0]:08X}:{port:04X}"
+
+
+def _row(local: tuple[str, int], remote: tuple[str, int], state: str, uid: int) -> str:
+    return (
+        f"   0: {_proc(*local)} {_proc(*remote)} {state} 00000000:00000000 00:00000000 "
+        f"00000000 {uid:5d}        0 12345 1 0000000000000000 20 4 30 10 -1\n"
+    )
+
+
+def test_only_the_established_row_with_our_ends_counts(tmp_path, monkeypatch) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        ours, theirs = accepted.getsockname(), accepted.getpeername()
+        table = tmp_path / "tcp"
+        monkeypatch.setattr(peers, "_TCP_TABLES", (table,))
+        # an attacker's leftover: same ports, another address, TIME_WAIT (06), uid 0
+        decoy = _row(("127.0.0.3", theirs[1]), ours, "06", 0)
+        real = _row(theirs, ours, "01", 65534)
+        table.write_text(HEADER + decoy + real)
+        assert peers.tcp_peer(accepted) == peers.Peer(65534, frozenset())
+        table.write_text(HEADER + decoy)  # only the decoy: nobody known, refused
+        assert peers.tcp_peer(accepted) is None
+        table.write_text(HEADER + _row(("127.0.0.3", theirs[1]), ours, "01", 0))
+        assert peers.tcp_peer(accepted) is None  # same ports, another address: not ours
+        accepted.close()
+        client.close()
+
+
+def test_the_real_table_knows_our_own_connection() -> None:
+    import os
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        assert peers.tcp_peer(accepted) == peers.Peer(os.geteuid(), frozenset())
+        accepted.close()
+        client.close()
