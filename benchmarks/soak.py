@@ -3,9 +3,13 @@ rate, then every figure that says whether anything was lost.
 
 Host, module and agent are processes of their own. Faults, one every ``--fault-every`` seconds,
 drawn at random: the host stays silent, answers late, sends garbage or half a frame, closes the
-connection, or answers with a wrong MAC; the module line gets 1% noise or a busy spell. At the
-end the faults stop, the queued reversals drain, and the host's ledger is set against the
-journal and the answers the app got:
+connection, or answers with a wrong MAC; the module line gets 1% noise or a busy spell.
+``--network-faults`` adds the hardening issue's three: 200 idle connections flood the payment
+socket, the primary host hangs for a few seconds (takes bytes, answers nothing; the agent fails
+over to the backup, the same simulator reached directly), or it stops reading and later takes in
+what piled up. With them the soak still reports lost transactions (see the session note of
+2026-12-01): they are not in the default mix that the suite's soak test holds to 0 lost. At the end the faults stop, the queued
+reversals drain, and the host's ledger is set against the journal and the answers the app got:
 
 - lost: approved by the host, never reversed, and the app was not told "00";
 - duplicated: the host approved the same terminal, batch and STAN twice;
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import random
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -44,6 +50,74 @@ from tests.processes import (
 
 HOST_FAULTS = ["no-answer", "late", "garbage", "partial", "close", "wrong-mac"]
 MODULE_FAULTS = ["noise 0.01", "busy 2"]
+HUNG = "hung-primary"  # takes bytes and drops them: the host never sees those requests
+DEAF = "deaf-primary"  # stops reading, later takes in what piled up (only --network-faults)
+FLOOD = "idle-flood"
+FLOOD_CONNECTIONS = 200
+
+
+class FrontHost:
+    """The primary host: a TCP relay to the simulator that can hang (takes bytes, answers
+    nothing) or go deaf (stops reading) for a while; the backup is the simulator itself, so one
+    ledger holds every charge."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.mode = "normal"
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listen = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                agent, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            threading.Thread(target=self._pump, args=(agent, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, agent), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                while self.mode == "deaf":
+                    time.sleep(0.05)  # bytes pile up in the kernel: the sender's writes wait
+                data = source.recv(4096)
+                if not data:
+                    break
+                if self.mode == "normal":
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def for_a_while(self, mode: str, seconds: float) -> None:
+        self.mode = mode
+        threading.Timer(seconds, setattr, (self, "mode", "normal")).start()
+
+
+def idle_flood(socket_path: Path, seconds: float) -> None:
+    """Connections that never send a byte, held for ``seconds``."""
+    held = []
+    for _ in range(FLOOD_CONNECTIONS):
+        client = socket.socket(socket.AF_UNIX)
+        client.setblocking(False)
+        with contextlib.suppress(OSError):
+            client.connect(str(socket_path))
+        held.append(client)
+
+    def release() -> None:
+        for client in held:
+            client.close()
+
+    threading.Timer(seconds, release).start()
+
+
 WARM_UP = 2000
 
 
@@ -74,13 +148,18 @@ def buyer(socket_path: Path, first_stan: int, stop: threading.Event, answers: co
         time.sleep(pause)
 
 
-def inject_faults(host: HostProcess, module: ModuleProcess, stop: threading.Event, every: float,
-                  chooser: random.Random, injected: collections.Counter) -> None:  # fmt: skip
+def inject_faults(host: HostProcess, module: ModuleProcess, front: FrontHost, socket_path: Path,
+                  stop: threading.Event, every: float, chooser: random.Random,
+                  injected: collections.Counter, kinds: list[str]) -> None:  # fmt: skip
     while not stop.wait(every):
-        fault = chooser.choice(HOST_FAULTS + MODULE_FAULTS)
+        fault = chooser.choice(kinds)
         injected[fault] += 1
         if fault in HOST_FAULTS:
             host.post("/faults", {"kind": fault, "delay": 3.0})
+        elif fault in (HUNG, DEAF):
+            front.for_a_while(fault.removesuffix("-primary"), 3 * every)
+        elif fault == FLOOD:
+            idle_flood(socket_path, every)
         else:
             module.command(fault)
             if fault.startswith("noise"):
@@ -96,12 +175,21 @@ def journal_reversals(path: Path) -> dict[str, int]:
     return dict(rows)
 
 
-def soak(seconds: float, fault_every: float, clients: int, seed: int) -> dict[str, object]:
+def soak(
+    seconds: float, fault_every: float, clients: int, seed: int, network_faults: bool = False
+) -> dict[str, object]:
+    kinds = [*HOST_FAULTS, *MODULE_FAULTS, *([FLOOD, HUNG, DEAF] if network_faults else [])]
     chooser = random.Random(seed)
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         host, module = HostProcess(workdir), ModuleProcess(workdir)
+        front = FrontHost(host.listen)
         config = write_config(workdir, host, module)
+        # the relay is the primary, the simulator itself the backup
+        text = config.read_text().replace(
+            f'primary = "{host.listen}"', f'primary = "{front.listen}"\nbackup = "{host.listen}"'
+        )
+        config.write_text(text)  # fmt: skip
         agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log")
         try:
             agent.wait_ready()
@@ -128,7 +216,8 @@ def soak(seconds: float, fault_every: float, clients: int, seed: int) -> dict[st
             ]
             threads.append(threading.Thread(
                 target=inject_faults,
-                args=(host, module, stop, fault_every, chooser, injected),
+                args=(host, module, front, workdir / "agent.sock", stop, fault_every, chooser,
+                      injected, kinds),
             ))  # fmt: skip
             for thread in threads:
                 thread.start()
@@ -137,6 +226,7 @@ def soak(seconds: float, fault_every: float, clients: int, seed: int) -> dict[st
             for thread in threads:
                 thread.join(30)
             host.post("/faults/clear")
+            front.mode = "normal"
             module.command("noise 0")
             module.command("busy 0")
             pay(workdir / "agent.sock", 100_000)  # sends what is queued first
@@ -161,6 +251,7 @@ def soak(seconds: float, fault_every: float, clients: int, seed: int) -> dict[st
     return {
         "seconds": seconds,
         "seed": seed,
+        "network_faults": network_faults,
         "clients": clients,
         "transactions": sum(answers.values()),
         "answers": dict(sorted(answers.items())),
@@ -192,9 +283,14 @@ def main() -> None:
     parser.add_argument("--fault-every", type=float, default=2.0, help="seconds between faults")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seed", type=int, default=random.randrange(10**6))
+    parser.add_argument(
+        "--network-faults", action="store_true",
+        help="also an idle connection flood, a hung and a non-reading primary host (lost "
+             "transactions still show with them: see the session note of 2026-12-01)",
+    )  # fmt: skip
     args = parser.parse_args()
     seconds = args.seconds or (20.0 if args.quick else args.minutes * 60)
-    figures = soak(seconds, args.fault_every, args.clients, args.seed)
+    figures = soak(seconds, args.fault_every, args.clients, args.seed, args.network_faults)
     print_figures("soak", figures)
 
 
