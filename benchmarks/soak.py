@@ -8,8 +8,10 @@ connection, or answers with a wrong MAC; the module line gets 1% noise or a busy
 socket, the primary host hangs for a few seconds (takes bytes, answers nothing; the agent fails
 over to the backup, the same simulator reached directly), or it stops reading and later takes in
 what piled up. With them the soak still reports lost transactions (see the session note of
-2026-12-01): they are not in the default mix that the suite's soak test holds to 0 lost. At the end the faults stop, the queued
-reversals drain, and the host's ledger is set against the journal and the answers the app got:
+2026-12-01): they are not in the default mix that the suite's soak test holds to 0 lost.
+
+At the end the faults stop, the queued reversals drain, and the host's ledger is set against the
+journal and the answers the app got:
 
 - lost: approved by the host, never reversed, and the app was not told "00";
 - duplicated: the host approved the same terminal, batch and STAN twice;
