@@ -503,7 +503,9 @@ class Journal:
     def reversal_closed(self, reversal_id: int, response: Message, outcome: str) -> None:
         """The host answered a reversal with a code that closes it (``outcome`` of
         :func:`agent.wire.codes.reversal_outcome`); a conflict stays visible as such."""
-        state = "conflict" if outcome == "conflict" else "confirmed"
+        # "nothing-to-reverse" (12, 25) is kept apart from "confirmed": a late approval of the
+        # original proves the host answered it before the original reached it
+        state = outcome if outcome in ("conflict", "nothing-to-reverse") else "confirmed"
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE reversals SET state = ?, attempts = attempts + 1, "
@@ -545,9 +547,12 @@ class Journal:
         id, if one was queued."""
         with self._write() as db:
             # the latest request with that STAN is the one answered: an older one is not
+            # a reversal the host closed as "nothing to reverse" (12, 25) was answered before
+            # the original reached it: the late approval proves otherwise, so it goes again
             row = db.execute(
                 "SELECT t.id, t.response_code, EXISTS (SELECT 1 FROM reversals r "
-                "WHERE r.transaction_id = t.id) FROM transactions t WHERE t.stan = ? "
+                "WHERE r.transaction_id = t.id AND r.state != 'nothing-to-reverse') "
+                "FROM transactions t WHERE t.stan = ? "
                 "AND t.reversal_template IS NOT NULL ORDER BY t.id DESC LIMIT 1",
                 (response.text(11, ""),),
             ).fetchone()

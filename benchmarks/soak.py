@@ -187,11 +187,12 @@ def soak(
         host, module = HostProcess(workdir), ModuleProcess(workdir)
         front = FrontHost(host.listen)
         config = write_config(workdir, host, module)
-        # the relay is the primary, the simulator itself the backup
-        text = config.read_text().replace(
-            f'primary = "{host.listen}"', f'primary = "{front.listen}"\nbackup = "{host.listen}"'
-        )
-        config.write_text(text)  # fmt: skip
+        if network_faults:  # the relay is the primary, the simulator itself the backup
+            text = config.read_text().replace(
+                f'primary = "{host.listen}"',
+                f'primary = "{front.listen}"\nbackup = "{host.listen}"',
+            )
+            config.write_text(text)
         agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log")
         try:
             agent.wait_ready()

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 DOWN_FOR = 60.0  # seconds a hung endpoint is tried only after the others
+RETIRED_LINGER = 3  # response timeouts a connection left by a failover is still read
 
 __all__ = ["Exchange", "HostLink", "HostLinkError", "HostTimeout", "HostUnavailable", "LinkStatus"]
 
@@ -136,6 +137,8 @@ class HostLink:
         self._channel: Channel | None = None
         self._mux = Mux(self._unmatched)
         self._reader_task: asyncio.Task[None] | None = None
+        # connections left behind by a failover, still read for their late answers
+        self._retired: set[asyncio.Task[None]] = set()
         self._echo_task: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
         self._backoff = 0.0
@@ -253,6 +256,9 @@ class HostLink:
         )
 
     async def close(self) -> None:
+        for task in list(self._retired):
+            task.cancel()
+        await asyncio.gather(*self._retired, return_exceptions=True)
         for task in (self._echo_task, self._reader_task):
             if task is not None:
                 task.cancel()
@@ -318,9 +324,33 @@ class HostLink:
         self._timeouts_in_a_row = 0
         self._down_until[channel.endpoint] = time.monotonic() + DOWN_FOR
         log.warning("host %s marked down for %g s: %s", channel.endpoint, DOWN_FOR, reason)
-        self._restart(f"{channel.endpoint} marked down: {reason}")
+        self._retire(channel)
         if self._on_down is not None:
             self._on_down(channel.endpoint, reason)
+
+    def _retire(self, channel: Channel) -> None:
+        """Send nothing more on ``channel``, but go on reading it for a while: a slow host may
+        still answer what it was sent (an approval that then goes to ``on_unmatched`` and is
+        reversed), and those answers must not be lost with the connection. The requests on it
+        keep their own timeouts."""
+        self._channel = None
+        self._backoff, self._next_attempt = 0.0, 0.0
+        reader = self._reader_task
+        self._reader_task = None
+
+        async def linger() -> None:
+            try:
+                await asyncio.sleep(RETIRED_LINGER * self.response_timeout)
+            finally:
+                channel.close()
+                if reader is not None:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reader
+
+        task = asyncio.create_task(linger())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     async def _read_loop(self, channel: Channel) -> None:
         while True:
