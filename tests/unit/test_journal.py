@@ -300,3 +300,21 @@ def test_retention_deletes_only_settled_rows(tmp_path) -> None:
     assert {row["stan"] for row in journal.transactions()} == kept
     assert journal.last_signin() is not None  # the latest sign-in is never pruned
     journal.close()
+
+
+def test_a_late_approval_after_a_nothing_to_reverse_is_reversed_again(tmp_path) -> None:
+    """The timed-out request's reversal reached the host first and got 25; then the original
+    arrived and was approved: its late approval proves there is something to reverse."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    purchase = Message("0200", {3: "000000", 4: "000000001000", 11: "000043", 41: "10000001"})
+    sent = journal.begin(purchase, financial=True)
+    journal.finish(sent, "timed-out", detail="no response", reversal_reason="98")
+    [first] = journal.queued_reversals()
+    journal.reversal_closed(
+        first.id, Message("0410", {11: "000043", 39: "25"}), "nothing-to-reverse"
+    )
+    assert journal.queued_reversals() == []
+    assert journal.reverse_late_approval(Message("0210", {11: "000043", 39: "00"})) is not None
+    [again] = journal.queued_reversals()
+    assert (again.transaction_id, again.reason) == (sent, "06")
+    journal.close()
