@@ -99,8 +99,7 @@ class HostRequests:
             log.warning("journal: %s not recorded: %s", kind, exc)
 
     async def idle(self) -> None:
-        """Until nothing the host asked for is running (tests, and ``agent params`` after a
-        technician's request)."""
+        """Until nothing the host asked for is running (tests use it to see the outcome)."""
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
