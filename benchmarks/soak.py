@@ -263,6 +263,7 @@ def soak(
         "host_purchases": len(purchases),
         "reversals_received_by_host": ledger["reversals"],
         "reversals_confirmed": reversals.get("confirmed", 0),
+        "reversals_of_nothing": reversals.get("nothing-to-reverse", 0),  # 12/25: no charge
         "reversals_still_queued": reversals.get("queued", 0),
         "lost": len(lost),
         "duplicated": ledger["duplicates"],
