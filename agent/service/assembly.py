@@ -467,7 +467,7 @@ class Agent:
         task.add_done_callback(self._hook_tasks.discard)
 
     async def hooks_told(self) -> None:
-        """Until the hooks told so far have finished (tests, and the demo's last line)."""
+        """Until the hooks told so far have finished (tests use it to see what they did)."""
         while self._hook_tasks:
             await asyncio.gather(*self._hook_tasks, return_exceptions=True)
 
