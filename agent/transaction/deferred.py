@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from agent.journal import JournalError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +21,14 @@ class DeferredWrites:
 
     def __len__(self) -> int:
         return len(self._writes)
+
+    def now_or_later(self, what: str, write: Callable[[], T]) -> T | None:
+        """``write()`` now; if the journal refuses it, kept for :meth:`flush` (None then)."""
+        try:
+            return write()
+        except JournalError:
+            self.add(what, write)
+            return None
 
     def add(self, what: str, write: Callable[[], object]) -> None:
         log.error("the journal could not record %s; kept in memory until it can", what)

@@ -76,14 +76,10 @@ class ReversalSender:
         if not approval(exchange) or (earlier is not None and approval(earlier)):
             return
         response = exchange.frame.message
-        try:
-            queued = self.journal.reverse_late_approval(response)
-        except JournalError:
-            self.deferred.add(
-                f"the reversal of a late approval (STAN {response.text(11, '')})",
-                lambda: self.journal.reverse_late_approval(response),
-            )
-            return
+        queued = self.deferred.now_or_later(
+            f"the reversal of a late approval (STAN {response.text(11, '')})",
+            lambda: self.journal.reverse_late_approval(response),
+        )
         if queued is not None:
             log.warning(
                 "late approval for STAN %s, whose request was answered otherwise: reversing it",

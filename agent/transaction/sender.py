@@ -184,17 +184,14 @@ class Sender:
         self, transaction: int, state: str, detail: str, reversal_reason: str | None
     ) -> None:
         """Journal a request that got no answer. If even that fails (a full disk), the row stays
-        pending, which the next start turns into a reversal: nothing is lost, the app is told."""
-
-        def close() -> None:
-            self.journal.finish(transaction, state, detail=detail, reversal_reason=reversal_reason)
-
-        try:
-            close()
-        except JournalError:
-            # pending on disk (a reversal if the agent stops now); closed, its reversal queued,
-            # as soon as the journal takes writes while it runs
-            self.deferred.add(f"the outcome of transaction {transaction} ({state})", close)
+        pending on disk (a reversal if the agent stops now) and is closed, its reversal queued,
+        as soon as the journal takes writes again: nothing is lost, the app is told."""
+        self.deferred.now_or_later(
+            f"the outcome of transaction {transaction} ({state})",
+            lambda: self.journal.finish(
+                transaction, state, detail=detail, reversal_reason=reversal_reason
+            ),
+        )
 
     def _record(
         self,
@@ -306,14 +303,10 @@ class Sender:
         stan = answer.get(11)
         if not codes.approved(code) or not isinstance(stan, str):
             return
-        try:
-            queued = self.journal.reverse_undelivered(stan)
-        except JournalError:
-            self.deferred.add(
-                f"the reversal of an undelivered approval (app STAN {stan})",
-                lambda: self.journal.reverse_undelivered(stan),
-            )
-            return
+        queued = self.deferred.now_or_later(
+            f"the reversal of an undelivered approval (app STAN {stan})",
+            lambda: self.journal.reverse_undelivered(stan),
+        )
         if queued is not None:
             self.reversals.waiting.set()
 
