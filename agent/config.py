@@ -115,6 +115,9 @@ class RecoveryConfig:
 class ReversalConfig:
     attempts: int = 3  # failed tries in a row before sales go on without waiting for it
     retry_max: float = 600.0  # longest pause between background tries (seconds)
+    # seconds after a 12/25 ("nothing to reverse") before the reversal is sent once more, in
+    # case it overtook its original; 0: never
+    recheck_after: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -358,7 +361,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "probe_first": _seconds,
         "probe_max": _seconds,
     },
-    "reversal": {"attempts": _between(1, 1000), "retry_max": _seconds},
+    "reversal": {"attempts": _between(1, 1000), "retry_max": _seconds, "recheck_after": _number},
     "session": {
         "repeat_after": _number,
         "attempts": _between(1, 100),

@@ -33,11 +33,11 @@ WAL_PAGES = 100
 WAL_LIMIT = 512 * 1024
 PRUNE_CHUNK = 200  # rows deleted per step while the journal is over its size cap
 # Transactions retention may delete: of a batch other than the current one (settled), finished,
-# with no reversal still queued.
+# with no reversal still queued or waiting for its recheck.
 _SETTLED = (
     "(batch IS NULL OR batch != ?) AND state != 'pending' AND NOT EXISTS "
     "(SELECT 1 FROM reversals r WHERE r.transaction_id = transactions.id "
-    "AND r.state = 'queued')"
+    "AND (r.state = 'queued' OR r.recheck_at IS NOT NULL))"
 )
 
 MIGRATIONS = (
@@ -96,6 +96,11 @@ MIGRATIONS = (
     ALTER TABLE transactions ADD COLUMN replay_key TEXT;
     ALTER TABLE transactions ADD COLUMN answer TEXT;
     CREATE INDEX transactions_app_stan ON transactions (app_stan, batch);
+    """,
+    # 4: when a reversal the host closed as "nothing to reverse" is sent once more, in case the
+    # original reached the host after it (NULL: no recheck due)
+    """
+    ALTER TABLE reversals ADD COLUMN recheck_at REAL;
     """,
 )
 # Fields of a host's answer that are not kept for a replay: they are card data, or are the
@@ -482,9 +487,13 @@ class Journal:
     # ------------------------------------------------------------------------- reversals
 
     def queued_reversals(self) -> list[Reversal]:
+        return self._reversals("state = 'queued'", ())
+
+    def _reversals(self, where: str, parameters: tuple[Any, ...]) -> list[Reversal]:
         rows = self._rows(
             "SELECT id, transaction_id, reason, fields, attempts FROM reversals "
-            "WHERE state = 'queued' ORDER BY id"
+            f"WHERE {where} ORDER BY id",
+            parameters,
         )
         result = []
         for rid, tid, reason, fields, attempts in rows:
@@ -500,26 +509,60 @@ class Journal:
                 (error, self._clock(), reversal_id),
             )
 
-    def reversal_closed(self, reversal_id: int, response: Message, outcome: str) -> None:
+    def reversal_closed(
+        self, reversal_id: int, response: Message, outcome: str, recheck_after: float = 0.0
+    ) -> None:
         """The host answered a reversal with a code that closes it (``outcome`` of
-        :func:`agent.wire.codes.reversal_outcome`); a conflict stays visible as such."""
+        :func:`agent.wire.codes.reversal_outcome`); a conflict stays visible as such. A
+        reversal closed as "nothing to reverse" is sent once more ``recheck_after`` seconds
+        later (0: never); an answer to that recheck closes it for good."""
         # "nothing-to-reverse" (12, 25) is kept apart from "confirmed": a late approval of the
         # original proves the host answered it before the original reached it
         state = outcome if outcome in ("conflict", "nothing-to-reverse") else "confirmed"
+        now = self._clock()
+        recheck = state == "nothing-to-reverse" and recheck_after > 0
+        recheck_at = now + recheck_after if recheck else None
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE reversals SET state = ?, attempts = attempts + 1, "
-                "updated_at = ?, last_error = NULL WHERE id = ? AND state = 'queued'",
-                (state, self._clock(), reversal_id),
+            row = db.execute(
+                "SELECT state, recheck_at IS NOT NULL FROM reversals WHERE id = ?", (reversal_id,)
+            ).fetchone()
+            if row is None or not (row[0] == "queued" or row[1]):
+                return  # closed already: the answer to a try that was overtaken
+            db.execute(
+                "UPDATE reversals SET state = ?, attempts = attempts + 1, updated_at = ?, "
+                "last_error = NULL, recheck_at = ? WHERE id = ?",
+                (state, now, recheck_at, reversal_id),
             )
+            rechecked = {} if row[0] == "queued" else {"rechecked": True}
             self._event(
                 db,
                 "reversal-conflict" if state == "conflict" else "reversal-confirmed",
                 reversal=reversal_id,
                 response_code=response.text(39),
                 outcome=outcome,
+                **rechecked,
             )
-        self._queued -= cursor.rowcount
+        if row[0] == "queued":
+            self._queued -= 1
+
+    def reversals_to_recheck(self) -> list[Reversal]:
+        """Reversals closed as "nothing to reverse" whose recheck is due."""
+        return self._reversals("state = 'nothing-to-reverse' AND recheck_at <= ?", (self._clock(),))
+
+    def next_recheck(self) -> float | None:
+        """When the next recheck is due (a time of the journal's clock), if any is."""
+        return self._rows("SELECT min(recheck_at) FROM reversals")[0][0]
+
+    def rechecks_waiting(self) -> int:
+        return self._rows("SELECT count(*) FROM reversals WHERE recheck_at IS NOT NULL")[0][0]
+
+    def postpone_recheck(self, reversal_id: int, seconds: float) -> None:
+        """A recheck that got no closing answer goes again ``seconds`` from now."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE reversals SET recheck_at = ? WHERE id = ? AND recheck_at IS NOT NULL",
+                (self._clock() + seconds, reversal_id),
+            )
 
     def reverse_undelivered(self, app_stan: str) -> int | None:
         """The app could not be given the approval of its latest request numbered ``app_stan``
@@ -558,6 +601,8 @@ class Journal:
             ).fetchone()
             if row is None or codes.approved(row[1] or "") or row[2]:
                 return None
+            # the new reversal takes the place of a recheck of the one closed as nothing
+            db.execute("UPDATE reversals SET recheck_at = NULL WHERE transaction_id = ?", (row[0],))
             reversal = self._queue_reversal(db, row[0], "06")
             self._event(
                 db,

@@ -73,7 +73,13 @@ class Agent:
         macs = Macs(self.module, lambda: self.config.module.key_slot, self._profile)
         deferred = DeferredWrites()
         self.reversals = ReversalSender(
-            self.journal, self.link, macs, self.stats, deferred, on_refused=self._reversal_refused
+            self.journal,
+            self.link,
+            macs,
+            self.stats,
+            deferred,
+            recheck_after=lambda: self.config.reversal.recheck_after,
+            on_refused=self._reversal_refused,
         )
         stan_map = StanMap(self.journal, self.reversals, lambda: self.config.gateway.replay_window)
         self.sender = Sender(
@@ -325,6 +331,7 @@ class Agent:
             if last
             else None,
             "reversals_queued": len(self.journal.queued_reversals()),
+            "reversals_to_recheck": self.journal.rechecks_waiting(),
             "last_refusal": self.recovery.last_refusal,
             "message": message.to_json() if message else None,
             "gateway": dataclasses.asdict(self.stats),

@@ -107,6 +107,28 @@ async def send_reversals_until_done(agent: Agent) -> None:
             reversals.waiting.clear()
 
 
+RECHECK_IDLE = 60.0  # seconds between looks when rechecks are off (some may be due from before)
+
+
+async def recheck_reversals(agent: Agent) -> None:
+    """For the life of the agent: send again, once, each reversal the host closed as "nothing
+    to reverse" when its recheck is due (``reversal.recheck_after``)."""
+    while True:
+        period = agent.config.reversal.recheck_after or RECHECK_IDLE
+        try:
+            due = agent.journal.next_recheck()
+            if due is not None and due <= time.time():
+                await agent.reversals.recheck()
+                continue
+        except JournalError as exc:
+            log.warning("reversal recheck: %s", exc)
+            due = None
+        # a reversal closed from now on is due a whole period later: sleeping at most that
+        # long, a recheck is never later than twice the period
+        wait = period if due is None else min(period, due - time.time())
+        await asyncio.sleep(max(wait, REVERSAL_FIRST_PAUSE))
+
+
 JOURNAL_UPKEEP = 60.0  # seconds between retention runs, each when no transaction is in flight
 
 
@@ -226,6 +248,7 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
         asyncio.create_task(
             supervised("reversal sender", lambda: send_reversals_until_done(agent))
         ),
+        asyncio.create_task(supervised("reversal recheck", lambda: recheck_reversals(agent))),
         asyncio.create_task(supervised("start-up sign-in", agent.start)),
         asyncio.create_task(supervised("journal upkeep", lambda: journal_upkeep(agent))),
     ]

@@ -22,7 +22,9 @@ Fault kinds, each applied to the next ``count`` requests: ``no-answer``, ``late`
 ``delay`` seconds), ``garbage`` (random bytes instead of the answer), ``close`` (close the
 connection instead of answering), ``partial`` (half the answer, then close the connection),
 ``wrong-mac`` (answer with a corrupted MAC), ``refused-first`` (a 97 without a MAC at once, as a
-host that lost the session sends it, then the real answer).
+host that lost the session sends it, then the real answer), ``held`` (the request is taken in
+``delay`` seconds late and its answer is lost, as from a host that stopped reading, then read
+what had piled up after the terminal had given up on that connection).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from agent.sim.jsonhttp import JsonHandler, serve_in_thread
 from agent.wire.frame import Layout, decode_frame, host_frame, with_length
 from agent.wire.message import Message, encode_message
 
-FAULT_KINDS = ("no-answer", "late", "garbage", "close", "partial", "wrong-mac", "refused-first")
+FAULT_KINDS = (
+    "no-answer", "late", "garbage", "close", "partial", "wrong-mac", "refused-first", "held"
+)  # fmt: skip
 MAX_FRAME = 8192
 
 
@@ -115,8 +119,12 @@ class HostServer:
                 if length > MAX_FRAME:
                     return  # hostile length: close rather than allocate
                 request = await reader.readexactly(length)
+                fault = self.faults.take()
+                if fault is not None and fault.kind == "held":
+                    self._hold(request, fault.delay)
+                    continue
                 response = self.host.handle(request)
-                if not await self._answer(writer, response):
+                if not await self._answer(writer, response, fault):
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
@@ -124,9 +132,17 @@ class HostServer:
             self._writers.discard(writer)
             writer.close()
 
-    async def _answer(self, writer: asyncio.StreamWriter, response: bytes | None) -> bool:
-        """Send the response, or what the next fault says instead; False closes the connection."""
-        fault = self.faults.take()
+    def _hold(self, request: bytes, delay: float) -> None:
+        """The ``held`` fault: the host takes the request in ``delay`` seconds from now."""
+        task = asyncio.get_running_loop().create_task(asyncio.sleep(delay))
+        task.add_done_callback(lambda _: self.host.handle(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(
+        self, writer: asyncio.StreamWriter, response: bytes | None, fault: Fault | None
+    ) -> bool:
+        """Send the response, or what ``fault`` says instead; False closes the connection."""
         if fault is not None and fault.kind == "close":
             return False
         if response is None or (fault is not None and fault.kind == "no-answer"):

@@ -1,11 +1,17 @@
 """The reversal queue (DESIGN.md section 8): what the journal queued is sent before the next
 financial request and until the host closes it. An approval confirms a reversal, 12 and 25 close
-it (nothing to reverse), 22 closes it as a conflict a person must reconcile."""
+it (nothing to reverse), 22 closes it as a conflict a person must reconcile.
+
+A reversal closed with 12 or 25 may have overtaken its original: a request stuck in a host that
+stopped reading reaches it after the reversal went through the backup, and is approved there
+with nobody left to read the answer. So it is sent once more, in the background,
+``reversal.recheck_after`` seconds later; sales never wait for that recheck."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 
 from agent.host.link import Exchange, HostLink, HostLinkError
@@ -51,9 +57,11 @@ class ReversalSender:
         macs: Macs,
         stats: GatewayStats,
         deferred: DeferredWrites,
+        recheck_after: Callable[[], float],
         on_refused: Refused | None = None,
     ) -> None:
         self.journal = journal
+        self._recheck_after = recheck_after
         self.deferred = deferred
         self._on_refused = on_refused
         self.link = link
@@ -124,8 +132,34 @@ class ReversalSender:
 
     def _write_outcomes(self) -> None:
         for reversal_id, (answer, outcome) in list(self._unwritten.items()):
-            self.journal.reversal_closed(reversal_id, answer, outcome)
+            self.journal.reversal_closed(reversal_id, answer, outcome, self._recheck_after())
             del self._unwritten[reversal_id]
+
+    async def recheck(self) -> int:
+        """Send once more each reversal closed as "nothing to reverse" whose recheck is due;
+        returns how many the host then reversed after all. One without a closing answer goes
+        again a recheck period later (with jitter, so a fleet does not retry in step)."""
+        reversed_now = 0
+        async with self._lock:
+            for due in self.journal.reversals_to_recheck():
+                stan = due.message.text(11)
+                try:
+                    exchange = await self._try(due, due.attempts, None)
+                except ReversalPending as exc:
+                    log.warning("recheck of the reversal of STAN %s: %s; again later", stan, exc)
+                    later = self._recheck_after() * random.uniform(1, 2)
+                    self.journal.postpone_recheck(due.id, later)
+                    continue
+                answer = exchange.frame.message
+                outcome = codes.reversal_outcome(answer.text(39, ""))
+                self.journal.reversal_closed(due.id, answer, outcome.value)
+                if outcome is codes.ReversalOutcome.CONFIRMED:
+                    reversed_now += 1
+                    log.warning(
+                        "reversal of STAN %s: the host had nothing to reverse and has reversed "
+                        "it now: the original reached it after the first reversal", stan,
+                    )  # fmt: skip
+        return reversed_now
 
     async def _try(self, queued: Reversal, tried: int, repair: Refused | None) -> Exchange:
         """One try of ``queued`` (``tried`` times before): the host's answer if it closes the

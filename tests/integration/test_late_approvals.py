@@ -1,9 +1,15 @@
 """An approval the app never got is reversed: one that arrives late, after the host had already
 refused the same request without a MAC (a host that lost the session answers 97 at once, then its
-real answer comes). One that arrives after a timeout is the timeout's reversal's (test_gateway)."""
+real answer comes). One that arrives after a timeout is the timeout's reversal's (test_gateway).
+One whose answer never comes, taken in by the host after its reversal was answered 25, is found
+by the reversal's recheck."""
 
 import asyncio
+import contextlib
+import sqlite3
+import time
 
+from agent.service.daemon import recheck_reversals
 from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
 
 
@@ -31,5 +37,93 @@ def test_a_real_approval_after_a_macless_97_is_reversed(tmp_path) -> None:
             assert len(live_charges(rig)) == 1, "one live charge for one sale"
             kinds = [e["kind"] for e in rig.agent.journal.events()]
             assert "late-approval-reversed" in kinds
+
+    run(scenario())
+
+
+def _reversal_states(rig) -> list[tuple[str, bool]]:
+    """(state, recheck pending) of each reversal row, read from the SQLite file itself."""
+    with contextlib.closing(sqlite3.connect(rig.config.journal.path)) as db:
+        rows = db.execute("SELECT state, recheck_at IS NOT NULL FROM reversals ORDER BY id")
+        return [(state, bool(pending)) for state, pending in rows]
+
+
+async def _until(condition, seconds: float, what: str) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what} within {seconds} s")
+
+
+def test_a_reversal_that_overtook_its_original_is_sent_again(tmp_path) -> None:
+    """The primary stops reading: the purchase times out, the reversal goes through the backup
+    and gets 25, then the host takes the purchase in and approves it, its answer lost. The
+    recheck finds and reverses that charge; sales never waited for it."""
+
+    async def scenario():
+        async with gateway_rig(
+            tmp_path,
+            backup=True,
+            response_timeout=0.5,
+            host_options={"failover_after": 1},
+            sections={"reversal": {"recheck_after": 1.0}},
+        ) as rig:
+            rig.server.faults.add("held", delay=1.5)
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "98"  # no response: reversal queued
+            await rig.agent.reversals.send()
+            assert _reversal_states(rig) == [("nothing-to-reverse", True)]
+            # sales go on while the recheck waits
+            assert (await exchange(rig.socket, app_purchase(2000, app_stan=902))).text(39) == "00"
+            await _until(lambda: len(rig.host.state()["purchases"]) == 2, 5, "the held purchase")
+            assert len(live_charges(rig)) == 2  # the held one is charged, nobody knows
+            rechecks = asyncio.create_task(recheck_reversals(rig.agent))
+            try:
+                await _until(lambda: len(live_charges(rig)) == 1, 10, "the recheck's reversal")
+            finally:
+                rechecks.cancel()
+            [live] = live_charges(rig)
+            assert live["amount"] == "000000002000"
+            assert _reversal_states(rig) == [("confirmed", False)]
+            [event] = [e for e in rig.agent.journal.events() if e.get("rechecked")]
+            assert event["outcome"] == "confirmed"
+            assert rig.agent.status()["reversals_to_recheck"] == 0
+
+    run(scenario())
+
+
+def test_a_recheck_answered_25_again_closes_the_reversal_for_good(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"reversal": {"recheck_after": 0.2}}) as rig:
+            rig.queue_reversal("123456", 1500)  # the host never saw it
+            assert await rig.agent.reversals.send() == 1
+            assert rig.agent.status()["reversals_to_recheck"] == 1
+            assert await rig.agent.reversals.recheck() == 0  # not due yet: nothing sent
+            assert rig.host.state()["reversals"] == 1
+            await asyncio.sleep(0.3)
+            assert await rig.agent.reversals.recheck() == 0
+            assert rig.host.state()["reversals"] == 2
+            assert _reversal_states(rig) == [("nothing-to-reverse", False)]
+            assert rig.agent.journal.next_recheck() is None
+            assert await rig.agent.reversals.recheck() == 0
+            assert rig.host.state()["reversals"] == 2  # once, never again
+
+    run(scenario())
+
+
+def test_a_recheck_without_an_answer_goes_again_later(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(
+            tmp_path, response_timeout=0.3, sections={"reversal": {"recheck_after": 0.2}}
+        ) as rig:
+            rig.queue_reversal("123456", 1500)
+            assert await rig.agent.reversals.send() == 1
+            await asyncio.sleep(0.3)
+            rig.server.faults.add("no-answer")
+            assert await rig.agent.reversals.recheck() == 0
+            assert _reversal_states(rig) == [("nothing-to-reverse", True)]
+            due = rig.agent.journal.next_recheck()
+            assert due is not None and due > time.time() + 0.1  # a period (with jitter) on
 
     run(scenario())

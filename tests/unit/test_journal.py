@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import Journal, JournalError
+from agent.journal import MIGRATIONS, Journal, JournalError
 from agent.wire.builders import Card, Terminal, purchase_request, response_to
 from agent.wire.message import Message
 from tests.conftest import fill_disk
@@ -34,17 +34,16 @@ def test_wal_full_sync_and_schema(journal, tmp_path) -> None:
     with contextlib.closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert journal.schema_version == 3
+    assert journal.schema_version == len(MIGRATIONS)
     journal.close()
     again = Journal(tmp_path / "journal.sqlite3")
-    assert again.schema_version == 3  # reopening migrates nothing
+    assert again.schema_version == len(MIGRATIONS)  # reopening migrates nothing
     again.close()
 
 
 def test_migration_from_schema_2_keeps_transactions_outside_the_stan_map(tmp_path) -> None:
     """A journal of the previous release: its rows stay, with no app STAN (nothing refers to
     them by the app's numbers) and no answer to replay."""
-    from agent.journal import MIGRATIONS
 
     path = tmp_path / "journal.sqlite3"
     db = sqlite3.connect(path)
@@ -56,7 +55,7 @@ def test_migration_from_schema_2_keeps_transactions_outside_the_stan_map(tmp_pat
     db.commit()
     db.close()
     journal = Journal(path)
-    assert journal.schema_version == 3
+    assert journal.schema_version == len(MIGRATIONS)
     assert [t["stan"] for t in journal.transactions()] == ["000007"]
     assert journal.wire_stan("000007") is None
     journal.close()
@@ -84,7 +83,6 @@ def test_the_stan_map_and_replay(tmp_path) -> None:
 
 def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
     """A journal written by the first release: its sign-in survives, with the new columns."""
-    from agent.journal import MIGRATIONS
 
     path = tmp_path / "journal.sqlite3"
     db = sqlite3.connect(path)
@@ -93,7 +91,7 @@ def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
     db.commit()
     db.close()
     journal = Journal(path)
-    assert journal.schema_version == 3
+    assert journal.schema_version == len(MIGRATIONS)
     assert journal.last_signin() == {
         "at": 1.0, "scheme": "003", "kcvs": {}, "host_time": None, "tid": "", "mid": "",
     }  # fmt: skip
@@ -317,4 +315,37 @@ def test_a_late_approval_after_a_nothing_to_reverse_is_reversed_again(tmp_path) 
     assert journal.reverse_late_approval(Message("0210", {11: "000043", 39: "00"})) is not None
     [again] = journal.queued_reversals()
     assert (again.transaction_id, again.reason) == (sent, "06")
+    journal.close()
+
+
+def test_a_reversal_closed_as_nothing_keeps_its_transaction_until_rechecked(tmp_path) -> None:
+    now = [1_000_000.0]
+    journal = Journal(tmp_path / "journal.sqlite3", clock=lambda: now[0])
+    sent = journal.begin(purchase(5), financial=True)
+    journal.finish(sent, "timed-out", reversal_reason="98")
+    [reversal] = journal.queued_reversals()
+    journal.reversal_closed(reversal.id, Message("0410", {39: "25"}), "nothing-to-reverse", 30.0)
+    assert not journal.has_queued_reversals  # sales do not wait for the recheck
+    assert journal.next_recheck() == now[0] + 30.0
+    assert journal.reversals_to_recheck() == []
+    journal.record_signin("003", {}, None, batch=2)  # its batch is settled
+    now[0] += 40 * 86_400
+    assert [r.id for r in journal.reversals_to_recheck()] == [reversal.id]
+    assert journal.prune(keep_days=30, max_bytes=1) == 0  # its original is still needed
+    journal.reversal_closed(reversal.id, Message("0410", {39: "25"}), "nothing-to-reverse")
+    assert journal.next_recheck() is None and journal.rechecks_waiting() == 0
+    assert journal.prune(keep_days=30, max_bytes=64 * 2**20) == 1
+    journal.close()
+
+
+def test_a_late_approval_replaces_the_recheck_with_a_queued_reversal(tmp_path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    sent = journal.begin(purchase(43), financial=True)
+    journal.finish(sent, "timed-out", reversal_reason="98")
+    [first] = journal.queued_reversals()
+    journal.reversal_closed(first.id, Message("0410", {39: "25"}), "nothing-to-reverse", 30.0)
+    late = Message("0210", {11: purchase(43).text(11), 39: "00"})
+    assert journal.reverse_late_approval(late) is not None
+    assert journal.rechecks_waiting() == 0  # the queued reversal does the recheck's work
+    assert len(journal.queued_reversals()) == 1
     journal.close()
