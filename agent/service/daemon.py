@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from agent.selfcheck import run_checks
 from agent.selfcheck.base import Status
 from agent.service.assembly import Agent
 from agent.service.control import ControlServer, Handler
+from agent.service.notify import Notifier
 from agent.transaction.peers import QuietLog
 from agent.transaction.reversals import ReversalPending
 
@@ -34,23 +34,6 @@ log = logging.getLogger(__name__)
 REVERSAL_FIRST_PAUSE = 1.0  # then doubled up to reversal.retry_max while the host refuses
 DRAIN_TIMEOUT = 35.0
 LIGHT_CHECKS = ["keys", "module", "storage"]
-
-
-class Notifier:
-    """sd_notify, when systemd gave us a socket; silent otherwise."""
-
-    def __init__(self) -> None:
-        self._notifier = None
-        if os.environ.get("NOTIFY_SOCKET"):
-            import sdnotify
-
-            self._notifier = sdnotify.SystemdNotifier()
-        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        self.watchdog_interval = usec / 2e6 if usec else 0.0
-
-    def __call__(self, *lines: str) -> None:
-        if self._notifier is not None:
-            self._notifier.notify("\n".join(lines))
 
 
 def status_line(agent: Agent) -> str:
@@ -274,6 +257,7 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await agent.close()
+    notify.close()
     return 0
 
 
