@@ -154,24 +154,14 @@ def _load_config(args: argparse.Namespace) -> Config:
         raise UsageError(str(exc)) from None
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    import logging
-
-    # journald adds time and unit; the level and the logger say the rest.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from agent.journal import JournalError
-    from agent.service import daemon
+    from agent.service import daemon, logs
 
     config = _load_config(args)
-    _setup_logging(args.verbose)
+    logs.setup(args.verbose)
 
     def reload() -> Config:
         from agent import paths, provisioning
@@ -709,9 +699,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
+    from agent.wire.mac import SoftwareDesMissing
+
     try:
         return handler(args)
-    except UsageError as exc:
+    except (UsageError, SoftwareDesMissing) as exc:
         print(f"agent {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `agent journal | head`: the reader has all it wanted

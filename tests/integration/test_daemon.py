@@ -355,3 +355,30 @@ def test_a_connection_flood_past_the_descriptor_limit_keeps_payments_and_control
             client.close()
         process.terminate()
         assert process.wait(timeout=40) == 0
+
+
+def test_under_journald_every_line_carries_its_level(tmp_path, simulators):
+    """systemd connects stderr to journald and names it in JOURNAL_STREAM (device:inode): the
+    agent's lines then start with the syslog priority journald files them under."""
+    _, _, config = simulators
+    log = tmp_path / "agent.log"
+    log.touch()
+    stream = os.stat(log)
+    agent = start(tmp_path, config, {"JOURNAL_STREAM": f"{stream.st_dev}:{stream.st_ino}"})
+    try:
+        config.write_text("[terminal\ntid=")
+        os.kill(agent.process.pid, signal.SIGHUP)
+        wait_for(lambda: "configuration not reloaded" in log.read_text(), 10, "the refusal")
+    finally:
+        assert agent.stop() == 0
+    lines = log.read_text().splitlines()
+    assert any(line.startswith("<6>INFO agent.service.daemon: ready") for line in lines)
+    assert any(line.startswith("<3>ERROR") and "not reloaded" in line for line in lines)
+    assert all(line[:1] == "<" and line[2:3] == ">" for line in lines), lines
+
+
+def test_elsewhere_the_lines_are_plain(tmp_path, simulators):
+    _, _, config = simulators
+    agent = start(tmp_path, config, {"JOURNAL_STREAM": "1:2"})  # another stream's
+    assert agent.stop() == 0
+    assert (tmp_path / "agent.log").read_text().startswith("INFO ")
