@@ -92,10 +92,21 @@ class DesKey:
         return self._single.encryptor().update(block)
 
 
+class SoftwareDesMissing(Exception):
+    """The simulators' extra (``sim``: cryptography) is not installed."""
+
+
 def require_software_des() -> None:
     """Import the DES implementation now, so a simulator without it stops at start with
-    ``ModuleNotFoundError`` rather than failing inside a request."""
-    _cipher(bytes(8))
+    :class:`SoftwareDesMissing` rather than failing inside a request."""
+    try:
+        _cipher(bytes(8))
+    except ModuleNotFoundError as exc:
+        raise SoftwareDesMissing(
+            f"the simulators need the Python package cryptography (43 or later), which is not "
+            f"installed ({exc}): pip install 'pos-agent[sim]'. A terminal does without it: its "
+            "card module computes every MAC and PIN block."
+        ) from None
 
 
 def _cipher(key: bytes) -> Any:

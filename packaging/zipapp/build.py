@@ -9,18 +9,17 @@ The archive holds the agent and its pure-Python dependencies (pyiso8583, pyseria
 platformdirs) and runs on any Linux with Python 3.11 or later: architecture and libc do not
 matter, and Python imports all of it straight from the zip.
 
-cryptography is the exception: its core is compiled (Rust and OpenSSL), and compiled modules
-cannot be imported from a zip, nor shipped for every terminal in one file. The agent itself holds
-no key (the card module computes every MAC) and never imports it; only the simulators compute DES
-in software, so `agent demo` and `agent sim host|module` need it. Two ways:
+That is all a terminal needs. The simulators and the demo (the extra ``sim``) also need
+cryptography for DES in software, whose core is compiled (Rust and OpenSSL): compiled modules
+cannot be imported from a zip, nor shipped for every machine in one file. Two ways:
 
-- default (portable): the archive leaves cryptography out. `run`, `selftest`, `signin` and every
-  other terminal command run with Python alone; the simulators and the demo stop with a message
-  that says so, unless the machine provides cryptography 43 or later.
-- ``--with-native``: the archive also carries the build machine's cryptography wheel (and cffi),
-  so it runs on terminals of the same architecture, libc and Python minor version only. At first
-  start it unpacks them into a cache folder (``$POS_AGENT_PYZ_CACHE``, else
-  ``$XDG_CACHE_HOME/pos-agent-pyz``, else ``~/.cache/pos-agent-pyz``), as shiv does.
+- default (portable): the archive leaves the extra out. `run`, `selftest`, `signin` and every
+  other terminal command run with Python alone; `demo` and `sim` stop with a message that names
+  what is missing, unless the machine provides cryptography 43 or later.
+- ``--with-native``: the archive also carries the extra's wheels as built for this machine
+  (cryptography, cffi), so it runs on machines of the same architecture, libc and Python minor
+  version only. At first start it unpacks them into a cache folder (``$POS_AGENT_PYZ_CACHE``,
+  else ``$XDG_CACHE_HOME/pos-agent-pyz``, else ``~/.cache/pos-agent-pyz``), as shiv does.
 
 Dependencies are resolved by pip from its usual configuration (PIP_INDEX_URL, or PIP_NO_INDEX=1
 with PIP_FIND_LINKS=DIR offline).
@@ -45,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from buildtools import ROOT, BuildError, copy_sources, run, source_date_epoch
 
-# Distributions with compiled parts: never imported from the zip.
-NATIVE = {"cryptography", "cffi", "pycparser"}
+# The extra whose distributions have compiled parts: never imported from the zip.
+NATIVE_EXTRA = "sim"
 NATIVE_PREFIX = "_native/"
 COMPILED = re.compile(r"\.(so|pyd|dylib)(\.\d+)*$")
 INTERPRETER = "/usr/bin/env python3"
@@ -59,7 +58,6 @@ import os
 import sys
 
 NATIVE = "_native/"
-NEEDS_NATIVE = {"cryptography", "cffi", "_cffi_backend"}
 
 
 def unpack_native():
@@ -99,37 +97,25 @@ def main():
     unpack_native()
     from agent.cli import main as agent_main
 
-    try:
-        return agent_main()
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in NEEDS_NATIVE:
-            raise
-        print(
-            "agent: this command needs the Python package cryptography (43 or later), which "
-            "this single-file build does not carry (its core is compiled): install it "
-            "(pip install 'cryptography>=43'), or use a pos-agent.pyz built with --with-native "
-            "for this kind of terminal.",
-            file=sys.stderr,
-        )
-        return 2
+    return agent_main()
 
 
 sys.exit(main())
 '''
 
 
-def dependencies(site: Path) -> list[str]:
-    """The project's own requirements, as its installed metadata states them."""
+def dependencies(site: Path, extra: str | None = None) -> list[str]:
+    """The project's own requirements as its installed metadata states them: the base ones, or
+    those of ``extra``."""
     (dist_info,) = site.glob("pos_agent-*.dist-info")
     meta = HeaderParser().parsestr((dist_info / "METADATA").read_text(encoding="utf-8"))
-    return [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
-
-
-def requirement_name(requirement: str) -> str:
-    match = re.match(r"[A-Za-z0-9._-]+", requirement)
-    if match is None:
-        raise BuildError(f"cannot read the requirement {requirement!r}")
-    return re.sub(r"[-_.]+", "-", match.group(0)).lower()
+    wanted = []
+    for requirement in meta.get_all("Requires-Dist") or []:
+        name, _, marker = requirement.partition(";")
+        of_extra = re.search(r"""extra\s*==\s*['"]([^'"]+)['"]""", marker)
+        if (of_extra.group(1) if of_extra else None) == extra:
+            wanted.append(name.strip())
+    return wanted
 
 
 def pip_install(python: str, target: Path, *what: str | Path) -> None:
@@ -145,15 +131,11 @@ def populate(python: str, work: Path, with_native: bool) -> tuple[Path, Path | N
     copy_sources(sources)
     site = work / "site"
     pip_install(python, site, "--no-deps", sources)
-    pure, native = [], []
-    for requirement in dependencies(site):
-        (native if requirement_name(requirement) in NATIVE else pure).append(requirement)
-    if pure:
-        pip_install(python, site, *pure)
+    pip_install(python, site, *dependencies(site))
     native_site = None
-    if with_native and native:
+    if with_native:
         native_site = work / "native"
-        pip_install(python, native_site, "--only-binary=:all:", *native)
+        pip_install(python, native_site, "--only-binary=:all:", *dependencies(site, NATIVE_EXTRA))
     for tree in filter(None, (site, native_site)):
         shutil.rmtree(tree / "bin", ignore_errors=True)  # console scripts: #! names this build
         for cache in list(tree.rglob("__pycache__")):
@@ -162,7 +144,7 @@ def populate(python: str, work: Path, with_native: bool) -> tuple[Path, Path | N
     if compiled:
         raise BuildError(
             "compiled files would land in the zip, where Python cannot import them: "
-            f"{compiled}; add their distribution to NATIVE in {Path(__file__).name}"
+            f"{compiled}: the terminal's dependencies must be pure Python (DESIGN.md section 12)"
         )
     return site, native_site
 
@@ -215,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--with-native",
         action="store_true",
-        help="also carry this machine's cryptography (runs only on the same platform)",
+        help="also carry the simulators' compiled wheels (runs only on this kind of machine)",
     )
     parser.add_argument(
         "--python",

@@ -77,16 +77,30 @@ url = "/nonexistent/card-module"
 def test_says_what_is_missing_for_commands_needing_cryptography(pyz: Path, tmp_path: Path) -> None:
     """The agent itself holds no key (the card module MACs); only the simulators, and so the
     demo, compute DES in software."""
-    result = python_alone(pyz, "demo", cwd=tmp_path, check=False)
-    assert result.returncode == 2
-    assert "cryptography (43 or later)" in result.stderr
+    for command in (["demo"], ["sim", "host", "--listen", "127.0.0.1:0"], ["sim", "module"]):
+        result = python_alone(pyz, *command, cwd=tmp_path, check=False)
+        assert result.returncode == 2, command
+        assert "cryptography (43 or later)" in result.stderr
+        assert "pip install 'pos-agent[sim]'" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_native_build_runs_the_demo(native_pyz: Path, tmp_path: Path) -> None:
+    """With this machine's cryptography inside, the simulators run with Python alone; the
+    compiled part is unpacked once into the cache folder."""
+    cache = tmp_path / "cache"
+    result = python_alone(native_pyz, "demo", cwd=tmp_path, POS_AGENT_PYZ_CACHE=str(cache))
     assert "Traceback" not in result.stderr
+    (unpacked,) = cache.iterdir()
+    assert unpacked.name.startswith(sys.implementation.cache_tag)
+    assert list(unpacked.glob("cryptography/hazmat/bindings/_rust*.so"))
+    print(f"{native_pyz.name} --with-native: {native_pyz.stat().st_size / 1e6:.1f} MB")
 
 
-def test_native_build_runs_the_service(native_pyz: Path, tmp_path: Path) -> None:
-    """With this machine's cryptography inside, `agent run` starts with Python alone: it tells
+def test_portable_build_runs_the_service(pyz: Path, tmp_path: Path) -> None:
+    """What a terminal runs, with Python alone and no compiled module: `agent run` tells
     systemd READY=1 (over a stand-in NOTIFY_SOCKET), serves its sockets, and stops cleanly on
-    SIGTERM. The compiled part is unpacked once into the cache folder."""
+    SIGTERM."""
     (tmp_path / "agent.toml").write_text(CONFIG)
     for folder in ("state", "run"):
         (tmp_path / folder).mkdir()
@@ -96,13 +110,12 @@ def test_native_build_runs_the_service(native_pyz: Path, tmp_path: Path) -> None
         "STATE_DIRECTORY": str(tmp_path / "state"),
         "RUNTIME_DIRECTORY": str(tmp_path / "run"),
         "NOTIFY_SOCKET": str(tmp_path / "notify"),
-        "POS_AGENT_PYZ_CACHE": str(tmp_path / "cache"),
     }
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(env["NOTIFY_SOCKET"])
         notify.settimeout(30)
         agent = subprocess.Popen(
-            [BASE_PYTHON, "-I", "-S", str(native_pyz), "run", "--config", "agent.toml"],
+            [BASE_PYTHON, "-I", "-S", str(pyz), "run", "--config", "agent.toml"],
             env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -119,7 +132,3 @@ def test_native_build_runs_the_service(native_pyz: Path, tmp_path: Path) -> None
             agent.send_signal(signal.SIGTERM)
             _, stderr = agent.communicate(timeout=60)
     assert agent.returncode == 0, stderr
-    (unpacked,) = (tmp_path / "cache").iterdir()
-    assert unpacked.name.startswith(sys.implementation.cache_tag)
-    assert list(unpacked.glob("cryptography/hazmat/bindings/_rust*.so"))
-    print(f"{native_pyz.name} --with-native: {native_pyz.stat().st_size / 1e6:.1f} MB")
