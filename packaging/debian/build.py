@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the Debian package ``pos-agent_<version>_<arch>.deb`` with dpkg-deb.
+"""Build the Debian package ``pos-agent_<version>_all.deb`` with dpkg-deb.
 
     python3 packaging/debian/build.py [--out DIR] [--python /usr/bin/python3] [--keep DIR]
 
@@ -9,7 +9,11 @@ What the package holds:
                                         and its dependencies, as wheels resolved by pip
     /usr/bin/agent                      a launcher: the venv's python3 -I -m agent
     /usr/share/man/man1/agent.1.gz      made from the command line's own parser
-    /lib/systemd/system/pos-agent.service
+    $systemdsystemunitdir/pos-agent.service
+                                        systemd.pc's unit folder (/lib/systemd/system on Debian 12)
+    /usr/lib/sysusers.d/pos-agent.conf  the service's user and group (postinst: systemd-sysusers,
+                                        else useradd)
+    /usr/lib/tmpfiles.d/pos-agent.conf  its state directory
     /etc/pos-agent/agent.toml           the default configuration (a conffile)
     /etc/pos-agent/hooks.d/             README and one folder per hook event
     /usr/share/doc/pos-agent/           README.md, copyright (with the bundled licences), changelog,
@@ -23,8 +27,11 @@ staging tree: ``bin/python3`` is a relative symlink to /usr/bin/python3, pyvenv.
 from a firmware image's root, a ``dpkg --root`` tree or a ``dpkg-deb -x`` folder (the tests do
 that) as long as that tree's /usr/bin/python3 is a Python of the same minor version.
 
-The venv is tied to the interpreter's minor version (lib/python3.11) and cryptography's compiled
-core to the build machine's architecture: the package says so in its Depends and Architecture.
+The venv is tied to the interpreter's minor version (lib/python3.11): the package says so in
+its Depends. Everything in it is pure Python (cryptography is only in the extra ``sim``, never
+installed here), so the package is ``Architecture: all``; a compiled module in the venv is a
+build error. Two builds of one tree are byte-identical (SOURCE_DATE_EPOCH, else the last
+commit's time; no path of the build machine in any file).
 pip reads its usual configuration: PIP_INDEX_URL, or PIP_NO_INDEX=1 with PIP_FIND_LINKS=DIR for
 an offline build from a wheelhouse.
 """
@@ -53,7 +60,6 @@ from buildtools import ROOT, BuildError, copy_sources, run, source_date_epoch  #
 NAME = "pos-agent"
 PREFIX = "/usr/lib/pos-agent"
 VENV = f"{PREFIX}/venv"
-UNIT_DIR = "/lib/systemd/system"  # Debian 12 ships units there; /usr/lib from Debian 13 on
 CONFIG_DIR = "/etc/pos-agent"
 DOC_DIR = f"/usr/share/doc/{NAME}"
 # A placeholder until the project has an address of its own; DEBFULLNAME and DEBEMAIL override it.
@@ -151,17 +157,14 @@ def tidy_venv(venv: Path, stage: Path) -> None:
             folder.rmdir()  # include/python3.X
     # the project's install record names the temporary copy it was built from
     for direct_url in venv.glob("lib/python3*/site-packages/*.dist-info/direct_url.json"):
-        record = direct_url.with_name("RECORD")
-        entry = f"{direct_url.parent.name}/direct_url.json,"
-        record.write_text(
-            "".join(
-                line
-                for line in record.read_text(encoding="utf-8").splitlines(keepends=True)
-                if not line.startswith(entry)
-            ),
-            encoding="utf-8",
-        )
         direct_url.unlink()
+    # RECORD lists what was installed: not the console scripts removed above (whose hashes
+    # depend on the staging path) nor direct_url.json
+    for record in venv.glob("lib/python3*/site-packages/*.dist-info/RECORD"):
+        site = record.parent.parent
+        lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if (site / line.rsplit(",", 2)[0]).exists()]
+        record.write_text("".join(kept), encoding="utf-8")
     leaked = [
         str(path)
         for path in venv.rglob("*")
@@ -171,13 +174,28 @@ def tidy_venv(venv: Path, stage: Path) -> None:
         raise BuildError(f"files still naming the staging tree {stage}: {leaked}")
 
 
-def strip_shared_objects(stage: Path) -> list[Path]:
-    strip = need("strip", "binutils")
-    objects = sorted(path for path in stage.rglob("*.so*") if path.is_file())
-    for path in objects:
-        # as dh_strip does for shared libraries
-        run(strip, "--strip-unneeded", "--remove-section=.comment", "--remove-section=.note", path)
-    return objects
+def refuse_compiled(stage: Path) -> None:
+    """The terminal's install is pure Python (DESIGN.md section 12): a compiled module in the
+    venv would tie the package to this machine's architecture and libraries."""
+    compiled = sorted(
+        str(path.relative_to(stage)) for path in stage.rglob("*") if path.suffix in (".so", ".pyd")
+    )
+    if compiled:
+        raise BuildError(f"compiled modules in the venv (a dependency that is not pure Python): "
+                         f"{', '.join(compiled)}")  # fmt: skip
+
+
+def systemd_unit_dir() -> str:
+    """Where this distribution's systemd wants units: /lib/systemd/system on Debian 12,
+    /usr/lib/systemd/system from Debian 13 on."""
+    need("pkg-config", "pkg-config")
+    try:
+        value = run("pkg-config", "--variable=systemdsystemunitdir", "systemd").strip()
+    except BuildError:
+        value = ""
+    if not value.startswith("/"):
+        raise BuildError("pkg-config knows no systemdsystemunitdir: apt-get install systemd")
+    return value
 
 
 # ------------------------------------------------------------------------------------ files
@@ -328,9 +346,16 @@ def install_files(
     man = stage / "usr/share/man/man1"
     man.mkdir(parents=True)
     gzip_file(manual_page(version, epoch, commands), man / "agent.1.gz")
-    unit_dir = stage / UNIT_DIR.lstrip("/")
-    unit_dir.mkdir(parents=True)
-    shutil.copyfile(PACKAGING / "systemd/pos-agent.service", unit_dir / "pos-agent.service")
+    # the sysusers.d and tmpfiles.d folders are the same on every systemd distribution, and
+    # postinst names the first
+    for folder, source, name in (
+        (systemd_unit_dir(), "pos-agent.service", "pos-agent.service"),
+        ("/usr/lib/sysusers.d", "pos-agent.sysusers", "pos-agent.conf"),
+        ("/usr/lib/tmpfiles.d", "pos-agent.tmpfiles", "pos-agent.conf"),
+    ):
+        target = stage / folder.lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PACKAGING / "systemd" / source, target / name)
     config_dir = stage / CONFIG_DIR.lstrip("/")
     hooks = config_dir / "hooks.d"
     hooks.mkdir(parents=True)
@@ -387,33 +412,19 @@ def installed_size_kib(stage: Path) -> int:
     return total
 
 
-def shlib_depends(work: Path, objects: list[Path]) -> list[str]:
-    """dpkg-shlibdeps for the bundled compiled modules (cryptography's Rust core, cffi)."""
-    if not objects:
-        return []
-    need("dpkg-shlibdeps", "dpkg-dev")
-    control = work / "debian" / "control"
-    control.write_text(f"Source: {NAME}\n\nPackage: {NAME}\nArchitecture: any\n", encoding="utf-8")
-    output = run("dpkg-shlibdeps", "-O", *(os.path.relpath(o, work) for o in objects), cwd=work)
-    value = output.strip().partition("shlibs:Depends=")[2]
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def interpreter_version(python: str) -> tuple[int, int]:
     out = run(python, "-c", "import sys; print(*sys.version_info[:2])")
     major, minor = out.split()
     return int(major), int(minor)
 
 
-def write_control(
-    stage: Path, version: str, arch: str, depends: list[str], conffiles: list[str]
-) -> None:
+def write_control(stage: Path, version: str, depends: list[str], conffiles: list[str]) -> None:
     debian = stage / "DEBIAN"
     debian.mkdir()
     fields = {
         "Package": NAME,
         "Version": version,
-        "Architecture": arch,
+        "Architecture": "all",
         "Maintainer": MAINTAINER,
         "Installed-Size": str(installed_size_kib(stage)),
         "Depends": ", ".join(depends),
@@ -448,22 +459,23 @@ def build(out: Path, python: str, work: Path) -> Path:
             "(apt-get install python3 python3-venv)"
         )
     version = project_version()
-    arch = run("dpkg", "--print-architecture").strip()
     epoch = source_date_epoch()
     major, minor = interpreter_version(python)
     stage = work / "debian" / NAME
     sources = work / "src"
     copy_sources(sources)
     venv, commands = make_venv(python, stage, sources)
-    objects = strip_shared_objects(stage)
+    refuse_compiled(stage)
     conffiles = install_files(stage, version, venv, epoch, commands)
     normalise_modes(stage)
     # The venv lives in lib/pythonX.Y: any other python3 would not find it.
     depends = [f"python3 (>= {major}.{minor}~)", f"python3 (<< {major}.{minor + 1})"]
-    depends += shlib_depends(work, objects)
-    write_control(stage, version, arch, depends, conffiles)
+    # postinst's useradd (when systemd-sysusers is not there) and postrm's userdel; the unit's
+    # ExecReload=/bin/kill
+    depends += ["passwd", "procps"]
+    write_control(stage, version, depends, conffiles)
     out.mkdir(parents=True, exist_ok=True)
-    deb = out / f"{NAME}_{version}_{arch}.deb"
+    deb = out / f"{NAME}_{version}_all.deb"
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
     run("dpkg-deb", "--root-owner-group", "-Zxz", "--build", stage, deb, env=env)
     return deb

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
+from agent.journal import Journal
+from agent.wire.message import Message
 from tests.packaging.common import (
     ROOT,
     UNIT,
@@ -30,21 +32,29 @@ from tests.packaging.common import (
 )
 
 VENV = "usr/lib/pos-agent/venv"
-UNIT_PATH = "lib/systemd/system/pos-agent.service"
 WANTS = "etc/systemd/system/multi-user.target.wants/pos-agent.service"
 ACCOUNT_FILES = {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"}
 
 
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_deb(out: Path) -> Path:
     for tool, package in (
         ("dpkg-deb", "dpkg"),
-        ("dpkg-shlibdeps", "dpkg-dev"),
-        ("strip", "binutils"),
+        ("pkg-config", "pkg-config"),
         ("/usr/bin/python3", "python3 python3-venv"),
     ):
         require(tool, package)
-    return build_script("debian/build.py", "--out", tmp_path_factory.mktemp("deb"))
+    return build_script("debian/build.py", "--out", out)
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_deb(tmp_path_factory.mktemp("deb"))
+
+
+def unit_path() -> str:
+    """Where this distribution's systemd wants units (/lib/systemd/system on Debian 12)."""
+    folder = run("pkg-config", "--variable=systemdsystemunitdir", "systemd").stdout.strip()
+    return f"{folder.lstrip('/')}/pos-agent.service"
 
 
 def field(deb: Path, name: str) -> str:
@@ -138,14 +148,14 @@ def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_package_fields(deb: Path) -> None:
-    arch = run("dpkg", "--print-architecture").stdout.strip()
-    assert deb.name == f"pos-agent_{__version__}_{arch}.deb"
+    assert deb.name == f"pos-agent_{__version__}_all.deb"
     assert field(deb, "Package") == "pos-agent"
     assert field(deb, "Version") == __version__
-    assert field(deb, "Architecture") == arch
+    assert field(deb, "Architecture") == "all"  # pure Python: cryptography is only in "sim"
     depends = field(deb, "Depends")
     assert "python3 (>= 3.11~)" in depends
-    assert "libc6" in depends  # from dpkg-shlibdeps: cryptography's compiled core
+    # useradd/userdel of the maintainer scripts, /bin/kill of the unit's ExecReload
+    assert dependency_names(deb) == ["passwd", "procps", "python3"]
     size = deb.stat().st_size
     print(f"{deb.name}: {size / 1e6:.1f} MB, installed {int(field(deb, 'Installed-Size'))} KiB")
 
@@ -155,7 +165,9 @@ def test_package_contents(deb: Path) -> None:
     entries = {line.split()[5].removeprefix("./").rstrip("/"): line for line in listing}
     for path in (
         "usr/bin/agent",
-        UNIT_PATH,
+        unit_path(),
+        "usr/lib/sysusers.d/pos-agent.conf",
+        "usr/lib/tmpfiles.d/pos-agent.conf",
         "etc/pos-agent/agent.toml",
         "etc/pos-agent/hooks.d/README",
         "usr/share/man/man1/agent.1.gz",
@@ -169,10 +181,18 @@ def test_package_contents(deb: Path) -> None:
     assert "usr/share/doc/pos-agent/hooks/README.md" in entries
     assert all(" root/root " in line for line in listing)
     assert not [p for p in entries if p.endswith(".pyc") or "__pycache__" in p]
+    assert not [p for p in entries if p.endswith(".so") or ".so." in p]  # nothing compiled
+    assert not [p for p in entries if "/cryptography" in p]
     # nothing names the machine the package was built on
     assert not [p for p in entries if "/tmp/" in p or "pos-agent-deb-" in p]
     conffiles = run("dpkg-deb", "--info", deb, "conffiles").stdout.split()
     assert conffiles == ["/etc/pos-agent/agent.toml", "/etc/pos-agent/hooks.d/README"]
+
+
+def test_two_builds_of_one_tree_are_identical(deb: Path, tmp_path: Path) -> None:
+    """Reproducible (SOURCE_DATE_EPOCH, no build path in any file, pip's RECORD included)."""
+    again = build_deb(tmp_path / "again")
+    assert again.read_bytes() == deb.read_bytes()
 
 
 def test_lintian_finds_no_errors(deb: Path) -> None:
@@ -196,8 +216,8 @@ def test_install_creates_user_unit_link_and_bytecode(installed: Path) -> None:
     user = account(installed, "pos-agent")
     assert user is not None and user.endswith(":/nonexistent:/usr/sbin/nologin")
     assert account(installed, "pos-agent", "group") is not None
-    assert os.readlink(installed / WANTS) == f"/{UNIT_PATH}"  # enabled, as in an image build
-    assert (installed / UNIT_PATH).read_bytes() == UNIT.read_bytes()
+    assert os.readlink(installed / WANTS) == f"/{unit_path()}"  # enabled, as in an image build
+    assert (installed / unit_path()).read_bytes() == UNIT.read_bytes()
     assert sorted(list((installed / VENV).glob("lib/python3.*/site-packages/agent/__pycache__")))
     hooks = installed / "etc/pos-agent/hooks.d"
     assert sorted(p.name for p in hooks.iterdir() if p.is_dir()) == sorted(EVENTS)
@@ -217,6 +237,10 @@ def test_installed_agent_runs_from_the_root(installed: Path, tmp_path: Path) -> 
     assert Path(where.stdout.strip()).is_relative_to(installed / VENV)
     explain = run(installed / "usr/bin/agent", "explain", "97", env=env, cwd=tmp_path)
     assert explain.stdout.startswith("97 ")
+    # the simulators are not a terminal's: the demo names the extra that brings them
+    demo = run(installed / "usr/bin/agent", "demo", env=env, cwd=tmp_path, check=False)
+    assert demo.returncode == 2
+    assert "pip install 'pos-agent[sim]'" in demo.stderr and "Traceback" not in demo.stderr
 
 
 def test_installed_agent_selftest_json(installed: Path, tmp_path: Path) -> None:
@@ -242,9 +266,8 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path
     before = host_state()
     root = make_root(tmp_path / "root", deb)
     dpkg(root, "--install", deb)
-    state = root / "var/lib/pos-agent"  # what the service leaves (systemd makes the directory)
-    state.mkdir(parents=True)
-    (state / "journal.sqlite3").write_bytes(b"journal")
+    state = root / "var/lib/pos-agent"  # what the service leaves: a journal, nothing queued
+    Journal(state / "journal.sqlite3").close()
 
     result = dpkg(root, "--remove", "pos-agent")
     assert unexpected_warnings(result) == []
@@ -266,3 +289,21 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path
     expected = {"usr/bin/python3"} | ACCOUNT_FILES | {f"{name}-" for name in ACCOUNT_FILES}
     assert [p for p in left if not p.startswith("var/lib/dpkg/") and p not in expected] == []
     assert host_state() == before
+
+
+def test_purge_keeps_a_journal_with_queued_reversals(deb: Path, tmp_path: Path) -> None:
+    """Money a customer may be owed is not deleted with the package: purge says so instead."""
+    root = make_root(tmp_path / "root", deb)
+    dpkg(root, "--install", deb)
+    journal = Journal(root / "var/lib/pos-agent/journal.sqlite3")
+    sent = journal.begin(
+        Message("0200", {3: "000000", 4: "000000001000", 11: "000007"}), financial=True
+    )
+    journal.finish(sent, "timed-out", reversal_reason="98")
+    journal.close()
+    dpkg(root, "--remove", "pos-agent")
+    result = dpkg(root, "--purge", "pos-agent")
+    assert "purge keeps /var/lib/pos-agent" in result.stderr
+    assert "holds 1 reversal(s)" in result.stderr
+    assert (root / "var/lib/pos-agent/journal.sqlite3").exists()
+    assert account(root, "pos-agent") is not None  # the files' owner stays with them

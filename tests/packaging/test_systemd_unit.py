@@ -70,10 +70,45 @@ def test_service_kind_and_restarts() -> None:
     assert unit_value("Type") == "notify"
     assert unit_value("NotifyAccess") == "main"
     assert unit_value("WatchdogSec") == "30"
-    assert unit_value("Restart") == "on-failure"
+    assert unit_value("Restart") == "always"
+    assert unit_value("RestartPreventExitStatus") == "2"  # a configuration error: fix it first
     # the agent drains transactions in flight before it exits: systemd must wait longer
     assert float(unit_value("TimeoutStopSec")) > daemon.DRAIN_TIMEOUT
     assert unit_value("WantedBy") == "multi-user.target"
+
+
+def test_an_offline_boot_does_not_wait_for_the_network() -> None:
+    """The payment socket must be there at once on a terminal that boots without a network."""
+    assert unit_values("After") == ["network.target"]
+    assert not unit_values("Wants") and not unit_values("Requires")
+
+
+def test_sysusers_and_tmpfiles_agree_with_the_unit(tmp_path: Path) -> None:
+    """One pair for Debian, Yocto and Buildroot: systemd-sysusers makes the unit's user and
+    group, systemd-tmpfiles the state directory, with the unit's owner and mode."""
+    sysusers = require("systemd-sysusers", "systemd")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    run(sysusers, f"--root={root}", UNIT.with_name("pos-agent.sysusers"))
+    [user] = [line for line in (root / "etc/passwd").read_text().splitlines()]
+    assert user.startswith(f"{unit_value('User')}:x:")
+    assert user.endswith(":/nonexistent:/usr/sbin/nologin")
+    assert (root / "etc/group").read_text().startswith(f"{unit_value('Group')}:x:")
+    tmpfiles = require("systemd-tmpfiles", "systemd")
+    [line] = [
+        line
+        for line in UNIT.with_name("pos-agent.tmpfiles").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    kind, path, mode, user_name, group, _age = line.split()
+    assert (kind, path) == ("d", "/var/lib/" + unit_value("StateDirectory"))
+    assert mode == "0" + unit_value("StateDirectoryMode").lstrip("0")
+    assert (user_name, group) == (unit_value("User"), unit_value("Group"))
+    made = run(tmpfiles, "--create", f"--root={root}", UNIT.with_name("pos-agent.tmpfiles"),
+               check=False)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    state = root / path.lstrip("/")
+    assert state.is_dir() and state.stat().st_mode & 0o777 == 0o700
 
 
 def test_command_is_the_agents_run() -> None:
