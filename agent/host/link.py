@@ -2,11 +2,12 @@
 
 Requests are multiplexed on the connection (:mod:`agent.host.mux`); a response nobody waits for
 goes to the ``on_unmatched`` handler the link is given (by default it is logged and counted). When
-no endpoint can be reached, new connection attempts wait out an exponential back-off so a dead
-host costs the merchant one connect timeout, not one per transaction. An endpoint whose process
-hangs (handshakes still complete, nothing answers) is marked down after ``failover_after``
-response timeouts in a row and the connection moves to the next one; a down endpoint is tried
-last until ``DOWN_FOR`` has passed. An idle connection is kept alive with echo tests (0820/301).
+no endpoint can be reached, new connection attempts wait out a back-off (:mod:`agent.backoff`,
+with jitter) so a dead host costs the merchant one connect timeout, not one per transaction. An
+endpoint whose process hangs (handshakes still complete, nothing answers) is marked down after
+``failover_after`` response timeouts in a row and the connection moves to the next one; a down
+endpoint is tried last until ``DOWN_FOR`` has passed. An idle connection is kept alive with echo
+tests (0820/301).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent.backoff import Backoff
 from agent.config import Config, Endpoint
 from agent.host.channel import Channel, ChannelClosed
 from agent.host.mux import Exchange, HostLinkError, Mux, match_key
@@ -141,7 +143,7 @@ class HostLink:
         self._retired: set[asyncio.Task[None]] = set()
         self._echo_task: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
-        self._backoff = 0.0
+        self._backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         self._next_attempt = 0.0
         self._last_traffic = time.monotonic()
 
@@ -169,7 +171,8 @@ class HostLink:
             self._restart(f"failing over to {endpoint}")
 
     def _restart(self, reason: str) -> None:
-        self._backoff, self._next_attempt = 0.0, 0.0
+        self._backoff.succeeded()
+        self._next_attempt = 0.0
         if self._channel is not None:
             self._detach(self._channel, reason, expected=True)
 
@@ -222,14 +225,15 @@ class HostLink:
                 self._attach(channel, failover=endpoint != self.endpoints[0])
                 return channel
             self.last_error = "; ".join(errors)
-            self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_FIRST)
-            self._next_attempt = time.monotonic() + self._backoff
-            log.warning("no host reachable: %s; retrying in %.1f s", self.last_error, self._backoff)
+            pause = self._backoff.failed()
+            self._next_attempt = time.monotonic() + pause
+            log.warning("no host reachable: %s; retrying in %.1f s", self.last_error, pause)
             raise HostUnavailable(f"no host reachable: {self.last_error}")
 
     def _attach(self, channel: Channel, failover: bool) -> None:
         self.endpoint, self._channel = channel.endpoint, channel
-        self._backoff, self._next_attempt, self.last_error = 0.0, 0.0, ""
+        self._backoff.succeeded()
+        self._next_attempt, self.last_error = 0.0, ""
         self._last_traffic = time.monotonic()
         self._reader_task = asyncio.create_task(self._read_loop(channel))
         if self.idle_echo > 0 and self.make_echo is not None and self._echo_task is None:
@@ -334,7 +338,8 @@ class HostLink:
         reversed), and those answers must not be lost with the connection. The requests on it
         keep their own timeouts."""
         self._channel = None
-        self._backoff, self._next_attempt = 0.0, 0.0
+        self._backoff.succeeded()
+        self._next_attempt = 0.0
         reader = self._reader_task
         self._reader_task = None
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import tenacity
 
+from agent.backoff import Backoff
 from agent.recovery.policy import (
     PERSON_MUST_ACT,
     State,
@@ -235,16 +236,18 @@ class Recovery:
             self._probe = asyncio.create_task(self._probe_until_registered())
 
     async def _probe_until_registered(self) -> None:
-        pause, longest = self.probe_pauses
+        backoff = Backoff(*self.probe_pauses)
+        pause = backoff.failed()
         while self.state is State.UNREGISTERED:
             await asyncio.sleep(pause)
-            pause = min(pause * 2, longest)
             try:
                 await self.remedies.sign_in()
             except RemedyFailed as exc:
+                pause = backoff.failed()
                 log.info("still unregistered: %s; next probe in %.0f s", exc, pause)
                 continue
             except Exception:  # the probe must outlive a bug: it is the way back to sales
+                pause = backoff.failed()
                 log.exception("the sign-in probe failed unexpectedly; next probe in %.0f s", pause)
                 continue
             self.registered_again("the background sign-in probe succeeded")

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent import paths, timeline
+from agent.backoff import Backoff
 from agent.config import Config, ConfigError
 from agent.journal import JournalError
 from agent.provisioning import ProvisioningError
@@ -31,7 +32,7 @@ from agent.transaction.reversals import ReversalPending
 
 log = logging.getLogger(__name__)
 
-REVERSAL_FIRST_PAUSE = 1.0  # then doubled up to reversal.retry_max while the host refuses
+REVERSAL_FIRST_PAUSE = 1.0  # then growing to reversal.retry_max while the host refuses
 DRAIN_TIMEOUT = 35.0
 LIGHT_CHECKS = ["keys", "module", "storage"]
 
@@ -50,31 +51,33 @@ async def supervised(name: str, loop: Callable[[], Awaitable[None]]) -> None:
     """Run a background loop for the life of the service: one that fails unexpectedly is
     logged with its traceback and started again after a pause that grows while it keeps
     failing (a dead reversal sender would hold customers' money silently)."""
-    pause = SUPERVISE_FIRST
+    backoff = Backoff(SUPERVISE_FIRST, SUPERVISE_MAX)
     while True:
         started = asyncio.get_running_loop().time()
         try:
             await loop()
             return
         except Exception:
-            log.exception("background task %s failed; starting it again in %g s", name, pause)
-        if asyncio.get_running_loop().time() - started > SUPERVISE_MAX:
-            pause = SUPERVISE_FIRST  # it had been running well: a new failure, not a loop
+            if asyncio.get_running_loop().time() - started > SUPERVISE_MAX:
+                backoff.succeeded()  # it had been running well: a new failure, not a loop
+            pause = backoff.failed()
+            log.exception("background task %s failed; starting it again in %.1f s", name, pause)
         await asyncio.sleep(pause)
-        pause = min(pause * 2, SUPERVISE_MAX)
 
 
 async def send_reversals_until_done(agent: Agent) -> None:
     """For the life of the agent: whenever reversals are queued, send them, backing off while
     the host does not confirm; the ``reversal-stuck`` hook hears of one that keeps failing."""
     reversals = agent.reversals
-    pause = REVERSAL_FIRST_PAUSE
+    backoff: Backoff | None = None  # while tries keep failing
     while True:
         await reversals.waiting.wait()
         try:
             await reversals.send()
         except ReversalPending as exc:
-            log.warning("reversal not confirmed yet (%s); next attempt in %.0f s", exc, pause)
+            backoff = backoff or Backoff(REVERSAL_FIRST_PAUSE, agent.config.reversal.retry_max)
+            pause = backoff.failed()
+            log.warning("reversal not confirmed yet (%s); next attempt in %.1f s", exc, pause)
             limit = agent.config.reversal.attempts
             stuck = [r for r in agent.journal.queued_reversals() if r.attempts == limit]
             for reversal in stuck:
@@ -83,9 +86,8 @@ async def send_reversals_until_done(agent: Agent) -> None:
                     "reason": reversal.reason, "last_error": str(exc),
                 })  # fmt: skip
             await asyncio.sleep(pause)
-            pause = min(pause * 2, agent.config.reversal.retry_max)
             continue
-        pause = REVERSAL_FIRST_PAUSE
+        backoff = None
         if not agent.journal.has_queued_reversals:
             reversals.waiting.clear()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import tenacity
 
+from agent.backoff import jittered
 from agent.journal import Journal, JournalError
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,7 @@ class HostRequests:
         self._event("host-asks", requirement=requirement, what=action.what)
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(pacing.attempts if action.retried else 1),
-            wait=tenacity.wait_random_exponential(
-                multiplier=pacing.first_pause, max=pacing.max_pause
-            ),
+            wait=jittered(pacing.first_pause, pacing.max_pause),
             retry=tenacity.retry_if_exception_type(self._failures),
             reraise=True,
         )

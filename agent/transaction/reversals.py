@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 
+from agent.backoff import pause
 from agent.host.link import Exchange, HostLink, HostLinkError
 from agent.journal import Journal, JournalError, Reversal
 from agent.recovery.policy import refused
@@ -138,7 +138,7 @@ class ReversalSender:
     async def recheck(self) -> int:
         """Send once more each reversal closed as "nothing to reverse" whose recheck is due;
         returns how many the host then reversed after all. One without a closing answer goes
-        again a recheck period later (with jitter, so a fleet does not retry in step)."""
+        again later, with the agent's back-off from one recheck period."""
         reversed_now = 0
         async with self._lock:
             for due in self.journal.reversals_to_recheck():
@@ -147,7 +147,8 @@ class ReversalSender:
                     exchange = await self._try(due, due.attempts, None)
                 except ReversalPending as exc:
                     log.warning("recheck of the reversal of STAN %s: %s; again later", stan, exc)
-                    later = self._recheck_after() * random.uniform(1, 2)
+                    period = self._recheck_after()
+                    later = pause(period, period * 8, due.attempts)  # tries of this reversal
                     self.journal.postpone_recheck(due.id, later)
                     continue
                 answer = exchange.frame.message
