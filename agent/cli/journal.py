@@ -1,0 +1,46 @@
+"""agent journal: the journal's timeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    ask_agent,
+    load_config,
+    print_json,
+)
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from agent import paths, timeline
+    from agent.journal import Journal, JournalError
+
+    config = load_config(args)
+    try:
+        since = timeline.parse_since(args.since) if args.since else 0.0
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    answer = ask_agent(config, {"cmd": "journal", "since": since})
+    if answer is not None:  # the service's own connection sees every change
+        entries = answer["entries"]
+    else:
+        path = paths.journal_path(config)
+        if not path.exists():
+            print(f"agent journal: no journal at {path}", file=sys.stderr)
+            return EXIT_FAILED
+        try:
+            journal = Journal(path, read_only=True)  # a look: it creates and changes nothing
+            entries = timeline.entries(journal, since)
+            journal.close()
+        except JournalError as exc:
+            print(f"agent journal: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    if args.json:
+        print_json(entries)
+    else:
+        print(timeline.render(entries) or "(nothing since then)")
+    return EXIT_OK

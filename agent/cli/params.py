@@ -1,0 +1,62 @@
+"""agent params: what the session downloads brought."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from agent.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    load_config,
+    print_json,
+)
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    """What the session downloads brought, read from the state directory (no service needed)."""
+    from agent import paths
+    from agent.session.store import ParameterStore
+
+    store = ParameterStore(paths.parameters_path(load_config(args)))
+    try:
+        data = store.read()
+    except (OSError, ValueError) as exc:
+        print(f"agent params: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print_json(data)
+        return EXIT_OK
+    if not data:
+        print(f"no parameters downloaded yet ({store.path})")
+        return EXIT_OK
+    print(f"downloaded parameters ({store.path}):")
+    for line in _params_lines(data):
+        print(line)
+    return EXIT_OK
+
+
+def _params_lines(data: dict[str, Any]) -> list[str]:
+    from datetime import datetime
+
+    lines = []
+    for section, content in data.items():
+        when = datetime.fromtimestamp(content.get("at", 0)).isoformat(" ", "seconds")
+        lines.append(f"{section} (downloaded {when}):")
+        if section == "terminal":
+            lines += [f"  {name}: {value}" for name, value in content.get("values", {}).items()]
+            if content.get("unparsed"):
+                lines.append(f"  not decoded (unknown tag): {content['unparsed']}")
+        elif section == "ca_keys":
+            lines += [
+                f"  {key['rid']}/{key['index']} expires {key.get('expiry') or '?'}"
+                for key in content.get("keys", [])
+            ]
+        elif section == "ic_parameters":
+            lines += [f"  AID {aid['aid']}: {len(aid['tags'])} tags" for aid in content["aids"]]
+        elif section == "contactless":
+            lines.append(f"  tags {', '.join(content.get('tags', {}))}")
+        elif section == "status_upload":
+            lines.append(f"  {len(content.get('sent', '')) // 2} bytes sent")
+    return lines

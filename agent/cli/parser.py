@@ -1,0 +1,170 @@
+"""The command line's parser (DESIGN.md section 11): every command and its options."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from agent import __version__
+from agent.cli import (
+    config_check,
+    decode,
+    demo,
+    echo,
+    explain,
+    journal,
+    params,
+    remedies,
+    run,
+    selftest,
+    sim,
+    status,
+)
+from agent.cli.common import DEFAULT_CONFIG
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent",
+        description="pos-agent: keeps a POS terminal registered with its acquirer "
+        "(diagnoses and repairs response 97, 终端未登记).",
+    )
+    parser.add_argument("--version", action="version", version=f"pos-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "explain", help="explain a response code (field 39) or a header processing requirement"
+    )
+    p.add_argument("code", nargs="?", help="two-character response code, e.g. 97")
+    p.add_argument(
+        "--requirement",
+        metavar="N",
+        help="explain the header's processing requirement N (0-15) instead, or 'all' for the table",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=explain.cmd_explain)
+
+    p = sub.add_parser("decode", help="decode an ISO 8583 frame given in hex (masked)")
+    p.add_argument("hex", metavar="HEX|-", help="the frame in hex, or - to read hex from stdin")
+    p.add_argument(
+        "--frame",
+        choices=["auto", "host", "app", "tpdu", "bare"],
+        default="auto",
+        help="framing: host = length+TPDU+header, app = length only, tpdu = TPDU+header, "
+        "bare = message only; auto-detected by default",
+    )
+    p.add_argument("--profile", type=Path, help="wire profile (TOML) of the acquirer")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=decode.cmd_decode)
+
+    simulators = sub.add_parser("sim", help="run a simulator").add_subparsers(
+        dest="simulator", metavar="SIMULATOR", required=True
+    )
+    p = simulators.add_parser(
+        "module",
+        help="card module simulator on a pty or a TCP port",
+        description="Card module simulator speaking the serial protocol of DESIGN.md section 5. "
+        "Prints the path to open as its first line, then reads commands on stdin: noise RATE, "
+        "drop RATE, delay SECONDS, busy COUNT, tamper on|off, unplug, replug, garbage COUNT, "
+        "status, quit.",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="serve on a new pty (the default)")
+    where.add_argument("--url", help="listen on socket://HOST:PORT instead of a pty")
+    p.add_argument(
+        "--link", type=Path, help="keep a symlink to the pty here (stable across replug)"
+    )
+    p.add_argument("--state", type=Path, help="state file with the keys (created on first start)")
+    p.add_argument("--noise", default="0", help="rate of corrupted bytes, 0-1")
+    p.add_argument("--drop", default="0", help="rate of lost bytes, 0-1")
+    p.add_argument("--delay", default="0", help="seconds before each reply")
+    p.add_argument("--busy", default="0", help="answer the next N commands with busy")
+    p.add_argument("--tamper", action="store_true", help="start with the tamper flag set")
+    p.add_argument("--clock-offset", type=float, default=0.0, help="RTC offset in seconds")
+    p.add_argument("--seed", type=int, help="seed of the fault generator (repeatable runs)")
+    p.set_defaults(handler=sim.cmd_sim_module)
+
+    p = simulators.add_parser("host", help="acquirer host simulator (ISO 8583 over TCP)")
+    p.add_argument("--listen", required=True, help="HOST:PORT to serve on")
+    p.add_argument(
+        "--registry",
+        type=Path,
+        default=Path("host-registry.json"),
+        help="terminal registry (JSON; created with one test terminal if absent)",
+    )
+    p.add_argument("--admin-port", type=int, default=0, help="admin HTTP port on 127.0.0.1")
+    p.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate chain (PEM)")
+    p.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--key-layout",
+        type=int,
+        default=0,
+        choices=range(8),
+        metavar="0-7",
+        help="field 62 layout of sign-ins (DESIGN.md section 4); 0: the scheme's full-length one",
+    )
+    p.add_argument("--batch", type=int, default=1, help="the host's batch number (60.2 of 0810)")
+    p.add_argument(
+        "--check-batch", action="store_true", help="answer 77 to a purchase of another batch"
+    )
+    p.add_argument("--profile", type=Path, help="wire profile (TOML) to decode and encode with")
+    p.set_defaults(handler=sim.cmd_sim_host)
+
+    p = simulators.add_parser("tms", help="terminal management system simulator (HTTP JSON)")
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default: any free port)")
+    p.add_argument(
+        "--data", type=Path, default=Path("tms.json"), help="provisioning by module serial (JSON)"
+    )
+    p.set_defaults(handler=sim.cmd_sim_tms)
+
+    p = sub.add_parser("run", help="run the agent (what the systemd service starts)")
+    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(handler=run.cmd_run)
+
+    def technician(name: str, help: str, handler: Callable[[argparse.Namespace], int]):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+        p.set_defaults(handler=handler)
+        return p
+
+    technician("signin", "sign in to the host now (签到) and load fresh working keys",
+               remedies.cmd_signin)  # fmt: skip
+    technician("provision", "fetch this terminal's TID/MID/hosts from the TMS, then sign in",
+               remedies.cmd_provision)  # fmt: skip
+    technician("echo", "echo test (0820/301) to the host", echo.cmd_echo)
+    p = technician("status", "what the running agent is doing", status.cmd_status)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = technician("journal", "the journal's timeline: transactions, recoveries, events",
+                   journal.cmd_journal)  # fmt: skip
+    p.add_argument("--since", help="only since: 30m, 2h, 1d, an ISO time, or epoch seconds")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = technician("params", "parameters, CA keys and IC parameters the host sent",
+                   params.cmd_params)  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON")
+    config = sub.add_parser("config", help="configuration tools").add_subparsers(
+        dest="config_command", metavar="ACTION", required=True
+    )
+    p = config.add_parser("check", help="validate the configuration and show what is in effect")
+    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.set_defaults(handler=config_check.cmd_config_check)
+
+    p = sub.add_parser(
+        "selftest",
+        help="check the terminal: provisioning, clock, network, keys, module, storage",
+        description="Runs the self-check (asks the running agent, or checks directly). "
+        "Exit 0 healthy (warnings allowed), 1 a check failed, 2 could not run.",
+    )
+    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("--json", action="store_true", help="print the pinned JSON report")
+    p.add_argument("--only", metavar="ID[,ID]", help="run only these checks")
+    p.add_argument("--lang", choices=["zh", "en"], help="language (default: from the locale)")
+    p.set_defaults(handler=selftest.cmd_selftest)
+
+    p = sub.add_parser(
+        "demo", help="the agent at work on simulators: a 97 recovered, then one escalated"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show the agent's log too")
+    p.set_defaults(handler=demo.cmd_demo)
+    return parser

@@ -1,0 +1,38 @@
+"""agent run: the service (what systemd starts)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from agent.cli.common import (
+    EXIT_FAILED,
+    load_config,
+)
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.journal import JournalError
+    from agent.service import daemon, logs
+
+    config = load_config(args)
+    logs.setup(args.verbose)
+
+    def reload() -> Config:
+        from agent import paths, provisioning
+        from agent.config import load
+
+        fresh = load(args.config)
+        return provisioning.effective(fresh, paths.provisioning_path(fresh))
+
+    try:
+        return asyncio.run(daemon.run(config, reload))
+    except JournalError as exc:
+        print(f"agent run: {exc}", file=sys.stderr)
+        return EXIT_FAILED

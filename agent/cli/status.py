@@ -1,0 +1,62 @@
+"""agent status: what the running agent is doing; exits like ``systemctl status``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    ask_agent,
+    control_path,
+    load_config,
+    print_json,
+)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import datetime
+
+    config = load_config(args)
+    answer = ask_agent(config, {"cmd": "status"})
+    if answer is None:
+        where = control_path(config)
+        if args.json:
+            print_json({"running": False, "state": "not-running", "registered": False,
+                         "tid": config.terminal.tid, "control_socket": str(where)})  # fmt: skip
+        else:
+            print(f"agent status: no agent running (control socket {where})", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    answer.pop("ok", None)
+    code = EXIT_OK if answer.get("registered") else EXIT_FAILED  # as `systemctl status`
+    if args.json:
+        print_json({"running": True, **answer})
+        return code
+    host = answer["host"]
+    signed = answer["signed_in"]
+    lines = [
+        f"state       {answer['state']}",
+        f"terminal    TID {answer['tid'] or '-'}, MID {answer['mid'] or '-'}",
+        f"host        {host['endpoint'] or '-'} "
+        f"({'connected' if host['connected'] else 'not connected'}"
+        f"{', ' + host['last_error'] if host['last_error'] else ''})",
+        "signed in   "
+        + (
+            f"{datetime.datetime.fromtimestamp(signed['at']):%Y-%m-%d %H:%M:%S}, scheme "
+            f"{signed['scheme']}, KCVs " + ", ".join(f"{k} {v}" for k, v in signed["kcvs"].items())
+            if signed
+            else "never"
+        ),
+        f"reversals   {answer['reversals_queued']} queued",
+    ]
+    refusal = answer["last_refusal"]
+    if refusal:
+        when = datetime.datetime.fromtimestamp(refusal["at"])
+        lines.append(f"last 97     {refusal['code']} at {when:%Y-%m-%d %H:%M:%S}")
+    if answer["message"]:
+        lines.append(f"message     {answer['message']['zh']}")
+        lines.append(f"            {answer['message']['en']}")
+    print("\n".join(lines))
+    return code
