@@ -62,8 +62,8 @@ async def _bounded(check_id: str, check: Check, context: Context, deadline: floa
         result = CheckResult(
             check_id,
             Status.FAIL,
-            Text(f"the check itself failed: {type(exc).__name__}: {exc}",
-                 f"检查程序出错：{type(exc).__name__}: {exc}"),
+            Text(f"the check itself failed: {type(exc).__name__}: {exc}", "检查程序出错"),
+            f"{type(exc).__name__}: {exc}",
             finding="check-error",
         )  # fmt: skip
     return dataclasses.replace(result, duration_ms=elapsed_ms(started))

@@ -40,11 +40,13 @@ async def check(context: Context) -> CheckResult:
         )
     absent = [name for name in ("PIK", "MAK") if name not in present]
     if absent:
-        missing = ", ".join(absent)
         return CheckResult(
             ID,
             Status.FAIL,
-            Text(f"no working keys: {missing} absent", f"工作密钥缺失：{missing}"),
+            Text(
+                f"no working keys: {', '.join(absent)} absent",
+                f"工作密钥缺失：{'、'.join(absent)}",
+            ),
             detail,
             SIGN_IN,
             finding="keys-absent",
@@ -70,7 +72,7 @@ async def check(context: Context) -> CheckResult:
             Status.FAIL,
             Text(
                 "the module's keys are not those of the last sign-in: " + ", ".join(differing),
-                "模块中的密钥与上次签到不符：" + ", ".join(differing),
+                "模块中的密钥与上次签到不符：" + "、".join(differing),
             ),
             detail,
             SIGN_IN,
@@ -83,8 +85,8 @@ async def check(context: Context) -> CheckResult:
         return CheckResult(
             ID,
             Status.FAIL,
-            Text(f"the MAC self-test failed: {exc}", f"MAC 自检失败：{exc}"),
-            detail,
+            Text(f"the MAC self-test failed: {exc}", "MAC 自检失败"),
+            f"{detail}; {exc}",
             SIGN_IN,
             finding="mac-selftest",
         )

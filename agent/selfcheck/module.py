@@ -14,7 +14,7 @@ def tampered(check_id: str, detail: str) -> CheckResult:
     return CheckResult(
         check_id,
         Status.FAIL,
-        Text("the card module reports tampering: it is locked", "加密模块报告被拆，已锁定"),
+        Text("the card module reports tampering: it is locked", "加密模块报告防拆触发，已锁定"),
         detail,
         Text("take the terminal out of service and call support", "停止使用该终端并联系客服"),
         finding="tampered",
@@ -29,8 +29,8 @@ def failure(check_id: str, url: str, exc: ModuleError) -> CheckResult:
     return CheckResult(
         check_id,
         Status.FAIL,
-        Text(f"the card module does not answer: {exc}", f"加密模块无响应：{exc}"),
-        f"module {url}",
+        Text(f"the card module does not answer: {exc}", "加密模块无响应"),
+        f"module {url}: {exc}",
         Text(
             f"check the module's cable and power and that {url} is the right device (module.url)",
             f"检查加密模块连线和电源，并确认 {url} 是正确的设备（module.url）",

@@ -251,7 +251,7 @@ async def check(context: Context) -> CheckResult:
             detail,
             Text(
                 "the agent fails over to the backup; tell the acquirer the primary is down",
-                "代理将切换到备用主机；请通知收单机构主机故障",
+                "本程序将切换到备用主机；请通知收单机构主机故障",
             ),
             finding="primary-down",
             data=data,
@@ -277,8 +277,8 @@ async def check(context: Context) -> CheckResult:
     return CheckResult(
         ID,
         Status.FAIL,
-        Text(f"no host answers: {reason}", f"所有主机均无回应：{reason}"),
-        detail,
+        Text(f"no host answers: {reason}", "所有主机均无回应"),
+        f"{detail}; {reason}" if detail else reason,
         remedy,
         finding="host-unreachable",
         data=data,

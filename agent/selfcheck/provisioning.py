@@ -22,11 +22,14 @@ async def check(context: Context) -> CheckResult:
     tid, mid = config.terminal.tid, config.terminal.mid
     missing = [name for name, value in (("TID", tid), ("MID", mid)) if not value]
     if missing or not config.endpoints:
-        what = ", ".join(missing + ([] if config.endpoints else ["host.primary"]))
+        what = missing + ([] if config.endpoints else ["host.primary"])
         return CheckResult(
             ID,
             Status.FAIL,
-            Text(f"not provisioned: {what} missing", f"未配置终端参数：缺少 {what}"),
+            Text(
+                f"not provisioned: {', '.join(what)} missing",
+                f"未配置终端参数：缺少 {'、'.join(what)}",
+            ),
             f"configuration {config.source}",
             HOW_TO_PROVISION,
             finding="unprovisioned",

@@ -37,8 +37,8 @@ async def check(context: Context) -> CheckResult:
         return CheckResult(
             ID,
             Status.WARN,
-            Text(f"downloaded parameters unreadable: {exc}", f"已下载参数无法读取：{exc}"),
-            str(store.path),
+            Text(f"downloaded parameters unreadable: {exc}", "已下载参数无法读取"),
+            f"{store.path}: {exc}",
             Text("the next download the host asks for replaces the file",
                  "主机下次要求下载时会重写该文件"),
             finding="parameters-unreadable",
@@ -71,11 +71,13 @@ async def check(context: Context) -> CheckResult:
         if _expiry(key.get("expiry")) and _expiry(key.get("expiry")) < today
     ]
     if expired:
-        keys = ", ".join(expired)
         return CheckResult(
             ID,
             Status.WARN,
-            Text(f"CA public key(s) past their expiry: {keys}", f"CA 公钥已过期：{keys}"),
+            Text(
+                f"CA public key(s) past their expiry: {', '.join(expired)}",
+                f"CA 公钥已过期：{'、'.join(expired)}",
+            ),
             detail,
             Text("ask the acquirer to send current CA keys", "请收单机构下发新的 CA 公钥"),
             finding="ca-key-expired",

@@ -54,8 +54,8 @@ async def check(context: Context) -> CheckResult:
         return CheckResult(
             ID,
             Status.FAIL,
-            Text(f"the journal cannot be written: {exc}", f"交易日志无法写入：{exc}"),
-            str(path),
+            Text(f"the journal cannot be written: {exc}", "交易日志无法写入"),
+            f"{path}: {exc}",
             free_up,
             finding="journal-unwritable",
         )
@@ -74,16 +74,19 @@ async def check(context: Context) -> CheckResult:
             finding="disk-full",
         )
     if stuck:
-        stans = ", ".join(r.message.text(11) for r in stuck)
+        stans = [r.message.text(11) for r in stuck]
         return CheckResult(
             ID,
             Status.WARN,
             Text(
-                f"{len(stuck)} reversal(s) unconfirmed after {STUCK_AFTER} tries (STAN {stans})",
-                f"{len(stuck)} 笔冲正经 {STUCK_AFTER} 次尝试仍未确认（流水号 {stans}）",
+                f"{len(stuck)} reversal(s) unconfirmed after {STUCK_AFTER} tries "
+                f"(STAN {', '.join(stans)})",
+                f"{len(stuck)} 笔冲正经 {STUCK_AFTER} 次尝试仍未确认（流水号 {'、'.join(stans)}）",
             ),
             detail,
-            Text("check the network; the agent keeps sending them", "检查网络；代理会继续发送冲正"),
+            Text(
+                "check the network; the agent keeps sending them", "检查网络；本程序会继续发送冲正"
+            ),
             finding="reversals-stuck",
         )
     if free < LOW_SPACE:
