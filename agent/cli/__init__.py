@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from agent.cli import render
 from agent.cli.common import EXIT_OK, EXIT_USAGE, UsageError
 from agent.cli.parser import build_parser
 
@@ -14,6 +15,7 @@ __all__ = ["build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    render.prepare_streams()  # before the parser: --help has Chinese in it
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)

@@ -4,7 +4,6 @@ agent's control socket."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +18,6 @@ DEFAULT_CONFIG = "/etc/pos-agent/agent.toml"
 
 class UsageError(Exception):
     """Bad input from the person at the keyboard: printed as one line, exit 2."""
-
-
-def print_json(value: object) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
 
 
 def load_config(args: argparse.Namespace) -> Config:

@@ -8,9 +8,9 @@ import sys
 from agent.cli.common import (
     EXIT_OK,
     UsageError,
-    print_json,
     wire_profile,
 )
+from agent.cli.render import print_json
 
 
 def _read_hex(text: str) -> bytes:

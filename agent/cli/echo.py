@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agent.cli import render
 from agent.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -19,11 +20,13 @@ def cmd_echo(args: argparse.Namespace) -> int:
     import time
 
     from agent.host.link import HostLink, HostLinkError
-    from agent.journal import Journal
+    from agent.journal import Journal, JournalError
     from agent.wire.builders import Terminal, echo_request
 
     config = load_config(args)
-    answer = ask_agent(config, {"cmd": "echo"})
+    working = render.Progress("agent echo: waiting for the host")
+    with working:
+        answer = ask_agent(config, {"cmd": "echo"})
     if answer is None:
         if not config.endpoints:
             raise UsageError("no host configured (host.primary)")
@@ -47,8 +50,9 @@ def cmd_echo(args: argparse.Namespace) -> int:
                 journal.close()
 
         try:
-            answer = asyncio.run(direct())
-        except HostLinkError as exc:
+            with working:
+                answer = asyncio.run(direct())
+        except (HostLinkError, JournalError) as exc:
             print(f"agent echo: {exc}", file=sys.stderr)
             return EXIT_FAILED
     print(f"echo {answer['host']}: {answer['response_code']} in {answer['ms']} ms")

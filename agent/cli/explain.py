@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from agent.cli import render
 from agent.cli.common import (
     EXIT_OK,
     UsageError,
-    print_json,
 )
+from agent.cli.render import print_json
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -27,11 +28,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rc.as_dict())
         return EXIT_OK
-    print(f"{rc.code}  {rc.zh}")
-    print(f"    {rc.en}")
+    if render.shows_chinese():
+        print(f"{rc.code}  {rc.zh}")
+        print(f"    {rc.en}")
+    else:  # the English line says it all on a console without Chinese
+        print(f"{rc.code}  {rc.en}")
     print(f"category  {rc.category}")
     print(f"action    {rc.action_en}")
-    print(f"处理      {rc.action_zh}")
+    if render.shows_chinese():
+        print(f"处理      {rc.action_zh}")
     return EXIT_OK
 
 

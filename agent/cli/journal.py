@@ -11,8 +11,8 @@ from agent.cli.common import (
     UsageError,
     ask_agent,
     load_config,
-    print_json,
 )
+from agent.cli.render import print_json
 
 
 def cmd_journal(args: argparse.Namespace) -> int:

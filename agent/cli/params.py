@@ -10,8 +10,8 @@ from agent.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     load_config,
-    print_json,
 )
+from agent.cli.render import print_json
 
 
 def cmd_params(args: argparse.Namespace) -> int:

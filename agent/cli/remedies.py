@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agent.cli import render
 from agent.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -24,8 +25,10 @@ def _with_agent(args: argparse.Namespace, command: str, direct: str) -> int:
     from agent.service.assembly import Agent
 
     config = load_config(args)
+    working = render.Progress(f"agent {command}: waiting for the host")
     try:
-        answer = ask_agent(config, {"cmd": command})
+        with working:
+            answer = ask_agent(config, {"cmd": command})
     except UsageError as exc:  # the agent ran the command and it failed
         print(f"agent {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -41,10 +44,12 @@ def _with_agent(args: argparse.Namespace, command: str, direct: str) -> int:
             await agent.close()
 
     try:
-        print(asyncio.run(by_hand()))
+        with working:
+            outcome = asyncio.run(by_hand())
     except (RemedyFailed, JournalError) as exc:
         print(f"agent {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    print(outcome)
     return EXIT_OK
 
 

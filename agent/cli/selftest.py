@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from agent.cli import render
 from agent.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -20,30 +22,40 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from agent.selfcheck import CHECKS, Report
     from agent.selfcheck.base import CheckResult
     from agent.selfcheck.local import run_local
-    from agent.selfcheck.report import as_text, default_language, dumps
+    from agent.selfcheck.report import ASCII_MARKS, MARKS, Style, as_text, default_language, dumps
 
     only = [part for part in (args.only or "").split(",") if part] or None
     for check_id in only or []:
         if check_id not in CHECKS:
             raise UsageError(f"--only {check_id}: no such check; expected {', '.join(CHECKS)}")
     config = load_config(args)
-    lang = args.lang or default_language()
-    answer = ask_agent(config, {"cmd": "selftest", "only": only})
-    if answer is not None:
-        report = Report([CheckResult.from_json(c) for c in answer["checks"]], answer["duration_ms"])
-        where = "asked the running agent"
-    else:
-        report = asyncio.run(run_local(config, only))
-        where = "no agent running: checked directly"
+    chinese = render.shows_chinese()
+    # one language per run: Chinese only where the console can show it, unless asked for
+    lang = args.lang or (default_language() if chinese else "en")
+    with render.Progress("正在自检" if lang == "zh" and chinese else "self-check running"):
+        answer = ask_agent(config, {"cmd": "selftest", "only": only})
+        if answer is not None:
+            checks = [CheckResult.from_json(c) for c in answer["checks"]]
+            report = Report(checks, answer["duration_ms"])
+            where = ("asked the running agent", "已询问运行中的服务")
+        else:
+            report = asyncio.run(run_local(config, only))
+            where = ("no agent running: checked directly", "服务未运行：直接检查")
+    tid = config.terminal.tid
     if args.json:
-        print(dumps(report, lang))
+        print(dumps(report, lang, tid, ensure_ascii=not chinese))
     else:
-        tid = config.terminal.tid or "-"
         when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        dash = "—" if render.encodes("—") else "-"
         title = (
-            f"pos-agent 自检 — 终端号 {tid} — {when}"
+            f"pos-agent 自检 {dash} 终端号 {tid or '-'} {dash} {when}（{where[1]}）"
             if lang == "zh"
-            else f"pos-agent self-check — TID {tid} — {when} ({where})"
+            else f"pos-agent self-check {dash} TID {tid or '-'} {dash} {when} ({where[0]})"
         )
-        print(as_text(report, lang, title))
+        style = Style(
+            marks=MARKS if render.encodes("".join(MARKS.values())) else ASCII_MARKS,
+            arrow="→" if render.encodes("→") else "->",
+            colour=render.colour_wanted(sys.stdout),
+        )
+        print(as_text(report, lang, title, style))
     return EXIT_OK if report.ok else EXIT_FAILED

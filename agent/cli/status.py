@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agent.cli import render
 from agent.cli.common import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
@@ -12,8 +13,8 @@ from agent.cli.common import (
     ask_agent,
     control_path,
     load_config,
-    print_json,
 )
+from agent.cli.render import print_json
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -56,7 +57,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         when = datetime.datetime.fromtimestamp(refusal["at"])
         lines.append(f"last 97     {refusal['code']} at {when:%Y-%m-%d %H:%M:%S}")
     if answer["message"]:
-        lines.append(f"message     {answer['message']['zh']}")
-        lines.append(f"            {answer['message']['en']}")
+        if render.shows_chinese():
+            lines.append(f"message     {answer['message']['zh']}")
+            lines.append(f"            {answer['message']['en']}")
+        else:
+            lines.append(f"message     {answer['message']['en']}")
     print("\n".join(lines))
     return code

@@ -6,12 +6,32 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from agent import __version__
 from agent.selfcheck import NAMES, Report
-from agent.selfcheck.base import Status
+from agent.selfcheck.base import CheckResult, Status
 
 MARKS = {Status.OK: "[✓]", Status.WARN: "[!]", Status.FAIL: "[✗]", Status.SKIP: "[-]"}
+# for a console that cannot show ✓ and ✗ (ASCII, Latin-1)
+ASCII_MARKS = {Status.OK: "[ OK ]", Status.WARN: "[WARN]", Status.FAIL: "[FAIL]",
+               Status.SKIP: "[SKIP]"}  # fmt: skip
+COLOURS = {Status.OK: "32", Status.WARN: "33", Status.FAIL: "31", Status.SKIP: "2"}  # SGR codes
+
+
+@dataclass(frozen=True)
+class Style:
+    """How the text report is drawn on this console."""
+
+    marks: dict[Status, str] = field(default_factory=lambda: MARKS)
+    arrow: str = "→"
+    colour: bool = False
+
+    def mark(self, status: Status) -> str:
+        text = self.marks[status]
+        return f"\033[{COLOURS[status]}m{text}\033[0m" if self.colour else text
 
 
 def default_language(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
@@ -28,14 +48,27 @@ def _columns(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-def as_json(report: Report, lang: str) -> dict[str, Any]:
+def finding_code(check: CheckResult) -> str:
+    """The stable code of what a check found, e.g. ``keys.kcv-mismatch`` (``keys.ok`` when
+    all is well, ``keys.skip`` when it could not look)."""
+    if check.finding != "ok" or check.status is Status.OK:
+        return f"{check.id}.{check.finding}"
+    return f"{check.id}.{check.status.value}"
+
+
+def as_json(report: Report, lang: str, tid: str, at: datetime | None = None) -> dict[str, Any]:
+    """The pinned report of DESIGN.md section 6."""
     return {
         "ok": report.ok,
         "duration_ms": report.duration_ms,
+        "tid": tid,
+        "version": __version__,
+        "at": (at or datetime.now().astimezone()).isoformat(timespec="seconds"),
         "checks": [
             {
                 "id": c.id,
                 "status": c.status.value,
+                "finding": finding_code(c),
                 "summary": c.summary(lang),
                 "detail": c.detail,
                 "remedy": c.remedy(lang) if c.remedy else "",
@@ -45,15 +78,21 @@ def as_json(report: Report, lang: str) -> dict[str, Any]:
     }
 
 
-def as_text(report: Report, lang: str, title: str) -> str:
+def as_text(report: Report, lang: str, title: str, style: Style | None = None) -> str:
+    """One line per check; under a warning or failure its technical detail (on a line of its
+    own: it may hold a system's English error text) and what to do."""
+    style = style or Style()
     width = max((_columns(NAMES[c.id](lang)) for c in report.checks), default=0)
     lines = [title]
     for c in report.checks:
         name = NAMES[c.id](lang)
         pad = " " * (width - _columns(name))
-        lines.append(f"{MARKS[c.status]} {name}{pad}  {c.summary(lang)}")
-        if c.remedy and c.status in (Status.WARN, Status.FAIL):
-            lines.append(f"    → {c.remedy(lang)}")
+        lines.append(f"{style.mark(c.status)} {name}{pad}  {c.summary(lang)}")
+        if c.status in (Status.WARN, Status.FAIL):
+            if c.detail:
+                lines.append(f"    {c.detail}")
+            if c.remedy:
+                lines.append(f"    {style.arrow} {c.remedy(lang)}")
     failed = sum(c.status is Status.FAIL for c in report.checks)
     warned = sum(c.status is Status.WARN for c in report.checks)
     seconds = report.duration_ms / 1000
@@ -66,5 +105,5 @@ def as_text(report: Report, lang: str, title: str) -> str:
     return "\n".join(lines)
 
 
-def dumps(report: Report, lang: str) -> str:
-    return json.dumps(as_json(report, lang), ensure_ascii=False)
+def dumps(report: Report, lang: str, tid: str, ensure_ascii: bool = False) -> str:
+    return json.dumps(as_json(report, lang, tid), ensure_ascii=ensure_ascii)

@@ -21,14 +21,14 @@ def test_healthy_terminal_all_ok_exit_0(simulators) -> None:
     result = agent("selftest", "--json", "--config", str(config))
     assert result.returncode == 0, result.stdout
     report = json.loads(result.stdout)
-    assert set(report) == {"ok", "duration_ms", "checks"}
+    assert set(report) == {"ok", "duration_ms", "tid", "version", "at", "checks"}
     assert report["ok"] is True
     assert [(c["id"], c["status"]) for c in report["checks"]] == [
         (name, "ok")
         for name in ("provisioning", "clock", "network", "keys", "module", "storage", "session")
     ]
     for check in report["checks"]:
-        assert set(check) == {"id", "status", "summary", "detail", "remedy"}
+        assert set(check) == {"id", "status", "finding", "summary", "detail", "remedy"}
 
 
 def test_nothing_listening_at_the_host_fails_exit_1_within_deadline(simulators) -> None:

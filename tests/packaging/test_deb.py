@@ -253,10 +253,10 @@ def test_installed_agent_selftest_json(installed: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode in (0, 1), result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"ok", "duration_ms", "checks"}
+    assert set(report) == {"ok", "duration_ms", "tid", "version", "at", "checks"}
     assert result.returncode == (0 if report["ok"] else 1)
     for check in report["checks"]:
-        assert set(check) == {"id", "status", "summary", "detail", "remedy"}
+        assert set(check) == {"id", "status", "finding", "summary", "detail", "remedy"}
         assert check["status"] in ("ok", "warn", "fail", "skip")
     statuses = {check["id"]: check["status"] for check in report["checks"]}
     assert statuses.get("provisioning") == "fail"
