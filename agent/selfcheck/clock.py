@@ -1,13 +1,16 @@
-"""Clock: the terminal's time against the host's (fields 12/13 of a response), NTP where one is
-configured, and the card module's RTC. Over ``clock.warn_after`` seconds apart warns, over
+"""Clock: the terminal's time against the host's (fields 12/13 of a response), the system's
+time synchronisation (timesyncd, chrony, the kernel) or else NTP where a server is configured,
+and the card module's RTC. Over ``clock.warn_after`` seconds apart warns, over
 ``clock.fail_after`` fails: hosts refuse terminals whose time is far off."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 
 from agent.selfcheck.base import CheckResult, Context, HostClockSample, Status, Text
+from agent.selfcheck.timesync import SyncState, system_sync_state
 from drivers.module import ModuleError
 
 ID = "clock"
@@ -46,6 +49,8 @@ def _describe(seconds: float) -> str:
 
 
 def _chinese(source: str) -> str:
+    if source.startswith("time sync ("):  # "time sync (chrony)": 时间同步服务（chrony）
+        return f"时间同步服务（{source.removeprefix('time sync (').removesuffix(')')}）"
     return {"host": "主机", "module RTC": "模块时钟"}.get(source, source)
 
 
@@ -65,7 +70,15 @@ async def check(context: Context) -> CheckResult:
             offsets["module RTC"] = (
                 datetime.fromtimestamp(context.now()) - module_time
             ).total_seconds()
-    if config.ntp_server:
+    synced: SyncState | None = await asyncio.to_thread(system_sync_state)
+    if synced is not None and synced.synchronised:
+        # the system keeps its clock on true time: within its own error, it is a reference
+        offsets[f"time sync ({synced.source})"] = context.now() - time.time()
+        if synced.error_seconds is not None:
+            notes.append(f"{synced.source}: synchronised, error under {synced.error_seconds:g} s")
+    elif synced is not None:
+        notes.append(f"system clock not synchronised ({synced.source})")
+    if config.ntp_server and not (synced is not None and synced.synchronised):
         try:
             offsets[f"NTP {config.ntp_server}"] = await _ntp_offset(
                 config.ntp_server, context.now(), min(2.0, context.config.selftest.deadline / 2)
@@ -77,8 +90,9 @@ async def check(context: Context) -> CheckResult:
             ID,
             Status.SKIP,
             Text(
-                "no time reference: no host time yet, module RTC unread, no NTP server",
-                "无参考时间：尚无主机时间，未读到模块时钟，未配置 NTP",
+                "no time reference: no host time yet, module RTC unread, no time sync, "
+                "no NTP server",
+                "无参考时间：尚无主机时间，未读到模块时钟，无时间同步，未配置 NTP",
             ),
             "; ".join(notes),
         )
