@@ -8,38 +8,74 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
+import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # importlib.metadata pulls in email and more: only when hooks run
-    from importlib import metadata
+from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 GROUP = "pos_agent.hooks"
+# importlib.metadata reads every installed distribution and brings email, zipfile and csv along:
+# about 2 MB that would stay in the service for good. It runs in a child process of the same
+# interpreter, with the service's sys.path, once per runner.
+FIND = """
+import json, sys
+from importlib import metadata
+sys.path[:] = json.loads(sys.argv[1])
+print(json.dumps([[e.name, e.value] for e in metadata.entry_points(group=sys.argv[2])]))
+"""
 
 
 class DidNotReturn(Exception):
     """The hook was still running at its deadline."""
 
 
-def find(events: Iterable[str]) -> dict[str, list[metadata.EntryPoint]]:
-    """The entry points of each event, ordered by their value so that the order is stable."""
-    found: dict[str, dict[str, metadata.EntryPoint]] = {event: {} for event in events}
-    from importlib import metadata
+@dataclass(frozen=True)
+class EntryPoint:
+    """A hook as its distribution declares it: ``name`` the event, ``value`` ``module:attr``."""
 
-    for entry_point in metadata.entry_points(group=GROUP):
-        if entry_point.name not in found:
+    name: str
+    value: str
+
+    def load(self) -> Any:
+        """The object ``value`` names, as importlib.metadata's EntryPoint.load finds it."""
+        module, _, attribute = self.value.split("[")[0].partition(":")
+        target: Any = importlib.import_module(module.strip())
+        for part in filter(None, attribute.strip().split(".")):
+            target = getattr(target, part)
+        return target
+
+
+def _declared() -> list[tuple[str, str]]:
+    try:
+        found = subprocess.run(
+            [sys.executable, "-I", "-c", FIND, json.dumps(sys.path), GROUP],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        return [(name, value) for name, value in json.loads(found.stdout)]
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        log.warning("cannot list the entry points of group %s, so none runs: %s", GROUP, exc)
+        return []
+
+
+def find(events: Iterable[str]) -> dict[str, list[EntryPoint]]:
+    """The entry points of each event, ordered by their value so that the order is stable."""
+    found: dict[str, dict[str, EntryPoint]] = {event: {} for event in events}
+    for name, value in _declared():
+        if name not in found:
             log.warning(
-                "entry point %s = %s in group %s names no hook event; ignored",
-                entry_point.name, entry_point.value, GROUP,
-            )  # fmt: skip
+                "entry point %s = %s in group %s names no hook event; ignored", name, value, GROUP
+            )
             continue
         # The same function registered twice (two installs of one package) runs once.
-        found[entry_point.name].setdefault(entry_point.value, entry_point)
+        found[name].setdefault(value, EntryPoint(name, value))
     return {event: [found[event][value] for value in sorted(found[event])] for event in found}
 
 
@@ -80,7 +116,7 @@ def _is_async(function: Callable[..., Any]) -> bool:
     )
 
 
-async def call(entry_point: metadata.EntryPoint, payload: dict[str, Any], timeout: float) -> Any:
+async def call(entry_point: EntryPoint, payload: dict[str, Any], timeout: float) -> Any:
     """Load and call the hook; returns what it returned, raises what it raised, or DidNotReturn.
 
     The deadline covers the import too: a module that hangs at import is a hung hook.

@@ -19,10 +19,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # importlib.metadata pulls in email and more: only when hooks run
-    from importlib import metadata
+from typing import Any
 
 from firmware_hooks import process, python_hooks
 
@@ -103,7 +100,7 @@ class _Executable:
 
 @dataclass(frozen=True)
 class _EntryPoint:
-    entry_point: metadata.EntryPoint
+    entry_point: python_hooks.EntryPoint
 
     @property
     def name(self) -> str:
@@ -138,7 +135,7 @@ class HookRunner:
         self.directory = Path(directory).absolute() if directory else None
         self.timeout = float(timeout)
         self._use_entry_points = entry_points
-        self._entry_points: dict[str, list[metadata.EntryPoint]] | None = None
+        self._entry_points: dict[str, list[python_hooks.EntryPoint]] | None = None
 
     def hooks_for(self, event: str) -> list[str]:
         """What ``run`` would run for ``event``, in order: executables, then entry points.
@@ -198,8 +195,7 @@ class HookRunner:
         if not self._use_entry_points:
             return []
         if self._entry_points is None:
-            # importlib.metadata reads every installed distribution: once, and only when hooks
-            # are first wanted, not while the agent starts.
+            # once, and only when hooks are first wanted, not while the agent starts
             self._entry_points = python_hooks.find(EVENTS)
         return [_EntryPoint(entry_point) for entry_point in self._entry_points[event]]
 

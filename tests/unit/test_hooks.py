@@ -446,3 +446,24 @@ def test_provision_example_prints_the_provisioning_file(tmp_path, monkeypatch, c
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(payload)))
     assert main(tmp_path / "absent.json") == 75
     assert "absent.json does not exist yet (test)" in capsys.readouterr().err
+
+
+def test_finding_entry_points_leaves_importlib_metadata_out_of_the_service() -> None:
+    """importlib.metadata (with email, zipfile, csv: 2 MB) runs in a child process."""
+    script = (
+        "import asyncio, sys\n"
+        "from firmware_hooks.runner import HookRunner\n"
+        "asyncio.run(HookRunner(None).run('on-97', {}))\n"
+        "print(sorted(m for m in ('email', 'importlib.metadata', 'zipfile') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_entry_points_that_cannot_be_listed_are_a_warning(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    with caplog.at_level(logging.WARNING):
+        assert run(HookRunner(None), "on-97") == []
+    assert "cannot list the entry points of group pos_agent.hooks" in caplog.text
