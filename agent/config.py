@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,24 @@ class SelftestConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """DESIGN.md section 14: the fleet's view of this terminal (off while broker and textfile
+    are both empty)."""
+
+    broker: str = ""  # mqtt://HOST[:1883] or mqtts://HOST[:8883]
+    ca_file: str = ""  # mqtts: the CA that signed the broker's certificate (else the system's)
+    cert_file: str = ""  # a client certificate, when the broker asks for one
+    key_file: str = ""
+    topic_prefix: str = "pos"
+    outbox_max: int = 10_000  # events kept while the broker is away; the oldest go first
+    textfile: str = ""  # node_exporter textfile: the state as Prometheus metrics
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.broker or self.textfile)
+
+
+@dataclass(frozen=True)
 class Config:
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
     host: HostConfig = field(default_factory=HostConfig)
@@ -162,6 +181,7 @@ class Config:
     clock: ClockConfig = field(default_factory=ClockConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     selftest: SelftestConfig = field(default_factory=SelftestConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     source: str = "defaults"
 
     @property
@@ -301,6 +321,28 @@ def _url(value: Any) -> str:
     return text.rstrip("/")
 
 
+def _broker(value: Any) -> str:
+    text = _text(value).strip()
+    if not text:
+        return ""
+    url = urllib.parse.urlsplit(text)
+    try:
+        port = url.port
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname or port == 0 or url.path.strip("/"):
+        raise ValueError('expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], e.g. '
+                         '"mqtts://broker.example:8883"')  # fmt: skip
+    return text
+
+
+def _topic_prefix(value: Any) -> str:
+    text = _text(value)
+    if not text or any(c in text for c in "+#\0") or text.startswith("/") or text.endswith("/"):
+        raise ValueError('expected a topic level such as "pos" (no +, #, or leading/trailing /)')
+    return text
+
+
 def _tid(value: Any) -> str:
     text = _text(value)
     if text and (len(text) != 8 or not text.isascii() or not text.isprintable()):
@@ -371,6 +413,15 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "clock": {"ntp_server": _text, "warn_after": _number, "fail_after": _number},
     "control": {"socket": _text},
     "selftest": {"deadline": _seconds, "interval": _number},
+    "telemetry": {
+        "broker": _broker,
+        "ca_file": _text,
+        "cert_file": _text,
+        "key_file": _text,
+        "topic_prefix": _topic_prefix,
+        "outbox_max": _between(1, 1_000_000),
+        "textfile": _text,
+    },
 }
 SECTION_CLASSES: dict[str, type] = {
     "terminal": TerminalConfig,
@@ -387,6 +438,7 @@ SECTION_CLASSES: dict[str, type] = {
     "clock": ClockConfig,
     "control": ControlConfig,
     "selftest": SelftestConfig,
+    "telemetry": TelemetryConfig,
 }
 
 

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +102,24 @@ MIGRATIONS = (
     """
     ALTER TABLE reversals ADD COLUMN recheck_at REAL;
     """,
+    # 5: the telemetry outbox (DESIGN.md section 14): events for the fleet, written in the same
+    # commit as the journal event they come from, deleted once the broker has them
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    """,
 )
 # Fields of a host's answer that are not kept for a replay: they are card data, or are the
 # request's own (the replay takes them from the repeated request).
 NOT_REPLAYED = (2, 14, 35, 36, 52, 55, 62)
+
+
+# What the fleet hears of a journal event: (telemetry kind, detail) or None (DESIGN.md section 14).
+Forward = Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]] | None]
 
 
 class JournalError(Exception):
@@ -139,12 +153,25 @@ class Journal:
     """One connection, usable from the event loop and from worker threads (the gateway journals
     and MACs in one worker hop so an fsync never stalls the loop); a lock keeps each step whole."""
 
-    def __init__(self, path: Path, clock: Any = time.time, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Any = time.time,
+        *,
+        read_only: bool = False,
+        forward: Forward | None = None,
+        outbox_max: int = 10_000,
+    ) -> None:
         """``read_only``: a technician's look while no service runs (DESIGN.md section 6). It
         creates nothing: no directory, no file, not even SQLite's -wal and -shm (which, made by
         root, would lock the service out), so it reads the database as it is on disk
-        (``immutable``) and changes not yet checkpointed from a -wal file are not seen."""
+        (``immutable``) and changes not yet checkpointed from a -wal file are not seen.
+        ``forward``: which events also go to the telemetry outbox, which keeps at most
+        ``outbox_max`` of them (the oldest are dropped, and counted)."""
         self.path = path
+        self._forward = forward
+        self._outbox_max = outbox_max
+        self.outbox_written = 0  # events put into the outbox since the journal was opened
         self.read_only = read_only
         self._clock = clock
         self._lock = threading.RLock()
@@ -711,10 +738,47 @@ class Journal:
             self._event(db, kind, **detail)
 
     def _event(self, db: sqlite3.Connection, kind: str, **detail: Any) -> None:
+        at = self._clock()
         db.execute(
             "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
-            (self._clock(), kind, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
+            (at, kind, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
         )
+        forwarded = self._forward(kind, detail) if self._forward is not None else None
+        if forwarded is not None:
+            db.execute(
+                "INSERT INTO outbox (at, kind, detail) VALUES (?, ?, ?)",
+                (at, forwarded[0], json.dumps(forwarded[1], ensure_ascii=False, sort_keys=True)),
+            )
+            self.outbox_written += 1
+            dropped = db.execute(
+                "DELETE FROM outbox WHERE id <= (SELECT max(id) FROM outbox) - ?",
+                (self._outbox_max,),
+            ).rowcount
+            if dropped:
+                self._set_meta(db, "outbox.dropped", str(self._outbox_dropped(db) + dropped))
+
+    # ---------------------------------------------------------------------------- outbox
+
+    def outbox(self, limit: int = 100) -> list[tuple[int, float, str, dict[str, Any]]]:
+        """The oldest ``limit`` events waiting for the broker: (id, at, kind, detail)."""
+        rows = self._rows("SELECT id, at, kind, detail FROM outbox ORDER BY id LIMIT ?", (limit,))
+        return [(i, at, kind, json.loads(detail)) for i, at, kind, detail in rows]
+
+    def outbox_sent(self, ids: list[int]) -> None:
+        """The broker has these (PUBACK)."""
+        with self._write() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    @property
+    def outbox_dropped(self) -> int:
+        """Events dropped because the outbox was full, since the journal was made."""
+        with self._lock:
+            return self._outbox_dropped(self._db)
+
+    @staticmethod
+    def _outbox_dropped(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'outbox.dropped'").fetchone()
+        return int(row[0]) if row else 0
 
     def events(self, since: float = 0.0) -> list[dict[str, Any]]:
         rows = self._rows("SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id", (since,))

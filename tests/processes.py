@@ -173,3 +173,76 @@ class AgentProcess:
         code = self.process.wait(timeout=40)
         self._log.close()
         return code
+
+
+MOSQUITTO = "/usr/sbin/mosquitto"  # Debian's mosquitto; .ci/run installs it
+
+
+class MosquittoProcess:
+    """A real Mosquitto broker on a free loopback port, with persistence in ``workdir`` so that
+    retained messages and a subscriber's session survive :meth:`stop` and :meth:`start`."""
+
+    def __init__(self, workdir: Path) -> None:
+        if not os.access(MOSQUITTO, os.X_OK):
+            raise RuntimeError(f"{MOSQUITTO} missing: apt-get install mosquitto (.ci/run does)")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        store = workdir / "mosquitto"
+        store.mkdir()
+        os.chmod(store, 0o777)  # mosquitto started by root runs as its own user
+        self.config = store / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {store}/\nlog_dest file {store}/mosquitto.log\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(self._listening, 10, "mosquitto to listen")
+
+    def _listening(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {self.process.returncode}")
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # it saves its persistence file on the way out
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class Subscriber:
+    """A fleet operator's client: a persistent session (messages published while it or the
+    broker was away are kept for it), QoS 1, every message kept in arrival order."""
+
+    def __init__(self, broker: MosquittoProcess, topic: str, client_id: str = "fleet") -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, dict, bool]] = []  # topic, payload, retained
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+        )
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self.client.on_message = self._received
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+
+    def _received(self, client, userdata, message) -> None:
+        self.messages.append((message.topic, json.loads(message.payload), bool(message.retain)))
+
+    def of(self, suffix: str) -> list[dict]:
+        return [payload for topic, payload, _ in self.messages if topic.endswith(suffix)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -13,6 +13,7 @@ from agent.cli import (
     demo,
     echo,
     explain,
+    fleet,
     journal,
     params,
     remedies,
@@ -161,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="ID[,ID]", help="run only these checks")
     p.add_argument("--lang", choices=["zh", "en"], help="language (default: from the locale)")
     p.set_defaults(handler=selftest.cmd_selftest)
+
+    p = sub.add_parser(
+        "fleet",
+        help="the fleet's terminals from the MQTT broker: counts, causes, who needs a person",
+    )
+    p.add_argument("--broker", help="mqtt[s]://HOST[:PORT] (default: telemetry.broker)")
+    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--watch", action="store_true", help="keep watching; Ctrl-C stops")
+    p.set_defaults(handler=fleet.cmd_fleet)
 
     p = sub.add_parser(
         "demo", help="the agent at work on simulators: a 97 recovered, then one escalated"

@@ -22,10 +22,13 @@ from agent.recovery.policy import State, refused
 from agent.recovery.remedies import RemedyFailed
 from agent.selfcheck import FAST, Report, run_checks
 from agent.selfcheck.base import Context, HostClockSample
+from agent.selfcheck.report import as_json
 from agent.session import parameters
 from agent.session.downloads import DownloadFailed, Downloads
 from agent.session.requirements import Action, HostRequests, Pacing
 from agent.session.store import ParameterStore
+from agent.telemetry import events
+from agent.telemetry.reporter import Reporter
 from agent.transaction.app_socket import AppSocket
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
@@ -53,7 +56,12 @@ class AlreadyProvisioned(RemedyFailed):
 class Agent:
     def __init__(self, config: Config, module: CardModule | None = None) -> None:
         self.config = config
-        self.journal = Journal(paths.journal_path(config))
+        telemetry = config.telemetry
+        self.journal = Journal(
+            paths.journal_path(config),
+            forward=events.forward if telemetry.broker else None,
+            outbox_max=telemetry.outbox_max,
+        )
         self.module = module or SerialCardModule(config.module.url, baudrate=config.module.baudrate)
         self.link = HostLink.from_config(
             config,
@@ -131,6 +139,17 @@ class Agent:
             idle_timeout=config.gateway.idle_timeout,
         )
         self.module_proxy = ModuleProxy(self.module, config.gateway.max_clients)
+        self.telemetry = (
+            Reporter(
+                telemetry,
+                self.journal,
+                self.status,
+                serial=self.module_serial,
+                stuck_after=lambda: self.config.reversal.attempts,
+            )
+            if telemetry.enabled
+            else None
+        )
 
     def _profile(self) -> Profile:
         return self.config.wire.profile
@@ -160,6 +179,8 @@ class Agent:
             self.last_host_time = HostClockSample(time.time(), message.text(13) + message.text(12))
 
     async def close(self) -> None:
+        if self.telemetry is not None:
+            await self.telemetry.close()  # the fleet hears "offline, stopped" first
         for task in self._hook_tasks:
             task.cancel()  # a hook still running is killed with its process group
         await asyncio.gather(*self._hook_tasks, return_exceptions=True)
@@ -277,7 +298,9 @@ class Agent:
             for section in dataclasses.fields(config)
             if getattr(config, section.name) != getattr(self.config, section.name)
         ]
-        at_restart = [name for name in ("gateway", "journal", "control") if name in changed]
+        at_restart = [
+            name for name in ("gateway", "journal", "control", "telemetry") if name in changed
+        ]
         if (config.module.url, config.module.baudrate, config.module.socket) != (
             self.config.module.url,
             self.config.module.baudrate,
@@ -293,6 +316,7 @@ class Agent:
             gateway=old.gateway,
             journal=old.journal,
             control=old.control,
+            telemetry=old.telemetry,
             module=dataclasses.replace(
                 config.module,
                 url=old.module.url,
@@ -376,7 +400,18 @@ class Agent:
         return None
 
     async def self_check(self, only: list[str] | None = None) -> Report:
-        return await run_checks(self.check_context(), list(FAST) if only is None else only)
+        report = await run_checks(self.check_context(), list(FAST) if only is None else only)
+        if only is None and self.telemetry is not None:
+            self.telemetry.selftest(as_json(report, "en", self.config.terminal.tid))
+        return report
+
+    async def module_serial(self) -> str:
+        """The card module's serial (INFO), "" when the module does not answer."""
+        try:
+            info = await asyncio.wait_for(asyncio.to_thread(self.module.info), 5.0)
+        except (ModuleError, TimeoutError, OSError):
+            return ""
+        return info.serial.strip()
 
     async def sign_in(self) -> str:
         try:

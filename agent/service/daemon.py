@@ -81,10 +81,11 @@ async def send_reversals_until_done(agent: Agent) -> None:
             limit = agent.config.reversal.attempts
             stuck = [r for r in agent.journal.queued_reversals() if r.attempts == limit]
             for reversal in stuck:
-                await agent.hook("reversal-stuck", {
-                    "stan": reversal.message.text(11), "attempts": reversal.attempts,
-                    "reason": reversal.reason, "last_error": str(exc),
-                })  # fmt: skip
+                detail = {"stan": reversal.message.text(11), "attempts": reversal.attempts,
+                          "reason": reversal.reason, "last_error": str(exc)}  # fmt: skip
+                with contextlib.suppress(JournalError):  # the fleet hears of it (section 14)
+                    agent.journal.event("reversal-stuck", **detail)
+                await agent.hook("reversal-stuck", detail)
             await asyncio.sleep(pause)
             continue
         backoff = None
@@ -237,6 +238,8 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
         asyncio.create_task(supervised("start-up sign-in", agent.start)),
         asyncio.create_task(supervised("journal upkeep", lambda: journal_upkeep(agent))),
     ]
+    if agent.telemetry is not None:
+        background.append(asyncio.create_task(supervised("telemetry", agent.telemetry.run)))
     if config.selftest.interval > 0:
         interval = config.selftest.interval
         checks = supervised("periodic self-check", lambda: light_checks(agent, interval))

@@ -42,6 +42,7 @@ RUNTIME_DEPENDENCIES = (
     "python3-tenacity",
     "python3-platformdirs",
     "python3-ntplib",
+    "python3-paho-mqtt",
 )
 # dpkg-buildpackage's and debhelper's tools; dpkg-checkbuilddeps names any other Build-Depends
 BUILD_TOOLS = (

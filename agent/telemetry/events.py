@@ -1,0 +1,35 @@
+"""Which journal events the fleet hears of, and as what (DESIGN.md section 14): a 97, the
+recovery that followed, the terminal becoming unregistered, a stuck reversal, a failed periodic
+self-check, a completed download. :func:`forward` runs inside the journal's commit, so an event
+and its telemetry are written together or not at all. Its details are the journal's, which are
+masked already; nothing else is added."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.wire import codes
+
+KINDS = ("97", "recovered", "unregistered", "reversal-stuck", "selftest-failed",
+         "parameters-downloaded")  # fmt: skip
+
+
+def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(telemetry kind, detail) for journal event ``kind``, or None when the fleet need not
+    hear of it."""
+    if kind == "recovery.refused" and detail.get("code") == "97":
+        return "97", {"code": "97", "text": detail.get("text", "")}
+    if kind == "recovery.retried" and codes.approved(str(detail.get("code", ""))):
+        return "recovered", {"after": detail.get("after"), "code": detail.get("code")}
+    if kind == "recovery.registered-again":
+        return "recovered", {"why": detail.get("why", "")}
+    if kind == "recovery.unregistered":
+        return "unregistered", {"cause": detail.get("message_en", ""),
+                                "cause_zh": detail.get("message_zh", "")}  # fmt: skip
+    if kind == "reversal-stuck":
+        return "reversal-stuck", detail
+    if kind == "light-check" and str(detail.get("result", "")).startswith("fail"):
+        return "selftest-failed", {"check": detail.get("check"), "result": detail.get("result")}
+    if kind == "parameters-downloaded":
+        return "parameters-downloaded", detail
+    return None

@@ -1,0 +1,102 @@
+"""The agent's side of telemetry: once a second it looks at the agent's state and hands what
+changed to the publisher (retained state) and the textfile; it tells the publisher when the
+journal's outbox has something new, and hands it each full self-check report. All of it is
+cheap and in memory: telemetry never delays a payment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from agent.config import TelemetryConfig
+from agent.journal import Journal, JournalError
+from agent.telemetry import textfile
+from agent.telemetry.state import Topics, iso, state_message
+
+log = logging.getLogger(__name__)
+
+LOOK_EVERY = 1.0  # seconds between looks at the agent's state
+
+
+class Reporter:
+    def __init__(
+        self,
+        settings: TelemetryConfig,
+        journal: Journal,
+        status: Callable[[], dict[str, Any]],
+        serial: Callable[[], Awaitable[str]],
+        stuck_after: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self._status = status
+        self._serial = serial
+        self._stuck_after = stuck_after
+        self.publisher: Any = None  # a Publisher once run() knows the module's serial
+        self._last_97: float | None = None
+
+    async def run(self) -> None:
+        serial = await self._serial()
+        since, outbox_seen = time.time(), -1
+        shown = self._message(serial, since)
+        terminal = shown["tid"] or f"serial-{serial or 'unknown'}"
+        if self.settings.broker:
+            from agent.telemetry.publisher import Publisher  # paho only when a broker is set
+
+            client_id = f"pos-agent-{serial or terminal}"
+            topics = Topics.of(self.settings.topic_prefix, terminal)
+            self.publisher = Publisher(self.settings, self.journal, client_id, topics)
+        self._show(shown)  # before the first connection: its will is made from it
+        if self.publisher is not None:
+            self.publisher.start()
+        while True:
+            message = self._message(serial, since)
+            if message["state"] != shown["state"]:
+                since = time.time()
+                message["since"] = iso(since)
+            if _without_time(message) != _without_time(shown):
+                self._show(message)
+                shown = message
+            if self.publisher is not None and self.journal.outbox_written != outbox_seen:
+                outbox_seen = self.journal.outbox_written
+                self.publisher.wake()
+            await asyncio.sleep(LOOK_EVERY)
+
+    def _message(self, serial: str, since: float) -> dict[str, Any]:
+        status = self._status()
+        refusal = status.get("last_refusal") or {}
+        if refusal.get("code") == "97":
+            self._last_97 = refusal.get("at")
+        try:
+            limit = self._stuck_after()
+            stuck = sum(r.attempts >= limit for r in self.journal.queued_reversals())
+            dropped = self.journal.outbox_dropped
+        except JournalError:
+            stuck, dropped = 0, 0
+        return state_message(status, serial, since, self._last_97, dropped, stuck, time.time())
+
+    def _show(self, message: dict[str, Any]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish_state(message)
+        if self.settings.textfile:
+            try:
+                textfile.write(Path(self.settings.textfile), message)
+            except OSError as exc:
+                log.warning("telemetry textfile %s: %s", self.settings.textfile, exc)
+
+    def selftest(self, report: dict[str, Any]) -> None:
+        """A full self-check's report (the pinned JSON of DESIGN.md section 6), retained."""
+        if self.publisher is not None:
+            self.publisher.publish_selftest(report)
+
+    async def close(self) -> None:
+        if self.publisher is not None:
+            await asyncio.to_thread(self.publisher.stop)
+
+
+def _without_time(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k != "at"}

@@ -1,0 +1,206 @@
+"""Fleet telemetry against a real Mosquitto (Debian's), started by the test on a free loopback
+port, and a real `agent run` between the host and module simulators (DESIGN.md section 14).
+The broker is stopped and started again mid-test to prove store-and-forward; no mock broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import __version__
+from tests.processes import (
+    AgentProcess,
+    MosquittoProcess,
+    Subscriber,
+    control,
+    pay,
+    wait_for,
+)
+
+TID = "10000001"
+STATE_KEYS = {"tid", "mid", "serial", "state", "cause", "since", "last_97", "reversals_queued",
+              "reversals_stuck", "outbox_dropped", "version", "at"}  # fmt: skip
+AGENT = str(Path(sys.executable).with_name("agent"))
+
+
+@pytest.fixture
+def broker(tmp_path):
+    mosquitto = MosquittoProcess(tmp_path)
+    yield mosquitto
+    mosquitto.stop()
+
+
+def with_telemetry(config: Path, broker: MosquittoProcess, **extra: str) -> Path:
+    lines = "".join(f'{key} = "{value}"\n' for key, value in extra.items())
+    config.write_text(config.read_text() + f'\n[telemetry]\nbroker = "{broker.url}"\n{lines}')
+    return config
+
+
+def start(tmp_path: Path, config: Path) -> AgentProcess:
+    agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
+    agent.wait_ready()
+    wait_for((tmp_path / "control.sock").exists, 10, "the control socket")
+    wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"],
+             15, "the sign-in")  # fmt: skip
+    return agent
+
+
+def last_state(subscriber: Subscriber) -> dict:
+    states = subscriber.of("/state")
+    return states[-1] if states else {}
+
+
+def test_the_retained_state_is_there_after_start(tmp_path, simulators, broker) -> None:
+    _, _, config = simulators
+    agent = start(tmp_path, with_telemetry(config, broker))
+    try:
+        first = Subscriber(broker, "pos/+/state", client_id="first")
+        wait_for(lambda: last_state(first).get("state") == "registered", 10, "the state")
+        first.close()
+        # a subscriber that comes later still finds the terminal: the state is retained
+        fleet = Subscriber(broker, "pos/+/state", client_id="later")
+        wait_for(lambda: fleet.messages, 10, "the retained state")
+        topic, state, retained = fleet.messages[0]
+        assert (topic, retained, state["state"]) == (f"pos/{TID}/state", True, "registered")
+        assert set(state) == STATE_KEYS
+        assert (state["tid"], state["version"], state["reversals_queued"]) == (TID, __version__, 0)
+        assert state["serial"]  # the module's, from INFO
+        fleet.close()
+    finally:
+        assert agent.stop() == 0
+
+
+def test_a_97_and_the_recovery_reach_the_fleet_in_order(tmp_path, simulators, broker) -> None:
+    host, _, config = simulators
+    fleet = Subscriber(broker, f"pos/{TID}/#")
+    agent = start(tmp_path, with_telemetry(config, broker))
+    try:
+        host.post(f"/terminals/{TID}/forget")  # the host lost the session: 97 until a sign-in
+        assert pay(tmp_path / "agent.sock").text(39) == "00"  # recovered, retried, approved
+        wait_for(lambda: [e["kind"] for e in fleet.of("/event")] == ["97", "recovered"], 15,
+                 "the 97 and the recovery")  # fmt: skip
+        refused, recovered = fleet.of("/event")
+        assert refused["detail"]["code"] == "97" and refused["id"] < recovered["id"]
+        assert recovered["detail"]["code"] == "00"
+        wait_for(lambda: last_state(fleet).get("last_97") is not None, 5, "last_97")
+        assert last_state(fleet)["state"] == "registered"
+        assert "6217" not in json.dumps(fleet.messages)  # no card number, however masked
+    finally:
+        assert agent.stop() == 0
+        fleet.close()
+
+
+def test_the_broker_away_while_the_terminal_becomes_unregistered(tmp_path, simulators,
+                                                                 broker) -> None:  # fmt: skip
+    """Events wait in the journal's outbox while the broker is down and arrive in order when it
+    is back; the retained state then says unregistered, with its cause."""
+    host, _, config = simulators
+    fleet = Subscriber(broker, f"pos/{TID}/#")
+    agent = start(tmp_path, with_telemetry(config, broker))
+    try:
+        wait_for(lambda: last_state(fleet).get("state") == "registered", 10, "the first state")
+        broker.stop()
+        host.post(f"/terminals/{TID}/cancel")  # 97 from now on, whatever the agent does
+        assert pay(tmp_path / "agent.sock").text(39) == "97"
+        status = control(tmp_path / "control.sock", b'{"cmd": "status"}')
+        assert status["state"] == "unregistered"
+        broker.start()
+        wait_for(lambda: "unregistered" in [e["kind"] for e in fleet.of("/event")], 30,
+                 "the queued events")  # fmt: skip
+        kinds = [e["kind"] for e in fleet.of("/event")]
+        assert kinds[0] == "97" and kinds[-1] == "unregistered"
+        ids = [e["id"] for e in fleet.of("/event")]
+        assert ids == sorted(ids)
+        wait_for(lambda: last_state(fleet).get("state") == "unregistered", 10, "the state")
+        assert last_state(fleet)["cause"]
+        assert [e["kind"] for e in fleet.of("/event")].count("unregistered") == 1
+    finally:
+        assert agent.stop() == 0
+        fleet.close()
+
+
+def test_a_killed_agent_is_offline_by_its_will(tmp_path, simulators, broker) -> None:
+    _, _, config = simulators
+    fleet = Subscriber(broker, f"pos/{TID}/state")
+    agent = start(tmp_path, with_telemetry(config, broker))
+    wait_for(lambda: last_state(fleet).get("state") == "registered", 10, "the state")
+    agent.kill()
+    wait_for(lambda: last_state(fleet).get("state") == "offline", 10, "the will")
+    assert last_state(fleet)["cause"] == "connection lost"
+    fleet.close()
+
+
+def test_a_clean_stop_says_offline_stopped_and_does_not_wait_for_a_dead_broker(
+    tmp_path, simulators, broker
+) -> None:
+    _, _, config = simulators
+    fleet = Subscriber(broker, f"pos/{TID}/state")
+    agent = start(tmp_path, with_telemetry(config, broker))
+    wait_for(lambda: last_state(fleet).get("state") == "registered", 10, "the state")
+    assert agent.stop() == 0
+    wait_for(lambda: last_state(fleet).get("state") == "offline", 10, "the goodbye")
+    assert last_state(fleet)["cause"] == "stopped"
+    fleet.close()
+    # and with the broker gone, the agent still stops at once
+    second = start(tmp_path, config)
+    broker.stop()
+    assert second.stop() == 0
+
+
+def test_the_textfile_holds_the_state_for_node_exporter(tmp_path, simulators, broker) -> None:
+    _, _, config = simulators
+    metrics = tmp_path / "pos-agent.prom"
+    agent = start(tmp_path, with_telemetry(config, broker, textfile=str(metrics)))
+    try:
+        registered = f'pos_agent_state{{tid="{TID}",mid="898100012340001",state="registered"}} 1'
+        wait_for(lambda: metrics.exists() and registered in metrics.read_text(), 10, "the file")
+        text = metrics.read_text()
+        assert f'pos_agent_reversals_queued{{tid="{TID}",mid="898100012340001"}} 0' in text
+        assert not list(tmp_path.glob(".pos-agent.prom.*"))  # written by rename
+    finally:
+        assert agent.stop() == 0
+
+
+def test_agent_fleet_summarises_the_retained_states(tmp_path, simulators, broker) -> None:
+    import paho.mqtt.client as mqtt
+
+    _, _, config = simulators
+    agent = start(tmp_path, with_telemetry(config, broker))
+    try:
+        others = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="others")
+        others.connect("127.0.0.1", broker.port)
+        others.loop_start()
+        for tid, state, cause, since in (
+            ("20000001", "unregistered", "terminal not registered (97) after sign-in",
+             "2026-11-30T08:00:00+00:00"),
+            ("20000002", "unregistered", "card module tampered", "2026-11-29T08:00:00+00:00"),
+            ("20000003", "offline", "connection lost", "2026-11-30T09:00:00+00:00"),
+        ):  # fmt: skip
+            message = {"tid": tid, "mid": "898100012340002", "serial": f"S{tid}", "state": state,
+                       "cause": cause, "since": since, "last_97": None, "reversals_queued": 0,
+                       "reversals_stuck": 0, "version": __version__, "at": since}  # fmt: skip
+            others.publish(f"pos/{tid}/state", json.dumps(message), 1, True).wait_for_publish(5)
+        others.loop_stop()
+        others.disconnect()
+        result = subprocess.run(
+            [AGENT, "fleet", "--broker", broker.url, "--json", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["terminals"] == 4
+        assert summary["by_state"] == {"registered": 1, "unregistered": 2, "offline": 1}
+        need = summary["need_a_person"]
+        assert [t["tid"] for t in need] == ["20000002", "20000001"]  # the longest first
+        assert need[0]["why"] == "card module tampered"
+        text = subprocess.run(
+            [AGENT, "fleet", "--broker", broker.url, "--config", str(config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        ).stdout  # fmt: skip
+        assert "20000002" in text and "unregistered" in text
+    finally:
+        assert agent.stop() == 0
