@@ -59,11 +59,13 @@ _spec.loader.exec_module(venv_deb)
 
 PLACEHOLDER_MAINTAINER = "pos-agent developers <pos-agent@users.noreply.github.com>"
 PACKAGES = ("python-iso8583", "pos-agent")  # in build order: pos-agent depends on the first
-# Besides buildtools.SOURCES: the unit, sysusers.d and tmpfiles.d files, the configuration, and
-# the manual page's code (packaging/debian/build.py, which imports buildtools.py).
+# Besides buildtools.SOURCES: the unit, sysusers.d and tmpfiles.d files, the configuration, the
+# over-the-air health gate, and the manual page's code (packaging/debian/build.py, which imports
+# buildtools.py).
 EXTRA_SOURCES = (
     "packaging/systemd",
     "packaging/config",
+    "packaging/ota",
     "packaging/buildtools.py",
     "packaging/debian/build.py",
 )

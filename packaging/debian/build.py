@@ -16,8 +16,10 @@ What the package holds:
     /usr/lib/tmpfiles.d/pos-agent.conf  its state directory
     /etc/pos-agent/agent.toml           the default configuration (a conffile)
     /etc/pos-agent/hooks.d/             README and one folder per hook event
+    /usr/lib/pos-agent/ota/health-gate  the over-the-air health gate (agent selftest --json)
     /usr/share/doc/pos-agent/           README.md, copyright (with the bundled licences), changelog,
-                                        hooks/ (the hooks' reference and an example for each event)
+                                        hooks/ (the hooks' reference and an example for each event),
+                                        ota/ (Mender, RAUC and SWUpdate scripts around the gate)
 
 The virtual environment is made by the target's interpreter (``--python``, Debian's
 /usr/bin/python3) directly at its final path inside the staging tree; pip then installs the
@@ -370,6 +372,10 @@ def install_files(
     (doc / "hooks").mkdir()
     shutil.copyfile(ROOT / "firmware_hooks/README.md", doc / "hooks/README.md")
     shutil.copytree(ROOT / "firmware_hooks/examples", doc / "hooks/examples")
+    gate = stage / PREFIX.lstrip("/") / "ota/health-gate"
+    gate.parent.mkdir(parents=True)
+    shutil.copyfile(PACKAGING / "ota/health-gate", gate)
+    shutil.copytree(PACKAGING / "ota", doc / "ota", ignore=shutil.ignore_patterns("health-gate"))
     (doc / "copyright").write_text(copyright_text(venv), encoding="utf-8")
     gzip_file(changelog(version, epoch), doc / "changelog.gz")
     overrides = HERE / "lintian-overrides"
@@ -399,6 +405,7 @@ def normalise_modes(stage: Path) -> None:
         )
         path.chmod(0o755 if script else 0o644)
     (stage / "usr/bin/agent").chmod(0o755)
+    (stage / PREFIX.lstrip("/") / "ota/health-gate").chmod(0o755)
 
 
 def installed_size_kib(stage: Path) -> int:

@@ -172,6 +172,8 @@ def test_package_contents(deb: Path) -> None:
         "etc/pos-agent/hooks.d/README",
         "usr/share/man/man1/agent.1.gz",
         "usr/share/doc/pos-agent/copyright",
+        "usr/lib/pos-agent/ota/health-gate",
+        "usr/share/doc/pos-agent/ota/mender/ArtifactCommit_Enter_50_pos-agent",
         f"{VENV}/pyvenv.cfg",
     ):
         assert path in entries, path

@@ -269,6 +269,8 @@ def test_pos_agent_contents(built: dict[str, Path]) -> None:
         *(f"etc/pos-agent/hooks.d/{event}" for event in hook_events()),
         "usr/share/man/man1/agent.1.gz",
         "usr/share/doc/pos-agent/copyright",
+        "usr/lib/pos-agent/ota/health-gate",
+        "usr/share/doc/pos-agent/ota/rauc/mark-good",
         f"{DIST_PACKAGES}/agent/__init__.py",
         f"{DIST_PACKAGES}/drivers/__init__.py",
         f"{DIST_PACKAGES}/firmware_hooks/runner.py",
