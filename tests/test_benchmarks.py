@@ -77,3 +77,10 @@ def test_the_runner_lists_every_benchmark() -> None:
     scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - {"run", "report"}
     assert {name for name, *_ in run.BENCHMARKS} == scripts
     assert set(run.machine()) >= {"python", "cpu", "cpus_usable", "memory_gib"}
+
+
+def test_fleet_benchmark_prints_json() -> None:
+    data = run_quick("fleet.py")
+    assert data["messages_acknowledged"] == data["terminals"] * 4  # a state and three events
+    assert data["terminals_seen"] == data["terminals"]
+    assert data["agent_with_telemetry"]["purchase_p50_ms"] > 0
