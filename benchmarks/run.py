@@ -29,6 +29,7 @@ BENCHMARKS = [
     ("recovery", [], ["--quick"]),
     ("footprint", [], ["--quick"]),
     ("soak", ["--seconds", "60"], ["--seconds", "10"]),
+    ("fleet", [], ["--quick"]),
 ]
 
 
@@ -88,6 +89,10 @@ HEADLINES = [
     ("footprint", "idle wake-ups per s", lambda f: f["idle_wakeups_per_s"]),
     ("soak", "transactions / lost / duplicated",
      lambda f: f"{f['transactions']} / {f['lost']} / {f['duplicated']}"),
+    ("fleet", "messages per s at the broker / agent fleet s",
+     lambda f: f"{f['messages_per_s']} / {f['agent_fleet_s']}"),
+    ("fleet", "telemetry's RSS MB / purchase p50 ratio",
+     lambda f: f"{f['telemetry_rss_mb']} / {f['telemetry_p50_ratio']}"),
 ]  # fmt: skip
 
 
