@@ -30,10 +30,19 @@ from tests.packaging.common import (
     require,
     run,
 )
+from tests.packaging.debian import (
+    ACCOUNT_FILES,
+    WANTS,
+    account,
+    dependency_names,
+    dpkg,
+    field,
+    make_root,
+    unexpected_warnings,
+    unit_path,
+)
 
 VENV = "usr/lib/pos-agent/venv"
-WANTS = "etc/systemd/system/multi-user.target.wants/pos-agent.service"
-ACCOUNT_FILES = {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"}
 
 
 def build_deb(out: Path) -> Path:
@@ -51,56 +60,6 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_deb(tmp_path_factory.mktemp("deb"))
 
 
-def unit_path() -> str:
-    """Where this distribution's systemd wants units (/lib/systemd/system on Debian 12)."""
-    folder = run("pkg-config", "--variable=systemdsystemunitdir", "systemd").stdout.strip()
-    return f"{folder.lstrip('/')}/pos-agent.service"
-
-
-def field(deb: Path, name: str) -> str:
-    return run("dpkg-deb", "--field", deb, name).stdout.strip()
-
-
-def dependency_names(deb: Path) -> list[str]:
-    return sorted(
-        {re.split(r"[\s(:]", alt.strip())[0] for alt in re.split(r"[,|]", field(deb, "Depends"))}
-    )
-
-
-def make_root(root: Path, deb: Path) -> Path:
-    admin = root / "var/lib/dpkg"
-    for folder in ("info", "updates", "triggers"):
-        (admin / folder).mkdir(parents=True)
-    (admin / "available").touch()
-    stanzas = []
-    for name in dependency_names(deb):
-        stanzas.append(run("dpkg-query", "--status", name).stdout.strip() + "\n\n")
-        package = run("dpkg-query", "--show", "--showformat=${binary:Package}", name).stdout
-        (admin / "info" / f"{package.strip()}.list").touch()
-    (admin / "status").write_text("".join(stanzas), encoding="utf-8")
-    (root / "usr/bin").mkdir(parents=True)
-    (root / "usr/bin/python3").symlink_to("/usr/bin/python3")
-    return root
-
-
-def dpkg(root: Path, *args: str | Path, check: bool = True):
-    require("deb-systemd-helper", "init-system-helpers")
-    require("useradd", "passwd")
-    env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
-    return run(
-        "dpkg", f"--root={root}", "--force-script-chrootless", "--force-not-root",
-        "--log=/dev/null", *args, env=env, check=check,
-    )  # fmt: skip
-
-
-def account(root: Path | None, name: str, kind: str = "passwd") -> str | None:
-    path = (root or Path("/")) / "etc" / kind
-    if not path.exists():
-        return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return next((line for line in lines if line.startswith(f"{name}:")), None)
-
-
 def host_state() -> tuple:
     """What a script ignoring DPKG_ROOT would change on this machine."""
     return (
@@ -110,17 +69,6 @@ def host_state() -> tuple:
         os.path.lexists("/var/lib/pos-agent"),
         os.path.lexists(f"/{VENV}"),
     )
-
-
-def unexpected_warnings(result) -> list[str]:
-    """dpkg's warnings, but for the folders the test made itself (/usr/bin for the python3 link,
-    /etc for the account files): those stay when the package goes."""
-    return [
-        line
-        for line in (result.stdout + result.stderr).splitlines()
-        if "warning" in line
-        and not re.search(r"directory '/(usr/bin|etc)' not empty so not removed$", line)
-    ]
 
 
 def agent_env(tmp_path: Path) -> dict[str, str]:
@@ -137,7 +85,7 @@ def agent_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     before = host_state()
-    root = make_root(tmp_path_factory.mktemp("installed") / "root", deb)
+    root = make_root(tmp_path_factory.mktemp("installed") / "root", [deb])
     result = dpkg(root, "--install", deb)
     assert unexpected_warnings(result) == []
     assert host_state() == before, "a maintainer script changed this machine, not the root"
@@ -266,7 +214,7 @@ def test_installed_agent_selftest_json(installed: Path, tmp_path: Path) -> None:
 
 def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path: Path) -> None:
     before = host_state()
-    root = make_root(tmp_path / "root", deb)
+    root = make_root(tmp_path / "root", [deb])
     dpkg(root, "--install", deb)
     state = root / "var/lib/pos-agent"  # what the service leaves: a journal, nothing queued
     Journal(state / "journal.sqlite3").close()
@@ -295,7 +243,7 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path
 
 def test_purge_keeps_a_journal_with_queued_reversals(deb: Path, tmp_path: Path) -> None:
     """Money a customer may be owed is not deleted with the package: purge says so instead."""
-    root = make_root(tmp_path / "root", deb)
+    root = make_root(tmp_path / "root", [deb])
     dpkg(root, "--install", deb)
     journal = Journal(root / "var/lib/pos-agent/journal.sqlite3")
     sent = journal.begin(

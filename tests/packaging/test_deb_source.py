@@ -29,14 +29,24 @@ import pytest
 
 from agent import __version__
 from tests.packaging.common import PACKAGING, ROOT, UNIT, require, run
+from tests.packaging.debian import (
+    ACCOUNT_FILES,
+    WANTS,
+    account,
+    contents,
+    dependency_names,
+    dpkg,
+    field,
+    make_root,
+    unexpected_warnings,
+    unit_path,
+)
 
 SOURCE = PACKAGING / "debian-source"
 ISO8583_DEBIAN = SOURCE / "python-iso8583" / "debian"
 # What a build chroot has on PATH; the venv's or pyenv's python3 would build for itself.
 BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DIST_PACKAGES = "usr/lib/python3/dist-packages"
-WANTS = "etc/systemd/system/multi-user.target.wants/pos-agent.service"
-ACCOUNT_FILES = {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"}
 RUNTIME_DEPENDENCIES = (
     "python3-serial",
     "python3-tenacity",
@@ -155,26 +165,6 @@ def built(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return result
 
 
-def field(deb: Path, name: str) -> str:
-    return run("dpkg-deb", "--field", deb, name).stdout.strip()
-
-
-def dependency_names(deb: Path) -> set[str]:
-    return {re.split(r"[\s(:]", alt.strip())[0] for alt in re.split(r"[,|]", field(deb, "Depends"))}
-
-
-def contents(deb: Path) -> dict[str, str]:
-    listing = run("dpkg-deb", "--contents", deb).stdout.splitlines()
-    return {line.split()[5].removeprefix("./").rstrip("/"): line for line in listing}
-
-
-def unit_path() -> str:
-    """Where this distribution's systemd wants units (/lib/systemd/system on Debian 12)."""
-    require("pkg-config", "pkg-config")
-    folder = run("pkg-config", "--variable=systemdsystemunitdir", "systemd").stdout.strip()
-    return f"{folder.lstrip('/')}/pos-agent.service"
-
-
 def hook_events() -> tuple[str, ...]:
     from firmware_hooks.runner import EVENTS
 
@@ -245,7 +235,7 @@ def test_pos_agent_fields(built: dict[str, Path]) -> None:
     deb = built["pos-agent"]
     assert deb.name == f"pos-agent_{__version__}_all.deb"
     assert field(deb, "Architecture") == "all"
-    names = dependency_names(deb)
+    names = set(dependency_names(deb))
     # useradd/userdel of the maintainer scripts, /bin/kill of the unit's ExecReload
     assert {"python3", "python3-iso8583", *RUNTIME_DEPENDENCIES, "passwd", "procps"} <= names
     assert not [name for name in names if "cryptography" in name]  # the extra "sim" only
@@ -305,28 +295,6 @@ def test_lintian_finds_no_errors(sources: dict[str, Path], built: dict[str, Path
 # ------------------------------------------------------------------------------------ installed
 
 
-def make_root(root: Path, debs: list[Path]) -> Path:
-    """A dpkg database listing this machine's packages the .debs depend on (the scripts run
-    here, so that is what the dependencies resolve to), and the root's python3: Debian's."""
-    admin = root / "var/lib/dpkg"
-    for folder in ("info", "updates", "triggers"):
-        (admin / folder).mkdir(parents=True)
-    (admin / "available").touch()
-    ours = {field(deb, "Package") for deb in debs}
-    stanzas = []
-    for name in sorted(set().union(*(dependency_names(deb) for deb in debs)) - ours):
-        status = run("dpkg-query", "--status", name, check=False)
-        if status.returncode != 0:
-            pytest.fail(f"{name} is not installed: apt-get install {name} (.ci/run does)")
-        stanzas.append(status.stdout.strip() + "\n\n")
-        package = run("dpkg-query", "--show", "--showformat=${binary:Package}", name).stdout
-        (admin / "info" / f"{package.strip()}.list").touch()
-    (admin / "status").write_text("".join(stanzas), encoding="utf-8")
-    (root / "usr/bin").mkdir(parents=True)
-    (root / "usr/bin/python3").symlink_to("/usr/bin/python3")
-    return root
-
-
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("stand-ins")
@@ -336,22 +304,9 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def dpkg(root: Path, stand_ins: Path, *args: str | Path, check: bool = True):
-    require("deb-systemd-helper", "init-system-helpers")
-    require("useradd", "passwd")
-    env = {**os.environ, "PATH": f"{stand_ins}:{BUILD_PATH}"}
-    return run(
-        "dpkg", f"--root={root}", "--force-script-chrootless", "--force-not-root",
-        "--log=/dev/null", *args, env=env, check=check,
-    )  # fmt: skip
-
-
-def account(root: Path | None, name: str, kind: str = "passwd") -> str | None:
-    path = (root or Path("/")) / "etc" / kind
-    if not path.exists():
-        return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return next((line for line in lines if line.startswith(f"{name}:")), None)
+def dpkg_with(root: Path, stand_ins: Path, *args: str | Path, check: bool = True):
+    """dpkg with the py3compile/py3clean stand-ins first on the scripts' PATH."""
+    return dpkg(root, *args, path=f"{stand_ins}:{BUILD_PATH}", check=check)
 
 
 def host_state() -> tuple:
@@ -366,22 +321,11 @@ def host_state() -> tuple:
     )
 
 
-def unexpected_warnings(result) -> list[str]:
-    """dpkg's warnings, but for the folders the test made itself (/usr/bin for the python3 link,
-    /etc for the account files): those stay when the packages go."""
-    return [
-        line
-        for line in (result.stdout + result.stderr).splitlines()
-        if "warning" in line
-        and not re.search(r"directory '/(usr/bin|etc)' not empty so not removed$", line)
-    ]
-
-
 def install(root: Path, built: dict[str, Path], stand_ins: Path) -> Path:
     debs = [built["python3-iso8583"], built["pos-agent"]]
     before = host_state()
     make_root(root, debs)
-    result = dpkg(root, stand_ins, "--install", *debs)
+    result = dpkg_with(root, stand_ins, "--install", *debs)
     assert unexpected_warnings(result) == []
     assert host_state() == before, "a maintainer script changed this machine, not the root"
     return root
@@ -445,14 +389,14 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(
 ) -> None:
     before = host_state()
     root = install(tmp_path / "root", built, stand_ins)
-    result = dpkg(root, stand_ins, "--remove", "pos-agent", "python3-iso8583")
+    result = dpkg_with(root, stand_ins, "--remove", "pos-agent", "python3-iso8583")
     assert unexpected_warnings(result) == []  # py3clean took the bytecode postinst made
     assert not (root / DIST_PACKAGES).exists()
     assert (root / "etc/pos-agent/agent.toml").exists()
     assert account(root, "pos-agent") is not None
 
     # python3-iso8583 has no conffiles: nothing of it is left to purge
-    result = dpkg(root, stand_ins, "--purge", "pos-agent")
+    result = dpkg_with(root, stand_ins, "--purge", "pos-agent")
     assert unexpected_warnings(result) == []
     assert account(root, "pos-agent") is None
     assert account(root, "pos-agent", "group") is None

@@ -1,0 +1,91 @@
+"""What the two Debian package tests share: reading a .deb, and a throw-away root to install it
+into with `dpkg --root=ROOT --force-script-chrootless` (the way mmdebstrap builds images without
+chroot: the maintainer scripts run on this machine with DPKG_ROOT=ROOT, which they honour)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.packaging.common import require, run
+
+WANTS = "etc/systemd/system/multi-user.target.wants/pos-agent.service"
+ACCOUNT_FILES = {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"}
+
+
+def field(deb: Path, name: str) -> str:
+    return run("dpkg-deb", "--field", deb, name).stdout.strip()
+
+
+def dependency_names(deb: Path) -> list[str]:
+    return sorted(
+        {re.split(r"[\s(:]", alt.strip())[0] for alt in re.split(r"[,|]", field(deb, "Depends"))}
+    )
+
+
+def contents(deb: Path) -> dict[str, str]:
+    """{path: its line of dpkg-deb --contents}."""
+    listing = run("dpkg-deb", "--contents", deb).stdout.splitlines()
+    return {line.split()[5].removeprefix("./").rstrip("/"): line for line in listing}
+
+
+def unit_path() -> str:
+    """Where this distribution's systemd wants units (/lib/systemd/system on Debian 12)."""
+    require("pkg-config", "pkg-config")
+    folder = run("pkg-config", "--variable=systemdsystemunitdir", "systemd").stdout.strip()
+    return f"{folder.lstrip('/')}/pos-agent.service"
+
+
+def make_root(root: Path, debs: list[Path]) -> Path:
+    """A dpkg database listing this machine's packages the .debs depend on (the scripts run
+    here, so that is what the dependencies resolve to), and the root's python3: Debian's."""
+    admin = root / "var/lib/dpkg"
+    for folder in ("info", "updates", "triggers"):
+        (admin / folder).mkdir(parents=True)
+    (admin / "available").touch()
+    ours = {field(deb, "Package") for deb in debs}
+    stanzas = []
+    for name in sorted({name for deb in debs for name in dependency_names(deb)} - ours):
+        status = run("dpkg-query", "--status", name, check=False)
+        if status.returncode != 0:
+            pytest.fail(f"{name} is not installed: apt-get install {name} (.ci/run does)")
+        stanzas.append(status.stdout.strip() + "\n\n")
+        package = run("dpkg-query", "--show", "--showformat=${binary:Package}", name).stdout
+        (admin / "info" / f"{package.strip()}.list").touch()
+    (admin / "status").write_text("".join(stanzas), encoding="utf-8")
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/python3").symlink_to("/usr/bin/python3")
+    return root
+
+
+def dpkg(root: Path, *args: str | Path, path: str | None = None, check: bool = True):
+    """dpkg on ``root``; ``path``: the scripts' PATH (default this one, with the sbin folders)."""
+    require("deb-systemd-helper", "init-system-helpers")
+    require("useradd", "passwd")
+    search = path or os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    return run(
+        "dpkg", f"--root={root}", "--force-script-chrootless", "--force-not-root",
+        "--log=/dev/null", *args, env={**os.environ, "PATH": search}, check=check,
+    )  # fmt: skip
+
+
+def account(root: Path | None, name: str, kind: str = "passwd") -> str | None:
+    path = (root or Path("/")) / "etc" / kind
+    if not path.exists():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return next((line for line in lines if line.startswith(f"{name}:")), None)
+
+
+def unexpected_warnings(result) -> list[str]:
+    """dpkg's warnings, but for the folders the test made itself (/usr/bin for the python3 link,
+    /etc for the account files): those stay when the packages go."""
+    return [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "warning" in line
+        and not re.search(r"directory '/(usr/bin|etc)' not empty so not removed$", line)
+    ]
