@@ -11,8 +11,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.wire.message import Message, decode_message, encode_message
+
+if TYPE_CHECKING:
+    from tests.tls_certs import ServerFiles
 
 AGENT = str(Path(sys.executable).with_name("agent"))
 
@@ -182,21 +186,27 @@ class MosquittoProcess:
     """A real Mosquitto broker on a free loopback port, with persistence in ``workdir`` so that
     retained messages and a subscriber's session survive :meth:`stop` and :meth:`start`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: ServerFiles | None = None) -> None:
+        """``tls``: an mqtts listener with these files, a client certificate required."""
         if not os.access(MOSQUITTO, os.X_OK):
             raise RuntimeError(f"{MOSQUITTO} missing: apt-get install mosquitto (.ci/run does)")
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts://localhost' if tls else 'mqtt://127.0.0.1'}:{self.port}"
         store = workdir / "mosquitto"
         store.mkdir()
-        os.chmod(store, 0o777)  # mosquitto started by root runs as its own user
         self.config = store / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {store}/\nlog_dest file {store}/mosquitto.log\n"
-        )
+        lines = [
+            f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+            f"persistence_location {store}/", f"log_dest file {store}/mosquitto.log",
+        ]  # fmt: skip
+        if os.geteuid() == 0:  # else, started by root, it becomes user mosquitto: no way into
+            lines.append("user root")  # the test's private temporary folders
+        if tls is not None:
+            lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}",
+                      "require_certificate true"]  # fmt: skip
+        self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 

@@ -204,3 +204,26 @@ def test_agent_fleet_summarises_the_retained_states(tmp_path, simulators, broker
         assert "20000002" in text and "unregistered" in text
     finally:
         assert agent.stop() == 0
+
+
+def test_mqtts_with_the_brokers_ca_and_a_client_certificate(tmp_path, simulators) -> None:
+    """TLS as a fleet runs it: the broker's certificate checked against the configured CA (and
+    its name), the terminal known by its client certificate (the broker requires one)."""
+    from tests.tls_certs import make_server
+
+    files = make_server(tmp_path / "pki", "localhost", client="10000001.terminals.test")
+    broker = MosquittoProcess(tmp_path, tls=files)
+    try:
+        _, _, config = simulators
+        with_telemetry(config, broker, ca_file=str(files.ca), cert_file=str(files.client_cert),
+                       key_file=str(files.client_key))  # fmt: skip
+        agent = start(tmp_path, config)
+        try:
+            wait_for(lambda: "telemetry: connected to mqtts://localhost"
+                     in (tmp_path / "agent.log").read_text(), 15, "the TLS connection")  # fmt: skip
+        finally:
+            assert agent.stop() == 0
+        log = (broker.config.parent / "mosquitto.log").read_text()
+        assert "New client connected" in log and "pos-agent-SIM" in log
+    finally:
+        broker.stop()
