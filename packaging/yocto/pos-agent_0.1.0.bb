@@ -4,55 +4,70 @@ CUP-style POS terminals: self-check, re-provisioning, sign-in, bounded retry, a 
 every transaction, firmware hooks. Runs as the systemd service pos-agent.service."
 SECTION = "console/network"
 LICENSE = "Apache-2.0"
-# The project states its licence in pyproject.toml (it has no LICENSE file yet).
-LIC_FILES_CHKSUM = "file://pyproject.toml;beginline=11;endline=11;md5=2507bd5f0713f05419cd2f22fa06fe62"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 # Where the source comes from: the project's git repository. By default the checkout this layer
-# lives in (conf/layer.conf); point POS_AGENT_GIT at your mirror in local.conf or a .bbappend,
-# and pin SRCREV to the release's commit for a reproducible image.
+# lives in (conf/layer.conf); point POS_AGENT_GIT at your mirror in local.conf or a .bbappend.
 POS_AGENT_GIT ??= "git://${POS_AGENT_CHECKOUT};protocol=file;branch=main"
-SRC_URI = "${POS_AGENT_GIT};destsuffix=git"
-SRCREV ??= "${AUTOREV}"
-S = "${UNPACKDIR}/git"
+# destsuffix=${BP}: the source lands where every release's default S points (scarthgap:
+# ${WORKDIR}/${BP}, walnascar moves it there from UNPACKDIR, whinlatter and later:
+# ${UNPACKDIR}/${BP}), so the recipe sets no S (whinlatter refuses S = "${UNPACKDIR}/git").
+SRC_URI = "${POS_AGENT_GIT};destsuffix=${BP}"
+# The release's commit: PV (this file's name) is agent.__version__ of that commit. A release
+# bumps both together: rename this file to pos-agent_<new version>.bb and set SRCREV to
+# `git rev-parse <release commit>` (tests/packaging checks that SRCREV is a commit of the
+# repository whose agent.__version__ is PV and which has every file do_install takes).
+SRCREV = "374a3751f493d3dbf223d35e655ccbc3e68882ba"
 
+# pyproject.toml's [build-system] needs setuptools>=61: scarthgap, the oldest release in
+# LAYERSERIES_COMPAT, has 69.1.1.
 inherit python_setuptools_build_meta systemd useradd
 
 # From pyproject.toml [project].dependencies, with their lower bounds (tests/packaging keeps the
-# two lists equal). oe-core and meta-python have all but pyiso8583, whose recipe is beside this
-# one. cryptography 43 brought hazmat.decrepit (TripleDES); Yocto 5.0 (scarthgap) has 42.
+# two lists equal). All pure Python. meta-python has pyserial, platformdirs, ntplib and paho-mqtt;
+# pyiso8583 (in no release) and tenacity (before wrynose) come from this layer.
 POS_AGENT_PYTHON_DEPS = " \
     python3-pyiso8583 (>= 4.0) \
     python3-pyserial (>= 3.5) \
     python3-tenacity (>= 8.2) \
-    python3-platformdirs (>= 4) \
-    python3-cryptography (>= 43) \
-    python3-ntplib (>= 0.4) \
-    python3-sdnotify (>= 0.3) \
+    python3-platformdirs (>= 2.6) \
+    python3-ntplib (>= 0.3.3) \
+    python3-paho-mqtt (>= 1.6) \
 "
 # The standard library's parts the agent imports (oe-core splits python3 along
-# meta/recipes-devtools/python/python3/python3-manifest.json).
+# meta/recipes-devtools/python/python3/python3-manifest.json; tests/packaging maps the agent's
+# imports onto it): hashlib is in crypt, random in math, resource (the descriptor limit) in
+# resource, ctypes (adjtimex for the clock check) in ctypes; the GB2312/GB18030 text of the wire
+# profile needs codecs (_multibytecodec) and misc (_codecs_cn, in no package of the manifest).
 POS_AGENT_STDLIB = " \
     python3-asyncio \
+    python3-codecs \
     python3-core \
     python3-crypt \
+    python3-ctypes \
     python3-datetime \
     python3-email \
     python3-io \
     python3-json \
     python3-logging \
+    python3-math \
+    python3-misc \
     python3-netclient \
+    python3-resource \
     python3-sqlite3 \
     python3-threading \
     python3-tomllib \
 "
 RDEPENDS:${PN} += "${POS_AGENT_PYTHON_DEPS} ${POS_AGENT_STDLIB}"
 
-# The service's user (User= and Group= of the unit); the serial port comes from
-# SupplementaryGroups=dialout there.
+# The service's user (User= and Group= of the unit), created when the image is built so that a
+# read-only rootfs has it too; the same as packaging/systemd/pos-agent.sysusers, installed
+# below, which the image's systemd_sysusers_check compares it with (home and shell included).
+# The serial port comes from SupplementaryGroups=dialout in the unit.
 USERADD_PACKAGES = "${PN}"
 GROUPADD_PARAM:${PN} = "--system pos-agent"
 USERADD_PARAM:${PN} = "--system --gid pos-agent --no-create-home --home-dir /nonexistent \
-    --shell /sbin/nologin pos-agent"
+    --shell /usr/sbin/nologin pos-agent"
 
 SYSTEMD_SERVICE:${PN} = "pos-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
@@ -63,6 +78,10 @@ POS_AGENT_HOOK_EVENTS = "provision sync-clock signed-in on-97 on-unregistered di
 do_install:append() {
     install -D -m 0644 ${S}/packaging/systemd/pos-agent.service \
         ${D}${systemd_system_unitdir}/pos-agent.service
+    install -D -m 0644 ${S}/packaging/systemd/pos-agent.sysusers \
+        ${D}${nonarch_libdir}/sysusers.d/pos-agent.conf
+    install -D -m 0644 ${S}/packaging/systemd/pos-agent.tmpfiles \
+        ${D}${nonarch_libdir}/tmpfiles.d/pos-agent.conf
     install -D -m 0644 ${S}/packaging/config/agent.toml ${D}${sysconfdir}/pos-agent/agent.toml
     install -D -m 0644 ${S}/packaging/config/hooks.d/README \
         ${D}${sysconfdir}/pos-agent/hooks.d/README
@@ -79,6 +98,8 @@ do_install:append() {
 
 FILES:${PN} += " \
     ${systemd_system_unitdir}/pos-agent.service \
+    ${nonarch_libdir}/sysusers.d/pos-agent.conf \
+    ${nonarch_libdir}/tmpfiles.d/pos-agent.conf \
     ${sysconfdir}/pos-agent \
 "
 CONFFILES:${PN} += " \

@@ -14,12 +14,15 @@ POS_AGENT_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude .pytest_cache --exclude .ruff_cache --exclude .hypothesis
 POS_AGENT_SETUP_TYPE = setuptools
 POS_AGENT_LICENSE = Apache-2.0
-# The project states its licence in pyproject.toml; it has no LICENSE file yet.
+POS_AGENT_LICENSE_FILES = LICENSE
 
-# The service's user (User= and Group= of the unit); the serial port comes from
-# SupplementaryGroups=dialout there.
+# The service's user (User= and Group= of the unit), in the image's /etc/passwd at build time so
+# that a read-only rootfs has it, and systemd-tmpfiles at build time (BR2_INIT_SYSTEMD_POPULATE_TMPFILES)
+# can give it /var/lib/pos-agent. The same system user as packaging/systemd/pos-agent.sysusers
+# (installed below), but home "-": makeusers would create a /nonexistent. The serial port comes
+# from SupplementaryGroups=dialout in the unit.
 define POS_AGENT_USERS
-	pos-agent -1 pos-agent -1 * - - - pos-agent daemon
+	pos-agent -1 pos-agent -1 * - /usr/sbin/nologin - pos-agent daemon
 endef
 
 # Hook events of DESIGN.md section 9: one folder each under /etc/pos-agent/hooks.d.
@@ -38,6 +41,10 @@ POS_AGENT_POST_INSTALL_TARGET_HOOKS += POS_AGENT_INSTALL_CONFIG
 define POS_AGENT_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(@D)/packaging/systemd/pos-agent.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/pos-agent.service
+	$(INSTALL) -D -m 0644 $(@D)/packaging/systemd/pos-agent.sysusers \
+		$(TARGET_DIR)/usr/lib/sysusers.d/pos-agent.conf
+	$(INSTALL) -D -m 0644 $(@D)/packaging/systemd/pos-agent.tmpfiles \
+		$(TARGET_DIR)/usr/lib/tmpfiles.d/pos-agent.conf
 endef
 
 $(eval $(python-package))
