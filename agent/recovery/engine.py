@@ -153,7 +153,10 @@ class Recovery:
         else:
             self.state = State.REGISTERED
             self._event(
-                "recovered", code=final.text(39), seconds=round(time.monotonic() - started, 3)
+                "recovered",
+                code=final.text(39),
+                seconds=round(time.monotonic() - started, 3),
+                remedies=plan,
             )
         return final
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.wire import codes
-
 KINDS = ("97", "recovered", "unregistered", "reversal-stuck", "selftest-failed",
          "parameters-downloaded")  # fmt: skip
 
@@ -19,8 +17,8 @@ def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | N
     hear of it."""
     if kind == "recovery.refused" and detail.get("code") == "97":
         return "97", {"code": "97", "text": detail.get("text", "")}
-    if kind == "recovery.retried" and codes.approved(str(detail.get("code", ""))):
-        return "recovered", {"after": detail.get("after"), "code": detail.get("code")}
+    if kind == "recovery.recovered":  # the timeline's summary: what it took, how long
+        return "recovered", {key: detail.get(key) for key in ("code", "seconds", "remedies")}
     if kind == "recovery.registered-again":
         return "recovered", {"why": detail.get("why", "")}
     if kind == "recovery.unregistered":

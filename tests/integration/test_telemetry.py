@@ -86,6 +86,7 @@ def test_a_97_and_the_recovery_reach_the_fleet_in_order(tmp_path, simulators, br
         refused, recovered = fleet.of("/event")
         assert refused["detail"]["code"] == "97" and refused["id"] < recovered["id"]
         assert recovered["detail"]["code"] == "00"
+        assert recovered["detail"]["remedies"] and recovered["detail"]["seconds"] >= 0
         wait_for(lambda: last_state(fleet).get("last_97") is not None, 5, "last_97")
         assert last_state(fleet)["state"] == "registered"
         assert "6217" not in json.dumps(fleet.messages)  # no card number, however masked

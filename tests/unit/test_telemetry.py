@@ -11,8 +11,9 @@ from agent.telemetry.state import state_message
 def test_the_fleet_hears_of_97s_recoveries_and_what_needs_a_person() -> None:
     assert events.forward("recovery.refused", {"code": "97", "text": "x"})[0] == "97"
     assert events.forward("recovery.refused", {"code": "A0", "text": "MAC"}) is None
-    assert events.forward("recovery.retried", {"after": "sign-in", "code": "00"})[0] == "recovered"
-    assert events.forward("recovery.retried", {"after": "sign-in", "code": "97"}) is None
+    recovered = {"code": "00", "seconds": 0.2, "remedies": ["sign-in"]}
+    assert events.forward("recovery.recovered", recovered) == ("recovered", recovered)
+    assert events.forward("recovery.retried", {"after": "sign-in", "code": "00"}) is None
     assert events.forward("recovery.unregistered", {"message_en": "TID wrong"}) == (
         "unregistered", {"cause": "TID wrong", "cause_zh": ""})  # fmt: skip
     assert events.forward("light-check", {"check": "keys", "result": "fail: gone"})[0] == (
