@@ -12,6 +12,7 @@ how the host finds it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -27,6 +28,8 @@ from agent.wire.mask import masked_fields
 from agent.wire.message import Message
 
 # Fields of a financial request kept to build its reversal: none of them is cardholder data.
+log = logging.getLogger(__name__)
+
 REVERSAL_FIELDS = (3, 4, 11, 22, 25, 41, 42, 49, 60)
 MAX_STAN = 999_999
 WAL_PAGES = 100
@@ -743,7 +746,12 @@ class Journal:
             "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
             (at, kind, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
         )
-        forwarded = self._forward(kind, detail) if self._forward is not None else None
+        forwarded = None
+        if self._forward is not None:
+            try:
+                forwarded = self._forward(kind, detail)
+            except Exception:  # telemetry must never cost the journal an event
+                log.exception("telemetry: event %s not forwarded", kind)
         if forwarded is not None:
             db.execute(
                 "INSERT INTO outbox (at, kind, detail) VALUES (?, ?, ?)",

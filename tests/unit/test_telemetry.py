@@ -72,3 +72,15 @@ def test_the_fleet_summary_puts_the_longest_waiting_first() -> None:
     assert [t["tid"] for t in summary["need_a_person"]] == ["3", "4", "2"]
     assert summary["need_a_person"][1]["why"] == "2 reversal(s) stuck"
     assert "need a person: 3" in fleet.render(summary)
+
+
+def test_a_broken_forward_costs_the_journal_nothing(tmp_path, caplog) -> None:
+    def broken(kind: str, detail: dict) -> tuple[str, dict]:
+        raise KeyError("a bug in the mapping")
+
+    journal = Journal(tmp_path / "j.sqlite3", forward=broken)
+    journal.event("recovery.refused", code="97", text="x")
+    assert [e["kind"] for e in journal.events()] == ["recovery.refused"]
+    assert journal.outbox() == []
+    assert "telemetry: event recovery.refused not forwarded" in caplog.text
+    journal.close()
