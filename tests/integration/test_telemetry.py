@@ -5,8 +5,11 @@ The broker is stopped and started again mid-test to prove store-and-forward; no 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -228,3 +231,46 @@ def test_mqtts_with_the_brokers_ca_and_a_client_certificate(tmp_path, simulators
         assert "New client connected" in log and "pos-agent-SIM" in log
     finally:
         broker.stop()
+
+
+def test_agent_fleet_watch_redraws_in_place_on_a_terminal(tmp_path, broker) -> None:
+    import pty
+    import select
+
+    import paho.mqtt.client as mqtt
+
+    def publish(tid: str) -> None:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t{tid}")
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        message = {"tid": tid, "state": "unregistered", "cause": "97",
+                   "since": "2026-11-30T08:00:00+00:00"}  # fmt: skip
+        client.publish(f"pos/{tid}/state", json.dumps(message), 1, True).wait_for_publish(5)
+        client.loop_stop()
+        client.disconnect()
+
+    def read_until(master: int, text: str, seconds: float = 20) -> str:
+        shown = ""
+        deadline = time.monotonic() + seconds
+        while text not in shown and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                shown += os.read(master, 4096).decode("utf-8", "replace")
+        assert text in shown, shown
+        return shown
+
+    publish("30000001")
+    master, slave = pty.openpty()
+    watch = subprocess.Popen([AGENT, "fleet", "--broker", broker.url, "--watch"],
+                             stdin=slave, stdout=slave, stderr=slave)  # fmt: skip
+    os.close(slave)
+    try:
+        read_until(master, "1 terminal(s)")
+        publish("30000002")
+        again = read_until(master, "2 terminal(s)")
+        assert "\x1b[H\x1b[J" in again  # drawn again in place, not scrolled
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=10) == 0
+    finally:
+        os.close(master)
+        if watch.poll() is None:
+            watch.kill()
