@@ -39,6 +39,27 @@ def unit_path() -> str:
     return f"{folder.lstrip('/')}/pos-agent.service"
 
 
+def common_paths() -> list[str]:
+    """What both Debian packages install: the command, the unit with its sysusers.d/tmpfiles.d
+    pair, the configuration with a folder per hook event, the manual, the OTA gate, the docs."""
+    from firmware_hooks.runner import EVENTS
+
+    return [
+        "usr/bin/agent",
+        unit_path(),
+        "usr/lib/sysusers.d/pos-agent.conf",
+        "usr/lib/tmpfiles.d/pos-agent.conf",
+        "etc/pos-agent/agent.toml",
+        "etc/pos-agent/hooks.d/README",
+        *(f"etc/pos-agent/hooks.d/{event}" for event in EVENTS),
+        "usr/share/man/man1/agent.1.gz",
+        "usr/share/doc/pos-agent/copyright",
+        "usr/lib/pos-agent/ota/health-gate",
+        "usr/share/doc/pos-agent/ota/mender/ArtifactCommit_Enter_50_pos-agent",
+        "usr/share/doc/pos-agent/ota/rauc/mark-good",
+    ]
+
+
 def make_root(root: Path, debs: list[Path]) -> Path:
     """A dpkg database listing this machine's packages the .debs depend on (the scripts run
     here, so that is what the dependencies resolve to), and the root's python3: Debian's."""

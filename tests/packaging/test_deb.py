@@ -34,6 +34,8 @@ from tests.packaging.debian import (
     ACCOUNT_FILES,
     WANTS,
     account,
+    common_paths,
+    contents,
     dependency_names,
     dpkg,
     field,
@@ -109,26 +111,13 @@ def test_package_fields(deb: Path) -> None:
 
 
 def test_package_contents(deb: Path) -> None:
-    listing = run("dpkg-deb", "--contents", deb).stdout.splitlines()
-    entries = {line.split()[5].removeprefix("./").rstrip("/"): line for line in listing}
-    for path in (
-        "usr/bin/agent",
-        unit_path(),
-        "usr/lib/sysusers.d/pos-agent.conf",
-        "usr/lib/tmpfiles.d/pos-agent.conf",
-        "etc/pos-agent/agent.toml",
-        "etc/pos-agent/hooks.d/README",
-        "usr/share/man/man1/agent.1.gz",
-        "usr/share/doc/pos-agent/copyright",
-        "usr/lib/pos-agent/ota/health-gate",
-        "usr/share/doc/pos-agent/ota/mender/ArtifactCommit_Enter_50_pos-agent",
-        f"{VENV}/pyvenv.cfg",
-    ):
+    entries = contents(deb)
+    listing = list(entries.values())
+    for path in (*common_paths(), f"{VENV}/pyvenv.cfg", "usr/share/doc/pos-agent/hooks/README.md"):
         assert path in entries, path
     for example in (ROOT / "firmware_hooks/examples").glob("*/*"):
         relative = example.relative_to(ROOT / "firmware_hooks")
         assert f"usr/share/doc/pos-agent/hooks/{relative}" in entries
-    assert "usr/share/doc/pos-agent/hooks/README.md" in entries
     assert all(" root/root " in line for line in listing)
     assert not [p for p in entries if p.endswith(".pyc") or "__pycache__" in p]
     assert not [p for p in entries if p.endswith(".so") or ".so." in p]  # nothing compiled

@@ -33,6 +33,7 @@ from tests.packaging.debian import (
     ACCOUNT_FILES,
     WANTS,
     account,
+    common_paths,
     contents,
     dependency_names,
     dpkg,
@@ -250,17 +251,7 @@ def test_pos_agent_fields(built: dict[str, Path]) -> None:
 def test_pos_agent_contents(built: dict[str, Path]) -> None:
     entries = contents(built["pos-agent"])
     for path in (
-        "usr/bin/agent",
-        unit_path(),
-        "usr/lib/sysusers.d/pos-agent.conf",
-        "usr/lib/tmpfiles.d/pos-agent.conf",
-        "etc/pos-agent/agent.toml",
-        "etc/pos-agent/hooks.d/README",
-        *(f"etc/pos-agent/hooks.d/{event}" for event in hook_events()),
-        "usr/share/man/man1/agent.1.gz",
-        "usr/share/doc/pos-agent/copyright",
-        "usr/lib/pos-agent/ota/health-gate",
-        "usr/share/doc/pos-agent/ota/rauc/mark-good",
+        *common_paths(),
         f"{DIST_PACKAGES}/agent/__init__.py",
         f"{DIST_PACKAGES}/drivers/__init__.py",
         f"{DIST_PACKAGES}/firmware_hooks/runner.py",
