@@ -46,9 +46,18 @@ def with_telemetry(config: Path, broker: MosquittoProcess, **extra: str) -> Path
 def start(tmp_path: Path, config: Path) -> AgentProcess:
     agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
     agent.wait_ready()
-    wait_for((tmp_path / "control.sock").exists, 10, "the control socket")
-    wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"],
-             15, "the sign-in")  # fmt: skip
+
+    def signed_in() -> bool:
+        try:  # a control socket left by an earlier agent refuses until this one binds it
+            return control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"]
+        except OSError:
+            return False
+
+    try:
+        wait_for(signed_in, 15, "the sign-in")
+    except BaseException:
+        agent.stop()  # not left running, with its log open, into the tests after this one
+        raise
     return agent
 
 
