@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from agent.config import Config
 from agent.journal import Journal
-from drivers.module import CardModule, ModuleInfo
+from drivers.module import CardModule, ModuleInfo, ModuleLinkError
 
 T = TypeVar("T")
 
@@ -95,11 +95,24 @@ class Context:
     now: Callable[[], float] = time.time
     host_clock: Callable[[], HostClockSample | None] = lambda: None
     _info: asyncio.Task[ModuleInfo] | None = None
+    _unreachable: ModuleLinkError | None = None
+    _one_at_a_time: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def module_call(self, function: Callable[..., T], *args: Any) -> T:
+        """Call the module in a worker thread, one call at a time (the serial line takes one
+        anyway). A context lives for one self-check run: once the module could not be reached,
+        the checks after hear so at once instead of each waiting out the driver's reopen
+        deadline (an unplugged module cost a run three of them)."""
         if self.module is None:
             raise RuntimeError("no card module")
-        return await asyncio.to_thread(function, *args)
+        async with self._one_at_a_time:
+            if self._unreachable is not None:
+                raise self._unreachable
+            try:
+                return await asyncio.to_thread(function, *args)
+            except ModuleLinkError as exc:
+                self._unreachable = exc
+                raise
 
     async def module_info(self) -> ModuleInfo:
         """INFO once per run, shared by the checks that need it."""

@@ -242,3 +242,26 @@ def test_session_check_findings(tmp_path) -> None:
             assert (await session(rig)).finding == "parameters-unreadable"
 
     run(scenario())
+
+
+def test_an_unplugged_module_is_tried_once_per_run(tmp_path) -> None:
+    """The first check that cannot reach the module pays the driver's reopen deadline; the
+    others are told at once (a technician's self-check with the module unplugged)."""
+    from agent.config import build
+    from drivers.serial_module import SerialCardModule
+
+    class Counting(SerialCardModule):
+        calls = 0
+
+        def _connected(self, deadline):  # every command starts here
+            Counting.calls += 1
+            return super()._connected(deadline)
+
+    config = build({"terminal": {"tid": "10000001", "mid": "898100012340001"}}, "test", env={})
+    module = Counting(str(tmp_path / "no-module"))
+    report = run(run_checks(Context(config=config, journal=None, module=module),
+                            ["clock", "keys", "module"]))  # fmt: skip
+    assert {c.id: c.status.value for c in report.checks} == {
+        "clock": "skip", "keys": "fail", "module": "fail"}  # fmt: skip
+    assert Counting.calls == 1
+    module.close()
