@@ -11,11 +11,14 @@ from agent.cli.render import print_json
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from agent.config import TelemetryConfig, parse_value
+    from agent.config import ConfigError, TelemetryConfig, parse_value
     from agent.telemetry import fleet
 
     settings = load_config(args).telemetry if args.config or not args.broker else TelemetryConfig()
-    broker = parse_value("telemetry", "broker", args.broker, "--broker") if args.broker else ""
+    try:
+        broker = parse_value("telemetry", "broker", args.broker, "--broker") if args.broker else ""
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     broker = broker or settings.broker
     if not broker:
         raise UsageError("no broker: give --broker mqtt[s]://HOST[:PORT] or set telemetry.broker")

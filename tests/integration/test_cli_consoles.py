@@ -49,6 +49,7 @@ def commands(conf: Path) -> list[list[str]]:
         ["config", "check", *c], ["selftest", *c], ["selftest", "--json", *c],
         ["selftest", "--lang", "zh", *c], ["signin", *c], ["provision", *c], ["echo", *c],
         ["run", "--config", "/nonexistent.toml"], ["sim", "tms", "--listen", "nowhere"],
+        ["fleet", "--broker", "mqtt://127.0.0.1:9"], ["fleet", "--broker", "http://nowhere"],
     ]  # fmt: skip
 
 

@@ -283,3 +283,13 @@ def test_agent_fleet_watch_redraws_in_place_on_a_terminal(tmp_path, broker) -> N
         os.close(master)
         if watch.poll() is None:
             watch.kill()
+
+
+def test_agent_fleet_names_a_bad_or_unreachable_broker(tmp_path) -> None:
+    bad = subprocess.run([AGENT, "fleet", "--broker", "http://broker.example"],
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "expected mqtt://HOST[:PORT]" in bad.stderr
+    gone = subprocess.run([AGENT, "fleet", "--broker", "mqtt://127.0.0.1:9", "--json"],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert gone.returncode == 1 and "broker mqtt://127.0.0.1:9" in gone.stderr
+    assert "Traceback" not in bad.stderr + gone.stderr
