@@ -82,6 +82,9 @@ do_install:append() {
         ${D}${nonarch_libdir}/sysusers.d/pos-agent.conf
     install -D -m 0644 ${S}/packaging/systemd/pos-agent.tmpfiles \
         ${D}${nonarch_libdir}/tmpfiles.d/pos-agent.conf
+    # the over-the-air health gate that Mender, RAUC and SWUpdate scripts call (packaging/ota)
+    install -D -m 0755 ${S}/packaging/ota/health-gate \
+        ${D}${nonarch_libdir}/pos-agent/ota/health-gate
     install -D -m 0644 ${S}/packaging/config/agent.toml ${D}${sysconfdir}/pos-agent/agent.toml
     install -D -m 0644 ${S}/packaging/config/hooks.d/README \
         ${D}${sysconfdir}/pos-agent/hooks.d/README
@@ -100,6 +103,7 @@ FILES:${PN} += " \
     ${systemd_system_unitdir}/pos-agent.service \
     ${nonarch_libdir}/sysusers.d/pos-agent.conf \
     ${nonarch_libdir}/tmpfiles.d/pos-agent.conf \
+    ${nonarch_libdir}/pos-agent/ota/health-gate \
     ${sysconfdir}/pos-agent \
 "
 CONFFILES:${PN} += " \

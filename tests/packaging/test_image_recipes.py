@@ -31,6 +31,8 @@ from tests.packaging.common import PACKAGING, ROOT, UNIT, require, run, unit_val
 YOCTO = PACKAGING / "yocto"
 BUILDROOT = PACKAGING / "buildroot"
 RECIPE = YOCTO / f"pos-agent_{__version__}.bb"
+# where the Mender, RAUC and SWUpdate scripts of packaging/ota call the health gate
+GATE = "/usr/lib/pos-agent/ota/health-gate"
 BR_PACKAGE = BUILDROOT / "pos-agent"
 SYSUSERS = PACKAGING / "systemd" / "pos-agent.sysusers"
 TMPFILES = PACKAGING / "systemd" / "pos-agent.tmpfiles"
@@ -437,6 +439,7 @@ def test_yocto_installs_the_repositorys_files_where_the_agent_looks() -> None:
         "packaging/config/agent.toml": f"${{D}}${{sysconfdir}}/{DEFAULT_PATH.relative_to('/etc')}",
         "packaging/config/hooks.d/README": "${D}${sysconfdir}/pos-agent/hooks.d/README",
         "firmware_hooks/README.md": "${D}${docdir}/${BPN}/hooks/README.md",
+        "packaging/ota/health-gate": "${D}${nonarch_libdir}" + GATE.removeprefix("/usr/lib"),
     }
     variables = bitbake_vars(RECIPE)
     files = variables["FILES:${PN}"].split()
@@ -582,6 +585,7 @@ def test_buildroot_installs_the_repositorys_files_where_the_agent_looks() -> Non
         "packaging/systemd/pos-agent.tmpfiles": "$(TARGET_DIR)/usr/lib/tmpfiles.d/pos-agent.conf",
         "packaging/config/agent.toml": f"$(TARGET_DIR){DEFAULT_PATH}",
         "packaging/config/hooks.d/README": "$(TARGET_DIR)/etc/pos-agent/hooks.d/README",
+        "packaging/ota/health-gate": f"$(TARGET_DIR){GATE}",
     }
     for source in installs(makefile, "$(@D)"):
         assert (ROOT / source).is_file(), source
@@ -596,3 +600,9 @@ def test_buildroot_installs_the_repositorys_files_where_the_agent_looks() -> Non
     assert re.search(r"^name: POS_AGENT$", desc, re.M)
     assert variables["POS_AGENT_SITE"] == "$(BR2_EXTERNAL_POS_AGENT_PATH)/../.."
     assert (BUILDROOT / "../../pyproject.toml").resolve() == ROOT / "pyproject.toml"
+
+
+def test_the_update_scripts_call_the_gate_where_the_images_install_it() -> None:
+    for script in ("mender/ArtifactCommit_Enter_50_pos-agent", "rauc/mark-good",
+                   "swupdate/postinstall"):  # fmt: skip
+        assert f"${{POS_AGENT_HEALTH_GATE:-{GATE}}}" in (PACKAGING / "ota" / script).read_text()

@@ -29,6 +29,8 @@ endef
 POS_AGENT_HOOK_EVENTS = provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck parameters-downloaded parameters-requested
 
 define POS_AGENT_INSTALL_CONFIG
+	$(INSTALL) -D -m 0755 $(@D)/packaging/ota/health-gate \
+		$(TARGET_DIR)/usr/lib/pos-agent/ota/health-gate
 	$(INSTALL) -D -m 0644 $(@D)/packaging/config/agent.toml \
 		$(TARGET_DIR)/etc/pos-agent/agent.toml
 	$(INSTALL) -D -m 0644 $(@D)/packaging/config/hooks.d/README \
