@@ -184,7 +184,12 @@ def journal_reversals(path: Path) -> tuple[dict[str, int], int]:
 
 
 def soak(
-    seconds: float, fault_every: float, clients: int, seed: int, network_faults: bool = False
+    seconds: float,
+    fault_every: float,
+    clients: int,
+    seed: int,
+    network_faults: bool = False,
+    recheck_after: float | None = None,
 ) -> dict[str, object]:
     kinds = [*HOST_FAULTS, *MODULE_FAULTS, *([FLOOD, HUNG, DEAF] if network_faults else [])]
     chooser = random.Random(seed)
@@ -199,6 +204,10 @@ def soak(
                 f'primary = "{front.listen}"\nbackup = "{host.listen}"',
             )
             config.write_text(text)
+        if recheck_after is not None:
+            config.write_text(
+                config.read_text() + f"\n[reversal]\nrecheck_after = {recheck_after}\n"
+            )
         agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log")
         try:
             agent.wait_ready()
@@ -301,9 +310,14 @@ def main() -> None:
         action="store_true",
         help="also an idle connection flood, a hung and a non-reading primary host",
     )
+    parser.add_argument(
+        "--recheck-after", type=float,
+        help="reversal.recheck_after for the agent (default: the agent's own, 30 s)",
+    )  # fmt: skip
     args = parser.parse_args()
     seconds = args.seconds or (20.0 if args.quick else args.minutes * 60)
-    figures = soak(seconds, args.fault_every, args.clients, args.seed, args.network_faults)
+    figures = soak(seconds, args.fault_every, args.clients, args.seed, args.network_faults,
+                   args.recheck_after)  # fmt: skip
     print_figures("soak", figures)
 
 

@@ -58,7 +58,9 @@ def test_footprint_benchmark_prints_json() -> None:
 
 def test_soak_prints_json_and_loses_nothing() -> None:
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "soak.py"), "--seconds", "6", "--fault-every", "1"],
+        # rechecks after 5 s, not 30: the run waits for them before it counts the ledger
+        [sys.executable, str(BENCHMARKS / "soak.py"), "--seconds", "6", "--fault-every", "1",
+         "--recheck-after", "5"],
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     data = json.loads(result.stdout)
