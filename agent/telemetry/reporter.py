@@ -10,12 +10,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import TelemetryConfig
 from agent.journal import Journal, JournalError
 from agent.telemetry import textfile
 from agent.telemetry.state import Topics, iso, state_message
+
+if TYPE_CHECKING:
+    from agent.telemetry.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class Reporter:
         self._status = status
         self._serial = serial
         self._stuck_after = stuck_after
-        self.publisher: Any = None  # a Publisher once run() knows the module's serial
+        self.publisher: Publisher | None = None  # once run() knows the module's serial
         self._last_97: float | None = None
 
     async def run(self) -> None:
@@ -44,14 +47,17 @@ class Reporter:
         since, outbox_seen = time.time(), -1
         shown = self._message(serial, since)
         terminal = shown["tid"] or f"serial-{serial or 'unknown'}"
-        if self.settings.broker:
+        # run() again (supervised, after a failure) keeps the publisher it started: a second
+        # client with the same id would push the first off the broker, and back
+        starting = self.publisher is None and bool(self.settings.broker)
+        if starting:
             from agent.telemetry.publisher import Publisher  # paho only when a broker is set
 
             client_id = f"pos-agent-{serial or terminal}"
             topics = Topics.of(self.settings.topic_prefix, terminal)
             self.publisher = Publisher(self.settings, self.journal, client_id, topics)
         self._show(shown)  # before the first connection: its will is made from it
-        if self.publisher is not None:
+        if starting and self.publisher is not None:
             self.publisher.start()
         while True:
             message = self._message(serial, since)

@@ -84,3 +84,42 @@ def test_a_broken_forward_costs_the_journal_nothing(tmp_path, caplog) -> None:
     assert journal.outbox() == []
     assert "telemetry: event recovery.refused not forwarded" in caplog.text
     journal.close()
+
+
+def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
+    """supervised() runs the reporter again after a failure: still one client for the broker
+    (a second with the same client id would push the first off it, and back)."""
+    import asyncio
+    import contextlib
+
+    from agent.config import TelemetryConfig
+    from agent.telemetry.reporter import Reporter
+
+    journal = Journal(tmp_path / "j.sqlite3", forward=events.forward)
+    calls = [0]
+
+    def status() -> dict:
+        calls[0] += 1
+        if calls[0] == 2:  # the first look of the loop, after the publisher started
+            raise RuntimeError("a bug")
+        return {**STATUS, "state": "registered"}
+
+    async def serial() -> str:
+        return "SIM1"
+
+    reporter = Reporter(TelemetryConfig(broker="mqtt://127.0.0.1:9"), journal, status, serial,
+                        lambda: 3)  # fmt: skip
+
+    async def twice() -> tuple[object, object]:
+        with contextlib.suppress(RuntimeError):
+            await reporter.run()
+        first = reporter.publisher
+        task = asyncio.ensure_future(reporter.run())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        return first, reporter.publisher
+
+    first, second = asyncio.run(twice())
+    assert first is not None and first is second
+    asyncio.run(reporter.close())
+    journal.close()
