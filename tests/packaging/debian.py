@@ -110,3 +110,16 @@ def unexpected_warnings(result) -> list[str]:
         if "warning" in line
         and not re.search(r"directory '/(usr/bin|etc)' not empty so not removed$", line)
     ]
+
+
+def left_after_purge(root: Path) -> list[str]:
+    """Files in ``root`` that are neither dpkg's database, nor what the test made (the python3
+    link), nor the account files and their backups: a purge must leave none."""
+    expected = {"usr/bin/python3"} | ACCOUNT_FILES | {f"{name}-" for name in ACCOUNT_FILES}
+    return sorted(
+        relative
+        for path in root.rglob("*")
+        if not path.is_dir() or path.is_symlink()
+        for relative in [str(path.relative_to(root))]
+        if not relative.startswith("var/lib/dpkg/") and relative not in expected
+    )

@@ -30,7 +30,6 @@ import pytest
 from agent import __version__
 from tests.packaging.common import PACKAGING, ROOT, UNIT, require, run
 from tests.packaging.debian import (
-    ACCOUNT_FILES,
     WANTS,
     account,
     common_paths,
@@ -38,6 +37,7 @@ from tests.packaging.debian import (
     dependency_names,
     dpkg,
     field,
+    left_after_purge,
     make_root,
     unexpected_warnings,
     unit_path,
@@ -391,11 +391,5 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(
     assert unexpected_warnings(result) == []
     assert account(root, "pos-agent") is None
     assert account(root, "pos-agent", "group") is None
-    left = sorted(
-        str(path.relative_to(root))
-        for path in root.rglob("*")
-        if not path.is_dir() or path.is_symlink()
-    )
-    expected = {"usr/bin/python3"} | ACCOUNT_FILES | {f"{name}-" for name in ACCOUNT_FILES}
-    assert [p for p in left if not p.startswith("var/lib/dpkg/") and p not in expected] == []
+    assert left_after_purge(root) == []
     assert host_state() == before
