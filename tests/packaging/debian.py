@@ -123,3 +123,15 @@ def left_after_purge(root: Path) -> list[str]:
         for relative in [str(path.relative_to(root))]
         if not relative.startswith("var/lib/dpkg/") and relative not in expected
     )
+
+
+def host_state(*installed: str) -> tuple:
+    """What a script ignoring DPKG_ROOT would change on this machine: the account, the unit's
+    enabling link, the state directory, and the ``installed`` paths of the package itself."""
+    return (
+        account(None, "pos-agent"),
+        account(None, "pos-agent", "group"),
+        os.path.lexists(f"/{WANTS}"),
+        os.path.lexists("/var/lib/pos-agent"),
+        *(os.path.lexists(f"/{path}") for path in installed),
+    )

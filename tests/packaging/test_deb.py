@@ -38,6 +38,7 @@ from tests.packaging.debian import (
     dependency_names,
     dpkg,
     field,
+    host_state,
     left_after_purge,
     make_root,
     unexpected_warnings,
@@ -62,17 +63,6 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_deb(tmp_path_factory.mktemp("deb"))
 
 
-def host_state() -> tuple:
-    """What a script ignoring DPKG_ROOT would change on this machine."""
-    return (
-        account(None, "pos-agent"),
-        account(None, "pos-agent", "group"),
-        os.path.lexists(f"/{WANTS}"),
-        os.path.lexists("/var/lib/pos-agent"),
-        os.path.lexists(f"/{VENV}"),
-    )
-
-
 def agent_env(tmp_path: Path) -> dict[str, str]:
     """Only what a shell on the terminal would have; the launcher needs PATH for realpath."""
     return {
@@ -86,11 +76,11 @@ def agent_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    before = host_state()
+    before = host_state(VENV)
     root = make_root(tmp_path_factory.mktemp("installed") / "root", [deb])
     result = dpkg(root, "--install", deb)
     assert unexpected_warnings(result) == []
-    assert host_state() == before, "a maintainer script changed this machine, not the root"
+    assert host_state(VENV) == before, "a maintainer script changed this machine, not the root"
     return root
 
 
@@ -202,7 +192,7 @@ def test_installed_agent_selftest_json(installed: Path, tmp_path: Path) -> None:
 
 
 def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path: Path) -> None:
-    before = host_state()
+    before = host_state(VENV)
     root = make_root(tmp_path / "root", [deb])
     dpkg(root, "--install", deb)
     state = root / "var/lib/pos-agent"  # what the service leaves: a journal, nothing queued
@@ -221,7 +211,7 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path
     assert account(root, "pos-agent") is None
     assert account(root, "pos-agent", "group") is None
     assert left_after_purge(root) == []
-    assert host_state() == before
+    assert host_state(VENV) == before
 
 
 def test_purge_keeps_a_journal_with_queued_reversals(deb: Path, tmp_path: Path) -> None:

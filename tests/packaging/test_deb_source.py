@@ -37,6 +37,7 @@ from tests.packaging.debian import (
     dependency_names,
     dpkg,
     field,
+    host_state,
     left_after_purge,
     make_root,
     unexpected_warnings,
@@ -48,6 +49,8 @@ ISO8583_DEBIAN = SOURCE / "python-iso8583" / "debian"
 # What a build chroot has on PATH; the venv's or pyenv's python3 would build for itself.
 BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DIST_PACKAGES = "usr/lib/python3/dist-packages"
+# what the packages put on this machine if a script ignored DPKG_ROOT
+OURS = (f"{DIST_PACKAGES}/agent", f"{DIST_PACKAGES}/iso8583/__pycache__")
 RUNTIME_DEPENDENCIES = (
     "python3-serial",
     "python3-tenacity",
@@ -300,25 +303,13 @@ def dpkg_with(root: Path, stand_ins: Path, *args: str | Path, check: bool = True
     return dpkg(root, *args, path=f"{stand_ins}:{BUILD_PATH}", check=check)
 
 
-def host_state() -> tuple:
-    """What a script ignoring DPKG_ROOT would change on this machine."""
-    return (
-        account(None, "pos-agent"),
-        account(None, "pos-agent", "group"),
-        os.path.lexists(f"/{WANTS}"),
-        os.path.lexists("/var/lib/pos-agent"),
-        os.path.lexists(f"/{DIST_PACKAGES}/agent"),
-        os.path.lexists(f"/{DIST_PACKAGES}/iso8583/__pycache__"),
-    )
-
-
 def install(root: Path, built: dict[str, Path], stand_ins: Path) -> Path:
     debs = [built["python3-iso8583"], built["pos-agent"]]
-    before = host_state()
+    before = host_state(*OURS)
     make_root(root, debs)
     result = dpkg_with(root, stand_ins, "--install", *debs)
     assert unexpected_warnings(result) == []
-    assert host_state() == before, "a maintainer script changed this machine, not the root"
+    assert host_state(*OURS) == before, "a maintainer script changed this machine, not the root"
     return root
 
 
@@ -378,7 +369,7 @@ def test_installed_agent_runs_with_debians_python(installed: Path, tmp_path: Pat
 def test_remove_keeps_configuration_and_purge_leaves_nothing(
     built: dict[str, Path], stand_ins: Path, tmp_path: Path
 ) -> None:
-    before = host_state()
+    before = host_state(*OURS)
     root = install(tmp_path / "root", built, stand_ins)
     result = dpkg_with(root, stand_ins, "--remove", "pos-agent", "python3-iso8583")
     assert unexpected_warnings(result) == []  # py3clean took the bytecode postinst made
@@ -392,4 +383,4 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(
     assert account(root, "pos-agent") is None
     assert account(root, "pos-agent", "group") is None
     assert left_after_purge(root) == []
-    assert host_state() == before
+    assert host_state(*OURS) == before
