@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,10 +19,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.prepare_streams()  # before the parser: --help has Chinese in it
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    if handler is None:
+    target: str | None = getattr(args, "handler", None)
+    if target is None:
         parser.print_help()
         return EXIT_USAGE
+    module, _, function = target.partition(":")
+    handler: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f"agent.cli.{module}"), function
+    )
     from agent.wire.mac import SoftwareDesMissing
 
     try:

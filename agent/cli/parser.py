@@ -1,32 +1,52 @@
-"""The command line's parser (DESIGN.md section 11): every command and its options."""
+"""The command line's parser (DESIGN.md section 11): every command and its options.
+
+Each command's handler is named as ``"module:function"`` of ``agent.cli`` and imported only when
+that command runs, so the service (``agent run``) loads none of the technician's commands."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import os
+import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.cli import (
-    config_check,
-    decode,
-    demo,
-    echo,
-    explain,
-    fleet,
-    journal,
-    params,
-    remedies,
-    run,
-    selftest,
-    sim,
-    status,
-)
 from agent.cli.common import DEFAULT_CONFIG
 
 
+def terminal_columns() -> int:
+    """What ``shutil.get_terminal_size`` answers, without importing shutil: argparse's help
+    formatter would import it on every ``add_argument``, and it brings zlib, bz2 and lzma (half a
+    megabyte) into the service, which never compresses anything."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, **options) -> None:
+        options.setdefault("width", terminal_columns() - 2)
+        super().__init__(prog, **options)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose help is laid out by :class:`HelpFormatter`; ``add_subparsers``
+    makes its subcommands of the same class."""
+
+    def __init__(self, **options) -> None:
+        options.setdefault("formatter_class", HelpFormatter)
+        super().__init__(**options)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="agent",
         description="pos-agent: keeps a POS terminal registered with its acquirer "
         "(diagnoses and repairs response 97, 终端未登记).",
@@ -44,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="explain the header's processing requirement N (0-15) instead, or 'all' for the table",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=explain.cmd_explain)
+    p.set_defaults(handler="explain:cmd_explain")
 
     p = sub.add_parser("decode", help="decode an ISO 8583 frame given in hex (masked)")
     p.add_argument("hex", metavar="HEX|-", help="the frame in hex, or - to read hex from stdin")
@@ -57,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", type=Path, help="wire profile (TOML) of the acquirer")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=decode.cmd_decode)
+    p.set_defaults(handler="decode:cmd_decode")
 
     simulators = sub.add_parser("sim", help="run a simulator").add_subparsers(
         dest="simulator", metavar="SIMULATOR", required=True
@@ -84,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tamper", action="store_true", help="start with the tamper flag set")
     p.add_argument("--clock-offset", type=float, default=0.0, help="RTC offset in seconds")
     p.add_argument("--seed", type=int, help="seed of the fault generator (repeatable runs)")
-    p.set_defaults(handler=sim.cmd_sim_module)
+    p.set_defaults(handler="sim:cmd_sim_module")
 
     p = simulators.add_parser("host", help="acquirer host simulator (ISO 8583 over TCP)")
     p.add_argument("--listen", required=True, help="HOST:PORT to serve on")
@@ -110,46 +130,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-batch", action="store_true", help="answer 77 to a purchase of another batch"
     )
     p.add_argument("--profile", type=Path, help="wire profile (TOML) to decode and encode with")
-    p.set_defaults(handler=sim.cmd_sim_host)
+    p.set_defaults(handler="sim:cmd_sim_host")
 
     p = simulators.add_parser("tms", help="terminal management system simulator (HTTP JSON)")
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default: any free port)")
     p.add_argument(
         "--data", type=Path, default=Path("tms.json"), help="provisioning by module serial (JSON)"
     )
-    p.set_defaults(handler=sim.cmd_sim_tms)
+    p.set_defaults(handler="sim:cmd_sim_tms")
 
     p = sub.add_parser("run", help="run the agent (what the systemd service starts)")
     p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.set_defaults(handler=run.cmd_run)
+    p.set_defaults(handler="run:cmd_run")
 
-    def technician(name: str, help: str, handler: Callable[[argparse.Namespace], int]):
+    def technician(name: str, help: str, handler: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
         p.set_defaults(handler=handler)
         return p
 
     technician("signin", "sign in to the host now (签到) and load fresh working keys",
-               remedies.cmd_signin)  # fmt: skip
+               "remedies:cmd_signin")  # fmt: skip
     technician("provision", "fetch this terminal's TID/MID/hosts from the TMS, then sign in",
-               remedies.cmd_provision)  # fmt: skip
-    technician("echo", "echo test (0820/301) to the host", echo.cmd_echo)
-    p = technician("status", "what the running agent is doing", status.cmd_status)
+               "remedies:cmd_provision")  # fmt: skip
+    technician("echo", "echo test (0820/301) to the host", "echo:cmd_echo")
+    p = technician("status", "what the running agent is doing", "status:cmd_status")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = technician("journal", "the journal's timeline: transactions, recoveries, events",
-                   journal.cmd_journal)  # fmt: skip
+                   "journal:cmd_journal")  # fmt: skip
     p.add_argument("--since", help="only since: 30m, 2h, 1d, an ISO time, or epoch seconds")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = technician("params", "parameters, CA keys and IC parameters the host sent",
-                   params.cmd_params)  # fmt: skip
+                   "params:cmd_params")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
     config = sub.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_command", metavar="ACTION", required=True
     )
     p = config.add_parser("check", help="validate the configuration and show what is in effect")
     p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
-    p.set_defaults(handler=config_check.cmd_config_check)
+    p.set_defaults(handler="config_check:cmd_config_check")
 
     p = sub.add_parser(
         "selftest",
@@ -161,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the pinned JSON report")
     p.add_argument("--only", metavar="ID[,ID]", help="run only these checks")
     p.add_argument("--lang", choices=["zh", "en"], help="language (default: from the locale)")
-    p.set_defaults(handler=selftest.cmd_selftest)
+    p.set_defaults(handler="selftest:cmd_selftest")
 
     p = sub.add_parser(
         "fleet",
@@ -171,11 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--watch", action="store_true", help="keep watching; Ctrl-C stops")
-    p.set_defaults(handler=fleet.cmd_fleet)
+    p.set_defaults(handler="fleet:cmd_fleet")
 
     p = sub.add_parser(
         "demo", help="the agent at work on simulators: a 97 recovered, then one escalated"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show the agent's log too")
-    p.set_defaults(handler=demo.cmd_demo)
+    p.set_defaults(handler="demo:cmd_demo")
     return parser

@@ -11,10 +11,11 @@ import os
 import sys
 import threading
 import time
-import unicodedata
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TextIO
+
+from agent.display import columns
 
 CHINESE_SAMPLE = "终端未登记"
 
@@ -100,8 +101,7 @@ class Progress:
         turn = 0
         while not self._done.is_set():
             line = f"{frames[turn % 4]} {self.what} ({time.monotonic() - started:.0f} s)"
-            columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
-            self._width = max(self._width, columns + 2)
+            self._width = max(self._width, columns(line) + 2)
             self.stream.write("\r" + line)
             self.stream.flush()
             turn += 1

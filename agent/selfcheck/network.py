@@ -9,7 +9,7 @@ import contextlib
 import errno
 import ipaddress
 import os
-import secrets
+import random
 import socket
 import ssl
 import threading
@@ -153,7 +153,8 @@ async def _echo(context: Context, probe: Probe, deadline: float) -> None:
     link = HostLink.from_config(config, [probe.endpoint], response_timeout=remaining)
     journal = context.journal
     own = journal is not None and not journal.read_only  # a technician's look numbers nothing
-    stan = journal.next_stan() if own and journal else secrets.randbelow(999_999) + 1
+    # the STAN of a look only has to differ from the last one's: random, not secrets
+    stan = journal.next_stan() if own and journal else random.randint(1, 999_999)
     batch = context.journal.batch if context.journal else 1
     echo = echo_request(
         Terminal(config.terminal.tid or "00000000", config.terminal.mid or " " * 15),

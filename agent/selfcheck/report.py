@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from agent import __version__
+from agent.display import columns
 from agent.selfcheck import NAMES, Report
 from agent.selfcheck.base import CheckResult, Status
 
@@ -41,11 +41,6 @@ def default_language(environ: dict[str, str] | os._Environ[str] = os.environ) ->
         if value:
             return "zh" if value.lower().startswith("zh") else "en"
     return "en"
-
-
-def _columns(text: str) -> int:
-    """Terminal columns: Chinese characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def finding_code(check: CheckResult) -> str:
@@ -82,11 +77,11 @@ def as_text(report: Report, lang: str, title: str, style: Style | None = None) -
     """One line per check; under a warning or failure its technical detail (on a line of its
     own: it may hold a system's English error text) and what to do."""
     style = style or Style()
-    width = max((_columns(NAMES[c.id](lang)) for c in report.checks), default=0)
+    width = max((columns(NAMES[c.id](lang)) for c in report.checks), default=0)
     lines = [title]
     for c in report.checks:
         name = NAMES[c.id](lang)
-        pad = " " * (width - _columns(name))
+        pad = " " * (width - columns(name))
         lines.append(f"{style.mark(c.status)} {name}{pad}  {c.summary(lang)}")
         if c.status in (Status.WARN, Status.FAIL):
             if c.detail:

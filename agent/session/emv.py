@@ -3,7 +3,6 @@ parts, CA keys checked against their SHA-1, AIDs with their parameters."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +70,8 @@ def ca_key(items: list[tuple[str, bytes]]) -> CaKey:
     missing = [tag for tag in ("9F06", "9F22", "DF02", "DF04", "DF03") if tag not in tags]
     if missing:
         raise DownloadDataError(f"CA key lacks {', '.join(missing)}")
+    import hashlib  # here: it loads OpenSSL's digests (0.7 MB), and CA key downloads are rare
+
     rid, index = tags["9F06"].hex().upper(), tags["9F22"].hex().upper()
     digest = hashlib.sha1(tags["9F06"] + tags["9F22"] + tags["DF02"] + tags["DF04"]).digest()
     if digest != tags["DF03"]:

@@ -7,7 +7,6 @@ from 8 bytes.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -69,7 +68,19 @@ def encode_with_mac(message: Message, mac_of_block: BlockMac, profile: Profile =
 def mac_matches(encoded_message: bytes, mac_of_block: BlockMac) -> bool:
     """Whether field 64 of an encoded message is the MAC of the rest."""
     expected = mac_of_block(mac_block(mab(encoded_message)))
-    return hmac.compare_digest(expected, encoded_message[-MAC_BYTES:])
+    return same_bytes(expected, encoded_message[-MAC_BYTES:])
+
+
+def same_bytes(a: bytes, b: bytes) -> bool:
+    """``a == b`` in a time that does not tell where they differ, so a forged answer cannot
+    learn its MAC a byte at a time. What ``hmac.compare_digest`` does, but hmac imports hashlib,
+    whose OpenSSL digests cost the service 0.7 MB of its 28 and are never used on the terminal."""
+    if len(a) != len(b):  # the length of a MAC is no secret
+        return False
+    difference = 0
+    for x, y in zip(a, b, strict=True):
+        difference |= x ^ y
+    return difference == 0
 
 
 class DesKey:

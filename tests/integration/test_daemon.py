@@ -382,3 +382,22 @@ def test_elsewhere_the_lines_are_plain(tmp_path, simulators):
     agent = start(tmp_path, config, {"JOURNAL_STREAM": "1:2"})  # another stream's
     assert agent.stop() == 0
     assert (tmp_path / "agent.log").read_text().startswith("INFO ")
+
+
+def test_the_service_loads_only_what_it_uses(tmp_path, simulators):
+    """What ``benchmarks/footprint.py`` measured as avoidable stays out of the service, sales
+    included: the technician's commands, hashlib (OpenSSL's digests), shutil (zlib, bz2, lzma)
+    and unicodedata. Python itself lists the imports (``PYTHONPROFILEIMPORTTIME``)."""
+    _, _, config = simulators
+    agent = start(tmp_path, config, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    try:
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
+    finally:
+        assert agent.stop() == 0
+    lines = (tmp_path / "agent.log").read_text().splitlines()
+    imported = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
+    assert {"agent.service.daemon", "iso8583"} <= imported  # the listing works
+    # (importlib.import_module, which loads the command's own module, is not listed)
+    commands = {name for name in imported if name.startswith("agent.cli.")}
+    assert commands == {"agent.cli.common", "agent.cli.parser", "agent.cli.render"}
+    assert not {"hashlib", "hmac", "secrets", "shutil", "unicodedata"} & imported

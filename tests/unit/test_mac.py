@@ -17,6 +17,7 @@ from agent.wire.mac import (
     mab,
     mac_block,
     mac_matches,
+    same_bytes,
     software_cup_mac,
     x919_mac,
 )
@@ -125,6 +126,16 @@ def test_encode_with_mac_and_verify() -> None:
     tampered[12] ^= 0x01  # one bit of the amount
     assert not mac_matches(bytes(tampered), _macer(DOUBLE))
     assert not mac_matches(encoded, _macer(SINGLE))
+
+
+@given(st.binary(min_size=8, max_size=8), st.integers(0, 7), st.integers(1, 255))
+def test_same_bytes_is_equality(mac: bytes, where: int, flip: int) -> None:
+    assert same_bytes(mac, bytes(mac))
+    other = bytearray(mac)
+    other[where] ^= flip  # wrong in the first byte, the last, or between
+    assert not same_bytes(mac, bytes(other))
+    assert not same_bytes(mac, mac[:-1]) and not same_bytes(mac[:-1], mac)
+    assert same_bytes(b"", b"")
 
 
 def test_mab_requires_field_64() -> None:
