@@ -35,7 +35,7 @@ from report import percentile, print_figures
 
 from agent import __version__
 from agent.telemetry.publisher import new_client
-from benchmarks.footprint import rss_mb
+from benchmarks.footprint import compile_bytecode, rss_mb
 from benchmarks.gateway import AgentClient
 from tests.processes import (
     AGENT,
@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="50 terminals (smoke run)")
     args = parser.parse_args()
     terminals, purchases = (50, 200) if args.quick else (args.terminals, args.purchases)
+    compile_bytecode()
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         broker = MosquittoProcess(workdir)
