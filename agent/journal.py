@@ -519,6 +519,16 @@ class Journal:
     def queued_reversals(self) -> list[Reversal]:
         return self._reversals("state = 'queued'", ())
 
+    def reversal_counts(self, stuck_after: int) -> tuple[int, int]:
+        """(queued, stuck): the reversals waiting to be sent, and how many of them have been
+        tried ``stuck_after`` times or more. Counted, not read: asked every second."""
+        queued, stuck = self._rows(
+            "SELECT count(*), coalesce(sum(attempts >= ?), 0) FROM reversals "
+            "WHERE state = 'queued'",
+            (stuck_after,),
+        )[0]
+        return queued, stuck
+
     def _reversals(self, where: str, parameters: tuple[Any, ...]) -> list[Reversal]:
         rows = self._rows(
             "SELECT id, transaction_id, reason, fields, attempts FROM reversals "
@@ -780,11 +790,11 @@ class Journal:
     @property
     def outbox_dropped(self) -> int:
         """Events dropped because the outbox was full, since the journal was made."""
-        with self._lock:
-            return self._outbox_dropped(self._db)
+        rows = self._rows("SELECT value FROM meta WHERE key = 'outbox.dropped'")
+        return int(rows[0][0]) if rows else 0
 
     @staticmethod
-    def _outbox_dropped(db: sqlite3.Connection) -> int:
+    def _outbox_dropped(db: sqlite3.Connection) -> int:  # inside a write, under the lock
         row = db.execute("SELECT value FROM meta WHERE key = 'outbox.dropped'").fetchone()
         return int(row[0]) if row else 0
 

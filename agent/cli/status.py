@@ -50,7 +50,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             if signed
             else "never"
         ),
-        f"reversals   {answer['reversals_queued']} queued, "
+        f"reversals   {answer['reversals_queued']} queued "
+        f"({answer.get('reversals_stuck', 0)} of them stuck after reversal.attempts tries), "
         f"{answer.get('reversals_to_recheck', 0)} closed by 12/25 waiting for their recheck",
     ]
     refusal = answer["last_refusal"]

@@ -145,7 +145,6 @@ class Agent:
                 self.journal,
                 self.status,
                 serial=self.module_serial,
-                stuck_after=lambda: self.config.reversal.attempts,
             )
             if telemetry.enabled
             else None
@@ -336,6 +335,7 @@ class Agent:
         """What ``agent status`` shows: state, host, last sign-in, reversal queue, last 97."""
         link = self.link.status
         last = self.journal.last_signin()
+        queued, stuck = self.journal.reversal_counts(self.config.reversal.attempts)
         message = self.recovery.message
         state = self.recovery.state.value
         if self.recovery.state is State.REGISTERED and not self.sender.signed_in:
@@ -354,7 +354,8 @@ class Agent:
             "signed_in": {"at": last["at"], "scheme": last["scheme"], "kcvs": last["kcvs"]}
             if last
             else None,
-            "reversals_queued": len(self.journal.queued_reversals()),
+            "reversals_queued": queued,
+            "reversals_stuck": stuck,  # tried reversal.attempts times and still queued
             "reversals_to_recheck": self.journal.rechecks_waiting(),
             "last_refusal": self.recovery.last_refusal,
             "message": message.to_json() if message else None,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import TelemetryConfig
-from agent.journal import Journal, JournalError
+from agent.journal import Journal
 from agent.telemetry import textfile
 from agent.telemetry.state import Topics, iso, state_message
 
@@ -32,13 +32,11 @@ class Reporter:
         journal: Journal,
         status: Callable[[], dict[str, Any]],
         serial: Callable[[], Awaitable[str]],
-        stuck_after: Callable[[], int],
     ) -> None:
         self.settings = settings
         self.journal = journal
         self._status = status
         self._serial = serial
-        self._stuck_after = stuck_after
         self.publisher: Publisher | None = None  # once run() knows the module's serial
         self._last_97: float | None = None
 
@@ -77,13 +75,9 @@ class Reporter:
         refusal = status.get("last_refusal") or {}
         if refusal.get("code") == "97":
             self._last_97 = refusal.get("at")
-        try:
-            limit = self._stuck_after()
-            stuck = sum(r.attempts >= limit for r in self.journal.queued_reversals())
-            dropped = self.journal.outbox_dropped
-        except JournalError:
-            stuck, dropped = 0, 0
-        return state_message(status, serial, since, self._last_97, dropped, stuck, time.time())
+        return state_message(
+            status, serial, since, self._last_97, self.journal.outbox_dropped, time.time()
+        )
 
     def _show(self, message: dict[str, Any]) -> None:
         if self.publisher is not None:

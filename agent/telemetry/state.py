@@ -51,7 +51,6 @@ def state_message(
     since: float,
     last_97: float | None,
     dropped: int,
-    stuck: int,
     now: float,
 ) -> dict[str, Any]:
     state, cause = fleet_state(status)
@@ -64,7 +63,7 @@ def state_message(
         "since": iso(since),
         "last_97": iso(last_97),
         "reversals_queued": status["reversals_queued"],
-        "reversals_stuck": stuck,
+        "reversals_stuck": status["reversals_stuck"],
         "outbox_dropped": dropped,
         "version": __version__,
         "at": iso(now),

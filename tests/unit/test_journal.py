@@ -191,6 +191,20 @@ def test_timeout_queues_reversal_without_card_data(journal) -> None:
     assert [e["kind"] for e in journal.events()] == ["reversal-queued", "reversal-confirmed"]
 
 
+def test_reversal_counts_tell_queued_from_stuck(journal) -> None:
+    assert journal.reversal_counts(3) == (0, 0)
+    for stan in (8, 9):
+        tid = journal.begin(purchase(stan), financial=True)
+        journal.finish(tid, "timed-out", detail="no response", reversal_reason="98")
+    first, _ = journal.queued_reversals()
+    for _ in range(3):
+        journal.reversal_attempted(first.id, "host down")
+    assert journal.reversal_counts(3) == (2, 1)
+    assert journal.reversal_counts(4) == (2, 0)
+    journal.reversal_closed(first.id, Message("0410", {39: "00"}), "confirmed")
+    assert journal.reversal_counts(3) == (1, 0)
+
+
 def test_pending_at_start_becomes_reversal(tmp_path) -> None:
     path = tmp_path / "journal.sqlite3"
     first = Journal(path)

@@ -40,12 +40,12 @@ def test_the_outbox_is_written_with_the_event_and_bounded(tmp_path) -> None:
 
 STATUS = {"state": "unregistered", "tid": "10000001", "mid": "898100012340001",
           "last_refusal": {"code": "97", "at": 1_764_000_000.0}, "reversals_queued": 1,
-          "message": {"en": "terminal not registered", "zh": "终端未登记"},
+          "reversals_stuck": 1, "message": {"en": "terminal not registered", "zh": "终端未登记"},
           "host": {"last_error": ""}}  # fmt: skip
 
 
 def test_the_state_message_carries_the_drop_count_and_the_textfile_the_state() -> None:
-    message = state_message(STATUS, "SIM1", 1_764_000_000.0, 1_764_000_000.0, 7, 1, 1_764_000_100.0)
+    message = state_message(STATUS, "SIM1", 1_764_000_000.0, 1_764_000_000.0, 7, 1_764_000_100.0)
     assert (message["state"], message["cause"]) == ("unregistered", "terminal not registered")
     assert (message["outbox_dropped"], message["reversals_stuck"]) == (7, 1)
     text = textfile.render({**message, "mid": 'odd "mid"\\'})
@@ -107,8 +107,7 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     async def serial() -> str:
         return "SIM1"
 
-    reporter = Reporter(TelemetryConfig(broker="mqtt://127.0.0.1:9"), journal, status, serial,
-                        lambda: 3)  # fmt: skip
+    reporter = Reporter(TelemetryConfig(broker="mqtt://127.0.0.1:9"), journal, status, serial)
 
     async def twice() -> tuple[object, object]:
         with contextlib.suppress(RuntimeError):
