@@ -790,11 +790,11 @@ class Journal:
     @property
     def outbox_dropped(self) -> int:
         """Events dropped because the outbox was full, since the journal was made."""
-        rows = self._rows("SELECT value FROM meta WHERE key = 'outbox.dropped'")
-        return int(rows[0][0]) if rows else 0
+        with self._lock:
+            return self._outbox_dropped(self._db)
 
     @staticmethod
-    def _outbox_dropped(db: sqlite3.Connection) -> int:  # inside a write, under the lock
+    def _outbox_dropped(db: sqlite3.Connection) -> int:
         row = db.execute("SELECT value FROM meta WHERE key = 'outbox.dropped'").fetchone()
         return int(row[0]) if row else 0
 

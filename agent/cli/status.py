@@ -37,6 +37,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return code
     host = answer["host"]
     signed = answer["signed_in"]
+    stuck = answer.get("reversals_stuck", 0)
     lines = [
         f"state       {answer['state']}",
         f"terminal    TID {answer['tid'] or '-'}, MID {answer['mid'] or '-'}",
@@ -50,9 +51,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             if signed
             else "never"
         ),
-        f"reversals   {answer['reversals_queued']} queued "
-        f"({answer.get('reversals_stuck', 0)} of them stuck after reversal.attempts tries), "
-        f"{answer.get('reversals_to_recheck', 0)} closed by 12/25 waiting for their recheck",
+        f"reversals   {answer['reversals_queued']} queued"
+        + (f" ({stuck} stuck after reversal.attempts tries)" if stuck else "")
+        + f", {answer.get('reversals_to_recheck', 0)} closed by 12/25 waiting for their recheck",
     ]
     refusal = answer["last_refusal"]
     if refusal:
