@@ -222,6 +222,7 @@ def test_a_terminal_without_hosts_runs_and_waits(tmp_path, simulators):
     agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
     try:
         agent.wait_ready()
+        wait_for((tmp_path / "control.sock").exists, 10, "the control socket")
         answer = pay(tmp_path / "agent.sock")
         assert answer.text(39) == "96"
         assert "no host configured (host.primary)" in answer.text(63)

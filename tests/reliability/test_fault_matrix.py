@@ -36,9 +36,16 @@ class Terminal:
 
     def __init__(self, workdir: Path, host: HostProcess, module: ModuleProcess, config: Path):
         self.workdir, self.host, self.module, self.config = workdir, host, module, config
-        self.agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log")
+        self.start_agent()
+
+    def start_agent(self) -> None:
+        """An agent on this terminal's configuration, with both its sockets served (the
+        payment socket comes first, the control socket a moment later)."""
+        self.agent = AgentProcess(
+            self.config, self.workdir / "agent.sock", self.workdir / "agent.log"
+        )
         self.agent.wait_ready()
-        wait_for(lambda: (workdir / "control.sock").exists(), 10, "the control socket")
+        wait_for((self.workdir / "control.sock").exists, 10, "the control socket")
 
     def pay(self, amount_fen: int = 1000):
         return pay(self.workdir / "agent.sock", amount_fen)
@@ -229,9 +236,7 @@ def test_module_clock_jump_is_seen_by_the_selftest(terminal) -> None:
     terminal.module.stop()
     module = ModuleProcess(terminal.workdir, ["--clock-offset", "3600"])
     terminal.module = module
-    terminal.agent = AgentProcess(terminal.config, terminal.workdir / "agent.sock",
-                                  terminal.workdir / "agent.log")  # fmt: skip
-    terminal.agent.wait_ready()
+    terminal.start_agent()
     terminal.wait_signed_in()
     clock, _ = selftest(terminal.config, "clock")
     assert clock["status"] == "fail" and "module RTC" in clock["summary"]
