@@ -70,7 +70,11 @@ class Terminal:
 
 @pytest.fixture
 def terminal(tmp_path):
-    host, module = HostProcess(tmp_path), ModuleProcess(tmp_path)
+    host = HostProcess(tmp_path)
+    # The module's line faults drawn from a fixed seed: a run that fails fails again. Unseeded,
+    # 5 % noise left a MAC unanswered within its 1.5 s about once in 300 purchases (2 of 600
+    # here), so 20 purchases failed about one run in fifteen.
+    module = ModuleProcess(tmp_path, ["--seed", "8583"])
     config = write_config(tmp_path, host, module)
     rig = Terminal(tmp_path, host, module, config)
     rig.wait_signed_in()
