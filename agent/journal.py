@@ -11,6 +11,7 @@ how the host finds it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,12 @@ MIGRATIONS = (
         detail TEXT NOT NULL
     );
     """,
+    # 6: when a request was made on the monotonic clock of this boot (DESIGN.md section 8: a
+    # step of the wall clock neither opens nor closes the replay window)
+    """
+    ALTER TABLE transactions ADD COLUMN boot TEXT;
+    ALTER TABLE transactions ADD COLUMN uptime REAL;
+    """,
 )
 # Fields of a host's answer that are not kept for a replay: they are card data, or are the
 # request's own (the replay takes them from the repeated request).
@@ -127,6 +133,30 @@ Forward = Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]] | None]
 
 class JournalError(Exception):
     """The journal cannot be written or read; the text says why (full disk, corrupt file...)."""
+
+
+def uptime() -> float:
+    """Seconds since boot, suspend included: steps of the wall clock do not move it."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def boot_id() -> str:
+    """This boot's id: uptimes of different boots cannot be compared."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux: the process start stands in for the boot
+        return f"pid-{os.getpid()}-{time.time():.0f}"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The latest reversible request sent with a wire STAN, as an unmatched answer finds it."""
+
+    id: int
+    mti: str
+    state: str
+    response_code: str | None
+    reversed: bool  # a reversal other than one the host closed as "nothing to reverse"
 
 
 @dataclass(frozen=True)
@@ -161,6 +191,7 @@ class Journal:
         path: Path,
         clock: Any = time.time,
         *,
+        monotonic: Callable[[], float] = uptime,
         read_only: bool = False,
         forward: Forward | None = None,
         outbox_max: int = 10_000,
@@ -177,6 +208,8 @@ class Journal:
         self.outbox_written = 0  # events put into the outbox since the journal was opened
         self.read_only = read_only
         self._clock = clock
+        self._monotonic = monotonic
+        self._boot = boot_id()
         self._lock = threading.RLock()
         if read_only:
             if not path.is_file():
@@ -208,6 +241,7 @@ class Journal:
                 self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
                 self._db.execute("PRAGMA temp_store=MEMORY")  # retention's scratch table
             self._migrate()
+            self.replay_secret = b"" if read_only else self._load_replay_secret()
             self._queued = self._db.execute(
                 "SELECT count(*) FROM reversals WHERE state = 'queued'"
             ).fetchone()[0]
@@ -302,7 +336,7 @@ class Journal:
 
     # ------------------------------------------------------------------------------ plumbing
 
-    @contextmanager
+    @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One durable transaction; any SQLite failure becomes a JournalError with its reason."""
         if self.read_only:
@@ -425,11 +459,11 @@ class Journal:
                 )
             cursor = db.execute(
                 "INSERT INTO transactions (created_at, updated_at, mti, stan, state, request, "
-                "reversal_template, app_stan, batch, replay_key) "
-                "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                "reversal_template, app_stan, batch, replay_key, boot, uptime) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     now, now, message.mti, message.text(11), _summary(message), template,
-                    app_stan, self._batch_text(), replay_key,
+                    app_stan, self._batch_text(), replay_key, self._boot, self._monotonic(),
                 ),
             )  # fmt: skip
         assert cursor.lastrowid is not None
@@ -481,6 +515,8 @@ class Journal:
             "VALUES (?, ?, ?, ?, ?, 'queued')",
             (transaction_id, now, now, reason, row[0]),
         )
+        # what is being reversed is no longer an answer a repetition may get (section 10)
+        db.execute("UPDATE transactions SET answer = NULL WHERE id = ?", (transaction_id,))
         self._event(db, "reversal-queued", transaction=transaction_id, reason=reason)
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -604,50 +640,64 @@ class Journal:
                 (self._clock() + seconds, reversal_id),
             )
 
-    def reverse_undelivered(self, app_stan: str) -> int | None:
-        """The app could not be given the approval of its latest request numbered ``app_stan``
-        in this batch: queue its reversal (06) unless it has one, or is no reversible approval.
-        Returns the reversal id, if one was queued."""
+    def reverse_undelivered(self, transaction_id: int) -> int | None:
+        """The app could not be given the approval of ``transaction_id``: queue its reversal
+        (06) unless it has one, or is no reversible approval. Returns the reversal id, if one
+        was queued; the replayable answer goes in the same commit."""
         with self._write() as db:
             row = db.execute(
-                "SELECT t.id, t.response_code, t.reversal_template IS NOT NULL, EXISTS (SELECT 1 "
+                "SELECT t.response_code, t.reversal_template IS NOT NULL, EXISTS (SELECT 1 "
                 "FROM reversals r WHERE r.transaction_id = t.id) FROM transactions t "
-                "WHERE t.app_stan = ? AND t.batch = ? ORDER BY t.id DESC LIMIT 1",
-                (app_stan, self._batch_text()),
+                "WHERE t.id = ?",
+                (transaction_id,),
             ).fetchone()
-            if row is None or not codes.approved(row[1] or "") or not row[2] or row[3]:
+            if row is None or not codes.approved(row[0] or "") or not row[1] or row[2]:
                 return None
-            reversal = self._queue_reversal(db, row[0], "06")
-            self._event(db, "undelivered-approval-reversed", transaction=row[0], app_stan=app_stan)
+            reversal = self._queue_reversal(db, transaction_id, "06")
+            self._event(db, "undelivered-approval-reversed", transaction=transaction_id)
         self._queued += 1
         return reversal
 
-    def reverse_late_approval(self, response: Message) -> int | None:
-        """An approval that came after its request was answered otherwise (the host refused it
-        first, or it timed out): queue the reversal (06) of the most recent reversible request
-        with that STAN, unless it was approved or is being reversed already. The request may
-        still be pending (the approval came right behind the refusal). Returns the reversal
-        id, if one was queued."""
+    def sent_with_stan(self, wire_stan: str) -> Sent | None:
+        """The latest reversible request sent as ``wire_stan``: what an answer nobody waited
+        for may be the answer to."""
+        rows = self._rows(
+            "SELECT t.id, t.mti, t.state, t.response_code, EXISTS (SELECT 1 FROM reversals r "
+            "WHERE r.transaction_id = t.id AND r.state != 'nothing-to-reverse') "
+            "FROM transactions t WHERE t.stan = ? AND t.reversal_template IS NOT NULL "
+            "ORDER BY t.id DESC LIMIT 1",
+            (wire_stan,),
+        )
+        if not rows:
+            return None
+        tid, mti, state, code, reversed_ = rows[0]
+        return Sent(tid, mti, state, code, bool(reversed_))
+
+    def reverse_late_approval(self, transaction_id: int, response: Message) -> int | None:
+        """An authenticated approval of ``transaction_id`` came after its request was answered
+        otherwise (refused first, timed out, answered locally): queue its reversal (06), unless
+        it was approved or is being reversed already. A reversal the host closed as "nothing
+        to reverse" (12, 25) was answered before the original reached it: the late approval
+        proves otherwise, so it goes again. Returns the reversal id, if one was queued."""
         with self._write() as db:
-            # the latest request with that STAN is the one answered: an older one is not
-            # a reversal the host closed as "nothing to reverse" (12, 25) was answered before
-            # the original reached it: the late approval proves otherwise, so it goes again
             row = db.execute(
-                "SELECT t.id, t.response_code, EXISTS (SELECT 1 FROM reversals r "
+                "SELECT t.state, t.response_code, EXISTS (SELECT 1 FROM reversals r "
                 "WHERE r.transaction_id = t.id AND r.state != 'nothing-to-reverse') "
-                "FROM transactions t WHERE t.stan = ? "
-                "AND t.reversal_template IS NOT NULL ORDER BY t.id DESC LIMIT 1",
-                (response.text(11, ""),),
+                "FROM transactions t WHERE t.id = ? AND t.reversal_template IS NOT NULL",
+                (transaction_id,),
             ).fetchone()
-            if row is None or codes.approved(row[1] or "") or row[2]:
+            if row is None or row[0] == "pending" or codes.approved(row[1] or "") or row[2]:
                 return None
             # the new reversal takes the place of a recheck of the one closed as nothing
-            db.execute("UPDATE reversals SET recheck_at = NULL WHERE transaction_id = ?", (row[0],))
-            reversal = self._queue_reversal(db, row[0], "06")
+            db.execute(
+                "UPDATE reversals SET recheck_at = NULL WHERE transaction_id = ?",
+                (transaction_id,),
+            )
+            reversal = self._queue_reversal(db, transaction_id, "06")
             self._event(
                 db,
                 "late-approval-reversed",
-                transaction=row[0],
+                transaction=transaction_id,
                 first_answer=row[1],
                 late_answer=response.text(39, ""),
             )
@@ -657,12 +707,13 @@ class Journal:
     # -------------------------------------------------------------------------- STAN map
 
     def wire_stan(self, app_stan: str, batch: str | None = None) -> tuple[str, str] | None:
-        """(wire STAN, batch) of the latest request the app numbered ``app_stan`` (in ``batch``
-        when given): what a reference to it must say to the host."""
+        """(wire STAN, batch) of the latest request the app numbered ``app_stan`` in ``batch``
+        (the current batch when not given): what a reference to it must say to the host. A
+        reference is never looked up in another batch (section 10)."""
         rows = self._rows(
-            "SELECT stan, batch FROM transactions WHERE app_stan = ? "
-            "AND (? IS NULL OR batch = ?) ORDER BY id DESC LIMIT 1",
-            (app_stan, batch, batch),
+            "SELECT stan, batch FROM transactions WHERE app_stan = ? AND batch = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (app_stan, batch or self._batch_text()),
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
@@ -676,23 +727,60 @@ class Journal:
         )
         return rows[0][0] if rows else None
 
-    def replay(self, app_stan: str, replay_key: str, window: float) -> Message | None:
-        """The answer the app got for the same request (same app STAN, MTI, processing code and
-        amount) within ``window`` seconds in the current batch: a repetition, not a new one."""
+    def no_longer_replayable(self, wire_stan: str, batch: str, why: str) -> None:
+        """The request sent as ``wire_stan`` in ``batch`` is being reversed or was voided by the
+        app: a repetition of it must not get its approval again (section 10)."""
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE transactions SET answer = NULL WHERE stan = ? AND batch = ? "
+                "AND answer IS NOT NULL",
+                (wire_stan, batch),
+            ).rowcount
+            if changed:
+                self._event(db, "answer-withdrawn", stan=wire_stan, batch=batch, why=why)
+
+    def replay(self, app_stan: str, replay_key: str, window: float) -> tuple[int, Message] | None:
+        """The answer the app got for the very same request (same app STAN and replay key)
+        within ``window`` seconds of the monotonic clock, in the current batch, provided it is
+        still true: nothing reversed, being reversed or voided is replayed (section 10)."""
         rows = self._rows(
-            "SELECT answer FROM transactions WHERE app_stan = ? AND replay_key = ? "
-            "AND batch = ? AND created_at >= ? AND answer IS NOT NULL "
+            "SELECT id, answer FROM transactions t WHERE app_stan = ? AND replay_key = ? "
+            "AND batch = ? AND boot = ? AND uptime >= ? AND answer IS NOT NULL "
+            "AND state = 'completed' AND NOT EXISTS "
+            "(SELECT 1 FROM reversals r WHERE r.transaction_id = t.id) "
             "ORDER BY id DESC LIMIT 1",
-            (app_stan, replay_key, self._batch_text(), self._clock() - window),
+            (app_stan, replay_key, self._batch_text(), self._boot, self._monotonic() - window),
         )
         if not rows:
             return None
-        stored = json.loads(rows[0][0])
+        stored = json.loads(rows[0][1])
         fields = {
             int(n): bytes.fromhex(v[1:]) if v.startswith("#") else v[1:]
             for n, v in stored["fields"].items()
         }
-        return Message(stored["mti"], fields)
+        return rows[0][0], Message(stored["mti"], fields)
+
+    def _load_replay_secret(self) -> bytes:
+        """The key of the card digests in replay keys. It lives in a file of its own beside the
+        journal (mode 0600), never in a row: a journal copied for support must not let anyone
+        test card numbers against its digests. A file that cannot be read or written leaves a
+        key for this run only (repetitions after a restart are then new requests)."""
+        path = self.path.with_name(self.path.name + ".replay-key")
+        with contextlib.suppress(OSError):
+            secret = path.read_bytes()
+            if len(secret) == 32:
+                return secret
+        secret = os.urandom(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, secret)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("replay key %s not kept (%s): it lasts this run only", path, exc)
+        return secret
 
     # ---------------------------------------------------------------- sign-ins and events
 

@@ -20,6 +20,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from agent.journal import JournalError
     from agent.service import daemon, logs
+    from agent.service.instance import AlreadyRunning
 
     config = load_config(args)
     logs.setup(args.verbose)
@@ -33,6 +34,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(daemon.run(config, reload))
-    except JournalError as exc:
+    except (JournalError, AlreadyRunning) as exc:
         print(f"agent run: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -132,7 +132,7 @@ class HostLink:
         self.last_error = ""
         self.late_responses = 0
         self._on_response = on_response
-        self._on_unmatched = on_unmatched
+        self.on_unmatched = on_unmatched
         self._on_down = on_down
         self._timeouts_in_a_row = 0
         self._down_until: dict[Endpoint, float] = {}
@@ -316,20 +316,26 @@ class HostLink:
             self._mux.forget(key, future)
 
     def _timed_out(self, channel: Channel) -> None:
-        """Count a response timeout; ``failover_after`` in a row mark the endpoint down (its
-        process hangs while its kernel still completes handshakes) and move the connection."""
+        """Count a response timeout; ``failover_after`` in a row end the connection: it went
+        silent without closing (a NAT that dropped its state) or the host's process hangs
+        while its kernel still completes handshakes. With another endpoint, this one is marked
+        down and the next is used; alone, a fresh connection to it replaces the silent one."""
         if self._channel is not channel:
             return
         self._timeouts_in_a_row += 1
-        others = [e for e in self.endpoints if e != channel.endpoint]
-        if not self.failover_after or self._timeouts_in_a_row < self.failover_after or not others:
+        if not self.failover_after or self._timeouts_in_a_row < self.failover_after:
             return
         reason = f"{self._timeouts_in_a_row} response timeouts in a row"
         self._timeouts_in_a_row = 0
-        self._down_until[channel.endpoint] = time.monotonic() + DOWN_FOR
-        log.warning("host %s marked down for %g s: %s", channel.endpoint, DOWN_FOR, reason)
+        others = [e for e in self.endpoints if e != channel.endpoint]
+        if others:
+            self._down_until[channel.endpoint] = time.monotonic() + DOWN_FOR
+            log.warning("host %s marked down for %g s: %s", channel.endpoint, DOWN_FOR, reason)
+        else:
+            log.warning("host connection to %s silent (%s): connecting afresh",
+                        channel.endpoint, reason)  # fmt: skip
         self._retire(channel)
-        if self._on_down is not None:
+        if others and self._on_down is not None:
             self._on_down(channel.endpoint, reason)
 
     def _retire(self, channel: Channel) -> None:
@@ -370,7 +376,7 @@ class HostLink:
             except DecodeError as exc:
                 self._detach(channel, f"host sent an undecodable frame: {exc}")
                 return
-            exchange = Exchange(frame, payload)
+            exchange = Exchange(frame, payload, str(channel.endpoint))
             if self._mux.deliver(exchange) and self._on_response is not None:
                 self._on_response(frame.message)
 
@@ -379,8 +385,8 @@ class HostLink:
         mti, stan, _ = match_key(exchange.frame.message)
         what = "a second answer" if earlier is not None else "a late or unmatched response"
         log.warning("%s: MTI %s STAN %s", what, mti, stan)
-        if self._on_unmatched is not None:
-            self._on_unmatched(exchange, earlier)
+        if self.on_unmatched is not None:
+            self.on_unmatched(exchange, earlier)
 
     async def _echo_loop(self) -> None:
         assert self.make_echo is not None

@@ -21,10 +21,12 @@ class HostLinkError(Exception):
 
 @dataclass(frozen=True)
 class Exchange:
-    """A response: decoded, and as received (TPDU + header + message, no length)."""
+    """A response: decoded, and as received (TPDU + header + message, no length), and the
+    endpoint (HOST:PORT) it came from."""
 
     frame: Frame
     raw: bytes
+    endpoint: str = ""
 
 
 def match_key(message: Message) -> MatchKey:

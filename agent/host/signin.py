@@ -10,14 +10,14 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from agent.host.link import HostLink
+from agent.host.link import HostLink, HostLinkError
 from agent.journal import Journal
 from agent.wire import codes
 from agent.wire.builders import Terminal, signin_request
 from agent.wire.errors import WireError
 from agent.wire.message import Message
 from agent.wire.working_keys import parse_field62
-from drivers.module import CardModule
+from drivers.module import CardModule, ModuleError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class SignInResult:
     host_time: str | None  # MMDDhhmmss from fields 13 and 12
     batch: int | None  # the host's, from 60.2 of the 0810
     response: Message  # the host's 0810 (field 62 is key material: only the module gets it)
+    endpoint: str  # HOST:PORT of the host that signed the terminal in
 
 
 def host_batch(response: Message) -> int | None:
@@ -60,7 +61,11 @@ async def sign_in(
 ) -> SignInResult:
     request = signin_request(terminal, stan=journal.next_stan(), batch=journal.batch, scheme=scheme)
     transaction = journal.begin(request, financial=False)
-    exchange = await link.request(request)
+    try:
+        exchange = await link.request(request)
+    except HostLinkError as exc:
+        journal.finish(transaction, "failed", detail=str(exc))
+        raise
     response = exchange.frame.message
     code = response.text(39, "")
     if code != "00":
@@ -76,8 +81,14 @@ async def sign_in(
         journal.finish(transaction, "failed", response, detail=f"field 62: {reason}")
         raise SignInError(f"the 0810 carries no usable working keys: {reason}") from None
     layout = keys.layout
-    await asyncio.to_thread(module.load_working_keys, key_slot, layout.number, keys.to_field62())
-    status = await asyncio.to_thread(module.key_status, key_slot)
+    try:
+        await asyncio.to_thread(
+            module.load_working_keys, key_slot, layout.number, keys.to_field62()
+        )
+        status = await asyncio.to_thread(module.key_status, key_slot)
+    except ModuleError as exc:  # a KCV mismatch among them: the row is closed, never pending
+        journal.finish(transaction, "failed", response, detail=f"card module: {exc}")
+        raise
     for name, kcv in keys.kcvs().items():
         held = status[name]
         if held.kcv_hex != kcv or held.length != layout.key_length(name):
@@ -100,4 +111,6 @@ async def sign_in(
         layout=layout.number,
     )
     log.info("signed in (%s), KCVs %s, batch %s", layout.describe(), keys.kcvs(), batch)
-    return SignInResult(scheme, layout.number, keys.kcvs(), host_time, batch, response)
+    return SignInResult(
+        scheme, layout.number, keys.kcvs(), host_time, batch, response, exchange.endpoint
+    )

@@ -22,10 +22,10 @@ from agent.recovery.policy import (
     refused,
     unregistered_message,
 )
-from agent.recovery.remedies import Remedies, RemedyFailed
+from agent.recovery.remedies import HostSilent, Remedies, RemedyFailed
 from agent.selfcheck import Report
 from agent.selfcheck.base import Text
-from agent.transaction.sender import Attempt
+from agent.transaction.sender import Attempt, local_answer
 from agent.wire import codes
 from agent.wire.message import Message
 
@@ -68,6 +68,7 @@ class Recovery:
         self._busy = 0
         self._background: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
+        self._host_silent = ""  # why a remedy of the running recovery got no answer, if one did
 
     # --------------------------------------------------------------------------- gateway
 
@@ -78,21 +79,26 @@ class Recovery:
         assert self.message is not None
         return "97", f"terminal not registered: {self.message.en}"
 
-    async def after_response(self, request: Message, attempt: Attempt) -> Message:
+    async def after_response(self, request: Message, attempt: Attempt) -> Attempt:
         assert attempt.exchange is not None
         header = attempt.exchange.frame.header
         requirement = header.processing_requirement if header else 0
         if not refused(attempt.answer):
             if requirement:
                 self.host_asks(requirement)
-            return attempt.answer
-        return await self.recover(request, attempt.answer)
+            return attempt
+        return await self._recover_from(request, attempt)
 
     # -------------------------------------------------------------------------- recovery
 
     async def recover(self, request: Message | None, answer: Message) -> Message:
         """Recover from ``answer``, the host's refusal of ``request``; ``None`` for a refused
-        sign-in, where each remedy's own sign-in is the retry. Returns the final answer."""
+        sign-in or reversal, where each remedy's own sign-in is the retry. Returns the final
+        answer."""
+        return (await self._recover_from(request, Attempt(answer, None))).answer
+
+    async def _recover_from(self, request: Message | None, attempt: Attempt) -> Attempt:
+        answer = attempt.answer
         code = answer.text(39)
         refusal = {"code": code, "mti": answer.mti, "at": time.time()}
         self.last_refusal = refusal
@@ -101,12 +107,12 @@ class Recovery:
             async with self._lock:
                 pass
             if self.state is State.UNREGISTERED or request is None:
-                return answer
-            return (await self.retry(request)).answer
+                return attempt
+            return await self.retry(request)
         async with self._lock, self.busy():
             self.state = State.RECOVERING
             try:
-                return await self._recover(request, answer, code)
+                return await self._recover(request, attempt, code)
             finally:
                 if self.state is State.RECOVERING:  # ended by an error: nothing was decided
                     self.state = State.REGISTERED
@@ -132,7 +138,7 @@ class Recovery:
             async with asyncio.timeout(self.deadline):
                 await self._idle.wait()
 
-    async def _recover(self, request: Message | None, answer: Message, code: str) -> Message:
+    async def _recover(self, request: Message | None, attempt: Attempt, code: str) -> Attempt:
         on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}
         self._spawn(self.remedies.hook("on-97", on_97))
         started = time.monotonic()
@@ -144,17 +150,31 @@ class Recovery:
             check_ms={c.id: c.duration_ms for c in report.checks},
         )
         plan = decide(report, code)
-        self._event("plan", remedies=plan or ["escalate"])
-        final = answer
+        refused_by = attempt.exchange.endpoint if attempt.exchange is not None else ""
+        if plan and refused_by and refused_by != self.remedies.signed_in_at():
+            # a host the terminal has not signed in at (a failover moved it there) refuses:
+            # the session is the first suspect (DESIGN.md section 7)
+            plan = ["sign-in", *(p for p in plan if p != "sign-in")]
+        self._event("plan", remedies=plan or ["escalate"], refused_by=refused_by)
+        self._host_silent = ""
+        final = attempt
         if plan:
-            final = await self._retry_with_remedies(request, answer, plan, report, started)
-        if refused(final):
-            await self._enter_unregistered(report, final)
+            final = await self._retry_with_remedies(request, attempt, plan, report, started)
+        if refused(final.answer) and self._host_silent:
+            # nobody's refusal yet: a host that did not answer is a communication failure, and
+            # never makes the terminal unregistered
+            self.state = State.REGISTERED
+            self._event("inconclusive", code=final.answer.text(39), why=self._host_silent)
+            if request is not None:
+                reason = f"the host did not answer the repair: {self._host_silent}"
+                final = Attempt(local_answer(request, "96", reason), None)
+        elif refused(final.answer):
+            await self._enter_unregistered(report, final.answer)
         else:
             self.state = State.REGISTERED
             self._event(
                 "recovered",
-                code=final.text(39),
+                code=final.answer.text(39),
                 seconds=round(time.monotonic() - started, 3),
                 remedies=plan,
             )
@@ -163,15 +183,15 @@ class Recovery:
     async def _retry_with_remedies(
         self,
         request: Message | None,
-        answer: Message,
+        attempt: Attempt,
         plan: list[str],
         report: Report,
         started: float,
-    ) -> Message:
+    ) -> Attempt:
         remaining = list(plan)
-        last = answer
+        last = attempt
 
-        async def next_try() -> Message:
+        async def next_try() -> Attempt:
             nonlocal last
             while remaining:
                 remedy = remaining.pop(0)
@@ -180,17 +200,17 @@ class Recovery:
             else:
                 raise NothingLeftToTry
             if request is None:  # every remedy ends in a sign-in, and that one succeeded
-                last = Message(answer.mti, {39: "00"})
+                last = Attempt(Message(attempt.answer.mti, {39: "00"}), None)
                 return last
-            last = (await self.retry(request)).answer
-            self._event("retried", after=remedy, code=last.text(39))
+            last = await self.retry(request)
+            self._event("retried", after=remedy, code=last.answer.text(39))
             return last
 
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.attempts)
             | tenacity.stop_after_delay(max(self.deadline - (time.monotonic() - started), 0)),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
-            retry=tenacity.retry_if_result(refused),
+            retry=tenacity.retry_if_result(lambda tried: refused(tried.answer)),
             reraise=True,
         )
         try:
@@ -211,6 +231,8 @@ class Recovery:
         try:
             done = await actions[remedy]()
         except RemedyFailed as exc:
+            if isinstance(exc, HostSilent):
+                self._host_silent = str(exc)
             self._event("remedy", remedy=remedy, ok=False, detail=str(exc))
             return False
         self._event("remedy", remedy=remedy, ok=True, detail=done)

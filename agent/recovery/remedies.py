@@ -18,7 +18,13 @@ class Remedies(Protocol):
     async def fail_over(self) -> str: ...
     async def hook(self, event: str, payload: dict[str, Any]) -> None: ...
     def identity(self) -> dict[str, str]: ...  # tid, mid, support_phone
+    def signed_in_at(self) -> str: ...  # HOST:PORT of the last successful sign-in, or ""
 
 
 class RemedyFailed(Exception):
     """A remedy could not be applied; the text says why."""
+
+
+class HostSilent(RemedyFailed):
+    """A remedy got no answer from the host (a timeout, no connection): a communication
+    failure, never a refusal, so never a reason to call the terminal unregistered."""

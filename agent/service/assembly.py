@@ -13,13 +13,13 @@ from typing import Any
 
 from agent import __version__, paths, provisioning
 from agent.config import Config, Endpoint
-from agent.host.link import Exchange, HostLink, HostLinkError
+from agent.host.link import HostLink, HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import Journal, JournalError
 from agent.provisioning import Provisioning, ProvisioningError
 from agent.recovery.engine import Recovery
 from agent.recovery.policy import State, refused
-from agent.recovery.remedies import RemedyFailed
+from agent.recovery.remedies import HostSilent, RemedyFailed
 from agent.selfcheck import FAST, Report, run_checks
 from agent.selfcheck.base import Context, HostClockSample
 from agent.selfcheck.report import as_json
@@ -67,7 +67,6 @@ class Agent:
             config,
             make_echo=self.echo_message,
             on_response=self._saw_response,
-            on_unmatched=self._late_response,
             on_down=self._host_down,
         )
         self.hooks = HookRunner(config.hooks.directory, timeout=config.hooks.timeout)
@@ -87,8 +86,10 @@ class Agent:
             self.stats,
             deferred,
             recheck_after=lambda: self.config.reversal.recheck_after,
-            on_refused=self._reversal_refused,
+            attempts=lambda: self.config.reversal.attempts,
+            terminal=lambda: Terminal(self.config.terminal.tid, self.config.terminal.mid),
         )
+        self.link.on_unmatched = self.reversals.late_response
         stan_map = StanMap(self.journal, self.reversals, lambda: self.config.gateway.replay_window)
         self.sender = Sender(
             lambda: self.config,
@@ -130,11 +131,9 @@ class Agent:
             mode = WrapMode(
                 self.sender, self.recovery, self._profile, self.stats, self.downloads.observe
             )
-        undelivered = mode.undelivered if isinstance(mode, WrapMode) else None
         self.app_socket = AppSocket(
-            mode.process,
+            mode,
             self.stats,
-            undelivered,
             max_clients=config.gateway.max_clients,
             idle_timeout=config.gateway.idle_timeout,
         )
@@ -157,16 +156,6 @@ class Agent:
         terminal = Terminal(self.config.terminal.tid, self.config.terminal.mid)
         return echo_request(terminal, stan=self.journal.next_stan(), batch=self.journal.batch)
 
-    async def _reversal_refused(self, answer: Message) -> None:
-        """The host refused a reversal with a code that says it lost us: recover (sign in,
-        re-provision...) as for a refused sign-in; the reversal then goes again. Within a
-        recovery (its retry sends the queue first) the running recovery is the repair."""
-        if self.recovery.state is not State.RECOVERING:
-            await self.recovery.recover(None, answer)
-
-    def _late_response(self, exchange: Exchange, earlier: Exchange | None) -> None:
-        self.reversals.late_response(exchange, earlier)
-
     def _host_down(self, endpoint: Endpoint, reason: str) -> None:
         try:
             self.journal.event("host-down", endpoint=str(endpoint), reason=reason)
@@ -188,6 +177,7 @@ class Agent:
         await self.app_socket.close()
         await self.app_socket.wait_closed()
         await self.module_proxy.close()
+        await self.reversals.close()
         await self.link.close()
         await asyncio.to_thread(self.module.close)
         self.journal.close()
@@ -414,10 +404,15 @@ class Agent:
             return ""
         return info.serial.strip()
 
+    def signed_in_at(self) -> str:
+        return self.sender.signed_in_at
+
     async def sign_in(self) -> str:
         try:
             await self.sender.sign_in()
-        except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
+        except HostLinkError as exc:
+            raise HostSilent(f"sign-in failed: {exc}") from None
+        except (SignInError, ModuleError, JournalError) as exc:
             raise RemedyFailed(f"sign-in failed: {exc}") from None
         self.recovery.registered_again("a sign-in succeeded")
         last = self.journal.last_signin() or {}
@@ -428,7 +423,7 @@ class Agent:
     async def provision(self, reason: str) -> str:
         """Ask the TMS, then the ``provision`` hook; apply and keep what they say, then sign in
         under it. Fails when nobody knows better than the configuration already does."""
-        found = await self._fetch_provisioning(reason)
+        found = await self._keeping_an_answering_host(await self._fetch_provisioning(reason))
         current = Provisioning(
             self.config.terminal.tid,
             self.config.terminal.mid,
@@ -449,6 +444,34 @@ class Agent:
         self.journal.event("provisioned", source=found.source, tid=found.tid, changed=changed)
         signed = await self.sign_in()
         return f"provisioned from {found.source} (TID {found.tid}, MID {found.mid}); {signed}"
+
+    async def _keeping_an_answering_host(self, found: Provisioning) -> Provisioning:
+        """A remedy never trades the host that answers for hosts that do not (DESIGN.md
+        section 7): when the provisioning leaves out the endpoint the terminal talks to now,
+        its hosts are taken only if one of them answers an echo test."""
+        link = self.link.status
+        if not found.hosts or not link.connected or link.endpoint in found.hosts:
+            return found
+        try:
+            offered = found.apply(self.config).endpoints
+        except (ProvisioningError, ValueError):
+            return found  # refused with its reason when applied
+        probe = HostLink.from_config(
+            self.config, offered, response_timeout=min(self.config.host.response_timeout, 5.0)
+        )
+        try:
+            await probe.request(self.echo_message())
+            return found
+        except HostLinkError as exc:
+            kept = tuple(map(str, self.config.endpoints))
+            log.warning("%s offers hosts %s that do not answer (%s); keeping %s",
+                        found.source, ", ".join(found.hosts), exc, ", ".join(kept))  # fmt: skip
+            with contextlib.suppress(JournalError):
+                self.journal.event("provisioning-hosts-kept", offered=list(found.hosts),
+                                   kept=list(kept), reason=str(exc))  # fmt: skip
+            return dataclasses.replace(found, hosts=kept)
+        finally:
+            await probe.close()
 
     async def provision_by_hand(self) -> str:
         """``agent provision``: nothing to change is a fine answer for a technician."""

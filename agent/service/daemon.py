@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from agent import paths, timeline
@@ -21,14 +22,16 @@ from agent.backoff import Backoff
 from agent.config import Config, ConfigError
 from agent.journal import JournalError
 from agent.provisioning import ProvisioningError
+from agent.recovery.policy import State
 from agent.recovery.remedies import RemedyFailed
 from agent.selfcheck import run_checks
 from agent.selfcheck.base import Status
 from agent.service.assembly import Agent
 from agent.service.control import ControlServer, Handler
+from agent.service.instance import InstanceLock
 from agent.service.notify import Notifier
 from agent.transaction.peers import QuietLog
-from agent.transaction.reversals import ReversalPending
+from agent.transaction.reversals import ReversalPending, ReversalRefused
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,16 @@ async def send_reversals_until_done(agent: Agent) -> None:
         await reversals.waiting.wait()
         try:
             await reversals.send()
+        except ReversalRefused as exc:
+            # the host lost the session or the keys: recover (sign in, re-provision...) as
+            # for a refused sign-in; the reversal then goes again, after a pause while the
+            # host keeps refusing. Within a recovery, the running recovery is the repair.
+            backoff = backoff or Backoff(REVERSAL_FIRST_PAUSE, agent.config.reversal.retry_max)
+            log.warning("%s: recovering first", exc)
+            if agent.recovery.state is State.REGISTERED:
+                await agent.recovery.recover(None, exc.answer)
+            await asyncio.sleep(backoff.failed())
+            continue
         except ReversalPending as exc:
             backoff = backoff or Backoff(REVERSAL_FIRST_PAUSE, agent.config.reversal.retry_max)
             pause = backoff.failed()
@@ -210,6 +223,16 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
 
 
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    journal = paths.journal_path(config)
+    payment = paths.payment_socket(config)
+    # first of all: a second agent on this journal or socket must change nothing
+    with InstanceLock(
+        journal.with_name(journal.name + ".lock"), payment.with_name(payment.name + ".lock")
+    ):
+        return await _serve(config, reload, payment)
+
+
+async def _serve(config: Config, reload: Callable[[], Config] | None, payment: Path) -> int:
     agent = Agent(config)
     notify = Notifier()
     recovered = agent.journal.recover_pending()
@@ -217,7 +240,6 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
         log.warning(
             "%d request(s) were in flight when the agent stopped: reversals queued", recovered
         )
-    payment = paths.payment_socket(config)
     await agent.app_socket.serve(payment, config.gateway.tcp_port)
     await agent.module_proxy.serve(paths.module_socket(config))
     control = ControlServer(control_handlers(agent))

@@ -14,7 +14,7 @@ Admin API (JSON):
     POST /settings                       {"key_layout"?: 0-7, "batch"?: N, "check_batch"?: bool,
                                           "download_fault"?: "" | "ca-sha1" | "tlv-overrun" |
                                           "list-never-ends"}
-    POST /faults                         {"kind", "count"?: 1, "delay"?: 2.0}; kinds below
+    POST /faults                         {"kind", "count"?: 1, "delay"?: 2.0, "mti"?}; kinds below
     POST /faults/clear
     POST /reload                         re-read the registry file
 
@@ -24,7 +24,11 @@ connection instead of answering), ``partial`` (half the answer, then close the c
 ``wrong-mac`` (answer with a corrupted MAC), ``refused-first`` (a 97 without a MAC at once, as a
 host that lost the session sends it, then the real answer), ``held`` (the request is taken in
 ``delay`` seconds late and its answer is lost, as from a host that stopped reading, then read
-what had piled up after the terminal had given up on that connection).
+what had piled up after the terminal had given up on that connection), ``stray-tid`` and
+``stray-mti`` (a forged approval without a MAC for the same STAN, naming another terminal or
+answering another MTI, ``delay`` seconds before the real answer, as an attacker on the line would
+send it), ``no-mac`` (the answer without its MAC, as hosts send declines). ``mti`` limits a
+fault to requests of that MTI (the reversals, say).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from agent.wire.frame import Layout, decode_frame, host_frame, with_length
 from agent.wire.message import Message, encode_message
 
 FAULT_KINDS = (
-    "no-answer", "late", "garbage", "close", "partial", "wrong-mac", "refused-first", "held"
+    "no-answer", "late", "garbage", "close", "partial", "wrong-mac", "refused-first", "held",
+    "stray-tid", "stray-mti", "no-mac",
 )  # fmt: skip
 MAX_FRAME = 8192
 
@@ -55,6 +60,7 @@ MAX_FRAME = 8192
 class Fault:
     kind: str
     delay: float = 0.0
+    mti: str | None = None  # only requests of this MTI; any when None
 
 
 class FaultQueue:
@@ -62,17 +68,22 @@ class FaultQueue:
         self._queue: deque[Fault] = deque()
         self._lock = threading.Lock()
 
-    def add(self, kind: str, count: int = 1, delay: float = 2.0) -> None:
+    def add(self, kind: str, count: int = 1, delay: float = 2.0, mti: str | None = None) -> None:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
         if count < 1 or delay < 0:
             raise ValueError("count must be 1 or more and delay 0 or more")
         with self._lock:
-            self._queue.extend(Fault(kind, delay) for _ in range(count))
+            self._queue.extend(Fault(kind, delay, mti) for _ in range(count))
 
-    def take(self) -> Fault | None:
+    def take(self, mti: str = "") -> Fault | None:
+        """The first fault for a request of ``mti``."""
         with self._lock:
-            return self._queue.popleft() if self._queue else None
+            for fault in self._queue:
+                if fault.mti in (None, mti):
+                    self._queue.remove(fault)
+                    return fault
+            return None
 
     def clear(self) -> None:
         with self._lock:
@@ -119,7 +130,7 @@ class HostServer:
                 if length > MAX_FRAME:
                     return  # hostile length: close rather than allocate
                 request = await reader.readexactly(length)
-                fault = self.faults.take()
+                fault = self.faults.take(request[11:13].hex())  # after TPDU and header
                 if fault is not None and fault.kind == "held":
                     self._hold(request, fault.delay)
                     continue
@@ -151,6 +162,10 @@ class HostServer:
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.kind == "refused-first":
             writer.write(with_length(refused(response)))
+        if fault is not None and fault.kind.startswith("stray-"):
+            writer.write(with_length(stray(response, fault.kind)))
+            await writer.drain()
+            await asyncio.sleep(fault.delay)
         if fault is not None and fault.kind == "garbage":
             junk = os.urandom(40)
             writer.write(with_length(junk))
@@ -162,6 +177,8 @@ class HostServer:
         else:
             if fault is not None and fault.kind == "wrong-mac":
                 response = response[:-1] + bytes([response[-1] ^ 0x01])
+            if fault is not None and fault.kind == "no-mac":
+                response = without_mac(response)
             writer.write(with_length(response))
         await writer.drain()
         return True
@@ -177,6 +194,31 @@ def refused(response: bytes) -> bytes:
     fields = {n: v for n, v in frame.message.fields.items() if n not in (38, 64)}
     fields[39] = "97"
     body = encode_message(Message(frame.message.mti, fields))
+    return host_frame(body, frame.tpdu, frame.header)[2:]
+
+
+def without_mac(response: bytes) -> bytes:
+    """``response`` as a host that MACs approvals only sends a decline: field 64 left out."""
+    frame = decode_frame(response, Layout.TPDU)
+    assert frame.tpdu is not None and frame.header is not None
+    fields = {n: v for n, v in frame.message.fields.items() if n != 64}
+    body = encode_message(Message(frame.message.mti, fields))
+    return host_frame(body, frame.tpdu, frame.header)[2:]
+
+
+def stray(response: bytes, kind: str) -> bytes:
+    """A forged approval without a MAC for the STAN ``response`` answers: naming another
+    terminal (``stray-tid``) or answering another MTI (``stray-mti``)."""
+    frame = decode_frame(response, Layout.TPDU)
+    assert frame.tpdu is not None and frame.header is not None
+    fields = {n: v for n, v in frame.message.fields.items() if n != 64}
+    fields[39] = "00"
+    mti = frame.message.mti
+    if kind == "stray-tid":
+        fields[41] = "99999999"
+    else:
+        mti = "0110" if mti != "0110" else "0210"
+    body = encode_message(Message(mti, fields))
     return host_frame(body, frame.tpdu, frame.header)[2:]
 
 
@@ -233,7 +275,10 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                             host.downloads.set_fault(str(body["download_fault"]))
                 elif parts == ["faults"]:
                     server.faults.add(
-                        body["kind"], int(body.get("count", 1)), float(body.get("delay", 2.0))
+                        body["kind"],
+                        int(body.get("count", 1)),
+                        float(body.get("delay", 2.0)),
+                        body.get("mti"),
                     )
                 elif parts == ["faults", "clear"]:
                     server.faults.clear()

@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from agent.transaction.connections import Connections
 from agent.transaction.peers import Admission
@@ -28,24 +30,40 @@ MAX_APP_FRAME = 4096
 # Once a frame has begun, all of it must arrive within this time (a stalled or slow-loris client
 # must not hold a reader forever). Between frames a connection may stay idle.
 FRAME_TIMEOUT = 5.0
-# One frame in, its answer out; ``None`` closes the connection (the frame made no sense).
-Process = Callable[[bytes], Awaitable[bytes | None]]
-# Told of an answer that could not be written to the app (it had gone).
-Undelivered = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one frame; ``settle`` hears whether the app got it (an approval it did not
+    get is reversed), exactly once, after the write succeeded or failed."""
+
+    frame: bytes
+    settle: Callable[[bool], None] | None = None
+
+
+class Mode(Protocol):
+    """What a frame means (wrap or pass-through mode)."""
+
+    async def process(self, frame: bytes) -> Reply | None:
+        """The answer to ``frame``; ``None`` closes the connection (pass-through mode only,
+        whose frames are the host's and whose answers only the host can give)."""
+        ...
+
+    def failed(self, frame: bytes, reason: str) -> bytes | None:
+        """The answer to ``frame`` when answering it failed unexpectedly (``reason``)."""
+        ...
 
 
 class AppSocket:
     def __init__(
         self,
-        process: Process,
+        mode: Mode,
         stats: GatewayStats,
-        undelivered: Undelivered | None = None,
         *,
         max_clients: int = 32,
         idle_timeout: float = 300.0,
     ) -> None:
-        self._process = process
-        self._undelivered = undelivered
+        self._mode = mode
         self.stats = stats
         self.frame_timeout = FRAME_TIMEOUT
         self.idle_timeout = idle_timeout
@@ -147,20 +165,41 @@ class AppSocket:
             self._connections.active(task)
             self.stats.requests += 1
             try:
-                answer = await self._process(frame)
+                reply = await self._answer(frame)
+                if reply is None:
+                    return
+                delivered = await self._deliver(reader, writer, reply.frame)
+                if reply.settle is not None:
+                    self._settle(reply, delivered)
             finally:
                 busy.discard(task)
-            if answer is None:
-                return
-            if not await self._deliver(reader, writer, answer):
+            if not delivered:
                 return
             self._connections.active(task)
+
+    async def _answer(self, frame: bytes) -> Reply | None:
+        """The one "always answer" boundary (DESIGN.md section 10): whatever fails below it
+        becomes an answer with the reason and a log line, never a closed connection."""
+        try:
+            return await self._mode.process(frame)
+        except Exception as exc:
+            log.exception("answering a payment app frame failed")
+            answer = self._mode.failed(frame, f"{type(exc).__name__}: {exc}")
+            return None if answer is None else Reply(answer)
+
+    @staticmethod
+    def _settle(reply: Reply, delivered: bool) -> None:
+        assert reply.settle is not None
+        try:
+            reply.settle(delivered)
+        except Exception:
+            log.exception("settling a delivered=%s answer failed", delivered)
 
     async def _deliver(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: bytes
     ) -> bool:
         """Write one answer; an app that has gone (closed its end while the host answered)
-        cannot receive it, and the mode hears of that (an approval must then be reversed)."""
+        cannot receive it (the reply's ``settle`` hears so: an approval must be reversed)."""
         # EOF from the app: it closed its end (a TCP write could still "succeed" into a reset)
         gone = reader.at_eof() or writer.is_closing()
         if not gone:
@@ -172,6 +211,4 @@ class AppSocket:
                 gone = True
         if gone:
             log.warning("the payment app left before its answer could be written")
-            if self._undelivered is not None:
-                self._undelivered(answer)
         return not gone

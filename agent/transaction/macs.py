@@ -36,6 +36,19 @@ class Macs:
 
         return encode_with_mac(message, mac_of_block, self._profile())
 
+    def authentic(self, exchange: Exchange) -> bool:
+        """Whether a response carries a MAC that verifies under the session's MAK (an answer
+        nobody waited for moves money only then)."""
+        if 64 not in exchange.frame.message:
+            return False
+        body = exchange.raw[TPDU_BYTES + HEADER_BYTES :]
+        slot = self._key_slot()
+        try:
+            return mac_matches(body, lambda r: self.module.mac_from_block(r, slot))
+        except ModuleError as exc:
+            log.error("cannot check the MAC of an unmatched response: %s", exc)
+            return False
+
     def response_ok(self, outgoing: Message, exchange: Exchange, approved: bool) -> bool:
         """An approval of a MACed request must carry a good MAC. A decline moves no money, and
         the declines that matter most come from a host that lost our session or keys (97, A0):

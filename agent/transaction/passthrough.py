@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from agent.host.link import HostLink, HostLinkError
 from agent.journal import Journal, JournalError
+from agent.transaction.app_socket import Reply
 from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError
 from agent.wire.frame import Layout, decode_frame, with_length
@@ -30,7 +31,12 @@ class PassThrough:
         self._profile = profile
         self.stats = stats
 
-    async def process(self, frame: bytes) -> bytes | None:
+    def failed(self, frame: bytes, reason: str) -> None:
+        """Only the host answers a host frame: the connection closes (the app keeps its own
+        session and reversals in this mode)."""
+        log.error("pass-through frame not answered: %s", reason)
+
+    async def process(self, frame: bytes) -> Reply | None:
         """The host's answer to one app frame, or ``None`` to close the app's connection."""
         try:
             inspected = decode_frame(frame, Layout.TPDU, self._profile())
@@ -51,4 +57,4 @@ class PassThrough:
             log.warning("pass-through %s got no response: %s", request.mti, exc)
             return None
         self.journal.finish(transaction, "completed", exchange.frame.message)
-        return exchange.raw
+        return Reply(exchange.raw)

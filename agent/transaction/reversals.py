@@ -1,17 +1,27 @@
 """The reversal queue (DESIGN.md section 8): what the journal queued is sent before the next
 financial request and until the host closes it. An approval confirms a reversal, 12 and 25 close
-it (nothing to reverse), 22 closes it as a conflict a person must reconcile.
+it (nothing to reverse; with or without a MAC, as hosts MAC approvals, not declines), 22 closes
+it as a conflict a person must reconcile.
+
+Reversals go in two lanes. A fresh one (tried fewer than ``reversal.attempts`` times) goes before
+the next sale: the sale joins the try under way or starts one, so it waits for at most one
+bounded try, never behind other sales' tries. A stuck one (tried that often) is the background
+sender's alone, with back-off: no sale waits for it.
 
 A reversal closed with 12 or 25 may have overtaken its original: a request stuck in a host that
 stopped reading reaches it after the reversal went through the backup, and is approved there
 with nobody left to read the answer. So it is sent once more, in the background,
-``reversal.recheck_after`` seconds later; sales never wait for that recheck."""
+``reversal.recheck_after`` seconds later; sales never wait for that recheck.
+
+An answer that matches no request in flight comes here too (:meth:`ReversalSender.late_response`):
+it moves money only when it is authenticated (its MAC verifies), names this terminal and
+answers the original's MTI; and never while its request still waits for its own answer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from agent.backoff import pause
 from agent.host.link import Exchange, HostLink, HostLinkError
@@ -21,7 +31,7 @@ from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
-from agent.wire.builders import reversal_request
+from agent.wire.builders import Terminal, response_mti, reversal_request
 from agent.wire.message import Message
 from drivers.module import ModuleError
 
@@ -36,17 +46,15 @@ class ReversalPending(Exception):
         self.attempts = attempts
 
 
-class _Repairable(Exception):
-    """The host refused a reversal with a code recovery can act on."""
+class ReversalRefused(Exception):
+    """The host refused a reversal with a code recovery can act on (it lost the session or
+    the keys): whoever sent it runs recovery, then the reversal goes again."""
 
-    def __init__(self, answer: Message) -> None:
-        super().__init__(answer.text(39, ""))
-        self.answer = answer
-
-
-# Told of a reversal the host refused with a terminal-config, session or security code (it lost
-# the session or the keys): recovery runs, then the reversal goes again.
-Refused = Callable[[Message], Awaitable[None]]
+    def __init__(self, stan: str, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.answer = exchange.frame.message
+        code = self.answer.text(39, "")
+        super().__init__(f"the host refused the reversal of STAN {stan} with {code}")
 
 
 class ReversalSender:
@@ -57,36 +65,97 @@ class ReversalSender:
         macs: Macs,
         stats: GatewayStats,
         deferred: DeferredWrites,
+        *,
         recheck_after: Callable[[], float],
-        on_refused: Refused | None = None,
+        attempts: Callable[[], int],
+        terminal: Callable[[], Terminal],
     ) -> None:
+        """``recheck_after``, ``attempts`` and ``terminal`` are read at each use: a reload may
+        change them."""
         self.journal = journal
         self._recheck_after = recheck_after
+        self._attempts = attempts
+        self._terminal = terminal
         self.deferred = deferred
-        self._on_refused = on_refused
         self.link = link
         self.macs = macs
         self.stats = stats
         self.waiting = asyncio.Event()  # set when the journal has queued reversals
-        self._lock = asyncio.Lock()
+        self._fresh_lane = asyncio.Lock()
+        self._stuck_lane = asyncio.Lock()
+        self._fresh_try: asyncio.Future[int] | None = None  # the fresh lane's try under way
         # reversals the host closed whose outcome the journal could not take (a full disk):
         # kept here, never sent again, written when the journal takes writes again
         self._unwritten: dict[int, tuple[Message, str]] = {}
+        # authenticated late approvals of requests still waiting for their own answer
+        self._early: dict[int, Message] = {}
+        self._judging: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        for task in list(self._judging):
+            task.cancel()
+        await asyncio.gather(*self._judging, return_exceptions=True)
+
+    # ------------------------------------------------------------------ unmatched answers
 
     def late_response(self, exchange: Exchange, earlier: Exchange | None) -> None:
-        """The link's handler of responses nobody waited for: an approval of a reversible
-        request that was answered otherwise (refused first, or timed out) is reversed
-        (DESIGN.md sections 7 and 10). A second approval of an approved request is no charge."""
-
-        def approval(response: Exchange) -> bool:
-            return codes.approved(response.frame.message.text(39, ""))
-
-        if not approval(exchange) or (earlier is not None and approval(earlier)):
-            return
+        """The link's sink for responses nobody waited for. An approval of a reversible request
+        that was answered otherwise (refused, timed out, answered locally) is reversed, once it
+        proves to be the host's: a second approval of an approved request is no charge."""
         response = exchange.frame.message
+        if not codes.approved(response.text(39, "")):
+            return
+        if earlier is not None and codes.approved(earlier.frame.message.text(39, "")):
+            return
+        task = asyncio.ensure_future(self._judge(exchange))
+        self._judging.add(task)
+        task.add_done_callback(self._judging.discard)
+
+    async def _judge(self, exchange: Exchange) -> None:
+        response = exchange.frame.message
+        stan = response.text(11, "")
+        try:
+            refusal = self._not_ours(response)
+            sent = self.journal.sent_with_stan(stan) if refusal is None else None
+            if refusal is None and (sent is None or response_mti(sent.mti) != response.mti):
+                refusal = "it answers no reversible request the agent sent"
+            if refusal is None and not await asyncio.to_thread(self.macs.authentic, exchange):
+                refusal = "its MAC does not verify under the session's key"
+            if refusal is not None:
+                log.warning("unmatched approval for STAN %s ignored: %s", stan, refusal)
+                self.journal.event("stray-answer", stan=stan, mti=response.mti, why=refusal)
+                return
+            assert sent is not None
+            sent = self.journal.sent_with_stan(stan)  # again: it may have settled meanwhile
+            if sent is None:
+                return
+            if sent.state == "pending":  # decided when its own answer (or timeout) settles it
+                self._early[sent.id] = response
+                return
+            self._reverse_late(sent.id, response)
+        except JournalError as exc:
+            log.error("unmatched approval for STAN %s not judged: %s", stan, exc)
+        except Exception:
+            log.exception("unmatched approval for STAN %s not judged", stan)
+
+    def _not_ours(self, response: Message) -> str | None:
+        terminal = self._terminal()
+        named = (response.text(41, "").strip(), response.text(42, "").strip())
+        if named != (terminal.tid.strip(), terminal.mid.strip()):
+            return f"it names TID/MID {named[0]!r}/{named[1]!r}, not this terminal"
+        return None
+
+    def settled(self, transaction_id: int) -> None:
+        """The request ``transaction_id`` has its outcome in the journal: an authenticated
+        approval that came for it while it waited is judged now."""
+        response = self._early.pop(transaction_id, None)
+        if response is not None:
+            self._reverse_late(transaction_id, response)
+
+    def _reverse_late(self, transaction_id: int, response: Message) -> None:
         queued = self.deferred.now_or_later(
             f"the reversal of a late approval (STAN {response.text(11, '')})",
-            lambda: self.journal.reverse_late_approval(response),
+            lambda: self.journal.reverse_late_approval(transaction_id, response),
         )
         if queued is not None:
             log.warning(
@@ -95,28 +164,39 @@ class ReversalSender:
             )
             self.waiting.set()
 
+    # ------------------------------------------------------------------------- sending
+
+    async def before_sale(self) -> int:
+        """Before a financial request: the fresh reversals go first. Joins the try under way,
+        or starts one; returns how many it closed, raises :class:`ReversalPending` when one
+        could not be closed (:class:`ReversalRefused` when recovery must act first)."""
+        if self._fresh_try is None or self._fresh_try.done():
+            self._fresh_try = asyncio.ensure_future(self._send_lane(stuck=False))
+            self._fresh_try.add_done_callback(_retrieved)
+        return await asyncio.shield(self._fresh_try)
+
     async def send(self) -> int:
-        """Send every queued reversal until the host closes it; returns how many were closed.
-        Raises :class:`ReversalPending` at the first that cannot be closed, a journal that
-        cannot be read or written included: the caller always has an answer to give."""
+        """Send every queued reversal, fresh ones first, then stuck ones; returns how many were
+        closed. Raises :class:`ReversalPending` at the first that cannot be closed, a journal
+        that cannot be read or written included: the caller always has an answer to give."""
+        return await self.before_sale() + await self._send_lane(stuck=True)
+
+    async def _send_lane(self, *, stuck: bool) -> int:
         closed = 0
-        async with self._lock:
+        limit = self._attempts()
+        async with self._stuck_lane if stuck else self._fresh_lane:
             try:
                 self.deferred.flush()
                 self._write_outcomes()
-                queued_now = self.journal.queued_reversals()
+                queued_now = [
+                    r for r in self.journal.queued_reversals() if (r.attempts >= limit) == stuck
+                ]
             except JournalError as exc:
                 raise ReversalPending(f"journal: {exc}", 0) from None
             for queued in queued_now:
                 if queued.id in self._unwritten:
                     continue  # closed by the host already; only the journal lags behind
-                try:
-                    exchange = await self._try(queued, queued.attempts, self._on_refused)
-                except _Repairable as refusal:
-                    assert self._on_refused is not None
-                    # the host lost the session or the keys: repair, then once more
-                    await self._on_refused(refusal.answer)
-                    exchange = await self._try(queued, queued.attempts + 1, None)
+                exchange = await self._try(queued, queued.attempts, repairable=True)
                 answer = exchange.frame.message
                 outcome = codes.reversal_outcome(answer.text(39, "")).value
                 self._unwritten[queued.id] = (answer, outcome)
@@ -140,11 +220,11 @@ class ReversalSender:
         returns how many the host then reversed after all. One without a closing answer goes
         again later, with the agent's back-off from one recheck period."""
         reversed_now = 0
-        async with self._lock:
+        async with self._stuck_lane:
             for due in self.journal.reversals_to_recheck():
                 stan = due.message.text(11)
                 try:
-                    exchange = await self._try(due, due.attempts, None)
+                    exchange = await self._try(due, due.attempts, repairable=False)
                 except ReversalPending as exc:
                     log.warning("recheck of the reversal of STAN %s: %s; again later", stan, exc)
                     period = self._recheck_after()
@@ -162,10 +242,10 @@ class ReversalSender:
                     )  # fmt: skip
         return reversed_now
 
-    async def _try(self, queued: Reversal, tried: int, repair: Refused | None) -> Exchange:
+    async def _try(self, queued: Reversal, tried: int, *, repairable: bool) -> Exchange:
         """One try of ``queued`` (``tried`` times before): the host's answer if it closes the
-        reversal; :class:`_Repairable` for a refusal when ``repair`` can act on it;
-        :class:`ReversalPending` otherwise. A failed try is journalled."""
+        reversal; :class:`ReversalRefused` for a refusal recovery can act on (when
+        ``repairable``); :class:`ReversalPending` otherwise. A failed try is journalled."""
         message = reversal_request(queued.message, queued.reason)
         stan = queued.message.text(11)
         try:
@@ -178,15 +258,18 @@ class ReversalSender:
         answer = exchange.frame.message
         code = answer.text(39, "")
         outcome = codes.reversal_outcome(code)
-        done = outcome is not codes.ReversalOutcome.NOT_DONE
-        # a forged decline must not close a reversal either: it needs a good MAC too
-        mac_ok = done and await asyncio.to_thread(self.macs.response_ok, message, exchange, True)
-        if not mac_ok:
-            reason = f"host answered {code}" if not done else "response MAC wrong"
-            self._attempted(queued, reason)
-            if not done and repair is not None and refused(answer):
-                raise _Repairable(answer)
-            raise ReversalPending(f"STAN {stan}: {reason}", tried + 1)
+        if outcome is codes.ReversalOutcome.NOT_DONE:
+            self._attempted(queued, f"host answered {code}")
+            if repairable and refused(answer):
+                raise ReversalRefused(stan, exchange)
+            raise ReversalPending(f"STAN {stan}: host answered {code}", tried + 1)
+        # 12 and 25 close it with or without a MAC (the recheck follows); a confirmation or a
+        # conflict must be the host's: a forged one would end a reversal the host never made
+        if outcome is not codes.ReversalOutcome.NOTHING_TO_REVERSE and not await asyncio.to_thread(
+            self.macs.response_ok, message, exchange, True
+        ):
+            self._attempted(queued, "response MAC wrong")
+            raise ReversalPending(f"STAN {stan}: response MAC wrong", tried + 1)
         if outcome is codes.ReversalOutcome.CONFLICT:
             log.error(
                 "reversal of STAN %s closed as a conflict: the host answered 22 "
@@ -201,3 +284,9 @@ class ReversalSender:
         except JournalError as exc:  # the try is lost from the count, never the reversal
             log.error("reversal of STAN %s: the journal missed a try: %s",
                       queued.message.text(11), exc)  # fmt: skip
+
+
+def _retrieved(future: asyncio.Future[int]) -> None:
+    """A shared try's failure is each joiner's to handle; none left must not be logged."""
+    if not future.cancelled():
+        future.exception()

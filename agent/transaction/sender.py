@@ -22,8 +22,8 @@ from agent.journal import Journal, JournalError
 from agent.transaction.classes import MessageClass, classify
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
-from agent.transaction.reversals import ReversalPending, ReversalSender
-from agent.transaction.stan_map import LocalAnswer, StanMap, replay_key
+from agent.transaction.reversals import ReversalPending, ReversalRefused, ReversalSender
+from agent.transaction.stan_map import LocalAnswer, StanMap
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
 from agent.wire.builders import MAC_PLACEHOLDER, Terminal, response_to, with_batch
@@ -37,10 +37,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Attempt:
     """What one try of a request gave the app; ``exchange`` is the host's response when the
-    answer is the host's, ``None`` when the agent answered itself."""
+    answer is the host's, ``None`` when the agent answered itself. ``transaction`` is the
+    journal row of a reversible request the host answered: if the app does not get an
+    approval of it, that row is reversed."""
 
     answer: Message
     exchange: Exchange | None
+    transaction: int | None = None
+
+
+# Voids name their original in 61 (DESIGN.md section 15): MTI and the processing code's first
+# two digits. Once one is approved, the original's answer is no longer replayed.
+VOIDS = {"0200": "20", "0100": "20"}
 
 
 def local_answer(request: Message, code: str, reason: str) -> Message:
@@ -105,6 +113,7 @@ class Sender:
         # outcomes the journal could not take (a full disk), written once it can
         self.deferred = deferred
         self.signed_in = False  # a sign-in succeeded since the service started
+        self.signed_in_at = ""  # HOST:PORT of the host of the last successful sign-in
         self._signins_running = 0
         # Cleared while a sign-in replaces the working keys: requests wait rather than go out
         # MACed under keys the host is about to forget.
@@ -136,12 +145,19 @@ class Sender:
         await self._keys_settled.wait()
         if cls.held and self.journal.has_queued_reversals:
             try:
-                await self.reversals.send()
+                await self.reversals.before_sale()
+            except ReversalRefused as exc:
+                # the host lost the session or the keys: recovery repairs, then retries the
+                # request, and the reversal goes first again
+                self.reversals.waiting.set()
+                reason = f"{exc}; the request was not sent"
+                return Attempt(self.local(request, exc.answer.text(39), reason), exc.exchange)
             except ReversalPending as exc:
                 # A reversal goes before the next sale; one that failed reversal.attempts times
                 # in a row no longer holds sales up (it is retried in the background): a
                 # terminal is never locked out of sales by its own queue.
                 if exc.attempts < self._config().reversal.attempts:
+                    self.reversals.waiting.set()
                     return local("96", f"reversal pending: {exc}")
                 log.warning("sale goes ahead of a reversal that keeps failing: %s", exc)
         try:
@@ -155,8 +171,9 @@ class Sender:
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
         app_stan = request.text(11) if own else None
         try:
+            key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
             transaction, encoded = await asyncio.to_thread(
-                self._record, outgoing, financial, app_stan, replay_key(request), cls
+                self._record, outgoing, financial, app_stan, key, cls
             )
         except ModuleError as exc:
             return local("96", f"card module: {exc}")
@@ -186,19 +203,20 @@ class Sender:
         """Journal a request that got no answer. If even that fails (a full disk), the row stays
         pending on disk (a reversal if the agent stops now) and is closed, its reversal queued,
         as soon as the journal takes writes again: nothing is lost, the app is told."""
-        self.deferred.now_or_later(
-            f"the outcome of transaction {transaction} ({state})",
-            lambda: self.journal.finish(
-                transaction, state, detail=detail, reversal_reason=reversal_reason
-            ),
-        )
+
+        def close() -> bool:
+            self.journal.finish(transaction, state, detail=detail, reversal_reason=reversal_reason)
+            return True
+
+        if self.deferred.now_or_later(f"the outcome of transaction {transaction} ({state})", close):
+            self.reversals.settled(transaction)
 
     def _record(
         self,
         outgoing: Message,
         financial: bool,
         app_stan: str | None,
-        key: str,
+        key: str | None,
         cls: MessageClass,
     ) -> tuple[int, bytes]:
         """In a worker thread: journal the request as pending (taking its STAN unless it
@@ -230,6 +248,7 @@ class Sender:
             mac_ok = await asyncio.to_thread(
                 self._close_checked, outgoing, transaction, exchange, financial, answer
             )
+            self.reversals.settled(transaction)
         except JournalError as exc:
             # The app must not see an approval the journal does not have. The row stays
             # pending (a reversal if the agent stops now); while it runs, the approval is kept
@@ -253,7 +272,7 @@ class Sender:
                 self.reversals.waiting.set()
             reason = "response MAC wrong; reversal queued"
             return Attempt(self.local(request, "A0", reason), None)
-        return Attempt(answer, exchange)
+        return Attempt(answer, exchange, transaction if financial else None)
 
     def _close_checked(
         self,
@@ -278,6 +297,10 @@ class Sender:
             )
             return False
         self.journal.finish(transaction, "completed", response, answer=answer)
+        original = outgoing.get(61)
+        voided = VOIDS.get(outgoing.mti) == outgoing.text(3, "")[:2] and codes.approved(code)
+        if voided and isinstance(original, str):  # a repetition of the original is a new request
+            self.journal.no_longer_replayable(original[6:12], original[:6], "voided")
         return True
 
     def _prepare(self, request: Message, cls: MessageClass, references: dict[int, str]) -> Message:
@@ -296,16 +319,13 @@ class Sender:
             fields.pop(64, None)
         return Message(request.mti, dict(sorted(fields.items())))
 
-    def reverse_undelivered(self, answer: Message) -> None:
-        """An answer the app could not receive: if it is an approval of a reversible request,
-        queue that request's reversal (06)."""
-        code = answer.text(39, "")
-        stan = answer.get(11)
-        if not codes.approved(code) or not isinstance(stan, str):
-            return
+    def reverse_undelivered(self, transaction: int) -> None:
+        """The app could not receive the answer to ``transaction``: if it is an approval,
+        queue its reversal (06). Until the journal has it, no repetition is answered from it."""
+        self.stan_map.withdraw(transaction)
         queued = self.deferred.now_or_later(
-            f"the reversal of an undelivered approval (app STAN {stan})",
-            lambda: self.journal.reverse_undelivered(stan),
+            f"the reversal of the undelivered answer to transaction {transaction}",
+            lambda: self.journal.reverse_undelivered(transaction),
         )
         if queued is not None:
             self.reversals.waiting.set()
@@ -334,7 +354,7 @@ class Sender:
                     module=self.macs.module,
                     link=self.link,
                 )
-                self.signed_in = True
+                self.signed_in, self.signed_in_at = True, result.endpoint
                 return result
         finally:
             self._signins_running -= 1

@@ -10,10 +10,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+try:  # the digest alone: hashlib would load OpenSSL (3.7 MB) for it
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter built without it
+    from hashlib import blake2b
+
 from agent.journal import Journal, JournalError
+from agent.session.tlv import TlvError, parse
 from agent.transaction.classes import MessageClass
-from agent.transaction.reversals import ReversalPending, ReversalSender
-from agent.wire.builders import with_batch
+from agent.transaction.reversals import ReversalPending, ReversalRefused, ReversalSender
+from agent.wire.builders import Terminal, with_batch
 from agent.wire.message import Message
 
 log = logging.getLogger(__name__)
@@ -27,10 +33,43 @@ class LocalAnswer:
     reason: str
 
 
-def replay_key(request: Message) -> str:
+NO_BATCH = "000000"  # an app that does not know the host's batch names none
+
+
+def card_number(request: Message) -> bytes:
+    """The card a request charges: the PAN of field 2, else track 2 up to its separator (or
+    all of it, encrypted), else 5A of the IC data in 55."""
+    pan = request.get(2)
+    if isinstance(pan, str) and pan:
+        return pan.encode()
+    track = request.get(35)
+    if isinstance(track, str) and track:
+        return track.upper().replace("D", "=").split("=")[0].encode()
+    icc = request.get(55)
+    if isinstance(icc, bytes):
+        with contextlib.suppress(TlvError):
+            for tag, value in parse(icc):
+                if tag == "5A":
+                    return value.hex().upper().rstrip("F").encode()
+    return b""
+
+
+def replay_key(request: Message, terminal: Terminal, secret: bytes) -> str:
     """What a repetition of ``request`` has the same (DESIGN.md section 10): MTI, processing
-    code and amount (with the app's STAN and the batch, which the journal keeps beside it)."""
-    return f"{request.mti}/{request.get(3) or ''}/{request.get(4) or ''}"
+    code, amount, 25, 60.1, TID/MID and the card, as a keyed digest (the app's STAN and the
+    batch are kept beside it). The card number itself is never kept."""
+    field_60 = request.get(60)
+    parts = (
+        request.mti,
+        request.get(3) or "",
+        request.get(4) or "",
+        request.get(25) or "",
+        field_60[:2] if isinstance(field_60, str) else "",
+        terminal.tid,
+        terminal.mid,
+    )
+    digest = blake2b("|".join(map(str, parts)).encode() + b"|" + card_number(request), key=secret)
+    return digest.hexdigest()[:32]
 
 
 class StanMap:
@@ -41,25 +80,35 @@ class StanMap:
         self.journal = journal
         self.reversals = reversals
         self._replay_window = replay_window
+        # answers withdrawn while the journal could not record their reversal yet (full disk)
+        self._withdrawn: set[int] = set()
 
     async def references(self, request: Message, cls: MessageClass) -> dict[int, str] | LocalAnswer:
         """Fields that name earlier requests by the app's STAN, in the wire's numbers: 11 of a
         reversal or batch upload (the original's, and a reversal's 60.2 the original's batch),
-        61.1/61.2 of any request. A reversal of nothing the agent sent, or of a request the
-        agent reverses itself, is answered here: the host must not see it twice."""
+        61.1/61.2 of any request, each within the batch the reference names (61.1, else the
+        current batch). A reference that cannot be translated there is answered 25: an app's
+        number never reaches the host as a wire number. A reversal of a request the agent
+        reverses itself is answered here: the host must not see it twice."""
         found: dict[int, str] = {}
         original = request.get(61)
-        if isinstance(original, str) and len(original) >= 12:
-            wire = self.journal.wire_stan(original[6:12], original[:6])
-            wire = wire or self.journal.wire_stan(original[6:12])
-            if wire is not None:
-                found[61] = wire[1] + wire[0] + original[12:]
+        if original is not None:
+            text = original if isinstance(original, str) else ""
+            if len(text) < 12:
+                return LocalAnswer("25", f"61 ({text!r}) names no batch and STAN of 6 digits")
+            batch = None if text[:6] == NO_BATCH else text[:6]
+            wire = self.journal.wire_stan(text[6:12], batch)
+            if wire is None:
+                where = f"batch {batch}" if batch else "the current batch"
+                reason = f"no request of STAN {text[6:12]} in {where} went through the agent"
+                return LocalAnswer("25", reason)
+            found[61] = wire[1] + wire[0] + text[12:]
         if not cls.refers_by_stan:
             return found
         stan = request.get(11)
         wire = self.journal.wire_stan(stan) if isinstance(stan, str) else None
         if wire is None:
-            reason = f"no request of STAN {stan} went through the agent"
+            reason = f"no request of STAN {stan} in the current batch went through the agent"
             return LocalAnswer("25", reason)
         found[11] = wire[0]
         if cls.name != "reversal":
@@ -69,31 +118,42 @@ class StanMap:
             found[60] = with_batch(field_60, int(wire[1]))
         if self.journal.reversal_of(*wire) == "queued":
             try:
-                await self.reversals.send()
-            except ReversalPending as exc:
+                await self.reversals.before_sale()
+            except (ReversalPending, ReversalRefused) as exc:
                 return LocalAnswer("96", f"its reversal is pending: {exc}")
         state = self.journal.reversal_of(*wire)
         if state == "confirmed":
             return LocalAnswer("00", "reversed by the agent")
         if state == "conflict":
             return LocalAnswer("22", "the host disputes its reversal")
+        # the app reverses it: from now on a repetition of it is a new request
+        self.journal.no_longer_replayable(*wire, why="the app sent its reversal")
         return found
 
-    def replayed(self, request: Message) -> Message | None:
-        """The answer the app already got for this very request (same app STAN, MTI,
-        processing code and amount, within ``gateway.replay_window`` in this batch): the app
-        repeats it, and it must not be charged twice."""
+    def withdraw(self, transaction: int) -> None:
+        """The answer to ``transaction`` is being reversed: never replayed, whatever the
+        journal still says."""
+        self._withdrawn.add(transaction)
+
+    def key(self, request: Message, terminal: Terminal) -> str:
+        return replay_key(request, terminal, self.journal.replay_secret)
+
+    def replayed(self, request: Message, terminal: Terminal) -> Message | None:
+        """The answer the app already got for this very request (same app STAN and replay key,
+        within ``gateway.replay_window`` in this batch), if it is still true: the app repeats
+        it, and it must not be charged twice."""
         stan = request.get(11)
         if not isinstance(stan, str):
             return None
         window = self._replay_window()
         try:
-            answer = self.journal.replay(stan, replay_key(request), window)
+            found = self.journal.replay(stan, self.key(request, terminal), window)
         except JournalError as exc:
             log.error("cannot look for a repetition of STAN %s: %s", stan, exc)
             return None
-        if answer is None:
+        if found is None or found[0] in self._withdrawn:
             return None
+        answer = found[1]
         if 2 in request:  # the host echoed the card number, which the journal does not keep
             answer.fields[2] = request.fields[2]
         answer = Message(answer.mti, dict(sorted(answer.fields.items())))

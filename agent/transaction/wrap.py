@@ -14,11 +14,11 @@ from typing import Protocol
 from agent.host.link import HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import JournalError
+from agent.transaction.app_socket import Reply
 from agent.transaction.classes import NETWORK_MANAGEMENT, classify
-from agent.transaction.sender import Attempt, Sender
-from agent.transaction.stan_map import replay_key
+from agent.transaction.sender import Attempt, Sender, local_answer
 from agent.transaction.stats import GatewayStats
-from agent.wire.errors import DecodeError
+from agent.wire.errors import DecodeError, WireError
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.profile import Profile
 from agent.wire.working_keys import SCHEMES
@@ -32,7 +32,53 @@ class AfterRefusal(Protocol):
 
     def hold(self) -> tuple[str, str] | None: ...
     async def settled(self) -> None: ...
-    async def after_response(self, request: Message, attempt: Attempt) -> Message: ...
+    async def after_response(self, request: Message, attempt: Attempt) -> Attempt: ...
+
+
+class OneAtATime:
+    """Requests of one app STAN go one at a time, each until the app has (or has not) got its
+    answer: a repetition is decided only once the first is settled, never both answered from
+    one host answer, never replayed while the first's approval may still be reversed."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def enter(self, key: str) -> Callable[[], None]:
+        """Wait for ``key``'s turn; returns the release, to be called exactly once."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave(key)
+            raise
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                lock.release()
+                self._leave(key)
+
+        return release
+
+    def _leave(self, key: str) -> None:
+        lock, users = self._locks[key]
+        if users == 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
+
+
+def unreadable(frame: bytes, reason: str) -> bytes:
+    """The answer to a frame that does not decode: 30 with the reason, under the response MTI
+    when the frame begins with a request MTI (the app must always get an answer)."""
+    mti = frame[:2].hex() if len(frame) >= 2 else ""
+    if not (mti.isdigit() and mti[2] in "02468"):
+        mti = "0800"  # no request MTI to answer: a network-management answer with the reason
+    answer = local_answer(Message(mti, {}), "30", f"format: {reason}")
+    return encode_message(answer)
 
 
 class WrapMode:
@@ -49,72 +95,81 @@ class WrapMode:
         self.recovery = recovery
         self._profile = profile
         self.stats = stats
-        # requests in flight by (app STAN, replay key): a repetition waits for the first
-        self._in_flight: dict[tuple[str, str], asyncio.Event] = {}
+        self._one_at_a_time = OneAtATime()
 
-    async def process(self, frame: bytes) -> bytes | None:
-        """The answer to one app frame, or ``None`` to close the app's connection."""
+    async def process(self, frame: bytes) -> Reply:
+        """The answer to one app frame; its ``settle`` hears whether the app got it."""
         profile = self._profile()
         try:
             request = decode_message(frame, profile)
         except DecodeError as exc:
             log.warning("payment app sent a malformed message: %s", exc)
             self.stats.bad_frames += 1
-            return None
+            return Reply(unreadable(frame, str(exc)))
         if request.mti == "0800" and str(request.get(60, ""))[8:11] in SCHEMES:
             answer = await self._sign_in_for_app(request)
-        else:
-            answer = await self._wrap(request)
-        return encode_message(answer, profile)
+            return Reply(self._encode(request, answer, profile))
+        return await self._wrap(request, profile)
 
-    def undelivered(self, answer: bytes) -> None:
-        """The app did not get ``answer``: an approval of a reversible request is reversed
-        (reason 06, DESIGN.md section 10)."""
+    def failed(self, frame: bytes, reason: str) -> bytes:
+        """96 with the reason, for a frame whose answering failed unexpectedly."""
         try:
-            message = decode_message(answer, self._profile())
-        except DecodeError:  # pragma: no cover - the agent encoded it
-            return
-        self.sender.reverse_undelivered(message)
+            request = decode_message(frame, self._profile())
+        except DecodeError as exc:
+            return unreadable(frame, str(exc))
+        return encode_message(local_answer(request, "96", f"agent error: {reason}"))
 
-    async def _wrap(self, request: Message) -> Message:
+    def _encode(self, request: Message, answer: Message, profile: Profile) -> bytes:
+        try:
+            return encode_message(answer, profile)
+        except WireError as exc:  # a host answer the app's profile cannot carry
+            log.error("the answer to %s cannot be encoded for the app: %s", request.mti, exc)
+            return encode_message(local_answer(request, "96", f"answer not encodable: {exc}"))
+
+    async def _wrap(self, request: Message, profile: Profile) -> Reply:
         await self.recovery.settled()  # a recovery or the start-up sign-in first
         cls = classify(request)
         if cls is NETWORK_MANAGEMENT:
-            answer = await self._send(request)
+            answer = (await self._send(request)).answer
             try:
                 await self._observe(request, answer)
             except Exception:  # keeping a copy must never cost the app its answer
                 log.exception("the app's download answer could not be kept")
-            return answer
+            return Reply(self._encode(request, answer, profile))
         if cls is None or not cls.held:
-            return await self._send(request)
-        key = (str(request.get(11, "")), replay_key(request))
-        # the app repeats a request still in flight: wait for its answer
-        while (first := self._in_flight.get(key)) is not None:
-            await first.wait()
-        replayed = self.sender.stan_map.replayed(request)
-        if replayed is not None:
-            return replayed
-        held = self.recovery.hold()
-        if held is not None:
-            return self.sender.local(request, *held)
-        done = self._in_flight[key] = asyncio.Event()
+            return Reply(self._encode(request, (await self._send(request)).answer, profile))
+        release = await self._one_at_a_time.enter(str(request.get(11, "")))
         try:
-            return await self._send(request)
-        finally:
-            if self._in_flight.get(key) is done:
-                del self._in_flight[key]
-            done.set()
+            replayed = self.sender.stan_map.replayed(request, self.sender.terminal)
+            if replayed is not None:
+                return Reply(self._encode(request, replayed, profile), lambda _: release())
+            held = self.recovery.hold()
+            if held is not None:
+                answer = self.sender.local(request, *held)
+                return Reply(self._encode(request, answer, profile), lambda _: release())
+            attempt = await self._send(request)
+        except BaseException:
+            release()
+            raise
 
-    async def _send(self, request: Message) -> Message:
+        def settle(delivered: bool) -> None:
+            try:
+                if not delivered and attempt.transaction is not None:
+                    self.sender.reverse_undelivered(attempt.transaction)
+            finally:
+                release()  # only now may a repetition look at what the first one left
+
+        return Reply(self._encode(request, attempt.answer, profile), settle)
+
+    async def _send(self, request: Message) -> Attempt:
         attempt = await self.sender.attempt(request)
         if attempt.exchange is None:
-            return attempt.answer
+            return attempt
         try:
             return await self.recovery.after_response(request, attempt)
         except Exception:  # a bug in recovery must not leave the app without its answer
             log.exception("recovery failed; passing the host's answer on")
-            return attempt.answer
+            return attempt
 
     async def _sign_in_for_app(self, request: Message) -> Message:
         """The app's sign-in is the agent's (it owns the session): the app gets the host's 0810

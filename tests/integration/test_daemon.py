@@ -2,6 +2,7 @@
 systemd itself cannot be PID 1 here: a Unix datagram socket in the test stands in for its
 NOTIFY_SOCKET, which is all the sd_notify protocol needs."""
 
+import concurrent.futures
 import json
 import os
 import re
@@ -402,3 +403,30 @@ def test_the_service_loads_only_what_it_uses(tmp_path, simulators):
     commands = {name for name in imported if name.startswith("agent.cli.")}
     assert commands == {"agent.cli.common", "agent.cli.parser", "agent.cli.render"}
     assert not {"hashlib", "hmac", "secrets", "shutil", "unicodedata"} & imported
+
+
+def test_a_second_agent_on_the_same_state_changes_nothing(tmp_path, simulators):
+    """DESIGN.md section 8: a second ``agent run`` on the same journal and sockets exits 1
+    naming the lock and its holder; the first one's sale in flight is approved and stays live,
+    and its sockets stay where they were."""
+    host, _, config = simulators
+    first = start(tmp_path, config)
+    try:
+        host.post("/faults", {"kind": "late", "delay": 1.5})
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            sale = pool.submit(pay, tmp_path / "agent.sock", 2500)
+            time.sleep(0.3)  # the sale is in flight at the host
+            second = subprocess.run(
+                [AGENT, "run", "--config", str(config)], capture_output=True, text=True, timeout=30
+            )
+            answer = sale.result(timeout=30)
+        assert second.returncode == 1, second.stderr
+        assert ".lock is locked by process " + str(first.process.pid) in second.stderr
+        assert answer.text(39) == "00"
+        time.sleep(0.5)
+        purchases = host.state()["purchases"].values()
+        assert [p["reversed"] for p in purchases] == [False]
+        assert host.state()["reversals"] == 0
+        assert pay(tmp_path / "agent.sock").text(39) == "00"  # its socket is still its own
+    finally:
+        assert first.stop() == 0

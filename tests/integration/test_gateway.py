@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from agent.wire.frame import with_length
-from agent.wire.message import Message, encode_message
+from agent.wire.message import Message, decode_message, encode_message
 from tests.conftest import fill_disk
 from tests.integration.gateway_rig import (
     PAN,
@@ -172,16 +172,42 @@ async def _raw(socket, data: bytes, close_after: bool = True) -> bytes:
     "data",
     [
         b"\xff\xff" + b"x" * 100,  # a length of 65535: refused without reading it
-        with_length(b"\x02\x00\x80"),  # truncated bitmap
-        with_length(bytes.fromhex("02000800000000000000")),  # field 5 is not in the profile
         b"\x00\x10abc",  # a frame cut short, then the client closes
     ],
 )
-def test_bad_app_frames_close_that_client_only(tmp_path, data: bytes) -> None:
+def test_broken_framing_closes_that_client_only(tmp_path, data: bytes) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
             assert await _raw(rig.socket, data) == b""
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("message", "mti", "reason"),
+    [
+        (b"\x02\x00\x80", "0210", "bitmap"),  # truncated bitmap
+        (bytes.fromhex("02000800000000000000"), "0210", "field 5"),  # not in the profile
+        (b"\x99", "0810", "format"),  # not even an MTI
+    ],
+)
+def test_a_message_that_does_not_decode_is_answered_30(tmp_path, message, mti, reason) -> None:
+    """The always-answer boundary (DESIGN.md sections 4 and 10): a frame whose message does
+    not decode gets a local 30 naming what was wrong, never a closed connection."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            reader, writer = await asyncio.open_unix_connection(str(rig.socket))
+            writer.write(with_length(message))
+            await writer.drain()
+            length = int.from_bytes(await reader.readexactly(2), "big")
+            answer = decode_message(await reader.readexactly(length))
+            writer.close()
+            assert (answer.mti, answer.text(39)) == (mti, "30")
+            assert answer.text(63).startswith("AGENT format:") and reason in answer.text(63)
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert rig.host.state()["requests"].get("0200", 0) == 1  # nothing else was sent
 
     run(scenario())
 

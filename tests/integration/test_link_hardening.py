@@ -135,3 +135,59 @@ def test_a_reload_that_changes_idle_echo_applies_it(tmp_path) -> None:
             assert rig.host.state()["requests"]["0820"] == echoes  # turned off again
 
     run(scenario())
+
+
+class NatProxy(HangingProxy):
+    """A NAT in front of the simulator that can drop its state: the connections it carried
+    then go silent without closing, while new ones pass."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.generation = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        born = self.generation
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pump(source, sink) -> None:
+            while data := await source.read(4096):
+                if self.generation == born:
+                    sink.write(data)
+                    await sink.drain()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer),
+                             return_exceptions=True)  # fmt: skip
+
+    def drop_state(self) -> None:
+        self.generation += 1
+
+
+def test_a_silent_connection_to_the_only_host_is_replaced(tmp_path) -> None:
+    """A single-host terminal whose connection went silent (no FIN, no RST) connects afresh
+    after ``host.failover_after`` timeouts in a row, instead of refusing every sale."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            real = rig.config.host.primary
+            proxy = NatProxy(real.port)
+            port = await proxy.start()
+            only = Endpoint("127.0.0.1", port)
+            rig.agent.link.reconfigure(
+                type(rig.agent.link)([only], tpdu=rig.agent.link.tpdu,
+                                     header=rig.agent.link.header, response_timeout=0.3)
+            )  # fmt: skip
+            try:
+                assert (await exchange(rig.socket, app_purchase(100))).text(39) == "00"
+                proxy.drop_state()
+                answers = []
+                for n in range(5):
+                    answers.append((await exchange(rig.socket, app_purchase(200 + n))).text(39))
+                    if answers[-1] == "00":
+                        break
+                assert answers[-1] == "00" and len(answers) <= 3, answers
+                assert rig.host.state()["duplicates"] == 0
+            finally:
+                await proxy.close()
+
+    run(scenario())

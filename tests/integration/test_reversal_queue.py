@@ -47,3 +47,61 @@ def test_a_reversal_refused_for_a_lost_session_recovers_and_goes_again(tmp_path)
             assert "recovery.refused" in kinds and "reversal-confirmed" in kinds
 
     run(scenario())
+
+
+def test_a_25_without_a_mac_closes_a_reversal(tmp_path) -> None:
+    """Hosts MAC approvals, not declines: 12 and 25 close a reversal with or without a MAC
+    (the recheck still follows); a confirmation without one does not."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.queue_reversal("123456", 1500)  # the host never saw it: 25
+            rig.server.faults.add("no-mac", mti="0400")
+            assert await rig.agent.reversals.send() == 1
+            assert not rig.agent.journal.has_queued_reversals
+            assert rig.agent.journal.rechecks_waiting() == 1
+            approved = await exchange(rig.socket, app_purchase(1000, app_stan=77))
+            assert approved.text(39) == "00"
+            # an approval without a MAC is no confirmation: the sale stays queued for reversal
+            rig.agent.journal.reverse_undelivered(rig.agent.journal.transactions()[-1]["id"])
+            rig.server.faults.add("no-mac", mti="0400")
+            assert (await exchange(rig.socket, app_purchase(1001))).text(39) == "96"
+            assert rig.agent.journal.has_queued_reversals
+
+    run(scenario())
+
+
+def test_no_sale_waits_for_a_stuck_reversal(tmp_path) -> None:
+    async def scenario():
+        sections = {"reversal": {"attempts": 2}}
+        async with gateway_rig(tmp_path, response_timeout=0.3, sections=sections) as rig:
+            rig.queue_reversal("123456", 1500)
+            rig.server.faults.add("no-answer", count=100, mti="0400")
+            codes = [(await exchange(rig.socket, app_purchase(1000))).text(39) for _ in range(2)]
+            assert codes == ["96", "00"]
+            tried = rig.host.state()["requests"]["0400"]
+            assert tried == 2
+            for _ in range(3):  # stuck: tried in the background only, never before a sale
+                assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert rig.host.state()["requests"]["0400"] == tried
+            assert rig.agent.journal.has_queued_reversals
+
+    run(scenario())
+
+
+def test_sales_at_once_share_one_try_of_a_reversal(tmp_path) -> None:
+    """Before a reversal is stuck a sale waits for one bounded try, never behind other sales'
+    tries: five sales at once, one try, five answers."""
+
+    async def scenario():
+        sections = {"reversal": {"attempts": 3}}
+        async with gateway_rig(tmp_path, response_timeout=0.3, sections=sections) as rig:
+            rig.queue_reversal("123456", 1500)
+            rig.server.faults.add("no-answer", count=100, mti="0400")
+            answers = await asyncio.gather(
+                *(exchange(rig.socket, app_purchase(1000 + n)) for n in range(5))
+            )
+            assert [a.text(39) for a in answers] == ["96"] * 5
+            assert rig.host.state()["requests"]["0400"] == 1
+
+    run(scenario())

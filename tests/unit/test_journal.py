@@ -62,7 +62,8 @@ def test_migration_from_schema_2_keeps_transactions_outside_the_stan_map(tmp_pat
 
 
 def test_the_stan_map_and_replay(tmp_path) -> None:
-    journal = Journal(tmp_path / "journal.sqlite3")
+    uptime = [5_000.0]
+    journal = Journal(tmp_path / "journal.sqlite3", monotonic=lambda: uptime[0])
     purchase = Message("0200", {2: "6217001234567890123", 3: "000000", 4: "000000001000"})
     transaction = journal.begin(
         purchase, financial=True, assign_stan=True, app_stan="000901", replay_key="k"
@@ -72,9 +73,15 @@ def test_the_stan_map_and_replay(tmp_path) -> None:
     assert journal.wire_stan("000901") == (purchase.text(11), "000001")
     assert journal.wire_stan("000901", "000002") is None
     replayed = journal.replay("000901", "k", 120)
-    assert replayed == Message("0210", {11: "000901", 38: "123456", 39: "00"})  # no PAN kept
+    # no PAN kept
+    assert replayed == (transaction, Message("0210", {11: "000901", 38: "123456", 39: "00"}))
     assert journal.replay("000901", "other", 120) is None
     assert journal.replay("000901", "k", -1) is None  # outside the window
+    uptime[0] += 121
+    assert journal.replay("000901", "k", 120) is None  # the window passed on the monotonic clock
+    uptime[0] -= 121
+    journal.no_longer_replayable(purchase.text(11), "000001", "voided")
+    assert journal.replay("000901", "k", 120) is None  # voided: no longer true
     with contextlib.closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
         rows = db.execute("SELECT answer FROM transactions").fetchall()
     assert "6217001234567890123" not in str(rows)
@@ -263,13 +270,16 @@ def test_a_late_approval_reverses_only_the_latest_request_with_its_stan(tmp_path
     refused = journal.begin(purchase, financial=True)
     journal.finish(refused, "completed", Message("0210", {11: "000042", 39: "97"}))
     approval = Message("0210", {11: "000042", 39: "00"})
-    assert journal.reverse_late_approval(approval) is not None
+    assert journal.sent_with_stan("000042").id == refused  # the latest with that STAN
+    assert journal.reverse_late_approval(refused, approval) is not None
     [queued] = journal.queued_reversals()
     assert (queued.transaction_id, queued.reason) == (refused, "06")
-    assert journal.reverse_late_approval(approval) is None  # once
+    assert journal.reverse_late_approval(refused, approval) is None  # once
     approved = journal.begin(purchase, financial=True)
     journal.finish(approved, "completed", Message("0210", {11: "000042", 39: "00"}))
-    assert journal.reverse_late_approval(approval) is None  # the app got this one
+    assert journal.reverse_late_approval(approved, approval) is None  # the app got this one
+    pending = journal.begin(purchase, financial=True)
+    assert journal.reverse_late_approval(pending, approval) is None  # decided when it settles
     journal.close()
 
 
@@ -326,7 +336,7 @@ def test_a_late_approval_after_a_nothing_to_reverse_is_reversed_again(tmp_path) 
         first.id, Message("0410", {11: "000043", 39: "25"}), "nothing-to-reverse"
     )
     assert journal.queued_reversals() == []
-    assert journal.reverse_late_approval(Message("0210", {11: "000043", 39: "00"})) is not None
+    assert journal.reverse_late_approval(sent, Message("0210", {11: "000043", 39: "00"}))
     [again] = journal.queued_reversals()
     assert (again.transaction_id, again.reason) == (sent, "06")
     journal.close()
@@ -359,7 +369,7 @@ def test_a_late_approval_replaces_the_recheck_with_a_queued_reversal(tmp_path) -
     [first] = journal.queued_reversals()
     journal.reversal_closed(first.id, Message("0410", {39: "25"}), "nothing-to-reverse", 30.0)
     late = Message("0210", {11: purchase(43).text(11), 39: "00"})
-    assert journal.reverse_late_approval(late) is not None
+    assert journal.reverse_late_approval(sent, late) is not None
     assert journal.rechecks_waiting() == 0  # the queued reversal does the recheck's work
     assert len(journal.queued_reversals()) == 1
     journal.close()

@@ -1,0 +1,224 @@
+"""Money under a hostile field (DESIGN.md sections 8 and 10), each case one the red team found:
+the app is never told approved for a sale that is reversed, nothing is charged twice, and an
+answer nobody waited for moves money only when it is the host's. The host simulator keeps the
+ledger every assertion is made against; the app talks over the real Unix socket."""
+
+import asyncio
+
+from agent.wire.frame import with_length
+from agent.wire.message import Message, encode_message
+from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
+
+OTHER_PAN = "6222021234567890128"
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+async def until(condition, seconds: float, what: str) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{what} within {seconds} s")
+
+
+async def send_and_leave(socket, message: Message) -> None:
+    """The app sends ``message`` and closes its end at once: it cannot take the answer."""
+    _, writer = await asyncio.open_unix_connection(str(socket))
+    writer.write(with_length(encode_message(message)))
+    await writer.drain()
+    writer.close()
+
+
+async def settle_reversals(rig) -> None:
+    """Send what the journal queued until the host has closed it all."""
+    for _ in range(50):
+        if not rig.agent.journal.has_queued_reversals:
+            return
+        await rig.agent.reversals.send()
+    raise AssertionError("reversals still queued")
+
+
+def charge(rig, rrn: str) -> dict:
+    """The host's ledger entry of the purchase it answered with retrieval reference ``rrn``."""
+    [found] = [p for p in rig.host.state()["purchases"].values() if p.get("rrn") == rrn]
+    return found
+
+
+def assert_told_approved_is_live(rig, answers: list[Message]) -> None:
+    """Every approval the app was given is live at the host, exactly once."""
+    for answer in answers:
+        if answer.text(39) == "00":
+            assert not charge(rig, answer.text(37))["reversed"], answer
+
+
+def with_card(message: Message, pan: str) -> Message:
+    other = Message(message.mti, dict(message.fields))
+    other.fields[2] = pan
+    other.fields[35] = pan + "=28121010000000000"
+    return other
+
+
+# ------------------------------------------------------------------------- what is replayed
+
+
+def test_a_repeat_of_an_undelivered_and_reversed_sale_is_not_answered_approved(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("late", delay=0.2)
+            purchase = app_purchase(1000, app_stan=501)
+            await send_and_leave(rig.socket, purchase)
+            await until(lambda: rig.agent.journal.has_queued_reversals, 5, "reversal 06 queued")
+            await settle_reversals(rig)
+            again = await exchange(rig.socket, purchase)  # the app comes back and repeats
+            assert_told_approved_is_live(rig, [again])
+            assert rig.host.state()["requests"]["0200"] == 2, "the repeat is a new request"
+
+    run(scenario())
+
+
+def test_a_repeat_after_the_apps_own_reversal_is_not_answered_approved(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1100, app_stan=502)
+            first = await exchange(rig.socket, purchase)
+            reversal = Message(
+                "0400", {n: purchase.fields[n] for n in (2, 3, 4, 11, 22, 25, 49, 60)}
+            )
+            assert (await exchange(rig.socket, reversal)).text(39) == "00"
+            assert charge(rig, first.text(37))["reversed"]
+            again = await exchange(rig.socket, purchase)
+            assert_told_approved_is_live(rig, [again])
+
+    run(scenario())
+
+
+def test_a_delivered_sale_is_not_reversed_when_its_repeats_answer_is_lost(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1200, app_stan=503)
+            first = await exchange(rig.socket, purchase)
+            assert first.text(39) == "00"
+            await send_and_leave(rig.socket, purchase)  # a repeat whose connection closes
+            await asyncio.sleep(0.3)
+            await settle_reversals(rig)
+            assert_told_approved_is_live(rig, [first])
+            assert rig.host.state()["reversals"] == 0
+
+    run(scenario())
+
+
+def test_another_card_under_the_same_stan_and_amount_is_charged(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1300, app_stan=504)
+            first = await exchange(rig.socket, purchase)
+            second = await exchange(rig.socket, with_card(purchase, OTHER_PAN))
+            assert first.text(39) == second.text(39) == "00"
+            assert first.text(37) != second.text(37), "not the first card's approval"
+            pans = {p.get("pan") for p in rig.host.state()["purchases"].values()}
+            assert len(rig.host.state()["purchases"]) == 2, pans
+
+    run(scenario())
+
+
+def test_another_message_class_under_the_same_stan_is_sent(tmp_path) -> None:
+    """A completion that reuses a purchase's STAN and amount is a request of its own."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1400, app_stan=505)
+            assert (await exchange(rig.socket, purchase)).text(39) == "00"
+            completion = Message(purchase.mti, dict(purchase.fields))
+            completion.fields.update({25: "06", 60: "20000000"})
+            await exchange(rig.socket, completion)
+            assert rig.host.state()["requests"]["0200"] == 2
+
+    run(scenario())
+
+
+def test_two_cards_at_once_under_one_stan_are_not_answered_from_one_host_answer(
+    tmp_path,
+) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("late", delay=0.2)
+            purchase = app_purchase(1500, app_stan=506)
+            first, second = await asyncio.gather(
+                exchange(rig.socket, purchase),
+                exchange(rig.socket, with_card(purchase, OTHER_PAN)),
+            )
+            assert rig.host.state()["requests"]["0200"] == 2
+            assert_told_approved_is_live(rig, [first, second])
+            assert first.text(37) != second.text(37)
+
+    run(scenario())
+
+
+# ------------------------------------------------------------------------- stray answers
+
+
+def test_a_forged_approval_for_another_terminal_does_not_reverse_the_sale(tmp_path) -> None:
+    for kind in ("stray-tid", "stray-mti"):
+        folder = tmp_path / kind
+        folder.mkdir()
+
+        async def scenario(kind=kind, folder=folder):
+            async with gateway_rig(folder) as rig:
+                rig.server.faults.add(kind, delay=0.05)
+                answer = await exchange(rig.socket, app_purchase(1600))
+                assert answer.text(39) == "00"
+                await asyncio.sleep(0.2)  # the stray answer has been judged
+                assert not rig.agent.journal.has_queued_reversals, kind
+                await settle_reversals(rig)
+                assert_told_approved_is_live(rig, [answer])
+                kinds = [e["kind"] for e in rig.agent.journal.events()]
+                assert "stray-answer" in kinds
+
+        run(scenario())
+
+
+# --------------------------------------------------------------------------- references
+
+
+def void_naming(batch: str, app_stan: int, amount_fen: int, new_stan: int) -> Message:
+    void = app_purchase(amount_fen, app_stan=new_stan)
+    void.fields.update({3: "200000", 60: "23000000", 61: f"{batch}{app_stan:06d}1201"})
+    return void
+
+
+def test_a_void_of_a_stan_the_agent_never_saw_is_answered_25_and_not_sent(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            first = await exchange(rig.socket, app_purchase(1700, app_stan=507))
+            # the agent's wire STAN of that purchase is some number; the app names one it never
+            # used, which may well be another sale's wire STAN
+            for stan in range(1, 4):
+                answer = await exchange(rig.socket, void_naming("000000", stan, 1700, 600 + stan))
+                assert answer.text(39) == "25" and answer.text(63).startswith("AGENT ")
+            assert rig.host.state()["requests"]["0200"] == 1, "no void reached the host"
+            assert_told_approved_is_live(rig, [first])
+
+    run(scenario())
+
+
+def test_a_void_naming_another_batch_is_not_remapped_into_this_one(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            first = await exchange(rig.socket, app_purchase(1800, app_stan=508))
+            batch = rig.agent.journal.batch
+            other = f"{batch + 7:06d}"
+            answer = await exchange(rig.socket, void_naming(other, 508, 1800, 609))
+            assert answer.text(39) == "25"
+            assert_told_approved_is_live(rig, [first])
+            # named in its own batch, it reaches its original
+            answer = await exchange(rig.socket, void_naming(f"{batch:06d}", 508, 1800, 610))
+            assert answer.text(39) == "00"
+            assert charge(rig, first.text(37)).get("voided")
+            # and a repetition of the voided sale is not answered from its approval
+            again = await exchange(rig.socket, app_purchase(1800, app_stan=508))
+            assert_told_approved_is_live(rig, [again])
+
+    run(scenario())
