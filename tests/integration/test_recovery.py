@@ -338,3 +338,62 @@ def test_hanging_hooks_never_hold_up_a_recovery(tmp_path) -> None:
             assert len(rig.agent._hook_tasks) >= 2  # still running, in the background
 
     run(scenario())
+
+
+def test_a_97_from_the_backup_after_a_hung_primary_signs_in_there(tmp_path) -> None:
+    """The primary hangs while the TMS lists only it; the backup, where the terminal never
+    signed in, answers 97. The agent signs in at the backup (not re-provisioning back to the
+    hung primary), the sale goes through, and the terminal never becomes unregistered because
+    a host did not answer (DESIGN.md section 7)."""
+    from agent.config import Endpoint
+    from agent.sim.host import AcquirerHost
+    from agent.sim.host_server import HostServer
+    from tests.integration.test_link_hardening import HangingProxy
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            real = rig.config.host.primary
+            proxy = HangingProxy(real.port)
+            primary = Endpoint("127.0.0.1", await proxy.start())
+            # a second host of the same acquirer: it knows the terminal, not its session
+            backup_server = HostServer(AcquirerHost(tmp_path / "host-registry.json"))
+            backup = Endpoint(*await backup_server.start())
+            host = dataclasses.replace(rig.config.host, primary=primary, backup=backup)
+            rig.agent.apply_config(dataclasses.replace(rig.agent.config, host=host))
+            rig.site.provision_in_tms([str(primary)])
+            try:
+                await rig.agent.sender.sign_in()
+                assert rig.agent.sender.signed_in_at == str(primary)
+                proxy.hang = True
+                answers = []
+                for n in range(6):
+                    answers.append((await exchange(rig.socket, app_purchase(400 + n))).text(39))
+                    assert rig.agent.recovery.state is not State.UNREGISTERED, answers
+                    if answers[-1] == "00":
+                        break
+                assert answers[-1] == "00", answers
+                assert rig.agent.sender.signed_in_at == str(backup)
+                assert rig.agent.config.host.backup == backup  # not provisioned away
+                kinds = [e["kind"] for e in rig.agent.journal.events()]
+                assert "recovery.unregistered" not in kinds
+            finally:
+                await proxy.close()
+                await backup_server.close()
+
+    run(scenario())
+
+
+def test_a_sign_in_that_times_out_never_makes_the_terminal_unregistered(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)  # 97 to the sale; then the host stops answering
+            rig.server.faults.add("no-answer", count=50, mti="0800")
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "96", response
+            assert "did not answer" in response.text(63)
+            assert rig.agent.recovery.state is State.REGISTERED
+            kinds = [e["kind"] for e in rig.agent.journal.events()]
+            assert "recovery.inconclusive" in kinds and "recovery.unregistered" not in kinds
+
+    run(scenario())
