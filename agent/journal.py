@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import damaged
 from agent.wire import codes
 from agent.wire.mask import masked_fields
 from agent.wire.message import Message
@@ -135,6 +136,14 @@ class JournalError(Exception):
     """The journal cannot be written or read; the text says why (full disk, corrupt file...)."""
 
 
+class JournalDamaged(JournalError):
+    """The journal file is not a database, is truncated or has malformed pages."""
+
+
+# SQLite's result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
+_DAMAGE = (11, 26)
+
+
 def uptime() -> float:
     """Seconds since boot, suspend included: steps of the wall clock do not move it."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
@@ -232,6 +241,10 @@ class Journal:
             raise JournalError(f"journal {path} cannot be opened: {exc}") from None
         try:
             if not read_only:
+                # a damaged page must be found now, not by a sale (DESIGN.md section 8)
+                verdict = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+                if verdict != "ok":
+                    raise JournalDamaged(f"journal {path} is damaged: {verdict}")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("PRAGMA foreign_keys=ON")
@@ -249,7 +262,30 @@ class Journal:
             self._db.close()
             if isinstance(exc, JournalError):
                 raise
+            if getattr(exc, "sqlite_errorcode", None) in _DAMAGE:
+                raise JournalDamaged(f"journal {path} is damaged: {exc}") from None
             raise JournalError(f"journal {path} cannot be opened: {exc}") from None
+
+    @classmethod
+    def open_for_service(cls, path: Path, **options: Any) -> Journal:
+        """The service's journal: a damaged one is moved aside whole (never deleted: it may
+        hold reversals a person must settle) and a fresh one started, which records that."""
+        try:
+            return cls(path, **options)
+        except JournalDamaged as exc:
+            try:
+                aside = damaged.set_aside(path, ("-wal", "-shm"))
+            except OSError as move:
+                raise JournalError(f"{exc}; it cannot be moved aside: {move}") from None
+            log.critical("%s; moved aside to %s, a fresh journal starts", exc, aside)
+            journal = cls(path, **options)
+            # the host still knows this batch's STANs from the damaged journal: numbering again
+            # from 1 would meet them (94, duplicate); start at a random point of the range
+            start = int.from_bytes(os.urandom(4), "big") % MAX_STAN
+            with journal._write() as db:
+                journal._set_meta(db, "stan", str(start))
+                journal._event(db, "journal-damaged", moved_to=str(aside), reason=str(exc))
+            return journal
 
     @property
     def unseen_changes(self) -> bool:

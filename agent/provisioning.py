@@ -12,16 +12,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import damaged
 from agent.config import Config, ConfigError, parse_value
+
+log = logging.getLogger(__name__)
 
 
 class ProvisioningError(Exception):
     """No usable provisioning could be had; the text says from where and why."""
+
+
+class ProvisioningDamaged(ProvisioningError):
+    """The saved provisioning file is there but is not a valid record (cut off, garbage)."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +122,11 @@ def load_saved(path: Path) -> Provisioning | None:
         raise ProvisioningError(f"{path}: cannot be read: {exc}") from None
     try:
         record = json.loads(text)
+        saved = Provisioning.from_record(record, f"file {path}")
     except ValueError as exc:
-        raise ProvisioningError(f"{path}: not valid JSON: {exc}") from None
-    saved = Provisioning.from_record(record, f"file {path}")
+        raise ProvisioningDamaged(f"{path}: not valid JSON: {exc}") from None
+    except ProvisioningError as exc:
+        raise ProvisioningDamaged(str(exc)) from None
     return dataclasses.replace(saved, source=record.get("source", saved.source))
 
 
@@ -132,10 +142,28 @@ def save(path: Path, provisioning: Provisioning) -> None:
     os.replace(temporary, path)
 
 
-def effective(config: Config, path: Path) -> Config:
-    """The configuration the agent runs with: the file, then what re-provisioning saved."""
-    saved = load_saved(path)
-    return saved.apply(config) if saved else config
+def effective(config: Config, path: Path, *, service: bool = False) -> Config:
+    """The configuration the agent runs with: the file, then what re-provisioning saved. A
+    saved file that cannot be used is never a reason to stop (DESIGN.md section 8): the
+    configuration file alone is used; the service (``service``) moves a damaged one aside,
+    a technician's command only says so."""
+    try:
+        saved = load_saved(path)
+    except ProvisioningError as exc:
+        if service and isinstance(exc, ProvisioningDamaged):
+            try:
+                aside = damaged.set_aside(path)
+                log.error("%s: moved aside to %s; running on the configuration file", exc, aside)
+            except OSError as move:
+                log.error("%s (not moved aside: %s); running on the configuration file", exc, move)
+        else:
+            log.warning("%s; running on the configuration file", exc)
+        return config
+    try:
+        return saved.apply(config) if saved else config
+    except ConfigError as exc:
+        log.error("%s; running on the configuration file", exc)
+        return config
 
 
 async def fetch_from_tms(url: str, serial: str, timeout: float) -> Provisioning:

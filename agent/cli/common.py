@@ -20,14 +20,15 @@ class UsageError(Exception):
     """Bad input from the person at the keyboard: printed as one line, exit 2."""
 
 
-def load_config(args: argparse.Namespace) -> Config:
-    """The configuration file, with what re-provisioning saved laid over it."""
+def load_config(args: argparse.Namespace, *, service: bool = False) -> Config:
+    """The configuration file, with what re-provisioning saved laid over it (by the service,
+    ``service``, a damaged saved file is moved aside)."""
     from agent import paths, provisioning
     from agent.config import ConfigError, load
 
     try:
         config = load(args.config)
-        return provisioning.effective(config, paths.provisioning_path(config))
+        return provisioning.effective(config, paths.provisioning_path(config), service=service)
     except (ConfigError, provisioning.ProvisioningError) as exc:
         raise UsageError(str(exc)) from None
 

@@ -22,15 +22,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.service import daemon, logs
     from agent.service.instance import AlreadyRunning
 
-    config = load_config(args)
     logs.setup(args.verbose)
+    config = load_config(args, service=True)
 
     def reload() -> Config:
         from agent import paths, provisioning
         from agent.config import load
 
         fresh = load(args.config)
-        return provisioning.effective(fresh, paths.provisioning_path(fresh))
+        return provisioning.effective(fresh, paths.provisioning_path(fresh), service=True)
 
     try:
         return asyncio.run(daemon.run(config, reload))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from agent import paths
+from agent import damaged, paths
 from agent.journal import JournalError
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 
@@ -90,6 +90,26 @@ async def check(context: Context) -> CheckResult:
                 "check the network; the agent keeps sending them", "检查网络；本程序会继续发送冲正"
             ),
             finding="reversals-stuck",
+        )
+    moved = damaged.copies(path)
+    others = [*damaged.copies(paths.provisioning_path(context.config)),
+              *damaged.copies(paths.parameters_path(context.config))]  # fmt: skip
+    if moved or others:
+        names = ", ".join(p.name for p in [*moved, *others])
+        return CheckResult(
+            ID,
+            Status.WARN,
+            Text(
+                f"damaged state set aside: {names}; the agent runs on fresh files",
+                f"损坏的状态文件已移开：{names}；本程序已使用新文件运行",
+            ),
+            f"{detail}; in {path.parent}",
+            Text(
+                "settle the reversals of the damaged journal with the acquirer, then move the "
+                "file(s) away",
+                "与收单机构核对损坏日志中的冲正后，将这些文件移走",
+            ),
+            finding="journal-damaged" if moved else "state-damaged",
         )
     if free < LOW_SPACE:
         return CheckResult(

@@ -57,7 +57,7 @@ class Agent:
     def __init__(self, config: Config, module: CardModule | None = None) -> None:
         self.config = config
         telemetry = config.telemetry
-        self.journal = Journal(
+        self.journal = Journal.open_for_service(
             paths.journal_path(config),
             forward=events.forward if telemetry.broker else None,
             outbox_max=telemetry.outbox_max,

@@ -5,10 +5,15 @@ section, in one atomic write, only once its chain has completed."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+from agent import damaged
+
+log = logging.getLogger(__name__)
 
 SECTIONS = ("terminal", "status_upload", "ca_keys", "ic_parameters", "contactless")
 MODE = 0o640  # the payment app (the service's group) reads it; nothing in it is secret
@@ -37,8 +42,10 @@ class ParameterStore:
             raise ValueError(f"unknown parameter section {section!r}")
         try:
             data = self.read()
-        except ValueError:
-            data = {}  # a damaged file is replaced by what was just downloaded
+        except ValueError as exc:  # kept aside for a person, replaced by what just came
+            aside = damaged.set_aside(self.path)
+            log.error("%s: moved aside to %s", exc, aside)
+            data = {}
         data[section] = {"at": time.time(), **content}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 KINDS = ("97", "recovered", "unregistered", "reversal-stuck", "selftest-failed",
-         "parameters-downloaded")  # fmt: skip
+         "parameters-downloaded", "journal-damaged")  # fmt: skip
 
 
 def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -28,6 +28,6 @@ def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | N
         return "reversal-stuck", detail
     if kind == "light-check" and str(detail.get("result", "")).startswith("fail"):
         return "selftest-failed", {"check": detail.get("check"), "result": detail.get("result")}
-    if kind == "parameters-downloaded":
-        return "parameters-downloaded", detail
+    if kind in ("parameters-downloaded", "journal-damaged"):
+        return kind, detail
     return None

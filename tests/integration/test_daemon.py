@@ -13,6 +13,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from drivers.framing import Frame
 from drivers.module import Command
 from tests.processes import (
@@ -430,3 +432,57 @@ def test_a_second_agent_on_the_same_state_changes_nothing(tmp_path, simulators):
         assert pay(tmp_path / "agent.sock").text(39) == "00"  # its socket is still its own
     finally:
         assert first.stop() == 0
+
+
+def _damage(path, how: str) -> None:
+    if how == "garbage":
+        path.write_bytes(os.urandom(8192))
+    elif how == "truncated":  # a real journal cut off mid-page
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2 + 100])
+    elif how == "malformed":  # a page of the table b-tree overwritten
+        data = bytearray(path.read_bytes())
+        data[4096 + 8 : 4096 + 600] = os.urandom(592)
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "malformed"])
+def test_a_damaged_journal_is_moved_aside_and_the_agent_takes_payments(tmp_path, simulators, how):
+    """DESIGN.md section 8: moved aside whole (never deleted), a fresh journal, payments go on,
+    and the self-check says so until a technician moves the copy away."""
+    _, _, config = simulators
+    agent = start(tmp_path, config)
+    for n in range(20):
+        assert pay(tmp_path / "agent.sock", 1000 + n).text(39) == "00"
+    assert agent.stop() == 0
+    journal = tmp_path / "journal.sqlite3"
+    for companion in ("journal.sqlite3-wal", "journal.sqlite3-shm"):
+        (tmp_path / companion).unlink(missing_ok=True)
+    _damage(journal, how)
+    damaged_bytes = journal.read_bytes()
+    agent = start(tmp_path, config)
+    try:
+        assert pay(tmp_path / "agent.sock", 2000).text(39) == "00"
+        [aside] = tmp_path.glob("journal.sqlite3.damaged-*")
+        assert aside.read_bytes() == damaged_bytes, "moved whole, not repaired"
+        result = agent_cli("selftest", "--json", "--config", str(config))
+        storage = next(c for c in json.loads(result.stdout)["checks"] if c["id"] == "storage")
+        assert (storage["status"], storage["finding"]) == ("warn", "storage.journal-damaged")
+        log = (tmp_path / "agent.log").read_text()
+        assert "damaged" in log and "moved aside" in log
+    finally:
+        assert agent.stop() == 0
+
+
+def test_a_cut_off_provisioning_file_is_set_aside_not_a_reason_to_stop(tmp_path, simulators):
+    _, _, config = simulators
+    saved = tmp_path / "provisioning.json"
+    saved.write_text('{"tid": "10000001", "mid": "8981000123')  # cut off mid-write
+    agent = start(tmp_path, config)
+    try:
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
+        assert not saved.exists() and len(list(tmp_path.glob("provisioning.json.damaged-*"))) == 1
+        status = agent_cli("status", "--config", str(config))
+        assert status.returncode == 0, status.stderr
+    finally:
+        assert agent.stop() == 0
