@@ -90,8 +90,12 @@ async def _stop(transport: asyncio.SubprocessTransport, protocol: _Protocol) -> 
     transport.close()
 
 
-async def run_process(path: Path, event: str, stdin: bytes, timeout: float) -> Finished:
-    """Run ``path`` with ``stdin`` as its input. Raises OSError when it cannot be started.
+async def run_process(
+    path: Path, event: str, stdin: bytes, timeout: float, *, opened: int | None = None
+) -> Finished:
+    """Run ``path`` with ``stdin`` as its input; with ``opened``, the file open as that
+    descriptor is what runs (the kernel's fexecve through /proc), whatever ``path`` names by
+    now. Raises OSError when it cannot be started.
 
     When the caller gives up on it (cancels), the process group is killed before CancelledError
     goes on: the agent leaves no hook running behind it.
@@ -100,13 +104,15 @@ async def run_process(path: Path, event: str, stdin: bytes, timeout: float) -> F
     starting = asyncio.ensure_future(
         loop.subprocess_exec(
             lambda: _Protocol(loop),
-            path,
+            path if opened is None else f"/proc/self/fd/{opened}",
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=environment(event),
             cwd="/",  # not whatever directory the agent happened to start in
             start_new_session=True,  # its own process group, so the kill reaches its children
+            # a script's interpreter opens /proc/self/fd/N itself: the descriptor goes with it
+            pass_fds=() if opened is None else (opened,),
         )
     )
     try:

@@ -77,22 +77,33 @@ _Judged = tuple[Outcome, dict[str, Any] | None, str]
 @dataclass(frozen=True)
 class _Executable:
     path: Path
-    refusal: str  # why it must not run; empty when it may
+    root: Path  # the hooks directory it was found in
 
     @property
     def name(self) -> str:
         return str(self.path)
 
     async def run(self, event: str, document: str, timeout: float) -> _Judged:
-        if self.refusal:
-            log.warning("refusing hook %s: %s", self.path, self.refusal)
-            return Outcome.FAILED, None, f"refused: {self.refusal}"
+        # The file is opened once; that open file is checked and that very file executed
+        # (DESIGN.md section 9): swapping a link between the check and the exec runs nothing
+        # else.
         try:
-            finished = await process.run_process(
-                self.path, event, document.encode() + b"\n", timeout
-            )
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             return Outcome.FAILED, None, f"could not start: {_start_error(exc)}"
+        try:
+            refusal = _untrusted(fd, self.path, self.root)
+            if refusal:
+                log.warning("refusing hook %s: %s", self.path, refusal)
+                return Outcome.FAILED, None, f"refused: {refusal}"
+            try:
+                finished = await process.run_process(
+                    self.path, event, document.encode() + b"\n", timeout, opened=fd
+                )
+            except OSError as exc:
+                return Outcome.FAILED, None, f"could not start: {_start_error(exc)}"
+        finally:
+            os.close(fd)
         judged = _judge_process(finished, timeout)
         _log_stderr(self.name, event, judged[0], finished.stderr)
         return judged
@@ -202,10 +213,7 @@ class HookRunner:
 
 def _executable(path: Path, root: Path) -> _Executable | None:
     """The hook at ``path`` (in ``root``, the hooks directory), or None (logged) when it is not
-    one. It may run only if the file it resolves to and every directory from there up to
-    ``root`` (to / for a link that leads out of it), and every directory from its own entry up
-    to ``root``, are owned by root or the agent's user and writable by no one else (DESIGN.md
-    section 9): otherwise another local user could put code there that the agent would run."""
+    one. Whether it may run is decided when it runs, on the file then opened."""
     if path.name.startswith(".") or path.name.endswith(SKIPPED_SUFFIXES):
         log.debug("skipping %s: its name marks it as hidden, disabled or a leftover", path)
         return None
@@ -220,11 +228,15 @@ def _executable(path: Path, root: Path) -> _Executable | None:
     if not os.access(path, os.X_OK):
         log.debug("skipping %s: not executable", path)
         return None
-    return _Executable(path, _untrusted(path, root))
+    return _Executable(path, root)
 
 
-def _untrusted(path: Path, root: Path) -> str:
-    """Why the hook at ``path`` must not run; "" when it may."""
+def _untrusted(fd: int, path: Path, root: Path) -> str:
+    """Why the hook opened as ``fd`` (found at ``path`` in ``root``) must not run; "" when it
+    may. The open file itself and every directory from the file it is up to ``root`` (to /
+    for a link that leads out of it), and every directory from ``path``'s entry up to
+    ``root``, must be owned by root or the agent's user and writable by no one else:
+    otherwise another local user could put code there that the agent would run."""
 
     def up_to_root(start: Path, top: Path) -> list[Path]:
         """``start`` and its directories up to ``top`` (or to / when ``top`` is not above)."""
@@ -233,21 +245,32 @@ def _untrusted(path: Path, root: Path) -> str:
             chain.append(chain[-1].parent)
         return chain
 
-    target = path.resolve()
-    # the file it resolves to and the directories above it (up to hooks.d when it lies
-    # inside, else to /), then the directories the listing went through, hooks.d included
-    checked = [*up_to_root(target, root.resolve()), *up_to_root(path.parent, root)]
     owners = {0, os.geteuid()}
+
+    def refusal(what: str, info: os.stat_result) -> str:
+        if info.st_uid not in owners:
+            return f"{what} is owned by uid {info.st_uid}, not root or the agent's user"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{what} is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o})"
+        return ""
+
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode):
+        return "the hook is no longer a regular file"
+    if reason := refusal("the hook", opened):
+        return reason
+    # the file as it was opened, wherever its links led at that moment
+    target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    # the directories above it (up to hooks.d when it lies inside, else to /), then the
+    # directories the listing went through, hooks.d included
+    checked = [*up_to_root(target.parent, root.resolve()), *up_to_root(path.parent, root)]
     for place in dict.fromkeys(checked):
         try:
             info = place.stat()
         except OSError as exc:
             return f"{place} cannot be examined: {exc.strerror or exc}"
-        what = "the hook" if place == target else f"directory {place}"
-        if info.st_uid not in owners:
-            return f"{what} is owned by uid {info.st_uid}, not root or the agent's user"
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return f"{what} is group- or world-writable (mode {stat.S_IMODE(info.st_mode):04o})"
+        if reason := refusal(f"directory {place}", info):
+            return reason
     return ""
 
 

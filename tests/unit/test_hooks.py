@@ -387,6 +387,33 @@ def test_hooks_anyone_else_could_change_are_refused(tmp_path, arrange: str, reas
     assert not path.with_name("50-hook.ran").exists()
 
 
+def test_a_link_swapped_between_the_check_and_the_exec_runs_nothing_else(
+    tmp_path, monkeypatch
+) -> None:
+    """DESIGN.md section 9: what executes is the very file that was checked. The link is
+    swapped (to another user's script) at the last moment before the process starts."""
+    from firmware_hooks import process
+
+    root = tmp_path / "hooks.d"
+    trusted = hook(root / "lib", "checked", body=f"touch {tmp_path}/trusted.ran")
+    planted = hook(root / "lib", "planted", body=f"touch {tmp_path}/planted.ran")
+    os.chown(planted, 65534, 65534)  # another user's code
+    link = root / "on-97" / "50-link"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(trusted)
+    start = process.run_process
+
+    async def swap_then_start(*args, **kwargs):
+        link.unlink()
+        link.symlink_to(planted)
+        return await start(*args, **kwargs)
+
+    monkeypatch.setattr(process, "run_process", swap_then_start)
+    [result] = run(HookRunner(root, entry_points=False), "on-97")
+    assert not (tmp_path / "planted.ran").exists(), "another user's code ran as the service"
+    assert result.outcome is Outcome.DONE and (tmp_path / "trusted.ran").exists()
+
+
 def test_empty_hooks_directory_means_no_hooks(tmp_path, monkeypatch) -> None:
     """hooks.directory = "" must not run executables from the working directory."""
     hook(tmp_path / "on-97", "50-here")
