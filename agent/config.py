@@ -73,6 +73,7 @@ class ModuleConfig:
     baudrate: int = 115200
     key_slot: int = 0
     socket: str = ""  # the payment app's way to the module; default: $RUNTIME_DIRECTORY/module.sock
+    pin_per_minute: int = 6  # PIN entries served to each user of the module socket a minute
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "baudrate": _between(50, 4_000_000),
         "key_slot": _between(0, 255),  # one byte on the serial line
         "socket": _text,
+        "pin_per_minute": _between(1, 600),
     },
     "gateway": {
         "socket": _text,

@@ -137,7 +137,12 @@ class Agent:
             max_clients=config.gateway.max_clients,
             idle_timeout=config.gateway.idle_timeout,
         )
-        self.module_proxy = ModuleProxy(self.module, config.gateway.max_clients)
+        self.module_proxy = ModuleProxy(
+            self.module,
+            config.gateway.max_clients,
+            journal=self.journal,
+            pin_per_minute=lambda: self.config.module.pin_per_minute,
+        )
         self.telemetry = (
             Reporter(
                 telemetry,

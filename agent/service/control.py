@@ -41,6 +41,8 @@ def parse_request(line: bytes) -> dict[str, Any]:
         request = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not JSON: {exc}") from None
+    except RecursionError:  # "[[[[...": deeper than any request, refused with the reason
+        raise ValueError("not JSON the agent reads: nested too deeply") from None
     if not isinstance(request, dict):
         raise ValueError(f"expected a JSON object, got {type(request).__name__}")
     command = request.get("cmd")

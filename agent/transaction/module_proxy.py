@@ -6,6 +6,12 @@ since a Unix socket is reliable. PING, INFO, KEY_STATUS, RTC, PIN_BLOCK and ENCR
 with the driver's own SEQ and answered with the app's; anything else (loading keys, MACs: the
 session's business) is answered ``07`` not permitted. The driver's lock queues the app's commands
 behind the agent's own, and a PIN entry leaves the line free while the cardholder types.
+
+PIN entries are served first come, first served, one at a time per user of the socket and at
+most ``module.pin_per_minute`` a minute each (the rest answered ``05``): a member of the group
+can neither harvest PIN blocks at machine speed nor starve another's PIN entry. Each one is
+journalled: time, peer uid and pid, the masked PAN digits, the outcome. A frame, once begun,
+must be complete within 5 s of its first byte.
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from agent.journal import Journal, JournalError
 from agent.transaction.connections import Connections
-from agent.transaction.peers import Admission
+from agent.transaction.peers import Admission, Peer, unix_peer
 from drivers.framing import BadFrame, Frame, FrameParser
 from drivers.module import (
     APP_COMMANDS,
@@ -36,14 +46,28 @@ log = logging.getLogger(__name__)
 # module has one keypad: one cardholder at a time), so a slow cardholder never holds up the
 # PINGs and ENCRYPTs of other connections.
 WORKERS = 4
-# Once a frame has begun, the rest must follow within this time.
+# Once a frame has begun, the rest must follow within this time of its first byte.
 FRAME_TIMEOUT = 5.0
 READ_CHUNK = 2048
+PIN_WINDOW = 60.0  # seconds over which pin_per_minute counts
+PAN_OFFSET = 2  # PIN_BLOCK's DATA: slot, format, then the 12 PAN digits
 
 
 class ModuleProxy:
-    def __init__(self, module: CardModule, max_clients: int = 8) -> None:
+    def __init__(
+        self,
+        module: CardModule,
+        max_clients: int = 8,
+        *,
+        journal: Journal | None = None,
+        pin_per_minute: Callable[[], int] = lambda: 6,
+    ) -> None:
+        """``pin_per_minute`` is read at each PIN entry: a reload may change it."""
         self._module = module
+        self._journal = journal
+        self._pin_per_minute = pin_per_minute
+        self._pins_served: dict[int, deque[float]] = {}  # by uid: when each PIN entry began
+        self._pin_users: set[int] = set()  # uids with a PIN entry queued or at the keypad
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="module-proxy")
         self._keypad = ThreadPoolExecutor(1, thread_name_prefix="module-keypad")
         self._server: asyncio.Server | None = None
@@ -74,20 +98,28 @@ class ModuleProxy:
         task = await self.admission.enter(writer, self._connections, self.frame_timeout)
         if task is None:
             return
+        sock = writer.get_extra_info("socket")
+        peer = unix_peer(sock) if sock is not None else None
         parser = FrameParser()
+        begun = 0.0  # when the frame being read began (its first byte)
         try:
             while True:
                 if parser.partial:
+                    # from the frame's first byte, not from the last: a frame dripped a byte
+                    # at a time must not hold the connection forever
+                    left = begun + self.frame_timeout - time.monotonic()
                     try:
-                        async with asyncio.timeout(self.frame_timeout):
+                        async with asyncio.timeout(max(left, 0)):
                             data = await reader.read(READ_CHUNK)
                     except TimeoutError:
                         log.warning(
-                            "module socket: a frame stalled for %g s; closing", self.frame_timeout
-                        )
+                            "module socket: a frame not complete %g s after its first byte; "
+                            "closing", self.frame_timeout,
+                        )  # fmt: skip
                         return
                 else:
                     data = await reader.read(READ_CHUNK)
+                    begun = time.monotonic()
                 if not data:
                     return
                 for event in parser.feed(data):
@@ -98,7 +130,7 @@ class ModuleProxy:
                     if isinstance(event, Frame):
                         self._connections.busy.add(task)
                         try:
-                            writer.write((await self._answer(event)).encode())
+                            writer.write((await self._answer(event, peer)).encode())
                             await writer.drain()
                         finally:
                             self._connections.busy.discard(task)
@@ -109,7 +141,7 @@ class ModuleProxy:
             self._connections.remove(task)
             writer.close()
 
-    async def _answer(self, request: Frame) -> Frame:
+    async def _answer(self, request: Frame, peer: Peer | None) -> Frame:
         if request.cmd not in APP_COMMANDS or (
             # ENCRYPT is for the TDK only: never the PIK or MAK the session's security rests on
             request.cmd == Command.ENCRYPT and request.data[1:2] != bytes([ENCRYPT_WITH_TDK])
@@ -118,7 +150,55 @@ class ModuleProxy:
             log.warning("module socket: command 0x%02X is not permitted to the app", request.cmd)
             return Frame(request.seq, request.cmd | RESPONSE_BIT, bytes([Status.NOT_PERMITTED]))
         command = Command(request.cmd)
-        executor = self._keypad if command is Command.PIN_BLOCK else self._executor
+        if command is Command.PIN_BLOCK:
+            return await self._pin_entry(request, peer)
+        return await self._forward(request, self._executor)
+
+    async def _pin_entry(self, request: Frame, peer: Peer | None) -> Frame:
+        uid = peer.uid if peer is not None else -1
+        now = time.monotonic()
+        served = self._pins_served.setdefault(uid, deque())
+        while served and served[0] <= now - PIN_WINDOW:
+            served.popleft()
+        limit = self._pin_per_minute()
+        refusal = None
+        if uid in self._pin_users:
+            refusal = "this user has a PIN entry in progress"
+        elif len(served) >= limit:
+            refusal = f"{limit} PIN entries in the last minute (module.pin_per_minute)"
+        if refusal is not None:
+            log.warning("module socket: PIN entry for uid %d refused: %s", uid, refusal)
+            await self._journal_pin(request, peer, f"refused: {refusal}")
+            return Frame(request.seq, request.cmd | RESPONSE_BIT, bytes([Status.BUSY]))
+        served.append(now)
+        self._pin_users.add(uid)
+        try:
+            answer = await self._forward(request, self._keypad)  # one keypad: in arrival order
+        finally:
+            self._pin_users.discard(uid)
+        status = answer.data[0] if answer.data else Status.BUSY
+        await self._journal_pin(request, peer, "served" if status == 0 else f"status {status:02X}")
+        return answer
+
+    async def _journal_pin(self, request: Frame, peer: Peer | None, outcome: str) -> None:
+        """Every PIN entry in the journal, off the event loop: time, who, which card (the
+        last 4 of the 12 PAN digits the module gets), what came of it. Never the PIN block."""
+        if self._journal is None:
+            return
+        digits = request.data[PAN_OFFSET : PAN_OFFSET + 12].decode("ascii", "replace")
+        detail = {
+            "uid": peer.uid if peer is not None else None,
+            "pid": peer.pid if peer is not None else None,
+            "pan": "*" * 8 + digits[-4:],
+            "outcome": outcome,
+        }
+        try:
+            await asyncio.to_thread(self._journal.event, "pin-entry", **detail)
+        except JournalError as exc:
+            log.warning("module socket: PIN entry not journalled: %s", exc)
+
+    async def _forward(self, request: Frame, executor: ThreadPoolExecutor) -> Frame:
+        command = Command(request.cmd)
         loop = asyncio.get_running_loop()
         try:
             payload = await loop.run_in_executor(

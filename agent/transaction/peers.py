@@ -38,9 +38,18 @@ _TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 class Peer:
     uid: int
     groups: frozenset[int]  # primary and supplementary; empty when only the user is known
+    pid: int = 0  # 0 when unknown (a TCP peer)
+
+
+# SO_PEERGROUPS (Linux 4.13): the peer's supplementary groups as the socket saw them at connect
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+GROUPS_BUFFER = 1024  # bytes: 256 groups, the most Python's getsockopt reads
 
 
 def unix_peer(sock: socket.socket) -> Peer | None:
+    """The user and groups of a Unix socket's peer, from the socket itself: no /proc, which a
+    unit's ``ProtectProc=invisible`` hides (a payment app given the group by its unit's
+    ``SupplementaryGroups=`` must still be let in)."""
     try:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
@@ -48,12 +57,12 @@ def unix_peer(sock: socket.socket) -> Peer | None:
     pid, uid, gid = struct.unpack("3i", creds)
     groups = {gid}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                groups.update(int(g) for g in line.split()[1:])
-    except (OSError, ValueError):
-        pass  # the process is gone: its primary group is all there is
-    return Peer(uid, frozenset(groups))
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, GROUPS_BUFFER)
+        groups.update(struct.unpack(f"{len(raw) // 4}I", raw))
+    except OSError:  # an older kernel, or more groups than that: the primary group, then
+        # /etc/group (``allowed``)
+        pass
+    return Peer(uid, frozenset(groups), pid)
 
 
 _ESTABLISHED = "01"
@@ -171,8 +180,12 @@ class Admission:
         self, sock: socket.socket | None, connections: Connections, wait: float
     ) -> bool:
         """Whether the connection may stay; why not is logged (rate-limited). At the cap it
-        waits, at most ``wait`` seconds, for room."""
-        reason = self._refusal(sock)
+        waits, at most ``wait`` seconds, for room. A TCP peer is looked up in the kernel's
+        socket table in a worker thread: a flood of connects must not stall the event loop."""
+        if sock is not None and sock.family != socket.AF_UNIX:
+            reason = await asyncio.to_thread(self._refusal, sock)
+        else:
+            reason = self._refusal(sock)
         if reason is None and not await connections.room(self.max_clients, wait):
             reason = f"at most {self.max_clients} connections, none idle (gateway.max_clients)"
         if reason is None:

@@ -4,13 +4,17 @@ it under the PIK it issued. Real Unix sockets, the module simulator on a real pt
 TCP."""
 
 import asyncio
+import json
 import logging
+import os
 import stat
 
 from agent.sim.module import TEST_PIN
+from agent.wire.pin import pin_pan
 from drivers.framing import Frame
-from drivers.module import Command, Status, decode_key_status
+from drivers.module import Command, Status, decode_key_status, encode_pin_request
 from tests.integration.gateway_rig import (
+    PAN,
     app_purchase,
     exchange,
     gateway_rig,
@@ -141,5 +145,78 @@ def test_a_slow_cardholder_does_not_hold_up_a_sale(tmp_path) -> None:
             done.append("sale")
             await pin
             assert done == ["sale", "pin"]
+
+    run(scenario())
+
+
+def test_a_frame_dripped_a_byte_at_a_time_is_cut_off(tmp_path) -> None:
+    """A frame must be complete within the frame timeout of its first byte, however slowly
+    its bytes keep coming."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.agent.module_proxy.frame_timeout = 0.5
+            reader, writer = await asyncio.open_unix_connection(str(rig.module_socket))
+            frame = Frame(1, Command.PING).encode()
+            closed_after = None
+            for n in range(len(frame) - 1):  # a byte every 0.2 s: never the whole frame
+                writer.write(frame[n : n + 1])
+                await writer.drain()
+                await asyncio.sleep(0.2)
+                if reader.at_eof() or await _closed(reader):
+                    closed_after = n
+                    break
+            writer.close()
+            assert closed_after is not None and closed_after <= 4, closed_after
+
+    run(scenario())
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), 0.01) == b""
+    except TimeoutError:
+        return False
+
+
+def test_pin_entries_are_journalled_and_limited(tmp_path) -> None:
+    """DESIGN.md section 5: at most module.pin_per_minute PIN entries a minute for a user of
+    the socket, one at a time; each journalled with the peer and the masked card digits."""
+
+    async def scenario():
+        sections = {"module": {"pin_per_minute": 3}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            for _ in range(3):
+                await pin_purchase(rig, 100)
+            request = encode_pin_request(0, pin_pan(PAN), 30)
+            answer = await module_command(rig.module_socket, Command.PIN_BLOCK, request)
+            assert answer == bytes([Status.BUSY])  # the fourth within the minute
+            assert rig.module_port.simulator.keypad.entries == 3
+            entries = [e for e in rig.agent.journal.events() if e["kind"] == "pin-entry"]
+            assert [e["outcome"] for e in entries][:3] == ["served"] * 3
+            assert entries[3]["outcome"].startswith("refused: 3 PIN entries in the last minute")
+            assert entries[0]["uid"] == os.getuid() and entries[0]["pid"] > 0
+            assert entries[0]["pan"] == "********" + pin_pan(PAN)[-4:]
+            assert PAN not in json.dumps(entries) and pin_pan(PAN) not in json.dumps(entries)
+
+    run(scenario())
+
+
+def test_a_user_has_one_pin_entry_at_a_time(tmp_path) -> None:
+    """A second PIN entry of the same user while the first waits for the cardholder is
+    answered busy, so one user cannot queue entries ahead of another's."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.module_port.simulator.keypad.delay = 1.0
+            request = encode_pin_request(0, pin_pan(PAN), 30)
+            first = asyncio.create_task(
+                module_command(rig.module_socket, Command.PIN_BLOCK, request)
+            )
+            while rig.module_port.simulator.keypad.entries == 0:
+                await asyncio.sleep(0.01)
+            second = await module_command(rig.module_socket, Command.PIN_BLOCK, request, seq=7)
+            assert second == bytes([Status.BUSY])
+            assert (await first)[0] == Status.OK
 
     run(scenario())

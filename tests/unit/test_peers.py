@@ -51,3 +51,44 @@ def test_the_real_table_knows_our_own_connection() -> None:
         assert peers.tcp_peer(accepted) == peers.Peer(os.geteuid(), frozenset())
         accepted.close()
         client.close()
+
+
+def test_a_unix_peers_supplementary_groups_come_from_the_socket_not_proc(monkeypatch) -> None:
+    """A payment app given the service's group by its unit's ``SupplementaryGroups=`` (not
+    in /etc/group) while the agent's unit hides other processes (``ProtectProc=invisible``):
+    the groups come from SO_PEERGROUPS. A real process of another user connects."""
+    import os
+    import pathlib
+    import subprocess
+
+    # the system's interpreter: another user cannot reach the test's virtual environment
+    python = "/usr/bin/python3"  # Debian's python3; .ci/run installs it
+    # an abstract address: no directory of the test's stands in the other user's way
+    address = f"\0pos-agent-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(address)
+        server.listen()
+        server.settimeout(10)
+        app = subprocess.Popen(
+            [python, "-c",
+             f"import socket,time; s=socket.socket(socket.AF_UNIX); s.connect({address!r}); "
+             "time.sleep(5)"],
+            user=65534, group=65534, extra_groups=[4242],
+        )  # fmt: skip
+        try:
+            accepted, _ = server.accept()
+            reading = pathlib.Path.read_text
+
+            def hidden(self, *args, **kwargs):
+                if str(self).startswith("/proc/"):
+                    raise PermissionError(13, "Permission denied (ProtectProc=invisible)")
+                return reading(self, *args, **kwargs)
+
+            monkeypatch.setattr(pathlib.Path, "read_text", hidden)
+            peer = peers.unix_peer(accepted)
+            accepted.close()
+        finally:
+            app.kill()
+            app.wait()
+    assert peer is not None and peer.uid == 65534
+    assert {65534, 4242} <= peer.groups
