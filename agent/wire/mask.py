@@ -14,8 +14,9 @@ if TYPE_CHECKING:  # message masks itself through this module: no import back at
 
 # Fields whose content is never shown, only that it was there and how long it was.
 REMOVED = {14: "expiry", 35: "track 2", 36: "track 3", 52: "PIN block", 62: "key material"}
-# EMV tags in field 55 that carry cardholder secrets: track equivalents, PAN, name, PIN data.
-_SECRET_TAGS = {"56", "57", "5F20", "5F24", "99", "9F1F", "9F20", "9F6B"}
+# EMV tags in field 55 that carry cardholder secrets: track equivalents, PAN, names (5F20 and
+# the extended 9F0B), expiry, PIN data, the cardholder's ID number (PBOC 9F61).
+_SECRET_TAGS = {"56", "57", "5F20", "5F24", "99", "9F0B", "9F1F", "9F20", "9F61", "9F6B"}
 _PAN_TAGS = {"5A"}
 _SHOWN_DIGITS = 10  # 6 first + 4 last
 _MIN_HIDDEN = 3  # below this a PAN is hidden whole: showing 6+4 would give away almost all of it

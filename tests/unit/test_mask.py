@@ -87,3 +87,13 @@ def test_icc_that_is_not_tlv_is_removed_whole(data: bytes) -> None:
 
 def test_other_binary_fields_show_as_hex() -> None:
     assert mask_field(64, b"\x01\xab") == "01AB"
+
+
+def test_the_extended_cardholder_name_and_id_number_are_removed() -> None:
+    """9F0B (cardholder name extended) and 9F61 (the cardholder's ID number) never reach the
+    journal or ``agent decode``."""
+    data = (
+        tlv("9F0B", "张三丰".encode()) + tlv("9F61", b"110101199001011234") + tlv("9F36", b"\x01")
+    )
+    shown = mask_icc(data)
+    assert shown == ("9F0B=<secret removed, 9 bytes> 9F61=<secret removed, 18 bytes> 9F36=01")
