@@ -265,6 +265,8 @@ class Recovery:
         pause = backoff.failed()
         while self.state is State.UNREGISTERED:
             await asyncio.sleep(pause)
+            if self.state is not State.UNREGISTERED:
+                return  # registered meanwhile: no sign-in more
             try:
                 await self.remedies.sign_in()
             except RemedyFailed as exc:
@@ -278,10 +280,14 @@ class Recovery:
             self.registered_again("the background sign-in probe succeeded")
 
     def registered_again(self, why: str) -> None:
-        """A sign-in succeeded (the probe, or a technician's ``agent signin``)."""
+        """A sign-in succeeded (the probe, or a technician's ``agent signin``): the probe
+        stops, not one sign-in more."""
         if self.state is State.UNREGISTERED:
             self.state = State.REGISTERED
             self.message = None
+            probe = self._probe
+            if probe is not None and probe is not asyncio.current_task():
+                probe.cancel()
             self._event("registered-again", why=why)
             log.warning("registered again: %s", why)
 

@@ -397,3 +397,20 @@ def test_a_sign_in_that_times_out_never_makes_the_terminal_unregistered(tmp_path
             assert "recovery.inconclusive" in kinds and "recovery.unregistered" not in kinds
 
     run(scenario())
+
+
+def test_a_technicians_sign_in_stops_the_probe(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 0.5}}) as rig:
+            rig.put_tms()
+            rig.host.set_status(TID, "cancelled")
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            rig.host.set_status(TID, "active")
+            await rig.agent.sign_in()  # what `agent signin` asks over the control socket
+            assert rig.agent.recovery.state is State.REGISTERED
+            signins = rig.host.state()["requests"]["0800"]
+            await asyncio.sleep(1.5)  # three probe pauses
+            assert rig.host.state()["requests"]["0800"] == signins, "the probe signed in again"
+
+    run(scenario())
