@@ -110,22 +110,38 @@ class Downloads:
         raise DownloadFailed(f"0820/{code}: the list did not end after {MAX_PARTS} answers")
 
     async def ca_keys(self) -> str:
-        keys = []
-        for entry in await self._listing(CA_KEY_LIST):
+        """The CA key chain (DESIGN.md section 16). A key whose DF03 is not its SHA-1, or that is
+        not the key asked for, is refused alone and journalled; the others are kept and the
+        chain still ends with 0800/371. At most ``MAX_ITEMS`` keys are asked for."""
+        keys: list[dict[str, Any]] = []
+        refusals: list[str] = []
+        listed = await self._listing(CA_KEY_LIST)
+        if len(listed) > MAX_ITEMS:
+            log.warning("0820/372 lists %d CA keys; the first %d are asked", len(listed), MAX_ITEMS)
+        for entry in listed[:MAX_ITEMS]:
             wanted = dict(entry)
             if emv.RID not in wanted or emv.INDEX not in wanted:
                 raise DownloadFailed("0820/372: a listed CA key lacks its RID or index")
+            named = f"{wanted[emv.RID].hex().upper()}/{wanted[emv.INDEX].hex().upper()}"
             asked = tlv.encode_all([(emv.RID, wanted[emv.RID]), (emv.INDEX, wanted[emv.INDEX])])
             data = await self._ask("0800", CA_KEY, asked)
-            key = self._parsed("0800/370", lambda data=data: emv.ca_key(emv.one_item(data)))
-            if (key.rid, key.index) != (
-                wanted[emv.RID].hex().upper(),
-                wanted[emv.INDEX].hex().upper(),
-            ):
-                raise DownloadFailed(f"0800/370: asked for one CA key, got {key.rid}/{key.index}")
+            try:
+                key = emv.ca_key(emv.one_item(data))
+                if f"{key.rid}/{key.index}" != named:
+                    raise emv.DownloadDataError(
+                        f"asked for CA key {named}, got {key.rid}/{key.index}"
+                    )
+            except WireError as exc:
+                refusals.append(str(exc))
+                log.warning("0800/370: CA key %s refused: %s", named, exc)
+                self._journal.event("ca-key-refused", key=named, reason=str(exc))
+                continue
             keys.append(key.to_json())
+        if refusals and not keys:  # nothing good came: the keys in use stay
+            raise DownloadFailed(f"0800/370: {refusals[0]}")
         await self._ask("0800", CA_KEYS_END)
-        return await self._commit("ca_keys", {"keys": keys}, {"keys": len(keys)})
+        summary = {"keys": len(keys), **({"refused": len(refusals)} if refusals else {})}
+        return await self._commit("ca_keys", {"keys": keys}, summary)
 
     async def ic_parameters(self) -> str:
         aids = []

@@ -36,7 +36,7 @@ DOWNLOADS = {
     ("0800", CONTACTLESS),
 }
 PAGE = 2  # entries per list answer, so that a list of three takes two parts
-# ca-sha1: a CA key's DF03 wrong; tlv-overrun: a list's last TLV runs off the end;
+# ca-sha1: the DF03 of CA key 02 wrong; tlv-overrun: a list's last TLV runs off the end;
 # list-never-ends: every list answer says more follows; short-62: field 62 of the answers to the
 # steps in ``fault_codes`` (all by default) one byte short; refuse: those steps answered 96
 FAULTS = ("", "ca-sha1", "tlv-overrun", "list-never-ends", "short-62", "refuse")
@@ -173,7 +173,7 @@ class HostParameters:
         entry = self._find(self.ca_keys, ("9F06", "9F22"))
         if entry is None:
             return "25", None
-        if self.fault == "ca-sha1":
+        if self.fault == "ca-sha1" and dict(entry)["9F22"] == b"\x02":  # one key of the list
             entry = [(t, bytes(20) if t == "DF03" else v) for t, v in entry]
         return "00", emv.LAST + tlv.encode_all(entry)
 

@@ -95,18 +95,24 @@ def test_ca_keys_in_two_parts_checked_and_kept(tmp_path) -> None:
     run(scenario())
 
 
-def test_a_ca_key_whose_sha1_is_wrong_is_refused_and_the_keys_in_use_stay(tmp_path) -> None:
+def test_a_ca_key_whose_sha1_is_wrong_is_refused_alone(tmp_path) -> None:
+    """DESIGN.md section 16: that key alone is refused (journalled), the good ones are kept,
+    and the chain still ends with 0800/371, so the host stops asking."""
+
     async def scenario():
         sections = {"session": {**FAST_RETRIES["session"], "repeat_after": 0}}
         async with gateway_rig(tmp_path, sections=sections) as rig:
-            await host_asks(rig, 4)
-            before = stored(rig)["ca_keys"]
             rig.host.downloads.set_fault("ca-sha1")
             await host_asks(rig, 4)
-            assert stored(rig)["ca_keys"] == before
-            [failed] = events(rig, "host-asks-failed")
-            assert "is not its SHA-1" in failed["reason"] and failed["requirement"] == 4
-            assert rig.host.downloads.requests["371"] == 1  # the failed chains never ended
+            keys = stored(rig)["ca_keys"]["keys"]
+            assert [(k["rid"], k["index"]) for k in keys] == [
+                ("A000000333", "01"),
+                ("A000000333", "03"),
+            ]
+            [refused] = events(rig, "ca-key-refused")
+            assert refused["key"] == "A000000333/02" and "is not its SHA-1" in refused["reason"]
+            assert rig.host.downloads.requests["371"] == 1  # the chain ended
+            assert events(rig, "host-asks-failed") == []
 
     run(scenario())
 
@@ -233,16 +239,19 @@ def test_agent_params_shows_what_was_downloaded(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("requirement", "step", "reason"),
+    ("requirement", "step", "reason", "asked"),
     [
-        (1, "360", "0800/360: tag 26 (transactions_enabled) needs 8 bytes, 7 are left"),
-        (4, "372", "0820/372: tag DF05 at offset 35 says 8 bytes, 7 are left"),
-        (4, "370", "0800/370: tag DF03 at offset 167 says 20 bytes, 19 are left"),
-        (5, "380", "0800/380: tag 9F7B at offset 51 says 6 bytes, 5 are left"),
-        (9, "394", "0800/394: tag FF805D at offset 90 says 6 bytes, 5 are left"),
+        (1, "360", "0800/360: tag 26 (transactions_enabled) needs 8 bytes, 7 are left", 2),
+        (4, "372", "0820/372: tag DF05 at offset 35 says 8 bytes, 7 are left", 2),
+        # each CA key is refused alone: all three cut, the chain fails (keys in use stay)
+        (4, "370", "0800/370: tag DF03 at offset 167 says 20 bytes, 19 are left", 6),
+        (5, "380", "0800/380: tag 9F7B at offset 51 says 6 bytes, 5 are left", 2),
+        (9, "394", "0800/394: tag FF805D at offset 90 says 6 bytes, 5 are left", 2),
     ],
 )
-def test_every_download_step_refuses_a_cut_answer(tmp_path, requirement, step, reason) -> None:
+def test_every_download_step_refuses_a_cut_answer(
+    tmp_path, requirement, step, reason, asked
+) -> None:
     async def scenario():
         async with gateway_rig(tmp_path, sections=FAST_RETRIES) as rig:
             rig.host.downloads.set_fault("short-62")
@@ -251,7 +260,7 @@ def test_every_download_step_refuses_a_cut_answer(tmp_path, requirement, step, r
             [failed] = events(rig, "host-asks-failed")
             assert failed["reason"] == reason
             assert stored(rig) == {}
-            assert rig.host.downloads.requests[step] == 2  # tried again, then given up
+            assert rig.host.downloads.requests[step] == asked  # tried again, then given up
 
     run(scenario())
 
