@@ -121,6 +121,7 @@ MIGRATIONS = (
     """
     ALTER TABLE transactions ADD COLUMN boot TEXT;
     ALTER TABLE transactions ADD COLUMN uptime REAL;
+    ALTER TABLE reversals ADD COLUMN recheck_boot TEXT;
     """,
 )
 # Fields of a host's answer that are not kept for a replay: they are card data, or are the
@@ -633,7 +634,7 @@ class Journal:
         state = outcome if outcome in ("conflict", "nothing-to-reverse") else "confirmed"
         now = self._clock()
         recheck = state == "nothing-to-reverse" and recheck_after > 0
-        recheck_at = now + recheck_after if recheck else None
+        recheck_at = self._monotonic() + recheck_after if recheck else None
         with self._write() as db:
             row = db.execute(
                 "SELECT state, recheck_at IS NOT NULL FROM reversals WHERE id = ?", (reversal_id,)
@@ -642,8 +643,8 @@ class Journal:
                 return  # closed already: the answer to a try that was overtaken
             db.execute(
                 "UPDATE reversals SET state = ?, attempts = attempts + 1, updated_at = ?, "
-                "last_error = NULL, recheck_at = ? WHERE id = ?",
-                (state, now, recheck_at, reversal_id),
+                "last_error = NULL, recheck_at = ?, recheck_boot = ? WHERE id = ?",
+                (state, now, recheck_at, self._boot, reversal_id),
             )
             rechecked = {} if row[0] == "queued" else {"rechecked": True}
             self._event(
@@ -657,13 +658,28 @@ class Journal:
         if row[0] == "queued":
             self._queued -= 1
 
+    # Rechecks are timed on the monotonic clock of the boot that set them (section 8: a step of
+    # the wall clock neither brings them forward nor puts them off); one of an earlier boot is
+    # due at once.
+    _RECHECK_DUE = "(recheck_boot IS NOT ? OR recheck_at <= ?)"
+
     def reversals_to_recheck(self) -> list[Reversal]:
         """Reversals closed as "nothing to reverse" whose recheck is due."""
-        return self._reversals("state = 'nothing-to-reverse' AND recheck_at <= ?", (self._clock(),))
+        return self._reversals(
+            f"state = 'nothing-to-reverse' AND recheck_at IS NOT NULL AND {self._RECHECK_DUE}",
+            (self._boot, self._monotonic()),
+        )
 
-    def next_recheck(self) -> float | None:
-        """When the next recheck is due (a time of the journal's clock), if any is."""
-        return self._rows("SELECT min(recheck_at) FROM reversals")[0][0]
+    def recheck_in(self) -> float | None:
+        """Seconds until the next recheck is due (0 or less: due now), None when none waits."""
+        earlier_boot, soonest = self._rows(
+            "SELECT count(recheck_at) FILTER (WHERE recheck_boot IS NOT ?), "
+            "min(recheck_at) FILTER (WHERE recheck_boot IS ?) FROM reversals",
+            (self._boot, self._boot),
+        )[0]
+        if earlier_boot:
+            return 0.0
+        return None if soonest is None else soonest - self._monotonic()
 
     def rechecks_waiting(self) -> int:
         return self._rows("SELECT count(*) FROM reversals WHERE recheck_at IS NOT NULL")[0][0]
@@ -672,8 +688,9 @@ class Journal:
         """A recheck that got no closing answer goes again ``seconds`` from now."""
         with self._write() as db:
             db.execute(
-                "UPDATE reversals SET recheck_at = ? WHERE id = ? AND recheck_at IS NOT NULL",
-                (self._clock() + seconds, reversal_id),
+                "UPDATE reversals SET recheck_at = ?, recheck_boot = ? "
+                "WHERE id = ? AND recheck_at IS NOT NULL",
+                (self._monotonic() + seconds, self._boot, reversal_id),
             )
 
     def reverse_undelivered(self, transaction_id: int) -> int | None:

@@ -115,16 +115,16 @@ async def recheck_reversals(agent: Agent) -> None:
     while True:
         period = agent.config.reversal.recheck_after or RECHECK_IDLE
         try:
-            due = agent.journal.next_recheck()
-            if due is not None and due <= time.time():
+            due_in = agent.journal.recheck_in()
+            if due_in is not None and due_in <= 0:
                 await agent.reversals.recheck()
                 continue
         except JournalError as exc:
             log.warning("reversal recheck: %s", exc)
-            due = None
+            due_in = None
         # a reversal closed from now on is due a whole period later: sleeping at most that
         # long, a recheck is never later than twice the period
-        wait = period if due is None else min(period, due - time.time())
+        wait = period if due_in is None else min(period, due_in)
         await asyncio.sleep(max(wait, REVERSAL_FIRST_PAUSE))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import MIGRATIONS, Journal, JournalError
+from agent.journal import MIGRATIONS, Journal, JournalDamaged, JournalError
 from agent.wire.builders import Card, Terminal, purchase_request, response_to
 from agent.wire.message import Message
 from tests.conftest import fill_disk
@@ -116,8 +116,14 @@ def test_newer_schema_is_refused(tmp_path) -> None:
 def test_corrupt_file_is_a_clear_error(tmp_path) -> None:
     path = tmp_path / "journal.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(JournalError, match=f"journal {path} cannot be opened"):
+    with pytest.raises(JournalDamaged, match=f"journal {path} is damaged: file is not a database"):
         Journal(path)
+    # the service moves it aside whole and starts afresh
+    journal = Journal.open_for_service(path)
+    [aside] = tmp_path.glob("journal.sqlite3.damaged-*")
+    assert aside.read_bytes() == b"this is not a database" * 100
+    assert [e["kind"] for e in journal.events()] == ["journal-damaged"]
+    journal.close()
 
 
 def test_stan_counts_wraps_and_skips_open_stans(journal) -> None:
@@ -344,20 +350,25 @@ def test_a_late_approval_after_a_nothing_to_reverse_is_reversed_again(tmp_path) 
 
 def test_a_reversal_closed_as_nothing_keeps_its_transaction_until_rechecked(tmp_path) -> None:
     now = [1_000_000.0]
-    journal = Journal(tmp_path / "journal.sqlite3", clock=lambda: now[0])
+    uptime = [500.0]
+    journal = Journal(
+        tmp_path / "journal.sqlite3", clock=lambda: now[0], monotonic=lambda: uptime[0]
+    )
     sent = journal.begin(purchase(5), financial=True)
     journal.finish(sent, "timed-out", reversal_reason="98")
     [reversal] = journal.queued_reversals()
     journal.reversal_closed(reversal.id, Message("0410", {39: "25"}), "nothing-to-reverse", 30.0)
     assert not journal.has_queued_reversals  # sales do not wait for the recheck
-    assert journal.next_recheck() == now[0] + 30.0
+    assert journal.recheck_in() == 30.0
+    now[0] += 3_600  # the wall clock steps forward an hour: the recheck is not due for it
     assert journal.reversals_to_recheck() == []
     journal.record_signin("003", {}, None, batch=2)  # its batch is settled
     now[0] += 40 * 86_400
+    uptime[0] += 30.0
     assert [r.id for r in journal.reversals_to_recheck()] == [reversal.id]
     assert journal.prune(keep_days=30, max_bytes=1) == 0  # its original is still needed
     journal.reversal_closed(reversal.id, Message("0410", {39: "25"}), "nothing-to-reverse")
-    assert journal.next_recheck() is None and journal.rechecks_waiting() == 0
+    assert journal.recheck_in() is None and journal.rechecks_waiting() == 0
     assert journal.prune(keep_days=30, max_bytes=64 * 2**20) == 1
     journal.close()
 
