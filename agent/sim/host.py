@@ -298,13 +298,14 @@ class AcquirerHost:
             self.ledger.duplicates += 1
             return response_to(message, "94")
         original = message.get(61)
+        voids = None
         if isinstance(original, str) and message.text(3, "").startswith("20"):
             # a void names its original by batch and STAN (61.1, 61.2), as the host numbered it
             tid = message.text(41, "").strip()
-            voided = self.ledger.purchases.get(f"{tid}/{original[:6]}/{original[6:12]}")
-            if voided is None or voided["reversed"]:
+            voids = f"{tid}/{original[:6]}/{original[6:12]}"
+            voided = self.ledger.purchases.get(voids)
+            if voided is None or voided["reversed"] or voided.get("voided"):
                 return response_to(message, "25")
-            voided["voided"] = True
         if 52 in message:
             refusal = self._pin_refusal(message, session)
             if refusal:
@@ -313,12 +314,15 @@ class AcquirerHost:
         if amount.endswith(DECLINE_SUFFIX):
             return response_to(message, "51", self._host_time())
         rrn = f"{secrets.randbelow(10**12):012d}"
+        if voids:  # approved: the sale it names is voided
+            self.ledger.purchases[voids]["voided"] = True
         self.ledger.purchases[key] = {
             "amount": amount,
             "rrn": rrn,
             "reversed": False,
             "mti": message.mti,
             "processing": message.text(3, ""),
+            **({"voids": voids} if voids else {}),
         }
         extra = {**self._host_time(), 37: rrn, 38: f"{secrets.randbelow(10**6):06d}"}
         return response_to(message, "00", extra)
@@ -332,6 +336,8 @@ class AcquirerHost:
             return response_to(message, "22")  # not the transaction it names: a conflict
         if original["reversed"]:
             self.ledger.repeated_reversals += 1
+        elif "voids" in original:  # a void reversed: the sale it voided stands again
+            self.ledger.purchases[original["voids"]]["voided"] = False
         original["reversed"] = True
         return response_to(message, "00")
 
