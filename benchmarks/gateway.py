@@ -228,7 +228,9 @@ def measure(count: int, clients: int) -> dict[str, object]:
             mac_ms, pin_ms = module_ms(module.path, 200)
             sync_ms = journal_sync_ms(workdir, 200)
             config = write_config(workdir, host, module, idle_echo=0)
-            agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log")
+            # a PIN entry per purchase at machine speed: what the limit is there to refuse
+            unlimited = {"POS_AGENT_MODULE_PIN_PER_MINUTE": "100000"}
+            agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log", unlimited)
             agent.wait_ready()
             stans = itertools.count(1)
             direct = DirectClient(host.listen, stans)

@@ -8,14 +8,19 @@ connection, or answers with a wrong MAC; the module line gets 1% noise or a busy
 socket, the primary host hangs for a few seconds (takes bytes, answers nothing; the agent fails
 over to the backup, the same simulator reached directly), or it stops reading and later takes in
 what piled up (a request that reaches the host after its reversal, which got 25, is found by the
-reversal's recheck).
+reversal's recheck); and the money-safety issue's: forged approvals without a MAC for the sale in
+flight (another TID, another MTI), a connection that goes silent without closing (a NAT that
+dropped its state), and apps that repeat a sale, or leave before its answer and come back to
+repeat it. ``--clock-steps`` (root: it sets the machine's clock) steps the wall clock an hour
+forward or back now and then, and back again.
 
 At the end the faults stop, the queued reversals drain, the rechecks are done, and the host's
 ledger is set against the journal and the answers the app got:
 
 - lost: approved by the host, never reversed, and the app was not told "00";
-- duplicated: the host approved the same terminal, batch and STAN twice;
-- approved then reversed: the app was told "00" but the host holds it reversed.
+- duplicated: the host approved the same terminal, batch and STAN twice, or holds two live
+  charges of one sale;
+- approved then reversed: the app was told "00" but the host holds no live charge of it.
 
 All three must be 0. Prints one JSON object.
 """
@@ -39,7 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from report import print_figures
 
+from agent.wire.frame import with_length
+from agent.wire.message import encode_message
 from benchmarks.footprint import rss_mb
+from tests.integration.gateway_rig import app_purchase
 from tests.processes import (
     AgentProcess,
     HostProcess,
@@ -51,11 +59,15 @@ from tests.processes import (
 )
 
 HOST_FAULTS = ["no-answer", "late", "garbage", "partial", "close", "wrong-mac"]
+STRAY = ["stray-tid", "stray-mti"]  # a forged approval 50 ms before the real answer
 MODULE_FAULTS = ["noise 0.01", "busy 2"]
 HUNG = "hung-primary"  # takes bytes and drops them: the host never sees those requests
 DEAF = "deaf-primary"  # stops reading, later takes in what piled up (only --network-faults)
+SILENT = "silent-connection"  # the connections of now go silent for good; new ones pass
 FLOOD = "idle-flood"
+CLOCK = "clock-step"
 FLOOD_CONNECTIONS = 200
+CLOCK_STEP = 3600.0
 
 
 class FrontHost:
@@ -67,6 +79,7 @@ class FrontHost:
         host, port = target.rsplit(":", 1)
         self.target = (host, int(port))
         self.mode = "normal"
+        self.generation = 0  # connections of an earlier generation are silent (a NAT forgot)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listen = f"127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -82,6 +95,7 @@ class FrontHost:
             threading.Thread(target=self._pump, args=(upstream, agent), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        born = self.generation
         try:
             while True:
                 while self.mode == "deaf":
@@ -89,7 +103,7 @@ class FrontHost:
                 data = source.recv(4096)
                 if not data:
                     break
-                if self.mode == "normal":
+                if self.mode == "normal" and self.generation == born:
                     sink.sendall(data)
         except OSError:
             pass
@@ -97,6 +111,10 @@ class FrontHost:
             for end in (source, sink):
                 with contextlib.suppress(OSError):
                     end.close()
+
+    def forget_connections(self) -> None:
+        """A NAT that dropped its state: what is connected now goes silent without closing."""
+        self.generation += 1
 
     def for_a_while(self, mode: str, seconds: float) -> None:
         self.mode = mode
@@ -133,14 +151,34 @@ def settled(pid: int) -> dict[str, float]:
     return {"rss_mb": rss_mb(pid), "fds": open_fds(pid)}
 
 
+def send_and_leave(socket_path: Path, amount: int, app_stan: int) -> None:
+    """The app sends a purchase and is gone before its answer."""
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(socket_path))
+        client.sendall(with_length(encode_message(app_purchase(amount, app_stan))))
+
+
 def buyer(socket_path: Path, first_stan: int, stop: threading.Event, answers: collections.Counter,
-          approved: set[int], pause: float) -> None:  # fmt: skip
-    """Purchases one after another; the amount names the purchase (no amount ends in 51)."""
+          approved: set[int], pause: float, apps_misbehave: bool, chooser: random.Random,
+          ) -> None:  # fmt: skip
+    """Purchases one after another; the amount names the purchase (no amount ends in 51). An
+    app that misbehaves sometimes repeats a sale it was answered, or leaves before the answer
+    and comes back to repeat it: the answer to the repeat is the sale's."""
     stan = first_stan
     while not stop.is_set():
         amount = 1000 + stan * 100
+        app_stan = stan % 999_999 + 1
+        behaviour = chooser.random() if apps_misbehave else 1.0
         try:
-            code = pay(socket_path, amount, app_stan=stan % 999_999 + 1).text(39)
+            if behaviour < 0.05:
+                send_and_leave(socket_path, amount, app_stan)
+                answers["left"] += 1
+                time.sleep(chooser.choice((0.01, 0.5)))
+            code = pay(socket_path, amount, app_stan=app_stan).text(39)
+            if behaviour < 0.10 and code == "00":
+                again = pay(socket_path, amount, app_stan=app_stan).text(39)
+                answers[f"repeat {again}"] += 1
+                code = again if again == "00" else code
         except OSError:
             code = "no answer"
         answers[code] += 1
@@ -148,6 +186,11 @@ def buyer(socket_path: Path, first_stan: int, stop: threading.Event, answers: co
             approved.add(amount)
         stan += 4
         time.sleep(pause)
+
+
+def step_clock(seconds: float) -> None:
+    """The machine's wall clock ``seconds`` forward (or back), as NTP or a technician would."""
+    time.clock_settime(time.CLOCK_REALTIME, time.time() + seconds)
 
 
 def inject_faults(host: HostProcess, module: ModuleProcess, front: FrontHost, socket_path: Path,
@@ -158,6 +201,14 @@ def inject_faults(host: HostProcess, module: ModuleProcess, front: FrontHost, so
         injected[fault] += 1
         if fault in HOST_FAULTS:
             host.post("/faults", {"kind": fault, "delay": 3.0})
+        elif fault in STRAY:
+            host.post("/faults", {"kind": fault, "delay": 0.05})
+        elif fault == SILENT:
+            front.forget_connections()
+        elif fault == CLOCK:
+            step = chooser.choice((CLOCK_STEP, -CLOCK_STEP))
+            step_clock(step)
+            threading.Timer(every / 2, step_clock, (-step,)).start()
         elif fault in (HUNG, DEAF):
             front.for_a_while(fault.removesuffix("-primary"), 3 * every)
         elif fault == FLOOD:
@@ -190,8 +241,10 @@ def soak(
     seed: int,
     network_faults: bool = False,
     recheck_after: float | None = None,
+    clock_steps: bool = False,
 ) -> dict[str, object]:
-    kinds = [*HOST_FAULTS, *MODULE_FAULTS, *([FLOOD, HUNG, DEAF] if network_faults else [])]
+    network = [FLOOD, HUNG, DEAF, *STRAY, SILENT] if network_faults else []
+    kinds = [*HOST_FAULTS, *MODULE_FAULTS, *network, *([CLOCK] if clock_steps else [])]
     chooser = random.Random(seed)
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
@@ -228,7 +281,16 @@ def soak(
             threads = [
                 threading.Thread(
                     target=buyer,
-                    args=(workdir / "agent.sock", i, stop, answers, approved, 0.005),
+                    args=(
+                        workdir / "agent.sock",
+                        i,
+                        stop,
+                        answers,
+                        approved,
+                        0.005,
+                        network_faults,
+                        random.Random(seed + i + 1),
+                    ),
                 )
                 for i in range(clients)
             ]
@@ -263,28 +325,34 @@ def soak(
             host.stop()
             module.stop()
 
-    purchases = {
-        int(p["amount"]): p for p in ledger["purchases"].values() if p["amount"] != "000000100000"
-    }
-    lost = [a for a, p in purchases.items() if not p["reversed"] and a not in approved]
-    reversed_after_approval = [a for a, p in purchases.items() if p["reversed"] and a in approved]
+    # one sale may have several charges at the host (a repeat after its reversal is charged
+    # anew): what counts is how many of them are live
+    charges: dict[int, list[dict]] = collections.defaultdict(list)
+    for charge in ledger["purchases"].values():
+        if charge["amount"] != "000000100000":
+            charges[int(charge["amount"])].append(charge)
+    live = {amount: sum(not c["reversed"] for c in found) for amount, found in charges.items()}
+    lost = [a for a, n in live.items() if n and a not in approved]
+    reversed_after_approval = [a for a in approved if not live.get(a)]
+    twice_live = [a for a, n in live.items() if n > 1]
     return {
         "seconds": seconds,
         "seed": seed,
         "network_faults": network_faults,
+        "clock_steps": clock_steps,
         "clients": clients,
         "transactions": sum(answers.values()),
         "answers": dict(sorted(answers.items())),
         "approvals": answers.get("00", 0),
         "faults_injected": dict(sorted(injected.items())),
-        "host_purchases": len(purchases),
+        "host_purchases": sum(map(len, charges.values())),
         "reversals_received_by_host": ledger["reversals"],
         "reversals_confirmed": reversals.get("confirmed", 0),
         "reversals_of_nothing": reversals.get("nothing-to-reverse", 0),  # 12/25: no charge
         "reversals_still_queued": reversals.get("queued", 0),
         "reversals_confirmed_on_recheck": rechecked,
         "lost": len(lost),
-        "duplicated": ledger["duplicates"],
+        "duplicated": ledger["duplicates"] + len(twice_live),
         "approved_then_reversed": len(reversed_after_approval),
         "rss_mb": {
             "idle": round(idle_rss, 1),
@@ -311,13 +379,17 @@ def main() -> None:
         help="also an idle connection flood, a hung and a non-reading primary host",
     )
     parser.add_argument(
+        "--clock-steps", action="store_true",
+        help="step the machine's wall clock an hour forward or back now and then (root)",
+    )  # fmt: skip
+    parser.add_argument(
         "--recheck-after", type=float,
         help="reversal.recheck_after for the agent (default: the agent's own, 30 s)",
     )  # fmt: skip
     args = parser.parse_args()
     seconds = args.seconds or (20.0 if args.quick else args.minutes * 60)
     figures = soak(seconds, args.fault_every, args.clients, args.seed, args.network_faults,
-                   args.recheck_after)  # fmt: skip
+                   args.recheck_after, args.clock_steps)  # fmt: skip
     print_figures("soak", figures)
 
 

@@ -48,11 +48,18 @@ def test_saved_atomically_and_read_back(tmp_path) -> None:
     assert not list(path.parent.glob("*.tmp"))
 
 
-def test_garbage_saved_file_is_an_error_naming_it(tmp_path) -> None:
+def test_garbage_saved_file_is_named_and_never_a_reason_to_stop(tmp_path, caplog) -> None:
+    """DESIGN.md section 8: the configuration file alone is used; the service moves the
+    damaged file aside, a technician's command only says so."""
     path = tmp_path / "provisioning.json"
     path.write_text("{not json")
+    config = build({}, "agent.toml", env={})
     with pytest.raises(ProvisioningError, match=f"{path}: not valid JSON"):
-        effective(build({}, "agent.toml", env={}), path)
+        load_saved(path)
+    assert effective(config, path) is config
+    assert f"{path}: not valid JSON" in caplog.text and path.exists()
+    assert effective(config, path, service=True) is config
+    assert not path.exists() and len(list(tmp_path.glob("provisioning.json.damaged-*"))) == 1
     path.write_text(json.dumps({**GOOD, "mid": "short"}))
     with pytest.raises(ProvisioningError, match=re.escape("terminal.mid = 'short'")):
         load_saved(path)
