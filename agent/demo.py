@@ -22,6 +22,7 @@ from agent import timeline
 from agent.config import build
 from agent.recovery.policy import State
 from agent.service.assembly import Agent
+from agent.service.daemon import sign_in_at_start
 from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire import codes
 from agent.wire.frame import with_length
@@ -120,7 +121,7 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
 
     _say("\n1. The agent signs in (签到): 0800 -> 0810, working keys into the card module")
     for _ in range(3):  # as the daemon's later attempts would, on a machine that is busy
-        await agent.start()
+        await sign_in_at_start(agent)
         if agent.journal.last_signin() is not None:
             break
     signed = agent.journal.last_signin()

@@ -85,7 +85,7 @@ async def measure(rounds: int, dead_rounds: int, connect_timeout: float) -> dict
 
             healthy = []
             for _ in range(rounds):
-                report = await run_checks(agent.check_context())
+                report = await run_checks(agent.remedies.check_context())
                 healthy.append(report.duration_ms)
             dead_config = dataclasses.replace(
                 agent.config,
@@ -98,7 +98,7 @@ async def measure(rounds: int, dead_rounds: int, connect_timeout: float) -> dict
             )
             dead, dead_ok, dead_detail = [], True, ""
             for _ in range(dead_rounds):
-                context = dataclasses.replace(agent.check_context(), config=dead_config)
+                context = dataclasses.replace(agent.remedies.check_context(), config=dead_config)
                 report = await run_checks(context)
                 dead.append(report.duration_ms)
                 network = report.get("network")

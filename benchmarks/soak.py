@@ -139,6 +139,9 @@ def idle_flood(socket_path: Path, seconds: float) -> None:
 
 
 WARM_UP = 2000
+# The amount of the purchases outside the count (warm-up, the last one): odd, so no buyer's
+# (1000 + 100 * n) is ever it
+OUTSIDE = 100_001
 
 
 def open_fds(pid: int) -> int:
@@ -272,7 +275,7 @@ def soak(
             # Warm up before the first sample: SQLite's page cache (2 MiB by default) and the
             # allocator's arenas fill during the first thousands of purchases, then stay.
             for _ in range(WARM_UP):
-                pay(workdir / "agent.sock", 100_000)
+                pay(workdir / "agent.sock", OUTSIDE)
             start = settled(pid)
             answers: collections.Counter[str] = collections.Counter()
             approved: set[int] = set()
@@ -309,7 +312,7 @@ def soak(
             front.mode = "normal"
             module.command("noise 0")
             module.command("busy 0")
-            pay(workdir / "agent.sock", 100_000)  # sends what is queued first
+            pay(workdir / "agent.sock", OUTSIDE)  # sends what is queued first
 
             def drained() -> bool:
                 status = control(control_path, b'{"cmd": "status"}')
@@ -329,7 +332,7 @@ def soak(
     # anew): what counts is how many of them are live
     charges: dict[int, list[dict]] = collections.defaultdict(list)
     for charge in ledger["purchases"].values():
-        if charge["amount"] != "000000100000":
+        if int(charge["amount"]) != OUTSIDE:
             charges[int(charge["amount"])].append(charge)
     live = {amount: sum(not c["reversed"] for c in found) for amount, found in charges.items()}
     lost = [a for a, n in live.items() if n and a not in approved]

@@ -19,7 +19,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
-    from agent.host.link import HostLink, HostLinkError
+    from agent.host.link import HostLink, HostLinkError, LinkOptions
     from agent.journal import Journal, JournalError
     from agent.wire.builders import Terminal, echo_request
 
@@ -34,7 +34,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
         async def direct() -> dict[str, object]:
             journal = Journal(paths.journal_path(config))
-            link = HostLink.from_config(config)
+            link = HostLink(LinkOptions.from_config(config))
             terminal = Terminal(config.terminal.tid, config.terminal.mid)
             message = echo_request(terminal, stan=journal.next_stan(), batch=journal.batch)
             started = time.monotonic()

@@ -23,6 +23,7 @@ def _with_agent(args: argparse.Namespace, command: str, direct: str) -> int:
     from agent.journal import JournalError
     from agent.recovery.remedies import RemedyFailed
     from agent.service.assembly import Agent
+    from agent.service.instance import InstanceError, InstanceLock
 
     config = load_config(args)
     working = render.Progress(f"agent {command}: waiting for the host")
@@ -37,16 +38,17 @@ def _with_agent(args: argparse.Namespace, command: str, direct: str) -> int:
         return EXIT_OK
 
     async def by_hand() -> str:
-        agent = Agent(config)
-        try:
-            return await getattr(agent, direct)()
-        finally:
-            await agent.close()
+        with InstanceLock.of(config):  # no service runs: this agent is the only one
+            agent = Agent(config)
+            try:
+                return await getattr(agent.remedies, direct)()
+            finally:
+                await agent.close()
 
     try:
         with working:
             outcome = asyncio.run(by_hand())
-    except (RemedyFailed, JournalError) as exc:
+    except (RemedyFailed, JournalError, InstanceError) as exc:
         print(f"agent {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(outcome)

@@ -20,7 +20,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from agent.journal import JournalError
     from agent.service import daemon, logs
-    from agent.service.instance import AlreadyRunning
+    from agent.service.instance import InstanceError
 
     logs.setup(args.verbose)
     config = load_config(args, service=True)
@@ -34,6 +34,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(daemon.run(config, reload))
-    except (JournalError, AlreadyRunning) as exc:
+    except (JournalError, InstanceError) as exc:
         print(f"agent run: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import time
@@ -35,7 +36,10 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 DOWN_FOR = 60.0  # seconds a hung endpoint is tried only after the others
 RETIRED_LINGER = 3  # response timeouts a connection left by a failover is still read
 
-__all__ = ["Exchange", "HostLink", "HostLinkError", "HostTimeout", "HostUnavailable", "LinkStatus"]
+__all__ = [
+    "Exchange", "HostLink", "HostLinkError", "HostTimeout", "HostUnavailable", "LinkOptions",
+    "LinkStatus",
+]  # fmt: skip
 
 
 class HostTimeout(HostLinkError):
@@ -61,7 +65,22 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=config.host.ca_file or None)
 
 
-class HostLink:
+@dataclass(frozen=True)
+class LinkOptions:
+    """How the link reaches the host, as one frozen value: a reload or re-provisioning gives
+    the link new options whole, never attributes copied one by one."""
+
+    endpoints: tuple[Endpoint, ...]  # none: an unprovisioned terminal, which waits for its hosts
+    tpdu: Tpdu
+    header: Header
+    profile: Profile = CUP
+    connect_timeout: float = 5.0
+    response_timeout: float = 30.0
+    idle_echo: float = 0.0  # seconds without traffic before an echo test; 0: none
+    failover_after: int = 2
+    tls: ssl.SSLContext | None = None
+    server_name: str | None = None
+
     @classmethod
     def from_config(
         cls,
@@ -69,15 +88,12 @@ class HostLink:
         endpoints: list[Endpoint] | None = None,
         *,
         response_timeout: float | None = None,
-        make_echo: Callable[[], Message] | None = None,
-        on_response: Callable[[Message], None] | None = None,
-        on_unmatched: Callable[[Exchange, Exchange | None], None] | None = None,
-        on_down: Callable[[Endpoint, str], None] | None = None,
-    ) -> HostLink:
-        """The link the configuration describes; the self-check narrows it to one endpoint."""
+    ) -> LinkOptions:
+        """The options the configuration describes; the self-check narrows them to one
+        endpoint."""
         wire = config.wire
         return cls(
-            endpoints if endpoints is not None else config.endpoints,
+            tuple(endpoints if endpoints is not None else config.endpoints),
             tpdu=Tpdu(wire.tpdu_destination, wire.tpdu_source),
             header=Header(
                 category=wire.header_category,
@@ -87,47 +103,37 @@ class HostLink:
             profile=wire.profile,
             connect_timeout=config.host.connect_timeout,
             response_timeout=response_timeout or config.host.response_timeout,
-            idle_echo=config.host.idle_echo if make_echo else 0.0,
+            idle_echo=config.host.idle_echo,
             failover_after=config.host.failover_after,
-            make_echo=make_echo,
-            on_response=on_response,
-            on_unmatched=on_unmatched,
-            on_down=on_down,
             tls=tls_context(config),
             server_name=config.host.server_name or None,
         )
 
+    def reaches_the_same_hosts(self, other: LinkOptions) -> bool:
+        return (self.endpoints, self.tls is None, self.server_name) == (
+            other.endpoints,
+            other.tls is None,
+            other.server_name,
+        )
+
+
+class HostLink:
     def __init__(
         self,
-        endpoints: list[Endpoint],
+        options: LinkOptions,
         *,
-        tpdu: Tpdu,
-        header: Header,
-        profile: Profile = CUP,
-        connect_timeout: float = 5.0,
-        response_timeout: float = 30.0,
-        idle_echo: float = 0.0,
-        failover_after: int = 2,
         make_echo: Callable[[], Message] | None = None,
         on_response: Callable[[Message], None] | None = None,
         on_unmatched: Callable[[Exchange, Exchange | None], None] | None = None,
         on_down: Callable[[Endpoint, str], None] | None = None,
-        tls: ssl.SSLContext | None = None,
-        server_name: str | None = None,
     ) -> None:
-        """``on_response`` hears of every response that matched a request (the agent keeps the
-        host's time from them); ``on_unmatched`` gets the late and unasked-for ones, with the
-        answer the request had already got, if any; ``on_down`` hears of an endpoint marked
-        down (the journal keeps it)."""
-        self.endpoints = endpoints  # none: an unprovisioned terminal, which waits for its hosts
-        self.tpdu, self.header, self.profile = tpdu, header, profile
-        self.connect_timeout = connect_timeout
-        self.response_timeout = response_timeout
-        self.idle_echo = idle_echo
-        self.failover_after = failover_after
+        """``make_echo`` builds the idle echo test (none: no echo tests); ``on_response``
+        hears of every response that matched a request (the agent keeps the host's time from
+        them); ``on_unmatched`` gets the late and unasked-for ones, with the answer the
+        request had already got, if any; ``on_down`` hears of an endpoint marked down (the
+        journal keeps it)."""
+        self.options = options
         self.make_echo = make_echo
-        self.tls = tls
-        self.server_name = server_name
         self.endpoint: Endpoint | None = None
         self.last_error = ""
         self.late_responses = 0
@@ -147,18 +153,19 @@ class HostLink:
         self._next_attempt = 0.0
         self._last_traffic = time.monotonic()
 
-    def reconfigure(self, other: HostLink) -> None:
-        """Take hosts, framing, timeouts and TLS from ``other`` (a new configuration); a
-        connection to hosts no longer configured is dropped."""
-        moved = (other.endpoints, other.tls is None, other.server_name) != (
-            self.endpoints,
-            self.tls is None,
-            self.server_name,
-        )
-        for name in ("endpoints", "tpdu", "header", "profile", "connect_timeout",
-                     "response_timeout", "idle_echo", "failover_after", "tls",
-                     "server_name"):  # fmt: skip
-            setattr(self, name, getattr(other, name))
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.options.endpoints
+
+    @property
+    def idle_echo(self) -> float:
+        return self.options.idle_echo if self.make_echo is not None else 0.0
+
+    def reconfigure(self, options: LinkOptions) -> None:
+        """Run with ``options`` from now on (a new configuration); a connection to hosts no
+        longer configured is dropped."""
+        moved = not options.reaches_the_same_hosts(self.options)
+        self.options = options
         if moved:
             self._restart("the host configuration changed")
         elif self.idle_echo > 0 and self._echo_task is None and self._channel is not None:
@@ -166,7 +173,8 @@ class HostLink:
 
     def prefer(self, endpoint: Endpoint) -> None:
         """Fail over: ``endpoint`` first from now on, the connection moved to it."""
-        self.endpoints = [endpoint, *(e for e in self.endpoints if e != endpoint)]
+        order = (endpoint, *(e for e in self.endpoints if e != endpoint))
+        self.options = dataclasses.replace(self.options, endpoints=order)
         if self.endpoint != endpoint:
             self._restart(f"failing over to {endpoint}")
 
@@ -210,18 +218,20 @@ class HostLink:
                         asyncio.open_connection(
                             endpoint.host,
                             endpoint.port,
-                            ssl=self.tls,
-                            server_hostname=(self.server_name or endpoint.host)
-                            if self.tls
+                            ssl=self.options.tls,
+                            server_hostname=(self.options.server_name or endpoint.host)
+                            if self.options.tls
                             else None,
                         ),
-                        self.connect_timeout,
+                        self.options.connect_timeout,
                     )
                 except (OSError, TimeoutError, ssl.SSLError) as exc:
                     reason = str(exc) or type(exc).__name__
                     errors.append(f"{endpoint}: {reason}")
                     continue
-                channel = Channel(endpoint, reader, writer, write_timeout=self.connect_timeout)
+                channel = Channel(
+                    endpoint, reader, writer, write_timeout=self.options.connect_timeout
+                )
                 self._attach(channel, failover=endpoint != self.endpoints[0])
                 return channel
             self.last_error = "; ".join(errors)
@@ -285,8 +295,10 @@ class HostLink:
         Raises :class:`HostUnavailable` when nothing was sent, :class:`HostTimeout` or
         :class:`HostLinkError` when the request may have reached the host."""
         if encoded is None:
-            encoded = encode_message(message, self.profile)
-        return await self.forward(message, host_frame(encoded, self.tpdu, self.header), timeout)
+            encoded = encode_message(message, self.options.profile)
+        return await self.forward(
+            message, host_frame(encoded, self.options.tpdu, self.options.header), timeout
+        )
 
     async def forward(
         self, message: Message, frame: bytes, timeout: float | None = None
@@ -302,7 +314,7 @@ class HostLink:
             except ChannelClosed as exc:
                 self._detach(channel, str(exc))
                 raise HostLinkError(str(exc)) from None
-            limit = self.response_timeout if timeout is None else timeout
+            limit = self.options.response_timeout if timeout is None else timeout
             try:
                 exchange = await asyncio.wait_for(future, limit)
             except TimeoutError:
@@ -323,7 +335,7 @@ class HostLink:
         if self._channel is not channel:
             return
         self._timeouts_in_a_row += 1
-        if not self.failover_after or self._timeouts_in_a_row < self.failover_after:
+        if not self.options.failover_after or self._timeouts_in_a_row < self.options.failover_after:
             return
         reason = f"{self._timeouts_in_a_row} response timeouts in a row"
         self._timeouts_in_a_row = 0
@@ -351,7 +363,7 @@ class HostLink:
 
         async def linger() -> None:
             try:
-                await asyncio.sleep(RETIRED_LINGER * self.response_timeout)
+                await asyncio.sleep(RETIRED_LINGER * self.options.response_timeout)
             finally:
                 channel.close()
                 if reader is not None:
@@ -372,7 +384,7 @@ class HostLink:
                 return
             self._last_traffic = time.monotonic()
             try:
-                frame = decode_frame(payload, Layout.TPDU, self.profile)
+                frame = decode_frame(payload, Layout.TPDU, self.options.profile)
             except DecodeError as exc:
                 self._detach(channel, f"host sent an undecodable frame: {exc}")
                 return

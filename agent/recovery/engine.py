@@ -30,6 +30,7 @@ from agent.wire import codes
 from agent.wire.message import Message
 
 if TYPE_CHECKING:
+    from agent.config import RecoveryConfig
     from agent.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,36 @@ class NothingLeftToTry(Exception):
     pass
 
 
+class Gate:
+    """Where requests wait while a recovery or the start-up sign-in (with its repair) runs,
+    rather than go out under keys or a TID about to change; at most ``recovery.deadline``."""
+
+    def __init__(self, deadline: Callable[[], float]) -> None:
+        self._deadline = deadline
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._busy = 0
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        self._busy += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
+
+    async def settled(self) -> None:
+        """Wait, at most ``recovery.deadline`` seconds, for what runs to end."""
+        if self._idle.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._deadline()):
+                await self._idle.wait()
+
+
 class Recovery:
     def __init__(
         self,
@@ -46,27 +77,23 @@ class Recovery:
         journal: Journal,
         retry: Callable[[Message], Awaitable[Attempt]],
         *,
-        attempts: int,
-        deadline: float,
-        probe: tuple[float, float],
+        settings: Callable[[], RecoveryConfig],
+        gate: Gate,
         host_asks: Callable[[int], None],
     ) -> None:
+        """``settings`` (attempts, deadline, probe pauses) are read at each use: a reload
+        may change them. ``gate`` is where requests wait while a recovery runs."""
+        self.gate = gate
         self.remedies = remedies
         self.host_asks = host_asks
         self.journal = journal
         self.retry = retry
-        self.attempts = attempts
-        self.deadline = deadline
-        self.probe_pauses = probe
+        self._settings = settings
         self.state = State.REGISTERED
         self.message: Text | None = None
         self.last_refusal: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
         # cleared while a recovery or the start-up sign-in runs: new requests wait for it
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._busy = 0
-        self._background: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
         self._host_silent = ""  # why a remedy of the running recovery got no answer, if one did
 
@@ -117,30 +144,15 @@ class Recovery:
                 if self.state is State.RECOVERING:  # ended by an error: nothing was decided
                     self.state = State.REGISTERED
 
-    @contextlib.asynccontextmanager
-    async def busy(self) -> AsyncIterator[None]:
-        """While this runs (a recovery, the start-up sign-in and its repair), new requests
-        wait in :meth:`settled` rather than go out under keys about to change."""
-        self._busy += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._busy -= 1
-            if not self._busy:
-                self._idle.set()
+    def busy(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.gate.busy()
 
     async def settled(self) -> None:
-        """Wait, at most ``deadline`` seconds, for a recovery or the start-up to end."""
-        if self._idle.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.deadline):
-                await self._idle.wait()
+        await self.gate.settled()
 
     async def _recover(self, request: Message | None, attempt: Attempt, code: str) -> Attempt:
         on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}
-        self._spawn(self.remedies.hook("on-97", on_97))
+        self.remedies.tell_hooks("on-97", on_97)
         started = time.monotonic()
         report = await self.remedies.self_check()
         self._event(
@@ -206,9 +218,10 @@ class Recovery:
             self._event("retried", after=remedy, code=last.answer.text(39))
             return last
 
+        settings = self._settings()
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.attempts)
-            | tenacity.stop_after_delay(max(self.deadline - (time.monotonic() - started), 0)),
+            stop=tenacity.stop_after_attempt(settings.attempts)
+            | tenacity.stop_after_delay(max(settings.deadline - (time.monotonic() - started), 0)),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
             retry=tenacity.retry_if_result(lambda tried: refused(tried.answer)),
             reraise=True,
@@ -255,13 +268,14 @@ class Recovery:
         self._event("unregistered", message_en=self.message.en, message_zh=self.message.zh)
         log.error("%s", self.message.en)
         payload = {**self.remedies.identity(), "message": self.message.to_json()}
-        await self.remedies.hook("on-unregistered", payload)
-        await self.remedies.hook("display-message", payload)
+        self.remedies.tell_hooks("on-unregistered", payload)
+        self.remedies.tell_hooks("display-message", payload)
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._probe_until_registered())
 
     async def _probe_until_registered(self) -> None:
-        backoff = Backoff(*self.probe_pauses)
+        settings = self._settings()
+        backoff = Backoff(settings.probe_first, settings.probe_max)
         pause = backoff.failed()
         while self.state is State.UNREGISTERED:
             await asyncio.sleep(pause)
@@ -279,6 +293,13 @@ class Recovery:
                 continue
             self.registered_again("the background sign-in probe succeeded")
 
+    async def sign_in(self, why: str) -> str:
+        """A sign-in asked for outside a recovery (a technician's ``agent signin``, the light
+        check finding stale keys): one that succeeds registers the terminal again."""
+        done = await self.remedies.sign_in()
+        self.registered_again(why)
+        return done
+
     def registered_again(self, why: str) -> None:
         """A sign-in succeeded (the probe, or a technician's ``agent signin``): the probe
         stops, not one sign-in more."""
@@ -293,13 +314,8 @@ class Recovery:
 
     # ------------------------------------------------------------------------ background
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def close(self) -> None:
-        tasks = [*self._background, *([self._probe] if self._probe else [])]
+        tasks = [self._probe] if self._probe else []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from agent.config import Config
 from agent.journal import Journal
+from agent.wire.message import Message
 from drivers.module import CardModule, ModuleInfo, ModuleLinkError
 
 T = TypeVar("T")
@@ -126,3 +127,23 @@ class Context:
 
 def elapsed_ms(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
+
+
+class HostClock:
+    """The host's time as its answers (fields 12/13) or the last sign-in tell it."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._last: HostClockSample | None = None
+
+    def saw(self, message: Message) -> None:
+        if 12 in message and 13 in message:
+            self._last = HostClockSample(time.time(), message.text(13) + message.text(12))
+
+    def sample(self) -> HostClockSample | None:
+        if self._last is not None:
+            return self._last
+        last = self._journal.last_signin()
+        if last and last["host_time"]:
+            return HostClockSample(last["at"], last["host_time"])
+        return None

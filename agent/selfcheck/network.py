@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import Endpoint
-from agent.host.link import HostLink, HostLinkError, tls_context
+from agent.host.link import HostLink, HostLinkError, LinkOptions, tls_context
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from agent.wire.builders import Terminal, echo_request
 
@@ -150,7 +150,7 @@ async def _probe(context: Context, endpoint: Endpoint, role: str, deadline: floa
 async def _echo(context: Context, probe: Probe, deadline: float) -> None:
     config = context.config
     remaining = max(min(config.host.response_timeout, deadline - time.monotonic()), 0.1)
-    link = HostLink.from_config(config, [probe.endpoint], response_timeout=remaining)
+    link = HostLink(LinkOptions.from_config(config, [probe.endpoint], response_timeout=remaining))
     journal = context.journal
     own = journal is not None and not journal.read_only  # a technician's look numbers nothing
     # the STAN of a look only has to differ from the last one's: random, not secrets

@@ -11,7 +11,6 @@ from agent.selfcheck.base import CheckResult, Context, Status, Text
 
 ID = "storage"
 LOW_SPACE, NO_SPACE = 50 * 2**20, 5 * 2**20
-STUCK_AFTER = 3  # attempts
 
 
 async def check(context: Context) -> CheckResult:
@@ -64,7 +63,9 @@ async def check(context: Context) -> CheckResult:
     free = status.f_bavail * status.f_frsize
     mib = f"{free / 2**20:.1f}"
     queued = journal.queued_reversals()
-    stuck = [r for r in queued if r.attempts >= STUCK_AFTER]
+    # stuck: tried reversal.attempts times and still queued (the one rule, as status says)
+    limit = context.config.reversal.attempts
+    stuck = [r for r in queued if r.attempts >= limit]
     detail = f"{path}; {free / 2**20:.0f} MiB free; {len(queued)} reversal(s) queued"
     if free < NO_SPACE:
         return CheckResult(
@@ -81,9 +82,9 @@ async def check(context: Context) -> CheckResult:
             ID,
             Status.WARN,
             Text(
-                f"{len(stuck)} reversal(s) unconfirmed after {STUCK_AFTER} tries "
+                f"{len(stuck)} reversal(s) unconfirmed after {limit} tries "
                 f"(STAN {', '.join(stans)})",
-                f"{len(stuck)} 笔冲正经 {STUCK_AFTER} 次尝试仍未确认（流水号 {'、'.join(stans)}）",
+                f"{len(stuck)} 笔冲正经 {limit} 次尝试仍未确认（流水号 {'、'.join(stans)}）",
             ),
             detail,
             Text(

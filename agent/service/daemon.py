@@ -20,10 +20,12 @@ from typing import Any
 from agent import paths, timeline
 from agent.backoff import Backoff
 from agent.config import Config, ConfigError
+from agent.host.link import HostLinkError
+from agent.host.signin import SignInError
 from agent.journal import JournalError
 from agent.provisioning import ProvisioningError
-from agent.recovery.policy import State
-from agent.recovery.remedies import RemedyFailed
+from agent.recovery.policy import State, refused
+from agent.recovery.remedies import RemedyFailed, reconfigure
 from agent.selfcheck import run_checks
 from agent.selfcheck.base import Status
 from agent.service.assembly import Agent
@@ -32,19 +34,14 @@ from agent.service.instance import InstanceLock
 from agent.service.notify import Notifier
 from agent.transaction.peers import QuietLog
 from agent.transaction.reversals import ReversalPending, ReversalRefused
+from agent.wire.message import Message
+from drivers.module import ModuleError
 
 log = logging.getLogger(__name__)
 
 REVERSAL_FIRST_PAUSE = 1.0  # then growing to reversal.retry_max while the host refuses
 DRAIN_TIMEOUT = 35.0
 LIGHT_CHECKS = ["keys", "module", "storage"]
-
-
-def status_line(agent: Agent) -> str:
-    status = agent.status()
-    host = status["host"]["endpoint"] or "no host"
-    queued = status["reversals_queued"]
-    return f"{status['state']}, host {host}, {queued} reversal(s) queued"
 
 
 SUPERVISE_FIRST, SUPERVISE_MAX = 1.0, 60.0
@@ -92,13 +89,14 @@ async def send_reversals_until_done(agent: Agent) -> None:
             pause = backoff.failed()
             log.warning("reversal not confirmed yet (%s); next attempt in %.1f s", exc, pause)
             limit = agent.config.reversal.attempts
+            # stuck: tried reversal.attempts times; told once, as it becomes so
             stuck = [r for r in agent.journal.queued_reversals() if r.attempts == limit]
             for reversal in stuck:
                 detail = {"stan": reversal.message.text(11), "attempts": reversal.attempts,
                           "reason": reversal.reason, "last_error": str(exc)}  # fmt: skip
                 with contextlib.suppress(JournalError):  # the fleet hears of it (section 14)
                     agent.journal.event("reversal-stuck", **detail)
-                await agent.hook("reversal-stuck", detail)
+                agent.hooks.tell("reversal-stuck", detail)
             await asyncio.sleep(pause)
             continue
         backoff = None
@@ -150,13 +148,20 @@ async def journal_upkeep(agent: Agent, interval: float = JOURNAL_UPKEEP) -> None
         await asyncio.sleep(interval)
 
 
-async def light_checks(agent: Agent, interval: float) -> None:
-    """Now and then: keys, module and storage. A finding that changes is journalled; keys that
-    are no longer the session's get a sign-in before a purchase finds out."""
+LIGHT_CHECKS_OFF = 60.0  # seconds between looks at selftest.interval while it is 0 (off)
+
+
+async def light_checks(agent: Agent) -> None:
+    """Every ``selftest.interval`` seconds (read each time: a reload may change it; 0 is off):
+    keys, module and storage. A finding that changes is journalled; keys that are no longer
+    the session's get a sign-in before a purchase finds out."""
     previous: dict[str, str] = {}
     while True:
-        await asyncio.sleep(interval)
-        report = await agent.self_check(LIGHT_CHECKS)
+        interval = agent.config.selftest.interval
+        await asyncio.sleep(interval or LIGHT_CHECKS_OFF)
+        if not agent.config.selftest.interval:
+            continue
+        report = await agent.remedies.self_check(LIGHT_CHECKS)
         for check in report.checks:
             said = f"{check.status.value}: {check.summary.en}"
             before, previous[check.id] = previous.get(check.id), said
@@ -166,14 +171,14 @@ async def light_checks(agent: Agent, interval: float) -> None:
         keys = report.get("keys")
         if keys is not None and keys.finding in ("keys-absent", "kcv-mismatch"):
             with contextlib.suppress(RemedyFailed):
-                await agent.sign_in()
+                await agent.recovery.sign_in("the light check found stale keys")
 
 
 async def feed_watchdog(notify: Notifier, agent: Agent) -> None:
     """WATCHDOG=1 from the event loop itself: a loop that hangs stops feeding, and systemd
     restarts the service."""
     while True:
-        notify("WATCHDOG=1", f"STATUS={status_line(agent)}")
+        notify("WATCHDOG=1", f"STATUS={agent.status.line()}")
         await asyncio.sleep(notify.watchdog_interval)
 
 
@@ -187,17 +192,17 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
             isinstance(only, list) and all(isinstance(i, str) for i in only)
         ):
             raise ValueError('"only" must be a list of check ids')
-        report = await run_checks(agent.check_context(), only)
+        report = await run_checks(agent.remedies.check_context(), only)
         return {
             "duration_ms": report.duration_ms,
             "checks": [check.to_json() for check in report.checks],
         }
 
     async def signin(_: dict[str, Any]) -> dict[str, Any]:
-        return {"result": await agent.sign_in()}
+        return {"result": await agent.recovery.sign_in("a technician's sign-in succeeded")}
 
     async def provision(_: dict[str, Any]) -> dict[str, Any]:
-        return {"result": await agent.provision_by_hand()}
+        return {"result": await agent.remedies.provision_by_hand()}
 
     async def echo(_: dict[str, Any]) -> dict[str, Any]:
         message = agent.echo_message()
@@ -222,19 +227,42 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
             "echo": echo, "journal": journal, "params": params}  # fmt: skip
 
 
+async def sign_in_at_start(agent: Agent) -> None:
+    """Sign in at start, then let queued reversals go (MACed under the keys just loaded).
+    Requests wait for it, repair included. A refused sign-in starts recovery: there is no
+    request to retry, only the sign-in."""
+    async with agent.recovery.busy():
+        try:
+            await agent.sender.sign_in()
+        except SignInError as exc:
+            log.warning("sign-in at start failed: %s", exc)
+            answer = Message("0810", {39: exc.response_code or ""})
+            if refused(answer):
+                await agent.recovery.recover(None, answer)
+        except (HostLinkError, ModuleError, JournalError) as exc:
+            log.warning("sign-in at start failed: %s", exc)
+    if agent.journal.has_queued_reversals:
+        agent.reversals.waiting.set()
+
+
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
-    journal = paths.journal_path(config)
-    payment = paths.payment_socket(config)
     # first of all: a second agent on this journal or socket must change nothing
-    with InstanceLock(
-        journal.with_name(journal.name + ".lock"), payment.with_name(payment.name + ".lock")
-    ):
-        return await _serve(config, reload, payment)
+    with InstanceLock.of(config):
+        async with contextlib.AsyncExitStack() as stack:
+            return await _serve(stack, config, reload, paths.payment_socket(config))
 
 
-async def _serve(config: Config, reload: Callable[[], Config] | None, payment: Path) -> int:
+async def _serve(
+    stack: contextlib.AsyncExitStack,
+    config: Config,
+    reload: Callable[[], Config] | None,
+    payment: Path,
+) -> int:
+    """Everything started here is closed by ``stack``, in the reverse order."""
     agent = Agent(config)
+    stack.push_async_callback(agent.close)
     notify = Notifier()
+    stack.callback(notify.close)
     recovered = agent.journal.recover_pending()
     if recovered:
         log.warning(
@@ -244,6 +272,7 @@ async def _serve(config: Config, reload: Callable[[], Config] | None, payment: P
     await agent.module_proxy.serve(paths.module_socket(config))
     control = ControlServer(control_handlers(agent))
     await control.serve(paths.control_socket(config))
+    stack.push_async_callback(control.close)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -252,25 +281,22 @@ async def _serve(config: Config, reload: Callable[[], Config] | None, payment: P
         loop.add_signal_handler(signum, stop.set)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, _reloader(agent, reload, notify))
-    background = [
-        asyncio.create_task(
-            supervised("reversal sender", lambda: send_reversals_until_done(agent))
-        ),
-        asyncio.create_task(supervised("reversal recheck", lambda: recheck_reversals(agent))),
-        asyncio.create_task(supervised("start-up sign-in", agent.start)),
-        asyncio.create_task(supervised("journal upkeep", lambda: journal_upkeep(agent))),
-    ]
+    loops = {
+        "reversal sender": lambda: send_reversals_until_done(agent),
+        "reversal recheck": lambda: recheck_reversals(agent),
+        "start-up sign-in": lambda: sign_in_at_start(agent),
+        "journal upkeep": lambda: journal_upkeep(agent),
+        "periodic self-check": lambda: light_checks(agent),
+    }
     if agent.telemetry is not None:
-        background.append(asyncio.create_task(supervised("telemetry", agent.telemetry.run)))
-    if config.selftest.interval > 0:
-        interval = config.selftest.interval
-        checks = supervised("periodic self-check", lambda: light_checks(agent, interval))
-        background.append(asyncio.create_task(checks))
+        loops["telemetry"] = agent.telemetry.run
+    background = [asyncio.create_task(supervised(name, run)) for name, run in loops.items()]
     if notify.watchdog_interval:
         background.append(asyncio.create_task(feed_watchdog(notify, agent)))
+    stack.push_async_callback(_cancelled, background)
     hosts = ", ".join(map(str, config.endpoints)) or "none configured"
     log.info("ready: payment socket %s, host %s", payment, hosts)
-    notify("READY=1", f"STATUS=ready; {status_line(agent)}")
+    notify("READY=1", f"STATUS=ready; {agent.status.line()}")
 
     await stop.wait()
     log.info("stopping: waiting for transactions in flight")
@@ -279,13 +305,13 @@ async def _serve(config: Config, reload: Callable[[], Config] | None, payment: P
     await agent.module_proxy.close()
     await control.close()
     await agent.app_socket.drain(DRAIN_TIMEOUT)
-    for task in background:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await agent.close()
-    notify.close()
     return 0
+
+
+async def _cancelled(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _quiet_resource_errors(
@@ -309,7 +335,7 @@ def _reloader(agent: Agent, reload: Callable[[], Config], notify: Notifier) -> C
         notify("RELOADING=1")
         try:
             config = reload()
-            changed = agent.apply_config(config)
+            changed = reconfigure(agent.settings, agent.link, config)
             log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
             agent.journal.event("config-reloaded", changed=changed)
         except (ConfigError, ProvisioningError) as exc:
@@ -317,6 +343,6 @@ def _reloader(agent: Agent, reload: Callable[[], Config], notify: Notifier) -> C
         except Exception:  # whatever failed, systemd must hear READY=1 again
             log.exception("configuration reload failed; the agent goes on as it was")
         finally:
-            notify("READY=1", f"STATUS={status_line(agent)}")
+            notify("READY=1", f"STATUS={agent.status.line()}")
 
     return on_sighup

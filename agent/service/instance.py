@@ -11,15 +11,30 @@ import fcntl
 import os
 from pathlib import Path
 
+from agent import paths
+from agent.config import Config
 
-class AlreadyRunning(Exception):
+
+class InstanceError(Exception):
+    """The agent's locks cannot be taken; the text says which and why."""
+
+
+class AlreadyRunning(InstanceError):
     """Another agent holds a lock; the text names the lock and the process."""
 
 
 class InstanceLock:
-    def __init__(self, *paths: Path) -> None:
-        self.paths = paths
+    def __init__(self, *locks: Path) -> None:
+        self.paths = locks
         self._held: list[int] = []
+
+    @classmethod
+    def of(cls, config: Config) -> InstanceLock:
+        """The locks of the agent ``config`` describes: beside its journal and its socket."""
+        journal, payment = paths.journal_path(config), paths.payment_socket(config)
+        return cls(
+            journal.with_name(journal.name + ".lock"), payment.with_name(payment.name + ".lock")
+        )
 
     def __enter__(self) -> InstanceLock:
         try:
@@ -42,8 +57,11 @@ class InstanceLock:
 
 
 def _take(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise InstanceError(f"the lock {path} cannot be made: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -52,9 +70,9 @@ def _take(path: Path) -> int:
         raise AlreadyRunning(
             f"another agent runs on this state: {path} is locked by process {holder}"
         ) from None
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        raise
+        raise InstanceError(f"the lock {path} cannot be taken: {exc.strerror or exc}") from None
     with contextlib.suppress(OSError):  # the pid is for people; the lock is the flock
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -1,6 +1,6 @@
 """The agent's side of telemetry: once a second it looks at the agent's state and hands what
 changed to the publisher (retained state) and the textfile; it tells the publisher when the
-journal's outbox has something new, and hands it each full self-check report. All of it is
+journal's outbox has something new, and hands it the latest full self-check report. All of it is
 cheap and in memory: telemetry never delays a payment."""
 
 from __future__ import annotations
@@ -25,6 +25,21 @@ log = logging.getLogger(__name__)
 LOOK_EVERY = 1.0  # seconds between looks at the agent's state
 
 
+class LatestReport:
+    """The sink of full self-check reports: the self-check puts each one here as it is made,
+    the reporter publishes the latest (retained) when it next looks."""
+
+    def __init__(self) -> None:
+        self.report: dict[str, Any] | None = None
+
+    def put(self, report: dict[str, Any]) -> None:
+        self.report = report
+
+    def take(self) -> dict[str, Any] | None:
+        report, self.report = self.report, None
+        return report
+
+
 class Reporter:
     def __init__(
         self,
@@ -32,11 +47,13 @@ class Reporter:
         journal: Journal,
         status: Callable[[], dict[str, Any]],
         serial: Callable[[], Awaitable[str]],
+        reports: LatestReport,
     ) -> None:
         self.settings = settings
         self.journal = journal
         self._status = status
         self._serial = serial
+        self._reports = reports
         self.publisher: Publisher | None = None  # once run() knows the module's serial
         self._last_97: float | None = None
 
@@ -68,6 +85,9 @@ class Reporter:
             if self.publisher is not None and self.journal.outbox_written != outbox_seen:
                 outbox_seen = self.journal.outbox_written
                 self.publisher.wake()
+            report = self._reports.take()
+            if report is not None and self.publisher is not None:
+                self.publisher.publish_selftest(report)
             await asyncio.sleep(LOOK_EVERY)
 
     def _message(self, serial: str, since: float) -> dict[str, Any]:
@@ -87,11 +107,6 @@ class Reporter:
                 textfile.write(Path(self.settings.textfile), message)
             except OSError as exc:
                 log.warning("telemetry textfile %s: %s", self.settings.textfile, exc)
-
-    def selftest(self, report: dict[str, Any]) -> None:
-        """A full self-check's report (the pinned JSON of DESIGN.md section 6), retained."""
-        if self.publisher is not None:
-            self.publisher.publish_selftest(report)
 
     async def close(self) -> None:
         if self.publisher is not None:

@@ -27,7 +27,7 @@ async def host_asks(rig, requirement: int) -> None:
     rig.host.terminals[TID].asks = requirement
     assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
     await rig.agent.host_requests.idle()
-    await rig.agent.hooks_told()
+    await rig.agent.hooks.told()
 
 
 def stored(rig) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agent.config import Endpoint
 from agent.host.channel import MAX_FRAME
-from agent.host.link import HostLink, HostLinkError
+from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.wire.builders import Terminal, echo_request
 from agent.wire.frame import Header, Tpdu, with_length
 from agent.wire.message import encode_message
@@ -38,8 +38,10 @@ def test_host_claiming_a_huge_frame_is_cut_off_without_allocating_it() -> None:
 
         server = await asyncio.start_server(liar, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        link = HostLink([Endpoint("127.0.0.1", port)], tpdu=Tpdu(), header=Header(),
-                        response_timeout=3.0)  # fmt: skip
+        options = LinkOptions(
+            (Endpoint("127.0.0.1", port),), Tpdu(), Header(), response_timeout=3.0
+        )
+        link = HostLink(options)
         echo = echo_request(Terminal("10000001", "898100012340001"), stan=1, batch=1)
         started = time.monotonic()
         try:

@@ -3,10 +3,12 @@ response timeouts fail over to the backup; a host that stops reading never wedge
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 
 from agent.config import Endpoint
 from agent.host.channel import Channel, ChannelClosed
+from agent.recovery.remedies import reconfigure
 from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
 
 
@@ -59,10 +61,8 @@ def test_a_hung_primary_is_failed_over_after_consecutive_timeouts(tmp_path) -> N
             proxy = HangingProxy(real.port)
             port = await proxy.start()
             primary = Endpoint("127.0.0.1", port)
-            rig.agent.link.reconfigure(
-                type(rig.agent.link)([primary, real], tpdu=rig.agent.link.tpdu,
-                                     header=rig.agent.link.header, response_timeout=0.3)
-            )  # fmt: skip
+            options = rig.agent.link.options
+            rig.agent.link.reconfigure(dataclasses.replace(options, endpoints=(primary, real)))
             try:
                 assert (await exchange(rig.socket, app_purchase(100))).text(39) == "00"
                 assert rig.agent.link.status.endpoint == str(primary)
@@ -121,14 +121,14 @@ def test_a_reload_that_changes_idle_echo_applies_it(tmp_path) -> None:
             faster = dataclasses.replace(
                 config, host=dataclasses.replace(config.host, idle_echo=0.2)
             )
-            assert rig.agent.apply_config(faster) == ["host"]
+            assert reconfigure(rig.agent.settings, rig.agent.link, faster) == ["host"]
             for _ in range(40):
                 if rig.host.state()["requests"].get("0820", 0) >= 2:
                     break
                 await asyncio.sleep(0.05)
             assert rig.host.state()["requests"].get("0820", 0) >= 2  # echo tests on an idle link
             off = dataclasses.replace(faster, host=dataclasses.replace(faster.host, idle_echo=0))
-            rig.agent.apply_config(off)
+            reconfigure(rig.agent.settings, rig.agent.link, off)
             await asyncio.sleep(0.3)
             echoes = rig.host.state()["requests"]["0820"]
             await asyncio.sleep(0.5)
@@ -173,10 +173,8 @@ def test_a_silent_connection_to_the_only_host_is_replaced(tmp_path) -> None:
             proxy = NatProxy(real.port)
             port = await proxy.start()
             only = Endpoint("127.0.0.1", port)
-            rig.agent.link.reconfigure(
-                type(rig.agent.link)([only], tpdu=rig.agent.link.tpdu,
-                                     header=rig.agent.link.header, response_timeout=0.3)
-            )  # fmt: skip
+            options = rig.agent.link.options
+            rig.agent.link.reconfigure(dataclasses.replace(options, endpoints=(only,)))
             try:
                 assert (await exchange(rig.socket, app_purchase(100))).text(39) == "00"
                 proxy.drop_state()

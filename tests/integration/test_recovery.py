@@ -7,6 +7,8 @@ import json
 import stat
 
 from agent.recovery.policy import State
+from agent.recovery.remedies import reconfigure
+from agent.service.daemon import sign_in_at_start
 from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
 
 
@@ -64,7 +66,9 @@ def test_wrong_tid_in_config_is_reprovisioned_from_the_tms(tmp_path) -> None:
             rig.put_tms(tid=TID)
             # a technician keys in a wrong TID (and the agent reloads its configuration)
             wrong = dataclasses.replace(rig.config.terminal, tid="10000009")
-            rig.agent.apply_config(dataclasses.replace(rig.config, terminal=wrong))
+            reconfigure(
+                rig.agent.settings, rig.agent.link, dataclasses.replace(rig.config, terminal=wrong)
+            )
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "00"
             assert remedies(rig.agent.journal) == [("provision", True)]
@@ -107,7 +111,11 @@ def test_primary_refusing_fails_over_to_the_backup(tmp_path) -> None:
         async with gateway_rig(tmp_path, backup=True) as rig:
             primary_only = await _second_host_without_the_terminal(tmp_path / "primary")
             async with primary_only as (address, _):
-                rig.agent.apply_config(_with_hosts(rig.config, address, rig.config.host.primary))
+                reconfigure(
+                    rig.agent.settings,
+                    rig.agent.link,
+                    _with_hosts(rig.config, address, rig.config.host.primary),
+                )
                 rig.put_tms()
                 response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "00"
@@ -142,7 +150,7 @@ def test_cancelled_terminal_becomes_unregistered_with_a_message(tmp_path) -> Non
                 assert held.text(39) == "97"
                 assert held.text(63).startswith("AGENT terminal not registered")
             assert purchases_sent(rig) == sent
-            await rig.agent.hooks_told()
+            await rig.agent.hooks.told()
             for path in (unregistered, displayed):
                 [payload] = [json.loads(line) for line in path.read_text().splitlines() if line]
                 assert (payload["tid"], payload["mid"]) == (TID, MID)
@@ -215,7 +223,7 @@ def test_refused_sign_in_at_start_recovers_by_reprovisioning(tmp_path) -> None:
         wrong = {"terminal": {"tid": "10000009"}}
         async with gateway_rig(tmp_path, sections=wrong, sign_in=False) as rig:
             rig.put_tms(tid=TID)
-            await rig.agent.start()
+            await sign_in_at_start(rig.agent)
             assert remedies(rig.agent.journal) == [("provision", True)]
             assert rig.agent.journal.last_signin()["tid"] == TID
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
@@ -231,7 +239,7 @@ def test_tampered_module_escalates_without_trying_remedies(tmp_path) -> None:
             rig.put_tms()
             rig.host.set_status(TID, "cancelled")
             rig.module_port.simulator.tampered = True
-            await rig.agent.start()
+            await sign_in_at_start(rig.agent)
             assert remedies(rig.agent.journal) == []
             assert rig.agent.recovery.state is State.UNREGISTERED
             assert "tampering" in rig.agent.recovery.message.en
@@ -275,8 +283,8 @@ def test_the_light_check_signs_in_before_a_purchase_finds_stale_keys(tmp_path) -
     from agent.wire.working_keys import issue_working_keys
 
     async def scenario():
-        async with gateway_rig(tmp_path) as rig:
-            checking = asyncio.create_task(light_checks(rig.agent, 0.2))
+        async with gateway_rig(tmp_path, sections={"selftest": {"interval": 0.2}}) as rig:
+            checking = asyncio.create_task(light_checks(rig.agent))
             try:
                 stale = {"PIK": bytes(range(16)), "MAK": bytes(range(16, 32))}
                 field62 = issue_working_keys(TEST_TMK, 2, stale).to_field62()
@@ -306,7 +314,7 @@ def test_a_purchase_during_the_start_up_repair_waits_for_it(tmp_path) -> None:
         sections = {"terminal": {"tid": "10000009"}}
         async with gateway_rig(tmp_path, sign_in=False, sections=sections) as rig:
             rig.put_tms()  # the TMS knows the right TID
-            starting = asyncio.create_task(rig.agent.start())
+            starting = asyncio.create_task(sign_in_at_start(rig.agent))
             await asyncio.sleep(0)  # the start-up has begun
             response = await exchange(rig.socket, app_purchase(1000))
             await starting
@@ -335,7 +343,7 @@ def test_hanging_hooks_never_hold_up_a_recovery(tmp_path) -> None:
             started = time.monotonic()
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             assert time.monotonic() - started < 10  # not one hook timeout, let alone four
-            assert len(rig.agent._hook_tasks) >= 2  # still running, in the background
+            assert len(rig.agent.hooks._tasks) >= 2  # still running, in the background
 
     run(scenario())
 
@@ -359,7 +367,9 @@ def test_a_97_from_the_backup_after_a_hung_primary_signs_in_there(tmp_path) -> N
             backup_server = HostServer(AcquirerHost(tmp_path / "host-registry.json"))
             backup = Endpoint(*await backup_server.start())
             host = dataclasses.replace(rig.config.host, primary=primary, backup=backup)
-            rig.agent.apply_config(dataclasses.replace(rig.agent.config, host=host))
+            reconfigure(
+                rig.agent.settings, rig.agent.link, dataclasses.replace(rig.agent.config, host=host)
+            )
             rig.site.provision_in_tms([str(primary)])
             try:
                 await rig.agent.sender.sign_in()
@@ -407,7 +417,7 @@ def test_a_technicians_sign_in_stops_the_probe(tmp_path) -> None:
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
             assert rig.agent.recovery.state is State.UNREGISTERED
             rig.host.set_status(TID, "active")
-            await rig.agent.sign_in()  # what `agent signin` asks over the control socket
+            await rig.agent.recovery.sign_in("a technician")  # as `agent signin` asks it
             assert rig.agent.recovery.state is State.REGISTERED
             signins = rig.host.state()["requests"]["0800"]
             await asyncio.sleep(1.5)  # three probe pauses

@@ -155,7 +155,7 @@ async def _settle(rig) -> None:
             await rig.agent.reversals.send()
         except ReversalRefused:  # the host lost the session: the service would sign in
             with contextlib.suppress(RemedyFailed):
-                await rig.agent.sign_in()
+                await rig.agent.recovery.sign_in("the service would")
         except ReversalPending:
             await asyncio.sleep(0.05)
     raise AssertionError("reversals still queued after settling")

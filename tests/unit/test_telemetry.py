@@ -93,7 +93,7 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     import contextlib
 
     from agent.config import TelemetryConfig
-    from agent.telemetry.reporter import Reporter
+    from agent.telemetry.reporter import LatestReport, Reporter
 
     journal = Journal(tmp_path / "j.sqlite3", forward=events.forward)
     calls = [0]
@@ -107,7 +107,9 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     async def serial() -> str:
         return "SIM1"
 
-    reporter = Reporter(TelemetryConfig(broker="mqtt://127.0.0.1:9"), journal, status, serial)
+    reporter = Reporter(
+        TelemetryConfig(broker="mqtt://127.0.0.1:9"), journal, status, serial, LatestReport()
+    )
 
     async def twice() -> tuple[object, object]:
         with contextlib.suppress(RuntimeError):

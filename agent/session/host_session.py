@@ -1,0 +1,185 @@
+"""The host-session glue (DESIGN.md sections 4 and 16): what the agent's own messages to the host
+are made of, and what an answer sets in motion. The echo test of an idle link; each step of a
+download chain numbered, journalled and sent once recovery has settled; the status upload's
+field 62; the table of what the agent does for each processing requirement of the header."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from agent import __version__
+from agent.config import Config, Endpoint
+from agent.hook_dispatch import HookDispatch
+from agent.host.link import HostLink, HostLinkError
+from agent.journal import Journal, JournalError
+from agent.session import parameters
+from agent.session.downloads import Downloads
+from agent.session.requirements import Action, Pacing
+from agent.session.store import ParameterStore
+from agent.wire.builders import Terminal, download_request, echo_request
+from agent.wire.message import Message
+from drivers.module import CardModule, ModuleError
+from firmware_hooks import Outcome
+
+log = logging.getLogger(__name__)
+
+
+class RequirementFailed(Exception):
+    """What the host asked for could not be done; the text says why."""
+
+
+class SessionRemedies(Protocol):
+    """The remedies a processing requirement may call for (3 sign in, 6 re-provision)."""
+
+    async def sign_in(self) -> str: ...
+    async def provision(self, reason: str) -> str: ...
+
+
+def terminal_of(config: Config) -> Terminal:
+    return Terminal(config.terminal.tid, config.terminal.mid)
+
+
+def echo_maker(settings: Callable[[], Config], journal: Journal) -> Callable[[], Message]:
+    """The idle link's echo test (0820/301), numbered by the journal."""
+
+    def echo() -> Message:
+        return echo_request(terminal_of(settings()), stan=journal.next_stan(), batch=journal.batch)
+
+    return echo
+
+
+def host_down_recorder(journal: Journal) -> Callable[[Endpoint, str], None]:
+    """What the link calls when it marks an endpoint down: the journal keeps it."""
+
+    def record(endpoint: Endpoint, reason: str) -> None:
+        try:
+            journal.event("host-down", endpoint=str(endpoint), reason=reason)
+        except JournalError as exc:
+            log.warning("journal: host-down not recorded: %s", exc)
+
+    return record
+
+
+class HostSession:
+    def __init__(
+        self,
+        settings: Callable[[], Config],
+        journal: Journal,
+        link: HostLink,
+        module: CardModule,
+        store: ParameterStore,
+        hooks: HookDispatch,
+        settled: Callable[[], Awaitable[None]],
+    ) -> None:
+        """``settled`` waits for a recovery or the start-up sign-in to end: a download step
+        must not go out under keys or a TID about to change."""
+        self._settings = settings
+        self._journal = journal
+        self._link = link
+        self._module = module
+        self._hooks = hooks
+        self._settled = settled
+        self.downloads = Downloads(
+            self._network_request,
+            store,
+            journal,
+            status=self._status_upload,
+            downloaded=self._parameters_downloaded,
+        )
+
+    def actions(self, remedies: SessionRemedies) -> dict[int, Action]:
+        """What the agent does for each processing requirement of DESIGN.md section 4."""
+        downloads = self.downloads
+        return {
+            1: Action("terminal parameters (0800/360)", downloads.terminal_parameters),
+            2: Action("a status upload (0820/362)", downloads.status_upload),
+            3: Action("a sign-in", remedies.sign_in, retried=False),
+            4: Action("CA public keys (0820/372, 0800/370, 0800/371)", downloads.ca_keys),
+            5: Action("IC parameters (0820/382, 0800/380, 0800/381)", downloads.ic_parameters),
+            6: Action(
+                "a TMS parameter download (re-provisioning)",
+                lambda: remedies.provision("the host asked for a TMS parameter download (6)"),
+                retried=False,
+            ),
+            7: Action(
+                "the card BIN blacklist (parameters-requested hook)",
+                lambda: self._parameters_requested(7, "card BIN blacklist"),
+                retried=False,
+            ),
+            8: Action(
+                "currency and fee rates (parameters-requested hook)",
+                lambda: self._parameters_requested(8, "currency and fee rates"),
+                retried=False,
+            ),
+            9: Action("contactless parameters (0800/394)", downloads.contactless),
+        }
+
+    def pacing(self) -> Pacing:
+        session = self._settings().session
+        return Pacing(
+            session.repeat_after, session.attempts, session.retry_first, session.retry_max
+        )
+
+    def _identity(self) -> dict[str, str]:
+        terminal = self._settings().terminal
+        return {"tid": terminal.tid, "mid": terminal.mid, "support_phone": terminal.support_phone}
+
+    async def _network_request(self, mti: str, code: str, field62: bytes | None) -> Message:
+        """One step of a download: numbered, journalled, sent; the host's answer."""
+        await self._settled()
+        request = download_request(
+            mti,
+            terminal_of(self._settings()),
+            stan=self._journal.next_stan(),
+            batch=self._journal.batch,
+            code=code,
+            field62=field62,
+        )
+        transaction = self._journal.begin(request, financial=False)
+        try:
+            exchange = await self._link.request(request)
+        except HostLinkError as exc:
+            self._journal.finish(transaction, "failed", detail=str(exc))
+            raise
+        answer = exchange.frame.message
+        state = "completed" if answer.text(39, "") == "00" else "declined"
+        self._journal.finish(transaction, state, answer)
+        return answer
+
+    async def _status_upload(self) -> bytes:
+        """Field 62 of 0820/362: the module's state and identity, the software, then the
+        terminal parameters in use as they were downloaded."""
+        try:
+            info = await asyncio.to_thread(self._module.info)
+            module = {
+                "module_state": "1" if info.tampered else "0",
+                "module_serial": info.serial,
+                "module_firmware": info.firmware,
+            }
+        except ModuleError:
+            module = {"module_state": "2", "module_serial": "", "module_firmware": ""}
+        status = parameters.encode(
+            {**module, "software_version": f"pos-agent {__version__}"[:16]},
+            parameters.STATUS_TAGS,
+        )
+        in_use = self.downloads.store.read().get("terminal", {}).get("raw", "")
+        return status + bytes.fromhex(in_use)
+
+    async def _parameters_downloaded(self, section: str, summary: dict[str, Any]) -> None:
+        path = str(self.downloads.store.path)
+        payload = {**self._identity(), "section": section, "path": path, **summary}
+        self._hooks.tell("parameters-downloaded", payload)
+
+    async def _parameters_requested(self, requirement: int, what: str) -> str:
+        """Requirements 7 and 8 are acquirer-specific: a vendor's hook does them."""
+        payload = {**self._identity(), "requirement": requirement, "what": what}
+        results = await self._hooks.ask("parameters-requested", payload, self._hooks.timeout)
+        if any(r.outcome is Outcome.DONE for r in results):
+            return f"parameters-requested hook did the {what}"
+        raise RequirementFailed(
+            f"no parameters-requested hook did the {what}: "
+            + ("; ".join(f"{r.hook}: {r.detail}" for r in results) or "none installed")
+        )
