@@ -222,6 +222,15 @@ def inject_faults(host: HostProcess, module: ModuleProcess, front: FrontHost, so
                 threading.Timer(every / 2, module.command, ("noise 0",)).start()
 
 
+def keep(workdir: Path) -> Path:
+    """A copy of the run's files (journal, logs) that outlives it, for a person to read."""
+    import shutil
+
+    kept = Path(tempfile.mkdtemp(prefix="soak-"))
+    shutil.copytree(workdir, kept, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock"))
+    return kept
+
+
 def journal_reversals(path: Path) -> tuple[dict[str, int], int]:
     """Reversals by state, and how many a recheck found to reverse after a 12/25."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -318,7 +327,15 @@ def soak(
                 status = control(control_path, b'{"cmd": "status"}')
                 return status["reversals_queued"] == 0 and status["reversals_to_recheck"] == 0
 
-            wait_for(drained, 180, "the reversals to drain and their rechecks")
+            try:
+                wait_for(drained, 180, "the reversals to drain and their rechecks")
+            except TimeoutError:
+                status = control(control_path, b'{"cmd": "status"}')
+                raise TimeoutError(
+                    f"reversals not drained in 180 s: {status['reversals_queued']} queued, "
+                    f"{status['reversals_to_recheck']} to recheck; the agent's files are in "
+                    f"{keep(workdir)}"
+                ) from None
             end = settled(pid)
             alive = agent.process.poll() is None
             ledger = host.state()

@@ -148,18 +148,25 @@ class WrapMode:
                 answer = self.sender.local(request, *held)
                 return Reply(self._encode(request, answer, profile), lambda _: release())
             attempt = await self._send(request)
+            try:
+                frame = encode_message(attempt.answer, profile)
+                told = True
+            except WireError as exc:  # the host's answer does not fit the app's profile
+                log.error("the answer to %s cannot be encoded for the app: %s", request.mti, exc)
+                frame = encode_message(local_answer(request, "96", f"answer not encodable: {exc}"))
+                told = False  # the approval never reaches the app: it is reversed
         except BaseException:
             release()
             raise
 
         def settle(delivered: bool) -> None:
             try:
-                if not delivered and attempt.transaction is not None:
+                if not (delivered and told) and attempt.transaction is not None:
                     self.sender.reverse_undelivered(attempt.transaction)
             finally:
                 release()  # only now may a repetition look at what the first one left
 
-        return Reply(self._encode(request, attempt.answer, profile), settle)
+        return Reply(frame, settle)
 
     async def _send(self, request: Message) -> Attempt:
         attempt = await self.sender.attempt(request)
