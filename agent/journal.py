@@ -167,6 +167,7 @@ class Sent:
     state: str
     response_code: str | None
     reversed: bool  # a reversal other than one the host closed as "nothing to reverse"
+    keys_changed: bool  # a sign-in (new working keys) came after it was sent
 
 
 @dataclass(frozen=True)
@@ -716,15 +717,16 @@ class Journal:
         for may be the answer to."""
         rows = self._rows(
             "SELECT t.id, t.mti, t.state, t.response_code, EXISTS (SELECT 1 FROM reversals r "
-            "WHERE r.transaction_id = t.id AND r.state != 'nothing-to-reverse') "
+            "WHERE r.transaction_id = t.id AND r.state != 'nothing-to-reverse'), "
+            "EXISTS (SELECT 1 FROM signins s WHERE s.at > t.created_at) "
             "FROM transactions t WHERE t.stan = ? AND t.reversal_template IS NOT NULL "
             "ORDER BY t.id DESC LIMIT 1",
             (wire_stan,),
         )
         if not rows:
             return None
-        tid, mti, state, code, reversed_ = rows[0]
-        return Sent(tid, mti, state, code, bool(reversed_))
+        tid, mti, state, code, reversed_, keys_changed = rows[0]
+        return Sent(tid, mti, state, code, bool(reversed_), bool(keys_changed))
 
     def reverse_late_approval(self, transaction_id: int, response: Message) -> int | None:
         """An authenticated approval of ``transaction_id`` came after its request was answered

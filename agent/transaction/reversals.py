@@ -120,15 +120,21 @@ class ReversalSender:
             if refusal is None and (sent is None or response_mti(sent.mti) != response.mti):
                 refusal = "it answers no reversible request the agent sent"
             if refusal is None and not await asyncio.to_thread(self.macs.authentic, exchange):
-                refusal = "its MAC does not verify under the session's key"
+                assert sent is not None
+                # MACed under the keys in use when it was sent, which a sign-in has replaced
+                # since: it cannot be checked, and reversing a request answered otherwise is
+                # safe (25 at worst), where leaving a real one would charge twice
+                if not sent.keys_changed:
+                    refusal = "its MAC does not verify under the session's key"
             if refusal is not None:
                 log.warning("unmatched approval for STAN %s ignored: %s", stan, refusal)
                 self.journal.event("stray-answer", stan=stan, mti=response.mti, why=refusal)
                 return
             assert sent is not None
-            sent = self.journal.sent_with_stan(stan)  # again: it may have settled meanwhile
-            if sent is None:
+            again = self.journal.sent_with_stan(stan)  # it may have settled meanwhile
+            if again is None or again.id != sent.id:
                 return
+            sent = again
             if sent.state == "pending":  # decided when its own answer (or timeout) settles it
                 self._early[sent.id] = response
                 return
