@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from report import print_figures
 
+from agent.config import ReversalConfig
 from agent.wire.frame import with_length
 from agent.wire.message import encode_message
 from benchmarks.footprint import rss_mb
@@ -139,6 +140,7 @@ def idle_flood(socket_path: Path, seconds: float) -> None:
 
 
 WARM_UP = 2000
+DRAIN = 180.0  # seconds for the queued reversals to go once the faults stop
 # The amount of the purchases outside the count (warm-up, the last one): odd, so no buyer's
 # (1000 + 100 * n) is ever it
 OUTSIDE = 100_001
@@ -327,12 +329,16 @@ def soak(
                 status = control(control_path, b'{"cmd": "status"}')
                 return status["reversals_queued"] == 0 and status["reversals_to_recheck"] == 0
 
+            # a recheck that failed during the faults is postponed by up to 8 recheck periods
+            # (the agent's back-off): the drain may take that long after the faults stop
+            recheck = ReversalConfig().recheck_after if recheck_after is None else recheck_after
+            drain = DRAIN + 8 * recheck
             try:
-                wait_for(drained, 180, "the reversals to drain and their rechecks")
+                wait_for(drained, drain, "the reversals to drain and their rechecks")
             except TimeoutError:
                 status = control(control_path, b'{"cmd": "status"}')
                 raise TimeoutError(
-                    f"reversals not drained in 180 s: {status['reversals_queued']} queued, "
+                    f"reversals not drained in {drain:g} s: {status['reversals_queued']} queued, "
                     f"{status['reversals_to_recheck']} to recheck; the agent's files are in "
                     f"{keep(workdir)}"
                 ) from None
