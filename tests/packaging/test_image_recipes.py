@@ -77,6 +77,7 @@ OLDEST = {"Yocto scarthgap": ("3.12.3", "69.1.1"), "Buildroot 2025.02": ("3.12.9
 # python3 package that holds each (python3-manifest.json, the same from scarthgap to wrynose);
 # every other module the code imports must be in YOCTO_CORE.
 YOCTO_STDLIB = {
+    "_blake2": "python3-crypt",
     "asyncio": "python3-asyncio",
     "concurrent": "python3-asyncio",
     "ctypes": "python3-ctypes",
@@ -96,7 +97,8 @@ YOCTO_STDLIB = {
 }
 YOCTO_CORE = {
     *("__future__", "abc", "argparse", "binascii", "collections", "contextlib", "dataclasses"),
-    *("enum", "errno", "importlib", "inspect", "io", "ipaddress", "math", "os", "pathlib", "pwd"),
+    *("enum", "errno", "fcntl", "importlib", "inspect", "io", "ipaddress", "math", "os"),
+    *("pathlib", "pwd"),
     *("re", "select", "shutil", "signal", "stat", "struct", "subprocess", "sys", "threading"),
     *("time", "types", "typing", "unicodedata", "warnings"),
 }

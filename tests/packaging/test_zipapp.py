@@ -125,6 +125,7 @@ def test_portable_build_runs_the_service(pyz: Path, tmp_path: Path) -> None:
                 messages.append(notify.recv(4096).decode())
             assert sorted(os.listdir(tmp_path / "run")) == [
                 "agent.sock",
+                "agent.sock.lock",  # one agent per socket (DESIGN.md section 8)
                 "control.sock",
                 "module.sock",
             ]
