@@ -31,11 +31,23 @@ def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def start(tmp_path, config, env=None) -> AgentProcess:
+    """An agent that has signed in; one that does not get there is stopped, not left behind.
+    A restart in the same folder finds the last run's socket files until the new agent has
+    replaced them: only an answer counts."""
     process = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log", env)
-    process.wait_ready()
-    wait_for(lambda: (tmp_path / "control.sock").exists(), 10, "the control socket")
-    wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"],
-             10, "the sign-in at start")  # fmt: skip
+
+    def signed_in() -> bool:
+        try:
+            return control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"]
+        except OSError:  # not served yet (or the last run's file, about to be replaced)
+            return False
+
+    try:
+        process.wait_ready()
+        wait_for(signed_in, 10, "the sign-in at start")
+    except BaseException:
+        process.stop()
+        raise
     return process
 
 
