@@ -37,13 +37,16 @@ NO_BATCH = "000000"  # an app that does not know the host's batch names none
 
 
 def card_number(request: Message) -> bytes:
-    """The card a request charges: the PAN of field 2, else track 2 up to its separator (or
-    all of it, encrypted), else 5A of the IC data in 55."""
+    """The card a request charges: the PAN of field 2, else track 2 up to its separator (all of
+    it when encrypted: 53.3 = 1), else 5A of the IC data in 55."""
     pan = request.get(2)
     if isinstance(pan, str) and pan:
         return pan.encode()
     track = request.get(35)
     if isinstance(track, str) and track:
+        security = request.get(53)
+        if isinstance(security, str) and security[2:3] == "1":  # encrypted under the TDK (53.3)
+            return track.upper().encode()  # any nibble: no separator to cut at
         return track.upper().replace("D", "=").split("=")[0].encode()
     icc = request.get(55)
     if isinstance(icc, bytes):
