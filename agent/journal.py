@@ -220,6 +220,7 @@ class Journal:
         self.read_only = read_only
         self._clock = clock
         self._monotonic = monotonic
+        self._replay_secret: bytes | None = None
         self._boot = boot_id()
         self._lock = threading.RLock()
         if read_only:
@@ -256,7 +257,6 @@ class Journal:
                 self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
                 self._db.execute("PRAGMA temp_store=MEMORY")  # retention's scratch table
             self._migrate()
-            self.replay_secret = b"" if read_only else self._load_replay_secret()
             self._queued = self._db.execute(
                 "SELECT count(*) FROM reversals WHERE state = 'queued'"
             ).fetchone()[0]
@@ -815,11 +815,19 @@ class Journal:
         }
         return rows[0][0], Message(stored["mti"], fields)
 
+    @property
+    def replay_secret(self) -> bytes:
+        """The key of the card digests in replay keys, read (or made) at the first repetition
+        the service looks for: a technician's command never makes the file."""
+        if self._replay_secret is None:
+            self._replay_secret = self._load_replay_secret()
+        return self._replay_secret
+
     def _load_replay_secret(self) -> bytes:
-        """The key of the card digests in replay keys. It lives in a file of its own beside the
-        journal (mode 0600), never in a row: a journal copied for support must not let anyone
-        test card numbers against its digests. A file that cannot be read or written leaves a
-        key for this run only (repetitions after a restart are then new requests)."""
+        """The key lives in a file of its own beside the journal (mode 0600), never in a row:
+        a journal copied for support must not let anyone test card numbers against its
+        digests. A file that cannot be read or written leaves a key for this run only
+        (repetitions after a restart are then new requests)."""
         path = self.path.with_name(self.path.name + ".replay-key")
         with contextlib.suppress(OSError):
             secret = path.read_bytes()
