@@ -76,6 +76,8 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, si
         assert control(path, b"not json")["error"].startswith("bad request: not JSON")
         assert "expected a JSON object" in control(path, b"[1, 2]")["error"]
         assert "unknown command 'reboot'" in control(path, b'{"cmd": "reboot"}')["error"]
+        deep = b"[" * 20_000 + b"]" * 20_000  # under the line limit, deeper than any parser
+        assert "nested too deeply" in control(path, deep)["error"]
         assert '"only" must be a list' in control(path, b'{"cmd": "selftest", "only": 5}')["error"]
         with socket.socket(socket.AF_UNIX) as sock:  # a line over 64 KiB: the connection closes
             sock.connect(str(path))

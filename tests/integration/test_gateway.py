@@ -512,3 +512,20 @@ def test_a_timeout_the_full_disk_could_not_record_is_reversed_without_a_restart(
             assert first["reversed"] and not second["reversed"]
 
     run(scenario())
+
+
+def test_a_sign_in_whose_keys_the_module_refuses_leaves_no_row_pending(tmp_path) -> None:
+    """The host's TMK is not the module's: the module refuses the working keys (KCV mismatch).
+    The 0800's row is closed with the module's reason, not left pending for a restart to
+    find."""
+    from drivers.module import ModuleError
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sign_in=False) as rig:
+            rig.host.register(rig.config.terminal.tid, rig.config.terminal.mid, bytes(16))
+            with pytest.raises(ModuleError):
+                await rig.agent.sender.sign_in()
+            [row] = [t for t in rig.agent.journal.transactions() if t["mti"] == "0800"]
+            assert row["state"] == "failed" and row["detail"].startswith("card module:")
+
+    run(scenario())
