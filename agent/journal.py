@@ -165,8 +165,6 @@ class Sent:
     id: int
     mti: str
     state: str
-    response_code: str | None
-    reversed: bool  # a reversal other than one the host closed as "nothing to reverse"
     keys_changed: bool  # a sign-in (new working keys) came after it was sent
 
 
@@ -716,17 +714,16 @@ class Journal:
         """The latest reversible request sent as ``wire_stan``: what an answer nobody waited
         for may be the answer to."""
         rows = self._rows(
-            "SELECT t.id, t.mti, t.state, t.response_code, EXISTS (SELECT 1 FROM reversals r "
-            "WHERE r.transaction_id = t.id AND r.state != 'nothing-to-reverse'), "
-            "EXISTS (SELECT 1 FROM signins s WHERE s.at > t.created_at) "
+            "SELECT t.id, t.mti, t.state, EXISTS (SELECT 1 FROM signins s "
+            "WHERE s.at > t.created_at) "
             "FROM transactions t WHERE t.stan = ? AND t.reversal_template IS NOT NULL "
             "ORDER BY t.id DESC LIMIT 1",
             (wire_stan,),
         )
         if not rows:
             return None
-        tid, mti, state, code, reversed_, keys_changed = rows[0]
-        return Sent(tid, mti, state, code, bool(reversed_), bool(keys_changed))
+        tid, mti, state, keys_changed = rows[0]
+        return Sent(tid, mti, state, bool(keys_changed))
 
     def reverse_late_approval(self, transaction_id: int, response: Message) -> int | None:
         """An authenticated approval of ``transaction_id`` came after its request was answered
@@ -797,12 +794,13 @@ class Journal:
     def replay(self, app_stan: str, replay_key: str, window: float) -> tuple[int, Message] | None:
         """The answer the app got for the very same request (same app STAN and replay key)
         within ``window`` seconds of the monotonic clock, in the current batch, provided it is
-        still true: nothing reversed, being reversed or voided is replayed (section 10)."""
+        still true: nothing reversed, being reversed or voided is replayed (section 10). An
+        answer is kept only when its request completes, and withdrawn in the commit that queues
+        its reversal, when the app sends its 0400 and when its void is approved: one still
+        there is true."""
         rows = self._rows(
-            "SELECT id, answer FROM transactions t WHERE app_stan = ? AND replay_key = ? "
+            "SELECT id, answer FROM transactions WHERE app_stan = ? AND replay_key = ? "
             "AND batch = ? AND boot = ? AND uptime >= ? AND answer IS NOT NULL "
-            "AND state = 'completed' AND NOT EXISTS "
-            "(SELECT 1 FROM reversals r WHERE r.transaction_id = t.id) "
             "ORDER BY id DESC LIMIT 1",
             (app_stan, replay_key, self._batch_text(), self._boot, self._monotonic() - window),
         )

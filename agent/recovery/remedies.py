@@ -23,7 +23,7 @@ from agent.provisioning import Provisioning, ProvisioningError
 from agent.selfcheck import FAST, Report, run_checks
 from agent.selfcheck.base import Context, HostClockSample
 from agent.selfcheck.report import as_json
-from agent.session.host_session import echo_maker
+from agent.session.host_session import echo_maker, identity_of
 from agent.settings import Settings
 from agent.transaction.sender import Sender
 from drivers.module import CardModule, ModuleError
@@ -84,11 +84,10 @@ class TerminalRemedies:
     # ------------------------------------------------------------------------ what it is
 
     def identity(self) -> dict[str, str]:
-        terminal = self._settings().terminal
-        return {"tid": terminal.tid, "mid": terminal.mid, "support_phone": terminal.support_phone}
+        return identity_of(self._settings())
 
     def signed_in_at(self) -> str:
-        return self._sender.signed_in_at
+        return self._sender.signed_in_at or ""
 
     def tell_hooks(self, event: str, payload: dict[str, Any]) -> None:
         self._hooks.tell(event, payload)

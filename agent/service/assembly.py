@@ -24,6 +24,7 @@ from agent.session.host_session import (
     RequirementFailed,
     echo_maker,
     host_down_recorder,
+    terminal_of,
 )
 from agent.session.requirements import HostRequests
 from agent.session.store import ParameterStore
@@ -40,7 +41,6 @@ from agent.transaction.sender import Sender
 from agent.transaction.stan_map import StanMap
 from agent.transaction.stats import GatewayStats
 from agent.transaction.wrap import WrapMode
-from agent.wire.builders import Terminal
 from drivers.module import CardModule
 from drivers.serial_module import SerialCardModule
 
@@ -81,7 +81,7 @@ class Agent:
             deferred,
             recheck_after=lambda: settings().reversal.recheck_after,
             attempts=lambda: settings().reversal.attempts,
-            terminal=lambda: Terminal(settings().terminal.tid, settings().terminal.mid),
+            terminal=lambda: terminal_of(settings()),
         )
         link.on_unmatched = reversals.late_response  # the sink of unmatched answers
         close(reversals.close)

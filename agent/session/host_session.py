@@ -42,6 +42,12 @@ def terminal_of(config: Config) -> Terminal:
     return Terminal(config.terminal.tid, config.terminal.mid)
 
 
+def identity_of(config: Config) -> dict[str, str]:
+    """Who the terminal is, as hooks and the merchant's messages name it."""
+    terminal = config.terminal
+    return {"tid": terminal.tid, "mid": terminal.mid, "support_phone": terminal.support_phone}
+
+
 def echo_maker(settings: Callable[[], Config], journal: Journal) -> Callable[[], Message]:
     """The idle link's echo test (0820/301), numbered by the journal."""
 
@@ -123,10 +129,6 @@ class HostSession:
             session.repeat_after, session.attempts, session.retry_first, session.retry_max
         )
 
-    def _identity(self) -> dict[str, str]:
-        terminal = self._settings().terminal
-        return {"tid": terminal.tid, "mid": terminal.mid, "support_phone": terminal.support_phone}
-
     async def _network_request(self, mti: str, code: str, field62: bytes | None) -> Message:
         """One step of a download: numbered, journalled, sent; the host's answer."""
         await self._settled()
@@ -170,12 +172,12 @@ class HostSession:
 
     async def _parameters_downloaded(self, section: str, summary: dict[str, Any]) -> None:
         path = str(self.downloads.store.path)
-        payload = {**self._identity(), "section": section, "path": path, **summary}
+        payload = {**identity_of(self._settings()), "section": section, "path": path, **summary}
         self._hooks.tell("parameters-downloaded", payload)
 
     async def _parameters_requested(self, requirement: int, what: str) -> str:
         """Requirements 7 and 8 are acquirer-specific: a vendor's hook does them."""
-        payload = {**self._identity(), "requirement": requirement, "what": what}
+        payload = {**identity_of(self._settings()), "requirement": requirement, "what": what}
         results = await self._hooks.ask("parameters-requested", payload, self._hooks.timeout)
         if any(r.outcome is Outcome.DONE for r in results):
             return f"parameters-requested hook did the {what}"

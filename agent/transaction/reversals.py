@@ -202,7 +202,7 @@ class ReversalSender:
             for queued in queued_now:
                 if queued.id in self._unwritten:
                     continue  # closed by the host already; only the journal lags behind
-                exchange = await self._try(queued, queued.attempts, repairable=True)
+                exchange = await self._try(queued, repairable=True)
                 answer = exchange.frame.message
                 outcome = codes.reversal_outcome(answer.text(39, "")).value
                 self._unwritten[queued.id] = (answer, outcome)
@@ -230,7 +230,7 @@ class ReversalSender:
             for due in self.journal.reversals_to_recheck():
                 stan = due.message.text(11)
                 try:
-                    exchange = await self._try(due, due.attempts, repairable=False)
+                    exchange = await self._try(due, repairable=False)
                 except ReversalPending as exc:
                     log.warning("recheck of the reversal of STAN %s: %s; again later", stan, exc)
                     period = self._recheck_after()
@@ -248,8 +248,8 @@ class ReversalSender:
                     )  # fmt: skip
         return reversed_now
 
-    async def _try(self, queued: Reversal, tried: int, *, repairable: bool) -> Exchange:
-        """One try of ``queued`` (``tried`` times before): the host's answer if it closes the
+    async def _try(self, queued: Reversal, *, repairable: bool) -> Exchange:
+        """One try of ``queued``: the host's answer if it closes the
         reversal; :class:`ReversalRefused` for a refusal recovery can act on (when
         ``repairable``); :class:`ReversalPending` otherwise. A failed try is journalled."""
         message = reversal_request(queued.message, queued.reason)
@@ -259,7 +259,7 @@ class ReversalSender:
             exchange = await self.link.request(message, encoded)
         except (HostLinkError, ModuleError) as exc:
             self._attempted(queued, str(exc))
-            raise ReversalPending(f"STAN {stan}: {exc}", tried + 1) from None
+            raise ReversalPending(f"STAN {stan}: {exc}", queued.attempts + 1) from None
         self.stats.reversals_sent += 1
         answer = exchange.frame.message
         code = answer.text(39, "")
@@ -268,14 +268,14 @@ class ReversalSender:
             self._attempted(queued, f"host answered {code}")
             if repairable and refused(answer):
                 raise ReversalRefused(stan, exchange)
-            raise ReversalPending(f"STAN {stan}: host answered {code}", tried + 1)
+            raise ReversalPending(f"STAN {stan}: host answered {code}", queued.attempts + 1)
         # 12 and 25 close it with or without a MAC (the recheck follows); a confirmation or a
         # conflict must be the host's: a forged one would end a reversal the host never made
         if outcome is not codes.ReversalOutcome.NOTHING_TO_REVERSE and not await asyncio.to_thread(
             self.macs.response_ok, message, exchange, True
         ):
             self._attempted(queued, "response MAC wrong")
-            raise ReversalPending(f"STAN {stan}: response MAC wrong", tried + 1)
+            raise ReversalPending(f"STAN {stan}: response MAC wrong", queued.attempts + 1)
         if outcome is codes.ReversalOutcome.CONFLICT:
             log.error(
                 "reversal of STAN %s closed as a conflict: the host answered 22 "

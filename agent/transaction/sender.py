@@ -46,11 +46,6 @@ class Attempt:
     transaction: int | None = None
 
 
-# Voids name their original in 61 (DESIGN.md section 15): MTI and the processing code's first
-# two digits. Once one is approved, the original's answer is no longer replayed.
-VOIDS = {"0200": "20", "0100": "20"}
-
-
 def local_answer(request: Message, code: str, reason: str) -> Message:
     """The agent's own answer to ``request``."""
     try:
@@ -112,13 +107,18 @@ class Sender:
         self._signin_lock = asyncio.Lock()
         # outcomes the journal could not take (a full disk), written once it can
         self.deferred = deferred
-        self.signed_in = False  # a sign-in succeeded since the service started
-        self.signed_in_at = ""  # HOST:PORT of the host of the last successful sign-in
+        # HOST:PORT of the host of the last successful sign-in since the service started
+        self.signed_in_at: str | None = None
         self._signins_running = 0
         # Cleared while a sign-in replaces the working keys: requests wait rather than go out
         # MACed under keys the host is about to forget.
         self._keys_settled = asyncio.Event()
         self._keys_settled.set()
+
+    @property
+    def signed_in(self) -> bool:
+        """Whether a sign-in succeeded since the service started."""
+        return self.signed_in_at is not None
 
     @property
     def terminal(self) -> Terminal:
@@ -190,7 +190,7 @@ class Sender:
             if financial:
                 self.reversals.waiting.set()
             return local("98", f"{exc}; reversal queued" if financial else str(exc))
-        return await self._settle(request, outgoing, transaction, exchange, financial)
+        return await self._settle(request, outgoing, transaction, exchange, cls)
 
     def write_outcomes(self) -> None:
         """What the journal could not take before, if it can now (reversals queued then)."""
@@ -241,12 +241,13 @@ class Sender:
         outgoing: Message,
         transaction: int,
         exchange: Exchange,
-        financial: bool,
+        cls: MessageClass,
     ) -> Attempt:
         answer = _for_the_app(request, exchange.frame.message)
+        financial = cls.reversible
         try:
             mac_ok = await asyncio.to_thread(
-                self._close_checked, outgoing, transaction, exchange, financial, answer
+                self._close_checked, outgoing, transaction, exchange, cls, answer
             )
             self.reversals.settled(transaction)
         except JournalError as exc:
@@ -279,7 +280,7 @@ class Sender:
         outgoing: Message,
         transaction: int,
         exchange: Exchange,
-        financial: bool,
+        cls: MessageClass,
         answer: Message,
     ) -> bool:
         """In a worker thread: check the response MAC and close the transaction durably, with a
@@ -293,13 +294,12 @@ class Sender:
                 "mac-failed",
                 response,
                 detail="response MAC does not match",
-                reversal_reason="A0" if financial else None,
+                reversal_reason="A0" if cls.reversible else None,
             )
             return False
         self.journal.finish(transaction, "completed", response, answer=answer)
         original = outgoing.get(61)
-        voided = VOIDS.get(outgoing.mti) == outgoing.text(3, "")[:2] and codes.approved(code)
-        if voided and isinstance(original, str):  # a repetition of the original is a new request
+        if cls.voids and codes.approved(code) and isinstance(original, str):
             self.journal.no_longer_replayable(original[6:12], original[:6], "voided")
         return True
 
@@ -354,7 +354,7 @@ class Sender:
                     module=self.macs.module,
                     link=self.link,
                 )
-                self.signed_in, self.signed_in_at = True, result.endpoint
+                self.signed_in_at = result.endpoint
                 return result
         finally:
             self._signins_running -= 1

@@ -108,7 +108,7 @@ class WrapMode:
             return Reply(unreadable(frame, str(exc)))
         if request.mti == "0800" and str(request.get(60, ""))[8:11] in SCHEMES:
             answer = await self._sign_in_for_app(request)
-            return Reply(self._encode(request, answer, profile))
+            return Reply(self._encode(request, answer, profile)[0])
         return await self._wrap(request, profile)
 
     def failed(self, frame: bytes, reason: str) -> bytes:
@@ -119,12 +119,15 @@ class WrapMode:
             return unreadable(frame, str(exc))
         return encode_message(local_answer(request, "96", f"agent error: {reason}"))
 
-    def _encode(self, request: Message, answer: Message, profile: Profile) -> bytes:
+    def _encode(self, request: Message, answer: Message, profile: Profile) -> tuple[bytes, bool]:
+        """``answer`` for the app, and ``True``; or, for a host answer the app's profile cannot
+        carry, a 96 with the reason, and ``False``: the app is not told what the host said."""
         try:
-            return encode_message(answer, profile)
-        except WireError as exc:  # a host answer the app's profile cannot carry
+            return encode_message(answer, profile), True
+        except WireError as exc:
             log.error("the answer to %s cannot be encoded for the app: %s", request.mti, exc)
-            return encode_message(local_answer(request, "96", f"answer not encodable: {exc}"))
+            refusal = local_answer(request, "96", f"answer not encodable: {exc}")
+            return encode_message(refusal), False
 
     async def _wrap(self, request: Message, profile: Profile) -> Reply:
         await self.recovery.settled()  # a recovery or the start-up sign-in first
@@ -135,26 +138,21 @@ class WrapMode:
                 await self._observe(request, answer)
             except Exception:  # keeping a copy must never cost the app its answer
                 log.exception("the app's download answer could not be kept")
-            return Reply(self._encode(request, answer, profile))
+            return Reply(self._encode(request, answer, profile)[0])
         if cls is None or not cls.held:
-            return Reply(self._encode(request, (await self._send(request)).answer, profile))
+            return Reply(self._encode(request, (await self._send(request)).answer, profile)[0])
         release = await self._one_at_a_time.enter(str(request.get(11, "")))
         try:
             replayed = self.sender.stan_map.replayed(request, self.sender.terminal)
             if replayed is not None:
-                return Reply(self._encode(request, replayed, profile), lambda _: release())
+                return Reply(self._encode(request, replayed, profile)[0], lambda _: release())
             held = self.recovery.hold()
             if held is not None:
                 answer = self.sender.local(request, *held)
-                return Reply(self._encode(request, answer, profile), lambda _: release())
+                return Reply(self._encode(request, answer, profile)[0], lambda _: release())
             attempt = await self._send(request)
-            try:
-                frame = encode_message(attempt.answer, profile)
-                told = True
-            except WireError as exc:  # the host's answer does not fit the app's profile
-                log.error("the answer to %s cannot be encoded for the app: %s", request.mti, exc)
-                frame = encode_message(local_answer(request, "96", f"answer not encodable: {exc}"))
-                told = False  # the approval never reaches the app: it is reversed
+            # an approval that cannot be encoded for the app never reaches it: it is reversed
+            frame, told = self._encode(request, attempt.answer, profile)
         except BaseException:
             release()
             raise
