@@ -35,6 +35,9 @@ __all__ = [
     "gateway_rig",
     "module_command",
     "pin_purchase",
+    "reversal_of",
+    "send_and_leave",
+    "void_of",
 ]
 PAN = "6217001234567890123"
 CARD = Card(pan=PAN, expiry="2812", track2=PAN + "=28121010000000000")
@@ -95,6 +98,33 @@ def app_purchase(amount_fen: int, app_stan: int | None = None) -> Message:
             60: "22000000",  # 60.1 purchase; the agent fills the batch
         },
     )  # fmt: skip
+
+
+def void_of(
+    app_stan: int, amount_fen: int, new_stan: int | None = None, batch: str = "000000"
+) -> Message:
+    """A void naming the purchase by the app's receipt number (61.2) in ``batch`` (61.1;
+    ``000000``: the app names none, the current one is meant)."""
+    void = app_purchase(amount_fen, app_stan=new_stan)
+    void.fields.update({3: "200000", 60: "23000000", 61: f"{batch}{app_stan:06d}1201"})
+    return void
+
+
+def reversal_of(purchase: Message) -> Message:
+    """The app's own 0400 for its purchase: the same STAN, amount and codes."""
+    fields = {n: purchase.fields[n] for n in (2, 3, 4, 11, 22, 25, 49, 60)}
+    fields[39] = "06"
+    return Message("0400", fields)
+
+
+async def send_and_leave(socket: Path, message: Message) -> None:
+    """The payment app sends ``message`` and closes its end at once: it cannot take the
+    answer."""
+    _, writer = await asyncio.open_unix_connection(str(socket))
+    writer.write(with_length(encode_message(message)))
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
 
 
 async def module_command(socket: Path, command: int, data: bytes, seq: int = 0x5A) -> bytes:

@@ -15,6 +15,7 @@ from tests.integration.gateway_rig import (
     exchange,
     gateway_rig,
     pin_purchase,
+    send_and_leave,
 )
 
 
@@ -305,7 +306,6 @@ def test_no_card_data_in_logs_journal_or_answers(tmp_path, caplog) -> None:
 
 def test_pass_through_forwards_frames_untouched(tmp_path) -> None:
     from agent.wire.frame import Header, Tpdu, decode_frame
-    from agent.wire.message import encode_message
 
     async def scenario():
         async with gateway_rig(tmp_path, mode="pass-through", sign_in=False) as rig:
@@ -343,14 +343,10 @@ def test_a_terminal_whose_keys_are_in_another_slot_checks_responses_there(tmp_pa
     run(scenario())
 
 
-async def send_and_leave(rig, request: Message) -> None:
+async def leave_before_the_answer(rig, request: Message) -> None:
     """A payment app that sends a request and closes its connection before the host answers."""
     rig.server.faults.add("late", delay=0.3)
-    _, writer = await asyncio.open_unix_connection(str(rig.socket))
-    writer.write(with_length(encode_message(request)))
-    await writer.drain()
-    writer.close()
-    await writer.wait_closed()
+    await send_and_leave(rig.socket, request)
 
 
 def test_an_approval_the_app_cannot_receive_is_reversed(tmp_path) -> None:
@@ -359,7 +355,7 @@ def test_an_approval_the_app_cannot_receive_is_reversed(tmp_path) -> None:
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            await send_and_leave(rig, app_purchase(2100, app_stan=450))
+            await leave_before_the_answer(rig, app_purchase(2100, app_stan=450))
             for _ in range(100):
                 if rig.agent.journal.queued_reversals():
                     break
@@ -377,7 +373,7 @@ def test_an_approval_the_app_cannot_receive_is_reversed(tmp_path) -> None:
 def test_a_decline_the_app_cannot_receive_needs_no_reversal(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            await send_and_leave(rig, app_purchase(2151, app_stan=451))  # 51: declined
+            await leave_before_the_answer(rig, app_purchase(2151, app_stan=451))  # 51: declined
             await asyncio.sleep(0.6)
             assert rig.agent.journal.queued_reversals() == []
 

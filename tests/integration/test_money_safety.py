@@ -5,9 +5,15 @@ ledger every assertion is made against; the app talks over the real Unix socket.
 
 import asyncio
 
-from agent.wire.frame import with_length
-from agent.wire.message import Message, encode_message
-from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
+from agent.wire.message import Message
+from tests.integration.gateway_rig import (
+    app_purchase,
+    exchange,
+    gateway_rig,
+    reversal_of,
+    send_and_leave,
+    void_of,
+)
 
 OTHER_PAN = "6222021234567890128"
 
@@ -22,14 +28,6 @@ async def until(condition, seconds: float, what: str) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"{what} within {seconds} s")
-
-
-async def send_and_leave(socket, message: Message) -> None:
-    """The app sends ``message`` and closes its end at once: it cannot take the answer."""
-    _, writer = await asyncio.open_unix_connection(str(socket))
-    writer.write(with_length(encode_message(message)))
-    await writer.drain()
-    writer.close()
 
 
 async def settle_reversals(rig) -> None:
@@ -84,10 +82,7 @@ def test_a_repeat_after_the_apps_own_reversal_is_not_answered_approved(tmp_path)
         async with gateway_rig(tmp_path) as rig:
             purchase = app_purchase(1100, app_stan=502)
             first = await exchange(rig.socket, purchase)
-            reversal = Message(
-                "0400", {n: purchase.fields[n] for n in (2, 3, 4, 11, 22, 25, 49, 60)}
-            )
-            assert (await exchange(rig.socket, reversal)).text(39) == "00"
+            assert (await exchange(rig.socket, reversal_of(purchase))).text(39) == "00"
             assert charge(rig, first.text(37))["reversed"]
             again = await exchange(rig.socket, purchase)
             assert_told_approved_is_live(rig, [again])
@@ -183,12 +178,6 @@ def test_a_forged_approval_for_another_terminal_does_not_reverse_the_sale(tmp_pa
 # --------------------------------------------------------------------------- references
 
 
-def void_naming(batch: str, app_stan: int, amount_fen: int, new_stan: int) -> Message:
-    void = app_purchase(amount_fen, app_stan=new_stan)
-    void.fields.update({3: "200000", 60: "23000000", 61: f"{batch}{app_stan:06d}1201"})
-    return void
-
-
 def test_a_void_of_a_stan_the_agent_never_saw_is_answered_25_and_not_sent(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
@@ -196,7 +185,7 @@ def test_a_void_of_a_stan_the_agent_never_saw_is_answered_25_and_not_sent(tmp_pa
             # the agent's wire STAN of that purchase is some number; the app names one it never
             # used, which may well be another sale's wire STAN
             for stan in range(1, 4):
-                answer = await exchange(rig.socket, void_naming("000000", stan, 1700, 600 + stan))
+                answer = await exchange(rig.socket, void_of(stan, 1700, 600 + stan))
                 assert answer.text(39) == "25" and answer.text(63).startswith("AGENT ")
             assert rig.host.state()["requests"]["0200"] == 1, "no void reached the host"
             assert_told_approved_is_live(rig, [first])
@@ -210,11 +199,11 @@ def test_a_void_naming_another_batch_is_not_remapped_into_this_one(tmp_path) -> 
             first = await exchange(rig.socket, app_purchase(1800, app_stan=508))
             batch = rig.agent.journal.batch
             other = f"{batch + 7:06d}"
-            answer = await exchange(rig.socket, void_naming(other, 508, 1800, 609))
+            answer = await exchange(rig.socket, void_of(508, 1800, 609, batch=other))
             assert answer.text(39) == "25"
             assert_told_approved_is_live(rig, [first])
             # named in its own batch, it reaches its original
-            answer = await exchange(rig.socket, void_naming(f"{batch:06d}", 508, 1800, 610))
+            answer = await exchange(rig.socket, void_of(508, 1800, 610, batch=f"{batch:06d}"))
             assert answer.text(39) == "00"
             assert charge(rig, first.text(37)).get("voided")
             # and a repetition of the voided sale is not answered from its approval

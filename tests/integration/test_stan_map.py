@@ -4,26 +4,17 @@ charged again; a reversal the agent already made is not sent twice."""
 
 import asyncio
 
-from agent.wire.message import Message
-from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
+from tests.integration.gateway_rig import (
+    app_purchase,
+    exchange,
+    gateway_rig,
+    reversal_of,
+    void_of,
+)
 
 
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 60))
-
-
-def void_of(app_stan: int, amount_fen: int, new_stan: int) -> Message:
-    """A void naming the purchase by the app's receipt number (61.2) in batch 000000 (61.1)."""
-    void = app_purchase(amount_fen, app_stan=new_stan)
-    void.fields.update({3: "200000", 60: "23000000", 61: f"000000{app_stan:06d}1201"})
-    return void
-
-
-def reversal_of(purchase: Message) -> Message:
-    """The app's own 0400 for its purchase: the same STAN, amount and codes."""
-    fields = {n: purchase.fields[n] for n in (2, 3, 4, 11, 22, 25, 49, 60)}
-    fields[39] = "06"
-    return Message("0400", fields)
 
 
 def test_a_void_by_the_apps_receipt_number_reaches_its_original(tmp_path) -> None:

@@ -21,9 +21,15 @@ import pytest
 
 from agent.recovery.remedies import RemedyFailed
 from agent.transaction.reversals import ReversalPending, ReversalRefused
-from agent.wire.frame import with_length
-from agent.wire.message import Message, encode_message
-from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
+from agent.wire.message import Message
+from tests.integration.gateway_rig import (
+    app_purchase,
+    exchange,
+    gateway_rig,
+    reversal_of,
+    send_and_leave,
+    void_of,
+)
 
 SEEDS = range(1, 201) if os.environ.get("POS_AGENT_FUZZ") == "long" else range(1, 7)
 OPERATIONS = 24
@@ -76,10 +82,7 @@ def _fault(rig, rng: random.Random) -> str | None:
 async def _leave(rig, message: Message) -> None:
     """The app sends and is gone before any answer can come (the host takes its time)."""
     rig.server.faults.add("late", delay=0.05)
-    _, writer = await asyncio.open_unix_connection(str(rig.socket))
-    writer.write(with_length(encode_message(message)))
-    await writer.drain()
-    writer.close()
+    await send_and_leave(rig.socket, message)
 
 
 def _told(ledger: Ledger, what: str, answer: Message) -> None:
@@ -116,15 +119,13 @@ async def _operation(rig, rng: random.Random, ledger: Ledger, number: int) -> No
         await asyncio.sleep(0.1)
     elif choice < 0.90:  # the app reverses one of its sales (0400)
         sale = rng.choice(ledger.sales)
-        fields = {n: sale.fields[n] for n in (2, 3, 4, 11, 22, 25, 49, 60) if n in sale.fields}
         _withdraw(rig, ledger, sale)  # asked for, whatever the answer: the app's own undoing
-        answer = await exchange(rig.socket, Message("0400", fields))
+        answer = await exchange(rig.socket, reversal_of(sale))
         ledger.log.append(f"{what} reversal STAN {sale.text(11)} -> {answer.text(39)}")
     else:  # the app voids one of its sales
         sale = rng.choice(ledger.sales)
-        void = app_purchase(int(sale.text(4)))
         batch = f"{rig.agent.journal.batch:06d}"
-        void.fields.update({3: "200000", 60: "23000000", 61: f"{batch}{sale.text(11)}0101"})
+        void = void_of(int(sale.text(11)), int(sale.text(4)), batch=batch)
         answer = await exchange(rig.socket, void)
         ledger.log.append(f"{what} void of STAN {sale.text(11)} -> {answer.text(39)}")
         if answer.text(39) == "00":
