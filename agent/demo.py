@@ -112,6 +112,7 @@ async def _story(folder: Path) -> None:
 
 async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     host = site.host
+    journal = agent.journal
     await agent.app_socket.serve(socket)
     module_socket = socket.with_name("module.sock")
     await agent.module_proxy.serve(module_socket)
@@ -122,9 +123,9 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     _say("\n1. The agent signs in (签到): 0800 -> 0810, working keys into the card module")
     for _ in range(3):  # as the daemon's later attempts would, on a machine that is busy
         await sign_in_at_start(agent)
-        if agent.journal.last_signin() is not None:
+        if await journal.run(journal.last_signin) is not None:
             break
-    signed = agent.journal.last_signin()
+    signed = await journal.run(journal.last_signin)
     _expect(signed is not None, "the sign-in at start failed")
     assert signed is not None
     _say(f"   signed in, scheme {signed['scheme']}, KCVs {signed['kcvs']}")
@@ -157,7 +158,7 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     host.forget(TID)
     mark = time.time()
     response = await _pay(socket, 5678, 4)
-    for entry in timeline.entries(agent.journal, mark):
+    for entry in await journal.run(timeline.entries, journal, mark):
         _say(f"   {entry['text']}")
     _say(f"   answer to the app: {_answer(response)}")
     _expect(response.text(39) == "00", "the purchase after the 97 was not approved")
@@ -166,7 +167,7 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     host.set_status(TID, "cancelled")
     mark = time.time()
     response = await _pay(socket, 900, 5)
-    for entry in timeline.entries(agent.journal, mark):
+    for entry in await journal.run(timeline.entries, journal, mark):
         _say(f"   {entry['text']}")
     _say(f"   answer to the app: {_answer(response)}")
     _expect(agent.recovery.state is State.UNREGISTERED, "the terminal did not become unregistered")
@@ -181,7 +182,7 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
          f"{response.text(39)}, {response.text(63)[:60]}...")  # fmt: skip
 
     _say("\n5. The journal (agent journal)")
-    for line in timeline.render(timeline.entries(agent.journal)).splitlines():
+    for line in timeline.render(await journal.run(timeline.entries, journal)).splitlines():
         _say(f"   {line}")
 
 

@@ -7,13 +7,12 @@ in effect: a reload changes them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from agent.config import Config
-from agent.journal import Journal, JournalError
+from agent.journal import Journal
 from firmware_hooks import HookResult, HookRunner, Outcome
 
 log = logging.getLogger(__name__)
@@ -72,6 +71,5 @@ class HookDispatch:
                 continue
             log.warning("hook %s for %s: %s", result.hook, event, result.detail)
             if result.detail.startswith("refused:"):
-                with contextlib.suppress(JournalError):
-                    self._journal.event("hook-refused", hook=result.hook, reason=result.detail)
+                self._journal.note("hook-refused", hook=result.hook, reason=result.detail)
         return results

@@ -11,7 +11,9 @@ how the host finds it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -19,9 +21,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent import damaged
 from agent.wire import codes
@@ -36,6 +39,12 @@ MAX_STAN = 999_999
 WAL_PAGES = 100
 WAL_LIMIT = 512 * 1024
 PRUNE_CHUNK = 200  # rows deleted per step while the journal is over its size cap
+# seconds what must answer anyway (the status, telemetry) waits for the journal: a frozen or
+# failing disk holds it up for as long as it lasts
+PATIENCE = 1.0
+# seconds a sale waits for the journal before it is answered 96 (never sent unrecorded)
+SALE_PATIENCE = 10.0
+T = TypeVar("T")
 # Transactions retention may delete: of a batch other than the current one (settled), finished,
 # with no reversal still queued or waiting for its recheck.
 _SETTLED = (
@@ -191,9 +200,16 @@ def _replayable(answer: Message) -> str:
     return json.dumps({"mti": answer.mti, "fields": fields}, ensure_ascii=False)
 
 
+def _unrecorded(future: Future[object]) -> None:
+    if (exc := future.exception()) is not None:
+        log.error("journal: a step not waited for failed: %s", exc)
+
+
 class Journal:
-    """One connection, usable from the event loop and from worker threads (the gateway journals
-    and MACs in one worker hop so an fsync never stalls the loop); a lock keeps each step whole."""
+    """One connection, used from threads and never from an event loop: a commit on a frozen or
+    dying disk lasts as long as the freeze, and while it lasts the sockets must keep answering.
+    Coroutines run its steps with :meth:`run` on the journal's own thread; the gateway journals
+    and MACs in one worker hop. A lock keeps each step whole."""
 
     def __init__(
         self,
@@ -221,6 +237,7 @@ class Journal:
         self._replay_secret: bytes | None = None
         self._boot = boot_id()
         self._lock = threading.RLock()
+        self._thread: ThreadPoolExecutor | None = None
         if read_only:
             if not path.is_file():
                 raise JournalError(f"journal {path} does not exist: the service has not run here")
@@ -255,6 +272,8 @@ class Journal:
                 self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
                 self._db.execute("PRAGMA temp_store=MEMORY")  # retention's scratch table
             self._migrate()
+            batch = self._db.execute("SELECT value FROM meta WHERE key = 'batch'").fetchone()
+            self._batch = int(batch[0]) if batch else 1
             self._queued = self._db.execute(
                 "SELECT count(*) FROM reversals WHERE state = 'queued'"
             ).fetchone()[0]
@@ -293,7 +312,48 @@ class Journal:
         wal = self.path.with_name(self.path.name + "-wal")
         return self.read_only and wal.exists() and wal.stat().st_size > 0
 
+    def run(self, step: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """``step(*args, **kwargs)`` (a step of this journal, or a closure over several) on the
+        journal's own thread, as a future of the running loop. Steps run in the order given; a
+        step once asked is taken even if its caller is cancelled meanwhile."""
+        return asyncio.shield(
+            asyncio.get_running_loop().run_in_executor(
+                self._worker(), functools.partial(step, *args, **kwargs)
+            )
+        )
+
+    async def within(
+        self, seconds: float, step: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> T:
+        """:meth:`run`, or a :class:`JournalError` if the step has not ended within ``seconds``
+        (it is still taken later): for what must answer while the disk is frozen or failing."""
+        try:
+            async with asyncio.timeout(seconds):
+                return await self.run(step, *args, **kwargs)
+        except TimeoutError:
+            raise JournalError(
+                f"journal {self.path} did not answer within {seconds:g} s (its disk may be "
+                "frozen or failing)"
+            ) from None
+
+    def later(self, step: Callable[..., object], /, *args: Any, **kwargs: Any) -> None:
+        """``step`` on the journal's thread, in order with the rest, without waiting for it; a
+        failure is logged."""
+        self._worker().submit(step, *args, **kwargs).add_done_callback(_unrecorded)
+
+    def note(self, kind: str, **detail: Any) -> None:
+        """An event for the record, written :meth:`later`: an answer is never held up by its
+        audit line."""
+        self.later(self.event, kind, **detail)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
+        return self._thread
+
     def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
         with self._lock:
             self._db.close()
 
@@ -464,7 +524,8 @@ class Journal:
 
     @property
     def batch(self) -> int:
-        return int(self._meta("batch", "1"))
+        """The current batch, kept in memory: numbering a request never reads the disk."""
+        return self._batch
 
     def _batch_text(self) -> str:
         return f"{self.batch:06d}"
@@ -585,6 +646,11 @@ class Journal:
         """Whether reversals wait to be sent, known without a query (asked before every
         financial request)."""
         return self._queued > 0
+
+    @property
+    def queued_reversals_count(self) -> int:
+        """How many reversals wait to be sent, known without a query."""
+        return self._queued
 
     # ------------------------------------------------------------------------- reversals
 
@@ -869,6 +935,8 @@ class Journal:
             self._event(
                 db, "signed-in", scheme=scheme, layout=layout, kcvs=kcvs, tid=tid, batch=batch
             )
+        if batch is not None:
+            self._batch = batch
 
     def last_signin(self) -> dict[str, Any] | None:
         rows = self._rows(

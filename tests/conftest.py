@@ -1,8 +1,48 @@
+import asyncio
+import contextlib
+import functools
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import agent
+from agent.journal import Journal
+
+AGENT = Path(agent.__file__).parent
+JOURNAL_CODE = Journal.__init__.__code__.co_filename
+
+
+def _off_the_event_loop(step):
+    """The service never waits for its disk on the event loop (a frozen one would stop every
+    socket): in tests, a journal step the agent's code takes there is an error at once. Opening
+    the journal is not such a step (the service opens it before it serves), nor is a test's own
+    look at the rows."""
+
+    @functools.wraps(step)
+    def guarded(journal, *args, **kwargs):
+        if asyncio._get_running_loop() is not None and not journal.read_only:
+            frame = sys._getframe(1)
+            while frame.f_code.co_filename in (JOURNAL_CODE, contextlib.__file__):
+                if frame.f_code.co_name in ("__init__", "open_for_service"):
+                    break
+                frame = frame.f_back
+            else:
+                caller = Path(frame.f_code.co_filename)
+                if caller.is_relative_to(AGENT):
+                    raise RuntimeError(
+                        f"journal step on the event loop's thread from {caller}:{frame.f_lineno}"
+                    )
+        return step(journal, *args, **kwargs)
+
+    return guarded
+
+
+Journal._write = _off_the_event_loop(Journal._write)
+Journal._rows = _off_the_event_loop(Journal._rows)
 
 # Shared machines are noisy: no per-example deadline. POS_AGENT_FUZZ=long runs the fuzz targets
 # much longer than the normal suite does.

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from agent.backoff import Backoff
@@ -122,7 +122,7 @@ class HostLink:
         self,
         options: LinkOptions,
         *,
-        make_echo: Callable[[], Message] | None = None,
+        make_echo: Callable[[], Awaitable[Message]] | None = None,
         on_response: Callable[[Message], None] | None = None,
         on_unmatched: Callable[[Exchange, Exchange | None], None] | None = None,
         on_down: Callable[[Endpoint, str], None] | None = None,
@@ -407,7 +407,7 @@ class HostLink:
             await asyncio.sleep(max(self.idle_echo - idle, 0.05))
             if self._channel is None or time.monotonic() - self._last_traffic < self.idle_echo:
                 continue
-            echo = self.make_echo()
+            echo = await self.make_echo()
             try:
                 response = await self.request(echo)
                 log.debug("echo test answered %s", response.frame.message.text(39, "??"))

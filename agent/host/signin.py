@@ -7,6 +7,7 @@ The host's batch number (60.2 of the 0810) becomes the terminal's: a host that c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -59,26 +60,31 @@ async def sign_in(
     module: CardModule,
     link: HostLink,
 ) -> SignInResult:
-    request = signin_request(terminal, stan=journal.next_stan(), batch=journal.batch, scheme=scheme)
-    transaction = journal.begin(request, financial=False)
+    def record() -> tuple[Message, int]:
+        stan = journal.next_stan()
+        request = signin_request(terminal, stan=stan, batch=journal.batch, scheme=scheme)
+        return request, journal.begin(request, financial=False)
+
+    request, transaction = await journal.run(record)
+    finish = functools.partial(journal.run, journal.finish, transaction)
     try:
         exchange = await link.request(request)
     except HostLinkError as exc:
-        journal.finish(transaction, "failed", detail=str(exc))
+        await finish("failed", detail=str(exc))
         raise
     response = exchange.frame.message
     code = response.text(39, "")
     if code != "00":
         rc = codes.lookup(code) if codes.is_code(code) else None
         text = f"{rc.en} / {rc.zh}" if rc else "no response code"
-        journal.finish(transaction, "declined", response)
+        await finish("declined", response)
         raise SignInError(f"host refused the sign-in: {code} ({text})", code)
     try:
         keys = parse_field62(response.binary(62), scheme, key_layout)
     except (KeyError, TypeError, WireError) as exc:
         setting = f"wire.key_layout = {key_layout or 'auto'}"
         reason = "it has no field 62" if isinstance(exc, KeyError) else f"{exc} ({setting})"
-        journal.finish(transaction, "failed", response, detail=f"field 62: {reason}")
+        await finish("failed", response, detail=f"field 62: {reason}")
         raise SignInError(f"the 0810 carries no usable working keys: {reason}") from None
     layout = keys.layout
     try:
@@ -87,7 +93,7 @@ async def sign_in(
         )
         status = await asyncio.to_thread(module.key_status, key_slot)
     except ModuleError as exc:  # a KCV mismatch among them: the row is closed, never pending
-        journal.finish(transaction, "failed", response, detail=f"card module: {exc}")
+        await finish("failed", response, detail=f"card module: {exc}")
         raise
     for name, kcv in keys.kcvs().items():
         held = status[name]
@@ -96,12 +102,13 @@ async def sign_in(
                 f"module holds a {held.length}-byte {name} with KCV {held.kcv_hex}; the host sent "
                 f"a {layout.key_length(name)}-byte one with KCV {kcv} ({layout.describe()})"
             )
-            journal.finish(transaction, "failed", response, detail=detail)
+            await finish("failed", response, detail=detail)
             raise SignInError(detail)
     host_time = response.text(13) + response.text(12) if 12 in response and 13 in response else None
     batch = host_batch(response)
-    journal.finish(transaction, "completed", response)
-    journal.record_signin(
+    await finish("completed", response)
+    await journal.run(
+        journal.record_signin,
         scheme,
         keys.kcvs(),
         host_time,

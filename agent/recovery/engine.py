@@ -321,9 +321,4 @@ class Recovery:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _event(self, kind: str, **detail: Any) -> None:
-        from agent.journal import JournalError
-
-        try:
-            self.journal.event(f"recovery.{kind}", **detail)
-        except JournalError as exc:  # the recovery goes on; the log still has it
-            log.warning("recovery step %s not journalled: %s", kind, exc)
+        self.journal.note(f"recovery.{kind}", **detail)  # the recovery never waits for it

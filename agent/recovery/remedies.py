@@ -7,7 +7,6 @@ remedies at construction (:class:`Remedies`); :class:`TerminalRemedies` are the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -115,16 +114,15 @@ class TerminalRemedies:
 
     async def sign_in(self) -> str:
         try:
-            await self._sender.sign_in()
+            result = await self._sender.sign_in()
         except HostLinkError as exc:
             raise HostSilent(f"sign-in failed: {exc}") from None
         except (SignInError, ModuleError, JournalError) as exc:
             raise RemedyFailed(f"sign-in failed: {exc}") from None
-        last = self._journal.last_signin() or {}
-        signed_in = {**self.identity(), "scheme": last.get("scheme"), "kcvs": last.get("kcvs")}
+        signed_in = {**self.identity(), "scheme": result.scheme, "kcvs": result.kcvs}
         self._hooks.tell("signed-in", signed_in)
         tid = self._settings().terminal.tid
-        return f"signed in as TID {tid}, KCVs {last.get('kcvs')}"
+        return f"signed in as TID {tid}, KCVs {result.kcvs}"
 
     async def provision(self, reason: str) -> str:
         """Ask the TMS, then the ``provision`` hook; apply and keep what they say, then sign in
@@ -146,7 +144,7 @@ class TerminalRemedies:
         except (ProvisioningError, OSError, ValueError) as exc:
             raise RemedyFailed(f"provisioning from {found.source} not applied: {exc}") from None
         changed = reconfigure(self._settings, self._link, new_config)
-        self._journal.event("provisioned", source=found.source, tid=found.tid, changed=changed)
+        self._journal.note("provisioned", source=found.source, tid=found.tid, changed=changed)
         signed = await self.sign_in()
         return f"provisioned from {found.source} (TID {found.tid}, MID {found.mid}); {signed}"
 
@@ -172,15 +170,14 @@ class TerminalRemedies:
         timeout = min(config.host.response_timeout, 5.0)
         probe = HostLink(LinkOptions.from_config(config, offered, response_timeout=timeout))
         try:
-            await probe.request(echo_maker(self._settings, self._journal)())
+            await probe.request(await echo_maker(self._settings, self._journal)())
             return found
         except HostLinkError as exc:
             kept = tuple(map(str, config.endpoints))
             log.warning("%s offers hosts %s that do not answer (%s); keeping %s",
                         found.source, ", ".join(found.hosts), exc, ", ".join(kept))  # fmt: skip
-            with contextlib.suppress(JournalError):
-                self._journal.event("provisioning-hosts-kept", offered=list(found.hosts),
-                                    kept=list(kept), reason=str(exc))  # fmt: skip
+            self._journal.note("provisioning-hosts-kept", offered=list(found.hosts),
+                               kept=list(kept), reason=str(exc))  # fmt: skip
             return dataclasses.replace(found, hosts=kept)
         finally:
             await probe.close()

@@ -130,10 +130,10 @@ def elapsed_ms(started: float) -> int:
 
 
 class HostClock:
-    """The host's time as its answers (fields 12/13) or the last sign-in tell it."""
+    """The host's time as its answers (fields 12/13) tell it, since the service started (the
+    clock check falls back on the last sign-in's)."""
 
-    def __init__(self, journal: Journal) -> None:
-        self._journal = journal
+    def __init__(self) -> None:
         self._last: HostClockSample | None = None
 
     def saw(self, message: Message) -> None:
@@ -141,9 +141,4 @@ class HostClock:
             self._last = HostClockSample(time.time(), message.text(13) + message.text(12))
 
     def sample(self) -> HostClockSample | None:
-        if self._last is not None:
-            return self._last
-        last = self._journal.last_signin()
-        if last and last["host_time"]:
-            return HostClockSample(last["at"], last["host_time"])
-        return None
+        return self._last

@@ -9,6 +9,7 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 
+from agent.journal import PATIENCE, Journal
 from agent.selfcheck.base import CheckResult, Context, HostClockSample, Status, Text
 from agent.selfcheck.timesync import SyncState, system_sync_state
 from drivers.module import ModuleError
@@ -58,7 +59,7 @@ async def check(context: Context) -> CheckResult:
     config = context.config.clock
     offsets: dict[str, float] = {}
     notes: list[str] = []
-    sample = context.host_clock()
+    sample = context.host_clock() or await _signin_clock(context.journal)
     if sample is not None:
         offsets["host"] = host_offset(sample)
     if context.module is not None:
@@ -128,3 +129,11 @@ async def check(context: Context) -> CheckResult:
         finding="clock-off",
         data=data,
     )
+
+
+async def _signin_clock(journal: Journal | None) -> HostClockSample | None:
+    """The host time the last sign-in carried, and our clock then."""
+    last = await journal.within(PATIENCE, journal.last_signin) if journal else None
+    if not last or not last["host_time"]:
+        return None
+    return HostClockSample(last["at"], last["host_time"])

@@ -3,6 +3,7 @@ KCVs of the last successful sign-in, and a MAC computed two ways agrees."""
 
 from __future__ import annotations
 
+from agent.journal import PATIENCE
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from agent.selfcheck.module import failure
 from agent.wire.mac import mac_block
@@ -51,7 +52,8 @@ async def check(context: Context) -> CheckResult:
             SIGN_IN,
             finding="keys-absent",
         )
-    last = context.journal.last_signin() if context.journal else None
+    journal = context.journal
+    last = await journal.within(PATIENCE, journal.last_signin) if journal else None
     if last is None:
         return CheckResult(
             ID,

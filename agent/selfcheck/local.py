@@ -12,20 +12,8 @@ from agent import paths
 from agent.config import Config
 from agent.journal import Journal, JournalError
 from agent.selfcheck import Report, run_checks
-from agent.selfcheck.base import Context, HostClockSample
+from agent.selfcheck.base import Context
 from drivers.serial_module import SerialCardModule
-
-
-def host_clock_from_journal(journal: Journal | None) -> Callable[[], HostClockSample | None]:
-    """The host time the last sign-in carried, and our clock then."""
-
-    def sample() -> HostClockSample | None:
-        last = journal.last_signin() if journal else None
-        if not last or not last["host_time"]:
-            return None
-        return HostClockSample(last["at"], last["host_time"])
-
-    return sample
 
 
 async def run_local(
@@ -37,14 +25,7 @@ async def run_local(
     except JournalError as exc:
         journal_error = str(exc)
     module = SerialCardModule(config.module.url, baudrate=config.module.baudrate)
-    context = Context(
-        config,
-        journal,
-        journal_error,
-        module,
-        now=now,
-        host_clock=host_clock_from_journal(journal),
-    )
+    context = Context(config, journal, journal_error, module, now=now)
     try:
         return await run_checks(context, only)
     finally:

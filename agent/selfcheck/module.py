@@ -3,6 +3,7 @@ record (a change is noted; a swapped module explains lost keys)."""
 
 from __future__ import annotations
 
+from agent.journal import PATIENCE
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from drivers.module import ModuleError, ModuleStatusError
 from drivers.module import Status as ModuleStatus
@@ -51,10 +52,11 @@ async def check(context: Context) -> CheckResult:
     described = f"serial {serial}, model {model}, firmware {firmware}"
     if info.tampered:
         return tampered(ID, described)
-    recorded = context.journal.recall("module") if context.journal else None
-    if context.journal is not None and recorded != described:
-        if not context.journal.read_only:
-            context.journal.remember("module", described)
+    journal = context.journal
+    recorded = await journal.within(PATIENCE, journal.recall, "module") if journal else None
+    if journal is not None and recorded != described:
+        if not journal.read_only:
+            await journal.within(PATIENCE, journal.remember, "module", described)
         if recorded is not None:
             return CheckResult(
                 ID,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent.config import Endpoint
 from agent.host.link import HostLink, HostLinkError, LinkOptions, tls_context
+from agent.journal import PATIENCE
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from agent.wire.builders import Terminal, echo_request
 
@@ -154,7 +155,11 @@ async def _echo(context: Context, probe: Probe, deadline: float) -> None:
     journal = context.journal
     own = journal is not None and not journal.read_only  # a technician's look numbers nothing
     # the STAN of a look only has to differ from the last one's: random, not secrets
-    stan = journal.next_stan() if own and journal else random.randint(1, 999_999)
+    stan = (
+        await journal.within(PATIENCE, journal.next_stan)
+        if own and journal
+        else random.randint(1, 999_999)
+    )
     batch = context.journal.batch if context.journal else 1
     echo = echo_request(
         Terminal(config.terminal.tid or "00000000", config.terminal.mid or " " * 15),

@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 
 from agent import paths
+from agent.journal import PATIENCE
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from agent.session.store import ParameterStore
 
@@ -29,7 +30,7 @@ async def check(context: Context) -> CheckResult:
             finding="no-journal",
         )
     now = context.now()
-    last = journal.last_signin()
+    last = await journal.within(PATIENCE, journal.last_signin)
     store = ParameterStore(paths.parameters_path(context.config))
     try:
         downloaded = store.read()

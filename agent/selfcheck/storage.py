@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from agent import damaged, paths
-from agent.journal import JournalError
+from agent.journal import PATIENCE, JournalError
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 
 ID = "storage"
@@ -48,7 +47,7 @@ async def check(context: Context) -> CheckResult:
         )
     try:
         if not journal.read_only:  # a technician's look writes nothing: the service will
-            await asyncio.to_thread(journal.remember, "write-probe", str(context.now()))
+            await journal.within(PATIENCE, journal.remember, "write-probe", str(context.now()))
     except JournalError as exc:
         return CheckResult(
             ID,
@@ -62,7 +61,7 @@ async def check(context: Context) -> CheckResult:
     status = os.statvfs(path.parent)
     free = status.f_bavail * status.f_frsize
     mib = f"{free / 2**20:.1f}"
-    queued = journal.queued_reversals()
+    queued = await journal.within(PATIENCE, journal.queued_reversals)
     # stuck: tried reversal.attempts times and still queued (the one rule, as status says)
     limit = context.config.reversal.attempts
     stuck = [r for r in queued if r.attempts >= limit]

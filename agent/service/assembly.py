@@ -59,7 +59,7 @@ class Agent:
         self._stack.callback(journal.close)
         self.module = module or SerialCardModule(config.module.url, baudrate=config.module.baudrate)
         close(asyncio.to_thread, self.module.close)
-        self.host_clock = HostClock(journal)
+        self.host_clock = HostClock()
         self.echo_message = echo_maker(settings, journal)
         self.link = link = HostLink(
             LinkOptions.from_config(config),
@@ -72,7 +72,7 @@ class Agent:
         macs = Macs(
             self.module, lambda: settings().module.key_slot, lambda: settings().wire.profile
         )
-        deferred = DeferredWrites()
+        deferred = DeferredWrites(journal)
         self.reversals = reversals = ReversalSender(
             journal,
             link,

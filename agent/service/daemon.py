@@ -90,12 +90,15 @@ async def send_reversals_until_done(agent: Agent) -> None:
             log.warning("reversal not confirmed yet (%s); next attempt in %.1f s", exc, pause)
             limit = agent.config.reversal.attempts
             # stuck: tried reversal.attempts times; told once, as it becomes so
-            stuck = [r for r in agent.journal.queued_reversals() if r.attempts == limit]
-            for reversal in stuck:
+            try:
+                queued = await agent.journal.run(agent.journal.queued_reversals)
+            except JournalError as exc:
+                log.warning("reversals: %s", exc)
+                queued = []
+            for reversal in (r for r in queued if r.attempts == limit):
                 detail = {"stan": reversal.message.text(11), "attempts": reversal.attempts,
                           "reason": reversal.reason, "last_error": str(exc)}  # fmt: skip
-                with contextlib.suppress(JournalError):  # the fleet hears of it (section 14)
-                    agent.journal.event("reversal-stuck", **detail)
+                agent.journal.note("reversal-stuck", **detail)  # the fleet hears of it (14)
                 agent.hooks.tell("reversal-stuck", detail)
             await asyncio.sleep(pause)
             continue
@@ -113,7 +116,7 @@ async def recheck_reversals(agent: Agent) -> None:
     while True:
         period = agent.config.reversal.recheck_after or RECHECK_IDLE
         try:
-            due_in = agent.journal.recheck_in()
+            due_in = await agent.journal.run(agent.journal.recheck_in)
             if due_in is not None and due_in <= 0:
                 await agent.reversals.recheck()
                 continue
@@ -133,10 +136,11 @@ async def journal_upkeep(agent: Agent, interval: float = JOURNAL_UPKEEP) -> None
     """Retention, the size cap and a WAL checkpoint (DESIGN.md section 8), at start and then
     whenever the payment path is idle, in a worker thread."""
     while True:
-        agent.sender.write_outcomes()  # space may have come back with no sale to notice it
+        await agent.sender.write_outcomes()  # space may have come back with no sale noticing
         if not agent.app_socket.busy:
             settings = agent.config.journal
             try:
+                # a worker of its own: the journal's thread stays free for sales between steps
                 deleted = await asyncio.to_thread(
                     agent.journal.prune, settings.keep_days, int(settings.max_mb * 2**20)
                 )
@@ -166,8 +170,7 @@ async def light_checks(agent: Agent) -> None:
             said = f"{check.status.value}: {check.summary.en}"
             before, previous[check.id] = previous.get(check.id), said
             if said != before and (before is not None or check.status is not Status.OK):
-                with contextlib.suppress(JournalError):
-                    agent.journal.event("light-check", check=check.id, result=said)
+                agent.journal.note("light-check", check=check.id, result=said)
         keys = report.get("keys")
         if keys is not None and keys.finding in ("keys-absent", "kcv-mismatch"):
             with contextlib.suppress(RemedyFailed):
@@ -184,7 +187,7 @@ async def feed_watchdog(notify: Notifier, agent: Agent) -> None:
 
 def control_handlers(agent: Agent) -> dict[str, Handler]:
     async def status(_: dict[str, Any]) -> dict[str, Any]:
-        return agent.status()
+        return await agent.status()
 
     async def selftest(request: dict[str, Any]) -> dict[str, Any]:
         only = request.get("only")
@@ -205,7 +208,7 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
         return {"result": await agent.remedies.provision_by_hand()}
 
     async def echo(_: dict[str, Any]) -> dict[str, Any]:
-        message = agent.echo_message()
+        message = await agent.echo_message()
         started = time.monotonic()
         exchange = await agent.link.request(message)
         return {
@@ -263,7 +266,7 @@ async def _serve(
     stack.push_async_callback(agent.close)
     notify = Notifier()
     stack.callback(notify.close)
-    recovered = agent.journal.recover_pending()
+    recovered = await agent.journal.run(agent.journal.recover_pending)
     if recovered:
         log.warning(
             "%d request(s) were in flight when the agent stopped: reversals queued", recovered
@@ -337,7 +340,7 @@ def _reloader(agent: Agent, reload: Callable[[], Config], notify: Notifier) -> C
             config = reload()
             changed = reconfigure(agent.settings, agent.link, config)
             log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
-            agent.journal.event("config-reloaded", changed=changed)
+            agent.journal.note("config-reloaded", changed=changed)
         except (ConfigError, ProvisioningError) as exc:
             log.error("configuration not reloaded, the old one stays: %s", exc)
         except Exception:  # whatever failed, systemd must hear READY=1 again

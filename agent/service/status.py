@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.config import Config
 from agent.host.link import HostLink
-from agent.journal import Journal
+from agent.journal import PATIENCE, Journal, JournalError
 from agent.recovery.engine import Recovery
 from agent.recovery.policy import State
 from agent.transaction.sender import Sender
@@ -32,19 +32,19 @@ class StatusView:
         self._sender = sender
         self._recovery = recovery
         self._stats = stats
+        # (last sign-in, queued, stuck, to recheck) as the journal last gave them
+        self._figures: tuple[dict[str, Any] | None, int | None, int | None, int | None] = (
+            None, None, None, None,
+        )  # fmt: skip
 
-    def __call__(self) -> dict[str, Any]:
+    async def __call__(self) -> dict[str, Any]:
         """State, host, last sign-in, reversal queue, last refusal, the gateway's counts."""
         config = self._settings()
         link = self._link.status
-        last = self._journal.last_signin()
-        # stuck: tried reversal.attempts times and still queued (the one rule for "stuck")
-        queued, stuck = self._journal.reversal_counts(config.reversal.attempts)
-        recovery = self._recovery
-        message = recovery.message
-        state = recovery.state.value
-        if recovery.state is State.REGISTERED and not self._sender.signed_in:
-            state = "not-signed-in"  # no sign-in has succeeded since the service started
+        journal_error = await self._read_journal(config.reversal.attempts)
+        last, queued, stuck, rechecks = self._figures
+        message = self._recovery.message
+        state = self._state()
         return {
             "state": state,
             "registered": state == State.REGISTERED.value,
@@ -61,14 +61,37 @@ class StatusView:
             else None,
             "reversals_queued": queued,
             "reversals_stuck": stuck,
-            "reversals_to_recheck": self._journal.rechecks_waiting(),
-            "last_refusal": recovery.last_refusal,
+            "reversals_to_recheck": rechecks,
+            "journal_error": journal_error,
+            "last_refusal": self._recovery.last_refusal,
             "message": message.to_json() if message else None,
             "gateway": dataclasses.asdict(self._stats),
         }
 
+    async def _read_journal(self, attempts: int) -> str | None:
+        """Refresh the journal's figures; why they could not be, if they could not."""
+        journal = self._journal
+
+        def read() -> tuple[dict[str, Any] | None, int, int, int]:
+            # stuck: tried reversal.attempts times and still queued (the one rule for "stuck")
+            queued, stuck = journal.reversal_counts(attempts)
+            return journal.last_signin(), queued, stuck, journal.rechecks_waiting()
+
+        try:
+            self._figures = await journal.within(PATIENCE, read)
+        except JournalError as exc:
+            return f"{exc}; its figures here are the last it gave"
+        return None
+
+    def _state(self) -> str:
+        recovery = self._recovery
+        if recovery.state is State.REGISTERED and not self._sender.signed_in:
+            return "not-signed-in"  # no sign-in has succeeded since the service started
+        return recovery.state.value
+
     def line(self) -> str:
-        """One line for systemd's STATUS=."""
-        status = self()
-        host = status["host"]["endpoint"] or "no host"
-        return f"{status['state']}, host {host}, {status['reversals_queued']} reversal(s) queued"
+        """One line for systemd's STATUS=, from memory only (it is sent from signal handlers
+        and the watchdog, which must never wait for a disk)."""
+        host = self._link.status.endpoint or "no host"
+        queued = self._journal.queued_reversals_count
+        return f"{self._state()}, host {host}, {queued} reversal(s) queued"

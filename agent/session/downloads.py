@@ -68,7 +68,7 @@ class Downloads:
 
     async def _commit(self, section: str, content: dict[str, Any], summary: dict[str, Any]) -> str:
         self.store.replace(section, content)
-        self._journal.event("parameters-downloaded", section=section, **summary)
+        self._journal.note("parameters-downloaded", section=section, **summary)
         await self._downloaded(section, summary)
         return f"{section}: " + ", ".join(f"{k} {v}" for k, v in summary.items())
 
@@ -134,7 +134,7 @@ class Downloads:
             except WireError as exc:
                 refusals.append(str(exc))
                 log.warning("0800/370: CA key %s refused: %s", named, exc)
-                self._journal.event("ca-key-refused", key=named, reason=str(exc))
+                self._journal.note("ca-key-refused", key=named, reason=str(exc))
                 continue
             keys.append(key.to_json())
         if refusals and not keys:  # nothing good came: the keys in use stay
@@ -209,4 +209,4 @@ class Downloads:
             # the app's EMV kernel gets the answer as it is; the agent keeps nothing of it
             self._app_chain.clear()
             log.warning("the app's download %s brought data the agent refuses: %s", code, exc)
-            self._journal.event("download-refused", code=code, by="app", reason=str(exc))
+            self._journal.note("download-refused", code=code, by="app", reason=str(exc))

@@ -14,7 +14,7 @@ from agent import __version__
 from agent.config import Config, Endpoint
 from agent.hook_dispatch import HookDispatch
 from agent.host.link import HostLink, HostLinkError
-from agent.journal import Journal, JournalError
+from agent.journal import Journal
 from agent.session import parameters
 from agent.session.downloads import Downloads
 from agent.session.requirements import Action, Pacing
@@ -48,11 +48,14 @@ def identity_of(config: Config) -> dict[str, str]:
     return {"tid": terminal.tid, "mid": terminal.mid, "support_phone": terminal.support_phone}
 
 
-def echo_maker(settings: Callable[[], Config], journal: Journal) -> Callable[[], Message]:
+def echo_maker(
+    settings: Callable[[], Config], journal: Journal
+) -> Callable[[], Awaitable[Message]]:
     """The idle link's echo test (0820/301), numbered by the journal."""
 
-    def echo() -> Message:
-        return echo_request(terminal_of(settings()), stan=journal.next_stan(), batch=journal.batch)
+    async def echo() -> Message:
+        stan = await journal.run(journal.next_stan)
+        return echo_request(terminal_of(settings()), stan=stan, batch=journal.batch)
 
     return echo
 
@@ -61,10 +64,7 @@ def host_down_recorder(journal: Journal) -> Callable[[Endpoint, str], None]:
     """What the link calls when it marks an endpoint down: the journal keeps it."""
 
     def record(endpoint: Endpoint, reason: str) -> None:
-        try:
-            journal.event("host-down", endpoint=str(endpoint), reason=reason)
-        except JournalError as exc:
-            log.warning("journal: host-down not recorded: %s", exc)
+        journal.note("host-down", endpoint=str(endpoint), reason=reason)
 
     return record
 
@@ -132,23 +132,24 @@ class HostSession:
     async def _network_request(self, mti: str, code: str, field62: bytes | None) -> Message:
         """One step of a download: numbered, journalled, sent; the host's answer."""
         await self._settled()
-        request = download_request(
-            mti,
-            terminal_of(self._settings()),
-            stan=self._journal.next_stan(),
-            batch=self._journal.batch,
-            code=code,
-            field62=field62,
-        )
-        transaction = self._journal.begin(request, financial=False)
+        journal = self._journal
+        terminal = terminal_of(self._settings())
+
+        def record() -> tuple[Message, int]:
+            stan, batch = journal.next_stan(), journal.batch
+            request = download_request(mti, terminal, stan=stan, batch=batch, code=code,
+                                       field62=field62)  # fmt: skip
+            return request, journal.begin(request, financial=False)
+
+        request, transaction = await journal.run(record)
         try:
             exchange = await self._link.request(request)
         except HostLinkError as exc:
-            self._journal.finish(transaction, "failed", detail=str(exc))
+            await journal.run(journal.finish, transaction, "failed", detail=str(exc))
             raise
         answer = exchange.frame.message
         state = "completed" if answer.text(39, "") == "00" else "declined"
-        self._journal.finish(transaction, state, answer)
+        await journal.run(journal.finish, transaction, state, answer)
         return answer
 
     async def _status_upload(self) -> bytes:

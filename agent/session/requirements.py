@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import tenacity
 
 from agent.backoff import jittered
-from agent.journal import Journal, JournalError
+from agent.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,7 @@ class HostRequests:
         log.info("the host asked for %s: %s", action.what, done)
 
     def _event(self, kind: str, **detail: object) -> None:
-        try:
-            self._journal.event(kind, **detail)
-        except JournalError as exc:
-            log.warning("journal: %s not recorded: %s", kind, exc)
+        self._journal.note(kind, **detail)
 
     async def idle(self) -> None:
         """Until nothing the host asked for is running (tests use it to see the outcome)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import TelemetryConfig
-from agent.journal import Journal
+from agent.journal import PATIENCE, Journal, JournalError
 from agent.telemetry import textfile
 from agent.telemetry.state import Topics, iso, state_message
 
@@ -45,7 +45,7 @@ class Reporter:
         self,
         settings: TelemetryConfig,
         journal: Journal,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], Awaitable[dict[str, Any]]],
         serial: Callable[[], Awaitable[str]],
         reports: LatestReport,
     ) -> None:
@@ -60,7 +60,7 @@ class Reporter:
     async def run(self) -> None:
         serial = await self._serial()
         since, outbox_seen = time.time(), -1
-        shown = self._message(serial, since)
+        shown = await self._message(serial, since)
         terminal = shown["tid"] or f"serial-{serial or 'unknown'}"
         # run() again (supervised, after a failure) keeps the publisher it started: a second
         # client with the same id would push the first off the broker, and back
@@ -75,7 +75,7 @@ class Reporter:
         if starting and self.publisher is not None:
             self.publisher.start()
         while True:
-            message = self._message(serial, since)
+            message = await self._message(serial, since)
             if message["state"] != shown["state"]:
                 since = time.time()
                 message["since"] = iso(since)
@@ -90,14 +90,16 @@ class Reporter:
                 self.publisher.publish_selftest(report)
             await asyncio.sleep(LOOK_EVERY)
 
-    def _message(self, serial: str, since: float) -> dict[str, Any]:
-        status = self._status()
+    async def _message(self, serial: str, since: float) -> dict[str, Any]:
+        status = await self._status()
         refusal = status.get("last_refusal") or {}
         if refusal.get("code") == "97":
             self._last_97 = refusal.get("at")
-        return state_message(
-            status, serial, since, self._last_97, self.journal.outbox_dropped, time.time()
-        )
+        try:
+            dropped = await self.journal.within(PATIENCE, lambda: self.journal.outbox_dropped)
+        except JournalError:
+            dropped = None  # unknown now: the journal's disk is frozen or failing
+        return state_message(status, serial, since, self._last_97, dropped, time.time())
 
     def _show(self, message: dict[str, Any]) -> None:
         if self.publisher is not None:

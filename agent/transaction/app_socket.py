@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +38,7 @@ class Reply:
     get is reversed), exactly once, after the write succeeded or failed."""
 
     frame: bytes
-    settle: Callable[[bool], None] | None = None
+    settle: Callable[[bool], Awaitable[None]] | None = None
 
 
 class Mode(Protocol):
@@ -170,7 +170,7 @@ class AppSocket:
                     return
                 delivered = await self._deliver(reader, writer, reply.frame)
                 if reply.settle is not None:
-                    self._settle(reply, delivered)
+                    await self._settle(reply, delivered)
             finally:
                 busy.discard(task)
             if not delivered:
@@ -188,10 +188,10 @@ class AppSocket:
             return None if answer is None else Reply(answer)
 
     @staticmethod
-    def _settle(reply: Reply, delivered: bool) -> None:
+    async def _settle(reply: Reply, delivered: bool) -> None:
         assert reply.settle is not None
         try:
-            reply.settle(delivered)
+            await reply.settle(delivered)
         except Exception:
             log.exception("settling a delivered=%s answer failed", delivered)
 

@@ -4,11 +4,12 @@ journal takes writes again. Each write is a closure over what it records, never 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from agent.journal import JournalError
+from agent.journal import Journal, JournalError
 
 T = TypeVar("T")
 
@@ -16,16 +17,20 @@ log = logging.getLogger(__name__)
 
 
 class DeferredWrites:
-    def __init__(self) -> None:
+    """Each write runs on the journal's thread (:meth:`Journal.run`), never on the loop."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._flushing = asyncio.Lock()  # a write that waits is written once
         self._writes: list[tuple[str, Callable[[], object]]] = []
 
     def __len__(self) -> int:
         return len(self._writes)
 
-    def now_or_later(self, what: str, write: Callable[[], T]) -> T | None:
+    async def now_or_later(self, what: str, write: Callable[[], T]) -> T | None:
         """``write()`` now; if the journal refuses it, kept for :meth:`flush` (None then)."""
         try:
-            return write()
+            return await self._journal.run(write)
         except JournalError:
             self.add(what, write)
             return None
@@ -34,17 +39,18 @@ class DeferredWrites:
         log.error("the journal could not record %s; kept in memory until it can", what)
         self._writes.append((what, write))
 
-    def flush(self) -> bool:
+    async def flush(self) -> bool:
         """Write what waits, oldest first, until the journal refuses again. Returns whether
         anything was written (a reversal may now be queued)."""
         written = False
-        while self._writes:
-            what, write = self._writes[0]
-            try:
-                write()
-            except JournalError:
-                break
-            self._writes.pop(0)
-            written = True
-            log.warning("the journal has now recorded %s", what)
+        async with self._flushing:
+            while self._writes:
+                what, write = self._writes[0]
+                try:
+                    await self._journal.run(write)
+                except JournalError:
+                    break
+                self._writes.pop(0)
+                written = True
+                log.warning("the journal has now recorded %s", what)
         return written

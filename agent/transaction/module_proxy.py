@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from agent.journal import Journal, JournalError
+from agent.journal import Journal
 from agent.transaction.connections import Connections
 from agent.transaction.peers import Admission, Peer, unix_peer
 from drivers.framing import BadFrame, Frame, FrameParser
@@ -168,7 +168,7 @@ class ModuleProxy:
             refusal = f"{limit} PIN entries in the last minute (module.pin_per_minute)"
         if refusal is not None:
             log.warning("module socket: PIN entry for uid %d refused: %s", uid, refusal)
-            await self._journal_pin(request, peer, f"refused: {refusal}")
+            self._journal_pin(request, peer, f"refused: {refusal}")
             return Frame(request.seq, request.cmd | RESPONSE_BIT, bytes([Status.BUSY]))
         served.append(now)
         self._pin_users.add(uid)
@@ -177,12 +177,13 @@ class ModuleProxy:
         finally:
             self._pin_users.discard(uid)
         status = answer.data[0] if answer.data else Status.BUSY
-        await self._journal_pin(request, peer, "served" if status == 0 else f"status {status:02X}")
+        self._journal_pin(request, peer, "served" if status == 0 else f"status {status:02X}")
         return answer
 
-    async def _journal_pin(self, request: Frame, peer: Peer | None, outcome: str) -> None:
-        """Every PIN entry in the journal, off the event loop: time, who, which card (the
-        last 4 of the 12 PAN digits the module gets), what came of it. Never the PIN block."""
+    def _journal_pin(self, request: Frame, peer: Peer | None, outcome: str) -> None:
+        """Every PIN entry in the journal, on its thread (the answer never waits for it): time,
+        who, which card (the last 4 of the 12 PAN digits the module gets), what came of it.
+        Never the PIN block."""
         if self._journal is None:
             return
         digits = request.data[PAN_OFFSET : PAN_OFFSET + 12].decode("ascii", "replace")
@@ -192,10 +193,7 @@ class ModuleProxy:
             "pan": "*" * 8 + digits[-4:],
             "outcome": outcome,
         }
-        try:
-            await asyncio.to_thread(self._journal.event, "pin-entry", **detail)
-        except JournalError as exc:
-            log.warning("module socket: PIN entry not journalled: %s", exc)
+        self._journal.note("pin-entry", **detail)
 
     async def _forward(self, request: Frame, executor: ThreadPoolExecutor) -> Frame:
         command = Command(request.cmd)

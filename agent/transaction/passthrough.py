@@ -7,12 +7,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from agent.host.link import HostLink, HostLinkError
+from agent.host.link import HostLink, HostLinkError, HostUnavailable
 from agent.journal import Journal, JournalError
 from agent.transaction.app_socket import Reply
+from agent.transaction.sender import local_answer
 from agent.transaction.stats import GatewayStats
-from agent.wire.errors import DecodeError
-from agent.wire.frame import Layout, decode_frame, with_length
+from agent.wire.errors import DecodeError, WireError
+from agent.wire.frame import Frame, Layout, decode_frame, host_frame, with_length
+from agent.wire.message import encode_message
 from agent.wire.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,20 @@ class PassThrough:
         self._profile = profile
         self.stats = stats
 
-    def failed(self, frame: bytes, reason: str) -> None:
-        """Only the host answers a host frame: the connection closes (the app keeps its own
-        session and reversals in this mode)."""
-        log.error("pass-through frame not answered: %s", reason)
+    def failed(self, frame: bytes, reason: str) -> bytes | None:
+        """The agent's 96 with the reason, in the host's framing, when the frame can be read;
+        a frame that cannot be read has nothing to answer it with (the connection closes)."""
+        try:
+            inspected = decode_frame(frame, Layout.TPDU, self._profile())
+        except DecodeError:
+            return None
+        reply = self._local(inspected, "96", f"agent error: {reason}")
+        return None if reply is None else reply.frame
 
     async def process(self, frame: bytes) -> Reply | None:
-        """The host's answer to one app frame, or ``None`` to close the app's connection."""
+        """The host's answer to one app frame; the agent's own answer when the host gave none
+        (the app's reversal logic takes it from there); ``None`` for a frame that cannot be
+        read, which closes the app's connection."""
         try:
             inspected = decode_frame(frame, Layout.TPDU, self._profile())
         except DecodeError as exc:
@@ -45,16 +54,35 @@ class PassThrough:
             self.stats.bad_frames += 1
             return None
         request = inspected.message
+        journal = self.journal
         try:
-            transaction = self.journal.begin(request, financial=False)
+            transaction = await journal.run(journal.begin, request, financial=False)
         except JournalError as exc:
-            log.error("not forwarding: %s", exc)
-            return None
+            log.error("pass-through %s not forwarded: %s", request.mti, exc)
+            return self._local(inspected, "96", f"not sent: {exc}")
         try:
             exchange = await self.link.forward(request, with_length(frame))
         except HostLinkError as exc:
-            self.journal.finish(transaction, "timed-out", detail=str(exc))
             log.warning("pass-through %s got no response: %s", request.mti, exc)
-            return None
-        self.journal.finish(transaction, "completed", exchange.frame.message)
+            sent = not isinstance(exc, HostUnavailable)
+            await self._finish(transaction, "timed-out" if sent else "not-sent", detail=str(exc))
+            return self._local(inspected, "98" if sent else "96", str(exc))
+        await self._finish(transaction, "completed", exchange.frame.message)
         return Reply(exchange.raw)
+
+    async def _finish(self, transaction: int, state: str, *args: object, **kwargs: str) -> None:
+        try:
+            await self.journal.run(self.journal.finish, transaction, state, *args, **kwargs)
+        except JournalError as exc:  # the app keeps its own reversals in this mode
+            log.error("pass-through transaction %d not closed in the journal: %s", transaction, exc)
+
+    def _local(self, inspected: Frame, code: str, reason: str) -> Reply | None:
+        """The agent's own answer in the host's framing: TPDU swapped, the request's header."""
+        answer = local_answer(inspected.message, code, reason)
+        try:
+            encoded = encode_message(answer, self._profile())
+        except WireError as exc:
+            log.error("pass-through: no answer can be made for %s: %s", answer.mti, exc)
+            return None
+        assert inspected.tpdu is not None and inspected.header is not None
+        return Reply(host_frame(encoded, inspected.tpdu.swapped(), inspected.header))

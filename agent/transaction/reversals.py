@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 from agent.backoff import pause
 from agent.host.link import Exchange, HostLink, HostLinkError
@@ -107,7 +107,10 @@ class ReversalSender:
             return
         if earlier is not None and codes.approved(earlier.frame.message.text(39, "")):
             return
-        task = asyncio.ensure_future(self._judge(exchange))
+        self._spawn(self._judge(exchange))
+
+    def _spawn(self, judging: Coroutine[None, None, None]) -> None:
+        task = asyncio.ensure_future(judging)
         self._judging.add(task)
         task.add_done_callback(self._judging.discard)
 
@@ -116,7 +119,8 @@ class ReversalSender:
         stan = response.text(11, "")
         try:
             refusal = self._not_ours(response)
-            sent = self.journal.sent_with_stan(stan) if refusal is None else None
+            journal = self.journal
+            sent = await journal.run(journal.sent_with_stan, stan) if refusal is None else None
             if refusal is None and (sent is None or response_mti(sent.mti) != response.mti):
                 refusal = "it answers no reversible request the agent sent"
             if refusal is None and not await asyncio.to_thread(self.macs.authentic, exchange):
@@ -128,17 +132,17 @@ class ReversalSender:
                     refusal = "its MAC does not verify under the session's key"
             if refusal is not None:
                 log.warning("unmatched approval for STAN %s ignored: %s", stan, refusal)
-                self.journal.event("stray-answer", stan=stan, mti=response.mti, why=refusal)
+                journal.note("stray-answer", stan=stan, mti=response.mti, why=refusal)
                 return
             assert sent is not None
-            again = self.journal.sent_with_stan(stan)  # it may have settled meanwhile
+            again = await journal.run(journal.sent_with_stan, stan)  # settled meanwhile?
             if again is None or again.id != sent.id:
                 return
             sent = again
             if sent.state == "pending":  # decided when its own answer (or timeout) settles it
                 self._early[sent.id] = response
                 return
-            self._reverse_late(sent.id, response)
+            await self._reverse_late(sent.id, response)
         except JournalError as exc:
             log.error("unmatched approval for STAN %s not judged: %s", stan, exc)
         except Exception:
@@ -156,10 +160,10 @@ class ReversalSender:
         approval that came for it while it waited is judged now."""
         response = self._early.pop(transaction_id, None)
         if response is not None:
-            self._reverse_late(transaction_id, response)
+            self._spawn(self._reverse_late(transaction_id, response))
 
-    def _reverse_late(self, transaction_id: int, response: Message) -> None:
-        queued = self.deferred.now_or_later(
+    async def _reverse_late(self, transaction_id: int, response: Message) -> None:
+        queued = await self.deferred.now_or_later(
             f"the reversal of a late approval (STAN {response.text(11, '')})",
             lambda: self.journal.reverse_late_approval(transaction_id, response),
         )
@@ -192,11 +196,10 @@ class ReversalSender:
         limit = self._attempts()
         async with self._stuck_lane if stuck else self._fresh_lane:
             try:
-                self.deferred.flush()
-                self._write_outcomes()
-                queued_now = [
-                    r for r in self.journal.queued_reversals() if (r.attempts >= limit) == stuck
-                ]
+                await self.deferred.flush()
+                await self._write_outcomes()
+                queued = await self.journal.run(self.journal.queued_reversals)
+                queued_now = [r for r in queued if (r.attempts >= limit) == stuck]
             except JournalError as exc:
                 raise ReversalPending(f"journal: {exc}", 0) from None
             for queued in queued_now:
@@ -208,7 +211,7 @@ class ReversalSender:
                 self._unwritten[queued.id] = (answer, outcome)
                 closed += 1
                 try:
-                    self._write_outcomes()
+                    await self._write_outcomes()
                 except JournalError as exc:
                     log.error(
                         "reversal of STAN %s closed by the host (%s); the journal cannot take "
@@ -216,9 +219,11 @@ class ReversalSender:
                     )  # fmt: skip
         return closed
 
-    def _write_outcomes(self) -> None:
+    async def _write_outcomes(self) -> None:
+        journal = self.journal
         for reversal_id, (answer, outcome) in list(self._unwritten.items()):
-            self.journal.reversal_closed(reversal_id, answer, outcome, self._recheck_after())
+            recheck = self._recheck_after()
+            await journal.run(journal.reversal_closed, reversal_id, answer, outcome, recheck)
             del self._unwritten[reversal_id]
 
     async def recheck(self) -> int:
@@ -226,8 +231,9 @@ class ReversalSender:
         returns how many the host then reversed after all. One without a closing answer goes
         again later, with the agent's back-off from one recheck period."""
         reversed_now = 0
+        journal = self.journal
         async with self._stuck_lane:
-            for due in self.journal.reversals_to_recheck():
+            for due in await journal.run(journal.reversals_to_recheck):
                 stan = due.message.text(11)
                 try:
                     exchange = await self._try(due, repairable=False)
@@ -235,11 +241,11 @@ class ReversalSender:
                     log.warning("recheck of the reversal of STAN %s: %s; again later", stan, exc)
                     period = self._recheck_after()
                     later = pause(period, period * 8, due.attempts)  # tries of this reversal
-                    self.journal.postpone_recheck(due.id, later)
+                    await journal.run(journal.postpone_recheck, due.id, later)
                     continue
                 answer = exchange.frame.message
                 outcome = codes.reversal_outcome(answer.text(39, ""))
-                self.journal.reversal_closed(due.id, answer, outcome.value)
+                await journal.run(journal.reversal_closed, due.id, answer, outcome.value)
                 if outcome is codes.ReversalOutcome.CONFIRMED:
                     reversed_now += 1
                     log.warning(
@@ -258,14 +264,14 @@ class ReversalSender:
             encoded = await asyncio.to_thread(self.macs.encode, message)
             exchange = await self.link.request(message, encoded)
         except (HostLinkError, ModuleError) as exc:
-            self._attempted(queued, str(exc))
+            await self._attempted(queued, str(exc))
             raise ReversalPending(f"STAN {stan}: {exc}", queued.attempts + 1) from None
         self.stats.reversals_sent += 1
         answer = exchange.frame.message
         code = answer.text(39, "")
         outcome = codes.reversal_outcome(code)
         if outcome is codes.ReversalOutcome.NOT_DONE:
-            self._attempted(queued, f"host answered {code}")
+            await self._attempted(queued, f"host answered {code}")
             if repairable and refused(answer):
                 raise ReversalRefused(stan, exchange)
             raise ReversalPending(f"STAN {stan}: host answered {code}", queued.attempts + 1)
@@ -274,7 +280,7 @@ class ReversalSender:
         if outcome is not codes.ReversalOutcome.NOTHING_TO_REVERSE and not await asyncio.to_thread(
             self.macs.response_ok, message, exchange, True
         ):
-            self._attempted(queued, "response MAC wrong")
+            await self._attempted(queued, "response MAC wrong")
             raise ReversalPending(f"STAN {stan}: response MAC wrong", queued.attempts + 1)
         if outcome is codes.ReversalOutcome.CONFLICT:
             log.error(
@@ -284,9 +290,9 @@ class ReversalSender:
             )
         return exchange
 
-    def _attempted(self, queued: Reversal, reason: str) -> None:
+    async def _attempted(self, queued: Reversal, reason: str) -> None:
         try:
-            self.journal.reversal_attempted(queued.id, reason)
+            await self.journal.run(self.journal.reversal_attempted, queued.id, reason)
         except JournalError as exc:  # the try is lost from the count, never the reversal
             log.error("reversal of STAN %s: the journal missed a try: %s",
                       queued.message.text(11), exc)  # fmt: skip

@@ -10,7 +10,6 @@ the reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
-from agent.journal import Journal, JournalError
+from agent.journal import SALE_PATIENCE, Journal, JournalError
 from agent.transaction.classes import MessageClass, classify
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
@@ -137,7 +136,7 @@ class Sender:
         cls = classify(request)
         if cls is None:
             return local("30", unclassified(request))
-        self.write_outcomes()
+        await self.write_outcomes()
         if not self.link.endpoints:
             return local("96", "no host configured (host.primary): the terminal waits for "
                                "provisioning")  # fmt: skip
@@ -170,11 +169,17 @@ class Sender:
         # the app's STAN of this request (a reversal's or batch upload's 11 names another one)
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
         app_stan = request.text(11) if own else None
+        record = asyncio.ensure_future(
+            asyncio.to_thread(self._record, request, outgoing, financial, app_stan, cls)
+        )
         try:
-            key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
-            transaction, encoded = await asyncio.to_thread(
-                self._record, outgoing, financial, app_stan, key, cls
-            )
+            async with asyncio.timeout(SALE_PATIENCE):
+                transaction, encoded = await asyncio.shield(record)
+        except TimeoutError:
+            record.add_done_callback(self._never_sent)
+            return local("96", f"the journal did not record the request within "
+                               f"{SALE_PATIENCE:g} s (its disk may be frozen or failing): "
+                               "not sent")  # fmt: skip
         except ModuleError as exc:
             return local("96", f"card module: {exc}")
         except (JournalError, WireError) as exc:
@@ -182,22 +187,22 @@ class Sender:
         try:
             exchange = await self.link.request(outgoing, encoded)
         except HostUnavailable as exc:
-            self._close_unanswered(transaction, "not-sent", str(exc), None)
+            await self._close_unanswered(transaction, "not-sent", str(exc), None)
             return local("96", str(exc))
         except HostLinkError as exc:
             reason = "98" if financial else None
-            self._close_unanswered(transaction, "timed-out", str(exc), reason)
+            await self._close_unanswered(transaction, "timed-out", str(exc), reason)
             if financial:
                 self.reversals.waiting.set()
             return local("98", f"{exc}; reversal queued" if financial else str(exc))
         return await self._settle(request, outgoing, transaction, exchange, cls)
 
-    def write_outcomes(self) -> None:
+    async def write_outcomes(self) -> None:
         """What the journal could not take before, if it can now (reversals queued then)."""
-        if self.deferred.flush():
+        if await self.deferred.flush():
             self.reversals.waiting.set()
 
-    def _close_unanswered(
+    async def _close_unanswered(
         self, transaction: int, state: str, detail: str, reversal_reason: str | None
     ) -> None:
         """Journal a request that got no answer. If even that fails (a full disk), the row stays
@@ -208,20 +213,31 @@ class Sender:
             self.journal.finish(transaction, state, detail=detail, reversal_reason=reversal_reason)
             return True
 
-        if self.deferred.now_or_later(f"the outcome of transaction {transaction} ({state})", close):
+        what = f"the outcome of transaction {transaction} ({state})"
+        if await self.deferred.now_or_later(what, close):
             self.reversals.settled(transaction)
+
+    def _never_sent(self, record: asyncio.Future[tuple[int, bytes]]) -> None:
+        """A request recorded too late to be sent (answered 96 meanwhile) is closed as never
+        sent once the journal has it."""
+        if record.cancelled() or record.exception() is not None:
+            return  # not recorded, or closed by _record itself
+        transaction = record.result()[0]
+        detail = "recorded too late; answered 96"
+        self.journal.later(self.journal.finish, transaction, "not-sent", detail=detail)
 
     def _record(
         self,
+        request: Message,
         outgoing: Message,
         financial: bool,
         app_stan: str | None,
-        key: str | None,
         cls: MessageClass,
     ) -> tuple[int, bytes]:
         """In a worker thread: journal the request as pending (taking its STAN unless it
         names an earlier request's, as a reversal does), then MAC it. A request that cannot be
         MACed is closed as never sent."""
+        key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
         transaction = self.journal.begin(
             outgoing,
             financial=financial,
@@ -245,27 +261,26 @@ class Sender:
     ) -> Attempt:
         answer = _for_the_app(request, exchange.frame.message)
         financial = cls.reversible
+        closing = asyncio.ensure_future(
+            asyncio.to_thread(self._close_checked, outgoing, transaction, exchange, cls, answer)
+        )
         try:
-            mac_ok = await asyncio.to_thread(
-                self._close_checked, outgoing, transaction, exchange, cls, answer
-            )
+            async with asyncio.timeout(SALE_PATIENCE):
+                mac_ok = await asyncio.shield(closing)
             self.reversals.settled(transaction)
+        except TimeoutError:
+            # the app is told 96 now; whatever the journal records later is reversed
+            self.stan_map.withdraw(transaction)
+            closing.add_done_callback(
+                lambda _: self._recorded_too_late(closing, transaction, exchange, financial)
+            )
+            reason = (
+                f"the journal did not record the answer within {SALE_PATIENCE:g} s (its disk may "
+                "be frozen or failing); the transaction will be reversed"
+            )
+            return Attempt(self.local(request, "96", reason), None)
         except JournalError as exc:
-            # The app must not see an approval the journal does not have. The row stays
-            # pending (a reversal if the agent stops now); while it runs, the approval is kept
-            # here and its reversal queued as soon as the journal takes writes again.
-            response = exchange.frame.message
-            if financial and codes.approved(response.text(39, "")):
-                self.deferred.add(
-                    f"the approval of transaction {transaction}, answered 96: its reversal",
-                    lambda: self.journal.finish(
-                        transaction,
-                        "not-recorded",
-                        response,
-                        detail="approved, answered 96: the journal could not record it in time",
-                        reversal_reason="06",
-                    ),
-                )
+            self._unrecorded_answer(transaction, exchange, financial)
             reason = f"{exc}; the transaction will be reversed"
             return Attempt(self.local(request, "96", reason), None)
         if not mac_ok:
@@ -274,6 +289,50 @@ class Sender:
             reason = "response MAC wrong; reversal queued"
             return Attempt(self.local(request, "A0", reason), None)
         return Attempt(answer, exchange, transaction if financial else None)
+
+    def _unrecorded_answer(self, transaction: int, exchange: Exchange, financial: bool) -> None:
+        """The app must not see an approval the journal does not have. The row stays pending
+        (a reversal if the agent stops now); while it runs, the approval is kept here and its
+        reversal queued as soon as the journal takes writes again."""
+        response = exchange.frame.message
+        if financial and codes.approved(response.text(39, "")):
+            self.deferred.add(
+                f"the approval of transaction {transaction}, answered 96: its reversal",
+                lambda: self.journal.finish(
+                    transaction,
+                    "not-recorded",
+                    response,
+                    detail="approved, answered 96: the journal could not record it in time",
+                    reversal_reason="06",
+                ),
+            )
+
+    def _recorded_too_late(
+        self,
+        closing: asyncio.Future[bool],
+        transaction: int,
+        exchange: Exchange,
+        financial: bool,
+    ) -> None:
+        """The journal has now taken (or refused) the answer the app was told 96 for: an
+        approval it recorded is reversed (06), on the journal's thread, in order (one whose MAC
+        was wrong has its A0 reversal already)."""
+        if closing.cancelled():
+            return
+        failure = closing.exception()
+        if isinstance(failure, JournalError):
+            self._unrecorded_answer(transaction, exchange, financial)
+            return
+        self.reversals.settled(transaction)
+        if failure is not None or not financial:
+            return
+        loop = asyncio.get_running_loop()
+
+        def reverse() -> None:
+            self.journal.reverse_undelivered(transaction)
+            loop.call_soon_threadsafe(self.reversals.waiting.set)
+
+        self.journal.later(reverse)
 
     def _close_checked(
         self,
@@ -319,11 +378,11 @@ class Sender:
             fields.pop(64, None)
         return Message(request.mti, dict(sorted(fields.items())))
 
-    def reverse_undelivered(self, transaction: int) -> None:
+    async def reverse_undelivered(self, transaction: int) -> None:
         """The app could not receive the answer to ``transaction``: if it is an approval,
         queue its reversal (06). Until the journal has it, no repetition is answered from it."""
         self.stan_map.withdraw(transaction)
-        queued = self.deferred.now_or_later(
+        queued = await self.deferred.now_or_later(
             f"the reversal of the undelivered answer to transaction {transaction}",
             lambda: self.journal.reverse_undelivered(transaction),
         )
@@ -334,8 +393,7 @@ class Sender:
         """The agent's own answer to ``request``, counted and journalled."""
         self.stats.local_answers += 1
         log.warning("answered %s locally with %s: %s", request.mti, code, reason)
-        with contextlib.suppress(JournalError):
-            self.journal.event("local-answer", mti=request.mti, code=code, reason=reason)
+        self.journal.note("local-answer", mti=request.mti, code=code, reason=reason)
         return local_answer(request, code, reason)
 
     async def sign_in(self) -> SignInResult:

@@ -15,7 +15,7 @@ try:  # the digest alone: hashlib would load OpenSSL (3.7 MB) for it
 except ImportError:  # pragma: no cover - an interpreter built without it
     from hashlib import blake2b
 
-from agent.journal import Journal, JournalError
+from agent.journal import SALE_PATIENCE, Journal, JournalError
 from agent.session.tlv import TlvError, parse
 from agent.transaction.classes import MessageClass
 from agent.transaction.reversals import ReversalPending, ReversalRefused, ReversalSender
@@ -100,7 +100,9 @@ class StanMap:
             if len(text) < 12:
                 return LocalAnswer("25", f"61 ({text!r}) names no batch and STAN of 6 digits")
             batch = None if text[:6] == NO_BATCH else text[:6]
-            wire = self.journal.wire_stan(text[6:12], batch)
+            wire = await self.journal.within(
+                SALE_PATIENCE, self.journal.wire_stan, text[6:12], batch
+            )
             if wire is None:
                 where = f"batch {batch}" if batch else "the current batch"
                 reason = f"no request of STAN {text[6:12]} in {where} went through the agent"
@@ -109,7 +111,9 @@ class StanMap:
         if not cls.refers_by_stan:
             return found
         stan = request.get(11)
-        wire = self.journal.wire_stan(stan) if isinstance(stan, str) else None
+        wire = None
+        if isinstance(stan, str):
+            wire = await self.journal.within(SALE_PATIENCE, self.journal.wire_stan, stan)
         if wire is None:
             reason = f"no request of STAN {stan} in the current batch went through the agent"
             return LocalAnswer("25", reason)
@@ -119,18 +123,20 @@ class StanMap:
         field_60 = request.get(60)
         if isinstance(field_60, str):
             found[60] = with_batch(field_60, int(wire[1]))
-        if self.journal.reversal_of(*wire) == "queued":
+        if await self.journal.within(SALE_PATIENCE, self.journal.reversal_of, *wire) == "queued":
             try:
                 await self.reversals.before_sale()
             except (ReversalPending, ReversalRefused) as exc:
                 return LocalAnswer("96", f"its reversal is pending: {exc}")
-        state = self.journal.reversal_of(*wire)
+        state = await self.journal.within(SALE_PATIENCE, self.journal.reversal_of, *wire)
         if state == "confirmed":
             return LocalAnswer("00", "reversed by the agent")
         if state == "conflict":
             return LocalAnswer("22", "the host disputes its reversal")
         # the app reverses it: from now on a repetition of it is a new request
-        self.journal.no_longer_replayable(*wire, why="the app sent its reversal")
+        await self.journal.within(
+            SALE_PATIENCE, self.journal.no_longer_replayable, *wire, why="the app sent its reversal"
+        )
         return found
 
     def withdraw(self, transaction: int) -> None:
@@ -141,7 +147,7 @@ class StanMap:
     def key(self, request: Message, terminal: Terminal) -> str:
         return replay_key(request, terminal, self.journal.replay_secret)
 
-    def replayed(self, request: Message, terminal: Terminal) -> Message | None:
+    async def replayed(self, request: Message, terminal: Terminal) -> Message | None:
         """The answer the app already got for this very request (same app STAN and replay key,
         within ``gateway.replay_window`` in this batch), if it is still true: the app repeats
         it, and it must not be charged twice."""
@@ -150,7 +156,10 @@ class StanMap:
             return None
         window = self._replay_window()
         try:
-            found = self.journal.replay(stan, self.key(request, terminal), window)
+            found = await self.journal.within(
+                SALE_PATIENCE,
+                lambda: self.journal.replay(stan, self.key(request, terminal), window),
+            )
         except JournalError as exc:
             log.error("cannot look for a repetition of STAN %s: %s", stan, exc)
             return None
@@ -161,6 +170,5 @@ class StanMap:
             answer.fields[2] = request.fields[2]
         answer = Message(answer.mti, dict(sorted(answer.fields.items())))
         log.warning("app STAN %s repeated within %g s: the first answer again", stan, window)
-        with contextlib.suppress(JournalError):
-            self.journal.event("replayed", app_stan=stan, mti=request.mti, code=answer.get(39))
+        self.journal.note("replayed", app_stan=stan, mti=request.mti, code=answer.get(39))
         return answer

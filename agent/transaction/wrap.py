@@ -142,14 +142,18 @@ class WrapMode:
         if cls is None or not cls.held:
             return Reply(self._encode(request, (await self._send(request)).answer, profile)[0])
         release = await self._one_at_a_time.enter(str(request.get(11, "")))
+
+        async def released(_: bool) -> None:
+            release()
+
         try:
-            replayed = self.sender.stan_map.replayed(request, self.sender.terminal)
+            replayed = await self.sender.stan_map.replayed(request, self.sender.terminal)
             if replayed is not None:
-                return Reply(self._encode(request, replayed, profile)[0], lambda _: release())
+                return Reply(self._encode(request, replayed, profile)[0], released)
             held = self.recovery.hold()
             if held is not None:
                 answer = self.sender.local(request, *held)
-                return Reply(self._encode(request, answer, profile)[0], lambda _: release())
+                return Reply(self._encode(request, answer, profile)[0], released)
             attempt = await self._send(request)
             # an approval that cannot be encoded for the app never reaches it: it is reversed
             frame, told = self._encode(request, attempt.answer, profile)
@@ -157,10 +161,10 @@ class WrapMode:
             release()
             raise
 
-        def settle(delivered: bool) -> None:
+        async def settle(delivered: bool) -> None:
             try:
                 if not (delivered and told) and attempt.transaction is not None:
-                    self.sender.reverse_undelivered(attempt.transaction)
+                    await self.sender.reverse_undelivered(attempt.transaction)
             finally:
                 release()  # only now may a repetition look at what the first one left
 

@@ -9,7 +9,6 @@ import pytest
 
 from agent.selfcheck import run_checks
 from agent.selfcheck.base import Context, Status
-from agent.selfcheck.local import host_clock_from_journal
 from tests.integration.gateway_rig import gateway_rig
 
 
@@ -23,7 +22,7 @@ def context_of(rig, **overrides) -> Context:
         "config": rig.config,
         "journal": agent.journal,
         "module": agent.module,
-        "host_clock": host_clock_from_journal(agent.journal),
+        "host_clock": agent.host_clock.sample,
     }
     return Context(**{**fields, **overrides})
 

@@ -96,8 +96,11 @@ def test_recovery_from_fakes_signs_in_and_retries() -> None:
 
 
 class FakeJournal:
-    def event(self, kind: str, **detail: Any) -> None:
-        pass
+    def __init__(self) -> None:
+        self.noted: list[str] = []
+
+    def note(self, kind: str, **detail: Any) -> None:
+        self.noted.append(kind)
 
 
 def test_the_host_session_from_fakes_runs_what_the_host_asks(tmp_path) -> None:
@@ -155,7 +158,7 @@ def test_wrap_mode_from_fakes_answers_and_settles() -> None:
     reversed_: list[int] = []
 
     class FakeStanMap:
-        def replayed(self, request: Message, terminal: Any) -> None:
+        async def replayed(self, request: Message, terminal: Any) -> None:
             return None
 
     class FakeSender:
@@ -165,7 +168,7 @@ def test_wrap_mode_from_fakes_answers_and_settles() -> None:
         async def attempt(self, request: Message) -> Attempt:
             return Attempt(_exchange("00").frame.message, _exchange("00"), transaction=42)
 
-        def reverse_undelivered(self, transaction: int) -> None:
+        async def reverse_undelivered(self, transaction: int) -> None:
             reversed_.append(transaction)
 
     class Passing:
@@ -182,8 +185,13 @@ def test_wrap_mode_from_fakes_answers_and_settles() -> None:
         pass
 
     mode = WrapMode(FakeSender(), Passing(), lambda: CUP, GatewayStats(), observe)  # type: ignore[arg-type]
-    reply = asyncio.run(mode.process(encode_message(PURCHASE)))
+
+    async def answer_and_settle() -> Reply | None:
+        reply = await mode.process(encode_message(PURCHASE))
+        assert reply is not None and reply.settle is not None
+        await reply.settle(False)  # the app had gone
+        return reply
+
+    reply = asyncio.run(answer_and_settle())
     assert isinstance(reply, Reply) and decode_message(reply.frame).text(39) == "00"
-    assert reply.settle is not None
-    reply.settle(False)  # the app had gone
     assert reversed_ == [42]

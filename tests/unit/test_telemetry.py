@@ -98,7 +98,7 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     journal = Journal(tmp_path / "j.sqlite3", forward=events.forward)
     calls = [0]
 
-    def status() -> dict:
+    async def status() -> dict:
         calls[0] += 1
         if calls[0] == 2:  # the first look of the loop, after the publisher started
             raise RuntimeError("a bug")
