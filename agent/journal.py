@@ -238,6 +238,7 @@ class Journal:
         self._boot = boot_id()
         self._lock = threading.RLock()
         self._thread: ThreadPoolExecutor | None = None
+        self._thread_id: int | None = None
         if read_only:
             if not path.is_file():
                 raise JournalError(f"journal {path} does not exist: the service has not run here")
@@ -348,8 +349,19 @@ class Journal:
 
     def _worker(self) -> ThreadPoolExecutor:
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
+            self._thread = ThreadPoolExecutor(
+                1, thread_name_prefix="journal", initializer=self._on_own_thread
+            )
         return self._thread
+
+    def _on_own_thread(self) -> None:
+        self._thread_id = threading.get_ident()
+
+    def _caught_up(self) -> None:
+        """Wait for the steps asked before now (:meth:`later`, :meth:`note`): a reader of the
+        record sees what was noted before it looked."""
+        if self._thread is not None and threading.get_ident() != self._thread_id:
+            self._thread.submit(int).result()
 
     def close(self) -> None:
         if self._thread is not None:
@@ -1016,10 +1028,12 @@ class Journal:
         return int(row[0]) if row else 0
 
     def events(self, since: float = 0.0) -> list[dict[str, Any]]:
+        self._caught_up()
         rows = self._rows("SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id", (since,))
         return [{"at": at, "kind": kind, **json.loads(detail)} for at, kind, detail in rows]
 
     def transactions(self, since: float = 0.0) -> list[dict[str, Any]]:
+        self._caught_up()
         rows = self._rows(
             "SELECT id, created_at, mti, stan, state, request, response, response_code, detail "
             "FROM transactions WHERE created_at >= ? ORDER BY id",

@@ -221,7 +221,8 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
         since = request.get("since", 0)
         if isinstance(since, bool) or not isinstance(since, int | float):
             raise ValueError('"since" must be epoch seconds')
-        return {"entries": timeline.entries(agent.journal, float(since))}
+        entries = await agent.journal.run(timeline.entries, agent.journal, float(since))
+        return {"entries": entries}
 
     async def params(_: dict[str, Any]) -> dict[str, Any]:
         return {"parameters": agent.downloads.store.read()}

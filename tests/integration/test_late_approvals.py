@@ -87,7 +87,7 @@ def test_a_reversal_that_overtook_its_original_is_sent_again(tmp_path) -> None:
             assert _reversal_states(rig) == [("confirmed", False)]
             [event] = [e for e in rig.agent.journal.events() if e.get("rechecked")]
             assert event["outcome"] == "confirmed"
-            assert rig.agent.status()["reversals_to_recheck"] == 0
+            assert (await rig.agent.status())["reversals_to_recheck"] == 0
 
     run(scenario())
 
@@ -97,7 +97,7 @@ def test_a_recheck_answered_25_again_closes_the_reversal_for_good(tmp_path) -> N
         async with gateway_rig(tmp_path, sections={"reversal": {"recheck_after": 0.2}}) as rig:
             rig.queue_reversal("123456", 1500)  # the host never saw it
             assert await rig.agent.reversals.send() == 1
-            assert rig.agent.status()["reversals_to_recheck"] == 1
+            assert (await rig.agent.status())["reversals_to_recheck"] == 1
             assert await rig.agent.reversals.recheck() == 0  # not due yet: nothing sent
             assert rig.host.state()["reversals"] == 1
             await asyncio.sleep(0.3)

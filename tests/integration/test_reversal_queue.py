@@ -22,11 +22,13 @@ def test_sales_go_on_after_the_reversal_failed_its_attempts(tmp_path) -> None:
             assert codes == ["96", "96", "00"], "the third failed try lets the sale through"
             [stuck] = rig.agent.journal.queued_reversals()
             assert stuck.attempts == 3
-            status = rig.agent.status()  # what agent status and the fleet's state message show
+            status = (
+                await rig.agent.status()
+            )  # what agent status and the fleet's state message show
             assert (status["reversals_queued"], status["reversals_stuck"]) == (1, 1)
             assert await rig.agent.reversals.send() == 1  # the host answers now: closed (25)
             assert not rig.agent.journal.has_queued_reversals
-            status = rig.agent.status()
+            status = await rig.agent.status()
             assert (status["reversals_queued"], status["reversals_stuck"]) == (0, 0)
 
     run(scenario())

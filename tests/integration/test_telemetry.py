@@ -199,12 +199,18 @@ def test_agent_fleet_summarises_the_retained_states(tmp_path, simulators, broker
             others.publish(f"pos/{tid}/state", json.dumps(message), 1, True).wait_for_publish(5)
         others.loop_stop()
         others.disconnect()
-        result = subprocess.run(
-            [AGENT, "fleet", "--broker", broker.url, "--json", "--config", str(config)],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        summary = json.loads(result.stdout)
+
+        def fleet() -> dict:
+            result = subprocess.run(
+                [AGENT, "fleet", "--broker", broker.url, "--json", "--config", str(config)],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout)
+
+        # the agent publishes its signed-in state at its next look (once a second)
+        wait_for(lambda: "recovering" not in fleet()["by_state"], 10, "the agent's new state")
+        summary = fleet()
         assert summary["terminals"] == 4
         assert summary["by_state"] == {"registered": 1, "unregistered": 2, "offline": 1}
         need = summary["need_a_person"]

@@ -97,7 +97,8 @@ YOCTO_STDLIB = {
 }
 YOCTO_CORE = {
     *("__future__", "abc", "argparse", "binascii", "collections", "contextlib", "dataclasses"),
-    *("enum", "errno", "fcntl", "importlib", "inspect", "io", "ipaddress", "math", "os"),
+    *("enum", "errno", "fcntl", "functools", "importlib", "inspect", "io", "ipaddress"),
+    *("math", "os"),
     *("pathlib", "pwd"),
     *("re", "select", "shutil", "signal", "stat", "struct", "subprocess", "sys", "threading"),
     *("time", "types", "typing", "unicodedata", "warnings"),
