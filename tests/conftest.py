@@ -89,3 +89,25 @@ def fill_disk(directory) -> None:
         assert exc.errno == 28  # ENOSPC
     finally:
         os.close(fd)
+
+
+@pytest.fixture
+def freezable_disk(tmp_path):
+    """A real ext4 filesystem (16 MiB, on a loop device) that a test may freeze with
+    ``fsfreeze -f``, as an LVM snapshot or a backup does. Mounting needs root and a loop device;
+    elsewhere the test is skipped with the reason. Thawed before it is unmounted."""
+    image, folder = tmp_path / "ext4.img", tmp_path / "ext4"
+    folder.mkdir()
+    with image.open("wb") as file:
+        file.truncate(16 * 2**20)
+    made = subprocess.run(["mkfs.ext4", "-q", str(image)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"no ext4 image can be made here: {made.stderr}")
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a freezable disk needs a loop mount, not permitted here: {mounted.stderr}")
+    yield folder
+    subprocess.run(["fsfreeze", "-u", str(folder)], capture_output=True, check=False)
+    subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -1,0 +1,56 @@
+"""A state disk frozen under the agent (``fsfreeze``, as an LVM snapshot or a backup does): every
+journal commit blocks in the kernel for as long as the freeze lasts. The event loop never waits
+for it, so the status and the module socket keep answering, a sale is answered 96 unsent, and
+nothing is left pending once the disk thaws."""
+
+import asyncio
+import subprocess
+import time
+
+from drivers.module import Command, Status
+from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig, module_command
+
+PATIENCE = 1.5  # the sale's wait for the journal, shortened from 10 s for the test
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 90))
+
+
+def fsfreeze(flag: str, folder) -> None:
+    subprocess.run(["fsfreeze", flag, str(folder)], check=True, timeout=10)
+
+
+def test_a_frozen_state_disk_stops_no_socket_and_loses_nothing(
+    tmp_path, freezable_disk, monkeypatch
+) -> None:
+    monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", PATIENCE)
+    monkeypatch.setattr("agent.transaction.stan_map.SALE_PATIENCE", PATIENCE)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=freezable_disk) as rig:
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            sent_before = len(rig.host.state()["purchases"])
+            await asyncio.to_thread(fsfreeze, "-f", freezable_disk)
+            try:
+                started = time.monotonic()
+                sale = asyncio.create_task(exchange(rig.socket, app_purchase(2000)))
+                await asyncio.sleep(0.2)  # the sale is waiting for its pending row
+                status = await rig.agent.status()
+                assert status["tid"] and time.monotonic() - started < 3
+                answer = await module_command(rig.module_socket, Command.PING, b"", seq=1)
+                assert answer[0] == Status.OK
+                refused = await sale
+                assert refused.text(39) == "96", refused.text(63)
+                assert "frozen or failing" in refused.text(63)
+                assert time.monotonic() - started < PATIENCE + 3
+                assert len(rig.host.state()["purchases"]) == sent_before  # never sent
+            finally:
+                await asyncio.to_thread(fsfreeze, "-u", freezable_disk)
+            assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
+            journal = rig.agent.journal
+            states = [t["state"] for t in await journal.run(journal.transactions)]
+            assert "pending" not in states
+            assert states.count("not-sent") == 1  # the frozen sale, closed once recorded
+
+    run(scenario())
