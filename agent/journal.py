@@ -344,8 +344,8 @@ class Journal:
 
     def note(self, kind: str, **detail: Any) -> None:
         """An event for the record, written :meth:`later`: an answer is never held up by its
-        audit line."""
-        self.later(self.event, kind, **detail)
+        audit line; its time is when it was noted, not when it was written."""
+        self.later(self._event_at, self._clock(), kind, detail)
 
     def _worker(self) -> ThreadPoolExecutor:
         if self._thread is None:
@@ -976,11 +976,16 @@ class Journal:
         return rows[0][0] if rows else None
 
     def event(self, kind: str, **detail: Any) -> None:
-        with self._write() as db:
-            self._event(db, kind, **detail)
+        self._event_at(self._clock(), kind, detail)
 
-    def _event(self, db: sqlite3.Connection, kind: str, **detail: Any) -> None:
-        at = self._clock()
+    def _event_at(self, at: float, kind: str, detail: dict[str, Any]) -> None:
+        with self._write() as db:
+            self._event(db, kind, at=at, **detail)
+
+    def _event(
+        self, db: sqlite3.Connection, kind: str, *, at: float | None = None, **detail: Any
+    ) -> None:
+        at = self._clock() if at is None else at
         db.execute(
             "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
             (at, kind, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
