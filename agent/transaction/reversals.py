@@ -135,14 +135,16 @@ class ReversalSender:
                 journal.note("stray-answer", stan=stan, mti=response.mti, why=refusal)
                 return
             assert sent is not None
-            again = await journal.run(journal.sent_with_stan, stan)  # settled meanwhile?
-            if again is None or again.id != sent.id:
-                return
-            sent = again
-            if sent.state == "pending":  # decided when its own answer (or timeout) settles it
-                self._early[sent.id] = response
-                return
-            await self._reverse_late(sent.id, response)
+            # kept first, then the state read again: a request still pending is decided when
+            # its own answer (or timeout) settles it, and settled() may come during the read
+            self._early[sent.id] = response
+            again = await journal.run(journal.sent_with_stan, stan)
+            if again is not None and again.id == sent.id and again.state == "pending":
+                return  # settled() judges it
+            if self._early.pop(sent.id, None) is None:
+                return  # settled() took it meanwhile
+            if again is not None and again.id == sent.id:
+                await self._reverse_late(sent.id, response)
         except JournalError as exc:
             log.error("unmatched approval for STAN %s not judged: %s", stan, exc)
         except Exception:
