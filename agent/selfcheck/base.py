@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agent.config import Config
-from agent.journal import Journal
+from agent.journal import PATIENCE, Journal
 from agent.wire.message import Message
 from drivers.module import CardModule, ModuleInfo, ModuleLinkError
 
@@ -98,6 +98,12 @@ class Context:
     _info: asyncio.Task[ModuleInfo] | None = None
     _unreachable: ModuleLinkError | None = None
     _one_at_a_time: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def last_signin(self) -> dict[str, Any] | None:
+        """The journal's last sign-in (None without a journal), read on the journal's thread
+        within :data:`PATIENCE`."""
+        journal = self.journal
+        return await journal.within(PATIENCE, journal.last_signin) if journal else None
 
     async def module_call(self, function: Callable[..., T], *args: Any) -> T:
         """Call the module in a worker thread, one call at a time (the serial line takes one

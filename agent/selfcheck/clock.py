@@ -9,7 +9,6 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 
-from agent.journal import PATIENCE, Journal
 from agent.selfcheck.base import CheckResult, Context, HostClockSample, Status, Text
 from agent.selfcheck.timesync import SyncState, system_sync_state
 from drivers.module import ModuleError
@@ -59,7 +58,7 @@ async def check(context: Context) -> CheckResult:
     config = context.config.clock
     offsets: dict[str, float] = {}
     notes: list[str] = []
-    sample = context.host_clock() or await _signin_clock(context.journal)
+    sample = context.host_clock() or await _signin_clock(context)
     if sample is not None:
         offsets["host"] = host_offset(sample)
     if context.module is not None:
@@ -131,9 +130,9 @@ async def check(context: Context) -> CheckResult:
     )
 
 
-async def _signin_clock(journal: Journal | None) -> HostClockSample | None:
+async def _signin_clock(context: Context) -> HostClockSample | None:
     """The host time the last sign-in carried, and our clock then."""
-    last = await journal.within(PATIENCE, journal.last_signin) if journal else None
+    last = await context.last_signin()
     if not last or not last["host_time"]:
         return None
     return HostClockSample(last["at"], last["host_time"])

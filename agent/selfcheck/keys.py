@@ -3,7 +3,6 @@ KCVs of the last successful sign-in, and a MAC computed two ways agrees."""
 
 from __future__ import annotations
 
-from agent.journal import PATIENCE
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from agent.selfcheck.module import failure
 from agent.wire.mac import mac_block
@@ -52,8 +51,7 @@ async def check(context: Context) -> CheckResult:
             SIGN_IN,
             finding="keys-absent",
         )
-    journal = context.journal
-    last = await journal.within(PATIENCE, journal.last_signin) if journal else None
+    last = await context.last_signin()
     if last is None:
         return CheckResult(
             ID,

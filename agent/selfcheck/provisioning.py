@@ -3,7 +3,6 @@ TMS and the last sign-in say."""
 
 from __future__ import annotations
 
-from agent.journal import PATIENCE
 from agent.provisioning import ProvisioningError, fetch_from_tms
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from drivers.module import ModuleError
@@ -73,8 +72,7 @@ async def check(context: Context) -> CheckResult:
                 )
             detail.append(f"TMS {config.tms.url} agrees (module serial {serial.strip()})")
 
-    journal = context.journal
-    last = await journal.within(PATIENCE, journal.last_signin) if journal else None
+    last = await context.last_signin()
     if last and last["tid"] and (last["tid"], last["mid"]) != (tid, mid):
         return CheckResult(
             ID,

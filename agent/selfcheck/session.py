@@ -7,7 +7,6 @@ import time
 from datetime import datetime
 
 from agent import paths
-from agent.journal import PATIENCE
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from agent.session.store import ParameterStore
 
@@ -30,7 +29,7 @@ async def check(context: Context) -> CheckResult:
             finding="no-journal",
         )
     now = context.now()
-    last = await journal.within(PATIENCE, journal.last_signin)
+    last = await context.last_signin()
     store = ParameterStore(paths.parameters_path(context.config))
     try:
         downloaded = store.read()
