@@ -557,24 +557,42 @@ class Journal:
         reversal needs. ``assign_stan`` puts the next STAN in field 11 in the same durable step
         (one disk sync instead of two). ``app_stan`` (the app's own STAN of the request) enters
         the STAN map of the current batch; ``replay_key`` says what a repetition must match."""
-        now = self._clock()
         with self._write() as db:
             if assign_stan:
                 message.fields[11] = f"{self._allocate_stan(db):06d}"
-            template = None
-            if financial:
-                template = json.dumps(
-                    {str(n): message.fields[n] for n in REVERSAL_FIELDS if n in message.fields}
-                )
-            cursor = db.execute(
-                "INSERT INTO transactions (created_at, updated_at, mti, stan, state, request, "
-                "reversal_template, app_stan, batch, replay_key, boot, uptime) "
-                "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    now, now, message.mti, message.text(11), _summary(message), template,
-                    app_stan, self._batch_text(), replay_key, self._boot, self._monotonic(),
-                ),
-            )  # fmt: skip
+            return self._pending(db, message, financial, app_stan, replay_key)
+
+    def begin_numbered(self, build: Callable[[int, int], Message]) -> tuple[Message, int]:
+        """A request of the agent's own (a sign-in, a download step), built by ``build(stan,
+        batch)`` from the next STAN and the current batch and recorded as pending, in one durable
+        step. Returns it and its id."""
+        with self._write() as db:
+            message = build(self._allocate_stan(db), self.batch)
+            return message, self._pending(db, message, False, None, None)
+
+    def _pending(
+        self,
+        db: sqlite3.Connection,
+        message: Message,
+        financial: bool,
+        app_stan: str | None,
+        replay_key: str | None,
+    ) -> int:
+        now = self._clock()
+        template = None
+        if financial:
+            template = json.dumps(
+                {str(n): message.fields[n] for n in REVERSAL_FIELDS if n in message.fields}
+            )
+        cursor = db.execute(
+            "INSERT INTO transactions (created_at, updated_at, mti, stan, state, request, "
+            "reversal_template, app_stan, batch, replay_key, boot, uptime) "
+            "VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                now, now, message.mti, message.text(11), _summary(message), template,
+                app_stan, self._batch_text(), replay_key, self._boot, self._monotonic(),
+            ),
+        )  # fmt: skip
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 

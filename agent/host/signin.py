@@ -60,12 +60,10 @@ async def sign_in(
     module: CardModule,
     link: HostLink,
 ) -> SignInResult:
-    def record() -> tuple[Message, int]:
-        stan = journal.next_stan()
-        request = signin_request(terminal, stan=stan, batch=journal.batch, scheme=scheme)
-        return request, journal.begin(request, financial=False)
-
-    request, transaction = await journal.run(record)
+    request, transaction = await journal.run(
+        journal.begin_numbered,
+        lambda stan, batch: signin_request(terminal, stan=stan, batch=batch, scheme=scheme),
+    )
     finish = functools.partial(journal.run, journal.finish, transaction)
     try:
         exchange = await link.request(request)

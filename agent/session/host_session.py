@@ -135,13 +135,12 @@ class HostSession:
         journal = self._journal
         terminal = terminal_of(self._settings())
 
-        def record() -> tuple[Message, int]:
-            stan, batch = journal.next_stan(), journal.batch
-            request = download_request(mti, terminal, stan=stan, batch=batch, code=code,
-                                       field62=field62)  # fmt: skip
-            return request, journal.begin(request, financial=False)
-
-        request, transaction = await journal.run(record)
+        request, transaction = await journal.run(
+            journal.begin_numbered,
+            lambda stan, batch: download_request(
+                mti, terminal, stan=stan, batch=batch, code=code, field62=field62
+            ),
+        )
         try:
             exchange = await self._link.request(request)
         except HostLinkError as exc:
