@@ -325,6 +325,37 @@ def test_pass_through_forwards_frames_untouched(tmp_path) -> None:
     run(scenario())
 
 
+def test_pass_through_answers_98_itself_when_the_host_does_not(tmp_path) -> None:
+    """The app keeps its own reversals in this mode: it gets the agent's 98 in the host's framing
+    (TPDU swapped, its header), on a connection that stays open, and can reverse from there."""
+    from agent.wire.frame import Header, Tpdu, decode_frame
+
+    async def scenario():
+        async with gateway_rig(tmp_path, mode="pass-through", sign_in=False) as rig:
+            rig.server.faults.add("no-answer")
+            reader, writer = await asyncio.open_unix_connection(str(rig.socket))
+            for stan in ("000051", "000052"):
+                echo = Message("0820", {11: stan, 41: TID, 42: "898100012340001",
+                                        60: "00000001301"})  # fmt: skip
+                writer.write(with_length(Tpdu().to_bytes() + Header().to_bytes()
+                                         + encode_message(echo)))  # fmt: skip
+                await writer.drain()
+                length = int.from_bytes(await reader.readexactly(2), "big")
+                answer = decode_frame(await reader.readexactly(length), layout=None)
+                assert answer.tpdu == Tpdu().swapped()
+                message = answer.message
+                assert (message.mti, message.text(11)) == ("0830", stan)
+                if stan == "000051":  # the host did not answer: the agent's own 98
+                    assert message.text(39) == "98" and message.text(63).startswith("AGENT ")
+                else:  # the same connection, the host's answer
+                    assert message.text(39) == "00" and 63 not in message
+            writer.close()
+            states = [t["state"] for t in rig.agent.journal.transactions()[-2:]]
+            assert states == ["timed-out", "completed"]
+
+    run(scenario())
+
+
 def test_a_terminal_whose_keys_are_in_another_slot_checks_responses_there(tmp_path) -> None:
     """Keys in slot 3: requests are MACed and responses checked in slot 3 (not the default 0)."""
     from agent.sim.module import TEST_TMK, ModuleState
