@@ -32,17 +32,15 @@ class StatusView:
         self._sender = sender
         self._recovery = recovery
         self._stats = stats
-        # (last sign-in, queued, stuck, to recheck) as the journal last gave them
-        self._figures: tuple[dict[str, Any] | None, int | None, int | None, int | None] = (
-            None, None, None, None,
-        )  # fmt: skip
+        # (last sign-in, stuck, to recheck) as the journal last gave them
+        self._figures: tuple[dict[str, Any] | None, int, int] = (None, 0, 0)
 
     async def __call__(self) -> dict[str, Any]:
         """State, host, last sign-in, reversal queue, last refusal, the gateway's counts."""
         config = self._settings()
         link = self._link.status
         journal_error = await self._read_journal(config.reversal.attempts)
-        last, queued, stuck, rechecks = self._figures
+        last, stuck, rechecks = self._figures
         message = self._recovery.message
         state = self._state()
         return {
@@ -59,7 +57,7 @@ class StatusView:
             "signed_in": {"at": last["at"], "scheme": last["scheme"], "kcvs": last["kcvs"]}
             if last
             else None,
-            "reversals_queued": queued,
+            "reversals_queued": self._journal.queued_reversals_count,
             "reversals_stuck": stuck,
             "reversals_to_recheck": rechecks,
             "journal_error": journal_error,
@@ -72,10 +70,10 @@ class StatusView:
         """Refresh the journal's figures; why they could not be, if they could not."""
         journal = self._journal
 
-        def read() -> tuple[dict[str, Any] | None, int, int, int]:
+        def read() -> tuple[dict[str, Any] | None, int, int]:
             # stuck: tried reversal.attempts times and still queued (the one rule for "stuck")
-            queued, stuck = journal.reversal_counts(attempts)
-            return journal.last_signin(), queued, stuck, journal.rechecks_waiting()
+            _, stuck = journal.reversal_counts(attempts)
+            return journal.last_signin(), stuck, journal.rechecks_waiting()
 
         try:
             self._figures = await journal.within(PATIENCE, read)

@@ -6,6 +6,7 @@ cheap and in memory: telemetry never delays a payment."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,7 @@ class Reporter:
         self._reports = reports
         self.publisher: Publisher | None = None  # once run() knows the module's serial
         self._last_97: float | None = None
+        self._dropped = 0  # events the outbox dropped, as the journal last said
 
     async def run(self) -> None:
         serial = await self._serial()
@@ -95,11 +97,9 @@ class Reporter:
         refusal = status.get("last_refusal") or {}
         if refusal.get("code") == "97":
             self._last_97 = refusal.get("at")
-        try:
-            dropped = await self.journal.within(PATIENCE, lambda: self.journal.outbox_dropped)
-        except JournalError:
-            dropped = None  # unknown now: the journal's disk is frozen or failing
-        return state_message(status, serial, since, self._last_97, dropped, time.time())
+        with contextlib.suppress(JournalError):  # else the count last read (a frozen disk)
+            self._dropped = await self.journal.within(PATIENCE, lambda: self.journal.outbox_dropped)
+        return state_message(status, serial, since, self._last_97, self._dropped, time.time())
 
     def _show(self, message: dict[str, Any]) -> None:
         if self.publisher is not None:

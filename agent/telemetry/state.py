@@ -50,7 +50,7 @@ def state_message(
     serial: str,
     since: float,
     last_97: float | None,
-    dropped: int | None,
+    dropped: int,
     now: float,
 ) -> dict[str, Any]:
     state, cause = fleet_state(status)
