@@ -15,7 +15,7 @@ from agent.host.channel import MAX_FRAME
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.wire.builders import Terminal, echo_request
 from agent.wire.frame import Header, Tpdu, with_length
-from agent.wire.message import encode_message
+from agent.wire.message import decode_message, encode_message
 from tests.integration.gateway_rig import app_purchase, exchange, gateway_rig
 
 
@@ -182,6 +182,84 @@ def test_tcp_listener_refuses_a_user_outside_the_service_group(tmp_path) -> None
             assert await asyncio.to_thread(as_user) == 0  # root
             assert rig.agent.app_socket.admission.refused == 1
             assert len(rig.host.state()["purchases"]) == 1  # only root's reached the host
+
+    run(scenario())
+
+
+def test_an_outsiders_connect_loop_on_the_tcp_listener_does_not_stall_purchases(
+    tmp_path, monkeypatch
+) -> None:
+    """nobody connects to the TCP listener in a loop, as fast as it can, while root pays over
+    TCP: every purchase is answered 00, the outsider is refused each time, and the kernel's
+    socket table is never read on the event loop's thread (it grows with the flood, and each
+    read of it would hold up every socket the agent serves)."""
+    import threading
+
+    from agent.transaction import peers
+
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("starting a process as another user needs root")
+    read_on_loop: list[str] = []
+    lookup = peers.tcp_peer
+
+    def guarded(sock):
+        try:
+            asyncio.get_running_loop()
+            read_on_loop.append(threading.current_thread().name)
+        except RuntimeError:
+            pass
+        return lookup(sock)
+
+    monkeypatch.setattr(peers, "tcp_peer", guarded)
+
+    async def tcp_exchange(port: int, message) -> object:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(with_length(encode_message(message)))
+            await writer.drain()
+            length = int.from_bytes(await reader.readexactly(2), "big")
+            return decode_message(await reader.readexactly(length))
+        finally:
+            writer.close()
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            await rig.agent.app_socket.serve(None, port)
+            loop = (
+                "import socket, time\n"
+                "made, until = 0, time.monotonic() + 4\n"
+                "while time.monotonic() < until:\n"
+                "    try:\n"
+                f"        s = socket.create_connection(('127.0.0.1', {port}))\n"
+                "        made += 1\n"
+                "        s.close()\n"
+                "    except OSError:\n"
+                "        pass\n"
+                "print(made)\n"
+            )
+            outsider = asyncio.create_task(
+                asyncio.to_thread(
+                    subprocess.run,
+                    ["/usr/bin/python3", "-S", "-c", loop],
+                    user=65534, group=65534, extra_groups=[],
+                    capture_output=True, text=True, timeout=30,
+                )  # fmt: skip
+            )
+            await asyncio.sleep(0.5)  # the loop is running
+            answers = []
+            for i in range(20):
+                message = app_purchase(1000 + i, app_stan=i + 1)
+                answers.append(await asyncio.wait_for(tcp_exchange(port, message), 10))
+            made = int((await outsider).stdout)
+            assert [a.text(39) for a in answers] == ["00"] * 20
+            assert made >= 100, made
+            assert rig.agent.app_socket.admission.refused >= made // 2
+            assert read_on_loop == []
 
     run(scenario())
 
