@@ -18,10 +18,13 @@ class Command(enum.IntEnum):
     MAC = 0x11
     PIN_BLOCK = 0x12
     ENCRYPT = 0x13
+    TUSN = 0x14
 
 
 # What the payment app may ask of the module through the agent's module socket (DESIGN.md
 # section 5); anything else (loading keys, MACs) is the agent's alone and answered NOT_PERMITTED.
+# TUSN is there because an app that builds field 59 A2 itself needs the ciphertext, which only
+# the module's TUSN key can make.
 APP_COMMANDS = frozenset(
     {
         Command.PING,
@@ -30,6 +33,7 @@ APP_COMMANDS = frozenset(
         Command.RTC,
         Command.PIN_BLOCK,
         Command.ENCRYPT,
+        Command.TUSN,
     }
 )
 
@@ -78,6 +82,15 @@ PIN_PAN_DIGITS = 12
 # and the driver keeps the line free for other commands meanwhile.
 PIN_MARGIN = 2.0  # seconds past the keypad timeout before the driver gives up on an answer
 
+
+# TUSN (DESIGN.md sections 5 and 17): the random factor is the last 6 digits of the PAN; the
+# TUSN is field 59 A2's sub-usage 02, ans..50; the ciphertext is 8 upper-case hex characters.
+TUSN_FACTOR_DIGITS = 6
+TUSN_DEVICE_TYPE_CHARS = 2
+TUSN_MAX_CHARS = 50
+TUSN_CIPHERTEXT_CHARS = 8
+_ASCII_DIGITS = frozenset("0123456789")
+_UPPER_HEX = frozenset("0123456789ABCDEF")
 
 # KCV mismatch names the key by number (DATA[1]); KEY_STATUS lists keys in this order.
 KEY_NUMBERS = {1: "PIK", 2: "MAK", 3: "TDK"}
@@ -200,6 +213,95 @@ def encode_pin_request(slot: int, pan12: str, timeout: int) -> bytes:
     return bytes([slot, PinFormat.ISO_FORMAT_0]) + pan12.encode("ascii") + bytes([timeout])
 
 
+@dataclass(frozen=True)
+class TusnAnswer:
+    """The module's answer to TUSN: what field 59 usage ``A2`` carries in sub-usages ``01``
+    (device type), ``02`` (TUSN) and ``04`` (ciphertext of the TUSN and the random factor)."""
+
+    device_type: str
+    tusn: str
+    ciphertext: str
+
+
+def _is_tusn_factor(factor: str) -> bool:
+    # not str.isdigit(): it accepts other scripts' digits, which are not ASCII
+    return len(factor) == TUSN_FACTOR_DIGITS and set(factor) <= _ASCII_DIGITS
+
+
+def encode_tusn_request(factor: str) -> bytes:
+    """TUSN's DATA: the random factor, 6 ASCII digits (the last 6 of the PAN)."""
+    if not _is_tusn_factor(factor):
+        raise ValueError(
+            f"a TUSN random factor is {TUSN_FACTOR_DIGITS} ASCII digits, got {factor!r}"
+        )
+    return factor.encode("ascii")
+
+
+def _tusn_answer_problem(answer: TusnAnswer) -> str | None:
+    """What makes ``answer`` unfit for field 59 A2, or None: one check for encoder and decoder."""
+    device_type, tusn, ciphertext = answer.device_type, answer.tusn, answer.ciphertext
+    if len(device_type) != TUSN_DEVICE_TYPE_CHARS or not set(device_type) <= _ASCII_DIGITS:
+        return f"device type {device_type!r} is not {TUSN_DEVICE_TYPE_CHARS} ASCII digits"
+    if not 1 <= len(tusn) <= TUSN_MAX_CHARS:
+        return f"TUSN is {len(tusn)} characters, expected 1 to {TUSN_MAX_CHARS}"
+    if not all(" " <= char <= "~" for char in tusn):  # ans: printable ASCII
+        return f"TUSN {tusn!r} is not printable ASCII"
+    if len(ciphertext) != TUSN_CIPHERTEXT_CHARS or not set(ciphertext) <= _UPPER_HEX:
+        return f"ciphertext {ciphertext!r} is not {TUSN_CIPHERTEXT_CHARS} upper-case hex characters"
+    return None
+
+
+def encode_tusn_answer(answer: TusnAnswer) -> bytes:
+    """TUSN's response DATA after the status: device type 2, TUSN length 1, TUSN, ciphertext 8."""
+    problem = _tusn_answer_problem(answer)
+    if problem is not None:
+        raise ValueError(f"TUSN answer: {problem}")
+    tusn = answer.tusn.encode("ascii")
+    return (
+        answer.device_type.encode("ascii")
+        + bytes([len(tusn)])
+        + tusn
+        + answer.ciphertext.encode("ascii")
+    )
+
+
+def _tusn_text(part: str, raw: bytes) -> str:
+    # part by part: the length byte between them is binary and may well be above 0x7F
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ModuleProtocolError(
+            f"TUSN response: {part} has a non-ASCII byte 0x{raw[exc.start]:02X}"
+        ) from None
+
+
+def decode_tusn_answer(data: bytes) -> TusnAnswer:
+    """TUSN's response DATA after the status; :class:`ModuleProtocolError` unless every part is
+    as section 5 has it, since a malformed A2 gets the sale refused by the host."""
+    head = TUSN_DEVICE_TYPE_CHARS + 1  # device type, TUSN length
+    if len(data) < head + TUSN_CIPHERTEXT_CHARS:
+        raise ModuleProtocolError(
+            f"TUSN response carries {len(data)} data bytes, fewer than the "
+            f"{head + TUSN_CIPHERTEXT_CHARS} of device type, TUSN length and ciphertext"
+        )
+    length = data[TUSN_DEVICE_TYPE_CHARS]
+    expected = head + length + TUSN_CIPHERTEXT_CHARS
+    if len(data) != expected:
+        raise ModuleProtocolError(
+            f"TUSN response carries {len(data)} data bytes, expected {expected} "
+            f"for a TUSN of {length} characters"
+        )
+    answer = TusnAnswer(
+        device_type=_tusn_text("device type", data[:TUSN_DEVICE_TYPE_CHARS]),
+        tusn=_tusn_text("TUSN", data[head : head + length]),
+        ciphertext=_tusn_text("ciphertext", data[head + length :]),
+    )
+    problem = _tusn_answer_problem(answer)
+    if problem is not None:
+        raise ModuleProtocolError(f"TUSN response: {problem}")
+    return answer
+
+
 def encode_rtc(moment: datetime) -> bytes:
     return bytes.fromhex(moment.strftime("%Y%m%d%H%M%S"))
 
@@ -251,6 +353,12 @@ class CardModule(abc.ABC):
     @abc.abstractmethod
     def encrypt(self, slot: int, data: bytes) -> bytes:
         """``data`` (a multiple of 8 bytes) encrypted under the slot's TDK, ECB."""
+
+    @abc.abstractmethod
+    def tusn(self, factor: str) -> TusnAnswer:
+        """The terminal's device type, TUSN and the ciphertext of the TUSN and ``factor`` (6
+        ASCII digits: the last 6 of the PAN) under the TUSN key, which never leaves the module
+        (DESIGN.md section 17). ``KEY_ABSENT`` when the manufacturer injected no TUSN key."""
 
     @abc.abstractmethod
     def forward(self, command: Command, data: bytes) -> bytes:

@@ -29,10 +29,13 @@ from drivers.module import (
     ModuleStatusError,
     ModuleTimeout,
     Status,
+    TusnAnswer,
     decode_info,
     decode_key_status,
     decode_rtc,
+    decode_tusn_answer,
     encode_pin_request,
+    encode_tusn_request,
 )
 from drivers.streams import SerialStream
 
@@ -46,6 +49,7 @@ DEFAULT_TIMEOUTS = {
     Command.MAC: 1.5,
     Command.PIN_BLOCK: 1.0,  # to the module's ACK; the answer may take the keypad timeout
     Command.ENCRYPT: 1.5,
+    Command.TUSN: 1.5,  # two SM4 blocks, as a MAC
 }
 # The request goes out again (same SEQ: the module replays, never executes twice) when no
 # response came this long after its ACK, e.g. because a noise byte looked like an ACK.
@@ -339,6 +343,9 @@ class SerialCardModule(CardModule):
                 f"ENCRYPT response carries {len(ciphertext)} data bytes for {len(data)} sent"
             )
         return ciphertext
+
+    def tusn(self, factor: str) -> TusnAnswer:
+        return decode_tusn_answer(self._command(Command.TUSN, encode_tusn_request(factor)))
 
     def forward(self, command: Command, data: bytes) -> bytes:
         payload = self._run(command, data)

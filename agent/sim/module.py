@@ -1,7 +1,8 @@
 """A simulated card module that speaks DESIGN.md section 5, for tests, demos and bench work.
 
 Its keys live in a JSON state file (mode 0600) created on first start with one documented test
-TMK in slot 0. It is test equipment: never put a production key in it.
+TMK in slot 0 and the documented TUSN key. It is test equipment: never put a production key in
+it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agent.wire.errors import WireError
-from agent.wire.mac import DesKey, cup_ecb_mac, kcv, software_cup_mac, x919_mac
+from agent.wire.mac import (
+    DesKey,
+    cup_ecb_mac,
+    kcv,
+    software_cup_mac,
+    tusn_ciphertext,
+    x919_mac,
+)
 from agent.wire.pin import format0
 from agent.wire.working_keys import LAYOUTS, parse_field62
 from drivers.framing import Frame
@@ -23,6 +31,7 @@ from drivers.module import (
     KEY_ORDER,
     PIN_PAN_DIGITS,
     RESPONSE_BIT,
+    TUSN_FACTOR_DIGITS,
     Command,
     KeyState,
     KeyStatus,
@@ -30,13 +39,20 @@ from drivers.module import (
     ModuleInfo,
     PinFormat,
     Status,
+    TusnAnswer,
     encode_info,
     encode_key_status,
     encode_rtc,
+    encode_tusn_answer,
 )
 
 # The documented test TMK of every new simulator state (slot 0). Its KCV is 08D7B4FB.
 TEST_TMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+# The documented test TUSN key (SM4, DESIGN.md section 5), which independent test hosts use to
+# check field 59 A2, and the TUSN: manufacturer 000099, device type 02, then the serial.
+TEST_TUSN_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+TUSN_DEVICE_TYPE = "02"  # traditional POS
+TUSN_PREFIX = "000099" + TUSN_DEVICE_TYPE
 SLOTS = 16
 _KEY_NUMBER = {"PIK": 1, "MAK": 2, "TDK": 3}
 _MAC_ALGORITHMS = {algorithm.value for algorithm in MacAlgorithm}
@@ -63,13 +79,20 @@ class Keypad:
 
 @dataclass
 class ModuleState:
-    """What the module keeps across restarts: identity and keys per slot."""
+    """What the module keeps across restarts: identity, keys per slot and the TUSN key (None:
+    the manufacturer injected none, and TUSN answers KEY_ABSENT)."""
 
     path: Path | None
     serial: str = "SIM0000000000001"
     model: str = "POS-SIM-SM1"
     firmware: str = "sim-1.0"
     slots: dict[int, dict[str, bytes]] = field(default_factory=lambda: {0: {"TMK": TEST_TMK}})
+    tusn_key: bytes | None = TEST_TUSN_KEY
+
+    @property
+    def tusn(self) -> str:
+        """The terminal's TUSN: the prefix and the serial without the padding INFO gives it."""
+        return TUSN_PREFIX + self.serial.strip()
 
     @classmethod
     def load_or_create(cls, path: Path) -> ModuleState:
@@ -83,7 +106,13 @@ class ModuleState:
                 int(slot): {name: bytes.fromhex(value) for name, value in keys.items()}
                 for slot, keys in raw["slots"].items()
             }
-            return cls(path, raw["serial"], raw["model"], raw["firmware"], slots)
+            # a state file from before the TUSN key has the documented one; null: none
+            tusn_hex = raw.get("tusn_key", TEST_TUSN_KEY.hex())
+            tusn_key = bytes.fromhex(tusn_hex) if tusn_hex is not None else None
+            if tusn_key is not None and len(tusn_key) != len(TEST_TUSN_KEY):
+                # said now, not as an exception inside the first TUSN request
+                raise ValueError(f"tusn_key is {len(tusn_key)} bytes, an SM4 key 16")
+            return cls(path, raw["serial"], raw["model"], raw["firmware"], slots, tusn_key)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"module simulator state {path} is unreadable: {exc}") from None
 
@@ -98,6 +127,7 @@ class ModuleState:
                 str(slot): {name: key.hex().upper() for name, key in keys.items()}
                 for slot, keys in self.slots.items()
             },
+            "tusn_key": self.tusn_key.hex().upper() if self.tusn_key is not None else None,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
@@ -149,6 +179,7 @@ class ModuleSimulator:
             Command.MAC: self._mac,
             Command.PIN_BLOCK: self._pin_block,
             Command.ENCRYPT: self._encrypt,
+            Command.TUSN: self._tusn,
         }[command]
         if self.tampered and command not in (Command.PING, Command.INFO, Command.RTC):
             return bytes([Status.TAMPERED])
@@ -269,3 +300,16 @@ class ModuleSimulator:
         if tdk is None:
             return bytes([Status.KEY_ABSENT])
         return self._ok(DesKey(tdk).encrypt(payload))  # ECB: block by block
+
+    def _tusn(self, data: bytes) -> bytes:
+        """random factor (6 ASCII digits): device type, TUSN, and the ciphertext of TUSN and
+        factor under the TUSN key (DESIGN.md section 17)."""
+        # bytes.isdigit() is ASCII digits only
+        if len(data) != TUSN_FACTOR_DIGITS or not data.isdigit():
+            return bytes([Status.BAD_PARAMETER])
+        key = self.state.tusn_key
+        if key is None:
+            return bytes([Status.KEY_ABSENT])
+        tusn = self.state.tusn
+        ciphertext = tusn_ciphertext(key, tusn, data.decode("ascii"))
+        return self._ok(encode_tusn_answer(TusnAnswer(TUSN_DEVICE_TYPE, tusn, ciphertext)))

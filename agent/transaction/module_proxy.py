@@ -2,10 +2,11 @@
 agent, which is the only user of the serial line.
 
 Frames are the serial protocol's (``STX | LEN | SEQ | CMD | DATA | ETX | CRC``) without ACK/NAK,
-since a Unix socket is reliable. PING, INFO, KEY_STATUS, RTC, PIN_BLOCK and ENCRYPT are forwarded
-with the driver's own SEQ and answered with the app's; anything else (loading keys, MACs: the
-session's business) is answered ``07`` not permitted. The driver's lock queues the app's commands
-behind the agent's own, and a PIN entry leaves the line free while the cardholder types.
+since a Unix socket is reliable. PING, INFO, KEY_STATUS, RTC, PIN_BLOCK, ENCRYPT and TUSN
+(``APP_COMMANDS``) are forwarded with the driver's own SEQ and answered with the app's; anything
+else (loading keys, MACs: the session's business) is answered ``07`` not permitted. The driver's
+lock queues the app's commands behind the agent's own, and a PIN entry leaves the line free while
+the cardholder types.
 
 PIN entries are served first come, first served, one at a time per user of the socket and at
 most ``module.pin_per_minute`` a minute each (the rest answered ``05``): a member of the group

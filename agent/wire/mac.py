@@ -1,8 +1,9 @@
 """MACs of DESIGN.md section 4, split into a public part and a keyed part.
 
-The public part (:func:`mac_block`) turns the message into R, the XOR of its 8-byte blocks.
-The keyed part (:func:`cup_ecb_mac`) needs only R and a block cipher, so a card module can do it
-from 8 bytes.
+The public part (:func:`mac_block`) turns the message into R, the XOR of its blocks: 8 bytes for
+DES/3DES, 16 for SM4. The keyed part (:func:`cup_ecb_mac`) needs only R and a block cipher of
+that block size, so a card module can do it from 8 (or 16) bytes. The TUSN ciphertext of field 59
+usage ``A2`` (section 17) is the SM4 construction over the TUSN and a random factor.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any
 from agent.wire.message import BITMAP_BYTES, MTI_BYTES, Message, encode_message
 from agent.wire.profile import CUP, Profile
 
-BLOCK = 8
+BLOCK = 8  # DES and 3DES
+SM4_BLOCK = 16
+SM4_KEY_BYTES = 16
 MAC_BYTES = 8
 BlockEncrypt = Callable[[bytes], bytes]
-# The keyed step as a card module offers it: R (8 bytes) in, field 64 (8 bytes) out.
+# The keyed step as a card module offers it: R (8 or 16 bytes) in, field 64 (8 bytes) out.
 BlockMac = Callable[[bytes], bytes]
 
 
@@ -24,8 +27,8 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
-def _pad(data: bytes) -> bytes:
-    return data + b"\x00" * (-len(data) % BLOCK)
+def _pad(data: bytes, block: int = BLOCK) -> bytes:
+    return data + b"\x00" * (-len(data) % block)
 
 
 def mab(encoded_message: bytes) -> bytes:
@@ -38,22 +41,25 @@ def mab(encoded_message: bytes) -> bytes:
     return encoded_message[:-MAC_BYTES]
 
 
-def mac_block(data: bytes) -> bytes:
-    """R: the XOR of the 8-byte blocks of ``data`` zero-padded to a multiple of 8."""
-    padded = _pad(data)
+def mac_block(data: bytes, block: int = BLOCK) -> bytes:
+    """R: the XOR of the ``block``-byte blocks of ``data`` zero-padded to a multiple of
+    ``block`` (8 for DES/3DES, 16 for SM4)."""
+    padded = _pad(data, block)
     r = 0
-    for i in range(0, len(padded), BLOCK):
-        r ^= int.from_bytes(padded[i : i + BLOCK], "big")
-    return r.to_bytes(BLOCK, "big")
+    for i in range(0, len(padded), block):
+        r ^= int.from_bytes(padded[i : i + block], "big")
+    return r.to_bytes(block, "big")
 
 
-def cup_ecb_mac(r: bytes, encrypt: BlockEncrypt) -> bytes:
-    """The keyed part of the CUP ECB MAC: 8 ASCII hex characters from R."""
-    if len(r) != BLOCK:
-        raise ValueError(f"R must be {BLOCK} bytes, got {len(r)}")
+def cup_ecb_mac(r: bytes, encrypt: BlockEncrypt, block: int = BLOCK) -> bytes:
+    """The keyed part of the CUP ECB MAC: 8 ASCII hex characters from R. H, the upper-case hex
+    of R, is two blocks: E1 = enc(H[:block]), E2 = enc(E1 XOR H[block:]), the MAC the first 8
+    hex characters of E2. ``encrypt`` is a cipher of ``block`` bytes (DES: 8, SM4: 16)."""
+    if len(r) != block:
+        raise ValueError(f"R must be {block} bytes, got {len(r)}")
     h = r.hex().upper().encode("ascii")
-    e1 = encrypt(h[:BLOCK])
-    e2 = encrypt(_xor(e1, h[BLOCK:]))
+    e1 = encrypt(h[:block])
+    e2 = encrypt(_xor(e1, h[block:]))
     return e2.hex().upper()[:MAC_BYTES].encode("ascii")
 
 
@@ -134,6 +140,46 @@ def _cipher(key: bytes) -> Any:
 def software_cup_mac(data: bytes, mak: bytes) -> bytes:
     """CUP ECB MAC over ``data`` (the MAB) with a clear MAK: what a card module computes."""
     return cup_ecb_mac(mac_block(data), DesKey(mak).encrypt)
+
+
+class Sm4Key:
+    """A 16-byte SM4 key for block operations in ECB (scheme 006, the TUSN key)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != SM4_KEY_BYTES:
+            raise ValueError(f"SM4 keys are {SM4_KEY_BYTES} bytes, got {len(key)}")
+        self._cipher = _sm4_cipher(key)
+
+    def encrypt(self, block: bytes) -> bytes:
+        return self._cipher.encryptor().update(block)
+
+    def decrypt(self, block: bytes) -> bytes:
+        return self._cipher.decryptor().update(block)
+
+
+def _sm4_cipher(key: bytes) -> Any:
+    # Imported here for the reason _cipher gives: a terminal's module holds the SM4 keys.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return Cipher(algorithms.SM4(key), modes.ECB())
+
+
+def software_sm4_mac(data: bytes, key: bytes) -> bytes:
+    """SM4 CUP MAC (scheme 006) over ``data`` with a clear key: 8 ASCII hex characters, as the
+    module's MAC algorithm ``0x03`` computes it."""
+    return cup_ecb_mac(mac_block(data, SM4_BLOCK), Sm4Key(key).encrypt, SM4_BLOCK)
+
+
+def sm4_kcv(key: bytes) -> bytes:
+    """An SM4 key's check value: the first 4 bytes of the key encrypting 16 zero bytes."""
+    return Sm4Key(key).encrypt(bytes(SM4_BLOCK))[:4]
+
+
+def tusn_ciphertext(key: bytes, tusn: str, factor: str) -> str:
+    """Field 59 ``A2`` sub-usage ``04`` (DESIGN.md section 17): the SM4 CUP MAC under the TUSN
+    key over the ASCII TUSN followed by the random factor, as 8 upper-case hex characters.
+    The formats of ``tusn`` and ``factor`` are the callers' to check; this is only the cipher."""
+    return software_sm4_mac((tusn + factor).encode("ascii"), key).decode("ascii")
 
 
 def x919_mac(data: bytes, key: bytes) -> bytes:

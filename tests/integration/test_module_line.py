@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from agent.sim.module import TEST_TMK
-from agent.wire.mac import mac_block, software_cup_mac, x919_mac
+from agent.sim.module import TEST_TMK, TEST_TUSN_KEY
+from agent.wire.mac import mac_block, software_cup_mac, tusn_ciphertext, x919_mac
 from agent.wire.working_keys import LAYOUTS, issue_working_keys
 from drivers.framing import NAK, Control, Frame
 from drivers.module import (
@@ -18,6 +18,7 @@ from drivers.module import (
     ModuleStatusError,
     ModuleTimeout,
     Status,
+    TusnAnswer,
 )
 from drivers.serial_module import DEFAULT_TIMEOUTS, SerialCardModule
 from tests.integration.module_rig import VANISH, ScriptedModule, ack, reply, simulator_rig
@@ -75,6 +76,19 @@ def test_module_mac_equals_software_mac(rig) -> None:
     assert rig.module.mac_from_block(mac_block(mab)) == expected
     assert rig.module.mac(0, MacAlgorithm.CUP_ECB, mab) == expected
     assert rig.module.mac(0, MacAlgorithm.X919, mab) == x919_mac(mab, CLEAR["MAK"])
+
+
+def test_tusn_is_the_simulators_answer(rig) -> None:
+    tusn = "00009902" + rig.module.info().serial
+    expected = TusnAnswer("02", tusn, tusn_ciphertext(TEST_TUSN_KEY, tusn, "004318"))
+    assert rig.module.tusn("004318") == expected
+    executed = rig.sim.executed
+    with pytest.raises(ValueError, match="6 ASCII digits"):
+        rig.module.tusn("04318")  # refused before it reaches the line
+    assert rig.sim.executed == executed
+    rig.sim.state.tusn_key = None
+    with pytest.raises(ModuleStatusError, match=r"refused TUSN: key absent \(status 03\)"):
+        rig.module.tusn("004318")
 
 
 def test_one_percent_noise_both_ways_every_command_succeeds(rig) -> None:
@@ -271,6 +285,15 @@ def test_bad_responses_are_typed_errors(data: bytes, error: type, text: str) -> 
     script, module = scripted(lambda e: [ack(), reply(e, data)] if isinstance(e, Frame) else [])
     with pytest.raises(error, match=text):
         module.ping()
+    module.close(), script.close()
+
+
+def test_malformed_tusn_answer_is_a_protocol_error() -> None:
+    lower = b"\x00" + b"02" + bytes([4]) + b"9902" + b"d60af15d"
+
+    script, module = scripted(lambda e: [ack(), reply(e, lower)] if isinstance(e, Frame) else [])
+    with pytest.raises(ModuleProtocolError, match="ciphertext 'd60af15d' is not 8 upper-case"):
+        module.tusn("000052")
     module.close(), script.close()
 
 

@@ -10,9 +10,18 @@ import os
 import stat
 
 from agent.sim.module import TEST_PIN
+from agent.wire.mac import tusn_ciphertext
 from agent.wire.pin import pin_pan
 from drivers.framing import Frame
-from drivers.module import Command, Status, decode_key_status, encode_pin_request
+from drivers.module import (
+    Command,
+    Status,
+    TusnAnswer,
+    decode_key_status,
+    decode_tusn_answer,
+    encode_pin_request,
+    encode_tusn_request,
+)
 from tests.integration.gateway_rig import (
     PAN,
     app_purchase,
@@ -103,6 +112,37 @@ def test_app_may_ask_only_what_section_5_allows(tmp_path) -> None:
             assert encrypt == bytes([Status.KEY_ABSENT])
             # the sale still goes on under the keys the agent loaded
             assert (await exchange(rig.socket, app_purchase(700))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_tusn_is_forwarded_with_the_apps_seq(tmp_path) -> None:
+    """An app that builds field 59 A2 itself gets the module's TUSN answer: the ciphertext the
+    simulator's TUSN key gives, under the app's SEQ (module_command checks it)."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            simulator = rig.module_port.simulator
+            forwarded, executed = rig.agent.module_proxy.forwarded, simulator.executed
+            factor = PAN[-6:]
+            data = await module_command(
+                rig.module_socket, Command.TUSN, encode_tusn_request(factor), seq=0xC3
+            )
+            assert data[0] == Status.OK
+            key, tusn = simulator.state.tusn_key, simulator.state.tusn
+            assert key is not None
+            assert decode_tusn_answer(data[1:]) == TusnAnswer(
+                "02", tusn, tusn_ciphertext(key, tusn, factor)
+            )
+            assert rig.agent.module_proxy.forwarded == forwarded + 1
+            assert simulator.executed == executed + 1  # reached the module, once
+            # the module's refusals reach the app as they are
+            bad = await module_command(rig.module_socket, Command.TUSN, b"12345", seq=1)
+            assert bad == bytes([Status.BAD_PARAMETER])
+            simulator.state.tusn_key = None
+            absent = await module_command(rig.module_socket, Command.TUSN, b"123456", seq=2)
+            assert absent == bytes([Status.KEY_ABSENT])
+            assert rig.agent.module_proxy.not_permitted == 0
 
     run(scenario())
 

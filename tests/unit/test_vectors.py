@@ -2,7 +2,8 @@
 
 They are the ground truth, ahead of our own simulators. ``tests/vectors`` holds a copy of
 ``../shared/vectors`` (sources named in each entry) so the suite runs from a clone alone; the copy
-is checked against the shared one where that is present.
+is checked against the shared one where that is present. ``tests/vectors/design.json`` holds the
+worked examples DESIGN.md itself pins.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sim.module import TEST_TMK, ModuleSimulator, ModuleState
+from agent.sim.module import TEST_TMK, TEST_TUSN_KEY, ModuleSimulator, ModuleState
 from agent.wire.frame import Layout, decode_frame, host_frame
 from agent.wire.mac import (
     DesKey,
@@ -22,18 +23,20 @@ from agent.wire.mac import (
     mac_block,
     mac_matches,
     software_cup_mac,
+    tusn_ciphertext,
     x919_mac,
 )
 from agent.wire.message import encode_message
 from agent.wire.working_keys import issue_working_keys
 from drivers.framing import Frame as ModuleFrame
-from drivers.module import Command, MacAlgorithm
+from drivers.module import Command, MacAlgorithm, decode_tusn_answer, encode_tusn_request
 from tests.independent_iso8583 import decode_body, decode_host_frame
 
 HERE = Path(__file__).resolve().parent.parent / "vectors"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 CAPTURES = json.loads((HERE / "cup-captures.json").read_text(encoding="utf-8"))["cases"]
 CRYPTO = json.loads((HERE / "crypto.json").read_text(encoding="utf-8"))
+DESIGN = json.loads((HERE / "design.json").read_text(encoding="utf-8"))
 TPDU_BYTES, HEADER_BYTES = 5, 6
 
 
@@ -140,3 +143,21 @@ def test_published_x9_19_mac(vector: dict) -> None:
 def test_published_working_key_decrypts_under_its_tmk(vector: dict) -> None:
     tmk = DesKey(bytes.fromhex(vector["tmk"]))
     assert tmk.decrypt(bytes.fromhex(vector["ciphertext"])).hex().upper() == vector["clear"]
+
+
+@pytest.mark.parametrize("vector", DESIGN["tusn_ciphertext"], ids=lambda v: v["ciphertext"])
+def test_published_tusn_ciphertext(vector: dict) -> None:
+    key = bytes.fromhex(vector["key"])
+    assert tusn_ciphertext(key, vector["tusn"], vector["factor"]) == vector["ciphertext"]
+
+
+@pytest.mark.parametrize("vector", DESIGN["tusn_ciphertext"], ids=lambda v: v["ciphertext"])
+def test_simulator_tusn_answer_is_the_published_construction(vector: dict, tmp_path) -> None:
+    """The simulator's documented TUSN key is the vector's; its TUSN (``00009902`` + serial) is
+    not, so its answer is the vector's construction over its own TUSN and the same factor."""
+    module = ModuleSimulator(ModuleState.load_or_create(tmp_path / "module.json"))
+    assert module.state.tusn_key == TEST_TUSN_KEY == bytes.fromhex(vector["key"])
+    answer = module.handle(ModuleFrame(1, Command.TUSN, encode_tusn_request(vector["factor"])))
+    assert answer.data[0] == 0
+    tusn = decode_tusn_answer(answer.data[1:])
+    assert tusn.ciphertext == tusn_ciphertext(TEST_TUSN_KEY, tusn.tusn, vector["factor"])
