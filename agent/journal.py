@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent import damaged
-from agent.wire import codes
+from agent.wire import codes, field59
 from agent.wire.mask import masked_fields
 from agent.wire.message import Message
 
@@ -192,11 +192,12 @@ def _summary(message: Message) -> str:
 
 def _replayable(answer: Message) -> str:
     """An answer without card data, as JSON; text values start with ``=``, binary (hex) ``#``."""
-    fields = {
-        str(n): f"#{v.hex()}" if isinstance(v, bytes) else f"={v}"
-        for n, v in answer.fields.items()
-        if n not in NOT_REPLAYED
-    }
+    kept = {n: v for n, v in answer.fields.items() if n not in NOT_REPLAYED}
+    if isinstance(kept.get(59), bytes):  # a QR voucher (A4) is replayed; PIN data (A1) never
+        pinless = field59.without_pin(kept.pop(59))  # type: ignore[arg-type]
+        if pinless is not None:
+            kept[59] = pinless
+    fields = {str(n): f"#{v.hex()}" if isinstance(v, bytes) else f"={v}" for n, v in kept.items()}
     return json.dumps({"mti": answer.mti, "fields": fields}, ensure_ascii=False)
 
 

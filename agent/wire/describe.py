@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agent.wire import codes
+from agent.wire import field59 as f59
+from agent.wire.errors import DecodeError
 from agent.wire.frame import PROCESSING_REQUIREMENTS, Frame, Header, Tpdu
-from agent.wire.mask import mask_field
+from agent.wire.mask import mask_field, mask_subusage, mask_usage
 from agent.wire.message import FieldValue, Message
 from agent.wire.profile import CUP, Profile
 from agent.wire.spec import MTI_NAMES
@@ -56,6 +59,51 @@ def _note(number: int, value: FieldValue, shown: str) -> str:
     return ""
 
 
+def _describe_sub_usages(usage: f59.Usage) -> dict[str, Any]:
+    """The sub-usages of an A2 or A5, masked, or the problem that keeps them from parsing."""
+    names = f59.SUB_USAGE_NAMES[usage.tag]
+    try:
+        items = f59.parse_subusages(usage.value, usage.tag)
+    except DecodeError as exc:
+        return {"problem": f"at byte {exc.offset} of {usage.tag}: {exc.reason}"}
+    subs = []
+    for item in items:
+        sub: dict[str, Any] = {
+            "tag": item.tag,
+            "name": names.get(item.tag, "unknown sub-usage"),
+            "value": mask_subusage(usage.tag, item.tag, item.value),
+        }
+        if usage.tag == f59.TUSN_USAGE and item.tag == "01" and item.value in f59.DEVICE_TYPES:
+            sub["note"] = f59.DEVICE_TYPES[item.value]
+        subs.append(sub)
+    result: dict[str, Any] = {"sub_usages": subs}
+    problem = f59.a2_problem(usage.value) if usage.tag == f59.TUSN_USAGE else None
+    if problem is not None:
+        result["problem"] = problem
+    return result
+
+
+def describe_field59(value: FieldValue) -> dict[str, Any]:
+    """Field 59's usages in order (tag, name, length, masked value and, for A2 and A5, their
+    sub-usages), or a note saying where it stops being a run of usages."""
+    try:
+        usages = f59.Field59.parse(f59.field_bytes(value)).usages
+    except DecodeError as exc:
+        return {"note": f"not a run of usages: at byte {exc.offset}: {exc.reason}"}
+    described = []
+    for usage in usages:
+        entry: dict[str, Any] = {
+            "tag": usage.tag,
+            "name": usage.name,
+            "length": len(usage.value),
+            "value": mask_usage(usage.tag, usage.value),
+        }
+        if usage.tag in f59.SUB_USAGE_NAMES:
+            entry.update(_describe_sub_usages(usage))
+        described.append(entry)
+    return {"usages": described}
+
+
 def describe_message(message: Message, profile: Profile = CUP) -> dict[str, Any]:
     fields = []
     for number, value in message.fields.items():
@@ -65,6 +113,8 @@ def describe_message(message: Message, profile: Profile = CUP) -> dict[str, Any]
         note = _note(number, value, shown)
         if note:
             entry["note"] = note
+        if number == f59.FIELD:
+            entry.update(describe_field59(value))
         fields.append(entry)
     return {"mti": message.mti, "mti_name": MTI_NAMES.get(message.mti, "unknown"), "fields": fields}
 
@@ -134,4 +184,27 @@ def render_frame(frame: Frame, profile: Profile = CUP) -> str:
         if "note" in f:
             line += f"  ({f['note']})"
         lines.append(line)
+        lines.extend(_render_usages(f.get("usages", [])))
     return "\n".join(lines)
+
+
+def _render_usages(usages: list[dict[str, Any]]) -> list[str]:
+    """Field 59's usages under its line, one per line, sub-usages indented below their usage."""
+    lines = []
+    name_width = max((len(u["name"]) for u in usages), default=0)
+    for u in usages:
+        head = f"      {u['tag']}  {u['name']:<{name_width}}  {u['length']:>3} bytes"
+        subs = u.get("sub_usages")
+        # A2 and A5 are shown by their sub-usages; the others by their (masked) value.
+        lines.append(head if subs is not None else f"{head}  {u['value']}")
+        sub_width = max((len(s["name"]) for s in subs or []), default=0)
+        for s in subs or []:
+            # quoted when blank or space-padded (an application version): the padding is data
+            shown = json.dumps(s["value"]) if s["value"].strip() != s["value"] else s["value"]
+            line = f"          {s['tag']}  {s['name']:<{sub_width}}  {shown}"
+            if "note" in s:
+                line += f"  ({s['note']})"
+            lines.append(line)
+        if "problem" in u:
+            lines.append(f"          problem: {u['problem']}")
+    return lines

@@ -2,12 +2,17 @@
 
 PANs keep at most their first 6 and last 4 digits; track data, PIN blocks, expiry dates and key
 material are removed; in IC data (field 55) the tags that carry track, PAN, name or PIN data are
-removed or masked and the rest is kept.
+removed or masked and the rest is kept; in field 59 the SM4 PIN block (``A1``) is removed, the QR
+payment code (``A3``) masked like a PAN and unknown usages removed.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
+
+from agent.wire import field59 as f59
+from agent.wire.errors import DecodeError
 
 if TYPE_CHECKING:  # message masks itself through this module: no import back at run time
     from agent.wire.message import FieldValue, Message
@@ -38,6 +43,8 @@ def mask_field(number: int, value: FieldValue) -> str:
     """The printable, masked form of one field value."""
     if number in REMOVED:
         return _removed(REMOVED[number], value)
+    if number == f59.FIELD:
+        return mask_field59(value)
     if number == 2 and isinstance(value, str):
         return mask_pan(value)
     if number == 55 and isinstance(value, bytes):
@@ -113,3 +120,75 @@ def mask_icc(data: bytes) -> str:
         return " ".join(_mask_tlv(data))
     except _TlvError:
         return _removed("IC data that is not valid TLV", data)
+
+
+# ---------------------------------------------------------------------------- field 59 (usages)
+
+# What may be shown of each usage is an allow-list: A2 (with the random factor masked) and A5 and
+# the voucher A4; A3 as a PAN; A1 (PIN data, like field 52) and usages nobody defined are removed.
+_SHOWN_USAGES = {f59.TUSN_USAGE, f59.QR_VOUCHER, f59.LOCATION}
+_QUOTED = set(' []="\\')
+_FACTOR_SHOWN = 4  # the PAN mask shows the last 4 digits too; the 2 before them it hides
+
+
+def _token(text: str) -> str:
+    """Text as one space-separated item: bare when unambiguous, else JSON-quoted."""
+    if text and text.isprintable() and not _QUOTED & set(text) and not text.startswith("0x"):
+        return text
+    return json.dumps(text)
+
+
+def _printable_ascii(value: bytes) -> str | None:
+    return (
+        value.decode("ascii") if value.isascii() and value.decode("ascii").isprintable() else None
+    )
+
+
+def _shown_bytes(value: bytes) -> str:
+    """A value that may be shown: its text when printable ASCII, else ``0x`` and hex."""
+    text = _printable_ascii(value)
+    return _token(text) if text is not None else "0x" + value.hex().upper()
+
+
+def mask_subusage(usage: str, tag: str, value: str) -> str:
+    """One sub-usage value of ``A2`` or ``A5`` as it may be shown.
+
+    The A2 random factor (03) is the last 6 digits of the PAN: only its last 4, which the PAN
+    mask shows as well, are kept.
+    """
+    if usage == f59.TUSN_USAGE and tag == "03":
+        hidden = max(len(value) - _FACTOR_SHOWN, 0)
+        return "*" * hidden + value[hidden:] if hidden else "*" * len(value)
+    return value
+
+
+def mask_usage(tag: str, value: bytes) -> str:
+    """One usage of field 59 as it may be shown (A2 and A5 as ``[01=... 02=...]``)."""
+    if tag == f59.SM4_PIN_BLOCK:
+        return _removed("PIN block", value)
+    if tag == f59.QR_CODE:
+        text = _printable_ascii(value)
+        return _removed("QR payment code", value) if text is None else _token(mask_pan(text))
+    if tag not in _SHOWN_USAGES:
+        return _removed("unknown usage", value)
+    if tag in f59.SUB_USAGE_NAMES:
+        try:
+            items = f59.parse_subusages(value, tag)
+        except DecodeError:
+            # A broken A2 may still hold the random factor; a broken A5 is only a location.
+            if tag == f59.TUSN_USAGE:
+                return _removed("A2 that does not parse", value)
+            return _shown_bytes(value)
+        shown = (f"{i.tag}={_token(mask_subusage(tag, i.tag, i.value))}" for i in items)
+        return f"[{' '.join(shown)}]"
+    return _shown_bytes(value)
+
+
+def mask_field59(value: FieldValue) -> str:
+    """Field 59 as ``TAG=value`` items; a field that is not a run of usages is removed whole,
+    since it could hold an ``A1``."""
+    try:
+        usages = f59.Field59.parse(f59.field_bytes(value)).usages
+    except DecodeError:
+        return _removed("field 59 that does not parse as usages", value)
+    return " ".join(f"{u.tag}={mask_usage(u.tag, u.value)}" for u in usages)

@@ -75,6 +75,9 @@ CUP_FIELDS: tuple[FieldDef, ...] = (
     FieldDef(53, "security control info", "n", 16),
     FieldDef(54, "balance", "an", 20, LLL),
     FieldDef(55, "IC card data", "b", 255, LLL),
+    # A run of usages (tag an2 + ASCII length n3 + value), parsed by agent.wire.field59; to the
+    # codec it is opaque bytes, so unknown usages pass through unchanged.
+    FieldDef(59, "custom data (usages)", "b", 999, LLL),
     # Real acquirers put 8 to 20 digits here (60.1-60.3 and optional sub-fields).
     FieldDef(60, "type / batch / network code", "n", 32, LLL),
     FieldDef(61, "original transaction data", "n", 29, LLL),

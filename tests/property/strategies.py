@@ -4,17 +4,50 @@ import string
 
 from hypothesis import strategies as st
 
+from agent.wire.field59 import DEVICE_TYPES, Field59, Usage, build_a2, build_a5
 from agent.wire.message import Message
 from agent.wire.profile import CUP, Profile
 from agent.wire.spec import FIXED, FieldDef
 
 PRINTABLE_ASCII = "".join(chr(c) for c in range(0x20, 0x7F))
 CHINESE = "银联商户终端未登记中文"
+USAGE_TAG_CHARS = string.ascii_letters + string.digits
+
+a2_values = st.builds(
+    build_a2,
+    st.sampled_from(sorted(DEVICE_TYPES)),
+    st.text(PRINTABLE_ASCII, min_size=1, max_size=50),
+    st.text(string.digits, min_size=6, max_size=6),
+    st.text("0123456789ABCDEF", min_size=8, max_size=8),
+    st.text(PRINTABLE_ASCII, max_size=10),
+)
+a5_values = st.dictionaries(
+    st.sampled_from(["longitude", "latitude", "coordinate_system", "mcc", "mnc", "lac", "cid",
+                     "signal", "cdma_sid", "cdma_nid", "cdma_bid", "cdma_signal"]),
+    st.text(PRINTABLE_ASCII, max_size=12),
+    min_size=1,
+    max_size=4,
+).map(build_a5)  # fmt: skip
+digits_bytes = st.text(string.digits, min_size=1, max_size=30).map(str.encode)
+usages = st.one_of(
+    st.builds(Usage, st.just("A1"), st.binary(min_size=16, max_size=16)),
+    st.builds(Usage, st.just("A2"), a2_values),
+    st.builds(Usage, st.just("A3"), digits_bytes),
+    st.builds(Usage, st.just("A4"), digits_bytes),
+    st.builds(Usage, st.just("A5"), a5_values),
+    # unknown usages, and known tags holding what they should not
+    st.builds(Usage, st.text(USAGE_TAG_CHARS, min_size=2, max_size=2), st.binary(max_size=40)),
+)
+# A run of up to 6 usages is at most about 600 bytes: always within the field's 999.
+field59_values = st.lists(usages, max_size=6).map(lambda u: Field59(tuple(u)).to_bytes())
 
 
 def field_value(f: FieldDef, encrypted_tracks: bool = False) -> st.SearchStrategy:
     fixed = f.len_type == FIXED
     lo, hi = (f.max_len, f.max_len) if fixed else (0, f.max_len)
+    if f.number == 59 and f == CUP.fields[59]:
+        # mostly real runs of usages (A1-A5 and unknown ones), sometimes any bytes
+        return st.one_of(field59_values, st.binary(max_size=hi))
     if f.fmt == "b":
         return st.binary(min_size=lo, max_size=hi)
     if f.fmt == "n":

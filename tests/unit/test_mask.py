@@ -97,3 +97,73 @@ def test_the_extended_cardholder_name_and_id_number_are_removed() -> None:
     )
     shown = mask_icc(data)
     assert shown == ("9F0B=<secret removed, 9 bytes> 9F61=<secret removed, 18 bytes> 9F36=01")
+
+
+# ---------------------------------------------------------------------------------- field 59
+
+SM4_PIN_BLOCK = bytes.fromhex("8899AABBCCDDEEFF0011223344556677")
+A2_VALUE = (
+    b"01002" b"02" b"02016" b"0000020254004318" b"03006" b"000052" b"04008" b"D60AF15D"
+    b"05008" b"1.0.0   "
+)  # fmt: skip
+
+
+def test_field59_pin_block_is_removed_like_field_52() -> None:
+    field = b"A1016" + SM4_PIN_BLOCK + b"A4006123456"
+    message = Message("0200", {52: bytes(8), 59: field})
+    shown = "A1=<PIN block removed, 16 bytes> A4=123456"
+    assert mask_field(59, field) == shown
+    assert masked_fields(message)[59] == shown
+    assert repr(message) == (
+        "Message(mti='0200', fields={52: '<PIN block removed, 8 bytes>', 59: " + repr(shown) + "})"
+    )
+    for text in (shown, repr(message)):
+        assert SM4_PIN_BLOCK.hex().upper() not in text.upper()
+
+
+def test_field59_a2_and_a5_are_shown_with_the_random_factor_masked() -> None:
+    a5 = b"01008121.47370200731.230405005GCJ02"
+    field = b"A2065" + A2_VALUE + b"A5035" + a5
+    assert mask_field(59, field) == (
+        'A2=[01=02 02=0000020254004318 03=**0052 04=D60AF15D 05="1.0.0   "] '
+        "A5=[01=121.4737 02=31.2304 05=GCJ02]"
+    )
+
+
+def test_field59_qr_code_is_masked_like_a_pan_and_unknown_usages_removed() -> None:
+    field = b"A3019" + b"6225880112345678901" + b"Z9004abcd" + b"A3004\xff\xfe\xfd\xfc"
+    assert mask_field(59, field) == (
+        "A3=622588*********8901 Z9=<unknown usage removed, 4 bytes> "
+        "A3=<QR payment code removed, 4 bytes>"
+    )
+
+
+def test_field59_values_that_need_it_are_quoted_or_hex() -> None:
+    field = b"A4005a b=c" + b"A4000" + b"A4002\x00\x01" + b"A4004[0x]" + b"A40040x12"
+    assert mask_field(59, field) == 'A4="a b=c" A4="" A4=0x0001 A4="[0x]" A4="0x12"'
+
+
+def test_field59_broken_a2_is_removed_a_broken_a5_shown() -> None:
+    field = b"A2008" + b"03006000" + b"A5005" + b"01xyz"
+    assert mask_field(59, field) == "A2=<A2 that does not parse removed, 8 bytes> A5=01xyz"
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"A1017" + SM4_PIN_BLOCK,  # the length runs past the end
+        b"A1016" + SM4_PIN_BLOCK + b"A4",  # a tail that is no usage
+        b"\x00\x01016" + SM4_PIN_BLOCK,  # no tag
+    ],
+)
+def test_field59_that_does_not_parse_is_removed_whole(field: bytes) -> None:
+    assert mask_field(59, field) == (
+        f"<field 59 that does not parse as usages removed, {len(field)} bytes>"
+    )
+
+
+def test_field59_as_text_under_an_acquirer_profile() -> None:
+    assert mask_field(59, "A4003123") == "A4=123"
+    assert mask_field(59, "A4003一二三") == (
+        "<field 59 that does not parse as usages removed, 8 characters>"
+    )

@@ -24,7 +24,8 @@ def test_the_built_in_profile_is_design_section_4() -> None:
     assert (f[2].len_type, f[2].justify, f[35].fmt) == (LL, "left", "z")
     assert (f[63].charset, f[64].fmt, f[64].max_len) == ("gb18030", "b", 8)
     assert sorted(f) == [2, 3, 4, 11, 12, 13, 14, 15, 22, 23, 25, 26, 32, 35, 36, 37, 38, 39,
-                         41, 42, 44, 48, 49, 52, 53, 54, 55, 60, 61, 62, 63, 64]  # fmt: skip
+                         41, 42, 44, 48, 49, 52, 53, 54, 55, 59, 60, 61, 62, 63, 64]  # fmt: skip
+    assert (f[59].fmt, f[59].max_len, f[59].len_type) == ("b", 999, LLL)
 
 
 def test_overrides_change_only_what_they_name(tmp_path) -> None:
@@ -135,3 +136,22 @@ def test_a_bad_profile_stops_the_configuration_naming_both_files(tmp_path) -> No
         load(config_path, env={})
     text = str(err.value)
     assert text.startswith(f"{config_path}: wire.profile: {profile}: field 60: max = 5000")
+
+
+def test_an_acquirer_can_narrow_or_retype_field_59(tmp_path) -> None:
+    from agent.wire.field59 import has_a2
+    from agent.wire.mask import mask_field
+
+    narrow = load_profile(write(tmp_path, "[fields.59]\nmax = 100"))
+    assert narrow.fields[59].kind == "b..100 LLL"
+    usage = b"A4095" + b"7" * 95  # 100 bytes: fits
+    assert decode_message(encode_message(Message("0200", {59: usage}), narrow), narrow)[59] == usage
+    with pytest.raises(EncodeError, match="field 59"):
+        encode_message(Message("0200", {59: usage + b"A4000"}), narrow)
+    # an acquirer that declares 59 as text: the usages are read from its characters
+    text = load_profile(write(tmp_path, '[fields.59]\nformat = "ans"', "text.toml"))
+    message = decode_message(encode_message(Message("0200", {59: "A2000A4003123"}), text), text)
+    assert message[59] == "A2000A4003123" and has_a2(message)
+    assert mask_field(59, message[59]) == "A2=[] A4=123"
+    with pytest.raises(ProfileError, match="field 59: max = 1000: a LLL field holds at most 999"):
+        load_profile(write(tmp_path, "[fields.59]\nmax = 1000", "wide.toml"))
