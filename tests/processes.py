@@ -31,10 +31,12 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 class HostProcess:
-    def __init__(self, workdir: Path, listen: str = "127.0.0.1:0") -> None:
+    def __init__(
+        self, workdir: Path, listen: str = "127.0.0.1:0", extra: list[str] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             [AGENT, "sim", "host", "--listen", listen, "--registry",
-             str(workdir / "registry.json")],
+             str(workdir / "registry.json"), *(extra or [])],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         assert self.process.stdout is not None

@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check-batch", action="store_true", help="answer 77 to a purchase of another batch"
     )
+    p.add_argument(
+        "--check-tusn",
+        action="store_true",
+        help="refuse (97) a purchase or pre-authorisation without a right field 59 A2 of a "
+        "reported TUSN (DESIGN.md section 17)",
+    )
     p.add_argument("--profile", type=Path, help="wire profile (TOML) to decode and encode with")
     p.set_defaults(handler="sim:cmd_sim_host")
 

@@ -60,6 +60,7 @@ def cmd_sim_host(args: argparse.Namespace) -> int:
             key_layout=args.key_layout,
             batch=args.batch,
             check_batch=args.check_batch,
+            check_tusn=args.check_tusn,
             profile=wire_profile(args),
         )
     except (ValueError, OSError) as exc:

@@ -20,6 +20,19 @@ PIN for every card unless ``pins`` says otherwise): 55 for a wrong PIN, 99 for a
 format 0 for the card's PAN; everything else is approved. Settlement, batch upload
 and script results are acknowledged with 00. A reversal of nothing
 the host approved gets 25; one whose amount differs from the original's gets 22.
+
+With ``check_tusn`` it checks field 59 ``A2`` as an acquirer does under the CUP rules of 2017
+(DESIGN.md section 17): every purchase (0200, 3 = 00..., 25 = 00, 60.1 = 22) and
+pre-authorisation (0100, 3 = 03..., 25 = 06, 60.1 = 10) must carry a well-formed ``A2`` whose TUSN
+the acquirer reported to CUP for that terminal (``tusns`` in the registry), whose random factor is
+the last 6 digits of the PAN (field 2, else field 35 before ``=``) and whose ciphertext is right
+under ``tusn_key`` (the module simulator's documented test key by default). Anything else is
+refused with ``tusn_refusal`` (97 by default): a decline that moves no money, counted by reason
+(``TUSN_REFUSAL_REASONS``), after the MAC and batch checks. Nothing else is checked: sign-ins,
+echoes, balance inquiries, voids and reversals carry no ``A2``; a reversal of a refused purchase
+gets 25, as for anything the host never approved. A registry entry without ``tusns`` (written
+before the host knew TUSNs, or registered without any) has the module simulator's default TUSN
+reported, so existing rigs keep passing; ``"tusns": []`` means none is.
 """
 
 from __future__ import annotations
@@ -33,11 +46,12 @@ from datetime import datetime
 from pathlib import Path
 
 from agent.sim.host_downloads import DOWNLOADS, HostParameters
-from agent.sim.module import TEST_PIN
+from agent.sim.module import TEST_PIN, TEST_TUSN_KEY, TUSN_PREFIX, ModuleState
+from agent.wire import field59
 from agent.wire.builders import response_mti, response_to, with_batch
-from agent.wire.errors import WireError
+from agent.wire.errors import DecodeError, WireError
 from agent.wire.frame import Header, Layout, decode_frame, host_frame
-from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_matches
+from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_matches, tusn_ciphertext
 from agent.wire.message import Message, encode_message
 from agent.wire.pin import PinError, pin_of_format0, pin_pan
 from agent.wire.profile import CUP, Profile
@@ -49,6 +63,20 @@ DECLINE_SUFFIX = "51"
 FINANCIAL = ("0100", "0200", "0220")  # moves or holds money: approved into the ledger
 ACKNOWLEDGED = ("0320", "0500", "0620")  # batch upload, settlement, script result
 MAC_REQUIRED = ("0100", "0200", "0220", "0400", "0620")
+# The module simulator's TUSN with its default serial (a dataclass keeps a field's default as the
+# class attribute): reported for the test terminal and for registry entries that name none.
+DEFAULT_TUSN = TUSN_PREFIX + ModuleState.serial.strip()
+# The requests CUP wants A2 on, as (MTI, processing code's first 2 digits, 25, 60.1): purchase
+# and pre-authorisation. The host's own list, not the agent's message classes: it plays the
+# acquirer, which does not share the terminal's code.
+NEEDS_A2 = {("0200", "00", "00", "22"), ("0100", "03", "06", "10")}
+TUSN_REFUSAL_REASONS = (
+    "a2-missing",  # no field 59, or no A2 in it
+    "a2-malformed",  # field 59 not usages, or an A2 field59.a2_problem finds fault with
+    "tusn-not-reported",  # the acquirer never reported this TUSN for this terminal
+    "factor-mismatch",  # 03 is not the last 6 digits of the PAN
+    "ciphertext-wrong",  # 04 is not what the TUSN key gives
+)
 
 
 @dataclass
@@ -57,6 +85,7 @@ class Terminal:
     mid: str
     tmk: bytes = field(repr=False)
     status: str = "active"  # or "cancelled"
+    tusns: list[str] = field(default_factory=lambda: [DEFAULT_TUSN])  # reported to CUP
     require_signin: bool = False  # header processing requirement 3 until it signs in
     asks: int = 0  # a processing requirement (1-15) for the header of the next answer
 
@@ -84,6 +113,52 @@ class Ledger:
     missing_macs: int = 0  # requests of an MTI that needs a MAC (DESIGN.md section 15) without one
     pins_verified: int = 0  # PIN blocks that decrypted to the card's PIN
     pin_failures: int = 0  # wrong PIN (55) or not a format 0 block (99)
+    tusn_refusals: dict[str, int] = field(default_factory=dict)  # by TUSN_REFUSAL_REASONS
+
+
+def _pan(message: Message) -> str:
+    """The card's PAN: field 2, else track 2 (35) up to its separator; "" when neither."""
+    return message.text(2, "") or message.text(35, "").split("=")[0]
+
+
+def _needs_a2(message: Message) -> bool:
+    facts = (message.mti, message.text(3, "")[:2], message.text(25, ""), message.text(60, "")[:2])
+    return facts in NEEDS_A2
+
+
+def checked_tusn(tusn: object) -> str:
+    """``tusn`` when it can be a TUSN (A2 sub-usage 02: 1 to 50 printable ASCII characters);
+    ValueError otherwise."""
+    if not (
+        isinstance(tusn, str)
+        and 1 <= len(tusn) <= field59.TUSN_MAX
+        and tusn.isascii()
+        and tusn.isprintable()
+    ):
+        raise ValueError(
+            f"a TUSN is 1 to {field59.TUSN_MAX} printable ASCII characters, got {tusn!r}"
+        )
+    return tusn
+
+
+def _refusal_code(code: object) -> bool:
+    """Whether ``code`` can be field 39 of a refusal: an2, and not the approval 00."""
+    return (
+        isinstance(code, str)
+        and len(code) == 2
+        and code.isascii()
+        and code.isalnum()
+        and code != "00"
+    )
+
+
+def _registry_tusns(entry: dict[str, object]) -> list[str]:
+    """The TUSNs a registry entry says were reported; an entry from before the host knew TUSNs
+    (no "tusns") has the simulator's default one, so the rigs that wrote it keep passing."""
+    tusns = entry.get("tusns", [DEFAULT_TUSN])
+    if not isinstance(tusns, list):
+        raise ValueError(f"terminal {entry.get('tid')}: tusns is not a list")
+    return [checked_tusn(tusn) for tusn in tusns]
 
 
 def _key(message: Message) -> str:
@@ -101,6 +176,9 @@ class AcquirerHost:
         key_layout: int = 0,
         batch: int = 1,
         check_batch: bool = False,
+        check_tusn: bool = False,
+        tusn_refusal: str = "97",
+        tusn_key: bytes = TEST_TUSN_KEY,
         profile: Profile = CUP,
     ) -> None:
         self.registry_path = registry_path
@@ -111,6 +189,10 @@ class AcquirerHost:
         self.key_layout = 0
         self.batch = batch
         self.check_batch = check_batch
+        self.check_tusn = False
+        self.tusn_refusal = "97"
+        self.tusn_key = TEST_TUSN_KEY
+        self.set_tusn_check(check_tusn, tusn_refusal, tusn_key)
         self.profile = profile
         self.pins: dict[str, str] = {}  # PAN -> PIN; other cards have TEST_PIN
         self.downloads = HostParameters()
@@ -124,16 +206,36 @@ class AcquirerHost:
             raise ValueError(f"key layout must be 0 (default) or 1 to {len(LAYOUTS)}")
         self.key_layout = layout
 
+    def set_tusn_check(self, check: bool, refusal: str, key: bytes) -> None:
+        """Check A2 of purchases and pre-authorisations (``check``), refusing with the response
+        code ``refusal`` (2 ASCII letters or digits, not 00) and verifying ciphertexts under the
+        SM4 ``key``. All three are validated before any changes (ValueError)."""
+        if not isinstance(check, bool):
+            raise ValueError(f"check_tusn must be true or false, got {check!r}")
+        if not _refusal_code(refusal):
+            raise ValueError(
+                f"tusn_refusal must be a response code of 2 ASCII letters or digits other than "
+                f"00, got {refusal!r}"
+            )
+        if not (isinstance(key, bytes) and len(key) == len(TEST_TUSN_KEY)):
+            raise ValueError(f"tusn_key must be an SM4 key of {len(TEST_TUSN_KEY)} bytes")
+        with self.lock:
+            self.check_tusn, self.tusn_refusal, self.tusn_key = check, refusal, key
+
     # ------------------------------------------------------------------------- registry
 
     def reload(self) -> None:
         if not self.registry_path.exists():
-            self._save_registry([TEST_TERMINAL | {"status": "active"}])
+            self._save_registry([TEST_TERMINAL | {"status": "active", "tusns": [DEFAULT_TUSN]}])
         try:
             raw = json.loads(self.registry_path.read_text())
             terminals = {
                 t["tid"]: Terminal(
-                    t["tid"], t["mid"], bytes.fromhex(t["tmk"]), t.get("status", "active")
+                    t["tid"],
+                    t["mid"],
+                    bytes.fromhex(t["tmk"]),
+                    t.get("status", "active"),
+                    _registry_tusns(t),
                 )
                 for t in raw["terminals"]
             }
@@ -145,7 +247,7 @@ class AcquirerHost:
                 terminal.require_signin = old.require_signin if old else False
             self.terminals = terminals
 
-    def _save_registry(self, terminals: list[dict[str, str]]) -> None:
+    def _save_registry(self, terminals: list[dict[str, object]]) -> None:
         self.registry_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.registry_path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -157,7 +259,13 @@ class AcquirerHost:
         with self.lock:
             self._save_registry(
                 [
-                    {"tid": t.tid, "mid": t.mid, "tmk": t.tmk.hex().upper(), "status": t.status}
+                    {
+                        "tid": t.tid,
+                        "mid": t.mid,
+                        "tmk": t.tmk.hex().upper(),
+                        "status": t.status,
+                        "tusns": list(t.tusns),
+                    }
                     for t in self.terminals.values()
                 ]
             )
@@ -171,6 +279,19 @@ class AcquirerHost:
         with self.lock:
             self.terminals[tid].status = status
             self.sessions.pop(tid, None)
+            self.save()
+
+    def report_tusn(self, tid: str, tusn: str, reported: bool = True) -> None:
+        """The acquirer reports ``tusn`` to CUP for terminal ``tid`` (``reported`` False: withdraws
+        it); persisted in the registry. KeyError for an unknown terminal, ValueError for what
+        cannot be a TUSN."""
+        checked_tusn(tusn)
+        with self.lock:
+            tusns = self.terminals[tid].tusns
+            if reported and tusn not in tusns:
+                tusns.append(tusn)
+            elif not reported and tusn in tusns:
+                tusns.remove(tusn)
             self.save()
 
     def forget(self, tid: str) -> None:
@@ -239,6 +360,11 @@ class AcquirerHost:
             return response_to(message, "A0"), session
         if self.check_batch and message.mti in FINANCIAL and message.text(60)[2:8] != self._batch():
             return response_to(message, "77"), session
+        if self.check_tusn and _needs_a2(message):
+            reason = self._a2_refusal(message, terminal)
+            if reason:
+                self.ledger.tusn_refusals[reason] = self.ledger.tusn_refusals.get(reason, 0) + 1
+                return response_to(message, self.tusn_refusal), session
         if message.mti in FINANCIAL:
             return self._financial(message, session), session
         if message.mti == "0400":
@@ -271,9 +397,33 @@ class AcquirerHost:
     def _batch(self) -> str:
         return f"{self.batch:06d}"
 
+    def _a2_refusal(self, message: Message, terminal: Terminal) -> str:
+        """Why the acquirer refuses the request's field 59 A2, one of TUSN_REFUSAL_REASONS;
+        "" when it accepts it."""
+        raw = message.get(field59.FIELD)
+        try:
+            value = field59.find_usage(
+                None if raw is None else field59.field_bytes(raw), field59.TUSN_USAGE
+            )
+        except DecodeError:  # 59 is not a run of usages: its A2 cannot be read
+            return "a2-malformed"
+        if value is None:
+            return "a2-missing"
+        if field59.a2_problem(value) is not None:
+            return "a2-malformed"
+        a2 = field59.sub_usages(value)  # well-formed: 02, 03 and 04 are there
+        tusn, factor = a2["02"], a2["03"]
+        if tusn not in terminal.tusns:
+            return "tusn-not-reported"
+        if factor != _pan(message)[-field59.FACTOR_DIGITS :]:
+            return "factor-mismatch"
+        if a2["04"] != tusn_ciphertext(self.tusn_key, tusn, factor):
+            return "ciphertext-wrong"
+        return ""
+
     def _pin_refusal(self, message: Message, session: Session) -> str:
         """The code refusing the PIN (55 wrong, 99 not format 0 for the PAN); "" when right."""
-        pan = message.text(2, "") or message.text(35, "").split("=")[0]
+        pan = _pan(message)
         pik = session.keys.get("PIK")
         block = message.get(52)
         try:
@@ -355,6 +505,7 @@ class AcquirerHost:
                         "mid": t.mid,
                         "status": t.status,
                         "require_signin": t.require_signin,
+                        "tusns": list(t.tusns),
                     }
                     for t in self.terminals.values()
                 ],
@@ -364,6 +515,9 @@ class AcquirerHost:
                 },
                 "batch": self.batch,
                 "check_batch": self.check_batch,
+                "check_tusn": self.check_tusn,
+                "tusn_refusal": self.tusn_refusal,
+                "tusn_refusals": dict(self.ledger.tusn_refusals),
                 "key_layout": self.key_layout,
                 "purchases": dict(self.ledger.purchases),
                 "requests": dict(self.ledger.requests),

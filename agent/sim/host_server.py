@@ -11,12 +11,24 @@ Admin API (JSON):
     POST /terminals/<tid>/require-signin set header processing requirement 3 until it signs in
     POST /terminals/<tid>/require-download   processing requirement 6 on the next answer
     POST /terminals/<tid>/ask            {"requirement": 1-15}: that requirement on the next answer
+    POST /terminals/<tid>/tusn           {"tusn": "...", "reported"?: true | false}: report the
+                                         TUSN to CUP for the terminal (false: withdraw it); kept
+                                         in the registry file
     POST /settings                       {"key_layout"?: 0-7, "batch"?: N, "check_batch"?: bool,
                                           "download_fault"?: "" | "ca-sha1" | "tlv-overrun" |
-                                          "list-never-ends"}
+                                          "list-never-ends", "check_tusn"?: bool,
+                                          "tusn_refusal"?: 2 letters or digits (not "00"),
+                                          "tusn_key"?: 32 hex digits}
     POST /faults                         {"kind", "count"?: 1, "delay"?: 2.0, "mti"?}; kinds below
     POST /faults/clear
     POST /reload                         re-read the registry file
+
+``check_tusn`` has every purchase and pre-authorisation checked for a right field 59 ``A2`` of a
+reported TUSN, refused with ``tusn_refusal`` (97) otherwise; ``tusn_key`` is the SM4 key the
+ciphertexts are verified with (the module simulator's test key by default); see
+:mod:`agent.sim.host`. ``/state`` shows each terminal's ``tusns`` and the refusals by reason
+(``tusn_refusals``). A bad value is answered 400 with what is wrong, and changes nothing of the
+TUSN settings.
 
 Fault kinds, each applied to the next ``count`` requests: ``no-answer``, ``late`` (answer after
 ``delay`` seconds), ``garbage`` (random bytes instead of the answer), ``close`` (close the
@@ -38,6 +50,7 @@ import json
 import os
 import signal
 import ssl
+import string
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -46,6 +59,7 @@ from typing import Any
 
 from agent.sim.host import AcquirerHost
 from agent.sim.jsonhttp import JsonHandler, serve_in_thread
+from agent.sim.module import TEST_TUSN_KEY
 from agent.wire.frame import Layout, decode_frame, host_frame, with_length
 from agent.wire.message import Message, encode_message
 
@@ -261,10 +275,23 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                         if not 1 <= requirement <= 15:
                             raise ValueError("a processing requirement is 1 to 15")
                         host.terminals[tid].asks = requirement
+                    elif action == "tusn":
+                        if "tusn" not in body:
+                            raise ValueError('"tusn" is missing: the TUSN to report or withdraw')
+                        reported = body.get("reported", True)
+                        if not isinstance(reported, bool):
+                            raise ValueError(f"reported must be true or false, got {reported!r}")
+                        host.report_tusn(tid, body["tusn"], reported)
                     else:
                         raise ValueError(f"unknown action {action!r}")
                 elif parts == ["settings"]:
                     with host.lock:
+                        # first: a bad TUSN setting is refused before anything else changes
+                        host.set_tusn_check(
+                            body.get("check_tusn", host.check_tusn),
+                            body.get("tusn_refusal", host.tusn_refusal),
+                            tusn_key(body["tusn_key"]) if "tusn_key" in body else host.tusn_key,
+                        )
                         if "key_layout" in body:
                             host.set_key_layout(int(body["key_layout"]))
                         if "batch" in body:
@@ -293,6 +320,19 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
             self.reply(200, {"ok": True})
 
     return Handler
+
+
+def tusn_key(text: object) -> bytes:
+    """The ``tusn_key`` of ``/settings``: an SM4 key as hex. Errors never quote it."""
+    digits = 2 * len(TEST_TUSN_KEY)
+    wanted = f"tusn_key must be {digits} hex digits (an SM4 key)"
+    if not isinstance(text, str):
+        raise ValueError(f"{wanted}, not {type(text).__name__}")
+    if len(text) != digits:
+        raise ValueError(f"{wanted}, got {len(text)} characters")
+    if not set(text) <= set(string.hexdigits):
+        raise ValueError(f"{wanted}, got characters that are not hex digits")
+    return bytes.fromhex(text)
 
 
 def server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
