@@ -131,6 +131,16 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
+class RegistrationConfig:
+    """DESIGN.md section 17: the terminal hardware serial number (TUSN) in field 59 usage A2."""
+
+    tusn: str = "module"  # "module": the agent adds A2 where the app did not; "app"; "off"
+    app_version: str = ""  # A2 sub-usage 05; empty: the agent's version, first 8 characters
+    location: bool = False  # add A5 (from the location hook) to purchases and pre-authorisations
+    location_max_age: float = 600.0  # seconds a location from the hook is used
+
+
+@dataclass(frozen=True)
 class ClockConfig:
     ntp_server: str = ""  # empty: no NTP comparison
     warn_after: float = 60.0  # seconds of offset
@@ -179,6 +189,7 @@ class Config:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     reversal: ReversalConfig = field(default_factory=ReversalConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     selftest: SelftestConfig = field(default_factory=SelftestConfig)
@@ -344,6 +355,13 @@ def _topic_prefix(value: Any) -> str:
     return text
 
 
+def _app_version(value: Any) -> str:
+    text = _text(value)
+    if len(text) > 8 or not text.isascii() or not text.isprintable():
+        raise ValueError("expected at most 8 printable ASCII characters (field 59 A2 usage 05)")
+    return text
+
+
 def _tid(value: Any) -> str:
     text = _text(value)
     if text and (len(text) != 8 or not text.isascii() or not text.isprintable()):
@@ -412,6 +430,12 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "retry_first": _seconds,
         "retry_max": _seconds,
     },
+    "registration": {
+        "tusn": _choice("module", "app", "off"),
+        "app_version": _app_version,
+        "location": _flag,
+        "location_max_age": _seconds,
+    },
     "clock": {"ntp_server": _text, "warn_after": _number, "fail_after": _number},
     "control": {"socket": _text},
     "selftest": {"deadline": _seconds, "interval": _number},
@@ -437,6 +461,7 @@ SECTION_CLASSES: dict[str, type] = {
     "recovery": RecoveryConfig,
     "reversal": ReversalConfig,
     "session": SessionConfig,
+    "registration": RegistrationConfig,
     "clock": ClockConfig,
     "control": ControlConfig,
     "selftest": SelftestConfig,

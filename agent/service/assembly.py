@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from agent import paths
+from agent import __version__, paths
 from agent.config import Config
 from agent.hook_dispatch import HookDispatch
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.journal import Journal, JournalError
 from agent.recovery.engine import Gate, Recovery
 from agent.recovery.remedies import RemedyFailed, TerminalRemedies
+from agent.registration.a2 import TusnSource
+from agent.registration.location import Location
 from agent.selfcheck.base import HostClock
 from agent.service.status import StatusView
 from agent.session.downloads import DownloadFailed
@@ -86,9 +88,14 @@ class Agent:
         link.on_unmatched = reversals.late_response  # the sink of unmatched answers
         close(reversals.close)
         stan_map = StanMap(journal, reversals, lambda: settings().gateway.replay_window)
-        self.sender = sender = Sender(settings, journal, link, macs, reversals, stan_map, stats,
-                                      deferred)  # fmt: skip
         self.hooks = hooks = HookDispatch(settings, journal)
+        self.tusn = TusnSource(self.module, lambda: settings().registration, __version__[:8])
+        self.location = Location(
+            hooks.ask, lambda: settings().registration, lambda: settings().hooks.timeout
+        )
+        close(self.location.close)
+        self.sender = sender = Sender(settings, journal, link, macs, reversals, stan_map, stats,
+                                      deferred, self.tusn, self.location)  # fmt: skip
         self.reports = LatestReport()
         self.remedies = remedies = TerminalRemedies(
             settings,

@@ -39,6 +39,8 @@ class MessageClass:
     refers_by_stan: bool = False
     # approved, it voids the original that 61 names: a repetition of that one is a new request
     voids: bool = False
+    # carries the terminal hardware serial number in field 59 usage A2 (DESIGN.md section 17)
+    needs_tusn: bool = False
 
     def fits(self, mti: str, processing: str, condition: str, message_type: str) -> bool:
         return all(
@@ -62,10 +64,11 @@ _C = MessageClass
 CLASSES: tuple[MessageClass, ...] = (
     # name, MTI, processing code (first 2 digits), 25, 60.1, MAC, reversible, held
     _C("balance inquiry", ("0200",), ("31",), ("00",), ("01",), _ALWAYS, False, True),
-    _C("purchase", ("0200",), ("00",), ("00",), ("22",), _ALWAYS, True, True),
+    _C("purchase", ("0200",), ("00",), ("00",), ("22",), _ALWAYS, True, True, needs_tusn=True),
     _C("void", ("0200",), ("20",), ("00",), ("23",), _ALWAYS, True, True, voids=True),
     _C("refund", ("0220",), ("20",), ("00",), ("25",), _ALWAYS, False, True),
-    _C("pre-authorisation", ("0100",), ("03",), ("06",), ("10",), _ALWAYS, True, True),
+    _C("pre-authorisation", ("0100",), ("03",), ("06",), ("10",), _ALWAYS, True, True,
+       needs_tusn=True),
     _C("pre-authorisation void", ("0100",), ("20",), ("06",), ("11",), _ALWAYS, True, True,
        voids=True),
     _C("completion request", ("0200",), ("00",), ("06",), ("20",), _ALWAYS, True, True),

@@ -18,6 +18,9 @@ from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
 from agent.journal import SALE_PATIENCE, Journal, JournalError
+from agent.registration.a2 import TusnSource
+from agent.registration.location import Location
+from agent.registration.refusals import A2Sent
 from agent.transaction.classes import MessageClass, classify
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
@@ -43,6 +46,8 @@ class Attempt:
     answer: Message
     exchange: Exchange | None
     transaction: int | None = None
+    # field 59 A2 as it went to the host, for a class that carries one (DESIGN.md section 17)
+    a2: A2Sent | None = None
 
 
 def local_answer(request: Message, code: str, reason: str) -> Message:
@@ -94,9 +99,14 @@ class Sender:
         stan_map: StanMap,
         stats: GatewayStats,
         deferred: DeferredWrites,
+        tusn: TusnSource,
+        location: Location,
     ) -> None:
-        """``config`` is read at each use: a reload may change TID, MID, scheme or slot."""
+        """``config`` is read at each use: a reload may change TID, MID, scheme or slot.
+        ``tusn`` and ``location`` fill field 59 (A2, A5) of the classes that carry it."""
         self._config = config
+        self.tusn = tusn
+        self.location = location
         self.journal = journal
         self.stan_map = stan_map
         self.link = link
@@ -169,12 +179,13 @@ class Sender:
         # the app's STAN of this request (a reversal's or batch upload's 11 names another one)
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
         app_stan = request.text(11) if own else None
+        location = self.location.a5() if cls.needs_tusn else None
         record = asyncio.ensure_future(
-            asyncio.to_thread(self._record, request, outgoing, financial, app_stan, cls)
+            asyncio.to_thread(self._record, request, outgoing, financial, app_stan, cls, location)
         )
         try:
             async with asyncio.timeout(SALE_PATIENCE):
-                transaction, encoded = await asyncio.shield(record)
+                transaction, encoded, a2 = await asyncio.shield(record)
         except TimeoutError:
             record.add_done_callback(self._never_sent)
             return local("96", f"the journal did not record the request within "
@@ -195,7 +206,7 @@ class Sender:
             if financial:
                 self.reversals.waiting.set()
             return local("98", f"{exc}; reversal queued" if financial else str(exc))
-        return await self._settle(request, outgoing, transaction, exchange, cls)
+        return await self._settle(request, outgoing, transaction, exchange, cls, a2)
 
     async def write_outcomes(self) -> None:
         """What the journal could not take before, if it can now (reversals queued then)."""
@@ -217,7 +228,7 @@ class Sender:
         if await self.deferred.now_or_later(what, close):
             self.reversals.settled(transaction)
 
-    def _never_sent(self, record: asyncio.Future[tuple[int, bytes]]) -> None:
+    def _never_sent(self, record: asyncio.Future[tuple[int, bytes, A2Sent | None]]) -> None:
         """A request recorded too late to be sent (answered 96 meanwhile) is closed as never
         sent once the journal has it."""
         if record.cancelled() or record.exception() is not None:
@@ -233,10 +244,22 @@ class Sender:
         financial: bool,
         app_stan: str | None,
         cls: MessageClass,
-    ) -> tuple[int, bytes]:
-        """In a worker thread: journal the request as pending (taking its STAN unless it
-        names an earlier request's, as a reversal does), then MAC it. A request that cannot be
-        MACed is closed as never sent."""
+        location: bytes | None,
+    ) -> tuple[int, bytes, A2Sent | None]:
+        """In a worker thread: field 59 of a class that carries A2 (through the module),
+        journal the request as pending (taking its STAN unless it names an earlier request's,
+        as a reversal does), then MAC it. A request that cannot be MACed is closed as never
+        sent."""
+        a2 = None
+        if cls.needs_tusn:
+            field_59 = self.tusn.outgoing(outgoing, location)
+            a2 = field_59.a2
+            if field_59.value is not None:
+                row = self._config().wire.profile.fields.get(59)
+                text = row is not None and row.fmt != "b"  # an acquirer's profile made it text
+                value = field_59.value
+                outgoing.fields[59] = value.decode("ascii", "replace") if text else value
+                outgoing.fields = dict(sorted(outgoing.fields.items()))
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
         transaction = self.journal.begin(
             outgoing,
@@ -246,7 +269,7 @@ class Sender:
             replay_key=key,
         )
         try:
-            return transaction, self.macs.encode(outgoing)
+            return transaction, self.macs.encode(outgoing), a2
         except (ModuleError, WireError) as exc:
             self.journal.finish(transaction, "not-sent", detail=str(exc))
             raise
@@ -258,6 +281,7 @@ class Sender:
         transaction: int,
         exchange: Exchange,
         cls: MessageClass,
+        a2: A2Sent | None,
     ) -> Attempt:
         answer = _for_the_app(request, exchange.frame.message)
         financial = cls.reversible
@@ -288,7 +312,7 @@ class Sender:
                 self.reversals.waiting.set()
             reason = "response MAC wrong; reversal queued"
             return Attempt(self.local(request, "A0", reason), None)
-        return Attempt(answer, exchange, transaction if financial else None)
+        return Attempt(answer, exchange, transaction if financial else None, a2)
 
     def _unrecorded_answer(self, transaction: int, exchange: Exchange, financial: bool) -> None:
         """The app must not see an approval the journal does not have. The row stays pending
@@ -413,6 +437,7 @@ class Sender:
                     link=self.link,
                 )
                 self.signed_in_at = result.endpoint
+                self.tusn.forget()  # a new session may be a new module: its TUSN is asked again
                 return result
         finally:
             self._signins_running -= 1

@@ -1,0 +1,164 @@
+"""Field 59 and the terminal hardware serial number (DESIGN.md sections 4 and 17) through a real
+agent: what reaches the host (read off the host simulator's own frames), what the app gets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent import __version__
+from agent.sim.module import TEST_TUSN_KEY
+from agent.wire import field59
+from agent.wire.frame import Layout, decode_frame
+from agent.wire.mac import tusn_ciphertext
+from agent.wire.message import Message, encode_message
+from tests.integration.gateway_rig import PAN, app_purchase, exchange, gateway_rig
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def seen_by_host(rig) -> list[Message]:
+    """Every request the host simulator takes from now on, decoded as it arrived."""
+    seen: list[Message] = []
+    handle = rig.host.handle
+
+    def spying(frame: bytes) -> bytes | None:
+        seen.append(decode_frame(frame, Layout.TPDU).message)
+        return handle(frame)
+
+    rig.host.handle = spying  # type: ignore[method-assign]
+    return seen
+
+
+def pre_authorisation(amount_fen: int) -> Message:
+    request = app_purchase(amount_fen)
+    request.mti = "0100"
+    request.fields.update({3: "030000", 25: "06", 60: "10000000"})
+    return request
+
+
+def balance_inquiry() -> Message:
+    request = app_purchase(0)
+    del request.fields[4]
+    request.fields.update({3: "310000", 60: "01000000"})
+    return request
+
+
+def module_tusn(rig) -> str:
+    return rig.module_port.simulator.state.tusn
+
+
+@pytest.mark.parametrize("build", [app_purchase, pre_authorisation], ids=["purchase", "pre-auth"])
+def test_a_request_without_a2_leaves_with_the_modules(tmp_path, build) -> None:
+    """A legacy app sends no field 59: the host gets A2 with all five sub-usages, the
+    ciphertext the module computed for this card's factor (the last 6 digits of the PAN)."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            seen = seen_by_host(rig)
+            answer = await exchange(rig.socket, build(1200))
+            assert answer.text(39) == "00"
+            sent = seen[-1]
+            a2 = field59.find_usage(sent.binary(59), "A2")
+            assert a2 is not None and field59.a2_problem(a2) is None
+            tusn = module_tusn(rig)
+            assert field59.sub_usages(a2) == {
+                "01": "02",
+                "02": tusn,
+                "03": PAN[-6:],
+                "04": tusn_ciphertext(TEST_TUSN_KEY, tusn, PAN[-6:]),
+                "05": __version__[:8].ljust(8),
+            }
+
+    run(scenario())
+
+
+def test_a_balance_inquiry_carries_no_a2(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            seen = seen_by_host(rig)
+            assert (await exchange(rig.socket, balance_inquiry())).text(39) == "00"
+            assert 59 not in seen[-1]
+
+    run(scenario())
+
+
+def test_an_apps_own_field_59_is_forwarded_byte_for_byte(tmp_path) -> None:
+    """The app's A2, A5 and a usage no table names go to the host exactly as sent (inside the
+    MAB: the host's MAC check passes), and nothing is added."""
+    tusn = "00009902APP0000000000009"
+    own = field59.build_a2("04", tusn, PAN[-6:], "0123ABCD", "app 2.1")
+    value = (
+        b"Z9003xyz"
+        + b"A2" + f"{len(own):03d}".encode() + own
+        + b"A5" + b"014" + b"01004121.0205"
+    )  # fmt: skip
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            seen = seen_by_host(rig)
+            request = app_purchase(1300)
+            request.fields[59] = value
+            assert (await exchange(rig.socket, request)).text(39) == "00"
+            assert seen[-1].binary(59) == value
+            assert rig.host.ledger.mac_failures == 0
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("mode", ["app", "off"])
+def test_without_the_module_mode_nothing_is_added(tmp_path, mode) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"registration": {"tusn": mode}}) as rig:
+            seen = seen_by_host(rig)
+            assert (await exchange(rig.socket, app_purchase(1400))).text(39) == "00"
+            assert 59 not in seen[-1]
+
+    run(scenario())
+
+
+def test_a_module_without_a_tusn_key_sends_the_request_without_a2(tmp_path) -> None:
+    """The module answers TUSN with "key absent": the request still goes (the acquirer decides),
+    without A2, and a refusal would be reported as a2-missing."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.module_port.simulator.state.tusn_key = None
+            seen = seen_by_host(rig)
+            assert (await exchange(rig.socket, app_purchase(1500))).text(39) == "00"
+            assert 59 not in seen[-1]
+
+    run(scenario())
+
+
+def test_a_field_the_profile_lacks_is_a_local_30_and_the_connection_stays(tmp_path) -> None:
+    """Field 5 has no row in the CUP profile: the app gets 30 naming it, on a connection that
+    still carries its next purchase."""
+    from agent.wire.frame import with_length
+    from agent.wire.message import decode_message
+
+    good = encode_message(app_purchase(1600))
+    bitmap = bytearray(good[2:10])
+    bitmap[0] |= 0x08  # field 5
+    strange = good[:2] + bytes(bitmap) + good[10:]
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            reader, writer = await asyncio.open_unix_connection(str(rig.socket))
+            try:
+                answers = []
+                for frame in (strange, encode_message(app_purchase(1700))):
+                    writer.write(with_length(frame))
+                    await writer.drain()
+                    length = int.from_bytes(await reader.readexactly(2), "big")
+                    answers.append(decode_message(await reader.readexactly(length)))
+            finally:
+                writer.close()
+            assert answers[0].text(39) == "30"
+            assert "field 5" in answers[0].text(63), answers[0].text(63)
+            assert answers[1].text(39) == "00"
+
+    run(scenario())
