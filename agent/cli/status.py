@@ -59,6 +59,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if refusal:
         when = datetime.datetime.fromtimestamp(refusal["at"])
         lines.append(f"last 97     {refusal['code']} at {when:%Y-%m-%d %H:%M:%S}")
+    refused = answer.get("refused_requests") or {}
+    if refused.get("by_finding"):
+        counts = ", ".join(f"{n} {finding}" for finding, n in refused["by_finding"].items())
+        lines.append(f"refused     {counts} (single requests; the terminal stays registered)")
+        told = (refused.get("last") or {}).get("message") or {}
+        if told:
+            lines.append(f"            {told['zh'] if render.shows_chinese() else told['en']}")
     if answer["message"]:
         if render.shows_chinese():
             lines.append(f"message     {answer['message']['zh']}")

@@ -1,6 +1,9 @@
 """A recovery run: journal the refusal, self-check, apply the remedies the policy picks, retry the
-request (bounded, tenacity), and enter the unregistered state when nothing helped; the background
-sign-in probe while unregistered. What the host's header asks for alongside an answer it did not
+request (bounded, tenacity), decide whose refusal it is (DESIGN.md section 7 point 4): the
+request's when a sign-in of this recovery was approved and the request is still refused, the
+terminal's (the unregistered state) when the sign-in itself is refused or every kind of request
+is, nobody's yet when the host did not answer; the background sign-in probe while
+unregistered. What the host's header asks for alongside an answer it did not
 refuse is handed to ``host_asks`` (:class:`agent.session.requirements.HostRequests`)."""
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from agent.recovery.policy import (
     unregistered_message,
 )
 from agent.recovery.remedies import HostSilent, Remedies, RemedyFailed
+from agent.registration.refusals import RefusalCounts, advice, finding
 from agent.selfcheck import Report
 from agent.selfcheck.base import Text
+from agent.transaction.classes import classify
 from agent.transaction.sender import Attempt, local_answer
 from agent.wire import codes
 from agent.wire.message import Message
@@ -38,6 +43,16 @@ log = logging.getLogger(__name__)
 
 class NothingLeftToTry(Exception):
     pass
+
+
+# A refusal of the same kind as one just attributed to its request (same class, code and field
+# 59 A2) is that request's too, without another sign-in, for this long after the last one.
+SAME_REFUSAL_MEMORY = 300.0
+
+
+def _terminal_config(answer: Message) -> bool:
+    code = answer.text(39, "")
+    return codes.is_code(code) and codes.lookup(code).category is codes.Category.TERMINAL_CONFIG
 
 
 class Gate:
@@ -96,6 +111,12 @@ class Recovery:
         # cleared while a recovery or the start-up sign-in runs: new requests wait for it
         self._probe: asyncio.Task[None] | None = None
         self._host_silent = ""  # why a remedy of the running recovery got no answer, if one did
+        self._signed_in = False  # whether a remedy of the running recovery signed in
+        self.refused_requests = RefusalCounts()
+        # classes refused as requests since the last approval: every kind refused is the
+        # terminal's refusal after all
+        self._refused_classes: dict[str, bool] = {}  # class name -> whether it carries A2
+        self._same_refusal: tuple[tuple[str, str, str], float] | None = None
 
     # --------------------------------------------------------------------------- gateway
 
@@ -113,7 +134,11 @@ class Recovery:
         if not refused(attempt.answer):
             if requirement:
                 self.host_asks(requirement)
+            if codes.approved(attempt.answer.text(39, "")):
+                self._refused_classes.clear()
             return attempt
+        if self._known_request_refusal(request, attempt):
+            return self._request_refused(request, attempt, again=True)
         return await self._recover_from(request, attempt)
 
     # -------------------------------------------------------------------------- recovery
@@ -169,10 +194,15 @@ class Recovery:
             plan = ["sign-in", *(p for p in plan if p != "sign-in")]
         self._event("plan", remedies=plan or ["escalate"], refused_by=refused_by)
         self._host_silent = ""
+        self._signed_in = False
         final = attempt
         if plan:
             final = await self._retry_with_remedies(request, attempt, plan, report, started)
-        if refused(final.answer) and self._host_silent:
+        if self._requests_refusal(request, final):
+            self.state = State.REGISTERED
+            assert request is not None
+            final = self._request_refused(request, final)
+        elif refused(final.answer) and self._host_silent:
             # nobody's refusal yet: a host that did not answer is a communication failure, and
             # never makes the terminal unregistered
             self.state = State.REGISTERED
@@ -218,12 +248,17 @@ class Recovery:
             self._event("retried", after=remedy, code=last.answer.text(39))
             return last
 
+        def go_on(tried: Attempt) -> bool:
+            # refused again although a sign-in was approved: this request is refused, not the
+            # terminal; no more remedies (re-provisioning would not change it)
+            return refused(tried.answer) and not self._requests_refusal(request, tried)
+
         settings = self._settings()
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(settings.attempts)
             | tenacity.stop_after_delay(max(settings.deadline - (time.monotonic() - started), 0)),
             wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
-            retry=tenacity.retry_if_result(lambda tried: refused(tried.answer)),
+            retry=tenacity.retry_if_result(go_on),
             reraise=True,
         )
         try:
@@ -249,7 +284,70 @@ class Recovery:
             self._event("remedy", remedy=remedy, ok=False, detail=str(exc))
             return False
         self._event("remedy", remedy=remedy, ok=True, detail=done)
+        self._signed_in = True  # every remedy ends in a sign-in the host approved
         return True
+
+    # ------------------------------------------------------------------ whose refusal
+
+    def _requests_refusal(self, request: Message | None, attempt: Attempt) -> bool:
+        """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of
+        this recovery was approved, the host still refuses the request with a terminal-config
+        code (a session or security code after a sign-in is the session's), and not every
+        kind of request the app sent since the last approval was refused."""
+        if request is None or not self._signed_in or attempt.exchange is None:
+            return False
+        if not _terminal_config(attempt.answer):
+            return False
+        cls = classify(request)
+        refused_classes = dict(self._refused_classes)
+        if cls is not None:
+            refused_classes[cls.name] = cls.needs_tusn
+        # field 59 explains refusals of classes that carry A2; two kinds refused, one of them
+        # without A2, is the host refusing the terminal whatever it sends
+        return not (len(refused_classes) >= 2 and not all(refused_classes.values()))
+
+    def _kind(self, request: Message, attempt: Attempt) -> tuple[str, str, str]:
+        cls = classify(request)
+        a2 = attempt.a2.status.value if attempt.a2 is not None else ""
+        return (cls.name if cls else request.mti, attempt.answer.text(39, ""), a2)
+
+    def _known_request_refusal(self, request: Message, attempt: Attempt) -> bool:
+        """A refusal of the very kind just attributed to its request, with no sign-in since:
+        that request's too, at once (no sign-in per refused sale)."""
+        if self._same_refusal is None or self.state is not State.REGISTERED:
+            return False
+        kind, at = self._same_refusal
+        fresh = time.monotonic() - at < SAME_REFUSAL_MEMORY
+        return fresh and _terminal_config(attempt.answer) and kind == self._kind(request, attempt)
+
+    def _request_refused(self, request: Message, attempt: Attempt, again: bool = False) -> Attempt:
+        """The host refuses this request, not the terminal: it stays registered, the app gets
+        the host's code with the cause in field 63, and the journal, telemetry, hooks and
+        ``agent status`` hear of it with its finding."""
+        code = attempt.answer.text(39, "")
+        cls = classify(request)
+        found = finding(attempt.a2)
+        told = advice(attempt.a2, code, codes.lookup(code))
+        if cls is not None:
+            self._refused_classes[cls.name] = cls.needs_tusn
+        self._same_refusal = (self._kind(request, attempt), time.monotonic())
+        detail: dict[str, Any] = {
+            "finding": found,
+            "code": code,
+            "class": cls.name if cls else request.mti,
+            "tusn": attempt.a2.tusn if attempt.a2 is not None else "",
+            "a2": attempt.a2.status.value if attempt.a2 is not None else "",
+            "repeated": again,
+        }
+        self.refused_requests.add(found, {**detail, "message": told.to_json(), "at": time.time()})
+        self.journal.note("request-refused", **detail, message_en=told.en, message_zh=told.zh)
+        log.warning("request refused, terminal still registered: %s: %s", found, told.en)
+        payload = {**self.remedies.identity(), **detail, "message": told.to_json()}
+        self.remedies.tell_hooks("request-refused", payload)
+        self.remedies.tell_hooks("display-message", payload)
+        answer = Message(attempt.answer.mti, dict(attempt.answer.fields))
+        answer.fields[63] = f"AGENT {found}: {told.en}"[:163]
+        return Attempt(answer, attempt.exchange, attempt.transaction, attempt.a2)
 
     async def _enter_unregistered(self, report: Report, answer: Message) -> None:
         blocking = [c for c in report.checks if c.finding in PERSON_MUST_ACT]

@@ -62,6 +62,12 @@ class StatusView:
             "reversals_to_recheck": rechecks,
             "journal_error": journal_error,
             "last_refusal": self._recovery.last_refusal,
+            # refusals of single requests while the terminal stayed registered (DESIGN.md
+            # section 7 point 4), by finding, and the last one with what the merchant was told
+            "refused_requests": {
+                "by_finding": dict(self._recovery.refused_requests.by_finding),
+                "last": self._recovery.refused_requests.last,
+            },
             "message": message.to_json() if message else None,
             "gateway": dataclasses.asdict(self._stats),
         }

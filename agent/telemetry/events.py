@@ -1,5 +1,6 @@
 """Which journal events the fleet hears of, and as what (DESIGN.md section 14): a 97, the
-recovery that followed, the terminal becoming unregistered, a stuck reversal, a failed periodic
+recovery that followed, the terminal becoming unregistered, a request refused while the terminal
+stays registered, a stuck reversal, a failed periodic
 self-check, a completed download. :func:`forward` runs inside the journal's commit, so an event
 and its telemetry are written together or not at all. Its details are the journal's, which are
 masked already; nothing else is added."""
@@ -8,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-KINDS = ("97", "recovered", "unregistered", "reversal-stuck", "selftest-failed",
-         "parameters-downloaded", "journal-damaged")  # fmt: skip
+KINDS = ("97", "recovered", "unregistered", "request-refused", "reversal-stuck",
+         "selftest-failed", "parameters-downloaded", "journal-damaged")  # fmt: skip
 
 
 def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -24,6 +25,9 @@ def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | N
     if kind == "recovery.unregistered":
         return "unregistered", {"cause": detail.get("message_en", ""),
                                 "cause_zh": detail.get("message_zh", "")}  # fmt: skip
+    if kind == "request-refused":  # the terminal stays registered: the host refused one request
+        keys = ("finding", "code", "class", "tusn", "a2", "repeated", "message_en")
+        return kind, {key: detail.get(key) for key in keys}
     if kind == "reversal-stuck":
         return "reversal-stuck", detail
     if kind == "light-check" and str(detail.get("result", "")).startswith("fail"):
