@@ -40,6 +40,7 @@ class Provisioning:
     tpdu_destination: str | None = None
     tpdu_source: str | None = None
     key_slot: int | None = None
+    tusn: str | None = None  # the hardware serial the acquirer reported for it (DESIGN.md 17)
     source: str = ""  # where it came from: "TMS http://...", "hook ...", "file ..."
 
     @classmethod
@@ -63,8 +64,16 @@ class Provisioning:
             tpdu_destination=record.get("tpdu_destination"),
             tpdu_source=record.get("tpdu_source"),
             key_slot=record.get("key_slot"),
+            tusn=record.get("tusn"),
             source=source,
         )
+        if provisioning.tusn is not None and not (
+            isinstance(provisioning.tusn, str)
+            and 0 < len(provisioning.tusn) <= 50
+            and provisioning.tusn.isascii()
+            and provisioning.tusn.isprintable()
+        ):
+            raise ProvisioningError(f"{source}: tusn must be 1 to 50 printable ASCII characters")
         if not provisioning.tid or not provisioning.mid:
             raise ProvisioningError(f"{source}: tid and mid are required")
         try:

@@ -35,6 +35,9 @@ EVENTS = (
     "reversal-stuck",
     "parameters-downloaded",
     "parameters-requested",
+    "registration-check",
+    "location",
+    "request-refused",
 )
 EXIT_TRY_LATER = 75  # EX_TEMPFAIL in sysexits.h
 # Left behind by editors and package managers, or switched off by hand: never run.

@@ -93,7 +93,11 @@ class TerminalRemedies:
 
     def check_context(self) -> Context:
         return Context(
-            self._settings(), self._journal, module=self._module, host_clock=self._host_clock
+            self._settings(),
+            self._journal,
+            module=self._module,
+            host_clock=self._host_clock,
+            hooks=self._hooks.runner,
         )
 
     async def self_check(self, only: list[str] | None = None) -> Report:

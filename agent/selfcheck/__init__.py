@@ -12,12 +12,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from agent.selfcheck import clock, keys, module, network, provisioning, session, storage
+from agent.selfcheck import (
+    clock,
+    keys,
+    module,
+    network,
+    provisioning,
+    registration,
+    session,
+    storage,
+)
 from agent.selfcheck.base import CheckResult, Context, Status, Text, elapsed_ms
 
 Check = Callable[[Context], Awaitable[CheckResult]]
 CHECKS: dict[str, Check] = {
-    m.ID: m.check for m in (provisioning, clock, network, keys, module, storage, session)
+    m.ID: m.check
+    for m in (provisioning, clock, network, keys, module, registration, storage, session)
 }
 # What recovery runs after a 97: what can explain it, not what only informs.
 FAST = ("provisioning", "clock", "network", "keys")
@@ -27,6 +37,7 @@ NAMES = {
     "network": Text("network", "网络"),
     "keys": Text("keys", "密钥"),
     "module": Text("module", "加密模块"),
+    "registration": Text("registration", "终端报备"),
     "storage": Text("storage", "存储"),
     "session": Text("session", "会话"),
 }

@@ -11,8 +11,10 @@ from typing import Any, TypeVar
 
 from agent.config import Config
 from agent.journal import PATIENCE, Journal
+from agent.provisioning import Provisioning, fetch_from_tms
 from agent.wire.message import Message
 from drivers.module import CardModule, ModuleInfo, ModuleLinkError
+from firmware_hooks import HookRunner
 
 T = TypeVar("T")
 
@@ -95,7 +97,9 @@ class Context:
     module: CardModule | None = None
     now: Callable[[], float] = time.time
     host_clock: Callable[[], HostClockSample | None] = lambda: None
+    hooks: HookRunner | None = None  # the registration-check and location hooks
     _info: asyncio.Task[ModuleInfo] | None = None
+    _tms: asyncio.Task[Provisioning] | None = None
     _unreachable: ModuleLinkError | None = None
     _one_at_a_time: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -129,6 +133,21 @@ class Context:
             # the checks that asked may have given up; the answer is still looked at
             self._info.add_done_callback(lambda task: task.cancelled() or task.exception())
         return await asyncio.shield(self._info)
+
+    async def tms_record(self) -> Provisioning:
+        """What the TMS holds for this terminal's module, asked once per run and shared by the
+        checks that compare with it; :class:`ProvisioningError` or :class:`ModuleError` when it
+        cannot be known."""
+        if self._tms is None:
+            config = self.config
+
+            async def ask() -> Provisioning:
+                serial = (await self.module_info()).serial
+                return await fetch_from_tms(config.tms.url, serial, config.tms.timeout)
+
+            self._tms = asyncio.ensure_future(ask())
+            self._tms.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return await asyncio.shield(self._tms)
 
 
 def elapsed_ms(started: float) -> int:

@@ -14,6 +14,7 @@ from agent.journal import Journal, JournalError
 from agent.selfcheck import Report, run_checks
 from agent.selfcheck.base import Context
 from drivers.serial_module import SerialCardModule
+from firmware_hooks import HookRunner
 
 
 async def run_local(
@@ -25,7 +26,8 @@ async def run_local(
     except JournalError as exc:
         journal_error = str(exc)
     module = SerialCardModule(config.module.url, baudrate=config.module.baudrate)
-    context = Context(config, journal, journal_error, module, now=now)
+    hooks = HookRunner(config.hooks.directory, timeout=config.hooks.timeout)
+    context = Context(config, journal, journal_error, module, now=now, hooks=hooks)
     try:
         return await run_checks(context, only)
     finally:

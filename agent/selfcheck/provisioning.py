@@ -3,7 +3,7 @@ TMS and the last sign-in say."""
 
 from __future__ import annotations
 
-from agent.provisioning import ProvisioningError, fetch_from_tms
+from agent.provisioning import ProvisioningError
 from agent.selfcheck.base import CheckResult, Context, Status, Text
 from drivers.module import ModuleError
 
@@ -41,7 +41,7 @@ async def check(context: Context) -> CheckResult:
     if config.tms.url and context.module is not None:
         try:
             serial = (await context.module_info()).serial
-            record = await fetch_from_tms(config.tms.url, serial, config.tms.timeout)
+            record = await context.tms_record()
         except (ProvisioningError, ModuleError) as exc:
             detail.append(f"TMS not consulted: {exc}")
         else:

@@ -37,7 +37,17 @@ def test_healthy_terminal_is_all_ok(tmp_path) -> None:
             rig.put_tms()
             report = await run_checks(context_of(rig))
             assert statuses(report) == dict.fromkeys(
-                ("provisioning", "clock", "network", "keys", "module", "storage", "session"), "ok"
+                (
+                    "provisioning",
+                    "clock",
+                    "network",
+                    "keys",
+                    "module",
+                    "registration",
+                    "storage",
+                    "session",
+                ),
+                "ok",
             )
             assert report.ok
             assert "TMS" in report.get("provisioning").detail

@@ -25,7 +25,16 @@ def test_healthy_terminal_all_ok_exit_0(simulators) -> None:
     assert report["ok"] is True
     assert [(c["id"], c["status"]) for c in report["checks"]] == [
         (name, "ok")
-        for name in ("provisioning", "clock", "network", "keys", "module", "storage", "session")
+        for name in (
+            "provisioning",
+            "clock",
+            "network",
+            "keys",
+            "module",
+            "registration",
+            "storage",
+            "session",
+        )
     ]
     for check in report["checks"]:
         assert set(check) == {"id", "status", "finding", "summary", "detail", "remedy"}

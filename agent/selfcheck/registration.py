@@ -1,0 +1,296 @@
+"""Registration (DESIGN.md sections 6 and 17): would the acquirer refuse this terminal's
+purchases for their terminal hardware serial number (TUSN)? The module answers TUSN well formed,
+the TUSN is the one the TMS holds, the last purchases carried A2, the acquirer's own check (the
+`registration-check` hook) says it is reported, a location source answers where A5 is wanted,
+and the last refusal of a request for its TUSN, if there was one."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from agent.journal import PATIENCE, JournalError
+from agent.provisioning import ProvisioningError
+from agent.registration.location import a5_from_hook
+from agent.selfcheck.base import CheckResult, Context, Status, Text
+from drivers.module import ModuleError, ModuleProtocolError, ModuleStatusError, TusnAnswer
+from drivers.module import Status as ModuleStatus
+from firmware_hooks import Outcome
+
+ID = "registration"
+PROBE_FACTOR = "000000"  # any 6 digits: the check asks for the TUSN, not a real card's ciphertext
+RECENT = 24 * 3600.0  # a refusal of a request within this is reported
+_PURCHASES = 20  # the last requests of the classes that carry A2 looked at
+
+_MANUFACTURER_DIGITS, _DEVICE_DIGITS = 6, 2
+
+
+@dataclass
+class _Findings:
+    """What the parts of the check found, worst first when reported."""
+
+    fails: list[tuple[str, Text, Text]] = field(default_factory=list)
+    warns: list[tuple[str, Text, Text]] = field(default_factory=list)
+    detail: list[str] = field(default_factory=list)
+
+    def result(self, ok: Text, data: dict[str, object]) -> CheckResult:
+        worst = self.fails or self.warns
+        if not worst:
+            return CheckResult(ID, Status.OK, ok, "; ".join(self.detail), data=data)
+        finding, summary, remedy = worst[0]
+        others = [f"also {f}: {s.en}" for f, s, _ in (self.fails + self.warns)[1:]]
+        return CheckResult(
+            ID,
+            Status.FAIL if self.fails else Status.WARN,
+            summary,
+            "; ".join(self.detail + others),
+            remedy,
+            finding=finding,
+            data=data,
+        )
+
+
+def tusn_problem(answer: TusnAnswer) -> str | None:
+    """What is wrong with the module's TUSN: the manufacturer number CUP assigned (6 digits),
+    the device type (2 digits, the same as the answer's), then the serial."""
+    tusn = answer.tusn
+    head = _MANUFACTURER_DIGITS + _DEVICE_DIGITS
+    if len(tusn) <= head or not tusn[:head].isdigit():
+        return f"TUSN {tusn!r} does not begin with 6 manufacturer and 2 device-type digits"
+    if tusn[_MANUFACTURER_DIGITS:head] != answer.device_type:
+        return (
+            f"TUSN {tusn} names device type {tusn[_MANUFACTURER_DIGITS:head]}, the module "
+            f"answers device type {answer.device_type}"
+        )
+    return None
+
+
+async def check(context: Context) -> CheckResult:
+    config = context.config.registration
+    found = _Findings()
+    data: dict[str, object] = {"mode": config.tusn}
+    tusn = await _module_tusn(context, found, data)
+    if tusn:
+        await _against_tms(context, tusn, found)
+        await _acquirers_check(context, tusn, found)
+    await _last_purchases(context, found)
+    if config.location:
+        await _location(context, found)
+    await _last_refusal(context, found, data)
+    if config.tusn == "off":
+        found.warns.insert(0, (
+            "registration.a2-missing",
+            Text("field 59 A2 is off (registration.tusn = \"off\"): acquirers under the CUP "
+                 "rules refuse purchases without the terminal hardware serial number",
+                 "59 域 A2 已关闭（registration.tusn = \"off\"）：按银联规定收单机构会拒绝"
+                 "未上送终端硬件序列号的消费"),
+            Text('set registration.tusn = "module" (or "app" if the payment app sends A2)',
+                 '设置 registration.tusn = "module"（收款应用自行上送 A2 时设为 "app"）'),
+        ))  # fmt: skip
+    shown = tusn or "-"
+    return found.result(
+        Text(f"TUSN {shown}: field 59 A2 as the acquirer expects it",
+             f"终端硬件序列号 {shown}：59 域 A2 符合收单要求"),
+        data,
+    )  # fmt: skip
+
+
+async def _module_tusn(context: Context, found: _Findings, data: dict[str, object]) -> str:
+    """The module's TUSN ("" when it has none or cannot say)."""
+    if context.module is None:
+        found.detail.append("no card module: TUSN not asked")
+        return ""
+    try:
+        answer = await context.module_call(context.module.tusn, PROBE_FACTOR)
+    except ModuleStatusError as exc:
+        if exc.status in (ModuleStatus.KEY_ABSENT, ModuleStatus.UNKNOWN_COMMAND):
+            found.fails.append((
+                "registration.tusn-absent",
+                Text("the card module has no terminal hardware serial number (TUSN) to give",
+                     "加密模块无法提供终端硬件序列号（TUSN）"),
+                Text("have the manufacturer inject the TUSN key, or use a payment app that "
+                     'sends A2 (registration.tusn = "app")',
+                     "请厂商灌装 TUSN 密钥，或使用自行上送 A2 的收款应用"
+                     '（registration.tusn = "app"）'),
+            ))  # fmt: skip
+        found.detail.append(str(exc))
+        return ""
+    except ModuleProtocolError as exc:
+        found.fails.append(_malformed(str(exc)))
+        found.detail.append(str(exc))
+        return ""
+    except ModuleError as exc:  # the module check says why the module does not answer
+        found.detail.append(f"TUSN not asked: {exc}")
+        return ""
+    problem = tusn_problem(answer)
+    if problem is not None:
+        found.fails.append(_malformed(problem))
+    data.update(tusn=answer.tusn, device_type=answer.device_type)
+    found.detail.append(f"module TUSN {answer.tusn}, device type {answer.device_type}")
+    return answer.tusn
+
+
+def _malformed(problem: str) -> tuple[str, Text, Text]:
+    return (
+        "registration.tusn-malformed",
+        Text(f"the card module's TUSN answer is malformed: {problem}",
+             f"加密模块返回的终端硬件序列号格式错误：{problem}"),
+        Text("call the terminal's manufacturer: the module's TUSN is wrong",
+             "请联系终端厂商：加密模块中的序列号有误"),
+    )  # fmt: skip
+
+
+async def _against_tms(context: Context, tusn: str, found: _Findings) -> None:
+    if not context.config.tms.url:
+        return
+    try:
+        record = await context.tms_record()
+    except (ProvisioningError, ModuleError) as exc:
+        found.detail.append(f"TMS not consulted: {exc}")
+        return
+    if record.tusn and record.tusn != tusn:
+        found.fails.append((
+            "registration.tusn-differs-from-tms",
+            Text(f"the module's TUSN {tusn} is not the one the TMS holds ({record.tusn})",
+                 f"加密模块的序列号 {tusn} 与 TMS 登记的（{record.tusn}）不一致"),
+            Text(f"have the acquirer report TUSN {tusn} (the module was probably swapped)",
+                 f"请收单机构为序列号 {tusn} 办理报备（加密模块可能已更换）"),
+        ))  # fmt: skip
+
+
+async def _acquirers_check(context: Context, tusn: str, found: _Findings) -> None:
+    """The vendor's `registration-check` hook asks the acquirer whether the TUSN is reported."""
+    if context.hooks is None or not context.hooks.hooks_for("registration-check"):
+        return
+    config = context.config
+    payload = {"tid": config.terminal.tid, "mid": config.terminal.mid, "tusn": tusn}
+    budget = min(config.hooks.timeout, config.selftest.deadline)
+    for result in await context.hooks.run("registration-check", payload, budget=budget):
+        output = result.output or {}
+        if result.outcome is not Outcome.DONE or not isinstance(output.get("reported"), bool):
+            found.detail.append(f"registration-check {result.hook}: "
+                                f"{result.detail or 'no {reported: bool} printed'}")  # fmt: skip
+            continue
+        said = _shown(output.get("detail", ""))
+        why_en, why_zh = (f": {said}", f"：{said}") if said else ("", "")
+        if not output["reported"]:
+            found.fails.append((
+                "registration.tusn-not-reported",
+                Text(f"the acquirer has not reported TUSN {tusn} to UnionPay{why_en}",
+                     f"收单机构尚未为序列号 {tusn} 向银联报备{why_zh}"),
+                Text(f"have TUSN {tusn} reported to the acquirer before the first sale",
+                     f"首笔交易前请让收单机构为序列号 {tusn} 办理报备"),
+            ))  # fmt: skip
+        else:
+            found.detail.append(
+                f"the acquirer has TUSN {tusn} reported{': ' + said if said else ''}"
+            )
+        return
+
+
+def _shown(text: object) -> str:
+    """Text from a hook, as it may be shown: printable, clipped."""
+    value = str(text)
+    return "".join(c if c.isprintable() else "?" for c in value)[:120]
+
+
+async def _last_purchases(context: Context, found: _Findings) -> None:
+    """Whether the last purchases and pre-authorisations went out with an A2."""
+    journal = context.journal
+    if journal is None:
+        return
+    since = context.now() - RECENT
+    try:
+        rows = await journal.within(PATIENCE, journal.transactions, since)
+    except JournalError as exc:  # the storage check says what the journal has
+        found.detail.append(f"journal not read: {exc}")
+        return
+    carried = [_carried_a2(row) for row in rows]
+    recent = [c for c in carried if c is not None][-_PURCHASES:]
+    if recent and not recent[-1]:
+        found.warns.append((
+            "registration.a2-missing",
+            Text("the last purchase went to the acquirer without field 59 A2 (the terminal "
+                 "hardware serial number)",
+                 "最近一笔消费上送时缺少 59 域 A2（终端硬件序列号）"),
+            Text('set registration.tusn = "module", or update the payment app',
+                 '设置 registration.tusn = "module"，或升级收款应用'),
+        ))  # fmt: skip
+    if recent:
+        found.detail.append(f"A2 on {sum(recent)} of the last {len(recent)} purchases")
+
+
+def _carried_a2(row: dict[str, object]) -> bool | None:
+    """For a purchase or pre-authorisation row: whether its request carried a readable A2;
+    None for the other classes."""
+    try:
+        request = json.loads(str(row["request"]))
+        fields = request["fields"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    mti, processing = request.get("mti"), str(fields.get("3", ""))
+    purchase = (
+        mti == "0200" and processing.startswith("00") and str(fields.get("60", ""))[:2] == "22"
+    )
+    pre_auth = mti == "0100" and processing.startswith("03")
+    if not (purchase or pre_auth):
+        return None
+    return "A2=[" in str(fields.get("59", ""))  # the journal keeps 59 masked, usages shown
+
+
+async def _location(context: Context, found: _Findings) -> None:
+    problem = ""
+    if context.hooks is None or not context.hooks.hooks_for("location"):
+        problem = "no location hook is installed"
+    else:
+        budget = min(context.config.hooks.timeout, context.config.selftest.deadline)
+        problems = []
+        for result in await context.hooks.run("location", {}, budget=budget):
+            try:
+                if result.outcome is Outcome.DONE and result.output is not None:
+                    a5_from_hook(result.output)
+                    found.detail.append(f"location from {result.hook}")
+                    return
+                problems.append(f"{result.hook}: {result.detail or 'printed nothing'}")
+            except ValueError as exc:
+                problems.append(f"{result.hook}: {exc}")
+        problem = "; ".join(problems)
+    found.warns.append((
+        "registration.location-unavailable",
+        Text(f"no location for field 59 A5 ({problem}); the acquirer wants one",
+             f"无法取得 59 域 A5 所需的位置信息（{problem}）"),
+        Text("install a location hook (ModemManager or gpsd; see the examples) and check the "
+             "modem or GPS", "安装位置钩子（ModemManager 或 gpsd，见示例）并检查调制解调器或 GPS"),
+    ))  # fmt: skip
+
+
+async def _last_refusal(context: Context, found: _Findings, data: dict[str, object]) -> None:
+    """A request refused for its A2 since yesterday: the acquirer's own answer."""
+    journal = context.journal
+    if journal is None:
+        return
+    try:
+        events = await journal.within(PATIENCE, journal.events, context.now() - RECENT)
+    except JournalError as exc:  # the storage check says what the journal has
+        found.detail.append(f"journal not read: {exc}")
+        return
+    refusals = [e for e in events if e.get("kind") == "request-refused"]
+    if not refusals:
+        return
+    last = refusals[-1]
+    finding = str(last.get("finding", ""))
+    data["last_refusal"] = {k: last.get(k) for k in ("finding", "code", "class", "tusn", "at")}
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(last.get("at", 0))))
+    if not finding.startswith("registration."):
+        found.detail.append(f"a {last.get('class')} was refused with {last.get('code')} at {when}")
+        return
+    found.fails.append((
+        finding,
+        Text(f"{len(refusals)} request(s) refused for field 59 since yesterday, the last at "
+             f"{when}: {last.get('message_en', '')}",
+             f"昨日以来 {len(refusals)} 笔交易因 59 域被拒，最近一笔于 {when}："
+             f"{last.get('message_zh', '')}"),
+        Text("see the cause above; the terminal itself is registered",
+             "请按上述原因处理；终端本身已登记"),
+    ))  # fmt: skip
