@@ -246,9 +246,13 @@ def test_an_outsiders_connect_loop_on_the_tcp_listener_does_not_stall_purchases(
                 asyncio.to_thread(
                     subprocess.run,
                     ["/usr/bin/python3", "-S", "-c", loop],
-                    user=65534, group=65534, extra_groups=[],
-                    capture_output=True, text=True, timeout=30,
-                )  # fmt: skip
+                    user=65534,
+                    group=65534,
+                    extra_groups=[],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
             )
             await asyncio.sleep(0.5)  # the loop is running
             answers = []
