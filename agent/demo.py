@@ -6,7 +6,10 @@ approved, a purchase with a PIN typed on the card module's keypad (through the m
 void by the receipt number the app printed; the host forgets the terminal, the next purchase gets
 97, the self-check, the remedy and the approved retry; then the host cancels the terminal: 97,
 remedies fail, the terminal is ``unregistered`` with a message in Chinese and English; then the
-journal's timeline.
+journal's timeline. Last, the terminal hardware serial number (TUSN, DESIGN.md sections 7 and
+17): the acquirer checks field 59 A2 before it has this terminal's TUSN reported, a purchase is
+refused yet the terminal stays registered and a balance inquiry is approved, the self-check
+names the cause, the acquirer reports the TUSN and the next purchase is approved.
 Exit 0 when the story completed as told.
 """
 
@@ -17,12 +20,18 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from agent import timeline
 from agent.config import build
+from agent.journal import Journal
 from agent.recovery.policy import State
+from agent.selfcheck import NAMES, run_checks
+from agent.selfcheck.base import Text
+from agent.selfcheck.report import finding_code
 from agent.service.assembly import Agent
 from agent.service.daemon import sign_in_at_start
+from agent.sim.module import TEST_TUSN_KEY
 from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire import codes
 from agent.wire.frame import with_length
@@ -34,6 +43,9 @@ from drivers.module import Command, encode_pin_request
 
 SUPPORT = "95516"
 PAN = "6217001234567890123"  # a test card number: the journal and this output keep 6 + 4
+# What the simulated acquirer answers a purchase whose TUSN it has not reported: the same 97 a
+# terminal it does not know gets, which is why recovery must decide whose refusal it is
+TUSN_REFUSAL = "97"
 
 
 class StoryBroken(Exception):
@@ -47,6 +59,14 @@ def _app_purchase(amount_fen: int, stan: int) -> Message:
         {2: PAN, 3: "000000", 4: f"{amount_fen:012d}", 11: f"{stan:06d}", 14: "2812",
          22: "022", 25: "00", 49: "156", 60: "22000000"},
     )  # fmt: skip
+
+
+def _app_balance_inquiry(stan: int) -> Message:
+    """A balance inquiry: a kind of request that carries no field 59 A2 under the CUP rules."""
+    request = _app_purchase(0, stan)
+    del request.fields[4]
+    request.fields.update({3: "310000", 60: "01000000"})
+    return request
 
 
 async def _send(socket: Path, message: Message) -> Message:
@@ -94,6 +114,26 @@ def _answer(response: Message) -> str:
     code = response.text(39)
     rc = codes.lookup(code)
     return f"{code} {rc.zh} / {rc.en}"
+
+
+def _bilingual(text: Text, indent: str = "     ") -> None:
+    _say(f"{indent}{text.zh}")
+    _say(f"{indent}{text.en}")
+
+
+def _screen(message: Text) -> None:
+    _say("   on the terminal's screen (the display-message hook):")
+    _bilingual(message)
+
+
+async def _timeline(journal: Journal, since: float, timed: bool = False) -> list[dict[str, Any]]:
+    """Print what the journal noted since ``since`` (epoch seconds), one line each; ``timed``:
+    with the times, as ``agent journal`` shows it. The entries, for the chapter to check."""
+    entries = await journal.run(timeline.entries, journal, since)
+    lines = timeline.render(entries).splitlines() if timed else [e["text"] for e in entries]
+    for line in lines:
+        _say(f"   {line}")
+    return entries
 
 
 async def _story(folder: Path) -> None:
@@ -158,8 +198,7 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     host.forget(TID)
     mark = time.time()
     response = await _pay(socket, 5678, 4)
-    for entry in await journal.run(timeline.entries, journal, mark):
-        _say(f"   {entry['text']}")
+    await _timeline(journal, mark)
     _say(f"   answer to the app: {_answer(response)}")
     _expect(response.text(39) == "00", "the purchase after the 97 was not approved")
 
@@ -167,14 +206,11 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     host.set_status(TID, "cancelled")
     mark = time.time()
     response = await _pay(socket, 900, 5)
-    for entry in await journal.run(timeline.entries, journal, mark):
-        _say(f"   {entry['text']}")
+    await _timeline(journal, mark)
     _say(f"   answer to the app: {_answer(response)}")
     _expect(agent.recovery.state is State.UNREGISTERED, "the terminal did not become unregistered")
     assert agent.recovery.message is not None
-    _say("   on the terminal's screen (the display-message hook):")
-    _say(f"     {agent.recovery.message.zh}")
-    _say(f"     {agent.recovery.message.en}")
+    _screen(agent.recovery.message)
     sent = host.state()["requests"].get("0200", 0)
     response = await _pay(socket, 900, 6)
     _expect(host.state()["requests"].get("0200", 0) == sent, "the host got a purchase")
@@ -182,8 +218,88 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
          f"{response.text(39)}, {response.text(63)[:60]}...")  # fmt: skip
 
     _say("\n5. The journal (agent journal)")
-    for line in timeline.render(await journal.run(timeline.entries, journal)).splitlines():
-        _say(f"   {line}")
+    await _timeline(journal, 0.0, timed=True)
+
+    await _tusn_chapter(site, agent, socket)
+
+
+async def _tusn_chapter(site: Site, agent: Agent, socket: Path) -> None:
+    """The acquirer refuses a purchase for its TUSN: the request's refusal, not the terminal's
+    (DESIGN.md section 7 point 4, section 17)."""
+    host, journal, recovery = site.host, agent.journal, agent.recovery
+    tusn = site.module_port.simulator.state.tusn
+    mark = time.time()
+    _say("\n6. The acquirer checks the terminal hardware serial number (TUSN, 终端硬件序列号) "
+         "in field 59 A2")  # fmt: skip
+    # chapter 4 left the terminal cancelled and unregistered: a TUSN refusal needs a terminal
+    # the acquirer knows, so it reinstates it and a technician signs in
+    host.set_status(TID, "active")
+    await recovery.sign_in("a technician's sign-in succeeded")  # as agent signin does
+    _expect(recovery.state is State.REGISTERED, "the technician's sign-in did not register")
+    _say(f"   the acquirer reinstates the terminal; a technician signs in (agent signin): "
+         f"{recovery.state.value} again")  # fmt: skip
+    host.report_tusn(TID, tusn, reported=False)
+    host.set_tusn_check(True, TUSN_REFUSAL, TEST_TUSN_KEY)
+    _say(f"   the acquirer now checks A2 on purchases; it has not reported TUSN {tusn} to "
+         "UnionPay (未报备)")  # fmt: skip
+
+    _say("\n6a. A purchase of 23.45 CNY: the agent adds A2 through the card module, the "
+         "acquirer refuses it")  # fmt: skip
+    response = await _pay(socket, 2345, 7)
+    cause = response.text(63, "")
+    _say(f"   answer to the app: {_answer(response)}")
+    _say(f"   field 63: {cause}")
+    _expect(
+        response.text(39) == TUSN_REFUSAL
+        and cause.startswith("AGENT registration.tusn-refused:")
+        and tusn in cause,
+        f"the app's answer does not name TUSN {tusn} as the cause: {response.text(39)} {cause}",
+    )
+    reasons = host.state()["tusn_refusals"]
+    _say(f"   the acquirer's refusals (the purchase, and its retry after a sign-in), by reason: "
+         f"{reasons}")  # fmt: skip
+    _expect(
+        isinstance(reasons, dict) and set(reasons) == {"tusn-not-reported"},
+        f"the acquirer refused the purchase for something else than its TUSN: {reasons}",
+    )
+    refusals = recovery.refused_requests
+    _say(f"   the terminal stays {recovery.state.value}; agent status counts the refused "
+         f"requests: {dict(refusals.by_finding)}")  # fmt: skip
+    _expect(recovery.state is State.REGISTERED, "the TUSN refusal unregistered the terminal")
+    told = (refusals.last or {}).get("message")
+    _expect(isinstance(told, dict), "recovery did not count the refused purchase")
+    assert isinstance(told, dict)
+    _screen(Text(told["en"], told["zh"]))
+    response = await _send(socket, _app_balance_inquiry(8))
+    _say(f"   a balance inquiry (it carries no A2) is still answered: {_answer(response)}")
+    _expect(response.text(39) == "00", "the balance inquiry after the refusal was not approved")
+
+    _say("\n6b. The technician's self-check (agent selftest) names the cause")
+    report = await run_checks(agent.remedies.check_context(), ["registration"])
+    check = report.get("registration")
+    _expect(
+        check is not None and finding_code(check) == "registration.tusn-refused" and check.remedy,
+        f"the registration check did not find the TUSN refusal: {check}",
+    )
+    assert check is not None and check.remedy is not None
+    name = NAMES[check.id]
+    _say(f"   {name.en} ({name.zh}): {check.status.value}, finding {finding_code(check)}")
+    _bilingual(check.summary)
+    _say("   remedy (处理):")
+    _bilingual(check.remedy)
+
+    _say(f"\n6c. The acquirer reports TUSN {tusn} (报备); the merchant takes the 23.45 CNY again")
+    host.report_tusn(TID, tusn)
+    response = await _pay(socket, 2345, 9)
+    _say(f"   answer: {_answer(response)}")
+    _expect(response.text(39) == "00", "the purchase after the TUSN was reported was refused")
+
+    _say("\n6d. The journal of this chapter (agent journal --since ...)")
+    entries = await _timeline(journal, mark, timed=True)
+    _expect(
+        any(entry["kind"] == "request-refused" for entry in entries),
+        "the journal has no request-refused event",
+    )
 
 
 def run_demo(verbose: bool = False) -> int:

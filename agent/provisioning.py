@@ -188,6 +188,7 @@ async def fetch_from_tms(url: str, serial: str, timeout: float) -> Provisioning:
             with urllib.request.urlopen(address, timeout=timeout) as response:
                 return json.loads(response.read(65536))
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the response's connection open until collected otherwise
             if exc.code == 404:
                 raise ProvisioningError(
                     f"TMS {url} does not know module serial {serial.strip()}"

@@ -41,6 +41,12 @@ def _event_text(event: dict[str, Any]) -> str:
             return f"recovered: {_code(event['code'])}, {event['seconds']} s after the refusal"
         case "recovery.unregistered":
             return f"UNREGISTERED: {event['message_en']}"
+        case "request-refused":
+            again = ", again: no sign-in" if event.get("repeated") else ""
+            return (
+                f"{event['class']} refused with {_code(event['code'])}, the terminal stays "
+                f"registered ({event['finding']}{again}): {event['message_en']}"
+            )
         case "recovery.registered-again":
             return f"registered again: {event['why']}"
         case "reversal-queued":

@@ -71,12 +71,12 @@ def advice(a2: A2Sent | None, code: str, code_text: Text) -> Text:
             f"（{a2.problem}）。请联系收款应用厂商修正",
         )
     tusn = a2.tusn or "?"
+    # short enough that field 63 (163 characters) holds it whole after the finding code
     return Text(
-        f"the acquirer refused this request with {code}: terminal hardware serial number "
-        f"(TUSN) {tusn} is not accepted. Have TUSN {tusn} reported to the acquirer (and by "
-        "it to UnionPay); the terminal itself is registered",
-        f"收单机构拒绝了此笔交易（{code}）：终端硬件序列号 {tusn} 未被受理。"
-        f"请让收单机构为序列号 {tusn} 办理报备（报送银联）；终端本身已登记",
+        f"the acquirer refused {code} for TUSN {tusn}: have it reported to the acquirer; "
+        "the terminal itself is registered",
+        f"收单机构拒绝此笔交易（{code}）：终端硬件序列号 {tusn} 未报备。请让收单机构为该序列号"
+        "办理报备（报送银联）；终端本身已登记",
     )
 
 

@@ -28,7 +28,8 @@ _MANUFACTURER_DIGITS, _DEVICE_DIGITS = 6, 2
 
 @dataclass
 class _Findings:
-    """What the parts of the check found, worst first when reported."""
+    """What the parts of the check found, worst first when reported. A finding is named
+    without the check's id, which the report puts before it (``registration.tusn-absent``)."""
 
     fails: list[tuple[str, Text, Text]] = field(default_factory=list)
     warns: list[tuple[str, Text, Text]] = field(default_factory=list)
@@ -80,7 +81,7 @@ async def check(context: Context) -> CheckResult:
     await _last_refusal(context, found, data)
     if config.tusn == "off":
         found.warns.insert(0, (
-            "registration.a2-missing",
+            "a2-missing",
             Text("field 59 A2 is off (registration.tusn = \"off\"): acquirers under the CUP "
                  "rules refuse purchases without the terminal hardware serial number",
                  "59 域 A2 已关闭（registration.tusn = \"off\"）：按银联规定收单机构会拒绝"
@@ -106,7 +107,7 @@ async def _module_tusn(context: Context, found: _Findings, data: dict[str, objec
     except ModuleStatusError as exc:
         if exc.status in (ModuleStatus.KEY_ABSENT, ModuleStatus.UNKNOWN_COMMAND):
             found.fails.append((
-                "registration.tusn-absent",
+                "tusn-absent",
                 Text("the card module has no terminal hardware serial number (TUSN) to give",
                      "加密模块无法提供终端硬件序列号（TUSN）"),
                 Text("have the manufacturer inject the TUSN key, or use a payment app that "
@@ -133,7 +134,7 @@ async def _module_tusn(context: Context, found: _Findings, data: dict[str, objec
 
 def _malformed(problem: str) -> tuple[str, Text, Text]:
     return (
-        "registration.tusn-malformed",
+        "tusn-malformed",
         Text(f"the card module's TUSN answer is malformed: {problem}",
              f"加密模块返回的终端硬件序列号格式错误：{problem}"),
         Text("call the terminal's manufacturer: the module's TUSN is wrong",
@@ -151,7 +152,7 @@ async def _against_tms(context: Context, tusn: str, found: _Findings) -> None:
         return
     if record.tusn and record.tusn != tusn:
         found.fails.append((
-            "registration.tusn-differs-from-tms",
+            "tusn-differs-from-tms",
             Text(f"the module's TUSN {tusn} is not the one the TMS holds ({record.tusn})",
                  f"加密模块的序列号 {tusn} 与 TMS 登记的（{record.tusn}）不一致"),
             Text(f"have the acquirer report TUSN {tusn} (the module was probably swapped)",
@@ -176,7 +177,7 @@ async def _acquirers_check(context: Context, tusn: str, found: _Findings) -> Non
         why_en, why_zh = (f": {said}", f"：{said}") if said else ("", "")
         if not output["reported"]:
             found.fails.append((
-                "registration.tusn-not-reported",
+                "tusn-not-reported",
                 Text(f"the acquirer has not reported TUSN {tusn} to UnionPay{why_en}",
                      f"收单机构尚未为序列号 {tusn} 向银联报备{why_zh}"),
                 Text(f"have TUSN {tusn} reported to the acquirer before the first sale",
@@ -210,7 +211,7 @@ async def _last_purchases(context: Context, found: _Findings) -> None:
     recent = [c for c in carried if c is not None][-_PURCHASES:]
     if recent and not recent[-1]:
         found.warns.append((
-            "registration.a2-missing",
+            "a2-missing",
             Text("the last purchase went to the acquirer without field 59 A2 (the terminal "
                  "hardware serial number)",
                  "最近一笔消费上送时缺少 59 域 A2（终端硬件序列号）"),
@@ -257,7 +258,7 @@ async def _location(context: Context, found: _Findings) -> None:
                 problems.append(f"{result.hook}: {exc}")
         problem = "; ".join(problems)
     found.warns.append((
-        "registration.location-unavailable",
+        "location-unavailable",
         Text(f"no location for field 59 A5 ({problem}); the acquirer wants one",
              f"无法取得 59 域 A5 所需的位置信息（{problem}）"),
         Text("install a location hook (ModemManager or gpsd; see the examples) and check the "
@@ -286,7 +287,7 @@ async def _last_refusal(context: Context, found: _Findings, data: dict[str, obje
         found.detail.append(f"a {last.get('class')} was refused with {last.get('code')} at {when}")
         return
     found.fails.append((
-        finding,
+        finding.removeprefix("registration."),  # the report puts the check's id before it
         Text(f"{len(refusals)} request(s) refused for field 59 since yesterday, the last at "
              f"{when}: {last.get('message_en', '')}",
              f"昨日以来 {len(refusals)} 笔交易因 59 域被拒，最近一笔于 {when}："

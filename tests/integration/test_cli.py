@@ -222,13 +222,33 @@ def test_demo_tells_the_whole_story() -> None:
     result = agent("demo")
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    tusn = "00009902SIM0000000000001"  # the module simulator's
     steps = ["1. The agent signs in", "2. A purchase", "2a. A purchase of 88.00 CNY with a PIN",
              "the host checked the PIN under its PIK: 1", "2b. The merchant voids",
              "the agent named the original", "3. The host loses", "recovered: 00",
              "4. The acquirer cancels", "UNREGISTERED", "5. The journal",
+             # the TUSN chapter: the request's refusal, not the terminal's
+             "6. The acquirer checks the terminal hardware serial number", "registered again",
+             f"it has not reported TUSN {tusn}", "6a. A purchase of 23.45 CNY",
+             "answer to the app: 97",
+             f"AGENT registration.tusn-refused: the acquirer refused 97 for TUSN {tusn}: have "
+             "it reported to the acquirer; the terminal itself is registered",
+             "{'tusn-not-reported': 2}", "the terminal stays registered",
+             "{'registration.tusn-refused': 1}", f"终端硬件序列号 {tusn} 未报备",
+             "a balance inquiry (it carries no A2) is still answered: 00",
+             "6b. The technician's self-check",
+             "registration (终端报备): fail, finding registration.tusn-refused",
+             "1 request(s) refused for field 59", "see the cause above",
+             f"6c. The acquirer reports TUSN {tusn}", "answer: 00",
+             "6d. The journal of this chapter", "retried after sign-in: 97",
+             "purchase refused with 97 (terminal not registered (terminal id not found)), the "
+             "terminal stays registered (registration.tusn-refused)",
+             "23.45 CNY card 621700*********0123: completed, 00",
              "The story completed"]  # fmt: skip
-    positions = [out.index(step) for step in steps]
-    assert positions == sorted(positions)
+    at = 0
+    for step in steps:  # each after the one before it
+        assert step in out[at:], f"{step!r} is missing or out of order"
+        at = out.index(step, at) + len(step)
     assert "终端 10000001（商户 898100012340001）暂停收款" in out and "(support: 95516)" in out
     assert "6217001234567890123" not in out and "621700*********0123" in out
     assert not result.stderr

@@ -162,3 +162,149 @@ def test_a_field_the_profile_lacks_is_a_local_30_and_the_connection_stays(tmp_pa
             assert answers[1].text(39) == "00"
 
     run(scenario())
+
+
+# ------------------------------------------------------------------------ whose refusal it is
+
+
+def acquirer_checks_tusn(rig, reported: bool) -> str:
+    """The host checks A2 as acquirers do, with this terminal's TUSN reported or not."""
+    from agent.sim.site import TID
+
+    tusn = module_tusn(rig)
+    rig.host.set_tusn_check(True, "97", TEST_TUSN_KEY)
+    rig.host.report_tusn(TID, tusn, reported=reported)
+    return tusn
+
+
+def sign_ins(rig) -> int:
+    return rig.host.ledger.requests.get("0800", 0)
+
+
+def events_of(rig, kind: str) -> list[dict]:
+    return [e for e in rig.agent.journal.events() if e["kind"] == kind]
+
+
+def test_a_tusn_refusal_is_the_requests_and_the_terminal_stays_registered(tmp_path) -> None:
+    """The host refuses a purchase whose TUSN it has not reported, after a sign-in it approved:
+    the terminal is registered (balance inquiries go on), the app gets 97 with the cause and
+    the TUSN, the journal, the status and the hooks hear of it; the next refusal of the same
+    kind needs no sign-in; once the TUSN is reported the next purchase is approved."""
+    from agent.recovery.policy import State
+    from agent.sim.site import TID
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            tusn = acquirer_checks_tusn(rig, reported=False)
+            first = await exchange(rig.socket, app_purchase(2000))
+            assert first.text(39) == "97"
+            cause = first.text(63)
+            assert cause.startswith("AGENT registration.tusn-refused: "), cause
+            assert tusn in cause and "register the terminal" not in cause
+            recovery = rig.agent.recovery
+            assert recovery.state is State.REGISTERED and recovery.hold() is None
+            assert (await exchange(rig.socket, balance_inquiry())).text(39) == "00"
+
+            signed = sign_ins(rig)
+            second = await exchange(rig.socket, app_purchase(2100))
+            assert second.text(39) == "97" and second.text(63) == cause
+            assert sign_ins(rig) == signed  # attributed at once: no sign-in per refused sale
+
+            status = await rig.agent.status()
+            assert status["registered"] is True
+            assert status["refused_requests"]["by_finding"] == {"registration.tusn-refused": 2}
+            refusals = events_of(rig, "request-refused")
+            assert [(e["finding"], e["tusn"], e["repeated"]) for e in refusals] == [
+                ("registration.tusn-refused", tusn, False),
+                ("registration.tusn-refused", tusn, True),
+            ]
+            assert not events_of(rig, "recovery.unregistered")
+
+            rig.host.report_tusn(TID, tusn)
+            assert (await exchange(rig.socket, app_purchase(2200))).text(39) == "00"
+            assert rig.host.state()["tusn_refusals"] == {"tusn-not-reported": 3}
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("mode", "finding"),
+    [("off", "registration.a2-missing"), ("app", "registration.a2-missing")],
+)
+def test_a_refusal_of_a_request_without_a2_names_it(tmp_path, mode, finding) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"registration": {"tusn": mode}}) as rig:
+            acquirer_checks_tusn(rig, reported=True)
+            answer = await exchange(rig.socket, app_purchase(2300))
+            assert answer.text(39) == "97"
+            assert answer.text(63).startswith(f"AGENT {finding}: "), answer.text(63)
+            assert (await rig.agent.status())["registered"] is True
+
+    run(scenario())
+
+
+def test_an_apps_malformed_a2_is_named_in_the_refusal(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            acquirer_checks_tusn(rig, reported=True)
+            request = app_purchase(2400)
+            items = [("01", "02"), ("02", module_tusn(rig)), ("03", PAN[-6:])]  # no 04
+            a2 = field59.build_subusages(items, "A2")
+            assert "04" in str(field59.a2_problem(a2))
+            request.fields[59] = field59.with_usage(None, "A2", a2)
+            answer = await exchange(rig.socket, request)
+            assert answer.text(39) == "97"
+            assert answer.text(63).startswith("AGENT registration.a2-malformed: "), answer.text(63)
+
+    run(scenario())
+
+
+def test_every_kind_of_request_refused_is_the_terminals_refusal(tmp_path) -> None:
+    """Purchases refused for their TUSN, and then balance inquiries (which carry no A2) refused
+    too after an approved sign-in: the host refuses the terminal, whatever it sends."""
+    from agent.recovery.policy import State
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            acquirer_checks_tusn(rig, reported=False)
+            assert (await exchange(rig.socket, app_purchase(2500))).text(39) == "97"
+            assert rig.agent.recovery.state is State.REGISTERED
+            rig.server.faults.add("refused-first", count=10, mti="0200")
+            assert (await exchange(rig.socket, balance_inquiry())).text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            assert events_of(rig, "recovery.unregistered")
+
+    run(scenario())
+
+
+def test_one_kind_of_request_refused_alone_stays_the_requests(tmp_path) -> None:
+    """Balance inquiries refused (97) after an approved sign-in while purchases are approved:
+    the refusal is the request's (finding request.refused), the terminal stays registered."""
+    from agent.recovery.policy import State
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("refused-first", count=3, mti="0200")
+            answer = await exchange(rig.socket, balance_inquiry())
+            assert answer.text(39) == "97"
+            assert answer.text(63).startswith("AGENT request.refused: "), answer.text(63)
+            assert rig.agent.recovery.state is State.REGISTERED
+            rig.server.faults.clear()
+            assert (await exchange(rig.socket, app_purchase(2600))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_a_refused_sign_in_still_makes_the_terminal_unregistered(tmp_path) -> None:
+    from agent.recovery.policy import State
+    from agent.sim.site import TID
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.host.set_status(TID, "cancelled")
+            answer = await exchange(rig.socket, app_purchase(2700))
+            assert answer.text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            assert not events_of(rig, "request-refused")
+
+    run(scenario())
