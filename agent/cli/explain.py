@@ -21,6 +21,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return _explain_requirement(args.requirement, args.json)
     if args.code is None:
         raise UsageError("give a response code (e.g. 97) or --requirement N")
+    if "." in args.code:
+        return _explain_finding(args.code, args.json)
     try:
         rc = codes.lookup(args.code)
     except ValueError as exc:
@@ -37,6 +39,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"action    {rc.action_en}")
     if render.shows_chinese():
         print(f"处理      {rc.action_zh}")
+    return EXIT_OK
+
+
+def _explain_finding(finding: str, as_json: bool) -> int:
+    """A finding code of the registration check or of a refused request."""
+    from agent.registration.refusals import EXPLAINED
+
+    explained = EXPLAINED.get(finding)
+    if explained is None:
+        known = ", ".join(sorted(EXPLAINED))
+        raise UsageError(f"unknown finding {finding!r}; explained: {known}")
+    if as_json:
+        print_json({"finding": finding, "meaning": explained.meaning.to_json(),
+                    "action": explained.action.to_json()})  # fmt: skip
+        return EXIT_OK
+    chinese = render.shows_chinese()
+    print(f"{finding}  {explained.meaning.en}")
+    if chinese:
+        print(f"    {explained.meaning.zh}")
+    print(f"action    {explained.action.en}")
+    if chinese:
+        print(f"处理      {explained.action.zh}")
     return EXIT_OK
 
 

@@ -55,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
-        "explain", help="explain a response code (field 39) or a header processing requirement"
+        "explain",
+        help="explain a response code (field 39), a finding (e.g. registration.tusn-refused) "
+        "or a header processing requirement",
     )
-    p.add_argument("code", nargs="?", help="two-character response code, e.g. 97")
+    p.add_argument(
+        "code", nargs="?", help="two-character response code, e.g. 97, or a finding code"
+    )
     p.add_argument(
         "--requirement",
         metavar="N",

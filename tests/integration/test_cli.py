@@ -74,6 +74,18 @@ def test_explain_unknown_code_is_shown_as_unknown() -> None:
     assert (data["category"], data["known"]) == ("unknown", False)
 
 
+def test_explain_a_registration_finding() -> None:
+    """What the self-check and a refused request name (DESIGN.md section 17), explained."""
+    result = agent("explain", "registration.tusn-refused")
+    assert result.returncode == 0
+    assert "reported (报备) to the acquirer" in result.stdout and "报备" in result.stdout
+    data = json.loads(agent("explain", "registration.a2-missing", "--json").stdout)
+    assert data["finding"] == "registration.a2-missing"
+    assert 'registration.tusn = "module"' in data["action"]["en"] and data["meaning"]["zh"]
+    unknown = agent("explain", "registration.nothing")
+    assert unknown.returncode == 2 and "registration.tusn-refused" in unknown.stderr
+
+
 @pytest.mark.parametrize("code", ["9", "970", ""])
 def test_explain_rejects_what_is_not_a_code(code: str) -> None:
     result = agent("explain", code)
