@@ -22,6 +22,15 @@ def test_the_fleet_hears_of_97s_recoveries_and_what_needs_a_person() -> None:
     assert events.forward("reversal-queued", {"transaction": 1}) is None  # the journal's own
 
 
+def test_the_fleet_hears_of_a_request_refused_while_the_terminal_stays_registered() -> None:
+    detail = {"finding": "registration.tusn-refused", "code": "97", "class": "purchase",
+              "tusn": "00009902SIM0000000000001", "a2": "module", "repeated": False,
+              "message_en": "have it reported", "message_zh": "请报备"}  # fmt: skip
+    kind, sent = events.forward("request-refused", detail)
+    assert kind == "request-refused" and kind in events.KINDS
+    assert sent == {key: value for key, value in detail.items() if key != "message_zh"}
+
+
 def test_the_outbox_is_written_with_the_event_and_bounded(tmp_path) -> None:
     journal = Journal(tmp_path / "j.sqlite3", forward=events.forward, outbox_max=3)
     journal.event("reversal-queued", transaction=1)  # not the fleet's
