@@ -50,9 +50,19 @@ class NothingLeftToTry(Exception):
 SAME_REFUSAL_MEMORY = 300.0
 
 
-def _terminal_config(answer: Message) -> bool:
+def _may_be_the_requests(request: Message, answer: Message) -> bool:
+    """Whether ``answer`` can refuse this request alone: a terminal-config code (97, 03, 58),
+    or, for a class that carries field 59 A2, a security code (acquirers refuse a TUSN
+    ciphertext they cannot verify with A7 too). A session code after a sign-in is the
+    session's."""
     code = answer.text(39, "")
-    return codes.is_code(code) and codes.lookup(code).category is codes.Category.TERMINAL_CONFIG
+    if not codes.is_code(code):
+        return False
+    category = codes.lookup(code).category
+    if category is codes.Category.TERMINAL_CONFIG:
+        return True
+    cls = classify(request)
+    return category is codes.Category.SECURITY and cls is not None and cls.needs_tusn
 
 
 class Gate:
@@ -291,12 +301,12 @@ class Recovery:
 
     def _requests_refusal(self, request: Message | None, attempt: Attempt) -> bool:
         """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of
-        this recovery was approved, the host still refuses the request with a terminal-config
-        code (a session or security code after a sign-in is the session's), and not every
-        kind of request the app sent since the last approval was refused."""
+        this recovery was approved, the host still refuses the request with a code that can
+        be the request's, and not every kind of request the app sent since the last approval
+        was refused."""
         if request is None or not self._signed_in or attempt.exchange is None:
             return False
-        if not _terminal_config(attempt.answer):
+        if not _may_be_the_requests(request, attempt.answer):
             return False
         cls = classify(request)
         refused_classes = dict(self._refused_classes)
@@ -318,7 +328,11 @@ class Recovery:
             return False
         kind, at = self._same_refusal
         fresh = time.monotonic() - at < SAME_REFUSAL_MEMORY
-        return fresh and _terminal_config(attempt.answer) and kind == self._kind(request, attempt)
+        return (
+            fresh
+            and _may_be_the_requests(request, attempt.answer)
+            and kind == self._kind(request, attempt)
+        )
 
     def _request_refused(self, request: Message, attempt: Attempt, again: bool = False) -> Attempt:
         """The host refuses this request, not the terminal: it stays registered, the app gets

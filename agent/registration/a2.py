@@ -115,7 +115,8 @@ class TusnSource:
     @staticmethod
     def _checked(value: bytes) -> A2Sent:
         problem = field59.a2_problem(value)
-        if problem is not None:
+        if problem is not None:  # forwarded as it is: the acquirer decides, the refusal is named
+            log.warning("the payment app's field 59 A2 is malformed: %s", problem)
             return A2Sent(A2.MALFORMED, problem=problem)
         return A2Sent(A2.APP, field59.sub_usages(value).get("02", ""))
 

@@ -167,12 +167,12 @@ def test_a_field_the_profile_lacks_is_a_local_30_and_the_connection_stays(tmp_pa
 # ------------------------------------------------------------------------ whose refusal it is
 
 
-def acquirer_checks_tusn(rig, reported: bool) -> str:
+def acquirer_checks_tusn(rig, reported: bool, refusal: str = "97") -> str:
     """The host checks A2 as acquirers do, with this terminal's TUSN reported or not."""
     from agent.sim.site import TID
 
     tusn = module_tusn(rig)
-    rig.host.set_tusn_check(True, "97", TEST_TUSN_KEY)
+    rig.host.set_tusn_check(True, refusal, TEST_TUSN_KEY)
     rig.host.report_tusn(TID, tusn, reported=reported)
     return tusn
 
@@ -223,6 +223,24 @@ def test_a_tusn_refusal_is_the_requests_and_the_terminal_stays_registered(tmp_pa
             rig.host.report_tusn(TID, tusn)
             assert (await exchange(rig.socket, app_purchase(2200))).text(39) == "00"
             assert rig.host.state()["tusn_refusals"] == {"tusn-not-reported": 3}
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("code", ["58", "A7"])
+def test_an_acquirer_refusing_the_tusn_with_another_code_leaves_the_terminal_registered(
+    tmp_path, code
+) -> None:
+    """58 (not permitted on this terminal) or A7 (security processing failed, the ciphertext
+    not verified): after an approved sign-in, still the purchase's refusal."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            acquirer_checks_tusn(rig, reported=False, refusal=code)
+            answer = await exchange(rig.socket, app_purchase(2800))
+            assert answer.text(39) == code
+            assert answer.text(63).startswith("AGENT registration.tusn-refused: ")
+            assert (await rig.agent.status())["registered"] is True
 
     run(scenario())
 
