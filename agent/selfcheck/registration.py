@@ -22,6 +22,9 @@ ID = "registration"
 PROBE_FACTOR = "000000"  # any 6 digits: the check asks for the TUSN, not a real card's ciphertext
 RECENT = 24 * 3600.0  # a refusal of a request within this is reported
 _PURCHASES = 20  # the last requests of the classes that carry A2 looked at
+# Of the check's deadline, what its hooks (the acquirer's check, then the location) may take
+# together: a hook that hangs is cut while the check can still report what it found.
+_HOOKS_PART = 0.75
 
 _MANUFACTURER_DIGITS, _DEVICE_DIGITS = 6, 2
 
@@ -71,13 +74,14 @@ async def check(context: Context) -> CheckResult:
     config = context.config.registration
     found = _Findings()
     data: dict[str, object] = {"mode": config.tusn}
+    hooks_until = time.monotonic() + context.config.selftest.deadline * _HOOKS_PART
     tusn = await _module_tusn(context, found, data)
     if tusn:
         await _against_tms(context, tusn, found)
-        await _acquirers_check(context, tusn, found)
+        await _acquirers_check(context, tusn, found, hooks_until)
     await _last_purchases(context, found)
     if config.location:
-        await _location(context, found)
+        await _location(context, found, hooks_until)
     await _last_refusal(context, found, data)
     if config.tusn == "off":
         found.warns.insert(0, (
@@ -160,13 +164,20 @@ async def _against_tms(context: Context, tusn: str, found: _Findings) -> None:
         ))  # fmt: skip
 
 
-async def _acquirers_check(context: Context, tusn: str, found: _Findings) -> None:
+def _hooks_budget(context: Context, hooks_until: float) -> float:
+    """What the hooks of one event may take: the hook timeout, within what is left."""
+    return max(0.0, min(context.config.hooks.timeout, hooks_until - time.monotonic()))
+
+
+async def _acquirers_check(
+    context: Context, tusn: str, found: _Findings, hooks_until: float
+) -> None:
     """The vendor's `registration-check` hook asks the acquirer whether the TUSN is reported."""
     if context.hooks is None or not context.hooks.hooks_for("registration-check"):
         return
     config = context.config
     payload = {"tid": config.terminal.tid, "mid": config.terminal.mid, "tusn": tusn}
-    budget = min(config.hooks.timeout, config.selftest.deadline)
+    budget = _hooks_budget(context, hooks_until)
     for result in await context.hooks.run("registration-check", payload, budget=budget):
         output = result.output or {}
         if result.outcome is not Outcome.DONE or not isinstance(output.get("reported"), bool):
@@ -240,12 +251,12 @@ def _carried_a2(row: dict[str, object]) -> bool | None:
     return "A2=[" in str(fields.get("59", ""))  # the journal keeps 59 masked, usages shown
 
 
-async def _location(context: Context, found: _Findings) -> None:
+async def _location(context: Context, found: _Findings, hooks_until: float) -> None:
     problem = ""
     if context.hooks is None or not context.hooks.hooks_for("location"):
         problem = "no location hook is installed"
     else:
-        budget = min(context.config.hooks.timeout, context.config.selftest.deadline)
+        budget = _hooks_budget(context, hooks_until)
         problems = []
         for result in await context.hooks.run("location", {}, budget=budget):
             try:

@@ -2,7 +2,8 @@
 provisioning by its card module's serial number. Re-provisioning asks it.
 
     GET  /terminals/<serial>   {"tid", "mid", "hosts": ["HOST:PORT", ...], "tpdu_destination",
-                                "tpdu_source", "key_slot"}; 404 for an unknown serial
+                                "tpdu_source", "key_slot", "tusn" (where one is held)}; 404 for
+                                an unknown serial
     PUT  /terminals/<serial>   set a terminal's provisioning (the same object)
 
 The data lives in a JSON file keyed by serial.
@@ -31,7 +32,7 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
     hosts = record.get("hosts")
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise ValueError("hosts must be a non-empty list of HOST:PORT strings")
-    return {
+    kept = {
         "tid": record["tid"],
         "mid": record["mid"],
         "hosts": hosts,
@@ -39,6 +40,13 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
         "tpdu_source": str(record.get("tpdu_source", "0000")),
         "key_slot": int(record.get("key_slot", 0)),
     }
+    tusn = record.get("tusn")
+    if tusn is not None:  # the TUSN the acquirer reported for it (DESIGN.md section 17)
+        if not (isinstance(tusn, str) and 0 < len(tusn) <= 50 and tusn.isascii()
+                and tusn.isprintable()):  # fmt: skip
+            raise ValueError("tusn must be a string of 1 to 50 printable ASCII characters")
+        kept["tusn"] = tusn
+    return kept
 
 
 class Tms:
