@@ -26,6 +26,7 @@ from agent.recovery.policy import (
     unregistered_message,
 )
 from agent.recovery.remedies import HostSilent, Remedies, RemedyFailed
+from agent.registration.a2 import Outgoing59
 from agent.registration.refusals import RefusalCounts, advice, finding
 from agent.selfcheck import Report
 from agent.selfcheck.base import Text
@@ -100,7 +101,7 @@ class Recovery:
         self,
         remedies: Remedies,
         journal: Journal,
-        retry: Callable[[Message], Awaitable[Attempt]],
+        retry: Callable[[Message, Outgoing59 | None], Awaitable[Attempt]],
         *,
         settings: Callable[[], RecoveryConfig],
         gate: Gate,
@@ -170,7 +171,7 @@ class Recovery:
                 pass
             if self.state is State.UNREGISTERED or request is None:
                 return attempt
-            return await self.retry(request)
+            return await self.retry(request, attempt.field_59)
         async with self._lock, self.busy():
             self.state = State.RECOVERING
             try:
@@ -254,7 +255,7 @@ class Recovery:
             if request is None:  # every remedy ends in a sign-in, and that one succeeded
                 last = Attempt(Message(attempt.answer.mti, {39: "00"}), None)
                 return last
-            last = await self.retry(request)
+            last = await self.retry(request, attempt.field_59)
             self._event("retried", after=remedy, code=last.answer.text(39))
             return last
 
@@ -361,7 +362,7 @@ class Recovery:
         self.remedies.tell_hooks("display-message", payload)
         answer = Message(attempt.answer.mti, dict(attempt.answer.fields))
         answer.fields[63] = f"AGENT {found}: {told.en}"[:163]
-        return Attempt(answer, attempt.exchange, attempt.transaction, attempt.a2)
+        return Attempt(answer, attempt.exchange, attempt.transaction, attempt.field_59)
 
     async def _enter_unregistered(self, report: Report, answer: Message) -> None:
         blocking = [c for c in report.checks if c.finding in PERSON_MUST_ACT]

@@ -18,7 +18,7 @@ from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
 from agent.journal import SALE_PATIENCE, Journal, JournalError
-from agent.registration.a2 import TusnSource
+from agent.registration.a2 import Outgoing59, TusnSource
 from agent.registration.location import Location
 from agent.registration.refusals import A2Sent
 from agent.transaction.classes import MessageClass, classify
@@ -46,8 +46,13 @@ class Attempt:
     answer: Message
     exchange: Exchange | None
     transaction: int | None = None
-    # field 59 A2 as it went to the host, for a class that carries one (DESIGN.md section 17)
-    a2: A2Sent | None = None
+    # field 59 as it went to the host, for a class that carries A2 (DESIGN.md section 17): a
+    # retry after recovery carries it unchanged
+    field_59: Outgoing59 | None = None
+
+    @property
+    def a2(self) -> A2Sent | None:
+        return self.field_59.a2 if self.field_59 is not None else None
 
 
 def local_answer(request: Message, code: str, reason: str) -> Message:
@@ -134,11 +139,12 @@ class Sender:
         terminal = self._config().terminal
         return Terminal(terminal.tid, terminal.mid)
 
-    async def attempt(self, request: Message) -> Attempt:
+    async def attempt(self, request: Message, field_59: Outgoing59 | None = None) -> Attempt:
         """Send ``request`` once, as a new transaction (new STAN, fresh MAC, the TID/MID
-        configured now): what a retry after a remedy needs too. Its class (DESIGN.md section
-        15) says whether it carries a MAC and is reversible; one that fits no class is answered
-        with 30 and never sent."""
+        configured now): what a retry after a remedy needs too, with ``field_59`` the field 59
+        its first try went out with (DESIGN.md section 4: a retry carries it unchanged). Its
+        class (DESIGN.md section 15) says whether it carries a MAC and is reversible; one that
+        fits no class is answered with 30 and never sent."""
 
         def local(code: str, reason: str) -> Attempt:
             return Attempt(self.local(request, code, reason), None)
@@ -179,13 +185,15 @@ class Sender:
         # the app's STAN of this request (a reversal's or batch upload's 11 names another one)
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
         app_stan = request.text(11) if own else None
-        location = self.location.a5() if cls.needs_tusn else None
+        location = self.location.a5() if cls.needs_tusn and field_59 is None else None
         record = asyncio.ensure_future(
-            asyncio.to_thread(self._record, request, outgoing, financial, app_stan, cls, location)
+            asyncio.to_thread(
+                self._record, request, outgoing, financial, app_stan, cls, location, field_59
+            )
         )
         try:
             async with asyncio.timeout(SALE_PATIENCE):
-                transaction, encoded, a2 = await asyncio.shield(record)
+                transaction, encoded, field_59 = await asyncio.shield(record)
         except TimeoutError:
             record.add_done_callback(self._never_sent)
             return local("96", f"the journal did not record the request within "
@@ -206,7 +214,7 @@ class Sender:
             if financial:
                 self.reversals.waiting.set()
             return local("98", f"{exc}; reversal queued" if financial else str(exc))
-        return await self._settle(request, outgoing, transaction, exchange, cls, a2)
+        return await self._settle(request, outgoing, transaction, exchange, cls, field_59)
 
     async def write_outcomes(self) -> None:
         """What the journal could not take before, if it can now (reversals queued then)."""
@@ -228,7 +236,7 @@ class Sender:
         if await self.deferred.now_or_later(what, close):
             self.reversals.settled(transaction)
 
-    def _never_sent(self, record: asyncio.Future[tuple[int, bytes, A2Sent | None]]) -> None:
+    def _never_sent(self, record: asyncio.Future[tuple[int, bytes, Outgoing59 | None]]) -> None:
         """A request recorded too late to be sent (answered 96 meanwhile) is closed as never
         sent once the journal has it."""
         if record.cancelled() or record.exception() is not None:
@@ -245,15 +253,14 @@ class Sender:
         app_stan: str | None,
         cls: MessageClass,
         location: bytes | None,
-    ) -> tuple[int, bytes, A2Sent | None]:
-        """In a worker thread: field 59 of a class that carries A2 (through the module),
-        journal the request as pending (taking its STAN unless it names an earlier request's,
-        as a reversal does), then MAC it. A request that cannot be MACed is closed as never
-        sent."""
-        a2 = None
+        field_59: Outgoing59 | None,
+    ) -> tuple[int, bytes, Outgoing59 | None]:
+        """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
+        or built through the module), journal the request as pending (taking its STAN unless
+        it names an earlier request's, as a reversal does), then MAC it. A request that cannot
+        be MACed is closed as never sent."""
         if cls.needs_tusn:
-            field_59 = self.tusn.outgoing(outgoing, location)
-            a2 = field_59.a2
+            field_59 = field_59 or self.tusn.outgoing(outgoing, location)
             if field_59.value is not None:
                 row = self._config().wire.profile.fields.get(59)
                 text = row is not None and row.fmt != "b"  # an acquirer's profile made it text
@@ -269,7 +276,7 @@ class Sender:
             replay_key=key,
         )
         try:
-            return transaction, self.macs.encode(outgoing), a2
+            return transaction, self.macs.encode(outgoing), field_59
         except (ModuleError, WireError) as exc:
             self.journal.finish(transaction, "not-sent", detail=str(exc))
             raise
@@ -281,7 +288,7 @@ class Sender:
         transaction: int,
         exchange: Exchange,
         cls: MessageClass,
-        a2: A2Sent | None,
+        field_59: Outgoing59 | None,
     ) -> Attempt:
         answer = _for_the_app(request, exchange.frame.message)
         financial = cls.reversible
@@ -312,7 +319,7 @@ class Sender:
                 self.reversals.waiting.set()
             reason = "response MAC wrong; reversal queued"
             return Attempt(self.local(request, "A0", reason), None)
-        return Attempt(answer, exchange, transaction if financial else None, a2)
+        return Attempt(answer, exchange, transaction if financial else None, field_59)
 
     def _unrecorded_answer(self, transaction: int, exchange: Exchange, financial: bool) -> None:
         """The app must not see an approval the journal does not have. The row stays pending

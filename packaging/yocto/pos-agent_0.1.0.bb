@@ -73,7 +73,7 @@ SYSTEMD_SERVICE:${PN} = "pos-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 # Hook events of DESIGN.md section 9: one folder each under /etc/pos-agent/hooks.d.
-POS_AGENT_HOOK_EVENTS = "provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck parameters-downloaded parameters-requested"
+POS_AGENT_HOOK_EVENTS = "provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck parameters-downloaded parameters-requested registration-check location request-refused"
 
 do_install:append() {
     install -D -m 0644 ${S}/packaging/systemd/pos-agent.service \

@@ -200,3 +200,31 @@ def test_without_the_setting_the_hook_is_never_asked(tmp_path) -> None:
             assert rig.agent.location._asking is None and runs_of(runs) == 0
 
     run(scenario())
+
+
+def test_a_retry_after_recovery_carries_its_first_tries_field_59(tmp_path) -> None:
+    """DESIGN.md section 4: a retry after recovery carries the original's 59 unchanged. The
+    first try leaves without A5 (no location known yet); by the retry one is known, yet the
+    retry goes out with exactly the first try's field 59."""
+    from tests.integration.test_registration import acquirer_checks_tusn
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=LOCATED) as rig:
+            acquirer_checks_tusn(rig, reported=False)
+            known = iter([None])  # nothing at the first try, a location from then on
+            rig.agent.location.a5 = lambda: next(known, field59.build_a5({"mcc": "460"}))
+            seen = seen_by_host(rig)
+            answer = await exchange(rig.socket, app_purchase(1200))
+            assert answer.text(39) == "97"
+            purchases = [m for m in seen if m.mti == "0200"]
+            assert len(purchases) == 2  # the first try and its retry after the sign-in
+            assert usages(purchases[0]) == ("A2",)
+            assert purchases[0].binary(59) == purchases[1].binary(59)
+            assert usages(await _next_purchase(rig, seen)) == ("A2", "A5")  # a new request
+
+    run(scenario())
+
+
+async def _next_purchase(rig, seen):
+    await exchange(rig.socket, app_purchase(1300))
+    return [m for m in seen if m.mti == "0200"][-1]

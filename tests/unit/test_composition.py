@@ -75,7 +75,7 @@ def test_recovery_from_fakes_signs_in_and_retries() -> None:
     remedies = FakeRemedies()
     retried: list[Message] = []
 
-    async def retry(request: Message) -> Attempt:
+    async def retry(request: Message, field_59: Any) -> Attempt:
         retried.append(request)
         return Attempt(_exchange("00").frame.message, _exchange("00"), transaction=7)
 
@@ -93,6 +93,39 @@ def test_recovery_from_fakes_signs_in_and_retries() -> None:
     assert final.answer.text(39) == "00" and final.transaction == 7
     assert remedies.done == ["sign-in"] and retried == [PURCHASE]
     assert recovery.state is State.REGISTERED and "on-97" in remedies.told
+
+
+def test_recovery_from_fakes_tells_a_refused_request_from_an_unregistered_terminal() -> None:
+    """The retry after an approved sign-in is refused again: the request's refusal (the
+    terminal stays registered, the cause in 63), and the retry carried the first try's field
+    59 unchanged."""
+    from agent.registration.a2 import Outgoing59
+    from agent.registration.refusals import A2, A2Sent
+
+    remedies = FakeRemedies()
+    sent = Outgoing59(b"A2005abcde", A2Sent(A2.MODULE, "00009902SIM1"))
+    carried: list[Any] = []
+
+    async def retry(request: Message, field_59: Any) -> Attempt:
+        carried.append(field_59)
+        return Attempt(_exchange("97").frame.message, _exchange("97"), field_59=field_59)
+
+    settings = RecoveryConfig()
+    journal = FakeJournal()
+    recovery = Recovery(
+        remedies,
+        journal,  # type: ignore[arg-type]
+        retry,
+        settings=lambda: settings,
+        gate=Gate(lambda: settings.deadline),
+        host_asks=lambda requirement: None,
+    )
+    refused = Attempt(_exchange("97").frame.message, _exchange("97"), field_59=sent)
+    final = asyncio.run(recovery.after_response(PURCHASE, refused))
+    assert carried == [sent] and remedies.done == ["sign-in"]  # no re-provisioning after it
+    assert recovery.state is State.REGISTERED
+    assert final.answer.text(63).startswith("AGENT registration.tusn-refused: ")
+    assert "request-refused" in journal.noted and "request-refused" in remedies.told
 
 
 class FakeJournal:

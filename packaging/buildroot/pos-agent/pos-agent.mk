@@ -26,7 +26,7 @@ define POS_AGENT_USERS
 endef
 
 # Hook events of DESIGN.md section 9: one folder each under /etc/pos-agent/hooks.d.
-POS_AGENT_HOOK_EVENTS = provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck parameters-downloaded parameters-requested
+POS_AGENT_HOOK_EVENTS = provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck parameters-downloaded parameters-requested registration-check location request-refused
 
 define POS_AGENT_INSTALL_CONFIG
 	$(INSTALL) -D -m 0755 $(@D)/packaging/ota/health-gate \
