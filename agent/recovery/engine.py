@@ -146,7 +146,7 @@ class Recovery:
             if requirement:
                 self.host_asks(requirement)
             if codes.approved(attempt.answer.text(39, "")):
-                self._refused_classes.clear()
+                self._approved(request)
             return attempt
         if self._known_request_refusal(request, attempt):
             return self._request_refused(request, attempt, again=True)
@@ -299,6 +299,16 @@ class Recovery:
         return True
 
     # ------------------------------------------------------------------ whose refusal
+
+    def _approved(self, request: Message) -> None:
+        """An approval: no kind of request is refused any more; and once a request of the
+        kind last refused is approved (the TUSN reported), its next refusal is looked into
+        again rather than taken for the same."""
+        self._refused_classes.clear()
+        if self._same_refusal is not None:
+            cls = classify(request)
+            if self._same_refusal[0][0] == (cls.name if cls else request.mti):
+                self._same_refusal = None
 
     def _requests_refusal(self, request: Message | None, attempt: Attempt) -> bool:
         """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of

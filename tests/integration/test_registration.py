@@ -224,6 +224,12 @@ def test_a_tusn_refusal_is_the_requests_and_the_terminal_stays_registered(tmp_pa
             assert (await exchange(rig.socket, app_purchase(2200))).text(39) == "00"
             assert rig.host.state()["tusn_refusals"] == {"tusn-not-reported": 3}
 
+            # a purchase was approved since: the next refusal is looked into afresh
+            rig.host.report_tusn(TID, tusn, reported=False)
+            signed = sign_ins(rig)
+            assert (await exchange(rig.socket, app_purchase(2250))).text(39) == "97"
+            assert sign_ins(rig) > signed
+
     run(scenario())
 
 
