@@ -26,7 +26,7 @@ from agent.config import Config, Endpoint
 from agent.host.channel import Channel, ChannelClosed
 from agent.host.mux import Exchange, HostLinkError, Mux, match_key
 from agent.wire.errors import DecodeError
-from agent.wire.frame import Header, Layout, Tpdu, decode_frame, host_frame
+from agent.wire.frame import Frame, Header, Layout, Tpdu, decode_frame, host_frame
 from agent.wire.message import Message, encode_message
 from agent.wire.profile import CUP, Profile
 
@@ -123,7 +123,7 @@ class HostLink:
         options: LinkOptions,
         *,
         make_echo: Callable[[], Awaitable[Message]] | None = None,
-        on_response: Callable[[Message], None] | None = None,
+        on_response: Callable[[Frame], None] | None = None,
         on_unmatched: Callable[[Exchange, Exchange | None], None] | None = None,
         on_down: Callable[[Endpoint, str], None] | None = None,
     ) -> None:
@@ -390,7 +390,7 @@ class HostLink:
                 return
             exchange = Exchange(frame, payload, str(channel.endpoint))
             if self._mux.deliver(exchange) and self._on_response is not None:
-                self._on_response(frame.message)
+                self._on_response(frame)
 
     def _unmatched(self, exchange: Exchange, earlier: Exchange | None) -> None:
         self.late_responses += 1

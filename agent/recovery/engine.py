@@ -3,8 +3,8 @@ request (bounded, tenacity), decide whose refusal it is (DESIGN.md section 7 poi
 request's when a sign-in of this recovery was approved and the request is still refused, the
 terminal's (the unregistered state) when the sign-in itself is refused or every kind of request
 is, nobody's yet when the host did not answer; the background sign-in probe while
-unregistered. What the host's header asks for alongside an answer it did not
-refuse is handed to ``host_asks`` (:class:`agent.session.requirements.HostRequests`)."""
+unregistered. What the host's header asks for alongside an answer it did not refuse is the
+session's (:mod:`agent.session.requirements` hears every answer on the link)."""
 
 from __future__ import annotations
 
@@ -105,13 +105,11 @@ class Recovery:
         *,
         settings: Callable[[], RecoveryConfig],
         gate: Gate,
-        host_asks: Callable[[int], None],
     ) -> None:
         """``settings`` (attempts, deadline, probe pauses) are read at each use: a reload
         may change them. ``gate`` is where requests wait while a recovery runs."""
         self.gate = gate
         self.remedies = remedies
-        self.host_asks = host_asks
         self.journal = journal
         self.retry = retry
         self._settings = settings
@@ -139,12 +137,7 @@ class Recovery:
         return "97", f"terminal not registered: {self.message.en}"
 
     async def after_response(self, request: Message, attempt: Attempt) -> Attempt:
-        assert attempt.exchange is not None
-        header = attempt.exchange.frame.header
-        requirement = header.processing_requirement if header else 0
         if not refused(attempt.answer):
-            if requirement:
-                self.host_asks(requirement)
             if codes.approved(attempt.answer.text(39, "")):
                 self._approved(request)
             return attempt

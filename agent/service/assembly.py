@@ -28,7 +28,7 @@ from agent.session.host_session import (
     host_down_recorder,
     terminal_of,
 )
-from agent.session.requirements import HostRequests
+from agent.session.requirements import Heard, HostRequests, Pacing, RequirementQueue
 from agent.session.store import ParameterStore
 from agent.settings import Settings
 from agent.telemetry import events
@@ -63,10 +63,14 @@ class Agent:
         close(asyncio.to_thread, self.module.close)
         self.host_clock = HostClock()
         self.echo_message = echo_maker(settings, journal)
+        # every answer on the link feeds the queue of what the host asks (wrap mode owns the
+        # session; in pass-through the app keeps its own)
+        requirements = RequirementQueue(lambda: Pacing.of(settings().session))
+        wraps = config.gateway.mode != "pass-through"
         self.link = link = HostLink(
             LinkOptions.from_config(config),
             make_echo=self.echo_message,
-            on_response=self.host_clock.saw,
+            on_response=Heard(self.host_clock.saw, requirements if wraps else None),
             on_down=host_down_recorder(journal),
         )
         close(link.close)
@@ -120,9 +124,9 @@ class Agent:
         )
         self.downloads = session.downloads
         self.host_requests = HostRequests(
+            requirements,
             session.actions(remedies),
             journal,
-            session.pacing,
             failures=(DownloadFailed, RemedyFailed, RequirementFailed, HostLinkError,
                       JournalError, OSError),
         )  # fmt: skip
@@ -132,7 +136,6 @@ class Agent:
             sender.attempt,
             settings=lambda: settings().recovery,
             gate=gate,
-            host_asks=self.host_requests.asked,
         )
         self.status = StatusView(settings, journal, link, sender, recovery, stats)
         # the mode is a setting that takes effect at restart
@@ -158,6 +161,7 @@ class Agent:
         close(self.app_socket.wait_closed)
         close(self.app_socket.close)
         close(recovery.close)
+        self.host_requests.start()
         close(self.host_requests.close)
         close(hooks.close)
         self.telemetry = None

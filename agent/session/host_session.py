@@ -17,7 +17,7 @@ from agent.host.link import HostLink, HostLinkError
 from agent.journal import Journal
 from agent.session import parameters
 from agent.session.downloads import Downloads
-from agent.session.requirements import Action, Pacing
+from agent.session.requirements import Action
 from agent.session.store import ParameterStore
 from agent.wire.builders import Terminal, download_request, echo_request
 from agent.wire.message import Message
@@ -122,12 +122,6 @@ class HostSession:
             ),
             9: Action("contactless parameters (0800/394)", downloads.contactless),
         }
-
-    def pacing(self) -> Pacing:
-        session = self._settings().session
-        return Pacing(
-            session.repeat_after, session.attempts, session.retry_first, session.retry_max
-        )
 
     async def _network_request(self, mti: str, code: str, field62: bytes | None) -> Message:
         """One step of a download: numbered, journalled, sent; the host's answer."""

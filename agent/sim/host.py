@@ -161,6 +161,14 @@ def _registry_tusns(entry: dict[str, object]) -> list[str]:
     return [checked_tusn(tusn) for tusn in tusns]
 
 
+# (MTI, 60.3) of a request -> the processing requirement a chaining host puts in its answer
+_CHAINED = {
+    **{("0800", scheme): 4 for scheme in SCHEMES},  # after a sign-in: the CA keys
+    ("0800", "371"): 5,  # after the CA keys: the IC parameters
+    ("0800", "381"): 9,  # after the IC parameters: the contactless parameters
+}
+
+
 def _key(message: Message) -> str:
     batch = message.text(60)[2:8] if 60 in message else ""
     return f"{message.text(41, '').strip()}/{batch}/{message.text(11, '')}"
@@ -176,6 +184,7 @@ class AcquirerHost:
         key_layout: int = 0,
         batch: int = 1,
         check_batch: bool = False,
+        chain_downloads: bool = False,
         check_tusn: bool = False,
         tusn_refusal: str = "97",
         tusn_key: bytes = TEST_TUSN_KEY,
@@ -189,6 +198,9 @@ class AcquirerHost:
         self.key_layout = 0
         self.batch = batch
         self.check_batch = check_batch
+        # as a posp_server-style front end does: the sign-in's 0810 asks for CA keys (4), the
+        # answer to 0800/371 for IC parameters (5), the answer to 0800/381 for contactless (9)
+        self.chain_downloads = chain_downloads
         self.check_tusn = False
         self.tusn_refusal = "97"
         self.tusn_key = TEST_TUSN_KEY
@@ -323,6 +335,8 @@ class AcquirerHost:
             requirement = 3
         elif terminal is not None and terminal.asks:
             requirement, terminal.asks = terminal.asks, 0
+        elif self.chain_downloads and response.text(39, "") == "00":
+            requirement = _CHAINED.get((message.mti, message.text(60, "")[8:11]), 0)
         header = header.with_processing_requirement(requirement)
         response.mti = mti
         if 64 in response.fields and session is not None:
@@ -515,6 +529,7 @@ class AcquirerHost:
                 },
                 "batch": self.batch,
                 "check_batch": self.check_batch,
+                "chain_downloads": self.chain_downloads,
                 "check_tusn": self.check_tusn,
                 "tusn_refusal": self.tusn_refusal,
                 "tusn_refusals": dict(self.ledger.tusn_refusals),

@@ -15,6 +15,7 @@ Admin API (JSON):
                                          TUSN to CUP for the terminal (false: withdraw it); kept
                                          in the registry file
     POST /settings                       {"key_layout"?: 0-7, "batch"?: N, "check_batch"?: bool,
+                                          "chain_downloads"?: bool,
                                           "download_fault"?: "" | "ca-sha1" | "tlv-overrun" |
                                           "list-never-ends", "check_tusn"?: bool,
                                           "tusn_refusal"?: 2 letters or digits (not "00"),
@@ -298,6 +299,8 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                             host.batch = int(body["batch"]) % 1_000_000
                         if "check_batch" in body:
                             host.check_batch = bool(body["check_batch"])
+                        if "chain_downloads" in body:
+                            host.chain_downloads = bool(body["chain_downloads"])
                         if "download_fault" in body:
                             host.downloads.set_fault(str(body["download_fault"]))
                 elif parts == ["faults"]:

@@ -86,7 +86,6 @@ def test_recovery_from_fakes_signs_in_and_retries() -> None:
         retry,
         settings=lambda: settings,
         gate=Gate(lambda: settings.deadline),
-        host_asks=lambda requirement: None,
     )
     refused = Attempt(_exchange("97").frame.message, _exchange("97"))
     final = asyncio.run(recovery.after_response(PURCHASE, refused))
@@ -118,7 +117,6 @@ def test_recovery_from_fakes_tells_a_refused_request_from_an_unregistered_termin
         retry,
         settings=lambda: settings,
         gate=Gate(lambda: settings.deadline),
-        host_asks=lambda requirement: None,
     )
     refused = Attempt(_exchange("97").frame.message, _exchange("97"), field_59=sent)
     final = asyncio.run(recovery.after_response(PURCHASE, refused))

@@ -1,0 +1,70 @@
+"""The queue of what the host asks (DESIGN.md section 4), and what every answer feeds it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent.session.requirements import Heard, Pacing, RequirementQueue
+from agent.wire.frame import Frame, Header, Layout, Tpdu
+from agent.wire.message import Message
+
+
+def answer(code: str, requirement: int, mti: str = "0810", nm_code: str = "371") -> Frame:
+    message = Message(mti, {39: code, 60: f"00000001{nm_code}"})
+    return Frame(Layout.TPDU, message, Tpdu(), Header().with_processing_requirement(requirement))
+
+
+async def taken(queue: RequirementQueue, count: int) -> list[int]:
+    """What the queue gives, ``count`` in turn, each finished before the next."""
+    order = []
+    for _ in range(count):
+        order.append(await asyncio.wait_for(queue.take(), 1))
+        queue.finished()
+    return order
+
+
+def test_requirements_run_one_at_a_time_in_the_order_raised_each_once() -> None:
+    async def scenario():
+        queue = RequirementQueue(Pacing)
+        for requirement in (4, 5, 4, 9, 0):
+            queue.raised(requirement)
+        first = await queue.take()
+        queue.raised(4)  # raised again while it runs: not queued a second time
+        queue.finished()
+        assert [first, *await taken(queue, 2)] == [4, 5, 9]
+        await asyncio.wait_for(queue.idle(), 1)
+
+    asyncio.run(scenario())
+
+
+def test_the_repeat_pause_never_holds_a_requirement_another_chains_end_raises() -> None:
+    async def scenario():
+        queue = RequirementQueue(lambda: Pacing(repeat_after=600))
+        for requirement in (4, 5):
+            queue.raised(requirement)
+            assert await taken(queue, 1) == [requirement]
+            queue.satisfied(requirement)
+        queue.raised(5)  # an answer still carries it: just done
+        queue.raised(5, by="381")  # the end of the IC parameters' own chain: a repeat too
+        await asyncio.wait_for(queue.idle(), 1)
+        queue.raised(5, by="371")  # the end of the CA keys chain asks for IC parameters
+        assert await taken(queue, 1) == [5]
+
+    asyncio.run(scenario())
+
+
+def test_every_answer_but_a_refusal_feeds_the_queue_and_the_clock_hears_them_all() -> None:
+    async def scenario():
+        queue = RequirementQueue(Pacing)
+        seen: list[str] = []
+        heard = Heard(lambda message: seen.append(message.text(39)), queue)
+        heard(answer("97", 4))  # a refusal's header is recovery's
+        heard(answer("00", 0))
+        heard(answer("00", 5, mti="0210"))
+        assert seen == ["97", "00", "00"]
+        assert await taken(queue, 1) == [5]
+        await asyncio.wait_for(queue.idle(), 1)
+        Heard(seen.append, None)(answer("00", 4))  # pass-through: the app's session
+        await asyncio.wait_for(queue.idle(), 1)
+
+    asyncio.run(scenario())
