@@ -1,11 +1,12 @@
 """Message classes of wrap mode (DESIGN.md section 15): what the agent does with an app request is
-decided by its MTI, the first two digits of its processing code (3), its condition code (25) and
-its message type (60.1). The class says whether the request carries a MAC, whether it is
-reversible (written pending first, reversed on a timeout or an approval the app did not get) and
-whether it is held (answered locally while the terminal is unregistered).
+decided by its MTI, the first two digits of its processing code (3), its condition code (25), its
+message type (60.1) and, for settlement and batch upload, its network management code (60.3). The
+class says whether the request carries a MAC, whether it is reversible (written pending first,
+reversed on a timeout or an approval the app did not get) and whether it is held (answered locally
+while the terminal is unregistered).
 
-A request that fits no row, or whose MTI is a response or unknown, fits no class: the agent
-answers it locally with 30 and never forwards it.
+A request that fits no row, or whose MTI is a response or unknown, fits no class: the agent answers
+it locally with 30 and never forwards it.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ class MessageClass:
     voids: bool = False
     # carries the terminal hardware serial number in field 59 usage A2 (DESIGN.md section 17)
     needs_tusn: bool = False
+    network_code: tuple[str, ...] = ANY  # 60.3: settlement and batch upload name their kind
 
-    def fits(self, mti: str, processing: str, condition: str, message_type: str) -> bool:
+    def fits(
+        self, mti: str, processing: str, condition: str, message_type: str, network_code: str
+    ) -> bool:
         return all(
             not allowed or value in allowed
             for value, allowed in (
@@ -50,6 +54,7 @@ class MessageClass:
                 (processing, self.processing),
                 (condition, self.condition),
                 (message_type, self.message_type),
+                (network_code, self.network_code),
             )
         )
 
@@ -58,6 +63,12 @@ class MessageClass:
 
 
 _ALWAYS, _IF_SENT = MacRule.ALWAYS, MacRule.IF_SENT
+SETTLEMENT = "201"  # 60.3 of a settlement (0500)
+# 60.3 of a batch upload (0320) of one transaction, named by its STAN: 201 magnetic stripe, 203
+# IC, 205 out of balance; and of the message that ends the upload (its own STAN): 202 balanced,
+# 207 not
+BATCH_UPLOAD = ("201", "203", "205")
+BATCH_UPLOAD_END = ("202", "207")
 
 _C = MessageClass
 # fmt: off
@@ -81,9 +92,12 @@ CLASSES: tuple[MessageClass, ...] = (
        current_batch=False, refers_by_stan=True),
     _C("script result", ("0620",), ANY, ANY, ANY, _ALWAYS, False, False,
        current_batch=False),
-    _C("settlement", ("0500",), ANY, ANY, ("00",), _IF_SENT, False, False),
+    _C("settlement", ("0500",), ANY, ANY, ("00",), _IF_SENT, False, False,
+       network_code=(SETTLEMENT,)),
     _C("batch upload", ("0320",), ANY, ANY, ("00",), _IF_SENT, False, False,
-       refers_by_stan=True),
+       refers_by_stan=True, network_code=BATCH_UPLOAD),
+    _C("batch upload end", ("0320",), ANY, ANY, ("00",), _IF_SENT, False, False,
+       network_code=BATCH_UPLOAD_END),
     _C("network management", ("0800", "0820"), ANY, ANY, ("00",), _IF_SENT, False, False),
 )
 # fmt: on
@@ -100,5 +114,6 @@ def classify(request: Message) -> MessageClass | None:
         processing[:2] if isinstance(processing, str) else "",
         condition if isinstance(condition, str) else "",
         field_60[:2] if isinstance(field_60, str) else "",
+        field_60[8:11] if isinstance(field_60, str) else "",
     )
     return next((c for c in CLASSES if c.fits(*facts)), None)

@@ -87,6 +87,7 @@ def unclassified(request: Message) -> str:
             ("processing code", request.get(3)),
             ("25", request.get(25)),
             ("60.1", str(request.get(60) or "")[:2] or None),
+            ("60.3", str(request.get(60) or "")[8:11] or None),
         )
         if value
     )

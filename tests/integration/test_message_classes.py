@@ -147,6 +147,8 @@ def test_settlement_batch_upload_and_script_result(tmp_path) -> None:
             ) == "00"
             upload = Message("0320", {11: "000011", 60: "00000000201", 64: bytes(8)})
             assert (await exchange(rig.socket, upload)).text(39) == "00"
+            ended = Message("0320", {11: "000013", 60: "00000000202"})  # the batch balanced
+            assert (await exchange(rig.socket, ended)).text(39) == "00"
             unknown = Message("0320", {11: "000099", 60: "00000000201"})
             assert (await exchange(rig.socket, unknown)).text(39) == "25"  # never sent
             script = Message("0620", {3: "000000", 11: "000012", 55: bytes.fromhex("9F3602000A"),
@@ -154,7 +156,7 @@ def test_settlement_batch_upload_and_script_result(tmp_path) -> None:
             assert (await exchange(rig.socket, script)).text(39) == "00"
             state = rig.host.state()
             assert (state["missing_macs"], state["mac_failures"]) == (0, 0)
-            assert state["requests"]["0500"] == state["requests"]["0320"] == 1
+            assert state["requests"]["0500"] == 1 and state["requests"]["0320"] == 2
 
     run(scenario())
 
@@ -168,8 +170,19 @@ def test_settlement_batch_upload_and_script_result(tmp_path) -> None:
         Message("0200", {3: "990000", 11: "000004", 25: "00", 60: "22000000"}),
         Message("0200", {3: "000000", 11: "000005", 25: "00"}),  # no 60: no message type
         Message("0100", {3: "000000", 11: "000006", 25: "06", 60: "10000000"}),
+        Message("0500", {11: "000007", 60: "00000000202"}),  # 202 ends a batch upload
+        Message("0320", {11: "000008", 60: "00000000209"}),
     ],
-    ids=["9999", "0210", "0110", "processing 99", "no 60.1", "0100 of a purchase"],
+    ids=[
+        "9999",
+        "0210",
+        "0110",
+        "processing 99",
+        "no 60.1",
+        "0100 of a purchase",
+        "settlement 202",
+        "batch upload 209",
+    ],
 )
 def test_what_fits_no_row_is_answered_30_and_never_sent(tmp_path, message: Message) -> None:
     async def scenario():
