@@ -132,6 +132,24 @@ MIGRATIONS = (
     ALTER TABLE transactions ADD COLUMN uptime REAL;
     ALTER TABLE reversals ADD COLUMN recheck_boot TEXT;
     """,
+    # 7: telemetry event ids never start again once the outbox empties (a subscriber drops
+    # repeats by id, DESIGN.md section 14): AUTOINCREMENT never reuses one, and the sequence
+    # starts past every id a subscriber may have seen (none above the journal's events)
+    """
+    CREATE TABLE outbox_ids (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    INSERT INTO outbox_ids (id, at, kind, detail) SELECT id, at, kind, detail FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_ids RENAME TO outbox;
+    DELETE FROM sqlite_sequence WHERE name = 'outbox';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'outbox', max(coalesce((SELECT max(id) FROM events), 0),
+                             coalesce((SELECT max(id) FROM outbox), 0));
+    """,
 )
 # Fields of a host's answer that are not kept for a replay: they are card data, or are the
 # request's own (the replay takes them from the repeated request).

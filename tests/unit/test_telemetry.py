@@ -31,6 +31,44 @@ def test_the_fleet_hears_of_a_request_refused_while_the_terminal_stays_registere
     assert sent == {key: value for key, value in detail.items() if key != "message_zh"}
 
 
+def test_event_ids_never_start_again_when_the_outbox_empties(tmp_path) -> None:
+    """A subscriber drops repeats by id: an id is never given twice, also once everything
+    was published and the outbox is empty, and across a restart."""
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path, forward=events.forward)
+    seen = []
+    for n in range(3):
+        journal.event("recovery.refused", code="97", text=f"refusal {n}")
+        waiting = journal.outbox()
+        journal.outbox_sent([row[0] for row in waiting])
+        seen += [row[0] for row in waiting]
+    journal.close()
+    journal = Journal(path, forward=events.forward)
+    journal.event("recovery.refused", code="97", text="after a restart")
+    seen += [row[0] for row in journal.outbox()]
+    journal.close()
+    assert seen == sorted(set(seen)) and len(seen) == 4
+
+
+def test_an_older_journal_keeps_its_outbox_and_numbers_past_it(tmp_path) -> None:
+    import sqlite3
+
+    from agent.journal import MIGRATIONS
+
+    path = tmp_path / "j.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(";".join(MIGRATIONS[:6]) + "; PRAGMA user_version = 6;")
+    db.execute("INSERT INTO events (id, at, kind, detail) VALUES (40, 1.0, 'x', '{}')")
+    db.execute("INSERT INTO outbox (id, at, kind, detail) VALUES (7, 1.0, '97', '{}')")
+    db.commit()
+    db.close()
+    journal = Journal(path, forward=events.forward)
+    journal.event("recovery.refused", code="97", text="after the upgrade")
+    ids = [row[0] for row in journal.outbox()]
+    journal.close()
+    assert ids[0] == 7 and ids[1] > 40  # the waiting one kept; the new one past every event
+
+
 def test_the_outbox_is_written_with_the_event_and_bounded(tmp_path) -> None:
     journal = Journal(tmp_path / "j.sqlite3", forward=events.forward, outbox_max=3)
     journal.event("reversal-queued", transaction=1)  # not the fleet's
