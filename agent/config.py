@@ -19,6 +19,8 @@ from agent.wire.profile import CUP, Profile, ProfileError, load_profile
 from agent.wire.working_keys import LAYOUTS
 
 DEFAULT_PATH = Path("/etc/pos-agent/agent.toml")
+# The sign-in schemes wire.key_scheme may name besides "auto" (006, SM4: not yet)
+KEY_SCHEMES = ("001", "003", "004")
 ENV_PREFIX = "POS_AGENT_"
 
 
@@ -62,8 +64,12 @@ class WireConfig:
     header_category: int = 0x60  # 0x60 magnetic stripe application, 0x61 IC
     software_version: int = 0x31
     sub_version: str = "311303"
-    key_scheme: str = "003"
-    key_layout: int = 0  # field 62 layout 1-7 of DESIGN.md section 4; 0: recognise it
+    # sign-in scheme (60.3): "auto" tries the key family's schemes in order and keeps the
+    # first the host approves (DESIGN.md section 4); "001", "003" or "004" is used alone
+    key_scheme: str = "auto"
+    # field 62 layout 1-7 of DESIGN.md section 4; 0: recognise it. A layout belongs to one
+    # scheme: with key_scheme "auto", a layout set here makes its scheme the only one used.
+    key_layout: int = 0
     profile: Profile = CUP  # built-in, or the file ``wire.profile`` names laid over it
 
 
@@ -395,7 +401,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "header_category": _byte_hex,
         "software_version": _byte_hex,
         "sub_version": _digits(6),
-        "key_scheme": _choice("001", "003", "004"),
+        "key_scheme": _choice(*KEY_SCHEMES, "auto"),
         "key_layout": _key_layout,
         "profile": _profile_path,
     },
@@ -516,13 +522,23 @@ def build(
 
 
 def _wire_checked(parsed: dict[str, Any], source: str, base: Path) -> dict[str, Any]:
-    """The [wire] settings that depend on each other, and the profile file loaded."""
+    """The [wire] settings that depend on each other, and the profile file loaded. A layout
+    fixes its scheme: with ``key_scheme = "auto"`` a configured layout makes its scheme the one
+    used alone (negotiating another would get keys the layout cannot read)."""
     scheme = parsed.get("key_scheme", WireConfig.key_scheme)
     layout = parsed.get("key_layout", 0)
-    if layout and LAYOUTS[layout].scheme != scheme:
+    if layout and scheme == "auto":
+        scheme = LAYOUTS[layout].scheme
+        if scheme not in KEY_SCHEMES:
+            raise ConfigError(
+                f"{source}: wire.key_layout = {layout}: {LAYOUTS[layout].describe()}: scheme "
+                f"{scheme} is not offered yet; expected a layout of scheme {', '.join(KEY_SCHEMES)}"
+            )
+        parsed["key_scheme"] = scheme
+    elif layout and LAYOUTS[layout].scheme != scheme:
         raise ConfigError(
             f"{source}: wire.key_layout = {layout}: {LAYOUTS[layout].describe()} does not fit "
-            f"wire.key_scheme = {scheme!r}"
+            f"wire.key_scheme = {scheme!r} (key_scheme 'auto' takes the layout's scheme)"
         )
     if "profile" in parsed:
         try:

@@ -970,30 +970,41 @@ class Journal:
         *,
         batch: int | None = None,
         layout: int | None = None,
+        refused: dict[str, str] | None = None,
     ) -> None:
         """A successful sign-in; ``batch`` (the host's, 60.2 of its 0810) becomes the current
-        batch in the same commit."""
+        batch in the same commit. ``refused``: the schemes the host refused on the way, with its
+        answers (DESIGN.md section 4), kept for the self-check with the last sign-in."""
+        refused = refused or {}
         with self._write() as db:
             db.execute(
                 "INSERT INTO signins (at, scheme, kcvs, host_time, tid, mid) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (self._clock(), scheme, json.dumps(kcvs), host_time, tid, mid),
             )
+            # in meta rather than a new column: an older agent (a rolled-back update) can still
+            # open this journal
+            self._set_meta(db, "signin.refused", json.dumps(refused))
             if batch is not None:
                 self._set_meta(db, "batch", str(batch))
             self._event(
-                db, "signed-in", scheme=scheme, layout=layout, kcvs=kcvs, tid=tid, batch=batch
-            )
+                db, "signed-in", scheme=scheme, layout=layout, kcvs=kcvs, tid=tid, batch=batch,
+                refused=refused,
+            )  # fmt: skip
         if batch is not None:
             self._batch = batch
 
     def last_signin(self) -> dict[str, Any] | None:
+        """The last successful sign-in; ``refused`` maps the schemes the host refused before
+        it approved ``scheme`` to its answers (empty for a sign-in recorded before they were)."""
         rows = self._rows(
-            "SELECT at, scheme, kcvs, host_time, tid, mid FROM signins ORDER BY id DESC LIMIT 1"
+            "SELECT at, scheme, kcvs, host_time, tid, mid, "
+            "(SELECT value FROM meta WHERE key = 'signin.refused') "
+            "FROM signins ORDER BY id DESC LIMIT 1"
         )
         if not rows:
             return None
-        at, scheme, kcvs, host_time, tid, mid = rows[0]
+        at, scheme, kcvs, host_time, tid, mid, refused = rows[0]
         return {
             "at": at,
             "scheme": scheme,
@@ -1001,6 +1012,7 @@ class Journal:
             "host_time": host_time,
             "tid": tid or "",
             "mid": mid or "",
+            "refused": json.loads(refused or "{}"),
         }
 
     def remember(self, key: str, value: str) -> None:

@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse (97) a purchase or pre-authorisation without a right field 59 A2 of a "
         "reported TUSN (DESIGN.md section 17)",
     )
+    p.add_argument(
+        "--schemes",
+        metavar="SCHEME[,SCHEME]",
+        help="sign-in schemes (60.3) the host accepts, e.g. 004,006 as a posp_server-style "
+        "host; others are answered 40 (default: every scheme it can issue keys for)",
+    )
     p.add_argument("--profile", type=Path, help="wire profile (TOML) to decode and encode with")
     p.set_defaults(handler="sim:cmd_sim_host")
 

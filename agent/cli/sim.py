@@ -51,6 +51,9 @@ def cmd_sim_host(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    schemes: dict[str, list[str]] = {}
+    if args.schemes is not None:
+        schemes["accepted_schemes"] = [s.strip() for s in args.schemes.split(",") if s.strip()]
     try:
         return host_server.main(
             args.registry,
@@ -62,6 +65,7 @@ def cmd_sim_host(args: argparse.Namespace) -> int:
             check_batch=args.check_batch,
             check_tusn=args.check_tusn,
             profile=wire_profile(args),
+            **schemes,
         )
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None

@@ -2,6 +2,12 @@
 
 The host's batch number (60.2 of the 0810) becomes the terminal's: a host that checks it answers
 77 to requests of any other batch.
+
+Hosts accept a subset of the sign-in schemes (60.3; DESIGN.md section 4): a posp_server-style
+host lists only 004 and 006 and answers anything else 40. With ``wire.key_scheme = "auto"`` the
+agent negotiates: it tries the schemes of the module's key family in order, starting with the one
+the journal kept from the last approved sign-in, moves on when the host answers 40, 12 or 30, and
+keeps the first the host approves. A configured scheme is used alone.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.host.link import HostLink, HostLinkError
 from agent.journal import Journal
@@ -24,11 +30,24 @@ log = logging.getLogger(__name__)
 
 
 class SignInError(Exception):
-    """The sign-in did not give the module working keys; the text says why."""
+    """The sign-in did not give the module working keys; the text says why. ``refused`` maps
+    each scheme the host refused on the way to its answer (field 39), in the order tried;
+    ``response_code`` is the last answer's."""
 
-    def __init__(self, message: str, response_code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        response_code: str | None = None,
+        refused: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.response_code = response_code
+        self.refused = dict(refused or {})
+
+
+class SchemeRefused(SignInError):
+    """The host answered 40, 12 or 30 to a sign-in: it does not take that scheme, another may
+    do (``wire.key_scheme = "auto"`` tries the next)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,8 @@ class SignInResult:
     batch: int | None  # the host's, from 60.2 of the 0810
     response: Message  # the host's 0810 (field 62 is key material: only the module gets it)
     endpoint: str  # HOST:PORT of the host that signed the terminal in
+    # the schemes the host refused before it approved this one, with its answers (field 39)
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def host_batch(response: Message) -> int | None:
@@ -48,6 +69,42 @@ def host_batch(response: Message) -> int | None:
     if isinstance(value, str) and len(value) >= 8 and value[2:8].isdigit():
         return int(value[2:8])
     return None
+
+
+def family_schemes(family: str) -> tuple[str, ...]:
+    """The sign-in schemes ``wire.key_scheme = "auto"`` tries for a TMK of ``family``, in order:
+    the one place where the key family decides (DESIGN.md sections 4 and 18)."""
+    if family == "DES":
+        return ("003", "004")
+    # SM4 (006, layout 8) is not served yet: neither the builders nor the module driver know it
+    raise SignInError(f"no sign-in scheme is known for a {family} master key")
+
+
+def negotiation_order(family_order: tuple[str, ...], kept: str | None) -> tuple[str, ...]:
+    """The schemes to try: the one kept from the last approved sign-in first, then the family's
+    order (a kept scheme the host now refuses starts negotiation again; none is tried twice)."""
+    if kept not in family_order:  # none kept yet, or kept under another family
+        return family_order
+    return (kept, *(scheme for scheme in family_order if scheme != kept))
+
+
+def moves_on(code: str) -> bool:
+    """Whether a refusal of a sign-in means "not this scheme": 40 (function not supported), 12
+    (invalid transaction) and 30 (format error) are what hosts answer to a 60.3 they do not
+    take. Any other refusal is about the terminal, not the scheme, and ends the sign-in."""
+    return code in ("40", "12", "30")
+
+
+def refusal(refused: dict[str, str], kind: type[SignInError] = SignInError) -> SignInError:
+    """The error of a sign-in the host refused: its answer to each scheme tried, in order; the
+    last answer's code is the error's (recovery acts on it)."""
+
+    def answer(code: str) -> str:
+        rc = codes.lookup(code) if codes.is_code(code) else None
+        return f"{code} ({rc.en} / {rc.zh})" if rc else f"{code} (no response code)"
+
+    answers = "; ".join(f"{answer(code)} to scheme {scheme}" for scheme, code in refused.items())
+    return kind(f"host refused the sign-in: {answers}", list(refused.values())[-1], refused)
 
 
 async def sign_in(
@@ -60,6 +117,52 @@ async def sign_in(
     module: CardModule,
     link: HostLink,
 ) -> SignInResult:
+    """Sign in with ``scheme``, or with ``"auto"`` negotiate it (see the module's text). Every
+    0800 is a journal row of its own. Raises :class:`SignInError` (the host refused, or its keys
+    are unusable), :class:`HostLinkError` or :class:`ModuleError`; only a 40, 12 or 30 to a
+    negotiated scheme moves on to the next."""
+    negotiating = scheme == "auto"
+    if negotiating:
+        # The slot's family is in KEY_STATUS (DESIGN.md section 5), but the driver does not
+        # read that byte yet: until it does, every TMK is taken for DES.
+        kept = await journal.run(journal.recall, "key_scheme")
+        schemes = negotiation_order(family_schemes("DES"), kept)
+    else:
+        schemes = (scheme,)
+    refused: dict[str, str] = {}
+    for tried in schemes:
+        try:
+            result = await sign_in_with(
+                tried, refused, terminal=terminal, key_layout=key_layout, key_slot=key_slot,
+                journal=journal, module=module, link=link,
+            )  # fmt: skip
+        except SchemeRefused as exc:
+            refused[tried] = exc.response_code or ""
+            log.info("%s", exc)
+            continue
+        except SignInError as exc:
+            if refused and exc.response_code:  # the schemes refused before are part of why
+                raise refusal({**refused, tried: exc.response_code}) from None
+            raise
+        if negotiating:
+            await journal.run(journal.remember, "key_scheme", tried)
+        return result
+    raise refusal(refused)
+
+
+async def sign_in_with(
+    scheme: str,
+    refused: dict[str, str],
+    *,
+    terminal: Terminal,
+    key_layout: int,
+    key_slot: int,
+    journal: Journal,
+    module: CardModule,
+    link: HostLink,
+) -> SignInResult:
+    """One 0800 with ``scheme``; ``refused`` (the schemes the host refused before it, with its
+    answers) is journalled with a success. :class:`SchemeRefused` for a 40, 12 or 30."""
     request, transaction = await journal.run(
         journal.begin_numbered,
         lambda stan, batch: signin_request(terminal, stan=stan, batch=batch, scheme=scheme),
@@ -73,10 +176,8 @@ async def sign_in(
     response = exchange.frame.message
     code = response.text(39, "")
     if code != "00":
-        rc = codes.lookup(code) if codes.is_code(code) else None
-        text = f"{rc.en} / {rc.zh}" if rc else "no response code"
         await finish("declined", response)
-        raise SignInError(f"host refused the sign-in: {code} ({text})", code)
+        raise refusal({scheme: code}, SchemeRefused if moves_on(code) else SignInError)
     try:
         keys = parse_field62(response.binary(62), scheme, key_layout)
     except (KeyError, TypeError, WireError) as exc:
@@ -114,8 +215,10 @@ async def sign_in(
         terminal.mid,
         batch=batch,
         layout=layout.number,
+        refused=refused,
     )
     log.info("signed in (%s), KCVs %s, batch %s", layout.describe(), keys.kcvs(), batch)
     return SignInResult(
-        scheme, layout.number, keys.kcvs(), host_time, batch, response, exchange.endpoint
-    )
+        scheme, layout.number, keys.kcvs(), host_time, batch, response, exchange.endpoint,
+        dict(refused),
+    )  # fmt: skip

@@ -150,6 +150,16 @@ class Context:
         return await asyncio.shield(self._tms)
 
 
+def signin_scheme(last: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """How the last sign-in got its keys, for a check's detail and data: "signed in with
+    scheme 004 (the host refused 003 with 40)" (DESIGN.md section 4)."""
+    refused = last.get("refused", {})
+    text = f"signed in with scheme {last['scheme']}"
+    if refused:
+        text += " (the host refused " + ", ".join(f"{s} with {c}" for s, c in refused.items()) + ")"
+    return text, {"signin": {"scheme": last["scheme"], "refused": refused}}
+
+
 def elapsed_ms(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
 

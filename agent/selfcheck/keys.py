@@ -3,7 +3,7 @@ KCVs of the last successful sign-in, and a MAC computed two ways agrees."""
 
 from __future__ import annotations
 
-from agent.selfcheck.base import CheckResult, Context, Status, Text
+from agent.selfcheck.base import CheckResult, Context, Status, Text, signin_scheme
 from agent.selfcheck.module import failure
 from agent.wire.mac import mac_block
 from drivers.module import MacAlgorithm, ModuleError
@@ -61,6 +61,8 @@ async def check(context: Context) -> CheckResult:
             SIGN_IN,
             finding="never-signed-in",
         )
+    scheme, data = signin_scheme(last)
+    detail = f"{detail}; {scheme}"
     differing = [
         f"{name} {present[name].kcv_hex} (sign-in: {kcv})"
         for name, kcv in last["kcvs"].items()
@@ -77,6 +79,7 @@ async def check(context: Context) -> CheckResult:
             detail,
             SIGN_IN,
             finding="kcv-mismatch",
+            data=data,
         )
     try:
         whole = await context.module_call(context.module.mac, slot, MacAlgorithm.CUP_ECB, TEST_MAB)
@@ -89,6 +92,7 @@ async def check(context: Context) -> CheckResult:
             f"{detail}; {exc}",
             SIGN_IN,
             finding="mac-selftest",
+            data=data,
         )
     if whole != from_r:
         return CheckResult(
@@ -101,6 +105,7 @@ async def check(context: Context) -> CheckResult:
             f"{detail}; MAC 0x01 {whole.hex().upper()}, 0x81 {from_r.hex().upper()}",
             Text("report the module to the vendor", "请将模块报修"),
             finding="mac-selftest",
+            data=data,
         )
     return CheckResult(
         ID,
@@ -110,4 +115,5 @@ async def check(context: Context) -> CheckResult:
             "TMK、PIK、MAK 齐全；校验值与上次签到一致；MAC 自检通过",
         ),
         detail,
+        data=data,
     )

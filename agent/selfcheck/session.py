@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from agent import paths
-from agent.selfcheck.base import CheckResult, Context, Status, Text
+from agent.selfcheck.base import CheckResult, Context, Status, Text, signin_scheme
 from agent.session.store import ParameterStore
 
 ID = "session"
@@ -54,6 +54,8 @@ async def check(context: Context) -> CheckResult:
             Text("sign in: agent signin", "签到：agent signin"),
             finding="never-signed-in",
         )
+    scheme, data = signin_scheme(last)
+    detail = f"{detail}; {scheme}"
     age = now - last["at"]
     if age > SIGNIN_STALE:
         return CheckResult(
@@ -63,6 +65,7 @@ async def check(context: Context) -> CheckResult:
             detail,
             Text("sign in: agent signin", "签到：agent signin"),
             finding="signin-stale",
+            data=data,
         )
     today = datetime.fromtimestamp(now).strftime("%Y%m%d")
     expired = [
@@ -81,6 +84,7 @@ async def check(context: Context) -> CheckResult:
             detail,
             Text("ask the acquirer to send current CA keys", "请收单机构下发新的 CA 公钥"),
             finding="ca-key-expired",
+            data=data,
         )
     stale = [s for s, c in downloaded.items() if now - c.get("at", now) > PARAMETERS_STALE]
     if stale:
@@ -93,6 +97,7 @@ async def check(context: Context) -> CheckResult:
             Text("they are renewed when the host asks; the acquirer can ask now",
                  "主机要求时会重新下载；可请收单机构发起"),
             finding="parameters-stale",
+            data=data,
         )  # fmt: skip
     signed = time.strftime("%m-%d %H:%M", time.localtime(last["at"]))
     return CheckResult(
@@ -101,6 +106,7 @@ async def check(context: Context) -> CheckResult:
         Text(f"signed in at {signed}, batch {journal.batch:06d}; downloads: {sections}",
              f"{signed} 已签到，批次号 {journal.batch:06d}；已下载：{sections}"),
         detail,
+        data=data,
     )  # fmt: skip
 
 

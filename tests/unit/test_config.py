@@ -48,6 +48,18 @@ def test_wire_settings_of_real_acquirers(tmp_path) -> None:
     assert load(write(tmp_path, ""), env=env).wire.key_layout == 4
 
 
+def test_key_scheme_is_negotiated_unless_a_scheme_or_a_layout_fixes_it(tmp_path) -> None:
+    """DESIGN.md section 4: "auto" by default; a layout belongs to one scheme, so a layout
+    configured with "auto" makes its scheme the only one used."""
+    assert load(write(tmp_path, ""), env={}).wire.key_scheme == "auto"
+    wire = load(write(tmp_path, "[wire]\nkey_layout = 5"), env={}).wire
+    assert (wire.key_scheme, wire.key_layout) == ("004", 5)
+    text = "[wire]\nkey_scheme = 'auto'\nkey_layout = 4"
+    assert load(write(tmp_path, text), env={}).wire.key_scheme == "003"
+    env = {"POS_AGENT_WIRE_KEY_SCHEME": "004"}
+    assert load(write(tmp_path, ""), env=env).wire.key_scheme == "004"
+
+
 def test_environment_overrides(tmp_path) -> None:
     env = {"POS_AGENT_HOST_PRIMARY": "10.1.1.1:6000", "POS_AGENT_TERMINAL_TID": "20000002"}
     config = load(write(tmp_path, GOOD), env=env)
@@ -77,9 +89,13 @@ def test_missing_default_file_is_an_unprovisioned_terminal(tmp_path, monkeypatch
         ("host = 5", "[host] must be a table"),
         ("[host\n", "not valid TOML"),
         ("[host]\ntls = true\nca_file = '/nonexistent/ca.pem'", "host.ca_file"),
-        ("[wire]\nkey_layout = 8", 'wire.key_layout = 8: expected "auto" or a field 62 layout'),
+        ("[wire]\nkey_layout = 9", 'wire.key_layout = 9: expected "auto" or a field 62 layout'),
         ("[wire]\nkey_layout = 'four'", "wire.key_layout = 'four': expected"),
-        ("[wire]\nkey_layout = 5", "wire.key_layout = 5: layout 5 (scheme 004, 52 bytes"),
+        ("[wire]\nkey_scheme = '006'", "key_scheme = '006': expected one of '001', '003', '004'"),
+        (
+            "[wire]\nkey_scheme = '003'\nkey_layout = 5",
+            "wire.key_layout = 5: layout 5 (scheme 004, 52 bytes",
+        ),
         ("[wire]\nkey_scheme = '001'\nkey_layout = 2", "does not fit wire.key_scheme = '001'"),
         ("[wire]\nheader_category = '6'", "wire.header_category = '6': expected 2 hex digits"),
         ("[wire]\nprofile = ''", "wire.profile = '': expected the path of a wire profile"),

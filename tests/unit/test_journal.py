@@ -101,6 +101,7 @@ def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
     assert journal.schema_version == len(MIGRATIONS)
     assert journal.last_signin() == {
         "at": 1.0, "scheme": "003", "kcvs": {}, "host_time": None, "tid": "", "mid": "",
+        "refused": {},
     }  # fmt: skip
     journal.close()
 
