@@ -47,7 +47,9 @@ def _params_lines(data: dict[str, Any]) -> list[str]:
         if section == "terminal":
             lines += [f"  {name}: {value}" for name, value in content.get("values", {}).items()]
             if content.get("unparsed"):
-                lines.append(f"  not decoded (unknown tag): {content['unparsed']}")
+                # a store written before the reason was kept says nothing more
+                reason = content.get("reason") or "unknown tag"
+                lines.append(f"  not decoded ({reason}): {content['unparsed']}")
         elif section == "ca_keys":
             lines += [
                 f"  {key['rid']}/{key['index']} expires {key.get('expiry') or '?'}"

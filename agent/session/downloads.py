@@ -18,6 +18,7 @@ from agent.session import emv, parameters, tlv
 from agent.session.store import ParameterStore
 from agent.wire.errors import WireError
 from agent.wire.message import Message
+from agent.wire.profile import ParameterTable
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,16 @@ class Downloads:
         *,
         status: Callable[[], Awaitable[bytes]],
         downloaded: Downloaded,
+        parameter_overrides: Callable[[], ParameterTable] = dict,
     ) -> None:
+        """``parameter_overrides``: the ``[parameters]`` of the wire profile in effect, asked at
+        each decoding (the configuration may have been reloaded since)."""
         self._send = send
         self.store = store
         self._journal = journal
         self._status = status
         self._downloaded = downloaded
+        self._parameter_overrides = parameter_overrides
         # what a payment app's own CA key / IC parameter chain has brought so far
         self._app_chain: dict[str, list[Any]] = {}
 
@@ -81,12 +86,22 @@ class Downloads:
 
     # ------------------------------------------------------------------------ the chains
 
+    def _terminal(self, data: bytes, by: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The store's terminal section and the summary of a 0810/360's field 62. What could
+        not be decoded is kept raw with the reason, and the chain still completes: the values
+        before it are right, and a guess after it could not be."""
+        decoded = parameters.decode(data, self._parameter_overrides())
+        summary: dict[str, Any] = {"values": len(decoded["values"])}
+        if decoded["reason"]:
+            log.warning("0810/360: kept raw from there on: %s", decoded["reason"])
+            summary["kept_raw"] = decoded["reason"]
+        if by:
+            summary["by"] = by
+        return {**decoded, "raw": data.hex().upper()}, summary
+
     async def terminal_parameters(self) -> str:
         data = await self._ask("0800", TERMINAL_PARAMETERS)
-        decoded = self._parsed("0800/360", lambda: parameters.decode(data))
-        return await self._commit(
-            "terminal", {**decoded, "raw": data.hex().upper()}, {"values": len(decoded["values"])}
-        )
+        return await self._commit("terminal", *self._terminal(data, by=""))
 
     async def status_upload(self) -> str:
         field62 = await self._status()
@@ -175,12 +190,7 @@ class Downloads:
             return
         try:
             if code == TERMINAL_PARAMETERS:
-                decoded = parameters.decode(field62)
-                await self._commit(
-                    "terminal",
-                    {**decoded, "raw": field62.hex().upper()},
-                    {"values": len(decoded["values"]), "by": "app"},
-                )
+                await self._commit("terminal", *self._terminal(field62, by="app"))
             elif code == CONTACTLESS:
                 tags = emv.contactless(field62)
                 await self._commit("contactless", {"tags": tags}, {"tags": len(tags), "by": "app"})

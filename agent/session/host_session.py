@@ -10,7 +10,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from agent import __version__
 from agent.config import Config, Endpoint
 from agent.hook_dispatch import HookDispatch
 from agent.host.link import HostLink, HostLinkError
@@ -94,6 +93,7 @@ class HostSession:
             journal,
             status=self._status_upload,
             downloaded=self._parameters_downloaded,
+            parameter_overrides=lambda: self._settings().wire.profile.parameters,
         )
 
     def actions(self, remedies: SessionRemedies) -> dict[int, Action]:
@@ -146,23 +146,22 @@ class HostSession:
         return answer
 
     async def _status_upload(self) -> bytes:
-        """Field 62 of 0820/362: the module's state and identity, the software, then the
-        terminal parameters in use as they were downloaded."""
+        """Field 62 of 0820/362 (DESIGN.md section 16): the devices, then the terminal
+        parameters of the last download as they decode under the profile in effect (a store
+        written by an older agent, or under another profile, is read again, not resent blindly).
+        The PIN pad is the card module: working if it answers INFO and is not tampered (then it
+        has erased its keys). The keyboard, card reader, printer and display belong to the
+        payment app, which the agent cannot see: reported working. The module's serial and
+        firmware and the agent's version go to telemetry, not here."""
         try:
             info = await asyncio.to_thread(self._module.info)
-            module = {
-                "module_state": "1" if info.tampered else "0",
-                "module_serial": info.serial,
-                "module_firmware": info.firmware,
-            }
+            pin_pad = not info.tampered
         except ModuleError:
-            module = {"module_state": "2", "module_serial": "", "module_firmware": ""}
-        status = parameters.encode(
-            {**module, "software_version": f"pos-agent {__version__}"[:16]},
-            parameters.STATUS_TAGS,
-        )
-        in_use = self.downloads.store.read().get("terminal", {}).get("raw", "")
-        return status + bytes.fromhex(in_use)
+            pin_pad = False
+        devices = {name: True for _, name in parameters.STATUS_DEVICES} | {"pin_pad": pin_pad}
+        downloaded = self.downloads.store.read().get("terminal", {}).get("raw", "")
+        overrides = self._settings().wire.profile.parameters
+        return parameters.status_field(devices, bytes.fromhex(downloaded), overrides)
 
     async def _parameters_downloaded(self, section: str, summary: dict[str, Any]) -> None:
         path = str(self.downloads.store.path)

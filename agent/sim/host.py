@@ -11,6 +11,12 @@ section 4 (``key_layout``; the scheme's full-length layout by default), it hands
 number in 60.2 of the 0810, and with ``check_batch`` it answers 77 to a purchase of another batch.
 It decodes and encodes under a wire profile (the built-in CUP one by default).
 
+It accepts the sign-in schemes (60.3) of ``accepted_schemes``, every scheme it can issue keys for
+(``SCHEMES``) by default, and answers a sign-in of any other with 40, as a posp_server-style host
+that lists only 004 and 006 does (DESIGN.md section 4); a listed scheme it cannot issue keys for
+gets 30. ``signin_schemes`` in :meth:`AcquirerHost.state` is the 60.3 of each sign-in of a
+registered terminal, in the order received.
+
 Every request of an MTI that DESIGN.md section 15 MACs (0100, 0200, 0220, 0400, 0620) must carry a
 good MAC: A0 otherwise, counted as a missing or a failed MAC. Decision rules for the money-moving
 ones (0100, 0200, 0220; documented so tests can aim at them): an amount whose last two digits are
@@ -41,6 +47,7 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +121,7 @@ class Ledger:
     pins_verified: int = 0  # PIN blocks that decrypted to the card's PIN
     pin_failures: int = 0  # wrong PIN (55) or not a format 0 block (99)
     tusn_refusals: dict[str, int] = field(default_factory=dict)  # by TUSN_REFUSAL_REASONS
+    signin_schemes: list[str] = field(default_factory=list)  # 60.3 of each sign-in, in order
 
 
 def _pan(message: Message) -> str:
@@ -150,6 +158,19 @@ def _refusal_code(code: object) -> bool:
         and code.isalnum()
         and code != "00"
     )
+
+
+def checked_schemes(schemes: object) -> tuple[str, ...]:
+    """``schemes`` as the sign-in schemes (60.3) a host accepts: a list of 3-digit codes (empty:
+    it refuses every sign-in). ValueError otherwise."""
+    if not isinstance(schemes, list | tuple) or not all(
+        isinstance(s, str) and len(s) == 3 and s.isascii() and s.isdigit() for s in schemes
+    ):
+        raise ValueError(
+            f'accepted_schemes must be a list of 3-digit sign-in schemes (60.3), e.g. ["004", '
+            f'"006"], got {schemes!r}'
+        )
+    return tuple(dict.fromkeys(schemes))
 
 
 def _registry_tusns(entry: dict[str, object]) -> list[str]:
@@ -189,6 +210,7 @@ class AcquirerHost:
         tusn_refusal: str = "97",
         tusn_key: bytes = TEST_TUSN_KEY,
         profile: Profile = CUP,
+        accepted_schemes: Iterable[str] = SCHEMES,
     ) -> None:
         self.registry_path = registry_path
         self.terminals: dict[str, Terminal] = {}
@@ -209,6 +231,8 @@ class AcquirerHost:
         self.pins: dict[str, str] = {}  # PAN -> PIN; other cards have TEST_PIN
         self.downloads = HostParameters()
         self.set_key_layout(key_layout)
+        self.accepted_schemes = SCHEMES
+        self.set_accepted_schemes(tuple(accepted_schemes))
         self.reload()
 
     def set_key_layout(self, layout: int) -> None:
@@ -217,6 +241,13 @@ class AcquirerHost:
         if layout and layout not in LAYOUTS:
             raise ValueError(f"key layout must be 0 (default) or 1 to {len(LAYOUTS)}")
         self.key_layout = layout
+
+    def set_accepted_schemes(self, schemes: Iterable[str]) -> None:
+        """Accept sign-ins of these schemes (60.3) only, answering any other 40 (see
+        :func:`checked_schemes`)."""
+        accepted = checked_schemes(list(schemes))
+        with self.lock:
+            self.accepted_schemes = accepted
 
     def set_tusn_check(self, check: bool, refusal: str, key: bytes) -> None:
         """Check A2 of purchases and pre-authorisations (``check``), refusing with the response
@@ -397,6 +428,9 @@ class AcquirerHost:
     def _sign_in(self, message: Message, terminal: Terminal) -> Message:
         field_60 = message.text(60)
         scheme = field_60[8:11]
+        self.ledger.signin_schemes.append(scheme)
+        if scheme not in self.accepted_schemes:
+            return response_to(message, "40")  # not one the host lists: "function not supported"
         if scheme not in SCHEMES:
             return response_to(message, "30")
         chosen = LAYOUTS.get(self.key_layout)
@@ -534,6 +568,8 @@ class AcquirerHost:
                 "tusn_refusal": self.tusn_refusal,
                 "tusn_refusals": dict(self.ledger.tusn_refusals),
                 "key_layout": self.key_layout,
+                "accepted_schemes": list(self.accepted_schemes),
+                "signin_schemes": list(self.ledger.signin_schemes),
                 "purchases": dict(self.ledger.purchases),
                 "requests": dict(self.ledger.requests),
                 "duplicates": self.ledger.duplicates,
@@ -546,6 +582,8 @@ class AcquirerHost:
                 "downloads": {
                     "requests": dict(self.downloads.requests),
                     "status_uploads": list(self.downloads.status_uploads),
+                    "status_refusals": list(self.downloads.status_refusals),
+                    "parameter_table": self.downloads.parameter_table,
                     "fault": self.downloads.fault,
                 },
             }

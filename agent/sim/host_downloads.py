@@ -2,6 +2,12 @@
 parameters, status upload, CA public keys, IC parameters and contactless parameters, with the
 paging of the lists and faults for tests (a CA key whose SHA-1 is wrong, a TLV that overruns).
 
+The terminal parameters come from one of three tables (``parameter_table``): ``cup``, the
+built-in table of DESIGN.md section 16, or the tables of two real acquirers, which the agent
+only reads right with the matching ``[parameters]`` of a wire profile. The status upload is
+parsed as a CUP host does, with the lengths of the table this host sends: a tag it does not know
+or a value of another length is answered 30.
+
 The CA keys are test keys: the modulus is filler bytes, not an RSA key, and carries a correct
 SHA-1 check value (DF03) so the agent's check is exercised."""
 
@@ -22,6 +28,52 @@ from agent.session.downloads import (
     STATUS_UPLOAD,
     TERMINAL_PARAMETERS,
 )
+
+# The 0800/360 answers: (tag, value) in the order sent. The built-in table first.
+_CUP_TERMINAL: tuple[tuple[str, bytes], ...] = (
+    ("11", b"01"),  # application type
+    ("12", b"60"),  # timeout, seconds
+    ("13", b"3"),  # retries
+    ("14", b"4008888888".ljust(14)),  # transaction phones
+    ("15", b" " * 14),
+    ("16", b" " * 14),
+    ("17", b"95516".ljust(14)),  # management phone
+    ("18", b"0"),  # tips
+    ("19", b"10"),  # tip percent
+    ("20", b"1"),  # manual entry
+    ("21", b"0"),  # auto sign-off
+    ("22", "测试商户银联商务有限公司".encode("gb2312").ljust(40)),
+    ("23", b"3"),  # reversal retries
+    ("24", b"0"),  # offline upload mode
+    ("25", b"1"),  # master-key index
+    ("26", bytes.fromhex("FFB80000")),  # transactions enabled, one bit each
+    ("27", b"2"),  # receipt copies
+    ("28", b"1"),  # mask the card number
+    ("29", b"0"),  # show the logo
+    ("30", b"00"),  # quick transaction type
+    ("51", b"001100111098"),
+)
+
+
+def _varied(changes: dict[str, bytes | None]) -> tuple[tuple[str, bytes], ...]:
+    """The built-in table with some values changed (None: the tag not sent)."""
+    table = []
+    for tag, value in _CUP_TERMINAL:
+        changed = changes.get(tag, value)
+        if changed is not None:
+            table.append((tag, changed))
+    return tuple(table)
+
+
+PARAMETER_TABLES = {
+    "cup": _CUP_TERMINAL,
+    # A Huateng acquirer console (T30101Action.parseTermPara): 24 always a space, 25 a bitmap of
+    # eight flags as 2 hex characters, 26 a bit per transaction (32) as 8 hex characters, no 51.
+    "huateng": _varied({"24": b" ", "25": b"e0", "26": b"fc3f0000", "51": None}),
+    # The AIAUnionPay terminal app (CUPPackager, the 0810/360 parser): 19 read with the spaces
+    # trimmed, as a host pads it; 27-30 unknown to it (its parser stops there), so not sent.
+    "aiaunionpay": _varied({"19": b" 5", "27": None, "28": None, "29": None, "30": None}),
+}
 
 # (MTI, 60.3) of the download requests the host answers
 DOWNLOADS = {
@@ -72,23 +124,35 @@ def _test_aid(aid: str) -> list[tuple[str, bytes]]:
     ]
 
 
+def parse_status(field62: bytes, lengths: dict[str, int]) -> tuple[dict[str, bytes], str]:
+    """A status upload's field 62 read as a CUP host does: ({tag: value}, "") or ({}, what is
+    wrong). ``lengths``: the parameter tags this host knows; 01-05 are one digit each."""
+    devices = [number for number, _ in parameters.STATUS_DEVICES]
+    known = {number: 1 for number in devices} | lengths
+    parsed: dict[str, bytes] = {}
+    i = 0
+    while i < len(field62):
+        tag = field62[i : i + 2].decode("latin-1")
+        if tag not in known:
+            return {}, f"unknown status tag {tag!r} at byte {i}"
+        value = field62[i + 2 : i + 2 + known[tag]]
+        if len(value) < known[tag]:
+            return {}, f"tag {tag} needs {known[tag]} bytes, {len(value)} are left"
+        if tag in parsed:
+            return {}, f"tag {tag} twice"
+        if tag in devices and value not in (b"0", b"1"):
+            return {}, f"device tag {tag} is {value!r}, not 0 or 1"
+        parsed[tag] = value
+        i += 2 + known[tag]
+    missing = [tag for tag in devices if tag not in parsed]
+    if missing:
+        return {}, f"device tags {', '.join(missing)} missing"
+    return parsed, ""
+
+
 @dataclass
 class HostParameters:
-    terminal: dict[str, str] = field(
-        default_factory=lambda: {
-            "application_type": "01",
-            "timeout_seconds": "60",
-            "retries": "3",
-            "transaction_phone_1": "4008888888",
-            "management_phone": "95516",
-            "tips_enabled": "0",
-            "manual_entry": "1",
-            "auto_sign_off": "0",
-            "merchant_name": "测试商户银联商务有限公司",
-            "master_key_index": "01",
-            "transactions_enabled": "FFFFFFFFFFFFFFFF",
-        }
-    )
+    parameter_table: str = "cup"  # which of PARAMETER_TABLES 0800/360 is answered with
     ca_keys: list[list[tuple[str, bytes]]] = field(
         default_factory=lambda: [_test_ca_key(n) for n in (1, 2, 3)]
     )
@@ -103,6 +167,8 @@ class HostParameters:
     fault: str = ""
     fault_codes: set[str] = field(default_factory=set)  # the steps short-62/refuse hit; {}: all
     status_uploads: list[str] = field(default_factory=list)  # field 62 of each, hex
+    statuses: list[dict[str, bytes]] = field(default_factory=list)  # each one accepted, parsed
+    status_refusals: list[str] = field(default_factory=list)  # why each one refused was
     requests: dict[str, int] = field(default_factory=dict)  # by 60.3 code
 
     def set_fault(self, fault: str) -> None:
@@ -110,11 +176,22 @@ class HostParameters:
             raise ValueError(f"download fault must be one of {', '.join(map(repr, FAULTS))}")
         self.fault = fault
 
+    def set_parameter_table(self, name: str) -> None:
+        if name not in PARAMETER_TABLES:
+            raise ValueError(
+                f"parameter table must be one of {', '.join(map(repr, PARAMETER_TABLES))}"
+            )
+        self.parameter_table = name
+
+    def terminal_parameters(self) -> bytes:
+        """Field 62 of the 0810/360: the table in use, tag after tag."""
+        return b"".join(t.encode() + v for t, v in PARAMETER_TABLES[self.parameter_table])
+
     def answer(self, mti: str, code: str, field62: bytes) -> tuple[str, bytes | None]:
         """(response code, field 62) for a download request (one of ``DOWNLOADS``)."""
         self.requests[code] = self.requests.get(code, 0) + 1
         handlers = {
-            ("0800", TERMINAL_PARAMETERS): lambda: ("00", parameters.encode(self.terminal)),
+            ("0800", TERMINAL_PARAMETERS): lambda: ("00", self.terminal_parameters()),
             ("0820", STATUS_UPLOAD): self._status,
             ("0820", CA_KEY_LIST): lambda: self._list(self.ca_keys, ("9F06", "9F22", "DF05")),
             ("0800", CA_KEY): self._ca_key,
@@ -136,6 +213,12 @@ class HostParameters:
 
     def _status(self) -> tuple[str, bytes | None]:
         self.status_uploads.append(self._request.hex().upper())
+        lengths = {tag: len(value) for tag, value in PARAMETER_TABLES[self.parameter_table]}
+        parsed, problem = parse_status(self._request, lengths)
+        if problem:
+            self.status_refusals.append(problem)
+            return "30", None
+        self.statuses.append(parsed)
         return "00", None
 
     def _list(

@@ -17,9 +17,11 @@ Admin API (JSON):
     POST /settings                       {"key_layout"?: 0-7, "batch"?: N, "check_batch"?: bool,
                                           "chain_downloads"?: bool,
                                           "download_fault"?: "" | "ca-sha1" | "tlv-overrun" |
-                                          "list-never-ends", "check_tusn"?: bool,
+                                          "list-never-ends", "parameter_table"?: "cup" |
+                                          "huateng" | "aiaunionpay", "check_tusn"?: bool,
                                           "tusn_refusal"?: 2 letters or digits (not "00"),
-                                          "tusn_key"?: 32 hex digits}
+                                          "tusn_key"?: 32 hex digits,
+                                          "accepted_schemes"?: ["004", "006"]}
     POST /faults                         {"kind", "count"?: 1, "delay"?: 2.0, "mti"?}; kinds below
     POST /faults/clear
     POST /reload                         re-read the registry file
@@ -29,7 +31,13 @@ reported TUSN, refused with ``tusn_refusal`` (97) otherwise; ``tusn_key`` is the
 ciphertexts are verified with (the module simulator's test key by default); see
 :mod:`agent.sim.host`. ``/state`` shows each terminal's ``tusns`` and the refusals by reason
 (``tusn_refusals``). A bad value is answered 400 with what is wrong, and changes nothing of the
-TUSN settings.
+TUSN settings. ``parameter_table`` is the table the 0810/360 is laid out in (see
+:mod:`agent.sim.host_downloads`); status uploads are read with its lengths.
+
+``accepted_schemes`` lists the sign-in schemes (60.3) the host takes; a sign-in of any other is
+answered 40, as a posp_server-style host that lists only 004 and 006 answers it (by default all
+it can issue keys for). ``/state`` shows them and the scheme of each sign-in received, in order
+(``signin_schemes``). A bad list is answered 400 and changes no setting.
 
 Fault kinds, each applied to the next ``count`` requests: ``no-answer``, ``late`` (answer after
 ``delay`` seconds), ``garbage`` (random bytes instead of the answer), ``close`` (close the
@@ -58,7 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.sim.host import AcquirerHost
+from agent.sim.host import AcquirerHost, checked_schemes
 from agent.sim.jsonhttp import JsonHandler, serve_in_thread
 from agent.sim.module import TEST_TUSN_KEY
 from agent.wire.frame import Layout, decode_frame, host_frame, with_length
@@ -286,6 +294,9 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                     else:
                         raise ValueError(f"unknown action {action!r}")
                 elif parts == ["settings"]:
+                    listed = body.get("accepted_schemes")
+                    # checked before anything changes: a bad list changes no setting
+                    schemes = checked_schemes(listed) if listed is not None else None
                     with host.lock:
                         # first: a bad TUSN setting is refused before anything else changes
                         host.set_tusn_check(
@@ -303,6 +314,10 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                             host.chain_downloads = bool(body["chain_downloads"])
                         if "download_fault" in body:
                             host.downloads.set_fault(str(body["download_fault"]))
+                        if "parameter_table" in body:
+                            host.downloads.set_parameter_table(str(body["parameter_table"]))
+                        if schemes is not None:
+                            host.set_accepted_schemes(schemes)
                 elif parts == ["faults"]:
                     server.faults.add(
                         body["kind"],

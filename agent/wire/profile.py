@@ -14,7 +14,14 @@ gets a TOML file (``wire.profile``) whose rows override single keys of a field o
     max = 40
     name = "merchant name and location"
 
-Every problem is a :class:`ProfileError` naming the file, the field and the key.
+    [parameters]                     # terminal-parameter tags of 0800/360 (DESIGN.md section 16)
+    25 = { length = 2, kind = "an" }
+
+A ``[parameters]`` row gives a tag's length (1-99) and kind (``n`` digits, ``an`` text, ``b``
+binary, ``gb2312`` text). This package knows no tag names: the rows are kept as plain data for
+``agent.session.parameters``, which lays them over its built-in table when it decodes.
+
+Every problem is a :class:`ProfileError` naming the file, the field or tag, and the key.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from agent.wire.spec import CUP_FIELDS, FIXED, FORMATS, LENGTH_NAMES, LONGEST, FieldDef
@@ -37,8 +45,12 @@ _CHOICES: dict[str, tuple[str, Mapping[str, Any]]] = {
     "charset": ("charset", {c: c for c in CHARSETS}),
 }
 _ROW_KEYS = ("name", "format", "length", "max", "justify", "charset")
-_TOP_KEYS = ("name", "fields")
+_TOP_KEYS = ("name", "fields", "parameters")
 MAC_FIELD = 64
+PARAMETER_KINDS = ("n", "an", "b", "gb2312")
+_PARAMETER_KEYS = ("length", "kind")
+# tag -> (length, kind): what a profile's [parameters] table overrides
+ParameterTable = Mapping[str, tuple[int, str]]
 
 
 class ProfileError(ValueError):
@@ -49,6 +61,7 @@ class ProfileError(ValueError):
 class Profile:
     name: str
     fields: Mapping[int, FieldDef]
+    parameters: ParameterTable = field(default_factory=lambda: MappingProxyType({}))
     spec: dict[str, dict[str, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -62,7 +75,7 @@ class Profile:
         table = dict(self.fields)
         for number, row in rows.items():
             table[number] = _overridden(table.get(number), number, row)
-        return Profile(name, dict(sorted(table.items())))
+        return Profile(name, dict(sorted(table.items())), self.parameters)
 
 
 def _pyiso8583_field(f: FieldDef) -> dict[str, Any]:
@@ -161,6 +174,42 @@ def _field_number(key: str) -> int:
     return int(key)
 
 
+def _parameter_row(tag: str, row: Any) -> tuple[int, str]:
+    """One ``[parameters]`` row checked: (length, kind)."""
+
+    def fail(key: str, reason: str) -> ProfileError:
+        return ProfileError(f"[parameters] tag {tag}: {key} = {row[key]!r}: {reason}")
+
+    if not (len(tag) == 2 and tag.isascii() and tag.isdigit()):
+        raise ProfileError(f'[parameters] tag {tag!r}: a tag is 2 digits, such as "25"')
+    if not isinstance(row, Mapping):
+        raise ProfileError(
+            f"[parameters] tag {tag}: expected {{ length = N, kind = K }}, got {row!r}"
+        )
+    for key in row:
+        if key not in _PARAMETER_KEYS:
+            raise fail(key, "unknown key; expected length and kind")
+    for key in _PARAMETER_KEYS:
+        if key not in row:
+            raise ProfileError(
+                f"[parameters] tag {tag}: {key} is missing; a row gives length and kind"
+            )
+    length, kind = row["length"], row["kind"]
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 99:
+        raise fail("length", "expected a whole number from 1 to 99")
+    if not isinstance(kind, str) or kind not in PARAMETER_KINDS:
+        raise fail("kind", f"expected one of {', '.join(PARAMETER_KINDS)}")
+    return length, kind
+
+
+def _parameter_overrides(rows: Any) -> ParameterTable:
+    """The ``[parameters]`` table checked and frozen: tag -> (length, kind)."""
+    if not isinstance(rows, Mapping):
+        raise ProfileError("parameters: expected a table [parameters] of tag = { length, kind }")
+    table = {str(tag): _parameter_row(str(tag), row) for tag, row in rows.items()}
+    return MappingProxyType(dict(sorted(table.items())))
+
+
 def profile_from_mapping(raw: Mapping[str, Any], default_name: str) -> Profile:
     """A profile from parsed TOML: the built-in one with the file's rows laid over it."""
     for key in raw:
@@ -172,7 +221,8 @@ def profile_from_mapping(raw: Mapping[str, Any], default_name: str) -> Profile:
     rows = raw.get("fields", {})
     if not isinstance(rows, Mapping):
         raise ProfileError("fields: expected tables [fields.N]")
-    return CUP.with_overrides({_field_number(str(k)): v for k, v in rows.items()}, name)
+    profile = CUP.with_overrides({_field_number(str(k)): v for k, v in rows.items()}, name)
+    return replace(profile, parameters=_parameter_overrides(raw.get("parameters", {})))
 
 
 def load_profile(path: Path) -> Profile:

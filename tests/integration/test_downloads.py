@@ -66,15 +66,17 @@ def test_a_satisfied_requirement_is_not_acted_on_again(tmp_path) -> None:
     run(scenario())
 
 
-def test_status_upload_names_the_module_and_the_parameters_in_use(tmp_path) -> None:
+def test_status_upload_names_the_devices_and_the_parameters_in_use(tmp_path) -> None:
+    """The exact bytes under each acquirer's table: tests/integration/test_status_upload.py."""
+
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
             await host_asks(rig, 1)
             await host_asks(rig, 2)
             [upload] = rig.host.downloads.status_uploads
             sent = bytes.fromhex(upload)
-            assert sent.startswith(b"510" + b"52SIM0000000000001")
-            assert bytes.fromhex(stored(rig)["terminal"]["raw"]) in sent
+            assert sent == b"011021031041051" + bytes.fromhex(stored(rig)["terminal"]["raw"])
+            assert rig.host.downloads.status_refusals == []
 
     run(scenario())
 
@@ -241,7 +243,7 @@ def test_agent_params_shows_what_was_downloaded(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("requirement", "step", "reason", "asked"),
     [
-        (1, "360", "0800/360: tag 26 (transactions_enabled) needs 8 bytes, 7 are left", 2),
+        # a cut 0810/360 is not refused: the rest is kept raw (test_status_upload.py)
         (4, "372", "0820/372: tag DF05 at offset 35 says 8 bytes, 7 are left", 2),
         # each CA key is refused alone: all three cut, the chain fails (keys in use stay)
         (4, "370", "0800/370: tag DF03 at offset 167 says 20 bytes, 19 are left", 6),

@@ -59,16 +59,17 @@ def test_any_bytes_parse_or_raise_tlv_error(data: bytes) -> None:
 
 def test_terminal_parameters_with_gb2312_merchant_name() -> None:
     name = "测试商户".encode("gb2312").ljust(40)
-    data = b"1260" + b"133" + b"22" + name + b"2501" + b"99XYZ"
+    data = b"1260" + b"133" + b"22" + name + b"251" + b"99XYZ"
     decoded = parameters.decode(data)
     assert decoded["values"] == {
         "timeout_seconds": "60",
         "retries": "3",
         "merchant_name": "测试商户",
-        "master_key_index": "01",
     }
-    assert decoded["unparsed"] == b"99XYZ".hex().upper()  # an unknown tag: kept, not guessed
-    assert parameters.decode(parameters.encode(decoded["values"]))["values"] == decoded["values"]
+    # an unknown tag: kept, not guessed, and the value before it too (its length is unsure)
+    assert decoded["unparsed"] == (b"251" + b"99XYZ").hex().upper()
+    assert decoded["reason"].startswith("unknown tag '99' at byte 52; tag 25 before it")
+    assert decoded["tags"]["22"] == name.hex().upper()
 
 
 @pytest.mark.parametrize(
@@ -80,9 +81,10 @@ def test_terminal_parameters_with_gb2312_merchant_name() -> None:
         (b"14" + "电话".encode("gb2312").ljust(14), "not ASCII"),
     ],
 )
-def test_bad_terminal_parameters(data: bytes, text: str) -> None:
-    with pytest.raises(parameters.ParameterError, match=text):
-        parameters.decode(data)
+def test_bad_terminal_parameters_are_kept_raw_with_the_reason(data: bytes, text: str) -> None:
+    decoded = parameters.decode(data)
+    assert decoded["values"] == {} and decoded["unparsed"] == data.hex().upper()
+    assert text in decoded["reason"]
 
 
 def test_list_parts() -> None:
