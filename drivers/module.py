@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -19,12 +19,14 @@ class Command(enum.IntEnum):
     PIN_BLOCK = 0x12
     ENCRYPT = 0x13
     TUSN = 0x14
+    LOAD_TMK = 0x15
 
 
 # What the payment app may ask of the module through the agent's module socket (DESIGN.md
 # section 5); anything else (loading keys, MACs) is the agent's alone and answered NOT_PERMITTED.
 # TUSN is there because an app that builds field 59 A2 itself needs the ciphertext, which only
-# the module's TUSN key can make.
+# the module's TUSN key can make. LOAD_TMK never is: replacing the master key is a remedy the
+# agent runs (DESIGN.md section 18), not something a member of the socket's group may do.
 APP_COMMANDS = frozenset(
     {
         Command.PING,
@@ -66,17 +68,43 @@ STATUS_TEXT = {
 }
 
 
+class KeyFamily(enum.IntEnum):
+    """The cipher of a slot's keys, decided by its TMK (DESIGN.md section 18); KEY_STATUS ends
+    with it."""
+
+    DES = 0x00  # DES and 3DES
+    SM4 = 0x01
+
+
 class MacAlgorithm(enum.IntEnum):
     CUP_ECB = 0x01  # over the whole MAB
     CUP_ECB_FROM_R = 0x81  # given R, the 8-byte XOR block
     X919 = 0x02  # ANSI X9.19 retail MAC over the MAB
+    SM4 = 0x03  # SM4 CUP MAC over the whole MAB
+    SM4_FROM_R = 0x83  # given R, the 16-byte XOR block
 
 
 class PinFormat(enum.IntEnum):
-    ISO_FORMAT_0 = 0x00
+    ISO_FORMAT_0 = 0x00  # under a DES-family PIK, 8 bytes
+    SM4 = 0x01  # the format 0 block and 8 bytes 0xFF under an SM4 PIK, 16 bytes
 
+
+# Which family of slot each algorithm and PIN format needs: a module answers BAD_PARAMETER to
+# one of the other family.
+MAC_FAMILY = {
+    MacAlgorithm.CUP_ECB: KeyFamily.DES,
+    MacAlgorithm.CUP_ECB_FROM_R: KeyFamily.DES,
+    MacAlgorithm.X919: KeyFamily.DES,
+    MacAlgorithm.SM4: KeyFamily.SM4,
+    MacAlgorithm.SM4_FROM_R: KeyFamily.SM4,
+}
+# The keyed step from R by the size of R (8: DES/3DES, 16: SM4): the size says the family.
+MAC_FROM_R = {8: MacAlgorithm.CUP_ECB_FROM_R, 16: MacAlgorithm.SM4_FROM_R}
+PIN_FORMAT_FAMILY = {PinFormat.ISO_FORMAT_0: KeyFamily.DES, PinFormat.SM4: KeyFamily.SM4}
+PIN_BLOCK_BYTES = {PinFormat.ISO_FORMAT_0: 8, PinFormat.SM4: 16}
 
 ENCRYPT_WITH_TDK = 0x03  # ENCRYPT's key byte: the only data key
+TMK_CIPHERTEXT_BYTES = 16  # LOAD_TMK: a double-length 3DES or an SM4 TMK under the transport key
 PIN_PAN_DIGITS = 12
 # A PIN entry takes as long as the cardholder does: the module answers when the keypad is done,
 # and the driver keeps the line free for other commands meanwhile.
@@ -158,6 +186,7 @@ class KeyState:
 class KeyStatus:
     slot: int
     keys: dict[str, KeyState]
+    family: KeyFamily = KeyFamily.DES
 
     def __getitem__(self, name: str) -> KeyState:
         return self.keys[name]
@@ -186,31 +215,93 @@ def decode_info(data: bytes) -> ModuleInfo:
     return ModuleInfo(text[0], text[1], text[2], bool(data[-1]))
 
 
+_KEY_STATE_BYTES = 2 + KCV_BYTES  # present, length, KCV
+# Modules from before SM4 end KEY_STATUS after the TDK; their keys are all DES-family.
+KEY_STATUS_BYTES_WITHOUT_FAMILY = _KEY_STATE_BYTES * len(KEY_ORDER)
+KEY_STATUS_BYTES = KEY_STATUS_BYTES_WITHOUT_FAMILY + 1
+
+
 def encode_key_status(status: KeyStatus) -> bytes:
     out = b""
     for name in KEY_ORDER:
         state = status.keys[name]
         out += bytes([int(state.present), state.length]) + state.kcv.ljust(KCV_BYTES, b"\0")
-    return out
+    return out + bytes([status.family])
 
 
 def decode_key_status(slot: int, data: bytes) -> KeyStatus:
-    step = 2 + KCV_BYTES
-    _expect(Command.KEY_STATUS, data, step * len(KEY_ORDER))
+    if len(data) == KEY_STATUS_BYTES_WITHOUT_FAMILY:
+        family = KeyFamily.DES
+    elif len(data) == KEY_STATUS_BYTES:
+        try:
+            family = KeyFamily(data[-1])
+        except ValueError:
+            raise ModuleProtocolError(
+                f"KEY_STATUS response names key family 0x{data[-1]:02X}, "
+                "expected 0x00 (DES/3DES) or 0x01 (SM4)"
+            ) from None
+    else:
+        raise ModuleProtocolError(
+            f"KEY_STATUS response carries {len(data)} data bytes, expected {KEY_STATUS_BYTES} "
+            f"({KEY_STATUS_BYTES_WITHOUT_FAMILY} from a module without the family byte)"
+        )
     keys = {}
     for i, name in enumerate(KEY_ORDER):
-        chunk = data[i * step : (i + 1) * step]
+        chunk = data[i * _KEY_STATE_BYTES : (i + 1) * _KEY_STATE_BYTES]
         keys[name] = KeyState(name, bool(chunk[0]), chunk[1], chunk[2:])
-    return KeyStatus(slot, keys)
+    return KeyStatus(slot, keys, family)
 
 
-def encode_pin_request(slot: int, pan12: str, timeout: int) -> bytes:
-    """PIN_BLOCK's DATA: slot, format 0, the 12 PAN digits (ASCII), keypad timeout (s)."""
+def encode_pin_request(
+    slot: int, pan12: str, timeout: int, *, format: PinFormat = PinFormat.ISO_FORMAT_0
+) -> bytes:
+    """PIN_BLOCK's DATA: slot, format, the 12 PAN digits (ASCII), keypad timeout (s)."""
     if len(pan12) != PIN_PAN_DIGITS or not pan12.isdigit():
         raise ValueError("PIN_BLOCK takes the 12 rightmost PAN digits without the check digit")
     if not 1 <= timeout <= 255:
         raise ValueError("a keypad timeout is 1 to 255 seconds")
-    return bytes([slot, PinFormat.ISO_FORMAT_0]) + pan12.encode("ascii") + bytes([timeout])
+    return bytes([slot, PinFormat(format)]) + pan12.encode("ascii") + bytes([timeout])
+
+
+@dataclass(frozen=True)
+class TmkLoad:
+    """LOAD_TMK's DATA: a master key for ``slot`` as ciphertext under the module's transport
+    key (ECB) and the KCV of the clear key (DESIGN.md section 18). Only the module ever decrypts
+    it."""
+
+    slot: int
+    family: KeyFamily
+    ciphertext: bytes = field(repr=False)
+    kcv: bytes
+
+
+def _tmk_load_problem(load: TmkLoad) -> str | None:
+    """What makes ``load`` unfit for LOAD_TMK, or None: said before it goes on the line."""
+    if not 0 <= load.slot <= 0xFF:
+        return f"slot {load.slot} is not a byte"
+    if len(load.ciphertext) != TMK_CIPHERTEXT_BYTES:
+        return f"TMK ciphertext is {len(load.ciphertext)} bytes, expected {TMK_CIPHERTEXT_BYTES}"
+    if len(load.kcv) != KCV_BYTES:
+        return f"KCV is {len(load.kcv)} bytes, expected {KCV_BYTES}"
+    return None
+
+
+def encode_load_tmk(load: TmkLoad) -> bytes:
+    """LOAD_TMK's DATA: slot 1, family 1, TMK ciphertext 16, KCV 4."""
+    problem = _tmk_load_problem(load)
+    if problem is not None:
+        raise ValueError(f"LOAD_TMK: {problem}")
+    return bytes([load.slot, KeyFamily(load.family)]) + load.ciphertext + load.kcv
+
+
+def decode_load_tmk(data: bytes) -> TmkLoad:
+    """LOAD_TMK's DATA as a module reads it; ``ValueError`` (answered BAD_PARAMETER) when it is
+    not slot, a known family, 16 bytes of ciphertext and a 4-byte KCV."""
+    expected = 2 + TMK_CIPHERTEXT_BYTES + KCV_BYTES
+    if len(data) != expected:
+        raise ValueError(f"LOAD_TMK carries {len(data)} data bytes, expected {expected}")
+    family = KeyFamily(data[1])  # ValueError for an unknown one
+    return TmkLoad(data[0], family, data[2:-KCV_BYTES], data[-KCV_BYTES:])
 
 
 @dataclass(frozen=True)
@@ -320,7 +411,7 @@ def decode_rtc(data: bytes) -> datetime:
 
 class CardModule(abc.ABC):
     """What the agent needs from a card module. Keys never leave it: it only reports their KCVs,
-    loads working keys it decrypts itself, and computes MACs."""
+    loads keys it decrypts itself, and computes MACs."""
 
     @abc.abstractmethod
     def ping(self) -> int:
@@ -330,7 +421,8 @@ class CardModule(abc.ABC):
     def info(self) -> ModuleInfo: ...
 
     @abc.abstractmethod
-    def key_status(self, slot: int = 0) -> KeyStatus: ...
+    def key_status(self, slot: int = 0) -> KeyStatus:
+        """The slot's keys (present, length, KCV) and its family (:class:`KeyFamily`)."""
 
     @abc.abstractmethod
     def rtc(self) -> datetime:
@@ -338,21 +430,33 @@ class CardModule(abc.ABC):
 
     @abc.abstractmethod
     def load_working_keys(self, slot: int, layout: int, field62: bytes) -> None:
-        """Hand field 62 of an 0810 and its layout (1-7, DESIGN.md section 4) to the module: it
-        stores all keys or none."""
+        """Hand field 62 of an 0810 and its layout (1-8, DESIGN.md section 4) to the module: it
+        stores all keys or none. A layout of the other family than the slot's TMK is
+        ``BAD_PARAMETER``."""
+
+    @abc.abstractmethod
+    def load_tmk(self, slot: int, family: KeyFamily, ciphertext: bytes, kcv: bytes) -> None:
+        """Replace the slot's master key with ``ciphertext`` (16 bytes, ECB under the module's
+        transport key), stored only if the clear key's KCV is ``kcv`` (4 bytes); the slot's
+        working keys are erased. ``KEY_ABSENT`` without a transport key, ``KCV_MISMATCH`` when
+        the KCV differs (DESIGN.md sections 5 and 18)."""
 
     @abc.abstractmethod
     def mac(self, slot: int, algorithm: MacAlgorithm, data: bytes) -> bytes: ...
 
     @abc.abstractmethod
-    def pin_block(self, slot: int, pan12: str, timeout: int) -> bytes:
+    def pin_block(
+        self, slot: int, pan12: str, timeout: int, *, format: PinFormat = PinFormat.ISO_FORMAT_0
+    ) -> bytes:
         """A PIN read from the module's keypad as an ISO 9564 format 0 block encrypted under the
-        slot's PIK. :class:`ModuleStatusError` with ``CANCELLED`` when the cardholder cancels or
-        the keypad times out."""
+        slot's PIK: 8 bytes, or 16 for :attr:`PinFormat.SM4` (an SM4 slot's).
+        :class:`ModuleStatusError` with ``CANCELLED`` when the cardholder cancels or the keypad
+        times out."""
 
     @abc.abstractmethod
     def encrypt(self, slot: int, data: bytes) -> bytes:
-        """``data`` (a multiple of 8 bytes) encrypted under the slot's TDK, ECB."""
+        """``data`` encrypted under the slot's TDK, ECB: a multiple of 8 bytes, of 16 for an
+        SM4 slot."""
 
     @abc.abstractmethod
     def tusn(self, factor: str) -> TusnAnswer:
@@ -366,8 +470,12 @@ class CardModule(abc.ABC):
         status byte first, whatever the status."""
 
     def mac_from_block(self, r: bytes, slot: int = 0) -> bytes:
-        """The keyed step of the CUP ECB MAC from R: the ``BlockMac`` of :mod:`agent.wire.mac`."""
-        return self.mac(slot, MacAlgorithm.CUP_ECB_FROM_R, r)
+        """The keyed step of the CUP ECB MAC from R: the ``BlockMac`` of :mod:`agent.wire.mac`.
+        An 8-byte R is DES/3DES's (``0x81``), a 16-byte one SM4's (``0x83``)."""
+        algorithm = MAC_FROM_R.get(len(r))
+        if algorithm is None:
+            raise ValueError(f"R is 8 bytes (DES/3DES) or 16 (SM4), got {len(r)}")
+        return self.mac(slot, algorithm, r)
 
     def close(self) -> None:  # noqa: B027 - optional for drivers without resources
         """Release the device."""

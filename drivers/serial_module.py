@@ -17,10 +17,12 @@ from drivers.link import ACK_TIMEOUT, QUIET, RETRANSMITS, Link, LinkDown, LinkSt
 from drivers.module import (
     ENCRYPT_WITH_TDK,
     KEY_NUMBERS,
+    PIN_BLOCK_BYTES,
     PIN_MARGIN,
     RESPONSE_BIT,
     CardModule,
     Command,
+    KeyFamily,
     KeyStatus,
     MacAlgorithm,
     ModuleInfo,
@@ -28,12 +30,15 @@ from drivers.module import (
     ModuleProtocolError,
     ModuleStatusError,
     ModuleTimeout,
+    PinFormat,
     Status,
+    TmkLoad,
     TusnAnswer,
     decode_info,
     decode_key_status,
     decode_rtc,
     decode_tusn_answer,
+    encode_load_tmk,
     encode_pin_request,
     encode_tusn_request,
 )
@@ -50,6 +55,7 @@ DEFAULT_TIMEOUTS = {
     Command.PIN_BLOCK: 1.0,  # to the module's ACK; the answer may take the keypad timeout
     Command.ENCRYPT: 1.5,
     Command.TUSN: 1.5,  # two SM4 blocks, as a MAC
+    Command.LOAD_TMK: 3.0,  # as LOAD_WORKING_KEYS: a decryption and a state write
 }
 # The request goes out again (same SEQ: the module replays, never executes twice) when no
 # response came this long after its ACK, e.g. because a noise byte looked like an ACK.
@@ -223,7 +229,10 @@ class SerialCardModule(CardModule):
             raise ModuleProtocolError(f"{command.name} response has no status byte")
         status = payload[0]
         if status != Status.OK:
-            key = KEY_NUMBERS.get(payload[1]) if len(payload) > 1 else None
+            if command is Command.LOAD_TMK:
+                key: str | None = "TMK"  # the only key LOAD_TMK checks: no key number needed
+            else:
+                key = KEY_NUMBERS.get(payload[1]) if len(payload) > 1 else None
             raise ModuleStatusError(command, status, key if status == Status.KCV_MISMATCH else None)
         return payload[1:]
 
@@ -320,21 +329,30 @@ class SerialCardModule(CardModule):
     def load_working_keys(self, slot: int, layout: int, field62: bytes) -> None:
         self._command(Command.LOAD_WORKING_KEYS, bytes([slot, layout]) + field62)
 
+    def load_tmk(self, slot: int, family: KeyFamily, ciphertext: bytes, kcv: bytes) -> None:
+        self._command(Command.LOAD_TMK, encode_load_tmk(TmkLoad(slot, family, ciphertext, kcv)))
+
     def mac(self, slot: int, algorithm: MacAlgorithm, data: bytes) -> bytes:
         mac = self._command(Command.MAC, bytes([slot, algorithm]) + data)
         if len(mac) != 8:
             raise ModuleProtocolError(f"MAC response carries {len(mac)} data bytes, expected 8")
         return mac
 
-    def pin_block(self, slot: int, pan12: str, timeout: int) -> bytes:
-        block = self._command(Command.PIN_BLOCK, encode_pin_request(slot, pan12, timeout))
-        if len(block) != 8:
+    def pin_block(
+        self, slot: int, pan12: str, timeout: int, *, format: PinFormat = PinFormat.ISO_FORMAT_0
+    ) -> bytes:
+        request = encode_pin_request(slot, pan12, timeout, format=format)
+        block = self._command(Command.PIN_BLOCK, request)
+        expected = PIN_BLOCK_BYTES[PinFormat(format)]
+        if len(block) != expected:
             raise ModuleProtocolError(
-                f"PIN_BLOCK response carries {len(block)} data bytes, expected 8"
+                f"PIN_BLOCK response carries {len(block)} data bytes, expected {expected}"
             )
         return block
 
     def encrypt(self, slot: int, data: bytes) -> bytes:
+        # 8 is all the driver can check: it does not know the slot's family, and an SM4 slot's
+        # module answers BAD_PARAMETER to what is not a multiple of 16
         if not data or len(data) % 8:
             raise ValueError(f"ENCRYPT takes a multiple of 8 bytes, got {len(data)}")
         ciphertext = self._command(Command.ENCRYPT, bytes([slot, ENCRYPT_WITH_TDK]) + data)

@@ -4,9 +4,10 @@ agent, which is the only user of the serial line.
 Frames are the serial protocol's (``STX | LEN | SEQ | CMD | DATA | ETX | CRC``) without ACK/NAK,
 since a Unix socket is reliable. PING, INFO, KEY_STATUS, RTC, PIN_BLOCK, ENCRYPT and TUSN
 (``APP_COMMANDS``) are forwarded with the driver's own SEQ and answered with the app's; anything
-else (loading keys, MACs: the session's business) is answered ``07`` not permitted. The driver's
-lock queues the app's commands behind the agent's own, and a PIN entry leaves the line free while
-the cardholder types.
+else (loading working keys or a master key, MACs: the session's business) is answered ``07`` not
+permitted. PIN_BLOCK goes to the module in either format (``0x00`` format 0, ``0x01`` SM4): the
+module refuses a format of the other family than the slot's. The driver's lock queues the app's
+commands behind the agent's own, and a PIN entry leaves the line free while the cardholder types.
 
 PIN entries are served first come, first served, one at a time per user of the socket and at
 most ``module.pin_per_minute`` a minute each (the rest answered ``05``): a member of the group
@@ -51,7 +52,7 @@ WORKERS = 4
 FRAME_TIMEOUT = 5.0
 READ_CHUNK = 2048
 PIN_WINDOW = 60.0  # seconds over which pin_per_minute counts
-PAN_OFFSET = 2  # PIN_BLOCK's DATA: slot, format, then the 12 PAN digits
+PAN_OFFSET = 2  # PIN_BLOCK's DATA: slot, format, then the 12 PAN digits (either format)
 
 
 class ModuleProxy:

@@ -9,6 +9,7 @@ usage ``A2`` (section 17) is the SM4 construction over the TUSN and a random fac
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from agent.wire.message import BITMAP_BYTES, MTI_BYTES, Message, encode_message
@@ -200,3 +201,33 @@ def x919_mac(data: bytes, key: bytes) -> bytes:
 def kcv(key: bytes) -> bytes:
     """Key check value: the first 4 bytes of the key encrypting 8 zero bytes."""
     return DesKey(key).encrypt(bytes(BLOCK))[:4]
+
+
+KCV_BYTES = 4
+
+
+@dataclass(frozen=True)
+class CipherFamily:
+    """A key family (DESIGN.md section 18) as the simulators use it: one construction for ECB,
+    KCVs and the CUP MAC, the family giving only the cipher and its block (8 bytes for DES and
+    3DES, 16 for SM4)."""
+
+    name: str
+    block: int
+    cipher: Callable[[bytes], DesKey | Sm4Key]
+
+    def kcv(self, key: bytes) -> bytes:
+        """The first 4 bytes of ``key`` encrypting one block of zero bytes (section 4)."""
+        return self.cipher(key).encrypt(bytes(self.block))[:KCV_BYTES]
+
+    def mac_from_r(self, r: bytes, mak: bytes) -> bytes:
+        """The keyed step of the CUP MAC (module algorithms ``0x81`` and ``0x83``)."""
+        return cup_ecb_mac(r, self.cipher(mak).encrypt, self.block)
+
+    def mac(self, data: bytes, mak: bytes) -> bytes:
+        """The CUP MAC over the MAB ``data`` (module algorithms ``0x01`` and ``0x03``)."""
+        return self.mac_from_r(mac_block(data, self.block), mak)
+
+
+DES_FAMILY = CipherFamily("DES", BLOCK, DesKey)
+SM4_FAMILY = CipherFamily("SM4", SM4_BLOCK, Sm4Key)

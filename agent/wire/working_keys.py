@@ -1,9 +1,9 @@
 """Field 62 of a successful 0810: working keys encrypted under the TMK, each with its KCV.
 
-Hosts lay the keys out in one of seven ways (DESIGN.md section 4). The agent recognises the layout
-from the scheme it asked for (60.3) and the length it received, or takes the one configured, and
-tells the card module which it is. The agent never decrypts the keys: it passes field 62 to the
-module and keeps only the KCVs.
+Hosts lay the keys out in one of eight ways (DESIGN.md section 4): seven of DES/3DES keys, one
+(scheme 006) of SM4 keys. The agent recognises the layout from the scheme it asked for (60.3) and
+the length it received, or takes the one configured, and tells the card module which it is. The
+agent never decrypts the keys: it passes field 62 to the module and keeps only the KCVs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from agent.wire.errors import WireError
 
 KCV_BYTES = 4
 MAK_PAD_BYTES = 8  # layouts 6 and 7: an 8-byte MAK followed by 8 zero bytes
-SCHEMES = ("001", "003", "004")
+# 60.3 of a sign-in: single DES, double length, double length with TDK, SM4 with TDK
+SCHEMES = ("001", "003", "004", "006")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class KeyLayout:
     scheme: str  # 60.3 of the sign-in that gets this layout
     keys: tuple[tuple[str, int], ...]  # (name, clear key length) in field order
     padded_mak: bool = False
+    sm4: bool = False  # SM4 keys under an SM4 TMK, with SM4 KCVs; else DES/3DES
 
     def stored_length(self, name: str, length: int) -> int:
         """Bytes one key takes in field 62 before its KCV."""
@@ -44,7 +46,8 @@ class KeyLayout:
             f"{n} {k}" + (" + 8 zero bytes" if self.padded_mak and n == "MAK" else "")
             for n, k in self.keys
         )
-        return f"layout {self.number} (scheme {self.scheme}, {self.length} bytes: {keys})"
+        cipher = "SM4 " if self.sm4 else ""
+        return f"layout {self.number} (scheme {self.scheme}, {self.length} bytes: {cipher}{keys})"
 
 
 LAYOUTS: dict[int, KeyLayout] = {
@@ -57,10 +60,11 @@ LAYOUTS: dict[int, KeyLayout] = {
         KeyLayout(5, "004", (("PIK", 16), ("MAK", 8), ("TDK", 16))),
         KeyLayout(6, "003", (("PIK", 16), ("MAK", 8)), padded_mak=True),
         KeyLayout(7, "004", (("PIK", 16), ("MAK", 8), ("TDK", 16)), padded_mak=True),
+        KeyLayout(8, "006", (("PIK", 16), ("MAK", 16), ("TDK", 16)), sm4=True),
     )
 }
 # The layout a host of each scheme sends unless it says otherwise (the full-length keys).
-DEFAULT_LAYOUT = {"001": 1, "003": 2, "004": 3}
+DEFAULT_LAYOUT = {"001": 1, "003": 2, "004": 3, "006": 8}
 
 
 def layouts_of(scheme: str) -> list[KeyLayout]:
@@ -79,7 +83,7 @@ def key_layout(number: int) -> KeyLayout:
 @dataclass(frozen=True)
 class EncryptedKey:
     name: str  # "PIK", "MAK" or "TDK"
-    ciphertext: bytes = field(repr=False)  # the key under the TMK (8 or 16 bytes)
+    ciphertext: bytes = field(repr=False)  # the key under the TMK (8 or 16 bytes), ECB
     kcv: bytes
     padding: bytes = field(default=b"", repr=False)  # what follows an 8-byte MAK in 6/7
 
@@ -110,7 +114,7 @@ class WorkingKeys:
 
 
 def recognise(data: bytes, scheme: str, forced: int = 0) -> KeyLayout:
-    """The layout of ``data`` for a sign-in of ``scheme``; ``forced`` (1-7) skips the guess.
+    """The layout of ``data`` for a sign-in of ``scheme``; ``forced`` (1-8) skips the guess.
 
     Layouts 2/6 and 3/7 share a length: 6/7 when bytes 8-15 of the MAK's ciphertext are zero.
     """
@@ -159,19 +163,21 @@ def parse_field62(data: bytes, scheme: str, forced: int = 0) -> WorkingKeys:
 
 def issue_working_keys(tmk: bytes, layout: int, clear: dict[str, bytes]) -> WorkingKeys:
     """Encrypt clear working keys under ``tmk`` (ECB) with their KCVs: what a host puts in 62.
+    The layout says the cipher: 3DES (DES for an 8-byte TMK), or SM4 for layout 8.
 
     ``clear`` maps each key name of the layout to a key of the layout's length.
     """
-    from agent.wire.mac import DesKey, kcv
+    # simulators and tests only: a terminal's module holds the TMK (cryptography, lazily)
+    from agent.wire.mac import DES_FAMILY, SM4_FAMILY
 
     shape = key_layout(layout)
-    encrypt = DesKey(tmk).encrypt
+    family = SM4_FAMILY if shape.sm4 else DES_FAMILY
+    encrypt = family.cipher(tmk).encrypt  # ECB: each block of the key on its own
     keys = []
     for name, length in shape.keys:
         key = clear[name]
         if len(key) != length:
             raise WireError(f"{name} of layout {layout} must be {length} bytes")
-        ciphertext = b"".join(encrypt(key[i : i + 8]) for i in range(0, length, 8))
         padding = bytes(shape.stored_length(name, length) - length)
-        keys.append(EncryptedKey(name, ciphertext, kcv(key), padding))
+        keys.append(EncryptedKey(name, encrypt(key), family.kcv(key), padding))
     return WorkingKeys(shape, tuple(keys))

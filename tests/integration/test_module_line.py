@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent.sim.module import TEST_TMK, TEST_TUSN_KEY
+from agent.sim.module import SM4_SLOT, TEST_SM4_TMK, TEST_TMK, TEST_TUSN_KEY
 from agent.wire.mac import mac_block, software_cup_mac, tusn_ciphertext, x919_mac
 from agent.wire.working_keys import LAYOUTS, issue_working_keys
 from drivers.framing import NAK, Control, Frame
@@ -54,9 +54,11 @@ def test_every_command(rig) -> None:
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_loaded_kcvs_equal_field_62(rig, layout: int) -> None:
-    issued = issue_working_keys(TEST_TMK, layout, clear_keys(layout))
-    rig.module.load_working_keys(0, layout, issued.to_field62())
-    status = rig.module.key_status(0)
+    # the SM4 layout goes to the simulator's SM4 slot, under its TMK
+    slot, tmk = (SM4_SLOT, TEST_SM4_TMK) if LAYOUTS[layout].sm4 else (0, TEST_TMK)
+    issued = issue_working_keys(tmk, layout, clear_keys(layout))
+    rig.module.load_working_keys(slot, layout, issued.to_field62())
+    status = rig.module.key_status(slot)
     assert {name: status[name].kcv_hex for name in issued.kcvs()} == issued.kcvs()
 
 

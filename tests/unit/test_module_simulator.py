@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 from Crypto.Cipher import DES
 
-from agent.sim.module import TEST_TMK, ModuleSimulator, ModuleState
+from agent.sim.module import SM4_SLOT, TEST_SM4_TMK, TEST_TMK, ModuleSimulator, ModuleState
 from agent.wire.mac import kcv, mac_block, software_cup_mac, x919_mac
 from agent.wire.working_keys import LAYOUTS, issue_working_keys
 from drivers.framing import Frame
@@ -58,14 +58,16 @@ def load_data(layout: int, slot: int = 0) -> bytes:
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_loaded_keys_report_the_kcvs_of_field_62(sim, layout: int) -> None:
-    issued = issue_working_keys(TEST_TMK, layout, clear_keys(layout))
-    data = bytes([0, layout]) + issued.to_field62()
+    # the SM4 layout goes to the simulator's SM4 slot, under its TMK
+    slot, tmk = (SM4_SLOT, TEST_SM4_TMK) if LAYOUTS[layout].sm4 else (0, TEST_TMK)
+    issued = issue_working_keys(tmk, layout, clear_keys(layout))
+    data = bytes([slot, layout]) + issued.to_field62()
     assert call(sim, Command.LOAD_WORKING_KEYS, data) == b"\x00"
-    status = decode_key_status(0, call(sim, Command.KEY_STATUS, b"\x00", seq=2)[1:])
+    status = decode_key_status(slot, call(sim, Command.KEY_STATUS, bytes([slot]), seq=2)[1:])
     reported = {name: status[name].kcv_hex for name in issued.kcvs()}
     assert reported == issued.kcvs()
     assert {name: status[name].length for name in issued.kcvs()} == dict(LAYOUTS[layout].keys)
-    assert status["TDK"].present is (LAYOUTS[layout].scheme == "004")
+    assert status["TDK"].present is (LAYOUTS[layout].scheme in ("004", "006"))
 
 
 @pytest.mark.parametrize("layout", [1, 4, 5, 6, 7])
@@ -85,9 +87,9 @@ def test_layout_byte_and_length_must_agree(sim) -> None:
     assert call(sim, Command.LOAD_WORKING_KEYS, good[:1] + b"\x05" + good[2:]) == bytes(
         [Status.BAD_PARAMETER]
     )  # 40 bytes are not layout 5
-    assert call(sim, Command.LOAD_WORKING_KEYS, good[:1] + b"\x08" + good[2:], seq=2) == bytes(
+    assert call(sim, Command.LOAD_WORKING_KEYS, good[:1] + b"\x09" + good[2:], seq=2) == bytes(
         [Status.BAD_PARAMETER]
-    )  # no layout 8
+    )  # no layout 9
     assert call(sim, Command.LOAD_WORKING_KEYS, b"\x00", seq=3) == bytes([Status.BAD_PARAMETER])
 
 
@@ -117,7 +119,7 @@ def test_macs(sim) -> None:
     assert call(sim, Command.MAC, b"\x00\x02" + data, 3) == b"\x00" + x919_mac(data, mak)
     assert call(sim, Command.MAC, b"\x00\x81" + bytes(7), 4) == bytes([Status.BAD_PARAMETER])
     assert call(sim, Command.MAC, b"\x00\x33" + data, 5) == bytes([Status.BAD_PARAMETER])
-    assert call(sim, Command.MAC, b"\x01\x01" + data, 6) == bytes([Status.KEY_ABSENT])
+    assert call(sim, Command.MAC, b"\x02\x01" + data, 6) == bytes([Status.KEY_ABSENT])
 
 
 def test_repeated_request_is_replayed_not_executed(sim) -> None:
