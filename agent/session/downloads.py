@@ -122,6 +122,10 @@ class Downloads:
             entries += part
             if not more:
                 return entries
+            if len(entries) >= MAX_ITEMS:  # no chain asks for more; a 2-digit index ends at 99
+                log.warning("0820/%s lists more than %d entries; the first are kept", code,
+                            MAX_ITEMS)  # fmt: skip
+                return entries[:MAX_ITEMS]
         raise DownloadFailed(f"0820/{code}: the list did not end after {MAX_PARTS} answers")
 
     async def ca_keys(self) -> str:

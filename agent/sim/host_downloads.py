@@ -95,8 +95,9 @@ FAULTS = ("", "ca-sha1", "tlv-overrun", "list-never-ends", "short-62", "refuse")
 UNIONPAY_RID = bytes.fromhex("A000000333")
 
 
-def _test_ca_key(index: int) -> list[tuple[str, bytes]]:
-    rid, key_index = UNIONPAY_RID, bytes([index])
+def sample_ca_key(index: int, rid: bytes = UNIONPAY_RID) -> list[tuple[str, bytes]]:
+    """A CA public key of ``rid`` whose DF03 is right (a test modulus, not a real key)."""
+    key_index = bytes([index])
     modulus = b"".join(hashlib.sha256(bytes([index, n])).digest() for n in range(4))  # 128
     exponent = b"\x03"
     return [
@@ -154,7 +155,7 @@ def parse_status(field62: bytes, lengths: dict[str, int]) -> tuple[dict[str, byt
 class HostParameters:
     parameter_table: str = "cup"  # which of PARAMETER_TABLES 0800/360 is answered with
     ca_keys: list[list[tuple[str, bytes]]] = field(
-        default_factory=lambda: [_test_ca_key(n) for n in (1, 2, 3)]
+        default_factory=lambda: [sample_ca_key(n) for n in (1, 2, 3)]
     )
     aids: list[list[tuple[str, bytes]]] = field(
         default_factory=lambda: [_test_aid(a) for a in ("A000000333010101", "A000000333010102")]

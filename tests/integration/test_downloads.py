@@ -281,3 +281,25 @@ def test_a_refused_step_fails_the_chain(tmp_path, requirement, step) -> None:
             assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
 
     run(scenario())
+
+
+def test_a_list_of_480_ca_keys_in_40_parts_stops_at_the_bound(tmp_path, monkeypatch) -> None:
+    """The issue's list: 40 parts of 12 keys. Listing stops once it holds the 100 keys a chain
+    asks for at most (9 parts), those are asked, and the chain still ends with 0800/371."""
+    from agent.session.downloads import MAX_ITEMS
+    from agent.sim import host_downloads
+
+    monkeypatch.setattr(host_downloads, "PAGE", 12)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=FAST_RETRIES) as rig:
+            rids = [bytes.fromhex(f"A00000033{n}") for n in range(4)]
+            rig.host.downloads.ca_keys = [
+                host_downloads.sample_ca_key(index, rid) for rid in rids for index in range(1, 121)
+            ]
+            await rig.agent.host_requests.run(4)
+            asked = rig.host.downloads.requests
+            assert (asked["372"], asked["370"], asked["371"]) == (9, MAX_ITEMS, 1)
+            assert len(stored(rig)["ca_keys"]["keys"]) == MAX_ITEMS
+
+    run(scenario())

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from agent.session import emv, parameters, tlv
 from agent.session.store import ParameterStore
-from agent.sim.host_downloads import _test_ca_key
+from agent.sim.host_downloads import sample_ca_key
 
 # A CA key as EMV lays it out; DF03 computed here with hashlib, independently of emv.ca_key.
 RID, INDEX, MODULUS, EXPONENT = bytes.fromhex("A000000333"), b"\x08", bytes(range(128)), b"\x03"
@@ -114,7 +114,7 @@ def test_ca_key_is_checked_against_its_sha1() -> None:
         emv.ca_key(wrong)
     with pytest.raises(emv.DownloadDataError, match="lacks DF02"):
         emv.ca_key([items[0], items[1]])
-    assert emv.ca_key(_test_ca_key(1)).index == "01"  # the host simulator's keys pass
+    assert emv.ca_key(sample_ca_key(1)).index == "01"  # the host simulator's keys pass
 
 
 def test_store_replaces_one_section_atomically(tmp_path) -> None:
