@@ -19,8 +19,8 @@ from agent.wire.profile import CUP, Profile, ProfileError, load_profile
 from agent.wire.working_keys import LAYOUTS
 
 DEFAULT_PATH = Path("/etc/pos-agent/agent.toml")
-# The sign-in schemes wire.key_scheme may name besides "auto" (006, SM4: not yet)
-KEY_SCHEMES = ("001", "003", "004")
+# The sign-in schemes wire.key_scheme may name besides "auto" (006: SM4 keys, DESIGN.md 18)
+KEY_SCHEMES = ("001", "003", "004", "006")
 ENV_PREFIX = "POS_AGENT_"
 
 
@@ -65,11 +65,14 @@ class WireConfig:
     software_version: int = 0x31
     sub_version: str = "311303"
     # sign-in scheme (60.3): "auto" tries the key family's schemes in order and keeps the
-    # first the host approves (DESIGN.md section 4); "001", "003" or "004" is used alone
+    # first the host approves (DESIGN.md section 4); "001", "003", "004" or "006" is used alone
     key_scheme: str = "auto"
-    # field 62 layout 1-7 of DESIGN.md section 4; 0: recognise it. A layout belongs to one
+    # field 62 layout 1-8 of DESIGN.md section 4; 0: recognise it. A layout belongs to one
     # scheme: with key_scheme "auto", a layout set here makes its scheme the only one used.
     key_layout: int = 0
+    # where an SM4 terminal's PIN block goes: "59" (usage A1, as the app sends it) or "62",
+    # for acquirers that want it there (the agent moves A1's value; DESIGN.md section 4)
+    sm_pin_field: str = "59"
     profile: Profile = CUP  # built-in, or the file ``wire.profile`` names laid over it
 
 
@@ -165,6 +168,15 @@ class SelftestConfig:
 
 
 @dataclass(frozen=True)
+class KeysConfig:
+    """DESIGN.md section 18: the remote master-key download, a remedy where the acquirer offers
+    one."""
+
+    tmk_download: str = "off"  # "0800-401", "signin-tag00", "tms"; "off": a person must act
+    tmk_download_every: float = 3600.0  # seconds: at most one try (failed or not) per this
+
+
+@dataclass(frozen=True)
 class TelemetryConfig:
     """DESIGN.md section 14: the fleet's view of this terminal (off while broker and textfile
     are both empty)."""
@@ -200,6 +212,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     selftest: SelftestConfig = field(default_factory=SelftestConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
     source: str = "defaults"
 
     @property
@@ -403,6 +416,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "sub_version": _digits(6),
         "key_scheme": _choice(*KEY_SCHEMES, "auto"),
         "key_layout": _key_layout,
+        "sm_pin_field": _choice("59", "62"),
         "profile": _profile_path,
     },
     "module": {
@@ -445,6 +459,10 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "clock": {"ntp_server": _text, "warn_after": _number, "fail_after": _number},
     "control": {"socket": _text},
     "selftest": {"deadline": _seconds, "interval": _number},
+    "keys": {
+        "tmk_download": _choice("off", "0800-401", "signin-tag00", "tms"),
+        "tmk_download_every": _seconds,
+    },
     "telemetry": {
         "broker": _broker,
         "ca_file": _text,
@@ -472,6 +490,7 @@ SECTION_CLASSES: dict[str, type] = {
     "control": ControlConfig,
     "selftest": SelftestConfig,
     "telemetry": TelemetryConfig,
+    "keys": KeysConfig,
 }
 
 

@@ -177,11 +177,18 @@ def effective(config: Config, path: Path, *, service: bool = False) -> Config:
 
 async def fetch_from_tms(url: str, serial: str, timeout: float) -> Provisioning:
     """Ask the TMS for the terminal whose card module has ``serial``."""
-    import urllib.error  # only when re-provisioning: urllib pulls in http and email
+    record = await tms_get(url, "terminals", serial, timeout)
+    return Provisioning.from_record(record, f"TMS {url}")
+
+
+async def tms_get(url: str, collection: str, serial: str, timeout: float) -> Any:
+    """``GET <url>/<collection>/<serial>``: the TMS's JSON answer about the module with
+    ``serial`` (its provisioning, its master key). :class:`ProvisioningError` says why not."""
+    import urllib.error  # only when the TMS is asked: urllib pulls in http and email
     import urllib.parse
     import urllib.request
 
-    address = f"{url}/terminals/{urllib.parse.quote(serial.strip(), safe='')}"
+    address = f"{url}/{collection}/{urllib.parse.quote(serial.strip(), safe='')}"
 
     def get() -> Any:
         try:
@@ -200,5 +207,4 @@ async def fetch_from_tms(url: str, serial: str, timeout: float) -> Provisioning:
         except ValueError as exc:
             raise ProvisioningError(f"TMS {url} sent something that is not JSON: {exc}") from None
 
-    record = await asyncio.to_thread(get)
-    return Provisioning.from_record(record, f"TMS {url}")
+    return await asyncio.to_thread(get)

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 
 from agent.host.link import HostLink, HostLinkError
 from agent.journal import Journal
+from agent.keys.family import rules_of
+from agent.keys.tmk_download import TagLoader, TmkDownloadFailed, split_tag00
 from agent.wire import codes
 from agent.wire.builders import Terminal, signin_request
 from agent.wire.errors import WireError
 from agent.wire.message import Message
 from agent.wire.working_keys import parse_field62
-from drivers.module import CardModule, ModuleError
+from drivers.module import CardModule, KeyFamily, ModuleError
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +73,13 @@ def host_batch(response: Message) -> int | None:
     return None
 
 
-def family_schemes(family: str) -> tuple[str, ...]:
-    """The sign-in schemes ``wire.key_scheme = "auto"`` tries for a TMK of ``family``, in order:
-    the one place where the key family decides (DESIGN.md sections 4 and 18)."""
-    if family == "DES":
-        return ("003", "004")
-    # SM4 (006, layout 8) is not served yet: neither the builders nor the module driver know it
-    raise SignInError(f"no sign-in scheme is known for a {family} master key")
+def family_schemes(family: KeyFamily | str) -> tuple[str, ...]:
+    """The sign-in schemes ``wire.key_scheme = "auto"`` tries for a TMK of ``family``, in order
+    (DESIGN.md sections 4 and 18: DES 003, 004; SM4 006), as the family table says."""
+    try:
+        return rules_of(family).schemes
+    except ValueError:
+        raise SignInError(f"no sign-in scheme is known for a {family} master key") from None
 
 
 def negotiation_order(family_order: tuple[str, ...], kept: str | None) -> tuple[str, ...]:
@@ -113,20 +115,22 @@ async def sign_in(
     scheme: str,
     key_layout: int,
     key_slot: int,
+    family: KeyFamily,
     journal: Journal,
     module: CardModule,
     link: HostLink,
+    tmk_tag: TagLoader | None = None,
 ) -> SignInResult:
-    """Sign in with ``scheme``, or with ``"auto"`` negotiate it (see the module's text). Every
+    """Sign in with ``scheme``, or with ``"auto"`` negotiate it among the schemes of ``family``,
+    the slot's (see the module's text). ``tmk_tag`` loads a master key the 0810 carries as tag
+    00 (DESIGN.md section 18) before its working keys; without it the tag is left out. Every
     0800 is a journal row of its own. Raises :class:`SignInError` (the host refused, or its keys
     are unusable), :class:`HostLinkError` or :class:`ModuleError`; only a 40, 12 or 30 to a
     negotiated scheme moves on to the next."""
     negotiating = scheme == "auto"
     if negotiating:
-        # The slot's family is in KEY_STATUS (DESIGN.md section 5), but the driver does not
-        # read that byte yet: until it does, every TMK is taken for DES.
         kept = await journal.run(journal.recall, "key_scheme")
-        schemes = negotiation_order(family_schemes("DES"), kept)
+        schemes = negotiation_order(family_schemes(family), kept)
     else:
         schemes = (scheme,)
     refused: dict[str, str] = {}
@@ -134,7 +138,7 @@ async def sign_in(
         try:
             result = await sign_in_with(
                 tried, refused, terminal=terminal, key_layout=key_layout, key_slot=key_slot,
-                journal=journal, module=module, link=link,
+                journal=journal, module=module, link=link, tmk_tag=tmk_tag,
             )  # fmt: skip
         except SchemeRefused as exc:
             refused[tried] = exc.response_code or ""
@@ -160,6 +164,7 @@ async def sign_in_with(
     journal: Journal,
     module: CardModule,
     link: HostLink,
+    tmk_tag: TagLoader | None = None,
 ) -> SignInResult:
     """One 0800 with ``scheme``; ``refused`` (the schemes the host refused before it, with its
     answers) is journalled with a success. :class:`SchemeRefused` for a 40, 12 or 30."""
@@ -179,12 +184,19 @@ async def sign_in_with(
         await finish("declined", response)
         raise refusal({scheme: code}, SchemeRefused if moves_on(code) else SignInError)
     try:
-        keys = parse_field62(response.binary(62), scheme, key_layout)
+        tmk, field62 = split_tag00(response.binary(62), scheme, key_layout)
+        keys = parse_field62(field62, scheme, key_layout)
     except (KeyError, TypeError, WireError) as exc:
         setting = f"wire.key_layout = {key_layout or 'auto'}"
         reason = "it has no field 62" if isinstance(exc, KeyError) else f"{exc} ({setting})"
         await finish("failed", response, detail=f"field 62: {reason}")
         raise SignInError(f"the 0810 carries no usable working keys: {reason}") from None
+    if tmk is not None and tmk_tag is not None:  # the master key first: the keys are under it
+        try:
+            await tmk_tag(tmk)
+        except TmkDownloadFailed as exc:
+            await finish("failed", response, detail=f"tag 00: {exc}")
+            raise SignInError(f"the master key of tag 00 was not loaded: {exc}") from None
     layout = keys.layout
     try:
         await asyncio.to_thread(

@@ -19,13 +19,16 @@ import tenacity
 
 from agent.backoff import Backoff
 from agent.recovery.policy import (
+    KEYS_REFUSED,
+    LOAD_TMK,
     PERSON_MUST_ACT,
+    TMK_DOWNLOAD_REPAIRS,
     State,
     decide,
     refused,
     unregistered_message,
 )
-from agent.recovery.remedies import HostSilent, Remedies, RemedyFailed
+from agent.recovery.remedies import HostSilent, KeysRefused, Remedies, RemedyFailed
 from agent.registration.a2 import Outgoing59
 from agent.registration.refusals import RefusalCounts, advice, finding
 from agent.selfcheck import Report
@@ -121,6 +124,8 @@ class Recovery:
         self._probe: asyncio.Task[None] | None = None
         self._host_silent = ""  # why a remedy of the running recovery got no answer, if one did
         self._signed_in = False  # whether a remedy of the running recovery signed in
+        # whether the module refused the keys of a sign-in the host approved, in this recovery
+        self._keys_refused = False
         self.refused_requests = RefusalCounts()
         # classes refused as requests since the last approval: every kind refused is the
         # terminal's refusal after all
@@ -147,18 +152,27 @@ class Recovery:
 
     # -------------------------------------------------------------------------- recovery
 
-    async def recover(self, request: Message | None, answer: Message) -> Message:
+    async def recover(
+        self, request: Message | None, answer: Message, *, keys_refused: bool = False
+    ) -> Message:
         """Recover from ``answer``, the host's refusal of ``request``; ``None`` for a refused
-        sign-in or reversal, where each remedy's own sign-in is the retry. Returns the final
-        answer."""
-        return (await self._recover_from(request, Attempt(answer, None))).answer
+        sign-in or reversal, where each remedy's own sign-in is the retry. ``keys_refused``: the
+        host approved the sign-in (``answer``) but the module refused its keys (DESIGN.md
+        section 18), a trigger of its own. Returns the final answer."""
+        attempt = Attempt(answer, None)
+        return (await self._recover_from(request, attempt, keys_refused)).answer
 
-    async def _recover_from(self, request: Message | None, attempt: Attempt) -> Attempt:
+    async def _recover_from(
+        self, request: Message | None, attempt: Attempt, keys_refused: bool = False
+    ) -> Attempt:
         answer = attempt.answer
         code = answer.text(39)
         refusal = {"code": code, "mti": answer.mti, "at": time.time()}
         self.last_refusal = refusal
-        self._event("refused", code=code, text=codes.lookup(code).en)
+        if keys_refused:
+            self._event("keys-refused", text=KEYS_REFUSED.en)
+        else:
+            self._event("refused", code=code, text=codes.lookup(code).en)
         if self._lock.locked():  # another request is already recovering: wait for it
             async with self._lock:
                 pass
@@ -168,7 +182,7 @@ class Recovery:
         async with self._lock, self.busy():
             self.state = State.RECOVERING
             try:
-                return await self._recover(request, attempt, code)
+                return await self._recover(request, attempt, code, keys_refused)
             finally:
                 if self.state is State.RECOVERING:  # ended by an error: nothing was decided
                     self.state = State.REGISTERED
@@ -179,9 +193,12 @@ class Recovery:
     async def settled(self) -> None:
         await self.gate.settled()
 
-    async def _recover(self, request: Message | None, attempt: Attempt, code: str) -> Attempt:
-        on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}
-        self.remedies.tell_hooks("on-97", on_97)
+    async def _recover(
+        self, request: Message | None, attempt: Attempt, code: str, keys_refused: bool
+    ) -> Attempt:
+        if not keys_refused:  # the host approved: there is no refusal to tell of
+            on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}
+            self.remedies.tell_hooks("on-97", on_97)
         started = time.monotonic()
         report = await self.remedies.self_check()
         self._event(
@@ -190,7 +207,8 @@ class Recovery:
             results=[f"{c.id} {c.status.value}: {c.summary.en}" for c in report.checks],
             check_ms={c.id: c.duration_ms for c in report.checks},
         )
-        plan = decide(report, code)
+        self._keys_refused = keys_refused
+        plan = await self._plan(report, code)
         refused_by = attempt.exchange.endpoint if attempt.exchange is not None else ""
         if plan and refused_by and refused_by != self.remedies.signed_in_at():
             # a host the terminal has not signed in at (a failover moved it there) refuses:
@@ -202,11 +220,15 @@ class Recovery:
         final = attempt
         if plan:
             final = await self._retry_with_remedies(request, attempt, plan, report, started)
+        # an approved sign-in whose keys the module refused is a refusal until a remedy helps
+        still_refused = refused(final.answer) or (
+            request is None and keys_refused and not self._signed_in
+        )
         if self._requests_refusal(request, final):
             self.state = State.REGISTERED
             assert request is not None
             final = self._request_refused(request, final)
-        elif refused(final.answer) and self._host_silent:
+        elif still_refused and self._host_silent:
             # nobody's refusal yet: a host that did not answer is a communication failure, and
             # never makes the terminal unregistered
             self.state = State.REGISTERED
@@ -214,7 +236,7 @@ class Recovery:
             if request is not None:
                 reason = f"the host did not answer the repair: {self._host_silent}"
                 final = Attempt(local_answer(request, "96", reason), None)
-        elif refused(final.answer):
+        elif still_refused:
             await self._enter_unregistered(report, final.answer)
         else:
             self.state = State.REGISTERED
@@ -237,12 +259,22 @@ class Recovery:
         remaining = list(plan)
         last = attempt
 
+        tried: list[str] = []
+
         async def next_try() -> Attempt:
             nonlocal last
             while remaining:
                 remedy = remaining.pop(0)
+                tried.append(remedy)
                 if await self._apply(remedy, report):
                     break
+                if self._keys_refused and "tmk-download" not in tried + remaining:
+                    # the module refused the keys of an approved sign-in: its master key is
+                    # not the host's; a download, where one is offered, goes first
+                    again = await self._plan(report, attempt.answer.text(39, ""))
+                    if "tmk-download" in again:
+                        remaining[:0] = [r for r in again if r not in tried]
+                        remaining[:] = list(dict.fromkeys(remaining))
             else:
                 raise NothingLeftToTry
             if request is None:  # every remedy ends in a sign-in, and that one succeeded
@@ -279,17 +311,28 @@ class Recovery:
             "provision": lambda: self.remedies.provision("the host refused the terminal"),
             "sync-clock": lambda: self.remedies.sync_clock(clock.data if clock else {}),
             "fail-over": self.remedies.fail_over,
+            "tmk-download": self.remedies.download_tmk,
         }
         try:
             done = await actions[remedy]()
         except RemedyFailed as exc:
             if isinstance(exc, HostSilent):
                 self._host_silent = str(exc)
+            if isinstance(exc, KeysRefused):
+                self._keys_refused = True
             self._event("remedy", remedy=remedy, ok=False, detail=str(exc))
             return False
         self._event("remedy", remedy=remedy, ok=True, detail=done)
         self._signed_in = True  # every remedy ends in a sign-in the host approved
         return True
+
+    async def _plan(self, report: Report, code: str) -> list[str]:
+        """The policy's remedies; whether a master-key download may run is asked only when
+        one would repair something."""
+        keys = report.get("keys")
+        wanted = self._keys_refused or (keys is not None and keys.finding in TMK_DOWNLOAD_REPAIRS)
+        offered = wanted and await self.remedies.tmk_download_due()
+        return decide(report, code, keys_refused=self._keys_refused, tmk_download=offered)
 
     # ------------------------------------------------------------------ whose refusal
 
@@ -372,6 +415,8 @@ class Recovery:
         action = None
         if blocking:
             reason, action = blocking[0].summary, blocking[0].remedy
+        elif self._keys_refused:
+            reason, action = KEYS_REFUSED, LOAD_TMK
         else:
             code = answer.text(39)
             rc = codes.lookup(code)

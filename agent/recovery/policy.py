@@ -13,6 +13,8 @@ from agent.wire.message import Message
 
 REFUSALS = (codes.Category.TERMINAL_CONFIG, codes.Category.SESSION, codes.Category.SECURITY)
 PERSON_MUST_ACT = {"tmk-absent", "tampered", "module-unreachable"}
+# what a remote master-key download repairs (DESIGN.md section 18), where the acquirer offers one
+TMK_DOWNLOAD_REPAIRS = {"tmk-absent"}
 
 
 class State(enum.StrEnum):
@@ -26,13 +28,21 @@ def refused(answer: Message) -> bool:
     return codes.is_code(code) and codes.lookup(code).category in REFUSALS
 
 
-def decide(report: Report, code: str = "") -> list[str]:
+def decide(
+    report: Report, code: str = "", *, keys_refused: bool = False, tmk_download: bool = False
+) -> list[str]:
     """The decision table: self-check findings (and the refusal's code) to remedies, in the
-    order they are tried. Empty means no remedy the terminal can apply: a person must act."""
+    order they are tried. Empty means no remedy the terminal can apply: a person must act.
+    ``keys_refused``: the module refused the working keys of a sign-in the host approved (its
+    master key is not the host's); ``tmk_download``: a master-key download is configured and
+    was not tried within ``keys.tmk_download_every``."""
     findings = {c.id: c.finding for c in report.checks if c.status in (Status.WARN, Status.FAIL)}
-    if PERSON_MUST_ACT & set(findings.values()):
+    download = tmk_download and (keys_refused or findings.get("keys") in TMK_DOWNLOAD_REPAIRS)
+    blocking = PERSON_MUST_ACT - TMK_DOWNLOAD_REPAIRS if download else PERSON_MUST_ACT
+    if blocking & set(findings.values()):
         return []
-    plan = []
+    # first: nothing else works without a master key the host's keys are under
+    plan = ["tmk-download", "sign-in"] if download else []
     if codes.is_code(code) and codes.lookup(code).category is codes.Category.SESSION:
         plan.append("sign-in")  # 77: the sign-in takes the host's batch (60.2 of its 0810)
     if findings.get("provisioning") in ("unprovisioned", "differs-from-tms"):
@@ -48,6 +58,19 @@ def decide(report: Report, code: str = "") -> list[str]:
     if not plan:  # everything looks healthy: the host lost us
         plan = ["sign-in", "provision"]
     return list(dict.fromkeys(plan))
+
+
+# why a terminal is unregistered when the module refused an approved sign-in's keys, and what to do
+KEYS_REFUSED = Text(
+    "the card module refuses the working keys the host approved (KCV mismatch): its master key "
+    "is not the one the host has for this terminal",
+    "加密模块拒绝主机签到下发的工作密钥（校验值不符）：模块主密钥与主机登记的不一致",
+)
+LOAD_TMK = Text(
+    "have the master key loaded again (or set keys.tmk_download where the acquirer offers a "
+    "remote download): call support",
+    "需重新灌装主密钥（收单机构支持远程下载时可设置 keys.tmk_download）：请联系客服",
+)
 
 
 def unregistered_message(

@@ -1,5 +1,6 @@
 """What recovery can do to the terminal (DESIGN.md section 7): run the self-check, sign in,
-re-provision from the TMS or the ``provision`` hook, have the clock corrected, fail over. Each
+re-provision from the TMS or the ``provision`` hook, have the clock corrected, fail over, download
+the master key where the acquirer offers it (DESIGN.md section 18). Each
 remedy returns what it did or raises :class:`RemedyFailed` with why; one the host did not answer
 raises :class:`HostSilent`, which never makes a terminal unregistered. Recovery is given the
 remedies at construction (:class:`Remedies`); :class:`TerminalRemedies` are the real ones."""
@@ -18,6 +19,7 @@ from agent.hook_dispatch import HookDispatch
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.host.signin import SignInError
 from agent.journal import Journal, JournalError
+from agent.keys.tmk_download import TagLoader, TmkDownloader, TmkDownloadFailed, keys_refused
 from agent.provisioning import Provisioning, ProvisioningError
 from agent.selfcheck import FAST, Report, run_checks
 from agent.selfcheck.base import Context, HostClockSample
@@ -39,6 +41,8 @@ class Remedies(Protocol):
     async def provision(self, reason: str) -> str: ...
     async def sync_clock(self, clock: dict[str, Any]) -> str: ...
     async def fail_over(self) -> str: ...
+    async def download_tmk(self) -> str: ...  # the master key, then a sign-in
+    async def tmk_download_due(self) -> bool: ...  # configured, and not tried lately
     def tell_hooks(self, event: str, payload: dict[str, Any]) -> None: ...
     def identity(self) -> dict[str, str]: ...  # tid, mid, support_phone
     def signed_in_at(self) -> str: ...  # HOST:PORT of the last successful sign-in, or ""
@@ -51,6 +55,11 @@ class RemedyFailed(Exception):
 class HostSilent(RemedyFailed):
     """A remedy got no answer from the host (a timeout, no connection): a communication
     failure, never a refusal, so never a reason to call the terminal unregistered."""
+
+
+class KeysRefused(RemedyFailed):
+    """The host approved a sign-in but the module refused its working keys (LOAD_WORKING_KEYS
+    KCV mismatch): the module's master key is not the host's."""
 
 
 class AlreadyProvisioned(RemedyFailed):
@@ -79,6 +88,7 @@ class TerminalRemedies:
         self._hooks = hooks
         self._host_clock = host_clock
         self._reports = reports
+        self._tmk = TmkDownloader(settings, journal, module, link)
 
     # ------------------------------------------------------------------------ what it is
 
@@ -116,12 +126,16 @@ class TerminalRemedies:
 
     # --------------------------------------------------------------------------- remedies
 
-    async def sign_in(self) -> str:
+    async def sign_in(self, tmk_tag: TagLoader | None = None) -> str:
+        """``tmk_tag``: the master-key download's loader of a tag 00 in the 0810."""
         try:
-            result = await self._sender.sign_in()
+            result = await self._sender.sign_in(tmk_tag)
         except HostLinkError as exc:
             raise HostSilent(f"sign-in failed: {exc}") from None
-        except (SignInError, ModuleError, JournalError) as exc:
+        except ModuleError as exc:
+            failed = KeysRefused if keys_refused(exc) else RemedyFailed
+            raise failed(f"sign-in failed: {exc}") from None
+        except (SignInError, JournalError) as exc:
             raise RemedyFailed(f"sign-in failed: {exc}") from None
         signed_in = {**self.identity(), "scheme": result.scheme, "kcvs": result.kcvs}
         self._hooks.tell("signed-in", signed_in)
@@ -222,6 +236,16 @@ class TerminalRemedies:
             "no sync-clock hook succeeded: "
             + ("; ".join(f"{r.hook}: {r.detail}" for r in results) or "none installed")
         )
+
+    async def tmk_download_due(self) -> bool:
+        return await self._tmk.due()
+
+    async def download_tmk(self) -> str:
+        try:
+            return await self._tmk.download(self.sign_in)
+        except TmkDownloadFailed as exc:
+            failed = HostSilent if exc.silent else RemedyFailed
+            raise failed(f"master-key download failed: {exc}") from None
 
     async def fail_over(self) -> str:
         backup = self._settings().host.backup

@@ -23,6 +23,7 @@ from agent.config import Config, ConfigError
 from agent.host.link import HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import JournalError
+from agent.keys.tmk_download import keys_refused
 from agent.provisioning import ProvisioningError
 from agent.recovery.policy import State, refused
 from agent.recovery.remedies import RemedyFailed, reconfigure
@@ -234,7 +235,8 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
 async def sign_in_at_start(agent: Agent) -> None:
     """Sign in at start, then let queued reversals go (MACed under the keys just loaded).
     Requests wait for it, repair included. A refused sign-in starts recovery: there is no
-    request to retry, only the sign-in."""
+    request to retry, only the sign-in. So does an approved one whose keys the module refuses
+    (its master key is not the host's, DESIGN.md section 18)."""
     async with agent.recovery.busy():
         try:
             await agent.sender.sign_in()
@@ -243,7 +245,11 @@ async def sign_in_at_start(agent: Agent) -> None:
             answer = Message("0810", {39: exc.response_code or ""})
             if refused(answer):
                 await agent.recovery.recover(None, answer)
-        except (HostLinkError, ModuleError, JournalError) as exc:
+        except ModuleError as exc:
+            log.warning("sign-in at start failed: %s", exc)
+            if keys_refused(exc):
+                await agent.recovery.recover(None, Message("0810", {39: "00"}), keys_refused=True)
+        except (HostLinkError, JournalError) as exc:
             log.warning("sign-in at start failed: %s", exc)
     if agent.journal.has_queued_reversals:
         agent.reversals.waiting.set()
@@ -340,6 +346,7 @@ def _reloader(agent: Agent, reload: Callable[[], Config], notify: Notifier) -> C
         try:
             config = reload()
             changed = reconfigure(agent.settings, agent.link, config)
+            agent.sender.macs.families.forget()  # the slot, or what is in it, may be another
             log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
             agent.journal.note("config-reloaded", changed=changed)
         except (ConfigError, ProvisioningError) as exc:

@@ -12,13 +12,14 @@ from typing import Any, Protocol
 
 from agent.config import Config, Endpoint
 from agent.hook_dispatch import HookDispatch
-from agent.host.link import HostLink, HostLinkError
+from agent.host.link import HostLink
+from agent.host.numbered import send_numbered
 from agent.journal import Journal
 from agent.session import parameters
 from agent.session.downloads import Downloads
 from agent.session.requirements import Action
 from agent.session.store import ParameterStore
-from agent.wire.builders import Terminal, download_request, echo_request
+from agent.wire.builders import Terminal, echo_request
 from agent.wire.message import Message
 from drivers.module import CardModule, ModuleError
 from firmware_hooks import Outcome
@@ -126,24 +127,8 @@ class HostSession:
     async def _network_request(self, mti: str, code: str, field62: bytes | None) -> Message:
         """One step of a download: numbered, journalled, sent; the host's answer."""
         await self._settled()
-        journal = self._journal
         terminal = terminal_of(self._settings())
-
-        request, transaction = await journal.run(
-            journal.begin_numbered,
-            lambda stan, batch: download_request(
-                mti, terminal, stan=stan, batch=batch, code=code, field62=field62
-            ),
-        )
-        try:
-            exchange = await self._link.request(request)
-        except HostLinkError as exc:
-            await journal.run(journal.finish, transaction, "failed", detail=str(exc))
-            raise
-        answer = exchange.frame.message
-        state = "completed" if answer.text(39, "") == "00" else "declined"
-        await journal.run(journal.finish, transaction, state, answer)
-        return answer
+        return await send_numbered(self._journal, self._link, mti, terminal, code, field62)
 
     async def _status_upload(self) -> bytes:
         """Field 62 of 0820/362 (DESIGN.md section 16): the devices, then the terminal

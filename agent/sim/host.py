@@ -11,6 +11,12 @@ section 4 (``key_layout``; the scheme's full-length layout by default), it hands
 number in 60.2 of the 0810, and with ``check_batch`` it answers 77 to a purchase of another batch.
 It decodes and encodes under a wire profile (the built-in CUP one by default).
 
+It offers the remote master-key download of DESIGN.md section 18: an 0800 with 60.3 = 401 is
+answered with the terminal's TMK (its registry entry's, which may differ from the module's) under
+``transport_key`` (the module simulator's documented one) and the TMK's KCV in field 62; with
+``tmk_in_signin`` the same 20 bytes go, as tag 00 (one byte 0x00 first), before the working keys
+in field 62 of every sign-in's 0810.
+
 It accepts the sign-in schemes (60.3) of ``accepted_schemes``, every scheme it can issue keys for
 (``SCHEMES``) by default, and answers a sign-in of any other with 40, as a posp_server-style host
 that lists only 004 and 006 does (DESIGN.md section 4); a listed scheme it cannot issue keys for
@@ -23,7 +29,10 @@ ones (0100, 0200, 0220; documented so tests can aim at them): an amount whose la
 51 is declined with 51 (insufficient funds); a PIN block (field 52) is decrypted under the PIK the
 host issued and checked as ISO 9564 format 0 against the card's PIN (the module simulator's test
 PIN for every card unless ``pins`` says otherwise): 55 for a wrong PIN, 99 for a block that is not
-format 0 for the card's PAN; everything else is approved. Settlement, batch upload
+format 0 for the card's PAN; everything else is approved. An SM4 session (scheme 006, layout 8)
+MACs with SM4 on 16-byte blocks, and its PIN block is SM4's (section 4): 16 bytes in 59 usage
+``A1`` (or in 62 when the request has no ``A1``), format 0 followed by 8 bytes 0xFF under the
+PIK, with 52 = 8 zero bytes and 53 = 23 and 14 zeros; anything else is 99. Settlement, batch upload
 and script results are acknowledged with 00. A reversal of nothing
 the host approved gets 25; one whose amount differs from the original's gets 22.
 
@@ -53,13 +62,27 @@ from datetime import datetime
 from pathlib import Path
 
 from agent.sim.host_downloads import DOWNLOADS, HostParameters
-from agent.sim.module import TEST_PIN, TEST_TUSN_KEY, TUSN_PREFIX, ModuleState
+from agent.sim.module import (
+    TEST_PIN,
+    TEST_TRANSPORT_KEY,
+    TEST_TUSN_KEY,
+    TUSN_PREFIX,
+    ModuleState,
+)
 from agent.wire import field59
 from agent.wire.builders import response_mti, response_to, with_batch
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.frame import Header, Layout, decode_frame, host_frame
-from agent.wire.mac import DesKey, cup_ecb_mac, encode_with_mac, mac_matches, tusn_ciphertext
+from agent.wire.mac import (
+    DES_FAMILY,
+    SM4_FAMILY,
+    CipherFamily,
+    encode_with_mac,
+    mac_matches,
+    tusn_ciphertext,
+)
 from agent.wire.message import Message, encode_message
+from agent.wire.pin import BLOCK as PIN_BLOCK_BYTES
 from agent.wire.pin import PinError, pin_of_format0, pin_pan
 from agent.wire.profile import CUP, Profile
 from agent.wire.working_keys import DEFAULT_LAYOUT, LAYOUTS, SCHEMES, issue_working_keys
@@ -70,6 +93,7 @@ DECLINE_SUFFIX = "51"
 FINANCIAL = ("0100", "0200", "0220")  # moves or holds money: approved into the ledger
 ACKNOWLEDGED = ("0320", "0500", "0620")  # batch upload, settlement, script result
 MAC_REQUIRED = ("0100", "0200", "0220", "0400", "0620")
+TMK_DOWNLOAD = "401"  # 60.3 of an 0800 asking for the terminal's master key (DESIGN.md 18)
 # The module simulator's TUSN with its default serial (a dataclass keeps a field's default as the
 # class attribute): reported for the test terminal and for registry entries that name none.
 DEFAULT_TUSN = TUSN_PREFIX + ModuleState.serial.strip()
@@ -97,14 +121,46 @@ class Terminal:
     asks: int = 0  # a processing requirement (1-15) for the header of the next answer
 
 
+# 53 of an SM4 request with a PIN: SM4 PIN block (2), SM4 (3) (DESIGN.md section 4)
+SM4_PIN_53 = "23" + "0" * 14
+
+
 @dataclass
 class Session:
     scheme: str
     layout: int
     keys: dict[str, bytes] = field(repr=False)
 
+    @property
+    def family(self) -> CipherFamily:
+        """The cipher of the session's keys: its layout's (layout 8: SM4)."""
+        return SM4_FAMILY if LAYOUTS[self.layout].sm4 else DES_FAMILY
+
     def mac(self, r: bytes) -> bytes:
-        return cup_ecb_mac(r, DesKey(self.keys["MAK"]).encrypt)
+        """The keyed step of the CUP MAC from R (8 bytes for DES/3DES, 16 for SM4)."""
+        return self.family.mac_from_r(r, self.keys["MAK"])
+
+    def pin_block(self, message: Message) -> bytes | None:
+        """The request's PIN block: 52 under DES keys; under SM4 keys 59 ``A1``, else 62 (an
+        acquirer that carries it there). None when it carries none."""
+        if self.family is DES_FAMILY:
+            block = message.get(52)
+        else:
+            block = _usage_a1(message)
+            if block is None:
+                block = message.get(62)
+        return block if isinstance(block, bytes) else None
+
+
+def _usage_a1(message: Message) -> bytes | None:
+    """Field 59's ``A1`` (the SM4 PIN block); None also when 59 is not usages."""
+    raw = message.get(field59.FIELD)
+    try:
+        return field59.find_usage(
+            None if raw is None else field59.field_bytes(raw), field59.SM4_PIN_BLOCK
+        )
+    except DecodeError:
+        return None
 
 
 @dataclass
@@ -211,6 +267,7 @@ class AcquirerHost:
         tusn_key: bytes = TEST_TUSN_KEY,
         profile: Profile = CUP,
         accepted_schemes: Iterable[str] = SCHEMES,
+        tmk_in_signin: bool = False,
     ) -> None:
         self.registry_path = registry_path
         self.terminals: dict[str, Terminal] = {}
@@ -223,6 +280,11 @@ class AcquirerHost:
         # as a posp_server-style front end does: the sign-in's 0810 asks for CA keys (4), the
         # answer to 0800/371 for IC parameters (5), the answer to 0800/381 for contactless (9)
         self.chain_downloads = chain_downloads
+        # remote master-key download (DESIGN.md section 18): the terminal's TMK under the
+        # module's transport key, in 0810/401 and, with tmk_in_signin, as tag 00 of sign-ins
+        self.tmk_in_signin = tmk_in_signin
+        self.transport_key = TEST_TRANSPORT_KEY
+        self.tmk_downloads = 0  # 0800/401 answered with the TMK
         self.check_tusn = False
         self.tusn_refusal = "97"
         self.tusn_key = TEST_TUSN_KEY
@@ -371,7 +433,7 @@ class AcquirerHost:
         header = header.with_processing_requirement(requirement)
         response.mti = mti
         if 64 in response.fields and session is not None:
-            body = encode_with_mac(response, session.mac, self.profile)
+            body = encode_with_mac(response, session.mac, self.profile, session.family.block)
         else:
             response.fields.pop(64, None)
             body = encode_message(response, self.profile)
@@ -388,6 +450,9 @@ class AcquirerHost:
         code = message.text(60, "")[8:11]
         if (message.mti, code) in DOWNLOADS:
             return self._download(message, code), None
+        if message.mti == "0800" and code == TMK_DOWNLOAD:
+            self.tmk_downloads += 1
+            return response_to(message, "00", {62: self._wrapped_tmk(terminal)}), None
         if message.mti == "0800":
             return self._sign_in(message, terminal), None
         if message.mti == "0820":
@@ -400,7 +465,7 @@ class AcquirerHost:
         if message.mti in MAC_REQUIRED and 64 not in message:
             self.ledger.missing_macs += 1
             return response_to(message, "A0"), None
-        if 64 in message and not mac_matches(frame[11:], session.mac):
+        if 64 in message and not mac_matches(frame[11:], session.mac, session.family.block):
             self.ledger.mac_failures += 1
             return response_to(message, "A0"), session
         if self.check_batch and message.mti in FINANCIAL and message.text(60)[2:8] != self._batch():
@@ -440,7 +505,14 @@ class AcquirerHost:
         self.sessions[terminal.tid] = Session(scheme, layout.number, clear)
         terminal.require_signin = False
         extra = {**self._host_time(), 60: with_batch(field_60, self.batch)}
-        return response_to(message, "00", {**extra, 62: issued.to_field62()})
+        # tag 00 (0x00, the wrapped TMK) before the working keys (agent.keys.tmk_download)
+        tag = b"\x00" + self._wrapped_tmk(terminal) if self.tmk_in_signin else b""
+        return response_to(message, "00", {**extra, 62: tag + issued.to_field62()})
+
+    def _wrapped_tmk(self, terminal: Terminal) -> bytes:
+        """The terminal's TMK under the transport key (3DES ECB, 16 bytes) and its KCV (4)."""
+        tmk = terminal.tmk
+        return DES_FAMILY.cipher(self.transport_key).encrypt(tmk) + DES_FAMILY.kcv(tmk)
 
     def _batch(self) -> str:
         return f"{self.batch:06d}"
@@ -470,14 +542,24 @@ class AcquirerHost:
         return ""
 
     def _pin_refusal(self, message: Message, session: Session) -> str:
-        """The code refusing the PIN (55 wrong, 99 not format 0 for the PAN); "" when right."""
+        """The code refusing the PIN (55 wrong, 99 not format 0 for the PAN, or not laid out as
+        the session's family wants); "" when right."""
         pan = _pan(message)
         pik = session.keys.get("PIK")
-        block = message.get(52)
+        block = session.pin_block(message)
+        family = session.family
         try:
-            if pik is None or not isinstance(block, bytes):
-                raise PinError("no PIK or no PIN block")
-            pin = pin_of_format0(DesKey(pik).decrypt(block), pin_pan(pan))
+            if pik is None or block is None or len(block) != family.block:
+                raise PinError("no PIK or no PIN block of the session's family")
+            if family is SM4_FAMILY and (
+                message.get(52) != bytes(8) or message.text(53, "") != SM4_PIN_53
+            ):
+                raise PinError("an SM4 PIN wants 52 = 8 zero bytes and 53 = 23 and 14 zeros")
+            clear = family.cipher(pik).decrypt(block)
+            # SM4: the format 0 block followed by 8 bytes 0xFF (DES: nothing follows)
+            if clear[PIN_BLOCK_BYTES:] != b"\xff" * (family.block - PIN_BLOCK_BYTES):
+                raise PinError("not a format 0 block padded with 0xFF")
+            pin = pin_of_format0(clear[:PIN_BLOCK_BYTES], pin_pan(pan))
         except PinError:
             self.ledger.pin_failures += 1
             return "99"
@@ -504,7 +586,7 @@ class AcquirerHost:
             voided = self.ledger.purchases.get(voids)
             if voided is None or voided["reversed"] or voided.get("voided"):
                 return response_to(message, "25")
-        if 52 in message:
+        if 52 in message or session.pin_block(message) is not None:
             refusal = self._pin_refusal(message, session)
             if refusal:
                 return response_to(message, refusal)
@@ -564,6 +646,8 @@ class AcquirerHost:
                 "batch": self.batch,
                 "check_batch": self.check_batch,
                 "chain_downloads": self.chain_downloads,
+                "tmk_in_signin": self.tmk_in_signin,
+                "tmk_downloads": self.tmk_downloads,
                 "check_tusn": self.check_tusn,
                 "tusn_refusal": self.tusn_refusal,
                 "tusn_refusals": dict(self.ledger.tusn_refusals),

@@ -5,6 +5,9 @@ provisioning by its card module's serial number. Re-provisioning asks it.
                                 "tpdu_source", "key_slot", "tusn" (where one is held)}; 404 for
                                 an unknown serial
     PUT  /terminals/<serial>   set a terminal's provisioning (the same object)
+    GET  /tmk/<serial>         {"tmk": hex, "kcv": hex}: the master key under the module's
+                               transport key and its KCV (DESIGN.md section 18), as a test set
+                               it (:meth:`Tms.put_tmk`, kept in memory only); 404 for none
 
 The data lives in a JSON file keyed by serial.
 """
@@ -54,6 +57,7 @@ class Tms:
         self.path = path
         self.lock = threading.Lock()
         self.records: dict[str, dict[str, Any]] = {}
+        self.tmks: dict[str, dict[str, str]] = {}  # serial -> {"tmk": hex, "kcv": hex}
         if path.exists():
             try:
                 raw = json.loads(path.read_text())
@@ -72,16 +76,27 @@ class Tms:
         with self.lock:
             return self.records.get(serial)
 
+    def put_tmk(self, serial: str, record: dict[str, str]) -> None:
+        """What ``GET /tmk/<serial>`` answers (served as given: a test may make it wrong)."""
+        with self.lock:
+            self.tmks[serial] = dict(record)
+
+    def get_tmk(self, serial: str) -> dict[str, str] | None:
+        with self.lock:
+            return self.tmks.get(serial)
+
 
 def tms_handler(tms: Tms) -> type[JsonHandler]:
     class Handler(JsonHandler):
-        def _serial(self) -> str | None:
+        def _serial(self, collection: str = "terminals") -> str | None:
             parts = self.path.strip("/").split("/")
-            return parts[1] if len(parts) == 2 and parts[0] == "terminals" else None
+            return parts[1] if len(parts) == 2 and parts[0] == collection else None
 
         def do_GET(self) -> None:
             serial = self._serial()
-            record = tms.get(serial) if serial else None
+            record: dict[str, Any] | None = tms.get(serial) if serial else None
+            if serial is None and (serial := self._serial("tmk")) is not None:
+                record = tms.get_tmk(serial)
             if serial is None:
                 self.not_found()
             elif record is None:

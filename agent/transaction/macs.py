@@ -1,5 +1,6 @@
 """MACs of the transaction layer, computed and checked through the card module (it holds the MAK;
-the agent only computes R). Every method blocks on the module: call it in a worker thread."""
+the agent only computes R). R's block is the slot's family's: 8 bytes for DES/3DES, 16 for SM4
+(DESIGN.md section 4). Every method blocks on the module: call it in a worker thread."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from agent.host.mux import Exchange
+from agent.keys.family import SlotFamilies
 from agent.wire.frame import HEADER_BYTES, TPDU_BYTES
 from agent.wire.mac import encode_with_mac, mac_matches
 from agent.wire.message import Message, encode_message
@@ -22,6 +24,7 @@ class Macs:
     ) -> None:
         """``key_slot`` and ``profile`` are read at each use: a reload may change them."""
         self.module = module
+        self.families = SlotFamilies(module)  # the sign-in forgets them: the TMK may change
         self._key_slot = key_slot
         self._profile = profile
 
@@ -30,11 +33,18 @@ class Macs:
         if 64 not in message:
             return encode_message(message, self._profile())
         slot = self._key_slot()
+        block = self.families.of(slot).mac_block
 
         def mac_of_block(r: bytes) -> bytes:
             return self.module.mac_from_block(r, slot)
 
-        return encode_with_mac(message, mac_of_block, self._profile())
+        return encode_with_mac(message, mac_of_block, self._profile(), block)
+
+    def _matches(self, body: bytes) -> bool:
+        """Whether the MAC of an encoded message (MTI onwards) verifies under the slot's MAK."""
+        slot = self._key_slot()
+        block = self.families.of(slot).mac_block
+        return mac_matches(body, lambda r: self.module.mac_from_block(r, slot), block)
 
     def authentic(self, exchange: Exchange) -> bool:
         """Whether a response carries a MAC that verifies under the session's MAK (an answer
@@ -42,9 +52,8 @@ class Macs:
         if 64 not in exchange.frame.message:
             return False
         body = exchange.raw[TPDU_BYTES + HEADER_BYTES :]
-        slot = self._key_slot()
         try:
-            return mac_matches(body, lambda r: self.module.mac_from_block(r, slot))
+            return self._matches(body)
         except ModuleError as exc:
             log.error("cannot check the MAC of an unmatched response: %s", exc)
             return False
@@ -58,12 +67,11 @@ class Macs:
         if 64 not in exchange.frame.message:
             return False
         body = exchange.raw[TPDU_BYTES + HEADER_BYTES :]
-        slot = self._key_slot()
         # An approval is at stake: a line that lost a round (noise, a slow module) gets one more
         # command before the approval is taken for unverifiable and reversed.
         for last in (False, True):
             try:
-                return mac_matches(body, lambda r: self.module.mac_from_block(r, slot))
+                return self._matches(body)
             except (ModuleLinkError, ModuleTimeout) as exc:
                 if last:
                     log.error("cannot check the response MAC: %s", exc)

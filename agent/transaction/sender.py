@@ -18,6 +18,8 @@ from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
 from agent.journal import SALE_PATIENCE, Journal, JournalError
+from agent.keys.family import RULES
+from agent.keys.tmk_download import TagLoader
 from agent.registration.a2 import Outgoing59, TusnSource
 from agent.registration.location import Location
 from agent.registration.refusals import A2Sent
@@ -27,11 +29,11 @@ from agent.transaction.macs import Macs
 from agent.transaction.reversals import ReversalPending, ReversalRefused, ReversalSender
 from agent.transaction.stan_map import LocalAnswer, StanMap
 from agent.transaction.stats import GatewayStats
-from agent.wire import codes
+from agent.wire import codes, field59
 from agent.wire.builders import MAC_PLACEHOLDER, Terminal, response_to, with_batch
-from agent.wire.errors import WireError
+from agent.wire.errors import DecodeError, WireError
 from agent.wire.message import Message
-from drivers.module import ModuleError
+from drivers.module import KeyFamily, ModuleError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,32 @@ def _for_the_app(request: Message, response: Message) -> Message:
     else:
         answer.fields.pop(11, None)
     return answer
+
+
+def sm4_pin_into_62(outgoing: Message) -> None:
+    """Move the SM4 PIN block (59 usage A1) into field 62, for an acquirer that carries it there
+    (``wire.sm_pin_field = "62"``, DESIGN.md section 4); 59 goes when nothing else is left in it.
+    A 59 that is not usages, or a request that has its own 62, goes out as the app sent it."""
+    raw = outgoing.get(field59.FIELD)
+    if raw is None:
+        return
+    try:
+        value = field59.field_bytes(raw)
+        pin = field59.find_usage(value, field59.SM4_PIN_BLOCK)
+    except DecodeError:
+        return
+    if pin is None:
+        return
+    if 62 in outgoing:
+        log.warning("the request has its own field 62: its SM4 PIN block stays in 59 A1")
+        return
+    rest = field59.without_pin(value)
+    if rest is None:
+        del outgoing.fields[field59.FIELD]
+    else:  # as the app sent it: bytes, or text under a profile that makes 59 text
+        outgoing.fields[field59.FIELD] = rest if isinstance(raw, bytes) else rest.decode("ascii")
+    outgoing.fields[62] = pin
+    outgoing.fields = dict(sorted(outgoing.fields.items()))
 
 
 def unclassified(request: Message) -> str:
@@ -268,6 +296,8 @@ class Sender:
                 value = field_59.value
                 outgoing.fields[59] = value.decode("ascii", "replace") if text else value
                 outgoing.fields = dict(sorted(outgoing.fields.items()))
+        if self._config().wire.sm_pin_field == "62":
+            sm4_pin_into_62(outgoing)
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
         transaction = self.journal.begin(
             outgoing,
@@ -428,21 +458,34 @@ class Sender:
         self.journal.note("local-answer", mti=request.mti, code=code, reason=reason)
         return local_answer(request, code, reason)
 
-    async def sign_in(self) -> SignInResult:
-        """Sign in; requests wait meanwhile (see ``_keys_settled``)."""
+    async def sign_in(self, tmk_tag: TagLoader | None = None) -> SignInResult:
+        """Sign in; requests wait meanwhile (see ``_keys_settled``). ``tmk_tag`` loads the
+        master key of a tag 00 in the 0810 (a remote master-key download, DESIGN.md 18)."""
         self._signins_running += 1
         self._keys_settled.clear()
         try:
             async with self._signin_lock:
                 config = self._config()
+                slot = config.module.key_slot
+                # read afresh: a master-key download may have given the slot another family
+                self.macs.families.forget()
+                try:
+                    family = await self.macs.families.read(slot)
+                except ModuleError as exc:
+                    # the sign-in still goes: the host's answer and the module's refusal of its
+                    # keys are what recovery judges (a tampered module is a person's to see to)
+                    log.warning("key family of slot %d unknown (%s): DES assumed", slot, exc)
+                    family = RULES[KeyFamily.DES]
                 result = await sign_in(
                     terminal=self.terminal,
                     scheme=config.wire.key_scheme,
                     key_layout=config.wire.key_layout,
-                    key_slot=config.module.key_slot,
+                    key_slot=slot,
+                    family=family.family,
                     journal=self.journal,
                     module=self.macs.module,
                     link=self.link,
+                    tmk_tag=tmk_tag,
                 )
                 self.signed_in_at = result.endpoint
                 self.tusn.forget()  # a new session may be a new module: its TUSN is asked again

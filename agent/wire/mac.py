@@ -64,17 +64,20 @@ def cup_ecb_mac(r: bytes, encrypt: BlockEncrypt, block: int = BLOCK) -> bytes:
     return e2.hex().upper()[:MAC_BYTES].encode("ascii")
 
 
-def encode_with_mac(message: Message, mac_of_block: BlockMac, profile: Profile = CUP) -> bytes:
-    """Encode ``message`` with field 64 set to the MAC that ``mac_of_block`` computes from R."""
+def encode_with_mac(
+    message: Message, mac_of_block: BlockMac, profile: Profile = CUP, block: int = BLOCK
+) -> bytes:
+    """Encode ``message`` with field 64 set to the MAC that ``mac_of_block`` computes from R,
+    the XOR of ``block``-byte blocks (8: DES/3DES, 16: SM4)."""
     fields = dict(message.fields)
     fields[64] = bytes(MAC_BYTES)
     encoded = encode_message(Message(message.mti, fields), profile)
-    return encoded[:-MAC_BYTES] + mac_of_block(mac_block(mab(encoded)))
+    return encoded[:-MAC_BYTES] + mac_of_block(mac_block(mab(encoded), block))
 
 
-def mac_matches(encoded_message: bytes, mac_of_block: BlockMac) -> bool:
-    """Whether field 64 of an encoded message is the MAC of the rest."""
-    expected = mac_of_block(mac_block(mab(encoded_message)))
+def mac_matches(encoded_message: bytes, mac_of_block: BlockMac, block: int = BLOCK) -> bool:
+    """Whether field 64 of an encoded message is the MAC of the rest (R on ``block`` bytes)."""
+    expected = mac_of_block(mac_block(mab(encoded_message), block))
     return same_bytes(expected, encoded_message[-MAC_BYTES:])
 
 

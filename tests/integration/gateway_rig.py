@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import Config, build
+from agent.keys.family import rules_of
 from agent.service.assembly import Agent
 from agent.sim.host import AcquirerHost
 from agent.sim.host_server import HostServer
 from agent.sim.module_port import SimulatedModulePort
 from agent.sim.site import MID, TID, Site, simulated_site
+from agent.wire import field59
 from agent.wire.builders import Card
 from agent.wire.frame import with_length
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.pin import pin_pan
 from drivers.framing import Frame, FrameParser
-from drivers.module import Command, encode_pin_request
+from drivers.module import Command, KeyFamily, decode_key_status, encode_pin_request
 
 __all__ = [
     "CARD",
@@ -145,14 +147,22 @@ async def module_command(socket: Path, command: int, data: bytes, seq: int = 0x5
 
 
 async def pin_purchase(rig: Rig, amount_fen: int, app_stan: int | None = None) -> Message:
-    """A purchase with a PIN the cardholder typed on the module's keypad: the app gets the PIN
-    block through the module socket, as a real payment app does."""
-    request = encode_pin_request(0, pin_pan(PAN), 30)
+    """A purchase with a PIN the cardholder typed on the module's keypad: the app asks the
+    module (KEY_STATUS) for the key slot's family and gets the PIN block through the module
+    socket, as a real payment app does, laid out as the family wants (DESIGN.md section 4):
+    DES a format 0 block in 52; SM4 the 16-byte block in 59 usage A1 with 52 = 8 zero bytes."""
+    slot = rig.config.module.key_slot
+    status = await module_command(rig.module_socket, Command.KEY_STATUS, bytes([slot]))
+    family = rules_of(decode_key_status(slot, status[1:]).family)
+    request = encode_pin_request(slot, pin_pan(PAN), 30, format=family.pin_format)
     answer = await module_command(rig.module_socket, Command.PIN_BLOCK, request)
     assert answer[0] == 0, f"PIN_BLOCK status {answer[0]:02X}"
     message = app_purchase(amount_fen, app_stan)
-    # 22: PIN entered; 26: up to 12 digits; 53: format 0 (2), double-length 3DES (6)
-    message.fields.update({22: "021", 26: "12", 52: answer[1:], 53: "2600000000000000"})
+    # 22: PIN entered; 26: up to 12 digits; 53: the family's PIN format and algorithm
+    message.fields.update({22: "021", 26: "12", 52: answer[1:], 53: family.field_53_pin})
+    if family.family is KeyFamily.SM4:
+        message.fields[52] = bytes(8)
+        message.fields[59] = field59.with_usage(None, field59.SM4_PIN_BLOCK, answer[1:])
     message.fields = dict(sorted(message.fields.items()))
     return message
 

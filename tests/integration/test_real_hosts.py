@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 from agent.host.signin import SignInError
+from agent.sim.module import SM4_SLOT
 from agent.wire.message import Message
 from agent.wire.working_keys import LAYOUTS
 from tests.integration.gateway_rig import TID, app_purchase, exchange, gateway_rig
@@ -18,19 +19,18 @@ def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
-# Layout 8 (scheme 006, SM4) needs wire.key_scheme = "006", which the configuration does not take
-# yet: the agent's SM4 sign-in comes with issue 23's agent side.
-@pytest.mark.parametrize("layout", sorted(n for n, shape in LAYOUTS.items() if not shape.sm4))
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_a_host_of_each_layout_signs_in_and_the_purchase_is_approved(tmp_path, layout) -> None:
     shape = LAYOUTS[layout]
+    slot = SM4_SLOT if shape.sm4 else 0  # layout 8's SM4 keys go under the SM4 TMK
 
     async def scenario():
-        sections = {"wire": {"key_scheme": shape.scheme}}
+        sections = {"wire": {"key_scheme": shape.scheme}, "module": {"key_slot": slot}}
         async with gateway_rig(tmp_path, sign_in=False, sections=sections) as rig:
             rig.host.set_key_layout(layout)
             await rig.agent.sender.sign_in()
             assert rig.host.state()["sessions"][TID] == {"scheme": shape.scheme, "layout": layout}
-            status = await asyncio.to_thread(rig.agent.module.key_status, 0)
+            status = await asyncio.to_thread(rig.agent.module.key_status, slot)
             assert {name: status[name].length for name in shape.names} == dict(shape.keys)
             assert rig.agent.journal.last_signin()["kcvs"] == {
                 name: status[name].kcv_hex for name in shape.names

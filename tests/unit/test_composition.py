@@ -49,6 +49,12 @@ class FakeRemedies:
     async def fail_over(self) -> str:
         return "failed over"
 
+    async def download_tmk(self) -> str:
+        return "master key downloaded"
+
+    async def tmk_download_due(self) -> bool:
+        return False
+
     def tell_hooks(self, event: str, payload: dict[str, Any]) -> None:
         self.told.append(event)
 

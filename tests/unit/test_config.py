@@ -91,7 +91,7 @@ def test_missing_default_file_is_an_unprovisioned_terminal(tmp_path, monkeypatch
         ("[host]\ntls = true\nca_file = '/nonexistent/ca.pem'", "host.ca_file"),
         ("[wire]\nkey_layout = 9", 'wire.key_layout = 9: expected "auto" or a field 62 layout'),
         ("[wire]\nkey_layout = 'four'", "wire.key_layout = 'four': expected"),
-        ("[wire]\nkey_scheme = '006'", "key_scheme = '006': expected one of '001', '003', '004'"),
+        ("[wire]\nsm_pin_field = '63'", "wire.sm_pin_field = '63': expected one of '59', '62'"),
         (
             "[wire]\nkey_scheme = '003'\nkey_layout = 5",
             "wire.key_layout = 5: layout 5 (scheme 004, 52 bytes",

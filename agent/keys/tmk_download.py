@@ -1,0 +1,303 @@
+"""Remote master-key download (DESIGN.md section 18): a remedy for a module whose master key (TMK)
+is absent, or is not the host's (the module refuses the working keys of a sign-in the host
+approved with a KCV mismatch). Where the acquirer offers one (``keys.tmk_download``), the agent
+fetches the TMK encrypted under the module's transport key, hands it to the module (LOAD_TMK,
+which stores it only if its KCV matches), then signs in. The clear TMK never exists outside the
+module: the agent carries the ciphertext and the KCV, and only the KCV is ever journalled,
+logged or reported.
+
+The forms:
+
+- ``"0800-401"``: an 0800 with 11, 41, 42 and 60 = ``00`` + batch + ``401``, numbered and
+  journalled like a download step; the 0810's field 62 is the ciphertext (16 bytes) and the
+  KCV (4 bytes).
+- ``"signin-tag00"``: the host puts the same 20 bytes as tag ``00`` before the working keys in
+  field 62 of the sign-in's 0810. The byte form: one tag byte ``0x00``, the ciphertext (16), the
+  KCV (4), then the working keys laid out as usual (DESIGN.md section 4). No layout is 21 bytes
+  longer than another of the same scheme, so the length says whether the tag is there
+  (:func:`split_tag00`). A sign-in always takes the tag out; it loads the key only when this
+  remedy runs, so a host that sends the tag with every sign-in costs no LOAD_TMK and no
+  working keys.
+- ``"tms"``: ``GET <tms.url>/tmk/<module serial>`` answers ``{"tmk": hex, "kcv": hex}``.
+
+A download is tried at most once per ``keys.tmk_download_every`` seconds, a failed try
+included: the time of the last try is a journal fact, written before the try, so a crash or a
+restart loop does not download again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from agent.config import Config, KeysConfig
+from agent.journal import JournalError
+from agent.wire import codes
+from agent.wire.builders import Terminal
+from agent.wire.errors import WireError
+from agent.wire.working_keys import key_layout, layouts_of
+from drivers.module import (
+    KCV_BYTES,
+    TMK_CIPHERTEXT_BYTES,
+    CardModule,
+    Command,
+    ModuleError,
+    ModuleStatusError,
+    Status,
+)
+
+if TYPE_CHECKING:
+    from agent.host.link import HostLink
+    from agent.journal import Journal
+    from agent.selfcheck.base import Context, Text
+
+log = logging.getLogger(__name__)
+
+FORMS = ("0800-401", "signin-tag00", "tms")
+DOWNLOAD_CODE = "401"  # 60.3 of the 0800 that asks for the master key
+TAG00 = 0x00
+WRAPPED_BYTES = TMK_CIPHERTEXT_BYTES + KCV_BYTES
+LAST_TRY = "tmk_download_at"  # journal fact: when the last download was tried (epoch seconds)
+EVENT = "tmk-download"  # journal event: form, outcome, KCV, detail; never the ciphertext
+
+
+class TmkDownloadFailed(Exception):
+    """The master key could not be had or loaded; the text says why. ``silent``: the host did
+    not answer, a communication failure rather than a refusal."""
+
+    def __init__(self, message: str, silent: bool = False) -> None:
+        super().__init__(message)
+        self.silent = silent
+
+
+@dataclass(frozen=True)
+class WrappedTmk:
+    """A master key under the module's transport key and the KCV of the clear key. ``repr``
+    shows the KCV only."""
+
+    ciphertext: bytes = field(repr=False)
+    kcv: bytes
+
+    @property
+    def kcv_hex(self) -> str:
+        return self.kcv.hex().upper()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> WrappedTmk:
+        """Ciphertext 16 and KCV 4, as field 62 of 0810/401 and tag 00 carry them."""
+        if len(data) != WRAPPED_BYTES:
+            raise TmkDownloadFailed(
+                f"{source} carries {len(data)} bytes, expected {WRAPPED_BYTES} (the master key "
+                f"under the transport key, {TMK_CIPHERTEXT_BYTES}, and its KCV, {KCV_BYTES})"
+            )
+        return cls(data[:TMK_CIPHERTEXT_BYTES], data[TMK_CIPHERTEXT_BYTES:])
+
+    @classmethod
+    def from_record(cls, record: Any, source: str) -> WrappedTmk:
+        """The TMS's ``{"tmk": hex, "kcv": hex}``."""
+        try:
+            ciphertext, kcv = bytes.fromhex(record["tmk"]), bytes.fromhex(record["kcv"])
+        except (KeyError, TypeError, ValueError):
+            raise TmkDownloadFailed(f'{source} did not answer {{"tmk": hex, "kcv": hex}}') from None
+        return cls.from_bytes(ciphertext + kcv, source)
+
+
+TagLoader = Callable[[WrappedTmk], Awaitable[None]]
+
+
+def split_tag00(field62: bytes, scheme: str, forced: int = 0) -> tuple[WrappedTmk | None, bytes]:
+    """Field 62 of a sign-in's 0810 as (the master key of tag 00, if there, the working keys).
+    The tag is there when field 62 starts with ``0x00`` and is 21 bytes longer than a layout of
+    ``scheme`` (``forced``: that layout only); anything else is returned whole."""
+    try:
+        layouts = [key_layout(forced)] if forced else layouts_of(scheme)
+    except WireError:
+        return None, field62  # the working keys' own parsing says what is wrong
+    tagged = {1 + WRAPPED_BYTES + layout.length for layout in layouts}
+    if len(field62) not in tagged or field62[0] != TAG00:
+        return None, field62
+    wrapped = field62[1 : 1 + WRAPPED_BYTES]
+    return WrappedTmk.from_bytes(wrapped, "tag 00"), field62[1 + WRAPPED_BYTES :]
+
+
+def download_due(keys: KeysConfig, last_try: float | None, now: float) -> bool:
+    """Whether a download may be tried now: one is configured and none was tried (failed or
+    not) within ``keys.tmk_download_every``."""
+    if keys.tmk_download not in FORMS:
+        return False
+    return last_try is None or not 0 <= now - last_try < keys.tmk_download_every
+
+
+async def last_try(journal: Journal) -> float | None:
+    """When the last download was tried, from the journal; None when never (or unreadable)."""
+    from agent.journal import PATIENCE
+
+    try:
+        raw = await journal.within(PATIENCE, journal.recall, LAST_TRY)
+        return float(raw) if raw is not None else None
+    except (JournalError, ValueError):
+        return None
+
+
+async def tmk_absent_remedy(context: Context) -> Text:
+    """What the self-check's ``keys.tmk-absent`` says to do: nothing, where the agent will
+    download the key itself; else a person must have it injected."""
+    from agent.selfcheck.base import Text
+
+    keys = context.config.keys
+    tried = await last_try(context.journal) if context.journal is not None else None
+    if download_due(keys, tried, time.time()):
+        return Text(
+            f"the agent will download the master key from the acquirer (keys.tmk_download = "
+            f"{keys.tmk_download}) and sign in",
+            f"代理程序将从收单机构远程下载主密钥（keys.tmk_download = {keys.tmk_download}）并签到",
+        )
+    return Text(
+        "the acquirer must inject the master key: call support",
+        "需由收单机构灌装主密钥：请联系客服",
+    )
+
+
+def keys_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the module refusing the working keys of a sign-in (LOAD_WORKING_KEYS
+    ``04``): they were made under another master key than the module's."""
+    return (
+        isinstance(exc, ModuleStatusError)
+        and exc.command is Command.LOAD_WORKING_KEYS
+        and exc.status == Status.KCV_MISMATCH
+    )
+
+
+def load_failure(exc: ModuleError, tmk: WrappedTmk) -> str:
+    """What a failed LOAD_TMK means, precisely (DESIGN.md section 5)."""
+    status = exc.status if isinstance(exc, ModuleStatusError) else None
+    if status == Status.KEY_ABSENT:
+        return (
+            "the card module has no transport key to decrypt the master key with (LOAD_TMK "
+            "status 03): it cannot take a remote key; the manufacturer must inject one"
+        )
+    if status == Status.KCV_MISMATCH:
+        return (
+            f"the card module refused the master key: it does not decrypt to a key with KCV "
+            f"{tmk.kcv_hex} (LOAD_TMK status 04); the key in the slot is unchanged. The "
+            f"acquirer sent a wrong KCV, or a key under another transport key"
+        )
+    return f"the card module did not load the master key: {exc}"
+
+
+class TmkDownloader:
+    """The download as a remedy: :meth:`due` says whether it may run, :meth:`download` runs it
+    in the configured form and ends in the sign-in it is given."""
+
+    def __init__(
+        self,
+        settings: Callable[[], Config],
+        journal: Journal,
+        module: CardModule,
+        link: HostLink,
+    ) -> None:
+        self._settings = settings
+        self._journal = journal
+        self._module = module
+        self._link = link
+
+    async def due(self) -> bool:
+        return download_due(self._settings().keys, await last_try(self._journal), time.time())
+
+    async def download(self, sign_in: Callable[[TagLoader | None], Awaitable[str]]) -> str:
+        """Fetch the master key, load it, then ``sign_in`` (given the tag 00 loader in the
+        ``signin-tag00`` form, where the sign-in brings the key). Returns what was done; raises
+        :class:`TmkDownloadFailed`, or whatever ``sign_in`` raises."""
+        form = self._settings().keys.tmk_download
+        if form not in FORMS:
+            raise TmkDownloadFailed("no master-key download is configured (keys.tmk_download)")
+        try:  # before the try: a crash or a restart loop must not download again
+            await self._journal.run(self._journal.remember, LAST_TRY, repr(time.time()))
+        except JournalError as exc:
+            raise TmkDownloadFailed(f"the journal cannot record the try: {exc}") from None
+        if form == "signin-tag00":
+            return await self._by_sign_in(sign_in)
+        try:
+            tmk = await (self._by_0800_401() if form == "0800-401" else self._by_tms())
+        except TmkDownloadFailed as exc:
+            self._record(form, "failed", "", str(exc))
+            raise
+        await self._load(form, tmk)
+        return f"master key (KCV {tmk.kcv_hex}) loaded ({form}); {await sign_in(None)}"
+
+    async def _by_sign_in(self, sign_in: Callable[[TagLoader | None], Awaitable[str]]) -> str:
+        loaded: list[WrappedTmk] = []
+
+        async def load(tmk: WrappedTmk) -> None:
+            await self._load("signin-tag00", tmk)
+            loaded.append(tmk)
+
+        try:
+            signed = await sign_in(load)
+        except Exception as exc:
+            if not loaded:  # a failure of the load itself is recorded already
+                self._record("signin-tag00", "failed", "", f"no master key loaded: {exc}")
+            raise
+        if not loaded:  # the keys loaded under the module's own TMK: nothing was missing
+            self._record("signin-tag00", "not-sent", "", "the 0810 carried no tag 00")
+            return f"the sign-in brought no master key (tag 00); {signed}"
+        return f"master key (KCV {loaded[0].kcv_hex}) loaded from tag 00; {signed}"
+
+    async def _by_0800_401(self) -> WrappedTmk:
+        from agent.host.link import HostLinkError
+        from agent.host.numbered import send_numbered
+
+        config = self._settings()
+        terminal = Terminal(config.terminal.tid, config.terminal.mid)
+        try:
+            answer = await send_numbered(self._journal, self._link, "0800", terminal, DOWNLOAD_CODE)
+        except HostLinkError as exc:
+            raise TmkDownloadFailed(f"0800/401 got no answer: {exc}", silent=True) from None
+        code = answer.text(39, "")
+        if code != "00":
+            meaning = codes.lookup(code).en if codes.is_code(code) else "no response code"
+            raise TmkDownloadFailed(f"the host refused the master-key download (0800/401): "
+                                    f"{code} ({meaning})")  # fmt: skip
+        field62 = answer.get(62)
+        if not isinstance(field62, bytes):
+            raise TmkDownloadFailed("the host's 0810/401 carries no field 62")
+        return WrappedTmk.from_bytes(field62, "field 62 of the 0810/401")
+
+    async def _by_tms(self) -> WrappedTmk:
+        from agent.provisioning import ProvisioningError, tms_get
+
+        tms = self._settings().tms
+        if not tms.url:
+            raise TmkDownloadFailed("no TMS configured (tms.url)")
+        try:
+            serial = (await asyncio.to_thread(self._module.info)).serial.strip()
+            record = await tms_get(tms.url, "tmk", serial, tms.timeout)
+        except ModuleError as exc:
+            raise TmkDownloadFailed(f"the module serial is unknown: {exc}") from None
+        except ProvisioningError as exc:
+            raise TmkDownloadFailed(str(exc)) from None
+        return WrappedTmk.from_record(record, f"TMS {tms.url}")
+
+    async def _load(self, form: str, tmk: WrappedTmk) -> None:
+        """LOAD_TMK into the configured slot, in the family the slot has (an SM4 TMK's KCV is
+        SM4's); recorded either way."""
+        slot = self._settings().module.key_slot
+        try:
+            family = (await asyncio.to_thread(self._module.key_status, slot)).family
+            await asyncio.to_thread(self._module.load_tmk, slot, family, tmk.ciphertext, tmk.kcv)
+        except ModuleError as exc:
+            why = load_failure(exc, tmk)
+            self._record(form, "failed", tmk.kcv_hex, why)
+            raise TmkDownloadFailed(why) from None
+        self._record(form, "loaded", tmk.kcv_hex, f"slot {slot}, {family.name}")
+
+    def _record(self, form: str, outcome: str, kcv: str, detail: str) -> None:
+        """Journal (and log) one download: the KCV only, never the ciphertext or a key."""
+        self._journal.note(EVENT, form=form, outcome=outcome, kcv=kcv, detail=detail)
+        level = logging.INFO if outcome == "loaded" else logging.WARNING
+        log.log(level, "master-key download (%s) %s%s: %s", form, outcome,
+                f", KCV {kcv}" if kcv else "", detail)  # fmt: skip

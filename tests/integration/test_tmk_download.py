@@ -1,0 +1,202 @@
+"""Remote master-key download (DESIGN.md sections 7 and 18, issue 23): a module whose TMK differs
+from the host's recovers by itself with each of the three download forms and gets a purchase
+approved; with ``off`` it escalates as before; at most one try per ``keys.tmk_download_every``;
+a wrong KCV fails cleanly; no key material in the journal, the log or the events."""
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from agent.keys.tmk_download import EVENT, split_tag00
+from agent.recovery.policy import State, decide
+from agent.selfcheck import Report
+from agent.selfcheck.base import CheckResult, Status, Text
+from agent.service.daemon import sign_in_at_start
+from agent.sim.host import TEST_TMK
+from agent.sim.module import TEST_TRANSPORT_KEY
+from agent.wire.mac import DES_FAMILY
+from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
+
+HOST_TMK = bytes.fromhex("89ABCDEF0123456776543210FEDCBA98")  # not the module's slot 0 TMK
+THIRD_TMK = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def wrapped(tmk: bytes) -> tuple[bytes, bytes]:
+    """The TMK under the simulators' transport key, and its KCV."""
+    return DES_FAMILY.cipher(TEST_TRANSPORT_KEY).encrypt(tmk), DES_FAMILY.kcv(tmk)
+
+
+def downloads(journal) -> list[dict]:
+    return [e for e in journal.events() if e["kind"] == EVENT]
+
+
+def module_tmk(rig) -> bytes:
+    return rig.module_port.simulator.state.slots[0]["TMK"]
+
+
+def is_401(row: dict) -> bool:
+    return json.loads(row["request"])["fields"].get("60", "").endswith("401")
+
+
+def keys_only(section: str) -> dict:
+    return {"keys": {"tmk_download": section}}
+
+
+def assert_no_key_material(rig, caplog) -> None:
+    """Neither a clear TMK, the transport key nor a ciphertext in the journal, log or events."""
+    journal = rig.agent.journal
+    text = json.dumps([journal.events(), journal.transactions(), journal.outbox(1000)]) + (
+        caplog.text
+    )
+    secrets = [TEST_TMK, HOST_TMK, THIRD_TMK, TEST_TRANSPORT_KEY, *(wrapped(HOST_TMK)[:1])]
+    for secret in secrets:
+        for form in (secret.hex(), secret.hex().upper()):
+            assert form not in text
+
+
+async def host_has_another_tmk(rig, tmk: bytes = HOST_TMK) -> None:
+    """The acquirer holds another TMK for the terminal than the module, and lost the session."""
+    rig.host.register(TID, MID, tmk)
+    rig.host.forget(TID)
+
+
+@pytest.mark.parametrize("form", ["0800-401", "signin-tag00", "tms"])
+def test_each_form_recovers_a_purchase(tmp_path, caplog, form) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=keys_only(form)) as rig:
+            await host_has_another_tmk(rig)
+            rig.host.tmk_in_signin = form == "signin-tag00"
+            ciphertext, kcv = wrapped(HOST_TMK)
+            serial = rig.module_port.simulator.state.serial
+            rig.site.tms.put_tmk(serial, {"tmk": ciphertext.hex(), "kcv": kcv.hex()})
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"
+            assert module_tmk(rig) == HOST_TMK
+            journal = rig.agent.journal
+            remedies = [(e["remedy"], e["ok"]) for e in journal.events()
+                        if e["kind"] == "recovery.remedy"]  # fmt: skip
+            assert remedies == [("sign-in", False), ("tmk-download", True)]
+            [event] = downloads(journal)
+            assert (event["form"], event["outcome"], event["kcv"]) == (
+                form,
+                "loaded",
+                kcv.hex().upper(),
+            )
+            assert rig.host.tmk_downloads == (1 if form == "0800-401" else 0)
+            if form == "0800-401":  # numbered and journalled like a download step
+                [row] = [t for t in journal.transactions() if is_401(t)]
+                assert row["state"] == "completed"
+                assert json.loads(row["request"])["fields"]["60"] == "00000001401"
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert_no_key_material(rig, caplog)
+
+    run(scenario())
+
+
+def test_start_up_sign_in_refused_by_the_module_downloads_and_signs_in(tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        sections = keys_only("signin-tag00")
+        async with gateway_rig(tmp_path, sign_in=False, sections=sections) as rig:
+            await host_has_another_tmk(rig)
+            rig.host.tmk_in_signin = True
+            await sign_in_at_start(rig.agent)
+            assert module_tmk(rig) == HOST_TMK
+            assert rig.agent.recovery.state is State.REGISTERED
+            kinds = [e["kind"] for e in rig.agent.journal.events()]
+            assert "recovery.keys-refused" in kinds and "recovery.recovered" in kinds
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"
+            assert_no_key_material(rig, caplog)
+
+    run(scenario())
+
+
+def test_with_off_the_terminal_escalates_as_before(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await host_has_another_tmk(rig)
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) != "00"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            assert module_tmk(rig) == TEST_TMK
+            assert downloads(rig.agent.journal) == []
+            assert rig.host.tmk_downloads == 0
+
+    run(scenario())
+
+
+def test_with_off_a_start_up_keys_refusal_says_the_master_key_differs(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sign_in=False) as rig:
+            await host_has_another_tmk(rig)
+            await sign_in_at_start(rig.agent)
+            recovery = rig.agent.recovery
+            assert recovery.state is State.UNREGISTERED
+            assert "master key" in recovery.message.en
+            assert downloads(rig.agent.journal) == []
+
+    run(scenario())
+
+
+def test_at_most_one_download_per_period(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=keys_only("0800-401")) as rig:
+            await host_has_another_tmk(rig)
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            await host_has_another_tmk(rig, THIRD_TMK)  # a second trigger within the hour
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) != "00"
+            assert rig.host.tmk_downloads == 1
+            assert len(downloads(rig.agent.journal)) == 1
+            assert module_tmk(rig) == HOST_TMK
+
+    run(scenario())
+
+
+def test_a_wrong_kcv_fails_cleanly(tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=keys_only("tms")) as rig:
+            await host_has_another_tmk(rig)
+            ciphertext, _ = wrapped(HOST_TMK)
+            serial = rig.module_port.simulator.state.serial
+            rig.site.tms.put_tmk(serial, {"tmk": ciphertext.hex(), "kcv": "00000000"})
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) != "00"
+            assert module_tmk(rig) == TEST_TMK  # not replaced
+            [event] = downloads(rig.agent.journal)
+            assert event["outcome"] == "failed" and "status 04" in event["detail"]
+            assert event["kcv"] == "00000000"
+            assert_no_key_material(rig, caplog)
+
+    run(scenario())
+
+
+def test_the_policy_downloads_first_where_offered() -> None:
+    absent = Report(
+        [CheckResult("keys", Status.FAIL, Text("no TMK", "无"), finding="tmk-absent")], 1
+    )
+    assert decide(absent) == []  # a person must act
+    assert decide(absent, tmk_download=True) == ["tmk-download", "sign-in"]
+    healthy = Report([CheckResult("keys", Status.OK, Text("ok", "好"))], 1)
+    assert decide(healthy, "97", keys_refused=True, tmk_download=True)[0] == "tmk-download"
+    assert "tmk-download" not in decide(healthy, "97", keys_refused=True)
+
+
+def test_tag00_is_taken_out_by_length() -> None:
+    keys = bytes(range(40))  # layout 2's length
+    tag = b"\x00" + bytes(20)
+    tmk, rest = split_tag00(tag + keys, "003")
+    assert tmk is not None and rest == keys
+    assert split_tag00(keys, "003") == (None, keys)
+    assert split_tag00(b"\x01" + bytes(20) + keys, "003")[0] is None
