@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.config import Config, KeysConfig
-from agent.journal import JournalError
+from agent.journal import PATIENCE, JournalError
 from agent.wire import codes
 from agent.wire.builders import Terminal
 from agent.wire.errors import WireError
@@ -134,8 +134,6 @@ def download_due(keys: KeysConfig, last_try: float | None, now: float) -> bool:
 
 async def last_try(journal: Journal) -> float | None:
     """When the last download was tried, from the journal; None when never (or unreadable)."""
-    from agent.journal import PATIENCE
-
     try:
         raw = await journal.within(PATIENCE, journal.recall, LAST_TRY)
         return float(raw) if raw is not None else None
