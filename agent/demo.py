@@ -9,7 +9,10 @@ remedies fail, the terminal is ``unregistered`` with a message in Chinese and En
 journal's timeline. Last, the terminal hardware serial number (TUSN, DESIGN.md sections 7 and
 17): the acquirer checks field 59 A2 before it has this terminal's TUSN reported, a purchase is
 refused yet the terminal stays registered and a balance inquiry is approved, the self-check
-names the cause, the acquirer reports the TUSN and the next purchase is approved.
+names the cause, the acquirer reports the TUSN and the next purchase is approved. Then a
+module whose master key is not the acquirer's (DESIGN.md section 18): the acquirer rotates the
+terminal's master key, the module refuses the keys of the recovery's sign-in, the agent downloads
+the master key (0800/401), loads it into the module and the purchase is approved.
 Exit 0 when the story completed as told.
 """
 
@@ -25,17 +28,18 @@ from typing import Any
 from agent import timeline
 from agent.config import build
 from agent.journal import Journal
+from agent.keys.tmk_download import EVENT as TMK_DOWNLOAD
 from agent.recovery.policy import State
 from agent.selfcheck import NAMES, run_checks
 from agent.selfcheck.base import Text
 from agent.selfcheck.report import finding_code
 from agent.service.assembly import Agent
 from agent.service.daemon import sign_in_at_start
-from agent.sim.module import TEST_TUSN_KEY
+from agent.sim.module import TEST_TRANSPORT_KEY, TEST_TUSN_KEY
 from agent.sim.site import MID, TID, Site, simulated_site
 from agent.wire import codes
 from agent.wire.frame import with_length
-from agent.wire.mac import require_software_des
+from agent.wire.mac import DES_FAMILY, require_software_des
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.pin import pin_pan
 from drivers.framing import Frame, FrameParser
@@ -46,6 +50,9 @@ PAN = "6217001234567890123"  # a test card number: the journal and this output k
 # What the simulated acquirer answers a purchase whose TUSN it has not reported: the same 97 a
 # terminal it does not know gets, which is why recovery must decide whose refusal it is
 TUSN_REFUSAL = "97"
+# the master key the acquirer rotates the terminal to: a test key, not the module's; the demo
+# shows only its KCV
+ROTATED_TMK = bytes.fromhex("89ABCDEF0123456776543210FEDCBA98")
 
 
 class StoryBroken(Exception):
@@ -143,6 +150,9 @@ async def _story(folder: Path) -> None:
         settings["terminal"]["support_phone"] = SUPPORT
         settings["host"]["response_timeout"] = 5
         settings["recovery"] = {"probe_first": 60}
+        # the acquirer offers a remote master-key download (chapter 7); nothing else uses it
+        # while the module's master key is the host's
+        settings["keys"] = {"tmk_download": "0800-401"}
         agent = Agent(build(settings, "demo", env={}))
         try:
             await _tell(site, agent, folder / "agent.sock")
@@ -221,6 +231,7 @@ async def _tell(site: Site, agent: Agent, socket: Path) -> None:
     await _timeline(journal, 0.0, timed=True)
 
     await _tusn_chapter(site, agent, socket)
+    await _tmk_chapter(site, agent, socket)
 
 
 async def _tusn_chapter(site: Site, agent: Agent, socket: Path) -> None:
@@ -299,6 +310,66 @@ async def _tusn_chapter(site: Site, agent: Agent, socket: Path) -> None:
     _expect(
         any(entry["kind"] == "request-refused" for entry in entries),
         "the journal has no request-refused event",
+    )
+
+
+async def _module_tmk_kcv(agent: Agent) -> str:
+    """The KCV of the master key in the agent's slot, as the module reports it."""
+    slot = agent.settings().module.key_slot
+    return (await asyncio.to_thread(agent.module.key_status, slot))["TMK"].kcv_hex
+
+
+async def _tmk_chapter(site: Site, agent: Agent, socket: Path) -> None:
+    """A module whose master key is not the acquirer's (a module swapped, a key rotated)
+    recovers without a technician (DESIGN.md section 18): ``keys.tmk_download = "0800-401"``."""
+    host, journal, recovery = site.host, agent.journal, agent.recovery
+    tusn = site.module_port.simulator.state.tusn
+    rotated = DES_FAMILY.kcv(ROTATED_TMK).hex().upper()
+    mark = time.time()
+    _say("\n7. A module whose master key (TMK, 主密钥) is not the acquirer's (a module swapped, "
+         "a key rotated) recovers without a technician")  # fmt: skip
+    before = await _module_tmk_kcv(agent)
+    # the acquirer registers the terminal anew with another master key: its sessions under
+    # the old one end, and the TUSN it reported in chapter 6 stays reported
+    host.register(TID, MID, ROTATED_TMK)
+    host.report_tusn(TID, tusn)
+    host.forget(TID)
+    _say(f"   the acquirer rotates the terminal's master key: KCV {rotated}; the module's is "
+         f"{before}")  # fmt: skip
+    _expect(before != rotated, "the module already has the acquirer's new master key")
+
+    _say("\n7a. A purchase of 34.56 CNY: 97; the module refuses the keys of the sign-in, the "
+         "agent downloads the master key (0800/401)")  # fmt: skip
+    downloads = host.tmk_downloads
+    response = await _pay(socket, 3456, 10)
+    _say(f"   answer to the app: {_answer(response)}")
+    _expect(response.text(39) == "00", "the purchase after the master-key download was refused")
+    after = await _module_tmk_kcv(agent)
+    _say(f"   the module's master key now: KCV {after}; 0800/401 answered by the acquirer: "
+         f"{host.tmk_downloads - downloads}; the terminal is {recovery.state.value}")  # fmt: skip
+    _expect(after == rotated, f"the module's master key is KCV {after}, not {rotated}")
+    _expect(host.tmk_downloads == downloads + 1, "the acquirer did not answer one 0800/401")
+    _expect(recovery.state is State.REGISTERED, "the terminal is not registered")
+
+    _say("\n7b. The journal of this chapter (agent journal --since ...)")
+    entries = await _timeline(journal, mark, timed=True)
+    events = await journal.run(journal.events, mark)
+    remedies = [(e["remedy"], e["ok"]) for e in events if e["kind"] == "recovery.remedy"]
+    _expect(
+        remedies == [("sign-in", False), ("tmk-download", True)],
+        f"not a sign-in the module refused, then the download: {remedies}",
+    )
+    loaded = [(e["outcome"], e["kcv"]) for e in events if e["kind"] == TMK_DOWNLOAD]
+    _expect(
+        loaded == [("loaded", rotated)],
+        f"the journal has no {TMK_DOWNLOAD} event that loaded KCV {rotated}: {loaded}",
+    )
+    # the agent carries the key only under the transport key, and journals its KCV only
+    ciphertext = DES_FAMILY.cipher(TEST_TRANSPORT_KEY).encrypt(ROTATED_TMK)
+    text = "\n".join(e["text"] for e in entries).upper()
+    _expect(
+        all(secret.hex().upper() not in text for secret in (ROTATED_TMK, ciphertext)),
+        "the journal shows the master key or its ciphertext",
     )
 
 

@@ -47,6 +47,11 @@ def _event_text(event: dict[str, Any]) -> str:
                 f"{event['class']} refused with {_code(event['code'])}, the terminal stays "
                 f"registered ({event['finding']}{again}): {event['message_en']}"
             )
+        case "tmk-download":
+            kcv = f", KCV {event['kcv']}" if event.get("kcv") else ""
+            return (
+                f"master-key download ({event['form']}): {event['outcome']}{kcv}: {event['detail']}"
+            )
         case "recovery.registered-again":
             return f"registered again: {event['why']}"
         case "reversal-queued":

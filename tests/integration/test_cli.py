@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from agent import __version__
 from agent.cli import main
+from agent.demo import ROTATED_TMK
 from agent.wire.builders import Card, Terminal, purchase_request
 from agent.wire.frame import Header, Tpdu, host_frame, with_length
-from agent.wire.mac import encode_with_mac
+from agent.wire.mac import DES_FAMILY, encode_with_mac
 from agent.wire.message import Message, encode_message
 
 AGENT = Path(sys.executable).with_name("agent")
@@ -235,6 +236,7 @@ def test_demo_tells_the_whole_story() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     tusn = "00009902SIM0000000000001"  # the module simulator's
+    rotated_kcv = DES_FAMILY.kcv(ROTATED_TMK).hex().upper()  # the acquirer's new master key
     steps = ["1. The agent signs in", "2. A purchase", "2a. A purchase of 88.00 CNY with a PIN",
              "the host checked the PIN under its PIK: 1", "2b. The merchant voids",
              "the agent named the original", "3. The host loses", "recovered: 00",
@@ -256,6 +258,17 @@ def test_demo_tells_the_whole_story() -> None:
              "purchase refused with 97 (terminal not registered (terminal id not found)), the "
              "terminal stays registered (registration.tusn-refused)",
              "23.45 CNY card 621700*********0123: completed, 00",
+             # the master-key chapter: the module's TMK is not the acquirer's
+             "7. A module whose master key (TMK, 主密钥) is not the acquirer's",
+             f"the acquirer rotates the terminal's master key: KCV {rotated_kcv}",
+             "7a. A purchase of 34.56 CNY", "answer to the app: 00",
+             f"the module's master key now: KCV {rotated_kcv}",
+             "0800/401 answered by the acquirer: 1", "the terminal is registered",
+             "7b. The journal of this chapter", "34.56 CNY card 621700*********0123: completed, 97",
+             "remedy sign-in failed: sign-in failed: card module refused LOAD_WORKING_KEYS: KCV "
+             "mismatch", f"master-key download (0800-401): loaded, KCV {rotated_kcv}",
+             f"remedy tmk-download done: master key (KCV {rotated_kcv}) loaded (0800-401)",
+             "retried after tmk-download: 00", "recovered: 00",
              "The story completed"]  # fmt: skip
     at = 0
     for step in steps:  # each after the one before it
@@ -263,6 +276,7 @@ def test_demo_tells_the_whole_story() -> None:
         at = out.index(step, at) + len(step)
     assert "终端 10000001（商户 898100012340001）暂停收款" in out and "(support: 95516)" in out
     assert "6217001234567890123" not in out and "621700*********0123" in out
+    assert ROTATED_TMK.hex().upper() not in out.upper()  # its KCV only, never the key
     assert not result.stderr
 
 
