@@ -200,3 +200,46 @@ def test_tag00_is_taken_out_by_length() -> None:
     assert tmk is not None and rest == keys
     assert split_tag00(keys, "003") == (None, keys)
     assert split_tag00(b"\x01" + bytes(20) + keys, "003")[0] is None
+
+
+def test_a_module_without_a_transport_key_fails_the_download_and_says_so(tmp_path) -> None:
+    """LOAD_TMK's 03: the module cannot take a remote key at all; the download fails with the
+    reason, the slot keeps its key, and the terminal is not left charged or looping."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=keys_only("0800-401")) as rig:
+            await host_has_another_tmk(rig)
+            rig.module_port.simulator.state.transport_key = None
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) != "00"
+            assert module_tmk(rig) == TEST_TMK
+            [event] = downloads(rig.agent.journal)
+            assert event["outcome"] == "failed" and "no transport key" in event["detail"]
+            assert "status 03" in event["detail"]
+
+    run(scenario())
+
+
+def test_the_self_checks_tmk_absent_says_who_acts(tmp_path) -> None:
+    """No master key in the slot: with a download configured (and none tried lately) the agent
+    will fetch it; without one, a person must act."""
+    from agent.selfcheck import run_checks
+
+    async def finding(rig) -> tuple[str, str]:
+        report = await run_checks(rig.agent.remedies.check_context(), ["keys"])
+        keys = report.get("keys")
+        assert keys is not None and keys.remedy is not None
+        return keys.finding, keys.remedy.en
+
+    async def scenario():
+        async with gateway_rig(tmp_path / "with", sections=keys_only("0800-401")) as rig:
+            rig.module_port.simulator.state.slots[0].pop("TMK")
+            found, remedy = await finding(rig)
+            assert found == "tmk-absent" and "the agent will download the master key" in remedy
+        async with gateway_rig(tmp_path / "without") as rig:
+            rig.module_port.simulator.state.slots[0].pop("TMK")
+            found, remedy = await finding(rig)
+            assert found == "tmk-absent" and "call support" in remedy
+
+    (tmp_path / "with").mkdir()
+    (tmp_path / "without").mkdir()
+    run(scenario())
