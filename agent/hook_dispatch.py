@@ -46,7 +46,11 @@ class HookDispatch:
     async def told(self) -> None:
         """Until the hooks told so far have finished (tests use it to see what they did)."""
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            told = list(self._tasks)
+            await asyncio.gather(*told, return_exceptions=True)
+            # dropped here, not left to their done callbacks: a gather of tasks already done
+            # returns without yielding to the loop (Python 3.12), which would never run them
+            self._tasks.difference_update(told)
 
     async def close(self) -> None:
         for task in self._tasks:
