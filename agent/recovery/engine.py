@@ -178,7 +178,11 @@ class Recovery:
                 pass
             if self.state is State.UNREGISTERED or request is None:
                 return attempt
-            return await self.retry(request, attempt.field_59)
+            retried = await self.retry(request, attempt.field_59)
+            if refused(retried.answer) and self._known_request_refusal(request, retried):
+                # the recovery it waited for found this kind refused as a request: so is this
+                return self._request_refused(request, retried, again=True)
+            return retried
         async with self._lock, self.busy():
             self.state = State.RECOVERING
             try:

@@ -332,3 +332,21 @@ def test_a_refused_sign_in_still_makes_the_terminal_unregistered(tmp_path) -> No
             assert not events_of(rig, "request-refused")
 
     run(scenario())
+
+
+def test_two_purchases_refused_at_once_both_name_the_cause(tmp_path) -> None:
+    """The second refusal arrives while the first one's recovery runs: it waits for it, is
+    retried, and is judged the same way (the cause in 63, the terminal registered)."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            acquirer_checks_tusn(rig, reported=False)
+            answers = await asyncio.gather(
+                exchange(rig.socket, app_purchase(2900)), exchange(rig.socket, app_purchase(2901))
+            )
+            for answer in answers:
+                assert answer.text(39) == "97"
+                assert answer.text(63).startswith("AGENT registration.tusn-refused: ")
+            assert (await rig.agent.status())["registered"] is True
+
+    run(scenario())
