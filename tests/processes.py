@@ -133,6 +133,16 @@ def pay(socket_path: Path, amount_fen: int = 1000, app_stan: int | None = None) 
         return decode_message(stream.read(length))
 
 
+def control_ready(path: Path) -> bool:
+    """Whether the control socket at ``path`` answers: its file appears at bind(), a moment
+    before the agent listens on it, and a connect in between is refused."""
+    try:
+        control(path, b'{"cmd": "status"}')
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+    return True
+
+
 def control(path: Path, line: bytes) -> dict:
     """One request on the agent's control socket."""
     with socket.socket(socket.AF_UNIX) as sock:

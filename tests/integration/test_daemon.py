@@ -21,6 +21,7 @@ from tests.processes import (
     AGENT,
     AgentProcess,
     control,
+    control_ready,
     pay,
     wait_for,
 )
@@ -219,7 +220,7 @@ def test_status_exit_codes_are_systemctls(tmp_path, simulators):
     agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
     try:
         agent.wait_ready()
-        wait_for(lambda: (tmp_path / "control.sock").exists(), 10, "the control socket")
+        wait_for(lambda: control_ready(tmp_path / "control.sock"), 10, "the control socket")
         result = agent_cli("status", "--json", "--config", str(config))
         assert result.returncode == 1, result.stdout  # it runs, but no sign-in succeeded
         assert json.loads(result.stdout)["state"] == "not-signed-in"
@@ -239,7 +240,7 @@ def test_a_terminal_without_hosts_runs_and_waits(tmp_path, simulators):
     agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
     try:
         agent.wait_ready()
-        wait_for((tmp_path / "control.sock").exists, 10, "the control socket")
+        wait_for(lambda: control_ready(tmp_path / "control.sock"), 10, "the control socket")
         answer = pay(tmp_path / "agent.sock")
         assert answer.text(39) == "96"
         assert "no host configured (host.primary)" in answer.text(63)
@@ -343,7 +344,7 @@ def test_a_connection_flood_past_the_descriptor_limit_keeps_payments_and_control
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     try:
-        wait_for(lambda: (tmp_path / "control.sock").exists(), 15, "the control socket")
+        wait_for(lambda: control_ready(tmp_path / "control.sock"), 15, "the control socket")
         wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"],
                  10, "the sign-in at start")  # fmt: skip
         for _ in range(1100):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.packaging.common import PACKAGING
-from tests.processes import AgentProcess, control, wait_for
+from tests.processes import AgentProcess, control, control_ready, wait_for
 
 OTA = PACKAGING / "ota"
 AGENT = str(Path(sys.executable).with_name("agent"))
@@ -44,7 +44,7 @@ def healthy(tmp_path, simulators):
     _, _, config = simulators
     agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
     agent.wait_ready()
-    wait_for((tmp_path / "control.sock").exists, 10, "the control socket")
+    wait_for(lambda: control_ready(tmp_path / "control.sock"), 10, "the control socket")
     wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"], 15,
              "the sign-in")  # fmt: skip
     yield config

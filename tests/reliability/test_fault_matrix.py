@@ -25,6 +25,7 @@ from tests.processes import (
     HostProcess,
     ModuleProcess,
     control,
+    control_ready,
     pay,
     wait_for,
     write_config,
@@ -45,7 +46,7 @@ class Terminal:
             self.config, self.workdir / "agent.sock", self.workdir / "agent.log"
         )
         self.agent.wait_ready()
-        wait_for((self.workdir / "control.sock").exists, 10, "the control socket")
+        wait_for(lambda: control_ready(self.workdir / "control.sock"), 10, "the control socket")
 
     def pay(self, amount_fen: int = 1000):
         return pay(self.workdir / "agent.sock", amount_fen)
