@@ -18,21 +18,9 @@ from firmware_hooks import HookResult, Outcome
 
 log = logging.getLogger(__name__)
 
-# What a location hook may print, by name or by A5 sub-usage tag (section 4's list).
-SUB_USAGES = {
-    "longitude": "01",
-    "latitude": "02",
-    "mcc": "03",
-    "mnc": "04",
-    "coordinate_system": "05",
-    "lac": "06",
-    "cid": "07",
-    "signal": "08",
-    "sid": "15",
-    "nid": "16",
-    "bid": "17",
-    "cdma_signal": "18",
-}
+# What a location hook may print, by name or by A5 sub-usage tag (section 4's list): the names
+# field 59 knows, and the short CDMA ones hooks print (sid, nid, bid)
+SUB_USAGES = {**field59.A5_KEYS, "sid": "15", "nid": "16", "bid": "17"}
 _TAGS = frozenset(SUB_USAGES.values())
 _LONGEST_VALUE = 32  # a sub-usage value a hook prints; longer is not a location
 # Between two questions to the hooks at most this often, whatever the sales: a hook that fails
