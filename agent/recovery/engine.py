@@ -124,6 +124,7 @@ class Recovery:
         self._probe: asyncio.Task[None] | None = None
         self._host_silent = ""  # why a remedy of the running recovery got no answer, if one did
         self._signed_in = False  # whether a remedy of the running recovery signed in
+        self._tried: list[str] = []  # its remedies run, in order (a download may join the plan)
         # whether the module refused the keys of a sign-in the host approved, in this recovery
         self._keys_refused = False
         self.refused_requests = RefusalCounts()
@@ -221,6 +222,7 @@ class Recovery:
         self._event("plan", remedies=plan or ["escalate"], refused_by=refused_by)
         self._host_silent = ""
         self._signed_in = False
+        self._tried = []
         final = attempt
         if plan:
             final = await self._retry_with_remedies(request, attempt, plan, report, started)
@@ -248,7 +250,7 @@ class Recovery:
                 "recovered",
                 code=final.answer.text(39),
                 seconds=round(time.monotonic() - started, 3),
-                remedies=plan,
+                remedies=self._tried,
             )
         return final
 
@@ -262,8 +264,7 @@ class Recovery:
     ) -> Attempt:
         remaining = list(plan)
         last = attempt
-
-        tried: list[str] = []
+        tried = self._tried
 
         async def next_try() -> Attempt:
             nonlocal last

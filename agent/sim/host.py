@@ -15,7 +15,8 @@ It offers the remote master-key download of DESIGN.md section 18: an 0800 with 6
 answered with the terminal's TMK (its registry entry's, which may differ from the module's) under
 ``transport_key`` (the module simulator's documented one) and the TMK's KCV in field 62; with
 ``tmk_in_signin`` the same 20 bytes go, as tag 00 (one byte 0x00 first), before the working keys
-in field 62 of every sign-in's 0810.
+in field 62 of every sign-in's 0810. The KCV is of the terminal's key family (its registry entry's
+``family``, ``DES`` unless it says ``SM4``): an SM4 TMK's KCV is SM4's (section 4).
 
 It accepts the sign-in schemes (60.3) of ``accepted_schemes``, every scheme it can issue keys for
 (``SCHEMES``) by default, and answers a sign-in of any other with 40, as a posp_server-style host
@@ -119,6 +120,7 @@ class Terminal:
     tusns: list[str] = field(default_factory=lambda: [DEFAULT_TUSN])  # reported to CUP
     require_signin: bool = False  # header processing requirement 3 until it signs in
     asks: int = 0  # a processing requirement (1-15) for the header of the next answer
+    family: CipherFamily = DES_FAMILY  # the TMK's: the KCV of a downloaded TMK is its family's
 
 
 # 53 of an SM4 request with a PIN: SM4 PIN block (2), SM4 (3) (DESIGN.md section 4)
@@ -238,6 +240,15 @@ def _registry_tusns(entry: dict[str, object]) -> list[str]:
     return [checked_tusn(tusn) for tusn in tusns]
 
 
+def registry_family(entry: dict[str, object]) -> CipherFamily:
+    """A registry entry's key family: ``DES`` (also when it names none) or ``SM4``."""
+    families = {family.name: family for family in (DES_FAMILY, SM4_FAMILY)}
+    name = entry.get("family", DES_FAMILY.name)
+    if name not in families:
+        raise ValueError(f"terminal {entry.get('tid')}: family {name!r} is not DES or SM4")
+    return families[name]
+
+
 # (MTI, 60.3) of a request -> the processing requirement a chaining host puts in its answer
 _CHAINED = {
     **{("0800", scheme): 4 for scheme in SCHEMES},  # after a sign-in: the CA keys
@@ -341,6 +352,7 @@ class AcquirerHost:
                     bytes.fromhex(t["tmk"]),
                     t.get("status", "active"),
                     _registry_tusns(t),
+                    family=registry_family(t),
                 )
                 for t in raw["terminals"]
             }
@@ -370,14 +382,18 @@ class AcquirerHost:
                         "tmk": t.tmk.hex().upper(),
                         "status": t.status,
                         "tusns": list(t.tusns),
+                        "family": t.family.name,
                     }
                     for t in self.terminals.values()
                 ]
             )
 
-    def register(self, tid: str, mid: str, tmk: bytes | None = None) -> None:
+    def register(
+        self, tid: str, mid: str, tmk: bytes | None = None, family: CipherFamily = DES_FAMILY
+    ) -> None:
+        """Register (or replace) a terminal; ``family``: its TMK's."""
         with self.lock:
-            self.terminals[tid] = Terminal(tid, mid, tmk or TEST_TMK)
+            self.terminals[tid] = Terminal(tid, mid, tmk or TEST_TMK, family=family)
             self.save()
 
     def set_status(self, tid: str, status: str) -> None:
@@ -510,9 +526,10 @@ class AcquirerHost:
         return response_to(message, "00", {**extra, 62: tag + issued.to_field62()})
 
     def _wrapped_tmk(self, terminal: Terminal) -> bytes:
-        """The terminal's TMK under the transport key (3DES ECB, 16 bytes) and its KCV (4)."""
+        """The terminal's TMK under the transport key (3DES ECB, 16 bytes) and its KCV (4), of
+        the terminal's family."""
         tmk = terminal.tmk
-        return DES_FAMILY.cipher(self.transport_key).encrypt(tmk) + DES_FAMILY.kcv(tmk)
+        return DES_FAMILY.cipher(self.transport_key).encrypt(tmk) + terminal.family.kcv(tmk)
 
     def _batch(self) -> str:
         return f"{self.batch:06d}"
@@ -636,6 +653,7 @@ class AcquirerHost:
                         "status": t.status,
                         "require_signin": t.require_signin,
                         "tusns": list(t.tusns),
+                        "family": t.family.name,
                     }
                     for t in self.terminals.values()
                 ],

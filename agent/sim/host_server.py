@@ -4,7 +4,8 @@ admin HTTP interface on 127.0.0.1 (``http.server`` in a thread).
 Admin API (JSON):
 
     GET  /state                          terminals, sessions, ledger, counters, pending faults
-    POST /terminals                      {"tid", "mid", "tmk"?}: register (active)
+    POST /terminals                      {"tid", "mid", "tmk"?, "family"?: "DES" | "SM4"}: register
+                                         (active)
     POST /terminals/<tid>/cancel         cancel: 97 from now on
     POST /terminals/<tid>/activate       active again
     POST /terminals/<tid>/forget         drop its session: 97 until it signs in
@@ -66,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.sim.host import AcquirerHost, checked_schemes
+from agent.sim.host import AcquirerHost, checked_schemes, registry_family
 from agent.sim.jsonhttp import JsonHandler, serve_in_thread
 from agent.sim.module import TEST_TUSN_KEY
 from agent.wire.frame import Layout, decode_frame, host_frame, with_length
@@ -263,7 +264,8 @@ def admin_handler(server: HostServer) -> type[JsonHandler]:
                 body = self.body()
                 if parts == ["terminals"]:
                     tmk = bytes.fromhex(body["tmk"]) if "tmk" in body else None
-                    host.register(body["tid"], body["mid"], tmk)
+                    family = registry_family(body)
+                    host.register(body["tid"], body["mid"], tmk, family)
                 elif len(parts) == 3 and parts[0] == "terminals":
                     tid, action = parts[1], parts[2]
                     if tid not in host.terminals:

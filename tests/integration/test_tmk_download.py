@@ -15,9 +15,19 @@ from agent.selfcheck import Report
 from agent.selfcheck.base import CheckResult, Status, Text
 from agent.service.daemon import sign_in_at_start
 from agent.sim.host import TEST_TMK
-from agent.sim.module import TEST_TRANSPORT_KEY
-from agent.wire.mac import DES_FAMILY
-from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
+from agent.sim.module import SM4_SLOT, TEST_TRANSPORT_KEY
+from agent.telemetry import events as telemetry_events
+from agent.wire.mac import DES_FAMILY, SM4_FAMILY
+from drivers.module import KeyFamily
+from tests import independent_sm4
+from tests.integration.gateway_rig import (
+    MID,
+    TID,
+    app_purchase,
+    exchange,
+    gateway_rig,
+    pin_purchase,
+)
 
 HOST_TMK = bytes.fromhex("89ABCDEF0123456776543210FEDCBA98")  # not the module's slot 0 TMK
 THIRD_TMK = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
@@ -48,13 +58,20 @@ def keys_only(section: str) -> dict:
     return {"keys": {"tmk_download": section}}
 
 
+def working_keys(rig) -> list[bytes]:
+    """The clear PIK, MAK and TDK of every session the host issued."""
+    return [key for session in rig.host.sessions.values() for key in session.keys.values()]
+
+
 def assert_no_key_material(rig, caplog) -> None:
-    """Neither a clear TMK, the transport key nor a ciphertext in the journal, log or events."""
+    """Neither a clear TMK, working key, the transport key nor a ciphertext in the journal, the
+    log, the events or what telemetry would publish of them."""
     journal = rig.agent.journal
-    text = json.dumps([journal.events(), journal.transactions(), journal.outbox(1000)]) + (
-        caplog.text
-    )
+    events = journal.events()
+    told = [telemetry_events.forward(event["kind"], event) for event in events]  # the fleet's
+    text = json.dumps([events, told, journal.transactions(), journal.outbox(1000)]) + caplog.text
     secrets = [TEST_TMK, HOST_TMK, THIRD_TMK, TEST_TRANSPORT_KEY, *(wrapped(HOST_TMK)[:1])]
+    secrets += working_keys(rig)
     for secret in secrets:
         for form in (secret.hex(), secret.hex().upper()):
             assert form not in text
@@ -243,3 +260,78 @@ def test_the_self_checks_tmk_absent_says_who_acts(tmp_path) -> None:
     (tmp_path / "with").mkdir()
     (tmp_path / "without").mkdir()
     run(scenario())
+
+
+def test_the_recovered_event_names_the_download_it_took(tmp_path) -> None:
+    """The fleet hears of a download through the recovery's ``recovered`` event (DESIGN.md
+    section 14's kinds have no kind of their own for it): its remedies are the ones run, the
+    download the policy added after the module refused the keys included."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=keys_only("0800-401")) as rig:
+            await host_has_another_tmk(rig)
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            [recovered] = [e for e in rig.agent.journal.events()
+                           if e["kind"] == "recovery.recovered"]  # fmt: skip
+            kind, detail = telemetry_events.forward(recovered["kind"], recovered)
+            assert kind == "recovered"
+            assert detail["remedies"] == ["sign-in", "tmk-download"]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("form", ["0800-401", "signin-tag00", "tms"])
+def test_an_sm4_terminal_recovers_its_master_key_with_each_form(tmp_path, caplog, form) -> None:
+    """Slot 1 (SM4): the acquirer's TMK differs from the module's; the download brings it with
+    an SM4 KCV (computed here by the independent SM4), the module loads it into the SM4 slot,
+    the 006 sign-in's keys load, and a purchase and a PIN purchase are approved with the SM4
+    MAC and PIN block the host verifies."""
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        sections = {"module": {"key_slot": SM4_SLOT}, **keys_only(form)}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            rig.host.register(TID, MID, HOST_TMK, SM4_FAMILY)
+            rig.host.forget(TID)
+            rig.host.tmk_in_signin = form == "signin-tag00"
+            ciphertext = DES_FAMILY.cipher(TEST_TRANSPORT_KEY).encrypt(HOST_TMK)
+            kcv = independent_sm4.kcv(HOST_TMK)
+            serial = rig.module_port.simulator.state.serial
+            rig.site.tms.put_tmk(serial, {"tmk": ciphertext.hex(), "kcv": kcv.hex()})
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            slot = rig.module_port.simulator.state.slots[SM4_SLOT]
+            assert slot["TMK"] == HOST_TMK
+            assert rig.module_port.simulator.state.family(SM4_SLOT) is KeyFamily.SM4
+            [event] = downloads(rig.agent.journal)
+            assert (event["outcome"], event["kcv"]) == ("loaded", kcv.hex().upper())
+            assert "SM4" in event["detail"]
+            assert rig.host.state()["sessions"][TID] == {"scheme": "006", "layout": 8}
+            response = await exchange(rig.socket, await pin_purchase(rig, 1200))
+            assert response.text(39) == "00", response
+            state = rig.host.state()
+            assert (state["pins_verified"], state["pin_failures"], state["mac_failures"]) == (
+                1,
+                0,
+                0,
+            )
+            assert_no_key_material(rig, caplog)
+
+    run(scenario())
+
+
+def test_the_host_registry_keeps_a_terminals_key_family(tmp_path) -> None:
+    """The simulator's registry says which family a terminal's TMK is (the KCV of a downloaded
+    key is that family's); an entry without one is DES, an unknown one is no registry."""
+    from agent.sim.host import AcquirerHost
+
+    registry = tmp_path / "registry.json"
+    host = AcquirerHost(registry)
+    host.register("20000002", "898100012340002", HOST_TMK, SM4_FAMILY)
+    again = AcquirerHost(registry)
+    assert again.terminals["20000002"].family is SM4_FAMILY
+    assert again.terminals[TID].family is DES_FAMILY
+    raw = json.loads(registry.read_text())
+    raw["terminals"][0]["family"] = "AES"
+    registry.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="family 'AES' is not DES or SM4"):
+        again.reload()
