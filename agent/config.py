@@ -120,6 +120,8 @@ class RecoveryConfig:
     deadline: float = 30.0  # seconds from the 97 to giving up
     probe_first: float = 10.0  # first pause of the sign-in probe while unregistered
     probe_max: float = 300.0
+    # during a host-side incident the fleet announced: at most one sign-in per this many seconds
+    incident_signin_every: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -188,10 +190,25 @@ class TelemetryConfig:
     topic_prefix: str = "pos"
     outbox_max: int = 10_000  # events kept while the broker is away; the oldest go first
     textfile: str = ""  # node_exporter textfile: the state as Prometheus metrics
+    protocol: str = "5"  # MQTT 5, or "3.1.1" for a broker that speaks only that
+    username: str = ""  # for brokers that authenticate by password (EMQX, hosted brokers)
+    password_file: str = ""  # the password, first line of this file (never in the TOML)
+    # operator commands (selftest, signin, provision, journal, incident): only over TLS with a
+    # pinned CA (mqtts:// and ca_file), at most commands_per_minute
+    commands: bool = False
+    commands_per_minute: int = 6
 
     @property
     def enabled(self) -> bool:
         return bool(self.broker or self.textfile)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """The operator side (``agent fleet watch``, DESIGN.md section 14)."""
+
+    incident_min_terminals: int = 20  # 97s or unregistered terminals of one host that open one
+    incident_window: float = 300.0  # seconds they must fall within; also closes a quiet one
 
 
 @dataclass(frozen=True)
@@ -208,6 +225,7 @@ class Config:
     reversal: ReversalConfig = field(default_factory=ReversalConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     selftest: SelftestConfig = field(default_factory=SelftestConfig)
@@ -442,6 +460,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "deadline": _seconds,
         "probe_first": _seconds,
         "probe_max": _seconds,
+        "incident_signin_every": _seconds,
     },
     "reversal": {"attempts": _between(1, 1000), "retry_max": _seconds, "recheck_after": _number},
     "session": {
@@ -471,7 +490,13 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "topic_prefix": _topic_prefix,
         "outbox_max": _between(1, 1_000_000),
         "textfile": _text,
+        "protocol": _choice("5", "3.1.1"),
+        "username": _text,
+        "password_file": _text,
+        "commands": _flag,
+        "commands_per_minute": _between(1, 600),
     },
+    "fleet": {"incident_min_terminals": _between(1, 10_000_000), "incident_window": _seconds},
 }
 SECTION_CLASSES: dict[str, type] = {
     "terminal": TerminalConfig,
@@ -491,6 +516,7 @@ SECTION_CLASSES: dict[str, type] = {
     "selftest": SelftestConfig,
     "telemetry": TelemetryConfig,
     "keys": KeysConfig,
+    "fleet": FleetConfig,
 }
 
 

@@ -239,13 +239,15 @@ class Journal:
         read_only: bool = False,
         forward: Forward | None = None,
         outbox_max: int = 10_000,
+        outbox_ids_above: int = 0,
     ) -> None:
         """``read_only``: a technician's look while no service runs (DESIGN.md section 6). It
         creates nothing: no directory, no file, not even SQLite's -wal and -shm (which, made by
         root, would lock the service out), so it reads the database as it is on disk
         (``immutable``) and changes not yet checkpointed from a -wal file are not seen.
         ``forward``: which events also go to the telemetry outbox, which keeps at most
-        ``outbox_max`` of them (the oldest are dropped, and counted)."""
+        ``outbox_max`` of them (the oldest are dropped, and counted); its ids start above
+        ``outbox_ids_above`` (the highest the fleet saw, from a journal before this one)."""
         self.path = path
         self._forward = forward
         self._outbox_max = outbox_max
@@ -292,6 +294,8 @@ class Journal:
                 self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
                 self._db.execute("PRAGMA temp_store=MEMORY")  # retention's scratch table
             self._migrate()
+            if outbox_ids_above and not read_only:
+                self._outbox_ids_above(outbox_ids_above)
             batch = self._db.execute("SELECT value FROM meta WHERE key = 'batch'").fetchone()
             self._batch = int(batch[0]) if batch else 1
             self._queued = self._db.execute(
@@ -1064,6 +1068,15 @@ class Journal:
         """The oldest ``limit`` events waiting for the broker: (id, at, kind, detail)."""
         rows = self._rows("SELECT id, at, kind, detail FROM outbox ORDER BY id LIMIT ?", (limit,))
         return [(i, at, kind, json.loads(detail)) for i, at, kind, detail in rows]
+
+    def _outbox_ids_above(self, floor: int) -> None:
+        """Raise the outbox's AUTOINCREMENT sequence to ``floor`` (never lower it)."""
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO sqlite_sequence (name, seq) "
+                       "SELECT 'outbox', 0 WHERE NOT EXISTS "
+                       "(SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')")  # fmt: skip
+            db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'outbox'",
+                       (floor,))  # fmt: skip
 
     def outbox_sent(self, ids: list[int]) -> None:
         """The broker has these (PUBACK)."""

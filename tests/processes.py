@@ -192,14 +192,23 @@ class AgentProcess:
 
 
 MOSQUITTO = "/usr/sbin/mosquitto"  # Debian's mosquitto; .ci/run installs it
+MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"  # its password file tool
 
 
 class MosquittoProcess:
     """A real Mosquitto broker on a free loopback port, with persistence in ``workdir`` so that
     retained messages and a subscriber's session survive :meth:`stop` and :meth:`start`."""
 
-    def __init__(self, workdir: Path, tls: ServerFiles | None = None) -> None:
-        """``tls``: an mqtts listener with these files, a client certificate required."""
+    def __init__(
+        self,
+        workdir: Path,
+        tls: ServerFiles | None = None,
+        users: dict[str, str] | None = None,
+        client_certificate: bool = True,
+    ) -> None:
+        """``tls``: an mqtts listener with these files, a client certificate required unless
+        ``client_certificate`` is False; ``users``: name -> password, and no anonymous
+        client."""
         if not os.access(MOSQUITTO, os.X_OK):
             raise RuntimeError(f"{MOSQUITTO} missing: apt-get install mosquitto (.ci/run does)")
         with socket.socket() as probe:
@@ -209,15 +218,23 @@ class MosquittoProcess:
         store = workdir / "mosquitto"
         store.mkdir()
         self.config = store / "mosquitto.conf"
+        anonymous = "false" if users else "true"
         lines = [
-            f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+            f"listener {self.port} 127.0.0.1", f"allow_anonymous {anonymous}", "persistence true",
             f"persistence_location {store}/", f"log_dest file {store}/mosquitto.log",
         ]  # fmt: skip
         if os.geteuid() == 0:  # else, started by root, it becomes user mosquitto: no way into
             lines.append("user root")  # the test's private temporary folders
         if tls is not None:
             lines += [f"cafile {tls.ca}", f"certfile {tls.cert}", f"keyfile {tls.key}",
-                      "require_certificate true"]  # fmt: skip
+                      f"require_certificate {str(client_certificate).lower()}"]  # fmt: skip
+        if users:
+            passwords = store / "passwords"
+            for n, (name, password) in enumerate(users.items()):
+                create = ["-c"] if n == 0 else []
+                subprocess.run([MOSQUITTO_PASSWD, *create, "-b", str(passwords), name, password],
+                               check=True, capture_output=True)  # fmt: skip
+            lines.append(f"password_file {passwords}")
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
         self.start()

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import tenacity
 
 from agent.backoff import Backoff
+from agent.recovery import incident as incidents
+from agent.recovery.incident import HostIncident
 from agent.recovery.policy import (
     KEYS_REFUSED,
     LOAD_TMK,
@@ -108,15 +110,22 @@ class Recovery:
         *,
         settings: Callable[[], RecoveryConfig],
         gate: Gate,
+        incident: HostIncident | None = None,
     ) -> None:
         """``settings`` (attempts, deadline, probe pauses) are read at each use: a reload
-        may change them. ``gate`` is where requests wait while a recovery runs."""
+        may change them. ``gate`` is where requests wait while a recovery runs. ``incident``:
+        the host-side incident the fleet announces, if any (DESIGN.md section 7 point 5)."""
         self.gate = gate
+        self.incident = incident or HostIncident()
+        self._incident_signed_in: float | None = None  # monotonic: the last sign-in under one
         self.remedies = remedies
         self.journal = journal
         self.retry = retry
         self._settings = settings
-        self.state = State.REGISTERED
+        self._state = State.REGISTERED
+        self._changed = asyncio.Event()
+        self.cause = ""  # the stable code of why the state is not registered (DESIGN.md 14)
+        self.counts = {"97": 0, "recoveries": 0}  # since the start, for the fleet's counters
         self.message: Text | None = None
         self.last_refusal: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
@@ -132,6 +141,23 @@ class Recovery:
         # terminal's refusal after all
         self._refused_classes: dict[str, bool] = {}  # class name -> whether it carries A2
         self._same_refusal: tuple[tuple[str, str, str], float] | None = None
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        if state is State.REGISTERED:
+            self.cause = ""
+        if state is not self._state:
+            self._state = state
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def state_changed(self) -> None:
+        """Return at the next change of state (``STATUS=`` and telemetry follow it at once)."""
+        await self._changed.wait()
 
     # --------------------------------------------------------------------------- gateway
 
@@ -170,6 +196,8 @@ class Recovery:
         code = answer.text(39)
         refusal = {"code": code, "mti": answer.mti, "at": time.time()}
         self.last_refusal = refusal
+        if code == "97":
+            self.counts["97"] += 1
         if keys_refused:
             self._event("keys-refused", text=KEYS_REFUSED.en)
         else:
@@ -185,6 +213,7 @@ class Recovery:
                 return self._request_refused(request, retried, again=True)
             return retried
         async with self._lock, self.busy():
+            self.cause = f"host.{code or 'refused'}" if not keys_refused else "keys.tmk-mismatch"
             self.state = State.RECOVERING
             try:
                 return await self._recover(request, attempt, code, keys_refused)
@@ -213,13 +242,15 @@ class Recovery:
             check_ms={c.id: c.duration_ms for c in report.checks},
         )
         self._keys_refused = keys_refused
-        plan = await self._plan(report, code)
+        # under a host-side incident, the acquirer's fault: no repair of ours, few sign-ins
+        plan = self._incident_plan() if self.incident.is_open else await self._plan(report, code)
         refused_by = attempt.exchange.endpoint if attempt.exchange is not None else ""
         if plan and refused_by and refused_by != self.remedies.signed_in_at():
             # a host the terminal has not signed in at (a failover moved it there) refuses:
             # the session is the first suspect (DESIGN.md section 7)
             plan = ["sign-in", *(p for p in plan if p != "sign-in")]
-        self._event("plan", remedies=plan or ["escalate"], refused_by=refused_by)
+        self._event("plan", remedies=plan or ["escalate"], refused_by=refused_by,
+                    incident=self.incident.source or None)  # fmt: skip
         self._host_silent = ""
         self._signed_in = False
         self._tried = []
@@ -246,6 +277,7 @@ class Recovery:
             await self._enter_unregistered(report, final.answer)
         else:
             self.state = State.REGISTERED
+            self.counts["recoveries"] += 1
             self._event(
                 "recovered",
                 code=final.answer.text(39),
@@ -330,6 +362,21 @@ class Recovery:
         self._event("remedy", remedy=remedy, ok=True, detail=done)
         self._signed_in = True  # every remedy ends in a sign-in the host approved
         return True
+
+    def _incident_wait(self) -> float:
+        """Seconds until a sign-in is allowed again under an incident (0: now)."""
+        last = self._incident_signed_in
+        if last is None:
+            return 0.0
+        return max(0.0, last + self._settings().incident_signin_every - time.monotonic())
+
+    def _incident_plan(self) -> list[str]:
+        """Under an incident: a sign-in if none was tried within the period; never a
+        re-provisioning or a download (nothing on the terminal is wrong)."""
+        if self._incident_wait() > 0:
+            return []
+        self._incident_signed_in = time.monotonic()
+        return ["sign-in"]
 
     async def _plan(self, report: Report, code: str) -> list[str]:
         """The policy's remedies; whether a master-key download may run is asked only when
@@ -418,20 +465,26 @@ class Recovery:
     async def _enter_unregistered(self, report: Report, answer: Message) -> None:
         blocking = [c for c in report.checks if c.finding in PERSON_MUST_ACT]
         action = None
-        if blocking:
+        code = answer.text(39)
+        if self.incident.is_open:
+            reason, action, cause = incidents.REASON, incidents.NOTHING_TO_DO, incidents.CAUSE
+        elif blocking:
             reason, action = blocking[0].summary, blocking[0].remedy
+            cause = f"{blocking[0].id}.{blocking[0].finding}"
         elif self._keys_refused:
-            reason, action = KEYS_REFUSED, LOAD_TMK
+            reason, action, cause = KEYS_REFUSED, LOAD_TMK, "keys.tmk-mismatch"
         else:
-            code = answer.text(39)
             rc = codes.lookup(code)
             reason = Text(
                 f"the host answers {code}, {rc.en}, after sign-in and re-provisioning",
                 f"重新签到并下载参数后主机仍应答 {code}（{rc.zh}）",
             )
+            cause = f"host.{code}-after-signin"
+        self.cause = cause
         self.state = State.UNREGISTERED
         self.message = unregistered_message(self.remedies.identity(), reason, action)
-        self._event("unregistered", message_en=self.message.en, message_zh=self.message.zh)
+        self._event("unregistered", cause=cause, message_en=self.message.en,
+                    message_zh=self.message.zh)  # fmt: skip
         log.error("%s", self.message.en)
         payload = {**self.remedies.identity(), "message": self.message.to_json()}
         self.remedies.tell_hooks("on-unregistered", payload)
@@ -444,9 +497,15 @@ class Recovery:
         backoff = Backoff(settings.probe_first, settings.probe_max)
         pause = backoff.failed()
         while self.state is State.UNREGISTERED:
+            if self.incident.is_open:  # the host's fault: at most one sign-in per period
+                pause = max(pause, self._incident_wait())
             await asyncio.sleep(pause)
             if self.state is not State.UNREGISTERED:
                 return  # registered meanwhile: no sign-in more
+            if self.incident.is_open:
+                if self._incident_wait() > 0:
+                    continue
+                self._incident_signed_in = time.monotonic()
             try:
                 await self.remedies.sign_in()
             except RemedyFailed as exc:
@@ -475,6 +534,7 @@ class Recovery:
             probe = self._probe
             if probe is not None and probe is not asyncio.current_task():
                 probe.cancel()
+            self.counts["recoveries"] += 1
             self._event("registered-again", why=why)
             log.warning("registered again: %s", why)
 

@@ -124,6 +124,14 @@ class TerminalRemedies:
             return ""
         return info.serial.strip()
 
+    async def module_tusn(self) -> str:
+        """The terminal's TUSN as the module's TUSN command gives it, "" when it cannot."""
+        try:
+            answer = await asyncio.wait_for(asyncio.to_thread(self._module.tusn, "000000"), 5.0)
+        except (ModuleError, TimeoutError, OSError):
+            return ""
+        return answer.tusn
+
     # --------------------------------------------------------------------------- remedies
 
     async def sign_in(self, tmk_tag: TagLoader | None = None) -> str:

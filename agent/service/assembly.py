@@ -15,6 +15,7 @@ from agent.hook_dispatch import HookDispatch
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.journal import Journal, JournalError
 from agent.recovery.engine import Gate, Recovery
+from agent.recovery.incident import HostIncident
 from agent.recovery.remedies import RemedyFailed, TerminalRemedies
 from agent.registration.a2 import TusnSource
 from agent.registration.location import Location
@@ -31,8 +32,8 @@ from agent.session.host_session import (
 from agent.session.requirements import Heard, HostRequests, Pacing, RequirementQueue
 from agent.session.store import ParameterStore
 from agent.settings import Settings
-from agent.telemetry import events
-from agent.telemetry.reporter import LatestReport, Reporter
+from agent.telemetry import events, ids
+from agent.telemetry.reporter import LatestReport
 from agent.transaction.app_socket import AppSocket
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
@@ -53,10 +54,14 @@ class Agent:
         close = self._stack.push_async_callback
         self.settings = settings = Settings(config)
         telemetry = config.telemetry
+        # the highest event id and seq the fleet saw, kept beside the journal: a journal moved
+        # aside does not make the ids start again
+        self.telemetry_ids = ids.HighWater(ids.path_beside(paths.journal_path(config)))
         self.journal = journal = Journal.open_for_service(
             paths.journal_path(config),
             forward=events.forward if telemetry.broker else None,
             outbox_max=telemetry.outbox_max,
+            outbox_ids_above=self.telemetry_ids.event_id if telemetry.broker else 0,
         )
         self._stack.callback(journal.close)
         self.module = module or SerialCardModule(config.module.url, baudrate=config.module.baudrate)
@@ -130,12 +135,14 @@ class Agent:
             failures=(DownloadFailed, RemedyFailed, RequirementFailed, HostLinkError,
                       JournalError, OSError),
         )  # fmt: skip
+        self.incident = HostIncident()  # announced by the fleet (telemetry), or an operator
         self.recovery = recovery = Recovery(
             remedies,
             journal,
             sender.attempt,
             settings=lambda: settings().recovery,
             gate=gate,
+            incident=self.incident,
         )
         self.status = StatusView(settings, journal, link, sender, recovery, stats)
         # the mode is a setting that takes effect at restart
@@ -164,12 +171,6 @@ class Agent:
         self.host_requests.start()
         close(self.host_requests.close)
         close(hooks.close)
-        self.telemetry = None
-        if telemetry.enabled:
-            self.telemetry = Reporter(
-                telemetry, journal, self.status, remedies.module_serial, self.reports
-            )
-            close(self.telemetry.close)  # closed first: the fleet hears "offline, stopped"
 
     @property
     def config(self) -> Config:

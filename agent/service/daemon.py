@@ -29,10 +29,13 @@ from agent.recovery.policy import State, refused
 from agent.recovery.remedies import RemedyFailed, reconfigure
 from agent.selfcheck import run_checks
 from agent.selfcheck.base import Status
+from agent.selfcheck.report import as_json
 from agent.service.assembly import Agent
 from agent.service.control import ControlServer, Handler
 from agent.service.instance import InstanceLock
 from agent.service.notify import Notifier
+from agent.telemetry.commands import Commands, Operation
+from agent.telemetry.reporter import ModuleIdentity, Reporter
 from agent.transaction.peers import QuietLog
 from agent.transaction.reversals import ReversalPending, ReversalRefused
 from agent.wire.message import Message
@@ -171,7 +174,8 @@ async def light_checks(agent: Agent) -> None:
             said = f"{check.status.value}: {check.summary.en}"
             before, previous[check.id] = previous.get(check.id), said
             if said != before and (before is not None or check.status is not Status.OK):
-                agent.journal.note("light-check", check=check.id, result=said)
+                agent.journal.note("light-check", check=check.id, finding=check.finding,
+                                   result=said)  # fmt: skip
         keys = report.get("keys")
         if keys is not None and keys.finding in ("keys-absent", "kcv-mismatch"):
             with contextlib.suppress(RemedyFailed):
@@ -184,6 +188,20 @@ async def feed_watchdog(notify: Notifier, agent: Agent) -> None:
     while True:
         notify("WATCHDOG=1", f"STATUS={agent.status.line()}")
         await asyncio.sleep(notify.watchdog_interval)
+
+
+async def announce_state(notify: Notifier, agent: Agent) -> None:
+    """STATUS= as soon as the state changes (a recovery starts or ends at once; the first
+    sign-in within a second), not only with the next watchdog ping."""
+    shown = agent.status.line()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await agent.recovery.state_changed()
+        line = agent.status.line()
+        if line != shown:
+            notify(f"STATUS={line}")
+            shown = line
 
 
 def control_handlers(agent: Agent) -> dict[str, Handler]:
@@ -230,6 +248,72 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
 
     return {"status": status, "selftest": selftest, "signin": signin, "provision": provision,
             "echo": echo, "journal": journal, "params": params}  # fmt: skip
+
+
+JOURNAL_COMMAND_MAX = 100  # entries an operator's ``journal`` command may ask for
+
+
+def operator_commands(agent: Agent, handlers: dict[str, Handler]) -> dict[str, Operation]:
+    """What the fleet's operators may ask over MQTT (DESIGN.md section 14): the technician's
+    sign-in and provisioning, a full self-check (published, retained, as well), the last
+    entries of the journal (masked, as ``agent journal`` shows them), and opening or closing a
+    host-side incident for this terminal."""
+
+    async def selftest(_: dict[str, Any]) -> dict[str, Any]:
+        report = await run_checks(agent.remedies.check_context())
+        agent.reports.put(as_json(report, "en", agent.config.terminal.tid))
+        failing = [f"{c.id}: {c.summary.en}" for c in report.checks if c.status is Status.FAIL]
+        return {"healthy": report.ok, "failing": failing}
+
+    async def journal(args: dict[str, Any]) -> dict[str, Any]:
+        count = args.get("count", 20)
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 0 < count <= JOURNAL_COMMAND_MAX
+        ):
+            raise ValueError(f'"count" must be 1 to {JOURNAL_COMMAND_MAX}')
+        week = time.time() - 7 * 86_400
+        entries = await agent.journal.run(timeline.entries, agent.journal, week)
+        return {"entries": entries[-count:]}
+
+    async def incident(args: dict[str, Any]) -> str:
+        wanted = args.get("open")
+        if not isinstance(wanted, bool):
+            raise ValueError('"open" must be true (open a host-side incident) or false (close it)')
+        if wanted:
+            agent.incident.open("operator command")
+            return "host-side incident open: recovery signs in rarely and re-provisions nothing"
+        agent.incident.close("operator command")
+        return "host-side incident closed"
+
+    async def signin(request: dict[str, Any]) -> Any:
+        return (await handlers["signin"](request))["result"]
+
+    async def provision(request: dict[str, Any]) -> Any:
+        return (await handlers["provision"](request))["result"]
+
+    return {"selftest": selftest, "signin": signin, "provision": provision, "journal": journal,
+            "incident": incident}  # fmt: skip
+
+
+def telemetry_reporter(agent: Agent, handlers: dict[str, Handler]) -> Reporter:
+    settings = agent.config.telemetry
+    commands = None
+    if settings.commands:
+        commands = Commands(operator_commands(agent, handlers), agent.journal,
+                            lambda: agent.config.telemetry.commands_per_minute)  # fmt: skip
+    return Reporter(
+        lambda: agent.config,
+        agent.journal,
+        agent.status,
+        agent.recovery.state_changed,
+        ModuleIdentity(agent.remedies.module_serial, agent.remedies.module_tusn),
+        agent.reports,
+        ids=agent.telemetry_ids,
+        incident=agent.incident,
+        commands=commands,
+    )
 
 
 async def sign_in_at_start(agent: Agent) -> None:
@@ -280,7 +364,8 @@ async def _serve(
         )
     await agent.app_socket.serve(payment, config.gateway.tcp_port)
     await agent.module_proxy.serve(paths.module_socket(config))
-    control = ControlServer(control_handlers(agent))
+    handlers = control_handlers(agent)
+    control = ControlServer(handlers)
     await control.serve(paths.control_socket(config))
     stack.push_async_callback(control.close)
 
@@ -298,11 +383,15 @@ async def _serve(
         "journal upkeep": lambda: journal_upkeep(agent),
         "periodic self-check": lambda: light_checks(agent),
     }
-    if agent.telemetry is not None:
-        loops["telemetry"] = agent.telemetry.run
+    if config.telemetry.enabled:
+        reporter = telemetry_reporter(agent, handlers)
+        loops["telemetry"] = reporter.run
+        stack.push_async_callback(reporter.close)  # before the agent's: "offline, stopped"
     background = [asyncio.create_task(supervised(name, run)) for name, run in loops.items()]
     if notify.watchdog_interval:
         background.append(asyncio.create_task(feed_watchdog(notify, agent)))
+    if notify.enabled:
+        background.append(asyncio.create_task(announce_state(notify, agent)))
     stack.push_async_callback(_cancelled, background)
     hosts = ", ".join(map(str, config.endpoints)) or "none configured"
     log.info("ready: payment socket %s, host %s", payment, hosts)

@@ -46,6 +46,9 @@ class StatusView:
         return {
             "state": state,
             "registered": state == State.REGISTERED.value,
+            # the stable code of why not (DESIGN.md section 14); "" when registered
+            "cause": "host.not-signed-in" if state == "not-signed-in" else self._recovery.cause,
+            "incident": self._recovery.incident.source or None,
             "tid": config.terminal.tid,
             "mid": config.terminal.mid,
             "host": {
@@ -69,6 +72,7 @@ class StatusView:
                 "last": self._recovery.refused_requests.last,
             },
             "message": message.to_json() if message else None,
+            "counts": dict(self._recovery.counts),
             "gateway": dataclasses.asdict(self._stats),
         }
 
@@ -98,4 +102,5 @@ class StatusView:
         and the watchdog, which must never wait for a disk)."""
         host = self._link.status.endpoint or "no host"
         queued = self._journal.queued_reversals_count
-        return f"{self._state()}, host {host}, {queued} reversal(s) queued"
+        cause = f" ({self._recovery.cause})" if self._recovery.cause else ""
+        return f"{self._state()}{cause}, host {host}, {queued} reversal(s) queued"

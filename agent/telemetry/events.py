@@ -1,37 +1,59 @@
-"""Which journal events the fleet hears of, and as what (DESIGN.md section 14): a 97, the
-recovery that followed, the terminal becoming unregistered, a request refused while the terminal
-stays registered, a stuck reversal, a failed periodic
-self-check, a completed download. :func:`forward` runs inside the journal's commit, so an event
-and its telemetry are written together or not at all. Its details are the journal's, which are
-masked already; nothing else is added."""
+"""Which journal events the fleet hears of, as what kind and with which stable code (DESIGN.md
+section 14): a 97, the recovery that followed, the terminal becoming unregistered, a request
+refused while the terminal stays registered, a stuck reversal, a failed periodic self-check, a
+completed download, a damaged journal, an operator's command. :func:`forward` runs inside the
+journal's commit, so an event and its telemetry are written together or not at all. Its details
+are the journal's, which are masked already; nothing else is added."""
 
 from __future__ import annotations
 
 from typing import Any
 
 KINDS = ("97", "recovered", "unregistered", "request-refused", "reversal-stuck",
-         "selftest-failed", "parameters-downloaded", "journal-damaged")  # fmt: skip
+         "selftest-failed", "parameters-downloaded", "journal-damaged", "command")  # fmt: skip
 
 
 def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """(telemetry kind, detail) for journal event ``kind``, or None when the fleet need not
-    hear of it."""
+    """(telemetry kind, {"code": stable code, "detail": what the fleet is told}) for journal
+    event ``kind``, or None when the fleet need not hear of it."""
+    told = _told(kind, detail)
+    if told is None:
+        return None
+    kind, code, shown = told
+    return kind, {"code": code, "detail": shown}
+
+
+def _told(kind: str, detail: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
     if kind == "recovery.refused" and detail.get("code") == "97":
-        return "97", {"code": "97", "text": detail.get("text", "")}
+        return "97", "host.97", {"code": "97", "text": detail.get("text", "")}
     if kind == "recovery.recovered":  # the timeline's summary: what it took, how long
-        return "recovered", {key: detail.get(key) for key in ("code", "seconds", "remedies")}
+        shown = {key: detail.get(key) for key in ("code", "seconds", "remedies")}
+        return "recovered", "recovery.recovered", shown
     if kind == "recovery.registered-again":
-        return "recovered", {"why": detail.get("why", "")}
+        return "recovered", "recovery.registered-again", {"why": detail.get("why", "")}
     if kind == "recovery.unregistered":
-        return "unregistered", {"cause": detail.get("message_en", ""),
-                                "cause_zh": detail.get("message_zh", "")}  # fmt: skip
+        shown = {
+            "cause_text": detail.get("message_en", ""),
+            "cause_zh": detail.get("message_zh", ""),
+        }
+        return "unregistered", str(detail.get("cause") or "host.refused"), shown
     if kind == "request-refused":  # the terminal stays registered: the host refused one request
         keys = ("finding", "code", "class", "tusn", "a2", "repeated", "message_en")
-        return kind, {key: detail.get(key) for key in keys}
+        code = str(detail.get("finding") or "request.refused")
+        return kind, code, {key: detail.get(key) for key in keys}
     if kind == "reversal-stuck":
-        return "reversal-stuck", detail
+        return kind, "reversal.stuck", detail
     if kind == "light-check" and str(detail.get("result", "")).startswith("fail"):
-        return "selftest-failed", {"check": detail.get("check"), "result": detail.get("result")}
-    if kind in ("parameters-downloaded", "journal-damaged"):
-        return kind, detail
+        code = f"{detail.get('check')}.{detail.get('finding') or 'failed'}"
+        return (
+            "selftest-failed",
+            code,
+            {"check": detail.get("check"), "result": detail.get("result")},
+        )
+    if kind == "parameters-downloaded":
+        return kind, "session.parameters-downloaded", detail
+    if kind == "journal-damaged":
+        return kind, "storage.journal-damaged", detail
+    if kind == "command":  # an operator's command and what became of it
+        return kind, f"command.{detail.get('cmd', '?')}", detail
     return None

@@ -1,29 +1,48 @@
-"""The agent's side of telemetry: once a second it looks at the agent's state and hands what
-changed to the publisher (retained state) and the textfile; it tells the publisher when the
-journal's outbox has something new, and hands it the latest full self-check report. All of it is
-cheap and in memory: telemetry never delays a payment."""
+"""The agent's side of telemetry: it looks at the agent's state at every change (and once a
+second) and hands what changed to the publisher (retained state) and the textfile (rewritten at
+least once a minute, ``offline`` when the agent stops); it tells the publisher when the journal's
+outbox has something new, and hands it the latest full self-check report. It carries the
+fleet's words back: an incident of the acquirer opens or closes :class:`HostIncident`, and an
+operator's command is carried out by :class:`Commands` and answered. All of it is cheap and in
+memory: telemetry never delays a payment."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.config import TelemetryConfig
+from agent.backoff import Backoff
+from agent.config import Config, TelemetryConfig
 from agent.journal import PATIENCE, Journal, JournalError
+from agent.recovery.incident import HostIncident
 from agent.telemetry import textfile
-from agent.telemetry.state import Topics, iso, state_message
+from agent.telemetry.ids import HighWater
+from agent.telemetry.state import (
+    Identity,
+    Topics,
+    acquirer_of,
+    iso,
+    offline,
+    state_message,
+    topic_level,
+)
 
 if TYPE_CHECKING:
+    from agent.telemetry.commands import Commands
     from agent.telemetry.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
-LOOK_EVERY = 1.0  # seconds between looks at the agent's state
+LOOK_EVERY = 1.0  # seconds between looks at the agent's state when nothing changes
+TEXTFILE_EVERY = 60.0  # seconds: node_exporter's reader sees a fresh file at least this often
+MAX_INCIDENT = 65_536  # bytes of an incident message worth reading
+SERIAL_FIRST, SERIAL_MAX = 5.0, 300.0  # pauses while the module does not give its serial
 
 
 class LatestReport:
@@ -41,78 +60,190 @@ class LatestReport:
         return report
 
 
+class ModuleIdentity:
+    """How the reporter learns who the terminal is: the module's serial and TUSN."""
+
+    def __init__(
+        self, serial: Callable[[], Awaitable[str]], tusn: Callable[[], Awaitable[str]]
+    ) -> None:
+        self.serial = serial
+        self.tusn = tusn
+
+
 class Reporter:
     def __init__(
         self,
-        settings: TelemetryConfig,
+        settings: Callable[[], Config],
         journal: Journal,
         status: Callable[[], Awaitable[dict[str, Any]]],
-        serial: Callable[[], Awaitable[str]],
+        changed: Callable[[], Awaitable[None]],
+        module: ModuleIdentity,
         reports: LatestReport,
+        *,
+        ids: HighWater,
+        incident: HostIncident,
+        commands: Commands | None,
     ) -> None:
-        self.settings = settings
+        """``changed`` returns at the next change of state; ``commands``: None when operator
+        commands are off (or not allowed: they need TLS with a pinned CA)."""
+        self._settings = settings
         self.journal = journal
         self._status = status
-        self._serial = serial
+        self._changed = changed
+        self._module = module
         self._reports = reports
+        self._ids = ids
+        self.incident = incident
+        self._commands = commands
         self.publisher: Publisher | None = None  # once run() knows the module's serial
         self._last_97: float | None = None
         self._dropped = 0  # events the outbox dropped, as the journal last said
+        self._shown: dict[str, Any] | None = None
+        self._counters: dict[str, int] = {}  # the fleet's counters, as the status last said
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def telemetry(self) -> TelemetryConfig:
+        return self._settings().telemetry
 
     async def run(self) -> None:
-        serial = await self._serial()
-        since, outbox_seen = time.time(), -1
-        shown = await self._message(serial, since)
-        terminal = shown["tid"] or f"serial-{serial or 'unknown'}"
+        identity = await self._identity()
+        since, outbox_seen, written = time.time(), -1, 0.0
+        shown = await self._message(identity, since)
         # run() again (supervised, after a failure) keeps the publisher it started: a second
         # client with the same id would push the first off the broker, and back
-        starting = self.publisher is None and bool(self.settings.broker)
+        starting = self.publisher is None and bool(self.telemetry.broker)
         if starting:
-            from agent.telemetry.publisher import Publisher  # paho only when a broker is set
-
-            client_id = f"pos-agent-{serial or terminal}"
-            topics = Topics.of(self.settings.topic_prefix, terminal)
-            self.publisher = Publisher(self.settings, self.journal, client_id, topics)
+            self.publisher = self._publisher(identity)
         self._show(shown)  # before the first connection: its will is made from it
+        written = time.monotonic()
         if starting and self.publisher is not None:
             self.publisher.start()
         while True:
-            message = await self._message(serial, since)
-            if message["state"] != shown["state"]:
+            message = await self._message(identity, since)
+            if message["state"] != shown["state"] or message["cause"] != shown["cause"]:
                 since = time.time()
                 message["since"] = iso(since)
-            if _without_time(message) != _without_time(shown):
-                self._show(message)
-                shown = message
+            stale = time.monotonic() - written >= TEXTFILE_EVERY
+            if _without_time(message) != _without_time(shown) or stale:
+                self._show(message, publish=_without_time(message) != _without_time(shown))
+                shown, written = message, time.monotonic()
             if self.publisher is not None and self.journal.outbox_written != outbox_seen:
                 outbox_seen = self.journal.outbox_written
                 self.publisher.wake()
             report = self._reports.take()
             if report is not None and self.publisher is not None:
                 self.publisher.publish_selftest(report)
-            await asyncio.sleep(LOOK_EVERY)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LOOK_EVERY):
+                    await self._changed()
 
-    async def _message(self, serial: str, since: float) -> dict[str, Any]:
+    async def _identity(self) -> Identity:
+        """Who the terminal is; the serial is the topics' key, so it is waited for."""
+        backoff = Backoff(SERIAL_FIRST, SERIAL_MAX)
+        while not (serial := await self._module.serial()):
+            pause = backoff.failed()
+            log.warning("telemetry: the module gives no serial yet; asking again in %.0f s", pause)
+            await asyncio.sleep(pause)
+        return Identity(serial, await self._module.tusn(), acquirer_of(self._settings()))
+
+    def _publisher(self, identity: Identity) -> Publisher:
+        from agent.telemetry import mqtt
+        from agent.telemetry.publisher import Publisher  # paho only when a broker is set
+
+        settings = self.telemetry
+        commands = None
+        if self._commands is not None:
+            if mqtt.pinned_tls(settings, settings.broker):
+                commands = self._command_received
+            else:
+                log.warning("telemetry.commands is on but the broker is not TLS with a pinned "
+                            "CA (mqtts:// and telemetry.ca_file): commands stay off")  # fmt: skip
+        loop = asyncio.get_running_loop()
+        return Publisher(
+            settings,
+            self.journal,
+            f"pos-agent-{topic_level(identity.serial)}",
+            Topics(settings.topic_prefix, topic_level(identity.serial)),
+            ids=self._ids,
+            acquirer=identity.acquirer,
+            on_incident=lambda payload: loop.call_soon_threadsafe(self._incident_heard, payload),
+            on_command=None
+            if commands is None
+            else lambda cid, payload: loop.call_soon_threadsafe(commands, cid, payload),
+        )
+
+    async def _message(self, identity: Identity, since: float) -> dict[str, Any]:
         status = await self._status()
         refusal = status.get("last_refusal") or {}
         if refusal.get("code") == "97":
             self._last_97 = refusal.get("at")
         with contextlib.suppress(JournalError):  # else the count last read (a frozen disk)
             self._dropped = await self.journal.within(PATIENCE, lambda: self.journal.outbox_dropped)
-        return state_message(status, serial, since, self._last_97, self._dropped, time.time())
+        message = state_message(status, identity, since, self._last_97, self._dropped, time.time())
+        self._counters = _counters(status)
+        return message
 
-    def _show(self, message: dict[str, Any]) -> None:
-        if self.publisher is not None:
+    def _show(self, message: dict[str, Any], publish: bool = True) -> None:
+        self._shown = message
+        if self.publisher is not None and publish:
             self.publisher.publish_state(message)
-        if self.settings.textfile:
+        self._write_textfile(message)
+
+    def _write_textfile(self, message: dict[str, Any]) -> None:
+        if self.telemetry.textfile:
             try:
-                textfile.write(Path(self.settings.textfile), message)
+                textfile.write(Path(self.telemetry.textfile), message, self._counters)
             except OSError as exc:
-                log.warning("telemetry textfile %s: %s", self.settings.textfile, exc)
+                log.warning("telemetry textfile %s: %s", self.telemetry.textfile, exc)
+
+    # --------------------------------------------------------------------- from the fleet
+
+    def _incident_heard(self, payload: bytes) -> None:
+        """The acquirer's retained incident: a host-side one opens, an empty message closes."""
+        source = "fleet incident"
+        if not payload:
+            if self.incident.close(source):
+                self.journal.note("incident", state="closed", source=source)
+            return
+        try:
+            incident = json.loads(payload[:MAX_INCIDENT]) if len(payload) <= MAX_INCIDENT else None
+        except (ValueError, RecursionError):
+            incident = None
+        if not isinstance(incident, dict) or incident.get("kind") != "host-side":
+            log.warning("telemetry: an incident message that is not one (%d bytes) ignored",
+                        len(payload))  # fmt: skip
+            return
+        detail = {k: incident.get(k) for k in ("opened", "terminals") if k in incident}
+        if self.incident.open(source, detail):
+            self.journal.note("incident", state="open", source=source, **detail)
+
+    def _command_received(self, command_id: str, payload: bytes) -> None:
+        task = asyncio.ensure_future(self._answer(command_id, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, command_id: str, payload: bytes) -> None:
+        assert self._commands is not None
+        result = await self._commands.handle(command_id, payload)
+        if self.publisher is not None:
+            self.publisher.publish_result(command_id, result)
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._shown is not None:  # node_exporter must not go on reading "registered"
+            self._write_textfile(offline(self._shown, "service.stopped", time.time()))
         if self.publisher is not None:
             await asyncio.to_thread(self.publisher.stop)
+
+
+def _counters(status: dict[str, Any]) -> dict[str, int]:
+    counts = status.get("counts") or {}
+    refused = (status.get("refused_requests") or {}).get("by_finding") or {}
+    return {"97": int(counts.get("97", 0)), "recoveries": int(counts.get("recoveries", 0)),
+            "refused_requests": sum(int(n) for n in refused.values())}  # fmt: skip
 
 
 def _without_time(message: dict[str, Any]) -> dict[str, Any]:

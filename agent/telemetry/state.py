@@ -1,5 +1,6 @@
 """The terminal as the fleet sees it (DESIGN.md section 14): the retained state message, and the
-topics it and the events go to."""
+topics it, the events, the commands and the acquirer's incident go to. Topics are keyed by the
+module serial, which never changes (a re-provisioned TID would leave a ghost behind)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,58 @@ from datetime import datetime
 from typing import Any
 
 from agent import __version__
+from agent.config import Config
 
 STATES = ("registered", "recovering", "unregistered", "offline")
 
 
 @dataclass(frozen=True)
 class Topics:
-    state: str
-    selftest: str
-    event: str
+    prefix: str
+    serial: str
 
-    @classmethod
-    def of(cls, prefix: str, terminal: str) -> Topics:
-        return cls(f"{prefix}/{terminal}/state", f"{prefix}/{terminal}/selftest",
-                   f"{prefix}/{terminal}/event")  # fmt: skip
+    @property
+    def state(self) -> str:
+        return f"{self.prefix}/{self.serial}/state"
+
+    @property
+    def selftest(self) -> str:
+        return f"{self.prefix}/{self.serial}/selftest"
+
+    @property
+    def event(self) -> str:
+        return f"{self.prefix}/{self.serial}/event"
+
+    @property
+    def commands(self) -> str:
+        """Every operator command to this terminal (``cmd/<id>``)."""
+        return f"{self.prefix}/{self.serial}/cmd/+"
+
+    def command_id(self, topic: str) -> str | None:
+        """The ``<id>`` of a command topic of this terminal; None for any other topic."""
+        head = f"{self.prefix}/{self.serial}/cmd/"
+        rest = topic[len(head) :] if topic.startswith(head) else ""
+        return rest if rest and "/" not in rest else None
+
+    def result(self, command_id: str) -> str:
+        return f"{self.prefix}/{self.serial}/cmd/{command_id}/result"
+
+    def incident(self, acquirer_host: str) -> str:
+        return f"{self.prefix}/incidents/{acquirer_host}"
+
+
+def topic_level(text: str) -> str:
+    """``text`` made safe as one topic level: no wildcard, separator or NUL (a serial from a
+    module is printable ASCII, but the broker must never see a ``+`` from it)."""
+    cleaned = "".join("_" if c in "+#/\0" or not c.isprintable() else c for c in text.strip())
+    return cleaned or "unknown"
+
+
+def acquirer_of(config: Config) -> dict[str, str]:
+    """The acquirer as the fleet groups terminals: the configured primary ``HOST:PORT`` (the
+    same for every terminal of it, whichever endpoint is in use) and the TPDU's NII."""
+    primary = config.host.primary
+    return {"host": str(primary) if primary else "", "nii": f"{config.wire.tpdu_destination:04X}"}
 
 
 def iso(moment: float | None) -> str | None:
@@ -30,36 +69,54 @@ def iso(moment: float | None) -> str | None:
     return datetime.fromtimestamp(moment).astimezone().isoformat(timespec="seconds")
 
 
-def fleet_state(status: dict[str, Any]) -> tuple[str, str]:
-    """(state, cause) of ``agent status``'s answer in the fleet's four words."""
+def cause_text(status: dict[str, Any]) -> str:
+    """The sentence beside the cause code: the merchant's message when unregistered."""
     state = status["state"]
     refusal = status.get("last_refusal") or {}
     if state == "unregistered":
         message = status.get("message") or {}
-        return "unregistered", message.get("en", "") or f"host answered {refusal.get('code')}"
+        return message.get("en", "") or f"host answered {refusal.get('code')}"
     if state == "recovering":
-        return "recovering", f"host answered {refusal.get('code', '?')}"
+        return f"host answered {refusal.get('code', '?')}; recovering"
     if state == "not-signed-in":
-        error = status["host"].get("last_error") or "no sign-in has succeeded yet"
-        return "recovering", f"not signed in: {error}"
-    return "registered", ""
+        return f"not signed in: {status['host'].get('last_error') or 'no sign-in yet'}"
+    return ""
+
+
+def fleet_state(status: dict[str, Any]) -> str:
+    """``agent status``'s state in the fleet's words."""
+    state = status["state"]
+    return "recovering" if state == "not-signed-in" else state
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the terminal is to the fleet: the serial (the topics' key), its TUSN and the
+    acquirer it belongs to."""
+
+    serial: str
+    tusn: str
+    acquirer: dict[str, str]
 
 
 def state_message(
     status: dict[str, Any],
-    serial: str,
+    identity: Identity,
     since: float,
     last_97: float | None,
     dropped: int,
     now: float,
 ) -> dict[str, Any]:
-    state, cause = fleet_state(status)
+    """The retained state, without ``seq`` (given when it is published)."""
     return {
+        "serial": identity.serial,
+        "tusn": identity.tusn,
         "tid": status["tid"],
         "mid": status["mid"],
-        "serial": serial,
-        "state": state,
-        "cause": cause,
+        "acquirer": identity.acquirer,
+        "state": fleet_state(status),
+        "cause": status.get("cause", ""),
+        "cause_text": cause_text(status),
         "since": iso(since),
         "last_97": iso(last_97),
         "reversals_queued": status["reversals_queued"],
@@ -71,6 +128,9 @@ def state_message(
 
 
 def offline(message: dict[str, Any], cause: str, now: float | None) -> dict[str, Any]:
-    """The same terminal, offline: after a clean stop (``now``), or as the will, which the
-    broker publishes at a time nobody knows when the connection is made (``None``)."""
-    return {**message, "state": "offline", "cause": cause, "since": iso(now), "at": iso(now)}
+    """The same terminal, offline: after a clean stop (``now``: since then), or as the will,
+    which the broker publishes at a time nobody knows when the connection is made (``None``:
+    ``since`` and ``last_97`` stay what they were, the fleet's last knowledge)."""
+    since = iso(now) if now is not None else message.get("since")
+    return {**message, "state": "offline", "cause": cause, "cause_text": "",
+            "since": since, "at": iso(now)}  # fmt: skip

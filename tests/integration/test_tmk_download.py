@@ -275,7 +275,8 @@ def test_the_recovered_event_names_the_download_it_took(tmp_path) -> None:
                            if e["kind"] == "recovery.recovered"]  # fmt: skip
             kind, detail = telemetry_events.forward(recovered["kind"], recovered)
             assert kind == "recovered"
-            assert detail["remedies"] == ["sign-in", "tmk-download"]
+            assert detail["code"] == "recovery.recovered"
+            assert detail["detail"]["remedies"] == ["sign-in", "tmk-download"]
 
     run(scenario())
 
