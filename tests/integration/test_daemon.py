@@ -135,6 +135,38 @@ def test_sd_notify_ready_status_and_watchdog(tmp_path, simulators):
         listener.close()
 
 
+def test_status_follows_the_state_without_waiting_for_the_watchdog(tmp_path, simulators):
+    """No watchdog here: every STATUS= after READY comes from a change of state, at once (a
+    recovery starts and ends) rather than with the next watchdog ping up to 15 s later."""
+    host, _, config = simulators
+    notify_path = tmp_path / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(10)
+    messages: list[str] = []
+
+    def receive() -> None:
+        while len(messages) < 50:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except OSError:
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    agent = start(tmp_path, config, {"NOTIFY_SOCKET": str(notify_path)})
+    try:
+        wait_for(lambda: any("STATUS=registered" in m for m in messages), 10, "registered")
+        host.post("/terminals/10000001/cancel")  # 97 for good: recovering, then unregistered
+        assert pay(tmp_path / "agent.sock").text(39) == "97"
+        wait_for(lambda: any("STATUS=unregistered (host.97-after-signin)" in m for m in messages),
+                 5, "STATUS=unregistered")  # fmt: skip
+        assert any(m.startswith("STATUS=recovering (host.97)") for m in messages)
+        assert not any("WATCHDOG=1" in m for m in messages)
+    finally:
+        assert agent.stop() == 0
+        listener.close()
+
+
 def test_sighup_reloads_and_garbage_keeps_the_old_configuration(tmp_path, simulators):
     _, _, config = simulators
     agent = start(tmp_path, config)
