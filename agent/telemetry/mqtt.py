@@ -6,13 +6,54 @@ are both served."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
 from agent.config import TelemetryConfig
+
+# paho's client imports these at its top for what the agent never uses: urllib.request (with
+# http.client, email, tempfile...) only to find a proxy when PySocks is installed, uuid for a
+# client id the agent always gives, hashlib for WebSockets. Together they are 3.5 MB of RSS,
+# most of what telemetry cost; standing in for them until something really uses one keeps
+# telemetry under 1 MB on a 256 MB terminal (DESIGN.md section 14).
+PAHO_UNUSED = ("urllib.request", "uuid", "hashlib")
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for module ``name`` in ``sys.modules`` until an attribute is asked for; then
+    the real module is imported (replacing the stand-in everywhere the import system binds
+    it) and the attribute comes from it. ``__spec__`` is set, so an ``import`` statement
+    alone does not trigger it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__spec__ = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attribute)
+
+
+def _defer(name: str) -> None:
+    if name in sys.modules:
+        return  # in use already: nothing to save
+    stand_in = _Deferred(name)
+    sys.modules[name] = stand_in
+    parent, _, child = name.rpartition(".")
+    if parent:  # ``import a.b`` binds ``a``: its attribute ``b`` must be there as well
+        setattr(importlib.import_module(parent), child, stand_in)
+
+
+for _name in PAHO_UNUSED:
+    _defer(_name)
+
+import paho.mqtt.client as mqtt  # noqa: E402  (after the lazy modules above)
 
 MQTT5 = "5"
 

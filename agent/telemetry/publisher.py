@@ -30,13 +30,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
 from agent.backoff import Backoff
 from agent.config import TelemetryConfig
 from agent.journal import Journal, JournalError
 from agent.telemetry import mqtt as connection
 from agent.telemetry.ids import HighWater
+from agent.telemetry.mqtt import mqtt  # paho's client, imported as that module says
 from agent.telemetry.state import Topics, iso, offline
 
 log = logging.getLogger(__name__)

@@ -289,7 +289,8 @@ def test_under_a_host_side_incident_the_agent_does_not_reprovision(tmp_path, sim
         status = control(tmp_path / "control.sock", b'{"cmd": "status"}')
         assert (status["state"], status["cause"]) == ("unregistered", "host.incident")
         told = status["message"]["en"]
-        assert "acquirer's host has a fault" in told and "Nothing on this terminal needs doing" in told
+        assert "acquirer's host has a fault" in told
+        assert "Nothing on this terminal needs doing" in told
         watcher.publish(topic, b"", 1, True).wait_for_publish(5)
         wait_for(lambda: not control(tmp_path / "control.sock", b'{"cmd": "status"}')["incident"],
                  10, "the incident closed")  # fmt: skip
