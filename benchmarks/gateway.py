@@ -43,6 +43,7 @@ from tests.processes import (
     AgentProcess,
     HostProcess,
     ModuleProcess,
+    control,
     write_config,
 )
 
@@ -218,6 +219,11 @@ def journal_sync_ms(folder: Path, count: int) -> float:
     return statistics.median(samples)
 
 
+def stage_times(workdir: Path) -> dict[str, object]:
+    """The agent's stage breakdown since the last ask (POS_AGENT_STAGES=1)."""
+    return control(workdir / "control.sock", b'{"cmd": "stages"}')
+
+
 def measure(count: int, clients: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
@@ -228,9 +234,10 @@ def measure(count: int, clients: int) -> dict[str, object]:
             mac_ms, pin_ms = module_ms(module.path, 200)
             sync_ms = journal_sync_ms(workdir, 200)
             config = write_config(workdir, host, module, idle_echo=0)
-            # a PIN entry per purchase at machine speed: what the limit is there to refuse
-            unlimited = {"POS_AGENT_MODULE_PIN_PER_MINUTE": "100000"}
-            agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log", unlimited)
+            # a PIN entry per purchase at machine speed: what the limit is there to refuse; and
+            # the agent's own timestamps of each stage of a request (agent.stages)
+            env = {"POS_AGENT_MODULE_PIN_PER_MINUTE": "100000", "POS_AGENT_STAGES": "1"}
+            agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log", env)
             agent.wait_ready()
             stans = itertools.count(1)
             direct = DirectClient(host.listen, stans)
@@ -238,11 +245,13 @@ def measure(count: int, clients: int) -> dict[str, object]:
             for _ in range(20):  # warm-up: connections, sign-in, caches
                 timed(direct.purchase)
                 timed(through.purchase)
+            stage_times(workdir)  # the warm-up's marks are dropped
             direct_ms, agent_ms, pin_agent_ms = [], [], []
             for _ in range(count):
                 direct_ms.append(timed(direct.purchase))
                 agent_ms.append(timed(through.purchase))
                 pin_agent_ms.append(timed(through.pin_purchase))
+            breakdown = stage_times(workdir)
             direct.close()
             through.close()
             each = max(count // clients, 10)
@@ -291,6 +300,9 @@ def measure(count: int, clients: int) -> dict[str, object]:
             key: round(value - serial_ms, 3) for key, value in pin_added.items()
         },
         "targets_ms": {"added_p50": 1.0, "added_p99": 3.0},
+        # inside the agent, for each app request of the interleaved run (plain and PIN
+        # purchases): microseconds from the mark before; host-answered holds the host's time
+        "stages": breakdown,
         "concurrent_clients": clients,
         "tps_direct": tps_direct,
         "tps_through_agent": tps_agent,

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from agent import stages
 from agent.backoff import Backoff
 from agent.config import Config, Endpoint
 from agent.host.channel import Channel, ChannelClosed
@@ -314,6 +315,7 @@ class HostLink:
             except ChannelClosed as exc:
                 self._detach(channel, str(exc))
                 raise HostLinkError(str(exc)) from None
+            stages.mark("sent")
             limit = self.options.response_timeout if timeout is None else timeout
             try:
                 exchange = await asyncio.wait_for(future, limit)
@@ -323,6 +325,7 @@ class HostLink:
                     f"no response from {channel.endpoint} within {limit:.1f} s"
                 ) from None
             self._timeouts_in_a_row = 0
+            stages.mark("host-answered")
             return exchange
         finally:
             self._mux.forget(key, future)

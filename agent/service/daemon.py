@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent import paths, timeline
+from agent import paths, stages, timeline
 from agent.backoff import Backoff
 from agent.config import Config, ConfigError
 from agent.host.link import HostLinkError
@@ -246,8 +246,11 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
     async def params(_: dict[str, Any]) -> dict[str, Any]:
         return {"parameters": agent.downloads.store.read()}
 
+    async def stage_times(_: dict[str, Any]) -> dict[str, Any]:
+        return stages.summary()  # empty unless POS_AGENT_STAGES=1 (a benchmark's run)
+
     return {"status": status, "selftest": selftest, "signin": signin, "provision": provision,
-            "echo": echo, "journal": journal, "params": params}  # fmt: skip
+            "echo": echo, "journal": journal, "params": params, "stages": stage_times}  # fmt: skip
 
 
 JOURNAL_COMMAND_MAX = 100  # entries an operator's ``journal`` command may ask for

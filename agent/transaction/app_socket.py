@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from agent import stages
 from agent.transaction.connections import Connections
 from agent.transaction.peers import Admission
 from agent.transaction.stats import GatewayStats
@@ -164,11 +165,13 @@ class AppSocket:
             busy.add(task)
             self._connections.active(task)
             self.stats.requests += 1
+            trace = stages.begin("read")
             try:
                 reply = await self._answer(frame)
                 if reply is None:
                     return
                 delivered = await self._deliver(reader, writer, reply.frame)
+                stages.end(trace, "answered")
                 if reply.settle is not None:
                     await self._settle(reply, delivered)
             finally:

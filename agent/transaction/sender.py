@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent import stages
 from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
@@ -211,6 +212,7 @@ class Sender:
         if isinstance(references, LocalAnswer):
             return local(references.code, references.reason)
         outgoing = self._prepare(request, cls, references)
+        stages.mark("prepared")
         # the app's STAN of this request (a reversal's or batch upload's 11 names another one)
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
         app_stan = request.text(11) if own else None
@@ -223,6 +225,7 @@ class Sender:
         try:
             async with asyncio.timeout(SALE_PATIENCE):
                 transaction, encoded, field_59 = await asyncio.shield(record)
+            stages.mark("recorded")
         except TimeoutError:
             record.add_done_callback(self._never_sent)
             return local("96", f"the journal did not record the request within "
@@ -288,6 +291,7 @@ class Sender:
         or built through the module), journal the request as pending (taking its STAN unless
         it names an earlier request's, as a reversal does), then MAC it. A request that cannot
         be MACed is closed as never sent."""
+        stages.mark("worker")
         if cls.needs_tusn:
             field_59 = field_59 or self.tusn.outgoing(outgoing, location)
             if field_59.value is not None:
@@ -298,6 +302,7 @@ class Sender:
                 outgoing.fields = dict(sorted(outgoing.fields.items()))
         if self._config().wire.sm_pin_field == "62":
             sm4_pin_into_62(outgoing)
+        stages.mark("field-59")
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
         transaction = self.journal.begin(
             outgoing,
@@ -306,8 +311,11 @@ class Sender:
             app_stan=app_stan,
             replay_key=key,
         )
+        stages.mark("journal-pending")
         try:
-            return transaction, self.macs.encode(outgoing), field_59
+            encoded = self.macs.encode(outgoing)
+            stages.mark("mac")
+            return transaction, encoded, field_59
         except (ModuleError, WireError) as exc:
             self.journal.finish(transaction, "not-sent", detail=str(exc))
             raise
@@ -329,6 +337,7 @@ class Sender:
         try:
             async with asyncio.timeout(SALE_PATIENCE):
                 mac_ok = await asyncio.shield(closing)
+            stages.mark("closed")
             self.reversals.settled(transaction)
         except TimeoutError:
             # the app is told 96 now; whatever the journal records later is reversed
@@ -407,9 +416,12 @@ class Sender:
         """In a worker thread: check the response MAC and close the transaction durably, with a
         reversal (A0) queued if the MAC is wrong, or with the app's answer kept for a replay.
         Returns whether the MAC was right."""
+        stages.mark("worker-2")
         response = exchange.frame.message
         code = response.text(39, "")
-        if not self.macs.response_ok(outgoing, exchange, codes.approved(code)):
+        mac_ok = self.macs.response_ok(outgoing, exchange, codes.approved(code))
+        stages.mark("mac-check")
+        if not mac_ok:
             self.journal.finish(
                 transaction,
                 "mac-failed",
@@ -419,6 +431,7 @@ class Sender:
             )
             return False
         self.journal.finish(transaction, "completed", response, answer=answer)
+        stages.mark("journal-outcome")
         original = outgoing.get(61)
         if cls.voids and codes.approved(code) and isinstance(original, str):
             self.journal.no_longer_replayable(original[6:12], original[:6], "voided")

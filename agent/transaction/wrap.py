@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from agent import stages
 from agent.host.link import HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import JournalError
@@ -106,6 +107,7 @@ class WrapMode:
             log.warning("payment app sent a malformed message: %s", exc)
             self.stats.bad_frames += 1
             return Reply(unreadable(frame, str(exc)))
+        stages.mark("decoded")
         if request.mti == "0800" and str(request.get(60, ""))[8:11] in SCHEMES:
             answer = await self._sign_in_for_app(request)
             return Reply(self._encode(request, answer, profile)[0])
@@ -154,9 +156,11 @@ class WrapMode:
             if held is not None:
                 answer = self.sender.local(request, *held)
                 return Reply(self._encode(request, answer, profile)[0], released)
+            stages.mark("admitted")  # not a replay, not held, its app STAN's turn
             attempt = await self._send(request)
             # an approval that cannot be encoded for the app never reaches it: it is reversed
             frame, told = self._encode(request, attempt.answer, profile)
+            stages.mark("encoded")
         except BaseException:
             release()
             raise
