@@ -311,6 +311,8 @@ class Sender:
             app_stan=app_stan,
             replay_key=key,
         )
+        if app_stan is not None:
+            self.stan_map.recorded(app_stan)
         stages.mark("journal-pending")
         try:
             encoded = self.macs.encode(outgoing)

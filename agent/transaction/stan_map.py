@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ class LocalAnswer:
 
 
 NO_BATCH = "000000"  # an app that does not know the host's batch names none
+RECORDED_KEPT = 4096  # app STANs remembered before the older than the window are dropped
 
 
 def card_number(request: Message) -> bytes:
@@ -85,6 +87,12 @@ class StanMap:
         self._replay_window = replay_window
         # answers withdrawn while the journal could not record their reversal yet (full disk)
         self._withdrawn: set[int] = set()
+        # app STAN -> when this agent last recorded a request of it (monotonic): a STAN not in
+        # it cannot be a repetition, and needs no look into the journal (a thread hop on every
+        # sale's path). Complete from _complete_since on: before it (the agent's start, or
+        # what a pruning dropped) only the journal knows.
+        self._recorded: dict[str, float] = {}
+        self._complete_since = time.monotonic()
 
     async def references(self, request: Message, cls: MessageClass) -> dict[int, str] | LocalAnswer:
         """Fields that name earlier requests by the app's STAN, in the wire's numbers: 11 of a
@@ -147,6 +155,27 @@ class StanMap:
     def key(self, request: Message, terminal: Terminal) -> str:
         return replay_key(request, terminal, self.journal.replay_secret)
 
+    def recorded(self, app_stan: str) -> None:
+        """A request of ``app_stan`` is in the journal now, with its replay key (called from
+        the thread that records it, before its answer can exist)."""
+        now = time.monotonic()
+        self._recorded[app_stan] = now
+        if len(self._recorded) > RECORDED_KEPT:
+            cutoff = now - self._replay_window()
+            # a new dict swapped in whole: the event loop's lookups never see one half-pruned
+            self._recorded = {s: at for s, at in self._recorded.items() if at >= cutoff}
+            self._complete_since = max(self._complete_since, cutoff)
+
+    def _may_repeat(self, stan: str, window: float) -> bool:
+        """Whether the journal may hold an answer to replay for ``stan``: only if this agent
+        recorded a request of that STAN within the window, unless the window reaches back to
+        before what it knows (a restart, a longer window after a reload)."""
+        now = time.monotonic()
+        if now - window < self._complete_since:
+            return True
+        at = self._recorded.get(stan)
+        return at is not None and at >= now - window
+
     async def replayed(self, request: Message, terminal: Terminal) -> Message | None:
         """The answer the app already got for this very request (same app STAN and replay key,
         within ``gateway.replay_window`` in this batch), if it is still true: the app repeats
@@ -155,6 +184,8 @@ class StanMap:
         if not isinstance(stan, str):
             return None
         window = self._replay_window()
+        if not self._may_repeat(stan, window):
+            return None  # a STAN this agent has not recorded lately: nothing to replay
         try:
             found = await self.journal.within(
                 SALE_PATIENCE,

@@ -106,6 +106,42 @@ def test_a_repetition_outside_the_replay_window_is_a_new_request(tmp_path) -> No
     run(scenario())
 
 
+def test_only_a_stan_recorded_lately_is_looked_up_and_a_repetition_is_still_replayed(
+    tmp_path,
+) -> None:
+    """Once the agent has run longer than the replay window, it knows every app STAN it
+    recorded within it: a new STAN needs no look into the journal (a thread hop on every
+    sale), a repeated one is still answered from the journal, not charged again."""
+
+    async def scenario():
+        sections = {"gateway": {"replay_window": 0.5}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            journal = rig.agent.journal
+            looked: list[str] = []
+            lookup = journal.replay
+
+            def counted(app_stan: str, key: str, window: float):
+                looked.append(app_stan)
+                return lookup(app_stan, key, window)
+
+            journal.replay = counted
+            # within the window of the start, the journal rows of before it may matter
+            assert (await exchange(rig.socket, app_purchase(2300, app_stan=470))).text(39) == "00"
+            assert looked == ["000470"]
+            await asyncio.sleep(0.6)
+            purchase = app_purchase(2400, app_stan=471)
+            assert (await exchange(rig.socket, purchase)).text(39) == "00"
+            assert looked == ["000470"]  # a new STAN: no look
+            again = await exchange(rig.socket, purchase)
+            assert again.text(39) == "00" and looked[-1] == "000471"
+            assert rig.host.state()["requests"]["0200"] == 2  # not charged twice
+            await asyncio.sleep(0.6)
+            await exchange(rig.socket, purchase)  # out of the window: a new request
+            assert rig.host.state()["requests"]["0200"] == 3
+
+    run(scenario())
+
+
 def test_a_repetition_while_the_first_is_in_flight_waits_for_its_answer(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
