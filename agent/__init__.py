@@ -1,3 +1,3 @@
 """pos-agent: keeps a CUP-style POS terminal registered with its acquirer."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.wire.profile import CUP, Profile, ProfileError, load_profile
 from agent.wire.working_keys import LAYOUTS
+from drivers.loading import module_driver
 
 DEFAULT_PATH = Path("/etc/pos-agent/agent.toml")
 # The sign-in schemes wire.key_scheme may name besides "auto" (006: SM4 keys, DESIGN.md 18)
@@ -83,6 +84,9 @@ class ModuleConfig:
     key_slot: int = 0
     socket: str = ""  # the payment app's way to the module; default: $RUNTIME_DIRECTORY/module.sock
     pin_per_minute: int = 6  # PIN entries served to each user of the module socket a minute
+    # "serial": the built-in driver of the serial protocol (DESIGN.md section 5); else the name of
+    # an installed driver, an entry point of group pos_agent.modules
+    driver: str = "serial"
 
 
 @dataclass(frozen=True)
@@ -443,6 +447,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "key_slot": _between(0, 255),  # one byte on the serial line
         "socket": _text,
         "pin_per_minute": _between(1, 100_000),  # a benchmark's rig raises it
+        "driver": module_driver,  # one not installed, or that does not load, is an error at start
     },
     "gateway": {
         "socket": _text,

@@ -267,9 +267,9 @@ class Journal:
         else:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                # 0600 from the first byte, whatever the umask (outside systemd there is none
-                # of UMask=0077); SQLite gives the -wal and -shm files the database's mode.
-                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                # 0640 at most, whatever the umask: the group bit is for the technicians' ACL of
+                # the state directory (pos-agent.tmpfiles); SQLite gives -wal and -shm this mode.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o640))
             except OSError as exc:
                 raise JournalError(f"journal {path} cannot be created: {exc}") from None
             target, uri = str(path), False

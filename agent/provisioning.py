@@ -140,10 +140,11 @@ def load_saved(path: Path) -> Provisioning | None:
 
 
 def save(path: Path, provisioning: Provisioning) -> None:
-    """Atomically, readable by the service only."""
+    """Atomically, written by the service only; its group bit lets the technicians' group read
+    it through the state directory's ACL (packaging/systemd/pos-agent.tmpfiles)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         json.dump(provisioning.to_record(), out, indent=2, ensure_ascii=False)
         out.flush()

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 # Sections the service builds its listeners, journal and telemetry from, once.
 AT_RESTART = ("gateway", "journal", "control", "telemetry")
 # Settings of the module section the serial line and its socket are opened with, once.
-MODULE_AT_RESTART = ("url", "baudrate", "socket")
+MODULE_AT_RESTART = ("url", "baudrate", "socket", "driver")
 
 
 class Settings:

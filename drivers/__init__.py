@@ -1,1 +1,2 @@
-"""Card (security) module drivers: the module interface and its serial implementation."""
+"""Card (security) module drivers: the module interface, its serial implementation, drivers by
+entry point, and the conformance run that proves a module or a driver."""

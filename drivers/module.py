@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -328,8 +329,9 @@ def encode_tusn_request(factor: str) -> bytes:
     return factor.encode("ascii")
 
 
-def _tusn_answer_problem(answer: TusnAnswer) -> str | None:
-    """What makes ``answer`` unfit for field 59 A2, or None: one check for encoder and decoder."""
+def tusn_answer_problem(answer: TusnAnswer) -> str | None:
+    """What makes ``answer`` unfit for field 59 A2, or None: one check for encoder, decoder and
+    the conformance run (which sees the answers of drivers that decode on their own)."""
     device_type, tusn, ciphertext = answer.device_type, answer.tusn, answer.ciphertext
     if len(device_type) != TUSN_DEVICE_TYPE_CHARS or not set(device_type) <= _ASCII_DIGITS:
         return f"device type {device_type!r} is not {TUSN_DEVICE_TYPE_CHARS} ASCII digits"
@@ -344,7 +346,7 @@ def _tusn_answer_problem(answer: TusnAnswer) -> str | None:
 
 def encode_tusn_answer(answer: TusnAnswer) -> bytes:
     """TUSN's response DATA after the status: device type 2, TUSN length 1, TUSN, ciphertext 8."""
-    problem = _tusn_answer_problem(answer)
+    problem = tusn_answer_problem(answer)
     if problem is not None:
         raise ValueError(f"TUSN answer: {problem}")
     tusn = answer.tusn.encode("ascii")
@@ -387,7 +389,7 @@ def decode_tusn_answer(data: bytes) -> TusnAnswer:
         tusn=_tusn_text("TUSN", data[head : head + length]),
         ciphertext=_tusn_text("ciphertext", data[head + length :]),
     )
-    problem = _tusn_answer_problem(answer)
+    problem = tusn_answer_problem(answer)
     if problem is not None:
         raise ModuleProtocolError(f"TUSN response: {problem}")
     return answer
@@ -407,6 +409,16 @@ def decode_rtc(data: bytes) -> datetime:
 
 
 # ------------------------------------------------------------------------------------- interface
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModuleSettings:
+    """What a driver is given to reach its module: the ``[module]`` settings that are the
+    driver's. A field added later comes with a default, so a driver written today goes on
+    working."""
+
+    url: str  # a device, a pyserial URL, or whatever address the driver's SDK understands
+    baudrate: int = 115200
 
 
 class CardModule(abc.ABC):
@@ -479,3 +491,10 @@ class CardModule(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional for drivers without resources
         """Release the device."""
+
+
+# A driver (DESIGN.md section 12): an entry point of group ``pos_agent.modules`` naming a callable
+# that takes the settings and returns the module. It must not touch the device: the module is
+# reached at its first command, so the service starts with the module unplugged and the driver
+# re-opens it after an unplug, as the serial driver does.
+DriverFactory = Callable[[ModuleSettings], CardModule]

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import serial
 
-from drivers.framing import Frame
+from drivers.framing import ACK, Event, Frame, FrameParser
 from drivers.link import ACK_TIMEOUT, QUIET, RETRANSMITS, Link, LinkDown, LinkStats, NoAck
 from drivers.module import (
     ENCRYPT_WITH_TDK,
@@ -28,6 +28,7 @@ from drivers.module import (
     ModuleInfo,
     ModuleLinkError,
     ModuleProtocolError,
+    ModuleSettings,
     ModuleStatusError,
     ModuleTimeout,
     PinFormat,
@@ -370,3 +371,43 @@ class SerialCardModule(CardModule):
         if not payload:
             raise ModuleProtocolError(f"{command.name} response has no status byte")
         return payload
+
+    # ------------------------------------------------------- the line, for a conformance run
+
+    def new_seq(self) -> int:
+        """A SEQ for a frame put on the line from outside (``agent module check``), taken from
+        the driver's own sequence: its next request never repeats it, so the module never
+        answers that request from the outsider's response."""
+        with self._lock:
+            return self._next_seq()
+
+    def raw_exchange(
+        self, raw: bytes, *, timeout: float, until: Callable[[Event], bool]
+    ) -> list[Event]:
+        """Write ``raw`` on the line as it is (noise, a damaged frame, a repeated SEQ) and return
+        what the module sends back, frames ACKed, until an event for which ``until`` is true or
+        ``timeout`` seconds. Between the driver's own commands, which wait for it."""
+        with self._lock:
+            deadline = self._clock() + timeout
+            stream = self._connected(deadline).stream
+            parser = FrameParser()
+            seen: list[Event] = []
+            try:
+                stream.write(raw)
+                while (remaining := deadline - self._clock()) > 0:
+                    data = stream.read(min(remaining, QUIET))
+                    for event in parser.feed(data) if data else parser.expire():
+                        if isinstance(event, Frame):
+                            stream.write(bytes([ACK]))
+                        seen.append(event)
+                        if until(event):
+                            return seen
+            except LinkDown as exc:
+                self._drop_port()
+                raise ModuleLinkError(f"card module at {self.url} went away: {exc}") from None
+            return seen
+
+
+def open_serial(settings: ModuleSettings) -> SerialCardModule:
+    """The built-in driver (entry point ``serial`` of group ``pos_agent.modules``)."""
+    return SerialCardModule(settings.url, baudrate=settings.baudrate)

@@ -52,6 +52,14 @@ def ask_agent(config: Config, request: dict[str, object]) -> dict[str, object] |
         raise UsageError(str(exc)) from None
 
 
+def not_permitted(path: object) -> str:
+    """What a technician's command may not read, and who may (the service's state is open to
+    its technicians' group to read, DESIGN.md section 10)."""
+    from agent.service.control import TECHNICIAN_GROUP
+
+    return f"{path}: permission denied (root and members of group {TECHNICIAN_GROUP} may read it)"
+
+
 def state_dir() -> Path:
     from agent import paths
 

@@ -11,11 +11,14 @@ from agent.cli.common import (
     UsageError,
     ask_agent,
     load_config,
+    not_permitted,
 )
 from agent.cli.render import print_json
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
+    import os
+
     from agent import paths, timeline
     from agent.journal import Journal, JournalError
 
@@ -29,8 +32,15 @@ def cmd_journal(args: argparse.Namespace) -> int:
         entries = answer["entries"]
     else:
         path = paths.journal_path(config)
-        if not path.exists():
+        try:
+            present, readable = path.exists(), os.access(path, os.R_OK)
+        except PermissionError:  # its directory is closed to this user
+            present, readable = True, False
+        if not present:
             print(f"agent journal: no journal at {path}", file=sys.stderr)
+            return EXIT_FAILED
+        if not readable:  # said so, not as SQLite's "unable to open database file"
+            print(f"agent journal: no agent running, and {not_permitted(path)}", file=sys.stderr)
             return EXIT_FAILED
         try:
             journal = Journal(path, read_only=True)  # a look: it creates and changes nothing

@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__
 from agent.cli.common import DEFAULT_CONFIG
+from agent.version import VERSION
 
 
 def terminal_columns() -> int:
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="pos-agent: keeps a POS terminal registered with its acquirer "
         "(diagnoses and repairs response 97, 终端未登记).",
     )
-    parser.add_argument("--version", action="version", version=f"pos-agent {__version__}")
+    parser.add_argument("--version", action="version", version=f"pos-agent {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -186,6 +186,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = config.add_parser("check", help="validate the configuration and show what is in effect")
     p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
     p.set_defaults(handler="config_check:cmd_config_check")
+    module = sub.add_parser("module", help="card module tools").add_subparsers(
+        dest="module_command", metavar="ACTION", required=True
+    )
+    p = module.add_parser(
+        "check",
+        help="conformance run against the card module, through its driver",
+        description="Runs the cases of the module protocol (DESIGN.md section 5) against the "
+        "module through its driver (module.driver, a pos_agent.modules entry point): commands, "
+        "statuses, KCVs, MACs, TUSN, PIN entry, repeated SEQ, noise, unplug. Cases that load "
+        "keys run only on a slot holding the documented test TMK, and replace its working keys; "
+        "a production module's keys are left alone and those cases skipped. Stop the service "
+        "first: it is the only user of the line. Exit 0 no case failed, 1 a case failed, "
+        "2 usage (no such driver, one that cannot load).",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help="the module at URL instead of module.url")
+    where.add_argument(
+        "--sim",
+        action="store_true",
+        help="start the module simulator and run against it, with its fault injection "
+        "(noise, unplug) and test keypad",
+    )
+    p.add_argument("--driver", metavar="NAME", help="this driver instead of module.driver")
+    p.add_argument(
+        "--slot",
+        type=int,
+        action="append",
+        metavar="N",
+        help="check slot N (repeatable; default 0 and 1, the documented test slots)",
+    )
+    p.add_argument(
+        "--test-keys",
+        action="store_true",
+        help="the module must hold the documented test keys: a slot without them fails",
+    )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="a person is at the module's keypad and types 123456 when asked",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.set_defaults(handler="module_check:cmd_module_check")
 
     p = sub.add_parser(
         "selftest",
@@ -199,15 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", choices=["zh", "en"], help="language (default: from the locale)")
     p.set_defaults(handler="selftest:cmd_selftest")
 
-    p = sub.add_parser(
-        "fleet",
-        help="the fleet's terminals from the MQTT broker: counts, causes, who needs a person",
-    )
-    p.add_argument("--broker", help="mqtt[s]://HOST[:PORT] (default: telemetry.broker)")
-    p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--watch", action="store_true", help="keep watching; Ctrl-C stops")
-    p.set_defaults(handler="fleet:cmd_fleet")
+    fleet_parser(sub)
 
     p = sub.add_parser(
         "demo", help="the agent at work on simulators: a 97 recovered, then one escalated"
@@ -215,3 +250,95 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show the agent's log too")
     p.set_defaults(handler="demo:cmd_demo")
     return parser
+
+
+def fleet_parser(sub: argparse._SubParsersAction) -> None:
+    """``agent fleet`` and its two subcommands: ``agent fleet --watch`` is the summary kept up
+    to date, ``agent fleet watch`` the incident watcher (a service)."""
+
+    def broker_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--broker",
+            help="mqtt[s]://HOST[:PORT] (default: telemetry.broker); alone, no configuration "
+            "file is read",
+        )
+        p.add_argument("--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+
+    p = sub.add_parser(
+        "fleet",
+        usage="agent fleet [-h] [--broker URL] [--config FILE] [--json] [--watch]\n"
+        "       agent fleet watch [-h] [--broker URL] [--config FILE] [-v]\n"
+        "       agent fleet send [-h] SERIAL COMMAND [--args JSON] [--expires SECONDS]\n"
+        "                        [--timeout SECONDS] [--broker URL] [--config FILE] [--json]",
+        help="the fleet's terminals from the MQTT broker: open incidents, counts by state and "
+        "cause, who needs a person; 'fleet watch' the incident watcher, 'fleet send' a command",
+        description="Reads the retained states and incidents on the broker (DESIGN.md section "
+        "14). Text from the broker is shown escaped and clipped; messages that cannot be read "
+        "are counted. Exit 0, 1 the broker cannot be reached, 2 usage or configuration.",
+    )
+    broker_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--watch", action="store_true", help="keep the summary up to date; Ctrl-C stops")
+    p.set_defaults(handler="fleet:cmd_fleet")
+    commands = p.add_subparsers(dest="fleet_command", metavar="ACTION")
+
+    watch = commands.add_parser(
+        "watch",
+        help="the incident watcher: opens and closes host-side incidents (a long-running service)",
+        description="Opens a retained host-side incident on <prefix>/incidents/<acquirer host> "
+        "when fleet.incident_min_terminals terminals of one acquirer host report 97 or become "
+        "unregistered within fleet.incident_window seconds with a healthy self-check, and closes "
+        "it when they are registered again or after the window without a 97. Events come "
+        "through the MQTT 5 shared subscription $share/pos-fleet/<prefix>/+/event, so several "
+        "watchers split them (under MQTT 3.1.1 each hears all). SIGTERM stops it. Exit 0 "
+        "stopped, 1 the broker cannot be reached, 2 usage or configuration.",
+    )
+    broker_options(watch)
+    watch.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    watch.set_defaults(handler="fleet:cmd_fleet_watch")
+
+    send = commands.add_parser(
+        "send",
+        help="send an operator command to one terminal and print its answer",
+        description="Publishes {cmd, args, expires} on <prefix>/SERIAL/cmd/<id> (QoS 1, not "
+        "retained) and waits for the agent's answer on .../result. The agent runs commands "
+        "only with telemetry.commands = true over TLS with a pinned CA. Exit 0 done, 1 the "
+        "agent refused or failed (or the broker cannot be reached), 2 usage, 3 no answer "
+        "within --timeout.",
+    )
+    send.add_argument("serial", metavar="SERIAL", help="the terminal's card module serial")
+    send.add_argument(
+        "cmd",
+        metavar="COMMAND",
+        help="selftest, signin, provision, journal (the last N masked events) or incident "
+        "(open or close a host-side incident for this terminal)",
+    )
+    send.add_argument("--args", metavar="JSON", help="the command's arguments, a JSON object")
+    send.add_argument(
+        "--expires",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="the agent refuses the command after this many seconds (default 60)",
+    )
+    send.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the answer (default 30)",
+    )
+    broker_options(send)
+    send.add_argument("--json", action="store_true", help="print JSON")
+    send.set_defaults(handler="fleet:cmd_fleet_send")
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError("expected seconds above 0, at most 86400")
+    return value

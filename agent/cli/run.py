@@ -21,6 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.journal import JournalError
     from agent.service import daemon, logs
     from agent.service.instance import InstanceError
+    from drivers.loading import DriverError
 
     logs.setup(args.verbose)
     config = load_config(args, service=True)
@@ -34,6 +35,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(daemon.run(config, reload))
-    except (JournalError, InstanceError) as exc:
+    except (JournalError, InstanceError, DriverError) as exc:  # a driver's factory failed
         print(f"agent run: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -12,6 +12,7 @@ from agent.cli.common import (
     UsageError,
     ask_agent,
     load_config,
+    not_permitted,
 )
 
 
@@ -39,7 +40,11 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             report = Report(checks, answer["duration_ms"])
             where = ("asked the running agent", "已询问运行中的服务")
         else:
-            report = asyncio.run(run_local(config, only))
+            try:
+                report = asyncio.run(run_local(config, only))
+            except PermissionError as exc:  # the state directory is closed to this user
+                what = exc.filename or exc
+                raise UsageError(f"no agent running, and {not_permitted(what)}") from None
             where = ("no agent running: checked directly", "服务未运行：直接检查")
     tid = config.terminal.tid
     if args.json:

@@ -10,6 +10,8 @@ from agent.cli.common import (
     EXIT_FAILED,
     EXIT_NOT_RUNNING,
     EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
     ask_agent,
     control_path,
     load_config,
@@ -20,8 +22,18 @@ from agent.cli.render import print_json
 def cmd_status(args: argparse.Namespace) -> int:
     import datetime
 
-    config = load_config(args)
-    answer = ask_agent(config, {"cmd": "status"})
+    try:
+        config = load_config(args)
+        answer = ask_agent(config, {"cmd": "status"})
+    except UsageError as exc:
+        if not args.json:
+            raise
+        # --json always prints an object: a script learns why there is no status, and a
+        # person reads it on stderr as without --json ("running": null: it cannot be told)
+        print(f"agent status: {exc}", file=sys.stderr)
+        print_json({"running": None, "state": "unknown", "registered": False,
+                    "error": str(exc)})  # fmt: skip
+        return EXIT_USAGE
     if answer is None:
         where = control_path(config)
         if args.json:

@@ -44,8 +44,8 @@ from agent.transaction.sender import Sender
 from agent.transaction.stan_map import StanMap
 from agent.transaction.stats import GatewayStats
 from agent.transaction.wrap import WrapMode
-from drivers.module import CardModule
-from drivers.serial_module import SerialCardModule
+from drivers.loading import open_module
+from drivers.module import CardModule, ModuleSettings
 
 
 class Agent:
@@ -64,7 +64,10 @@ class Agent:
             outbox_ids_above=self.telemetry_ids.event_id if telemetry.broker else 0,
         )
         self._stack.callback(journal.close)
-        self.module = module or SerialCardModule(config.module.url, baudrate=config.module.baudrate)
+        self.module = module or open_module(
+            config.module.driver,
+            ModuleSettings(url=config.module.url, baudrate=config.module.baudrate),
+        )
         close(asyncio.to_thread, self.module.close)
         self.host_clock = HostClock()
         self.echo_message = echo_maker(settings, journal)

@@ -5,26 +5,40 @@ technician's commands (``agent status``, ``selftest``, ``signin``, ``echo``, ``p
 A request is one JSON object with ``"cmd"``; the answer is one JSON object with ``"ok"`` and either
 the command's fields or ``"error"``. Bad input gets an error answer naming what was wrong, and the
 connection stays usable; a line over 64 KiB closes it.
+
+Who may ask what: root and the service's own user anything; members of group ``pos-agent-tech``
+(technicians without root) only the commands that read (:data:`READ_ONLY`); nobody else. The
+socket is 0660 with that group, so the kernel turns others away at connect; the agent asks the
+kernel who is at the other end (SO_PEERCRED, as it was at connect) and answers each command by
+that. Where the group does not exist, or the agent may not give the socket to it, the socket
+stays 0600.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
+import pwd
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from agent.transaction.connections import Connections
+from agent.transaction.peers import Peer, unix_peer
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+TECHNICIAN_GROUP = "pos-agent-tech"
+# What a technician may ask: the commands that only read. A sign-in, provisioning and the echo
+# test act on the host or the terminal; they stay root's and the service's.
+READ_ONLY = frozenset({"status", "selftest", "journal", "params"})
 
 
 class ControlError(Exception):
@@ -56,6 +70,7 @@ class ControlServer:
         self.handlers = handlers
         self._server: asyncio.Server | None = None
         self._connections = Connections()
+        self._technicians: int | None = None  # the group's id, once the socket is open to it
 
     async def serve(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,8 +78,22 @@ class ControlServer:
             path.unlink()
         self._server = await asyncio.start_unix_server(self._client, str(path), limit=MAX_LINE)
         # The service user and root only: the payment app's group must not sign in or
-        # re-provision (the payment socket is the one that group gets).
+        # re-provision (the payment socket is the one that group gets); then the technicians'
+        # group, where there is one, to read.
         os.chmod(path, 0o600)
+        self._technicians = _open_to_technicians(path)
+
+    def permitted(self, peer: Peer | None) -> frozenset[str]:
+        """The commands ``peer`` may ask: every one for root and the service's user, the
+        read-only ones for a technician, none for anyone else (or a peer the kernel does not
+        name)."""
+        if peer is None:
+            return frozenset()
+        if peer.uid in (0, os.geteuid()):
+            return frozenset(self.handlers)
+        if self._technicians is not None and _in_group(peer, self._technicians):
+            return READ_ONLY.intersection(self.handlers)
+        return frozenset()
 
     async def close(self) -> None:
         if self._server is not None:
@@ -73,9 +102,10 @@ class ControlServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = self._connections.add(writer)
+        permitted = self.permitted(unix_peer(writer.get_extra_info("socket")))
         try:
             while line := await reader.readline():
-                answer = await self.answer(line)
+                answer = await self.answer(line, permitted)
                 writer.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
                 await writer.drain()
         except (ValueError, asyncio.LimitOverrunError):
@@ -86,7 +116,9 @@ class ControlServer:
             self._connections.remove(task)
             writer.close()
 
-    async def answer(self, line: bytes) -> dict[str, Any]:
+    async def answer(self, line: bytes, permitted: frozenset[str] | None = None) -> dict[str, Any]:
+        """The answer to one request line; ``permitted``: the commands its sender may ask
+        (:meth:`permitted`), every one when None (a caller in this process)."""
         try:
             request = parse_request(line)
         except ValueError as exc:
@@ -95,11 +127,50 @@ class ControlServer:
         if handler is None:
             known = ", ".join(sorted(self.handlers))
             return {"ok": False, "error": f"unknown command {request['cmd']!r}; known: {known}"}
+        if permitted is not None and request["cmd"] not in permitted:
+            return {"ok": False, "error": _refusal(request["cmd"])}
         try:
             return {"ok": True, **await handler(request)}
         except Exception as exc:  # the answer carries it; the agent keeps serving
             log.warning("control command %s failed: %s", request["cmd"], exc)
             return {"ok": False, "error": str(exc) or type(exc).__name__}
+
+
+def _refusal(command: str) -> str:
+    return (
+        f"{command} is for root and the service's user; members of group {TECHNICIAN_GROUP} "
+        f"may ask {', '.join(sorted(READ_ONLY))}"
+    )
+
+
+def _open_to_technicians(path: Path) -> int | None:
+    """Give the socket to group :data:`TECHNICIAN_GROUP` (0660) and return the group's id;
+    None, and the socket stays 0600, where there is no such group or the agent may not give
+    it (neither root nor a member: pos-agent.sysusers makes the service one)."""
+    try:
+        group = grp.getgrnam(TECHNICIAN_GROUP).gr_gid
+    except KeyError:
+        return None
+    try:
+        os.chown(path, -1, group)
+    except OSError as exc:
+        log.warning("control socket %s: not open to group %s (%s): technicians need root",
+                    path, TECHNICIAN_GROUP, exc.strerror or exc)  # fmt: skip
+        return None
+    os.chmod(path, 0o660)
+    return group
+
+
+def _in_group(peer: Peer, group: int) -> bool:
+    """Whether ``peer`` is in ``group``: as the kernel told at connect, else (a kernel without
+    SO_PEERGROUPS tells only the primary group) as /etc/group says."""
+    if group in peer.groups:
+        return True
+    try:
+        user = pwd.getpwuid(peer.uid)
+    except KeyError:
+        return False
+    return group in os.getgrouplist(user.pw_name, user.pw_gid)
 
 
 def request(path: Path, message: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
@@ -112,7 +183,9 @@ def request(path: Path, message: dict[str, Any], timeout: float = 60.0) -> dict[
             raise NotRunning(f"no agent at {path}: {exc.strerror}") from None
         except PermissionError:
             raise ControlError(
-                f"{path}: permission denied (run as root or a member of the service's group)"
+                f"{path}: permission denied: run as root, or as a member of group "
+                f"{TECHNICIAN_GROUP} for {', '.join(sorted(READ_ONLY))} (a new member must "
+                "log in again)"
             ) from None
         try:
             sock.sendall(json.dumps(message).encode() + b"\n")

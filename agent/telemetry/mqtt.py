@@ -118,7 +118,8 @@ def connect(client: mqtt.Client, broker: str, keepalive: int, session: int = 0) 
     than the session ends), and what arrives for the client meanwhile (a command) is kept.
     0: a clean start, nothing kept."""
     host, port, _ = broker_address(broker)
-    if client.protocol == mqtt.MQTTv5:
+    # paho 2 names it protocol; 1.6 (Debian 12) keeps it in _protocol
+    if getattr(client, "protocol", getattr(client, "_protocol", None)) == mqtt.MQTTv5:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent import __version__
 from agent.config import Config
+from agent.version import VERSION as __version__
 
 STATES = ("registered", "recovering", "unregistered", "offline")
 

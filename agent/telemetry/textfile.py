@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -26,11 +25,12 @@ from agent.telemetry.state import STATES
 MODE = 0o644
 LABEL_MAX = 128  # characters of one label value: a TID is 8, a cause code a few dozen
 CLIPPED = "…"
-# Unicode categories that must not reach a label: control characters (newline, ESC of an ANSI
-# sequence), format characters (bidirectional overrides, zero-width characters: text that shows
-# other than it is), lone surrogates (not encodable as UTF-8: the write would fail) and the line
-# and paragraph separators (U+2028, U+2029), which many readers take for a new line.
-UNSHOWABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# What must not reach a label is what str.isprintable() refuses: control characters (newline,
+# ESC of an ANSI sequence), format characters (bidirectional overrides, zero-width characters:
+# text that shows other than it is), lone surrogates (not encodable as UTF-8: the write would
+# fail), the line and paragraph separators (U+2028, U+2029), which many readers take for a new
+# line, and spaces other than " ". (unicodedata would name the categories, at the price of a
+# module the service otherwise never loads.)
 
 # The counters of the agent's life: the key in ``counters``, the metric and its help.
 COUNTERS = (
@@ -46,7 +46,7 @@ def label_value(value: object) -> str:
     U+FFFD, long text is clipped, and backslash and double quote are escaped as the text format
     requires (a newline cannot remain: it is a control character)."""
     text = "".join(
-        "\ufffd" if unicodedata.category(c) in UNSHOWABLE else c for c in str(value or "")
+        c if c.isprintable() else "\ufffd" for c in str(value or "")
     )
     if len(text) > LABEL_MAX:
         text = text[: LABEL_MAX - len(CLIPPED)] + CLIPPED

@@ -14,7 +14,9 @@ What it makes, in ``--out`` (default dist/):
                                               packaging/debian/build.py with buildtools.py (the
                                               manual page is made by the venv package's code),
                                               plus pos-agent/debian/ from here with a changelog
-                                              for agent.__version__.
+                                              for the version the agent reports (agent/_build.py,
+                                              written here: the release at its own commit, else
+                                              <release>+g<commit>[.dirty]).
     python-iso8583_<v>-<r>.dsc, .orig.tar.gz, .debian.tar.xz
                                               "3.0 (quilt)": pyiso8583's PyPI source (its sha256
                                               pinned below) and python-iso8583/debian/ from here.
@@ -50,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 PACKAGING = HERE.parent
 sys.path.insert(0, str(PACKAGING))
 
-from buildtools import ROOT, BuildError, copy_sources, run, source_date_epoch  # noqa: E402
+from buildtools import ROOT, BuildError, copy_sources, describe, run, source_date_epoch  # noqa: E402
 
 # The venv package's builder: its version reading, maintainer and changelog, one of each.
 _spec = importlib.util.spec_from_file_location("venv_deb", PACKAGING / "debian" / "build.py")
@@ -161,10 +163,13 @@ def dsc_files(dsc: Path) -> list[str]:
 
 
 def build_pos_agent(work: Path, out: Path) -> Path:
-    version = venv_deb.project_version()
+    described = describe(ROOT)
+    if described.note:
+        print(f"build.py: {described.note}: the version is {described.full}", file=sys.stderr)
+    version = described.full
     epoch = source_date_epoch()
     tree = work / f"pos-agent-{version}"
-    copy_sources(tree)
+    copy_sources(tree, described)  # with agent/_build.py: the build chroot has no git
     for relative in EXTRA_SOURCES:
         source, target = ROOT / relative, tree / relative
         target.parent.mkdir(parents=True, exist_ok=True)

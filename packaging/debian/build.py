@@ -11,13 +11,19 @@ What the package holds:
     /usr/share/man/man1/agent.1.gz      made from the command line's own parser
     $systemdsystemunitdir/pos-agent.service
                                         systemd.pc's unit folder (/lib/systemd/system on Debian 12)
+    $systemdsystemunitdir/pos-agent.service.d/textfile.conf
+                                        lets telemetry.textfile write where node_exporter reads
+    $systemdsystemunitdir/pos-agent-fleet-watch.service
+                                        the fleet's incident watcher (agent fleet watch), for an
+                                        operator's machine: not enabled by the package
     /usr/lib/sysusers.d/pos-agent.conf  the service's user and group (postinst: systemd-sysusers,
                                         else useradd)
     /usr/lib/tmpfiles.d/pos-agent.conf  its state directory
     /etc/pos-agent/agent.toml           the default configuration (a conffile)
     /etc/pos-agent/hooks.d/             README and one folder per hook event
     /usr/lib/pos-agent/ota/health-gate  the over-the-air health gate (agent selftest --json)
-    /usr/share/doc/pos-agent/           README.md, copyright (with the bundled licences), changelog,
+    /usr/share/doc/pos-agent/           README.md, docs/ (the reference), copyright (with the
+                                        bundled licences), changelog,
                                         hooks/ (the hooks' reference and an example for each event),
                                         ota/ (Mender, RAUC and SWUpdate scripts around the gate)
 
@@ -34,6 +40,8 @@ its Depends. Everything in it is pure Python (cryptography is only in the extra 
 installed here), so the package is ``Architecture: all``; a compiled module in the venv is a
 build error. Two builds of one tree are byte-identical (SOURCE_DATE_EPOCH, else the last
 commit's time; no path of the build machine in any file).
+<version> is what the agent reports (agent --version, telemetry): the release at its own commit,
+else <release>+g<commit>[.dirty] from git (packaging/buildtools.py; packaging/README.md).
 pip reads its usual configuration: PIP_INDEX_URL, or PIP_NO_INDEX=1 with PIP_FIND_LINKS=DIR for
 an offline build from a wheelhouse.
 """
@@ -57,7 +65,7 @@ HERE = Path(__file__).resolve().parent
 PACKAGING = HERE.parent
 sys.path.insert(0, str(PACKAGING))
 
-from buildtools import ROOT, BuildError, copy_sources, run, source_date_epoch  # noqa: E402
+from buildtools import ROOT, BuildError, copy_sources, describe, run, source_date_epoch  # noqa: E402
 
 NAME = "pos-agent"
 PREFIX = "/usr/lib/pos-agent"
@@ -104,28 +112,30 @@ def need(tool: str, package: str) -> str:
 
 
 def project_version() -> str:
-    text = (ROOT / "agent" / "__init__.py").read_text(encoding="utf-8")
-    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
-    if match is None:
-        raise BuildError("agent/__init__.py: no __version__ line")
-    return match.group(1)
+    """What the agent built from this tree reports (``agent --version``, telemetry), and the
+    package's version: the release (agent.__version__) at the release's own commit, else
+    ``<release>+g<commit>[.dirty]`` from git, or ``<release>+unknown`` (buildtools.describe)."""
+    return describe(ROOT).full
 
 
 # ------------------------------------------------------------------------------------ the venv
 
 
-def make_venv(python: str, stage: Path, sources: Path) -> tuple[Path, list[tuple[str, str]]]:
+def make_venv(
+    python: str, stage: Path, sources: Path, version: str
+) -> tuple[Path, list[tuple[str, str]]]:
     """The venv at its final path in ``stage``, and the command line's commands with their help
-    (for the manual page), read while the venv's interpreter still runs from the staging tree."""
+    (for the manual page), read while the venv's interpreter still runs from the staging tree;
+    the installed agent must say ``version``."""
     venv = stage / VENV.lstrip("/")
     run(python, "-m", "venv", venv)
     python3 = venv / "bin" / "python3"
     pip = [python3, "-m", "pip", "--disable-pip-version-check", "--no-input"]
     run(*pip, "install", "--no-compile", "--no-warn-script-location", sources)
     run(*pip, "uninstall", "--yes", "pip", "setuptools")
-    version = run(python3, "-I", "-B", "-m", "agent", "--version").split()
-    if version[-1:] != [project_version()]:
-        raise BuildError(f"the installed agent says {' '.join(version)!r}")
+    says = run(python3, "-I", "-B", "-m", "agent", "--version").split()
+    if says[-1:] != [version]:
+        raise BuildError(f"the installed agent says {' '.join(says)!r}, not {version}")
     commands = json.loads(run(python3, "-I", "-B", "-c", LIST_COMMANDS))
     tidy_venv(venv, stage)
     return venv, [tuple(command) for command in commands]
@@ -274,8 +284,8 @@ def changelog(version: str, epoch: int) -> bytes:
     date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(epoch))
     return (
         f"{NAME} ({version}) stable; urgency=medium\n\n"
-        f"  * Release {version}, built from the project's tree; its history is in the\n"
-        "    project's repository.\n\n"
+        f"  * Version {version}, built from the project's tree;\n"
+        "    its history is in the project's repository.\n\n"
         f" -- {MAINTAINER}  {date}\n"
     ).encode()
 
@@ -352,12 +362,19 @@ def install_files(
     # postinst names the first
     for folder, source, name in (
         (systemd_unit_dir(), "pos-agent.service", "pos-agent.service"),
+        # the fleet's incident watcher, for an operator's machine: installed, never enabled
+        (systemd_unit_dir(), "pos-agent-fleet-watch.service", "pos-agent-fleet-watch.service"),
         ("/usr/lib/sysusers.d", "pos-agent.sysusers", "pos-agent.conf"),
         ("/usr/lib/tmpfiles.d", "pos-agent.tmpfiles", "pos-agent.conf"),
     ):
         target = stage / folder.lstrip("/")
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PACKAGING / "systemd" / source, target / name)
+    # the unit's drop-ins: where the textfile collector reads (telemetry.textfile)
+    drop_ins = "pos-agent.service.d"
+    shutil.copytree(
+        PACKAGING / "systemd" / drop_ins, stage / systemd_unit_dir().lstrip("/") / drop_ins
+    )
     config_dir = stage / CONFIG_DIR.lstrip("/")
     hooks = config_dir / "hooks.d"
     hooks.mkdir(parents=True)
@@ -372,6 +389,16 @@ def install_files(
     (doc / "hooks").mkdir()
     shutil.copyfile(ROOT / "firmware_hooks/README.md", doc / "hooks/README.md")
     shutil.copytree(ROOT / "firmware_hooks/examples", doc / "hooks/examples")
+    # the project's reference (docs/), with what its pages link to where the links lead
+    shutil.copytree(
+        ROOT / "docs",
+        doc / "docs",
+        ignore=shutil.ignore_patterns("generate_config_reference.py", "__pycache__"),
+    )
+    (doc / "packaging").mkdir()
+    shutil.copyfile(PACKAGING / "README.md", doc / "packaging/README.md")
+    (doc / "firmware_hooks").mkdir()
+    shutil.copyfile(ROOT / "firmware_hooks/README.md", doc / "firmware_hooks/README.md")
     gate = stage / PREFIX.lstrip("/") / "ota/health-gate"
     gate.parent.mkdir(parents=True)
     shutil.copyfile(PACKAGING / "ota/health-gate", gate)
@@ -465,13 +492,16 @@ def build(out: Path, python: str, work: Path) -> Path:
             f"{python} not found: the package is built for Debian's python3 "
             "(apt-get install python3 python3-venv)"
         )
-    version = project_version()
+    described = describe(ROOT)
+    if described.note:
+        print(f"build.py: {described.note}: the version is {described.full}", file=sys.stderr)
+    version = described.full
     epoch = source_date_epoch()
     major, minor = interpreter_version(python)
     stage = work / "debian" / NAME
     sources = work / "src"
-    copy_sources(sources)
-    venv, commands = make_venv(python, stage, sources)
+    copy_sources(sources, described)
+    venv, commands = make_venv(python, stage, sources, version)
     refuse_compiled(stage)
     conffiles = install_files(stage, version, venv, epoch, commands)
     normalise_modes(stage)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from buildtools import ROOT, BuildError, copy_sources, run, source_date_epoch
+from buildtools import ROOT, BuildError, copy_sources, describe, run, source_date_epoch
 
 # The extra whose distributions have compiled parts: never imported from the zip.
 NATIVE_EXTRA = "sim"
@@ -128,7 +128,10 @@ def pip_install(python: str, target: Path, *what: str | Path) -> None:
 def populate(python: str, work: Path, with_native: bool) -> tuple[Path, Path | None]:
     """The archive's tree, and the tree of compiled distributions (with_native) or None."""
     sources = work / "src"
-    copy_sources(sources)
+    version = describe(ROOT)
+    if version.note:
+        print(f"build.py: {version.note}: the version is {version.full}", file=sys.stderr)
+    copy_sources(sources, version)  # agent --version: the release, else <release>+g<commit>
     site = work / "site"
     pip_install(python, site, "--no-deps", sources)
     pip_install(python, site, *dependencies(site))

@@ -25,8 +25,10 @@ from tests.processes import (
 )
 
 TID = "10000001"
-STATE_KEYS = {"tid", "mid", "serial", "state", "cause", "since", "last_97", "reversals_queued",
-              "reversals_stuck", "outbox_dropped", "version", "at"}  # fmt: skip
+SERIAL = "SIM0000000000001"  # the module simulator's: the topics' key (DESIGN.md section 14)
+STATE_KEYS = {"serial", "tusn", "tid", "mid", "acquirer", "state", "cause", "cause_text", "since",
+              "last_97", "reversals_queued", "reversals_stuck", "outbox_dropped", "seq",
+              "version", "at"}  # fmt: skip
 AGENT = str(Path(sys.executable).with_name("agent"))
 
 
@@ -77,10 +79,12 @@ def test_the_retained_state_is_there_after_start(tmp_path, simulators, broker) -
         fleet = Subscriber(broker, "pos/+/state", client_id="later")
         wait_for(lambda: fleet.messages, 10, "the retained state")
         topic, state, retained = fleet.messages[0]
-        assert (topic, retained, state["state"]) == (f"pos/{TID}/state", True, "registered")
+        assert (topic, retained, state["state"]) == (f"pos/{SERIAL}/state", True, "registered")
         assert set(state) == STATE_KEYS
         assert (state["tid"], state["version"], state["reversals_queued"]) == (TID, __version__, 0)
-        assert state["serial"]  # the module's, from INFO
+        assert (state["serial"], state["tusn"]) == (SERIAL, "00009902" + SERIAL)
+        assert state["acquirer"]["nii"] == "0003" and state["acquirer"]["host"]
+        assert state["cause"] == "" and state["seq"] >= 1
         fleet.close()
     finally:
         assert agent.stop() == 0
@@ -88,7 +92,7 @@ def test_the_retained_state_is_there_after_start(tmp_path, simulators, broker) -
 
 def test_a_97_and_the_recovery_reach_the_fleet_in_order(tmp_path, simulators, broker) -> None:
     host, _, config = simulators
-    fleet = Subscriber(broker, f"pos/{TID}/#")
+    fleet = Subscriber(broker, f"pos/{SERIAL}/#")
     agent = start(tmp_path, with_telemetry(config, broker))
     try:
         host.post(f"/terminals/{TID}/forget")  # the host lost the session: 97 until a sign-in
@@ -97,6 +101,8 @@ def test_a_97_and_the_recovery_reach_the_fleet_in_order(tmp_path, simulators, br
                  "the 97 and the recovery")  # fmt: skip
         refused, recovered = fleet.of("/event")
         assert refused["detail"]["code"] == "97" and refused["id"] < recovered["id"]
+        assert (refused["code"], recovered["code"]) == ("host.97", "recovery.recovered")
+        assert refused["acquirer"] == last_state(fleet)["acquirer"]
         assert recovered["detail"]["code"] == "00"
         assert recovered["detail"]["remedies"] and recovered["detail"]["seconds"] >= 0
         wait_for(lambda: last_state(fleet).get("last_97") is not None, 5, "last_97")
@@ -112,7 +118,7 @@ def test_the_broker_away_while_the_terminal_becomes_unregistered(tmp_path, simul
     """Events wait in the journal's outbox while the broker is down and arrive in order when it
     is back; the retained state then says unregistered, with its cause."""
     host, _, config = simulators
-    fleet = Subscriber(broker, f"pos/{TID}/#")
+    fleet = Subscriber(broker, f"pos/{SERIAL}/#")
     agent = start(tmp_path, with_telemetry(config, broker))
     try:
         wait_for(lambda: last_state(fleet).get("state") == "registered", 10, "the first state")
@@ -129,8 +135,10 @@ def test_the_broker_away_while_the_terminal_becomes_unregistered(tmp_path, simul
         ids = [e["id"] for e in fleet.of("/event")]
         assert ids == sorted(ids)
         wait_for(lambda: last_state(fleet).get("state") == "unregistered", 10, "the state")
-        assert last_state(fleet)["cause"]
-        assert [e["kind"] for e in fleet.of("/event")].count("unregistered") == 1
+        assert last_state(fleet)["cause"] == "host.97-after-signin"  # a code, not a sentence
+        assert TID in last_state(fleet)["cause_text"]  # the sentence beside it
+        [unregistered] = [e for e in fleet.of("/event") if e["kind"] == "unregistered"]
+        assert unregistered["code"] == "host.97-after-signin"
     finally:
         assert agent.stop() == 0
         fleet.close()
@@ -138,12 +146,21 @@ def test_the_broker_away_while_the_terminal_becomes_unregistered(tmp_path, simul
 
 def test_a_killed_agent_is_offline_by_its_will(tmp_path, simulators, broker) -> None:
     _, _, config = simulators
-    fleet = Subscriber(broker, f"pos/{TID}/state")
+    fleet = Subscriber(broker, f"pos/{SERIAL}/state")
     agent = start(tmp_path, with_telemetry(config, broker))
     wait_for(lambda: last_state(fleet).get("state") == "registered", 10, "the state")
+    registered = last_state(fleet)
+    # a will is fixed when the connection is made: the agent connects again with a new one
+    # once its state changed (here from "not signed in" at its start)
+    log = broker.config.parent / "mosquitto.log"
+    wait_for(lambda: log.read_text().count(f"as pos-agent-{SERIAL}") >= 2, 10, "the new will")
     agent.kill()
-    wait_for(lambda: last_state(fleet).get("state") == "offline", 10, "the will")
-    assert last_state(fleet)["cause"] == "connection lost"
+    # MQTT 5: the broker waits the will delay (10 s) before it publishes the will
+    wait_for(lambda: last_state(fleet).get("state") == "offline", 25, "the will")
+    will = last_state(fleet)
+    assert will["cause"] == "telemetry.connection-lost"
+    assert (will["since"], will["last_97"]) == (registered["since"], registered["last_97"])
+    assert will["since"] is not None and will["seq"] > registered["seq"]
     fleet.close()
 
 
@@ -151,12 +168,12 @@ def test_a_clean_stop_says_offline_stopped_and_does_not_wait_for_a_dead_broker(
     tmp_path, simulators, broker
 ) -> None:
     _, _, config = simulators
-    fleet = Subscriber(broker, f"pos/{TID}/state")
+    fleet = Subscriber(broker, f"pos/{SERIAL}/state")
     agent = start(tmp_path, with_telemetry(config, broker))
     wait_for(lambda: last_state(fleet).get("state") == "registered", 10, "the state")
     assert agent.stop() == 0
     wait_for(lambda: last_state(fleet).get("state") == "offline", 10, "the goodbye")
-    assert last_state(fleet)["cause"] == "stopped"
+    assert last_state(fleet)["cause"] == "service.stopped"
     fleet.close()
     # and with the broker gone, the agent still stops at once
     second = start(tmp_path, config)
@@ -165,17 +182,27 @@ def test_a_clean_stop_says_offline_stopped_and_does_not_wait_for_a_dead_broker(
 
 
 def test_the_textfile_holds_the_state_for_node_exporter(tmp_path, simulators, broker) -> None:
-    _, _, config = simulators
+    """Written by the running agent, readable by node_exporter's user (0644), counting the 97s
+    and recoveries, and offline once the agent stops (not "registered" for ever)."""
+    host, _, config = simulators
     metrics = tmp_path / "pos-agent.prom"
     agent = start(tmp_path, with_telemetry(config, broker, textfile=str(metrics)))
     try:
-        registered = f'pos_agent_state{{tid="{TID}",mid="898100012340001",state="registered"}} 1'
+        registered = f'pos_agent_state{{serial="{SERIAL}",state="registered"}} 1'
         wait_for(lambda: metrics.exists() and registered in metrics.read_text(), 10, "the file")
-        text = metrics.read_text()
-        assert f'pos_agent_reversals_queued{{tid="{TID}",mid="898100012340001"}} 0' in text
+        assert metrics.stat().st_mode & 0o777 == 0o644
+        assert f'pos_agent_info{{serial="{SERIAL}",' in metrics.read_text()
+        host.post(f"/terminals/{TID}/forget")
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
+        recovered = f'pos_agent_recoveries_total{{serial="{SERIAL}"}} 1'
+        wait_for(lambda: recovered in metrics.read_text(), 10, "the recovery counted")
+        assert f'pos_agent_97_total{{serial="{SERIAL}"}} 1' in metrics.read_text()
         assert not list(tmp_path.glob(".pos-agent.prom.*"))  # written by rename
     finally:
         assert agent.stop() == 0
+    text = metrics.read_text()
+    assert f'pos_agent_state{{serial="{SERIAL}",state="offline"}} 1' in text
+    assert f'pos_agent_state{{serial="{SERIAL}",state="registered"}} 0' in text
 
 
 def test_agent_fleet_summarises_the_retained_states(tmp_path, simulators, broker) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -40,6 +43,25 @@ def run(
             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
     return result
+
+
+@cache
+def buildtools() -> ModuleType:
+    """packaging/buildtools.py, the module every build script shares (not a package: loaded from
+    its file, as the scripts put packaging/ on sys.path)."""
+    spec = importlib.util.spec_from_file_location("buildtools", PACKAGING / "buildtools.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("buildtools", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_version() -> str:
+    """What an artefact built from this tree now must report: the release at its own commit,
+    else <release>+g<commit>[.dirty] (buildtools.describe; tests/unit/test_version.py tests the
+    rules on repositories of its own). Taken just before a build: a commit made meanwhile
+    (another engineer's) would change it."""
+    return buildtools().describe(ROOT).full
 
 
 def build_script(relative: str, *args: str | Path) -> Path:

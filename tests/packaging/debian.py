@@ -39,14 +39,26 @@ def unit_path() -> str:
     return f"{folder.lstrip('/')}/pos-agent.service"
 
 
+def fleet_watch_unit_path() -> str:
+    """The incident watcher's unit (an operator's service), beside the agent's."""
+    return str(Path(unit_path()).with_name("pos-agent-fleet-watch.service"))
+
+
+def fleet_watch_enabled(root: Path) -> list[Path]:
+    """Links that would start the incident watcher in ``root``: none after an install."""
+    return list((root / "etc/systemd/system").rglob("pos-agent-fleet-watch.service"))
+
+
 def common_paths() -> list[str]:
     """What both Debian packages install: the command, the unit with its sysusers.d/tmpfiles.d
-    pair, the configuration with a folder per hook event, the manual, the OTA gate, the docs."""
+    pair, the fleet's incident watcher's unit, the configuration with a folder per hook event,
+    the manual, the OTA gate, the docs."""
     from firmware_hooks.runner import EVENTS
 
     return [
         "usr/bin/agent",
         unit_path(),
+        fleet_watch_unit_path(),
         "usr/lib/sysusers.d/pos-agent.conf",
         "usr/lib/tmpfiles.d/pos-agent.conf",
         "etc/pos-agent/agent.toml",

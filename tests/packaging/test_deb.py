@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from agent import __version__
 from agent.journal import Journal
 from agent.wire.message import Message
 from tests.packaging.common import (
     ROOT,
     UNIT,
     build_script,
+    build_version,
     hook_events_in_readme,
     require,
     run,
@@ -38,6 +38,8 @@ from tests.packaging.debian import (
     dependency_names,
     dpkg,
     field,
+    fleet_watch_enabled,
+    fleet_watch_unit_path,
     host_state,
     left_after_purge,
     make_root,
@@ -59,7 +61,15 @@ def build_deb(out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def version() -> str:
+    """The version the package must say: the release at its own commit, else
+    <release>+g<commit>[.dirty] (taken just before the build)."""
+    return build_version()
+
+
+@pytest.fixture(scope="module")
+def deb(version: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built after ``version`` was taken."""
     return build_deb(tmp_path_factory.mktemp("deb"))
 
 
@@ -87,10 +97,10 @@ def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ------------------------------------------------------------------------------------ the file
 
 
-def test_package_fields(deb: Path) -> None:
-    assert deb.name == f"pos-agent_{__version__}_all.deb"
+def test_package_fields(deb: Path, version: str) -> None:
+    assert deb.name == f"pos-agent_{version}_all.deb"
     assert field(deb, "Package") == "pos-agent"
-    assert field(deb, "Version") == __version__
+    assert field(deb, "Version") == version
     assert field(deb, "Architecture") == "all"  # pure Python: cryptography is only in "sim"
     depends = field(deb, "Depends")
     assert "python3 (>= 3.11~)" in depends
@@ -103,7 +113,11 @@ def test_package_fields(deb: Path) -> None:
 def test_package_contents(deb: Path) -> None:
     entries = contents(deb)
     listing = list(entries.values())
-    for path in (*common_paths(), f"{VENV}/pyvenv.cfg", "usr/share/doc/pos-agent/hooks/README.md"):
+    documents = [f"usr/share/doc/pos-agent/docs/{page}.md" for page in
+                 ("README", "configuration", "technician", "fleet", "operations", "wire-profile",
+                  "module-protocol")]  # fmt: skip
+    for path in (*common_paths(), f"{VENV}/pyvenv.cfg", "usr/share/doc/pos-agent/hooks/README.md",
+                 *documents):  # fmt: skip
         assert path in entries, path
     for example in (ROOT / "firmware_hooks/examples").glob("*/*"):
         relative = example.relative_to(ROOT / "firmware_hooks")
@@ -155,10 +169,17 @@ def test_install_creates_user_unit_link_and_bytecode(installed: Path) -> None:
     assert " /etc/pos-agent/agent.toml " in status  # registered as a conffile
 
 
-def test_installed_agent_runs_from_the_root(installed: Path, tmp_path: Path) -> None:
+def test_the_fleet_watcher_unit_is_installed_but_not_enabled(installed: Path) -> None:
+    """An operator's service (agent fleet watch): there to enable, never on by itself."""
+    unit = installed / fleet_watch_unit_path()
+    assert unit.read_bytes() == UNIT.with_name(unit.name).read_bytes()
+    assert fleet_watch_enabled(installed) == []
+
+
+def test_installed_agent_runs_from_the_root(installed: Path, version: str, tmp_path: Path) -> None:
     env = agent_env(tmp_path)
-    version = run(installed / "usr/bin/agent", "--version", env=env, cwd=tmp_path)
-    assert version.stdout.strip() == f"pos-agent {__version__}"
+    says = run(installed / "usr/bin/agent", "--version", env=env, cwd=tmp_path)
+    assert says.stdout.strip() == f"pos-agent {version}"  # the package's version, telemetry's
     where = run(
         installed / VENV / "bin/python3", "-I", "-c", "import agent; print(agent.__file__)",
         env=env, cwd=tmp_path,

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import __version__
-from tests.packaging.common import PACKAGING, ROOT, UNIT, require, run
+from tests.packaging.common import PACKAGING, ROOT, UNIT, build_version, require, run
 from tests.packaging.debian import (
     WANTS,
     account,
@@ -37,6 +36,8 @@ from tests.packaging.debian import (
     dependency_names,
     dpkg,
     field,
+    fleet_watch_enabled,
+    fleet_watch_unit_path,
     host_state,
     left_after_purge,
     make_root,
@@ -118,11 +119,20 @@ def build_sources(out: Path, *args: str | Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The two .dsc files (and their tarballs next to them), by source package."""
+def version() -> str:
+    """The version pos-agent's packages must say: the release at its own commit, else
+    <release>+g<commit>[.dirty] (taken just before the build; the .dsc carries it in
+    agent/_build.py, a build chroot has no git)."""
+    return build_version()
+
+
+@pytest.fixture(scope="module")
+def sources(version: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The two .dsc files (and their tarballs next to them), by source package; built after
+    ``version`` was taken."""
     made = build_sources(tmp_path_factory.mktemp("sources"))
     assert sorted(path.name for path in made) == sorted(
-        [f"pos-agent_{__version__}.dsc", f"python-iso8583_{iso8583_version()}.dsc"]
+        [f"pos-agent_{version}.dsc", f"python-iso8583_{iso8583_version()}.dsc"]
     )
     return {path.name.split("_")[0]: path for path in made}
 
@@ -235,9 +245,9 @@ def test_dpkg_source_extracts_the_whole_tree(built: dict[str, Path]) -> None:
 # ------------------------------------------------------------------------------------ the .debs
 
 
-def test_pos_agent_fields(built: dict[str, Path]) -> None:
+def test_pos_agent_fields(built: dict[str, Path], version: str) -> None:
     deb = built["pos-agent"]
-    assert deb.name == f"pos-agent_{__version__}_all.deb"
+    assert deb.name == f"pos-agent_{version}_all.deb"
     assert field(deb, "Architecture") == "all"
     names = set(dependency_names(deb))
     # useradd/userdel of the maintainer scripts, /bin/kill of the unit's ExecReload
@@ -350,12 +360,21 @@ def test_install_creates_user_unit_link_and_bytecode(installed: Path) -> None:
     assert " /etc/pos-agent/agent.toml " in status  # registered as a conffile
 
 
-def test_installed_agent_runs_with_debians_python(installed: Path, tmp_path: Path) -> None:
+def test_the_fleet_watcher_unit_is_installed_but_not_enabled(installed: Path) -> None:
+    """An operator's service (agent fleet watch): there to enable, never on by itself."""
+    unit = installed / fleet_watch_unit_path()
+    assert unit.read_bytes() == UNIT.with_name(unit.name).read_bytes()
+    assert fleet_watch_enabled(installed) == []
+
+
+def test_installed_agent_runs_with_debians_python(
+    installed: Path, version: str, tmp_path: Path
+) -> None:
     env = agent_env(installed, tmp_path)
     python3, agent = installed / "usr/bin/python3", installed / "usr/bin/agent"
     assert agent.read_text(encoding="utf-8").startswith("#!/usr/bin/python3\n")
-    version = run(python3, agent, "--version", env=env, cwd=tmp_path)
-    assert version.stdout.strip() == f"pos-agent {__version__}"
+    says = run(python3, agent, "--version", env=env, cwd=tmp_path)
+    assert says.stdout.strip() == f"pos-agent {version}"  # the package's version, telemetry's
     explain = run(python3, agent, "explain", "97", env=env, cwd=tmp_path)
     assert explain.stdout.startswith("97 ")
     where = run(

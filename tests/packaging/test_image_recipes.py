@@ -1,7 +1,8 @@
 """The Yocto layer (packaging/yocto) and the Buildroot external tree (packaging/buildroot).
 
 CI has neither bitbake nor Buildroot: these tests check what can drift instead. Their version is
-agent.__version__ (Yocto: of the pinned commit); their dependencies are pyproject.toml's
+agent.__version__ (Yocto: SRCREV is the commit that set it; tests/packaging/test_versions.py runs
+the steps that write the version the agent reports); their dependencies are pyproject.toml's
 [project].dependencies through the name table below, all pure Python; what they install exists in
 the repository and is what the unit and the agent expect (user, group, paths, hook folders, the
 sysusers.d/tmpfiles.d pair). The release facts in the tables below were checked against the real
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
-from tests.packaging.common import PACKAGING, ROOT, UNIT, require, run, unit_value
+from tests.packaging.common import PACKAGING, ROOT, UNIT, buildtools, require, run, unit_value
 
 YOCTO = PACKAGING / "yocto"
 BUILDROOT = PACKAGING / "buildroot"
@@ -80,24 +81,29 @@ YOCTO_STDLIB = {
     "_blake2": "python3-crypt",
     "asyncio": "python3-asyncio",
     "concurrent": "python3-asyncio",
+    "contextvars": "python3-numbers",
     "ctypes": "python3-ctypes",
     "datetime": "python3-datetime",
     "hashlib": "python3-crypt",
     "hmac": "python3-netclient",
     "json": "python3-json",
     "logging": "python3-logging",
+    "queue": "python3-threading",
     "random": "python3-math",
     "resource": "python3-resource",
     "secrets": "python3-netclient",
     "socket": "python3-io",
     "sqlite3": "python3-sqlite3",
     "ssl": "python3-io",
+    "tempfile": "python3-io",
     "tomllib": "python3-tomllib",
     "urllib": "python3-netclient",
+    "uuid": "python3-netclient",
 }
 YOCTO_CORE = {
     *("__future__", "abc", "argparse", "binascii", "collections", "contextlib", "dataclasses"),
-    *("enum", "errno", "fcntl", "functools", "importlib", "inspect", "io", "ipaddress"),
+    *("enum", "errno", "fcntl", "functools", "grp", "importlib", "inspect", "io", "ipaddress"),
+    "itertools",
     *("math", "os"),
     *("pathlib", "pwd"),
     *("re", "select", "shutil", "signal", "stat", "struct", "subprocess", "sys", "threading"),
@@ -215,7 +221,7 @@ def installs(path: Path, source_prefix: str) -> dict[str, str]:
 
 def sysusers_user() -> list[str]:
     """The u line of pos-agent.sysusers: type, name, id, comment, home, shell."""
-    (line,) = [line for line in code_lines(SYSUSERS) if line.strip()]
+    (line,) = [line for line in code_lines(SYSUSERS) if line.strip().startswith("u ")]
     return shlex.split(line)
 
 
@@ -292,6 +298,9 @@ def test_the_oldest_releases_meet_pyprojects_floors() -> None:
     assert make_vars(BR_PACKAGE / "pos-agent.mk")["POS_AGENT_SETUP_TYPE"] == "setuptools"
 
 
+TECHNICIANS = "pos-agent-tech"  # the group of read-only status and self-check (sysusers.d)
+
+
 def test_user_and_group_are_the_units_and_sysusers() -> None:
     kind, name, ids, comment, home, shell = sysusers_user()
     assert (kind, ids) == ("u", "-")  # a system user, with a group of its name
@@ -299,12 +308,14 @@ def test_user_and_group_are_the_units_and_sysusers() -> None:
 
     yocto = bitbake_vars(RECIPE)
     user = shlex.split(yocto["USERADD_PARAM:${PN}"])
-    group = shlex.split(yocto["GROUPADD_PARAM:${PN}"])
-    assert group == ["--system", name]
+    groups = [shlex.split(g) for g in yocto["GROUPADD_PARAM:${PN}"].split(";")]
+    assert groups == [["--system", name], ["--system", TECHNICIANS]]
     assert user[-1] == name and "--system" in user and "--no-create-home" in user
     options = dict(itertools.pairwise(user))
     # oe-core's systemd_sysusers_check compares home and shell with the sysusers.d line
     assert (options["--gid"], options["--home-dir"], options["--shell"]) == (name, home, shell)
+    assert options["--groups"] == TECHNICIANS  # as sysusers' "m pos-agent pos-agent-tech"
+    assert f"m {name} {TECHNICIANS}" in code_lines(SYSUSERS)
 
     fields = make_vars(BR_PACKAGE / "pos-agent.mk")["POS_AGENT_USERS"].split(maxsplit=8)
     br_user, uid, br_group, gid, password, br_home, br_shell, groups, br_comment = fields
@@ -313,7 +324,7 @@ def test_user_and_group_are_the_units_and_sysusers() -> None:
     assert password == "*"
     # makeusers would create a home other than "-": the account's home is then /
     assert br_home == "-" and home == "/nonexistent"
-    assert groups == "-"  # dialout comes from the unit's SupplementaryGroups=
+    assert groups == TECHNICIANS  # dialout comes from the unit's SupplementaryGroups=
 
 
 # ------------------------------------------------------------------------------------ Yocto
@@ -344,17 +355,28 @@ def test_yocto_source_lands_in_every_releases_default_s() -> None:
     assert variables["POS_AGENT_GIT"].startswith("git://")
 
 
-def test_yocto_source_is_pinned_to_a_commit_of_this_version() -> None:
+def test_yocto_source_is_pinned_to_the_release_commit() -> None:
+    """SRCREV is the commit that set agent.__version__ to PV (the recipe's name): a build of it
+    reports PV alone, as the Debian packages and Buildroot built from it do. That commit cannot
+    name itself: while it is HEAD (or not yet made) the recipe waits for the next commit, which
+    `python3 packaging/buildtools.py pin-yocto` prepares."""
     srcrev = bitbake_vars(RECIPE)["SRCREV"]
     assert re.fullmatch(r"[0-9a-f]{40}", srcrev), f"SRCREV must be a full commit id: {srcrev}"
     assert not [line for line in code_lines(RECIPE) if re.match(r"PV\s*=", line)]  # the name's
     if git("--version") is None:
         pytest.skip("no git history here (no git, not a repository, or a shallow clone)")
-    assert git("cat-file", "-e", f"{srcrev}^{{commit}}").returncode == 0, (
-        f"SRCREV {srcrev} is not a commit of this repository"
+    release = buildtools().release_commit(ROOT)
+    head = git("rev-parse", "HEAD").stdout.strip()
+    committed = git("show", f"{release}:agent/__init__.py").stdout if release else ""
+    if f'__version__ = "{__version__}"' not in committed or release == head:
+        pytest.skip(
+            f"the release commit of {__version__} is HEAD or not yet made: it cannot name itself; "
+            "the next commit pins SRCREV to it (python3 packaging/buildtools.py pin-yocto)"
+        )
+    assert srcrev == release, (
+        f"SRCREV {srcrev} is not {release}, the commit that set agent.__version__ to "
+        f"{__version__}: python3 packaging/buildtools.py pin-yocto"
     )
-    init = git("show", f"{srcrev}:agent/__init__.py").stdout
-    assert f'__version__ = "{__version__}"' in init, "SRCREV's agent.__version__ is not PV"
     licence = git("show", f"{srcrev}:LICENSE")
     assert licence.returncode == 0, "SRCREV has no LICENSE"
     md5 = re.search(r"md5=([0-9a-f]{32})", bitbake_vars(RECIPE)["LIC_FILES_CHKSUM"]).group(1)
@@ -364,6 +386,8 @@ def test_yocto_source_is_pinned_to_a_commit_of_this_version() -> None:
         assert git("cat-file", "-e", f"{srcrev}:{source}").returncode == 0, (
             f"{source} is not in SRCREV {srcrev}: pin a later commit"
         )
+    # the step that writes the version the agent reports runs SRCREV's own buildtools.py
+    assert "def stamp(" in git("show", f"{srcrev}:packaging/buildtools.py").stdout
 
 
 def test_yocto_dependencies_are_pyprojects() -> None:

@@ -23,8 +23,8 @@ def verify_tree(tmp_path: Path, with_programs: bool) -> Path:
     shutil.copytree(SYSTEM_UNITS, root / SYSTEM_UNITS.relative_to("/"), symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copyfile(UNIT, root / "etc/systemd/system" / UNIT.name)
-    for key in ("ExecStart", "ExecReload") if with_programs else ():
-        program = root / unit_value(key).split()[0].lstrip("/")
+    for line in unit_values("ExecStart") + unit_values("ExecReload") if with_programs else ():
+        program = root / line.split()[0].lstrip("/")
         program.parent.mkdir(parents=True, exist_ok=True)
         program.write_text("#!/bin/sh\n")
         program.chmod(0o755)
@@ -85,7 +85,13 @@ def test_an_offline_boot_does_not_wait_for_the_network() -> None:
 
 def test_sysusers_and_tmpfiles_agree_with_the_unit(tmp_path: Path) -> None:
     """One pair for Debian, Yocto and Buildroot: systemd-sysusers makes the unit's user and
-    group, systemd-tmpfiles the state directory, with the unit's owner and mode."""
+    group, and group pos-agent-tech with the service in it (so that the agent may give it its
+    control socket); systemd-tmpfiles the state directory, with the unit's owner and mode, and
+    the ACL that lets that group walk in and read what the service makes readable (applied,
+    and read through, in tests/integration/test_technician.py: with --root, tmpfiles looks
+    group names up on this machine, not in the root)."""
+    from agent.service.control import TECHNICIAN_GROUP
+
     sysusers = require("systemd-sysusers", "systemd")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
@@ -93,22 +99,38 @@ def test_sysusers_and_tmpfiles_agree_with_the_unit(tmp_path: Path) -> None:
     [user] = [line for line in (root / "etc/passwd").read_text().splitlines()]
     assert user.startswith(f"{unit_value('User')}:x:")
     assert user.endswith(":/nonexistent:/usr/sbin/nologin")
-    assert (root / "etc/group").read_text().startswith(f"{unit_value('Group')}:x:")
+    members = {
+        line.split(":")[0]: line.split(":")[3]
+        for line in (root / "etc/group").read_text().splitlines()
+    }
+    assert members == {unit_value("Group"): "", TECHNICIAN_GROUP: unit_value("User")}
     tmpfiles = require("systemd-tmpfiles", "systemd")
-    [line] = [
-        line
+    directory, *acls = [
+        line.split()
         for line in UNIT.with_name("pos-agent.tmpfiles").read_text().splitlines()
         if line and not line.startswith("#")
     ]
-    kind, path, mode, user_name, group, _age = line.split()
+    kind, path, mode, user_name, group, _age = directory
     assert (kind, path) == ("d", "/var/lib/" + unit_value("StateDirectory"))
     assert mode == "0" + unit_value("StateDirectoryMode").lstrip("0")
     assert (user_name, group) == (unit_value("User"), unit_value("Group"))
+    entries = {acl[1]: acl[-1].split(",") for acl in acls if acl[0] == "a+"}
+    assert len(entries) == len(acls)
+    # the directory: the group walks in and lists nothing; new files it reads, never writes
+    assert f"group:{TECHNICIAN_GROUP}:--x" in entries[path]
+    assert f"default:group:{TECHNICIAN_GROUP}:r--" in entries[path]
+    assert {"default:group::---", "default:other::---"} <= set(entries[path])
+    # what technicians read that an earlier version made, never the replay key
+    earlier = {f"{path}/{name}" for name in ("journal.sqlite3", "provisioning.json",
+                                            "parameters.json")}  # fmt: skip
+    assert set(entries) == {path, *earlier}
+    for file in earlier:
+        assert entries[file] == [f"group:{TECHNICIAN_GROUP}:r--"]
     made = run(tmpfiles, "--create", f"--root={root}", UNIT.with_name("pos-agent.tmpfiles"),
                check=False)  # fmt: skip
     assert made.returncode == 0, made.stderr
     state = root / path.lstrip("/")
-    assert state.is_dir() and state.stat().st_mode & 0o777 == 0o700
+    assert state.is_dir() and state.stat().st_mode & 0o777 == 0o710
 
 
 def test_command_is_the_agents_run() -> None:
@@ -119,7 +141,14 @@ def test_command_is_the_agents_run() -> None:
     args = build_parser().parse_args(arguments)
     assert args.command == "run"
     assert args.config is None  # so the agent reads /etc/pos-agent/agent.toml
-    assert unit_value("ExecReload") == "/bin/kill -HUP $MAINPID"  # the agent reloads on SIGHUP
+    # a reload checks that file first (a broken one fails the reload), then the agent reads it
+    # again on SIGHUP; tests/integration/test_config_check.py runs them against an agent
+    check, signal = unit_values("ExecReload")
+    program, *arguments = check.split()
+    assert program == "/usr/bin/agent"
+    args = build_parser().parse_args(arguments)
+    assert (args.command, args.config_command, args.config) == ("config", "check", None)
+    assert signal == "/bin/kill -HUP $MAINPID"
 
 
 def test_directories_match_the_agents_defaults() -> None:
@@ -132,9 +161,14 @@ def test_directories_match_the_agents_defaults() -> None:
     config_dir = Path("/etc") / unit_value("ConfigurationDirectory")
     assert DEFAULT_PATH.parent == config_dir
     assert Path(HooksConfig().directory).parent == config_dir
-    # the payment app (group pos-agent) reaches the socket; nobody else sees the journal
-    assert unit_value("RuntimeDirectoryMode") == "0750"
-    assert unit_value("StateDirectoryMode") == "0700"
+    # the payment app (group pos-agent) lists the sockets and reaches its own; anyone may walk
+    # to control.sock, whose mode and the agent decide who gets in (technicians to read)
+    assert unit_value("RuntimeDirectoryMode") == "0751"
+    # the ACL of pos-agent.tmpfiles lets the technicians' group in: the group bits are its mask
+    assert unit_value("StateDirectoryMode") == "0710"
+    # the service is no member of the technicians' group by the unit: a missing group must not
+    # keep it from starting (pos-agent.sysusers makes it one)
+    assert "pos-agent-tech" not in unit_value("SupplementaryGroups").split()
 
 
 def test_sandbox_directives_of_issue_7() -> None:
@@ -144,6 +178,8 @@ def test_sandbox_directives_of_issue_7() -> None:
     assert unit_value("CapabilityBoundingSet") == ""
     assert unit_value("RestrictAddressFamilies").split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
     assert unit_values("SystemCallFilter")[0] == "@system-service"
+    # chown only: the agent gives its control socket to the technicians' group
+    assert unit_values("SystemCallFilter")[1:] == ["~@privileged @resources", "@chown"]
     assert unit_value("MemoryMax")
 
 

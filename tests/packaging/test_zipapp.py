@@ -18,15 +18,21 @@ from pathlib import Path
 
 import pytest
 
-from agent import __version__
-from tests.packaging.common import build_script, run
+from tests.packaging.common import build_script, build_version, run
 
 # the venv's python is a link to the interpreter it was made from
 BASE_PYTHON = os.path.realpath(sys.executable)
 
 
 @pytest.fixture(scope="module")
-def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def version() -> str:
+    """The version the archive must say (taken just before the build)."""
+    return build_version()
+
+
+@pytest.fixture(scope="module")
+def pyz(version: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built after ``version`` was taken."""
     return build_script("zipapp/build.py", "--out", tmp_path_factory.mktemp("pyz"))
 
 
@@ -42,9 +48,9 @@ def python_alone(archive: Path, *args: str, cwd: Path, check: bool = True, **env
     return run(BASE_PYTHON, "-I", "-S", archive, *args, env=clean, cwd=cwd, check=check)
 
 
-def test_runs_version_and_explain_97(pyz: Path, tmp_path: Path) -> None:
-    version = python_alone(pyz, "--version", cwd=tmp_path)
-    assert version.stdout.strip() == f"pos-agent {__version__}"
+def test_runs_version_and_explain_97(pyz: Path, version: str, tmp_path: Path) -> None:
+    says = python_alone(pyz, "--version", cwd=tmp_path)
+    assert says.stdout.strip() == f"pos-agent {version}"
     explain = python_alone(pyz, "explain", "97", cwd=tmp_path)
     assert explain.stdout.startswith("97  终端未登记")
     assert "terminal not registered" in explain.stdout

@@ -1,23 +1,37 @@
 """Telemetry's pure parts: what the fleet hears of journal events, the bounded outbox in the
-journal (a real SQLite file), the textfile's metrics, and the fleet's summary."""
+journal (a real SQLite file) and the textfile's metrics. The operator side (``agent fleet``) is
+in test_fleet.py."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
 from agent.journal import Journal
-from agent.telemetry import events, fleet, textfile
-from agent.telemetry.state import state_message
+from agent.telemetry import events
+from agent.telemetry.commands import Commands
+from agent.telemetry.ids import HighWater
+from agent.telemetry.state import Identity, Topics, offline, state_message
 
 
 def test_the_fleet_hears_of_97s_recoveries_and_what_needs_a_person() -> None:
-    assert events.forward("recovery.refused", {"code": "97", "text": "x"})[0] == "97"
+    assert events.forward("recovery.refused", {"code": "97", "text": "x"}) == (
+        "97", {"code": "host.97", "detail": {"code": "97", "text": "x"}})  # fmt: skip
     assert events.forward("recovery.refused", {"code": "A0", "text": "MAC"}) is None
     recovered = {"code": "00", "seconds": 0.2, "remedies": ["sign-in"]}
-    assert events.forward("recovery.recovered", recovered) == ("recovered", recovered)
+    assert events.forward("recovery.recovered", recovered) == (
+        "recovered", {"code": "recovery.recovered", "detail": recovered})  # fmt: skip
     assert events.forward("recovery.retried", {"after": "sign-in", "code": "00"}) is None
-    assert events.forward("recovery.unregistered", {"message_en": "TID wrong"}) == (
-        "unregistered", {"cause": "TID wrong", "cause_zh": ""})  # fmt: skip
-    assert events.forward("light-check", {"check": "keys", "result": "fail: gone"})[0] == (
-        "selftest-failed")  # fmt: skip
+    unregistered = {"cause": "host.97-after-signin", "message_en": "TID wrong"}
+    assert events.forward("recovery.unregistered", unregistered) == (
+        "unregistered", {"code": "host.97-after-signin",
+                         "detail": {"cause_text": "TID wrong", "cause_zh": ""}})  # fmt: skip
+    failed = {"check": "keys", "finding": "kcv-mismatch", "result": "fail: gone"}
+    assert events.forward("light-check", failed)[:1] == ("selftest-failed",)
+    assert events.forward("light-check", failed)[1]["code"] == "keys.kcv-mismatch"
     assert events.forward("light-check", {"check": "keys", "result": "ok: fine"}) is None
     assert events.forward("reversal-queued", {"transaction": 1}) is None  # the journal's own
 
@@ -28,7 +42,38 @@ def test_the_fleet_hears_of_a_request_refused_while_the_terminal_stays_registere
               "message_en": "have it reported", "message_zh": "请报备"}  # fmt: skip
     kind, sent = events.forward("request-refused", detail)
     assert kind == "request-refused" and kind in events.KINDS
-    assert sent == {key: value for key, value in detail.items() if key != "message_zh"}
+    assert sent["code"] == "registration.tusn-refused"
+    assert sent["detail"] == {key: value for key, value in detail.items() if key != "message_zh"}
+
+
+def test_every_kind_the_fleet_hears_is_one_design_names() -> None:
+    samples = [("recovery.refused", {"code": "97"}), ("recovery.recovered", {}),
+               ("recovery.registered-again", {}), ("recovery.unregistered", {}),
+               ("request-refused", {}), ("reversal-stuck", {}),
+               ("light-check", {"result": "fail: x"}), ("parameters-downloaded", {}),
+               ("journal-damaged", {}), ("command", {"cmd": "selftest"})]  # fmt: skip
+    for kind, detail in samples:
+        told, payload = events.forward(kind, detail)
+        assert told in events.KINDS and payload["code"]
+
+
+def test_a_new_journal_numbers_its_events_above_what_the_fleet_saw(tmp_path) -> None:
+    """A journal moved aside (damaged) or lost: the fresh one's ids start above the highest
+    the fleet was ever given, which the file beside the journal keeps."""
+    marks = HighWater(tmp_path / "telemetry-ids.json")
+    assert (marks.event_id, marks.seq) == (0, 0)
+    assert marks.reach(event_id=41, seq=7)
+    again = HighWater(tmp_path / "telemetry-ids.json")
+    assert (again.event_id, again.seq) == (41, 7)
+    again.reach(event_id=3)  # never lower
+    assert HighWater(tmp_path / "telemetry-ids.json").event_id == 41
+    journal = Journal(tmp_path / "fresh.sqlite3", forward=events.forward,
+                      outbox_ids_above=again.event_id)  # fmt: skip
+    journal.event("recovery.refused", code="97", text="first of a new journal")
+    assert [row[0] for row in journal.outbox()] == [42]
+    journal.close()
+    (tmp_path / "telemetry-ids.json").write_text("{broken")
+    assert HighWater(tmp_path / "telemetry-ids.json").event_id == 0  # said in the log
 
 
 def test_event_ids_never_start_again_when_the_outbox_empties(tmp_path) -> None:
@@ -75,7 +120,8 @@ def test_the_outbox_is_written_with_the_event_and_bounded(tmp_path) -> None:
     for n in range(5):
         journal.event("recovery.refused", code="97", text=f"refusal {n}")
     waiting = journal.outbox()
-    assert [detail["text"] for _, _, _, detail in waiting] == [f"refusal {n}" for n in (2, 3, 4)]
+    texts = [told["detail"]["text"] for _, _, _, told in waiting]
+    assert texts == [f"refusal {n}" for n in (2, 3, 4)]
     assert journal.outbox_dropped == 2 and journal.outbox_written == 5
     journal.outbox_sent([waiting[0][0]])
     assert len(journal.outbox()) == 2
@@ -86,39 +132,34 @@ def test_the_outbox_is_written_with_the_event_and_bounded(tmp_path) -> None:
 
 
 STATUS = {"state": "unregistered", "tid": "10000001", "mid": "898100012340001",
+          "cause": "host.97-after-signin",
           "last_refusal": {"code": "97", "at": 1_764_000_000.0}, "reversals_queued": 1,
           "reversals_stuck": 1, "message": {"en": "terminal not registered", "zh": "终端未登记"},
           "host": {"last_error": ""}}  # fmt: skip
+IDENTITY = Identity("SIM1", "00009902SIM1", {"host": "10.0.0.5:5000", "nii": "0003"})
 
 
-def test_the_state_message_carries_the_drop_count_and_the_textfile_the_state() -> None:
-    message = state_message(STATUS, "SIM1", 1_764_000_000.0, 1_764_000_000.0, 7, 1_764_000_100.0)
-    assert (message["state"], message["cause"]) == ("unregistered", "terminal not registered")
+def test_the_state_message_carries_a_cause_code_and_the_sentence_beside_it() -> None:
+    message = state_message(STATUS, IDENTITY, 1_764_000_000.0, 1_764_000_000.0, 7, 1_764_000_100.0)
+    assert (message["state"], message["cause"]) == ("unregistered", "host.97-after-signin")
+    assert message["cause_text"] == "terminal not registered"
+    assert (message["serial"], message["tusn"], message["acquirer"]["nii"]) == (
+        "SIM1", "00009902SIM1", "0003")  # fmt: skip
     assert (message["outbox_dropped"], message["reversals_stuck"]) == (7, 1)
-    text = textfile.render({**message, "mid": 'odd "mid"\\'})
-    assert 'mid="odd \\"mid\\"\\\\",state="unregistered"} 1' in text
-    assert "pos_agent_telemetry_events_dropped_total{" in text and text.endswith(" 7\n")
+    will = offline(message, "telemetry.connection-lost", None)
+    assert (will["state"], will["since"], will["last_97"]) == (
+        "offline", message["since"], message["last_97"])  # fmt: skip
+    assert offline(message, "service.stopped", 1_764_000_200.0)["since"] != message["since"]
 
 
-def test_the_fleet_summary_puts_the_longest_waiting_first() -> None:
-    states = [
-        {"tid": "1", "state": "registered", "cause": "", "since": "2026-12-01T08:00:00+00:00"},
-        {"tid": "2", "state": "unregistered", "cause": "97", "since": "2026-12-01T07:00:00+00:00"},
-        {"tid": "3", "state": "unregistered", "cause": "97", "since": "2026-11-30T07:00:00+00:00"},
-        {
-            "tid": "4",
-            "state": "registered",
-            "cause": "",
-            "reversals_stuck": 2,
-            "since": "2026-12-01T06:00:00+00:00",
-        },
-    ]
-    summary = fleet.summarise(states, now=lambda: 1796112000.0)  # 2026-12-01T08:00Z
-    assert summary["by_state"] == {"registered": 2, "unregistered": 2}
-    assert summary["by_cause"] == {"97": 2}
-    assert [t["tid"] for t in summary["need_a_person"]] == ["3", "4", "2"]
-    assert summary["need_a_person"][1]["why"] == "2 reversal(s) stuck"
-    assert "need a person: 3" in fleet.render(summary)
+def test_topics_are_keyed_by_the_serial_and_commands_are_told_apart() -> None:
+    topics = Topics("pos", "SIM1")
+    assert (topics.state, topics.event, topics.commands) == (
+        "pos/SIM1/state", "pos/SIM1/event", "pos/SIM1/cmd/+")  # fmt: skip
+    assert topics.command_id("pos/SIM1/cmd/abc") == "abc"
+    assert topics.command_id("pos/SIM1/cmd/abc/result") is None
+    assert topics.command_id("pos/SIM2/cmd/abc") is None
+    assert topics.incident("10.0.0.5:5000") == "pos/incidents/10.0.0.5:5000"
 
 
 def test_a_broken_forward_costs_the_journal_nothing(tmp_path, caplog) -> None:
@@ -136,11 +177,11 @@ def test_a_broken_forward_costs_the_journal_nothing(tmp_path, caplog) -> None:
 def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     """supervised() runs the reporter again after a failure: still one client for the broker
     (a second with the same client id would push the first off it, and back)."""
-    import asyncio
     import contextlib
 
-    from agent.config import TelemetryConfig
-    from agent.telemetry.reporter import LatestReport, Reporter
+    from agent.config import Config, TelemetryConfig
+    from agent.recovery.incident import HostIncident
+    from agent.telemetry.reporter import LatestReport, ModuleIdentity, Reporter
 
     journal = Journal(tmp_path / "j.sqlite3", forward=events.forward)
     calls = [0]
@@ -154,8 +195,20 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     async def serial() -> str:
         return "SIM1"
 
+    async def unchanged() -> None:
+        await asyncio.sleep(3600)
+
+    config = Config(telemetry=TelemetryConfig(broker="mqtt://127.0.0.1:9"))
     reporter = Reporter(
-        TelemetryConfig(broker="mqtt://127.0.0.1:9"), journal, status, serial, LatestReport()
+        lambda: config,
+        journal,
+        status,
+        unchanged,
+        ModuleIdentity(serial, serial),
+        LatestReport(),
+        ids=HighWater(tmp_path / "ids.json"),
+        incident=HostIncident(),
+        commands=None,
     )
 
     async def twice() -> tuple[object, object]:
@@ -171,3 +224,81 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     assert first is not None and first is second
     asyncio.run(reporter.close())
     journal.close()
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def command(cmd: str, expires_in: float = 60, **extra) -> bytes:
+    expires = (datetime.now(UTC) + timedelta(seconds=expires_in)).isoformat()
+    return json.dumps({"cmd": cmd, "args": {}, "expires": expires, **extra}).encode()
+
+
+@pytest.fixture
+def commands(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    done: list[str] = []
+
+    async def selftest(args: dict) -> dict:
+        done.append("selftest")
+        return {"healthy": True}
+
+    async def signin(args: dict) -> str:
+        raise RuntimeError("the host did not answer")
+
+    handler = Commands({"selftest": selftest, "signin": signin}, journal, lambda: 3)
+    yield handler, journal, done
+    journal.close()
+
+
+def test_a_command_is_carried_out_once_and_journalled(commands) -> None:
+    handler, journal, done = commands
+    first = asyncio.run(handler.handle("c1", command("selftest")))
+    assert first["ok"] and first["detail"] == {"healthy": True} and first["at"]
+    again = asyncio.run(handler.handle("c1", command("selftest")))
+    assert not again["ok"] and "received before" in again["detail"]
+    failed = asyncio.run(handler.handle("c2", command("signin")))
+    assert (failed["ok"], failed["detail"]) == (False, "the host did not answer")
+    assert done == ["selftest"]
+    rows = [(e["id"], e["cmd"], e["outcome"]) for e in journal.events() if e["kind"] == "command"]
+    assert rows == [("c1", "selftest", "done"), ("c1", "selftest", "refused"),
+                    ("c2", "signin", "failed")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("payload", "said"),
+    [
+        (command("selftest", expires_in=-1), "expired at"),
+        (command("selftest", expires_in=10 * 86_400), "expires more than"),
+        (command("reboot"), "unknown command 'reboot'"),
+        (json.dumps({"cmd": "selftest", "expires": "2026-12-06T10:00:00"}).encode(), "time zone"),
+        (json.dumps({"cmd": "selftest"}).encode(), '"expires" is missing'),
+        (b"[" * 200_000, "at most 4096"),
+        (b"[" * 4000, "not JSON"),
+        (json.dumps({"cmd": "selftest", "args": [1], "expires": "x"}).encode(), '"args"'),
+    ],
+)
+def test_what_is_not_a_command_to_carry_out_is_refused(commands, payload, said) -> None:
+    handler, _, done = commands
+    result = asyncio.run(handler.handle("c9", payload))
+    assert not result["ok"] and said in result["detail"], result
+    assert done == []
+
+
+def test_commands_over_the_rate_are_refused(commands) -> None:
+    handler, _, _ = commands
+    results = [asyncio.run(handler.handle(f"r{n}", command("selftest"))) for n in range(4)]
+    assert [r["ok"] for r in results] == [True, True, True, False]
+    assert "commands a minute" in results[-1]["detail"]
+
+
+def test_a_repeat_after_a_restart_is_still_a_repeat(commands, tmp_path) -> None:
+    handler, journal, _ = commands
+    assert asyncio.run(handler.handle("c1", command("selftest")))["ok"]
+
+    async def selftest(args: dict) -> str:
+        return "ran again"
+
+    restarted = Commands({"selftest": selftest}, journal, lambda: 3)
+    again = asyncio.run(restarted.handle("c1", command("selftest")))
+    assert not again["ok"] and "received before" in again["detail"]

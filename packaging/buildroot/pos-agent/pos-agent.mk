@@ -4,7 +4,9 @@
 #
 ################################################################################
 
-POS_AGENT_VERSION = 0.1.0
+# agent.__version__ of this tree (for a local site Buildroot itself says "custom"). The version the
+# agent reports is written at build time, below.
+POS_AGENT_VERSION = 0.2.0
 # The checkout this external tree sits in (make BR2_EXTERNAL=/path/to/pos-agent/packaging/buildroot).
 # A vendor whose tree lives elsewhere sets POS_AGENT_SITE, or POS_AGENT_OVERRIDE_SRCDIR in local.mk.
 POS_AGENT_SITE = $(BR2_EXTERNAL_POS_AGENT_PATH)/../..
@@ -16,13 +18,25 @@ POS_AGENT_SETUP_TYPE = setuptools
 POS_AGENT_LICENSE = Apache-2.0
 POS_AGENT_LICENSE_FILES = LICENSE
 
+# The version the agent reports (agent --version, telemetry), the same as the Debian packages and
+# the Yocto recipe say for this commit: the release at its own commit, else
+# <release>+g<commit>[.dirty], from git in the checkout the tree was copied from (git on the build
+# host). A site that is not a git checkout keeps the agent/_build.py it has, else the agent says
+# <release>+unknown.
+define POS_AGENT_STAMP_VERSION
+	$(HOST_DIR)/bin/python3 $(@D)/packaging/buildtools.py stamp \
+		--source $(POS_AGENT_OVERRIDE_SRCDIR) $(@D)
+endef
+POS_AGENT_PRE_BUILD_HOOKS += POS_AGENT_STAMP_VERSION
+
 # The service's user (User= and Group= of the unit), in the image's /etc/passwd at build time so
 # that a read-only rootfs has it, and systemd-tmpfiles at build time (BR2_INIT_SYSTEMD_POPULATE_TMPFILES)
 # can give it /var/lib/pos-agent. The same system user as packaging/systemd/pos-agent.sysusers
 # (installed below), but home "-": makeusers would create a /nonexistent. The serial port comes
-# from SupplementaryGroups=dialout in the unit.
+# from SupplementaryGroups=dialout in the unit; the additional group pos-agent-tech (created by
+# makeusers) is the technicians', whose members read the status without root.
 define POS_AGENT_USERS
-	pos-agent -1 pos-agent -1 * - /usr/sbin/nologin - pos-agent daemon
+	pos-agent -1 pos-agent -1 * - /usr/sbin/nologin pos-agent-tech pos-agent daemon
 endef
 
 # Hook events of DESIGN.md section 9: one folder each under /etc/pos-agent/hooks.d.

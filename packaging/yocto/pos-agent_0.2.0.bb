@@ -13,10 +13,11 @@ POS_AGENT_GIT ??= "git://${POS_AGENT_CHECKOUT};protocol=file;branch=main"
 # ${WORKDIR}/${BP}, walnascar moves it there from UNPACKDIR, whinlatter and later:
 # ${UNPACKDIR}/${BP}), so the recipe sets no S (whinlatter refuses S = "${UNPACKDIR}/git").
 SRC_URI = "${POS_AGENT_GIT};destsuffix=${BP}"
-# The release's commit: PV (this file's name) is agent.__version__ of that commit. A release
-# bumps both together: rename this file to pos-agent_<new version>.bb and set SRCREV to
-# `git rev-parse <release commit>` (tests/packaging checks that SRCREV is a commit of the
-# repository whose agent.__version__ is PV and which has every file do_install takes).
+# The release's commit: the commit that set agent.__version__ to PV (this file's name). A commit
+# cannot hold its own id, so a release is two commits: the version bump (agent/__init__.py, this
+# file's name, POS_AGENT_VERSION of packaging/buildroot), then this line, which
+# `python3 packaging/buildtools.py pin-yocto` writes. tests/packaging checks that SRCREV is that
+# commit and has every file this recipe takes from ${S}.
 SRCREV = "374a3751f493d3dbf223d35e655ccbc3e68882ba"
 
 # pyproject.toml's [build-system] needs setuptools>=61: scarthgap, the oldest release in
@@ -37,7 +38,8 @@ POS_AGENT_PYTHON_DEPS = " \
 # The standard library's parts the agent imports (oe-core splits python3 along
 # meta/recipes-devtools/python/python3/python3-manifest.json; tests/packaging maps the agent's
 # imports onto it): hashlib is in crypt, random in math, resource (the descriptor limit) in
-# resource, ctypes (adjtimex for the clock check) in ctypes; the GB2312/GB18030 text of the wire
+# resource, ctypes (adjtimex for the clock check) in ctypes, contextvars (the stage marks) in
+# numbers; the GB2312/GB18030 text of the wire
 # profile needs codecs (_multibytecodec) and misc (_codecs_cn, in no package of the manifest).
 POS_AGENT_STDLIB = " \
     python3-asyncio \
@@ -53,6 +55,7 @@ POS_AGENT_STDLIB = " \
     python3-math \
     python3-misc \
     python3-netclient \
+    python3-numbers \
     python3-resource \
     python3-sqlite3 \
     python3-threading \
@@ -64,13 +67,23 @@ RDEPENDS:${PN} += "${POS_AGENT_PYTHON_DEPS} ${POS_AGENT_STDLIB}"
 # read-only rootfs has it too; the same as packaging/systemd/pos-agent.sysusers, installed
 # below, which the image's systemd_sysusers_check compares it with (home and shell included).
 # The serial port comes from SupplementaryGroups=dialout in the unit.
+# Group pos-agent-tech: technicians' read-only status and self-check without root (the service is
+# a member so that it may give its control socket to the group), as in pos-agent.sysusers.
 USERADD_PACKAGES = "${PN}"
-GROUPADD_PARAM:${PN} = "--system pos-agent"
-USERADD_PARAM:${PN} = "--system --gid pos-agent --no-create-home --home-dir /nonexistent \
-    --shell /usr/sbin/nologin pos-agent"
+GROUPADD_PARAM:${PN} = "--system pos-agent; --system pos-agent-tech"
+USERADD_PARAM:${PN} = "--system --gid pos-agent --groups pos-agent-tech --no-create-home \
+    --home-dir /nonexistent --shell /usr/sbin/nologin pos-agent"
 
 SYSTEMD_SERVICE:${PN} = "pos-agent.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+
+# The version the agent reports (agent --version, telemetry), the same as the Debian packages and
+# Buildroot say for this commit: PV at the release's own commit, else PV+g<commit>.
+# packaging/buildtools.py asks git in ${S} (bitbake's git checkout at SRCREV, with its history;
+# git is in HOSTTOOLS) and writes agent/_build.py, which the wheel then carries.
+do_configure:prepend() {
+    nativepython3 ${S}/packaging/buildtools.py stamp ${S}
+}
 
 # Hook events of DESIGN.md section 9: one folder each under /etc/pos-agent/hooks.d.
 POS_AGENT_HOOK_EVENTS = "provision sync-clock signed-in on-97 on-unregistered display-message reversal-stuck parameters-downloaded parameters-requested registration-check location request-refused"
