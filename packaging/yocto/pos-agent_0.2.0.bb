@@ -18,7 +18,7 @@ SRC_URI = "${POS_AGENT_GIT};destsuffix=${BP}"
 # file's name, POS_AGENT_VERSION of packaging/buildroot), then this line, which
 # `python3 packaging/buildtools.py pin-yocto` writes. tests/packaging checks that SRCREV is that
 # commit and has every file this recipe takes from ${S}.
-SRCREV = "374a3751f493d3dbf223d35e655ccbc3e68882ba"
+SRCREV = "cfc1deabbf808959e44d245f50f3a36d710c6b01"
 
 # pyproject.toml's [build-system] needs setuptools>=61: scarthgap, the oldest release in
 # LAYERSERIES_COMPAT, has 69.1.1.
