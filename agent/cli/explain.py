@@ -1,14 +1,12 @@
-"""agent explain CODE: a response code, or a header processing requirement."""
+"""agent explain CODE: a response code, a finding or cause code (from the message catalogue), or
+a header processing requirement."""
 
 from __future__ import annotations
 
 import argparse
 
 from agent.cli import render
-from agent.cli.common import (
-    EXIT_OK,
-    UsageError,
-)
+from agent.cli.common import EXIT_OK, UsageError
 from agent.cli.render import print_json
 
 
@@ -42,25 +40,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _explain_finding(finding: str, as_json: bool) -> int:
-    """A finding code of the registration check or of a refused request."""
-    from agent.registration.refusals import EXPLAINED
+def _explain_finding(code: str, as_json: bool) -> int:
+    """A finding code of the self-check, of a refused request, or a cause code: what the
+    message catalogue says it means and what to do."""
+    from agent import messages
 
-    explained = EXPLAINED.get(finding)
-    if explained is None:
-        known = ", ".join(sorted(EXPLAINED))
-        raise UsageError(f"unknown finding {finding!r}; explained: {known}")
+    try:
+        meaning, action = messages.explain(code)
+    except messages.CatalogueError:
+        known = messages.explained()
+        area = code.partition(".")[0] + "."
+        alike = [c for c in known if c.startswith(area)]
+        raise UsageError(f"unknown finding {code!r}; known: {', '.join(alike or known)}") from None
     if as_json:
-        print_json({"finding": finding, "meaning": explained.meaning.to_json(),
-                    "action": explained.action.to_json()})  # fmt: skip
+        print_json({"finding": code, "meaning": meaning.to_json(), "action": action.to_json()})
         return EXIT_OK
     chinese = render.shows_chinese()
-    print(f"{finding}  {explained.meaning.en}")
+    print(f"{code}  {meaning.en}")
     if chinese:
-        print(f"    {explained.meaning.zh}")
-    print(f"action    {explained.action.en}")
+        print(f"    {meaning.zh}")
+    print(f"action    {action.en}")
     if chinese:
-        print(f"处理      {explained.action.zh}")
+        print(f"处理      {action.zh}")
     return EXIT_OK
 
 

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent import messages
 from agent.config import Config, KeysConfig
 from agent.journal import PATIENCE, JournalError
 from agent.wire import codes
@@ -53,7 +54,8 @@ from drivers.module import (
 if TYPE_CHECKING:
     from agent.host.link import HostLink
     from agent.journal import Journal
-    from agent.selfcheck.base import Context, Text
+    from agent.messages import Text
+    from agent.selfcheck.base import Context
 
 log = logging.getLogger(__name__)
 
@@ -141,23 +143,14 @@ async def last_try(journal: Journal) -> float | None:
         return None
 
 
-async def tmk_absent_remedy(context: Context) -> Text:
+async def tmk_absent_remedy(context: Context) -> Text | None:
     """What the self-check's ``keys.tmk-absent`` says to do: nothing, where the agent will
     download the key itself; else a person must have it injected."""
-    from agent.selfcheck.base import Text
-
     keys = context.config.keys
     tried = await last_try(context.journal) if context.journal is not None else None
     if download_due(keys, tried, time.time()):
-        return Text(
-            f"the agent will download the master key from the acquirer (keys.tmk_download = "
-            f"{keys.tmk_download}) and sign in",
-            f"代理程序将从收单机构远程下载主密钥（keys.tmk_download = {keys.tmk_download}）并签到",
-        )
-    return Text(
-        "the acquirer must inject the master key: call support",
-        "需由收单机构灌装主密钥：请联系客服",
-    )
+        return messages.remedy("keys.tmk-absent:download", source=keys.tmk_download)
+    return messages.remedy("keys.tmk-absent")
 
 
 def keys_refused(exc: BaseException) -> bool:

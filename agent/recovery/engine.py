@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import tenacity
 
+from agent import messages
 from agent.backoff import Backoff
+from agent.messages import Text
 from agent.recovery import incident as incidents
 from agent.recovery.incident import HostIncident
 from agent.recovery.policy import (
@@ -34,7 +36,6 @@ from agent.recovery.remedies import HostSilent, KeysRefused, Remedies, RemedyFai
 from agent.registration.a2 import Outgoing59
 from agent.registration.refusals import RefusalCounts, advice, finding
 from agent.selfcheck import Report
-from agent.selfcheck.base import Text
 from agent.transaction.classes import classify
 from agent.transaction.sender import Attempt, local_answer
 from agent.wire import codes
@@ -474,12 +475,8 @@ class Recovery:
         elif self._keys_refused:
             reason, action, cause = KEYS_REFUSED, LOAD_TMK, "keys.tmk-mismatch"
         else:
-            rc = codes.lookup(code)
-            reason = Text(
-                f"the host answers {code}, {rc.en}, after sign-in and re-provisioning",
-                f"重新签到并下载参数后主机仍应答 {code}（{rc.zh}）",
-            )
             cause = f"host.{code}-after-signin"
+            reason = messages.message(cause, code=code, meaning=codes.lookup(code))
         self.cause = cause
         self.state = State.UNREGISTERED
         self.message = unregistered_message(self.remedies.identity(), reason, action)

@@ -11,19 +11,13 @@ import logging
 import time
 from typing import Any
 
-from agent.selfcheck.base import Text
+from agent import messages
 
 log = logging.getLogger(__name__)
 
 CAUSE = "host.incident"  # the stable cause code of a terminal paused by one
-REASON = Text(
-    "the acquirer's host has a fault that many terminals see at once (a host-side incident)",
-    "收单机构主机故障，众多终端同时受影响（主机侧故障）",
-)
-NOTHING_TO_DO = Text(
-    "nothing on this terminal needs doing: payments resume when the acquirer has fixed it",
-    "本终端无需任何处理：收单机构修复后即可恢复收款",
-)
+REASON = messages.message(CAUSE)
+NOTHING_TO_DO = messages.remedy(CAUSE)
 
 
 class HostIncident:

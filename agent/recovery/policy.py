@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import enum
 
+from agent import messages
+from agent.messages import Text
 from agent.selfcheck import Report
-from agent.selfcheck.base import Status, Text
+from agent.selfcheck.base import Status
 from agent.wire import codes
 from agent.wire.message import Message
 
@@ -61,32 +63,23 @@ def decide(
 
 
 # why a terminal is unregistered when the module refused an approved sign-in's keys, and what to do
-KEYS_REFUSED = Text(
-    "the card module refuses the working keys the host approved (KCV mismatch): its master key "
-    "is not the one the host has for this terminal",
-    "加密模块拒绝主机签到下发的工作密钥（校验值不符）：模块主密钥与主机登记的不一致",
-)
-LOAD_TMK = Text(
-    "have the master key loaded again (or set keys.tmk_download where the acquirer offers a "
-    "remote download): call support",
-    "需重新灌装主密钥（收单机构支持远程下载时可设置 keys.tmk_download）：请联系客服",
-)
+KEYS_REFUSED = messages.message("keys.tmk-mismatch")
+LOAD_TMK = messages.remedy("keys.tmk-mismatch")
 
 
 def unregistered_message(
     identity: dict[str, str], reason: Text, action: Text | None = None
 ) -> Text:
     """What the merchant's screen and the vendor's hooks say: which terminal, why, and who to
-    call (the support number from the configuration)."""
-    tid, mid = identity.get("tid") or "-", identity.get("mid") or "-"
+    call (the support number from the configuration); without ``action``, have the acquirer
+    register the terminal."""
     phone = identity.get("support_phone") or ""
-    action = action or Text(
-        "call acquirer support to register the terminal", "请联系收单机构客服登记终端"
-    )
-    call_en = f" (support: {phone})" if phone else ""
-    call_zh = f"（客服电话 {phone}）" if phone else ""
-    return Text(
-        f"Payments paused on terminal {tid}, merchant {mid}: {reason.en}. "
-        f"{action.en[0].upper()}{action.en[1:]}{call_en}.",
-        f"终端 {tid}（商户 {mid}）暂停收款：{reason.zh}。{action.zh}{call_zh}。",
+    support = messages.message("recovery:support-phone", phone=phone) if phone else messages.EMPTY
+    return messages.message(
+        "recovery:unregistered",
+        tid=identity.get("tid") or "-",
+        mid=identity.get("mid") or "-",
+        reason=reason,
+        action=messages.sentence(action or messages.message("recovery:register-terminal")),
+        support=support,
     )

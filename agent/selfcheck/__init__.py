@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from agent.messages import CHECK_NAMES as NAMES
 from agent.selfcheck import (
     clock,
     keys,
@@ -22,7 +23,7 @@ from agent.selfcheck import (
     session,
     storage,
 )
-from agent.selfcheck.base import CheckResult, Context, Status, Text, elapsed_ms
+from agent.selfcheck.base import CheckResult, Context, Status, elapsed_ms
 
 Check = Callable[[Context], Awaitable[CheckResult]]
 CHECKS: dict[str, Check] = {
@@ -31,16 +32,6 @@ CHECKS: dict[str, Check] = {
 }
 # What recovery runs after a 97: what can explain it, not what only informs.
 FAST = ("provisioning", "clock", "network", "keys")
-NAMES = {
-    "provisioning": Text("provisioning", "终端参数"),
-    "clock": Text("clock", "时钟"),
-    "network": Text("network", "网络"),
-    "keys": Text("keys", "密钥"),
-    "module": Text("module", "加密模块"),
-    "registration": Text("registration", "终端报备"),
-    "storage": Text("storage", "存储"),
-    "session": Text("session", "会话"),
-}
 
 
 @dataclass(frozen=True)
@@ -61,22 +52,12 @@ async def _bounded(check_id: str, check: Check, context: Context, deadline: floa
     try:
         result = await asyncio.wait_for(check(context), deadline)
     except TimeoutError:
-        result = CheckResult(
-            check_id,
-            Status.FAIL,
-            Text(f"did not finish within {deadline:.0f} s", f"未在 {deadline:.0f} 秒内完成"),
-            remedy=Text("run the self-check again; if it repeats, call support",
-                        "再次运行自检；如仍出现请联系客服"),
-            finding="timeout",
-        )  # fmt: skip
+        result = CheckResult.of(
+            check_id, Status.FAIL, finding="timeout", deadline=f"{deadline:.0f}"
+        )
     except Exception as exc:  # a check's bug must not hide the other checks' findings
-        result = CheckResult(
-            check_id,
-            Status.FAIL,
-            Text(f"the check itself failed: {type(exc).__name__}: {exc}", "检查程序出错"),
-            f"{type(exc).__name__}: {exc}",
-            finding="check-error",
-        )  # fmt: skip
+        error = f"{type(exc).__name__}: {exc}"
+        result = CheckResult.of(check_id, Status.FAIL, error, finding="check-error", error=error)
     return dataclasses.replace(result, duration_ms=elapsed_ms(started))
 
 

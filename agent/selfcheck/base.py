@@ -1,16 +1,20 @@
-"""What every check shares: its result, its bilingual text, and the context it inspects."""
+"""What every check shares: its result, worded from the message catalogue, and the context it
+inspects."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from agent import messages
 from agent.config import Config
 from agent.journal import PATIENCE, Journal
+from agent.messages import Text
 from agent.provisioning import Provisioning, fetch_from_tms
 from agent.wire.message import Message
 from drivers.module import CardModule, ModuleInfo, ModuleLinkError
@@ -27,20 +31,6 @@ class Status(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Text:
-    """One sentence in both languages the technician may read."""
-
-    en: str
-    zh: str
-
-    def __call__(self, lang: str) -> str:
-        return self.zh if lang == "zh" else self.en
-
-    def to_json(self) -> dict[str, str]:
-        return {"en": self.en, "zh": self.zh}
-
-
-@dataclass(frozen=True)
 class CheckResult:
     id: str
     status: Status
@@ -50,6 +40,35 @@ class CheckResult:
     finding: str = "ok"  # machine-readable, for the recovery engine's decision table
     data: dict[str, Any] = field(default_factory=dict)
     duration_ms: int = 0
+
+    @property
+    def code(self) -> str:
+        """The stable code of what the check found, e.g. ``keys.kcv-mismatch`` (``keys.ok`` when
+        all is well, ``keys.skip`` when it could not look): its key in the message catalogue."""
+        if self.finding != "ok" or self.status is Status.OK:
+            return f"{self.id}.{self.finding}"
+        return f"{self.id}.{self.status.value}"
+
+    @classmethod
+    def of(
+        cls,
+        check_id: str,
+        status: Status,
+        detail: str = "",
+        *,
+        finding: str = "ok",
+        variant: str = "",
+        remedy: Text | None = None,
+        data: dict[str, Any] | None = None,
+        **values: messages.Value,
+    ) -> CheckResult:
+        """A result in the catalogue's words: the summary and remedy of its code, or of
+        ``code:variant`` where the check says it another way, filled with ``values``.
+        ``remedy`` replaces the catalogue's where what to do depends on more than the values."""
+        result = cls(check_id, status, messages.EMPTY, detail, finding=finding, data=data or {})
+        key = f"{result.code}:{variant}" if variant else result.code
+        summary, said = messages.said(key, **values)
+        return dataclasses.replace(result, summary=summary, remedy=remedy or said)
 
     def to_json(self) -> dict[str, Any]:
         """Both languages: what the daemon sends to ``agent selftest`` over the control socket."""

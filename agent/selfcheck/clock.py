@@ -9,7 +9,9 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 
-from agent.selfcheck.base import CheckResult, Context, HostClockSample, Status, Text
+from agent import messages
+from agent.messages import Text
+from agent.selfcheck.base import CheckResult, Context, HostClockSample, Status
 from agent.selfcheck.timesync import SyncState, system_sync_state
 from drivers.module import ModuleError
 
@@ -48,85 +50,60 @@ def _describe(seconds: float) -> str:
     return f"{abs(seconds):.0f} s {'ahead' if seconds > 0 else 'behind'}"
 
 
-def _chinese(source: str) -> str:
-    if source.startswith("time sync ("):  # "time sync (chrony)": 时间同步服务（chrony）
-        return f"时间同步服务（{source.removeprefix('time sync (').removesuffix(')')}）"
-    return {"host": "主机", "module RTC": "模块时钟"}.get(source, source)
-
-
 async def check(context: Context) -> CheckResult:
     config = context.config.clock
-    offsets: dict[str, float] = {}
+    offsets: dict[Text, float] = {}  # by the reference, named in both languages
     notes: list[str] = []
     sample = context.host_clock() or await _signin_clock(context)
     if sample is not None:
-        offsets["host"] = host_offset(sample)
+        offsets[messages.message("clock:host")] = host_offset(sample)
     if context.module is not None:
         try:
             module_time = await context.module_call(context.module.rtc)
         except ModuleError as exc:
             notes.append(f"module RTC not read: {exc}")
         else:
-            offsets["module RTC"] = (
+            offsets[messages.message("clock:module-rtc")] = (
                 datetime.fromtimestamp(context.now()) - module_time
             ).total_seconds()
     synced: SyncState | None = await asyncio.to_thread(system_sync_state)
     if synced is not None and synced.synchronised:
         # the system keeps its clock on true time: within its own error, it is a reference
-        offsets[f"time sync ({synced.source})"] = context.now() - time.time()
+        time_sync = messages.message("clock:time-sync", service=synced.source)
+        offsets[time_sync] = context.now() - time.time()
         if synced.error_seconds is not None:
             notes.append(f"{synced.source}: synchronised, error under {synced.error_seconds:g} s")
     elif synced is not None:
         notes.append(f"system clock not synchronised ({synced.source})")
     if config.ntp_server and not (synced is not None and synced.synchronised):
         try:
-            offsets[f"NTP {config.ntp_server}"] = await _ntp_offset(
+            offsets[messages.message("clock:ntp", server=config.ntp_server)] = await _ntp_offset(
                 config.ntp_server, context.now(), min(2.0, context.config.selftest.deadline / 2)
             )
         except Exception as exc:  # ntplib raises socket errors and its own NTPException
             notes.append(f"NTP {config.ntp_server} not reached: {exc}")
     if not offsets:
-        return CheckResult(
-            ID,
-            Status.SKIP,
-            Text(
-                "no time reference: no host time yet, module RTC unread, no time sync, "
-                "no NTP server",
-                "无参考时间：尚无主机时间，未读到模块时钟，无时间同步，未配置 NTP",
-            ),
-            "; ".join(notes),
-        )
+        return CheckResult.of(ID, Status.SKIP, "; ".join(notes))
     source, worst = max(offsets.items(), key=lambda item: abs(item[1]))
-    detail = "; ".join([f"vs {name}: {_describe(o)}" for name, o in offsets.items()] + notes)
+    detail = "; ".join([f"vs {name.en}: {_describe(o)}" for name, o in offsets.items()] + notes)
     reference = datetime.fromtimestamp(context.now()) - timedelta(seconds=worst)
     data = {
         "offset_seconds": round(worst, 1),
-        "source": source,
+        "source": source.en,
         "reference_time": reference.isoformat(timespec="seconds"),
     }
     seconds = f"{abs(worst):.0f}"
     if abs(worst) <= config.warn_after:
-        summary = Text(
-            f"clock within {seconds} s of the {source}",
-            f"时钟与{_chinese(source)}相差 {seconds} 秒以内",
-        )
-        return CheckResult(ID, Status.OK, summary, detail, data=data)
-    status = Status.FAIL if abs(worst) > config.fail_after else Status.WARN
-    return CheckResult(
+        return CheckResult.of(ID, Status.OK, detail, data=data, seconds=seconds, source=source)
+    return CheckResult.of(
         ID,
-        status,
-        Text(
-            f"clock is {_describe(worst)} of the {source}",
-            f"终端时钟比{_chinese(source)}{'快' if worst > 0 else '慢'} {seconds} 秒",
-        ),
+        Status.FAIL if abs(worst) > config.fail_after else Status.WARN,
         detail,
-        Text(
-            "correct the clock (the sync-clock hook does it when the agent recovers), then "
-            "sign in again",
-            "校正终端时钟（自动恢复时由 sync-clock 钩子完成），然后重新签到",
-        ),
         finding="clock-off",
         data=data,
+        seconds=seconds,
+        direction=messages.message("clock:ahead" if worst > 0 else "clock:behind"),
+        source=source,
     )
 
 

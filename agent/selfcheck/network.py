@@ -20,7 +20,7 @@ from pathlib import Path
 from agent.config import Endpoint
 from agent.host.link import HostLink, HostLinkError, LinkOptions, tls_context
 from agent.journal import PATIENCE
-from agent.selfcheck.base import CheckResult, Context, Status, Text
+from agent.selfcheck.base import CheckResult, Context, Status
 from agent.wire.builders import Terminal, echo_request
 
 ID = "network"
@@ -190,12 +190,7 @@ def _failure(probe: Probe) -> str:
 async def check(context: Context) -> CheckResult:
     endpoints = context.config.endpoints
     if not endpoints:
-        return CheckResult(
-            ID,
-            Status.SKIP,
-            Text("no host configured", "未配置主机"),
-            "see the provisioning check",
-        )
+        return CheckResult.of(ID, Status.SKIP, "see the provisioning check")
     deadline = time.monotonic() + context.config.selftest.deadline - 0.2
     roles = ["primary", "backup"]
     probes = await asyncio.gather(
@@ -223,69 +218,39 @@ async def check(context: Context) -> CheckResult:
     }
     primary, backup = probes[0], probes[1] if len(probes) > 1 else None
     if primary.healthy and (backup is None or backup.healthy):
-        return CheckResult(
-            ID,
-            Status.OK,
-            Text(
-                f"host {'and backup ' if backup else ''}answer the echo test",
-                f"主机{'和备用主机' if backup else ''}回应测试报文",
-            ),
-            detail,
-            data=data,
+        return CheckResult.of(
+            ID, Status.OK, detail, variant="with-backup" if backup else "", data=data
         )
     if primary.healthy:
-        return CheckResult(
+        return CheckResult.of(
             ID,
             Status.WARN,
-            Text(
-                f"the backup host {backup.endpoint} does not answer: {_failure(backup)}",
-                f"备用主机 {backup.endpoint} 无正常回应：{_failure(backup)}",
-            ),
             detail,
-            Text("tell the acquirer the backup host is down", "通知收单机构备用主机不可用"),
             finding="backup-down",
             data=data,
+            backup=str(backup.endpoint),
+            failure=_failure(backup),
         )
     if backup is not None and backup.healthy:
-        return CheckResult(
+        return CheckResult.of(
             ID,
             Status.WARN,
-            Text(
-                f"the primary host {primary.endpoint} does not answer properly; the backup does",
-                f"主机 {primary.endpoint} 无正常回应，备用主机正常",
-            ),
             detail,
-            Text(
-                "the agent fails over to the backup; tell the acquirer the primary is down",
-                "本程序将切换到备用主机；请通知收单机构主机故障",
-            ),
             finding="primary-down",
             data=data,
+            primary=str(primary.endpoint),
         )
     if any(p.reachable and p.echo_code for p in probes):
         code = next(p.echo_code for p in probes if p.echo_code)
-        return CheckResult(
-            ID,
-            Status.OK,
-            Text(f"host reachable; its echo answer is {code}", f"主机可达；测试报文应答码 {code}"),
-            detail,
-            finding="echo-refused",
-            data=data,
-        )
+        return CheckResult.of(ID, Status.OK, detail, finding="echo-refused", data=data, code=code)
     reason = _failure(primary)
-    remedy = Text(
-        "check the cable or SIM, the APN and the host address; call the acquirer if the host "
-        "is down",
-        "检查网线或 SIM 卡、APN 和主机地址；如主机故障请联系收单机构",
-    )
     if not up:
         reason = f"no network link is up; {reason}"
-    return CheckResult(
+    return CheckResult.of(
         ID,
         Status.FAIL,
-        Text(f"no host answers: {reason}", "所有主机均无回应"),
         f"{detail}; {reason}" if detail else reason,
-        remedy,
         finding="host-unreachable",
         data=data,
+        error=reason,
     )

@@ -6,14 +6,17 @@ and the last refusal of a request for its TUSN, if there was one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 
+from agent import messages
 from agent.journal import PATIENCE, JournalError
+from agent.messages import Text
 from agent.provisioning import ProvisioningError
 from agent.registration.location import a5_from_hook
-from agent.selfcheck.base import CheckResult, Context, Status, Text
+from agent.selfcheck.base import CheckResult, Context, Status
 from drivers.module import ModuleError, ModuleProtocolError, ModuleStatusError, TusnAnswer
 from drivers.module import Status as ModuleStatus
 from firmware_hooks import Outcome
@@ -31,28 +34,19 @@ _MANUFACTURER_DIGITS, _DEVICE_DIGITS = 6, 2
 
 @dataclass
 class _Findings:
-    """What the parts of the check found, worst first when reported. A finding is named
-    without the check's id, which the report puts before it (``registration.tusn-absent``)."""
+    """What the parts of the check found: each problem as the result it would give alone, the
+    first failure reported, else the first warning, the others in its detail."""
 
-    fails: list[tuple[str, Text, Text]] = field(default_factory=list)
-    warns: list[tuple[str, Text, Text]] = field(default_factory=list)
+    problems: list[CheckResult] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)
 
-    def result(self, ok: Text, data: dict[str, object]) -> CheckResult:
-        worst = self.fails or self.warns
-        if not worst:
-            return CheckResult(ID, Status.OK, ok, "; ".join(self.detail), data=data)
-        finding, summary, remedy = worst[0]
-        others = [f"also {f}: {s.en}" for f, s, _ in (self.fails + self.warns)[1:]]
-        return CheckResult(
-            ID,
-            Status.FAIL if self.fails else Status.WARN,
-            summary,
-            "; ".join(self.detail + others),
-            remedy,
-            finding=finding,
-            data=data,
-        )
+    def result(self, ok: CheckResult, data: dict[str, object]) -> CheckResult:
+        worst_first = sorted(self.problems, key=lambda p: p.status is not Status.FAIL)
+        if not worst_first:
+            return dataclasses.replace(ok, detail="; ".join(self.detail), data=data)
+        worst, *others = worst_first
+        also = [f"also {o.finding}: {o.summary.en}" for o in others]
+        return dataclasses.replace(worst, detail="; ".join(self.detail + also), data=data)
 
 
 def tusn_problem(answer: TusnAnswer) -> str | None:
@@ -83,22 +77,10 @@ async def check(context: Context) -> CheckResult:
     if config.location:
         await _location(context, found, hooks_until)
     await _last_refusal(context, found, data)
-    if config.tusn == "off":
-        found.warns.insert(0, (
-            "a2-missing",
-            Text("field 59 A2 is off (registration.tusn = \"off\"): acquirers under the CUP "
-                 "rules refuse purchases without the terminal hardware serial number",
-                 "59 域 A2 已关闭（registration.tusn = \"off\"）：按银联规定收单机构会拒绝"
-                 "未上送终端硬件序列号的消费"),
-            Text('set registration.tusn = "module" (or "app" if the payment app sends A2)',
-                 '设置 registration.tusn = "module"（收款应用自行上送 A2 时设为 "app"）'),
-        ))  # fmt: skip
-    shown = tusn or "-"
-    return found.result(
-        Text(f"TUSN {shown}: field 59 A2 as the acquirer expects it",
-             f"终端硬件序列号 {shown}：59 域 A2 符合收单要求"),
-        data,
-    )  # fmt: skip
+    if config.tusn == "off":  # the first warning: it explains the others
+        off = CheckResult.of(ID, Status.WARN, finding="a2-missing", variant="off")
+        found.problems.insert(0, off)
+    return found.result(CheckResult.of(ID, Status.OK, tusn=tusn or "-"), data)
 
 
 async def _module_tusn(context: Context, found: _Findings, data: dict[str, object]) -> str:
@@ -110,19 +92,11 @@ async def _module_tusn(context: Context, found: _Findings, data: dict[str, objec
         answer = await context.module_call(context.module.tusn, PROBE_FACTOR)
     except ModuleStatusError as exc:
         if exc.status in (ModuleStatus.KEY_ABSENT, ModuleStatus.UNKNOWN_COMMAND):
-            found.fails.append((
-                "tusn-absent",
-                Text("the card module has no terminal hardware serial number (TUSN) to give",
-                     "加密模块无法提供终端硬件序列号（TUSN）"),
-                Text("have the manufacturer inject the TUSN key, or use a payment app that "
-                     'sends A2 (registration.tusn = "app")',
-                     "请厂商灌装 TUSN 密钥，或使用自行上送 A2 的收款应用"
-                     '（registration.tusn = "app"）'),
-            ))  # fmt: skip
+            found.problems.append(CheckResult.of(ID, Status.FAIL, finding="tusn-absent"))
         found.detail.append(str(exc))
         return ""
     except ModuleProtocolError as exc:
-        found.fails.append(_malformed(str(exc)))
+        found.problems.append(_malformed(str(exc)))
         found.detail.append(str(exc))
         return ""
     except ModuleError as exc:  # the module check says why the module does not answer
@@ -130,20 +104,14 @@ async def _module_tusn(context: Context, found: _Findings, data: dict[str, objec
         return ""
     problem = tusn_problem(answer)
     if problem is not None:
-        found.fails.append(_malformed(problem))
+        found.problems.append(_malformed(problem))
     data.update(tusn=answer.tusn, device_type=answer.device_type)
     found.detail.append(f"module TUSN {answer.tusn}, device type {answer.device_type}")
     return answer.tusn
 
 
-def _malformed(problem: str) -> tuple[str, Text, Text]:
-    return (
-        "tusn-malformed",
-        Text(f"the card module's TUSN answer is malformed: {problem}",
-             f"加密模块返回的终端硬件序列号格式错误：{problem}"),
-        Text("call the terminal's manufacturer: the module's TUSN is wrong",
-             "请联系终端厂商：加密模块中的序列号有误"),
-    )  # fmt: skip
+def _malformed(problem: str) -> CheckResult:
+    return CheckResult.of(ID, Status.FAIL, finding="tusn-malformed", problem=problem)
 
 
 async def _against_tms(context: Context, tusn: str, found: _Findings) -> None:
@@ -155,13 +123,11 @@ async def _against_tms(context: Context, tusn: str, found: _Findings) -> None:
         found.detail.append(f"TMS not consulted: {exc}")
         return
     if record.tusn and record.tusn != tusn:
-        found.fails.append((
-            "tusn-differs-from-tms",
-            Text(f"the module's TUSN {tusn} is not the one the TMS holds ({record.tusn})",
-                 f"加密模块的序列号 {tusn} 与 TMS 登记的（{record.tusn}）不一致"),
-            Text(f"have the acquirer report TUSN {tusn} (the module was probably swapped)",
-                 f"请收单机构为序列号 {tusn} 办理报备（加密模块可能已更换）"),
-        ))  # fmt: skip
+        found.problems.append(
+            CheckResult.of(
+                ID, Status.FAIL, finding="tusn-differs-from-tms", tusn=tusn, tms_tusn=record.tusn
+            )
+        )
 
 
 def _hooks_budget(context: Context, hooks_until: float) -> float:
@@ -185,15 +151,17 @@ async def _acquirers_check(
                                 f"{result.detail or 'no {reported: bool} printed'}")  # fmt: skip
             continue
         said = _shown(output.get("detail", ""))
-        why_en, why_zh = (f": {said}", f"：{said}") if said else ("", "")
         if not output["reported"]:
-            found.fails.append((
-                "tusn-not-reported",
-                Text(f"the acquirer has not reported TUSN {tusn} to UnionPay{why_en}",
-                     f"收单机构尚未为序列号 {tusn} 向银联报备{why_zh}"),
-                Text(f"have TUSN {tusn} reported to the acquirer before the first sale",
-                     f"首笔交易前请让收单机构为序列号 {tusn} 办理报备"),
-            ))  # fmt: skip
+            reason = (
+                messages.message("registration:acquirer-says", said=said)
+                if said
+                else messages.EMPTY
+            )
+            found.problems.append(
+                CheckResult.of(
+                    ID, Status.FAIL, finding="tusn-not-reported", tusn=tusn, reason=reason
+                )
+            )
         else:
             found.detail.append(
                 f"the acquirer has TUSN {tusn} reported{': ' + said if said else ''}"
@@ -221,14 +189,7 @@ async def _last_purchases(context: Context, found: _Findings) -> None:
     carried = [_carried_a2(row) for row in rows]
     recent = [c for c in carried if c is not None][-_PURCHASES:]
     if recent and not recent[-1]:
-        found.warns.append((
-            "a2-missing",
-            Text("the last purchase went to the acquirer without field 59 A2 (the terminal "
-                 "hardware serial number)",
-                 "最近一笔消费上送时缺少 59 域 A2（终端硬件序列号）"),
-            Text('set registration.tusn = "module", or update the payment app',
-                 '设置 registration.tusn = "module"，或升级收款应用'),
-        ))  # fmt: skip
+        found.problems.append(CheckResult.of(ID, Status.WARN, finding="a2-missing"))
     if recent:
         found.detail.append(f"A2 on {sum(recent)} of the last {len(recent)} purchases")
 
@@ -268,13 +229,9 @@ async def _location(context: Context, found: _Findings, hooks_until: float) -> N
             except ValueError as exc:
                 problems.append(f"{result.hook}: {exc}")
         problem = "; ".join(problems)
-    found.warns.append((
-        "location-unavailable",
-        Text(f"no location for field 59 A5 ({problem}); the acquirer wants one",
-             f"无法取得 59 域 A5 所需的位置信息（{problem}）"),
-        Text("install a location hook (ModemManager or gpsd; see the examples) and check the "
-             "modem or GPS", "安装位置钩子（ModemManager 或 gpsd，见示例）并检查调制解调器或 GPS"),
-    ))  # fmt: skip
+    found.problems.append(
+        CheckResult.of(ID, Status.WARN, finding="location-unavailable", problem=problem)
+    )
 
 
 async def _last_refusal(context: Context, found: _Findings, data: dict[str, object]) -> None:
@@ -297,12 +254,17 @@ async def _last_refusal(context: Context, found: _Findings, data: dict[str, obje
     if not finding.startswith("registration."):
         found.detail.append(f"a {last.get('class')} was refused with {last.get('code')} at {when}")
         return
-    found.fails.append((
-        finding.removeprefix("registration."),  # the report puts the check's id before it
-        Text(f"{len(refusals)} request(s) refused for field 59 since yesterday, the last at "
-             f"{when}: {last.get('message_en', '')}",
-             f"昨日以来 {len(refusals)} 笔交易因 59 域被拒，最近一笔于 {when}："
-             f"{last.get('message_zh', '')}"),
-        Text("see the cause above; the terminal itself is registered",
-             "请按上述原因处理；终端本身已登记"),
-    ))  # fmt: skip
+    # the acquirer's finding, said as a refusal of requests rather than as the check finds it
+    told = Text(str(last.get("message_en", "")), str(last.get("message_zh", "")))
+    summary, remedy = messages.said(
+        "registration:refused-requests", count=len(refusals), when=when, told=told
+    )
+    found.problems.append(
+        CheckResult(
+            ID,
+            Status.FAIL,
+            summary,
+            remedy=remedy,
+            finding=finding.removeprefix("registration."),  # the code puts the check's id before it
+        )
+    )

@@ -44,11 +44,8 @@ def default_language(environ: dict[str, str] | os._Environ[str] = os.environ) ->
 
 
 def finding_code(check: CheckResult) -> str:
-    """The stable code of what a check found, e.g. ``keys.kcv-mismatch`` (``keys.ok`` when
-    all is well, ``keys.skip`` when it could not look)."""
-    if check.finding != "ok" or check.status is Status.OK:
-        return f"{check.id}.{check.finding}"
-    return f"{check.id}.{check.status.value}"
+    """The report's ``finding``: the check's stable code, e.g. ``keys.kcv-mismatch``."""
+    return check.code
 
 
 def as_json(report: Report, lang: str, tid: str, at: datetime | None = None) -> dict[str, Any]:

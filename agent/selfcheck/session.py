@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from agent import paths
-from agent.selfcheck.base import CheckResult, Context, Status, Text, signin_scheme
+from agent import messages, paths
+from agent.selfcheck.base import CheckResult, Context, Status, signin_scheme
 from agent.session.store import ParameterStore
 
 ID = "session"
@@ -22,50 +22,27 @@ def _hours(seconds: float) -> str:
 async def check(context: Context) -> CheckResult:
     journal = context.journal
     if journal is None:
-        return CheckResult(
-            ID,
-            Status.SKIP,
-            Text("no journal to read the session from", "无交易日志，无法查看会话"),
-            finding="no-journal",
-        )
+        return CheckResult.of(ID, Status.SKIP, finding="no-journal")
     now = context.now()
     last = await context.last_signin()
     store = ParameterStore(paths.parameters_path(context.config))
     try:
         downloaded = store.read()
     except (OSError, ValueError) as exc:
-        return CheckResult(
-            ID,
-            Status.WARN,
-            Text(f"downloaded parameters unreadable: {exc}", "已下载参数无法读取"),
-            f"{store.path}: {exc}",
-            Text("the next download the host asks for replaces the file",
-                 "主机下次要求下载时会重写该文件"),
-            finding="parameters-unreadable",
-        )  # fmt: skip
-    sections = ", ".join(sorted(downloaded)) or "none"
-    detail = f"batch {journal.batch:06d}; downloads: {sections}"
-    if last is None:
-        return CheckResult(
-            ID,
-            Status.WARN,
-            Text("never signed in", "从未签到"),
-            detail,
-            Text("sign in: agent signin", "签到：agent signin"),
-            finding="never-signed-in",
+        return CheckResult.of(
+            ID, Status.WARN, f"{store.path}: {exc}", finding="parameters-unreadable", error=str(exc)
         )
+    sections = ", ".join(sorted(downloaded)) or "none"
+    batch = f"{journal.batch:06d}"
+    detail = f"batch {batch}; downloads: {sections}"
+    if last is None:
+        return CheckResult.of(ID, Status.WARN, detail, finding="never-signed-in")
     scheme, data = signin_scheme(last)
     detail = f"{detail}; {scheme}"
     age = now - last["at"]
     if age > SIGNIN_STALE:
-        return CheckResult(
-            ID,
-            Status.WARN,
-            Text(f"last sign-in {_hours(age)} h ago", f"上次签到在 {_hours(age)} 小时前"),
-            detail,
-            Text("sign in: agent signin", "签到：agent signin"),
-            finding="signin-stale",
-            data=data,
+        return CheckResult.of(
+            ID, Status.WARN, detail, finding="signin-stale", data=data, hours=_hours(age)
         )
     today = datetime.fromtimestamp(now).strftime("%Y%m%d")
     expired = [
@@ -74,40 +51,28 @@ async def check(context: Context) -> CheckResult:
         if _expiry(key.get("expiry")) and _expiry(key.get("expiry")) < today
     ]
     if expired:
-        return CheckResult(
+        return CheckResult.of(
             ID,
             Status.WARN,
-            Text(
-                f"CA public key(s) past their expiry: {', '.join(expired)}",
-                f"CA 公钥已过期：{'、'.join(expired)}",
-            ),
             detail,
-            Text("ask the acquirer to send current CA keys", "请收单机构下发新的 CA 公钥"),
             finding="ca-key-expired",
             data=data,
+            keys=messages.listing(expired),
         )
     stale = [s for s, c in downloaded.items() if now - c.get("at", now) > PARAMETERS_STALE]
     if stale:
-        return CheckResult(
+        return CheckResult.of(
             ID,
             Status.WARN,
-            Text(f"downloads older than 30 days: {', '.join(stale)}",
-                 f"下载内容超过 30 天：{'、'.join(stale)}"),
             detail,
-            Text("they are renewed when the host asks; the acquirer can ask now",
-                 "主机要求时会重新下载；可请收单机构发起"),
             finding="parameters-stale",
             data=data,
-        )  # fmt: skip
+            sections=messages.listing(stale),
+        )
     signed = time.strftime("%m-%d %H:%M", time.localtime(last["at"]))
-    return CheckResult(
-        ID,
-        Status.OK,
-        Text(f"signed in at {signed}, batch {journal.batch:06d}; downloads: {sections}",
-             f"{signed} 已签到，批次号 {journal.batch:06d}；已下载：{sections}"),
-        detail,
-        data=data,
-    )  # fmt: skip
+    return CheckResult.of(
+        ID, Status.OK, detail, data=data, signed=signed, batch=batch, downloads=sections
+    )
 
 
 def _expiry(value: object) -> str:

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from agent import config
+from agent import config, messages
 from agent.registration import refusals
 from agent.telemetry import events
 from agent.transaction.classes import CLASSES
@@ -215,7 +215,7 @@ def _documented(page: str) -> set[str]:
 def test_every_finding_code_is_in_the_technicians_guide() -> None:
     page = _documented(_page("technician.md"))
     codes, generic = selfcheck_codes()
-    wanted = codes | set(refusals.EXPLAINED) | set(refusals.FINDINGS.values()) | {refusals.OTHER}
+    wanted = codes | set(messages.explained()) | set(refusals.FINDINGS.values()) | {refusals.OTHER}
     wanted |= {f"<check>.{finding}" for finding in generic} | {"<check>.ok", "<check>.skip"}
     assert not sorted(wanted - page)
 
