@@ -970,6 +970,52 @@ CATALOGUE: dict[str, Entry] = {
         ),
     ),
     # the merchant's screen and the vendor's hooks while the terminal is unregistered
+    # ---------------------------------------------------------------- agent status
+    "status:state": Entry(summary=Text("state", "状态")),
+    "status:terminal": Entry(summary=Text("terminal", "终端")),
+    "status:host": Entry(summary=Text("host", "主机")),
+    "status:signed-in": Entry(summary=Text("signed in", "签到")),
+    "status:reversals": Entry(summary=Text("reversals", "冲正")),
+    "status:last-97": Entry(summary=Text("last 97", "最近 97")),
+    "status:refused": Entry(summary=Text("refused", "被拒请求")),
+    "status:message": Entry(summary=Text("message", "提示")),
+    "status:cause": Entry(summary=Text("cause", "原因")),
+    "status:incident": Entry(summary=Text("incident", "主机故障")),
+    "status:connected": Entry(summary=Text("connected", "已连接")),
+    "status:not-connected": Entry(summary=Text("not connected", "未连接")),
+    "status:never": Entry(summary=Text("never", "从未签到")),
+    "status:signed": Entry(
+        summary=Text("{at}, scheme {scheme}, KCVs {kcvs}", "{at}，方案 {scheme}，校验值 {kcvs}")
+    ),
+    "status:reversals-queued": Entry(
+        summary=Text(
+            "{queued} queued{stuck}, {recheck} closed by 12/25 waiting for their recheck",
+            "待发 {queued} 笔{stuck}，{recheck} 笔因 12/25 结束、等待复核",
+        )
+    ),
+    "status:reversals-stuck": Entry(
+        summary=Text(
+            " ({stuck} stuck after reversal.attempts tries)",
+            "（{stuck} 笔经 reversal.attempts 次尝试仍未确认）",
+        )
+    ),
+    "status:last-97-at": Entry(summary=Text("{code} at {at}", "{at} 应答 {code}")),
+    "status:refused-counts": Entry(
+        summary=Text(
+            "{counts} (single requests; the terminal stays registered)",
+            "{counts}（单笔请求被拒，终端仍已登记）",
+        )
+    ),
+    "status:incident-open": Entry(
+        summary=Text(
+            "a host-side incident is open ({source}): the acquirer is at fault",
+            "主机侧故障处理中（{source}）：问题在收单机构",
+        )
+    ),
+    "state:registered": Entry(summary=Text("registered", "已登记")),
+    "state:recovering": Entry(summary=Text("recovering", "恢复中")),
+    "state:unregistered": Entry(summary=Text("unregistered", "未登记")),
+    "state:not-signed-in": Entry(summary=Text("not signed in", "未签到")),
     "recovery:unregistered": Entry(
         summary=Text(
             "Payments paused on terminal {tid}, merchant {mid}: {reason}. {action}{support}.",

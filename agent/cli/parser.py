@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     technician("echo", "echo test (0820/301) to the host", "echo:cmd_echo")
     p = technician("status", "what the running agent is doing", "status:cmd_status")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--lang", choices=["zh", "en"], help="language (default: the locale's)")
     p = technician("journal", "the journal's timeline: transactions, recoveries, events",
                    "journal:cmd_journal")  # fmt: skip
     p.add_argument("--since", help="only since: 30m, 2h, 1d, an ISO time, or epoch seconds")

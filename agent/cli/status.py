@@ -20,8 +20,6 @@ from agent.cli.render import print_json
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import datetime
-
     try:
         config = load_config(args)
         answer = ask_agent(config, {"cmd": "status"})
@@ -47,42 +45,73 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"running": True, **answer})
         return code
-    host = answer["host"]
-    signed = answer["signed_in"]
+    print("\n".join(text_of(answer, language(args))))
+    return code
+
+
+def language(args: argparse.Namespace) -> str:
+    """One language per run, as ``agent selftest``: Chinese only where the console shows it."""
+    from agent.selfcheck.report import default_language
+
+    return args.lang or (default_language() if render.shows_chinese() else "en")
+
+
+def text_of(answer: dict, lang: str) -> list[str]:
+    """The running agent's status, its words from the message catalogue in ``lang``; the
+    facts (addresses, codes, KCVs) as they are."""
+    import datetime
+
+    from agent import messages
+    from agent.display import columns
+
+    def said(key: str, **values: object) -> str:
+        return messages.message(key, **values)(lang)  # type: ignore[arg-type]
+
+    def moment(at: float) -> str:
+        return f"{datetime.datetime.fromtimestamp(at):%Y-%m-%d %H:%M:%S}"
+
+    host, signed = answer["host"], answer["signed_in"]
     stuck = answer.get("reversals_stuck", 0)
-    lines = [
-        f"state       {answer['state']}",
-        f"terminal    TID {answer['tid'] or '-'}, MID {answer['mid'] or '-'}",
-        f"host        {host['endpoint'] or '-'} "
-        f"({'connected' if host['connected'] else 'not connected'}"
-        f"{', ' + host['last_error'] if host['last_error'] else ''})",
-        "signed in   "
-        + (
-            f"{datetime.datetime.fromtimestamp(signed['at']):%Y-%m-%d %H:%M:%S}, scheme "
-            f"{signed['scheme']}, KCVs " + ", ".join(f"{k} {v}" for k, v in signed["kcvs"].items())
-            if signed
-            else "never"
-        ),
-        f"reversals   {answer['reversals_queued']} queued"
-        + (f" ({stuck} stuck after reversal.attempts tries)" if stuck else "")
-        + f", {answer.get('reversals_to_recheck', 0)} closed by 12/25 waiting for their recheck",
-    ]
+    state = answer["state"]
+    rows = [
+        ("status:state", said(f"state:{state}") if f"state:{state}" in messages.CATALOGUE
+         else state),
+        ("status:terminal", f"TID {answer['tid'] or '-'}, MID {answer['mid'] or '-'}"),
+        ("status:host", f"{host['endpoint'] or '-'} ("
+         + said("status:connected" if host["connected"] else "status:not-connected")
+         + (f", {host['last_error']}" if host["last_error"] else "") + ")"),
+        ("status:signed-in", said("status:signed", at=moment(signed["at"]),
+                                  scheme=signed["scheme"], kcvs=", ".join(
+                                      f"{k} {v}" for k, v in signed["kcvs"].items()))
+         if signed else said("status:never")),
+        ("status:reversals", said(
+            "status:reversals-queued", queued=answer["reversals_queued"],
+            stuck=said("status:reversals-stuck", stuck=stuck) if stuck else "",
+            recheck=answer.get("reversals_to_recheck", 0))),
+    ]  # fmt: skip
+    cause = answer.get("cause") or ""
+    if cause:
+        try:
+            meaning, action = messages.explain(cause)
+            rows.append(("status:cause", f"{cause}: {meaning(lang)}"))
+            rows.append(("", f"-> {action(lang)}"))
+        except messages.CatalogueError:  # a cause of a newer agent: the code says it
+            rows.append(("status:cause", cause))
+    if answer.get("incident"):
+        rows.append(("status:incident", said("status:incident-open", source=answer["incident"])))
     refusal = answer["last_refusal"]
     if refusal:
-        when = datetime.datetime.fromtimestamp(refusal["at"])
-        lines.append(f"last 97     {refusal['code']} at {when:%Y-%m-%d %H:%M:%S}")
+        rows.append(("status:last-97", said("status:last-97-at", code=refusal["code"],
+                                            at=moment(refusal["at"]))))  # fmt: skip
     refused = answer.get("refused_requests") or {}
     if refused.get("by_finding"):
         counts = ", ".join(f"{n} {finding}" for finding, n in refused["by_finding"].items())
-        lines.append(f"refused     {counts} (single requests; the terminal stays registered)")
+        rows.append(("status:refused", said("status:refused-counts", counts=counts)))
         told = (refused.get("last") or {}).get("message") or {}
         if told:
-            lines.append(f"            {told['zh'] if render.shows_chinese() else told['en']}")
+            rows.append(("", told[lang]))
     if answer["message"]:
-        if render.shows_chinese():
-            lines.append(f"message     {answer['message']['zh']}")
-            lines.append(f"            {answer['message']['en']}")
-        else:
-            lines.append(f"message     {answer['message']['en']}")
-    print("\n".join(lines))
-    return code
+        rows.append(("status:message", answer["message"][lang]))
+    labels = {key: said(key) if key else "" for key, _ in rows}
+    width = max(10, *(columns(label) for label in labels.values()))  # "signed in" + room
+    return [f"{labels[key]}{' ' * (width - columns(labels[key]))}  {value}" for key, value in rows]
