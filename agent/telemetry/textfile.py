@@ -45,9 +45,7 @@ def label_value(value: object) -> str:
     """``value`` as the inside of a quoted label value: characters that cannot be shown become
     U+FFFD, long text is clipped, and backslash and double quote are escaped as the text format
     requires (a newline cannot remain: it is a control character)."""
-    text = "".join(
-        c if c.isprintable() else "\ufffd" for c in str(value or "")
-    )
+    text = "".join(c if c.isprintable() else "\ufffd" for c in str(value or ""))
     if len(text) > LABEL_MAX:
         text = text[: LABEL_MAX - len(CLIPPED)] + CLIPPED
     return text.replace("\\", "\\\\").replace('"', '\\"')
