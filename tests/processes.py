@@ -205,10 +205,12 @@ class MosquittoProcess:
         tls: ServerFiles | None = None,
         users: dict[str, str] | None = None,
         client_certificate: bool = True,
+        extra_lines: list[str] | None = None,
     ) -> None:
         """``tls``: an mqtts listener with these files, a client certificate required unless
         ``client_certificate`` is False; ``users``: name -> password, and no anonymous
-        client."""
+        client; ``extra_lines``: more of mosquitto.conf, after the listener's (for it: e.g.
+        ``max_connections -1``)."""
         if not os.access(MOSQUITTO, os.X_OK):
             raise RuntimeError(f"{MOSQUITTO} missing: apt-get install mosquitto (.ci/run does)")
         with socket.socket() as probe:
@@ -235,6 +237,7 @@ class MosquittoProcess:
                 subprocess.run([MOSQUITTO_PASSWD, *create, "-b", str(passwords), name, password],
                                check=True, capture_output=True)  # fmt: skip
             lines.append(f"password_file {passwords}")
+        lines += extra_lines or []
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
