@@ -14,6 +14,7 @@ reads the PIN block on the serial line itself. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import socket
 import statistics
@@ -224,11 +225,38 @@ def stage_times(workdir: Path) -> dict[str, object]:
     return control(workdir / "control.sock", b'{"cmd": "stages"}')
 
 
-def measure(count: int, clients: int) -> dict[str, object]:
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")  # where a cgroup v1 cpu controller is mounted
+CGROUP_V2 = Path("/sys/fs/cgroup")
+
+
+def limit_cpu(pid: int, percent: int) -> Path:
+    """Put process ``pid`` in a cgroup of its own limited to ``percent`` % of one core (a
+    terminal-class CPU, as `systemd-run --scope -p CPUQuota=` would where systemd runs);
+    returns the cgroup (removed once the process is gone)."""
+    period = 100_000  # microseconds
+    quota = period * percent // 100
+    if (CGROUP_V2 / "cgroup.controllers").exists() and "cpu" in (
+        CGROUP_V2 / "cgroup.controllers"
+    ).read_text().split():
+        group = CGROUP_V2 / f"pos-agent-bench-{pid}"
+        group.mkdir(exist_ok=True)
+        (group / "cpu.max").write_text(f"{quota} {period}")
+        (group / "cgroup.procs").write_text(str(pid))
+        return group
+    group = CGROUP_V1_CPU / f"pos-agent-bench-{pid}"
+    group.mkdir(exist_ok=True)
+    (group / "cpu.cfs_period_us").write_text(str(period))
+    (group / "cpu.cfs_quota_us").write_text(str(quota))
+    (group / "cgroup.procs").write_text(str(pid))  # all its threads, and those it starts
+    return group
+
+
+def measure(count: int, clients: int, cpu_percent: int = 0) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         host, module = HostProcess(workdir), ModuleProcess(workdir)
         agent = None
+        limited: Path | None = None
         try:
             host.post("/terminals", {"tid": DIRECT.tid, "mid": DIRECT.mid})
             mac_ms, pin_ms = module_ms(module.path, 200)
@@ -239,6 +267,8 @@ def measure(count: int, clients: int) -> dict[str, object]:
             env = {"POS_AGENT_MODULE_PIN_PER_MINUTE": "100000", "POS_AGENT_STAGES": "1"}
             agent = AgentProcess(config, workdir / "agent.sock", workdir / "agent.log", env)
             agent.wait_ready()
+            if cpu_percent:
+                limited = limit_cpu(agent.process.pid, cpu_percent)
             stans = itertools.count(1)
             direct = DirectClient(host.listen, stans)
             through = AgentClient(workdir / "agent.sock", itertools.count(1))
@@ -264,6 +294,9 @@ def measure(count: int, clients: int) -> dict[str, object]:
         finally:
             if agent is not None:
                 agent.stop()
+            if limited is not None:
+                with contextlib.suppress(OSError):  # empty now: the agent is gone
+                    limited.rmdir()
             host.stop()
             module.stop()
 
@@ -303,6 +336,7 @@ def measure(count: int, clients: int) -> dict[str, object]:
         # inside the agent, for each app request of the interleaved run (plain and PIN
         # purchases): microseconds from the mark before; host-answered holds the host's time
         "stages": breakdown,
+        "agent_cpu_limit": str(limited) if limited else None,
         "concurrent_clients": clients,
         "tps_direct": tps_direct,
         "tps_through_agent": tps_agent,
@@ -314,9 +348,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer purchases (smoke run)")
     parser.add_argument("--count", type=int, default=2000, help="purchases per path")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients for TPS")
+    parser.add_argument(
+        "--cpu-quota",
+        type=int,
+        default=0,
+        metavar="PERCENT",
+        help="also run with the agent limited to PERCENT %% of one core (needs root)",
+    )
     args = parser.parse_args()
     count = 100 if args.quick else args.count
     figures = measure(count, args.clients)
+    if args.cpu_quota:
+        figures["at_cpu_quota"] = {
+            "percent_of_one_core": args.cpu_quota,
+            **measure(count, args.clients, args.cpu_quota),
+        }
     print_figures("gateway", figures)
 
 
