@@ -302,3 +302,23 @@ def test_a_repeat_after_a_restart_is_still_a_repeat(commands, tmp_path) -> None:
     restarted = Commands({"selftest": selftest}, journal, lambda: 3)
     again = asyncio.run(restarted.handle("c1", command("selftest")))
     assert not again["ok"] and "received before" in again["detail"]
+
+
+def test_pahos_unused_imports_stay_deferred_until_used() -> None:
+    """paho imports urllib.request, uuid and hashlib at its top for what the agent never uses
+    (3.5 MB): they stay stand-ins until something really uses one, which then works as ever."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, agent.telemetry.publisher\n"
+        "names = ('urllib.request', 'uuid', 'hashlib', 'http.client', 'email')\n"
+        "print([type(sys.modules.get(n)).__name__ for n in names])\n"
+        "import uuid, hashlib, urllib.request\n"
+        "print(len(uuid.uuid4().hex), hashlib.sha1(b'').hexdigest()[:8],"
+        " callable(urllib.request.urlopen), type(sys.modules['uuid']).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.splitlines()  # fmt: skip
+    assert out[0] == "['_Deferred', '_Deferred', '_Deferred', 'NoneType', 'NoneType']"
+    assert out[1] == "32 da39a3ee True module"
