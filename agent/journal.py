@@ -932,6 +932,17 @@ class Journal:
         }
         return rows[0][0], Message(stored["mti"], fields)
 
+    def recent_app_stans(self, window: float) -> list[tuple[str, float]]:
+        """(app STAN, age in seconds) of the requests recorded within ``window`` seconds of
+        this boot, any batch: what a repetition may be of (:meth:`replay` decides)."""
+        now = self._monotonic()
+        rows = self._rows(
+            "SELECT app_stan, max(uptime) FROM transactions WHERE app_stan IS NOT NULL "
+            "AND boot = ? AND uptime >= ? GROUP BY app_stan",
+            (self._boot, now - window),
+        )
+        return [(stan, now - at) for stan, at in rows]
+
     @property
     def replay_secret(self) -> bytes:
         """The key of the card digests in replay keys, read (or made) at the first repetition

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,12 +88,12 @@ class StanMap:
         self._replay_window = replay_window
         # answers withdrawn while the journal could not record their reversal yet (full disk)
         self._withdrawn: set[int] = set()
-        # app STAN -> when this agent last recorded a request of it (monotonic): a STAN not in
-        # it cannot be a repetition, and needs no look into the journal (a thread hop on every
-        # sale's path). Complete from _complete_since on: before it (the agent's start, or
-        # what a pruning dropped) only the journal knows.
+        # app STAN -> when a request of it was last recorded (monotonic): a STAN not in it
+        # cannot be a repetition, and needs no look into the journal (a thread hop on every
+        # sale's path). Complete from _complete_since on: before it (further back than the
+        # window at start, or what a pruning dropped) only the journal knows.
         self._recorded: dict[str, float] = {}
-        self._complete_since = time.monotonic()
+        self._complete_since = math.inf  # until the journal has said (the first look)
 
     async def references(self, request: Message, cls: MessageClass) -> dict[int, str] | LocalAnswer:
         """Fields that name earlier requests by the app's STAN, in the wire's numbers: 11 of a
@@ -155,6 +156,23 @@ class StanMap:
     def key(self, request: Message, terminal: Terminal) -> str:
         return replay_key(request, terminal, self.journal.replay_secret)
 
+    async def _remember_recent(self) -> None:
+        """Once, at the first request that could be a repetition: the STANs the journal
+        recorded within the window (before a restart too), after which the map is complete. A
+        journal that cannot say now is asked again next time."""
+        window = self._replay_window()
+        try:
+            recent = await self.journal.within(
+                SALE_PATIENCE, self.journal.recent_app_stans, window
+            )
+        except JournalError as exc:
+            log.warning("the recent app STANs cannot be read (%s): repetitions are looked up", exc)
+            return
+        now = time.monotonic()
+        # what was recorded meanwhile (not in the journal's answer) is kept too
+        self._recorded = {**{stan: now - age for stan, age in recent}, **self._recorded}
+        self._complete_since = now - window
+
     def recorded(self, app_stan: str) -> None:
         """A request of ``app_stan`` is in the journal now, with its replay key (called from
         the thread that records it, before its answer can exist)."""
@@ -184,6 +202,8 @@ class StanMap:
         if not isinstance(stan, str):
             return None
         window = self._replay_window()
+        if self._complete_since == math.inf:
+            await self._remember_recent()
         if not self._may_repeat(stan, window):
             return None  # a STAN this agent has not recorded lately: nothing to replay
         try:

@@ -109,9 +109,10 @@ def test_a_repetition_outside_the_replay_window_is_a_new_request(tmp_path) -> No
 def test_only_a_stan_recorded_lately_is_looked_up_and_a_repetition_is_still_replayed(
     tmp_path,
 ) -> None:
-    """Once the agent has run longer than the replay window, it knows every app STAN it
-    recorded within it: a new STAN needs no look into the journal (a thread hop on every
-    sale), a repeated one is still answered from the journal, not charged again."""
+    """The agent knows every app STAN recorded within the replay window (those of before a
+    restart read from the journal at start): a new STAN needs no look into the journal (a
+    thread hop on every sale), a repeated one is still answered from the journal, not charged
+    again; once out of the window it is a new request."""
 
     async def scenario():
         sections = {"gateway": {"replay_window": 0.5}}
@@ -125,19 +126,39 @@ def test_only_a_stan_recorded_lately_is_looked_up_and_a_repetition_is_still_repl
                 return lookup(app_stan, key, window)
 
             journal.replay = counted
-            # within the window of the start, the journal rows of before it may matter
-            assert (await exchange(rig.socket, app_purchase(2300, app_stan=470))).text(39) == "00"
-            assert looked == ["000470"]
-            await asyncio.sleep(0.6)
             purchase = app_purchase(2400, app_stan=471)
             assert (await exchange(rig.socket, purchase)).text(39) == "00"
-            assert looked == ["000470"]  # a new STAN: no look
+            assert looked == []  # a new STAN: no look
             again = await exchange(rig.socket, purchase)
-            assert again.text(39) == "00" and looked[-1] == "000471"
-            assert rig.host.state()["requests"]["0200"] == 2  # not charged twice
+            assert again.text(39) == "00" and looked == ["000471"]
+            assert rig.host.state()["requests"]["0200"] == 1  # not charged twice
             await asyncio.sleep(0.6)
             await exchange(rig.socket, purchase)  # out of the window: a new request
-            assert rig.host.state()["requests"]["0200"] == 3
+            assert rig.host.state()["requests"]["0200"] == 2
+
+    run(scenario())
+
+
+def test_after_a_restart_the_stans_of_before_are_still_looked_up(tmp_path) -> None:
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(2500, app_stan=480)
+            assert (await exchange(rig.socket, purchase)).text(39) == "00"
+        async with gateway_rig(tmp_path) as rig:  # the agent again, on the same journal
+            journal = rig.agent.journal
+            looked: list[str] = []
+            lookup = journal.replay
+
+            def counted(app_stan: str, key: str, window: float):
+                looked.append(app_stan)
+                return lookup(app_stan, key, window)
+
+            journal.replay = counted
+            again = await exchange(rig.socket, purchase)
+            assert again.text(39) == "00" and looked == ["000480"]  # replayed, not charged
+            assert rig.host.state()["requests"].get("0200", 0) == 0
+            assert (await exchange(rig.socket, app_purchase(2600, app_stan=481))).text(39) == "00"
+            assert looked == ["000480"]  # a STAN new to the journal too: no look
 
     run(scenario())
 
