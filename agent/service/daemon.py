@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import paths, stages, timeline
 from agent.backoff import Backoff
@@ -34,12 +34,14 @@ from agent.service.assembly import Agent
 from agent.service.control import ControlServer, Handler
 from agent.service.instance import InstanceLock
 from agent.service.notify import Notifier
-from agent.telemetry.commands import Commands, Operation
-from agent.telemetry.reporter import ModuleIdentity, Reporter
 from agent.transaction.peers import QuietLog
 from agent.transaction.reversals import ReversalPending, ReversalRefused
 from agent.wire.message import Message
 from drivers.module import ModuleError
+
+if TYPE_CHECKING:
+    from agent.telemetry.commands import Operation
+    from agent.telemetry.reporter import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +303,10 @@ def operator_commands(agent: Agent, handlers: dict[str, Handler]) -> dict[str, O
 
 
 def telemetry_reporter(agent: Agent, handlers: dict[str, Handler]) -> Reporter:
+    # only where telemetry is configured: a terminal without it never loads these
+    from agent.telemetry.commands import Commands
+    from agent.telemetry.reporter import ModuleIdentity, Reporter
+
     settings = agent.config.telemetry
     commands = None
     if settings.commands:
