@@ -970,6 +970,74 @@ CATALOGUE: dict[str, Entry] = {
         ),
     ),
     # the merchant's screen and the vendor's hooks while the terminal is unregistered
+    # ---------------------------------------------------------------- agent journal
+    "journal:no-answer": Entry(summary=Text("no answer", "无应答")),
+    "journal:signed-in": Entry(
+        summary=Text(
+            "signed in as TID {tid} (scheme {scheme}), {kcvs}",
+            "以终端号 {tid} 签到（方案 {scheme}），{kcvs}",
+        )
+    ),
+    "journal:refused": Entry(summary=Text("host refused: {code}", "主机拒绝：{code}")),
+    "journal:self-check": Entry(
+        summary=Text("self-check in {ms} ms: {results}", "自检用时 {ms} 毫秒：{results}")
+    ),
+    "journal:plan": Entry(summary=Text("plan: {remedies}", "修复计划：{remedies}")),
+    "journal:remedy-done": Entry(
+        summary=Text("remedy {remedy} done: {detail}", "修复步骤 {remedy} 完成：{detail}")
+    ),
+    "journal:remedy-failed": Entry(
+        summary=Text("remedy {remedy} failed: {detail}", "修复步骤 {remedy} 失败：{detail}")
+    ),
+    "journal:retried": Entry(
+        summary=Text("retried after {after}: {code}", "{after} 之后重试：{code}")
+    ),
+    "journal:recovered": Entry(
+        summary=Text(
+            "recovered: {code}, {seconds} s after the refusal",
+            "已恢复：{code}，被拒后 {seconds} 秒",
+        )
+    ),
+    "journal:unregistered": Entry(summary=Text("UNREGISTERED: {message}", "未登记：{message}")),
+    "journal:request-refused": Entry(
+        summary=Text(
+            "{cls} refused with {code}, the terminal stays registered ({finding}): {message}",
+            "{cls} 被拒，应答 {code}，终端仍已登记（{finding}）：{message}",
+        )
+    ),
+    "journal:request-refused-again": Entry(
+        summary=Text(
+            "{cls} refused with {code}, the terminal stays registered ({finding}, again: no "
+            "sign-in): {message}",
+            "{cls} 被拒，应答 {code}，终端仍已登记（{finding}，同类再次被拒：未重新签到）："
+            "{message}",
+        )
+    ),
+    "journal:tmk-download": Entry(
+        summary=Text(
+            "master-key download ({form}): {outcome}{kcv}: {detail}",
+            "主密钥远程下载（{form}）：{outcome}{kcv}：{detail}",
+        )
+    ),
+    "journal:registered-again": Entry(summary=Text("registered again: {why}", "已重新登记：{why}")),
+    "journal:reversal-queued": Entry(
+        summary=Text("reversal queued (reason {reason})", "冲正已排队（原因 {reason}）")
+    ),
+    "journal:reversal-confirmed": Entry(
+        summary=Text("reversal confirmed by the host ({code})", "主机已确认冲正（{code}）")
+    ),
+    "journal:local-answer": Entry(
+        summary=Text(
+            "answered {mti} locally with {code}: {reason}",
+            "本地应答 {mti}，应答码 {code}：{reason}",
+        )
+    ),
+    "journal:transaction": Entry(
+        summary=Text(
+            "{mti} STAN {stan}{money}{card}: {state}{answer}{detail}",
+            "{mti} 流水号 {stan}{money}{card}：{state}{answer}{detail}",
+        )
+    ),
     # ---------------------------------------------------------------- agent status
     "status:state": Entry(summary=Text("state", "状态")),
     "status:terminal": Entry(summary=Text("terminal", "终端")),

@@ -9,88 +9,107 @@ import time
 from datetime import datetime
 from typing import Any
 
+from agent import messages
 from agent.journal import Journal
+from agent.messages import Text
 from agent.wire import codes
 
 
-def _code(code: str | None) -> str:
+def _code(code: str | None) -> Text:
+    """A response code with its meaning in both languages."""
     if not code:
-        return "no answer"
-    return f"{code} ({codes.lookup(code).en})" if codes.is_code(code) else code
+        return messages.message("journal:no-answer")
+    if codes.is_code(code):
+        meaning = codes.lookup(code)
+        return Text(f"{code} ({meaning.en})", f"{code}（{meaning.zh}）")
+    return Text(code, code)
 
 
-def _event_text(event: dict[str, Any]) -> str:
+def _event_text(event: dict[str, Any]) -> Text:
+    """One event in both languages, from the catalogue; what the event holds in English only
+    (a remedy's technical detail, a reason) stays English in both, as a check's detail does."""
     kind = event["kind"]
+    say = messages.message
     match kind:
         case "signed-in":
             kcvs = ", ".join(f"{k} {v}" for k, v in event.get("kcvs", {}).items())
-            return f"signed in as TID {event.get('tid') or '?'} (scheme {event['scheme']}), {kcvs}"
+            return say("journal:signed-in", tid=event.get("tid") or "?", scheme=event["scheme"],
+                       kcvs=kcvs)  # fmt: skip
         case "recovery.refused":
-            return f"host refused: {_code(event['code'])}"
+            return say("journal:refused", code=_code(event["code"]))
         case "recovery.self-check":
-            results = "; ".join(event["results"])
-            return f"self-check in {event['duration_ms']} ms: {results}"
+            return say("journal:self-check", ms=event["duration_ms"],
+                       results="; ".join(event["results"]))  # fmt: skip
         case "recovery.plan":
-            return "plan: " + ", then ".join(event["remedies"])
+            return say("journal:plan", remedies=", then ".join(event["remedies"]))
         case "recovery.remedy":
-            outcome = "done" if event["ok"] else "failed"
-            return f"remedy {event['remedy']} {outcome}: {event['detail']}"
+            key = "journal:remedy-done" if event["ok"] else "journal:remedy-failed"
+            return say(key, remedy=event["remedy"], detail=event["detail"])
         case "recovery.retried":
-            return f"retried after {event['after']}: {_code(event['code'])}"
+            return say("journal:retried", after=event["after"], code=_code(event["code"]))
         case "recovery.recovered":
-            return f"recovered: {_code(event['code'])}, {event['seconds']} s after the refusal"
+            return say("journal:recovered", code=_code(event["code"]), seconds=event["seconds"])
         case "recovery.unregistered":
-            return f"UNREGISTERED: {event['message_en']}"
+            told = Text(event["message_en"], event.get("message_zh") or event["message_en"])
+            return say("journal:unregistered", message=told)
         case "request-refused":
-            again = ", again: no sign-in" if event.get("repeated") else ""
-            return (
-                f"{event['class']} refused with {_code(event['code'])}, the terminal stays "
-                f"registered ({event['finding']}{again}): {event['message_en']}"
-            )
+            told = Text(event["message_en"], event.get("message_zh") or event["message_en"])
+            key = "journal:request-refused-again" if event.get("repeated") else (
+                "journal:request-refused")  # fmt: skip
+            return say(key, cls=event["class"], code=_code(event["code"]),
+                       finding=event["finding"], message=told)  # fmt: skip
         case "tmk-download":
             kcv = f", KCV {event['kcv']}" if event.get("kcv") else ""
-            return (
-                f"master-key download ({event['form']}): {event['outcome']}{kcv}: {event['detail']}"
-            )
+            return say("journal:tmk-download", form=event["form"], outcome=event["outcome"],
+                       kcv=kcv, detail=event["detail"])  # fmt: skip
         case "recovery.registered-again":
-            return f"registered again: {event['why']}"
+            return say("journal:registered-again", why=event["why"])
         case "reversal-queued":
-            return f"reversal queued (reason {event['reason']})"
+            return say("journal:reversal-queued", reason=event["reason"])
         case "reversal-confirmed":
-            return f"reversal confirmed by the host ({_code(event['response_code'])})"
+            return say("journal:reversal-confirmed", code=_code(event["response_code"]))
         case "local-answer":
-            return f"answered {event['mti']} locally with {event['code']}: {event['reason']}"
+            return say("journal:local-answer", mti=event["mti"], code=event["code"],
+                       reason=event["reason"])  # fmt: skip
     details = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("at", "kind"))
-    return f"{kind}: {details}" if details else kind
+    text = f"{kind}: {details}" if details else kind
+    return Text(text, text)  # a kind of its own words: its name and what it holds
 
 
-def _transaction_text(row: dict[str, Any]) -> str:
+def _transaction_text(row: dict[str, Any]) -> Text:
     request = json.loads(row["request"])["fields"]
     amount = request.get("4")
     money = f" {int(amount) / 100:.2f} CNY" if amount and amount.isdigit() else ""
     pan = f" card {request['2']}" if "2" in request else ""
-    return (
-        f"{row['mti']} STAN {row['stan']}{money}{pan}: {row['state']}"
-        + (f", {_code(row['response_code'])}" if row["response_code"] else "")
-        + (f" ({row['detail']})" if row["detail"] else "")
+    answer = _code(row["response_code"]) if row["response_code"] else None
+    return messages.message(
+        "journal:transaction",
+        mti=row["mti"],
+        stan=row["stan"],
+        money=money,
+        card=pan,
+        state=row["state"],
+        answer=Text(f", {answer.en}", f"，{answer.zh}") if answer else messages.EMPTY,
+        detail=f" ({row['detail']})" if row["detail"] else "",
     )
 
 
 def entries(journal: Journal, since: float = 0.0) -> list[dict[str, Any]]:
-    """Events and transactions since ``since`` (epoch seconds), oldest first."""
-    merged = [
-        {"at": e["at"], "kind": e["kind"], "text": _event_text(e)} for e in journal.events(since)
-    ]
-    merged += [
-        {"at": t["at"], "kind": "transaction", "text": _transaction_text(t)}
-        for t in journal.transactions(since)
-    ]
+    """Events and transactions since ``since`` (epoch seconds), oldest first: ``text`` in
+    English, ``text_zh`` in Chinese."""
+    said = [(e["at"], e["kind"], _event_text(e)) for e in journal.events(since)]
+    said += [(t["at"], "transaction", _transaction_text(t)) for t in journal.transactions(since)]
+    merged = [{"at": at, "kind": kind, "text": text.en, "text_zh": text.zh}
+              for at, kind, text in said]  # fmt: skip
     return sorted(merged, key=lambda entry: entry["at"])
 
 
-def render(timeline: list[dict[str, Any]]) -> str:
+def render(timeline: list[dict[str, Any]], lang: str = "en") -> str:
+    def text(entry: dict[str, Any]) -> str:
+        return entry.get("text_zh") or entry["text"] if lang == "zh" else entry["text"]
+
     return "\n".join(
-        f"{datetime.fromtimestamp(e['at']).strftime('%m-%d %H:%M:%S.%f')[:-3]}  {e['text']}"
+        f"{datetime.fromtimestamp(e['at']).strftime('%m-%d %H:%M:%S.%f')[:-3]}  {text(e)}"
         for e in timeline
     )
 

@@ -52,5 +52,9 @@ def cmd_journal(args: argparse.Namespace) -> int:
     if args.json:
         print_json(entries)
     else:
-        print(timeline.render(entries) or "(nothing since then)")
+        from agent.cli.status import language
+
+        lang = language(args)
+        nothing = "（此后无记录）" if lang == "zh" else "(nothing since then)"
+        print(timeline.render(entries, lang) or nothing)
     return EXIT_OK

@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "journal:cmd_journal")  # fmt: skip
     p.add_argument("--since", help="only since: 30m, 2h, 1d, an ISO time, or epoch seconds")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--lang", choices=["zh", "en"], help="language (default: the locale's)")
     p = technician("params", "parameters, CA keys and IC parameters the host sent",
                    "params:cmd_params")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")

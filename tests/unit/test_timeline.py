@@ -1,0 +1,26 @@
+"""The journal's timeline (`agent journal`) in both languages, from the message catalogue."""
+
+from agent import timeline
+from agent.journal import Journal
+from agent.wire.message import Message
+
+
+def test_each_entry_is_in_both_languages_and_render_picks_one(tmp_path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite3")
+    journal.event("recovery.refused", code="97", text="terminal not registered")
+    journal.event("recovery.plan", remedies=["sign-in", "provision"], refused_by="")
+    request = Message("0200", {3: "000000", 4: "000000001000", 11: "000001", 41: "10000001"})
+    row = journal.begin(request, financial=True, assign_stan=False)
+    journal.finish(row, "completed", Message("0210", {11: "000001", 39: "00"}))
+    entries = timeline.entries(journal)
+    journal.close()
+    by_kind = {entry["kind"]: entry for entry in entries}
+    refused, plan = by_kind["recovery.refused"], by_kind["recovery.plan"]
+    assert refused["text"].startswith("host refused: 97 (") and "终端" in refused["text_zh"]
+    assert refused["text_zh"].startswith("主机拒绝：97（")
+    assert plan["text_zh"] == "修复计划：sign-in, then provision"
+    assert by_kind["transaction"]["text_zh"].startswith(
+        "0200 流水号 000001 10.00 CNY：completed，00（"
+    )
+    assert "主机拒绝" in timeline.render(entries, "zh")
+    assert "host refused" in timeline.render(entries) and "主机" not in timeline.render(entries)
