@@ -24,6 +24,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from agent.selfcheck.base import CheckResult
     from agent.selfcheck.local import run_local
     from agent.selfcheck.report import ASCII_MARKS, MARKS, Style, as_text, default_language, dumps
+    from drivers.loading import DriverError
 
     only = [part for part in (args.only or "").split(",") if part] or None
     for check_id in only or []:
@@ -45,6 +46,8 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             except PermissionError as exc:  # the state directory is closed to this user
                 what = exc.filename or exc
                 raise UsageError(f"no agent running, and {not_permitted(what)}") from None
+            except DriverError as exc:  # the configured module driver does not start
+                raise UsageError(f"no agent running, and {exc}") from None
             where = ("no agent running: checked directly", "服务未运行：直接检查")
     tid = config.terminal.tid
     if args.json:

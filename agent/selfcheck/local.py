@@ -13,7 +13,8 @@ from agent.config import Config
 from agent.journal import Journal, JournalError
 from agent.selfcheck import Report, run_checks
 from agent.selfcheck.base import Context
-from drivers.serial_module import SerialCardModule
+from drivers.loading import open_module
+from drivers.module import ModuleSettings
 from firmware_hooks import HookRunner
 
 
@@ -25,7 +26,9 @@ async def run_local(
         journal = Journal(paths.journal_path(config), read_only=True)
     except JournalError as exc:
         journal_error = str(exc)
-    module = SerialCardModule(config.module.url, baudrate=config.module.baudrate)
+    # the configured driver, as the service's (a vendor's entry point, or the serial one)
+    settings = ModuleSettings(url=config.module.url, baudrate=config.module.baudrate)
+    module = open_module(config.module.driver, settings)
     hooks = HookRunner(config.hooks.directory, timeout=config.hooks.timeout)
     context = Context(config, journal, journal_error, module, now=now, hooks=hooks)
     try:
