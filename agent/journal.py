@@ -150,6 +150,18 @@ MIGRATIONS = (
         SELECT 'outbox', max(coalesce((SELECT max(id) FROM events), 0),
                              coalesce((SELECT max(id) FROM outbox), 0));
     """,
+    # 8: a STAN is found by its number (is it still open, before it is given again; the
+    # request an unmatched answer names): without an index every sale scanned the whole table,
+    # its time growing with the journal (0.3 ms at 2,000 rows, 1.1 ms at 6,000, here)
+    """
+    CREATE INDEX transactions_stan ON transactions (stan);
+    """,
+)
+# Whether a STAN is held by an open transaction (pending, or its reversal queued): asked for
+# every request the agent numbers (migration 8's index keeps it from reading the whole table)
+STAN_OPEN = (
+    "SELECT 1 FROM transactions t WHERE t.stan = ? AND (t.state = 'pending' OR "
+    "EXISTS (SELECT 1 FROM reversals r WHERE r.transaction_id = t.id AND r.state = 'queued'))"
 )
 # Fields of a host's answer that are not kept for a replay: they are card data, or are the
 # request's own (the replay takes them from the repeated request).
@@ -547,15 +559,7 @@ class Journal:
 
     @staticmethod
     def _stan_open(db: sqlite3.Connection, stan: str) -> bool:
-        return (
-            db.execute(
-                "SELECT 1 FROM transactions t WHERE t.stan = ? AND (t.state = 'pending' OR "
-                "EXISTS (SELECT 1 FROM reversals r WHERE r.transaction_id = t.id "
-                "AND r.state = 'queued'))",
-                (stan,),
-            ).fetchone()
-            is not None
-        )
+        return db.execute(STAN_OPEN, (stan,)).fetchone() is not None
 
     @property
     def batch(self) -> int:

@@ -93,6 +93,7 @@ class StanMap:
         # sale's path). Complete from _complete_since on: before it (further back than the
         # window at start, or what a pruning dropped) only the journal knows.
         self._recorded: dict[str, float] = {}
+        self._prune_above = RECORDED_KEPT  # doubles when what is kept is all still recent
         self._complete_since = math.inf  # until the journal has said (the first look)
 
     async def references(self, request: Message, cls: MessageClass) -> dict[int, str] | LocalAnswer:
@@ -178,11 +179,13 @@ class StanMap:
         the thread that records it, before its answer can exist)."""
         now = time.monotonic()
         self._recorded[app_stan] = now
-        if len(self._recorded) > RECORDED_KEPT:
+        if len(self._recorded) > self._prune_above:
             cutoff = now - self._replay_window()
             # a new dict swapped in whole: the event loop's lookups never see one half-pruned
             self._recorded = {s: at for s, at in self._recorded.items() if at >= cutoff}
             self._complete_since = max(self._complete_since, cutoff)
+            # pruned again only once it has doubled: never a pass over it on every sale
+            self._prune_above = max(RECORDED_KEPT, 2 * len(self._recorded))
 
     def _may_repeat(self, stan: str, window: float) -> bool:
         """Whether the journal may hold an answer to replay for ``stan``: only if this agent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.journal import MIGRATIONS, Journal, JournalDamaged, JournalError
+from agent.journal import MIGRATIONS, STAN_OPEN, Journal, JournalDamaged, JournalError
 from agent.wire.builders import Card, Terminal, purchase_request, response_to
 from agent.wire.message import Message
 from tests.conftest import fill_disk
@@ -387,3 +387,12 @@ def test_a_late_approval_replaces_the_recheck_with_a_queued_reversal(tmp_path) -
     assert journal.rechecks_waiting() == 0  # the queued reversal does the recheck's work
     assert len(journal.queued_reversals()) == 1
     journal.close()
+
+
+def test_numbering_a_request_finds_its_stan_by_index(tmp_path) -> None:
+    """Every sale asks whether its next STAN is still open: by the index, not by reading the
+    whole table (which made a sale's journal step grow with the journal)."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    plan = journal._db.execute(f"EXPLAIN QUERY PLAN {STAN_OPEN}", ("000001",)).fetchall()
+    journal.close()
+    assert any("USING INDEX transactions_stan" in row[-1] for row in plan), plan
