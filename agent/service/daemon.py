@@ -193,17 +193,19 @@ async def feed_watchdog(notify: Notifier, agent: Agent) -> None:
 
 
 async def announce_state(notify: Notifier, agent: Agent) -> None:
-    """STATUS= as soon as the state changes (a recovery starts or ends at once; the first
-    sign-in within a second), not only with the next watchdog ping."""
-    shown = agent.status.line()
+    """STATUS= as soon as the state changes (a recovery starts or ends), not only with the next
+    watchdog ping. Until the first sign-in the line is looked at each second (that sign-in is
+    no change of recovery's state); from then on only a change wakes this: an idle agent has no
+    wake-up of its own."""
+    shown = ""
     while True:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await agent.recovery.state_changed()
         line = agent.status.line()
         if line != shown:
             notify(f"STATUS={line}")
             shown = line
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0 if not agent.sender.signed_in else None):
+                await agent.recovery.state_changed()
 
 
 def control_handlers(agent: Agent) -> dict[str, Handler]:
