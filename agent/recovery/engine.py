@@ -496,7 +496,11 @@ class Recovery:
         while self.state is State.UNREGISTERED:
             if self.incident.is_open:  # the host's fault: at most one sign-in per period
                 pause = max(pause, self._incident_wait())
-            await asyncio.sleep(pause)
+            # an incident that opens or closes meanwhile is looked at at once: its end (the
+            # acquirer repaired) ends a wait of up to recovery.incident_signin_every
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self.incident.changed()
             if self.state is not State.UNREGISTERED:
                 return  # registered meanwhile: no sign-in more
             if self.incident.is_open:

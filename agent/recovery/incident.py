@@ -7,6 +7,7 @@ retained message on ``<prefix>/incidents/<acquirer host>`` (the watcher's) or by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -28,6 +29,15 @@ class HostIncident:
         self.opened_at: float | None = None  # epoch seconds, as announced or when heard
         self.source = ""
         self.detail: dict[str, Any] = {}
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        """Return when it next opens or closes (the sign-in probe looks again at once)."""
+        await self._changed.wait()
+
+    def _tell(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     @property
     def is_open(self) -> bool:
@@ -40,6 +50,8 @@ class HostIncident:
             self.opened_at = time.time()
             log.warning("host-side incident announced (%s): the acquirer is at fault", source)
         self.source, self.detail = source, dict(detail or {})
+        if was_closed:
+            self._tell()
         return was_closed
 
     def close(self, source: str) -> bool:
@@ -48,4 +60,6 @@ class HostIncident:
         if was_open:
             log.info("host-side incident closed (%s)", source)
         self.opened_at, self.source, self.detail = None, "", {}
+        if was_open:
+            self._tell()
         return was_open

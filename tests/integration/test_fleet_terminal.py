@@ -291,9 +291,13 @@ def test_under_a_host_side_incident_the_agent_does_not_reprovision(tmp_path, sim
         told = status["message"]["en"]
         assert "acquirer's host has a fault" in told
         assert "Nothing on this terminal needs doing" in told
+        host.post(f"/terminals/{TID}/activate")  # the acquirer repaired its host
         watcher.publish(topic, b"", 1, True).wait_for_publish(5)
         wait_for(lambda: not control(tmp_path / "control.sock", b'{"cmd": "status"}')["incident"],
                  10, "the incident closed")  # fmt: skip
+        # its end wakes the sign-in probe at once (not after recovery.incident_signin_every)
+        wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["state"]
+                 == "registered", 10, "registered again")  # fmt: skip
         watcher.loop_stop()
         watcher.disconnect()
     finally:
@@ -302,4 +306,6 @@ def test_under_a_host_side_incident_the_agent_does_not_reprovision(tmp_path, sim
     assert plan["remedies"] == ["sign-in"] and plan["incident"] == "fleet incident"
     remedies = [e["remedy"] for e in journal_events(tmp_path, "recovery.remedy")]
     assert remedies == ["sign-in"]  # and no re-provisioning
+    [again] = journal_events(tmp_path, "recovery.registered-again")
+    assert again["why"] == "the background sign-in probe succeeded"
     assert [e["state"] for e in journal_events(tmp_path, "incident")] == ["open", "closed"]
