@@ -108,7 +108,7 @@ class Reporter:
 
     async def run(self) -> None:
         identity = await self._identity()
-        since, outbox_seen, written = time.time(), -1, 0.0
+        since, outbox_seen = time.time(), -1
         shown = await self._message(identity, since)
         # run() again (supervised, after a failure) keeps the publisher it started: a second
         # client with the same id would push the first off the broker, and back
