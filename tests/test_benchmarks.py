@@ -83,6 +83,6 @@ def test_the_runner_lists_every_benchmark() -> None:
 
 def test_fleet_benchmark_prints_json() -> None:
     data = run_quick("fleet.py")
-    assert data["messages_acknowledged"] == data["terminals"] * 4  # a state, a self-check, two events
+    assert data["messages_acknowledged"] == data["terminals"] * 4  # state, self-check, 2 events
     assert data["terminals_seen"] == data["terminals"]
     assert data["agent_with_telemetry"]["purchase_p50_ms"] > 0
