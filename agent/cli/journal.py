@@ -52,9 +52,9 @@ def cmd_journal(args: argparse.Namespace) -> int:
     if args.json:
         print_json(entries)
     else:
-        from agent.cli.status import language
+        from agent.cli import render
 
-        lang = language(args)
+        lang = render.language(args.lang)
         nothing = "（此后无记录）" if lang == "zh" else "(nothing since then)"
         print(timeline.render(entries, lang) or nothing)
     return EXIT_OK

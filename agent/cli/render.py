@@ -42,6 +42,14 @@ def shows_chinese(stream: TextIO | None = None) -> bool:
     return encodes(CHINESE_SAMPLE, stream)
 
 
+def language(asked: str | None) -> str:
+    """One language per run: ``asked`` (``--lang``), else the locale's where the console can
+    show Chinese, else English."""
+    from agent.selfcheck.report import default_language
+
+    return asked or (default_language() if shows_chinese() else "en")
+
+
 def colour_wanted(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
     """Colour only on a terminal, without NO_COLOR (https://no-color.org) and not for a dumb
     terminal."""

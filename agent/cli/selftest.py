@@ -23,7 +23,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from agent.selfcheck import CHECKS, Report
     from agent.selfcheck.base import CheckResult
     from agent.selfcheck.local import run_local
-    from agent.selfcheck.report import ASCII_MARKS, MARKS, Style, as_text, default_language, dumps
+    from agent.selfcheck.report import ASCII_MARKS, MARKS, Style, as_text, dumps
     from drivers.loading import DriverError
 
     only = [part for part in (args.only or "").split(",") if part] or None
@@ -32,8 +32,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             raise UsageError(f"--only {check_id}: no such check; expected {', '.join(CHECKS)}")
     config = load_config(args)
     chinese = render.shows_chinese()
-    # one language per run: Chinese only where the console can show it, unless asked for
-    lang = args.lang or (default_language() if chinese else "en")
+    lang = render.language(args.lang)
     with render.Progress("正在自检" if lang == "zh" and chinese else "self-check running"):
         answer = ask_agent(config, {"cmd": "selftest", "only": only})
         if answer is not None:

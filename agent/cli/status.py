@@ -45,15 +45,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"running": True, **answer})
         return code
-    print("\n".join(text_of(answer, language(args))))
+    print("\n".join(text_of(answer, render.language(args.lang))))
     return code
-
-
-def language(args: argparse.Namespace) -> str:
-    """One language per run, as ``agent selftest``: Chinese only where the console shows it."""
-    from agent.selfcheck.report import default_language
-
-    return args.lang or (default_language() if render.shows_chinese() else "en")
 
 
 def text_of(answer: dict, lang: str) -> list[str]:

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -105,9 +106,9 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, si
         assert agent.stop() == 0
 
 
-def test_sd_notify_ready_status_and_watchdog(tmp_path, simulators):
-    """Stands in for systemd (PID 1 cannot be had here): NOTIFY_SOCKET is our datagram socket."""
-    _, _, config = simulators
+def notify_socket(tmp_path) -> tuple[Path, socket.socket, list[str]]:
+    """Stands in for systemd (PID 1 cannot be had here): a datagram socket for NOTIFY_SOCKET,
+    its messages collected in a thread (the first 50)."""
     notify_path = tmp_path / "notify"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify_path))
@@ -121,8 +122,13 @@ def test_sd_notify_ready_status_and_watchdog(tmp_path, simulators):
             except OSError:
                 return
 
-    thread = threading.Thread(target=receive, daemon=True)
-    thread.start()
+    threading.Thread(target=receive, daemon=True).start()
+    return notify_path, listener, messages
+
+
+def test_sd_notify_ready_status_and_watchdog(tmp_path, simulators):
+    _, _, config = simulators
+    notify_path, listener, messages = notify_socket(tmp_path)
     env = {"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
     agent = start(tmp_path, config, env)
     try:
@@ -139,20 +145,7 @@ def test_status_follows_the_state_without_waiting_for_the_watchdog(tmp_path, sim
     """No watchdog here: every STATUS= after READY comes from a change of state, at once (a
     recovery starts and ends) rather than with the next watchdog ping up to 15 s later."""
     host, _, config = simulators
-    notify_path = tmp_path / "notify"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify_path))
-    listener.settimeout(10)
-    messages: list[str] = []
-
-    def receive() -> None:
-        while len(messages) < 50:
-            try:
-                messages.append(listener.recv(4096).decode())
-            except OSError:
-                return
-
-    threading.Thread(target=receive, daemon=True).start()
+    notify_path, listener, messages = notify_socket(tmp_path)
     agent = start(tmp_path, config, {"NOTIFY_SOCKET": str(notify_path)})
     try:
         wait_for(lambda: any("STATUS=registered" in m for m in messages), 10, "registered")

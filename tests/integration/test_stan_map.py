@@ -106,6 +106,19 @@ def test_a_repetition_outside_the_replay_window_is_a_new_request(tmp_path) -> No
     run(scenario())
 
 
+def replay_lookups(journal) -> list[str]:
+    """The app STANs the journal is asked to replay from now on, in order."""
+    looked: list[str] = []
+    lookup = journal.replay
+
+    def counted(app_stan: str, key: str, window: float):
+        looked.append(app_stan)
+        return lookup(app_stan, key, window)
+
+    journal.replay = counted
+    return looked
+
+
 def test_only_a_stan_recorded_lately_is_looked_up_and_a_repetition_is_still_replayed(
     tmp_path,
 ) -> None:
@@ -117,15 +130,7 @@ def test_only_a_stan_recorded_lately_is_looked_up_and_a_repetition_is_still_repl
     async def scenario():
         sections = {"gateway": {"replay_window": 0.5}}
         async with gateway_rig(tmp_path, sections=sections) as rig:
-            journal = rig.agent.journal
-            looked: list[str] = []
-            lookup = journal.replay
-
-            def counted(app_stan: str, key: str, window: float):
-                looked.append(app_stan)
-                return lookup(app_stan, key, window)
-
-            journal.replay = counted
+            looked = replay_lookups(rig.agent.journal)
             purchase = app_purchase(2400, app_stan=471)
             assert (await exchange(rig.socket, purchase)).text(39) == "00"
             assert looked == []  # a new STAN: no look
@@ -145,15 +150,7 @@ def test_after_a_restart_the_stans_of_before_are_still_looked_up(tmp_path) -> No
             purchase = app_purchase(2500, app_stan=480)
             assert (await exchange(rig.socket, purchase)).text(39) == "00"
         async with gateway_rig(tmp_path) as rig:  # the agent again, on the same journal
-            journal = rig.agent.journal
-            looked: list[str] = []
-            lookup = journal.replay
-
-            def counted(app_stan: str, key: str, window: float):
-                looked.append(app_stan)
-                return lookup(app_stan, key, window)
-
-            journal.replay = counted
+            looked = replay_lookups(rig.agent.journal)
             again = await exchange(rig.socket, purchase)
             assert again.text(39) == "00" and looked == ["000480"]  # replayed, not charged
             assert rig.host.state()["requests"].get("0200", 0) == 0
