@@ -70,6 +70,7 @@ class Link:
         self._parser = FrameParser()
         self._inbox: deque[Frame] = deque()
         self._last_byte_at = 0.0
+        self._last_nak_at: float | None = None
 
     @property
     def noise_bytes(self) -> int:
@@ -116,20 +117,37 @@ class Link:
         return None
 
     def receive(
-        self, timeout: float, wanted: Callable[[Frame], bool] | None = None
+        self,
+        timeout: float,
+        wanted: Callable[[Frame], bool] | None = None,
+        *,
+        abandoned_after: float | None = None,
     ) -> Frame | None:
         """The next received frame (for which ``wanted`` is true; others are dropped), or ``None``
-        after ``timeout`` seconds."""
-        deadline = self._clock() + timeout
+        after ``timeout`` seconds.
+
+        With ``abandoned_after``, also ``None`` as soon as a frame received damaged (and NAKed)
+        during this call was followed by that many seconds of silence: the peer retransmits at
+        once on a NAK and within :data:`ACK_TIMEOUT` when the NAK is lost, so a silent line means
+        it spent its retransmissions and gave the frame up."""
+        start = self._clock()
+        deadline = start + timeout
         while True:
             while self._inbox:
                 frame = self._inbox.popleft()
                 if wanted is None or wanted(frame):
                     return frame
-            remaining = deadline - self._clock()
+            now = self._clock()
+            remaining = deadline - now
+            if abandoned_after is not None and self._gave_up(start, now, abandoned_after):
+                return None
             if remaining <= 0:
                 return None
-            self._poll(remaining)
+            self._poll(remaining if abandoned_after is None else min(remaining, abandoned_after))
+
+    def _gave_up(self, since: float, now: float, silence: float) -> bool:
+        naked = self._last_nak_at
+        return naked is not None and naked >= since and now - self._last_byte_at >= silence
 
     def _write(self, data: bytes) -> None:
         self.stats.bytes_out += len(data)
@@ -155,6 +173,7 @@ class Link:
             elif isinstance(event, BadFrame):
                 self.stats.bad_frames += 1
                 self.stats.last_bad_frame = event.reason
+                self._last_nak_at = now
                 self._write(bytes([NAK]))
             elif isinstance(event, Control):
                 controls.append(event.byte)

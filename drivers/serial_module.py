@@ -59,8 +59,13 @@ DEFAULT_TIMEOUTS = {
     Command.LOAD_TMK: 3.0,  # as LOAD_WORKING_KEYS: a decryption and a state write
 }
 # The request goes out again (same SEQ: the module replays, never executes twice) when no
-# response came this long after its ACK, e.g. because a noise byte looked like an ACK.
+# response came this long after its ACK, e.g. because a noise byte looked like an ACK; or
+# sooner, once the module's answer arrived damaged and the line then stayed silent past the
+# module's own retransmission time (it gave the answer up after its 3 retransmissions).
 RESEND_AFTER = 0.5
+# The module retransmits a NAKed answer at once and an unacknowledged one after ACK_TIMEOUT
+# (DESIGN.md section 5); silence this long after a NAK means it has stopped.
+ANSWER_GIVEN_UP_AFTER = ACK_TIMEOUT + 0.05
 BUSY_RETRIES = 3
 BUSY_BACKOFF = 0.05
 REOPEN_INTERVAL = 0.1
@@ -182,7 +187,9 @@ class SerialCardModule(CardModule):
             try:
                 link.send(request, answered=is_response, deadline=deadline)
                 wait = min(deadline - self._clock(), RESEND_AFTER)
-                response = link.receive(max(wait, 0.0), wanted=is_response)
+                response = link.receive(
+                    max(wait, 0.0), wanted=is_response, abandoned_after=ANSWER_GIVEN_UP_AFTER
+                )
             except NoAck as exc:
                 if self._clock() >= deadline:
                     break

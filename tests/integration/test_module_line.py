@@ -218,6 +218,34 @@ def test_a_request_naked_four_times_goes_again_with_a_new_seq() -> None:
     module.close(), script.close()
 
 
+def test_an_answer_damaged_until_the_module_gives_up_is_asked_again_early() -> None:
+    """Noise can damage all four copies of the module's answer: it then stops (DESIGN.md section
+    5). The driver asks again with the same SEQ once the line has been silent past the module's
+    retransmission time, not after its half-second resend wait, so two such rounds still fit in
+    PING's one second."""
+    requests: list[Frame] = []
+    naks_this_round = 0
+
+    def behave(event):
+        nonlocal naks_this_round
+        if isinstance(event, Frame):
+            requests.append(event)
+            naks_this_round = 0
+            answer = reply(event, b"\x00" + (5).to_bytes(4, "big"))
+            return [ack(), answer if len(requests) > 2 else answer[:-1] + b"\x00"]
+        if event == Control(NAK) and len(requests) <= 2:
+            naks_this_round += 1
+            damaged = reply(requests[-1], b"\x00" + (5).to_bytes(4, "big"))[:-1] + b"\x00"
+            return [damaged] if naks_this_round <= 3 else []  # then silence: it gave up
+        return []
+
+    script, module = scripted(behave)
+    assert module.ping() == 5
+    assert [f.seq for f in requests] == [requests[0].seq] * 3  # the module replays, never re-runs
+    assert module.stats.bad_frames == 8
+    module.close(), script.close()
+
+
 def _bad_first_then_good(bad: bytes):
     sent = []
 
