@@ -579,15 +579,22 @@ class Journal:
         assign_stan: bool = False,
         app_stan: str | None = None,
         replay_key: str | None = None,
+        before_sync: Callable[[], object] | None = None,
     ) -> int:
         """Record a request before it is sent; returns its id. Financial requests keep what a
         reversal needs. ``assign_stan`` puts the next STAN in field 11 in the same durable step
         (one disk sync instead of two). ``app_stan`` (the app's own STAN of the request) enters
-        the STAN map of the current batch; ``replay_key`` says what a repetition must match."""
+        the STAN map of the current batch; ``replay_key`` says what a repetition must match.
+        ``before_sync`` is called once the message is final (its STAN in) and only the disk
+        sync is left: to start, elsewhere, work that can run meanwhile (the request's MAC). If
+        the step then fails, the request was never recorded: that work must be dropped."""
         with self._write() as db:
             if assign_stan:
                 message.fields[11] = f"{self._allocate_stan(db):06d}"
-            return self._pending(db, message, financial, app_stan, replay_key)
+            transaction = self._pending(db, message, financial, app_stan, replay_key)
+            if before_sync is not None:
+                before_sync()
+            return transaction
 
     def begin_numbered(self, build: Callable[[int, int], Message]) -> tuple[Message, int]:
         """A request of the agent's own (a sign-in, a download step), built by ``build(stan,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from agent.host.mux import Exchange
 from agent.keys.family import SlotFamilies
@@ -27,6 +28,17 @@ class Macs:
         self.families = SlotFamilies(module)  # the sign-in forgets them: the TMK may change
         self._key_slot = key_slot
         self._profile = profile
+        # A request's MAC is computed here while the journal syncs its pending row: the module
+        # and the disk are different devices, so neither waits for the other.
+        self._alongside = ThreadPoolExecutor(1, thread_name_prefix="pos-agent-mac")
+
+    def encode_alongside(self, message: Message) -> Future[bytes]:
+        """:meth:`encode` on the MAC thread; ``message`` must not change until it is done."""
+        return self._alongside.submit(self.encode, message)
+
+    def close(self) -> None:
+        """After a MAC still being computed."""
+        self._alongside.shutdown(wait=True)
 
     def encode(self, message: Message) -> bytes:
         """Encode, with the MAC from the module when field 64 is present."""

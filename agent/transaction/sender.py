@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from agent import stages
@@ -289,8 +290,9 @@ class Sender:
     ) -> tuple[int, bytes, Outgoing59 | None]:
         """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
         or built through the module), journal the request as pending (taking its STAN unless
-        it names an earlier request's, as a reversal does), then MAC it. A request that cannot
-        be MACed is closed as never sent."""
+        it names an earlier request's, as a reversal does) and MAC it, the MAC computed while
+        the disk syncs the pending row. A request that cannot be MACed is closed as never
+        sent."""
         stages.mark("worker")
         if cls.needs_tusn:
             field_59 = field_59 or self.tusn.outgoing(outgoing, location)
@@ -304,18 +306,26 @@ class Sender:
             sm4_pin_into_62(outgoing)
         stages.mark("field-59")
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
+        mac: Future[bytes] | None = None
+
+        def mac_while_the_disk_syncs() -> None:
+            nonlocal mac
+            mac = self.macs.encode_alongside(outgoing)
+
         transaction = self.journal.begin(
             outgoing,
             financial=financial,
             assign_stan=not cls.refers_by_stan,
             app_stan=app_stan,
             replay_key=key,
+            before_sync=mac_while_the_disk_syncs,
         )
         if app_stan is not None:
             self.stan_map.recorded(app_stan)
         stages.mark("journal-pending")
+        assert mac is not None  # begin calls it before it returns
         try:
-            encoded = self.macs.encode(outgoing)
+            encoded = mac.result()
             stages.mark("mac")
             return transaction, encoded, field_59
         except (ModuleError, WireError) as exc:

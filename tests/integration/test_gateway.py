@@ -48,6 +48,30 @@ def test_purchase_approved_with_the_apps_stan(tmp_path) -> None:
     run(scenario())
 
 
+def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocker) -> None:
+    """The module and the disk are different devices: the MAC of a sale starts once its STAN is
+    taken, before the journal's sync of the pending row, and the request leaves after both."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            journal, macs = rig.agent.journal, rig.agent.sender.macs
+            started_in_the_sync = []
+            encode_alongside = macs.encode_alongside
+
+            def spy(message: Message):
+                started_in_the_sync.append((message.text(11), journal._db.in_transaction))
+                return encode_alongside(message)
+
+            mocker.patch.object(macs, "encode_alongside", side_effect=spy)
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            [(stan, in_the_sync)] = started_in_the_sync
+            assert in_the_sync
+            [key] = rig.host.state()["purchases"]  # TID/batch/STAN
+            assert key.endswith(f"/{stan}")
+
+    run(scenario())
+
+
 def test_purchase_during_a_sign_in_waits_for_the_new_keys(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:

@@ -145,6 +145,26 @@ def test_begin_can_assign_the_stan_in_the_same_step(journal) -> None:
     assert journal.next_stan() == 2
 
 
+def test_work_started_before_the_sync_sees_the_final_request_not_yet_durable(journal) -> None:
+    """``before_sync`` is where the gateway starts the request's MAC: the STAN must be in, and
+    the row not yet on disk (the MAC runs while the disk syncs it)."""
+    request = purchase()
+    del request.fields[11]
+    seen = []
+
+    def before_sync() -> None:
+        other = sqlite3.connect(journal.path)  # another reader sees only what is committed
+        try:
+            [(rows,)] = other.execute("SELECT count(*) FROM transactions").fetchall()
+        finally:
+            other.close()
+        seen.append((request.text(11), rows))
+
+    journal.begin(request, financial=True, assign_stan=True, before_sync=before_sync)
+    assert seen == [("000001", 0)]
+    assert [row["stan"] for row in journal.transactions()] == ["000001"]
+
+
 def test_concurrent_threads_get_distinct_stans(journal) -> None:
     """The gateway journals from worker threads: steps from many threads stay whole."""
 
