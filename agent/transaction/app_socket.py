@@ -208,8 +208,13 @@ class AppSocket:
         if not gone:
             try:
                 writer.write(with_length(answer))
-                async with asyncio.timeout(self.frame_timeout):
-                    await writer.drain()  # an app that does not read must not hold us
+                # A failed write closes the transport. What the socket did not take at once
+                # waits in the transport's buffer: drain it, within the frame timeout (an app
+                # that does not read must not hold us).
+                gone = writer.is_closing()
+                if not gone and writer.transport.get_write_buffer_size():
+                    async with asyncio.timeout(self.frame_timeout):
+                        await writer.drain()
             except (ConnectionError, OSError, TimeoutError):
                 gone = True
         if gone:
