@@ -31,6 +31,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A host's address, ``HOST:PORT`` as the configuration writes it."""
+
     host: str
     port: int
 
@@ -217,6 +219,8 @@ class FleetConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The configuration: one frozen dataclass per section, and where it was read from."""
+
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
     host: HostConfig = field(default_factory=HostConfig)
     wire: WireConfig = field(default_factory=WireConfig)

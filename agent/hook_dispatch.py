@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import Config
 from agent.journal import Journal
-from firmware_hooks import HookResult, HookRunner, Outcome
+
+if TYPE_CHECKING:
+    from firmware_hooks import HookResult, HookRunner
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ class HookDispatch:
     def runner(self) -> HookRunner:
         hooks = self._settings().hooks
         if self._runner is None or self._runner[0] != hooks:
+            # imported by the first event told: a service whose hooks never run starts without
+            # the runner's modules
+            from firmware_hooks import HookRunner
+
             self._runner = (hooks, HookRunner(hooks.directory, timeout=hooks.timeout))
         return self._runner[1]
 
@@ -71,7 +77,7 @@ class HookDispatch:
         logged, a hook refused for its ownership or mode journalled too."""
         results = await self.runner.run(event, payload, budget=budget)
         for result in results:
-            if result.outcome is Outcome.DONE:
+            if result.done:
                 continue
             log.warning("hook %s for %s: %s", result.hook, event, result.detail)
             if result.detail.startswith("refused:"):

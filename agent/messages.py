@@ -64,6 +64,8 @@ class CatalogueError(LookupError):
 
 @dataclass(frozen=True, kw_only=True)
 class Entry:
+    """What the catalogue says of one code, each part where it has one."""
+
     summary: Text | None = None  # what was found, with the values of the moment
     remedy: Text | None = None  # what to do about it, with the values of the moment
     meaning: Text | None = None  # what the code means, for any values (`agent explain`)

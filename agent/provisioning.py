@@ -34,6 +34,8 @@ class ProvisioningDamaged(ProvisioningError):
 
 @dataclass(frozen=True)
 class Provisioning:
+    """What a source says the terminal is: TID, MID, hosts and the rest it may set."""
+
     tid: str
     mid: str
     hosts: tuple[str, ...] = ()  # primary first, then backup

@@ -22,6 +22,8 @@ def crc16(data: bytes) -> int:
 
 @dataclass(frozen=True)
 class Frame:
+    """One frame of the serial protocol: its sequence number, command and data."""
+
     seq: int
     cmd: int
     data: bytes = b""

@@ -165,6 +165,8 @@ class ModuleStatusError(ModuleError):
 
 @dataclass(frozen=True)
 class ModuleInfo:
+    """What INFO answers: serial, model, firmware, and whether the module was tampered with."""
+
     serial: str
     model: str
     firmware: str
@@ -173,6 +175,8 @@ class ModuleInfo:
 
 @dataclass(frozen=True)
 class KeyState:
+    """One key of a slot as KEY_STATUS reports it: present or not, its length and its KCV."""
+
     name: str
     present: bool
     length: int
@@ -185,6 +189,8 @@ class KeyState:
 
 @dataclass(frozen=True)
 class KeyStatus:
+    """KEY_STATUS of one slot: the state of each key, and the slot's key family."""
+
     slot: int
     keys: dict[str, KeyState]
     family: KeyFamily = KeyFamily.DES

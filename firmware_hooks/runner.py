@@ -73,6 +73,11 @@ class HookResult:
     detail: str  # one line: why it failed or tried later; empty when done
     duration_ms: int
 
+    @property
+    def done(self) -> bool:
+        """Whether the hook did what it was asked (:attr:`Outcome.DONE`)."""
+        return self.outcome is Outcome.DONE
+
 
 _Judged = tuple[Outcome, dict[str, Any] | None, str]
 

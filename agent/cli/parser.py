@@ -6,6 +6,7 @@ that command runs, so the service (``agent run``) loads none of the technician's
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -14,10 +15,12 @@ from agent.cli.common import DEFAULT_CONFIG
 from agent.version import VERSION
 
 
+@functools.cache
 def terminal_columns() -> int:
     """What ``shutil.get_terminal_size`` answers, without importing shutil: argparse's help
     formatter would import it on every ``add_argument``, and it brings zlib, bz2 and lzma (half a
-    megabyte) into the service, which never compresses anything."""
+    megabyte) into the service, which never compresses anything. Asked once per process: argparse
+    makes a formatter for every argument it adds, a hundred as the parser is built."""
     try:
         columns = int(os.environ.get("COLUMNS", ""))
     except ValueError:

@@ -20,24 +20,25 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     import asyncio
     import datetime
 
-    from agent.selfcheck import CHECKS, Report
+    from agent.selfcheck import Report, checks
     from agent.selfcheck.base import CheckResult
     from agent.selfcheck.local import run_local
     from agent.selfcheck.report import ASCII_MARKS, MARKS, Style, as_text, dumps
     from drivers.loading import DriverError
 
     only = [part for part in (args.only or "").split(",") if part] or None
+    known = checks()
     for check_id in only or []:
-        if check_id not in CHECKS:
-            raise UsageError(f"--only {check_id}: no such check; expected {', '.join(CHECKS)}")
+        if check_id not in known:
+            raise UsageError(f"--only {check_id}: no such check; expected {', '.join(known)}")
     config = load_config(args)
     chinese = render.shows_chinese()
     lang = render.language(args.lang)
     with render.Progress("正在自检" if lang == "zh" and chinese else "self-check running"):
         answer = ask_agent(config, {"cmd": "selftest", "only": only})
         if answer is not None:
-            checks = [CheckResult.from_json(c) for c in answer["checks"]]
-            report = Report(checks, answer["duration_ms"])
+            results = [CheckResult.from_json(c) for c in answer["checks"]]
+            report = Report(results, answer["duration_ms"])
             where = ("asked the running agent", "已询问运行中的服务")
         else:
             try:

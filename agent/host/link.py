@@ -53,6 +53,8 @@ class HostUnavailable(HostLinkError):
 
 @dataclass
 class LinkStatus:
+    """The link as ``status`` shows it: endpoint in use, connected, last error, late answers."""
+
     endpoint: str | None
     connected: bool
     last_error: str

@@ -54,6 +54,8 @@ class SchemeRefused(SignInError):
 
 @dataclass(frozen=True)
 class SignInResult:
+    """What a sign-in got: the scheme and layout approved, the keys' KCVs, the host's time."""
+
     scheme: str
     layout: int
     kcvs: dict[str, str]

@@ -18,6 +18,8 @@ from drivers.module import CardModule, KeyFamily, MacAlgorithm, PinFormat
 
 @dataclass(frozen=True)
 class FamilyRules:
+    """What one key family decides, from the sign-in schemes to field 53."""
+
     family: KeyFamily
     schemes: tuple[str, ...]  # sign-in schemes (60.3) in the order "auto" tries them
     mac_block: int  # bytes of R, the XOR block the module MACs (algorithm 0x81 or 0x83)

@@ -15,8 +15,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import tenacity
-
 from agent import messages
 from agent.backoff import Backoff
 from agent.messages import Text
@@ -35,7 +33,6 @@ from agent.recovery.policy import (
 from agent.recovery.remedies import HostSilent, KeysRefused, Remedies, RemedyFailed
 from agent.registration.a2 import Outgoing59
 from agent.registration.refusals import RefusalCounts, advice, finding
-from agent.selfcheck import Report
 from agent.transaction.classes import classify
 from agent.transaction.sender import Attempt, local_answer
 from agent.wire import codes
@@ -44,6 +41,7 @@ from agent.wire.message import Message
 if TYPE_CHECKING:
     from agent.config import RecoveryConfig
     from agent.journal import Journal
+    from agent.selfcheck import Report
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +324,9 @@ class Recovery:
             # refused again although a sign-in was approved: this request is refused, not the
             # terminal; no more remedies (re-provisioning would not change it)
             return refused(tried.answer) and not self._requests_refusal(request, tried)
+
+        # imported here, by the first recovery: the service starts without tenacity's modules
+        import tenacity
 
         settings = self._settings()
         retrying = tenacity.AsyncRetrying(

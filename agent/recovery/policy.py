@@ -5,13 +5,15 @@ told when a person must act."""
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 from agent import messages
 from agent.messages import Text
-from agent.selfcheck import Report
-from agent.selfcheck.base import Status
 from agent.wire import codes
 from agent.wire.message import Message
+
+if TYPE_CHECKING:
+    from agent.selfcheck import Report
 
 REFUSALS = (codes.Category.TERMINAL_CONFIG, codes.Category.SESSION, codes.Category.SECURITY)
 PERSON_MUST_ACT = {"tmk-absent", "tampered", "module-unreachable"}
@@ -38,6 +40,8 @@ def decide(
     ``keys_refused``: the module refused the working keys of a sign-in the host approved (its
     master key is not the host's); ``tmk_download``: a master-key download is configured and
     was not tried within ``keys.tmk_download_every``."""
+    from agent.selfcheck.base import Status  # loaded by the check that made the report
+
     findings = {c.id: c.finding for c in report.checks if c.status in (Status.WARN, Status.FAIL)}
     download = tmk_download and (keys_refused or findings.get("keys") in TMK_DOWNLOAD_REPAIRS)
     blocking = PERSON_MUST_ACT - TMK_DOWNLOAD_REPAIRS if download else PERSON_MUST_ACT

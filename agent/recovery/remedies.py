@@ -11,24 +11,25 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent import paths, provisioning
 from agent.config import Config
 from agent.hook_dispatch import HookDispatch
+from agent.host.clock import HostClockSample
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.host.signin import SignInError
 from agent.journal import Journal, JournalError
 from agent.keys.tmk_download import TagLoader, TmkDownloader, TmkDownloadFailed, keys_refused
 from agent.provisioning import Provisioning, ProvisioningError
-from agent.selfcheck import FAST, Report, run_checks
-from agent.selfcheck.base import Context, HostClockSample
-from agent.selfcheck.report import as_json
 from agent.session.host_session import echo_maker, identity_of
 from agent.settings import Settings
 from agent.transaction.sender import Sender
 from drivers.module import CardModule, ModuleError
-from firmware_hooks import Outcome
+
+if TYPE_CHECKING:
+    from agent.selfcheck import Report
+    from agent.selfcheck.base import Context
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ class TerminalRemedies:
         self._hooks.tell(event, payload)
 
     def check_context(self) -> Context:
+        # the self-check is imported by its first run: the service starts without its modules
+        from agent.selfcheck.base import Context
+
         return Context(
             self._settings(),
             self._journal,
@@ -111,8 +115,13 @@ class TerminalRemedies:
         )
 
     async def self_check(self, only: list[str] | None = None) -> Report:
+        from agent.selfcheck import FAST, run_checks  # imported by the first run, as above
+
         report = await run_checks(self.check_context(), list(FAST) if only is None else only)
         if only is None and self._reports is not None:
+            # only where telemetry is configured: a terminal without it never loads the report
+            from agent.selfcheck.report import as_json
+
             self._reports(as_json(report, "en", self._settings().terminal.tid))
         return report
 
@@ -223,7 +232,7 @@ class TerminalRemedies:
                 failures.append(str(exc))
         payload = {**self.identity(), "reason": reason, "module_serial": serial.strip()}
         for result in await self._hooks.ask("provision", payload, self._hooks.timeout):
-            if result.outcome is Outcome.DONE and result.output:
+            if result.done and result.output:
                 try:
                     return Provisioning.from_record(result.output, f"hook {result.hook}")
                 except ProvisioningError as exc:
@@ -237,7 +246,7 @@ class TerminalRemedies:
     async def sync_clock(self, clock: dict[str, Any]) -> str:
         """The ``sync-clock`` hook corrects the clock; a sign-in then gives the host our time."""
         results = await self._hooks.ask("sync-clock", clock, self._hooks.timeout)
-        if any(r.outcome is Outcome.DONE for r in results):
+        if any(r.done for r in results):
             corrected = f"sync-clock hook corrected {clock.get('offset_seconds')} s"
             return f"{corrected}; {await self.sign_in()}"
         raise RemedyFailed(

@@ -9,12 +9,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import RegistrationConfig
 from agent.wire import field59
 from agent.wire.errors import WireError
-from firmware_hooks import HookResult, Outcome
+
+if TYPE_CHECKING:
+    from firmware_hooks import HookResult
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class Location:
             return
         problems = []
         for result in results:
-            if result.outcome is not Outcome.DONE or result.output is None:
+            if not result.done or result.output is None:
                 problems.append(f"{result.hook}: {result.detail or 'printed no location'}")
                 continue
             try:

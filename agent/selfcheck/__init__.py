@@ -8,34 +8,45 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from agent.messages import CHECK_NAMES as NAMES
-from agent.selfcheck import (
-    clock,
-    keys,
-    module,
-    network,
-    provisioning,
-    registration,
-    session,
-    storage,
-)
 from agent.selfcheck.base import CheckResult, Context, Status, elapsed_ms
 
 Check = Callable[[Context], Awaitable[CheckResult]]
-CHECKS: dict[str, Check] = {
-    m.ID: m.check
-    for m in (provisioning, clock, network, keys, module, registration, storage, session)
-}
 # What recovery runs after a 97: what can explain it, not what only informs.
 FAST = ("provisioning", "clock", "network", "keys")
 
 
+@functools.cache
+def checks() -> dict[str, Check]:
+    """Every check by id, in the order a report lists them. The checks' modules are imported at
+    the first run, not with this package: the service imports it at start and may run no check
+    for minutes (they bring a dozen modules it would load before it is ready)."""
+    from agent.selfcheck import (
+        clock,
+        keys,
+        module,
+        network,
+        provisioning,
+        registration,
+        session,
+        storage,
+    )
+
+    return {
+        m.ID: m.check
+        for m in (provisioning, clock, network, keys, module, registration, storage, session)
+    }
+
+
 @dataclass(frozen=True)
 class Report:
+    """A self-check's results, in the order the checks are listed."""
+
     checks: list[CheckResult]
     duration_ms: int
 
@@ -64,10 +75,11 @@ async def _bounded(check_id: str, check: Check, context: Context, deadline: floa
 async def run_checks(context: Context, only: list[str] | None = None) -> Report:
     """Run the checks named in ``only`` (all by default) concurrently."""
     started = time.monotonic()
-    chosen = [i for i in CHECKS if only is None or i in only]
+    every = checks()
+    chosen = [i for i in every if only is None or i in only]
     deadline = context.config.selftest.deadline
-    results = await asyncio.gather(*(_bounded(i, CHECKS[i], context, deadline) for i in chosen))
+    results = await asyncio.gather(*(_bounded(i, every[i], context, deadline) for i in chosen))
     return Report(list(results), elapsed_ms(started))
 
 
-__all__ = ["CHECKS", "FAST", "NAMES", "CheckResult", "Context", "Report", "Status", "run_checks"]
+__all__ = ["FAST", "NAMES", "CheckResult", "Context", "Report", "Status", "checks", "run_checks"]

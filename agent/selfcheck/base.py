@@ -9,16 +9,18 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent import messages
 from agent.config import Config
 from agent.journal import PATIENCE, Journal
 from agent.messages import Text
 from agent.provisioning import Provisioning, fetch_from_tms
-from agent.wire.message import Message
 from drivers.module import CardModule, ModuleInfo, ModuleLinkError
-from firmware_hooks import HookRunner
+
+if TYPE_CHECKING:
+    from agent.host.clock import HostClockSample
+    from firmware_hooks import HookRunner
 
 T = TypeVar("T")
 
@@ -97,14 +99,6 @@ class CheckResult:
         )
 
 
-@dataclass(frozen=True)
-class HostClockSample:
-    """The host's local time (fields 13 and 12, MMDDhhmmss) and our clock when it arrived."""
-
-    local: float
-    host_mmddhhmmss: str
-
-
 @dataclass
 class Context:
     """What the checks look at. ``agent selftest`` builds one of its own; the daemon passes its
@@ -181,18 +175,3 @@ def signin_scheme(last: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def elapsed_ms(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
-
-
-class HostClock:
-    """The host's time as its answers (fields 12/13) tell it, since the service started (the
-    clock check falls back on the last sign-in's)."""
-
-    def __init__(self) -> None:
-        self._last: HostClockSample | None = None
-
-    def saw(self, message: Message) -> None:
-        if 12 in message and 13 in message:
-            self._last = HostClockSample(time.time(), message.text(13) + message.text(12))
-
-    def sample(self) -> HostClockSample | None:
-        return self._last

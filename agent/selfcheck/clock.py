@@ -10,8 +10,9 @@ import time
 from datetime import datetime, timedelta
 
 from agent import messages
+from agent.host.clock import HostClockSample
 from agent.messages import Text
-from agent.selfcheck.base import CheckResult, Context, HostClockSample, Status
+from agent.selfcheck.base import CheckResult, Context, Status
 from agent.selfcheck.timesync import SyncState, system_sync_state
 from drivers.module import ModuleError
 

@@ -12,6 +12,7 @@ import contextlib
 from agent import __version__, paths
 from agent.config import Config
 from agent.hook_dispatch import HookDispatch
+from agent.host.clock import HostClock
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.journal import Journal, JournalError
 from agent.recovery.engine import Gate, Recovery
@@ -19,7 +20,6 @@ from agent.recovery.incident import HostIncident
 from agent.recovery.remedies import RemedyFailed, TerminalRemedies
 from agent.registration.a2 import TusnSource
 from agent.registration.location import Location
-from agent.selfcheck.base import HostClock
 from agent.service.status import StatusView
 from agent.session.downloads import DownloadFailed
 from agent.session.host_session import (
@@ -33,7 +33,7 @@ from agent.session.requirements import Heard, HostRequests, Pacing, RequirementQ
 from agent.session.store import ParameterStore
 from agent.settings import Settings
 from agent.telemetry import events, ids
-from agent.telemetry.reporter import LatestReport
+from agent.telemetry.reports import LatestReport
 from agent.transaction.app_socket import AppSocket
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs

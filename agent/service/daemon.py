@@ -27,9 +27,6 @@ from agent.keys.tmk_download import keys_refused
 from agent.provisioning import ProvisioningError
 from agent.recovery.policy import State, refused
 from agent.recovery.remedies import RemedyFailed, reconfigure
-from agent.selfcheck import run_checks
-from agent.selfcheck.base import Status
-from agent.selfcheck.report import as_json
 from agent.service.assembly import Agent
 from agent.service.control import ControlServer, Handler
 from agent.service.instance import InstanceLock
@@ -172,6 +169,8 @@ async def light_checks(agent: Agent) -> None:
         if not agent.config.selftest.interval:
             continue
         report = await agent.remedies.self_check(LIGHT_CHECKS)
+        from agent.selfcheck.base import Status  # loaded by that first check, not at start
+
         for check in report.checks:
             said = f"{check.status.value}: {check.summary.en}"
             before, previous[check.id] = previous.get(check.id), said
@@ -218,6 +217,8 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
             isinstance(only, list) and all(isinstance(i, str) for i in only)
         ):
             raise ValueError('"only" must be a list of check ids')
+        from agent.selfcheck import run_checks  # imported by the first check, not at start
+
         report = await run_checks(agent.remedies.check_context(), only)
         return {
             "duration_ms": report.duration_ms,
@@ -265,6 +266,10 @@ def operator_commands(agent: Agent, handlers: dict[str, Handler]) -> dict[str, O
     sign-in and provisioning, a full self-check (published, retained, as well), the last
     entries of the journal (masked, as ``agent journal`` shows them), and opening or closing a
     host-side incident for this terminal."""
+    # only where telemetry is configured, as the reporter that carries these commands
+    from agent.selfcheck import run_checks
+    from agent.selfcheck.base import Status
+    from agent.selfcheck.report import as_json
 
     async def selftest(_: dict[str, Any]) -> dict[str, Any]:
         report = await run_checks(agent.remedies.check_context())

@@ -4,7 +4,9 @@
 Each chain collects everything first and replaces its section of the
 :class:`~agent.session.store.ParameterStore` only once the host has answered every step; a chain
 that fails keeps the data in use. Messages go through ``send`` (the service numbers, journals and
-frames them), so this module knows nothing of the link.
+frames them), so this module knows nothing of the link. The decoders (:mod:`.parameters`,
+:mod:`.emv`) are imported by the first chain that needs one: a service whose host asks for no
+download, and whose app runs none, never loads them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.journal import Journal
-from agent.session import emv, parameters, tlv
+from agent.session import tlv
 from agent.session.store import ParameterStore
 from agent.wire.errors import WireError
 from agent.wire.message import Message
@@ -90,6 +92,8 @@ class Downloads:
         """The store's terminal section and the summary of a 0810/360's field 62. What could
         not be decoded is kept raw with the reason, and the chain still completes: the values
         before it are right, and a guess after it could not be."""
+        from agent.session import parameters
+
         decoded = parameters.decode(data, self._parameter_overrides())
         summary: dict[str, Any] = {"values": len(decoded["values"])}
         if decoded["reason"]:
@@ -112,6 +116,8 @@ class Downloads:
 
     async def _listing(self, code: str) -> list[list[tuple[str, bytes]]]:
         """Every entry of a paged list (0820/372 or 382: ``1`` + the 2-digit start index)."""
+        from agent.session import emv
+
         entries: list[list[tuple[str, bytes]]] = []
         for _ in range(MAX_PARTS):
             start = f"1{len(entries) % 100:02d}".encode("ascii")
@@ -132,6 +138,8 @@ class Downloads:
         """The CA key chain (DESIGN.md section 16). A key whose DF03 is not its SHA-1, or that is
         not the key asked for, is refused alone and journalled; the others are kept and the
         chain still ends with 0800/371. At most ``MAX_ITEMS`` keys are asked for."""
+        from agent.session import emv
+
         keys: list[dict[str, Any]] = []
         refusals: list[str] = []
         listed = await self._listing(CA_KEY_LIST)
@@ -163,6 +171,8 @@ class Downloads:
         return await self._commit("ca_keys", {"keys": keys}, summary)
 
     async def ic_parameters(self) -> str:
+        from agent.session import emv
+
         aids = []
         for entry in await self._listing(IC_PARAMETER_LIST):
             wanted = dict(entry)
@@ -176,6 +186,8 @@ class Downloads:
         return await self._commit("ic_parameters", {"aids": aids}, {"aids": len(aids)})
 
     async def contactless(self) -> str:
+        from agent.session import emv
+
         data = await self._ask("0800", CONTACTLESS)
         tags = self._parsed("0800/394", lambda: emv.contactless(data))
         return await self._commit("contactless", {"tags": tags}, {"tags": len(tags)})
@@ -196,9 +208,13 @@ class Downloads:
             if code == TERMINAL_PARAMETERS:
                 await self._commit("terminal", *self._terminal(field62, by="app"))
             elif code == CONTACTLESS:
+                from agent.session import emv
+
                 tags = emv.contactless(field62)
                 await self._commit("contactless", {"tags": tags}, {"tags": len(tags), "by": "app"})
             elif code in (CA_KEY, IC_PARAMETERS):
+                from agent.session import emv
+
                 item = (
                     emv.ca_key(emv.one_item(field62)).to_json()
                     if code == CA_KEY

@@ -15,14 +15,12 @@ from agent.hook_dispatch import HookDispatch
 from agent.host.link import HostLink
 from agent.host.numbered import send_numbered
 from agent.journal import Journal
-from agent.session import parameters
 from agent.session.downloads import Downloads
 from agent.session.requirements import Action
 from agent.session.store import ParameterStore
 from agent.wire.builders import Terminal, echo_request
 from agent.wire.message import Message
 from drivers.module import CardModule, ModuleError
-from firmware_hooks import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +136,8 @@ class HostSession:
         has erased its keys). The keyboard, card reader, printer and display belong to the
         payment app, which the agent cannot see: reported working. The module's serial and
         firmware and the agent's version go to telemetry, not here."""
+        from agent.session import parameters  # as the downloads do: not loaded at start
+
         try:
             info = await asyncio.to_thread(self._module.info)
             pin_pad = not info.tampered
@@ -157,7 +157,7 @@ class HostSession:
         """Requirements 7 and 8 are acquirer-specific: a vendor's hook does them."""
         payload = {**identity_of(self._settings()), "requirement": requirement, "what": what}
         results = await self._hooks.ask("parameters-requested", payload, self._hooks.timeout)
-        if any(r.outcome is Outcome.DONE for r in results):
+        if any(r.done for r in results):
             return f"parameters-requested hook did the {what}"
         raise RequirementFailed(
             f"no parameters-requested hook did the {what}: "

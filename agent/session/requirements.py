@@ -23,8 +23,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import tenacity
-
 from agent.backoff import jittered
 from agent.config import SessionConfig
 from agent.journal import Journal
@@ -42,6 +40,8 @@ NETWORK_MANAGEMENT_ANSWERS = ("0810", "0830")
 
 @dataclass(frozen=True)
 class Action:
+    """What the agent does for one processing requirement of the header."""
+
     what: str  # for the journal and the log
     run: Callable[[], Awaitable[str]]  # returns what it did; raises when it failed
     retried: bool = True  # a sign-in or re-provisioning has its own recovery instead
@@ -49,6 +49,8 @@ class Action:
 
 @dataclass(frozen=True)
 class Pacing:
+    """How soon a requirement is acted on again and how its failures are retried."""
+
     repeat_after: float = 600.0
     attempts: int = 5
     first_pause: float = 5.0
@@ -167,6 +169,10 @@ class HostRequests:
         action = self._actions[requirement]
         pacing = self._queue.pacing()
         self._event("host-asks", requirement=requirement, what=action.what)
+        # imported here, by the first thing the host asks for: the service starts without
+        # tenacity's modules
+        import tenacity
+
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(pacing.attempts if action.retried else 1),
             wait=jittered(pacing.first_pause, pacing.max_pause),

@@ -23,6 +23,7 @@ from agent.journal import PATIENCE, Journal, JournalError
 from agent.recovery.incident import HostIncident
 from agent.telemetry import textfile
 from agent.telemetry.ids import HighWater
+from agent.telemetry.reports import LatestReport
 from agent.telemetry.state import (
     Identity,
     Topics,
@@ -43,21 +44,6 @@ LOOK_EVERY = 1.0  # seconds between looks at the agent's state when nothing chan
 TEXTFILE_EVERY = 60.0  # seconds: node_exporter's reader sees a fresh file at least this often
 MAX_INCIDENT = 65_536  # bytes of an incident message worth reading
 SERIAL_FIRST, SERIAL_MAX = 5.0, 300.0  # pauses while the module does not give its serial
-
-
-class LatestReport:
-    """The sink of full self-check reports: the self-check puts each one here as it is made,
-    the reporter publishes the latest (retained) when it next looks."""
-
-    def __init__(self) -> None:
-        self.report: dict[str, Any] | None = None
-
-    def put(self, report: dict[str, Any]) -> None:
-        self.report = report
-
-    def take(self) -> dict[str, Any] | None:
-        report, self.report = self.report, None
-        return report
 
 
 class ModuleIdentity:

@@ -49,6 +49,8 @@ def with_batch(field_60: str, batch: int) -> str:
 
 @dataclass(frozen=True)
 class Terminal:
+    """Who the terminal is to the host: its TID (field 41) and MID (field 42)."""
+
     tid: str
     mid: str
 

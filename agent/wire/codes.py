@@ -64,6 +64,8 @@ ACTIONS: dict[Category, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class ResponseCode:
+    """A response code (field 39): what it means, in Chinese and English, and its category."""
+
     code: str
     zh: str
     en: str

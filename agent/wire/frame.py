@@ -54,6 +54,8 @@ class Layout(enum.Enum):
 
 @dataclass(frozen=True)
 class Tpdu:
+    """The 5-byte TPDU: the NIIs of the acquirer and of the terminal."""
+
     destination: int = 0x0003  # NII of the acquirer
     source: int = 0x0000  # NII of the terminal
 
@@ -129,6 +131,8 @@ class Header:
 
 @dataclass(frozen=True)
 class Frame:
+    """A message with what its layout framed it with (TPDU and header, or neither)."""
+
     layout: Layout
     message: Message
     tpdu: Tpdu | None = None

@@ -30,6 +30,8 @@ def _only(value: str, allowed: str) -> bool:
 
 @dataclass
 class Message:
+    """An ISO 8583 message: its MTI and its fields by number."""
+
     mti: str
     fields: dict[int, FieldValue] = field(default_factory=dict)
 

@@ -59,6 +59,8 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class Profile:
+    """A field table, the pyiso8583 spec built from it, and the ``[parameters]`` rows."""
+
     name: str
     fields: Mapping[int, FieldDef]
     parameters: ParameterTable = field(default_factory=lambda: MappingProxyType({}))

@@ -21,6 +21,8 @@ LONGEST = {FIXED: 999, LL: 99, LLL: 999}
 
 @dataclass(frozen=True)
 class FieldDef:
+    """One row of a field table: the field's number, name, format and length."""
+
     number: int
     name: str
     fmt: str  # one of FORMATS

@@ -20,6 +20,8 @@ SCHEMES = ("001", "003", "004", "006")
 
 @dataclass(frozen=True)
 class KeyLayout:
+    """One layout of field 62: the keys it carries, their lengths, the scheme it belongs to."""
+
     number: int
     scheme: str  # 60.3 of the sign-in that gets this layout
     keys: tuple[tuple[str, int], ...]  # (name, clear key length) in field order
@@ -82,6 +84,8 @@ def key_layout(number: int) -> KeyLayout:
 
 @dataclass(frozen=True)
 class EncryptedKey:
+    """One working key of field 62, still under the TMK, and its KCV."""
+
     name: str  # "PIK", "MAK" or "TDK"
     ciphertext: bytes = field(repr=False)  # the key under the TMK (8 or 16 bytes), ECB
     kcv: bytes
@@ -90,6 +94,8 @@ class EncryptedKey:
 
 @dataclass(frozen=True)
 class WorkingKeys:
+    """The working keys of a sign-in's field 62, as its layout reads them."""
+
     layout: KeyLayout
     keys: tuple[EncryptedKey, ...]
 

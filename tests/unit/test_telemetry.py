@@ -181,7 +181,8 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
 
     from agent.config import Config, TelemetryConfig
     from agent.recovery.incident import HostIncident
-    from agent.telemetry.reporter import LatestReport, ModuleIdentity, Reporter
+    from agent.telemetry.reporter import ModuleIdentity, Reporter
+    from agent.telemetry.reports import LatestReport
 
     journal = Journal(tmp_path / "j.sqlite3", forward=events.forward)
     calls = [0]
