@@ -517,11 +517,15 @@ class Journal:
                 f"journal {self.path} has schema {version}: the service brings it to "
                 f"{len(MIGRATIONS)} at its next start"
             )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self._write() as db:
+        if version == len(MIGRATIONS):
+            return
+        # every step at once: one disk sync (a new journal's schema is eight steps), and a
+        # failure leaves the journal as it was
+        with self._write() as db:
+            for script in MIGRATIONS[version:]:
                 for statement in filter(str.strip, script.split(";")):
                     db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
+            db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
     @property
     def schema_version(self) -> int:
