@@ -35,6 +35,10 @@ class Channel:
         """Write one complete frame (length included); raises :class:`ChannelClosed`, also when
         the host has not taken the bytes within ``write_timeout``."""
         self._writer.write(frame)
+        if self._writer.is_closing():  # the write failed: the transport closed itself
+            raise ChannelClosed("send failed: the connection is closed")
+        if not self._writer.transport.get_write_buffer_size():
+            return  # the socket took the whole frame: nothing to drain, no timeout to set
         try:
             async with asyncio.timeout(self.write_timeout):
                 await self._writer.drain()
