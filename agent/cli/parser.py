@@ -1,18 +1,33 @@
 """The command line's parser (DESIGN.md section 11): every command and its options.
 
 Each command's handler is named as ``"module:function"`` of ``agent.cli`` and imported only when
-that command runs, so the service (``agent run``) loads none of the technician's commands."""
+that command runs, so the service (``agent run``) loads none of the technician's commands.
+
+The help is in English, or in Simplified Chinese when the locale asks for it and the console can
+show it (:func:`agent.cli.render.help_language`): :class:`ChineseHelpFormatter` looks every text
+up in :mod:`agent.cli.help_zh` as it lays out the help, so the table is imported only when a
+Chinese help or usage is shown, never by the service."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import os
+import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
+from agent.cli import render
 from agent.cli.common import DEFAULT_CONFIG
+from agent.display import columns
 from agent.version import VERSION
+
+# argparse's own words, which agent.cli.help_zh translates too ("positional arguments" and
+# "options", the titles of the two sections, come from argparse)
+USAGE_PREFIX = "usage: "
+HELP_HELP = "show this help message and exit"
+VERSION_HELP = "show program's version number and exit"
 
 
 @functools.cache
@@ -39,22 +54,130 @@ class HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, **options)
 
 
+# where a line of Chinese may break: a run of anything but spaces and wide characters (an option,
+# a path, an English word) stays whole; wide characters (CJK, full-width punctuation) one by one
+_WIDE = r"\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff01-\uff60"
+_PIECES = re.compile(rf" |[^ {_WIDE}]+|.")
+# no line starts with a closing mark nor ends with an opening one (full-width ! ?, quotes escaped)
+_NO_LINE_START = frozenset("，。、；：\uff01\uff1f）》」』\u201d\u2019")
+_NO_LINE_END = frozenset("（《「『\u201c\u2018")
+
+
+def wrap_columns(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` terminal columns (a Chinese character takes two):
+    broken at spaces and between Chinese characters, never inside an option, a path or an
+    English word, nor before a closing or after an opening punctuation mark. Only a piece that
+    cannot be broken and is wider than ``width`` makes a longer line."""
+    pieces: list[tuple[bool, str]] = []  # (a space before it, the piece), each unbreakable
+    space = False
+    for piece in _PIECES.findall(" ".join(text.split())):
+        if piece == " ":
+            space = True
+            continue
+        if pieces and not space:
+            before, last = pieces[-1]
+            if piece in _NO_LINE_START or last[-1] in _NO_LINE_END:
+                pieces[-1] = (before, last + piece)
+                continue
+        pieces.append((space, piece))
+        space = False
+    lines: list[str] = []
+    line, used = "", 0
+    for space, piece in pieces:
+        need = columns(piece) + (space and bool(line))
+        if line and used + need > width:
+            lines.append(line)
+            line, used, need = "", 0, columns(piece)
+        line += " " * (need > columns(piece)) + piece
+        used += need
+    return [*lines, line] if line else lines
+
+
+class ChineseHelpFormatter(HelpFormatter):
+    """The help in Simplified Chinese: the descriptions, the help of every option and command
+    and argparse's own words (the usage prefix, the section titles) are looked up in
+    :data:`agent.cli.help_zh.HELP` as they are laid out (a text it does not know stays English),
+    and lines are wrapped by terminal columns, not characters."""
+
+    @staticmethod
+    def translate(text: str) -> str:
+        from agent.cli.help_zh import HELP  # only for a Chinese help: never in the service
+
+        return HELP.get(text, text)
+
+    def _format_usage(
+        self,
+        usage: str | None,
+        actions: Iterable[argparse.Action],
+        groups: Iterable[argparse._MutuallyExclusiveGroup],
+        prefix: str | None,
+    ) -> str:
+        if prefix is not None:  # add_subparsers' prog, made with no prefix
+            return super()._format_usage(usage, actions, groups, prefix)
+        prefix = self.translate(USAGE_PREFIX)
+        width = columns(prefix)
+        if usage is not None:  # written for "usage: ": its next lines moved under the first
+            first, *rest = usage.split("\n")
+            shift = len(USAGE_PREFIX) - width
+            pad = " " * max(-shift, 0)
+            rest = [pad + (line[shift:] if line[:shift] == " " * shift else line) for line in rest]
+            usage = "\n".join([first, *rest])
+        # laid out for a prefix as wide as the Chinese one, so that wrapped lines line up
+        text = super()._format_usage(usage, actions, groups, " " * width)
+        return prefix + text[width:]
+
+    def start_section(self, heading: str | None) -> None:
+        super().start_section(self.translate(heading) if heading else heading)
+
+    def add_text(self, text: str | None) -> None:
+        if text and text != argparse.SUPPRESS:
+            text = self.translate(text)
+        super().add_text(text)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return self.translate(text) if text else text
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return wrap_columns(text, width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(indent + line for line in wrap_columns(text, width - len(indent)))
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse's parser whose help is laid out by :class:`HelpFormatter`; ``add_subparsers``
-    makes its subcommands of the same class."""
+    """argparse's parser whose help is laid out by :class:`HelpFormatter` (or the
+    ``formatter_class`` given); ``add_subparsers`` makes its subcommands of the same class with
+    the same formatter. ``-h``/``--help`` is added here, its help a text the Chinese formatter
+    translates."""
 
     def __init__(self, **options) -> None:
         options.setdefault("formatter_class", HelpFormatter)
-        super().__init__(**options)
+        add_help = options.pop("add_help", True)
+        super().__init__(add_help=False, **options)
+        if add_help:
+            self.add_argument("-h", "--help", action="help", help=HELP_HELP)
+
+    def add_subparsers(self, **options) -> argparse._SubParsersAction:
+        options.setdefault(
+            "parser_class", functools.partial(type(self), formatter_class=self.formatter_class)
+        )
+        return super().add_subparsers(**options)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(language: str | None = None) -> argparse.ArgumentParser:
+    """The parser, its help in ``language`` (``zh`` or ``en``; by default
+    :func:`agent.cli.render.help_language`, which the locale and the console decide)."""
+    chinese = (language or render.help_language()) == "zh"
     parser = Parser(
         prog="agent",
+        formatter_class=ChineseHelpFormatter if chinese else HelpFormatter,
         description="pos-agent: keeps a POS terminal registered with its acquirer "
         "(diagnoses and repairs response 97, 终端未登记).",
     )
-    parser.add_argument("--version", action="version", version=f"pos-agent {VERSION}")
+    parser.add_argument(
+        "--version", action="version", version=f"pos-agent {VERSION}", help=VERSION_HELP
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -285,7 +408,8 @@ def fleet_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--watch", action="store_true", help="keep the summary up to date; Ctrl-C stops")
     p.set_defaults(handler="fleet:cmd_fleet")
-    commands = p.add_subparsers(dest="fleet_command", metavar="ACTION")
+    # prog: not the usage above, which already names the two subcommands
+    commands = p.add_subparsers(dest="fleet_command", metavar="ACTION", prog=p.prog)
 
     watch = commands.add_parser(
         "watch",

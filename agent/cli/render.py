@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TextIO
 
-from agent.display import columns
+from agent.display import columns, locale_language
 
 CHINESE_SAMPLE = "终端未登记"
 
@@ -42,12 +42,17 @@ def shows_chinese(stream: TextIO | None = None) -> bool:
     return encodes(CHINESE_SAMPLE, stream)
 
 
+def help_language() -> str:
+    """The language of ``--help``: the locale's where the console can show Chinese, else English.
+    Cheap (the service builds the parser at every start): the environment and stdout's encoding,
+    no import."""
+    return locale_language() if shows_chinese() else "en"
+
+
 def language(asked: str | None) -> str:
     """One language per run: ``asked`` (``--lang``), else the locale's where the console can
     show Chinese, else English."""
-    from agent.selfcheck.report import default_language
-
-    return asked or (default_language() if shows_chinese() else "en")
+    return asked or help_language()
 
 
 def colour_wanted(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:

@@ -4,7 +4,6 @@ pinned JSON of DESIGN.md section 6."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,15 +31,6 @@ class Style:
     def mark(self, status: Status) -> str:
         text = self.marks[status]
         return f"\033[{COLOURS[status]}m{text}\033[0m" if self.colour else text
-
-
-def default_language(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """``zh`` when the locale says Chinese, else ``en``."""
-    for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = environ.get(variable, "")
-        if value:
-            return "zh" if value.lower().startswith("zh") else "en"
-    return "en"
 
 
 def finding_code(check: CheckResult) -> str:

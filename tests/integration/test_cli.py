@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,10 +28,20 @@ PIN_BLOCK = bytes.fromhex("A1B2C3D4E5F60718")
 STAND_IN_MAC = b"MACMACMA"
 
 
-def agent(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def agent(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(AGENT), *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
-    )
+        [str(AGENT), *args], input=stdin, capture_output=True, text=True, timeout=60, check=False,
+        env=env, encoding="utf-8",
+    )  # fmt: skip
+
+
+def locale(lang: str, **more: str) -> dict[str, str]:
+    """This environment with the locale ``LANG=lang`` alone (no LC_ALL, LC_MESSAGES)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("LC_ALL", "LC_MESSAGES")}
+    environ.pop("PYTHONIOENCODING", None)
+    return environ | {"LANG": lang} | more
 
 
 def purchase_frame(pan: str = PAN, track2: str = TRACK2, pin: bytes = PIN_BLOCK) -> bytes:
@@ -50,8 +61,42 @@ def test_version_and_help() -> None:
 
 
 def test_no_command_prints_help_and_exits_2() -> None:
-    result = agent()
+    result = agent(env=locale("C.UTF-8"))
     assert result.returncode == 2 and "usage: agent" in result.stdout
+    result = agent(env=locale("zh_CN.UTF-8"))
+    assert result.returncode == 2 and result.stdout.startswith("用法: agent")
+
+
+@pytest.mark.parametrize(
+    ("command", "chinese", "english"),
+    [
+        ((), "自检：终端参数、时钟、网络", "check the terminal: provisioning, clock"),
+        (("status",), "语言（默认：跟随系统语言环境 locale）", "language (default: the locale's)"),
+        (("sim", "module"), "加密模块模拟器", "Card module simulator"),
+        (("fleet", "send"), "终端加密模块的序列号", "the terminal's card module serial"),
+        (("module", "check"), "要求模块装有文档所列的测试密钥", "the documented test keys"),
+    ],
+)
+def test_help_follows_the_locale(command: tuple[str, ...], chinese: str, english: str) -> None:
+    """issue 25: ``--help`` is Chinese under a Chinese locale on a console that shows it,
+    argparse's own words included, and English otherwise (250 columns: no help is wrapped)."""
+    zh = agent(*command, "--help", env=locale("zh_CN.UTF-8", COLUMNS="250"))
+    assert zh.returncode == 0, zh.stderr
+    assert zh.stdout.startswith("用法: agent") and "\n选项:\n" in zh.stdout
+    assert "  -h, --help" in zh.stdout and "显示本帮助信息并退出" in zh.stdout
+    assert chinese in zh.stdout
+    assert "usage:" not in zh.stdout and english not in zh.stdout
+    for environ in (
+        locale("C.UTF-8", COLUMNS="250"),
+        locale("zh_CN.UTF-8", LC_ALL="C.UTF-8", COLUMNS="250"),  # LC_ALL comes first
+        locale("zh_CN.UTF-8", PYTHONIOENCODING="ascii", COLUMNS="250"),  # no Chinese shown
+    ):
+        en = agent(*command, "--help", env=environ)
+        assert en.returncode == 0, en.stderr
+        assert en.stdout.startswith("usage: agent") and "\noptions:\n" in en.stdout
+        assert "show this help message and exit" in en.stdout
+        assert english in en.stdout
+        assert "用法" not in en.stdout and chinese not in en.stdout
 
 
 def test_explain_97_human() -> None:
