@@ -322,10 +322,13 @@ def measure(count: int, clients: int, cpu_percent: int = 0) -> dict[str, object]
         "added_ms_excluding_module": {
             key: round(value - serial_ms, 3) for key, value in added.items()
         },
-        "journal_sync_ms_per_purchase": round(sync_ms, 3),
-        "added_ms_excluding_module_and_journal_sync": {
-            key: round(value - serial_ms - sync_ms, 3) for key, value in added.items()
+        # The request's MAC runs while the journal syncs the pending row: only the answer's MAC
+        # check is on the purchase's path, and taking both round trips away also takes away up
+        # to one round trip of that sync. Taking away only the one on the path does not.
+        "added_ms_excluding_the_module_round_trip_on_the_path": {
+            key: round(value - mac_ms, 3) for key, value in added.items()
         },
+        "journal_sync_ms_per_purchase": round(sync_ms, 3),
         "pin_purchase_through_agent_ms": pin_f,
         "module_pin_block_ms": round(pin_ms, 3),  # on the serial line, no cardholder time
         "pin_purchase_added_ms": pin_added,
