@@ -597,6 +597,8 @@ class Journal:
                 message.fields[11] = f"{self._allocate_stan(db):06d}"
             transaction = self._pending(db, message, financial, app_stan, replay_key)
             if before_sync is not None:
+                # here, not before the row: the work's own Python then runs while the sync
+                # waits on the disk (without the GIL), not against the row's
                 before_sync()
             return transaction
 

@@ -32,7 +32,7 @@ from tests.processes import AGENT, AgentProcess, HostProcess, ModuleProcess, wri
 TARGETS = {
     "rss_idle_mb": 28,
     "help_ms": 150,
-    "ready_ms": 500,
+    "ready_ms": 150,
     "idle_wakeups_per_s": 1,
     "installed_total_mib": 5,
 }
