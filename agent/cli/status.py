@@ -20,9 +20,20 @@ from agent.cli.render import print_json
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    broken = None  # why the configuration file cannot be read, when it cannot
     try:
-        config = load_config(args)
+        try:
+            config = load_config(args)
+        except UsageError as exc:
+            # A file broken since the agent started (a reload refused it) does not hide the
+            # agent, which goes on with the file it read: it is asked where a file without
+            # control.socket puts it.
+            from agent.config import Config
+
+            config, broken = Config(), str(exc)
         answer = ask_agent(config, {"cmd": "status"})
+        if answer is None and broken is not None:
+            raise UsageError(broken)
     except UsageError as exc:
         if not args.json:
             raise
@@ -42,8 +53,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_NOT_RUNNING
     answer.pop("ok", None)
     code = EXIT_OK if answer.get("registered") else EXIT_FAILED  # as `systemctl status`
+    if broken is not None:
+        print(f"agent status: {broken}; the running agent goes on with the file it read",
+              file=sys.stderr)  # fmt: skip
     if args.json:
-        print_json({"running": True, **answer})
+        print_json({"running": True, **answer, "config_error": broken})
         return code
     print("\n".join(text_of(answer, render.language(args.lang))))
     return code

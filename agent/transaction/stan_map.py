@@ -163,9 +163,7 @@ class StanMap:
         journal that cannot say now is asked again next time."""
         window = self._replay_window()
         try:
-            recent = await self.journal.within(
-                SALE_PATIENCE, self.journal.recent_app_stans, window
-            )
+            recent = await self.journal.within(SALE_PATIENCE, self.journal.recent_app_stans, window)
         except JournalError as exc:
             log.warning("the recent app STANs cannot be read (%s): repetitions are looked up", exc)
             return

@@ -196,3 +196,30 @@ def test_a_reload_of_a_broken_file_fails_and_the_agent_goes_on(tmp_path: Path, s
         assert control(tmp_path / "control.sock", b'{"cmd": "status"}')["tid"] == "10000002"
     finally:
         assert process.stop() == 0
+
+
+def test_status_still_shows_the_running_agent_when_its_file_broke(tmp_path: Path, simulators):
+    """A file broken after the agent read it (a refused reload): `agent status` names what is
+    wrong and still shows the agent, which runs on the file it read. The control socket is
+    where a file without control.socket puts it (the runtime directory)."""
+    _, _, config = simulators
+    runtime = tmp_path / "run"
+    config.write_text(re.sub(r'\[control\]\nsocket = ".*"\n', "", config.read_text()))
+    env = clean_environment(RUNTIME_DIRECTORY=str(runtime))
+    process = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log", env)
+    try:
+        process.wait_ready()
+        wait_for(lambda: control_ready(runtime / "control.sock"), 10, "the control socket")
+        config.write_text(config.read_text().replace('tid = "10000001"', 'tid = "1000000"'))
+        result = agent("status", "--json", "--config", str(config), env=env)
+        status = json.loads(result.stdout)
+        assert (status["running"], status["tid"]) == (True, "10000001")
+        assert f"{config}: terminal.tid = '1000000': expected 8" in status["config_error"]
+        assert "the running agent goes on with the file it read" in result.stderr
+        text = agent("status", "--config", str(config), env=env)
+        assert "TID 10000001" in text.stdout and "terminal.tid" in text.stderr
+    finally:
+        assert process.stop() == 0
+    # no agent to show: the broken file is the answer, as before
+    result = agent("status", "--json", "--config", str(config), env=env)
+    assert result.returncode == 2 and "terminal.tid" in json.loads(result.stdout)["error"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging.common import require, run
+from tests.packaging.common import build_script, require, run
 
 WANTS = "etc/systemd/system/multi-user.target.wants/pos-agent.service"
 ACCOUNT_FILES = {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"}
@@ -147,3 +147,13 @@ def host_state(*installed: str) -> tuple:
         os.path.lexists("/var/lib/pos-agent"),
         *(os.path.lexists(f"/{path}") for path in installed),
     )
+
+
+def build_deb(out: Path) -> Path:
+    for tool, package in (
+        ("dpkg-deb", "dpkg"),
+        ("pkg-config", "pkg-config"),
+        ("/usr/bin/python3", "python3 python3-venv"),
+    ):
+        require(tool, package)
+    return build_script("debian/build.py", "--out", out)

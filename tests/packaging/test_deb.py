@@ -24,7 +24,6 @@ from agent.wire.message import Message
 from tests.packaging.common import (
     ROOT,
     UNIT,
-    build_script,
     build_version,
     hook_events_in_readme,
     require,
@@ -33,6 +32,7 @@ from tests.packaging.common import (
 from tests.packaging.debian import (
     WANTS,
     account,
+    build_deb,
     common_paths,
     contents,
     dependency_names,
@@ -48,16 +48,6 @@ from tests.packaging.debian import (
 )
 
 VENV = "usr/lib/pos-agent/venv"
-
-
-def build_deb(out: Path) -> Path:
-    for tool, package in (
-        ("dpkg-deb", "dpkg"),
-        ("pkg-config", "pkg-config"),
-        ("/usr/bin/python3", "python3 python3-venv"),
-    ):
-        require(tool, package)
-    return build_script("debian/build.py", "--out", out)
 
 
 @pytest.fixture(scope="module")
