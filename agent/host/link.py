@@ -320,7 +320,8 @@ class HostLink:
             stages.mark("sent")
             limit = self.options.response_timeout if timeout is None else timeout
             try:
-                exchange = await asyncio.wait_for(future, limit)
+                async with asyncio.timeout(limit):  # on expiry the future is cancelled
+                    exchange = await future
             except TimeoutError:
                 self._timed_out(channel)
                 raise HostTimeout(

@@ -25,6 +25,7 @@ from agent.keys.tmk_download import TagLoader
 from agent.registration.a2 import Outgoing59, TusnSource
 from agent.registration.location import Location
 from agent.registration.refusals import A2Sent
+from agent.transaction.blocking import in_worker, patiently
 from agent.transaction.classes import MessageClass, classify
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
@@ -218,14 +219,11 @@ class Sender:
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
         app_stan = request.text(11) if own else None
         location = self.location.a5() if cls.needs_tusn and field_59 is None else None
-        record = asyncio.ensure_future(
-            asyncio.to_thread(
-                self._record, request, outgoing, financial, app_stan, cls, location, field_59
-            )
+        record = in_worker(
+            self._record, request, outgoing, financial, app_stan, cls, location, field_59
         )
         try:
-            async with asyncio.timeout(SALE_PATIENCE):
-                transaction, encoded, field_59 = await asyncio.shield(record)
+            transaction, encoded, field_59 = await patiently(record, SALE_PATIENCE)
             stages.mark("recorded")
         except TimeoutError:
             record.add_done_callback(self._never_sent)
@@ -343,12 +341,9 @@ class Sender:
     ) -> Attempt:
         answer = _for_the_app(request, exchange.frame.message)
         financial = cls.reversible
-        closing = asyncio.ensure_future(
-            asyncio.to_thread(self._close_checked, outgoing, transaction, exchange, cls, answer)
-        )
+        closing = in_worker(self._close_checked, outgoing, transaction, exchange, cls, answer)
         try:
-            async with asyncio.timeout(SALE_PATIENCE):
-                mac_ok = await asyncio.shield(closing)
+            mac_ok = await patiently(closing, SALE_PATIENCE)
             stages.mark("closed")
             self.reversals.settled(transaction)
         except TimeoutError:
