@@ -17,6 +17,29 @@ class ChannelClosed(Exception):
     """The connection cannot carry another frame; the text says why."""
 
 
+async def write_frame(
+    writer: asyncio.StreamWriter, frame: bytes, patience: float, peer: str
+) -> None:
+    """Write ``frame`` to ``peer``; what the socket does not take at once waits in the
+    transport's buffer and is drained within ``patience`` seconds (a peer that does not read
+    must not hold us). Raises :class:`ChannelClosed` saying why it was not written."""
+    writer.write(frame)
+    if writer.is_closing():  # the write failed: the transport closed itself
+        raise ChannelClosed("send failed: the connection is closed")
+    if not writer.transport.get_write_buffer_size():
+        return  # the socket took the whole frame: nothing to drain, no timeout to set
+    try:
+        async with asyncio.timeout(patience):
+            await writer.drain()
+    except TimeoutError:
+        unsent = writer.transport.get_write_buffer_size()
+        raise ChannelClosed(
+            f"{peer} stopped reading: {unsent} bytes unsent after {patience:g} s"
+        ) from None
+    except (OSError, ConnectionError) as exc:
+        raise ChannelClosed(f"send failed: {exc}") from None
+
+
 class Channel:
     def __init__(
         self,
@@ -34,21 +57,7 @@ class Channel:
     async def send(self, frame: bytes) -> None:
         """Write one complete frame (length included); raises :class:`ChannelClosed`, also when
         the host has not taken the bytes within ``write_timeout``."""
-        self._writer.write(frame)
-        if self._writer.is_closing():  # the write failed: the transport closed itself
-            raise ChannelClosed("send failed: the connection is closed")
-        if not self._writer.transport.get_write_buffer_size():
-            return  # the socket took the whole frame: nothing to drain, no timeout to set
-        try:
-            async with asyncio.timeout(self.write_timeout):
-                await self._writer.drain()
-        except TimeoutError:
-            unsent = self._writer.transport.get_write_buffer_size()
-            raise ChannelClosed(
-                f"the host stopped reading: {unsent} bytes unsent after {self.write_timeout:g} s"
-            ) from None
-        except (OSError, ConnectionError) as exc:
-            raise ChannelClosed(f"send failed: {exc}") from None
+        await write_frame(self._writer, frame, self.write_timeout, "the host")
 
     async def receive(self) -> bytes:
         """The payload of the next frame (without its length); raises :class:`ChannelClosed`."""

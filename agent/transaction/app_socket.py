@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent import stages
+from agent.host.channel import ChannelClosed, write_frame
 from agent.transaction.connections import Connections
 from agent.transaction.peers import Admission
 from agent.transaction.stats import GatewayStats
@@ -204,19 +205,12 @@ class AppSocket:
         """Write one answer; an app that has gone (closed its end while the host answered)
         cannot receive it (the reply's ``settle`` hears so: an approval must be reversed)."""
         # EOF from the app: it closed its end (a TCP write could still "succeed" into a reset)
-        gone = reader.at_eof() or writer.is_closing()
-        if not gone:
-            try:
-                writer.write(with_length(answer))
-                # A failed write closes the transport. What the socket did not take at once
-                # waits in the transport's buffer: drain it, within the frame timeout (an app
-                # that does not read must not hold us).
-                gone = writer.is_closing()
-                if not gone and writer.transport.get_write_buffer_size():
-                    async with asyncio.timeout(self.frame_timeout):
-                        await writer.drain()
-            except (ConnectionError, OSError, TimeoutError):
-                gone = True
-        if gone:
+        if reader.at_eof() or writer.is_closing():
             log.warning("the payment app left before its answer could be written")
-        return not gone
+            return False
+        try:
+            await write_frame(writer, with_length(answer), self.frame_timeout, "the payment app")
+        except ChannelClosed as exc:
+            log.warning("the payment app's answer could not be written: %s", exc)
+            return False
+        return True
