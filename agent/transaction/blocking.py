@@ -4,8 +4,8 @@ a worker thread, waited for with patience.
 A step that outlasts the patience is not cancelled (a thread cannot be, and its outcome still
 matters: a row recorded too late must be closed): the caller answers meanwhile and hooks what is
 left onto the step's future. This is ``asyncio.to_thread`` under ``asyncio.timeout`` and
-``asyncio.shield`` without their extra task and futures: about 50 us less per step here, twice per
-purchase (issue 26).
+``asyncio.shield`` without their extra task and futures: 30 to 45 us less per step on the
+2-vCPU VM of the benchmarks, twice per purchase (issue 26).
 """
 
 from __future__ import annotations
