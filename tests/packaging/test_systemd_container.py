@@ -118,6 +118,7 @@ def test_a_technician_without_root_reads_status_and_selftest(container: Containe
 
 
 def test_stop_is_clean_and_start_brings_it_back(container: Container) -> None:
+    set_terminal(container, *TERMINAL)
     container.sh("systemctl stop pos-agent")
     shown = properties(container, "ActiveState", "Result", "ExecMainStatus")
     assert shown == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
