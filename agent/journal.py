@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent import damaged
+from agent.blocking import patiently
 from agent.wire import codes, field59
 from agent.wire.mask import masked_fields
 from agent.wire.message import Message
@@ -352,10 +353,12 @@ class Journal:
         """``step(*args, **kwargs)`` (a step of this journal, or a closure over several) on the
         journal's own thread, as a future of the running loop. Steps run in the order given; a
         step once asked is taken even if its caller is cancelled meanwhile."""
-        return asyncio.shield(
-            asyncio.get_running_loop().run_in_executor(
-                self._worker(), functools.partial(step, *args, **kwargs)
-            )
+        return asyncio.shield(self._submit(step, *args, **kwargs))
+
+    def _submit(self, step: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """``step`` queued on the journal's thread, as a future of the running loop."""
+        return asyncio.get_running_loop().run_in_executor(
+            self._worker(), functools.partial(step, *args, **kwargs)
         )
 
     async def within(
@@ -364,8 +367,7 @@ class Journal:
         """:meth:`run`, or a :class:`JournalError` if the step has not ended within ``seconds``
         (it is still taken later): for what must answer while the disk is frozen or failing."""
         try:
-            async with asyncio.timeout(seconds):
-                return await self.run(step, *args, **kwargs)
+            return await patiently(self._submit(step, *args, **kwargs), seconds)
         except TimeoutError:
             raise JournalError(
                 f"journal {self.path} did not answer within {seconds:g} s (its disk may be "

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from agent import stages
+from agent.blocking import in_worker, patiently
 from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
@@ -25,7 +26,6 @@ from agent.keys.tmk_download import TagLoader
 from agent.registration.a2 import Outgoing59, TusnSource
 from agent.registration.location import Location
 from agent.registration.refusals import A2Sent
-from agent.transaction.blocking import in_worker, patiently
 from agent.transaction.classes import MessageClass, classify
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs

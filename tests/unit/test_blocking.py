@@ -1,4 +1,4 @@
-"""The purchase path's blocking steps (agent/transaction/blocking.py): a step that outlasts its
+"""The purchase path's blocking steps (agent/blocking.py): a step that outlasts its
 patience is left running, never cancelled, and its outcome is still there to act on."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from agent.transaction.blocking import in_worker, patiently
+from agent.blocking import in_worker, patiently
 
 REQUEST = contextvars.ContextVar("request", default="none")
 

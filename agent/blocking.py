@@ -1,5 +1,5 @@
-"""The purchase path's blocking steps (the journal's disk syncs, the card module's round trips) on
-a worker thread, waited for with patience.
+"""Blocking steps (the journal's disk syncs, the card module's round trips) on a worker thread,
+waited for with patience: the purchase path's, and the journal's own (:meth:`Journal.within`).
 
 A step that outlasts the patience is not cancelled (a thread cannot be, and its outcome still
 matters: a row recorded too late must be closed): the caller answers meanwhile and hooks what is
