@@ -13,14 +13,25 @@ import serial
 
 from drivers.link import LinkDown
 
+READ_MAX = 4096  # bytes taken per read: more than any frame of the protocol
+
 
 class SerialStream:
-    """A pyserial port: a device, a pty, socket://, loop://, whatever serial_for_url opens."""
+    """A pyserial port: a device, a pty, socket://, loop://, whatever serial_for_url opens.
+
+    pyserial opens and configures the port. On a POSIX device or pty (the terminal's line) the
+    bytes then move with one ``select`` and one ``os.read`` or ``os.write`` on its descriptor:
+    pyserial's own read and write build timeout objects, select once more per write and ask
+    the driver for the bytes waiting, about half of the driver's CPU per MAC (issue 26). Other
+    ports (socket://, loop://) have no descriptor and go through pyserial."""
 
     def __init__(self, port: serial.SerialBase) -> None:
         self.port = port
+        self._fd: int | None = port.fd if isinstance(port, serial.Serial) else None
 
     def read(self, timeout: float) -> bytes:
+        if self._fd is not None:
+            return self._read_fd(self._fd, timeout)
         try:
             if self.port.timeout != timeout:
                 self.port.timeout = timeout
@@ -33,9 +44,43 @@ class SerialStream:
             raise LinkDown(str(exc)) from None
 
     def write(self, data: bytes) -> None:
+        if self._fd is not None:
+            return self._write_fd(self._fd, data)
         try:
             self.port.write(data)
         except (serial.SerialException, OSError) as exc:
+            raise LinkDown(str(exc)) from None
+
+    @staticmethod
+    def _read_fd(fd: int, timeout: float) -> bytes:
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            data = os.read(fd, READ_MAX) if ready else None
+        except BlockingIOError:  # readable, then taken by nobody else: nothing after all
+            return b""
+        except (OSError, ValueError) as exc:
+            raise LinkDown(str(exc)) from None
+        if data is None:
+            return b""
+        if not data:  # what a vanished device (USB unplug) or a closed pty does
+            raise LinkDown("the port reports data but has none: device gone")
+        return data
+
+    def _write_fd(self, fd: int, data: bytes) -> None:
+        """All of ``data``; the descriptor is non-blocking (pyserial opens it so): a full output
+        buffer is waited for up to the port's write timeout."""
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    _, ready, _ = select.select([], [fd], [], self.port.write_timeout)
+                    if not ready:
+                        raise LinkDown(
+                            f"the port took no byte for {self.port.write_timeout} s"
+                        ) from None
+        except (OSError, ValueError) as exc:
             raise LinkDown(str(exc)) from None
 
 
