@@ -1,28 +1,91 @@
-"""Blocking steps (the journal's disk syncs, the card module's round trips) on a worker thread,
+"""Blocking steps (the journal's disk syncs, the card module's round trips) on worker threads,
 waited for with patience: the purchase path's, and the journal's own (:meth:`Journal.within`).
 
 A step that outlasts the patience is not cancelled (a thread cannot be, and its outcome still
 matters: a row recorded too late must be closed): the caller answers meanwhile and hooks what is
-left onto the step's future. This is ``asyncio.to_thread`` under ``asyncio.timeout`` and
-``asyncio.shield`` without their extra task and futures: 30 to 45 us less per step on the
-2-vCPU VM of the benchmarks, twice per purchase (issue 26).
+left onto the step's future.
+
+:class:`Workers` hands a step to a thread through one queue and its outcome back to the event
+loop in one callback. ``loop.run_in_executor`` goes through a concurrent future (with its
+condition), a chained asyncio future and two more callbacks, and ``asyncio.to_thread`` under
+``asyncio.timeout`` and ``asyncio.shield`` adds a task and two futures: each of those is Python
+run while the other thread waits for the GIL, twice per step, two steps per purchase (issue 26).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import queue
+import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+_Step = tuple[
+    asyncio.AbstractEventLoop, "asyncio.Future[Any]", contextvars.Context, Callable[..., Any], tuple
+]
 
 
-def in_worker(function: Callable[..., T], /, *args: object) -> asyncio.Future[T]:
-    """``function(*args)`` on a thread of the loop's executor, in a copy of the caller's context
-    (so a request's stage marks follow it there)."""
-    loop = asyncio.get_running_loop()
-    return loop.run_in_executor(None, contextvars.copy_context().run, function, *args)
+class Workers:
+    """Up to ``threads`` threads, named ``name_N``, for blocking steps asked from an event loop.
+    A thread is started when a step finds none idle (a terminal that runs one sale at a time
+    keeps one)."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._most = threads
+        self._name = name
+        self._steps: queue.SimpleQueue[_Step | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+
+    def run(self, function: Callable[..., T], /, *args: object) -> asyncio.Future[T]:
+        """``function(*args)`` on one of the threads, in a copy of the caller's context (so a
+        request's stage marks follow it there), as a future of the running loop. Cancelling
+        the future does not stop the step."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._steps.put((loop, future, contextvars.copy_context(), function, args))
+        if not self._idle.acquire(blocking=False) and len(self._threads) < self._most:
+            thread = threading.Thread(
+                target=self._serve, name=f"{self._name}_{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return future
+
+    def close(self) -> None:
+        """Once the steps asked before have run."""
+        for _ in self._threads:
+            self._steps.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self) -> None:
+        while (step := self._steps.get()) is not None:
+            loop, future, context, function, args = step
+            del step
+            try:
+                settle, value = _succeed, context.run(function, *args)
+            except BaseException as exc:  # the caller's, as run_in_executor would pass it on
+                settle, value = _fail, exc
+            # idle from now: the step its outcome lets the caller ask next needs no new thread
+            self._idle.release()
+            # a loop closed meanwhile has nobody left to tell
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, future, value)
+            del future, value
+
+
+def _succeed(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():  # a caller may have cancelled its future: the step ran all the same
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 async def patiently(step: asyncio.Future[T], seconds: float) -> T:

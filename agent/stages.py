@@ -5,8 +5,7 @@ time since the mark before it. Without it, a mark is one test of a module consta
 allocated, timed or kept.
 
 A request's marks travel in a context variable, so they follow it into the worker threads
-:func:`agent.blocking.in_worker` runs (it copies the context) without being passed
-around."""
+:class:`agent.blocking.Workers` run (they copy the context) without being passed around."""
 
 from __future__ import annotations
 

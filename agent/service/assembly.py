@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 
 from agent import __version__, paths
+from agent.blocking import Workers
 from agent.config import Config
 from agent.hook_dispatch import HookDispatch
 from agent.host.clock import HostClock
@@ -40,7 +41,7 @@ from agent.transaction.macs import Macs
 from agent.transaction.module_proxy import ModuleProxy
 from agent.transaction.passthrough import PassThrough
 from agent.transaction.reversals import ReversalSender
-from agent.transaction.sender import Sender
+from agent.transaction.sender import WORKERS, Sender
 from agent.transaction.stan_map import StanMap
 from agent.transaction.stats import GatewayStats
 from agent.transaction.wrap import WrapMode
@@ -107,8 +108,10 @@ class Agent:
             hooks.ask, lambda: settings().registration, lambda: settings().hooks.timeout
         )
         close(self.location.close)
+        workers = Workers(WORKERS, "pos-agent-worker")
+        close(asyncio.to_thread, workers.close)
         self.sender = sender = Sender(settings, journal, link, macs, reversals, stan_map, stats,
-                                      deferred, self.tusn, self.location)  # fmt: skip
+                                      deferred, self.tusn, self.location, workers)  # fmt: skip
         self.reports = LatestReport()
         self.remedies = remedies = TerminalRemedies(
             settings,

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from agent import stages
-from agent.blocking import in_worker, patiently
+from agent.blocking import Workers, patiently
 from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
@@ -39,6 +39,10 @@ from agent.wire.message import Message
 from drivers.module import KeyFamily, ModuleError
 
 log = logging.getLogger(__name__)
+
+# Threads for the requests' blocking steps (at most one per request at a time); more requests
+# than this at once queue for a thread, and with the disk frozen those wait out their patience.
+WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -138,10 +142,14 @@ class Sender:
         deferred: DeferredWrites,
         tusn: TusnSource,
         location: Location,
+        workers: Workers,
     ) -> None:
         """``config`` is read at each use: a reload may change TID, MID, scheme or slot.
-        ``tusn`` and ``location`` fill field 59 (A2, A5) of the classes that carry it."""
+        ``tusn`` and ``location`` fill field 59 (A2, A5) of the classes that carry it.
+        ``workers`` run each request's two blocking steps (journal and MAC, before it leaves and
+        once answered)."""
         self._config = config
+        self._workers = workers
         self.tusn = tusn
         self.location = location
         self.journal = journal
@@ -219,7 +227,7 @@ class Sender:
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
         app_stan = request.text(11) if own else None
         location = self.location.a5() if cls.needs_tusn and field_59 is None else None
-        record = in_worker(
+        record = self._workers.run(
             self._record, request, outgoing, financial, app_stan, cls, location, field_59
         )
         try:
@@ -341,7 +349,9 @@ class Sender:
     ) -> Attempt:
         answer = _for_the_app(request, exchange.frame.message)
         financial = cls.reversible
-        closing = in_worker(self._close_checked, outgoing, transaction, exchange, cls, answer)
+        closing = self._workers.run(
+            self._close_checked, outgoing, transaction, exchange, cls, answer
+        )
         try:
             mac_ok = await patiently(closing, SALE_PATIENCE)
             stages.mark("closed")
