@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from agent.host.mux import Exchange
 from agent.keys.family import SlotFamilies
 from agent.wire.frame import HEADER_BYTES, TPDU_BYTES
-from agent.wire.mac import encode_with_mac, mac_matches
+from agent.wire.mac import encode_for_mac, encode_with_mac, mac_matches
 from agent.wire.message import Message, encode_message
 from agent.wire.profile import Profile
 from drivers.module import CardModule, ModuleError, ModuleLinkError, ModuleTimeout
@@ -28,13 +28,21 @@ class Macs:
         self.families = SlotFamilies(module)  # the sign-in forgets them: the TMK may change
         self._key_slot = key_slot
         self._profile = profile
-        # A request's MAC is computed here while the journal syncs its pending row: the module
-        # and the disk are different devices, so neither waits for the other.
+        # A request's MAC comes from the module here while the journal syncs its pending row:
+        # the module and the disk are different devices, so neither waits for the other.
         self._alongside = ThreadPoolExecutor(1, thread_name_prefix="pos-agent-mac")
 
     def encode_alongside(self, message: Message) -> Future[bytes]:
-        """:meth:`encode` on the MAC thread; ``message`` must not change until it is done."""
-        return self._alongside.submit(self.encode, message)
+        """:meth:`encode`, with the module's round trip on the MAC thread and the encoding here:
+        the encoding is Python, and on the MAC thread it would hold the GIL against the caller's
+        return from its disk sync (issue 26: the sync's 0.3 ms then waited 0.1 ms more)."""
+        if 64 not in message:
+            encoded: Future[bytes] = Future()
+            encoded.set_result(encode_message(message, self._profile()))
+            return encoded
+        slot = self._key_slot()
+        body, r = encode_for_mac(message, self._profile(), self.families.of(slot).mac_block)
+        return self._alongside.submit(lambda: body + self.module.mac_from_block(r, slot))
 
     def close(self) -> None:
         """After a MAC still being computed."""

@@ -69,10 +69,20 @@ def encode_with_mac(
 ) -> bytes:
     """Encode ``message`` with field 64 set to the MAC that ``mac_of_block`` computes from R,
     the XOR of ``block``-byte blocks (8: DES/3DES, 16: SM4)."""
+    body, r = encode_for_mac(message, profile, block)
+    return body + mac_of_block(r)
+
+
+def encode_for_mac(
+    message: Message, profile: Profile = CUP, block: int = BLOCK
+) -> tuple[bytes, bytes]:
+    """``message`` encoded up to its MAC, and R: the MAC of R (from the keyed part) completes
+    it. Apart from :func:`encode_with_mac` for a caller that has the keyed part done elsewhere
+    (a card module's round trip) while it goes on."""
     fields = dict(message.fields)
     fields[64] = bytes(MAC_BYTES)
-    encoded = encode_message(Message(message.mti, fields), profile)
-    return encoded[:-MAC_BYTES] + mac_of_block(mac_block(mab(encoded), block))
+    body = mab(encode_message(Message(message.mti, fields), profile))
+    return body, mac_block(body, block)
 
 
 def mac_matches(encoded_message: bytes, mac_of_block: BlockMac, block: int = BLOCK) -> bool:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import threading
 
 import pytest
 
@@ -50,22 +51,41 @@ def test_purchase_approved_with_the_apps_stan(tmp_path) -> None:
 
 def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocker) -> None:
     """The module and the disk are different devices: the MAC of a sale starts once its STAN is
-    taken, before the journal's sync of the pending row, and the request leaves after both."""
+    taken, before the journal's sync of the pending row, and the request leaves after both. The
+    encoding (Python) is done before the sync; only the module's round trip is on the MAC
+    thread, where it would otherwise hold the GIL against the sync's return."""
+    from agent.transaction import macs as macs_module
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
             journal, macs = rig.agent.journal, rig.agent.sender.macs
-            started_in_the_sync = []
+            started_in_the_sync, threads = [], {}
             encode_alongside = macs.encode_alongside
 
             def spy(message: Message):
                 started_in_the_sync.append((message.text(11), journal._db.in_transaction))
                 return encode_alongside(message)
 
+            def on_thread(name, real):
+                def called(*args, **kwargs):
+                    threads.setdefault(name, []).append(threading.current_thread().name)
+                    return real(*args, **kwargs)
+
+                return called
+
             mocker.patch.object(macs, "encode_alongside", side_effect=spy)
+            mocker.patch.object(
+                macs_module, "encode_for_mac", on_thread("encoding", macs_module.encode_for_mac)
+            )
+            mocker.patch.object(
+                macs.module, "mac_from_block", on_thread("module", macs.module.mac_from_block)
+            )
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             [(stan, in_the_sync)] = started_in_the_sync
             assert in_the_sync
+            # the request's MAC (the answer's is checked on the worker that closes the row)
+            assert threads["module"][0].startswith("pos-agent-mac")
+            assert not threads["encoding"][0].startswith("pos-agent-mac")
             [key] = rig.host.state()["purchases"]  # TID/batch/STAN
             assert key.endswith(f"/{stan}")
 
