@@ -79,7 +79,7 @@ def local_answer(request: Message, code: str, reason: str) -> Message:
 def _for_the_app(request: Message, response: Message) -> Message:
     """The host's answer as the app gets it: MAC removed (verified here; the app has no key),
     the app's STAN back."""
-    answer = Message(response.mti, dict(response.fields))
+    answer = Message(response.mti, dict(response.fields), response.wire)
     answer.fields.pop(64, None)
     if 11 in request:
         answer.fields[11] = request.fields[11]
@@ -468,7 +468,7 @@ class Sender:
             fields[64] = MAC_PLACEHOLDER
         else:
             fields.pop(64, None)
-        return Message(request.mti, dict(sorted(fields.items())))
+        return Message(request.mti, dict(sorted(fields.items())), request.wire)
 
     async def reverse_undelivered(self, transaction: int) -> None:
         """The app could not receive the answer to ``transaction``: if it is an approval,

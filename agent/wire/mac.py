@@ -81,7 +81,7 @@ def encode_for_mac(
     (a card module's round trip) while it goes on."""
     fields = dict(message.fields)
     fields[64] = bytes(MAC_BYTES)
-    body = mab(encode_message(Message(message.mti, fields), profile))
+    body = mab(encode_message(Message(message.mti, fields, message.wire), profile))
     return body, mac_block(body, block)
 
 

@@ -8,6 +8,7 @@ is carried as upper-case hex. TPDU, header and length prefix are handled by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import iso8583
@@ -28,12 +29,25 @@ def _only(value: str, allowed: str) -> bool:
     return not value.strip(allowed)
 
 
+@dataclass(frozen=True)
+class Wire:
+    """The fields of a decoded message as they came on the wire: each field's decoded value and
+    its encoded bytes (length prefix and data), under ``profile``."""
+
+    profile: Profile
+    fields: Mapping[int, tuple[FieldValue, bytes]]
+
+
 @dataclass
 class Message:
-    """An ISO 8583 message: its MTI and its fields by number."""
+    """An ISO 8583 message: its MTI and its fields by number. ``wire``, for a message decoded
+    here (and the messages made from it), lets :func:`encode_message` reuse the bytes of every
+    field that still holds the value it was decoded to: the agent passes most fields on as they
+    came, and encoding them again was most of the work of an answer to the app (issue 26)."""
 
     mti: str
     fields: dict[int, FieldValue] = field(default_factory=dict)
+    wire: Wire | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         # Masked, so a message that reaches a log line or an exception never shows card data.
@@ -112,22 +126,57 @@ def _check_value(f: FieldDef, value: FieldValue, encrypted: bool) -> str:
 
 
 def encode_message(message: Message, profile: Profile = CUP) -> bytes:
-    """Encode MTI, bitmap and fields; raises :class:`EncodeError` naming the field."""
+    """Encode MTI, bitmap and fields; raises :class:`EncodeError` naming the field. A field that
+    holds the value it was decoded to under ``profile`` (:class:`Wire`) goes out in the bytes it
+    came in, validated when it was decoded: encoding it again would give them back."""
     mti = message.mti
     if not (len(mti) == 4 and _only(mti, DIGITS)):
         raise EncodeError("MTI must be 4 digits", "MTI")
     doc: dict[str, str] = {"t": mti}
+    kept = _unchanged(message, profile)
     encrypted = tracks_encrypted(message.fields)
     for number, value in message.fields.items():
+        if number in kept:
+            continue
         f = profile.fields.get(number)
         if f is None:
             raise EncodeError(f"wire profile {profile.name!r} does not define the field", number)
         doc[str(number)] = _check_value(f, value, encrypted)
     try:
-        encoded, _ = iso8583.encode(doc, profile.spec)
+        encoded, parts = iso8583.encode(doc, profile.spec)
     except iso8583.EncodeError as exc:
         raise EncodeError(exc.msg, _field_number(exc.field)) from None
-    return bytes(encoded)
+    if not kept:
+        return bytes(encoded)
+    fields = dict(kept)
+    for key, part in parts.items():
+        if key.isdigit():
+            fields[int(key)] = part["len"] + part["data"]
+    bitmap = 0
+    for number in fields:
+        bitmap |= 1 << (64 - number)
+    return (
+        parts["t"]["data"]
+        + bitmap.to_bytes(BITMAP_BYTES, "big")
+        + b"".join(fields[number] for number in sorted(fields))
+    )
+
+
+def _unchanged(message: Message, profile: Profile) -> dict[int, bytes]:
+    """The encoded bytes of the fields of ``message`` that hold the value they were decoded to
+    under ``profile``; none if field 53 changed (its 53.3 decides how the tracks are encoded)."""
+    wire = message.wire
+    if wire is None or wire.profile is not profile:
+        return {}
+    control = wire.fields.get(SECURITY_CONTROL)
+    if message.fields.get(SECURITY_CONTROL) != (control[0] if control else None):
+        return {}
+    kept = {}
+    for number, value in message.fields.items():
+        decoded = wire.fields.get(number)
+        if decoded is not None and decoded[0] == value:
+            kept[number] = decoded[1]
+    return kept
 
 
 def _field_number(key: str) -> int | str:
@@ -208,9 +257,13 @@ def decode_message(data: bytes, profile: Profile = CUP) -> Message:
         raise DecodeError(exc.msg, offset=exc.pos, field=_field_number(exc.field)) from None
     encrypted = tracks_encrypted({SECURITY_CONTROL: doc_dec.get(str(SECURITY_CONTROL), "")})
     fields: dict[int, FieldValue] = {}
+    wire: dict[int, tuple[FieldValue, bytes]] = {}
     offset = MTI_BYTES + BITMAP_BYTES
     for key in sorted((k for k in doc_dec if k.isdigit()), key=int):
         number = int(key)
-        fields[number] = _convert(profile.fields[number], doc_dec[key], offset, encrypted)
-        offset += len(doc_enc[key]["len"]) + len(doc_enc[key]["data"])
-    return Message(doc_dec["t"], fields)
+        value = _convert(profile.fields[number], doc_dec[key], offset, encrypted)
+        fields[number] = value
+        encoded = doc_enc[key]["len"] + doc_enc[key]["data"]
+        wire[number] = (value, encoded)
+        offset += len(encoded)
+    return Message(doc_dec["t"], fields, Wire(profile, wire))

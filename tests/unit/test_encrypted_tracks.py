@@ -47,3 +47,16 @@ def test_an_encrypted_track_is_masked_like_a_clear_one() -> None:
     assert masked_fields(message)[35] == "<track 2 removed, 35 characters>"
     described = describe_message(message)
     assert CIPHERTEXT not in str(described)
+
+
+def test_a_decoded_track_is_checked_again_once_53_changes() -> None:
+    """A decoded message passes its unchanged fields on in the bytes they came in, but how a
+    track is encoded depends on 53.3: with 53 changed, the kept ciphertext is a clear track now,
+    and hex in a clear track is refused as for any message."""
+    decoded = decode_message(
+        encode_message(Message("0200", {35: CIPHERTEXT, 53: ENCRYPTED_CONTROL}))
+    )
+    assert decoded.wire is not None
+    decoded.fields[53] = CLEAR_CONTROL
+    with pytest.raises(EncodeError, match=r"field 35 \(track 2\): z..37 LL takes digits and '='"):
+        encode_message(decoded)
