@@ -99,6 +99,11 @@ class GatewayConfig:
     replay_window: float = 120.0  # seconds a repeated request gets the first answer again
     max_clients: int = 32  # payment app connections at once
     idle_timeout: float = 300.0  # seconds an app connection may stay idle
+    # The CPU all of the agent's threads run on: "last" (the highest-numbered it may use),
+    # a CPU number, or "any" (each thread where the kernel puts it). Its threads hand each
+    # request to one another and run Python one at a time: on one CPU a hand-off is a switch,
+    # across CPUs a wake-up of the other one
+    cpu: str = "last"
 
 
 @dataclass(frozen=True)
@@ -301,6 +306,15 @@ def _integer(value: Any) -> int:
     return value
 
 
+def _cpu(value: Any) -> str:
+    if value in ("last", "any"):
+        return value
+    try:
+        return str(_integer(value))
+    except ValueError:
+        raise ValueError('expected "last", "any" or a CPU number (0 or more)') from None
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.lower() in ("true", "1", "yes")
@@ -460,6 +474,7 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "idle_timeout": _seconds,
         "mode": _choice("wrap", "pass-through"),
         "replay_window": _number,
+        "cpu": _cpu,
     },
     "journal": {"path": _text, "keep_days": _positive, "max_mb": _positive},
     "tms": {"url": _url, "timeout": _seconds},

@@ -54,6 +54,7 @@ PARSER_WORDS: dict[str, str] = {
     "_broker": '`""`, `"mqtt://HOST[:PORT]"` or `"mqtts://HOST[:PORT]"`',
     "_topic_prefix": "one MQTT topic level: no `+`, `#`, leading or trailing `/`",
     "_app_version": "at most 8 printable ASCII characters",
+    "_cpu": '`"last"`, `"any"` or a CPU number',
     "_tid": '`""` or 8 printable ASCII characters',
     "_mid": '`""` or 15 printable ASCII characters',
     "module_driver": '`"serial"` (built in) or the name of an installed driver: an entry point '

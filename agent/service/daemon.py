@@ -27,6 +27,7 @@ from agent.keys.tmk_download import keys_refused
 from agent.provisioning import ProvisioningError
 from agent.recovery.policy import State, refused
 from agent.recovery.remedies import RemedyFailed, reconfigure
+from agent.service import cpu
 from agent.service.assembly import Agent
 from agent.service.control import ControlServer, Handler
 from agent.service.instance import InstanceLock
@@ -358,6 +359,7 @@ async def sign_in_at_start(agent: Agent) -> None:
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
     # first of all: a second agent on this journal or socket must change nothing
     with InstanceLock.of(config):
+        cpu.confine(config.gateway.cpu)  # before the agent starts its threads: they inherit it
         async with contextlib.AsyncExitStack() as stack:
             return await _serve(stack, config, reload, paths.payment_socket(config))
 

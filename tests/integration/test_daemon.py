@@ -533,3 +533,53 @@ def test_a_cut_off_provisioning_file_is_set_aside_not_a_reason_to_stop(tmp_path,
         assert status.returncode == 0, status.stderr
     finally:
         assert agent.stop() == 0
+
+
+def _cpus_of_threads(pid: int) -> dict[str, str]:
+    """Each thread of ``pid`` by name, with the CPUs it may run on (Cpus_allowed_list)."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        status = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines())
+        threads[f"{status['Name']} {task.name}"] = status["Cpus_allowed_list"]
+    return threads
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    """``cpus`` as the kernel writes them in Cpus_allowed_list (ranges: 0-3)."""
+    ordered, runs = sorted(cpus), []
+    for cpu in ordered:
+        if runs and runs[-1][1] == cpu - 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (None, lambda allowed: str(max(allowed))),  # the default: "last"
+        ("any", _cpu_list),
+        ("4095", _cpu_list),  # not a CPU of this machine: said so, and the kernel's choice
+    ],
+)
+def test_the_agents_threads_run_on_the_cpu_gateway_cpu_names(
+    tmp_path, simulators, setting, expected
+) -> None:
+    """The agent's threads hand every request to one another: they run together on one CPU
+    unless told otherwise (gateway.cpu), the threads started for the sign-in and the purchase
+    too; a CPU the kernel refuses leaves them where it puts them, with a warning."""
+    _, _, config = simulators
+    env = {"POS_AGENT_GATEWAY_CPU": setting} if setting is not None else None
+    agent = start(tmp_path, config, env)
+    try:
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
+        threads = _cpus_of_threads(agent.process.pid)
+        assert len(threads) >= 3  # the loop, a worker, the MAC thread, the journal's...
+        allowed = os.sched_getaffinity(0)
+        assert set(threads.values()) == {expected(allowed)}, threads
+    finally:
+        agent.stop()
+    log = (tmp_path / "agent.log").read_text()
+    if setting == "4095":
+        assert "gateway.cpu = '4095': the agent's threads cannot be put on CPU 4095" in log

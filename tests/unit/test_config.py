@@ -112,6 +112,8 @@ def test_missing_default_file_is_an_unprovisioned_terminal(tmp_path, monkeypatch
         ("[reversal]\nattempts = 0", "reversal.attempts = 0: expected a whole number from 1"),
         ("[session]\nattempts = 0", "session.attempts = 0: expected a whole number from 1"),
         ("[module]\nbaudrate = 0", "module.baudrate = 0: expected a whole number from 50"),
+        ("[gateway]\ncpu = -1", 'gateway.cpu = -1: expected "last", "any" or a CPU number'),
+        ("[gateway]\ncpu = 'first'", 'gateway.cpu = \'first\': expected "last", "any"'),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path, text: str, message: str) -> None:
@@ -120,6 +122,14 @@ def test_errors_name_file_key_and_expectation(tmp_path, text: str, message: str)
         load(path, env={})
     assert str(err.value).startswith(str(path))
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "setting"), [("'last'", "last"), ("'any'", "any"), ("3", "3"), ("'3'", "3")]
+)
+def test_the_gateway_cpu_is_last_any_or_a_number(tmp_path, value: str, setting: str) -> None:
+    assert load(write(tmp_path, ""), env={}).gateway.cpu == "last"
+    assert load(write(tmp_path, f"[gateway]\ncpu = {value}"), env={}).gateway.cpu == setting
 
 
 def test_bad_environment_override_is_named(tmp_path) -> None:
