@@ -117,7 +117,9 @@ def _length(raw: bytes) -> int | None:
 
 
 def _first_unprintable(raw: bytes) -> int | None:
-    return next((i for i, byte in enumerate(raw) if not 0x20 <= byte <= 0x7E), None)
+    if raw.isascii() and raw.decode("ascii").isprintable():  # printable ASCII: 0x20-0x7E
+        return None
+    return next(i for i, byte in enumerate(raw) if not 0x20 <= byte <= 0x7E)
 
 
 def _usage_label(usage_tag: str) -> str:
