@@ -296,9 +296,9 @@ class Sender:
     ) -> tuple[int, bytes, Outgoing59 | None]:
         """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
         or built through the module), journal the request as pending (taking its STAN unless
-        it names an earlier request's, as a reversal does) and MAC it, the MAC computed while
-        the disk syncs the pending row. A request that cannot be MACed is closed as never
-        sent."""
+        it names an earlier request's, as a reversal does) and MAC it, the module computing the
+        MAC while the disk syncs the pending row. A request that cannot be encoded is not
+        recorded; one the module cannot MAC is closed as never sent."""
         stages.mark("worker")
         if cls.needs_tusn:
             field_59 = field_59 or self.tusn.outgoing(outgoing, location)

@@ -188,6 +188,30 @@ def test_host_garbage_or_close_becomes_98_and_reversal(tmp_path, fault: str) -> 
     run(scenario())
 
 
+def test_a_request_that_cannot_be_encoded_is_answered_96_and_neither_recorded_nor_sent(
+    tmp_path, mocker
+) -> None:
+    """The request is encoded for the host inside the step that records it, before the sync:
+    an encoding that fails leaves no row (nothing pending to reverse) and sends nothing."""
+    from agent.transaction import macs as macs_module
+    from agent.wire.errors import EncodeError
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            before = len(rig.agent.journal.transactions())
+            mocker.patch.object(
+                macs_module,
+                "encode_for_mac",
+                side_effect=EncodeError("an ans..25 holds 26 characters", 60),
+            )
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "96" and "26 characters" in response.text(63)
+            assert len(rig.agent.journal.transactions()) == before
+            assert rig.host.state()["purchases"] == {}
+
+    run(scenario())
+
+
 def test_host_down_answers_96_and_sends_nothing(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
