@@ -85,10 +85,12 @@ def main() -> None:
     frame = decode_frame(captured)
     assert frame.tpdu is not None and frame.header is not None
     capture_tpdu, capture_header = frame.tpdu, frame.header
+    # built anew: a decoded message would pass every field on in the bytes it came in
+    fresh = Message(frame.message.mti, dict(frame.message.fields))
     results["captured QR 0200"] = {
         "bytes": len(captured),
         "encode_us": per_call_us(
-            lambda m=frame.message: host_frame(encode_message(m), capture_tpdu, capture_header),
+            lambda m=fresh: host_frame(encode_message(m), capture_tpdu, capture_header),
             **timing,
         ),
         "decode_us": per_call_us(lambda: decode_frame(captured), **timing),
@@ -103,7 +105,17 @@ def main() -> None:
         ),
         "decode_us": per_call_us(lambda: decode_frame(purchase_frame, None, acquirer), **timing),
     }
-    worst = max(max(r["encode_us"], r["decode_us"]) for r in results.values())
+    # the host's 0210 as the agent passes it on: decoded, field 64 gone, the app's STAN in 11;
+    # the other fields go out in the bytes they came in (agent.wire.message.Wire)
+    answer = decode_frame(host_frame(encode_message(typical_messages()["0210"]), tpdu, header))
+    for_the_app = Message(answer.message.mti, dict(answer.message.fields), answer.message.wire)
+    for_the_app.fields.pop(64, None)
+    for_the_app.fields[11] = "000777"
+    results["0210 for the app"] = {
+        "bytes": len(encode_message(for_the_app)),
+        "encode_us": per_call_us(lambda: encode_message(for_the_app), **timing),
+    }
+    worst = max(max(r["encode_us"], r.get("decode_us", 0.0)) for r in results.values())
     print_figures(
         "wire",
         {"messages": results, "target_us": TARGET_US, "within_target": worst < TARGET_US},

@@ -21,6 +21,7 @@ def test_wire_benchmark_prints_json() -> None:
     for mti in ("0200", "0210"):
         assert data["messages"][mti]["encode_us"] > 0
         assert data["messages"][mti]["decode_us"] > 0
+    assert data["messages"]["0210 for the app"]["encode_us"] > 0
 
 
 def test_module_benchmark_prints_json() -> None:
