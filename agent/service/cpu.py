@@ -4,7 +4,7 @@ The agent's threads hand each request to one another: from the event loop to a w
 journals it, to the thread that waits for the card module's MAC and back, to the loop that sends
 it. They run Python one at a time (the GIL), so the agent never uses more than one CPU's worth
 of it. Spread over CPUs, each hand-off wakes another CPU, and an idle CPU is slow to wake: on the
-benchmarks' VM the agent added 0.09-0.11 ms less to a purchase on one CPU, with 0.1 ms less CPU
+benchmarks' VM the agent added 0.08-0.11 ms less to a purchase on one CPU, with 0.1 ms less CPU
 (issue 26); an ARM terminal's deep idle states take longer still. "last" is the highest-numbered
 CPU the process may use: the first CPU is the one most devices interrupt (on that VM, on CPU 0
 the gain was nothing), and systemd's ``CPUAffinity=`` or a cpuset narrows the choice.
