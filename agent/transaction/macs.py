@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from agent.host.mux import Exchange
 from agent.keys.family import SlotFamilies
 from agent.wire.frame import HEADER_BYTES, TPDU_BYTES
-from agent.wire.mac import encode_for_mac, encode_with_mac, mac_matches
+from agent.wire.mac import encode_for_mac, mac_matches
 from agent.wire.message import Message, encode_message
 from agent.wire.profile import Profile
 from drivers.module import CardModule, ModuleError, ModuleLinkError, ModuleTimeout
@@ -36,13 +36,12 @@ class Macs:
         """:meth:`encode`, with the module's round trip on the MAC thread and the encoding here:
         the encoding is Python, and on the MAC thread it would hold the GIL against the caller's
         return from its disk sync (issue 26: the sync's 0.3 ms then waited 0.1 ms more)."""
-        if 64 not in message:
+        body, mac = self._up_to_the_mac(message)
+        if mac is None:
             encoded: Future[bytes] = Future()
-            encoded.set_result(encode_message(message, self._profile()))
+            encoded.set_result(body)
             return encoded
-        slot = self._key_slot()
-        body, r = encode_for_mac(message, self._profile(), self.families.of(slot).mac_block)
-        return self._alongside.submit(lambda: body + self.module.mac_from_block(r, slot))
+        return self._alongside.submit(lambda: body + mac())
 
     def close(self) -> None:
         """After a MAC still being computed."""
@@ -50,15 +49,17 @@ class Macs:
 
     def encode(self, message: Message) -> bytes:
         """Encode, with the MAC from the module when field 64 is present."""
+        body, mac = self._up_to_the_mac(message)
+        return body if mac is None else body + mac()
+
+    def _up_to_the_mac(self, message: Message) -> tuple[bytes, Callable[[], bytes] | None]:
+        """``message`` encoded up to its MAC, and the module's round trip that completes it
+        (None for a message without field 64: encoded whole)."""
         if 64 not in message:
-            return encode_message(message, self._profile())
+            return encode_message(message, self._profile()), None
         slot = self._key_slot()
-        block = self.families.of(slot).mac_block
-
-        def mac_of_block(r: bytes) -> bytes:
-            return self.module.mac_from_block(r, slot)
-
-        return encode_with_mac(message, mac_of_block, self._profile(), block)
+        body, r = encode_for_mac(message, self._profile(), self.families.of(slot).mac_block)
+        return body, lambda: self.module.mac_from_block(r, slot)
 
     def _matches(self, body: bytes) -> bool:
         """Whether the MAC of an encoded message (MTI onwards) verifies under the slot's MAK."""
