@@ -37,6 +37,10 @@ class Wire:
     profile: Profile
     fields: Mapping[int, tuple[FieldValue, bytes]]
 
+    def __repr__(self) -> str:
+        # the bytes are card data (PAN, tracks, PIN block): only which fields, never what
+        return f"Wire(profile={self.profile.name!r}, fields={sorted(self.fields)})"
+
 
 @dataclass
 class Message:

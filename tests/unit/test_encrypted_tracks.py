@@ -60,3 +60,17 @@ def test_a_decoded_track_is_checked_again_once_53_changes() -> None:
     decoded.fields[53] = CLEAR_CONTROL
     with pytest.raises(EncodeError, match=r"field 35 \(track 2\): z..37 LL takes digits and '='"):
         encode_message(decoded)
+
+
+def test_the_wire_bytes_a_message_keeps_never_show_in_its_text() -> None:
+    """A decoded message keeps its fields' bytes to pass them on; printed, it shows which
+    fields, never the card number or track inside them."""
+    pan = "6217001234567890123"
+    decoded = decode_message(
+        encode_message(Message("0200", {2: pan, 35: pan + "=2812101", 53: CLEAR_CONTROL}))
+    )
+    assert decoded.wire is not None
+    for text in (repr(decoded.wire), repr(decoded), str(decoded)):
+        assert "7001234567" not in text and "2812101" not in text
+        assert bytes.fromhex("6217001234567890123F")[:8].hex() not in text.lower()
+    assert repr(decoded.wire) == "Wire(profile='cup', fields=[2, 35, 53])"
