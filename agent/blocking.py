@@ -23,9 +23,26 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-_Step = tuple[
-    asyncio.AbstractEventLoop, "asyncio.Future[Any]", contextvars.Context, Callable[..., Any], tuple
-]
+
+
+class Step(asyncio.Future[T]):
+    """A step's outcome on the event loop. It also wakes the caller waiting for it with
+    :func:`patiently` in the loop iteration the outcome arrives in: asyncio runs a future's
+    done callbacks one iteration later, so through one the hand-off back took three iterations
+    (outcome, callback, caller) instead of two (issue 26)."""
+
+    __slots__ = ("waiter",)
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake_waiter(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+_Job = tuple[asyncio.AbstractEventLoop, Step[Any], contextvars.Context, Callable[..., Any], tuple]
 
 
 class Workers:
@@ -36,16 +53,16 @@ class Workers:
     def __init__(self, threads: int, name: str) -> None:
         self._most = threads
         self._name = name
-        self._steps: queue.SimpleQueue[_Step | None] = queue.SimpleQueue()
+        self._steps: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._threads: list[threading.Thread] = []
 
-    def run(self, function: Callable[..., T], /, *args: object) -> asyncio.Future[T]:
+    def run(self, function: Callable[..., T], /, *args: object) -> Step[T]:
         """``function(*args)`` on one of the threads, in a copy of the caller's context (so a
         request's stage marks follow it there), as a future of the running loop. Cancelling
         the future does not stop the step."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: Step[T] = Step(loop=loop)
         self._steps.put((loop, future, contextvars.copy_context(), function, args))
         if not self._idle.acquire(blocking=False) and len(self._threads) < self._most:
             thread = threading.Thread(
@@ -78,14 +95,16 @@ class Workers:
             del future, value
 
 
-def _succeed(future: asyncio.Future[T], result: T) -> None:
+def _succeed(future: Step[T], result: T) -> None:
     if not future.done():  # a caller may have cancelled its future: the step ran all the same
         future.set_result(result)
+        future.wake_waiter()
 
 
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+def _fail(future: Step[Any], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
+        future.wake_waiter()
 
 
 async def patiently(step: asyncio.Future[T], seconds: float) -> T:
@@ -100,12 +119,16 @@ async def patiently(step: asyncio.Future[T], seconds: float) -> T:
                 waiter.set_result(None)
 
         timer = loop.call_later(seconds, wake)
-        step.add_done_callback(wake)
+        step.add_done_callback(wake)  # a step cancelled, or a future of another kind
+        if isinstance(step, Step):
+            step.waiter = waiter
         try:
             await waiter
         finally:
             timer.cancel()
             step.remove_done_callback(wake)
+            if isinstance(step, Step) and step.waiter is waiter:
+                step.waiter = None
         if not step.done():
             raise TimeoutError
     return step.result()
