@@ -16,22 +16,62 @@ from drivers.link import LinkDown
 READ_MAX = 4096  # bytes taken per read: more than any frame of the protocol
 
 
+class FdStream:
+    """A file descriptor: a serial device or pty the driver's port opened, a pty master of the
+    simulator. A descriptor opened non-blocking (pyserial opens ports so) waits for a full
+    output buffer up to ``write_timeout`` seconds (None: as long as it takes)."""
+
+    def __init__(self, fd: int, write_timeout: float | None = None) -> None:
+        self.fd = fd
+        self.write_timeout = write_timeout
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            data = os.read(self.fd, READ_MAX) if ready else None
+        except BlockingIOError:  # readable, then taken by nobody else: nothing after all
+            return b""
+        except (OSError, ValueError) as exc:
+            raise LinkDown(str(exc)) from None
+        if data is None:
+            return b""
+        if not data:  # what a vanished device (USB unplug) or a closed pty does
+            raise LinkDown("the port reports data but has none: device gone")
+        return data
+
+    def write(self, data: bytes) -> None:
+        """All of ``data``."""
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    view = view[os.write(self.fd, view) :]
+                except BlockingIOError:
+                    _, ready, _ = select.select([], [self.fd], [], self.write_timeout)
+                    if not ready:
+                        waited = f"{self.write_timeout} s"
+                        raise LinkDown(f"the port took no byte for {waited}") from None
+        except (OSError, ValueError) as exc:
+            raise LinkDown(str(exc)) from None
+
+
 class SerialStream:
     """A pyserial port: a device, a pty, socket://, loop://, whatever serial_for_url opens.
 
     pyserial opens and configures the port. On a POSIX device or pty (the terminal's line) the
-    bytes then move with one ``select`` and one ``os.read`` or ``os.write`` on its descriptor:
-    pyserial's own read and write build timeout objects, select once more per write and ask
-    the driver for the bytes waiting, about half of the driver's CPU per MAC (issue 26). Other
-    ports (socket://, loop://) have no descriptor and go through pyserial."""
+    bytes then move through its descriptor (:class:`FdStream`): pyserial's own read and write
+    build timeout objects, select once more per write and ask the driver for the bytes
+    waiting, about half of the driver's CPU per MAC (issue 26). Other ports (socket://,
+    loop://) have no descriptor and go through pyserial."""
 
     def __init__(self, port: serial.SerialBase) -> None:
         self.port = port
-        self._fd: int | None = port.fd if isinstance(port, serial.Serial) else None
+        posix = isinstance(port, serial.Serial)
+        self._fd = FdStream(port.fd, port.write_timeout) if posix else None
 
     def read(self, timeout: float) -> bytes:
         if self._fd is not None:
-            return self._read_fd(self._fd, timeout)
+            return self._fd.read(timeout)
         try:
             if self.port.timeout != timeout:
                 self.port.timeout = timeout
@@ -45,64 +85,10 @@ class SerialStream:
 
     def write(self, data: bytes) -> None:
         if self._fd is not None:
-            return self._write_fd(self._fd, data)
+            return self._fd.write(data)
         try:
             self.port.write(data)
         except (serial.SerialException, OSError) as exc:
-            raise LinkDown(str(exc)) from None
-
-    @staticmethod
-    def _read_fd(fd: int, timeout: float) -> bytes:
-        try:
-            ready, _, _ = select.select([fd], [], [], timeout)
-            data = os.read(fd, READ_MAX) if ready else None
-        except BlockingIOError:  # readable, then taken by nobody else: nothing after all
-            return b""
-        except (OSError, ValueError) as exc:
-            raise LinkDown(str(exc)) from None
-        if data is None:
-            return b""
-        if not data:  # what a vanished device (USB unplug) or a closed pty does
-            raise LinkDown("the port reports data but has none: device gone")
-        return data
-
-    def _write_fd(self, fd: int, data: bytes) -> None:
-        """All of ``data``; the descriptor is non-blocking (pyserial opens it so): a full output
-        buffer is waited for up to the port's write timeout."""
-        view = memoryview(data)
-        try:
-            while view:
-                try:
-                    view = view[os.write(fd, view) :]
-                except BlockingIOError:
-                    _, ready, _ = select.select([], [fd], [], self.port.write_timeout)
-                    if not ready:
-                        raise LinkDown(
-                            f"the port took no byte for {self.port.write_timeout} s"
-                        ) from None
-        except (OSError, ValueError) as exc:
-            raise LinkDown(str(exc)) from None
-
-
-class FdStream:
-    """A file descriptor, such as a pty master."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def read(self, timeout: float) -> bytes:
-        try:
-            ready, _, _ = select.select([self.fd], [], [], timeout)
-            return os.read(self.fd, 4096) if ready else b""
-        except (OSError, ValueError) as exc:
-            raise LinkDown(str(exc)) from None
-
-    def write(self, data: bytes) -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except (OSError, ValueError) as exc:
             raise LinkDown(str(exc)) from None
 
 
