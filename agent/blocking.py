@@ -41,6 +41,12 @@ class Step(asyncio.Future[T]):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
+    def cancel(self, msg: Any | None = None) -> bool:
+        cancelled = super().cancel(msg)
+        if cancelled:
+            self.wake_waiter()
+        return cancelled
+
 
 _Job = tuple[asyncio.AbstractEventLoop, Step[Any], contextvars.Context, Callable[..., Any], tuple]
 
@@ -119,16 +125,19 @@ async def patiently(step: asyncio.Future[T], seconds: float) -> T:
                 waiter.set_result(None)
 
         timer = loop.call_later(seconds, wake)
-        step.add_done_callback(wake)  # a step cancelled, or a future of another kind
-        if isinstance(step, Step):
+        direct = isinstance(step, Step) and step.waiter is None
+        if direct:
             step.waiter = waiter
+        else:  # a future of another kind, or a step someone else waits for already
+            step.add_done_callback(wake)
         try:
             await waiter
         finally:
             timer.cancel()
-            step.remove_done_callback(wake)
-            if isinstance(step, Step) and step.waiter is waiter:
+            if direct:
                 step.waiter = None
+            else:
+                step.remove_done_callback(wake)
         if not step.done():
             raise TimeoutError
     return step.result()

@@ -76,15 +76,23 @@ class Link:
     def noise_bytes(self) -> int:
         return self._parser.noise_bytes
 
+    def transmit(self, frame: Frame) -> None:
+        """Put ``frame`` on the line once; :meth:`send` with ``transmitted`` sees it through."""
+        self._write(frame.encode())
+        self.stats.frames_sent += 1
+
     def send(
         self,
         frame: Frame,
         answered: Callable[[Frame], bool] | None = None,
         deadline: float | None = None,
+        *,
+        transmitted: bool = False,
     ) -> None:
         """Send ``frame`` until the peer ACKs it; a received frame for which ``answered`` is true
         also proves delivery (its ACK was lost). Gives up at ``deadline`` (a clock value) or after
-        the retransmits with :class:`NoAck`; a failed stream raises :class:`LinkDown`."""
+        the retransmits with :class:`NoAck`; a failed stream raises :class:`LinkDown`.
+        ``transmitted``: its first transmission is on the line already (:meth:`transmit`)."""
         raw = frame.encode()
         transmissions = naks = 0
         while transmissions <= self.retransmits:
@@ -92,9 +100,10 @@ class Link:
                 break
             if transmissions:
                 self.stats.retransmits += 1
-            self._write(raw)
+            if transmissions or not transmitted:
+                self._write(raw)
+                self.stats.frames_sent += 1
             transmissions += 1
-            self.stats.frames_sent += 1
             reply = self._await_ack(answered, deadline)
             if reply == ACK:
                 return

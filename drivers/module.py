@@ -4,10 +4,14 @@ implement (DESIGN.md section 5). Payload codecs live here once, for drivers and 
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class Command(enum.IntEnum):
@@ -427,6 +431,31 @@ class ModuleSettings:
     baudrate: int = 115200
 
 
+class Outcome(Generic[T]):
+    """What a command run beside the caller's own work gave (:meth:`CardModule.computing_mac`),
+    there once the caller's ``with`` block has ended: its value, or the error it raised."""
+
+    __slots__ = ("_error", "_settled", "_value")
+
+    def __init__(self) -> None:
+        self._settled = False
+        self._error: Exception | None = None
+
+    def settle(self, compute: Callable[[], T]) -> None:
+        try:
+            self._value = compute()
+        except Exception as exc:  # the caller's to see, from result()
+            self._error = exc
+        self._settled = True
+
+    def result(self) -> T:
+        if not self._settled:
+            raise RuntimeError("a command's outcome read before its with block ended")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class CardModule(abc.ABC):
     """What the agent needs from a card module. Keys never leave it: it only reports their KCVs,
     loads keys it decrypts itself, and computes MACs."""
@@ -494,6 +523,17 @@ class CardModule(abc.ABC):
         if algorithm is None:
             raise ValueError(f"R is 8 bytes (DES/3DES) or 16 (SM4), got {len(r)}")
         return self.mac(slot, algorithm, r)
+
+    @contextlib.contextmanager
+    def computing_mac(self, r: bytes, slot: int = 0) -> Iterator[Outcome[bytes]]:
+        """:meth:`mac_from_block` while the caller's ``with`` block runs, its outcome there once
+        the block has ended (whatever happened in it). A driver whose module works on its own,
+        as the serial one does, sends the command as the block begins and reads the answer as
+        it ends: the block's own waiting (the journal's disk sync) and the module's overlap, on
+        one thread. This default computes the MAC once the block has run."""
+        outcome: Outcome[bytes] = Outcome()
+        yield outcome
+        outcome.settle(lambda: self.mac_from_block(r, slot))
 
     def close(self) -> None:  # noqa: B027 - optional for drivers without resources
         """Release the device."""

@@ -7,7 +7,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 import serial
@@ -17,6 +18,7 @@ from drivers.link import ACK_TIMEOUT, QUIET, RETRANSMITS, Link, LinkDown, LinkSt
 from drivers.module import (
     ENCRYPT_WITH_TDK,
     KEY_NUMBERS,
+    MAC_FROM_R,
     PIN_BLOCK_BYTES,
     PIN_MARGIN,
     RESPONSE_BIT,
@@ -31,6 +33,7 @@ from drivers.module import (
     ModuleSettings,
     ModuleStatusError,
     ModuleTimeout,
+    Outcome,
     PinFormat,
     Status,
     TmkLoad,
@@ -84,6 +87,18 @@ def _no_delay(port: serial.SerialBase) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+@dataclass
+class _Started:
+    """A command whose request went on the line (``request``; None when the line was closed or
+    would not take it: then it starts over) and whose answer nobody has read yet."""
+
+    command: Command
+    data: bytes
+    request: Frame | None
+    finish: Callable[[bytes], bytes]  # the response DATA (status first) to the command's value
+    outcome: Outcome[bytes]
+
+
 class SerialCardModule(CardModule):
     """A card module behind ``url``: ``/dev/ttyS1``, a pty path, ``socket://host:port``...
 
@@ -112,7 +127,8 @@ class SerialCardModule(CardModule):
         self._clock = clock
         self._port: serial.SerialBase | None = None
         self._link: Link | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # taken through _line()
+        self._started: _Started | None = None  # see computing_mac
         self._pin_entries: set[int] = set()  # SEQs of PIN entries waiting for the keypad
         self._pin_answers: dict[int, Frame] = {}  # their answers, read by another command
         # A random first SEQ: a restarted agent must not hit the module's replay of its last SEQ.
@@ -154,12 +170,17 @@ class SerialCardModule(CardModule):
     def _drop_port(self) -> None:
         port, self._port, self._link = self._port, None, None
         if port is not None:
+            # pyserial 3.5's socket:// close() skips closing its socket when the shutdown before
+            # it fails, as it does once the peer has gone: the descriptor would leak
+            sock = getattr(port, "_socket", None)
             # a vanished device may fail to close; there is nothing left to release then
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
+            if isinstance(sock, socket.socket):
+                sock.close()
 
     def close(self) -> None:
-        with self._lock:
+        with self._line():
             self._drop_port()
 
     def __enter__(self) -> SerialCardModule:
@@ -170,22 +191,57 @@ class SerialCardModule(CardModule):
 
     # ------------------------------------------------------------------------------- exchange
 
+    @contextlib.contextmanager
+    def _line(self) -> Iterator[None]:
+        """The line to oneself. A command started beside its caller's work (computing_mac) and
+        not read yet is read first, its outcome kept for it: its caller may be held up (a
+        frozen disk) and the line is never lent with an answer or an ACK still on it."""
+        with self._lock:
+            started, self._started = self._started, None
+            if started is not None:
+                started.outcome.settle(
+                    lambda: started.finish(
+                        self._busy_retried(started.command, started.data, started.request)
+                    )
+                )
+            yield
+
+    def _start(self, command: Command, data: bytes) -> Frame | None:
+        """The first transmission of a new request, if the line is open and takes it."""
+        link = self._link
+        if link is None:
+            return None
+        request = Frame(self._next_seq(), command, data)
+        try:
+            link.transmit(request)
+        except LinkDown:
+            self._drop_port()
+            return None
+        return request
+
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFF
         return self._seq
 
-    def _transact(self, command: Command, data: bytes) -> bytes:
-        """One request/response with a fresh SEQ; returns the response DATA (status first)."""
+    def _transact(self, command: Command, data: bytes, started: Frame | None = None) -> bytes:
+        """One request/response with a fresh SEQ, or ``started``'s (its first transmission on
+        the line already); returns the response DATA (status first)."""
         budget = self.timeouts[command]
         deadline = self._clock() + budget
-        request = Frame(self._next_seq(), command, data)
+        request = started or Frame(self._next_seq(), command, data)
+        transmitted = started is not None
 
         is_response = self._response_to(request)
         lost: str | None = None
         while self._clock() < deadline:
             link = self._connected(deadline)
             try:
-                link.send(request, answered=is_response, deadline=deadline)
+                try:
+                    link.send(
+                        request, answered=is_response, deadline=deadline, transmitted=transmitted
+                    )
+                finally:
+                    transmitted = False  # what goes out again (a new port, a new SEQ) is sent
                 wait = min(deadline - self._clock(), RESEND_AFTER)
                 response = link.receive(
                     max(wait, 0.0), wanted=is_response, abandoned_after=ANSWER_GIVEN_UP_AFTER
@@ -248,13 +304,17 @@ class SerialCardModule(CardModule):
         """The response DATA (status first), asking again while the module is busy."""
         if command is Command.PIN_BLOCK:
             return self._pin_entry(data)
-        with self._lock:
-            for attempt in range(BUSY_RETRIES + 1):
-                payload = self._transact(command, data)
-                if payload[:1] == bytes([Status.BUSY]) and attempt < BUSY_RETRIES:
-                    time.sleep(BUSY_BACKOFF * (attempt + 1))
-                    continue
-                return payload
+        with self._line():
+            return self._busy_retried(command, data)
+
+    def _busy_retried(self, command: Command, data: bytes, started: Frame | None = None) -> bytes:
+        """:meth:`_transact`, asking again while the module is busy; on the line."""
+        for attempt in range(BUSY_RETRIES + 1):
+            payload = self._transact(command, data, started if attempt == 0 else None)
+            if payload[:1] == bytes([Status.BUSY]) and attempt < BUSY_RETRIES:
+                time.sleep(BUSY_BACKOFF * (attempt + 1))
+                continue
+            return payload
         raise AssertionError("unreachable: the last attempt returns")
 
     def _command(self, command: Command, data: bytes = b"") -> bytes:
@@ -265,7 +325,7 @@ class SerialCardModule(CardModule):
         """PIN_BLOCK: sent and acknowledged under the lock, then its answer awaited in short
         slices with the line free between them (a MAC must not wait for a cardholder)."""
         keypad = data[-1] if len(data) >= 2 else 0
-        with self._lock:
+        with self._line():
             request = Frame(self._next_seq(), Command.PIN_BLOCK, data)
             is_response = self._response_to(request)
             ack_by = self._clock() + self.timeouts[Command.PIN_BLOCK]
@@ -290,7 +350,7 @@ class SerialCardModule(CardModule):
 
         try:
             while self._clock() < deadline:
-                with self._lock:
+                with self._line():
                     answer = self._pin_answers.pop(request.seq, None)
                     if answer is None:
                         if self._link is not link:
@@ -309,7 +369,7 @@ class SerialCardModule(CardModule):
                     return answer.data
                 time.sleep(PIN_YIELD)  # another command waiting for the line takes it now
         finally:
-            with self._lock:
+            with self._line():
                 self._pin_entries.discard(request.seq)
                 self._pin_answers.pop(request.seq, None)
         raise ModuleTimeout(
@@ -341,10 +401,32 @@ class SerialCardModule(CardModule):
         self._command(Command.LOAD_TMK, encode_load_tmk(TmkLoad(slot, family, ciphertext, kcv)))
 
     def mac(self, slot: int, algorithm: MacAlgorithm, data: bytes) -> bytes:
-        mac = self._command(Command.MAC, bytes([slot, algorithm]) + data)
+        return self._mac_value(self._run(Command.MAC, bytes([slot, algorithm]) + data))
+
+    def _mac_value(self, payload: bytes) -> bytes:
+        mac = self._checked(Command.MAC, payload)
         if len(mac) != 8:
             raise ModuleProtocolError(f"MAC response carries {len(mac)} data bytes, expected 8")
         return mac
+
+    @contextlib.contextmanager
+    def computing_mac(self, r: bytes, slot: int = 0) -> Iterator[Outcome[bytes]]:
+        """The MAC command goes on the line as the block begins and its answer is read as it
+        ends, on the caller's thread; meanwhile the line is free: whoever takes it first reads
+        the answer and keeps it here (see :meth:`_line`)."""
+        algorithm = MAC_FROM_R.get(len(r))
+        if algorithm is None:
+            raise ValueError(f"R is 8 bytes (DES/3DES) or 16 (SM4), got {len(r)}")
+        data = bytes([slot, algorithm]) + r
+        outcome: Outcome[bytes] = Outcome()
+        with self._line():
+            request = self._start(Command.MAC, data)
+            self._started = _Started(Command.MAC, data, request, self._mac_value, outcome)
+        try:
+            yield outcome
+        finally:
+            with self._line():  # reads the answer, unless another command has
+                pass
 
     def pin_block(
         self, slot: int, pan12: str, timeout: int, *, format: PinFormat = PinFormat.ISO_FORMAT_0
@@ -385,7 +467,7 @@ class SerialCardModule(CardModule):
         """A SEQ for a frame put on the line from outside (``agent module check``), taken from
         the driver's own sequence: its next request never repeats it, so the module never
         answers that request from the outsider's response."""
-        with self._lock:
+        with self._line():
             return self._next_seq()
 
     def raw_exchange(
@@ -394,7 +476,7 @@ class SerialCardModule(CardModule):
         """Write ``raw`` on the line as it is (noise, a damaged frame, a repeated SEQ) and return
         what the module sends back, frames ACKed, until an event for which ``until`` is true or
         ``timeout`` seconds. Between the driver's own commands, which wait for it."""
-        with self._lock:
+        with self._line():
             deadline = self._clock() + timeout
             stream = self._connected(deadline).stream
             parser = FrameParser()

@@ -87,7 +87,6 @@ class Agent:
         macs = Macs(
             self.module, lambda: settings().module.key_slot, lambda: settings().wire.profile
         )
-        close(asyncio.to_thread, macs.close)
         deferred = DeferredWrites(journal)
         self.reversals = reversals = ReversalSender(
             journal,

@@ -4,9 +4,9 @@ the agent only computes R). R's block is the slot's family's: 8 bytes for DES/3D
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 
 from agent.host.mux import Exchange
 from agent.keys.family import SlotFamilies
@@ -28,38 +28,31 @@ class Macs:
         self.families = SlotFamilies(module)  # the sign-in forgets them: the TMK may change
         self._key_slot = key_slot
         self._profile = profile
-        # A request's MAC comes from the module here while the journal syncs its pending row:
-        # the module and the disk are different devices, so neither waits for the other.
-        self._alongside = ThreadPoolExecutor(1, thread_name_prefix="pos-agent-mac")
 
-    def encode_alongside(self, message: Message) -> Future[bytes]:
-        """:meth:`encode`, with the module's round trip on the MAC thread and the encoding here:
-        the encoding is Python, and on the MAC thread it would hold the GIL against the caller's
-        return from its disk sync (issue 26: the sync's 0.3 ms then waited 0.1 ms more)."""
-        body, mac = self._up_to_the_mac(message)
-        if mac is None:
-            encoded: Future[bytes] = Future()
-            encoded.set_result(body)
-            return encoded
-        return self._alongside.submit(lambda: body + mac())
-
-    def close(self) -> None:
-        """After a MAC still being computed."""
-        self._alongside.shutdown(wait=True)
+    @contextlib.contextmanager
+    def encoding(self, message: Message) -> Iterator[Callable[[], bytes]]:
+        """``message`` encoded, with its MAC from the module when field 64 is present: what the
+        callable given returns once the caller's ``with`` block has ended (or it raises the
+        module's error). The encoding is done first, here; the module computes the MAC while
+        the block runs (the journal syncing the request's pending row: the disk and the module
+        are different devices, so neither waits for the other), on this thread (issue 26:
+        through a thread of its own, the hand-offs and the GIL cost more than the overlap gave
+        back)."""
+        profile = self._profile()
+        if 64 not in message:
+            body = encode_message(message, profile)
+            yield lambda: body
+            return
+        slot = self._key_slot()
+        body, r = encode_for_mac(message, profile, self.families.of(slot).mac_block)
+        with self.module.computing_mac(r, slot) as mac:
+            yield lambda: body + mac.result()
 
     def encode(self, message: Message) -> bytes:
         """Encode, with the MAC from the module when field 64 is present."""
-        body, mac = self._up_to_the_mac(message)
-        return body if mac is None else body + mac()
-
-    def _up_to_the_mac(self, message: Message) -> tuple[bytes, Callable[[], bytes] | None]:
-        """``message`` encoded up to its MAC, and the module's round trip that completes it
-        (None for a message without field 64: encoded whole)."""
-        if 64 not in message:
-            return encode_message(message, self._profile()), None
-        slot = self._key_slot()
-        body, r = encode_for_mac(message, self._profile(), self.families.of(slot).mac_block)
-        return body, lambda: self.module.mac_from_block(r, slot)
+        with self.encoding(message) as encoded:
+            pass
+        return encoded()
 
     def _matches(self, body: bytes) -> bool:
         """Whether the MAC of an encoded message (MTI onwards) verifies under the slot's MAK."""

@@ -10,9 +10,9 @@ the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from agent import stages
@@ -297,8 +297,8 @@ class Sender:
         """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
         or built through the module), journal the request as pending (taking its STAN unless
         it names an earlier request's, as a reversal does) and MAC it, the module computing the
-        MAC while the disk syncs the pending row. A request that cannot be encoded is not
-        recorded; one the module cannot MAC is closed as never sent."""
+        MAC while the disk syncs the pending row (:meth:`Macs.encoding`). A request that cannot
+        be encoded is not recorded; one the module cannot MAC is closed as never sent."""
         stages.mark("worker")
         if cls.needs_tusn:
             field_59 = field_59 or self.tusn.outgoing(outgoing, location)
@@ -312,29 +312,30 @@ class Sender:
             sm4_pin_into_62(outgoing)
         stages.mark("field-59")
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
-        mac: Future[bytes] | None = None
+        encoded: Callable[[], bytes] | None = None
+        with contextlib.ExitStack() as macs:
 
-        def mac_while_the_disk_syncs() -> None:
-            nonlocal mac
-            mac = self.macs.encode_alongside(outgoing)
+            def mac_while_the_disk_syncs() -> None:
+                nonlocal encoded
+                encoded = macs.enter_context(self.macs.encoding(outgoing))
 
-        transaction = self.journal.begin(
-            outgoing,
-            financial=financial,
-            assign_stan=not cls.refers_by_stan,
-            app_stan=app_stan,
-            replay_key=key,
-            before_sync=mac_while_the_disk_syncs,
-        )
-        if app_stan is not None:
-            self.stan_map.recorded(app_stan)
-        stages.mark("journal-pending")
-        assert mac is not None  # begin calls it before it returns
+            transaction = self.journal.begin(
+                outgoing,
+                financial=financial,
+                assign_stan=not cls.refers_by_stan,
+                app_stan=app_stan,
+                replay_key=key,
+                before_sync=mac_while_the_disk_syncs,
+            )
+            if app_stan is not None:
+                self.stan_map.recorded(app_stan)
+            stages.mark("journal-pending")
+        assert encoded is not None  # begin calls it before it returns
         try:
-            encoded = mac.result()
+            frame = encoded()
             stages.mark("mac")
-            return transaction, encoded, field_59
-        except (ModuleError, WireError) as exc:
+            return transaction, frame, field_59
+        except ModuleError as exc:
             self.journal.finish(transaction, "not-sent", detail=str(exc))
             raise
 

@@ -1,6 +1,7 @@
 """App -> gateway -> host simulator over real sockets, with the module simulator on a real pty."""
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -50,44 +51,35 @@ def test_purchase_approved_with_the_apps_stan(tmp_path) -> None:
 
 
 def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocker) -> None:
-    """The module and the disk are different devices: the MAC of a sale starts once its STAN is
-    taken, before the journal's sync of the pending row, and the request leaves after both. The
-    encoding (Python) is done before the sync; only the module's round trip is on the MAC
-    thread, where it would otherwise hold the GIL against the sync's return."""
-    from agent.transaction import macs as macs_module
+    """The module and the disk are different devices: the MAC command of a sale goes to the
+    module once its STAN is taken and its row written, before the journal's sync of that row,
+    and its answer is read after the sync, on the same thread (no hand-off to another); the
+    request leaves after both."""
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            journal, macs = rig.agent.journal, rig.agent.sender.macs
-            started_in_the_sync, threads = [], {}
-            encode_alongside = macs.encode_alongside
+            journal, module = rig.agent.journal, rig.agent.sender.macs.module
+            seen = []
+            computing_mac = module.computing_mac
 
-            def spy(message: Message):
-                started_in_the_sync.append((message.text(11), journal._db.in_transaction))
-                return encode_alongside(message)
+            @contextlib.contextmanager
+            def spy(r, slot=0):
+                thread = threading.current_thread().name
+                with computing_mac(r, slot) as mac:
+                    seen.append(("started", thread, journal._db.in_transaction))
+                    yield mac
+                seen.append(("read", threading.current_thread().name, journal._db.in_transaction))
 
-            def on_thread(name, real):
-                def called(*args, **kwargs):
-                    threads.setdefault(name, []).append(threading.current_thread().name)
-                    return real(*args, **kwargs)
-
-                return called
-
-            mocker.patch.object(macs, "encode_alongside", side_effect=spy)
-            mocker.patch.object(
-                macs_module, "encode_for_mac", on_thread("encoding", macs_module.encode_for_mac)
-            )
-            mocker.patch.object(
-                macs.module, "mac_from_block", on_thread("module", macs.module.mac_from_block)
-            )
+            mocker.patch.object(module, "computing_mac", side_effect=spy)
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
-            [(stan, in_the_sync)] = started_in_the_sync
-            assert in_the_sync
-            # the request's MAC (the answer's is checked on the worker that closes the row)
-            assert threads["module"][0].startswith("pos-agent-mac")
-            assert not threads["encoding"][0].startswith("pos-agent-mac")
+            # the request's MAC; the answer's is checked on the worker that closes the row
+            (started, thread, in_the_row), (read, same_thread, after_the_sync) = seen[:2]
+            assert (started, in_the_row) == ("started", True)
+            assert (read, after_the_sync) == ("read", False)
+            assert thread == same_thread and thread.startswith("pos-agent-worker")
             [key] = rig.host.state()["purchases"]  # TID/batch/STAN
-            assert key.endswith(f"/{stan}")
+            [sale] = [t for t in journal.transactions() if t["mti"] == "0200"]
+            assert key.endswith(f"/{sale['stan']}")
 
     run(scenario())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -133,3 +134,34 @@ def test_close_waits_for_the_steps_asked_before() -> None:
     workers.close()
     assert taken == [1, 2]
     assert not [t for t in threading.enumerate() if t.name.startswith("closing-worker_")]
+
+
+def test_a_cancelled_step_wakes_its_patient_caller_at_once(workers) -> None:
+    """Cancelling the future (not the step) ends the caller's wait then, not at its patience."""
+    release = threading.Event()
+
+    async def main() -> float:
+        step = workers.run(lambda: release.wait(5) and 1)
+        caller = asyncio.create_task(patiently(step, 10))
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        step.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        release.set()
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 5
+
+
+def test_two_callers_waiting_for_one_step_both_get_its_outcome(workers) -> None:
+    release = threading.Event()
+
+    async def main() -> list[int]:
+        step = workers.run(lambda: release.wait(5) and 9)
+        callers = [asyncio.create_task(patiently(step, 10)) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        release.set()
+        return list(await asyncio.gather(*callers))
+
+    assert asyncio.run(main()) == [9, 9]
