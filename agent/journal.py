@@ -221,6 +221,26 @@ def _summary(message: Message) -> str:
     return json.dumps({"mti": message.mti, "fields": masked_fields(message)}, ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """A host's response as the journal keeps it (masked), its code, and the app's answer kept
+    for a replay: made ahead of the durable step, on any thread (while the module checks the
+    response's MAC)."""
+
+    code: str | None
+    response: str
+    answer: str | None
+
+    @classmethod
+    def of(cls, response: Message, answer: Message | None = None) -> Rendered:
+        code = response.text(39) if 39 in response else None
+        kept = _replayable(answer) if answer is not None else None
+        return cls(code, _summary(response), kept)
+
+    def without_answer(self) -> Rendered:
+        return Rendered(self.code, self.response, None)
+
+
 def _replayable(answer: Message) -> str:
     """An answer without card data, as JSON; text values start with ``=``, binary (hex) ``#``."""
     kept = {n: v for n, v in answer.fields.items() if n not in NOT_REPLAYED}
@@ -642,15 +662,19 @@ class Journal:
         self,
         transaction_id: int,
         state: str,
-        response: Message | None = None,
+        response: Message | Rendered | None = None,
         detail: str = "",
         reversal_reason: str | None = None,
         answer: Message | None = None,
     ) -> int | None:
         """Close a pending transaction; with ``reversal_reason`` queue its reversal in the same
-        durable step. ``answer`` is what the app gets, kept (without card data) for a replay.
-        Returns the reversal id, if one was queued."""
-        code = response.text(39) if response is not None and 39 in response else None
+        durable step. ``answer`` is what the app gets, kept (without card data) for a replay;
+        a ``response`` rendered ahead carries its own. Returns the reversal id, if one was
+        queued."""
+        if isinstance(response, Message):
+            response = Rendered.of(response, answer)
+        elif answer is not None:
+            raise TypeError("a rendered response carries its answer")
         with self._write() as db:
             reversal = None
             db.execute(
@@ -659,10 +683,10 @@ class Journal:
                 (
                     state,
                     self._clock(),
-                    _summary(response) if response is not None else None,
-                    code,
+                    response.response if response is not None else None,
+                    response.code if response is not None else None,
                     detail,
-                    _replayable(answer) if answer is not None else None,
+                    response.answer if response is not None else None,
                     transaction_id,
                 ),
             )

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from agent.host.mux import Exchange
 from agent.keys.family import SlotFamilies
 from agent.wire.frame import HEADER_BYTES, TPDU_BYTES
-from agent.wire.mac import encode_for_mac, mac_matches
+from agent.wire.mac import MAC_BYTES, encode_for_mac, mab, mac_block, same_bytes
 from agent.wire.message import Message, encode_message
 from agent.wire.profile import Profile
-from drivers.module import CardModule, ModuleError, ModuleLinkError, ModuleTimeout
+from drivers.module import CardModule, ModuleError, ModuleLinkError, ModuleTimeout, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,11 @@ class Macs:
     def _matches(self, body: bytes) -> bool:
         """Whether the MAC of an encoded message (MTI onwards) verifies under the slot's MAK."""
         slot = self._key_slot()
-        block = self.families.of(slot).mac_block
-        return mac_matches(body, lambda r: self.module.mac_from_block(r, slot), block)
+        return _carries(body, self.module.mac_from_block(self._r(body, slot), slot))
+
+    def _r(self, body: bytes, slot: int) -> bytes:
+        """R of an encoded message's MAB, on the slot family's block (DESIGN.md section 4)."""
+        return mac_block(mab(body), self.families.of(slot).mac_block)
 
     def authentic(self, exchange: Exchange) -> bool:
         """Whether a response carries a MAC that verifies under the session's MAK (an answer
@@ -76,22 +79,56 @@ class Macs:
         """An approval of a MACed request must carry a good MAC. A decline moves no money, and
         the declines that matter most come from a host that lost our session or keys (97, A0):
         they carry no MAC, or one under keys we no longer share."""
+        with self.checking(outgoing, exchange, approved) as verdict:
+            pass
+        return verdict()
+
+    @contextlib.contextmanager
+    def checking(
+        self, outgoing: Message, exchange: Exchange, approved: bool
+    ) -> Iterator[Callable[[], bool]]:
+        """:meth:`response_ok`, the module checking the MAC while the caller's ``with`` block
+        runs (the journal's row for the answer is made meanwhile): the verdict is what the
+        callable given returns once the block has ended."""
         if 64 not in outgoing or not approved:
-            return True
+            yield lambda: True
+            return
         if 64 not in exchange.frame.message:
-            return False
+            yield lambda: False
+            return
         body = exchange.raw[TPDU_BYTES + HEADER_BYTES :]
+        slot = self._key_slot()
+        try:
+            r = self._r(body, slot)
+        except ModuleError as exc:
+            unknown: ModuleError | None = exc  # the slot's family: no round trip to start
+        else:
+            unknown = None
+        if unknown is not None:
+            yield lambda: self._verdict(body, unknown)
+            return
+        with self.module.computing_mac(r, slot) as mac:
+            yield lambda: self._verdict(body, mac)
+
+    def _verdict(self, body: bytes, first: Outcome[bytes] | ModuleError) -> bool:
         # An approval is at stake: a line that lost a round (noise, a slow module) gets one more
         # command before the approval is taken for unverifiable and reversed.
-        for last in (False, True):
-            try:
-                return self._matches(body)
-            except (ModuleLinkError, ModuleTimeout) as exc:
-                if last:
-                    log.error("cannot check the response MAC: %s", exc)
-                    return False
-                log.warning("response MAC check: %s; asking the module once more", exc)
-            except ModuleError as exc:
-                log.error("cannot check the response MAC: %s", exc)
-                return False
-        raise AssertionError("unreachable: the last round returns")
+        try:
+            if isinstance(first, ModuleError):
+                raise first
+            return _carries(body, first.result())
+        except (ModuleLinkError, ModuleTimeout) as exc:
+            log.warning("response MAC check: %s; asking the module once more", exc)
+        except ModuleError as exc:
+            log.error("cannot check the response MAC: %s", exc)
+            return False
+        try:
+            return self._matches(body)
+        except ModuleError as exc:
+            log.error("cannot check the response MAC: %s", exc)
+            return False
+
+
+def _carries(body: bytes, mac: bytes) -> bool:
+    """Whether an encoded message's field 64 (its last 8 bytes) is ``mac``."""
+    return same_bytes(mac, body[-MAC_BYTES:])

@@ -20,7 +20,7 @@ from agent.blocking import Workers, patiently
 from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
-from agent.journal import SALE_PATIENCE, Journal, JournalError
+from agent.journal import SALE_PATIENCE, Journal, JournalError, Rendered
 from agent.keys.family import RULES
 from agent.keys.tmk_download import TagLoader
 from agent.registration.a2 import Outgoing59, TusnSource
@@ -437,18 +437,20 @@ class Sender:
         stages.mark("worker-2")
         response = exchange.frame.message
         code = response.text(39, "")
-        mac_ok = self.macs.response_ok(outgoing, exchange, codes.approved(code))
+        with self.macs.checking(outgoing, exchange, codes.approved(code)) as verdict:
+            rendered = Rendered.of(response, answer)  # while the module checks the MAC
+        mac_ok = verdict()
         stages.mark("mac-check")
         if not mac_ok:
             self.journal.finish(
                 transaction,
                 "mac-failed",
-                response,
+                rendered.without_answer(),
                 detail="response MAC does not match",
                 reversal_reason="A0" if cls.reversible else None,
             )
             return False
-        self.journal.finish(transaction, "completed", response, answer=answer)
+        self.journal.finish(transaction, "completed", rendered)
         stages.mark("journal-outcome")
         original = outgoing.get(61)
         if cls.voids and codes.approved(code) and isinstance(original, str):

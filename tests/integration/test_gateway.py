@@ -54,7 +54,8 @@ def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocke
     """The module and the disk are different devices: the MAC command of a sale goes to the
     module once its STAN is taken and its row written, before the journal's sync of that row,
     and its answer is read after the sync, on the same thread (no hand-off to another); the
-    request leaves after both."""
+    request leaves after both. The answer's MAC is checked while its journal row is made."""
+    from agent.transaction import sender
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
@@ -70,13 +71,21 @@ def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocke
                     yield mac
                 seen.append(("read", threading.current_thread().name, journal._db.in_transaction))
 
+            rendered = sender.Rendered.of
+
+            def render(*args):
+                seen.append(("rendered", threading.current_thread().name, False))
+                return rendered(*args)
+
             mocker.patch.object(module, "computing_mac", side_effect=spy)
+            mocker.patch.object(sender.Rendered, "of", side_effect=render)
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             # the request's MAC; the answer's is checked on the worker that closes the row
             (started, thread, in_the_row), (read, same_thread, after_the_sync) = seen[:2]
             assert (started, in_the_row) == ("started", True)
             assert (read, after_the_sync) == ("read", False)
             assert thread == same_thread and thread.startswith("pos-agent-worker")
+            assert [step for step, _, _ in seen[2:]] == ["started", "rendered", "read"]
             [key] = rig.host.state()["purchases"]  # TID/batch/STAN
             [sale] = [t for t in journal.transactions() if t["mti"] == "0200"]
             assert key.endswith(f"/{sale['stan']}")
