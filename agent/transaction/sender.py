@@ -35,7 +35,8 @@ from agent.transaction.stats import GatewayStats
 from agent.wire import codes, field59
 from agent.wire.builders import MAC_PLACEHOLDER, Terminal, response_to, with_batch
 from agent.wire.errors import DecodeError, WireError
-from agent.wire.message import Message
+from agent.wire.message import Message, encode_message
+from agent.wire.profile import Profile
 from drivers.module import KeyFamily, ModuleError
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class Attempt:
     # field 59 as it went to the host, for a class that carries A2 (DESIGN.md section 17): a
     # retry after recovery carries it unchanged
     field_59: Outgoing59 | None = None
+    # ``answer`` encoded under that profile, made while the module checked the host's MAC (None
+    # when it could not be: the app's side encodes it and says why)
+    for_app: tuple[Profile, bytes] | None = None
 
     @property
     def a2(self) -> A2Sent | None:
@@ -354,7 +358,7 @@ class Sender:
             self._close_checked, outgoing, transaction, exchange, cls, answer
         )
         try:
-            mac_ok = await patiently(closing, SALE_PATIENCE)
+            mac_ok, for_app = await patiently(closing, SALE_PATIENCE)
             stages.mark("closed")
             self.reversals.settled(transaction)
         except TimeoutError:
@@ -377,7 +381,7 @@ class Sender:
                 self.reversals.waiting.set()
             reason = "response MAC wrong; reversal queued"
             return Attempt(self.local(request, "A0", reason), None)
-        return Attempt(answer, exchange, transaction if financial else None, field_59)
+        return Attempt(answer, exchange, transaction if financial else None, field_59, for_app)
 
     def _unrecorded_answer(self, transaction: int, exchange: Exchange, financial: bool) -> None:
         """The app must not see an approval the journal does not have. The row stays pending
@@ -398,7 +402,7 @@ class Sender:
 
     def _recorded_too_late(
         self,
-        closing: asyncio.Future[bool],
+        closing: asyncio.Future[tuple[bool, tuple[Profile, bytes] | None]],
         transaction: int,
         exchange: Exchange,
         financial: bool,
@@ -430,15 +434,17 @@ class Sender:
         exchange: Exchange,
         cls: MessageClass,
         answer: Message,
-    ) -> bool:
+    ) -> tuple[bool, tuple[Profile, bytes] | None]:
         """In a worker thread: check the response MAC and close the transaction durably, with a
         reversal (A0) queued if the MAC is wrong, or with the app's answer kept for a replay.
-        Returns whether the MAC was right."""
+        While the module checks, the journal row and the app's answer (encoded) are made.
+        Returns whether the MAC was right, and that encoded answer."""
         stages.mark("worker-2")
         response = exchange.frame.message
         code = response.text(39, "")
         with self.macs.checking(outgoing, exchange, codes.approved(code)) as verdict:
-            rendered = Rendered.of(response, answer)  # while the module checks the MAC
+            rendered = Rendered.of(response, answer)
+            for_app = self._for_app(answer)
         mac_ok = verdict()
         stages.mark("mac-check")
         if not mac_ok:
@@ -449,13 +455,20 @@ class Sender:
                 detail="response MAC does not match",
                 reversal_reason="A0" if cls.reversible else None,
             )
-            return False
+            return False, None
         self.journal.finish(transaction, "completed", rendered)
         stages.mark("journal-outcome")
         original = outgoing.get(61)
         if cls.voids and codes.approved(code) and isinstance(original, str):
             self.journal.no_longer_replayable(original[6:12], original[:6], "voided")
-        return True
+        return True, for_app
+
+    def _for_app(self, answer: Message) -> tuple[Profile, bytes] | None:
+        profile = self._config().wire.profile
+        try:
+            return profile, encode_message(answer, profile)
+        except WireError:  # the app's side encodes it again, and answers 96 with the reason
+            return None
 
     def _prepare(self, request: Message, cls: MessageClass, references: dict[int, str]) -> Message:
         fields = dict(request.fields)

@@ -121,9 +121,19 @@ class WrapMode:
             return unreadable(frame, str(exc))
         return encode_message(local_answer(request, "96", f"agent error: {reason}"))
 
-    def _encode(self, request: Message, answer: Message, profile: Profile) -> tuple[bytes, bool]:
+    def _encode(
+        self,
+        request: Message,
+        answer: Message,
+        profile: Profile,
+        ready: tuple[Profile, bytes] | None = None,
+    ) -> tuple[bytes, bool]:
         """``answer`` for the app, and ``True``; or, for a host answer the app's profile cannot
-        carry, a 96 with the reason, and ``False``: the app is not told what the host said."""
+        carry, a 96 with the reason, and ``False``: the app is not told what the host said.
+        ``ready``: ``answer`` encoded already, under the profile named (a reload may have come
+        between)."""
+        if ready is not None and ready[0] is profile:
+            return ready[1], True
         try:
             return encode_message(answer, profile), True
         except WireError as exc:
@@ -159,7 +169,7 @@ class WrapMode:
             stages.mark("admitted")  # not a replay, not held, its app STAN's turn
             attempt = await self._send(request)
             # an approval that cannot be encoded for the app never reaches it: it is reversed
-            frame, told = self._encode(request, attempt.answer, profile)
+            frame, told = self._encode(request, attempt.answer, profile, attempt.for_app)
             stages.mark("encoded")
         except BaseException:
             release()

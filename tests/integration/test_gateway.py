@@ -54,8 +54,9 @@ def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocke
     """The module and the disk are different devices: the MAC command of a sale goes to the
     module once its STAN is taken and its row written, before the journal's sync of that row,
     and its answer is read after the sync, on the same thread (no hand-off to another); the
-    request leaves after both. The answer's MAC is checked while its journal row is made."""
-    from agent.transaction import sender
+    request leaves after both. The answer's MAC is checked while its journal row is made and
+    the app's answer encoded (the event loop does not encode it again)."""
+    from agent.transaction import sender, wrap
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
@@ -77,15 +78,24 @@ def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocke
                 seen.append(("rendered", threading.current_thread().name, False))
                 return rendered(*args)
 
+            encode_message = sender.encode_message
+
+            def encode(*args):
+                seen.append(("encoded", threading.current_thread().name, False))
+                return encode_message(*args)
+
             mocker.patch.object(module, "computing_mac", side_effect=spy)
             mocker.patch.object(sender.Rendered, "of", side_effect=render)
+            mocker.patch.object(sender, "encode_message", side_effect=encode)
+            on_the_loop = mocker.spy(wrap, "encode_message")
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert on_the_loop.call_count == 0
             # the request's MAC; the answer's is checked on the worker that closes the row
             (started, thread, in_the_row), (read, same_thread, after_the_sync) = seen[:2]
             assert (started, in_the_row) == ("started", True)
             assert (read, after_the_sync) == ("read", False)
             assert thread == same_thread and thread.startswith("pos-agent-worker")
-            assert [step for step, _, _ in seen[2:]] == ["started", "rendered", "read"]
+            assert [step for step, _, _ in seen[2:]] == ["started", "rendered", "encoded", "read"]
             [key] = rig.host.state()["purchases"]  # TID/batch/STAN
             [sale] = [t for t in journal.transactions() if t["mti"] == "0200"]
             assert key.endswith(f"/{sale['stan']}")
