@@ -575,7 +575,7 @@ def test_the_agents_threads_run_on_the_cpu_gateway_cpu_names(
     try:
         assert pay(tmp_path / "agent.sock").text(39) == "00"
         threads = _cpus_of_threads(agent.process.pid)
-        assert len(threads) >= 3  # the loop, a worker, the MAC thread, the journal's...
+        assert len(threads) >= 3  # the loop, a worker, the journal's...
         allowed = os.sched_getaffinity(0)
         assert set(threads.values()) == {expected(allowed)}, threads
     finally:
