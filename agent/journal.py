@@ -619,9 +619,7 @@ class Journal:
                 message.fields[11] = f"{self._allocate_stan(db):06d}"
             transaction = self._pending(db, message, financial, app_stan, replay_key)
             if before_sync is not None:
-                # here, not before the row: the work's own Python then runs while the sync
-                # waits on the disk (without the GIL), not against the row's
-                before_sync()
+                before_sync()  # after the row: started before it, the MAC came no sooner
             return transaction
 
     def begin_numbered(self, build: Callable[[int, int], Message]) -> tuple[Message, int]:

@@ -86,8 +86,10 @@ class StanMap:
         self.journal = journal
         self.reversals = reversals
         self._replay_window = replay_window
-        # answers withdrawn while the journal could not record their reversal yet (full disk)
-        self._withdrawn: set[int] = set()
+        # answers withdrawn while the journal could not record their reversal yet (full disk):
+        # transaction -> when (monotonic), in that order; forgotten once out of the window,
+        # where no repetition can reach them
+        self._withdrawn: dict[int, float] = {}
         # app STAN -> when a request of it was last recorded (monotonic): a STAN not in it
         # cannot be a repetition, and needs no look into the journal (a thread hop on every
         # sale's path). Complete from _complete_since on: before it (further back than the
@@ -152,7 +154,12 @@ class StanMap:
     def withdraw(self, transaction: int) -> None:
         """The answer to ``transaction`` is being reversed: never replayed, whatever the
         journal still says."""
-        self._withdrawn.add(transaction)
+        now = time.monotonic()
+        self._withdrawn.pop(transaction, None)
+        self._withdrawn[transaction] = now
+        cutoff = now - self._replay_window()
+        while (oldest := next(iter(self._withdrawn.items())))[1] < cutoff:
+            del self._withdrawn[oldest[0]]
 
     def key(self, request: Message, terminal: Terminal) -> str:
         return replay_key(request, terminal, self.journal.replay_secret)
