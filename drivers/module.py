@@ -105,6 +105,16 @@ MAC_FAMILY = {
 }
 # The keyed step from R by the size of R (8: DES/3DES, 16: SM4): the size says the family.
 MAC_FROM_R = {8: MacAlgorithm.CUP_ECB_FROM_R, 16: MacAlgorithm.SM4_FROM_R}
+
+
+def mac_from_r(r: bytes) -> MacAlgorithm:
+    """The algorithm of the keyed step from ``r``, by its size."""
+    algorithm = MAC_FROM_R.get(len(r))
+    if algorithm is None:
+        raise ValueError(f"R is 8 bytes (DES/3DES) or 16 (SM4), got {len(r)}")
+    return algorithm
+
+
 PIN_FORMAT_FAMILY = {PinFormat.ISO_FORMAT_0: KeyFamily.DES, PinFormat.SM4: KeyFamily.SM4}
 PIN_BLOCK_BYTES = {PinFormat.ISO_FORMAT_0: 8, PinFormat.SM4: 16}
 
@@ -519,10 +529,7 @@ class CardModule(abc.ABC):
     def mac_from_block(self, r: bytes, slot: int = 0) -> bytes:
         """The keyed step of the CUP ECB MAC from R: the ``BlockMac`` of :mod:`agent.wire.mac`.
         An 8-byte R is DES/3DES's (``0x81``), a 16-byte one SM4's (``0x83``)."""
-        algorithm = MAC_FROM_R.get(len(r))
-        if algorithm is None:
-            raise ValueError(f"R is 8 bytes (DES/3DES) or 16 (SM4), got {len(r)}")
-        return self.mac(slot, algorithm, r)
+        return self.mac(slot, mac_from_r(r), r)
 
     @contextlib.contextmanager
     def computing_mac(self, r: bytes, slot: int = 0) -> Iterator[Outcome[bytes]]:

@@ -18,7 +18,6 @@ from drivers.link import ACK_TIMEOUT, QUIET, RETRANSMITS, Link, LinkDown, LinkSt
 from drivers.module import (
     ENCRYPT_WITH_TDK,
     KEY_NUMBERS,
-    MAC_FROM_R,
     PIN_BLOCK_BYTES,
     PIN_MARGIN,
     RESPONSE_BIT,
@@ -45,6 +44,7 @@ from drivers.module import (
     encode_load_tmk,
     encode_pin_request,
     encode_tusn_request,
+    mac_from_r,
 )
 from drivers.streams import SerialStream
 
@@ -414,10 +414,7 @@ class SerialCardModule(CardModule):
         """The MAC command goes on the line as the block begins and its answer is read as it
         ends, on the caller's thread; meanwhile the line is free: whoever takes it first reads
         the answer and keeps it here (see :meth:`_line`)."""
-        algorithm = MAC_FROM_R.get(len(r))
-        if algorithm is None:
-            raise ValueError(f"R is 8 bytes (DES/3DES) or 16 (SM4), got {len(r)}")
-        data = bytes([slot, algorithm]) + r
+        data = bytes([slot, mac_from_r(r)]) + r
         outcome: Outcome[bytes] = Outcome()
         with self._line():
             request = self._start(Command.MAC, data)
