@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.wire.builders import response_mti
 from agent.wire.frame import Frame
@@ -25,7 +25,7 @@ class Exchange:
     endpoint (HOST:PORT) it came from."""
 
     frame: Frame
-    raw: bytes
+    raw: bytes = field(repr=False)  # card data inside: never printed
     endpoint: str = ""
 
 

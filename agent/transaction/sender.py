@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent import stages
 from agent.blocking import Workers, patiently
@@ -61,7 +61,7 @@ class Attempt:
     field_59: Outgoing59 | None = None
     # ``answer`` encoded under that profile, made while the module checked the host's MAC (None
     # when it could not be: the app's side encodes it and says why)
-    for_app: tuple[Profile, bytes] | None = None
+    for_app: tuple[Profile, bytes] | None = field(default=None, repr=False)  # card data inside
 
     @property
     def a2(self) -> A2Sent | None:

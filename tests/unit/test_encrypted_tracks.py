@@ -74,3 +74,20 @@ def test_the_wire_bytes_a_message_keeps_never_show_in_its_text() -> None:
         assert "7001234567" not in text and "2812101" not in text
         assert bytes.fromhex("6217001234567890123F")[:8].hex() not in text.lower()
     assert repr(decoded.wire) == "Wire(profile='cup', fields=[2, 35, 53])"
+
+
+def test_a_host_answer_and_the_apps_encoded_answer_never_show_in_an_attempts_text() -> None:
+    """What the gateway carries between its steps (the host's frame as received, the app's
+    answer encoded ahead) holds card data: printed, neither shows."""
+    from agent.host.mux import Exchange
+    from agent.transaction.sender import Attempt
+    from agent.wire.frame import Frame, Layout
+    from agent.wire.profile import CUP
+
+    pan = "6217001234567890123"
+    answer = Message("0210", {2: pan, 39: "00"})
+    encoded = encode_message(answer)
+    exchange = Exchange(Frame(Layout.BARE, answer), encoded, "127.0.0.1:1")
+    attempt = Attempt(answer, exchange, 1, None, (CUP, encoded))
+    for text in (repr(exchange), repr(attempt), str(attempt)):
+        assert "7001234567" not in text and encoded.hex() not in text and repr(encoded) not in text
