@@ -315,7 +315,11 @@ def soak(
             ))  # fmt: skip
             for thread in threads:
                 thread.start()
-            time.sleep(seconds)
+            # the first half fills what is bounded (the replay window's 120 s of requests, the
+            # threads' malloc arenas): the second half's growth is what would go on
+            time.sleep(seconds / 2)
+            middle = rss_mb(pid)
+            time.sleep(seconds / 2)
             stop.set()
             for thread in threads:
                 thread.join(30)
@@ -383,9 +387,11 @@ def soak(
         "rss_mb": {
             "idle": round(idle_rss, 1),
             f"start_after_{WARM_UP}_purchases": round(start["rss_mb"], 1),
+            "halfway": round(middle, 1),
             "end": round(end["rss_mb"], 1),
         },
         "rss_growth_mb": round(end["rss_mb"] - start["rss_mb"], 2),
+        "rss_growth_second_half_mb": round(end["rss_mb"] - middle, 2),
         "fds": {"start": start["fds"], "end": end["fds"]},
         "agent_alive": alive,
     }

@@ -70,6 +70,7 @@ def test_soak_prints_json_and_loses_nothing() -> None:
     assert data["transactions"] > 0 and data["agent_alive"]
     assert (data["lost"], data["duplicated"], data["approved_then_reversed"]) == (0, 0, 0)
     assert data["reversals_still_queued"] == 0
+    assert data["rss_mb"]["halfway"] > 0 and "rss_growth_second_half_mb" in data
 
 
 def test_the_runner_lists_every_benchmark() -> None:
