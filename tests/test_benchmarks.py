@@ -39,8 +39,6 @@ def test_gateway_benchmark_prints_json() -> None:
     assert data["module_pin_block_ms"] > 0
     assert data["tps_direct"] > 0 and data["tps_through_agent"] > 0
     assert data["module_serial_ms_per_purchase"] > 0
-    rounds = data["module_mac_round_trip_ms"]
-    assert rounds["in_the_purchases_cadence"] > 0 and rounds["back_to_back"] > 0
     assert data["journal_sync_ms_per_purchase"] > 0
 
 
