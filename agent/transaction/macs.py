@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from agent.host.mux import Exchange
 from agent.keys.family import SlotFamilies
 from agent.wire.frame import HEADER_BYTES, TPDU_BYTES
-from agent.wire.mac import MAC_BYTES, encode_for_mac, mab, mac_block, same_bytes
+from agent.wire.mac import carries_mac, encode_for_mac, mab, mac_block, mac_matches
 from agent.wire.message import Message, encode_message
 from agent.wire.profile import Profile
 from drivers.module import CardModule, ModuleError, ModuleLinkError, ModuleTimeout, Outcome
@@ -57,7 +57,8 @@ class Macs:
     def _matches(self, body: bytes) -> bool:
         """Whether the MAC of an encoded message (MTI onwards) verifies under the slot's MAK."""
         slot = self._key_slot()
-        return _carries(body, self.module.mac_from_block(self._r(body, slot), slot))
+        block = self.families.of(slot).mac_block
+        return mac_matches(body, lambda r: self.module.mac_from_block(r, slot), block)
 
     def _r(self, body: bytes, slot: int) -> bytes:
         """R of an encoded message's MAB, on the slot family's block (DESIGN.md section 4)."""
@@ -116,7 +117,7 @@ class Macs:
         try:
             if isinstance(first, ModuleError):
                 raise first
-            return _carries(body, first.result())
+            return carries_mac(body, first.result())
         except (ModuleLinkError, ModuleTimeout) as exc:
             log.warning("response MAC check: %s; asking the module once more", exc)
         except ModuleError as exc:
@@ -127,8 +128,3 @@ class Macs:
         except ModuleError as exc:
             log.error("cannot check the response MAC: %s", exc)
             return False
-
-
-def _carries(body: bytes, mac: bytes) -> bool:
-    """Whether an encoded message's field 64 (its last 8 bytes) is ``mac``."""
-    return same_bytes(mac, body[-MAC_BYTES:])

@@ -87,8 +87,12 @@ def encode_for_mac(
 
 def mac_matches(encoded_message: bytes, mac_of_block: BlockMac, block: int = BLOCK) -> bool:
     """Whether field 64 of an encoded message is the MAC of the rest (R on ``block`` bytes)."""
-    expected = mac_of_block(mac_block(mab(encoded_message), block))
-    return same_bytes(expected, encoded_message[-MAC_BYTES:])
+    return carries_mac(encoded_message, mac_of_block(mac_block(mab(encoded_message), block)))
+
+
+def carries_mac(encoded_message: bytes, mac: bytes) -> bool:
+    """Whether field 64 of an encoded message (its last 8 bytes) is ``mac``."""
+    return same_bytes(mac, encoded_message[-MAC_BYTES:])
 
 
 def same_bytes(a: bytes, b: bytes) -> bool:
