@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent import damaged
+from agent import damaged, stages
 from agent.blocking import patiently
 from agent.wire import codes, field59
 from agent.wire.mask import masked_fields
@@ -620,6 +620,7 @@ class Journal:
             transaction = self._pending(db, message, financial, app_stan, replay_key)
             if before_sync is not None:
                 before_sync()  # after the row: started before it, the MAC came no sooner
+            stages.mark("pending-row")  # what is left is the commit: the disk's sync
             return transaction
 
     def begin_numbered(self, build: Callable[[int, int], Message]) -> tuple[Message, int]:
@@ -690,6 +691,7 @@ class Journal:
             )
             if reversal_reason is not None:
                 reversal = self._queue_reversal(db, transaction_id, reversal_reason)
+            stages.mark("outcome-row")
         if reversal is not None:
             self._queued += 1
         return reversal

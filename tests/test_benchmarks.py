@@ -40,6 +40,11 @@ def test_gateway_benchmark_prints_json() -> None:
     assert data["tps_direct"] > 0 and data["tps_through_agent"] > 0
     assert data["module_serial_ms_per_purchase"] > 0
     assert data["journal_sync_ms_per_purchase"] > 0
+    # the two commits as the agent met them: its stage trace marks where each row ends
+    assert data["journal_commits_in_the_run_ms"] > 0
+    assert {"pending-row", "pending-synced", "outcome-row", "outcome-synced"} <= set(
+        data["stages"]["stages_us"]
+    )
 
 
 def test_recovery_benchmark_prints_json() -> None:

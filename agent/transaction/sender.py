@@ -333,7 +333,7 @@ class Sender:
             )
             if app_stan is not None:
                 self.stan_map.recorded(app_stan)
-            stages.mark("journal-pending")
+            stages.mark("pending-synced")
         assert encoded is not None  # begin calls it before it returns
         try:
             frame = encoded()
@@ -457,7 +457,7 @@ class Sender:
             )
             return False, None
         self.journal.finish(transaction, "completed", rendered)
-        stages.mark("journal-outcome")
+        stages.mark("outcome-synced")
         original = outgoing.get(61)
         if cls.voids and codes.approved(code) and isinstance(original, str):
             self.journal.no_longer_replayable(original[6:12], original[:6], "voided")
