@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -262,6 +264,37 @@ def limit_cpu(pid: int, percent: int) -> Path:
     return group
 
 
+# What keeps a CPU from going idle without taking any time from real work: SCHED_IDLE runs only
+# when nothing else on that CPU can.
+SPINNER = (
+    "import os, sys\n"
+    "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
+    "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+    "while True:\n"
+    "    pass\n"
+)
+
+
+@contextlib.contextmanager
+def cpus_kept_awake() -> Iterator[None]:
+    """Every CPU kept from idling by a spinner of the lowest priority: what a machine whose idle
+    CPUs poll instead of halting gives (a KVM guest with halt-polling, a terminal's shallow idle
+    state). A VM's vCPU that halts leaves its core to the hypervisor, and the work that wakes it
+    comes back to cold caches on what may be another core: the difference between the two runs
+    is that cost, not the agent's."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", SPINNER, str(cpu)])
+        for cpu in sorted(os.sched_getaffinity(0))
+    ]
+    try:
+        time.sleep(0.2)  # started and spinning
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 def measure(count: int, clients: int, cpu_percent: int = 0) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
@@ -374,9 +407,18 @@ def main() -> None:
         metavar="PERCENT",
         help="also run with the agent limited to PERCENT %% of one core (needs root)",
     )
+    parser.add_argument(
+        "--awake",
+        action="store_true",
+        help="also run with every CPU kept from idling (a lowest-priority spinner on each): "
+        "what waking an idle vCPU costs, apart from the agent",
+    )
     args = parser.parse_args()
     count = 100 if args.quick else args.count
     figures = measure(count, args.clients)
+    if args.awake:
+        with cpus_kept_awake():
+            figures["cpus_kept_awake"] = measure(count, args.clients)
     if args.cpu_quota:
         figures["at_cpu_quota"] = {
             "percent_of_one_core": args.cpu_quota,

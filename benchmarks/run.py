@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ("wire", [], ["--quick"]),
     ("module", [], ["--quick"]),
-    ("gateway", ["--count", "1000"], ["--quick"]),
+    ("gateway", ["--count", "1000", "--awake"], ["--quick", "--awake"]),
     ("recovery", [], ["--quick"]),
     ("footprint", [], ["--quick"]),
     ("soak", ["--seconds", "60"], ["--seconds", "10"]),
@@ -78,6 +78,8 @@ HEADLINES = [
      lambda f: f"{f['bytes_to_module_per_mac']:.0f} / {f['bytes_from_module_per_mac']:.0f}"),
     ("gateway", "added ms p50 / p99, excl. module",
      lambda f: "{p50} / {p99}".format(**f["added_ms_excluding_module"])),
+    ("gateway", "added ms p50, excl. module, CPUs kept awake",
+     lambda f: f["cpus_kept_awake"]["added_ms_excluding_module"]["p50"]),
     ("gateway", "purchases per s, direct / through the agent",
      lambda f: f"{f['tps_direct']} / {f['tps_through_agent']}"),
     ("recovery", "97 to approved retry, excl. host round trips, ms p50",

@@ -8,9 +8,9 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def run_quick(name: str) -> dict:
+def run_quick(name: str, *options: str) -> dict:
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), "--quick"],
+        [sys.executable, str(BENCHMARKS / name), "--quick", *options],
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     return json.loads(result.stdout)
@@ -33,7 +33,7 @@ def test_module_benchmark_prints_json() -> None:
 
 
 def test_gateway_benchmark_prints_json() -> None:
-    data = run_quick("gateway.py")
+    data = run_quick("gateway.py", "--awake")
     for path in ("direct_ms", "through_agent_ms", "pin_purchase_through_agent_ms"):
         assert 0 < data[path]["p50"] <= data[path]["p99"]
     assert data["module_pin_block_ms"] > 0
@@ -45,6 +45,10 @@ def test_gateway_benchmark_prints_json() -> None:
     assert {"pending-row", "pending-synced", "outcome-row", "outcome-synced"} <= set(
         data["stages"]["stages_us"]
     )
+    # the same run with every CPU kept from idling, and its spinners gone after it
+    assert data["cpus_kept_awake"]["through_agent_ms"]["p50"] > 0
+    spinners = subprocess.run(["pgrep", "-f", "SCHED_IDLE"], capture_output=True, text=True)
+    assert spinners.stdout == ""
 
 
 def test_recovery_benchmark_prints_json() -> None:
