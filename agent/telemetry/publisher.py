@@ -36,7 +36,7 @@ from agent.journal import Journal, JournalError
 from agent.telemetry import mqtt as connection
 from agent.telemetry.ids import HighWater
 from agent.telemetry.mqtt import mqtt  # paho's client, imported as that module says
-from agent.telemetry.state import Topics, iso, offline
+from agent.telemetry.state import COMMAND_ID_MAX, Topics, iso, offline
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +321,11 @@ class Publisher:
         command_id = self.topics.command_id(topic)
         if command_id is not None and self._on_command is not None:
             self._on_command(command_id, bytes(message.payload))
+        elif topic.startswith(self.topics.command_head):  # subscribed: an id not taken
+            log.warning(
+                "an operator command ignored: its id is not up to %d letters, digits and ._:- "
+                "(topic %s)", COMMAND_ID_MAX, ascii(topic[:200])
+            )  # fmt: skip
         elif topic == self.topics.incident(self.acquirer.get("host", "")):
             self._on_incident(bytes(message.payload))
 

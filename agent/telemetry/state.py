@@ -12,6 +12,12 @@ from agent.config import Config
 from agent.version import VERSION as __version__
 
 STATES = ("registered", "recovering", "unregistered", "offline")
+# An operator command's id, the topic's <id>: what `agent fleet send` makes (32 hex digits) and
+# what another operator tool would (a UUID, a counter), at most 64 of these characters. Any other
+# id is neither carried out nor answered: it would go as it is into the result's topic, the
+# journal, the log and a technician's terminal (a megabyte, an escape sequence, a newline).
+COMMAND_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+COMMAND_ID_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,17 @@ class Topics:
         return f"{self.prefix}/{self.serial}/cmd/+"
 
     def command_id(self, topic: str) -> str | None:
-        """The ``<id>`` of a command topic of this terminal; None for any other topic."""
-        head = f"{self.prefix}/{self.serial}/cmd/"
-        rest = topic[len(head) :] if topic.startswith(head) else ""
-        return rest if rest and "/" not in rest else None
+        """The ``<id>`` of a command topic of this terminal; None for any other topic, and for
+        a command whose id is not one (:data:`COMMAND_ID_CHARS`, :data:`COMMAND_ID_MAX`)."""
+        rest = topic[len(self.command_head) :] if topic.startswith(self.command_head) else ""
+        if not rest or len(rest) > COMMAND_ID_MAX or not COMMAND_ID_CHARS.issuperset(rest):
+            return None
+        return rest
+
+    @property
+    def command_head(self) -> str:
+        """What the topic of every command to this terminal starts with."""
+        return f"{self.prefix}/{self.serial}/cmd/"
 
     def result(self, command_id: str) -> str:
         return f"{self.prefix}/{self.serial}/cmd/{command_id}/result"

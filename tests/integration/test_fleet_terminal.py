@@ -217,6 +217,11 @@ def test_commands_over_tls_are_carried_out_refused_and_journalled(tmp_path, simu
         assert not again["ok"] and "received before" in again["detail"]
         unknown = operator.result(operator.send("shell", {"run": "reboot"}))
         assert not unknown["ok"] and "unknown command" in unknown["detail"]
+        # an id the agent would have to put as it is into a topic, the journal and the log
+        ignored = operator.send("journal", {"count": 1}, command_id="two words " + "z" * 60)
+        wait_for(lambda: "an operator command ignored" in (tmp_path / "agent.log").read_text(),
+                 10, "the agent's refusal to take the command")  # fmt: skip
+        assert ignored not in operator.results
         limited = operator.result(operator.send("journal", {"count": 1}))
         assert not limited["ok"] and "commands a minute" in limited["detail"]
     finally:

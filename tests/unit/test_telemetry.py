@@ -159,6 +159,11 @@ def test_topics_are_keyed_by_the_serial_and_commands_are_told_apart() -> None:
     assert topics.command_id("pos/SIM1/cmd/abc") == "abc"
     assert topics.command_id("pos/SIM1/cmd/abc/result") is None
     assert topics.command_id("pos/SIM2/cmd/abc") is None
+    assert topics.command_id("pos/SIM1/cmd/8c1f0e4a-7b2d-4d3e-9f10-aa55cc33ee77") is not None
+    # an id that would go into a topic, the journal and a terminal as it is: not a command
+    assert topics.command_id("pos/SIM1/cmd/" + "a" * 64) == "a" * 64
+    for bad in ("a" * 65, "x\x1b[2Jy", "two words", "line\nbreak", "é", ""):
+        assert topics.command_id(f"pos/SIM1/cmd/{bad}") is None, bad
     assert topics.incident("10.0.0.5:5000") == "pos/incidents/10.0.0.5:5000"
 
 
