@@ -416,3 +416,77 @@ def test_numbering_a_request_finds_its_stan_by_index(tmp_path) -> None:
     plan = journal._db.execute(f"EXPLAIN QUERY PLAN {STAN_OPEN}", ("000001",)).fetchall()
     journal.close()
     assert any("USING INDEX transactions_stan" in row[-1] for row in plan), plan
+
+
+def _events_on_disk(path: Path) -> list[str]:
+    """The events' kinds as another process would read them (no waiting for the journal)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [kind for (kind,) in db.execute("SELECT kind FROM events ORDER BY id")]
+
+
+def test_a_noted_event_goes_in_with_the_next_commit(tmp_path, monkeypatch) -> None:
+    """A PIN entry's line and the purchase after it: one commit, one disk sync (issue 26)."""
+    monkeypatch.setattr("agent.journal.NOTE_DELAY", 60.0)  # only a commit can take it
+    journal = Journal(tmp_path / "journal.sqlite3")
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    journal.note("pin-entry", pan="********0123", outcome="served")
+    transaction = journal.begin(purchase(), financial=True, assign_stan=True)
+    assert _events_on_disk(journal.path) == ["pin-entry"]
+    assert statements.count("COMMIT") == 1
+    journal.finish(transaction, "completed")
+    journal.close()  # it does not wait for the delay either
+    assert _events_on_disk(journal.path) == ["pin-entry"]
+
+
+def test_a_noted_event_no_commit_takes_is_written_alone(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("agent.journal.NOTE_DELAY", 0.05)
+    journal = Journal(tmp_path / "journal.sqlite3")
+    journal.note("command", id="c1", cmd="selftest", outcome="done")
+    journal._thread.submit(int).result(timeout=10)  # the writer's turn on the journal's thread
+    assert _events_on_disk(journal.path) == ["command"]
+    journal.close()
+
+
+def test_the_journals_thread_does_not_wait_for_a_noted_event(tmp_path, monkeypatch) -> None:
+    """A step asked of the journal's thread (a status, a reversal) goes at once; a reader sees
+    what was noted before it looked."""
+    monkeypatch.setattr("agent.journal.NOTE_DELAY", 3600.0)
+    journal = Journal(tmp_path / "journal.sqlite3")
+    journal.note("light-check", check="clock")
+    done = []
+    journal.later(done.append, "step")
+    journal._thread.submit(int).result(timeout=10)  # not an hour
+    assert done == ["step"] and _events_on_disk(journal.path) == ["light-check"]
+    journal.note("replayed", app_stan="000001")
+    assert [e["kind"] for e in journal.events()] == ["light-check", "replayed"]
+    journal.close()
+
+
+def test_a_noted_event_outlives_a_commit_that_failed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("agent.journal.NOTE_DELAY", 3600.0)
+    journal = Journal(tmp_path / "journal.sqlite3")
+    journal.note("pin-entry", outcome="served")
+    with pytest.raises(RuntimeError), journal._write():
+        raise RuntimeError("the step failed after its notes were taken")
+    assert _events_on_disk(journal.path) == []
+    journal.event("signed-in", scheme="des")
+    assert _events_on_disk(journal.path) == ["pin-entry", "signed-in"]
+    journal.close()
+
+
+def test_noted_events_wait_bounded_for_a_full_disk(tiny_disk: Path, monkeypatch) -> None:
+    monkeypatch.setattr("agent.journal.NOTE_DELAY", 3600.0)
+    monkeypatch.setattr("agent.journal.NOTES_KEPT", 3)
+    journal = Journal(tiny_disk / "journal.sqlite3")
+    fill_disk(tiny_disk)
+    for n in range(5):
+        journal.note("pin-entry", n=n)
+    with pytest.raises(JournalError, match="disk is full"):
+        for _ in range(1000):  # until SQLite's cache must go to the disk
+            journal.event("filler", text=uuid.uuid4().hex * 50)
+    (tiny_disk / "filler").unlink()
+    journal.close()  # writes what it kept
+    with contextlib.closing(Journal(tiny_disk / "journal.sqlite3")) as reopened:
+        kept = [e["n"] for e in reopened.events() if "n" in e]
+    assert kept == [2, 3, 4]  # the newest, once the disk took writes again
