@@ -258,6 +258,20 @@ def _replayable(answer: Message) -> str:
     return json.dumps({"mti": answer.mti, "fields": fields}, ensure_ascii=False)
 
 
+@dataclass(frozen=True)
+class Note:
+    """An event noted for the record (:meth:`Journal.note`), its detail rendered already."""
+
+    at: float
+    kind: str
+    detail: dict[str, Any]
+    text: str
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, ensure_ascii=False, sort_keys=True)
+
+
 def _unrecorded(future: Future[object]) -> None:
     if (exc := future.exception()) is not None:
         log.error("journal: a step not waited for failed: %s", exc)
@@ -299,9 +313,9 @@ class Journal:
         self._lock = threading.RLock()
         self._thread: ThreadPoolExecutor | None = None
         self._thread_id: int | None = None
-        # noted events not written yet (time, kind, detail), and their writer on the journal's
-        # thread: asked for (it waits NOTE_DELAY for a commit to take them), told to hurry
-        self._notes: list[tuple[float, str, dict[str, Any]]] = []
+        # noted events not written yet, and their writer on the journal's thread: asked for
+        # (it waits NOTE_DELAY for a commit to take them), told to hurry
+        self._notes: list[Note] = []
         self._notes_changed = threading.Condition()
         self._note_writer_asked = False
         self._note_writer_hurried = False
@@ -419,8 +433,13 @@ class Journal:
         sale the line comes before: a PIN entry's purchase), or, when none comes within
         :data:`NOTE_DELAY`, in a commit of its own on the journal's thread. Its time is when it
         was noted, not when it was written."""
+        try:  # rendered now: a detail that is not JSON must not fail the commit it goes in
+            note = Note(self._clock(), kind, detail, _detail_text(detail))
+        except (TypeError, ValueError) as exc:
+            log.error("journal %s: event %s not noted: %s", self.path, kind, exc)
+            return
         with self._notes_changed:
-            self._notes.append((self._clock(), kind, detail))
+            self._notes.append(note)
             self._keep_notes_bounded()
             ask, self._note_writer_asked = not self._note_writer_asked, True
         if ask:
@@ -456,7 +475,7 @@ class Journal:
             with self._write():
                 pass
 
-    def _take_notes(self) -> list[tuple[float, str, dict[str, Any]]]:
+    def _take_notes(self) -> list[Note]:
         if not self._notes:  # the sales' path: one look at an empty list
             return []
         with self._notes_changed:
@@ -464,7 +483,7 @@ class Journal:
             self._notes_changed.notify_all()  # a writer waiting for them has nothing to do
         return notes
 
-    def _keep_notes(self, notes: list[tuple[float, str, dict[str, Any]]]) -> None:
+    def _keep_notes(self, notes: list[Note]) -> None:
         """Notes a commit took and could not write: first in line again (the next commit, or
         the writer the next note asks for, writes them)."""
         if notes:
@@ -585,13 +604,13 @@ class Journal:
         if self.read_only:
             raise JournalError(f"journal {self.path} is open read-only (a technician's look)")
         with self._lock:
-            notes: list[tuple[float, str, dict[str, Any]]] = []
+            notes: list[Note] = []
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 notes = self._take_notes()  # what was noted goes in with this commit
                 try:
-                    for at, kind, detail in notes:
-                        self._event(self._db, kind, at=at, **detail)
+                    for note in notes:
+                        self._insert_event(self._db, note)
                     yield self._db
                 except BaseException:
                     kept, notes = notes, []
@@ -1168,20 +1187,15 @@ class Journal:
         return rows[0][0] if rows else None
 
     def event(self, kind: str, **detail: Any) -> None:
-        self._event_at(self._clock(), kind, detail)
-
-    def _event_at(self, at: float, kind: str, detail: dict[str, Any]) -> None:
         with self._write() as db:
-            self._event(db, kind, at=at, **detail)
+            self._event(db, kind, **detail)
 
-    def _event(
-        self, db: sqlite3.Connection, kind: str, *, at: float | None = None, **detail: Any
-    ) -> None:
-        at = self._clock() if at is None else at
-        db.execute(
-            "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
-            (at, kind, json.dumps(detail, ensure_ascii=False, sort_keys=True)),
-        )
+    def _event(self, db: sqlite3.Connection, kind: str, **detail: Any) -> None:
+        self._insert_event(db, Note(self._clock(), kind, detail, _detail_text(detail)))
+
+    def _insert_event(self, db: sqlite3.Connection, event: Note) -> None:
+        at, kind, detail = event.at, event.kind, event.detail
+        db.execute("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", (at, kind, event.text))
         forwarded = None
         if self._forward is not None:
             try:

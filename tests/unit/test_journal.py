@@ -490,3 +490,15 @@ def test_noted_events_wait_bounded_for_a_full_disk(tiny_disk: Path, monkeypatch)
     with contextlib.closing(Journal(tiny_disk / "journal.sqlite3")) as reopened:
         kept = [e["n"] for e in reopened.events() if "n" in e]
     assert kept == [2, 3, 4]  # the newest, once the disk took writes again
+
+
+def test_a_note_that_is_not_json_costs_no_commit_its_place(tmp_path, monkeypatch) -> None:
+    """It is refused when noted (logged), not found out by the sale it would go in with."""
+    monkeypatch.setattr("agent.journal.NOTE_DELAY", 3600.0)
+    journal = Journal(tmp_path / "journal.sqlite3")
+    journal.note("pin-entry", peer=object())
+    journal.note("pin-entry", outcome="served")
+    transaction = journal.begin(purchase(), financial=True, assign_stan=True)
+    journal.finish(transaction, "completed")
+    assert _events_on_disk(journal.path) == ["pin-entry"]
+    journal.close()
