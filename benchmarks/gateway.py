@@ -266,11 +266,13 @@ def limit_cpu(pid: int, percent: int) -> Path:
 
 # What keeps a CPU from going idle without taking any time from real work: SCHED_IDLE runs only
 # when nothing else on that CPU can.
+# It ends with the benchmark, even one killed: then it has another parent.
 SPINNER = (
     "import os, sys\n"
     "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
     "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
-    "while True:\n"
+    "parent = os.getppid()\n"
+    "while os.getppid() == parent:\n"
     "    pass\n"
 )
 
