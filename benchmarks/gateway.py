@@ -227,10 +227,11 @@ def journal_commits_ms(breakdown: dict[str, object]) -> float:
     the outcome rows: SQLite's page writes and the disk's sync), in ms: the disk costs more in
     the purchases' cadence than back to back (a device idle for a millisecond is slower to
     sync), and this is what the agent met."""
-    stages_us = breakdown.get("stages_us", {})
+    stages_us = breakdown["stages_us"]
     assert isinstance(stages_us, dict)
-    synced = [stages_us.get(name, {}).get("p50") for name in ("pending-synced", "outcome-synced")]
-    return round(sum(synced) / 1000, 3) if None not in synced else float("nan")
+    return round(
+        sum(stages_us[name]["p50"] for name in ("pending-synced", "outcome-synced")) / 1000, 3
+    )
 
 
 def stage_times(workdir: Path) -> dict[str, object]:
@@ -265,8 +266,8 @@ def limit_cpu(pid: int, percent: int) -> Path:
 
 
 # What keeps a CPU from going idle without taking any time from real work: SCHED_IDLE runs only
-# when nothing else on that CPU can.
-# It ends with the benchmark, even one killed: then it has another parent.
+# when nothing else on that CPU can. It ends with the benchmark, even one killed (it then has
+# another parent).
 SPINNER = (
     "import os, sys\n"
     "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
