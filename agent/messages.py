@@ -700,6 +700,197 @@ CATALOGUE: dict[str, Entry] = {
             "请向收单机构确认终端是否开通此交易类型",
         ),
     ),
+    # ------------------------------------------- the agent's own answers (field 63, section 4)
+    "request.format": Entry(
+        meaning=Text(
+            "the payment app's message does not decode under the wire profile (a bad bitmap, "
+            "length or value): answered 30, nothing was sent",
+            "收款应用的报文无法按报文格式配置解析（位图、长度或取值错误）：已应答 30，未上送",
+        ),
+        action=Text(
+            "have the payment app fixed; `agent decode HEX` shows where the message breaks",
+            "请收款应用厂商修正；`agent decode HEX` 可显示报文出错的位置",
+        ),
+    ),
+    "request.unclassified": Entry(
+        meaning=Text(
+            "the request fits no message class the agent knows (by MTI, processing code, 25 and "
+            "60): answered 30, never sent",
+            "请求不属于本程序已知的任何交易类型（按消息类型、处理码、25 域和 60 域判断）："
+            "已应答 30，未上送",
+        ),
+        action=Text(
+            "have the payment app send the transaction as CUP defines it; the answer's field 63 "
+            "names the fields the agent read",
+            "请收款应用按银联规范发送该交易；应答 63 域列出了本程序读取的各域",
+        ),
+    ),
+    "request.agent-error": Entry(
+        meaning=Text(
+            "answering the request failed inside the agent (a fault in the agent): answered 96",
+            "本程序处理该请求时内部出错（本程序的缺陷）：已应答 96",
+        ),
+        action=Text(
+            "report it with the log lines of that moment and the agent's version "
+            "(`agent --version`)",
+            "将当时的日志和版本号（`agent --version`）报告给供应商",
+        ),
+    ),
+    "request.not-encodable": Entry(
+        meaning=Text(
+            "the request cannot be encoded for the host under the wire profile (a value the "
+            "acquirer's format does not take): answered 96, never sent",
+            "请求无法按报文格式配置编码上送（取值不符合收单机构的格式）：已应答 96，未上送",
+        ),
+        action=Text(
+            "check `wire.profile` against the acquirer's specification; have the payment app's "
+            "values fixed",
+            "按收单机构规范检查 `wire.profile`，并请收款应用修正取值",
+        ),
+    ),
+    "request.answer-not-encodable": Entry(
+        meaning=Text(
+            "the host's answer cannot be encoded for the payment app under the wire profile: the "
+            "app gets 96 instead, and an approval it did not get is reversed",
+            "主机应答无法按报文格式配置编码给收款应用：应用收到 96，未送达的批准交易将被冲正",
+        ),
+        action=Text(
+            "check `wire.profile` against the acquirer's specification (a field the host sends "
+            "longer than the profile allows)",
+            "按收单机构规范检查 `wire.profile`（主机返回的某个域超过了配置允许的长度）",
+        ),
+    ),
+    "request.original-unknown": Entry(
+        meaning=Text(
+            "a reversal, void or completion names a request that never went through the agent "
+            "(field 61 or 11, in the batch it names): answered 25, not sent",
+            "冲正、撤销或完成交易引用的原交易未经本程序发送（按 61 域或 11 域及其批次号查找）："
+            "已应答 25，未上送",
+        ),
+        action=Text(
+            "check the original's STAN and batch in the payment app; `agent journal` lists what "
+            "went through the agent",
+            "请在收款应用中核对原交易的流水号和批次号；`agent journal` 列出经本程序发送的交易",
+        ),
+    ),
+    "request.original-reversal-pending": Entry(
+        meaning=Text(
+            "the request this one refers to is being reversed and the host has not confirmed it "
+            "yet: answered 96, not sent",
+            "该请求引用的原交易正在冲正，主机尚未确认：已应答 96，未上送",
+        ),
+        action=Text(
+            "try again in a minute; the agent retries the reversal by itself (`agent status` "
+            "shows the reversals queued)",
+            "请一分钟后重试；本程序会自动重发冲正（`agent status` 显示排队的冲正）",
+        ),
+    ),
+    "request.original-reversed": Entry(
+        meaning=Text(
+            "the request this reversal names was reversed by the agent already and the host "
+            "confirmed it: answered 00 without going to the host again",
+            "该冲正所指的原交易已由本程序冲正并经主机确认：直接应答 00，不再上送主机",
+        ),
+        action=Text("nothing: the money was never taken", "无需处理：该笔款项未被扣取"),
+    ),
+    "request.original-reversal-disputed": Entry(
+        meaning=Text(
+            "the host refused the agent's reversal of the request this one names: answered 22, "
+            "not sent",
+            "主机拒绝了本程序对该原交易的冲正：已应答 22，未上送",
+        ),
+        action=Text(
+            "settle the transaction with the acquirer; `agent journal` shows the reversal and "
+            "the host's answer",
+            "请与收单机构核对该笔交易；`agent journal` 显示冲正及主机应答",
+        ),
+    ),
+    "reversal.pending": Entry(
+        meaning=Text(
+            "a reversal the host has not confirmed yet goes before the next sale: the sale was "
+            "answered 96 and not sent. After `reversal.attempts` failed tries the reversal is "
+            "retried in the background and sales go ahead",
+            "主机尚未确认的冲正须在下一笔消费前完成：该笔消费已应答 96，未上送。冲正连续失败 "
+            "`reversal.attempts` 次后转为后台重试，消费照常进行",
+        ),
+        action=Text(
+            "try the sale again in a moment; `agent status` shows the reversals queued",
+            "请稍后重试该笔消费；`agent status` 显示排队的冲正",
+        ),
+    ),
+    "reversal.refused": Entry(
+        meaning=Text(
+            "the host refused the reversal that goes before this request because it lost the "
+            "terminal's session or keys: the request was not sent; the agent signs in again and "
+            "the reversal goes first",
+            "主机因终端会话或密钥失效拒绝了须先发送的冲正：该请求未上送；本程序会重新签到并"
+            "先发送冲正",
+        ),
+        action=Text(
+            "try the request again in a moment; if it repeats, `agent selftest`",
+            "请稍后重试；如仍出现，运行 `agent selftest`",
+        ),
+    ),
+    "storage.journal-slow": Entry(
+        meaning=Text(
+            "the journal did not record the request or its answer within its patience (2 s): "
+            "the disk may be frozen or failing. A request not recorded is not sent; an answer "
+            "not recorded is reversed",
+            "交易日志未在限定时间（2 秒）内记录请求或应答，磁盘可能卡死或故障。未记录的请求不上送；"
+            "未记录的应答将被冲正",
+        ),
+        action=Text(
+            "`agent selftest --only storage`; if it repeats, have the terminal's storage checked",
+            "运行 `agent selftest --only storage`；如反复出现，请检修终端存储",
+        ),
+    ),
+    "module.mac-failed": Entry(
+        meaning=Text(
+            "the card module did not compute the request's MAC (it does not answer, or refuses: "
+            "no MAC key, a locked module): answered 96, never sent",
+            "加密模块未能计算请求的 MAC（模块无响应或拒绝：无 MAC 密钥、模块已锁定）："
+            "已应答 96，未上送",
+        ),
+        action=Text(
+            "`agent selftest --only module,keys`; the answer's field 63 says what the module said",
+            "运行 `agent selftest --only module,keys`；应答 63 域说明了模块返回的内容",
+        ),
+    ),
+    "host.no-answer": Entry(
+        meaning=Text(
+            "the request went to the host and no usable answer came back (a timeout, the "
+            "connection lost): answered 98 (96 during a repair), and a financial request is "
+            "reversed",
+            "请求已上送主机但未收到有效应答（超时或连接中断）：已应答 98（修复过程中为 96），"
+            "金融类交易将被冲正",
+        ),
+        action=Text(
+            "`agent selftest --only network`; if the network is fine, the acquirer's host is slow "
+            "or down",
+            "运行 `agent selftest --only network`；如网络正常，则是收单机构主机缓慢或故障",
+        ),
+    ),
+    "host.response-mac-wrong": Entry(
+        meaning=Text(
+            "the host's answer failed the MAC check: the app was answered A0, and a financial "
+            "request is reversed. The working keys differ from the host's, or the answer was "
+            "altered on the way",
+            "主机应答的 MAC 校验失败：已应答 A0，金融类交易将被冲正。工作密钥与主机不一致，"
+            "或应答在传输中被篡改",
+        ),
+        action=_SIGN_IN,
+    ),
+    "host.signin-failed": Entry(
+        meaning=Text(
+            "the payment app's sign-in, which the agent makes for it, failed: the answer's field "
+            "63 says why (the host refused it, did not answer, or the module refused the keys)",
+            "本程序代收款应用进行的签到失败：应答 63 域说明原因"
+            "（主机拒绝、主机无应答或模块拒绝密钥）",
+        ),
+        action=Text(
+            "`agent selftest --only network,keys`", "运行 `agent selftest --only network,keys`"
+        ),
+    ),
     # ---------------------------------------------------------------- storage
     "storage.ok": Entry(
         summary=Text(
@@ -1030,8 +1221,8 @@ CATALOGUE: dict[str, Entry] = {
     ),
     "journal:local-answer": Entry(
         summary=Text(
-            "answered {mti} locally with {code}: {reason}",
-            "本地应答 {mti}，应答码 {code}：{reason}",
+            "answered {mti} locally with {code}{finding}: {reason}",
+            "本地应答 {mti}，应答码 {code}{finding}：{reason}",
         )
     ),
     "journal:transaction": Entry(

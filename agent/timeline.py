@@ -69,8 +69,10 @@ def _event_text(event: dict[str, Any]) -> Text:
         case "reversal-confirmed":
             return say("journal:reversal-confirmed", code=_code(event["response_code"]))
         case "local-answer":
+            # a row of an older release has no finding
+            finding = f" ({event['finding']})" if event.get("finding") else ""
             return say("journal:local-answer", mti=event["mti"], code=event["code"],
-                       reason=event["reason"])  # fmt: skip
+                       finding=finding, reason=event["reason"])  # fmt: skip
     details = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("at", "kind"))
     text = f"{kind}: {details}" if details else kind
     return Text(text, text)  # a kind of its own words: its name and what it holds

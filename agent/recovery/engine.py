@@ -34,7 +34,7 @@ from agent.recovery.remedies import HostSilent, KeysRefused, Remedies, RemedyFai
 from agent.registration.a2 import Outgoing59
 from agent.registration.refusals import RefusalCounts, advice, finding
 from agent.transaction.classes import classify
-from agent.transaction.sender import Attempt, local_answer
+from agent.transaction.sender import Attempt, agent_reason, local_answer
 from agent.wire import codes
 from agent.wire.message import Message
 
@@ -160,12 +160,13 @@ class Recovery:
 
     # --------------------------------------------------------------------------- gateway
 
-    def hold(self) -> tuple[str, str] | None:
-        """While unregistered, the local answer for a financial request: no host traffic."""
+    def hold(self) -> tuple[str, str, str] | None:
+        """While unregistered, the local answer for a financial request (code, finding, reason):
+        no host traffic. The finding is the cause (``host.97-after-signin``)."""
         if self.state is not State.UNREGISTERED:
             return None
         assert self.message is not None
-        return "97", f"terminal not registered: {self.message.en}"
+        return "97", self.cause, f"terminal not registered: {self.message.en}"
 
     async def after_response(self, request: Message, attempt: Attempt) -> Attempt:
         if not refused(attempt.answer):
@@ -271,7 +272,7 @@ class Recovery:
             self._event("inconclusive", code=final.answer.text(39), why=self._host_silent)
             if request is not None:
                 reason = f"the host did not answer the repair: {self._host_silent}"
-                final = Attempt(local_answer(request, "96", reason), None)
+                final = Attempt(local_answer(request, "96", "host.no-answer", reason), None)
         elif still_refused:
             await self._enter_unregistered(report, final.answer)
         else:
@@ -461,7 +462,7 @@ class Recovery:
         self.remedies.tell_hooks("request-refused", payload)
         self.remedies.tell_hooks("display-message", payload)
         answer = Message(attempt.answer.mti, dict(attempt.answer.fields))
-        answer.fields[63] = f"AGENT {found}: {told.en}"[:163]
+        answer.fields[63] = agent_reason(found, told.en)
         return Attempt(answer, attempt.exchange, attempt.transaction, attempt.field_59)
 
     async def _enter_unregistered(self, report: Report, answer: Message) -> None:

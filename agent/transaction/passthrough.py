@@ -40,7 +40,7 @@ class PassThrough:
             inspected = decode_frame(frame, Layout.TPDU, self._profile())
         except DecodeError:
             return None
-        reply = self._local(inspected, "96", f"agent error: {reason}")
+        reply = self._local(inspected, "96", "request.agent-error", reason)
         return None if reply is None else reply.frame
 
     async def process(self, frame: bytes) -> Reply | None:
@@ -59,14 +59,16 @@ class PassThrough:
             transaction = await journal.run(journal.begin, request, financial=False)
         except JournalError as exc:
             log.error("pass-through %s not forwarded: %s", request.mti, exc)
-            return self._local(inspected, "96", f"not sent: {exc}")
+            return self._local(inspected, "96", "storage.journal-unwritable", f"not sent: {exc}")
         try:
             exchange = await self.link.forward(request, with_length(frame))
         except HostLinkError as exc:
             log.warning("pass-through %s got no response: %s", request.mti, exc)
             sent = not isinstance(exc, HostUnavailable)
             await self._finish(transaction, "timed-out" if sent else "not-sent", detail=str(exc))
-            return self._local(inspected, "98" if sent else "96", str(exc))
+            if sent:
+                return self._local(inspected, "98", "host.no-answer", str(exc))
+            return self._local(inspected, "96", "network.host-unreachable", str(exc))
         await self._finish(transaction, "completed", exchange.frame.message)
         return Reply(exchange.raw)
 
@@ -76,9 +78,9 @@ class PassThrough:
         except JournalError as exc:  # the app keeps its own reversals in this mode
             log.error("pass-through transaction %d not closed in the journal: %s", transaction, exc)
 
-    def _local(self, inspected: Frame, code: str, reason: str) -> Reply | None:
+    def _local(self, inspected: Frame, code: str, finding: str, reason: str) -> Reply | None:
         """The agent's own answer in the host's framing: TPDU swapped, the request's header."""
-        answer = local_answer(inspected.message, code, reason)
+        answer = local_answer(inspected.message, code, finding, reason)
         try:
             encoded = encode_message(answer, self._profile())
         except WireError as exc:

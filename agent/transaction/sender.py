@@ -37,13 +37,20 @@ from agent.wire.builders import MAC_PLACEHOLDER, Terminal, response_to, with_bat
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.message import Message, encode_message
 from agent.wire.profile import Profile
-from drivers.module import KeyFamily, ModuleError
+from drivers.module import KeyFamily, ModuleError, ModuleStatusError, Status
 
 log = logging.getLogger(__name__)
 
 # Threads for the requests' blocking steps (at most one per request at a time); more requests
 # than this at once queue for a thread, and with the disk frozen those wait out their patience.
 WORKERS = 8
+
+# The findings of a module that refuses a request's MAC, by its status; any other failure is
+# module.mac-failed.
+MODULE_REFUSALS = {
+    Status.KEY_ABSENT: "keys.keys-absent",  # no working MAC key: never signed in, or erased
+    Status.TAMPERED: "module.tampered",
+}
 
 
 @dataclass(frozen=True)
@@ -68,15 +75,26 @@ class Attempt:
         return self.field_59.a2 if self.field_59 is not None else None
 
 
-def local_answer(request: Message, code: str, reason: str) -> Message:
-    """The agent's own answer to ``request``."""
+def agent_reason(finding: str, text: str) -> str:
+    """Field 63 of an answer the agent words (DESIGN.md section 4): ``AGENT``, the finding code
+    (``agent explain`` knows it), and the English text, in printable ASCII (anything else, say
+    from an exception's text, escaped) and clipped to the field's 163 characters."""
+    shown = "".join(
+        c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+    return f"AGENT {finding}: {shown}"[:163]
+
+
+def local_answer(request: Message, code: str, finding: str, reason: str) -> Message:
+    """The agent's own answer to ``request``: ``code`` in 39, ``finding`` and ``reason`` in
+    63."""
     try:
         response = response_to(request, code)
     except ValueError:  # no request (a response MTI, an unknown one): answered with its MTI
         response = Message(request.mti, {11: request.fields[11]} if 11 in request else {})
         response.fields[39] = code
     response.fields.pop(64, None)
-    response.fields[63] = f"AGENT {reason}"[:163]
+    response.fields[63] = agent_reason(finding, reason)
     return response
 
 
@@ -190,16 +208,16 @@ class Sender:
         class (DESIGN.md section 15) says whether it carries a MAC and is reversible; one that
         fits no class is answered with 30 and never sent."""
 
-        def local(code: str, reason: str) -> Attempt:
-            return Attempt(self.local(request, code, reason), None)
+        def local(code: str, finding: str, reason: str) -> Attempt:
+            return Attempt(self.local(request, code, finding, reason), None)
 
         cls = classify(request)
         if cls is None:
-            return local("30", unclassified(request))
+            return local("30", "request.unclassified", unclassified(request))
         await self.write_outcomes()
         if not self.link.endpoints:
-            return local("96", "no host configured (host.primary): the terminal waits for "
-                               "provisioning")  # fmt: skip
+            return local("96", "provisioning.unprovisioned", "no host configured "
+                               "(host.primary): the terminal waits for provisioning")  # fmt: skip
         financial = cls.reversible
         await self._keys_settled.wait()
         if cls.held and self.journal.has_queued_reversals:
@@ -210,21 +228,23 @@ class Sender:
                 # request, and the reversal goes first again
                 self.reversals.waiting.set()
                 reason = f"{exc}; the request was not sent"
-                return Attempt(self.local(request, exc.answer.text(39), reason), exc.exchange)
+                answer = self.local(request, exc.answer.text(39), "reversal.refused", reason)
+                return Attempt(answer, exc.exchange)
             except ReversalPending as exc:
                 # A reversal goes before the next sale; one that failed reversal.attempts times
                 # in a row no longer holds sales up (it is retried in the background): a
                 # terminal is never locked out of sales by its own queue.
                 if exc.attempts < self._config().reversal.attempts:
                     self.reversals.waiting.set()
-                    return local("96", f"reversal pending: {exc}")
+                    return local("96", "reversal.pending", str(exc))
                 log.warning("sale goes ahead of a reversal that keeps failing: %s", exc)
         try:
             references = await self.stan_map.references(request, cls)
         except JournalError as exc:
-            return local("96", f"cannot look up the request it refers to: {exc}")
+            reason = f"cannot look up the request it refers to: {exc}"
+            return local("96", "storage.journal-unusable", reason)
         if isinstance(references, LocalAnswer):
-            return local(references.code, references.reason)
+            return local(references.code, references.finding, references.reason)
         outgoing = self._prepare(request, cls, references)
         stages.mark("prepared")
         # the app's STAN of this request (a reversal's or batch upload's 11 names another one)
@@ -239,24 +259,32 @@ class Sender:
             stages.mark("recorded")
         except TimeoutError:
             record.add_done_callback(self._never_sent)
-            return local("96", f"the journal did not record the request within "
-                               f"{SALE_PATIENCE:g} s (its disk may be frozen or failing): "
-                               "not sent")  # fmt: skip
+            return local("96", "storage.journal-slow", f"the journal did not record the "
+                               f"request within {SALE_PATIENCE:g} s (its disk may be frozen "
+                               "or failing): not sent")  # fmt: skip
         except ModuleError as exc:
-            return local("96", f"card module: {exc}")
-        except (JournalError, WireError) as exc:
-            return local("96", str(exc))
+            status = exc.status if isinstance(exc, ModuleStatusError) else None
+            finding = MODULE_REFUSALS.get(status, "module.mac-failed")
+            said = str(exc)
+            return local(
+                "96", finding, said if said.startswith("card module") else f"card module: {said}"
+            )
+        except JournalError as exc:
+            return local("96", "storage.journal-unwritable", str(exc))
+        except WireError as exc:
+            return local("96", "request.not-encodable", str(exc))
         try:
             exchange = await self.link.request(outgoing, encoded)
         except HostUnavailable as exc:
             await self._close_unanswered(transaction, "not-sent", str(exc), None)
-            return local("96", str(exc))
+            return local("96", "network.host-unreachable", str(exc))
         except HostLinkError as exc:
             reason = "98" if financial else None
             await self._close_unanswered(transaction, "timed-out", str(exc), reason)
             if financial:
                 self.reversals.waiting.set()
-            return local("98", f"{exc}; reversal queued" if financial else str(exc))
+            told = f"{exc}; reversal queued" if financial else str(exc)
+            return local("98", "host.no-answer", told)
         return await self._settle(request, outgoing, transaction, exchange, cls, field_59)
 
     async def write_outcomes(self) -> None:
@@ -371,16 +399,16 @@ class Sender:
                 f"the journal did not record the answer within {SALE_PATIENCE:g} s (its disk may "
                 "be frozen or failing); the transaction will be reversed"
             )
-            return Attempt(self.local(request, "96", reason), None)
+            return Attempt(self.local(request, "96", "storage.journal-slow", reason), None)
         except JournalError as exc:
             self._unrecorded_answer(transaction, exchange, financial)
             reason = f"{exc}; the transaction will be reversed"
-            return Attempt(self.local(request, "96", reason), None)
+            return Attempt(self.local(request, "96", "storage.journal-unwritable", reason), None)
         if not mac_ok:
             if financial:
                 self.reversals.waiting.set()
-            reason = "response MAC wrong; reversal queued"
-            return Attempt(self.local(request, "A0", reason), None)
+            reason = "response MAC wrong; reversal queued" if financial else "response MAC wrong"
+            return Attempt(self.local(request, "A0", "host.response-mac-wrong", reason), None)
         return Attempt(answer, exchange, transaction if financial else None, field_59, for_app)
 
     def _unrecorded_answer(self, transaction: int, exchange: Exchange, financial: bool) -> None:
@@ -497,12 +525,14 @@ class Sender:
         if queued is not None:
             self.reversals.waiting.set()
 
-    def local(self, request: Message, code: str, reason: str) -> Message:
+    def local(self, request: Message, code: str, finding: str, reason: str) -> Message:
         """The agent's own answer to ``request``, counted and journalled."""
         self.stats.local_answers += 1
-        log.warning("answered %s locally with %s: %s", request.mti, code, reason)
-        self.journal.note("local-answer", mti=request.mti, code=code, reason=reason)
-        return local_answer(request, code, reason)
+        log.warning("answered %s locally with %s: %s: %s", request.mti, code, finding, reason)
+        self.journal.note(
+            "local-answer", mti=request.mti, code=code, finding=finding, reason=reason
+        )
+        return local_answer(request, code, finding, reason)
 
     async def sign_in(self, tmk_tag: TagLoader | None = None) -> SignInResult:
         """Sign in; requests wait meanwhile (see ``_keys_settled``). ``tmk_tag`` loads the

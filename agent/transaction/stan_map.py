@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LocalAnswer:
-    """The agent answers the request itself: with ``code``, for ``reason``."""
+    """The agent answers the request itself: with ``code``, for ``reason`` (of the finding
+    ``finding``)."""
 
     code: str
+    finding: str
     reason: str
 
 
@@ -110,7 +112,8 @@ class StanMap:
         if original is not None:
             text = original if isinstance(original, str) else ""
             if len(text) < 12:
-                return LocalAnswer("25", f"61 ({text!r}) names no batch and STAN of 6 digits")
+                reason = f"61 ({text!r}) names no batch and STAN of 6 digits"
+                return LocalAnswer("25", "request.original-unknown", reason)
             batch = None if text[:6] == NO_BATCH else text[:6]
             wire = await self.journal.within(
                 SALE_PATIENCE, self.journal.wire_stan, text[6:12], batch
@@ -118,7 +121,7 @@ class StanMap:
             if wire is None:
                 where = f"batch {batch}" if batch else "the current batch"
                 reason = f"no request of STAN {text[6:12]} in {where} went through the agent"
-                return LocalAnswer("25", reason)
+                return LocalAnswer("25", "request.original-unknown", reason)
             found[61] = wire[1] + wire[0] + text[12:]
         if not cls.refers_by_stan:
             return found
@@ -128,7 +131,7 @@ class StanMap:
             wire = await self.journal.within(SALE_PATIENCE, self.journal.wire_stan, stan)
         if wire is None:
             reason = f"no request of STAN {stan} in the current batch went through the agent"
-            return LocalAnswer("25", reason)
+            return LocalAnswer("25", "request.original-unknown", reason)
         found[11] = wire[0]
         if cls.name != "reversal":
             return found
@@ -139,12 +142,14 @@ class StanMap:
             try:
                 await self.reversals.before_sale()
             except (ReversalPending, ReversalRefused) as exc:
-                return LocalAnswer("96", f"its reversal is pending: {exc}")
+                reason = f"its reversal is pending: {exc}"
+                return LocalAnswer("96", "request.original-reversal-pending", reason)
         state = await self.journal.within(SALE_PATIENCE, self.journal.reversal_of, *wire)
         if state == "confirmed":
-            return LocalAnswer("00", "reversed by the agent")
+            return LocalAnswer("00", "request.original-reversed", "reversed by the agent")
         if state == "conflict":
-            return LocalAnswer("22", "the host disputes its reversal")
+            reason = "the host disputes its reversal"
+            return LocalAnswer("22", "request.original-reversal-disputed", reason)
         # the app reverses it: from now on a repetition of it is a new request
         await self.journal.within(
             SALE_PATIENCE, self.journal.no_longer_replayable, *wire, why="the app sent its reversal"

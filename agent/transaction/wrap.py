@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class AfterRefusal(Protocol):
     """What wrap mode needs of recovery (:class:`agent.recovery.engine.Recovery`)."""
 
-    def hold(self) -> tuple[str, str] | None: ...
+    def hold(self) -> tuple[str, str, str] | None: ...
     async def settled(self) -> None: ...
     async def after_response(self, request: Message, attempt: Attempt) -> Attempt: ...
 
@@ -78,7 +78,7 @@ def unreadable(frame: bytes, reason: str) -> bytes:
     mti = frame[:2].hex() if len(frame) >= 2 else ""
     if not (mti.isdigit() and mti[2] in "02468"):
         mti = "0800"  # no request MTI to answer: a network-management answer with the reason
-    answer = local_answer(Message(mti, {}), "30", f"format: {reason}")
+    answer = local_answer(Message(mti, {}), "30", "request.format", reason)
     return encode_message(answer)
 
 
@@ -119,7 +119,7 @@ class WrapMode:
             request = decode_message(frame, self._profile())
         except DecodeError as exc:
             return unreadable(frame, str(exc))
-        return encode_message(local_answer(request, "96", f"agent error: {reason}"))
+        return encode_message(local_answer(request, "96", "request.agent-error", reason))
 
     def _encode(
         self,
@@ -138,7 +138,7 @@ class WrapMode:
             return encode_message(answer, profile), True
         except WireError as exc:
             log.error("the answer to %s cannot be encoded for the app: %s", request.mti, exc)
-            refusal = local_answer(request, "96", f"answer not encodable: {exc}")
+            refusal = local_answer(request, "96", "request.answer-not-encodable", str(exc))
             return encode_message(refusal), False
 
     async def _wrap(self, request: Message, profile: Profile) -> Reply:
@@ -201,7 +201,7 @@ class WrapMode:
             result = await self.sender.sign_in()
         except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
             code = getattr(exc, "response_code", None) or "96"
-            return self.sender.local(request, code, f"sign-in failed: {exc}")
+            return self.sender.local(request, code, "host.signin-failed", str(exc))
         fields = {n: v for n, v in result.response.fields.items() if n not in (62, 64)}
         if 11 in request:
             fields[11] = request.fields[11]

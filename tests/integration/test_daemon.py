@@ -268,7 +268,9 @@ def test_a_terminal_without_hosts_runs_and_waits(tmp_path, simulators):
         wait_for(lambda: control_ready(tmp_path / "control.sock"), 10, "the control socket")
         answer = pay(tmp_path / "agent.sock")
         assert answer.text(39) == "96"
-        assert "no host configured (host.primary)" in answer.text(63)
+        assert answer.text(63).startswith(
+            "AGENT provisioning.unprovisioned: no host configured (host.primary)"
+        )
         status = control(tmp_path / "control.sock", b'{"cmd": "status"}')
         assert status["ok"] and status["signed_in"] is None
         config.write_text(with_hosts)

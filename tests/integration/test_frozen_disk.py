@@ -43,6 +43,7 @@ def test_a_frozen_state_disk_stops_no_socket_and_loses_nothing(
                 refused = await sale
                 assert refused.text(39) == "96", refused.text(63)
                 assert "frozen or failing" in refused.text(63)
+                assert refused.text(63).startswith("AGENT storage.journal-slow: ")
                 assert time.monotonic() - started < PATIENCE + 3
                 assert len(rig.host.state()["purchases"]) == sent_before  # never sent
             finally:

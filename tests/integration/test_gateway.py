@@ -131,7 +131,7 @@ def test_wrong_response_mac_is_a0_and_a_reversal(tmp_path) -> None:
             rig.server.faults.add("wrong-mac")
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "A0"
-            assert response.text(63).startswith("AGENT response MAC wrong")
+            assert response.text(63).startswith("AGENT host.response-mac-wrong: response MAC wrong")
             assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["A0"]
             assert await rig.agent.reversals.send() == 1
             [purchase] = rig.host.state()["purchases"].values()
@@ -146,6 +146,7 @@ def test_timeout_answers_98_and_the_reversal_goes_before_the_next_purchase(tmp_p
             rig.server.faults.add("no-answer")
             response = await exchange(rig.socket, app_purchase(1000, app_stan=1))
             assert response.text(39) == "98" and "reversal queued" in response.text(63)
+            assert response.text(63).startswith("AGENT host.no-answer: ")
             assert len(rig.agent.journal.queued_reversals()) == 1
             second = await exchange(rig.socket, app_purchase(2000, app_stan=2))
             assert second.text(39) == "00"
@@ -217,6 +218,7 @@ def test_a_request_that_cannot_be_encoded_is_answered_96_and_neither_recorded_no
             )
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "96" and "26 characters" in response.text(63)
+            assert response.text(63).startswith("AGENT request.not-encodable: ")
             assert len(rig.agent.journal.transactions()) == before
             assert rig.host.state()["purchases"] == {}
 
@@ -230,6 +232,7 @@ def test_host_down_answers_96_and_sends_nothing(tmp_path) -> None:
             await rig.agent.link.close()
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "96" and "no host reachable" in response.text(63)
+            assert response.text(63).startswith("AGENT network.host-unreachable: ")
             assert rig.agent.journal.queued_reversals() == []  # nothing left the terminal
             assert rig.agent.journal.transactions()[-1]["state"] == "not-sent"
 
@@ -285,7 +288,9 @@ def test_a_message_that_does_not_decode_is_answered_30(tmp_path, message, mti, r
             answer = decode_message(await reader.readexactly(length))
             writer.close()
             assert (answer.mti, answer.text(39)) == (mti, "30")
-            assert answer.text(63).startswith("AGENT format:") and reason in answer.text(63)
+            assert answer.text(63).startswith("AGENT request.format: ") and reason in answer.text(
+                63
+            )
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             assert rig.host.state()["requests"].get("0200", 0) == 1  # nothing else was sent
 
@@ -324,6 +329,7 @@ def test_full_journal_disk_answers_96_and_sends_nothing(tmp_path, tiny_disk) -> 
             answers = [await exchange(rig.socket, app_purchase(1000 + i)) for i in range(30)]
             refused = [a for a in answers if a.text(39) == "96"]
             assert refused and "disk is full" in refused[0].text(63)
+            assert refused[0].text(63).startswith("AGENT storage.journal-unwritable: ")
             # every request the host saw was journalled: nothing left unrecorded
             approved = [a for a in answers if a.text(39) == "00"]
             assert len(rig.host.state()["purchases"]) == len(approved)

@@ -126,7 +126,9 @@ def test_held_classes_are_answered_locally_while_unregistered(tmp_path) -> None:
             for number, name in enumerate(ROWS):
                 response = await exchange(rig.socket, app_request(name, app_stan=700 + number))
                 assert response.text(39) == "97", name
-                assert response.text(63).startswith("AGENT terminal not registered")
+                assert response.text(63).startswith(
+                    "AGENT host.97-after-signin: terminal not registered"
+                )
             assert rig.host.state()["requests"] == before, "nothing held reached the host"
             # what is not held still goes: an echo test from the app
             echo = Message("0820", {11: "000777", 60: "00000000301"})
@@ -191,9 +193,10 @@ def test_what_fits_no_row_is_answered_30_and_never_sent(tmp_path, message: Messa
             response = await exchange(rig.socket, message)
             assert response.text(39) == "30"
             assert response.text(11) == message.text(11)
+            assert response.text(63).startswith("AGENT request.unclassified: MTI ")
             assert "fits no message class" in response.text(63)
             assert rig.host.state()["requests"] == before
             [event] = [e for e in rig.agent.journal.events() if e["kind"] == "local-answer"]
-            assert event["code"] == "30"
+            assert event["code"] == "30" and event["finding"] == "request.unclassified"
 
     run(scenario())

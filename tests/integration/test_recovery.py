@@ -148,7 +148,9 @@ def test_cancelled_terminal_becomes_unregistered_with_a_message(tmp_path) -> Non
             for number in range(3):  # new sales (a repeated one would get its answer again)
                 held = await exchange(rig.socket, app_purchase(1000, app_stan=910 + number))
                 assert held.text(39) == "97"
-                assert held.text(63).startswith("AGENT terminal not registered")
+                assert held.text(63).startswith(
+                    "AGENT host.97-after-signin: terminal not registered"
+                )
             assert purchases_sent(rig) == sent
             await rig.agent.hooks.told()
             for path in (unregistered, displayed):
@@ -401,6 +403,7 @@ def test_a_sign_in_that_times_out_never_makes_the_terminal_unregistered(tmp_path
             rig.server.faults.add("no-answer", count=50, mti="0800")
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "96", response
+            assert response.text(63).startswith("AGENT host.no-answer: ")
             assert "did not answer" in response.text(63)
             assert rig.agent.recovery.state is State.REGISTERED
             kinds = [e["kind"] for e in rig.agent.journal.events()]

@@ -57,7 +57,7 @@ def test_the_apps_reversal_of_what_the_agent_reversed_is_not_sent_again(tmp_path
             reversals = rig.host.state()["reversals"]
             response = await exchange(rig.socket, reversal_of(purchase))
             assert response.text(39) == "00"
-            assert response.text(63).startswith("AGENT reversed by the agent")
+            assert response.text(63) == "AGENT request.original-reversed: reversed by the agent"
             assert rig.host.state()["reversals"] == reversals, "not sent twice"
 
     run(scenario())

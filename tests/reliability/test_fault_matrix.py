@@ -94,7 +94,9 @@ def test_host_failing_mid_purchase_is_98_and_a_confirmed_reversal(terminal, faul
     terminal.host.post("/faults", {"kind": fault})
     answer = terminal.pay()
     assert answer.text(39) == "98"
-    assert answer.text(63).startswith("AGENT ") and "reversal queued" in answer.text(63)
+    assert answer.text(63).startswith(
+        "AGENT host.no-answer: "
+    ) and "reversal queued" in answer.text(63)
     terminal.alive()  # the queued reversal goes first, then this purchase
     terminal.wait_no_reversals()
     state = terminal.host.state()
@@ -118,7 +120,8 @@ def test_host_answering_after_the_timeout_is_dropped_and_reversed(terminal) -> N
 def test_host_answering_with_a_wrong_mac_is_a0_and_a_reversal(terminal) -> None:
     terminal.host.post("/faults", {"kind": "wrong-mac"})
     answer = terminal.pay()
-    assert answer.text(39) == "A0" and "MAC" in answer.text(63)
+    assert answer.text(39) == "A0"
+    assert answer.text(63) == "AGENT host.response-mac-wrong: response MAC wrong; reversal queued"
     terminal.alive()
     terminal.wait_no_reversals()
     assert sum(p["reversed"] for p in terminal.host.state()["purchases"].values()) == 1
@@ -133,7 +136,8 @@ def test_dns_failure_is_96_and_the_selftest_names_it(tmp_path) -> None:
         wait_for(lambda: "sign-in at start failed" in terminal.log(), 15, "the sign-in attempt")
         assert "no host reachable: acquirer.invalid:5000" in terminal.log()
         answer = terminal.pay()  # no keys without a sign-in: refused before any host traffic
-        assert answer.text(39) == "96" and answer.text(63).startswith("AGENT ")
+        assert answer.text(39) == "96"
+        assert answer.text(63).startswith("AGENT keys.keys-absent: card module refused MAC")
         network, exit_code = selftest(config, "network")
         assert exit_code == 1
         assert (
@@ -209,7 +213,8 @@ def test_module_unplugged_mid_transaction_then_replugged(terminal) -> None:
     time.sleep(0.1)
     assert terminal.module.command("unplug").startswith("ok")
     buyer.join(30)
-    assert replies[0].text(39) == "96" and "card module" in replies[0].text(63)
+    assert replies[0].text(39) == "96"
+    assert replies[0].text(63).startswith("AGENT module.mac-failed: card module")
     assert terminal.host.state()["requests"].get("0200", 0) == 0  # nothing left unMACed
     terminal.module.command("delay 0")
     assert terminal.module.command("replug").startswith("ok")
@@ -222,6 +227,7 @@ def test_module_busy_is_waited_out_or_refused(terminal) -> None:
     terminal.module.command("busy 50")
     answer = terminal.pay()
     assert answer.text(39) == "96" and "busy" in answer.text(63)
+    assert answer.text(63).startswith("AGENT module.mac-failed: ")
     terminal.module.command("busy 0")
     terminal.alive()
 
@@ -230,6 +236,7 @@ def test_module_tamper_is_96_and_the_selftest_says_so(terminal) -> None:
     terminal.module.command("tamper on")
     answer = terminal.pay()
     assert answer.text(39) == "96" and "tamper" in answer.text(63)
+    assert answer.text(63).startswith("AGENT module.tampered: ")
     module, _ = selftest(terminal.config, "module")
     assert module["status"] == "fail" and "tamper" in module["summary"]
     terminal.module.command("tamper off")
@@ -265,6 +272,7 @@ def test_journal_disk_full_is_96_and_nothing_is_sent(tmp_path, tiny_disk) -> Non
         before = host.state()["requests"].get("0200", 0)
         answer = terminal.pay()
         assert answer.text(39) == "96" and "journal" in answer.text(63)
+        assert answer.text(63).startswith("AGENT storage.journal-unwritable: ")
         assert host.state()["requests"].get("0200", 0) == before
         (tiny_disk / "filler").unlink()
         terminal.alive()

@@ -211,11 +211,37 @@ def cause_codes() -> set[str]:
     return found
 
 
+# what words the agent's own answers (DESIGN.md section 4): the finding is the first code passed
+LOCAL_ANSWERS = {"local_answer", "local", "_local", "LocalAnswer"}
+
+
+def local_answer_calls() -> Iterator[tuple[str, ast.Call]]:
+    for path in sorted(AGENT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                if name in LOCAL_ANSWERS:
+                    yield f"{path.relative_to(ROOT)}:{node.lineno}", node
+
+
+def local_answer_codes() -> set[str]:
+    """The findings the agent's own answers give (field 63): the codes written in the modules
+    that make them (wrap and pass-through mode; recovery's are among its causes)."""
+    return {
+        node.value
+        for path in sorted((AGENT / "transaction").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and CODE.match(node.value)
+    }
+
+
 def finding_codes() -> set[str]:
     """Every code the agent can give: the self-check's, a refused request's, recovery's and the
-    fleet's causes."""
+    fleet's causes, the agent's own answers'."""
     checks = {w.key.partition(":")[0] for w in selfcheck_wordings()}
-    return checks | set(refusals.FINDINGS.values()) | {refusals.OTHER} | cause_codes()
+    found = checks | set(refusals.FINDINGS.values()) | {refusals.OTHER} | cause_codes()
+    return found | local_answer_codes()
 
 
 def _render(wording: Wording) -> tuple[Text, Text | None]:
@@ -253,9 +279,33 @@ def test_the_scan_finds_what_it_should() -> None:
         "network.check-error",
     } <= finding_codes()
     assert {"keys.tmk-mismatch", "host.incident", "host.not-signed-in"} <= cause_codes()
+    assert {"request.format", "request.original-unknown", "host.no-answer"} <= local_answer_codes()
     keys = {w.key for w in selfcheck_wordings() + literal_wordings()}
     assert {"keys.mac-selftest:macs-differ", "clock:ahead", "clock:behind"} <= keys
     assert {"registration.a2-missing:refused-request", "recovery:unregistered"} <= keys
+
+
+def test_every_local_answer_names_its_finding() -> None:
+    """Each call that makes an answer of the agent's own passes a finding code as it is written,
+    or a ``finding`` chosen among such codes above it (so the scan sees them, and ``agent
+    explain`` knows them); the one exception passes recovery's hold, whose finding is the cause
+    code."""
+    calls = list(local_answer_calls())
+    assert len(calls) > 20
+    for where, call in calls:
+        if any(isinstance(arg, ast.Starred) for arg in call.args):
+            assert ast.unparse(call) == "self.sender.local(request, *held)", where
+            continue
+        codes_passed = [
+            a.value for a in call.args if isinstance(a, ast.Constant) and CODE.match(str(a.value))
+        ]
+        # a wrapper passing on the finding it was given (``Sender.local``, ``LocalAnswer``'s)
+        forwarded = any(
+            (isinstance(a, ast.Name) and a.id == "finding")
+            or (isinstance(a, ast.Attribute) and a.attr == "finding")
+            for a in call.args
+        )
+        assert len(codes_passed) == 1 or forwarded, (where, ast.unparse(call))
 
 
 # -------------------------------------------------------------------------- every code

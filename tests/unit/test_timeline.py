@@ -24,3 +24,15 @@ def test_each_entry_is_in_both_languages_and_render_picks_one(tmp_path) -> None:
     )
     assert "主机拒绝" in timeline.render(entries, "zh")
     assert "host refused" in timeline.render(entries) and "主机" not in timeline.render(entries)
+
+
+def test_a_local_answer_shows_its_finding_and_one_of_an_older_release_none(tmp_path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite3")
+    journal.event("local-answer", mti="0200", code="98", finding="host.no-answer", reason="late")
+    journal.event("local-answer", mti="0200", code="96", reason="no host reachable")
+    texts = [e["text"] for e in timeline.entries(journal) if e["kind"] == "local-answer"]
+    journal.close()
+    assert texts == [
+        "answered 0200 locally with 98 (host.no-answer): late",
+        "answered 0200 locally with 96: no host reachable",
+    ]
