@@ -49,7 +49,7 @@ class Commands:
         self._journal = journal
         self._per_minute = per_minute
         self._clock = clock
-        self._seen: dict[str, float] = {}  # command id -> when it expires (forgotten after)
+        self._seen: dict[str, float] = {}  # command id -> when it is forgotten (a day on)
         self._remembered = False  # whether the ids journalled before a restart are in _seen
         self._recent: deque[float] = deque()  # monotonic times of the commands carried out
 
@@ -58,9 +58,12 @@ class Commands:
         if not self._remembered:
             await self._remember()
         name = "?"  # until the payload names it
+        repeat = not self._first_time(command_id)
         try:
             name, args, expires = _parse(payload)
-            self._admit(command_id, name, expires)
+            if repeat:
+                raise Refused(f"command id {command_id} was received before: not carried out again")
+            self._admit(name, expires)
             detail = await self._operations[name](args)
             ok, outcome = True, "done"
         except Refused as exc:
@@ -90,19 +93,26 @@ class Commands:
                 self._seen[event["id"]] = event["at"] + MAX_AHEAD
         self._remembered = True
 
-    def _admit(self, command_id: str, name: str, expires: float) -> None:
-        """Refuse a repeat, an unknown command, an expired one, one over the rate."""
+    def _first_time(self, command_id: str) -> bool:
+        """Whether no command came with this id within a day, whatever became of it then
+        (refused, expired since, carried out): a repeat is refused. The journal keeps every
+        one, so a restart remembers the same."""
         now = self._clock()
         self._seen = {seen: until for seen, until in self._seen.items() if until > now}
         if command_id in self._seen:
-            raise Refused(f"command id {command_id} was received before: not carried out again")
+            return False
+        self._seen[command_id] = now + MAX_AHEAD
+        return True
+
+    def _admit(self, name: str, expires: float) -> None:
+        """Refuse an unknown command, an expired one, one over the rate."""
+        now = self._clock()
         if name not in self._operations:
             raise Refused(f"unknown command {name!r}; known: {', '.join(self._operations)}")
         if expires <= now:
             raise Refused(f"expired at {iso(expires)}")
         if expires > now + MAX_AHEAD:
             raise Refused(f"expires more than {MAX_AHEAD:.0f} s ahead: not a command to keep")
-        self._seen[command_id] = expires
         moment = time.monotonic()
         while self._recent and moment - self._recent[0] >= 60:
             self._recent.popleft()

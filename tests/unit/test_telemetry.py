@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from agent.journal import Journal
 from agent.telemetry import events
 from agent.telemetry.commands import Commands
 from agent.telemetry.ids import HighWater
-from agent.telemetry.state import Identity, Topics, offline, state_message
+from agent.telemetry.state import Identity, Topics, iso, offline, state_message
 
 
 def test_the_fleet_hears_of_97s_recoveries_and_what_needs_a_person() -> None:
@@ -289,6 +290,35 @@ def test_what_is_not_a_command_to_carry_out_is_refused(commands, payload, said) 
     result = asyncio.run(handler.handle("c9", payload))
     assert not result["ok"] and said in result["detail"], result
     assert done == []
+
+
+def test_an_id_is_refused_a_day_long_whatever_became_of_it(tmp_path) -> None:
+    """Resent after it expired, or after it was refused, a command id is still a repeat
+    (DESIGN.md section 14), in the same run and after a restart, for a day."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    now = [time.time()]
+    done: list[str] = []
+
+    async def selftest(args: dict) -> str:
+        done.append("selftest")
+        return "healthy"
+
+    def handle(handler: Commands, command_id: str, expires_in: float = 60) -> dict:
+        payload = {"cmd": "selftest", "args": {}, "expires": iso(now[0] + expires_in)}
+        return asyncio.run(handler.handle(command_id, json.dumps(payload).encode()))
+
+    handler = Commands({"selftest": selftest}, journal, lambda: 100, clock=lambda: now[0])
+    assert handle(handler, "a")["ok"]
+    assert not handle(handler, "b", expires_in=-5)["ok"]  # expired when it came
+    now[0] += 3600  # a's expiry long past: both resent with a fresh one
+    assert "received before" in handle(handler, "a")["detail"]
+    assert "received before" in handle(handler, "b")["detail"]
+    restarted = Commands({"selftest": selftest}, journal, lambda: 100, clock=lambda: now[0])
+    assert "received before" in handle(restarted, "b")["detail"]
+    now[0] += 86_400  # a day after: forgotten, taken as new
+    assert handle(handler, "a")["ok"]
+    assert done == ["selftest", "selftest"]
+    journal.close()
 
 
 def test_commands_over_the_rate_are_refused(commands) -> None:
