@@ -57,7 +57,7 @@ class Agent:
         telemetry = config.telemetry
         # the highest event id and seq the fleet saw, kept beside the journal: a journal moved
         # aside does not make the ids start again
-        self.telemetry_ids = ids.HighWater(ids.path_beside(paths.journal_path(config)))
+        self.telemetry_ids = ids.HighWater.beside(paths.journal_path(config))
         self.journal = journal = Journal.open_for_service(
             paths.journal_path(config),
             forward=events.forward if telemetry.broker else None,

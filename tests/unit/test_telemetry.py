@@ -61,7 +61,7 @@ def test_every_kind_the_fleet_hears_is_one_design_names() -> None:
 def test_a_new_journal_numbers_its_events_above_what_the_fleet_saw(tmp_path) -> None:
     """A journal moved aside (damaged) or lost: the fresh one's ids start above the highest
     the fleet was ever given, which the file beside the journal keeps."""
-    marks = HighWater(tmp_path / "telemetry-ids.json")
+    marks = HighWater(tmp_path / "telemetry-ids.json", fresh=True)
     assert (marks.event_id, marks.seq) == (0, 0)
     assert marks.reach(event_id=41, seq=7)
     again = HighWater(tmp_path / "telemetry-ids.json")
@@ -73,8 +73,24 @@ def test_a_new_journal_numbers_its_events_above_what_the_fleet_saw(tmp_path) -> 
     journal.event("recovery.refused", code="97", text="first of a new journal")
     assert [row[0] for row in journal.outbox()] == [42]
     journal.close()
+
+
+def test_lost_marks_beside_a_journal_go_on_from_the_clock(tmp_path) -> None:
+    """The file lost or damaged beside a journal that numbered events: the numbers go on from
+    the clock (microseconds), above any counted before; a terminal's first start counts from 0."""
+    journal = tmp_path / "journal.sqlite3"
+    assert (HighWater.beside(journal).event_id, HighWater.beside(journal).seq) == (0, 0)
+    marks = HighWater.beside(journal)
+    marks.reach(event_id=3_000_002, seq=3_000_002)
+    journal.write_bytes(b"")  # the journal is there now
     (tmp_path / "telemetry-ids.json").write_text("{broken")
-    assert HighWater(tmp_path / "telemetry-ids.json").event_id == 0  # said in the log
+    clock = lambda: 1_796_000_000.25  # noqa: E731
+    damaged = HighWater(tmp_path / "telemetry-ids.json", clock=clock)
+    assert (damaged.event_id, damaged.seq) == (1_796_000_000_250_000,) * 2
+    (tmp_path / "telemetry-ids.json").unlink()
+    lost = HighWater.beside(journal)
+    assert lost.seq > 3_000_002 and lost.event_id > 3_000_002
+    assert lost.seq >= int(time.time() * 1_000_000) - 10_000_000
 
 
 def test_event_ids_never_start_again_when_the_outbox_empties(tmp_path) -> None:
@@ -213,7 +229,7 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
         unchanged,
         ModuleIdentity(serial, serial),
         LatestReport(),
-        ids=HighWater(tmp_path / "ids.json"),
+        ids=HighWater(tmp_path / "ids.json", fresh=True),
         incident=HostIncident(),
         commands=None,
     )
