@@ -498,6 +498,15 @@ CATALOGUE: dict[str, Entry] = {
             "终端硬件序列号 {tusn}：59 域 A2 符合收单要求",
         )
     ),
+    "registration.skip": Entry(
+        summary=Text("no card module: TUSN not asked", "无加密模块：未读取终端硬件序列号")
+    ),
+    "registration.skip:not-asked": Entry(
+        summary=Text(
+            "TUSN not read: {error} (the module check says why)",
+            "未能读取终端硬件序列号（原因见加密模块检查项）",
+        )
+    ),
     "registration.tusn-absent": Entry(
         summary=Text(
             "the card module has no terminal hardware serial number (TUSN) to give",

@@ -40,10 +40,11 @@ class _Findings:
     problems: list[CheckResult] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)
 
-    def result(self, ok: CheckResult, data: dict[str, object]) -> CheckResult:
+    def result(self, clean: CheckResult, data: dict[str, object]) -> CheckResult:
+        """The worst problem, or ``clean`` (ok, or a skip) when no part found one."""
         worst_first = sorted(self.problems, key=lambda p: p.status is not Status.FAIL)
         if not worst_first:
-            return dataclasses.replace(ok, detail="; ".join(self.detail), data=data)
+            return dataclasses.replace(clean, detail="; ".join(self.detail), data=data)
         worst, *others = worst_first
         also = [f"also {o.finding}: {o.summary.en}" for o in others]
         return dataclasses.replace(worst, detail="; ".join(self.detail + also), data=data)
@@ -69,7 +70,7 @@ async def check(context: Context) -> CheckResult:
     found = _Findings()
     data: dict[str, object] = {"mode": config.tusn}
     hooks_until = time.monotonic() + context.config.selftest.deadline * _HOOKS_PART
-    tusn = await _module_tusn(context, found, data)
+    tusn, unread = await _module_tusn(context, found, data)
     if tusn:
         await _against_tms(context, tusn, found)
         await _acquirers_check(context, tusn, found, hooks_until)
@@ -80,34 +81,42 @@ async def check(context: Context) -> CheckResult:
     if config.tusn == "off":  # the first warning: it explains the others
         off = CheckResult.of(ID, Status.WARN, finding="a2-missing", variant="off")
         found.problems.insert(0, off)
+    if unread is not None:  # nothing else found: the TUSN, what the check is about, is unknown
+        return found.result(unread, data)
     return found.result(CheckResult.of(ID, Status.OK, tusn=tusn or "-"), data)
 
 
-async def _module_tusn(context: Context, found: _Findings, data: dict[str, object]) -> str:
-    """The module's TUSN ("" when it has none or cannot say)."""
+async def _module_tusn(
+    context: Context, found: _Findings, data: dict[str, object]
+) -> tuple[str, CheckResult | None]:
+    """The module's TUSN ("" when it has none or cannot say), and, when the module could not
+    be asked, the skip the check gives unless it finds a problem elsewhere."""
     if context.module is None:
         found.detail.append("no card module: TUSN not asked")
-        return ""
+        return "", CheckResult.of(ID, Status.SKIP)
     try:
         answer = await context.module_call(context.module.tusn, PROBE_FACTOR)
     except ModuleStatusError as exc:
         if exc.status in (ModuleStatus.KEY_ABSENT, ModuleStatus.UNKNOWN_COMMAND):
             found.problems.append(CheckResult.of(ID, Status.FAIL, finding="tusn-absent"))
-        found.detail.append(str(exc))
-        return ""
+            found.detail.append(str(exc))
+            return "", None
+        unread: ModuleError = exc
     except ModuleProtocolError as exc:
         found.problems.append(_malformed(str(exc)))
         found.detail.append(str(exc))
-        return ""
+        return "", None
     except ModuleError as exc:  # the module check says why the module does not answer
-        found.detail.append(f"TUSN not asked: {exc}")
-        return ""
-    problem = tusn_problem(answer)
-    if problem is not None:
-        found.problems.append(_malformed(problem))
-    data.update(tusn=answer.tusn, device_type=answer.device_type)
-    found.detail.append(f"module TUSN {answer.tusn}, device type {answer.device_type}")
-    return answer.tusn
+        unread = exc
+    else:
+        problem = tusn_problem(answer)
+        if problem is not None:
+            found.problems.append(_malformed(problem))
+        data.update(tusn=answer.tusn, device_type=answer.device_type)
+        found.detail.append(f"module TUSN {answer.tusn}, device type {answer.device_type}")
+        return answer.tusn, None
+    found.detail.append(f"TUSN not asked: {unread}")
+    return "", CheckResult.of(ID, Status.SKIP, variant="not-asked", error=str(unread))
 
 
 def _malformed(problem: str) -> CheckResult:

@@ -96,6 +96,36 @@ def test_a_module_without_a_tusn_key_is_tusn_absent(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_tusn_that_cannot_be_read_is_no_ok(tmp_path) -> None:
+    """No module, or one that refuses for another reason than a missing TUSN key (tampered): the
+    TUSN the check is about is unknown, so it is skipped with the reason, never ok; a problem
+    found elsewhere still comes first."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"registration": {"tusn": "app"}}) as rig:
+            context = rig.agent.remedies.check_context()
+            context.module = None
+            report = await run_checks(context, ["registration"])
+            check = report.get("registration")
+            assert check is not None
+            assert (check.status, finding_code(check)) == (Status.SKIP, "registration.skip")
+            assert check.summary.en == "no card module: TUSN not asked" and check.summary.zh
+            rig.module_port.simulator.tampered = True
+            check = await registration(rig)
+            assert (check.status, finding_code(check)) == (Status.SKIP, "registration.skip")
+            assert check.summary.en.startswith("TUSN not read: card module refused TUSN: tamper")
+            assert "tusn" not in check.data
+            rig.module_port.simulator.tampered = False
+            # a purchase without the A2 the app is to send: a warning, which is the result then
+            assert (await exchange(rig.socket, app_purchase(1100))).text(39) == "00"
+            rig.module_port.simulator.tampered = True
+            check = await registration(rig)
+            assert (check.status, finding_code(check)) == (Status.WARN, "registration.a2-missing")
+            assert "TUSN not asked: card module refused TUSN" in check.detail
+
+    run(scenario())
+
+
 def test_the_tms_record_keeps_the_tusn(tmp_path) -> None:
     """What the TMS simulator is given for a terminal, its TUSN included, is what it serves
     over HTTP and what the agent reads of it."""
