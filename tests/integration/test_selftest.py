@@ -184,6 +184,35 @@ def test_unusable_journal_fails_storage(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_damaged_journal_set_aside_is_said_whatever_else_storage_finds(tmp_path) -> None:
+    """DESIGN.md section 8: storage reports the damaged journal while its copy is there. Another
+    finding may be more urgent (a journal that cannot be opened fails first); then it follows in
+    the detail. A stuck reversal comes after it."""
+    from agent import paths
+    from agent.wire.message import Message
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            journal = rig.agent.journal
+            path = paths.journal_path(rig.config)
+            path.with_name(path.name + ".damaged-20261207T070000Z").write_bytes(b"not a db")
+            sale = Message("0200", {3: "000000", 4: "000000001000", 11: "000042", 41: "1"})
+            row = journal.begin(sale, financial=True)
+            journal.finish(row, "timed-out", reversal_reason="98")
+            for reversal in journal.queued_reversals():
+                for _ in range(rig.config.reversal.attempts):
+                    journal.reversal_attempted(reversal.id, "no answer")
+            check = (await run_checks(context_of(rig), ["storage"])).get("storage")
+            assert (check.status, check.finding) == (Status.WARN, "journal-damaged")
+            assert "also storage.reversals-stuck: " in check.detail, check.detail
+            context = context_of(rig, journal=None, journal_error="file is not a database")
+            check = (await run_checks(context, ["storage"])).get("storage")
+            assert (check.status, check.finding) == (Status.FAIL, "journal-unusable")
+            assert "also storage.journal-damaged: damaged state set aside: " in check.detail
+
+    run(scenario())
+
+
 def test_a_check_that_hangs_is_cut_at_its_deadline(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path, sections={"selftest": {"deadline": 0.5}}) as rig:
