@@ -576,11 +576,15 @@ def build(
                 raise ConfigError(
                     f"{source}: unknown key {section}.{key}; expected one of {', '.join(parsers)}"
                 )
+        origins = dict.fromkeys(values, source)  # a bad value is blamed on where it came from
         for key in parsers:
             variable = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             if variable in env:
                 values[key] = env[variable]
-        parsed = {key: parse_value(section, key, value, source) for key, value in values.items()}
+                origins[key] = f"environment {variable}"
+        parsed = {
+            key: parse_value(section, key, value, origins[key]) for key, value in values.items()
+        }
         if section == "wire":
             parsed = _wire_checked(parsed, source, base or Path.cwd())
         sections[section] = SECTION_CLASSES[section](**parsed)

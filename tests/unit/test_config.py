@@ -133,8 +133,13 @@ def test_the_gateway_cpu_is_last_any_or_a_number(tmp_path, value: str, setting: 
 
 
 def test_bad_environment_override_is_named(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"gateway.tcp_port = 'abc': expected a whole number"):
+    """The variable is blamed, not the file (whose own value may be good)."""
+    with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, GOOD), env={"POS_AGENT_GATEWAY_TCP_PORT": "abc"})
+    assert str(caught.value) == (
+        "environment POS_AGENT_GATEWAY_TCP_PORT: gateway.tcp_port = 'abc': expected a whole "
+        "number of 0 or more"
+    )
 
 
 def test_named_file_must_exist(tmp_path) -> None:
