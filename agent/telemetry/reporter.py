@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOOK_EVERY = 1.0  # seconds between looks at the agent's state when nothing changes
-TEXTFILE_EVERY = 60.0  # seconds: node_exporter's reader sees a fresh file at least this often
+# seconds between rewrites of an unchanged textfile: node_exporter's reader sees one fresh within
+# a minute, even when a look at the state waits out the journal's patience
+TEXTFILE_EVERY = 50.0
 MAX_INCIDENT = 65_536  # bytes of an incident message worth reading
 SERIAL_FIRST, SERIAL_MAX = 5.0, 300.0  # pauses while the module does not give its serial
 
@@ -125,12 +127,19 @@ class Reporter:
                     await self._changed()
 
     async def _identity(self) -> Identity:
-        """Who the terminal is; the serial is the topics' key, so it is waited for."""
+        """Who the terminal is; the serial is the topics' key, so it is waited for. The textfile
+        does not wait: a terminal whose module gives no serial is one to watch (its serial label
+        empty meanwhile)."""
         backoff = Backoff(SERIAL_FIRST, SERIAL_MAX)
         while not (serial := await self._module.serial()):
             pause = backoff.failed()
             log.warning("telemetry: the module gives no serial yet; asking again in %.0f s", pause)
-            await asyncio.sleep(pause)
+            until = time.monotonic() + pause
+            while (left := until - time.monotonic()) > 0:
+                if self.telemetry.textfile:
+                    unknown = Identity("", "", acquirer_of(self._settings()))
+                    self._show(await self._message(unknown, time.time()), publish=False)
+                await asyncio.sleep(min(left, TEXTFILE_EVERY))
         return Identity(serial, await self._module.tusn(), acquirer_of(self._settings()))
 
     def _publisher(self, identity: Identity) -> Publisher:

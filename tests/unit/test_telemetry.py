@@ -374,3 +374,50 @@ def test_pahos_unused_imports_stay_deferred_until_used() -> None:
                          check=True).stdout.splitlines()  # fmt: skip
     assert out[0] == "['_Deferred', '_Deferred', '_Deferred', 'NoneType', 'NoneType']"
     assert out[1] == "32 da39a3ee True module"
+
+
+def test_the_textfile_does_not_wait_for_the_modules_serial(tmp_path) -> None:
+    """MQTT needs the serial (its topics' key); node_exporter does not: while the module gives
+    none, the textfile holds the state with an empty serial, and says offline at the stop."""
+    from agent.config import Config, TelemetryConfig
+    from agent.recovery.incident import HostIncident
+    from agent.telemetry.reporter import ModuleIdentity, Reporter
+    from agent.telemetry.reports import LatestReport
+
+    journal = Journal(tmp_path / "j.sqlite3")
+    textfile = tmp_path / "pos_agent.prom"
+
+    async def status() -> dict:
+        return {**STATUS, "state": "registered"}
+
+    async def no_serial() -> str:
+        return ""
+
+    async def unchanged() -> None:
+        await asyncio.sleep(3600)
+
+    config = Config(telemetry=TelemetryConfig(textfile=str(textfile)))
+    reporter = Reporter(
+        lambda: config,
+        journal,
+        status,
+        unchanged,
+        ModuleIdentity(no_serial, no_serial),
+        LatestReport(),
+        ids=HighWater(tmp_path / "ids.json", fresh=True),
+        incident=HostIncident(),
+        commands=None,
+    )
+
+    async def a_while() -> str:
+        task = asyncio.ensure_future(reporter.run())
+        await asyncio.sleep(0.2)
+        written = textfile.read_text()
+        task.cancel()
+        await reporter.close()
+        return written
+
+    written = asyncio.run(a_while())
+    assert 'pos_agent_state{serial="",state="registered"} 1' in written, written
+    assert 'pos_agent_state{serial="",state="offline"} 1' in textfile.read_text()
+    journal.close()
