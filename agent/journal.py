@@ -1252,6 +1252,23 @@ class Journal:
         rows = self._rows("SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id", (since,))
         return [{"at": at, "kind": kind, **json.loads(detail)} for at, kind, detail in rows]
 
+    def last_event_at(self, kind: str, **matching: object) -> float | None:
+        """When the newest event of ``kind`` whose detail holds ``matching`` was recorded; None
+        when the journal keeps none (events are pruned with the rest)."""
+        self._caught_up()
+        with self._lock:
+            try:
+                newest_first = self._db.execute(
+                    "SELECT at, detail FROM events WHERE kind = ? ORDER BY id DESC", (kind,)
+                )
+                for at, detail in newest_first:
+                    said = json.loads(detail)
+                    if all(said.get(key) == value for key, value in matching.items()):
+                        return float(at)
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path} read failed: {exc}") from None
+        return None
+
     def transactions(self, since: float = 0.0) -> list[dict[str, Any]]:
         self._caught_up()
         rows = self._rows(

@@ -95,6 +95,11 @@ class Reporter:
         return self._settings().telemetry
 
     async def run(self) -> None:
+        if self._last_97 is None:  # the state says when, also after a restart
+            with contextlib.suppress(JournalError):
+                self._last_97 = await self.journal.within(
+                    PATIENCE, self.journal.last_event_at, "recovery.refused", code="97"
+                )
         identity = await self._identity()
         since, outbox_seen = time.time(), -1
         shown = await self._message(identity, since)

@@ -378,7 +378,8 @@ def test_pahos_unused_imports_stay_deferred_until_used() -> None:
 
 def test_the_textfile_does_not_wait_for_the_modules_serial(tmp_path) -> None:
     """MQTT needs the serial (its topics' key); node_exporter does not: while the module gives
-    none, the textfile holds the state with an empty serial, and says offline at the stop."""
+    none, the textfile holds the state with an empty serial (and the last 97 the journal keeps
+    from before a restart), and says offline at the stop."""
     from agent.config import Config, TelemetryConfig
     from agent.recovery.incident import HostIncident
     from agent.telemetry.reporter import ModuleIdentity, Reporter
@@ -388,7 +389,7 @@ def test_the_textfile_does_not_wait_for_the_modules_serial(tmp_path) -> None:
     textfile = tmp_path / "pos_agent.prom"
 
     async def status() -> dict:
-        return {**STATUS, "state": "registered"}
+        return {**STATUS, "state": "registered", "last_refusal": None}  # none since the start
 
     async def no_serial() -> str:
         return ""
@@ -417,7 +418,14 @@ def test_the_textfile_does_not_wait_for_the_modules_serial(tmp_path) -> None:
         await reporter.close()
         return written
 
+    journal.event("recovery.refused", code="97", text="terminal not registered")
+    journal.event("recovery.refused", code="96", text="system malfunction")
+    (refused_97,) = [e["at"] for e in journal.events() if e.get("code") == "97"]
+    assert journal.last_event_at("recovery.refused", code="97") == refused_97
+    assert journal.last_event_at("recovery.refused", code="A0") is None
     written = asyncio.run(a_while())
     assert 'pos_agent_state{serial="",state="registered"} 1' in written, written
+    # the last 97 the journal keeps, after a restart (the status knows none since)
+    assert f'pos_agent_last_97_timestamp_seconds{{serial=""}} {int(refused_97)}' in written
     assert 'pos_agent_state{serial="",state="offline"} 1' in textfile.read_text()
     journal.close()
