@@ -93,7 +93,6 @@ HELP: dict[str, str] = {
     "RTC offset in seconds": "实时时钟（RTC）的偏差，单位秒",
     "seed of the fault generator (repeatable runs)": "故障生成器的随机种子（可重复运行）",
     # agent sim host
-    "HOST:PORT to serve on": "提供服务的 HOST:PORT",
     "terminal registry (JSON; created with one test terminal if absent)":
         "终端登记表（JSON；不存在时创建，内含一台测试终端）",
     "admin HTTP port on 127.0.0.1": "127.0.0.1 上的管理 HTTP 端口",

@@ -243,7 +243,7 @@ def build_parser(language: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(handler="sim:cmd_sim_module")
 
     p = simulators.add_parser("host", help="acquirer host simulator (ISO 8583 over TCP)")
-    p.add_argument("--listen", required=True, help="HOST:PORT to serve on")
+    p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default: any free port)")
     p.add_argument(
         "--registry",
         type=Path,
