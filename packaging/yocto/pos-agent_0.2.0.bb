@@ -91,6 +91,9 @@ POS_AGENT_HOOK_EVENTS = "provision sync-clock signed-in on-97 on-unregistered di
 do_install:append() {
     install -D -m 0644 ${S}/packaging/systemd/pos-agent.service \
         ${D}${systemd_system_unitdir}/pos-agent.service
+    # the unit's drop-in: telemetry.textfile may write where node_exporter reads
+    install -D -m 0644 ${S}/packaging/systemd/pos-agent.service.d/textfile.conf \
+        ${D}${systemd_system_unitdir}/pos-agent.service.d/textfile.conf
     install -D -m 0644 ${S}/packaging/systemd/pos-agent.sysusers \
         ${D}${nonarch_libdir}/sysusers.d/pos-agent.conf
     install -D -m 0644 ${S}/packaging/systemd/pos-agent.tmpfiles \
@@ -114,6 +117,7 @@ do_install:append() {
 
 FILES:${PN} += " \
     ${systemd_system_unitdir}/pos-agent.service \
+    ${systemd_system_unitdir}/pos-agent.service.d/textfile.conf \
     ${nonarch_libdir}/sysusers.d/pos-agent.conf \
     ${nonarch_libdir}/tmpfiles.d/pos-agent.conf \
     ${nonarch_libdir}/pos-agent/ota/health-gate \

@@ -58,6 +58,7 @@ def common_paths() -> list[str]:
     return [
         "usr/bin/agent",
         unit_path(),
+        f"{unit_path()}.d/textfile.conf",
         fleet_watch_unit_path(),
         "usr/lib/sysusers.d/pos-agent.conf",
         "usr/lib/tmpfiles.d/pos-agent.conf",

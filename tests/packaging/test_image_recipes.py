@@ -461,6 +461,9 @@ def test_yocto_installs_the_repositorys_files_where_the_agent_looks() -> None:
         assert [p for p in ROOT.glob(source) if p.is_file()], source
     assert installs(RECIPE, "${S}") == {
         "packaging/systemd/pos-agent.service": "${D}${systemd_system_unitdir}/pos-agent.service",
+        "packaging/systemd/pos-agent.service.d/textfile.conf": (
+            "${D}${systemd_system_unitdir}/pos-agent.service.d/textfile.conf"
+        ),
         "packaging/systemd/pos-agent.sysusers": "${D}${nonarch_libdir}/sysusers.d/pos-agent.conf",
         "packaging/systemd/pos-agent.tmpfiles": "${D}${nonarch_libdir}/tmpfiles.d/pos-agent.conf",
         "packaging/config/agent.toml": f"${{D}}${{sysconfdir}}/{DEFAULT_PATH.relative_to('/etc')}",
@@ -474,6 +477,7 @@ def test_yocto_installs_the_repositorys_files_where_the_agent_looks() -> None:
         "${nonarch_libdir}/sysusers.d/pos-agent.conf",
         "${nonarch_libdir}/tmpfiles.d/pos-agent.conf",
         "${systemd_system_unitdir}/pos-agent.service",
+        "${systemd_system_unitdir}/pos-agent.service.d/textfile.conf",
     } <= set(files)
     assert variables["SYSTEMD_SERVICE:${PN}"] == UNIT.name
     assert variables["POS_AGENT_HOOK_EVENTS"].split() == list(EVENTS)
@@ -608,6 +612,9 @@ def test_buildroot_installs_the_repositorys_files_where_the_agent_looks() -> Non
     makefile = BR_PACKAGE / "pos-agent.mk"
     assert installs(makefile, "$(@D)") == {
         "packaging/systemd/pos-agent.service": "$(TARGET_DIR)/usr/lib/systemd/system/" + UNIT.name,
+        "packaging/systemd/pos-agent.service.d/textfile.conf": (
+            "$(TARGET_DIR)/usr/lib/systemd/system/pos-agent.service.d/textfile.conf"
+        ),
         "packaging/systemd/pos-agent.sysusers": "$(TARGET_DIR)/usr/lib/sysusers.d/pos-agent.conf",
         "packaging/systemd/pos-agent.tmpfiles": "$(TARGET_DIR)/usr/lib/tmpfiles.d/pos-agent.conf",
         "packaging/config/agent.toml": f"$(TARGET_DIR){DEFAULT_PATH}",
@@ -618,7 +625,8 @@ def test_buildroot_installs_the_repositorys_files_where_the_agent_looks() -> Non
         assert (ROOT / source).is_file(), source
     variables = make_vars(makefile)
     # the systemd files only with systemd as the init system
-    for source in ("pos-agent.service", "pos-agent.sysusers", "pos-agent.tmpfiles"):
+    for source in ("pos-agent.service", "pos-agent.service.d/textfile.conf", "pos-agent.sysusers",
+                   "pos-agent.tmpfiles"):  # fmt: skip
         assert f"/packaging/systemd/{source}" in variables["POS_AGENT_INSTALL_INIT_SYSTEMD"]
     assert variables["POS_AGENT_HOOK_EVENTS"].split() == list(EVENTS)
     assert "$(eval $(python-package))" in makefile.read_text(encoding="utf-8")

@@ -57,6 +57,8 @@ POS_AGENT_POST_INSTALL_TARGET_HOOKS += POS_AGENT_INSTALL_CONFIG
 define POS_AGENT_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(@D)/packaging/systemd/pos-agent.service \
 		$(TARGET_DIR)/usr/lib/systemd/system/pos-agent.service
+	$(INSTALL) -D -m 0644 $(@D)/packaging/systemd/pos-agent.service.d/textfile.conf \
+		$(TARGET_DIR)/usr/lib/systemd/system/pos-agent.service.d/textfile.conf
 	$(INSTALL) -D -m 0644 $(@D)/packaging/systemd/pos-agent.sysusers \
 		$(TARGET_DIR)/usr/lib/sysusers.d/pos-agent.conf
 	$(INSTALL) -D -m 0644 $(@D)/packaging/systemd/pos-agent.tmpfiles \
