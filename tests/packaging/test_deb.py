@@ -217,10 +217,13 @@ def test_remove_keeps_configuration_and_purge_leaves_nothing(deb: Path, tmp_path
     assert (state / "journal.sqlite3").exists()
     assert account(root, "pos-agent") is not None
 
+    assert account(root, "pos-agent-tech", "group") is not None
+
     result = dpkg(root, "--purge", "pos-agent")
     assert unexpected_warnings(result) == []
     assert account(root, "pos-agent") is None
     assert account(root, "pos-agent", "group") is None
+    assert account(root, "pos-agent-tech", "group") is None
     assert left_after_purge(root) == []
     assert host_state(VENV) == before
 
