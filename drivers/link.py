@@ -16,9 +16,13 @@ from drivers.framing import ACK, NAK, BadFrame, Control, Frame, FrameParser
 
 ACK_TIMEOUT = 0.2
 RETRANSMITS = 3
-# A partial frame is dropped once the line has been quiet this long. At 115200 baud a 1 KiB frame
-# takes 90 ms to arrive but is written in one go, so its bytes never pause this long.
+# How long one read of the line waits (the granularity of the waits for an ACK or a response).
 QUIET = 0.02
+# A partial frame is dropped (and NAKed) once no byte of it has come for this long. A module
+# writes a frame in one go, but its bytes may reach us in pieces: a USB-serial adapter hands them
+# on at its latency timer (16 ms by default), a socket:// line at the network's pace. Under the
+# sender's ACK wait, so a frame cut short is NAKed before the sender gives up on it.
+PARTIAL_GAP = 0.1
 
 
 class ByteStream(Protocol):
@@ -170,7 +174,7 @@ class Link:
             self.stats.bytes_in += len(data)
             self._last_byte_at = now
             events = self._parser.feed(data)
-        elif self._parser.partial and now - self._last_byte_at >= QUIET:
+        elif self._parser.partial and now - self._last_byte_at >= PARTIAL_GAP:
             events = self._parser.expire()
         else:
             events = []

@@ -289,6 +289,22 @@ def test_half_a_frame_then_silence_is_a_timeout() -> None:
     module.close(), script.close()
 
 
+def test_a_frame_that_comes_in_pieces_is_one_frame() -> None:
+    """A USB-serial adapter passes bytes on at its latency timer (16 ms), a socket:// line at
+    the network's pace: a pause of 50 ms inside a response is no truncation."""
+
+    def behave(event):
+        if isinstance(event, Frame):
+            answer = reply(event, b"\x00" + (7).to_bytes(4, "big"))
+            return [ack(), answer[:5], 0.05, answer[5:]]
+        return []
+
+    script, module = scripted(behave)
+    assert module.ping() == 7
+    assert module.stats.bad_frames == 0
+    module.close(), script.close()
+
+
 def test_module_vanishing_mid_frame_is_a_link_error() -> None:
     def behave(event):
         if isinstance(event, Frame):
