@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# The journal's event of a host's refusal; one of a 97 is the fleet's "97".
+REFUSED = "recovery.refused"
 KINDS = ("97", "recovered", "unregistered", "request-refused", "reversal-stuck",
          "selftest-failed", "parameters-downloaded", "journal-damaged", "command")  # fmt: skip
 
@@ -24,7 +26,7 @@ def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | N
 
 
 def _told(kind: str, detail: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
-    if kind == "recovery.refused" and detail.get("code") == "97":
+    if kind == REFUSED and detail.get("code") == "97":
         return "97", "host.97", {"code": "97", "text": detail.get("text", "")}
     if kind == "recovery.recovered":  # the timeline's summary: what it took, how long
         shown = {key: detail.get(key) for key in ("code", "seconds", "remedies")}

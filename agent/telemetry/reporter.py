@@ -21,7 +21,7 @@ from agent.backoff import Backoff
 from agent.config import Config, TelemetryConfig
 from agent.journal import PATIENCE, Journal, JournalError
 from agent.recovery.incident import HostIncident
-from agent.telemetry import textfile
+from agent.telemetry import events, textfile
 from agent.telemetry.ids import HighWater
 from agent.telemetry.reports import LatestReport
 from agent.telemetry.state import (
@@ -98,7 +98,7 @@ class Reporter:
         if self._last_97 is None:  # the state says when, also after a restart
             with contextlib.suppress(JournalError):
                 self._last_97 = await self.journal.within(
-                    PATIENCE, self.journal.last_event_at, "recovery.refused", code="97"
+                    PATIENCE, self.journal.last_event_at, events.REFUSED, code="97"
                 )
         identity = await self._identity()
         since, outbox_seen = time.time(), -1
