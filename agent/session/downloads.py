@@ -164,9 +164,11 @@ class Downloads:
                 self._journal.note("ca-key-refused", key=named, reason=str(exc))
                 continue
             keys.append(key.to_json())
+        # the chain ends so whatever was kept: the host's answer to it goes on (its header may
+        # ask for the IC parameters next)
+        await self._ask("0800", CA_KEYS_END)
         if refusals and not keys:  # nothing good came: the keys in use stay
             raise DownloadFailed(f"0800/370: {refusals[0]}")
-        await self._ask("0800", CA_KEYS_END)
         summary = {"keys": len(keys), **({"refused": len(refusals)} if refusals else {})}
         return await self._commit("ca_keys", {"keys": keys}, summary)
 

@@ -263,6 +263,8 @@ def test_every_download_step_refuses_a_cut_answer(
             assert failed["reason"] == reason
             assert stored(rig) == {}
             assert rig.host.downloads.requests[step] == asked  # tried again, then given up
+            if step == "370":  # every key refused: each try still ended with its 0800/371
+                assert rig.host.downloads.requests["371"] == 2
 
     run(scenario())
 
