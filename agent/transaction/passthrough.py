@@ -10,11 +10,21 @@ from collections.abc import Callable
 from agent.host.link import HostLink, HostLinkError, HostUnavailable
 from agent.journal import Journal, JournalError
 from agent.transaction.app_socket import Reply
-from agent.transaction.sender import local_answer
+from agent.transaction.sender import local_answer, unreadable_answer
 from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError, WireError
-from agent.wire.frame import Frame, Layout, decode_frame, host_frame, with_length
-from agent.wire.message import encode_message
+from agent.wire.frame import (
+    HEADER_BYTES,
+    TPDU_BYTES,
+    Frame,
+    Header,
+    Layout,
+    Tpdu,
+    decode_frame,
+    host_frame,
+    with_length,
+)
+from agent.wire.message import Message, encode_message
 from agent.wire.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -35,24 +45,26 @@ class PassThrough:
 
     def failed(self, frame: bytes, reason: str) -> bytes | None:
         """The agent's 96 with the reason, in the host's framing, when the frame can be read;
-        a frame that cannot be read has nothing to answer it with (the connection closes)."""
+        else its 30 (:meth:`_unreadable`)."""
         try:
             inspected = decode_frame(frame, Layout.TPDU, self._profile())
-        except DecodeError:
-            return None
+        except DecodeError as exc:
+            unreadable = self._unreadable(frame, str(exc))
+            return None if unreadable is None else unreadable.frame
         reply = self._local(inspected, "96", "request.agent-error", reason)
         return None if reply is None else reply.frame
 
     async def process(self, frame: bytes) -> Reply | None:
         """The host's answer to one app frame; the agent's own answer when the host gave none
-        (the app's reversal logic takes it from there); ``None`` for a frame that cannot be
-        read, which closes the app's connection."""
+        (the app's reversal logic takes it from there), or when the message does not decode
+        (30, not sent); ``None`` only when not even its TPDU and header can be read, which
+        closes the app's connection."""
         try:
             inspected = decode_frame(frame, Layout.TPDU, self._profile())
         except DecodeError as exc:
             log.warning("payment app sent an undecodable frame in pass-through mode: %s", exc)
             self.stats.bad_frames += 1
-            return None
+            return self._unreadable(frame, str(exc))
         request = inspected.message
         journal = self.journal
         try:
@@ -78,13 +90,28 @@ class PassThrough:
         except JournalError as exc:  # the app keeps its own reversals in this mode
             log.error("pass-through transaction %d not closed in the journal: %s", transaction, exc)
 
+    def _unreadable(self, frame: bytes, reason: str) -> Reply | None:
+        """30 with the reason for a message that does not decode (a field the profile does not
+        define is never a reason to close the connection, DESIGN.md section 4), in the host's
+        framing; None when the TPDU and header themselves cannot be read."""
+        try:
+            tpdu = Tpdu.from_bytes(frame[:TPDU_BYTES], 0)
+            header = Header.from_bytes(frame[TPDU_BYTES : TPDU_BYTES + HEADER_BYTES], TPDU_BYTES)
+        except DecodeError:
+            return None
+        answer = unreadable_answer(frame[TPDU_BYTES + HEADER_BYTES :], reason)
+        return self._framed(answer, tpdu, header)
+
     def _local(self, inspected: Frame, code: str, finding: str, reason: str) -> Reply | None:
         """The agent's own answer in the host's framing: TPDU swapped, the request's header."""
+        assert inspected.tpdu is not None and inspected.header is not None
         answer = local_answer(inspected.message, code, finding, reason)
+        return self._framed(answer, inspected.tpdu, inspected.header)
+
+    def _framed(self, answer: Message, tpdu: Tpdu, header: Header) -> Reply | None:
         try:
             encoded = encode_message(answer, self._profile())
         except WireError as exc:
             log.error("pass-through: no answer can be made for %s: %s", answer.mti, exc)
             return None
-        assert inspected.tpdu is not None and inspected.header is not None
-        return Reply(host_frame(encoded, inspected.tpdu.swapped(), inspected.header))
+        return Reply(host_frame(encoded, tpdu.swapped(), header))

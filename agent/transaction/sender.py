@@ -98,6 +98,16 @@ def local_answer(request: Message, code: str, finding: str, reason: str) -> Mess
     return response
 
 
+def unreadable_answer(message: bytes, reason: str) -> Message:
+    """The answer to a message that does not decode (from its MTI on): 30 with the reason, under
+    the response MTI when it begins with a request MTI (the app must always get an answer), else
+    as a network-management answer."""
+    mti = message[:2].hex() if len(message) >= 2 else ""
+    if not (mti.isdigit() and mti[2] in "02468"):
+        mti = "0800"  # no request MTI to answer: a network-management answer with the reason
+    return local_answer(Message(mti, {}), "30", "request.format", reason)
+
+
 def _for_the_app(request: Message, response: Message) -> Message:
     """The host's answer as the app gets it: MAC removed (verified here; the app has no key),
     the app's STAN back."""

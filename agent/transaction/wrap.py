@@ -17,7 +17,7 @@ from agent.host.signin import SignInError
 from agent.journal import JournalError
 from agent.transaction.app_socket import Reply
 from agent.transaction.classes import NETWORK_MANAGEMENT, classify
-from agent.transaction.sender import Attempt, Sender, local_answer
+from agent.transaction.sender import Attempt, Sender, local_answer, unreadable_answer
 from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.message import Message, decode_message, encode_message
@@ -73,13 +73,8 @@ class OneAtATime:
 
 
 def unreadable(frame: bytes, reason: str) -> bytes:
-    """The answer to a frame that does not decode: 30 with the reason, under the response MTI
-    when the frame begins with a request MTI (the app must always get an answer)."""
-    mti = frame[:2].hex() if len(frame) >= 2 else ""
-    if not (mti.isdigit() and mti[2] in "02468"):
-        mti = "0800"  # no request MTI to answer: a network-management answer with the reason
-    answer = local_answer(Message(mti, {}), "30", "request.format", reason)
-    return encode_message(answer)
+    """The answer to a frame that does not decode, encoded (:func:`unreadable_answer`)."""
+    return encode_message(unreadable_answer(frame, reason))
 
 
 class WrapMode:

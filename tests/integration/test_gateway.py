@@ -288,9 +288,8 @@ def test_a_message_that_does_not_decode_is_answered_30(tmp_path, message, mti, r
             answer = decode_message(await reader.readexactly(length))
             writer.close()
             assert (answer.mti, answer.text(39)) == (mti, "30")
-            assert answer.text(63).startswith("AGENT request.format: ") and reason in answer.text(
-                63
-            )
+            assert answer.text(63).startswith("AGENT request.format: ")
+            assert reason in answer.text(63)
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             assert rig.host.state()["requests"].get("0200", 0) == 1  # nothing else was sent
 
@@ -406,6 +405,42 @@ def test_pass_through_forwards_frames_untouched(tmp_path) -> None:
             assert answer.tpdu == Tpdu().swapped()
             assert (answer.message.mti, answer.message.text(39)) == ("0830", "00")
             assert rig.agent.journal.transactions()[-1]["state"] == "completed"
+
+    run(scenario())
+
+
+def test_pass_through_answers_30_to_a_message_that_does_not_decode(tmp_path) -> None:
+    """DESIGN.md section 4: a field no row defines is never a reason to close the app's
+    connection, in pass-through mode too: 30 in the host's framing, nothing sent, and the same
+    connection goes on. Only a frame without even a TPDU and header closes it."""
+    from agent.wire.frame import Header, Tpdu, decode_frame
+
+    async def scenario():
+        async with gateway_rig(tmp_path, mode="pass-through", sign_in=False) as rig:
+            before = dict(rig.host.state()["requests"])
+            reader, writer = await asyncio.open_unix_connection(str(rig.socket))
+
+            async def answer_to(message: bytes) -> Message:
+                writer.write(with_length(Tpdu().to_bytes() + Header().to_bytes() + message))
+                await writer.drain()
+                length = int.from_bytes(await reader.readexactly(2), "big")
+                answer = decode_frame(await reader.readexactly(length), layout=None)
+                assert answer.tpdu == Tpdu().swapped()
+                return answer.message
+
+            field_5 = await answer_to(bytes.fromhex("08200800000000000000"))
+            assert (field_5.mti, field_5.text(39)) == ("0830", "30")
+            assert field_5.text(63).startswith(
+                "AGENT request.format: "
+            ) and "field 5" in field_5.text(63)
+            assert rig.host.state()["requests"] == before
+            echo = Message("0820", {11: "000053", 41: TID, 42: "898100012340001",
+                                    60: "00000001301"})  # fmt: skip
+            assert (await answer_to(encode_message(echo))).text(39) == "00"  # the same connection
+            writer.write(with_length(b"\x60\x00"))  # not even a TPDU: closed
+            await writer.drain()
+            assert await reader.read() == b""
+            writer.close()
 
     run(scenario())
 
