@@ -1037,7 +1037,8 @@ class Journal:
 
     def reversal_of(self, wire_stan: str, batch: str) -> str | None:
         """The state of the agent's own reversal of the request sent as ``wire_stan`` in
-        ``batch`` (queued, confirmed, conflict), or ``None`` when it has none."""
+        ``batch`` (queued, confirmed, conflict, nothing-to-reverse), or ``None`` when it has
+        none."""
         rows = self._rows(
             "SELECT r.state FROM reversals r JOIN transactions t ON t.id = r.transaction_id "
             "WHERE t.stan = ? AND t.batch = ? ORDER BY r.id DESC LIMIT 1",

@@ -802,6 +802,17 @@ CATALOGUE: dict[str, Entry] = {
         ),
         action=Text("nothing: the money was never taken", "无需处理：该笔款项未被扣取"),
     ),
+    "request.original-not-at-host": Entry(
+        meaning=Text(
+            "the request this reversal names was reversed by the agent already, and the host "
+            "answered that it had no such transaction (12 or 25): answered 25 without going to "
+            "the host again. The agent sends its reversal once more later, in case the original "
+            "reached the host after it",
+            "该冲正所指的原交易已由本程序冲正，主机答复无此交易（12 或 25）：直接应答 25，不再上送"
+            "主机。本程序稍后会再发一次冲正，以防原交易晚于冲正到达主机",
+        ),
+        action=Text("nothing: no money was taken", "无需处理：未扣取任何款项"),
+    ),
     "request.original-reversal-disputed": Entry(
         meaning=Text(
             "the host refused the agent's reversal of the request this one names: answered 22, "

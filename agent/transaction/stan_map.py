@@ -150,6 +150,9 @@ class StanMap:
         if state == "conflict":
             reason = "the host disputes its reversal"
             return LocalAnswer("22", "request.original-reversal-disputed", reason)
+        if state == "nothing-to-reverse":  # the agent checks again later, by itself
+            reason = "the host had no such transaction when the agent reversed it"
+            return LocalAnswer("25", "request.original-not-at-host", reason)
         # the app reverses it: from now on a repetition of it is a new request
         await self.journal.within(
             SALE_PATIENCE, self.journal.no_longer_replayable, *wire, why="the app sent its reversal"

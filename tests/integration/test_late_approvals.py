@@ -55,6 +55,34 @@ async def _until(condition, seconds: float, what: str) -> None:
     raise AssertionError(f"{what} within {seconds} s")
 
 
+def test_the_apps_reversal_of_what_the_host_never_had_is_not_sent_again(tmp_path) -> None:
+    """DESIGN.md section 15: an app's 0400 for a transaction the agent reverses already is
+    answered from that reversal. One the host answered 25 (the original had not reached it) is
+    answered 25 here, and the host sees no second 0400; the agent's recheck stays its own."""
+    from tests.integration.gateway_rig import reversal_of
+
+    async def scenario():
+        async with gateway_rig(
+            tmp_path,
+            backup=True,
+            response_timeout=0.5,
+            host_options={"failover_after": 1},
+            sections={"reversal": {"recheck_after": 600.0}},
+        ) as rig:
+            rig.server.faults.add("held", delay=1.5)
+            purchase = app_purchase(1000, app_stan=930)
+            assert (await exchange(rig.socket, purchase)).text(39) == "98"
+            await rig.agent.reversals.send()
+            assert _reversal_states(rig) == [("nothing-to-reverse", True)]
+            sent = rig.host.state()["requests"].get("0400", 0)
+            answer = await exchange(rig.socket, reversal_of(purchase))
+            assert (answer.mti, answer.text(39), answer.text(11)) == ("0410", "25", "000930")
+            assert answer.text(63).startswith("AGENT request.original-not-at-host: ")
+            assert rig.host.state()["requests"].get("0400", 0) == sent, "not sent twice"
+
+    run(scenario())
+
+
 def test_a_reversal_that_overtook_its_original_is_sent_again(tmp_path) -> None:
     """The primary stops reading: the purchase times out, the reversal goes through the backup
     and gets 25, then the host takes the purchase in and approves it, its answer lost. The
