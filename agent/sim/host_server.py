@@ -41,16 +41,18 @@ it can issue keys for). ``/state`` shows them and the scheme of each sign-in rec
 (``signin_schemes``). A bad list is answered 400 and changes no setting.
 
 Fault kinds, each applied to the next ``count`` requests: ``no-answer``, ``late`` (answer after
-``delay`` seconds), ``garbage`` (random bytes instead of the answer), ``close`` (close the
-connection instead of answering), ``partial`` (half the answer, then close the connection),
-``wrong-mac`` (answer with a corrupted MAC), ``refused-first`` (a 97 without a MAC at once, as a
-host that lost the session sends it, then the real answer), ``held`` (the request is taken in
-``delay`` seconds late and its answer is lost, as from a host that stopped reading, then read
-what had piled up after the terminal had given up on that connection), ``stray-tid`` and
-``stray-mti`` (a forged approval without a MAC for the same STAN, naming another terminal or
-answering another MTI, ``delay`` seconds before the real answer, as an attacker on the line would
-send it), ``no-mac`` (the answer without its MAC, as hosts send declines). ``mti`` limits a
-fault to requests of that MTI (the reversals, say).
+``delay`` seconds), ``slow`` (taken at once, answered ``delay`` seconds later while the requests
+after it are read and answered: a front end that answers out of order), ``garbage`` (random
+bytes instead of the answer), ``close`` (close the connection instead of answering), ``partial``
+(half the answer, then close the connection), ``wrong-mac`` (answer with a corrupted MAC),
+``refused-first`` (a 97 without a MAC at once, as a host that lost the session sends it, then
+the real answer), ``held`` (the request is taken in ``delay`` seconds late and its answer is
+lost, as from a host that stopped reading, then read what had piled up after the terminal had
+given up on that connection), ``stray-tid`` and ``stray-mti`` (a forged approval without a MAC
+for the same STAN, naming another terminal or answering another MTI, ``delay`` seconds before
+the real answer, as an attacker on the line would send it), ``no-mac`` (the answer without its
+MAC, as hosts send declines). ``mti`` limits a fault to requests of that MTI (the reversals,
+say).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ from agent.wire.frame import Layout, decode_frame, host_frame, with_length
 from agent.wire.message import Message, encode_message
 
 FAULT_KINDS = (
-    "no-answer", "late", "garbage", "close", "partial", "wrong-mac", "refused-first", "held",
-    "stray-tid", "stray-mti", "no-mac",
+    "no-answer", "late", "slow", "garbage", "close", "partial", "wrong-mac", "refused-first",
+    "held", "stray-tid", "stray-mti", "no-mac",
 )  # fmt: skip
 MAX_FRAME = 8192
 
@@ -159,6 +161,9 @@ class HostServer:
                     self._hold(request, fault.delay)
                     continue
                 response = self.host.handle(request)
+                if fault is not None and fault.kind == "slow":
+                    self._answer_later(writer, response, fault.delay)
+                    continue
                 if not await self._answer(writer, response, fault):
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -171,6 +176,20 @@ class HostServer:
         """The ``held`` fault: the host takes the request in ``delay`` seconds from now."""
         task = asyncio.get_running_loop().create_task(asyncio.sleep(delay))
         task.add_done_callback(lambda _: self.host.handle(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _answer_later(
+        self, writer: asyncio.StreamWriter, response: bytes | None, delay: float
+    ) -> None:
+        """The ``slow`` fault: the answer, made now, is written ``delay`` seconds from now."""
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if response is not None and not writer.is_closing():
+                writer.write(with_length(response))
+
+        task = asyncio.get_running_loop().create_task(later())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

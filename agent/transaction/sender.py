@@ -85,6 +85,36 @@ def agent_reason(finding: str, text: str) -> str:
     return f"AGENT {finding}: {shown}"[:163]
 
 
+class InFlight:
+    """Requests under way with the working keys now in the module, from their MAC to the check
+    of their answer's: a sign-in that replaces the keys waits until they have landed, so that an
+    approval is checked under the keys it was sent with (DESIGN.md section 10)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._landed = asyncio.Event()
+        self._landed.set()
+
+    def take_off(self) -> None:
+        self.count += 1
+        self._landed.clear()
+
+    def land(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._landed.set()
+
+    async def landed(self, seconds: float) -> bool:
+        """Whether every one landed within ``seconds`` (a hung host or disk must not hold a
+        sign-in for ever: their own patience ends them first)."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._landed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
 def local_answer(request: Message, code: str, finding: str, reason: str) -> Message:
     """The agent's own answer to ``request``: ``code`` in 39, ``finding`` and ``reason`` in
     63."""
@@ -197,9 +227,11 @@ class Sender:
         self.signed_in_at: str | None = None
         self._signins_running = 0
         # Cleared while a sign-in replaces the working keys: requests wait rather than go out
-        # MACed under keys the host is about to forget.
+        # MACed under keys the host is about to forget; and the sign-in waits for those that
+        # went out before it (their answers are MACed under the keys it would replace).
         self._keys_settled = asyncio.Event()
         self._keys_settled.set()
+        self._in_flight = InFlight()
 
     @property
     def signed_in(self) -> bool:
@@ -217,18 +249,13 @@ class Sender:
         its first try went out with (DESIGN.md section 4: a retry carries it unchanged). Its
         class (DESIGN.md section 15) says whether it carries a MAC and is reversible; one that
         fits no class is answered with 30 and never sent."""
-
-        def local(code: str, finding: str, reason: str) -> Attempt:
-            return Attempt(self.local(request, code, finding, reason), None)
-
         cls = classify(request)
         if cls is None:
-            return local("30", "request.unclassified", unclassified(request))
+            return self._locally(request, "30", "request.unclassified", unclassified(request))
         await self.write_outcomes()
         if not self.link.endpoints:
-            return local("96", "provisioning.unprovisioned", "no host configured "
-                               "(host.primary): the terminal waits for provisioning")  # fmt: skip
-        financial = cls.reversible
+            reason = "no host configured (host.primary): the terminal waits for provisioning"
+            return self._locally(request, "96", "provisioning.unprovisioned", reason)
         await self._keys_settled.wait()
         if cls.held and self.journal.has_queued_reversals:
             try:
@@ -246,15 +273,33 @@ class Sender:
                 # terminal is never locked out of sales by its own queue.
                 if exc.attempts < self._config().reversal.attempts:
                     self.reversals.waiting.set()
-                    return local("96", "reversal.pending", str(exc))
+                    return self._locally(request, "96", "reversal.pending", str(exc))
                 log.warning("sale goes ahead of a reversal that keeps failing: %s", exc)
         try:
             references = await self.stan_map.references(request, cls)
         except JournalError as exc:
             reason = f"cannot look up the request it refers to: {exc}"
-            return local("96", "storage.journal-unusable", reason)
+            return self._locally(request, "96", "storage.journal-unusable", reason)
         if isinstance(references, LocalAnswer):
-            return local(references.code, references.finding, references.reason)
+            return self._locally(request, references.code, references.finding, references.reason)
+        while not self._keys_settled.is_set():  # a sign-in began meanwhile: after it
+            await self._keys_settled.wait()
+        self._in_flight.take_off()
+        try:
+            return await self._send(request, cls, references, field_59)
+        finally:
+            self._in_flight.land()
+
+    async def _send(
+        self,
+        request: Message,
+        cls: MessageClass,
+        references: dict[int, str],
+        field_59: Outgoing59 | None,
+    ) -> Attempt:
+        """The request out (journalled, MACed) and its answer checked, under the working keys
+        in the module now (:class:`InFlight`)."""
+        financial = cls.reversible
         outgoing = self._prepare(request, cls, references)
         stages.mark("prepared")
         # the app's STAN of this request (a reversal's or batch upload's 11 names another one)
@@ -269,32 +314,33 @@ class Sender:
             stages.mark("recorded")
         except TimeoutError:
             record.add_done_callback(self._never_sent)
-            return local("96", "storage.journal-slow", f"the journal did not record the "
-                               f"request within {SALE_PATIENCE:g} s (its disk may be frozen "
-                               "or failing): not sent")  # fmt: skip
+            reason = (
+                f"the journal did not record the request within {SALE_PATIENCE:g} s (its disk "
+                "may be frozen or failing): not sent"
+            )
+            return self._locally(request, "96", "storage.journal-slow", reason)
         except ModuleError as exc:
             status = exc.status if isinstance(exc, ModuleStatusError) else None
             finding = MODULE_REFUSALS.get(status, "module.mac-failed")
             said = str(exc)
-            return local(
-                "96", finding, said if said.startswith("card module") else f"card module: {said}"
-            )
+            reason = said if said.startswith("card module") else f"card module: {said}"
+            return self._locally(request, "96", finding, reason)
         except JournalError as exc:
-            return local("96", "storage.journal-unwritable", str(exc))
+            return self._locally(request, "96", "storage.journal-unwritable", str(exc))
         except WireError as exc:
-            return local("96", "request.not-encodable", str(exc))
+            return self._locally(request, "96", "request.not-encodable", str(exc))
         try:
             exchange = await self.link.request(outgoing, encoded)
         except HostUnavailable as exc:
             await self._close_unanswered(transaction, "not-sent", str(exc), None)
-            return local("96", "network.host-unreachable", str(exc))
+            return self._locally(request, "96", "network.host-unreachable", str(exc))
         except HostLinkError as exc:
             reason = "98" if financial else None
             await self._close_unanswered(transaction, "timed-out", str(exc), reason)
             if financial:
                 self.reversals.waiting.set()
             told = f"{exc}; reversal queued" if financial else str(exc)
-            return local("98", "host.no-answer", told)
+            return self._locally(request, "98", "host.no-answer", told)
         return await self._settle(request, outgoing, transaction, exchange, cls, field_59)
 
     async def write_outcomes(self) -> None:
@@ -535,6 +581,9 @@ class Sender:
         if queued is not None:
             self.reversals.waiting.set()
 
+    def _locally(self, request: Message, code: str, finding: str, reason: str) -> Attempt:
+        return Attempt(self.local(request, code, finding, reason), None)
+
     def local(self, request: Message, code: str, finding: str, reason: str) -> Message:
         """The agent's own answer to ``request``, counted and journalled."""
         self.stats.local_answers += 1
@@ -550,6 +599,10 @@ class Sender:
         self._signins_running += 1
         self._keys_settled.clear()
         try:
+            patience = self.link.options.response_timeout + 2 * SALE_PATIENCE
+            if not await self._in_flight.landed(patience):
+                log.warning("sign-in goes ahead of %d request(s) still without an answer: theirs "
+                            "may fail the MAC check", self._in_flight.count)  # fmt: skip
             async with self._signin_lock:
                 config = self._config()
                 slot = config.module.key_slot

@@ -388,6 +388,29 @@ def test_no_card_data_in_logs_journal_or_answers(tmp_path, caplog) -> None:
     assert PAN.encode() not in journal
 
 
+def test_a_sign_in_waits_for_the_answers_of_requests_in_flight(tmp_path) -> None:
+    """DESIGN.md section 10: an approval is checked under the keys it was sent with. A host's
+    front end answers out of order: a sign-in asked while a purchase waits for its answer would
+    load keys the purchase's answer was not MACed under (an approval turned A0 and reversed). The
+    sign-in waits until the purchase has its answer checked."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("slow", delay=0.5, mti="0200")
+            purchase = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            while rig.host.state()["requests"].get("0200", 0) == 0:
+                await asyncio.sleep(0.01)
+            signed_in = asyncio.create_task(rig.agent.sender.sign_in())
+            answer = await purchase
+            assert answer.text(39) == "00", answer.text(63)
+            await signed_in
+            assert rig.host.state()["mac_failures"] == 0
+            assert rig.agent.journal.queued_reversals() == []
+            assert (await exchange(rig.socket, app_purchase(1100))).text(39) == "00"  # new keys
+
+    run(scenario())
+
+
 def test_pass_through_forwards_frames_untouched(tmp_path) -> None:
     from agent.wire.frame import Header, Tpdu, decode_frame
 

@@ -212,7 +212,7 @@ def cause_codes() -> set[str]:
 
 
 # what words the agent's own answers (DESIGN.md section 4): the finding is the first code passed
-LOCAL_ANSWERS = {"local_answer", "local", "_local", "LocalAnswer"}
+LOCAL_ANSWERS = {"local_answer", "local", "_local", "_locally", "LocalAnswer"}
 
 
 def local_answer_calls() -> Iterator[tuple[str, ast.Call]]:
