@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from agent.cli import render
@@ -67,16 +68,29 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     try:
         show(summary.summarise(fleet, subscription.too_large), args.json, first=True)
-        while args.watch:
+        stop = _stopped_by_signals() if args.watch else None
+        while stop is not None and not stop.is_set():
             first = subscription.get(1.0)
             if isinstance(first, Received):  # something changed: and what comes with it
                 fleet.take([first, *subscription.gather(QUIET, 1.0)])
                 show(summary.summarise(fleet, subscription.too_large), args.json, first=False)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the watch began
         pass
     finally:
         subscription.close()
     return EXIT_OK
+
+
+def _stopped_by_signals() -> threading.Event:
+    """Set by Ctrl-C or SIGTERM, for a loop that looks at it at least once a second. Not a
+    KeyboardInterrupt: raised inside a queue's get, it could leave the queue's lock held, and
+    paho's thread, putting the next message there, would then hold up the close for ever."""
+    import signal
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
 
 
 def show(found: dict, as_json: bool, first: bool) -> None:
@@ -92,9 +106,6 @@ def show(found: dict, as_json: bool, first: bool) -> None:
 
 
 def cmd_fleet_watch(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from agent.fleet.subscription import BrokerError
     from agent.fleet.watcher import Watcher
     from agent.service import logs
@@ -103,9 +114,7 @@ def cmd_fleet_watch(args: argparse.Namespace) -> int:
 
     logs.setup(args.verbose)
     config, broker = configuration(args)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):  # systemctl stop, Ctrl-C: a clean stop
-        signal.signal(signum, lambda *_: stop.set())
+    stop = _stopped_by_signals()  # systemctl stop, Ctrl-C: a clean stop
     notifier = Notifier()
     try:
         Watcher(config.telemetry, config.fleet, broker, notifier).run(stop)

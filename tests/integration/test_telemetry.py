@@ -318,6 +318,7 @@ def test_agent_fleet_watch_redraws_in_place_on_a_terminal(tmp_path, broker) -> N
         os.close(master)
         if watch.poll() is None:
             watch.kill()
+            watch.wait()
 
 
 def test_agent_fleet_names_a_bad_or_unreachable_broker(tmp_path) -> None:
