@@ -455,16 +455,16 @@ class Sender:
                 f"the journal did not record the answer within {SALE_PATIENCE:g} s (its disk may "
                 "be frozen or failing); the transaction will be reversed"
             )
-            return Attempt(self.local(request, "96", "storage.journal-slow", reason), None)
+            return self._locally(request, "96", "storage.journal-slow", reason)
         except JournalError as exc:
             self._unrecorded_answer(transaction, exchange, financial)
             reason = f"{exc}; the transaction will be reversed"
-            return Attempt(self.local(request, "96", "storage.journal-unwritable", reason), None)
+            return self._locally(request, "96", "storage.journal-unwritable", reason)
         if not mac_ok:
             if financial:
                 self.reversals.waiting.set()
             reason = "response MAC wrong; reversal queued" if financial else "response MAC wrong"
-            return Attempt(self.local(request, "A0", "host.response-mac-wrong", reason), None)
+            return self._locally(request, "A0", "host.response-mac-wrong", reason)
         return Attempt(answer, exchange, transaction if financial else None, field_59, for_app)
 
     def _unrecorded_answer(self, transaction: int, exchange: Exchange, financial: bool) -> None:
