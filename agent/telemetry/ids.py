@@ -50,12 +50,13 @@ class HighWater:
         except FileNotFoundError:
             if self._fresh:
                 return 0, 0
-            why = "missing beside a journal"
+            # also a terminal whose telemetry was never on (nothing numbered): said, not warned
+            level, why = logging.INFO, "missing beside a journal"
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            why = f"unreadable: {exc}"
+            level, why = logging.WARNING, f"unreadable: {exc}"
         above = int(self._clock() * 1_000_000)
-        log.warning("telemetry ids %s %s: event ids and seq go on from %d (the clock)", self.path,
-                    why, above)  # fmt: skip
+        log.log(level, "telemetry ids %s %s: event ids and seq go on from %d (the clock)",
+                self.path, why, above)  # fmt: skip
         return above, above
 
     def reach(self, event_id: int = 0, seq: int = 0) -> bool:
