@@ -49,6 +49,11 @@ def test_the_repeat_pause_never_holds_a_requirement_another_chains_end_raises() 
         await asyncio.wait_for(queue.idle(), 1)
         queue.raised(5, by="371")  # the end of the CA keys chain asks for IC parameters
         assert await taken(queue, 1) == [5]
+        queue.raised(4, by="003")  # a sign-in's 0810: the host changed its CA keys since
+        assert await taken(queue, 1) == [4]
+        queue.satisfied(3)
+        queue.raised(3, by="003")  # a sign-in's own answer asking another: not a loop
+        await asyncio.wait_for(queue.idle(), 1)
 
     asyncio.run(scenario())
 
