@@ -3,7 +3,8 @@
 that lost the same acquirer then comes back spread over time instead of in lock-step, and no
 terminal ever tries again at once. A loop of the agent takes its pauses from :class:`Backoff`
 (host connections, queued reversals, the sign-in probe, supervised background tasks); where
-tenacity runs the tries (the downloads a host asks for), :func:`jittered` is its ``wait=``."""
+tenacity runs the tries (the downloads a host asks for, recovery's retries), :func:`jittered` is
+its ``wait=``."""
 
 from __future__ import annotations
 

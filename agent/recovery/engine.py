@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from agent import messages
-from agent.backoff import Backoff
+from agent.backoff import Backoff, jittered
 from agent.messages import Text
 from agent.recovery import incident as incidents
 from agent.recovery.incident import HostIncident
@@ -39,6 +39,8 @@ from agent.wire import codes
 from agent.wire.message import Message
 
 if TYPE_CHECKING:
+    import tenacity
+
     from agent.config import RecoveryConfig
     from agent.journal import Journal
     from agent.selfcheck import Report
@@ -53,6 +55,27 @@ class NothingLeftToTry(Exception):
 # A refusal of the same kind as one just attributed to its request (same class, code and field
 # 59 A2) is that request's too, without another sign-in, for this long after the last one.
 SAME_REFUSAL_MEMORY = 300.0
+# Pauses between recovery's retries: from 50 ms, doubling, at most 2 s (within its deadline).
+RETRY_FIRST, RETRY_LONGEST = 0.05, 2.0
+
+
+def tries(
+    attempts: int, seconds: float, go_on: Callable[[Attempt], bool]
+) -> tenacity.AsyncRetrying:
+    """Recovery's retries (DESIGN.md section 7) as a tenacity ``AsyncRetrying``: at most
+    ``attempts`` within ``seconds``, while ``go_on`` says the last one calls for another, the
+    agent's back-off between them; the last try's result once they are over. Only what every
+    tenacity since 8.2 has (Debian 12's): ``wait_exponential_jitter``'s ``multiplier`` came in
+    9.2."""
+    # imported here, by the first recovery: the service starts without tenacity's modules
+    import tenacity
+
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(seconds),
+        wait=jittered(RETRY_FIRST, RETRY_LONGEST),
+        retry=tenacity.retry_if_result(go_on),
+        retry_error_callback=lambda state: state.outcome.result(),
+    )
 
 
 def _may_be_the_requests(request: Message, answer: Message) -> bool:
@@ -326,23 +349,12 @@ class Recovery:
             # terminal; no more remedies (re-provisioning would not change it)
             return refused(tried.answer) and not self._requests_refusal(request, tried)
 
-        # imported here, by the first recovery: the service starts without tenacity's modules
-        import tenacity
-
         settings = self._settings()
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(settings.attempts)
-            | tenacity.stop_after_delay(max(settings.deadline - (time.monotonic() - started), 0)),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
-            retry=tenacity.retry_if_result(go_on),
-            reraise=True,
-        )
+        left = max(settings.deadline - (time.monotonic() - started), 0)
         try:
-            return await retrying(next_try)
+            return await tries(settings.attempts, left, go_on)(next_try)
         except NothingLeftToTry:
             return last
-        except tenacity.RetryError as exc:
-            return exc.last_attempt.result()
 
     async def _apply(self, remedy: str, report: Report) -> bool:
         clock = report.get("clock")

@@ -383,6 +383,19 @@ def test_installed_agent_runs_with_debians_python(
     )  # fmt: skip
     for module in where.stdout.split():
         assert Path(module).is_relative_to(installed / DIST_PACKAGES), module
+    # recovery's retries under the release's own tenacity (bookworm: 8.2.1, which has no
+    # wait_exponential_jitter multiplier): three tries, the last one's result
+    retried = run(python3, "-c", (
+        "import asyncio\n"
+        "from agent.recovery.engine import tries\n"
+        "count = 0\n"
+        "async def once():\n"
+        "    global count\n"
+        "    count += 1\n"
+        "    return count\n"
+        "print(asyncio.run(tries(3, 30.0, lambda n: n < 5)(once)))\n"
+    ), env=env, cwd=tmp_path)  # fmt: skip
+    assert retried.stdout.split() == ["3"], retried.stderr
 
 
 def test_remove_keeps_configuration_and_purge_leaves_nothing(
