@@ -417,8 +417,11 @@ class Recovery:
         """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of
         this recovery was approved, the host still refuses the request with a code that can
         be the request's, and not every kind of request the app sent since the last approval
-        was refused."""
+        was refused. Never under a host-side incident: a host that approves a sign-in and
+        refuses the rest is the acquirer's fault the fleet announced (DESIGN.md section 7)."""
         if request is None or not self._signed_in or attempt.exchange is None:
+            return False
+        if self.incident.is_open:
             return False
         if not _may_be_the_requests(request, attempt.answer):
             return False
@@ -437,8 +440,11 @@ class Recovery:
 
     def _known_request_refusal(self, request: Message, attempt: Attempt) -> bool:
         """A refusal of the very kind just attributed to its request, with no sign-in since:
-        that request's too, at once (no sign-in per refused sale)."""
+        that request's too, at once (no sign-in per refused sale); not under a host-side
+        incident."""
         if self._same_refusal is None or self.state is not State.REGISTERED:
+            return False
+        if self.incident.is_open:
             return False
         kind, at = self._same_refusal
         fresh = time.monotonic() - at < SAME_REFUSAL_MEMORY

@@ -233,6 +233,26 @@ def test_a_tusn_refusal_is_the_requests_and_the_terminal_stays_registered(tmp_pa
     run(scenario())
 
 
+def test_under_a_host_side_incident_a_refusal_after_a_sign_in_is_the_acquirers(tmp_path) -> None:
+    """DESIGN.md section 7: during an incident the fleet announced, the merchant is told the
+    acquirer is at fault and nothing on the terminal needs doing, never to have the TUSN
+    reported, even when the one sign-in is approved and the retry refused."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            acquirer_checks_tusn(rig, reported=False)
+            rig.agent.recovery.incident.open("fleet incident", {"terminals": 25})
+            answer = await exchange(rig.socket, app_purchase(2900))
+            assert answer.text(39) == "97"
+            status = await rig.agent.status()
+            assert (status["state"], status["cause"]) == ("unregistered", "host.incident")
+            assert "acquirer's host has a fault" in status["message"]["en"]
+            kinds = [e["kind"] for e in rig.agent.journal.events()]
+            assert "request-refused" not in kinds
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("code", ["58", "A7"])
 def test_an_acquirer_refusing_the_tusn_with_another_code_leaves_the_terminal_registered(
     tmp_path, code
