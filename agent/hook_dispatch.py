@@ -11,13 +11,22 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Config
+from agent.config import Config, HooksConfig
 from agent.journal import Journal
 
 if TYPE_CHECKING:
     from firmware_hooks import HookResult, HookRunner
 
 log = logging.getLogger(__name__)
+
+
+def hook_runner(hooks: HooksConfig) -> HookRunner:
+    """The runner of the configured hooks: executables under ``hooks.directory`` and Python
+    entry points; an empty directory means no hooks at all (DESIGN.md section 9)."""
+    # imported by the first use: a service whose hooks never run starts without its modules
+    from firmware_hooks import HookRunner
+
+    return HookRunner(hooks.directory, timeout=hooks.timeout, entry_points=bool(hooks.directory))
 
 
 class HookDispatch:
@@ -32,11 +41,7 @@ class HookDispatch:
     def runner(self) -> HookRunner:
         hooks = self._settings().hooks
         if self._runner is None or self._runner[0] != hooks:
-            # imported by the first event told: a service whose hooks never run starts without
-            # the runner's modules
-            from firmware_hooks import HookRunner
-
-            self._runner = (hooks, HookRunner(hooks.directory, timeout=hooks.timeout))
+            self._runner = (hooks, hook_runner(hooks))
         return self._runner[1]
 
     @property

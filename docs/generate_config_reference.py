@@ -88,8 +88,8 @@ NOTES: dict[str, str] = {
     "module.key_slot": "The module's key slot the terminal's keys are in (the simulator: 0 a "
     "DES master key, 1 an SM4 one).",
     "tms.timeout": "Seconds the TMS has to answer.",
-    "hooks.directory": "Executable hooks are in `<directory>/<event>/`. Empty: no executable "
-    "hooks.",
+    "hooks.directory": "Executable hooks are in `<directory>/<event>/`. Empty: no hooks at all "
+    "(neither executables nor Python entry points).",
     "hooks.timeout": "Seconds the hooks of one event may take; then they are killed.",
     "recovery.probe_max": "Longest pause of the sign-in probe while unregistered.",
     "clock.fail_after": "Seconds of offset over which the clock check fails.",

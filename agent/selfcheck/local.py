@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 from agent import paths
 from agent.config import Config
+from agent.hook_dispatch import hook_runner
 from agent.journal import Journal, JournalError
 from agent.selfcheck import Report, run_checks
 from agent.selfcheck.base import Context
 from drivers.loading import open_module
 from drivers.module import ModuleSettings
-from firmware_hooks import HookRunner
 
 
 async def run_local(
@@ -29,7 +29,7 @@ async def run_local(
     # the configured driver, as the service's (a vendor's entry point, or the serial one)
     settings = ModuleSettings(url=config.module.url, baudrate=config.module.baudrate)
     module = open_module(config.module.driver, settings)
-    hooks = HookRunner(config.hooks.directory, timeout=config.hooks.timeout)
+    hooks = hook_runner(config.hooks)
     context = Context(config, journal, journal_error, module, now=now, hooks=hooks)
     try:
         return await run_checks(context, only)

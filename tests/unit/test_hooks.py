@@ -494,3 +494,16 @@ def test_entry_points_that_cannot_be_listed_are_a_warning(monkeypatch, caplog) -
     with caplog.at_level(logging.WARNING):
         assert run(HookRunner(None), "on-97") == []
     assert "cannot list the entry points of group pos_agent.hooks" in caplog.text
+
+
+def test_an_empty_hooks_directory_means_no_hooks_at_all(distribution, tmp_path) -> None:
+    """DESIGN.md section 9: ``hooks.directory = ""`` turns the hooks off, entry points too; a
+    directory configured runs both."""
+    from agent.config import HooksConfig
+    from agent.hook_dispatch import hook_runner
+
+    distribution("vendor-hooks", {"provision": "vendor_hooks:nothing"})
+    assert hook_runner(HooksConfig(directory="")).hooks_for("provision") == []
+    assert hook_runner(HooksConfig(directory=str(tmp_path))).hooks_for("provision") == [
+        "entry point provision (vendor_hooks:nothing)"
+    ]
