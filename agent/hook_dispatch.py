@@ -1,8 +1,11 @@
 """How the agent tells the firmware hooks (DESIGN.md section 9): in the background and in the
 order the events happened when it only informs them (a hook never holds up a payment or a
 recovery, and a display-message must never overtake the one it replaces), or within a budget
-when a remedy waits for what they did. The hooks directory and timeout are the configuration's
-in effect: a reload changes them."""
+when a remedy waits for what they did. An informed hook that says try later (exit 75) is told
+again, with back-off, a few times; unless a newer event of its kind has replaced what it was
+told (a display-message, the unregistered state, a sign-in). A remedy's hooks are asked again
+by the remedy's own retries. The hooks directory and timeout are the configuration's in effect:
+a reload changes them."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from agent.backoff import Backoff
 from agent.config import Config, HooksConfig
 from agent.journal import Journal
 
@@ -18,6 +22,12 @@ if TYPE_CHECKING:
     from firmware_hooks import HookResult, HookRunner
 
 log = logging.getLogger(__name__)
+
+# An informed hook that says try later is told again after these pauses (doubling, with
+# jitter), at most so many times.
+AGAIN_FIRST, AGAIN_LONGEST, AGAIN_TIMES = 5.0, 300.0, 5
+# Events whose newest one replaces what the older ones said: an older one is not told again.
+REPLACED_BY_NEWER = frozenset({"display-message", "on-unregistered", "signed-in"})
 
 
 def hook_runner(hooks: HooksConfig) -> HookRunner:
@@ -36,6 +46,7 @@ class HookDispatch:
         self._runner: tuple[object, HookRunner] | None = None  # (the hooks settings, runner)
         self._tasks: set[asyncio.Future[None]] = set()
         self._in_order = asyncio.Lock()
+        self._told: dict[str, int] = {}  # how many of each event were told: the newest's number
 
     @property
     def runner(self) -> HookRunner:
@@ -50,7 +61,8 @@ class HookDispatch:
 
     def tell(self, event: str, payload: dict[str, Any]) -> None:
         """Tell the hooks of ``event`` in the background, after those told before."""
-        task = asyncio.ensure_future(self._tell(event, payload))
+        self._told[event] = number = self._told.get(event, 0) + 1
+        task = asyncio.ensure_future(self._tell(event, payload, number))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -68,19 +80,38 @@ class HookDispatch:
             task.cancel()  # a hook still running is killed with its process group
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _tell(self, event: str, payload: dict[str, Any]) -> None:
+    async def _tell(self, event: str, payload: dict[str, Any], number: int) -> None:
         try:
-            async with self._in_order:
-                await self.ask(event, payload, budget=None)
+            later = await self._in_turn(event, payload, None)
+            again = Backoff(AGAIN_FIRST, AGAIN_LONGEST)
+            while later and again.failures < AGAIN_TIMES:
+                await asyncio.sleep(again.failed())
+                if event in REPLACED_BY_NEWER and self._told[event] != number:
+                    return
+                later = await self._in_turn(event, payload, later)
         except Exception:  # a hook runner bug must not surface in a payment's task
             log.exception("running the %s hooks failed", event)
 
+    async def _in_turn(
+        self, event: str, payload: dict[str, Any], only: list[str] | None
+    ) -> list[str]:
+        """Run the hooks of ``event`` (``only`` those named) after those told before; the
+        names of those that said try later."""
+        async with self._in_order:
+            results = await self.ask(event, payload, budget=None, only=only)
+        return [r.hook for r in results if r.tries_later]
+
     async def ask(
-        self, event: str, payload: dict[str, Any], budget: float | None
+        self,
+        event: str,
+        payload: dict[str, Any],
+        budget: float | None,
+        only: list[str] | None = None,
     ) -> list[HookResult]:
-        """Run the hooks of ``event`` (all within ``budget`` seconds when given); what failed is
-        logged, a hook refused for its ownership or mode journalled too."""
-        results = await self.runner.run(event, payload, budget=budget)
+        """Run the hooks of ``event`` (``only`` those named, when given; all within ``budget``
+        seconds when given); what failed is logged, a hook refused for its ownership or mode
+        journalled too."""
+        results = await self.runner.run(event, payload, budget=budget, only=only)
         for result in results:
             if result.done:
                 continue

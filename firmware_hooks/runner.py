@@ -17,6 +17,7 @@ import os
 import signal
 import stat
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ class HookResult:
     def done(self) -> bool:
         """Whether the hook did what it was asked (:attr:`Outcome.DONE`)."""
         return self.outcome is Outcome.DONE
+
+    @property
+    def tries_later(self) -> bool:
+        """Whether the hook asked to be run again later (:attr:`Outcome.TRY_LATER`)."""
+        return self.outcome is Outcome.TRY_LATER
 
 
 _Judged = tuple[Outcome, dict[str, Any] | None, str]
@@ -164,12 +170,17 @@ class HookRunner:
         return [hook.name for hook in self._hooks(event)]
 
     async def run(
-        self, event: str, payload: dict[str, Any], budget: float | None = None
+        self,
+        event: str,
+        payload: dict[str, Any],
+        budget: float | None = None,
+        only: Collection[str] | None = None,
     ) -> list[HookResult]:
-        """Run every hook of ``event`` in order, each with ``payload`` (its "event" set), each
-        within the hook timeout and all of them within ``budget`` seconds when given (a remedy
-        waits for them: three hanging hooks must not cost it three timeouts)."""
-        hooks = self._hooks(event)
+        """Run every hook of ``event`` in order (``only`` those named, when given: the ones that
+        said try later), each with ``payload`` (its "event" set), each within the hook timeout
+        and all of them within ``budget`` seconds when given (a remedy waits for them: three
+        hanging hooks must not cost it three timeouts)."""
+        hooks = [h for h in self._hooks(event) if only is None or h.name in only]
         document = json.dumps({**payload, "event": event}, ensure_ascii=False, allow_nan=False)
         results = []
         deadline = None if budget is None else time.monotonic() + budget

@@ -271,3 +271,51 @@ def test_example_runs_with_its_documented_payload(tmp_path, event: str) -> None:
         assert date[:3] == ["date", "-u", "-s"] and hwclock[0] == "hwclock"
         target = datetime.strptime(date[3], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
         assert abs(target - (datetime.now(UTC) - timedelta(seconds=312.5))) < timedelta(seconds=5)
+
+
+def test_an_informed_hook_that_says_try_later_is_told_again(tmp_path, monkeypatch) -> None:
+    """DESIGN.md section 9: exit 75 is try later. A hook told of an event in the background
+    that says so is told again (with back-off), and only it: the others of the event did their
+    part. An older display-message is not told again once a newer one replaced it."""
+    from agent import hook_dispatch
+    from agent.config import Config, HooksConfig
+    from agent.journal import Journal
+
+    monkeypatch.setattr(hook_dispatch, "AGAIN_FIRST", 0.05)
+    monkeypatch.setattr(hook_dispatch, "AGAIN_LONGEST", 0.1)
+    calls = tmp_path / "calls"
+
+    def counting(name: str) -> str:
+        return PYTHON + f"""
+import json, sys
+told = json.load(sys.stdin)
+with open({str(calls)!r}, "a") as out:
+    out.write({name!r} + " " + told.get("text", "") + "\\n")
+"""  # fmt: skip
+
+    hook(tmp_path, "10-fine", counting("10-fine"))
+    hook(tmp_path, "20-modem", counting("20-modem") + f"""
+import os
+first = {str(tmp_path / "modem-up")!r}
+if not os.path.exists(first):
+    open(first, "w").close()
+    sys.exit(75)
+""")  # fmt: skip
+    hook(tmp_path, "50-screen", counting("50-screen") + "sys.exit(75)\n", event="display-message")
+    config = Config(hooks=HooksConfig(directory=str(tmp_path / "hooks.d"), timeout=5.0))
+    journal = Journal(tmp_path / "journal.sqlite3")
+
+    async def scenario() -> None:
+        hooks = hook_dispatch.HookDispatch(lambda: config, journal)
+        hooks.tell("on-97", PAYLOAD)
+        hooks.tell("display-message", {"text": "old"})
+        await asyncio.sleep(0.02)
+        hooks.tell("display-message", {"text": "new"})
+        await asyncio.wait_for(hooks.told(), 30)
+
+    asyncio.run(scenario())
+    journal.close()
+    lines = calls.read_text().split("\n")
+    assert lines.count("10-fine ") == 1 and lines.count("20-modem ") == 2
+    assert lines.count("50-screen old") == 1  # replaced by the newer one: not told again
+    assert lines.count("50-screen new") == 1 + hook_dispatch.AGAIN_TIMES
