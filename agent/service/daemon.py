@@ -74,6 +74,7 @@ async def send_reversals_until_done(agent: Agent) -> None:
     the host does not confirm; the ``reversal-stuck`` hook hears of one that keeps failing."""
     reversals = agent.reversals
     backoff: Backoff | None = None  # while tries keep failing
+    stuck_told: set[int] = set()  # the reversals told of as stuck since the start
     while True:
         await reversals.waiting.wait()
         try:
@@ -93,13 +94,17 @@ async def send_reversals_until_done(agent: Agent) -> None:
             pause = backoff.failed()
             log.warning("reversal not confirmed yet (%s); next attempt in %.1f s", exc, pause)
             limit = agent.config.reversal.attempts
-            # stuck: tried reversal.attempts times; told once, as it becomes so
+            # stuck: tried reversal.attempts times; told once (also when a sale's try took it
+            # there, or past it), however often the stuck lane fails on another before it
             try:
                 queued = await agent.journal.run(agent.journal.queued_reversals)
             except JournalError as exc:
                 log.warning("reversals: %s", exc)
                 queued = []
-            for reversal in (r for r in queued if r.attempts == limit):
+            stuck = [r for r in queued if r.attempts >= limit and r.id not in stuck_told]
+            stuck_told.intersection_update(r.id for r in queued)  # closed ones: forgotten
+            stuck_told.update(r.id for r in stuck)
+            for reversal in stuck:
                 detail = {"stan": reversal.message.text(11), "attempts": reversal.attempts,
                           "reason": reversal.reason, "last_error": str(exc)}  # fmt: skip
                 agent.journal.note("reversal-stuck", **detail)  # the fleet hears of it (14)

@@ -107,3 +107,37 @@ def test_sales_at_once_share_one_try_of_a_reversal(tmp_path) -> None:
             assert rig.host.state()["requests"]["0400"] == 1
 
     run(scenario())
+
+
+def test_a_stuck_reversal_is_told_once_however_the_tries_go_on(tmp_path, monkeypatch) -> None:
+    """DESIGN.md section 8: after reversal.attempts failed tries, reversal-stuck fires for that
+    reversal, once: not again at every failed pass of the background sender (the first stuck
+    one holds the lane up), and also for one that a sale's try took past the limit."""
+    from agent.service import daemon
+
+    monkeypatch.setattr(daemon, "REVERSAL_FIRST_PAUSE", 0.05)
+
+    async def scenario():
+        sections = {"reversal": {"attempts": 2, "retry_max": 0.1}}
+        async with gateway_rig(tmp_path, response_timeout=0.2, sections=sections) as rig:
+            rig.queue_reversal("123456", 1500)
+            rig.queue_reversal("123457", 1600)
+            for reversal in rig.agent.journal.queued_reversals()[1:]:
+                for _ in range(3):  # past the limit already (a sale's tries)
+                    rig.agent.journal.reversal_attempted(reversal.id, "no answer")
+            rig.server.faults.add("no-answer", count=1000, mti="0400")
+            sender = asyncio.create_task(daemon.send_reversals_until_done(rig.agent))
+            rig.agent.reversals.waiting.set()
+            try:
+                while (
+                    len([e for e in rig.agent.journal.events() if e["kind"] == "reversal-stuck"])
+                    < 2
+                ):
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(1.0)  # more failed passes
+            finally:
+                sender.cancel()
+            told = [e["stan"] for e in rig.agent.journal.events() if e["kind"] == "reversal-stuck"]
+            assert sorted(told) == sorted(set(told)) and len(told) == 2, told
+
+    run(scenario())
