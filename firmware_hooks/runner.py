@@ -100,9 +100,10 @@ class _Executable:
     async def run(self, event: str, document: str, timeout: float) -> _Judged:
         # The file is opened once; that open file is checked and that very file executed
         # (DESIGN.md section 9): swapping a link between the check and the exec runs nothing
-        # else.
+        # else. Without blocking: a FIFO put in the hook's place would hold the open (and the
+        # agent's event loop) until someone writes to it; opened, it is refused as no file.
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             return Outcome.FAILED, None, f"could not start: {_start_error(exc)}"
         try:

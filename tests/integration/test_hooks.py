@@ -319,3 +319,16 @@ if not os.path.exists(first):
     assert lines.count("10-fine ") == 1 and lines.count("20-modem ") == 2
     assert lines.count("50-screen old") == 1  # replaced by the newer one: not told again
     assert lines.count("50-screen new") == 1 + hook_dispatch.AGAIN_TIMES
+
+
+def test_a_fifo_swapped_in_for_a_hook_is_refused_at_once(tmp_path) -> None:
+    """Listed as a file, then swapped for a FIFO before it runs: opening it must not wait for
+    a writer (the agent's event loop would stand still); it is refused as no regular file."""
+    from firmware_hooks.runner import _Executable
+
+    path = hook(tmp_path, "50-swapped", "#!/bin/sh\nexit 0\n")
+    listed = _Executable(path, tmp_path / "hooks.d")
+    path.unlink()
+    os.mkfifo(path, 0o755)
+    outcome, _, detail = asyncio.run(asyncio.wait_for(listed.run("on-97", "{}", 5.0), 5))
+    assert (outcome, detail) == (Outcome.FAILED, "refused: the hook is no longer a regular file")
