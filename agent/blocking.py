@@ -10,6 +10,9 @@ loop in one callback. ``loop.run_in_executor`` goes through a concurrent future 
 condition), a chained asyncio future and two more callbacks, and ``asyncio.to_thread`` under
 ``asyncio.timeout`` and ``asyncio.shield`` adds a task and two futures: each of those is Python
 run while the other thread waits for the GIL, twice per step, two steps per purchase (issue 26).
+
+:class:`Gate` counts what runs through it, so that others wait, with patience, until none does:
+requests while a recovery runs, a sign-in while requests are in flight.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import contextlib
 import contextvars
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -141,3 +144,42 @@ async def patiently(step: asyncio.Future[T], seconds: float) -> T:
         if not step.done():
             raise TimeoutError
     return step.result()
+
+
+class Gate:
+    """What runs through it, counted; :meth:`settled` waits until none does, ``patience()``
+    seconds at most (read at each wait: a reload may change it)."""
+
+    def __init__(self, patience: Callable[[], float]) -> None:
+        self._patience = patience
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.running = 0
+
+    def enter(self) -> None:
+        self.running += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.running -= 1
+        if not self.running:
+            self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    async def settled(self) -> bool:
+        """Whether none runs any more, waiting at most ``patience()`` seconds for it."""
+        if self._idle.is_set():
+            return True
+        try:
+            async with asyncio.timeout(self._patience()):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True

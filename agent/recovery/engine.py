@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from agent import messages
 from agent.backoff import Backoff, jittered
+from agent.blocking import Gate
 from agent.messages import Text
 from agent.recovery import incident as incidents
 from agent.recovery.incident import HostIncident
@@ -91,36 +92,6 @@ def _may_be_the_requests(request: Message, answer: Message) -> bool:
         return True
     cls = classify(request)
     return category is codes.Category.SECURITY and cls is not None and cls.needs_tusn
-
-
-class Gate:
-    """Where requests wait while a recovery or the start-up sign-in (with its repair) runs,
-    rather than go out under keys or a TID about to change; at most ``recovery.deadline``."""
-
-    def __init__(self, deadline: Callable[[], float]) -> None:
-        self._deadline = deadline
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._busy = 0
-
-    @contextlib.asynccontextmanager
-    async def busy(self) -> AsyncIterator[None]:
-        self._busy += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._busy -= 1
-            if not self._busy:
-                self._idle.set()
-
-    async def settled(self) -> None:
-        """Wait, at most ``recovery.deadline`` seconds, for what runs to end."""
-        if self._idle.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._deadline()):
-                await self._idle.wait()
 
 
 class Recovery:

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 
 from agent import __version__, paths
-from agent.blocking import Workers
+from agent.blocking import Gate, Workers
 from agent.config import Config
 from agent.hook_dispatch import HookDispatch
 from agent.host.clock import HostClock
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.journal import Journal, JournalError
-from agent.recovery.engine import Gate, Recovery
+from agent.recovery.engine import Recovery
 from agent.recovery.incident import HostIncident
 from agent.recovery.remedies import RemedyFailed, TerminalRemedies
 from agent.registration.a2 import TusnSource

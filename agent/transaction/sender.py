@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent import stages
-from agent.blocking import Workers, patiently
+from agent.blocking import Gate, Workers, patiently
 from agent.config import Config
 from agent.host.link import Exchange, HostLink, HostLinkError, HostUnavailable
 from agent.host.signin import SignInResult, sign_in
@@ -83,36 +83,6 @@ def agent_reason(finding: str, text: str) -> str:
         c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text
     )
     return f"AGENT {finding}: {shown}"[:163]
-
-
-class InFlight:
-    """Requests under way with the working keys now in the module, from their MAC to the check
-    of their answer's: a sign-in that replaces the keys waits until they have landed, so that an
-    approval is checked under the keys it was sent with (DESIGN.md section 10)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._landed = asyncio.Event()
-        self._landed.set()
-
-    def take_off(self) -> None:
-        self.count += 1
-        self._landed.clear()
-
-    def land(self) -> None:
-        self.count -= 1
-        if not self.count:
-            self._landed.set()
-
-    async def landed(self, seconds: float) -> bool:
-        """Whether every one landed within ``seconds`` (a hung host or disk must not hold a
-        sign-in for ever: their own patience ends them first)."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._landed.wait()
-        except TimeoutError:
-            return False
-        return True
 
 
 def local_answer(request: Message, code: str, finding: str, reason: str) -> Message:
@@ -227,11 +197,14 @@ class Sender:
         self.signed_in_at: str | None = None
         self._signins_running = 0
         # Cleared while a sign-in replaces the working keys: requests wait rather than go out
-        # MACed under keys the host is about to forget; and the sign-in waits for those that
-        # went out before it (their answers are MACed under the keys it would replace).
+        # MACed under keys the host is about to forget.
         self._keys_settled = asyncio.Event()
         self._keys_settled.set()
-        self._in_flight = InFlight()
+        # Requests under way with the keys in the module now, from their MAC to the check of
+        # their answer's: a sign-in waits for them (DESIGN.md section 10: an approval is checked
+        # under the keys it was sent with), within their own patience (a silent host's, a hung
+        # disk's).
+        self._in_flight = Gate(lambda: self.link.options.response_timeout + 2 * SALE_PATIENCE)
 
     @property
     def signed_in(self) -> bool:
@@ -284,11 +257,11 @@ class Sender:
             return self._locally(request, references.code, references.finding, references.reason)
         while not self._keys_settled.is_set():  # a sign-in began meanwhile: after it
             await self._keys_settled.wait()
-        self._in_flight.take_off()
+        self._in_flight.enter()
         try:
             return await self._send(request, cls, references, field_59)
         finally:
-            self._in_flight.land()
+            self._in_flight.leave()
 
     async def _send(
         self,
@@ -298,7 +271,7 @@ class Sender:
         field_59: Outgoing59 | None,
     ) -> Attempt:
         """The request out (journalled, MACed) and its answer checked, under the working keys
-        in the module now (:class:`InFlight`)."""
+        in the module now (in flight: a sign-in waits for it)."""
         financial = cls.reversible
         outgoing = self._prepare(request, cls, references)
         stages.mark("prepared")
@@ -599,10 +572,9 @@ class Sender:
         self._signins_running += 1
         self._keys_settled.clear()
         try:
-            patience = self.link.options.response_timeout + 2 * SALE_PATIENCE
-            if not await self._in_flight.landed(patience):
+            if not await self._in_flight.settled():
                 log.warning("sign-in goes ahead of %d request(s) still without an answer: theirs "
-                            "may fail the MAC check", self._in_flight.count)  # fmt: skip
+                            "may fail the MAC check", self._in_flight.running)  # fmt: skip
             async with self._signin_lock:
                 config = self._config()
                 slot = config.module.key_slot

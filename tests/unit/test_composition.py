@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from agent.blocking import Gate
 from agent.config import RecoveryConfig, build
 from agent.hook_dispatch import HookDispatch
 from agent.journal import Journal
-from agent.recovery.engine import Gate, Recovery
+from agent.recovery.engine import Recovery
 from agent.recovery.policy import State
 from agent.selfcheck import Report
 from agent.selfcheck.base import CheckResult, Status, Text
