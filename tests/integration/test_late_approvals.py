@@ -55,6 +55,26 @@ async def _until(condition, seconds: float, what: str) -> None:
     raise AssertionError(f"{what} within {seconds} s")
 
 
+@contextlib.asynccontextmanager
+async def _reversal_before_its_original(tmp_path, purchase, recheck_after: float):
+    """The primary stops reading: ``purchase`` times out (98), its reversal goes through the
+    backup and gets 25 ("nothing to reverse", its recheck due in ``recheck_after`` seconds);
+    the host takes the purchase in 1.5 s later and approves it, its answer lost."""
+    async with gateway_rig(
+        tmp_path,
+        backup=True,
+        response_timeout=0.5,
+        host_options={"failover_after": 1},
+        sections={"reversal": {"recheck_after": recheck_after}},
+    ) as rig:
+        rig.server.faults.add("held", delay=1.5)
+        response = await exchange(rig.socket, purchase)
+        assert response.text(39) == "98"  # no response: reversal queued
+        await rig.agent.reversals.send()
+        assert _reversal_states(rig) == [("nothing-to-reverse", True)]
+        yield rig
+
+
 def test_the_apps_reversal_of_what_the_host_never_had_is_not_sent_again(tmp_path) -> None:
     """DESIGN.md section 15: an app's 0400 for a transaction the agent reverses already is
     answered from that reversal. One the host answered 25 (the original had not reached it) is
@@ -62,18 +82,8 @@ def test_the_apps_reversal_of_what_the_host_never_had_is_not_sent_again(tmp_path
     from tests.integration.gateway_rig import reversal_of
 
     async def scenario():
-        async with gateway_rig(
-            tmp_path,
-            backup=True,
-            response_timeout=0.5,
-            host_options={"failover_after": 1},
-            sections={"reversal": {"recheck_after": 600.0}},
-        ) as rig:
-            rig.server.faults.add("held", delay=1.5)
-            purchase = app_purchase(1000, app_stan=930)
-            assert (await exchange(rig.socket, purchase)).text(39) == "98"
-            await rig.agent.reversals.send()
-            assert _reversal_states(rig) == [("nothing-to-reverse", True)]
+        purchase = app_purchase(1000, app_stan=930)
+        async with _reversal_before_its_original(tmp_path, purchase, 600.0) as rig:
             sent = rig.host.state()["requests"].get("0400", 0)
             answer = await exchange(rig.socket, reversal_of(purchase))
             assert (answer.mti, answer.text(39), answer.text(11)) == ("0410", "25", "000930")
@@ -89,18 +99,7 @@ def test_a_reversal_that_overtook_its_original_is_sent_again(tmp_path) -> None:
     recheck finds and reverses that charge; sales never waited for it."""
 
     async def scenario():
-        async with gateway_rig(
-            tmp_path,
-            backup=True,
-            response_timeout=0.5,
-            host_options={"failover_after": 1},
-            sections={"reversal": {"recheck_after": 1.0}},
-        ) as rig:
-            rig.server.faults.add("held", delay=1.5)
-            response = await exchange(rig.socket, app_purchase(1000))
-            assert response.text(39) == "98"  # no response: reversal queued
-            await rig.agent.reversals.send()
-            assert _reversal_states(rig) == [("nothing-to-reverse", True)]
+        async with _reversal_before_its_original(tmp_path, app_purchase(1000), 1.0) as rig:
             # sales go on while the recheck waits
             assert (await exchange(rig.socket, app_purchase(2000, app_stan=902))).text(39) == "00"
             await _until(lambda: len(rig.host.state()["purchases"]) == 2, 5, "the held purchase")

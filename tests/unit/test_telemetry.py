@@ -196,15 +196,37 @@ def test_a_broken_forward_costs_the_journal_nothing(tmp_path, caplog) -> None:
     journal.close()
 
 
+def reporter_of(tmp_path, journal: Journal, telemetry, status, serial):
+    """A reporter as the service builds it, with ``telemetry`` settings, the agent's ``status``
+    and the module's ``serial`` (the TUSN asked the same way), a state that never changes."""
+    from agent.config import Config
+    from agent.recovery.incident import HostIncident
+    from agent.telemetry.reporter import ModuleIdentity, Reporter
+    from agent.telemetry.reports import LatestReport
+
+    async def unchanged() -> None:
+        await asyncio.sleep(3600)
+
+    config = Config(telemetry=telemetry)
+    return Reporter(
+        lambda: config,
+        journal,
+        status,
+        unchanged,
+        ModuleIdentity(serial, serial),
+        LatestReport(),
+        ids=HighWater(tmp_path / "ids.json", fresh=True),
+        incident=HostIncident(),
+        commands=None,
+    )
+
+
 def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     """supervised() runs the reporter again after a failure: still one client for the broker
     (a second with the same client id would push the first off it, and back)."""
     import contextlib
 
-    from agent.config import Config, TelemetryConfig
-    from agent.recovery.incident import HostIncident
-    from agent.telemetry.reporter import ModuleIdentity, Reporter
-    from agent.telemetry.reports import LatestReport
+    from agent.config import TelemetryConfig
 
     journal = Journal(tmp_path / "j.sqlite3", forward=events.forward)
     calls = [0]
@@ -218,21 +240,8 @@ def test_a_restarted_reporter_keeps_its_one_publisher(tmp_path) -> None:
     async def serial() -> str:
         return "SIM1"
 
-    async def unchanged() -> None:
-        await asyncio.sleep(3600)
-
-    config = Config(telemetry=TelemetryConfig(broker="mqtt://127.0.0.1:9"))
-    reporter = Reporter(
-        lambda: config,
-        journal,
-        status,
-        unchanged,
-        ModuleIdentity(serial, serial),
-        LatestReport(),
-        ids=HighWater(tmp_path / "ids.json", fresh=True),
-        incident=HostIncident(),
-        commands=None,
-    )
+    telemetry = TelemetryConfig(broker="mqtt://127.0.0.1:9")
+    reporter = reporter_of(tmp_path, journal, telemetry, status, serial)
 
     async def twice() -> tuple[object, object]:
         with contextlib.suppress(RuntimeError):
@@ -380,10 +389,7 @@ def test_the_textfile_does_not_wait_for_the_modules_serial(tmp_path) -> None:
     """MQTT needs the serial (its topics' key); node_exporter does not: while the module gives
     none, the textfile holds the state with an empty serial (and the last 97 the journal keeps
     from before a restart), and says offline at the stop."""
-    from agent.config import Config, TelemetryConfig
-    from agent.recovery.incident import HostIncident
-    from agent.telemetry.reporter import ModuleIdentity, Reporter
-    from agent.telemetry.reports import LatestReport
+    from agent.config import TelemetryConfig
 
     journal = Journal(tmp_path / "j.sqlite3")
     textfile = tmp_path / "pos_agent.prom"
@@ -394,21 +400,8 @@ def test_the_textfile_does_not_wait_for_the_modules_serial(tmp_path) -> None:
     async def no_serial() -> str:
         return ""
 
-    async def unchanged() -> None:
-        await asyncio.sleep(3600)
-
-    config = Config(telemetry=TelemetryConfig(textfile=str(textfile)))
-    reporter = Reporter(
-        lambda: config,
-        journal,
-        status,
-        unchanged,
-        ModuleIdentity(no_serial, no_serial),
-        LatestReport(),
-        ids=HighWater(tmp_path / "ids.json", fresh=True),
-        incident=HostIncident(),
-        commands=None,
-    )
+    telemetry = TelemetryConfig(textfile=str(textfile))
+    reporter = reporter_of(tmp_path, journal, telemetry, status, no_serial)
 
     async def a_while() -> str:
         task = asyncio.ensure_future(reporter.run())
