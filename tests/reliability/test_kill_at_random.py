@@ -6,12 +6,14 @@ not hold it as completed. It is duplicated when the host approved the same termi
 STAN twice. Both must be zero. POS_AGENT_KILL_RUNS sets the number of runs (default 200).
 """
 
+import itertools
 import os
 import random
 import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 
 from agent.wire.frame import with_length
 from agent.wire.message import decode_message, encode_message
@@ -27,13 +29,15 @@ from tests.processes import (
 RUNS = int(os.environ.get("POS_AGENT_KILL_RUNS", "200"))
 
 
-def purchase_stream(path, stop: threading.Event, answers: list[str]) -> None:
-    """Purchases one after another on one connection until the agent dies."""
+def purchase_stream(path, stop: threading.Event, answers: list[str], stans: Iterator[int]) -> None:
+    """New purchases one after another on one connection until the agent dies. Their STANs go on
+    across runs: a STAN and amount the agent has seen would get the first answer again (the replay
+    window) without reaching the host, and a kill could not land in flight."""
     client = socket.socket(socket.AF_UNIX)
     try:
         client.connect(str(path))
-        stan = 1
         while not stop.is_set():
+            stan = next(stans)
             client.sendall(with_length(encode_message(app_purchase(1000 + stan, app_stan=stan))))
             head = client.recv(2)
             if len(head) < 2:
@@ -45,7 +49,6 @@ def purchase_stream(path, stop: threading.Event, answers: list[str]) -> None:
                     return
                 body += chunk
             answers.append(decode_message(body).text(39))
-            stan += 1
     except OSError:
         return
     finally:
@@ -71,12 +74,13 @@ def test_kill_at_random_points_loses_and_duplicates_nothing(tmp_path) -> None:
     config = write_config(tmp_path, host, module)
     sock, log = tmp_path / "agent.sock", tmp_path / "agent.log"
     answers: list[str] = []
+    stans = itertools.count(1)
     try:
         for _ in range(RUNS):
             agent = AgentProcess(config, sock, log)
             agent.wait_ready()
             stop = threading.Event()
-            client = threading.Thread(target=purchase_stream, args=(sock, stop, answers))
+            client = threading.Thread(target=purchase_stream, args=(sock, stop, answers, stans))
             client.start()
             time.sleep(chooser.uniform(0, 0.05))
             agent.kill()
