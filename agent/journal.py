@@ -357,6 +357,8 @@ class Journal:
                 self._outbox_ids_above(outbox_ids_above)
             batch = self._db.execute("SELECT value FROM meta WHERE key = 'batch'").fetchone()
             self._batch = int(batch[0]) if batch else 1
+            stan = self._db.execute("SELECT value FROM meta WHERE key = 'stan'").fetchone()
+            self._stan = int(stan[0]) if stan else 0  # the last taken (see take_stan)
             self._queued = self._db.execute(
                 "SELECT count(*) FROM reversals WHERE state = 'queued'"
             ).fetchone()[0]
@@ -676,16 +678,38 @@ class Journal:
         with self._write() as db:
             return self._allocate_stan(db)
 
-    def _allocate_stan(self, db: sqlite3.Connection) -> int:
-        stan = int(self._meta("stan", "0"))
+    def take_stan(self) -> str:
+        """The next STAN, as :meth:`next_stan`, without a disk sync of its own: the :meth:`begin`
+        that records the request carrying it makes it durable, in the same step as its row. So
+        a request can be encoded and MACed before the journal records it (its MAC covers field
+        11). A STAN taken and never recorded is not used again by this run and may be after a
+        restart: nothing was sent with it."""
+        with self._lock:
+            try:
+                return f"{self._take_stan(self._db):06d}"
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path} read failed: {exc}") from None
+
+    def _take_stan(self, db: sqlite3.Connection) -> int:
+        stan = self._stan
         for _ in range(MAX_STAN):
             stan = stan % MAX_STAN + 1
             if not self._stan_open(db, f"{stan:06d}"):
                 break
         else:
             raise JournalError("every STAN is held by an open transaction")
-        self._set_meta(db, "stan", str(stan))
+        self._stan = stan
         return stan
+
+    def _allocate_stan(self, db: sqlite3.Connection) -> int:
+        stan = self._take_stan(db)
+        self._save_stan(db)
+        return stan
+
+    def _save_stan(self, db: sqlite3.Connection) -> None:
+        """The last STAN taken, in ``db``'s step: not necessarily its request's (another thread
+        may have taken one since), never an earlier one."""
+        self._set_meta(db, "stan", str(self._stan))
 
     @staticmethod
     def _stan_open(db: sqlite3.Connection, stan: str) -> bool:
@@ -706,24 +730,16 @@ class Journal:
         message: Message,
         *,
         financial: bool,
-        assign_stan: bool = False,
         app_stan: str | None = None,
         replay_key: str | None = None,
-        before_sync: Callable[[], object] | None = None,
     ) -> int:
         """Record a request before it is sent; returns its id. Financial requests keep what a
-        reversal needs. ``assign_stan`` puts the next STAN in field 11 in the same durable step
-        (one disk sync instead of two). ``app_stan`` (the app's own STAN of the request) enters
-        the STAN map of the current batch; ``replay_key`` says what a repetition must match.
-        ``before_sync`` is called once the message is final (its STAN in) and only the disk
-        sync is left: to start, elsewhere, work that can run meanwhile (the request's MAC). If
-        the step then fails, the request was never recorded: that work must be dropped."""
+        reversal needs. A STAN the request took with :meth:`take_stan` is made durable in the
+        same step. ``app_stan`` (the app's own STAN of the request) enters the STAN map of the
+        current batch; ``replay_key`` says what a repetition must match."""
         with self._write() as db:
-            if assign_stan:
-                message.fields[11] = f"{self._allocate_stan(db):06d}"
+            self._save_stan(db)
             transaction = self._pending(db, message, financial, app_stan, replay_key)
-            if before_sync is not None:
-                before_sync()  # after the row: started before it, the MAC came no sooner
             stages.mark("pending-row")  # what is left is the commit: the disk's sync
             return transaction
 

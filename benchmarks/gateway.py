@@ -9,6 +9,10 @@ is measured on the same module process beforehand and reported apart: the target
 1 ms, p99 under 3 ms) excludes it. A PIN purchase through the agent (the PIN block from the
 module's keypad through the module socket, then the purchase) is compared with a direct app that
 reads the PIN block on the serial line itself. Prints one JSON object.
+
+A pty has no baud rate: ``--line`` runs the same again with the module answering each command
+after the time its bytes take on a real 115200 8N1 line (``benchmarks/module.py``), as a
+terminal's module does. What the agent does while the module works is then hidden behind it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ DIRECT = Terminal("20000002", "898100012340002")
 PAN = "6217001234567890123"
 CARD = Card(pan=PAN, expiry="2812", track2=PAN + "=28121010000000000")
 AMOUNT = 1000  # fen; an amount ending in 51 would be declined
+# A MAC's bytes on a real line, both ways (benchmarks/module.py: 19 out, 18 back) at 115200 8N1
+LINE_S = (19 + 18) * 10 / 115_200
 
 
 def read_frame(sock: socket.socket) -> bytes:
@@ -215,7 +221,8 @@ def journal_sync_ms(folder: Path, count: int) -> float:
     samples = []
     for _ in range(count):
         started = time.perf_counter()
-        transaction = journal.begin(request, financial=True, assign_stan=True)
+        request.fields[11] = journal.take_stan()
+        transaction = journal.begin(request, financial=True)
         journal.finish(transaction, "completed", response)
         samples.append((time.perf_counter() - started) * 1000)
     journal.close()
@@ -298,10 +305,13 @@ def cpus_kept_awake() -> Iterator[None]:
             spinner.wait()
 
 
-def measure(count: int, clients: int, cpu_percent: int = 0) -> dict[str, object]:
+def measure(
+    count: int, clients: int, cpu_percent: int = 0, line_s: float = 0.0
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
-        host, module = HostProcess(workdir), ModuleProcess(workdir)
+        host = HostProcess(workdir)
+        module = ModuleProcess(workdir, ["--delay", str(line_s)] if line_s else None)
         agent = None
         limited: Path | None = None
         try:
@@ -416,12 +426,22 @@ def main() -> None:
         help="also run with every CPU kept from idling (a lowest-priority spinner on each): "
         "what waking an idle vCPU costs, apart from the agent",
     )
+    parser.add_argument(
+        "--line",
+        action="store_true",
+        help="also run with the module answering in a 115200 line's time, as a terminal's does",
+    )
     args = parser.parse_args()
     count = 100 if args.quick else args.count
     figures = measure(count, args.clients)
     if args.awake:
         with cpus_kept_awake():
             figures["cpus_kept_awake"] = measure(count, args.clients)
+    if args.line:
+        figures["module_on_a_115200_line"] = {
+            "line_ms_per_command": round(LINE_S * 1000, 2),
+            **measure(count, args.clients, line_s=LINE_S),
+        }
     if args.cpu_quota:
         figures["at_cpu_quota"] = {
             "percent_of_one_core": args.cpu_quota,

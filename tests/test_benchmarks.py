@@ -33,7 +33,7 @@ def test_module_benchmark_prints_json() -> None:
 
 
 def test_gateway_benchmark_prints_json() -> None:
-    data = run_quick("gateway.py", "--awake")
+    data = run_quick("gateway.py", "--awake", "--line")
     for path in ("direct_ms", "through_agent_ms", "pin_purchase_through_agent_ms"):
         assert 0 < data[path]["p50"] <= data[path]["p99"]
     assert data["module_pin_block_ms"] > 0
@@ -47,6 +47,10 @@ def test_gateway_benchmark_prints_json() -> None:
     )
     # the same run with every CPU kept from idling, and its spinners gone after it
     assert data["cpus_kept_awake"]["through_agent_ms"]["p50"] > 0
+    # and with the module answering in a real line's time: two MACs of 3.2 ms each at least
+    line = data["module_on_a_115200_line"]
+    assert line["line_ms_per_command"] == 3.21
+    assert line["module_serial_ms_per_purchase"] >= 2 * line["line_ms_per_command"]
     spinners = subprocess.run(["pgrep", "-f", "SCHED_IDLE"], capture_output=True, text=True)
     assert spinners.stdout == ""
 

@@ -34,10 +34,9 @@ class Macs:
         """``message`` encoded, with its MAC from the module when field 64 is present: what the
         callable given returns once the caller's ``with`` block has ended (or it raises the
         module's error). The encoding is done first, here; the module computes the MAC while
-        the block runs (the journal syncing the request's pending row: the disk and the module
-        are different devices, so neither waits for the other), on this thread (issue 26:
-        through a thread of its own, the hand-offs and the GIL cost more than the overlap gave
-        back)."""
+        the block runs (the journal recording the request: the disk and the module are
+        different devices, so neither waits for the other), on this thread (issue 26: through a
+        thread of its own, the hand-offs and the GIL cost more than the overlap gave back)."""
         profile = self._profile()
         if 64 not in message:
             body = encode_message(message, profile)

@@ -10,7 +10,6 @@ the reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -356,10 +355,12 @@ class Sender:
         field_59: Outgoing59 | None,
     ) -> tuple[int, bytes, Outgoing59 | None]:
         """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
-        or built through the module), journal the request as pending (taking its STAN unless
-        it names an earlier request's, as a reversal does) and MAC it, the module computing the
-        MAC while the disk syncs the pending row (:meth:`Macs.encoding`). A request that cannot
-        be encoded is not recorded; one the module cannot MAC is closed as never sent."""
+        or built through the module), the request's STAN (unless it names an earlier request's,
+        as a reversal does), its MAC put to the module, and while the module computes it the
+        request journalled as pending (:meth:`Macs.encoding`: the disk and the module are
+        different devices, and a terminal's module takes milliseconds a MAC on its serial line).
+        A request that cannot be encoded is not recorded; one the module cannot MAC is closed as
+        never sent."""
         stages.mark("worker")
         if cls.needs_tusn:
             field_59 = field_59 or self.tusn.outgoing(outgoing, location)
@@ -371,27 +372,17 @@ class Sender:
                 outgoing.fields = dict(sorted(outgoing.fields.items()))
         if self._config().wire.sm_pin_field == "62":
             sm4_pin_into_62(outgoing)
+        if not cls.refers_by_stan:
+            outgoing.fields[11] = self.journal.take_stan()
         stages.mark("field-59")
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
-        encoded: Callable[[], bytes] | None = None
-        with contextlib.ExitStack() as macs:
-
-            def mac_while_the_disk_syncs() -> None:
-                nonlocal encoded
-                encoded = macs.enter_context(self.macs.encoding(outgoing))
-
+        with self.macs.encoding(outgoing) as encoded:
             transaction = self.journal.begin(
-                outgoing,
-                financial=financial,
-                assign_stan=not cls.refers_by_stan,
-                app_stan=app_stan,
-                replay_key=key,
-                before_sync=mac_while_the_disk_syncs,
+                outgoing, financial=financial, app_stan=app_stan, replay_key=key
             )
             if app_stan is not None:
                 self.stan_map.recorded(app_stan)
             stages.mark("pending-synced")
-        assert encoded is not None  # begin calls it before it returns
         try:
             frame = encoded()
             stages.mark("mac")

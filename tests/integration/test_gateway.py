@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import threading
 
 import pytest
@@ -50,12 +51,12 @@ def test_purchase_approved_with_the_apps_stan(tmp_path) -> None:
     run(scenario())
 
 
-def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocker) -> None:
+def test_the_request_mac_is_computed_while_the_journal_records_it(tmp_path, mocker) -> None:
     """The module and the disk are different devices: the MAC command of a sale goes to the
-    module once its STAN is taken and its row written, before the journal's sync of that row,
-    and its answer is read after the sync, on the same thread (no hand-off to another); the
-    request leaves after both. The answer's MAC is checked while its journal row is made and
-    the app's answer encoded (the event loop does not encode it again)."""
+    module once its STAN is taken, before the journal writes and syncs its row, and its answer
+    is read after the sync, on the same thread (no hand-off to another); the request leaves
+    after both. The answer's MAC is checked while its journal row is made and the app's answer
+    encoded (the event loop does not encode it again)."""
     from agent.transaction import sender, wrap
 
     async def scenario():
@@ -64,26 +65,42 @@ def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocke
             seen = []
             computing_mac = module.computing_mac
 
+            def sales_on_disk() -> int:
+                other = sqlite3.connect(journal.path)  # sees only what is committed
+                try:
+                    return other.execute(
+                        "SELECT count(*) FROM transactions WHERE mti = '0200'"
+                    ).fetchone()[0]
+                finally:
+                    other.close()
+
             @contextlib.contextmanager
             def spy(r, slot=0):
                 thread = threading.current_thread().name
                 with computing_mac(r, slot) as mac:
-                    seen.append(("started", thread, journal._db.in_transaction))
+                    seen.append(("started", thread, sales_on_disk()))
                     yield mac
-                seen.append(("read", threading.current_thread().name, journal._db.in_transaction))
+                seen.append(("read", threading.current_thread().name, sales_on_disk()))
 
             rendered = sender.Rendered.of
 
             def render(*args):
-                seen.append(("rendered", threading.current_thread().name, False))
+                seen.append(("rendered", threading.current_thread().name, 0))
                 return rendered(*args)
 
             encode_message = sender.encode_message
 
             def encode(*args):
-                seen.append(("encoded", threading.current_thread().name, False))
+                seen.append(("encoded", threading.current_thread().name, 0))
                 return encode_message(*args)
 
+            begin = journal.begin
+
+            def record(*args, **kwargs):
+                seen.append(("recording", threading.current_thread().name, sales_on_disk()))
+                return begin(*args, **kwargs)
+
+            mocker.patch.object(journal, "begin", side_effect=record)
             mocker.patch.object(module, "computing_mac", side_effect=spy)
             mocker.patch.object(sender.Rendered, "of", side_effect=render)
             mocker.patch.object(sender, "encode_message", side_effect=encode)
@@ -91,11 +108,12 @@ def test_the_request_mac_is_computed_while_the_pending_row_syncs(tmp_path, mocke
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             assert on_the_loop.call_count == 0
             # the request's MAC; the answer's is checked on the worker that closes the row
-            (started, thread, in_the_row), (read, same_thread, after_the_sync) = seen[:2]
-            assert (started, in_the_row) == ("started", True)
-            assert (read, after_the_sync) == ("read", False)
-            assert thread == same_thread and thread.startswith("pos-agent-worker")
-            assert [step for step, _, _ in seen[2:]] == ["started", "rendered", "encoded", "read"]
+            started, recording, read = seen[:3]
+            assert [step for step, _, _ in seen[:3]] == ["started", "recording", "read"]
+            assert started[2] == recording[2] == 0 and read[2] == 1  # read after the sync
+            assert started[1] == recording[1] == read[1]
+            assert started[1].startswith("pos-agent-worker")
+            assert [step for step, _, _ in seen[3:]] == ["started", "rendered", "encoded", "read"]
             [key] = rig.host.state()["purchases"]  # TID/batch/STAN
             [sale] = [t for t in journal.transactions() if t["mti"] == "0200"]
             assert key.endswith(f"/{sale['stan']}")

@@ -65,9 +65,8 @@ def test_the_stan_map_and_replay(tmp_path) -> None:
     uptime = [5_000.0]
     journal = Journal(tmp_path / "journal.sqlite3", monotonic=lambda: uptime[0])
     purchase = Message("0200", {2: "6217001234567890123", 3: "000000", 4: "000000001000"})
-    transaction = journal.begin(
-        purchase, financial=True, assign_stan=True, app_stan="000901", replay_key="k"
-    )
+    purchase.fields[11] = journal.take_stan()
+    transaction = journal.begin(purchase, financial=True, app_stan="000901", replay_key="k")
     answer = Message("0210", {2: "6217001234567890123", 11: "000901", 38: "123456", 39: "00"})
     journal.finish(transaction, "completed", answer, answer=answer)
     assert journal.wire_stan("000901") == (purchase.text(11), "000001")
@@ -129,40 +128,41 @@ def test_corrupt_file_is_a_clear_error(tmp_path) -> None:
 
 def test_stan_counts_wraps_and_skips_open_stans(journal) -> None:
     assert [journal.next_stan() for _ in range(3)] == [1, 2, 3]
-    journal._db.execute("UPDATE meta SET value = '999998' WHERE key = 'stan'")
     journal.begin(purchase(stan=1), financial=True)  # STAN 000001 is now open
+    journal._stan = 999_998
     assert journal.next_stan() == 999_999
-    assert journal.next_stan() == 2  # 1 is skipped while its transaction is open
+    assert journal.take_stan() == "000002"  # 1 is skipped while its transaction is open
 
 
-def test_begin_can_assign_the_stan_in_the_same_step(journal) -> None:
+def test_a_taken_stan_is_durable_with_the_request_that_carries_it(tmp_path) -> None:
+    """The gateway MACs a request before the journal records it: the STAN it takes is kept in
+    memory until the request's own row makes it durable, never a disk sync of its own."""
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path)
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
     request = purchase()
-    del request.fields[11]
-    journal.begin(request, financial=True, assign_stan=True)
-    assert request.text(11) == "000001"
+    request.fields[11] = journal.take_stan()
+    assert request.text(11) == "000001" and "COMMIT" not in statements
+    assert journal.take_stan() == "000002"  # taken, never recorded: not taken again this run
+    journal.begin(request, financial=True)
+    assert statements.count("COMMIT") == 1
+    journal.close()
+    journal = Journal(path)  # the counter on disk is the last taken, not the request's own
     [row] = journal.transactions()
     assert row["stan"] == "000001"
-    assert journal.next_stan() == 2
+    assert journal.take_stan() == "000003"
+    journal.close()
 
 
-def test_work_started_before_the_sync_sees_the_final_request_not_yet_durable(journal) -> None:
-    """``before_sync`` is where the gateway starts the request's MAC: the STAN must be in, and
-    the row not yet on disk (the MAC runs while the disk syncs it)."""
-    request = purchase()
-    del request.fields[11]
-    seen = []
-
-    def before_sync() -> None:
-        other = sqlite3.connect(journal.path)  # another reader sees only what is committed
-        try:
-            [(rows,)] = other.execute("SELECT count(*) FROM transactions").fetchall()
-        finally:
-            other.close()
-        seen.append((request.text(11), rows))
-
-    journal.begin(request, financial=True, assign_stan=True, before_sync=before_sync)
-    assert seen == [("000001", 0)]
-    assert [row["stan"] for row in journal.transactions()] == ["000001"]
+def test_a_stan_taken_but_never_recorded_may_be_taken_after_a_restart(tmp_path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path)
+    assert journal.take_stan() == "000001"
+    journal.close()
+    journal = Journal(path)
+    assert journal.take_stan() == "000001"  # nothing was sent with it
+    journal.close()
 
 
 def test_concurrent_threads_get_distinct_stans(journal) -> None:
@@ -170,7 +170,8 @@ def test_concurrent_threads_get_distinct_stans(journal) -> None:
 
     def record(_: int) -> str:
         request = purchase()
-        journal.begin(request, financial=True, assign_stan=True)
+        request.fields[11] = journal.take_stan()
+        journal.begin(request, financial=True)
         return request.text(11)
 
     with ThreadPoolExecutor(8) as pool:
@@ -431,7 +432,7 @@ def test_a_noted_event_goes_in_with_the_next_commit(tmp_path, monkeypatch) -> No
     statements: list[str] = []
     journal._db.set_trace_callback(statements.append)
     journal.note("pin-entry", pan="********0123", outcome="served")
-    transaction = journal.begin(purchase(), financial=True, assign_stan=True)
+    transaction = journal.begin(purchase(), financial=True)
     assert _events_on_disk(journal.path) == ["pin-entry"]
     assert statements.count("COMMIT") == 1
     journal.finish(transaction, "completed")
@@ -498,7 +499,7 @@ def test_a_note_that_is_not_json_costs_no_commit_its_place(tmp_path, monkeypatch
     journal = Journal(tmp_path / "journal.sqlite3")
     journal.note("pin-entry", peer=object())
     journal.note("pin-entry", outcome="served")
-    transaction = journal.begin(purchase(), financial=True, assign_stan=True)
+    transaction = journal.begin(purchase(), financial=True)
     journal.finish(transaction, "completed")
     assert _events_on_disk(journal.path) == ["pin-entry"]
     journal.close()

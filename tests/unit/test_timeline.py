@@ -10,7 +10,7 @@ def test_each_entry_is_in_both_languages_and_render_picks_one(tmp_path) -> None:
     journal.event("recovery.refused", code="97", text="terminal not registered")
     journal.event("recovery.plan", remedies=["sign-in", "provision"], refused_by="")
     request = Message("0200", {3: "000000", 4: "000000001000", 11: "000001", 41: "10000001"})
-    row = journal.begin(request, financial=True, assign_stan=False)
+    row = journal.begin(request, financial=True)
     journal.finish(row, "completed", Message("0210", {11: "000001", 39: "00"}))
     entries = timeline.entries(journal)
     journal.close()
