@@ -46,6 +46,10 @@ class TerminalConfig:
     mid: str = ""
     support_phone: str = ""
 
+    def identity(self) -> dict[str, str]:
+        """Who the terminal is, as hooks and the merchant's messages name it."""
+        return {"tid": self.tid, "mid": self.mid, "support_phone": self.support_phone}
+
 
 @dataclass(frozen=True)
 class HostConfig:

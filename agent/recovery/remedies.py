@@ -22,7 +22,7 @@ from agent.host.signin import SignInError
 from agent.journal import Journal, JournalError
 from agent.keys.tmk_download import TagLoader, TmkDownloader, TmkDownloadFailed, keys_refused
 from agent.provisioning import Provisioning, ProvisioningError
-from agent.session.host_session import echo_maker, identity_of
+from agent.session.host_session import echo_maker
 from agent.settings import Settings
 from agent.transaction.sender import Sender
 from drivers.module import CardModule, ModuleError
@@ -94,7 +94,7 @@ class TerminalRemedies:
     # ------------------------------------------------------------------------ what it is
 
     def identity(self) -> dict[str, str]:
-        return identity_of(self._settings())
+        return self._settings().terminal.identity()
 
     def signed_in_at(self) -> str:
         return self._sender.signed_in_at or ""
@@ -154,8 +154,6 @@ class TerminalRemedies:
             raise failed(f"sign-in failed: {exc}") from None
         except (SignInError, JournalError) as exc:
             raise RemedyFailed(f"sign-in failed: {exc}") from None
-        signed_in = {**self.identity(), "scheme": result.scheme, "kcvs": result.kcvs}
-        self._hooks.tell("signed-in", signed_in)
         tid = self._settings().terminal.tid
         return f"signed in as TID {tid}, KCVs {result.kcvs}"
 

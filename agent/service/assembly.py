@@ -110,7 +110,8 @@ class Agent:
         workers = Workers(WORKERS, "pos-agent-worker")
         close(asyncio.to_thread, workers.close)
         self.sender = sender = Sender(settings, journal, link, macs, reversals, stan_map, stats,
-                                      deferred, self.tusn, self.location, workers)  # fmt: skip
+                                      deferred, self.tusn, self.location, workers,
+                                      hooks.tell)  # fmt: skip
         self.reports = LatestReport()
         self.remedies = remedies = TerminalRemedies(
             settings,

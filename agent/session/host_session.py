@@ -40,12 +40,6 @@ def terminal_of(config: Config) -> Terminal:
     return Terminal(config.terminal.tid, config.terminal.mid)
 
 
-def identity_of(config: Config) -> dict[str, str]:
-    """Who the terminal is, as hooks and the merchant's messages name it."""
-    terminal = config.terminal
-    return {"tid": terminal.tid, "mid": terminal.mid, "support_phone": terminal.support_phone}
-
-
 def echo_maker(
     settings: Callable[[], Config], journal: Journal
 ) -> Callable[[], Awaitable[Message]]:
@@ -150,12 +144,13 @@ class HostSession:
 
     async def _parameters_downloaded(self, section: str, summary: dict[str, Any]) -> None:
         path = str(self.downloads.store.path)
-        payload = {**identity_of(self._settings()), "section": section, "path": path, **summary}
+        identity = self._settings().terminal.identity()
+        payload = {**identity, "section": section, "path": path, **summary}
         self._hooks.tell("parameters-downloaded", payload)
 
     async def _parameters_requested(self, requirement: int, what: str) -> str:
         """Requirements 7 and 8 are acquirer-specific: a vendor's hook does them."""
-        payload = {**identity_of(self._settings()), "requirement": requirement, "what": what}
+        payload = {**self._settings().terminal.identity(), "requirement": requirement, "what": what}
         results = await self._hooks.ask("parameters-requested", payload, self._hooks.timeout)
         if any(r.done for r in results):
             return f"parameters-requested hook did the {what}"

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent import stages
 from agent.blocking import Gate, Workers, patiently
@@ -174,13 +175,16 @@ class Sender:
         tusn: TusnSource,
         location: Location,
         workers: Workers,
+        tell_hooks: Callable[[str, dict[str, Any]], None],
     ) -> None:
         """``config`` is read at each use: a reload may change TID, MID, scheme or slot.
         ``tusn`` and ``location`` fill field 59 (A2, A5) of the classes that carry it.
         ``workers`` run each request's two blocking steps (journal and MAC, before it leaves and
-        once answered)."""
+        once answered). ``tell_hooks`` tells the ``signed-in`` hooks of every sign-in, whoever
+        asked for it (the start, recovery, a technician, the app)."""
         self._config = config
         self._workers = workers
+        self._tell_hooks = tell_hooks
         self.tusn = tusn
         self.location = location
         self.journal = journal
@@ -591,6 +595,8 @@ class Sender:
                 )
                 self.signed_in_at = result.endpoint
                 self.tusn.forget()  # a new session may be a new module: its TUSN is asked again
+                signed_in = {"scheme": result.scheme, "kcvs": result.kcvs}
+                self._tell_hooks("signed-in", {**config.terminal.identity(), **signed_in})
                 return result
         finally:
             self._signins_running -= 1

@@ -2,8 +2,10 @@
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
+import sys
 import threading
 
 import pytest
@@ -587,6 +589,33 @@ def test_the_apps_sign_in_gets_the_hosts_0810_without_the_keys(tmp_path) -> None
             assert rig.host.state()["requests"]["0800"] == 2  # the rig's and the app's
 
     run(scenario())
+
+
+def test_every_sign_in_tells_the_signed_in_hooks(tmp_path) -> None:
+    """The start's, the app's and recovery's sign-ins alike (firmware_hooks/README.md: "a
+    sign-in succeeded and the module took the keys"): a vendor's screen that waits for it
+    must not wait for a 97."""
+    told = tmp_path / "told"
+    folder = tmp_path / "hooks.d" / "signed-in"
+    folder.mkdir(parents=True)
+    hook = folder / "50-record"
+    record = f"open({str(told)!r}, 'a').write(sys.stdin.read().strip() + '\\n')"
+    hook.write_text(f"#!{sys.executable}\nimport sys\n{record}\n")
+    hook.chmod(0o755)
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:  # its start signs in
+            signin = Message("0800", {11: "000321", 60: "00000000003", 63: "001"})
+            assert (await exchange(rig.socket, signin)).text(39) == "00"
+            await rig.agent.remedies.sign_in()
+            await asyncio.wait_for(rig.agent.hooks.told(), 10)
+
+    run(scenario())
+    payloads = [json.loads(line) for line in told.read_text().splitlines()]
+    assert [(p["event"], p["tid"], p["scheme"]) for p in payloads] == [
+        ("signed-in", TID, "003")
+    ] * 3, payloads
+    assert all(len(p["kcvs"]) for p in payloads)
 
 
 def test_other_network_management_goes_to_the_host(tmp_path) -> None:
