@@ -1,6 +1,9 @@
 """Requests in flight on a host connection, matched to their responses by (response MTI, STAN,
-TID). A response nobody waits for (late, or never asked for) goes to the handler the link was
-given, with the response the request got, if it got one (a second answer to one request)."""
+TID). A network-management answer without a STAN (a download step's 0810 or 0830 from a host that
+echoes only the fields DESIGN.md section 16 lists: 41, 42, 60) goes to the one request of its MTI
+and TID in flight, if only one is. A response nobody waits for (late, or never asked for) goes to
+the handler the link was given, with the response the request got, if it got one (a second
+answer to one request)."""
 
 from __future__ import annotations
 
@@ -57,13 +60,26 @@ class Mux:
 
     def deliver(self, exchange: Exchange) -> bool:
         """Hand a response to the request waiting for it; ``False`` when none was."""
-        future = self._pending.get(match_key(exchange.frame.message))
+        key = match_key(exchange.frame.message)
+        future = self._pending.get(key)
+        if future is None and not key[1] and key[0].startswith("08"):
+            future = self._only_one_waiting(key[0], key[2])
         if future is None or future.done():
             answered = future is not None and not future.cancelled() and not future.exception()
             self._on_unmatched(exchange, future.result() if answered else None)
             return False
         future.set_result(exchange)
         return True
+
+    def _only_one_waiting(self, mti: str, tid: str) -> asyncio.Future[Exchange] | None:
+        """The request of ``mti``'s request and ``tid`` still waiting, if it is the only one
+        (no money moves on a network-management answer; two would be a guess)."""
+        waiting = [
+            future
+            for (expected, _, of), future in self._pending.items()
+            if expected == mti and of == tid and not future.done()
+        ]
+        return waiting[0] if len(waiting) == 1 else None
 
     def fail_all(self, reason: str) -> None:
         """The connection is gone: every request in flight fails with ``reason``."""

@@ -77,7 +77,7 @@ from agent.wire.message import Message, encode_message
 
 FAULT_KINDS = (
     "no-answer", "late", "slow", "garbage", "close", "partial", "wrong-mac", "refused-first",
-    "held", "stray-tid", "stray-mti", "no-mac",
+    "held", "stray-tid", "stray-mti", "no-mac", "no-stan",
 )  # fmt: skip
 MAX_FRAME = 8192
 
@@ -221,7 +221,9 @@ class HostServer:
             if fault is not None and fault.kind == "wrong-mac":
                 response = response[:-1] + bytes([response[-1] ^ 0x01])
             if fault is not None and fault.kind == "no-mac":
-                response = without_mac(response)
+                response = without(response, 64)
+            if fault is not None and fault.kind == "no-stan":
+                response = without(response, 11, 64)
             writer.write(with_length(response))
         await writer.drain()
         return True
@@ -240,11 +242,12 @@ def refused(response: bytes) -> bytes:
     return host_frame(body, frame.tpdu, frame.header)[2:]
 
 
-def without_mac(response: bytes) -> bytes:
-    """``response`` as a host that MACs approvals only sends a decline: field 64 left out."""
+def without(response: bytes, *numbers: int) -> bytes:
+    """``response`` with fields ``numbers`` left out: 64 as a host that MACs approvals only
+    sends a decline; 11 as a host that echoes only the fields a download step lists."""
     frame = decode_frame(response, Layout.TPDU)
     assert frame.tpdu is not None and frame.header is not None
-    fields = {n: v for n, v in frame.message.fields.items() if n != 64}
+    fields = {n: v for n, v in frame.message.fields.items() if n not in numbers}
     body = encode_message(Message(frame.message.mti, fields))
     return host_frame(body, frame.tpdu, frame.header)[2:]
 

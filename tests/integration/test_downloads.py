@@ -97,6 +97,24 @@ def test_ca_keys_in_two_parts_checked_and_kept(tmp_path) -> None:
     run(scenario())
 
 
+def test_download_answers_that_echo_no_stan_still_complete_the_chains(tmp_path) -> None:
+    """A host that answers each step with only the fields DESIGN.md section 16 lists for it
+    (0800/360: 41, 42, 60): its 0810s and 0830s carry no field 11."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            for mti in ("0800", "0820"):
+                rig.server.faults.add("no-stan", count=20, mti=mti)
+            await host_asks(rig, 1)
+            await host_asks(rig, 4)
+            assert stored(rig)["terminal"]["values"]["timeout_seconds"] == "60"
+            assert len(stored(rig)["ca_keys"]["keys"]) == 3
+            assert "no-stan" in rig.server.faults.pending()  # not every one was needed
+            assert rig.agent.link.late_responses == 0
+
+    run(scenario())
+
+
 def test_a_ca_key_whose_sha1_is_wrong_is_refused_alone(tmp_path) -> None:
     """DESIGN.md section 16: that key alone is refused (journalled), the good ones are kept,
     and the chain still ends with 0800/371, so the host stops asking."""
