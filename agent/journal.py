@@ -385,9 +385,9 @@ class Journal:
             journal = cls(path, **options)
             # the host still knows this batch's STANs from the damaged journal: numbering again
             # from 1 would meet them (94, duplicate); start at a random point of the range
-            start = int.from_bytes(os.urandom(4), "big") % MAX_STAN
+            journal._stan = int.from_bytes(os.urandom(4), "big") % MAX_STAN
             with journal._write() as db:
-                journal._set_meta(db, "stan", str(start))
+                journal._save_stan(db)
                 journal._event(db, "journal-damaged", moved_to=str(aside), reason=str(exc))
             return journal
 
@@ -996,8 +996,8 @@ class Journal:
         """The latest reversible request sent as ``wire_stan``: what an answer nobody waited
         for may be the answer to."""
         rows = self._rows(
-            "SELECT t.id, t.mti, t.state, EXISTS (SELECT 1 FROM signins s "
-            "WHERE s.at > t.created_at) "
+            "SELECT t.id, t.mti, t.state, t.id <= coalesce((SELECT CAST(value AS INTEGER) "
+            "FROM meta WHERE key = 'signin.after'), 0) "
             "FROM transactions t WHERE t.stan = ? AND t.reversal_template IS NOT NULL "
             "ORDER BY t.id DESC LIMIT 1",
             (wire_stan,),
@@ -1064,11 +1064,13 @@ class Journal:
 
     def no_longer_replayable(self, wire_stan: str, batch: str, why: str) -> None:
         """The request sent as ``wire_stan`` in ``batch`` is being reversed or was voided by the
-        app: a repetition of it must not get its approval again (section 10)."""
+        app: a repetition of it must not get its approval again (section 10), also one it has
+        not got yet (a void approved while its original is still in flight): its replay key
+        goes too, so the answer it records later is never replayed."""
         with self._write() as db:
             changed = db.execute(
-                "UPDATE transactions SET answer = NULL WHERE stan = ? AND batch = ? "
-                "AND answer IS NOT NULL",
+                "UPDATE transactions SET answer = NULL, replay_key = NULL WHERE stan = ? "
+                "AND batch = ? AND (answer IS NOT NULL OR replay_key IS NOT NULL)",
                 (wire_stan, batch),
             ).rowcount
             if changed:
@@ -1156,6 +1158,10 @@ class Journal:
         answers (DESIGN.md section 4), kept for the self-check with the last sign-in."""
         refused = refused or {}
         with self._write() as db:
+            # every request recorded so far was sent under the keys this sign-in replaces: by
+            # the journal's own order, not the wall clock, which a clock sync may step back
+            last = db.execute("SELECT coalesce(max(id), 0) FROM transactions").fetchone()[0]
+            self._set_meta(db, "signin.after", str(last))
             db.execute(
                 "INSERT INTO signins (at, scheme, kcvs, host_time, tid, mid) "
                 "VALUES (?, ?, ?, ?, ?, ?)",

@@ -32,6 +32,7 @@ from agent.transaction.macs import Macs
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
 from agent.wire.builders import Terminal, response_mti, reversal_request
+from agent.wire.errors import WireError
 from agent.wire.message import Message
 from drivers.module import ModuleError
 
@@ -260,12 +261,14 @@ class ReversalSender:
         """One try of ``queued``: the host's answer if it closes the
         reversal; :class:`ReversalRefused` for a refusal recovery can act on (when
         ``repairable``); :class:`ReversalPending` otherwise. A failed try is journalled."""
-        message = reversal_request(queued.message, queued.reason)
         stan = queued.message.text(11)
         try:
+            message = reversal_request(queued.message, queued.reason)
             encoded = await asyncio.to_thread(self.macs.encode, message)
             exchange = await self.link.request(message, encoded)
-        except (HostLinkError, ModuleError) as exc:
+        except (HostLinkError, ModuleError, WireError) as exc:
+            # a reversal the profile in use cannot carry (changed since it was queued) fails
+            # its tries too: past reversal.attempts it no longer holds sales up
             await self._attempted(queued, str(exc))
             raise ReversalPending(f"STAN {stan}: {exc}", queued.attempts + 1) from None
         self.stats.reversals_sent += 1

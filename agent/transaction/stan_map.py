@@ -153,6 +153,9 @@ class StanMap:
         if state == "nothing-to-reverse":  # the agent checks again later, by itself
             reason = "the host had no such transaction when the agent reversed it"
             return LocalAnswer("25", "request.original-not-at-host", reason)
+        if state == "queued":  # one that keeps failing: sales no longer wait for it
+            reason = "the agent's own reversal of it keeps failing and is still being sent"
+            return LocalAnswer("96", "request.original-reversal-pending", reason)
         # the app reverses it: from now on a repetition of it is a new request
         await self.journal.within(
             SALE_PATIENCE, self.journal.no_longer_replayable, *wire, why="the app sent its reversal"
@@ -213,7 +216,8 @@ class StanMap:
     async def replayed(self, request: Message, terminal: Terminal) -> Message | None:
         """The answer the app already got for this very request (same app STAN and replay key,
         within ``gateway.replay_window`` in this batch), if it is still true: the app repeats
-        it, and it must not be charged twice."""
+        it, and it must not be charged twice. Raises :class:`JournalError` when the journal
+        cannot say: a repetition taken for a new request would be charged twice."""
         stan = request.get(11)
         if not isinstance(stan, str):
             return None
@@ -222,14 +226,9 @@ class StanMap:
             await self._remember_recent()
         if not self._may_repeat(stan, window):
             return None  # a STAN this agent has not recorded lately: nothing to replay
-        try:
-            found = await self.journal.within(
-                SALE_PATIENCE,
-                lambda: self.journal.replay(stan, self.key(request, terminal), window),
-            )
-        except JournalError as exc:
-            log.error("cannot look for a repetition of STAN %s: %s", stan, exc)
-            return None
+        found = await self.journal.within(
+            SALE_PATIENCE, lambda: self.journal.replay(stan, self.key(request, terminal), window)
+        )
         if found is None or found[0] in self._withdrawn:
             return None
         answer = found[1]

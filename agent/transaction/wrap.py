@@ -146,6 +146,16 @@ class WrapMode:
             except Exception:  # keeping a copy must never cost the app its answer
                 log.exception("the app's download answer could not be kept")
             return Reply(self._encode(request, answer, profile)[0])
+        if cls is not None and cls.name == "reversal":
+            # after the request it reverses (its app STAN in 11) has its answer settled: sent
+            # while that one is in flight, its approval would still reach the app afterwards,
+            # and be kept for a repetition (section 10: the two are serialised)
+            release = await self._one_at_a_time.enter(str(request.get(11, "")))
+            try:
+                answer = (await self._send(request)).answer
+            finally:
+                release()
+            return Reply(self._encode(request, answer, profile)[0])
         if cls is None or not cls.held:
             return Reply(self._encode(request, (await self._send(request)).answer, profile)[0])
         release = await self._one_at_a_time.enter(str(request.get(11, "")))
@@ -154,7 +164,12 @@ class WrapMode:
             release()
 
         try:
-            replayed = await self.sender.stan_map.replayed(request, self.sender.terminal)
+            try:
+                replayed = await self.sender.stan_map.replayed(request, self.sender.terminal)
+            except JournalError as exc:
+                reason = f"cannot tell whether it repeats an earlier request, not sent: {exc}"
+                answer = self.sender.local(request, "96", "storage.journal-unusable", reason)
+                return Reply(self._encode(request, answer, profile)[0], released)
             if replayed is not None:
                 return Reply(self._encode(request, replayed, profile)[0], released)
             held = self.recovery.hold()

@@ -433,10 +433,10 @@ def test_elsewhere_the_lines_are_plain(tmp_path, simulators):
 def test_the_service_loads_only_what_it_uses(tmp_path, simulators):
     """What ``benchmarks/footprint.py`` measured as avoidable stays out of the service, sales
     included: the technician's commands, hashlib (OpenSSL's digests), shutil (zlib, bz2, lzma)
-    and unicodedata; and what only rarer paths use comes with its first use, not before READY=1:
-    tenacity (the retries of a recovery or a download), the self-check, the hook runner,
-    telemetry's reporter and the download decoders. Python itself lists the imports
-    (``PYTHONPROFILEIMPORTTIME``)."""
+    and unicodedata; and what only rarer paths use comes with its first use: tenacity (the
+    retries of a recovery or a download), the self-check, telemetry's reporter and the download
+    decoders. (The hook runner comes with the start's sign-in: its ``signed-in`` hooks are
+    told.) Python itself lists the imports (``PYTHONPROFILEIMPORTTIME``)."""
     _, _, config = simulators
     agent = start(tmp_path, config, env={"PYTHONPROFILEIMPORTTIME": "1"})
     try:
@@ -450,7 +450,7 @@ def test_the_service_loads_only_what_it_uses(tmp_path, simulators):
     commands = {name for name in imported if name.startswith("agent.cli.")}
     assert commands == {"agent.cli.common", "agent.cli.parser", "agent.cli.render"}
     assert not {"hashlib", "hmac", "secrets", "shutil", "unicodedata"} & imported
-    deferred = {"tenacity", "agent.selfcheck", "firmware_hooks", "agent.telemetry.reporter",
+    deferred = {"tenacity", "agent.selfcheck", "agent.telemetry.reporter",
                 "agent.session.emv", "agent.session.parameters",
                 "agent.cli.help_zh"}  # fmt: skip
     assert not deferred & imported

@@ -90,6 +90,78 @@ def test_a_repeat_after_the_apps_own_reversal_is_not_answered_approved(tmp_path)
     run(scenario())
 
 
+def test_the_apps_reversal_of_a_sale_in_flight_waits_for_its_answer(tmp_path) -> None:
+    """The app gives up on a slow sale and sends its 0400 on another connection: the 0400 waits
+    until the sale is answered (section 10: the two are serialised), so the app never hears
+    approved after its own reversal, and a repetition of the sale is not answered from it."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("late", delay=0.5)
+            purchase = app_purchase(1150, app_stan=511)
+            sale = asyncio.create_task(exchange(rig.socket, purchase))
+            await asyncio.sleep(0.1)  # the sale is at the host
+            reversal = asyncio.create_task(exchange(rig.socket, reversal_of(purchase)))
+            first = await sale
+            assert first.text(39) == "00" and not reversal.done()
+            assert (await reversal).text(39) == "00"
+            assert charge(rig, first.text(37))["reversed"]
+            again = await exchange(rig.socket, purchase)
+            assert_told_approved_is_live(rig, [again])
+            assert rig.host.state()["requests"]["0200"] == 2, "the repeat is a new request"
+
+    run(scenario())
+
+
+def test_a_void_approved_while_its_sale_is_in_flight_is_not_undone_by_a_repeat(
+    tmp_path,
+) -> None:
+    """The void overtakes its sale at the agent (not at the host): once approved, the sale's
+    approval that arrives afterwards is not kept for a repetition."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1160, app_stan=512)
+            rig.server.faults.add("slow", delay=0.5)  # this answer comes after the next one's
+            sale = asyncio.create_task(exchange(rig.socket, purchase))
+            await asyncio.sleep(0.1)  # the sale is at the host, its answer held there
+            void = await exchange(rig.socket, void_of(512, 1160, 612))
+            first = await sale
+            assert (first.text(39), void.text(39)) == ("00", "00")
+            again = await exchange(rig.socket, purchase)
+            assert again.text(37) != first.text(37), "the voided approval was replayed"
+
+    run(scenario())
+
+
+def test_a_repeat_is_not_sent_when_the_journal_cannot_say_it_is_one(tmp_path, monkeypatch) -> None:
+    """A repetition whose lookup the journal cannot answer in time (a disk stall holding its
+    thread) is answered 96, never sent as a new sale: it may be a second charge."""
+    import time
+
+    monkeypatch.setattr("agent.transaction.stan_map.SALE_PATIENCE", 0.3)
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1170, app_stan=513)
+            first = await exchange(rig.socket, purchase)
+            lookup = rig.agent.journal.replay
+
+            def stalled(*args):
+                time.sleep(0.6)
+                return lookup(*args)
+
+            monkeypatch.setattr(rig.agent.journal, "replay", stalled)
+            again = await exchange(rig.socket, purchase)
+            assert again.text(39) == "96"
+            assert again.text(63).startswith("AGENT storage.journal-unusable: ")
+            await asyncio.sleep(0.5)
+            assert rig.host.state()["requests"]["0200"] == 1
+            assert_told_approved_is_live(rig, [first])
+
+    run(scenario())
+
+
 def test_a_delivered_sale_is_not_reversed_when_its_repeats_answer_is_lost(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:

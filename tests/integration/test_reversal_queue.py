@@ -91,6 +91,55 @@ def test_no_sale_waits_for_a_stuck_reversal(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_reversal_the_profile_no_longer_carries_does_not_lock_sales_out(tmp_path) -> None:
+    """Queued under one wire profile, it cannot be encoded under the one in use now (a reload
+    narrowed field 60): each try fails, is counted, and past reversal.attempts sales go on."""
+
+    async def scenario():
+        sections = {"reversal": {"attempts": 2}}
+        async with gateway_rig(tmp_path, response_timeout=0.3, sections=sections) as rig:
+            rig.queue_reversal("123456", 1500)
+            journal = rig.agent.journal
+            with journal._write() as db:  # the template as the earlier profile allowed it
+                db.execute("UPDATE reversals SET fields = json_set(fields, '$.60', ?)",
+                           ("22" + "0" * 40,))  # fmt: skip
+            codes = [(await exchange(rig.socket, app_purchase(1000))).text(39) for _ in range(2)]
+            assert codes == ["96", "00"], "the second failed try lets the sale through"
+            [stuck] = journal.queued_reversals()
+            assert stuck.attempts == 2
+            assert "0400" not in rig.host.state()["requests"]
+
+    run(scenario())
+
+
+def test_the_apps_reversal_of_what_a_stuck_reversal_reverses_is_not_sent(tmp_path) -> None:
+    """The agent's own reversal keeps failing (stuck, sales go on); the app sends its 0400 of
+    the same sale: answered 96 (still being reversed), not a second reversal to the host."""
+    from tests.integration.gateway_rig import reversal_of
+
+    async def scenario():
+        sections = {"reversal": {"attempts": 2}}
+        async with gateway_rig(tmp_path, response_timeout=0.3, sections=sections) as rig:
+            rig.server.faults.add("no-answer", mti="0200")
+            purchase = app_purchase(1600, app_stan=410)
+            assert (await exchange(rig.socket, purchase)).text(39) == "98"
+            rig.server.faults.add("no-answer", count=100, mti="0400")
+            codes = [(await exchange(rig.socket, app_purchase(1000))).text(39) for _ in range(2)]
+            assert codes[-1] == "00", "stuck: sales go on"
+            tried = rig.host.state()["requests"]["0400"]
+            answer = await exchange(rig.socket, reversal_of(purchase))
+            assert answer.text(39) == "96"
+            assert answer.text(63).startswith("AGENT request.original-reversal-pending: ")
+            assert rig.host.state()["requests"]["0400"] == tried  # not sent
+            rig.server.faults.clear()
+            assert await rig.agent.reversals.send() == 1  # the agent's own, at last
+            answer = await exchange(rig.socket, reversal_of(purchase))
+            assert answer.text(39) == "00"  # from that reversal
+            assert rig.host.state()["requests"]["0400"] == tried + 1  # the app's never went
+
+    run(scenario())
+
+
 def test_sales_at_once_share_one_try_of_a_reversal(tmp_path) -> None:
     """Before a reversal is stuck a sale waits for one bounded try, never behind other sales'
     tries: five sales at once, one try, five answers."""

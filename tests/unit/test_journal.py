@@ -288,6 +288,26 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(tiny_disk: Path) -> None:
     journal.close()
 
 
+def test_a_sign_in_after_a_request_changed_its_keys_whatever_the_clock_says(tmp_path) -> None:
+    """A clock sync stepped the clock back between the request and the sign-in: the sign-in's
+    time is before the request's, yet it came after it (an approval of that request is MACed
+    under keys the module no longer has)."""
+    from agent.journal import Journal
+
+    now = [1_000.0]
+    journal = Journal(tmp_path / "j.sqlite3", clock=lambda: now[0])
+    purchase = Message("0200", {3: "000000", 4: "000000001000", 11: "000042", 41: "10000001"})
+    before = journal.begin(purchase, financial=True)
+    journal.finish(before, "completed", Message("0210", {11: "000042", 39: "97"}))
+    now[0] = 400.0  # stepped back by ten minutes
+    journal.record_signin("003", {"MAK": "00000000"}, None)
+    assert journal.sent_with_stan("000042").keys_changed
+    purchase.fields[11] = "000043"
+    journal.begin(purchase, financial=True)  # after the sign-in, under its keys
+    assert not journal.sent_with_stan("000043").keys_changed
+    journal.close()
+
+
 def test_a_late_approval_reverses_only_the_latest_request_with_its_stan(tmp_path) -> None:
     from agent.journal import Journal
 
