@@ -1262,6 +1262,7 @@ CATALOGUE: dict[str, Entry] = {
     "status:message": Entry(summary=Text("message", "提示")),
     "status:cause": Entry(summary=Text("cause", "原因")),
     "status:incident": Entry(summary=Text("incident", "主机故障")),
+    "status:journal": Entry(summary=Text("journal", "交易日志")),
     "status:connected": Entry(summary=Text("connected", "已连接")),
     "status:not-connected": Entry(summary=Text("not connected", "未连接")),
     "status:never": Entry(summary=Text("never", "从未签到")),

@@ -223,8 +223,12 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
             isinstance(only, list) and all(isinstance(i, str) for i in only)
         ):
             raise ValueError('"only" must be a list of check ids')
-        from agent.selfcheck import run_checks  # imported by the first check, not at start
+        from agent.selfcheck import checks, run_checks  # imported by the first check
 
+        known = checks()
+        unknown = [check for check in only or [] if check not in known]
+        if unknown:
+            raise ValueError(f"no such check: {', '.join(unknown)}; expected {', '.join(known)}")
         report = await run_checks(agent.remedies.check_context(), only)
         return {
             "duration_ms": report.duration_ms,

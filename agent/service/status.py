@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from agent import damaged
 from agent.config import Config
 from agent.host.link import HostLink
 from agent.journal import PATIENCE, Journal, JournalError
@@ -64,6 +65,9 @@ class StatusView:
             "reversals_stuck": stuck,
             "reversals_to_recheck": rechecks,
             "journal_error": journal_error,
+            # damaged journals set aside beside this one, until a technician moves them away
+            # (DESIGN.md section 8: their reversals may still need settling)
+            "journal_damaged": [str(copy) for copy in damaged.copies(self._journal.path)],
             "last_refusal": self._recovery.last_refusal,
             # refusals of single requests while the terminal stayed registered (DESIGN.md
             # section 7 point 4), by finding, and the last one with what the merchant was told

@@ -626,6 +626,8 @@ class AcquirerHost:
 
     def _reversal(self, message: Message) -> Message:
         self.ledger.reversals += 1
+        if field59.FIELD in message:
+            return response_to(message, "30")  # a reversal carries no 59 (section 4)
         original = self.ledger.purchases.get(_key(message))
         if original is None:
             return response_to(message, "25")

@@ -525,6 +525,10 @@ class Sender:
     def _prepare(self, request: Message, cls: MessageClass, references: dict[int, str]) -> Message:
         fields = dict(request.fields)
         fields.pop(11, None)  # the journal assigns the agent's own STAN
+        if cls.name == "reversal":
+            # a reversal carries no 59 (DESIGN.md section 4): an app's copy of its purchase's
+            # would send the A1 PIN block again
+            fields.pop(field59.FIELD, None)
         fields.update(references)
         terminal = self.terminal
         fields[41], fields[42] = terminal.tid, terminal.mid

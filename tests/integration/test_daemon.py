@@ -81,6 +81,8 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, si
         deep = b"[" * 20_000 + b"]" * 20_000  # under the line limit, deeper than any parser
         assert "nested too deeply" in control(path, deep)["error"]
         assert '"only" must be a list' in control(path, b'{"cmd": "selftest", "only": 5}')["error"]
+        unknown = control(path, b'{"cmd": "selftest", "only": ["clock", "nope"]}')
+        assert unknown["ok"] is False and "no such check: nope; expected " in unknown["error"]
         with socket.socket(socket.AF_UNIX) as sock:  # a line over 64 KiB: the connection closes
             sock.connect(str(path))
             sock.sendall(b"x" * 70_000 + b"\n")
@@ -519,6 +521,14 @@ def test_a_damaged_journal_is_moved_aside_and_the_agent_takes_payments(tmp_path,
         assert (storage["status"], storage["finding"]) == ("warn", "storage.journal-damaged")
         log = (tmp_path / "agent.log").read_text()
         assert "damaged" in log and "moved aside" in log
+        # status says so too, until the copy is moved away
+        status = json.loads(agent_cli("status", "--json", "--config", str(config)).stdout)
+        assert status["journal_damaged"] == [str(aside)]
+        text = agent_cli("status", "--lang", "en", "--config", str(config)).stdout
+        assert f"damaged state set aside: {aside}" in text
+        aside.rename(tmp_path.parent / aside.name)
+        status = json.loads(agent_cli("status", "--json", "--config", str(config)).stdout)
+        assert status["journal_damaged"] == []
     finally:
         assert agent.stop() == 0
 

@@ -47,6 +47,26 @@ def test_the_apps_reversal_by_its_stan_reverses_the_purchase(tmp_path) -> None:
     run(scenario())
 
 
+def test_the_apps_reversal_that_copies_field_59_goes_without_it(tmp_path) -> None:
+    """An app that builds its 0400 from its purchase copies 59 (A2, and under SM4 the A1 PIN
+    block): a reversal carries no 59 (DESIGN.md section 4); the host simulator refuses one
+    that does with 30."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            purchase = app_purchase(1500, app_stan=401)
+            assert (await exchange(rig.socket, purchase)).text(39) == "00"
+            reversal = reversal_of(purchase)
+            reversal.fields[59] = bytes.fromhex("4132") + b"010" + b"0" * 10  # A2 as copied
+            reversal.fields = dict(sorted(reversal.fields.items()))
+            response = await exchange(rig.socket, reversal)
+            assert response.text(39) == "00", response
+            [charge] = rig.host.state()["purchases"].values()
+            assert charge["reversed"]
+
+    run(scenario())
+
+
 def test_the_apps_reversal_of_what_the_agent_reversed_is_not_sent_again(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
