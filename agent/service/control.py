@@ -4,7 +4,10 @@ technician's commands (``agent status``, ``selftest``, ``signin``, ``echo``, ``p
 
 A request is one JSON object with ``"cmd"``; the answer is one JSON object with ``"ok"`` and either
 the command's fields or ``"error"``. Bad input gets an error answer naming what was wrong, and the
-connection stays usable; a line over 64 KiB closes it.
+connection stays usable; a line over 64 KiB closes it. At most :data:`MAX_CLIENTS` connections
+at once (at the cap the one idle the longest makes room) and none once the agent is short of
+file descriptors; one that sends no request for :data:`IDLE_TIMEOUT` seconds, or does not take
+its answer within as long, is closed: connections to it must never keep a payment out.
 
 Who may ask what: root and the service's own user anything; members of group ``pos-agent-tech``
 (technicians without root) only the commands that read (:data:`READ_ONLY`); nobody else. The
@@ -29,11 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.transaction.connections import Connections
-from agent.transaction.peers import Peer, unix_peer
+from agent.transaction.peers import FD_RESERVE, Peer, QuietLog, descriptors_left, unix_peer
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
+MAX_CLIENTS = 8  # a technician's command or two, the agent's own tools; more wait for room
+ROOM_WAIT = 1.0  # seconds a new connection at the cap waits for one to end or be idle
+IDLE_TIMEOUT = 30.0
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 TECHNICIAN_GROUP = "pos-agent-tech"
 # What a technician may ask: the commands that only read. A sign-in, provisioning and the echo
@@ -71,6 +77,8 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._connections = Connections()
         self._technicians: int | None = None  # the group's id, once the socket is open to it
+        self._quiet = QuietLog()
+        self.idle_timeout = IDLE_TIMEOUT
 
     async def serve(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,13 +109,30 @@ class ControlServer:
             self._server = None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        refusal = await self._refusal()
+        if refusal is not None:
+            self._quiet.warning(refusal, "control socket: connection refused: %s", refusal)
+            writer.close()
+            return
         task = self._connections.add(writer)
         permitted = self.permitted(unix_peer(writer.get_extra_info("socket")))
         try:
-            while line := await reader.readline():
-                answer = await self.answer(line, permitted)
-                writer.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
-                await writer.drain()
+            while True:
+                async with asyncio.timeout(self.idle_timeout):
+                    line = await reader.readline()
+                if not line:
+                    break
+                self._connections.busy.add(task)
+                try:
+                    answer = await self.answer(line, permitted)
+                    writer.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
+                    async with asyncio.timeout(self.idle_timeout):
+                        await writer.drain()
+                finally:
+                    self._connections.busy.discard(task)
+                self._connections.active(task)
+        except TimeoutError:
+            log.info("control client silent or not reading for %g s; closing", self.idle_timeout)
         except (ValueError, asyncio.LimitOverrunError):
             log.warning("control client sent a line over %d bytes; closing", MAX_LINE)
         except ConnectionError:
@@ -115,6 +140,15 @@ class ControlServer:
         finally:
             self._connections.remove(task)
             writer.close()
+
+    async def _refusal(self) -> str | None:
+        if self._connections.closing:
+            return "the agent is stopping"
+        if descriptors_left() < FD_RESERVE:
+            return f"fewer than {FD_RESERVE} file descriptors left"
+        if not await self._connections.room(MAX_CLIENTS, ROOM_WAIT):
+            return f"at most {MAX_CLIENTS} connections, none idle"
+        return None
 
     async def answer(self, line: bytes, permitted: frozenset[str] | None = None) -> dict[str, Any]:
         """The answer to one request line; ``permitted``: the commands its sender may ask

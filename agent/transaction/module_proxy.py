@@ -12,8 +12,10 @@ commands behind the agent's own, and a PIN entry leaves the line free while the 
 PIN entries are served first come, first served, one at a time per user of the socket and at
 most ``module.pin_per_minute`` a minute each (the rest answered ``05``): a member of the group
 can neither harvest PIN blocks at machine speed nor starve another's PIN entry. Each one is
-journalled: time, peer uid and pid, the masked PAN digits, the outcome. A frame, once begun,
-must be complete within 5 s of its first byte.
+journalled: time, peer uid and pid, the masked PAN digits, the outcome; of the refused ones, the
+first of each user in a minute, with how many more there were since (a flood of them must not
+fill the state partition). A frame, once begun, must be complete within 5 s of its first byte,
+and its answer taken by the app within 5 s.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from agent.journal import Journal
 from agent.transaction.connections import Connections
-from agent.transaction.peers import Admission, Peer, unix_peer
+from agent.transaction.peers import Admission, Peer, QuietLog, unix_peer
 from drivers.framing import BadFrame, Frame, FrameParser
 from drivers.module import (
     APP_COMMANDS,
@@ -70,6 +72,9 @@ class ModuleProxy:
         self._pin_per_minute = pin_per_minute
         self._pins_served: dict[int, deque[float]] = {}  # by uid: when each PIN entry began
         self._pin_users: set[int] = set()  # uids with a PIN entry queued or at the keypad
+        # by uid: when a refused PIN entry was last journalled, and how many since were not
+        self._refusals_noted: dict[int, tuple[float, int]] = {}
+        self._quiet = QuietLog(PIN_WINDOW)
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="module-proxy")
         self._keypad = ThreadPoolExecutor(1, thread_name_prefix="module-keypad")
         self._server: asyncio.Server | None = None
@@ -133,7 +138,15 @@ class ModuleProxy:
                         self._connections.busy.add(task)
                         try:
                             writer.write((await self._answer(event, peer)).encode())
-                            await writer.drain()
+                            # an app that sends and never reads must not keep its slot
+                            async with asyncio.timeout(self.frame_timeout):
+                                await writer.drain()
+                        except TimeoutError:
+                            self._quiet.warning(
+                                "unread", "module socket: an app does not take its answers "
+                                "(%g s); closing", self.frame_timeout,
+                            )  # fmt: skip
+                            return
                         finally:
                             self._connections.busy.discard(task)
                         self._connections.active(task)
@@ -149,7 +162,10 @@ class ModuleProxy:
             request.cmd == Command.ENCRYPT and request.data[1:2] != bytes([ENCRYPT_WITH_TDK])
         ):
             self.not_permitted += 1
-            log.warning("module socket: command 0x%02X is not permitted to the app", request.cmd)
+            self._quiet.warning(
+                f"not permitted {request.cmd}",
+                "module socket: command 0x%02X is not permitted to the app", request.cmd,
+            )  # fmt: skip
             return Frame(request.seq, request.cmd | RESPONSE_BIT, bytes([Status.NOT_PERMITTED]))
         command = Command(request.cmd)
         if command is Command.PIN_BLOCK:
@@ -169,8 +185,7 @@ class ModuleProxy:
         elif len(served) >= limit:
             refusal = f"{limit} PIN entries in the last minute (module.pin_per_minute)"
         if refusal is not None:
-            log.warning("module socket: PIN entry for uid %d refused: %s", uid, refusal)
-            self._journal_pin(request, peer, f"refused: {refusal}")
+            self._note_refusal(request, peer, uid, refusal)
             return Frame(request.seq, request.cmd | RESPONSE_BIT, bytes([Status.BUSY]))
         served.append(now)
         self._pin_users.add(uid)
@@ -181,6 +196,19 @@ class ModuleProxy:
         status = answer.data[0] if answer.data else Status.BUSY
         self._journal_pin(request, peer, "served" if status == 0 else f"status {status:02X}")
         return answer
+
+    def _note_refusal(self, request: Frame, peer: Peer | None, uid: int, refusal: str) -> None:
+        """The first refused PIN entry of ``uid`` in a minute, logged and journalled with how
+        many more there were since the last one that was; the others only counted."""
+        now = time.monotonic()
+        noted, more = self._refusals_noted.get(uid, (now - PIN_WINDOW, 0))
+        if now - noted < PIN_WINDOW:
+            self._refusals_noted[uid] = (noted, more + 1)
+            return
+        self._refusals_noted[uid] = (now, 0)
+        since = f" ({more} more refused since the last noted)" if more else ""
+        log.warning("module socket: PIN entry for uid %d refused: %s%s", uid, refusal, since)
+        self._journal_pin(request, peer, f"refused: {refusal}{since}")
 
     def _journal_pin(self, request: Frame, peer: Peer | None, outcome: str) -> None:
         """Every PIN entry in the journal, on its thread (the answer never waits for it): time,
@@ -207,7 +235,10 @@ class ModuleProxy:
             self.forwarded += 1
         except ModuleError as exc:
             # no answer from the module: "busy" tells the app to try again
-            log.warning("module socket: %s for the app failed: %s", command.name, exc)
+            self._quiet.warning(
+                f"failed {command.name}", "module socket: %s for the app failed: %s",
+                command.name, exc,
+            )  # fmt: skip
             payload = bytes([Status.BUSY])
         except Exception:  # shutting down (no executor), or a bug: the app still gets an answer
             log.exception("module socket: %s for the app failed", command.name)

@@ -242,6 +242,48 @@ def test_pin_entries_are_journalled_and_limited(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_flood_of_refused_pin_entries_is_journalled_once_a_minute(tmp_path) -> None:
+    """A member of the group pipelining PIN entries past the limit: each refused at once, but
+    only the first of the minute journalled and logged (with the count since), or the state
+    partition fills and every sale is answered 96."""
+
+    async def scenario():
+        sections = {"module": {"pin_per_minute": 1}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            await pin_purchase(rig, 100)
+            request = Frame(9, Command.PIN_BLOCK, encode_pin_request(0, pin_pan(PAN), 30))
+            reader, writer = await asyncio.open_unix_connection(str(rig.module_socket))
+            writer.write(request.encode() * 500)
+            answers = await reader.readexactly(len(Frame(9, 0x92, b"\x05").encode()) * 500)
+            assert answers.count(bytes([Status.BUSY])) >= 500
+            writer.close()
+            rig.agent.journal.checkpoint()  # the notes written
+            entries = [e for e in rig.agent.journal.events() if e["kind"] == "pin-entry"]
+            assert [e["outcome"][:8] for e in entries] == ["served", "refused:"]
+
+    run(scenario())
+
+
+def test_an_app_that_never_reads_its_answers_loses_its_slot(tmp_path) -> None:
+    """Commands pipelined without reading: once the socket buffers are full the answer cannot
+    be written; within the frame timeout the connection is closed, and others get in."""
+
+    async def scenario():
+        sections = {"gateway": {"max_clients": 1}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            rig.agent.module_proxy.frame_timeout = 0.5
+            _, writer = await asyncio.open_unix_connection(str(rig.module_socket))
+            writer.write(Frame(1, 0x7F, b"").encode() * 100_000)  # answered 07, never read
+            try:
+                await asyncio.sleep(1.5)
+                ping = await module_command(rig.module_socket, Command.PING, b"")
+                assert ping[0] == Status.OK
+            finally:
+                writer.transport.abort()  # what it has not sent yet is dropped
+
+    run(scenario())
+
+
 def test_a_user_has_one_pin_entry_at_a_time(tmp_path) -> None:
     """A second PIN entry of the same user while the first waits for the cardholder is
     answered busy, so one user cannot queue entries ahead of another's."""
