@@ -536,9 +536,11 @@ class Journal:
     def prune(self, keep_days: float, max_bytes: int) -> int:
         """Retention (DESIGN.md section 8): rows of settled batches older than ``keep_days``
         and events as old go; then, while the journal is over ``max_bytes``, the oldest settled
-        rows and the events no newer than them. Pending rows, queued reversals and the current
-        batch stay. It works in small steps, each its own transaction, so a sale waits for one
-        step at most. Then the WAL is checkpointed. Returns how many transactions went."""
+        rows and the events no newer than them, and when no settled row is left, the oldest
+        events (a flood of them must not fill the state partition). Pending rows, queued
+        reversals, the current batch and the telemetry outbox stay. It works in small steps,
+        each its own transaction, so a sale waits for one step at most. Then the WAL is
+        checkpointed. Returns how many transactions went."""
         cutoff = self._clock() - keep_days * 86_400
         batch = self._batch_text()
         deleted = 0
@@ -562,6 +564,17 @@ class Journal:
                 deleted += removed
                 # the events of that time go with them, never those of what is kept
                 self._write_step("DELETE FROM events WHERE at <= ?", (newest,))
+            events = 0
+            while self.size_bytes > max_bytes and (
+                step := self._write_step(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
+                    (PRUNE_CHUNK,),
+                )
+            ):
+                events += step
+            if events:
+                log.warning("journal over %d bytes with nothing settled left to prune: its %d "
+                            "oldest events removed", max_bytes, events)  # fmt: skip
         finally:
             self.checkpoint()
         return deleted

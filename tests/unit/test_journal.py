@@ -367,10 +367,16 @@ def test_retention_deletes_only_settled_rows(tmp_path) -> None:
     kept = {row["stan"] for row in journal.transactions()}
     assert kept == {"000002", "000003", "000004"}
     assert len(journal.queued_reversals()) == 1
-    # over the size cap, what may not go still stays
-    assert journal.prune(keep_days=30, max_bytes=1) == 0
+    # over the size cap, what may not go still stays; the events go, oldest first
+    for n in range(2_000):
+        journal.event("pin-entry", outcome=f"refused {n}", padding="x" * 200)
+    size = journal.size_bytes
+    assert journal.prune(keep_days=30, max_bytes=size // 2) == 0
     assert {row["stan"] for row in journal.transactions()} == kept
     assert journal.last_signin() is not None  # the latest sign-in is never pruned
+    assert journal.size_bytes <= size // 2
+    left = [e["outcome"] for e in journal.events() if e["kind"] == "pin-entry"]
+    assert 0 < len(left) < 2_000 and left[-1] == "refused 1999"  # the newest kept
     journal.close()
 
 
