@@ -138,7 +138,7 @@ class HostSession:
         except ModuleError:
             pin_pad = False
         devices = {name: True for _, name in parameters.STATUS_DEVICES} | {"pin_pad": pin_pad}
-        downloaded = self.downloads.store.read().get("terminal", {}).get("raw", "")
+        downloaded = self.downloads.store.in_use().get("terminal", {}).get("raw", "")
         overrides = self._settings().wire.profile.parameters
         return parameters.status_field(devices, bytes.fromhex(downloaded), overrides)
 

@@ -36,16 +36,21 @@ class ParameterStore:
             raise ValueError(f"downloaded parameters {self.path} are not a JSON object")
         return data
 
+    def in_use(self) -> dict[str, Any]:
+        """:meth:`read` for the service: a damaged file is moved aside for a person (DESIGN.md
+        section 8: set aside and reported, never a reason to stop) and counts as none."""
+        try:
+            return self.read()
+        except ValueError as exc:
+            aside = damaged.set_aside(self.path)
+            log.error("%s: moved aside to %s", exc, aside)
+            return {}
+
     def replace(self, section: str, content: dict[str, Any]) -> None:
         """Put ``content`` in as ``section`` (with the time), written atomically and durably."""
         if section not in SECTIONS:
             raise ValueError(f"unknown parameter section {section!r}")
-        try:
-            data = self.read()
-        except ValueError as exc:  # kept aside for a person, replaced by what just came
-            aside = damaged.set_aside(self.path)
-            log.error("%s: moved aside to %s", exc, aside)
-            data = {}
+        data = self.in_use()  # a damaged file is replaced by what just came
         data[section] = {"at": time.time(), **content}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")

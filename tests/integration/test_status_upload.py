@@ -48,6 +48,25 @@ def test_before_any_download_only_the_devices_go(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_damaged_parameters_file_is_set_aside_and_the_devices_go(tmp_path) -> None:
+    """A parameters.json cut off mid-write (DESIGN.md section 8: set aside and reported, never
+    a reason to stop): the upload goes as before any download, and the file is kept for a
+    person beside the new one."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            store = rig.agent.downloads.store
+            store.path.write_text('{"terminal": {"raw": "1102')
+            await rig.agent.host_requests.run(2)
+            downloads = rig.host.downloads
+            assert [bytes.fromhex(u) for u in downloads.status_uploads] == [DEVICES]
+            [aside] = store.path.parent.glob(f"{store.path.name}.damaged-*")
+            assert aside.read_text() == '{"terminal": {"raw": "1102'
+            assert "status_upload" in store.read()
+
+    run(scenario())
+
+
 def test_after_a_download_its_parameters_follow_exactly(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
