@@ -1283,10 +1283,20 @@ class Journal:
         row = db.execute("SELECT value FROM meta WHERE key = 'outbox.dropped'").fetchone()
         return int(row[0]) if row else 0
 
-    def events(self, since: float = 0.0) -> list[dict[str, Any]]:
+    def events(self, since: float = 0.0, newest: int = -1) -> list[dict[str, Any]]:
+        """The events since ``since``, oldest first; only the ``newest`` so many, if given."""
         self._caught_up()
-        rows = self._rows("SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id", (since,))
-        return [{"at": at, "kind": kind, **json.loads(detail)} for at, kind, detail in rows]
+        rows = self._rows(
+            "SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id DESC LIMIT ?",
+            (since, newest),
+        )
+        return [{"at": at, "kind": kind, **json.loads(detail)} for at, kind, detail in rows[::-1]]
+
+    def count_since(self, since: float) -> int:
+        """How many events and transactions there are since ``since``."""
+        [(events,)] = self._rows("SELECT count(*) FROM events WHERE at >= ?", (since,))
+        [(rows,)] = self._rows("SELECT count(*) FROM transactions WHERE created_at >= ?", (since,))
+        return events + rows
 
     def last_event_at(self, kind: str, **matching: object) -> float | None:
         """When the newest event of ``kind`` whose detail holds ``matching`` was recorded; None
@@ -1305,13 +1315,15 @@ class Journal:
                 raise JournalError(f"journal {self.path} read failed: {exc}") from None
         return None
 
-    def transactions(self, since: float = 0.0) -> list[dict[str, Any]]:
+    def transactions(self, since: float = 0.0, newest: int = -1) -> list[dict[str, Any]]:
+        """The transactions since ``since``, oldest first; only the ``newest`` so many, if
+        given."""
         self._caught_up()
         rows = self._rows(
             "SELECT id, created_at, mti, stan, state, request, response, response_code, detail "
-            "FROM transactions WHERE created_at >= ? ORDER BY id",
-            (since,),
-        )
+            "FROM transactions WHERE created_at >= ? ORDER BY id DESC LIMIT ?",
+            (since, newest),
+        )[::-1]
         keys = (
             "id",
             "at",

@@ -96,14 +96,17 @@ def _transaction_text(row: dict[str, Any]) -> Text:
     )
 
 
-def entries(journal: Journal, since: float = 0.0) -> list[dict[str, Any]]:
+def entries(journal: Journal, since: float = 0.0, newest: int = -1) -> list[dict[str, Any]]:
     """Events and transactions since ``since`` (epoch seconds), oldest first: ``text`` in
-    English, ``text_zh`` in Chinese."""
-    said = [(e["at"], e["kind"], _event_text(e)) for e in journal.events(since)]
-    said += [(t["at"], "transaction", _transaction_text(t)) for t in journal.transactions(since)]
+    English, ``text_zh`` in Chinese; only the ``newest`` so many, if given."""
+    said = [(e["at"], e["kind"], _event_text(e)) for e in journal.events(since, newest)]
+    said += [
+        (t["at"], "transaction", _transaction_text(t)) for t in journal.transactions(since, newest)
+    ]
     merged = [{"at": at, "kind": kind, "text": text.en, "text_zh": text.zh}
               for at, kind, text in said]  # fmt: skip
-    return sorted(merged, key=lambda entry: entry["at"])
+    merged.sort(key=lambda entry: entry["at"])
+    return merged[-newest:] if newest >= 0 else merged
 
 
 def render(timeline: list[dict[str, Any]], lang: str = "en") -> str:

@@ -30,6 +30,9 @@ def cmd_journal(args: argparse.Namespace) -> int:
     answer = ask_agent(config, {"cmd": "journal", "since": since})
     if answer is not None:  # the service's own connection sees every change
         entries = answer["entries"]
+        if answer.get("left_out"):
+            print(f"agent journal: the newest {len(entries)} entries; {answer['left_out']} older "
+                  "ones not shown", file=sys.stderr)  # fmt: skip
     else:
         path = paths.journal_path(config)
         try:

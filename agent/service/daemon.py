@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 REVERSAL_FIRST_PAUSE = 1.0  # then growing to reversal.retry_max while the host refuses
 DRAIN_TIMEOUT = 35.0
 LIGHT_CHECKS = ["keys", "module", "storage"]
+# the newest entries the control socket's journal command gives (about 0.5 MB: the answer is
+# one line, built in memory; older ones are counted, --since reaches them)
+JOURNAL_ENTRIES = 2_000
 
 
 SUPERVISE_FIRST, SUPERVISE_MAX = 1.0, 60.0
@@ -255,8 +258,14 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
         since = request.get("since", 0)
         if isinstance(since, bool) or not isinstance(since, int | float):
             raise ValueError('"since" must be epoch seconds')
-        entries = await agent.journal.run(timeline.entries, agent.journal, float(since))
-        return {"entries": entries}
+        journal = agent.journal
+
+        def newest() -> tuple[list[dict[str, Any]], int]:
+            shown = timeline.entries(journal, float(since), JOURNAL_ENTRIES)
+            return shown, journal.count_since(float(since)) - len(shown)
+
+        entries, left_out = await journal.run(newest)
+        return {"entries": entries, "left_out": left_out}
 
     async def params(_: dict[str, Any]) -> dict[str, Any]:
         return {"parameters": agent.downloads.store.read()}

@@ -91,8 +91,9 @@ def test_control_socket_bad_input_gets_an_error_and_the_agent_lives(tmp_path, si
             '"since" must be epoch seconds'
             in control(path, b'{"cmd": "journal", "since": "yesterday"}')["error"]
         )
-        entries = control(path, b'{"cmd": "journal", "since": 0}')["entries"]
-        assert entries[0]["text"].startswith("0800 STAN ")
+        journal = control(path, b'{"cmd": "journal", "since": 0}')
+        assert journal["entries"][0]["text"].startswith("0800 STAN ")
+        assert journal["left_out"] == 0
         assert control(path, b'{"cmd": "status"}')["ok"]
         assert control(path, b'{"cmd": "params"}')["parameters"] == {}
         assert pay(tmp_path / "agent.sock").text(39) == "00"

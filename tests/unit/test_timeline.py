@@ -36,3 +36,23 @@ def test_a_local_answer_shows_its_finding_and_one_of_an_older_release_none(tmp_p
         "answered 0200 locally with 98 (host.no-answer): late",
         "answered 0200 locally with 96: no host reachable",
     ]
+
+
+def test_only_the_newest_entries_when_asked_and_how_many_were_left_out(tmp_path) -> None:
+    """The control socket answers in one line: a busy terminal's whole journal would not fit
+    the technician's read, nor the agent's memory."""
+    now = [1_000.0]
+    journal = Journal(tmp_path / "journal.sqlite3", clock=lambda: now[0])
+    for n in range(6):
+        now[0] += 1
+        journal.event("recovery.refused", code="97", text=f"refusal {n}")
+        now[0] += 1
+        request = Message("0200", {3: "000000", 4: "000000001000", 11: f"{n + 1:06d}"})
+        journal.begin(request, financial=True)
+    newest = timeline.entries(journal, 0.0, 3)
+    assert [entry["at"] for entry in newest] == [1_010.0, 1_011.0, 1_012.0]
+    assert [entry["kind"] for entry in newest] == ["transaction", "recovery.refused",
+                                                   "transaction"]  # fmt: skip
+    assert journal.count_since(0.0) == 12 and journal.count_since(1_011.0) == 2
+    assert len(timeline.entries(journal)) == 12
+    journal.close()
