@@ -255,7 +255,20 @@ class Recovery:
         still_refused = refused(final.answer) or (
             request is None and keys_refused and not self._signed_in
         )
-        if self._requests_refusal(request, final):
+        if self._reversals_refusal(request, final):
+            # the reversal that goes first is refused, not the terminal (the host approved a
+            # sign-in), nor the request (never sent): its tries are counted, and past
+            # reversal.attempts sales go on without it
+            self.state = State.REGISTERED
+            assert request is not None and final.exchange is not None
+            code = final.exchange.frame.message.text(39, "")
+            self._event("reversal-refused", code=code)
+            reason = (
+                f"the host refuses with {code} the reversal that goes before this request, "
+                "although it approved a sign-in: the request was not sent"
+            )
+            final = Attempt(local_answer(request, "96", "reversal.refused", reason), None)
+        elif self._requests_refusal(request, final):
             self.state = State.REGISTERED
             assert request is not None
             final = self._request_refused(request, final)
@@ -318,7 +331,11 @@ class Recovery:
         def go_on(tried: Attempt) -> bool:
             # refused again although a sign-in was approved: this request is refused, not the
             # terminal; no more remedies (re-provisioning would not change it)
-            return refused(tried.answer) and not self._requests_refusal(request, tried)
+            return (
+                refused(tried.answer)
+                and not self._requests_refusal(request, tried)
+                and not self._reversals_refusal(request, tried)
+            )
 
         settings = self._settings()
         left = max(settings.deadline - (time.monotonic() - started), 0)
@@ -383,6 +400,14 @@ class Recovery:
             cls = classify(request)
             if self._same_refusal[0][0] == (cls.name if cls else request.mti):
                 self._same_refusal = None
+
+    def _reversals_refusal(self, request: Message | None, attempt: Attempt) -> bool:
+        """Whether ``attempt`` is the refusal of the reversal that went before ``request``
+        (its exchange answers a 0400, not the request), after a sign-in this recovery got
+        approved."""
+        if request is None or not self._signed_in or attempt.exchange is None:
+            return False
+        return attempt.exchange.frame.message.mti == "0410" and request.mti != "0400"
 
     def _requests_refusal(self, request: Message | None, attempt: Attempt) -> bool:
         """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of

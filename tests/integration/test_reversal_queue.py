@@ -51,6 +51,32 @@ def test_a_reversal_refused_for_a_lost_session_recovers_and_goes_again(tmp_path)
     run(scenario())
 
 
+def test_a_reversal_refused_after_an_approved_sign_in_is_not_the_sales_refusal(
+    tmp_path,
+) -> None:
+    """The host answers the reversal 97 even after it approved the sign-in: the sale was never
+    sent, so it is not "refused" (no request-refused finding, no advice about this kind of
+    request), the terminal stays registered, and once the reversal is stuck sales go on."""
+
+    async def scenario():
+        sections = {"reversal": {"attempts": 2}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            rig.put_tms()
+            rig.queue_reversal("123456", 1500)
+            rig.server.faults.add("refused-first", count=10, mti="0400")
+            first = await exchange(rig.socket, app_purchase(1000))
+            assert first.text(39) == "96"
+            assert first.text(63).startswith("AGENT reversal.refused: the host refuses with 97 ")
+            assert rig.agent.recovery.state.value == "registered"
+            assert rig.agent.recovery.refused_requests.by_finding == {}
+            assert "0200" not in rig.host.state()["requests"]
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"  # stuck
+            kinds = [e["kind"] for e in rig.agent.journal.events()]
+            assert "request-refused" not in kinds and "recovery.reversal-refused" in kinds
+
+    run(scenario())
+
+
 def test_a_25_without_a_mac_closes_a_reversal(tmp_path) -> None:
     """Hosts MAC approvals, not declines: 12 and 25 close a reversal with or without a MAC
     (the recheck still follows); a confirmation without one does not."""
