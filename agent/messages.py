@@ -1298,6 +1298,11 @@ CATALOGUE: dict[str, Entry] = {
     "state:recovering": Entry(summary=Text("recovering", "恢复中")),
     "state:unregistered": Entry(summary=Text("unregistered", "未登记")),
     "state:not-signed-in": Entry(summary=Text("not signed in", "未签到")),
+    "state:journal-unusable": Entry(
+        summary=Text(
+            "journal unusable: every request answered 96", "交易日志不可用：所有请求应答 96"
+        )
+    ),
     "recovery:unregistered": Entry(
         summary=Text(
             "Payments paused on terminal {tid}, merchant {mid}: {reason}. {action}{support}.",

@@ -72,6 +72,20 @@ async def _bounded(check_id: str, check: Check, context: Context, deadline: floa
     return dataclasses.replace(result, duration_ms=elapsed_ms(started))
 
 
+def asked(only: object) -> list[str] | None:
+    """The check ids a control-socket request names in ``"only"`` (None: every check);
+    ``ValueError`` naming what is wrong with them."""
+    if only is None:
+        return None
+    if not (isinstance(only, list) and all(isinstance(i, str) for i in only)):
+        raise ValueError('"only" must be a list of check ids')
+    known = checks()
+    unknown = [check for check in only if check not in known]
+    if unknown:
+        raise ValueError(f"no such check: {', '.join(unknown)}; expected {', '.join(known)}")
+    return only
+
+
 async def run_checks(context: Context, only: list[str] | None = None) -> Report:
     """Run the checks named in ``only`` (all by default) concurrently."""
     started = time.monotonic()
@@ -82,4 +96,6 @@ async def run_checks(context: Context, only: list[str] | None = None) -> Report:
     return Report(list(results), elapsed_ms(started))
 
 
-__all__ = ["FAST", "NAMES", "CheckResult", "Context", "Report", "Status", "checks", "run_checks"]
+__all__ = [
+    "FAST", "NAMES", "CheckResult", "Context", "Report", "Status", "asked", "checks", "run_checks",
+]  # fmt: skip

@@ -32,6 +32,7 @@ from agent.service.assembly import Agent
 from agent.service.control import ControlServer, Handler
 from agent.service.instance import InstanceLock
 from agent.service.notify import Notifier
+from agent.service.without_journal import JournalUnusable, until_the_journal_opens
 from agent.transaction.peers import QuietLog
 from agent.transaction.reversals import ReversalPending, ReversalRefused
 from agent.wire.message import Message
@@ -221,18 +222,9 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
         return await agent.status()
 
     async def selftest(request: dict[str, Any]) -> dict[str, Any]:
-        only = request.get("only")
-        if only is not None and not (
-            isinstance(only, list) and all(isinstance(i, str) for i in only)
-        ):
-            raise ValueError('"only" must be a list of check ids')
-        from agent.selfcheck import checks, run_checks  # imported by the first check
+        from agent.selfcheck import asked, run_checks  # imported by the first check
 
-        known = checks()
-        unknown = [check for check in only or [] if check not in known]
-        if unknown:
-            raise ValueError(f"no such check: {', '.join(unknown)}; expected {', '.join(known)}")
-        report = await run_checks(agent.remedies.check_context(), only)
+        report = await run_checks(agent.remedies.check_context(), asked(request.get("only")))
         return {
             "duration_ms": report.duration_ms,
             "checks": [check.to_json() for check in report.checks],
@@ -378,8 +370,13 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
     # first of all: a second agent on this journal or socket must change nothing
     with InstanceLock.of(config):
         cpu.confine(config.gateway.cpu)  # before the agent starts its threads: they inherit it
-        async with contextlib.AsyncExitStack() as stack:
-            return await _serve(stack, config, reload, paths.payment_socket(config))
+        while True:
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    return await _serve(stack, config, reload, paths.payment_socket(config))
+            except JournalUnusable as exc:  # at the start: nothing was sent
+                if not await until_the_journal_opens(config, exc.error):
+                    return 0
 
 
 async def _serve(
@@ -389,11 +386,17 @@ async def _serve(
     payment: Path,
 ) -> int:
     """Everything started here is closed by ``stack``, in the reverse order."""
-    agent = Agent(config)
+    try:
+        agent = Agent(config)
+    except JournalError as exc:
+        raise JournalUnusable(exc) from None
     stack.push_async_callback(agent.close)
     notify = Notifier()
     stack.callback(notify.close)
-    recovered = await agent.journal.run(agent.journal.recover_pending)
+    try:
+        recovered = await agent.journal.run(agent.journal.recover_pending)
+    except JournalError as exc:
+        raise JournalUnusable(exc) from None
     if recovered:
         log.warning(
             "%d request(s) were in flight when the agent stopped: reversals queued", recovered

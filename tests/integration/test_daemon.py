@@ -534,6 +534,51 @@ def test_a_damaged_journal_is_moved_aside_and_the_agent_takes_payments(tmp_path,
         assert agent.stop() == 0
 
 
+def test_a_journal_that_cannot_be_opened_gets_answers_not_restarts(tmp_path, simulators):
+    """A journal of a newer agent (an update rolled back): the service does not exit to be
+    restarted every few seconds with nothing answering; it answers every request 96 with the
+    reason (none may leave unrecorded), status says why, and once the journal can be opened
+    (a technician moved it away) the agent starts as usual, without a restart."""
+    import sqlite3
+
+    _, _, config = simulators
+    journal = tmp_path / "journal.sqlite3"
+    agent = start(tmp_path, config)
+    assert agent.stop() == 0
+    db = sqlite3.connect(journal)
+    db.execute("PRAGMA user_version = 999")
+    db.commit()
+    db.close()
+    agent = AgentProcess(config, tmp_path / "agent.sock", tmp_path / "agent.log")
+    try:
+        agent.wait_ready()
+        answer = pay(tmp_path / "agent.sock")
+        assert answer.text(39) == "96"
+        assert answer.text(63).startswith("AGENT storage.journal-unusable: not sent: journal ")
+        assert "has schema 999" in answer.text(63)
+        status = agent_cli("status", "--json", "--config", str(config))
+        assert status.returncode == 1
+        shown = json.loads(status.stdout)
+        assert (shown["state"], shown["cause"]) == ("journal-unusable", "storage.journal-unusable")
+        selftest = agent_cli("selftest", "--json", "--only", "storage", "--config", str(config))
+        [storage] = json.loads(selftest.stdout)["checks"]
+        assert (selftest.returncode, storage["status"]) == (1, "fail"), selftest.stdout
+        journal.rename(tmp_path.parent / "journal-of-a-newer-agent.sqlite3")
+        for companion in ("-wal", "-shm"):
+            (tmp_path / f"journal.sqlite3{companion}").unlink(missing_ok=True)
+
+        def signed_in() -> bool:
+            try:
+                return bool(control(tmp_path / "control.sock", b'{"cmd": "status"}')["signed_in"])
+            except (OSError, KeyError):  # between the two: no socket, or the refusing one's
+                return False
+
+        wait_for(signed_in, 20, "the agent on a fresh journal")
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
+    finally:
+        assert agent.stop() == 0
+
+
 def test_a_cut_off_provisioning_file_is_set_aside_not_a_reason_to_stop(tmp_path, simulators):
     _, _, config = simulators
     saved = tmp_path / "provisioning.json"

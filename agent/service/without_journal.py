@@ -1,0 +1,190 @@
+"""The service while its journal cannot be opened (a full state partition, a journal of a newer
+agent after a rolled-back update, permissions): no request may leave unrecorded, so none leaves;
+but the app still gets an answer to each, the technician a status, systemd its READY and watchdog,
+instead of a service that exits and is restarted every few seconds with nothing answering
+(DESIGN.md section 8: a journal error is answered ``96`` with the reason, never a closed
+connection). ``agent selftest`` runs as without a service (an update's health gate sees the
+journal fail its check). Every :data:`RETRY` seconds, and at SIGHUP, the journal is tried again;
+once it opens, the agent starts as usual. A damaged journal never comes here: it is set aside and
+a fresh one started (:meth:`Journal.open_for_service`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from agent import paths
+from agent.config import Config
+from agent.journal import Journal, JournalError
+from agent.service.control import ControlServer
+from agent.service.notify import Notifier
+from agent.transaction.app_socket import AppSocket, Reply
+from agent.transaction.sender import local_answer, unreadable_answer
+from agent.transaction.stats import GatewayStats
+from agent.wire.errors import DecodeError, WireError
+from agent.wire.frame import Layout, decode_frame, host_frame
+from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.profile import Profile
+
+log = logging.getLogger(__name__)
+
+RETRY = 5.0  # seconds between tries of the journal
+
+
+class JournalUnusable(Exception):
+    """The journal cannot be opened, or its pending requests not recovered, at the start."""
+
+    def __init__(self, error: JournalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+STATE = "journal-unusable"
+
+
+class Refusing:
+    """The payment socket's mode: every request answered ``96`` with why, in the framing of the
+    configured mode (wrap: the app's message; pass-through: the host's frame)."""
+
+    def __init__(self, profile: Profile, pass_through: bool, reason: Callable[[], str]) -> None:
+        self._profile = profile
+        self._pass_through = pass_through
+        self._reason = reason
+
+    async def process(self, frame: bytes) -> Reply | None:
+        answer = self.failed(frame, self._reason())
+        return None if answer is None else Reply(answer)
+
+    def failed(self, frame: bytes, reason: str) -> bytes | None:
+        try:
+            if self._pass_through:
+                inspected = decode_frame(frame, Layout.TPDU, self._profile)
+                assert inspected.tpdu is not None and inspected.header is not None
+                answer = self._encoded(
+                    local_answer(inspected.message, "96", "storage.journal-unusable", reason)
+                )
+                return host_frame(answer, inspected.tpdu.swapped(), inspected.header)
+            request = decode_message(frame, self._profile)
+        except DecodeError as exc:
+            if self._pass_through:
+                return None  # not even its framing can be read: the connection closes
+            return self._encoded(unreadable_answer(frame, str(exc)))
+        return self._encoded(local_answer(request, "96", "storage.journal-unusable", reason))
+
+    def _encoded(self, answer: Message) -> bytes:
+        try:
+            return encode_message(answer, self._profile)
+        except WireError:  # the profile cannot carry it: the CUP defaults can
+            return encode_message(answer)
+
+
+def status(config: Config, error: Callable[[], str]) -> dict[str, Any]:
+    """``agent status`` in the shape of the running agent's, with what is known without the
+    journal."""
+    return {
+        "state": STATE,
+        "registered": False,
+        "cause": "storage.journal-unusable",
+        "incident": None,
+        "tid": config.terminal.tid,
+        "mid": config.terminal.mid,
+        "host": {"endpoint": "", "connected": False, "last_error": "", "late_responses": 0},
+        "signed_in": None,
+        "reversals_queued": 0,
+        "reversals_stuck": 0,
+        "reversals_to_recheck": 0,
+        "journal_error": error(),
+        "journal_damaged": [],
+        "last_refusal": None,
+        "refused_requests": {"by_finding": {}, "last": None},
+        "message": None,
+        "counts": {},
+        "gateway": {},
+    }
+
+
+async def until_the_journal_opens(config: Config, error: JournalError) -> bool:
+    """Serve refusals until the journal opens (True) or the service is told to stop (False)."""
+    path = paths.journal_path(config)
+    last = [str(error)]
+    log.critical("%s: every request is answered 96 until it can be opened (tried every %g s)",
+                 error, RETRY)  # fmt: skip
+    pass_through = config.gateway.mode == "pass-through"
+    app = AppSocket(
+        Refusing(config.wire.profile, pass_through, lambda: f"not sent: {last[0]}"),
+        GatewayStats(),
+        max_clients=config.gateway.max_clients,
+        idle_timeout=config.gateway.idle_timeout,
+    )
+
+    async def status_now(_: dict[str, Any]) -> dict[str, Any]:
+        return status(config, lambda: last[0])
+
+    async def selftest(request: dict[str, Any]) -> dict[str, Any]:
+        """As without a service: the module and the journal as they are (the journal's check
+        says why it cannot be opened)."""
+        from agent.selfcheck import asked
+        from agent.selfcheck.local import run_local
+
+        report = await run_local(config, asked(request.get("only")))
+        return {
+            "duration_ms": report.duration_ms,
+            "checks": [check.to_json() for check in report.checks],
+        }
+
+    control = ControlServer({"status": status_now, "selftest": selftest})
+    notify = Notifier()
+    stop, again = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        await app.serve(paths.payment_socket(config), config.gateway.tcp_port)
+        await control.serve(paths.control_socket(config))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, again.set)
+        notify("READY=1", f"STATUS={STATE}: {last[0]}")
+        while not stop.is_set():
+            if notify.watchdog_interval:
+                notify("WATCHDOG=1")
+            pause = min(RETRY, notify.watchdog_interval or RETRY)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await _either(stop, again)
+            again.clear()
+            if stop.is_set():
+                return False
+            try:
+                await asyncio.to_thread(_try_to_open, path)
+            except JournalError as exc:
+                if str(exc) != last[0]:
+                    log.critical("%s: requests still answered 96", exc)
+                last[0] = str(exc)
+                notify(f"STATUS={STATE}: {last[0]}")
+                continue
+            log.warning("journal %s opens now: the agent starts", path)
+            return True
+        return False
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await control.close()
+        await app.close()
+        await app.wait_closed()
+        notify.close()
+
+
+def _try_to_open(path: Any) -> None:
+    Journal.open_for_service(path).close()
+
+
+async def _either(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
