@@ -40,6 +40,9 @@ MAX_STAN = 999_999
 WAL_PAGES = 100
 WAL_LIMIT = 512 * 1024
 PRUNE_CHUNK = 200  # rows deleted per step while the journal is over its size cap
+# Events kept whatever the size cap (about 2 MB): when what may not go (the current batch,
+# pending rows, the outbox) is over the cap by itself, the audit trail is not wiped for it.
+EVENTS_KEPT = 10_000
 # seconds what must answer anyway (the status, telemetry) waits for the journal: a frozen or
 # failing disk holds it up for as long as it lasts
 PATIENCE = 1.0
@@ -537,7 +540,8 @@ class Journal:
         """Retention (DESIGN.md section 8): rows of settled batches older than ``keep_days``
         and events as old go; then, while the journal is over ``max_bytes``, the oldest settled
         rows and the events no newer than them, and when no settled row is left, the oldest
-        events (a flood of them must not fill the state partition). Pending rows, queued
+        events down to the newest :data:`EVENTS_KEPT` (a flood of them must not fill the state
+        partition, nor may what cannot go wipe the audit trail). Pending rows, queued
         reversals, the current batch and the telemetry outbox stay. It works in small steps,
         each its own transaction, so a sale waits for one step at most. Then the WAL is
         checkpointed. Returns how many transactions went."""
@@ -567,8 +571,9 @@ class Journal:
             events = 0
             while self.size_bytes > max_bytes and (
                 step := self._write_step(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
-                    (PRUNE_CHUNK,),
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT "
+                    "min(?, max((SELECT count(*) FROM events) - ?, 0)))",
+                    (PRUNE_CHUNK, EVENTS_KEPT),
                 )
             ):
                 events += step
@@ -1009,16 +1014,19 @@ class Journal:
         """The latest reversible request sent as ``wire_stan``: what an answer nobody waited
         for may be the answer to."""
         rows = self._rows(
-            "SELECT t.id, t.mti, t.state, t.id <= coalesce((SELECT CAST(value AS INTEGER) "
-            "FROM meta WHERE key = 'signin.after'), 0) "
+            "SELECT t.id, t.mti, t.state, t.boot, t.uptime "
             "FROM transactions t WHERE t.stan = ? AND t.reversal_template IS NOT NULL "
             "ORDER BY t.id DESC LIMIT 1",
             (wire_stan,),
         )
         if not rows:
             return None
-        tid, mti, state, keys_changed = rows[0]
-        return Sent(tid, mti, state, bool(keys_changed))
+        tid, mti, state, boot, uptime = rows[0]
+        signed_in_boot, _, signed_in_at = self._meta("signin.uptime", "").partition(" ")
+        keys_changed = bool(signed_in_boot) and (
+            boot != signed_in_boot or uptime is None or uptime < float(signed_in_at)
+        )
+        return Sent(tid, mti, state, keys_changed)
 
     def reverse_late_approval(self, transaction_id: int, response: Message) -> int | None:
         """An authenticated approval of ``transaction_id`` came after its request was answered
@@ -1171,10 +1179,9 @@ class Journal:
         answers (DESIGN.md section 4), kept for the self-check with the last sign-in."""
         refused = refused or {}
         with self._write() as db:
-            # every request recorded so far was sent under the keys this sign-in replaces: by
-            # the journal's own order, not the wall clock, which a clock sync may step back
-            last = db.execute("SELECT coalesce(max(id), 0) FROM transactions").fetchone()[0]
-            self._set_meta(db, "signin.after", str(last))
+            # every request recorded before now was sent under the keys this sign-in replaces:
+            # by this boot's monotonic clock, not the wall clock (a clock sync may step it back)
+            self._set_meta(db, "signin.uptime", f"{self._boot} {self._monotonic()!r}")
             db.execute(
                 "INSERT INTO signins (at, scheme, kcvs, host_time, tid, mid) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -1283,14 +1290,20 @@ class Journal:
         row = db.execute("SELECT value FROM meta WHERE key = 'outbox.dropped'").fetchone()
         return int(row[0]) if row else 0
 
-    def events(self, since: float = 0.0, newest: int = -1) -> list[dict[str, Any]]:
-        """The events since ``since``, oldest first; only the ``newest`` so many, if given."""
+    def events(
+        self, since: float = 0.0, limit: int = -1, newest: bool = True
+    ) -> list[dict[str, Any]]:
+        """The events since ``since``, oldest first; only ``limit`` of them, if given: the
+        newest, or with ``newest`` false the oldest."""
         self._caught_up()
+        order = "DESC" if newest else "ASC"
         rows = self._rows(
-            "SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id DESC LIMIT ?",
-            (since, newest),
+            f"SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY id {order} LIMIT ?",
+            (since, limit),
         )
-        return [{"at": at, "kind": kind, **json.loads(detail)} for at, kind, detail in rows[::-1]]
+        if newest:
+            rows.reverse()
+        return [{"at": at, "kind": kind, **json.loads(detail)} for at, kind, detail in rows]
 
     def count_since(self, since: float) -> int:
         """How many events and transactions there are since ``since``."""
@@ -1315,15 +1328,20 @@ class Journal:
                 raise JournalError(f"journal {self.path} read failed: {exc}") from None
         return None
 
-    def transactions(self, since: float = 0.0, newest: int = -1) -> list[dict[str, Any]]:
-        """The transactions since ``since``, oldest first; only the ``newest`` so many, if
-        given."""
+    def transactions(
+        self, since: float = 0.0, limit: int = -1, newest: bool = True
+    ) -> list[dict[str, Any]]:
+        """The transactions since ``since``, oldest first; only ``limit`` of them, if given:
+        the newest, or with ``newest`` false the oldest."""
         self._caught_up()
+        order = "DESC" if newest else "ASC"
         rows = self._rows(
             "SELECT id, created_at, mti, stan, state, request, response, response_code, detail "
-            "FROM transactions WHERE created_at >= ? ORDER BY id DESC LIMIT ?",
-            (since, newest),
-        )[::-1]
+            f"FROM transactions WHERE created_at >= ? ORDER BY id {order} LIMIT ?",
+            (since, limit),
+        )
+        if newest:
+            rows.reverse()
         keys = (
             "id",
             "at",

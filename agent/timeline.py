@@ -96,17 +96,22 @@ def _transaction_text(row: dict[str, Any]) -> Text:
     )
 
 
-def entries(journal: Journal, since: float = 0.0, newest: int = -1) -> list[dict[str, Any]]:
+def entries(
+    journal: Journal, since: float = 0.0, limit: int = -1, newest: bool = True
+) -> list[dict[str, Any]]:
     """Events and transactions since ``since`` (epoch seconds), oldest first: ``text`` in
-    English, ``text_zh`` in Chinese; only the ``newest`` so many, if given."""
-    said = [(e["at"], e["kind"], _event_text(e)) for e in journal.events(since, newest)]
-    said += [
-        (t["at"], "transaction", _transaction_text(t)) for t in journal.transactions(since, newest)
-    ]
+    English, ``text_zh`` in Chinese; only ``limit`` of them, if given: the newest, or with
+    ``newest`` false the oldest."""
+    events = journal.events(since, limit, newest)
+    rows = journal.transactions(since, limit, newest)
+    said = [(e["at"], e["kind"], _event_text(e)) for e in events]
+    said += [(t["at"], "transaction", _transaction_text(t)) for t in rows]
     merged = [{"at": at, "kind": kind, "text": text.en, "text_zh": text.zh}
               for at, kind, text in said]  # fmt: skip
     merged.sort(key=lambda entry: entry["at"])
-    return merged[-newest:] if newest >= 0 else merged
+    if limit < 0:
+        return merged
+    return merged[-limit:] if newest else merged[:limit]
 
 
 def render(timeline: list[dict[str, Any]], lang: str = "en") -> str:

@@ -21,6 +21,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
     from agent.host.link import HostLink, HostLinkError, LinkOptions
     from agent.journal import Journal, JournalError
+    from agent.service.instance import InstanceError, InstanceLock
     from agent.wire.builders import Terminal, echo_request
 
     config = load_config(args)
@@ -50,9 +51,11 @@ def cmd_echo(args: argparse.Namespace) -> int:
                 journal.close()
 
         try:
-            with working:
+            # the journal's STAN counter is the agent's: an agent still starting (its control
+            # socket not served yet) holds the lock, and the echo waits for it to answer
+            with working, InstanceLock.of(config):
                 answer = asyncio.run(direct())
-        except (HostLinkError, JournalError) as exc:
+        except (HostLinkError, JournalError, InstanceError) as exc:
             print(f"agent echo: {exc}", file=sys.stderr)
             return EXIT_FAILED
     print(f"echo {answer['host']}: {answer['response_code']} in {answer['ms']} ms")

@@ -30,9 +30,13 @@ def cmd_journal(args: argparse.Namespace) -> int:
     answer = ask_agent(config, {"cmd": "journal", "since": since})
     if answer is not None:  # the service's own connection sees every change
         entries = answer["entries"]
-        if answer.get("left_out"):
-            print(f"agent journal: the newest {len(entries)} entries; {answer['left_out']} older "
-                  "ones not shown", file=sys.stderr)  # fmt: skip
+        if answer.get("left_out") and entries:
+            if since:
+                which, more = "newer", f"--since {entries[-1]['at']} shows them"
+            else:
+                which, more = "older", "--since TIME shows those from TIME on"
+            print(f"agent journal: {len(entries)} entries; {answer['left_out']} {which} ones "
+                  f"not shown: {more}", file=sys.stderr)  # fmt: skip
     else:
         path = paths.journal_path(config)
         try:

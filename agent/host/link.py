@@ -25,7 +25,7 @@ from agent import stages
 from agent.backoff import Backoff
 from agent.config import Config, Endpoint
 from agent.host.channel import Channel, ChannelClosed
-from agent.host.mux import Exchange, HostLinkError, Mux, match_key
+from agent.host.mux import Exchange, HostLinkError, Mux, match_key, network_code
 from agent.wire.errors import DecodeError
 from agent.wire.frame import Frame, Header, Layout, Tpdu, decode_frame, host_frame
 from agent.wire.message import Message, encode_message
@@ -309,7 +309,7 @@ class HostLink:
         """Send a complete frame (length included) as it is; ``message`` is its decoded body."""
         key = match_key(message)
         channel = await self._connect()
-        future = self._mux.expect(key)
+        future = self._mux.expect(key, network_code(message))
         try:
             self._last_traffic = time.monotonic()
             try:

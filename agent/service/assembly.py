@@ -49,6 +49,18 @@ from drivers.loading import open_module
 from drivers.module import CardModule, ModuleSettings
 
 
+def open_journal(config: Config, telemetry_ids: ids.HighWater) -> Journal:
+    """The service's journal: a damaged one set aside (DESIGN.md section 8), its events for the
+    fleet put in the telemetry outbox when a broker is configured."""
+    broker = config.telemetry.broker
+    return Journal.open_for_service(
+        paths.journal_path(config),
+        forward=events.forward if broker else None,
+        outbox_max=config.telemetry.outbox_max,
+        outbox_ids_above=telemetry_ids.event_id if broker else 0,
+    )
+
+
 class Agent:
     def __init__(self, config: Config, module: CardModule | None = None) -> None:
         self._stack = contextlib.AsyncExitStack()
@@ -58,12 +70,7 @@ class Agent:
         # the highest event id and seq the fleet saw, kept beside the journal: a journal moved
         # aside does not make the ids start again
         self.telemetry_ids = ids.HighWater.beside(paths.journal_path(config))
-        self.journal = journal = Journal.open_for_service(
-            paths.journal_path(config),
-            forward=events.forward if telemetry.broker else None,
-            outbox_max=telemetry.outbox_max,
-            outbox_ids_above=self.telemetry_ids.event_id if telemetry.broker else 0,
-        )
+        self.journal = journal = open_journal(config, self.telemetry_ids)
         self._stack.callback(journal.close)
         self.module = module or open_module(
             config.module.driver,

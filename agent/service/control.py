@@ -133,6 +133,7 @@ class ControlServer:
                 self._connections.active(task)
         except TimeoutError:
             log.info("control client silent or not reading for %g s; closing", self.idle_timeout)
+            writer.transport.abort()  # close() would wait for it to read what is unsent
         except (ValueError, asyncio.LimitOverrunError):
             log.warning("control client sent a line over %d bytes; closing", MAX_LINE)
         except ConnectionError:

@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 REVERSAL_FIRST_PAUSE = 1.0  # then growing to reversal.retry_max while the host refuses
 DRAIN_TIMEOUT = 35.0
 LIGHT_CHECKS = ["keys", "module", "storage"]
-# the newest entries the control socket's journal command gives (about 0.5 MB: the answer is
-# one line, built in memory; older ones are counted, --since reaches them)
+# the entries the control socket's journal command gives at most (about 0.5 MB: the answer is
+# one line, built in memory): the newest, or the oldest from --since on; the rest are counted
 JOURNAL_ENTRIES = 2_000
 
 
@@ -252,11 +252,13 @@ def control_handlers(agent: Agent) -> dict[str, Handler]:
             raise ValueError('"since" must be epoch seconds')
         journal = agent.journal
 
-        def newest() -> tuple[list[dict[str, Any]], int]:
-            shown = timeline.entries(journal, float(since), JOURNAL_ENTRIES)
+        def part() -> tuple[list[dict[str, Any]], int]:
+            # without a start the newest; from a start on, the oldest from there: the next
+            # part begins where one ends
+            shown = timeline.entries(journal, float(since), JOURNAL_ENTRIES, newest=not since)
             return shown, journal.count_since(float(since)) - len(shown)
 
-        entries, left_out = await journal.run(newest)
+        entries, left_out = await journal.run(part)
         return {"entries": entries, "left_out": left_out}
 
     async def params(_: dict[str, Any]) -> dict[str, Any]:
@@ -375,8 +377,10 @@ async def run(config: Config, reload: Callable[[], Config] | None = None) -> int
                 async with contextlib.AsyncExitStack() as stack:
                     return await _serve(stack, config, reload, paths.payment_socket(config))
             except JournalUnusable as exc:  # at the start: nothing was sent
-                if not await until_the_journal_opens(config, exc.error):
+                usable = await until_the_journal_opens(config, exc.error, reload)
+                if usable is None:
                     return 0
+                config = usable
 
 
 async def _serve(

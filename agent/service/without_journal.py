@@ -4,9 +4,10 @@ but the app still gets an answer to each, the technician a status, systemd its R
 instead of a service that exits and is restarted every few seconds with nothing answering
 (DESIGN.md section 8: a journal error is answered ``96`` with the reason, never a closed
 connection). ``agent selftest`` runs as without a service (an update's health gate sees the
-journal fail its check). Every :data:`RETRY` seconds, and at SIGHUP, the journal is tried again;
-once it opens, the agent starts as usual. A damaged journal never comes here: it is set aside and
-a fresh one started (:meth:`Journal.open_for_service`)."""
+journal fail its check). Every :data:`RETRY` seconds, and at SIGHUP (which reloads the
+configuration too), the journal is tried again; once it opens and takes a write, the agent starts
+as usual, under the configuration in effect then. A damaged journal never comes here: it is set
+aside and a fresh one started (:meth:`Journal.open_for_service`)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from typing import Any
 
 from agent import paths
 from agent.config import Config
-from agent.journal import Journal, JournalError
+from agent.journal import JournalError
+from agent.service.assembly import open_journal
 from agent.service.control import ControlServer
 from agent.service.notify import Notifier
+from agent.telemetry import ids
 from agent.transaction.app_socket import AppSocket, Reply
 from agent.transaction.sender import local_answer, unreadable_answer
 from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError, WireError
-from agent.wire.frame import Layout, decode_frame, host_frame
+from agent.wire.frame import LENGTH_BYTES, Layout, decode_frame, host_frame
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.profile import Profile
 
@@ -67,7 +70,8 @@ class Refusing:
                 answer = self._encoded(
                     local_answer(inspected.message, "96", "storage.journal-unusable", reason)
                 )
-                return host_frame(answer, inspected.tpdu.swapped(), inspected.header)
+                framed = host_frame(answer, inspected.tpdu.swapped(), inspected.header)
+                return framed[LENGTH_BYTES:]  # the payment socket puts the length in front
             request = decode_message(frame, self._profile)
         except DecodeError as exc:
             if self._pass_through:
@@ -107,9 +111,11 @@ def status(config: Config, error: Callable[[], str]) -> dict[str, Any]:
     }
 
 
-async def until_the_journal_opens(config: Config, error: JournalError) -> bool:
-    """Serve refusals until the journal opens (True) or the service is told to stop (False)."""
-    path = paths.journal_path(config)
+async def until_the_journal_opens(
+    config: Config, error: JournalError, reload: Callable[[], Config] | None
+) -> Config | None:
+    """Serve refusals until the journal opens and takes a write: the configuration to start
+    with (reloaded at SIGHUP meanwhile); None when the service is told to stop first."""
     last = [str(error)]
     log.critical("%s: every request is answered 96 until it can be opened (tried every %g s)",
                  error, RETRY)  # fmt: skip
@@ -136,7 +142,13 @@ async def until_the_journal_opens(config: Config, error: JournalError) -> bool:
             "checks": [check.to_json() for check in report.checks],
         }
 
-    control = ControlServer({"status": status_now, "selftest": selftest})
+    async def unavailable(_: dict[str, Any]) -> dict[str, Any]:
+        raise JournalError(f"the agent runs without its journal: {last[0]}")
+
+    control = ControlServer(
+        {"status": status_now, "selftest": selftest}
+        | dict.fromkeys(("journal", "params", "signin", "echo", "provision"), unavailable)
+    )
     notify = Notifier()
     stop, again = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,20 +166,23 @@ async def until_the_journal_opens(config: Config, error: JournalError) -> bool:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await _either(stop, again)
-            again.clear()
-            if stop.is_set():
-                return False
+            if again.is_set():  # SIGHUP: the configuration afresh, and the journal at once
+                again.clear()
+                if reload is not None:
+                    config = _reloaded(config, reload)
             try:
-                await asyncio.to_thread(_try_to_open, path)
+                await asyncio.to_thread(_takes_a_write, config)
             except JournalError as exc:
                 if str(exc) != last[0]:
                     log.critical("%s: requests still answered 96", exc)
                 last[0] = str(exc)
                 notify(f"STATUS={STATE}: {last[0]}")
                 continue
-            log.warning("journal %s opens now: the agent starts", path)
-            return True
-        return False
+            if stop.is_set():  # asked to stop while the journal was tried
+                break
+            log.warning("journal %s works now: the agent starts", paths.journal_path(config))
+            return config
+        return None
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
@@ -177,8 +192,24 @@ async def until_the_journal_opens(config: Config, error: JournalError) -> bool:
         notify.close()
 
 
-def _try_to_open(path: Any) -> None:
-    Journal.open_for_service(path).close()
+def _reloaded(config: Config, reload: Callable[[], Config]) -> Config:
+    try:
+        fresh = reload()
+    except Exception as exc:  # the reload's own message names the file and the field
+        log.error("configuration not reloaded: %s", exc)
+        return config
+    log.info("configuration reloaded")
+    return fresh
+
+
+def _takes_a_write(config: Config) -> None:
+    """Open the journal as the service does and take one durable write (a STAN: skipping one
+    costs nothing): a journal that opens on a full disk would fail the start again."""
+    journal = open_journal(config, ids.HighWater.beside(paths.journal_path(config)))
+    try:
+        journal.next_stan()
+    finally:
+        journal.close()
 
 
 async def _either(*events: asyncio.Event) -> None:

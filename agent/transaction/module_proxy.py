@@ -74,6 +74,7 @@ class ModuleProxy:
         self._pin_users: set[int] = set()  # uids with a PIN entry queued or at the keypad
         # by uid: when a refused PIN entry was last journalled, and how many since were not
         self._refusals_noted: dict[int, tuple[float, int]] = {}
+        self._refusals_due: set[int] = set()  # uids whose held-back count is journalled soon
         self._quiet = QuietLog(PIN_WINDOW)
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="module-proxy")
         self._keypad = ThreadPoolExecutor(1, thread_name_prefix="module-keypad")
@@ -146,6 +147,7 @@ class ModuleProxy:
                                 "unread", "module socket: an app does not take its answers "
                                 "(%g s); closing", self.frame_timeout,
                             )  # fmt: skip
+                            writer.transport.abort()  # close() would wait for it to read
                             return
                         finally:
                             self._connections.busy.discard(task)
@@ -204,11 +206,28 @@ class ModuleProxy:
         noted, more = self._refusals_noted.get(uid, (now - PIN_WINDOW, 0))
         if now - noted < PIN_WINDOW:
             self._refusals_noted[uid] = (noted, more + 1)
+            if uid not in self._refusals_due:  # a burst that ends within the minute is told
+                self._refusals_due.add(uid)
+                asyncio.get_running_loop().call_later(
+                    noted + PIN_WINDOW - now, self._note_held_back, request, peer, uid, refusal
+                )
             return
         self._refusals_noted[uid] = (now, 0)
         since = f" ({more} more refused since the last noted)" if more else ""
         log.warning("module socket: PIN entry for uid %d refused: %s%s", uid, refusal, since)
         self._journal_pin(request, peer, f"refused: {refusal}{since}")
+
+    def _note_held_back(self, request: Frame, peer: Peer | None, uid: int, refusal: str) -> None:
+        """The minute is over: the refusals held back in it, journalled and logged at once
+        (with the card of one of them), if no refusal since has done it."""
+        self._refusals_due.discard(uid)
+        more = self._refusals_noted.get(uid, (0.0, 0))[1]
+        if not more:
+            return
+        self._refusals_noted[uid] = (time.monotonic(), 0)
+        log.warning("module socket: %d more PIN entries for uid %d refused: %s", more, uid,
+                    refusal)  # fmt: skip
+        self._journal_pin(request, peer, f"refused: {refusal} ({more} more in the last minute)")
 
     def _journal_pin(self, request: Frame, peer: Peer | None, outcome: str) -> None:
         """Every PIN entry in the journal, on its thread (the answer never waits for it): time,

@@ -15,6 +15,7 @@ from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.frame import (
     HEADER_BYTES,
+    LENGTH_BYTES,
     TPDU_BYTES,
     Frame,
     Header,
@@ -114,4 +115,5 @@ class PassThrough:
         except WireError as exc:
             log.error("pass-through: no answer can be made for %s: %s", answer.mti, exc)
             return None
-        return Reply(host_frame(encoded, tpdu.swapped(), header))
+        # the payment socket puts the length in front: the frame goes without its own
+        return Reply(host_frame(encoded, tpdu.swapped(), header)[LENGTH_BYTES:])

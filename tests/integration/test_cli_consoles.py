@@ -166,3 +166,19 @@ def test_work_over_a_second_shows_progress_on_a_terminal_only(tmp_path) -> None:
     assert code == 1
     assert "agent echo: waiting for the host (1 s)" in shown and "\r" in shown
     assert "waiting for the host" not in piped.stderr.decode()
+
+
+def test_a_direct_echo_waits_for_an_agent_that_holds_the_journal(tmp_path) -> None:
+    """An agent still starting holds its lock before it serves its control socket: an echo
+    that would number itself from the journal then must not take a STAN the agent takes too."""
+    from agent.config import load
+    from agent.service.instance import InstanceLock
+
+    conf = config(tmp_path, host="127.0.0.1:9")
+    conf.write_text(conf.read_text().replace(
+        '/proc/nonexistent/journal.sqlite3', str(tmp_path / "journal.sqlite3")))  # fmt: skip
+    with InstanceLock.of(load(conf)):
+        result = run(["echo", "--config", str(conf)], "utf-8")
+    assert result.returncode == 1
+    assert "is locked by process" in result.stderr.decode()
+    assert not (tmp_path / "journal.sqlite3").exists()

@@ -434,7 +434,7 @@ def test_a_sign_in_waits_for_the_answers_of_requests_in_flight(tmp_path) -> None
 
 
 def test_pass_through_forwards_frames_untouched(tmp_path) -> None:
-    from agent.wire.frame import Header, Tpdu, decode_frame
+    from agent.wire.frame import Header, Layout, Tpdu, decode_frame
 
     async def scenario():
         async with gateway_rig(tmp_path, mode="pass-through", sign_in=False) as rig:
@@ -445,7 +445,7 @@ def test_pass_through_forwards_frames_untouched(tmp_path) -> None:
             writer.write(with_length(frame))
             await writer.drain()
             length = int.from_bytes(await reader.readexactly(2), "big")
-            answer = decode_frame(await reader.readexactly(length), layout=None)
+            answer = decode_frame(await reader.readexactly(length), Layout.TPDU)
             writer.close()
             assert answer.tpdu == Tpdu().swapped()
             assert (answer.message.mti, answer.message.text(39)) == ("0830", "00")
@@ -458,7 +458,7 @@ def test_pass_through_answers_30_to_a_message_that_does_not_decode(tmp_path) -> 
     """DESIGN.md section 4: a field no row defines is never a reason to close the app's
     connection, in pass-through mode too: 30 in the host's framing, nothing sent, and the same
     connection goes on. Only a frame without even a TPDU and header closes it."""
-    from agent.wire.frame import Header, Tpdu, decode_frame
+    from agent.wire.frame import Header, Layout, Tpdu, decode_frame
 
     async def scenario():
         async with gateway_rig(tmp_path, mode="pass-through", sign_in=False) as rig:
@@ -469,7 +469,7 @@ def test_pass_through_answers_30_to_a_message_that_does_not_decode(tmp_path) -> 
                 writer.write(with_length(Tpdu().to_bytes() + Header().to_bytes() + message))
                 await writer.drain()
                 length = int.from_bytes(await reader.readexactly(2), "big")
-                answer = decode_frame(await reader.readexactly(length), layout=None)
+                answer = decode_frame(await reader.readexactly(length), Layout.TPDU)
                 assert answer.tpdu == Tpdu().swapped()
                 return answer.message
 
@@ -493,7 +493,7 @@ def test_pass_through_answers_30_to_a_message_that_does_not_decode(tmp_path) -> 
 def test_pass_through_answers_98_itself_when_the_host_does_not(tmp_path) -> None:
     """The app keeps its own reversals in this mode: it gets the agent's 98 in the host's framing
     (TPDU swapped, its header), on a connection that stays open, and can reverse from there."""
-    from agent.wire.frame import Header, Tpdu, decode_frame
+    from agent.wire.frame import Header, Layout, Tpdu, decode_frame
 
     async def scenario():
         async with gateway_rig(tmp_path, mode="pass-through", sign_in=False) as rig:
@@ -506,7 +506,7 @@ def test_pass_through_answers_98_itself_when_the_host_does_not(tmp_path) -> None
                                          + encode_message(echo)))  # fmt: skip
                 await writer.drain()
                 length = int.from_bytes(await reader.readexactly(2), "big")
-                answer = decode_frame(await reader.readexactly(length), layout=None)
+                answer = decode_frame(await reader.readexactly(length), Layout.TPDU)
                 assert answer.tpdu == Tpdu().swapped()
                 message = answer.message
                 assert (message.mti, message.text(11)) == ("0830", stan)

@@ -242,10 +242,13 @@ def test_pin_entries_are_journalled_and_limited(tmp_path) -> None:
     run(scenario())
 
 
-def test_a_flood_of_refused_pin_entries_is_journalled_once_a_minute(tmp_path) -> None:
+def test_a_flood_of_refused_pin_entries_is_journalled_once_a_minute(tmp_path, monkeypatch) -> None:
     """A member of the group pipelining PIN entries past the limit: each refused at once, but
-    only the first of the minute journalled and logged (with the count since), or the state
-    partition fills and every sale is answered 96."""
+    only the first of the minute journalled and logged, and how many more at the minute's end
+    (or with the next one noted), or the state partition fills and every sale is answered 96."""
+    import re
+
+    monkeypatch.setattr("agent.transaction.module_proxy.PIN_WINDOW", 0.5)  # "a minute"
 
     async def scenario():
         sections = {"module": {"pin_per_minute": 1}}
@@ -257,9 +260,20 @@ def test_a_flood_of_refused_pin_entries_is_journalled_once_a_minute(tmp_path) ->
             answers = await reader.readexactly(len(Frame(9, 0x92, b"\x05").encode()) * 500)
             assert answers.count(bytes([Status.BUSY])) >= 500
             writer.close()
+            await asyncio.sleep(1.2)  # the last "minute" is over: its count is told
             rig.agent.journal.checkpoint()  # the notes written
             entries = [e for e in rig.agent.journal.events() if e["kind"] == "pin-entry"]
-            assert [e["outcome"][:8] for e in entries] == ["served", "refused:"]
+            refused = [e["outcome"] for e in entries if e["outcome"].startswith("refused:")]
+            assert entries[0]["outcome"] == "served" and 2 <= len(refused) <= 10
+
+            def told(outcome: str) -> int:  # the refusals one line accounts for
+                held = re.search(r"\((\d+) more (refused since|in the last minute)", outcome)
+                if held is None:
+                    return 1  # this one
+                # the ones held back before this one, and this one; or at the minute's end
+                return int(held[1]) + (held[2] == "refused since")
+
+            assert sum(map(told, refused)) == 500  # every one counted once
 
     run(scenario())
 

@@ -282,20 +282,34 @@ def test_journal_disk_full_is_96_and_nothing_is_sent(tmp_path, tiny_disk) -> Non
         module.stop()
 
 
-def test_a_journal_that_cannot_be_opened_is_a_clear_error(tmp_path) -> None:
+def test_a_journal_that_cannot_be_opened_is_answered_with_the_reason(tmp_path) -> None:
     """Not a damaged journal (that one is moved aside: test_daemon) but a path the agent cannot
-    open at all: exit 1 with the reason, no traceback."""
+    open at all: the service stays up, each request is answered 96 naming the journal and why,
+    nothing reaches the host; once the path is right the agent starts, without a restart."""
     host, module = HostProcess(tmp_path), ModuleProcess(tmp_path)
     config = write_config(tmp_path, host, module)
     (tmp_path / "journal.sqlite3").mkdir()  # a directory where the journal should be
+    terminal = Terminal(tmp_path, host, module, config)
     try:
-        result = subprocess.run(
-            [AGENT, "run", "--config", str(config)], capture_output=True, text=True, timeout=30
-        )
-        assert result.returncode == 1
-        assert f"journal {tmp_path / 'journal.sqlite3'} cannot be" in result.stderr
-        assert "Traceback" not in result.stderr
+        answer = terminal.pay()
+        assert answer.text(39) == "96"
+        assert answer.text(63).startswith("AGENT storage.journal-unusable: not sent: journal ")
+        assert "cannot be" in answer.text(63)
+        assert terminal.status()["state"] == "journal-unusable"
+        assert "0200" not in host.state()["requests"]
+        (tmp_path / "journal.sqlite3").rmdir()
+
+        def signed_in() -> bool:  # the same process, on the journal it can open now
+            try:
+                return terminal.status().get("signed_in") is not None
+            except OSError:  # between the refusing sockets and the agent's own
+                return False
+
+        wait_for(signed_in, 20, "the agent on the journal")
+        terminal.alive()
+        assert "Traceback" not in (tmp_path / "agent.log").read_text()
     finally:
+        assert terminal.agent.stop() == 0
         host.stop()
         module.stop()
 

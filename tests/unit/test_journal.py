@@ -349,7 +349,7 @@ def test_journal_files_are_not_for_others_whatever_the_umask(tmp_path) -> None:
     assert modes.get("journal.sqlite3-wal", 0o640) == 0o640
 
 
-def test_retention_deletes_only_settled_rows(tmp_path) -> None:
+def test_retention_deletes_only_settled_rows(tmp_path, monkeypatch) -> None:
     """Old rows of settled batches go; pending rows, queued reversals and the current batch
     stay, however old (DESIGN.md section 8)."""
     now = [1_000_000.0]
@@ -367,7 +367,9 @@ def test_retention_deletes_only_settled_rows(tmp_path) -> None:
     kept = {row["stan"] for row in journal.transactions()}
     assert kept == {"000002", "000003", "000004"}
     assert len(journal.queued_reversals()) == 1
-    # over the size cap, what may not go still stays; the events go, oldest first
+    # over the size cap, what may not go still stays; the events go, oldest first, down to
+    # the newest EVENTS_KEPT
+    monkeypatch.setattr("agent.journal.EVENTS_KEPT", 500)
     for n in range(2_000):
         journal.event("pin-entry", outcome=f"refused {n}", padding="x" * 200)
     size = journal.size_bytes
@@ -377,6 +379,8 @@ def test_retention_deletes_only_settled_rows(tmp_path) -> None:
     assert journal.size_bytes <= size // 2
     left = [e["outcome"] for e in journal.events() if e["kind"] == "pin-entry"]
     assert 0 < len(left) < 2_000 and left[-1] == "refused 1999"  # the newest kept
+    assert journal.prune(keep_days=30, max_bytes=1) == 0  # however small the cap
+    assert len(journal.events()) == 500
     journal.close()
 
 

@@ -50,6 +50,8 @@ def test_only_the_newest_entries_when_asked_and_how_many_were_left_out(tmp_path)
         request = Message("0200", {3: "000000", 4: "000000001000", 11: f"{n + 1:06d}"})
         journal.begin(request, financial=True)
     newest = timeline.entries(journal, 0.0, 3)
+    oldest = timeline.entries(journal, 1_003.0, 3, newest=False)
+    assert [entry["at"] for entry in oldest] == [1_003.0, 1_004.0, 1_005.0]
     assert [entry["at"] for entry in newest] == [1_010.0, 1_011.0, 1_012.0]
     assert [entry["kind"] for entry in newest] == ["transaction", "recovery.refused",
                                                    "transaction"]  # fmt: skip
