@@ -154,12 +154,14 @@ async def tmk_absent_remedy(context: Context) -> Text | None:
 
 
 def keys_refused(exc: BaseException) -> bool:
-    """Whether ``exc`` is the module refusing the working keys of a sign-in (LOAD_WORKING_KEYS
-    ``04``): they were made under another master key than the module's."""
+    """Whether ``exc`` is the module refusing the working keys of a sign-in: LOAD_WORKING_KEYS
+    ``04`` (they were made under another master key than the module's) or ``03`` (the slot has
+    no master key at all). Either way the remote master-key download is the repair (DESIGN.md
+    section 18: no TMK, or the module refusing an approved sign-in's keys)."""
     return (
         isinstance(exc, ModuleStatusError)
         and exc.command is Command.LOAD_WORKING_KEYS
-        and exc.status == Status.KCV_MISMATCH
+        and exc.status in (Status.KCV_MISMATCH, Status.KEY_ABSENT)
     )
 
 

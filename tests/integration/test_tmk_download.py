@@ -138,6 +138,24 @@ def test_start_up_sign_in_refused_by_the_module_downloads_and_signs_in(tmp_path,
     run(scenario())
 
 
+def test_no_master_key_at_all_at_start_is_downloaded_and_a_purchase_approved(tmp_path) -> None:
+    """DESIGN.md section 18: "the self-check finds no TMK", at start-up too. The module answers
+    the sign-in's keys 03 (key absent): that is the download's trigger as 04 is, not a local 96
+    to every sale."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sign_in=False, sections=keys_only("0800-401")) as rig:
+            rig.host.register(TID, MID, HOST_TMK)
+            rig.module_port.simulator.state.slots[0].pop("TMK")
+            await sign_in_at_start(rig.agent)
+            assert module_tmk(rig) == HOST_TMK
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert rig.host.tmk_downloads == 1
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
+
+
 def test_with_off_the_terminal_escalates_as_before(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
