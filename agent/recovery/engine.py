@@ -31,7 +31,13 @@ from agent.recovery.policy import (
     refused,
     unregistered_message,
 )
-from agent.recovery.remedies import HostSilent, KeysRefused, Remedies, RemedyFailed
+from agent.recovery.remedies import (
+    HostSilent,
+    KeysRefused,
+    Remedies,
+    RemedyFailed,
+    SignInRefused,
+)
 from agent.registration.a2 import Outgoing59
 from agent.registration.refusals import RefusalCounts, advice, finding
 from agent.transaction.classes import classify
@@ -79,21 +85,6 @@ def tries(
     )
 
 
-def _may_be_the_requests(request: Message, answer: Message) -> bool:
-    """Whether ``answer`` can refuse this request alone: a terminal-config code (97, 03, 58),
-    or, for a class that carries field 59 A2, a security code (acquirers refuse a TUSN
-    ciphertext they cannot verify with A7 too). A session code after a sign-in is the
-    session's."""
-    code = answer.text(39, "")
-    if not codes.is_code(code):
-        return False
-    category = codes.lookup(code).category
-    if category is codes.Category.TERMINAL_CONFIG:
-        return True
-    cls = classify(request)
-    return category is codes.Category.SECURITY and cls is not None and cls.needs_tusn
-
-
 class Recovery:
     def __init__(
         self,
@@ -126,6 +117,11 @@ class Recovery:
         self._probe: asyncio.Task[None] | None = None
         self._host_silent = ""  # why a remedy of the running recovery got no answer, if one did
         self._signed_in = False  # whether a remedy of the running recovery signed in
+        # the codes the host refused the running recovery's sign-ins with
+        self._signin_refusals: list[str] = []
+        # kinds of request approved since the start and not refused since after a sign-in:
+        # while one works, the host is not refusing the terminal whatever it sends
+        self._working: set[str] = set()
         self._tried: list[str] = []  # its remedies run, in order (a download may join the plan)
         # whether the module refused the keys of a sign-in the host approved, in this recovery
         self._keys_refused = False
@@ -247,6 +243,7 @@ class Recovery:
                     incident=self.incident.source or None)  # fmt: skip
         self._host_silent = ""
         self._signed_in = False
+        self._signin_refusals = []
         self._tried = []
         final = attempt
         if plan:
@@ -272,6 +269,23 @@ class Recovery:
             self.state = State.REGISTERED
             assert request is not None
             final = self._request_refused(request, final)
+        elif (
+            still_refused
+            and self._signin_refusals
+            and not self._signed_in
+            and not any(_terminal_config(code) for code in self._signin_refusals)
+        ):
+            # the sign-in itself was refused, but not with a code about the terminal (96,
+            # a system fault): nobody's refusal yet, the terminal keeps its state
+            self.state = State.REGISTERED
+            refusals = ", ".join(self._signin_refusals)
+            self._event("inconclusive", code=final.answer.text(39), why=f"sign-in {refusals}")
+            if request is not None:
+                reason = (
+                    f"the host refused the sign-in with {refusals}, not a refusal of the "
+                    "terminal: the request was not approved; try it again"
+                )
+                final = Attempt(local_answer(request, "96", "host.signin-failed", reason), None)
         elif still_refused and self._host_silent:
             # nobody's refusal yet: a host that did not answer is a communication failure, and
             # never makes the terminal unregistered
@@ -282,6 +296,11 @@ class Recovery:
                 final = Attempt(local_answer(request, "96", "host.no-answer", reason), None)
         elif still_refused:
             await self._enter_unregistered(report, final.answer)
+        elif request is not None and final.exchange is None:
+            # the retry got no answer of the host's (timed out: a reversal is queued; or the
+            # agent's own 96): a communication failure, not a recovery
+            self.state = State.REGISTERED
+            self._event("inconclusive", code=final.answer.text(39), why="the retry got no answer")
         else:
             self.state = State.REGISTERED
             self.counts["recoveries"] += 1
@@ -358,6 +377,8 @@ class Recovery:
         except RemedyFailed as exc:
             if isinstance(exc, HostSilent):
                 self._host_silent = str(exc)
+            if isinstance(exc, SignInRefused):
+                self._signin_refusals.append(exc.code)
             if isinstance(exc, KeysRefused):
                 self._keys_refused = True
             self._event("remedy", remedy=remedy, ok=False, detail=str(exc))
@@ -396,10 +417,13 @@ class Recovery:
         kind last refused is approved (the TUSN reported), its next refusal is looked into
         again rather than taken for the same."""
         self._refused_classes.clear()
-        if self._same_refusal is not None:
-            cls = classify(request)
-            if self._same_refusal[0][0] == (cls.name if cls else request.mti):
-                self._same_refusal = None
+        cls = classify(request)
+        if cls is not None:
+            self._working.add(cls.name)
+        if self._same_refusal is not None and self._same_refusal[0][0] == (
+            cls.name if cls else request.mti
+        ):
+            self._same_refusal = None
 
     def _reversals_refusal(self, request: Message | None, attempt: Attempt) -> bool:
         """Whether ``attempt`` is the refusal of the reversal that went before ``request``
@@ -411,23 +435,25 @@ class Recovery:
 
     def _requests_refusal(self, request: Message | None, attempt: Attempt) -> bool:
         """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of
-        this recovery was approved, the host still refuses the request with a code that can
-        be the request's, and not every kind of request the app sent since the last approval
-        was refused. Never under a host-side incident: a host that approves a sign-in and
-        refuses the rest is the acquirer's fault the fleet announced (DESIGN.md section 7)."""
+        this recovery was approved, the host still refuses the request (whatever the code,
+        DESIGN.md section 7), and not every kind of request is refused (that is: two kinds
+        refused since the last approval, one without A2, and none approved still working).
+        Never under a host-side incident: a host that approves a sign-in and refuses the rest
+        is the acquirer's fault the fleet announced (DESIGN.md section 7)."""
         if request is None or not self._signed_in or attempt.exchange is None:
             return False
-        if self.incident.is_open:
-            return False
-        if not _may_be_the_requests(request, attempt.answer):
+        if self.incident.is_open or not refused(attempt.answer):
             return False
         cls = classify(request)
         refused_classes = dict(self._refused_classes)
         if cls is not None:
             refused_classes[cls.name] = cls.needs_tusn
         # field 59 explains refusals of classes that carry A2; two kinds refused, one of them
-        # without A2, is the host refusing the terminal whatever it sends
-        return not (len(refused_classes) >= 2 and not all(refused_classes.values()))
+        # without A2, and none still working, is the host refusing the terminal whatever it
+        # sends ("every message class", DESIGN.md section 7)
+        working = self._working - {cls.name} if cls is not None else self._working
+        every_kind = len(refused_classes) >= 2 and not all(refused_classes.values())
+        return not (every_kind and not working)
 
     def _kind(self, request: Message, attempt: Attempt) -> tuple[str, str, str]:
         cls = classify(request)
@@ -444,11 +470,7 @@ class Recovery:
             return False
         kind, at = self._same_refusal
         fresh = time.monotonic() - at < SAME_REFUSAL_MEMORY
-        return (
-            fresh
-            and _may_be_the_requests(request, attempt.answer)
-            and kind == self._kind(request, attempt)
-        )
+        return fresh and kind == self._kind(request, attempt)
 
     def _request_refused(self, request: Message, attempt: Attempt, again: bool = False) -> Attempt:
         """The host refuses this request, not the terminal: it stays registered, the app gets
@@ -460,6 +482,7 @@ class Recovery:
         told = advice(attempt.a2, code, codes.lookup(code))
         if cls is not None:
             self._refused_classes[cls.name] = cls.needs_tusn
+            self._working.discard(cls.name)
         self._same_refusal = (self._kind(request, attempt), time.monotonic())
         detail: dict[str, Any] = {
             "finding": found,
@@ -542,6 +565,12 @@ class Recovery:
         self.registered_again(why)
         return done
 
+    def signed_in(self) -> None:
+        """A sign-in succeeded, whoever asked for it (DESIGN.md section 7: unregistered "until
+        a sign-in succeeds"). Told a moment later: a caller of its own (the probe, a
+        technician's sign-in) says why first."""
+        asyncio.get_running_loop().call_soon(self.registered_again, "a sign-in succeeded")
+
     def registered_again(self, why: str) -> None:
         """A sign-in succeeded (the probe, or a technician's ``agent signin``): the probe
         stops, not one sign-in more."""
@@ -565,3 +594,8 @@ class Recovery:
 
     def _event(self, kind: str, **detail: Any) -> None:
         self.journal.note(f"recovery.{kind}", **detail)  # the recovery never waits for it
+
+
+def _terminal_config(code: str) -> bool:
+    """Whether a refusal's ``code`` is about the terminal's registration (97, 03, 58...)."""
+    return codes.is_code(code) and codes.lookup(code).category is codes.Category.TERMINAL_CONFIG

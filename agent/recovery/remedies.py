@@ -63,6 +63,14 @@ class KeysRefused(RemedyFailed):
     KCV mismatch): the module's master key is not the host's."""
 
 
+class SignInRefused(RemedyFailed):
+    """The host answered the sign-in with a refusal (``code``)."""
+
+    def __init__(self, text: str, code: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+
 class AlreadyProvisioned(RemedyFailed):
     """Re-provisioning found what the agent already runs with."""
 
@@ -152,7 +160,11 @@ class TerminalRemedies:
         except ModuleError as exc:
             failed = KeysRefused if keys_refused(exc) else RemedyFailed
             raise failed(f"sign-in failed: {exc}") from None
-        except (SignInError, JournalError) as exc:
+        except SignInError as exc:
+            if exc.response_code:
+                raise SignInRefused(f"sign-in failed: {exc}", exc.response_code) from None
+            raise RemedyFailed(f"sign-in failed: {exc}") from None
+        except JournalError as exc:
             raise RemedyFailed(f"sign-in failed: {exc}") from None
         tid = self._settings().terminal.tid
         return f"signed in as TID {tid}, KCVs {result.kcvs}"

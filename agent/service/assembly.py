@@ -158,6 +158,7 @@ class Agent:
             gate=gate,
             incident=self.incident,
         )
+        sender.on_signed_in = recovery.signed_in  # any sign-in ends the unregistered state
         self.status = StatusView(settings, journal, link, sender, recovery, stats)
         # the mode is a setting that takes effect at restart
         mode: WrapMode | PassThrough

@@ -116,7 +116,7 @@ class Terminal:
     tid: str
     mid: str
     tmk: bytes = field(repr=False)
-    status: str = "active"  # or "cancelled"
+    status: str = "active"  # or "cancelled" (97 to all), "faulty" (96 to all)
     tusns: list[str] = field(default_factory=lambda: [DEFAULT_TUSN])  # reported to CUP
     require_signin: bool = False  # header processing requirement 3 until it signs in
     asks: int = 0  # a processing requirement (1-15) for the header of the next answer
@@ -459,6 +459,8 @@ class AcquirerHost:
     def _respond(self, message: Message, frame: bytes) -> tuple[Message, Session | None]:
         tid = message.text(41, "").strip()
         terminal = self.terminals.get(tid)
+        if terminal is not None and terminal.status == "faulty":
+            return response_to(message, "96"), None  # a host-side fault, sign-ins included
         if terminal is None or terminal.status != "active":
             return response_to(message, "97"), None
         if message.text(42, "") != terminal.mid:

@@ -185,6 +185,9 @@ class Sender:
         self._config = config
         self._workers = workers
         self._tell_hooks = tell_hooks
+        # told of every sign-in that succeeds, whoever asked for it (the app, the host's
+        # requirement, a remedy): recovery's, which ends the unregistered state
+        self.on_signed_in: Callable[[], None] | None = None
         self.tusn = tusn
         self.location = location
         self.journal = journal
@@ -601,6 +604,8 @@ class Sender:
                 self.tusn.forget()  # a new session may be a new module: its TUSN is asked again
                 signed_in = {"scheme": result.scheme, "kcvs": result.kcvs}
                 self._tell_hooks("signed-in", {**config.terminal.identity(), **signed_in})
+                if self.on_signed_in is not None:
+                    self.on_signed_in()
                 return result
         finally:
             self._signins_running -= 1

@@ -9,6 +9,7 @@ import stat
 from agent.recovery.policy import State
 from agent.recovery.remedies import reconfigure
 from agent.service.daemon import sign_in_at_start
+from agent.wire.message import Message
 from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
 
 
@@ -408,6 +409,71 @@ def test_a_sign_in_that_times_out_never_makes_the_terminal_unregistered(tmp_path
             assert rig.agent.recovery.state is State.REGISTERED
             kinds = [e["kind"] for e in rig.agent.journal.events()]
             assert "recovery.inconclusive" in kinds and "recovery.unregistered" not in kinds
+
+    run(scenario())
+
+
+def test_any_approved_sign_in_ends_the_unregistered_state(tmp_path) -> None:
+    """DESIGN.md section 7: financial requests are answered locally "until a sign-in
+    succeeds": the app's own sign-in (and the host's requirement 3) as much as the probe's."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 60}}) as rig:
+            rig.put_tms()
+            rig.host.set_status(TID, "cancelled")
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            rig.host.set_status(TID, "active")
+            signin = Message("0800", {11: "000321", 60: "00000000003", 63: "001"})
+            assert (await exchange(rig.socket, signin)).text(39) == "00"
+            await asyncio.sleep(0)  # told a moment later
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            [again] = [e for e in rig.agent.journal.events()
+                       if e["kind"] == "recovery.registered-again"]  # fmt: skip
+            assert again["why"] == "a sign-in succeeded"
+
+    run(scenario())
+
+
+def test_a_sign_in_refused_with_a_host_fault_is_nobodys_refusal_yet(tmp_path) -> None:
+    """DESIGN.md section 7: the terminal's refusal is a sign-in refused with a terminal-config
+    code. A sign-in answered 96 (the host's own fault) leaves the terminal registered: the app
+    is told 96 with why, and sales are not held."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.put_tms()
+            rig.host.set_status(TID, "faulty")  # 96 to all, the sign-in too...
+            rig.server.faults.add("refused-first", mti="0200")  # ...but a 97 to the purchase
+            answer = await exchange(rig.socket, app_purchase(1000))
+            assert answer.text(39) == "96"
+            assert answer.text(63).startswith("AGENT host.signin-failed: the host refused the ")
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert "recovery.unregistered" not in kinds(rig.agent.journal)
+            rig.host.set_status(TID, "active")
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_a_retry_that_gets_no_answer_is_no_recovery(tmp_path) -> None:
+    """A sign-in approved, then the retry times out: a communication failure (its reversal
+    queued), not "recovered" in the journal, the counters or the fleet's events."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)  # the purchase gets 97 (as does the fault's first answer)
+            rig.server.faults.add("refused-first", mti="0200")
+            rig.server.faults.add("no-answer", mti="0200")  # the retry, after the sign-in
+            answer = await exchange(rig.socket, app_purchase(1000))
+            assert answer.text(39) == "98", answer
+            journal_kinds = kinds(rig.agent.journal)
+            assert "recovery.recovered" not in journal_kinds
+            assert "recovery.inconclusive" in journal_kinds
+            assert rig.agent.recovery.counts["recoveries"] == 0
+            assert rig.agent.recovery.state is State.REGISTERED
 
     run(scenario())
 

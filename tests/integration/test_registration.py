@@ -339,6 +339,29 @@ def test_one_kind_of_request_refused_alone_stays_the_requests(tmp_path) -> None:
     run(scenario())
 
 
+def test_kinds_refused_while_another_kind_works_stay_the_requests(tmp_path) -> None:
+    """Purchases approved; then balance inquiries and pre-authorisations refused after
+    approved sign-ins (a merchant not enabled for them): not "every message class" (DESIGN.md
+    section 7), so the terminal stays registered and purchases go on."""
+    from agent.recovery.policy import State
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            assert (await exchange(rig.socket, app_purchase(2600))).text(39) == "00"
+            rig.server.faults.add("refused-first", count=3, mti="0200")
+            assert (await exchange(rig.socket, balance_inquiry())).text(39) == "97"
+            rig.server.faults.clear()
+            rig.server.faults.add("refused-first", count=3, mti="0100")
+            answer = await exchange(rig.socket, pre_authorisation(2700))
+            assert answer.text(39) == "97"
+            assert answer.text(63).startswith("AGENT "), answer.text(63)
+            assert rig.agent.recovery.state is State.REGISTERED
+            rig.server.faults.clear()
+            assert (await exchange(rig.socket, app_purchase(2800))).text(39) == "00"
+
+    run(scenario())
+
+
 def test_a_refused_sign_in_still_makes_the_terminal_unregistered(tmp_path) -> None:
     from agent.recovery.policy import State
     from agent.sim.site import TID
