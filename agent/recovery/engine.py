@@ -286,6 +286,16 @@ class Recovery:
                     "terminal: the request was not approved; try it again"
                 )
                 final = Attempt(local_answer(request, "96", "host.signin-failed", reason), None)
+        elif still_refused and self.incident.is_open and not plan:
+            # a host-side incident, and its one sign-in of the period was tried already: the
+            # acquirer's fault, nothing on the terminal to repair, and no reason to hold sales
+            self.state = State.REGISTERED
+            self._event("inconclusive", code=final.answer.text(39), why=incidents.CAUSE)
+            if request is not None:
+                answer = Message(final.answer.mti, dict(final.answer.fields))
+                told = f"{incidents.REASON.en}; {incidents.NOTHING_TO_DO.en}"
+                answer.fields[63] = agent_reason(incidents.CAUSE, told)
+                final = Attempt(answer, final.exchange, final.transaction, final.field_59)
         elif still_refused and self._host_silent:
             # nobody's refusal yet: a host that did not answer is a communication failure, and
             # never makes the terminal unregistered
@@ -516,8 +526,15 @@ class Recovery:
         else:
             cause = f"host.{code}-after-signin"
             reason = messages.message(cause, code=code, meaning=codes.lookup(code))
-        self.cause = cause
         self.state = State.UNREGISTERED
+        self._tell_unregistered(cause, reason, action)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_until_registered())
+
+    def _tell_unregistered(self, cause: str, reason: Text, action: Text | None) -> None:
+        """Why the terminal is unregistered and what to do, to the journal, the log, the
+        hooks, ``agent status`` and the fleet."""
+        self.cause = cause
         self.message = unregistered_message(self.remedies.identity(), reason, action)
         self._event("unregistered", cause=cause, message_en=self.message.en,
                     message_zh=self.message.zh)  # fmt: skip
@@ -525,8 +542,6 @@ class Recovery:
         payload = {**self.remedies.identity(), "message": self.message.to_json()}
         self.remedies.tell_hooks("on-unregistered", payload)
         self.remedies.tell_hooks("display-message", payload)
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.create_task(self._probe_until_registered())
 
     async def _probe_until_registered(self) -> None:
         settings = self._settings()
@@ -542,6 +557,10 @@ class Recovery:
                     await self.incident.changed()
             if self.state is not State.UNREGISTERED:
                 return  # registered meanwhile: no sign-in more
+            if self.incident.is_open and self.cause != incidents.CAUSE:
+                # announced since: the merchant is told it is the acquirer's fault, not to
+                # have the terminal registered (DESIGN.md section 7)
+                self._tell_unregistered(incidents.CAUSE, incidents.REASON, incidents.NOTHING_TO_DO)
             if self.incident.is_open:
                 if self._incident_wait() > 0:
                     continue

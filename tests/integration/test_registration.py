@@ -253,6 +253,53 @@ def test_under_a_host_side_incident_a_refusal_after_a_sign_in_is_the_acquirers(t
     run(scenario())
 
 
+def test_under_an_incident_a_refusal_within_the_sign_in_period_holds_no_sale(tmp_path) -> None:
+    """The incident's one sign-in of the period was tried: a later refusal gets the host's
+    code with the acquirer's fault in 63, and the terminal stays registered (sales are not
+    held for up to recovery.incident_signin_every because one request was refused)."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.agent.recovery.incident.open("fleet incident", {"terminals": 25})
+            rig.server.faults.add("refused-first", mti="0200")
+            assert (await exchange(rig.socket, app_purchase(2900))).text(39) == "00"  # signed in
+            rig.server.faults.add("refused-first", mti="0200")
+            answer = await exchange(rig.socket, app_purchase(2910))
+            assert answer.text(39) == "97"
+            assert answer.text(63).startswith("AGENT host.incident: the acquirer's host has a ")
+            status = await rig.agent.status()
+            assert status["state"] == "registered"
+            assert (await exchange(rig.socket, app_purchase(2920))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_an_incident_announced_after_the_terminal_was_unregistered_changes_what_it_says(
+    tmp_path,
+) -> None:
+    """The usual order: terminals are refused, the fleet sees many and announces the incident.
+    What the merchant was told ("have the terminal registered") becomes the acquirer's fault."""
+    from agent.recovery.policy import State
+    from agent.sim.site import TID
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 60}}) as rig:
+            rig.host.set_status(TID, "cancelled")
+            assert (await exchange(rig.socket, app_purchase(2930))).text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            rig.agent.recovery.incident.open("fleet incident", {"terminals": 25})
+            for _ in range(50):
+                if (await rig.agent.status())["cause"] == "host.incident":
+                    break
+                await asyncio.sleep(0.02)
+            status = await rig.agent.status()
+            assert (status["state"], status["cause"]) == ("unregistered", "host.incident")
+            answer = await exchange(rig.socket, app_purchase(2940))  # held, told why
+            assert "acquirer" in answer.text(63), answer.text(63)
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("code", ["58", "A7"])
 def test_an_acquirer_refusing_the_tusn_with_another_code_leaves_the_terminal_registered(
     tmp_path, code
