@@ -12,6 +12,7 @@ it locally with 30 and never forwards it.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from agent.wire.message import Message
@@ -116,4 +117,12 @@ def classify(request: Message) -> MessageClass | None:
         field_60[:2] if isinstance(field_60, str) else "",
         field_60[8:11] if isinstance(field_60, str) else "",
     )
+    return _class_of(facts)
+
+
+# a request is classified three times on its way (its mode, the sender, recovery): the few
+# kinds a terminal sends are looked up, not matched against every row each time (bounded: an
+# app sending every combination gets no more memory for it)
+@functools.lru_cache(maxsize=256)
+def _class_of(facts: tuple[str, str, str, str, str]) -> MessageClass | None:
     return next((c for c in CLASSES if c.fits(*facts)), None)
