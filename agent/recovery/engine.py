@@ -566,7 +566,7 @@ class Recovery:
                     continue
                 self._incident_signed_in = time.monotonic()
             try:
-                await self.remedies.sign_in()
+                await self._probe_once()
             except RemedyFailed as exc:
                 pause = backoff.failed()
                 log.info("still unregistered: %s; next probe in %.0f s", exc, pause)
@@ -576,6 +576,17 @@ class Recovery:
                 log.exception("the sign-in probe failed unexpectedly; next probe in %.0f s", pause)
                 continue
             self.registered_again("the background sign-in probe succeeded")
+
+    async def _probe_once(self) -> None:
+        """A sign-in; for a module whose master key is not the host's (or absent), the
+        master-key download first once ``keys.tmk_download_every`` has passed since the last
+        (DESIGN.md section 18: a failure there is tried again, not left to a technician)."""
+        tmk = self.cause in ("keys.tmk-mismatch", "keys.tmk-absent")
+        if tmk and not self.incident.is_open and await self.remedies.tmk_download_due():
+            self._event("remedy", remedy="tmk-download", ok=True,
+                        detail=await self.remedies.download_tmk())  # fmt: skip
+            return
+        await self.remedies.sign_in()
 
     async def sign_in(self, why: str) -> str:
         """A sign-in asked for outside a recovery (a technician's ``agent signin``, the light

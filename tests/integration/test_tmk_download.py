@@ -217,6 +217,34 @@ def test_a_wrong_kcv_fails_cleanly(tmp_path, caplog) -> None:
     run(scenario())
 
 
+def test_a_failed_download_is_tried_again_by_the_probe_once_due(tmp_path) -> None:
+    """DESIGN.md section 18: at most one download per keys.tmk_download_every, not one ever:
+    the unregistered terminal's probe downloads again once that has passed, and the purchase
+    after it is approved without a technician."""
+
+    async def scenario():
+        sections = {"keys": {"tmk_download": "tms", "tmk_download_every": 1},
+                    "recovery": {"probe_first": 0.3, "probe_max": 0.5}}  # fmt: skip
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            await host_has_another_tmk(rig)
+            ciphertext, kcv = wrapped(HOST_TMK)
+            serial = rig.module_port.simulator.state.serial
+            rig.site.tms.put_tmk(serial, {"tmk": ciphertext.hex(), "kcv": "00000000"})
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) != "00"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            rig.site.tms.put_tmk(serial, {"tmk": ciphertext.hex(), "kcv": kcv.hex()})
+            for _ in range(100):
+                if rig.agent.recovery.state is State.REGISTERED:
+                    break
+                await asyncio.sleep(0.05)
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert module_tmk(rig) == HOST_TMK
+            assert [e["outcome"] for e in downloads(rig.agent.journal)][-1] == "loaded"
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
+
+
 def test_the_policy_downloads_first_where_offered() -> None:
     absent = Report(
         [CheckResult("keys", Status.FAIL, Text("no TMK", "无"), finding="tmk-absent")], 1
