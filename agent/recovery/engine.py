@@ -588,9 +588,18 @@ class Recovery:
             return
         await self.remedies.sign_in()
 
-    async def sign_in(self, why: str) -> str:
+    async def sign_in(self, why: str, *, within_incident: bool = False) -> str:
         """A sign-in asked for outside a recovery (a technician's ``agent signin``, the light
-        check finding stale keys): one that succeeds registers the terminal again."""
+        check finding stale keys, the host's requirement 3): one that succeeds registers the
+        terminal again. ``within_incident``: under a host-side incident at most one per
+        ``recovery.incident_signin_every``, as a recovery's (a technician's is a person's)."""
+        if within_incident and self.incident.is_open:
+            if self._incident_wait() > 0:
+                raise RemedyFailed(
+                    "a host-side incident is open: at most one sign-in per "
+                    "recovery.incident_signin_every"
+                )
+            self._incident_signed_in = time.monotonic()
         done = await self.remedies.sign_in()
         self.registered_again(why)
         return done
@@ -629,3 +638,20 @@ class Recovery:
 def _terminal_config(code: str) -> bool:
     """Whether a refusal's ``code`` is about the terminal's registration (97, 03, 58...)."""
     return codes.is_code(code) and codes.lookup(code).category is codes.Category.TERMINAL_CONFIG
+
+
+class AskedByTheHost:
+    """The remedies the host's processing requirements call for (3 a sign-in, 6 a
+    re-provisioning), as recovery allows them: under a host-side incident at most one sign-in
+    per ``recovery.incident_signin_every`` and no re-provisioning (DESIGN.md section 7)."""
+
+    def __init__(self, recovery: Recovery) -> None:
+        self._recovery = recovery
+
+    async def sign_in(self) -> str:
+        return await self._recovery.sign_in("the host asked for a sign-in", within_incident=True)
+
+    async def provision(self, reason: str) -> str:
+        if self._recovery.incident.is_open:
+            raise RemedyFailed("a host-side incident is open: the agent does not re-provision")
+        return await self._recovery.remedies.provision(reason)

@@ -16,7 +16,7 @@ from agent.hook_dispatch import HookDispatch
 from agent.host.clock import HostClock
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.journal import Journal, JournalError
-from agent.recovery.engine import Recovery
+from agent.recovery.engine import AskedByTheHost, Recovery
 from agent.recovery.incident import HostIncident
 from agent.recovery.remedies import RemedyFailed, TerminalRemedies
 from agent.registration.a2 import TusnSource
@@ -142,13 +142,6 @@ class Agent:
             gate.settled,
         )
         self.downloads = session.downloads
-        self.host_requests = HostRequests(
-            requirements,
-            session.actions(remedies),
-            journal,
-            failures=(DownloadFailed, RemedyFailed, RequirementFailed, HostLinkError,
-                      JournalError, OSError),
-        )  # fmt: skip
         self.incident = HostIncident()  # announced by the fleet (telemetry), or an operator
         self.recovery = recovery = Recovery(
             remedies,
@@ -159,6 +152,13 @@ class Agent:
             incident=self.incident,
         )
         sender.on_signed_in = recovery.signed_in  # any sign-in ends the unregistered state
+        self.host_requests = HostRequests(
+            requirements,
+            session.actions(AskedByTheHost(recovery)),
+            journal,
+            failures=(DownloadFailed, RemedyFailed, RequirementFailed, HostLinkError,
+                      JournalError, OSError),
+        )  # fmt: skip
         self.status = StatusView(settings, journal, link, sender, recovery, stats)
         # the mode is a setting that takes effect at restart
         mode: WrapMode | PassThrough

@@ -190,7 +190,9 @@ async def light_checks(agent: Agent) -> None:
         keys = report.get("keys")
         if keys is not None and keys.finding in ("keys-absent", "kcv-mismatch"):
             with contextlib.suppress(RemedyFailed):
-                await agent.recovery.sign_in("the light check found stale keys")
+                await agent.recovery.sign_in(
+                    "the light check found stale keys", within_incident=True
+                )
 
 
 async def feed_watchdog(notify: Notifier, agent: Agent) -> None:

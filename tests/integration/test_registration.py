@@ -274,6 +274,32 @@ def test_under_an_incident_a_refusal_within_the_sign_in_period_holds_no_sale(tmp
     run(scenario())
 
 
+def test_under_an_incident_the_hosts_requirements_do_not_reprovision_or_sign_in_again(
+    tmp_path,
+) -> None:
+    """DESIGN.md section 7: during an incident no re-provisioning and at most one sign-in per
+    period, whoever asks: the header's requirements 6 and 3 included."""
+    from agent.sim.site import TID
+
+    async def scenario():
+        sections = {"session": {"repeat_after": 0}}  # each requirement acted on
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            rig.put_tms()
+            rig.agent.recovery.incident.open("fleet incident", {"terminals": 25})
+            signins = rig.host.state()["requests"]["0800"]
+            for requirement in (3, 3, 6):
+                rig.host.terminals[TID].asks = requirement
+                assert (await exchange(rig.socket, app_purchase(2950))).text(39) == "00"
+                await rig.agent.host_requests.idle()
+            assert rig.host.state()["requests"]["0800"] == signins + 1  # one in the period
+            failed = {e["requirement"]: e["reason"] for e in rig.agent.journal.events()
+                      if e["kind"] == "host-asks-failed"}  # fmt: skip
+            assert "does not re-provision" in failed[6]
+            assert "at most one sign-in" in failed[3]
+
+    run(scenario())
+
+
 def test_an_incident_announced_after_the_terminal_was_unregistered_changes_what_it_says(
     tmp_path,
 ) -> None:
