@@ -119,9 +119,13 @@ class Recovery:
         self._signed_in = False  # whether a remedy of the running recovery signed in
         # the codes the host refused the running recovery's sign-ins with
         self._signin_refusals: list[str] = []
-        # kinds of request approved since the start and not refused since after a sign-in:
-        # while one works, the host is not refusing the terminal whatever it sends
-        self._working: set[str] = set()
+        # kinds of held request (sales, inquiries) approved lately, when, and not refused since
+        # after a sign-in: while one works, the host is not refusing the terminal whatever it
+        # sends
+        self._working: dict[str, float] = {}
+        # why the terminal itself is unregistered (cause, reason, action), whatever an incident
+        # tells the merchant meanwhile
+        self._own: tuple[str, Text, Text | None] | None = None
         self._tried: list[str] = []  # its remedies run, in order (a download may join the plan)
         # whether the module refused the keys of a sign-in the host approved, in this recovery
         self._keys_refused = False
@@ -258,10 +262,10 @@ class Recovery:
             # reversal.attempts sales go on without it
             self.state = State.REGISTERED
             assert request is not None and final.exchange is not None
-            code = final.exchange.frame.message.text(39, "")
-            self._event("reversal-refused", code=code)
+            refused_with = final.exchange.frame.message.text(39, "")
+            self._event("reversal-refused", code=refused_with)
             reason = (
-                f"the host refuses with {code} the reversal that goes before this request, "
+                f"the host refuses with {refused_with} the reversal that goes before this request, "
                 "although it approved a sign-in: the request was not sent"
             )
             final = Attempt(local_answer(request, "96", "reversal.refused", reason), None)
@@ -269,11 +273,22 @@ class Recovery:
             self.state = State.REGISTERED
             assert request is not None
             final = self._request_refused(request, final)
+        elif still_refused and self.incident.is_open and not self._terminals_refusal(request, code):
+            # a host-side incident, and no refusal that is the terminal's (its one sign-in of
+            # the period tried already, approved, or refused for the host's own fault): the
+            # acquirer's, nothing on the terminal to repair, and no reason to hold sales
+            self.state = State.REGISTERED
+            self._event("inconclusive", code=final.answer.text(39), why=incidents.CAUSE)
+            if request is not None:
+                answer = Message(final.answer.mti, dict(final.answer.fields))
+                told = f"{incidents.REASON.en}; {incidents.NOTHING_TO_DO.en}"
+                answer.fields[63] = agent_reason(incidents.CAUSE, told)
+                final = Attempt(answer, final.exchange, final.transaction, final.field_59)
         elif (
             still_refused
             and self._signin_refusals
             and not self._signed_in
-            and not any(_terminal_config(code) for code in self._signin_refusals)
+            and not self._terminals_refusal(request, code)
         ):
             # the sign-in itself was refused, but not with a code about the terminal (96,
             # a system fault): nobody's refusal yet, the terminal keeps its state
@@ -286,16 +301,6 @@ class Recovery:
                     "terminal: the request was not approved; try it again"
                 )
                 final = Attempt(local_answer(request, "96", "host.signin-failed", reason), None)
-        elif still_refused and self.incident.is_open and not plan:
-            # a host-side incident, and its one sign-in of the period was tried already: the
-            # acquirer's fault, nothing on the terminal to repair, and no reason to hold sales
-            self.state = State.REGISTERED
-            self._event("inconclusive", code=final.answer.text(39), why=incidents.CAUSE)
-            if request is not None:
-                answer = Message(final.answer.mti, dict(final.answer.fields))
-                told = f"{incidents.REASON.en}; {incidents.NOTHING_TO_DO.en}"
-                answer.fields[63] = agent_reason(incidents.CAUSE, told)
-                final = Attempt(answer, final.exchange, final.transaction, final.field_59)
         elif still_refused and self._host_silent:
             # nobody's refusal yet: a host that did not answer is a communication failure, and
             # never makes the terminal unregistered
@@ -428,12 +433,19 @@ class Recovery:
         again rather than taken for the same."""
         self._refused_classes.clear()
         cls = classify(request)
-        if cls is not None:
-            self._working.add(cls.name)
+        if cls is not None and cls.held:
+            self._working[cls.name] = time.monotonic()
         if self._same_refusal is not None and self._same_refusal[0][0] == (
             cls.name if cls else request.mti
         ):
             self._same_refusal = None
+
+    def _terminals_refusal(self, request: Message | None, code: str) -> bool:
+        """Whether this recovery met a refusal that can only be the terminal's: the module
+        refusing the keys of an approved sign-in, a sign-in refused with a terminal-config code,
+        or (for a refused sign-in's own recovery, ``request`` None) the refusal it began with."""
+        codes_met = [*self._signin_refusals, code] if request is None else self._signin_refusals
+        return self._keys_refused or any(_terminal_config(met) for met in codes_met)
 
     def _reversals_refusal(self, request: Message | None, attempt: Attempt) -> bool:
         """Whether ``attempt`` is the refusal of the reversal that went before ``request``
@@ -461,7 +473,10 @@ class Recovery:
         # field 59 explains refusals of classes that carry A2; two kinds refused, one of them
         # without A2, and none still working, is the host refusing the terminal whatever it
         # sends ("every message class", DESIGN.md section 7)
-        working = self._working - {cls.name} if cls is not None else self._working
+        lately = time.monotonic() - SAME_REFUSAL_MEMORY
+        working = [kind for kind, at in self._working.items() if at >= lately]
+        if cls is not None and cls.name in working:
+            working.remove(cls.name)  # refused now, after a sign-in
         every_kind = len(refused_classes) >= 2 and not all(refused_classes.values())
         return not (every_kind and not working)
 
@@ -492,7 +507,7 @@ class Recovery:
         told = advice(attempt.a2, code, codes.lookup(code))
         if cls is not None:
             self._refused_classes[cls.name] = cls.needs_tusn
-            self._working.discard(cls.name)
+            self._working.pop(cls.name, None)
         self._same_refusal = (self._kind(request, attempt), time.monotonic())
         detail: dict[str, Any] = {
             "finding": found,
@@ -516,9 +531,7 @@ class Recovery:
         blocking = [c for c in report.checks if c.finding in PERSON_MUST_ACT]
         action = None
         code = answer.text(39)
-        if self.incident.is_open:
-            reason, action, cause = incidents.REASON, incidents.NOTHING_TO_DO, incidents.CAUSE
-        elif blocking:
+        if blocking:
             reason, action = blocking[0].summary, blocking[0].remedy
             cause = f"{blocking[0].id}.{blocking[0].finding}"
         elif self._keys_refused:
@@ -526,14 +539,25 @@ class Recovery:
         else:
             cause = f"host.{code}-after-signin"
             reason = messages.message(cause, code=code, meaning=codes.lookup(code))
+        self._own = (cause, reason, action)
+        self._working.clear()  # what worked before says nothing once the terminal is refused
         self.state = State.UNREGISTERED
-        self._tell_unregistered(cause, reason, action)
+        self._tell_unregistered()
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._probe_until_registered())
 
-    def _tell_unregistered(self, cause: str, reason: Text, action: Text | None) -> None:
+    def _why_unregistered(self) -> tuple[str, Text, Text | None]:
+        """What the merchant is told: the acquirer's fault while a host-side incident is open
+        (DESIGN.md section 7), else the terminal's own cause (kept for when it closes)."""
+        if self.incident.is_open:
+            return incidents.CAUSE, incidents.REASON, incidents.NOTHING_TO_DO
+        assert self._own is not None
+        return self._own
+
+    def _tell_unregistered(self) -> None:
         """Why the terminal is unregistered and what to do, to the journal, the log, the
         hooks, ``agent status`` and the fleet."""
+        cause, reason, action = self._why_unregistered()
         self.cause = cause
         self.message = unregistered_message(self.remedies.identity(), reason, action)
         self._event("unregistered", cause=cause, message_en=self.message.en,
@@ -548,6 +572,7 @@ class Recovery:
         backoff = Backoff(settings.probe_first, settings.probe_max)
         pause = backoff.failed()
         while self.state is State.UNREGISTERED:
+            self._retell()
             if self.incident.is_open:  # the host's fault: at most one sign-in per period
                 pause = max(pause, self._incident_wait())
             # an incident that opens or closes meanwhile is looked at at once: its end (the
@@ -557,10 +582,7 @@ class Recovery:
                     await self.incident.changed()
             if self.state is not State.UNREGISTERED:
                 return  # registered meanwhile: no sign-in more
-            if self.incident.is_open and self.cause != incidents.CAUSE:
-                # announced since: the merchant is told it is the acquirer's fault, not to
-                # have the terminal registered (DESIGN.md section 7)
-                self._tell_unregistered(incidents.CAUSE, incidents.REASON, incidents.NOTHING_TO_DO)
+            self._retell()
             if self.incident.is_open:
                 if self._incident_wait() > 0:
                     continue
@@ -577,11 +599,17 @@ class Recovery:
                 continue
             self.registered_again("the background sign-in probe succeeded")
 
+    def _retell(self) -> None:
+        """An incident announced (or ended) since the merchant was told: the acquirer's fault
+        now (DESIGN.md section 7), or again the terminal's own cause."""
+        if self.cause != self._why_unregistered()[0]:
+            self._tell_unregistered()
+
     async def _probe_once(self) -> None:
         """A sign-in; for a module whose master key is not the host's (or absent), the
         master-key download first once ``keys.tmk_download_every`` has passed since the last
         (DESIGN.md section 18: a failure there is tried again, not left to a technician)."""
-        tmk = self.cause in ("keys.tmk-mismatch", "keys.tmk-absent")
+        tmk = self._own is not None and self._own[0] in ("keys.tmk-mismatch", "keys.tmk-absent")
         if tmk and not self.incident.is_open and await self.remedies.tmk_download_due():
             self._event("remedy", remedy="tmk-download", ok=True,
                         detail=await self.remedies.download_tmk())  # fmt: skip

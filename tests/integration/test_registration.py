@@ -236,7 +236,8 @@ def test_a_tusn_refusal_is_the_requests_and_the_terminal_stays_registered(tmp_pa
 def test_under_a_host_side_incident_a_refusal_after_a_sign_in_is_the_acquirers(tmp_path) -> None:
     """DESIGN.md section 7: during an incident the fleet announced, the merchant is told the
     acquirer is at fault and nothing on the terminal needs doing, never to have the TUSN
-    reported, even when the one sign-in is approved and the retry refused."""
+    reported, even when the one sign-in is approved and the retry refused; and no sale is held
+    for it (the terminal stays registered: the next is sent, and approved once the host is)."""
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
@@ -244,11 +245,12 @@ def test_under_a_host_side_incident_a_refusal_after_a_sign_in_is_the_acquirers(t
             rig.agent.recovery.incident.open("fleet incident", {"terminals": 25})
             answer = await exchange(rig.socket, app_purchase(2900))
             assert answer.text(39) == "97"
-            status = await rig.agent.status()
-            assert (status["state"], status["cause"]) == ("unregistered", "host.incident")
-            assert "acquirer's host has a fault" in status["message"]["en"]
+            assert answer.text(63).startswith("AGENT host.incident: the acquirer's host has a ")
+            assert (await rig.agent.status())["state"] == "registered"
             kinds = [e["kind"] for e in rig.agent.journal.events()]
             assert "request-refused" not in kinds
+            acquirer_checks_tusn(rig, reported=True)
+            assert (await exchange(rig.socket, app_purchase(2905))).text(39) == "00"
 
     run(scenario())
 
@@ -322,6 +324,13 @@ def test_an_incident_announced_after_the_terminal_was_unregistered_changes_what_
             assert (status["state"], status["cause"]) == ("unregistered", "host.incident")
             answer = await exchange(rig.socket, app_purchase(2940))  # held, told why
             assert "acquirer" in answer.text(63), answer.text(63)
+            rig.agent.recovery.incident.close("fleet")  # the acquirer repaired; this terminal not
+            for _ in range(50):
+                if (await rig.agent.status())["cause"] != "host.incident":
+                    break
+                await asyncio.sleep(0.02)
+            status = await rig.agent.status()
+            assert (status["state"], status["cause"]) == ("unregistered", "host.97-after-signin")
 
     run(scenario())
 
