@@ -8,6 +8,7 @@ can stop the others or the agent: whatever it does ends up as a HookResult.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import errno
 import inspect
@@ -181,6 +182,10 @@ class HookRunner:
         said try later), each with ``payload`` (its "event" set), each within the hook timeout
         and all of them within ``budget`` seconds when given (a remedy waits for them: three
         hanging hooks must not cost it three timeouts)."""
+        if self._use_entry_points and self._entry_points is None:
+            # a child process lists them (python_hooks.FIND): waited for in a thread, not on
+            # the event loop (the start's signed-in hooks come right after READY=1)
+            self._entry_points = await asyncio.to_thread(python_hooks.find, EVENTS)
         hooks = [h for h in self._hooks(event) if only is None or h.name in only]
         document = json.dumps({**payload, "event": event}, ensure_ascii=False, allow_nan=False)
         results = []

@@ -289,7 +289,12 @@ def test_an_app_that_never_reads_its_answers_loses_its_slot(tmp_path) -> None:
             _, writer = await asyncio.open_unix_connection(str(rig.module_socket))
             writer.write(Frame(1, 0x7F, b"").encode() * 100_000)  # answered 07, never read
             try:
-                await asyncio.sleep(1.5)
+                proxy = rig.agent.module_proxy
+                for expected in (1, 0):  # taken in; its answers pile up, then it is aborted
+                    for _ in range(200):
+                        if proxy._connections.count == expected:
+                            break
+                        await asyncio.sleep(0.05)
                 ping = await module_command(rig.module_socket, Command.PING, b"")
                 assert ping[0] == Status.OK
             finally:
