@@ -413,17 +413,23 @@ def test_a_sign_in_that_times_out_never_makes_the_terminal_unregistered(tmp_path
     run(scenario())
 
 
+async def unregistered_then_reactivated(rig) -> None:
+    """The acquirer cancels the terminal (a sale refused 97, the terminal unregistered), then
+    reactivates it: only a sign-in tells the agent."""
+    rig.put_tms()
+    rig.host.set_status(TID, "cancelled")
+    assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
+    assert rig.agent.recovery.state is State.UNREGISTERED
+    rig.host.set_status(TID, "active")
+
+
 def test_any_approved_sign_in_ends_the_unregistered_state(tmp_path) -> None:
     """DESIGN.md section 7: financial requests are answered locally "until a sign-in
     succeeds": the app's own sign-in (and the host's requirement 3) as much as the probe's."""
 
     async def scenario():
         async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 60}}) as rig:
-            rig.put_tms()
-            rig.host.set_status(TID, "cancelled")
-            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
-            assert rig.agent.recovery.state is State.UNREGISTERED
-            rig.host.set_status(TID, "active")
+            await unregistered_then_reactivated(rig)
             signin = Message("0800", {11: "000321", 60: "00000000003", 63: "001"})
             assert (await exchange(rig.socket, signin)).text(39) == "00"
             await asyncio.sleep(0)  # told a moment later
@@ -481,11 +487,7 @@ def test_a_retry_that_gets_no_answer_is_no_recovery(tmp_path) -> None:
 def test_a_technicians_sign_in_stops_the_probe(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 0.5}}) as rig:
-            rig.put_tms()
-            rig.host.set_status(TID, "cancelled")
-            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
-            assert rig.agent.recovery.state is State.UNREGISTERED
-            rig.host.set_status(TID, "active")
+            await unregistered_then_reactivated(rig)
             await rig.agent.recovery.sign_in("a technician")  # as `agent signin` asks it
             assert rig.agent.recovery.state is State.REGISTERED
             signins = rig.host.state()["requests"]["0800"]
