@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_hooks import EVENTS, HookRunner, Outcome
+from firmware_hooks import EVENTS, HookRunner, Outcome, python_hooks
 from firmware_hooks.runner import HookResult
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "firmware_hooks" / "examples"
@@ -489,11 +489,44 @@ def test_finding_entry_points_leaves_importlib_metadata_out_of_the_service() -> 
     assert result.stdout.strip() == "[]"
 
 
-def test_entry_points_that_cannot_be_listed_are_a_warning(monkeypatch, caplog) -> None:
+def test_entry_points_that_cannot_be_listed_are_a_warning(distribution, monkeypatch, caplog):
+    distribution("vendor-hooks", {"on-97": "vendor_hooks:nothing"})
     monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
     with caplog.at_level(logging.WARNING):
         assert run(HookRunner(None), "on-97") == []
     assert "cannot list the entry points of group pos_agent.hooks" in caplog.text
+
+
+def test_no_child_lists_entry_points_when_no_distribution_declares_the_group(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """Most terminals have no entry-point hooks: no second interpreter is started to find none
+    (the child would fail here, and say so)."""
+    site = tmp_path / "site"
+    other = site / "other-1.0.dist-info"
+    other.mkdir(parents=True)
+    (other / "entry_points.txt").write_text("[pos_agent.modules]\nserial = x:y\n")
+    (site / "legacy.egg-info").write_text("Name: legacy\n")  # distutils' one-file form
+    monkeypatch.setattr(sys, "path", [str(site), str(tmp_path / "absent")])
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    with caplog.at_level(logging.WARNING):
+        assert run(HookRunner(None), "on-97") == []
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("header", ["[pos_agent.hooks]", " [ pos_agent.hooks ] "])
+def test_a_declaring_distribution_or_an_archive_on_the_path_is_listed_by_the_child(
+    tmp_path, header
+) -> None:
+    site = tmp_path / "site"
+    info = site / "vendor-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "entry_points.txt").write_text(f"[console_scripts]\nx = y:z\n{header}\n")
+    assert python_hooks._may_declare([str(site)])
+    archive = tmp_path / "hooks.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: not looked into here
+    assert python_hooks._may_declare([str(tmp_path / "absent"), str(archive)])
+    assert not python_hooks._may_declare([str(tmp_path / "absent")])
 
 
 def test_an_empty_hooks_directory_means_no_hooks_at_all(distribution, tmp_path) -> None:
