@@ -241,6 +241,13 @@ def journal_commits_ms(breakdown: dict[str, object]) -> float:
     )
 
 
+def agent_on_cpu_ms(breakdown: dict[str, object]) -> float:
+    """The p50 of the agent's own CPU time on a request's path, in ms (agent.stages)."""
+    on_cpu = breakdown["on_cpu_us"]
+    assert isinstance(on_cpu, dict)
+    return round(on_cpu["p50"] / 1000, 3)
+
+
 def stage_times(workdir: Path) -> dict[str, object]:
     """The agent's stage breakdown since the last ask (POS_AGENT_STAGES=1)."""
     return control(workdir / "control.sock", b'{"cmd": "stages"}')
@@ -399,8 +406,12 @@ def measure(
         },
         "targets_ms": {"added_p50": 1.0, "added_p99": 3.0},
         # inside the agent, for each app request of the interleaved run (plain and PIN
-        # purchases): microseconds from the mark before; host-answered holds the host's time
+        # purchases): microseconds from the mark before, and of them on a CPU (cpu_us: the
+        # rest waited for a device, a sync, a CPU or the GIL); host-answered holds the host's
         "stages": breakdown,
+        # the agent's own work on a purchase's path, p50 (the hand-offs between its threads
+        # not counted): what a slower CPU multiplies
+        "agent_on_cpu_ms": agent_on_cpu_ms(breakdown),
         "agent_cpu_limit": str(limited) if limited else None,
         "concurrent_clients": clients,
         "tps_direct": tps_direct,

@@ -45,6 +45,10 @@ def test_gateway_benchmark_prints_json() -> None:
     assert {"pending-row", "pending-synced", "outcome-row", "outcome-synced"} <= set(
         data["stages"]["stages_us"]
     )
+    # and how much of the path the agent spent on a CPU: the sync waits, it does not work
+    synced = data["stages"]["stages_us"]["pending-synced"]
+    assert synced["cpu_us"]["p50"] <= synced["p50"]
+    assert 0 < data["agent_on_cpu_ms"] < data["through_agent_ms"]["p50"]
     # the same run with every CPU kept from idling, and its spinners gone after it
     assert data["cpus_kept_awake"]["through_agent_ms"]["p50"] > 0
     # and with the module answering in a real line's time: two MACs of 3.2 ms each at least

@@ -2,6 +2,7 @@
 worker thread, and the summary gives each stage the time since the mark before it."""
 
 import asyncio
+import time
 
 from agent import stages
 
@@ -35,3 +36,34 @@ def test_marks_follow_the_request_into_a_worker_thread(monkeypatch) -> None:
     assert all(figures["count"] == 2 for figures in summary["stages_us"].values())
     assert summary["total_us"]["p50"] >= 0
     assert stages.summary()["requests"] == 0  # asking resets
+
+
+def test_a_stage_on_one_thread_tells_its_cpu_time_from_its_waiting(monkeypatch) -> None:
+    """The breakdown tells work from waiting: a stage spent blocked (a disk sync, a module's
+    answer) has its wall time but next to no CPU time; a hand-off between threads has none."""
+    monkeypatch.setattr(stages, "ENABLED", True)
+    stages.summary()
+
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    async def request() -> None:
+        token = stages.begin("read")
+        spin(0.02)
+        stages.mark("worked")
+        time.sleep(0.05)
+        stages.mark("waited")
+        await asyncio.to_thread(stages.mark, "handed-off")
+        stages.end(token, "answered")
+
+    asyncio.run(request())
+    summary = stages.summary()
+    worked, waited = summary["stages_us"]["worked"], summary["stages_us"]["waited"]
+    assert worked["cpu_us"]["p50"] >= 20_000
+    assert waited["p50"] >= 50_000 and waited["cpu_us"]["p50"] < 10_000
+    assert "cpu_us" not in summary["stages_us"]["handed-off"]
+    assert "cpu_us" not in summary["stages_us"]["answered"]  # back on the loop's thread
+    on_cpu = summary["on_cpu_us"]["p50"]
+    assert worked["cpu_us"]["p50"] <= on_cpu < worked["cpu_us"]["p50"] + 10_000
