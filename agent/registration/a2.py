@@ -107,7 +107,7 @@ class TusnSource:
         except DecodeError as exc:
             return Outgoing59(_field59_as_sent(request), A2Sent(A2.MALFORMED, problem=str(exc)))
         if found is not None:
-            a2 = self._checked(found)
+            a2 = self._checked(found, random_factor(request))
         elif settings.tusn == "module":
             built, a2 = self._built(request, settings)
             if built is not None:
@@ -122,8 +122,8 @@ class TusnSource:
         return Outgoing59(current, a2)
 
     @staticmethod
-    def _checked(value: bytes) -> A2Sent:
-        problem = field59.a2_problem(value)
+    def _checked(value: bytes, card_factor: str | None) -> A2Sent:
+        problem = field59.a2_problem(value, card_factor)
         if problem is not None:  # forwarded as it is: the acquirer decides, the refusal is named
             log.warning("the payment app's field 59 A2 is malformed: %s", problem)
             return A2Sent(A2.MALFORMED, problem=problem)

@@ -401,9 +401,10 @@ def _sub(tag: str) -> str:
     return f"A2 sub-usage {tag} ({A2_NAMES[tag]})"
 
 
-def _value_problems(values: Mapping[str, str]) -> list[str]:
-    """What is wrong with the values of a parsed A2. The random factor is never quoted: it is six
-    PAN digits, two of them ones the PAN mask hides."""
+def _value_problems(values: Mapping[str, str], card_factor: str | None) -> list[str]:
+    """What is wrong with the values of a parsed A2 (``card_factor``: the random factor the
+    request's card gives, when known). The random factor is never quoted: it is six PAN digits,
+    two of them ones the PAN mask hides."""
     problems = []
     device = values.get("01")
     if device is not None:
@@ -426,6 +427,8 @@ def _value_problems(values: Mapping[str, str]) -> list[str]:
             )
         elif not factor.isdigit():
             problems.append(f"{_sub('03')} is not all digits")
+        elif card_factor is not None and factor != card_factor:
+            problems.append(f"{_sub('03')} is not the card's: the last {FACTOR_DIGITS} PAN digits")
     cipher = values.get("04")
     if cipher is not None:
         if len(cipher) != CIPHERTEXT_CHARS:
@@ -451,12 +454,14 @@ def _value_problems(values: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def a2_problem(value: bytes) -> str | None:
+def a2_problem(value: bytes, card_factor: str | None = None) -> str | None:
     """What is wrong with the value of an ``A2`` usage, every problem found, ``; ``-separated;
-    ``None`` when it is well-formed (DESIGN.md section 17).
+    ``None`` when it is well-formed (DESIGN.md section 17). ``card_factor``: the random factor
+    of the request's card (the last 6 digits of its PAN or payment code), when it is known.
 
     Well-formed: sub-usages 01-04 present once each, 05 at most once; 01 a device type of two
-    digits; 02 the TUSN, 1 to 50 printable characters; 03 exactly 6 digits; 04 exactly 8
+    digits; 02 the TUSN, 1 to 50 printable characters; 03 exactly 6 digits, the card's factor
+    when known (a host that checks the ciphertext refuses any other); 04 exactly 8
     upper-case hex digits (lower-case is a problem: acquirers compare the string); 05 at most 8
     characters (an8; shorter is accepted, hosts read it as text). Order and sub-usages other than
     01-05 are not checked: hosts look sub-usages up by tag.
@@ -476,7 +481,7 @@ def a2_problem(value: bytes) -> str | None:
     missing = [f"{tag} ({A2_NAMES[tag]})" for tag in A2_REQUIRED if tag not in values]
     if missing:
         problems.append(f"A2 has no sub-usage {', '.join(missing)}")
-    problems.extend(_value_problems(values))
+    problems.extend(_value_problems(values, card_factor))
     return "; ".join(problems) or None
 
 

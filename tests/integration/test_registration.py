@@ -385,6 +385,34 @@ def test_an_apps_malformed_a2_is_named_in_the_refusal(tmp_path) -> None:
     run(scenario())
 
 
+def test_an_apps_a2_with_another_cards_factor_is_named_malformed(tmp_path) -> None:
+    """Section 17: A2's random factor is the last 6 digits of the request's PAN. An app that
+    puts another card's (well-formed otherwise, its ciphertext right for it) is refused by an
+    acquirer that checks; the refusal names the app's A2, not the TUSN's reporting, and never
+    quotes the digits."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            acquirer_checks_tusn(rig, reported=True)
+            request = app_purchase(2450)
+            factor = "999999" if PAN[-6:] != "999999" else "000000"
+            tusn = module_tusn(rig)
+            cipher = tusn_ciphertext(TEST_TUSN_KEY, tusn, factor)
+            a2 = field59.build_a2("02", tusn, factor, cipher, "app 2.1")
+            assert field59.a2_problem(a2) is None  # well-formed as a value alone
+            request.fields[59] = field59.with_usage(None, "A2", a2)
+            answer = await exchange(rig.socket, request)
+            assert answer.text(39) == "97"
+            said = answer.text(63)
+            assert said.startswith("AGENT registration.a2-malformed: "), said
+            assert factor not in said and PAN[-6:] not in said
+            assert (await rig.agent.status())["registered"] is True
+            told = str(rig.agent.journal.events())
+            assert "03 (random factor) is not the card's" in told and factor not in told
+
+    run(scenario())
+
+
 def test_every_kind_of_request_refused_is_the_terminals_refusal(tmp_path) -> None:
     """Purchases refused for their TUSN, and then balance inquiries (which carry no A2) refused
     too after an approved sign-in: the host refuses the terminal, whatever it sends."""
