@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from agent import messages
 from agent.backoff import Backoff, jittered
 from agent.blocking import Gate
+from agent.host.signin import SignInError
+from agent.keys.tmk_download import keys_refused as module_refused_keys
 from agent.messages import Text
 from agent.recovery import incident as incidents
 from agent.recovery.incident import HostIncident
@@ -44,6 +46,7 @@ from agent.transaction.classes import classify
 from agent.transaction.sender import Attempt, agent_reason, local_answer
 from agent.wire import codes
 from agent.wire.message import Message
+from drivers.module import ModuleError
 
 if TYPE_CHECKING:
     import tenacity
@@ -182,6 +185,22 @@ class Recovery:
         section 18), a trigger of its own. Returns the final answer."""
         attempt = Attempt(answer, None)
         return (await self._recover_from(request, attempt, keys_refused)).answer
+
+    async def after_sign_in_failed(self, failure: Exception) -> Message | None:
+        """A sign-in outside a recovery (the start-up's, the app's) that failed with
+        ``failure``: refused with a terminal-config or session code, or approved with keys the
+        module refuses (DESIGN.md section 18), it is recovered from as section 7 says, each
+        remedy's own sign-in the retry. Returns the final answer; None when ``failure`` is no
+        such refusal (a host that did not answer, a journal that cannot write) or the probe of
+        an unregistered terminal is on it already."""
+        if self.state is State.UNREGISTERED:
+            return None
+        if isinstance(failure, SignInError):
+            answer = Message("0810", {39: failure.response_code or ""})
+            return await self.recover(None, answer) if refused(answer) else None
+        if isinstance(failure, ModuleError) and module_refused_keys(failure):
+            return await self.recover(None, Message("0810", {39: "00"}), keys_refused=True)
+        return None
 
     async def _recover_from(
         self, request: Message | None, attempt: Attempt, keys_refused: bool = False

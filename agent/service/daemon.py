@@ -23,9 +23,8 @@ from agent.config import Config, ConfigError
 from agent.host.link import HostLinkError
 from agent.host.signin import SignInError
 from agent.journal import JournalError
-from agent.keys.tmk_download import keys_refused
 from agent.provisioning import ProvisioningError
-from agent.recovery.policy import State, refused
+from agent.recovery.policy import State
 from agent.recovery.remedies import RemedyFailed, reconfigure
 from agent.service import cpu
 from agent.service.assembly import Agent
@@ -35,7 +34,6 @@ from agent.service.notify import Notifier
 from agent.service.without_journal import JournalUnusable, until_the_journal_opens
 from agent.transaction.peers import QuietLog
 from agent.transaction.reversals import ReversalPending, ReversalRefused
-from agent.wire.message import Message
 from drivers.module import ModuleError
 
 if TYPE_CHECKING:
@@ -355,15 +353,9 @@ async def sign_in_at_start(agent: Agent) -> None:
     async with agent.recovery.busy():
         try:
             await agent.sender.sign_in()
-        except SignInError as exc:
+        except (SignInError, ModuleError) as exc:
             log.warning("sign-in at start failed: %s", exc)
-            answer = Message("0810", {39: exc.response_code or ""})
-            if refused(answer):
-                await agent.recovery.recover(None, answer)
-        except ModuleError as exc:
-            log.warning("sign-in at start failed: %s", exc)
-            if keys_refused(exc):
-                await agent.recovery.recover(None, Message("0810", {39: "00"}), keys_refused=True)
+            await agent.recovery.after_sign_in_failed(exc)
         except (HostLinkError, JournalError) as exc:
             log.warning("sign-in at start failed: %s", exc)
     if agent.journal.has_queued_reversals:

@@ -199,8 +199,8 @@ class Sender:
         self._signin_lock = asyncio.Lock()
         # outcomes the journal could not take (a full disk), written once it can
         self.deferred = deferred
-        # HOST:PORT of the host of the last successful sign-in since the service started
-        self.signed_in_at: str | None = None
+        # the last successful sign-in since the service started
+        self.last_signin: SignInResult | None = None
         self._signins_running = 0
         # Cleared while a sign-in replaces the working keys: requests wait rather than go out
         # MACed under keys the host is about to forget.
@@ -215,7 +215,12 @@ class Sender:
     @property
     def signed_in(self) -> bool:
         """Whether a sign-in succeeded since the service started."""
-        return self.signed_in_at is not None
+        return self.last_signin is not None
+
+    @property
+    def signed_in_at(self) -> str | None:
+        """HOST:PORT of the host of the last successful sign-in since the service started."""
+        return self.last_signin.endpoint if self.last_signin is not None else None
 
     @property
     def terminal(self) -> Terminal:
@@ -600,7 +605,7 @@ class Sender:
                     link=self.link,
                     tmk_tag=tmk_tag,
                 )
-                self.signed_in_at = result.endpoint
+                self.last_signin = result
                 self.tusn.forget()  # a new session may be a new module: its TUSN is asked again
                 signed_in = {"scheme": result.scheme, "kcvs": result.kcvs}
                 self._tell_hooks("signed-in", {**config.terminal.identity(), **signed_in})

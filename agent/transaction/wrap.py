@@ -19,6 +19,7 @@ from agent.transaction.app_socket import Reply
 from agent.transaction.classes import NETWORK_MANAGEMENT, classify
 from agent.transaction.sender import Attempt, Sender, local_answer, unreadable_answer
 from agent.transaction.stats import GatewayStats
+from agent.wire import codes
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.profile import Profile
@@ -34,6 +35,7 @@ class AfterRefusal(Protocol):
     def hold(self) -> tuple[str, str, str] | None: ...
     async def settled(self) -> None: ...
     async def after_response(self, request: Message, attempt: Attempt) -> Attempt: ...
+    async def after_sign_in_failed(self, failure: Exception) -> Message | None: ...
 
 
 class OneAtATime:
@@ -206,13 +208,28 @@ class WrapMode:
 
     async def _sign_in_for_app(self, request: Message) -> Message:
         """The app's sign-in is the agent's (it owns the session): the app gets the host's 0810
-        without field 62, whose keys only the module may have, and with its own STAN."""
+        without field 62, whose keys only the module may have, and with its own STAN. One the
+        host refuses as it refuses an unregistered terminal (or whose keys the module refuses)
+        is recovered from as the start-up's is (DESIGN.md section 7), and the app gets what that
+        came to: the 0810 of the repair's sign-in, or the refusal and why."""
         try:
             result = await self.sender.sign_in()
         except (SignInError, HostLinkError, ModuleError, JournalError) as exc:
+            final = await self.recovery.after_sign_in_failed(exc)
+            repaired = self.sender.last_signin
+            if final is not None and codes.approved(final.text(39, "")) and repaired is not None:
+                return _for_the_apps_sign_in(request, repaired.response)
+            held = self.recovery.hold()
+            if held is not None:  # the terminal is unregistered now: why, and what to do
+                return self.sender.local(request, *held)
             code = getattr(exc, "response_code", None) or "96"
             return self.sender.local(request, code, "host.signin-failed", str(exc))
-        fields = {n: v for n, v in result.response.fields.items() if n not in (62, 64)}
-        if 11 in request:
-            fields[11] = request.fields[11]
-        return Message(result.response.mti, dict(sorted(fields.items())))
+        return _for_the_apps_sign_in(request, result.response)
+
+
+def _for_the_apps_sign_in(request: Message, response: Message) -> Message:
+    """The host's 0810 as the app gets it: without the keys (62) and their MAC, its STAN."""
+    fields = {n: v for n, v in response.fields.items() if n not in (62, 64)}
+    if 11 in request:
+        fields[11] = request.fields[11]
+    return Message(response.mti, dict(sorted(fields.items())))

@@ -13,6 +13,10 @@ from agent.wire.message import Message
 from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
 
 
+# the payment app's own sign-in (60.3 003: double-length keys)
+APP_SIGNIN = Message("0800", {11: "000321", 60: "00000000003", 63: "001"})
+
+
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 60))
 
@@ -430,14 +434,57 @@ def test_any_approved_sign_in_ends_the_unregistered_state(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 60}}) as rig:
             await unregistered_then_reactivated(rig)
-            signin = Message("0800", {11: "000321", 60: "00000000003", 63: "001"})
-            assert (await exchange(rig.socket, signin)).text(39) == "00"
+            assert (await exchange(rig.socket, APP_SIGNIN)).text(39) == "00"
             await asyncio.sleep(0)  # told a moment later
             assert rig.agent.recovery.state is State.REGISTERED
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             [again] = [e for e in rig.agent.journal.events()
                        if e["kind"] == "recovery.registered-again"]  # fmt: skip
             assert again["why"] == "a sign-in succeeded"
+
+    run(scenario())
+
+
+def test_the_apps_sign_in_refused_97_is_recovered_from(tmp_path) -> None:
+    """DESIGN.md section 7 starts recovery on "a sign-in refused with such a code": the app's
+    too. The repair's sign-in is approved, and the app gets that 0810 (with its STAN, without
+    the keys), not the 97 of the first."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("refused-first", mti="0800")
+            response = await exchange(rig.socket, APP_SIGNIN)
+            assert (response.mti, response.text(39), response.text(11)) == ("0810", "00", "000321")
+            assert 62 not in response and 64 not in response
+            assert kinds(rig.agent.journal)[0] == "recovery.refused"
+            assert kinds(rig.agent.journal)[-1] == "recovery.recovered"
+            assert remedies(rig.agent.journal) == [("sign-in", True)]
+            assert rig.agent.recovery.state is State.REGISTERED
+
+    run(scenario())
+
+
+def test_the_apps_sign_in_refused_by_a_host_that_refuses_the_terminal_unregisters_it(
+    tmp_path,
+) -> None:
+    """A host that refuses every sign-in with 97 (the terminal is not registered there): the
+    app's sign-in is the terminal's refusal, as the start-up's is: it becomes unregistered, the
+    app is told why, and sales are answered locally."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.host.set_status(TID, "cancelled")
+            response = await exchange(rig.socket, APP_SIGNIN)
+            assert (response.mti, response.text(39), response.text(11)) == ("0810", "97", "000321")
+            assert response.text(63).startswith("AGENT host.97"), response.text(63)
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            before = purchases_sent(rig)
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
+            assert purchases_sent(rig) == before  # held: no host traffic
+            # asked again while unregistered: the probe is on it, no second recovery
+            refusals = kinds(rig.agent.journal).count("recovery.refused")
+            assert (await exchange(rig.socket, APP_SIGNIN)).text(39) == "97"
+            assert kinds(rig.agent.journal).count("recovery.refused") == refusals
 
     run(scenario())
 
