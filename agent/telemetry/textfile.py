@@ -84,12 +84,16 @@ def render(message: dict[str, Any], counters: Mapping[str, int]) -> str:
     acquirer = message.get("acquirer")
     acquirer_host = acquirer.get("host", "") if isinstance(acquirer, dict) else ""
     state = message.get("state")
-    info = _labels(serial=serial, version=message.get("version", ""), tid=message.get("tid", ""),
-                   mid=message.get("mid", ""), acquirer=acquirer_host)  # fmt: skip
+    # exactly the labels DESIGN.md pins, in its order; the merchant and the acquirer apart
+    info = _labels(version=message.get("version", ""), serial=serial, tid=message.get("tid", ""))
+    merchant = _labels(serial=serial, mid=message.get("mid", ""), acquirer=acquirer_host)
     lines = [
         *_family("pos_agent_info", "gauge",
-                 "The terminal (by module serial): its TID, MID, acquirer host and agent version.",
+                 "The terminal (by module serial): the agent's version and the TID.",
                  [(info, 1)]),
+        *_family("pos_agent_acquirer_info", "gauge",
+                 "The terminal (by module serial): its MID and acquirer host.",
+                 [(merchant, 1)]),
         *_family("pos_agent_state", "gauge",
                  "1 for the state the terminal is in (registered, recovering, unregistered, "
                  "offline).",

@@ -12,7 +12,6 @@ from agent.service.daemon import sign_in_at_start
 from agent.wire.message import Message
 from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
 
-
 # the payment app's own sign-in (60.3 003: double-length keys)
 APP_SIGNIN = Message("0800", {11: "000321", 60: "00000000003", 63: "001"})
 

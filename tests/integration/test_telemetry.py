@@ -193,7 +193,7 @@ def test_the_textfile_holds_the_state_for_node_exporter(tmp_path, simulators, br
         registered = f'pos_agent_state{{serial="{SERIAL}",state="registered"}} 1'
         wait_for(lambda: metrics.exists() and registered in metrics.read_text(), 10, "the file")
         assert metrics.stat().st_mode & 0o777 == 0o644
-        assert f'pos_agent_info{{serial="{SERIAL}",' in metrics.read_text()
+        assert f'serial="{SERIAL}",tid="{TID}"}} 1' in metrics.read_text()  # pos_agent_info
         host.post(f"/terminals/{TID}/forget")
         assert pay(tmp_path / "agent.sock").text(39) == "00"
         recovered = f'pos_agent_recoveries_total{{serial="{SERIAL}"}} 1'

@@ -101,9 +101,11 @@ def test_node_exporter_reads_the_state_and_the_counters(shared_dir: Path) -> Non
     write_as_the_service(shared_dir / "pos-agent.prom", MESSAGE)
     found = samples(scrape(shared_dir))
     assert found[series("node_textfile_scrape_error")] == 0
-    info = series("pos_agent_info", serial="SIM00001234", tid="10000001", mid="898100012340001",
-                  acquirer="10.1.2.3:5000", version="1.4.0")  # fmt: skip
+    info = series("pos_agent_info", serial="SIM00001234", tid="10000001", version="1.4.0")
     assert found[info] == 1
+    merchant = series("pos_agent_acquirer_info", serial="SIM00001234", mid="898100012340001",
+                      acquirer="10.1.2.3:5000")  # fmt: skip
+    assert found[merchant] == 1
     assert found[series("pos_agent_state", serial="SIM00001234", state="registered")] == 1
     assert found[series("pos_agent_state", serial="SIM00001234", state="offline")] == 0
     assert found[series("pos_agent_97_total", serial="SIM00001234")] == 5

@@ -88,9 +88,11 @@ def series(name: str, **labels: str) -> Series:
 
 def test_the_file_holds_info_state_cause_and_counters() -> None:
     found = samples(textfile.render(MESSAGE, COUNTERS))
-    info = series("pos_agent_info", serial="SIM00001234", tid="10000001", mid="898100012340001",
-                  acquirer="10.1.2.3:5000", version="1.4.0")  # fmt: skip
+    info = series("pos_agent_info", serial="SIM00001234", tid="10000001", version="1.4.0")
     assert found[info] == 1
+    merchant = series("pos_agent_acquirer_info", serial="SIM00001234", mid="898100012340001",
+                      acquirer="10.1.2.3:5000")  # fmt: skip
+    assert found[merchant] == 1
     for state in ("registered", "recovering", "unregistered", "offline"):
         expected = 1 if state == "registered" else 0
         assert found[series("pos_agent_state", serial="SIM00001234", state=state)] == expected
@@ -113,6 +115,14 @@ def test_the_serial_keys_every_series_and_the_tid_is_only_on_info() -> None:
         keys = dict(labels)
         assert keys["serial"] == "SIM00001234", name
         assert ("tid" in keys) == (name == "pos_agent_info"), name
+
+
+def test_the_info_series_has_the_labels_design_pins_in_its_order() -> None:
+    """DESIGN.md section 14: ``pos_agent_info{version,serial,tid}``, as a reader that matches
+    the line rather than parse it would find it."""
+    text = textfile.render(MESSAGE, COUNTERS)
+    expected = 'pos_agent_info{version="1.4.0",serial="SIM00001234",tid="10000001"} 1'
+    assert expected in text.splitlines()
 
 
 def test_every_metric_has_help_and_type_and_counters_end_in_total() -> None:
@@ -150,8 +160,9 @@ def test_hostile_text_stays_inside_its_label() -> None:
     found = samples(text)  # one sample per line: no newline got out of a label
     shown = 'a"b\\c\ufffdd\ufffd\ufffd]0;owned\ufffd\ufffd[2J\ufffdevil'
     info = [dict(labels) for name, labels in found if name == "pos_agent_info"]
-    assert info == [{"serial": shown, "tid": shown, "mid": "898100012340001", "acquirer": shown,
-                     "version": shown}]  # fmt: skip
+    assert info == [{"serial": shown, "tid": shown, "version": shown}]
+    [merchant] = [dict(labels) for name, labels in found if name == "pos_agent_acquirer_info"]
+    assert merchant == {"serial": shown, "mid": "898100012340001", "acquirer": shown}
     assert series("pos_agent_cause_info", serial=shown, cause=shown) in found
 
 
