@@ -26,11 +26,11 @@ from agent.service.control import ControlServer
 from agent.service.notify import Notifier
 from agent.telemetry import ids
 from agent.transaction.app_socket import AppSocket, Reply
-from agent.transaction.sender import local_answer, unreadable_answer
+from agent.transaction.sender import encode_local, local_answer, unreadable_answer
 from agent.transaction.stats import GatewayStats
-from agent.wire.errors import DecodeError, WireError
+from agent.wire.errors import DecodeError
 from agent.wire.frame import LENGTH_BYTES, Layout, decode_frame, host_frame
-from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.message import Message, decode_message
 from agent.wire.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,7 @@ class Refusing:
         return self._encoded(local_answer(request, "96", "storage.journal-unusable", reason))
 
     def _encoded(self, answer: Message) -> bytes:
-        try:
-            return encode_message(answer, self._profile)
-        except WireError:  # the profile cannot carry it: the CUP defaults can
-            return encode_message(answer)
+        return encode_local(answer, self._profile)
 
 
 def status(config: Config, error: Callable[[], str]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from agent.host.link import HostLink, HostLinkError, HostUnavailable
 from agent.journal import Journal, JournalError
 from agent.transaction.app_socket import Reply
-from agent.transaction.sender import local_answer, unreadable_answer
+from agent.transaction.sender import fitted, local_answer, unreadable_answer
 from agent.transaction.stats import GatewayStats
 from agent.wire.errors import DecodeError, WireError
 from agent.wire.frame import (
@@ -110,8 +110,9 @@ class PassThrough:
         return self._framed(answer, inspected.tpdu, inspected.header)
 
     def _framed(self, answer: Message, tpdu: Tpdu, header: Header) -> Reply | None:
+        profile = self._profile()
         try:
-            encoded = encode_message(answer, self._profile())
+            encoded = encode_message(fitted(answer, profile), profile)
         except WireError as exc:
             log.error("pass-through: no answer can be made for %s: %s", answer.mti, exc)
             return None

@@ -98,6 +98,36 @@ def local_answer(request: Message, code: str, finding: str, reason: str) -> Mess
     return response
 
 
+REASON_FIELD = 63
+
+
+def fitted(answer: Message, profile: Profile) -> Message:
+    """``answer`` as ``profile`` can carry it when field 63 holds the agent's own words
+    (:func:`agent_reason`): clipped to the profile's maximum for 63 (an acquirer's may be below
+    the CUP 163), or left out where the profile has no field 63; any other answer unchanged."""
+    reason = answer.get(REASON_FIELD)
+    if not (isinstance(reason, str) and reason.startswith("AGENT ")):
+        return answer
+    row = profile.fields.get(REASON_FIELD)
+    if row is not None and len(reason) <= row.max_len:
+        return answer
+    fields = dict(answer.fields)
+    if row is None:
+        del fields[REASON_FIELD]
+    else:
+        fields[REASON_FIELD] = reason[: row.max_len]
+    return Message(answer.mti, fields, answer.wire)
+
+
+def encode_local(answer: Message, profile: Profile) -> bytes:
+    """An answer the agent made, encoded under the app's ``profile`` (:func:`fitted`); under
+    the CUP defaults when even so the profile cannot carry it."""
+    try:
+        return encode_message(fitted(answer, profile), profile)
+    except WireError:
+        return encode_message(answer)
+
+
 def unreadable_answer(message: bytes, reason: str) -> Message:
     """The answer to a message that does not decode (from its MTI on): 30 with the reason, under
     the response MTI when it begins with a request MTI (the app must always get an answer), else

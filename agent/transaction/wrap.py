@@ -17,7 +17,14 @@ from agent.host.signin import SignInError
 from agent.journal import JournalError
 from agent.transaction.app_socket import Reply
 from agent.transaction.classes import NETWORK_MANAGEMENT, classify
-from agent.transaction.sender import Attempt, Sender, local_answer, unreadable_answer
+from agent.transaction.sender import (
+    Attempt,
+    Sender,
+    encode_local,
+    fitted,
+    local_answer,
+    unreadable_answer,
+)
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
 from agent.wire.errors import DecodeError, WireError
@@ -74,9 +81,9 @@ class OneAtATime:
             self._locks[key] = (lock, users - 1)
 
 
-def unreadable(frame: bytes, reason: str) -> bytes:
+def unreadable(frame: bytes, reason: str, profile: Profile) -> bytes:
     """The answer to a frame that does not decode, encoded (:func:`unreadable_answer`)."""
-    return encode_message(unreadable_answer(frame, reason))
+    return encode_local(unreadable_answer(frame, reason), profile)
 
 
 class WrapMode:
@@ -103,7 +110,7 @@ class WrapMode:
         except DecodeError as exc:
             log.warning("payment app sent a malformed message: %s", exc)
             self.stats.bad_frames += 1
-            return Reply(unreadable(frame, str(exc)))
+            return Reply(unreadable(frame, str(exc), profile))
         stages.mark("decoded")
         if request.mti == "0800" and str(request.get(60, ""))[8:11] in SCHEMES:
             answer = await self._sign_in_for_app(request)
@@ -112,11 +119,12 @@ class WrapMode:
 
     def failed(self, frame: bytes, reason: str) -> bytes:
         """96 with the reason, for a frame whose answering failed unexpectedly."""
+        profile = self._profile()
         try:
-            request = decode_message(frame, self._profile())
+            request = decode_message(frame, profile)
         except DecodeError as exc:
-            return unreadable(frame, str(exc))
-        return encode_message(local_answer(request, "96", "request.agent-error", reason))
+            return unreadable(frame, str(exc), profile)
+        return encode_local(local_answer(request, "96", "request.agent-error", reason), profile)
 
     def _encode(
         self,
@@ -132,11 +140,11 @@ class WrapMode:
         if ready is not None and ready[0] is profile:
             return ready[1], True
         try:
-            return encode_message(answer, profile), True
+            return encode_message(fitted(answer, profile), profile), True
         except WireError as exc:
             log.error("the answer to %s cannot be encoded for the app: %s", request.mti, exc)
             refusal = local_answer(request, "96", "request.answer-not-encodable", str(exc))
-            return encode_message(refusal), False
+            return encode_local(refusal, profile), False
 
     async def _wrap(self, request: Message, profile: Profile) -> Reply:
         await self.recovery.settled()  # a recovery or the start-up sign-in first

@@ -9,7 +9,9 @@ import pytest
 
 from agent.recovery.policy import State
 from agent.transaction.classes import CLASSES, classify
-from agent.wire.message import Message
+from agent.wire.frame import with_length
+from agent.wire.message import Message, decode_message, encode_message
+from agent.wire.profile import load_profile
 from tests.integration.gateway_rig import CARD, TID, exchange, gateway_rig
 
 # name -> (MTI, processing code, 25, 60.1) of an app request of that class
@@ -198,5 +200,29 @@ def test_what_fits_no_row_is_answered_30_and_never_sent(tmp_path, message: Messa
             assert rig.host.state()["requests"] == before
             [event] = [e for e in rig.agent.journal.events() if e["kind"] == "local-answer"]
             assert event["code"] == "30" and event["finding"] == "request.unclassified"
+
+    run(scenario())
+
+
+def test_the_agents_reason_fits_the_apps_profile(tmp_path) -> None:
+    """DESIGN.md section 4: a local answer's reason is clipped to field 63's maximum, which an
+    acquirer's profile may set below the CUP 163: the app still gets the agent's code (30 here,
+    not a 96 for an answer that did not encode), readable under its own profile."""
+    profile_file = tmp_path / "acquirer.toml"
+    profile_file.write_text("[fields.63]\nmax = 60\n")
+    profile = load_profile(profile_file)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"wire": {"profile": str(profile_file)}}) as rig:
+            reader, writer = await asyncio.open_unix_connection(str(rig.socket))
+            unclassified = Message("0600", {3: "990000", 11: "000042", 41: TID})
+            writer.write(with_length(encode_message(unclassified, profile)))
+            await writer.drain()
+            length = int.from_bytes(await reader.readexactly(2), "big")
+            answer = decode_message(await reader.readexactly(length), profile)
+            writer.close()
+            assert answer.text(39) == "30"
+            assert answer.text(63).startswith("AGENT request.unclassified: ")
+            assert len(answer.text(63)) == 60
 
     run(scenario())
