@@ -81,41 +81,44 @@ async def send_reversals_until_done(agent: Agent) -> None:
         await reversals.waiting.wait()
         try:
             await reversals.send()
-        except ReversalRefused as exc:
-            # the host lost the session or the keys: recover (sign in, re-provision...) as
-            # for a refused sign-in; the reversal then goes again, after a pause while the
-            # host keeps refusing. Within a recovery, the running recovery is the repair.
+        except (ReversalRefused, ReversalPending) as exc:
             backoff = backoff or Backoff(REVERSAL_FIRST_PAUSE, agent.config.reversal.retry_max)
-            log.warning("%s: recovering first", exc)
-            if agent.recovery.state is State.REGISTERED:
-                await agent.recovery.recover(None, exc.answer)
-            await asyncio.sleep(backoff.failed())
-            continue
-        except ReversalPending as exc:
-            backoff = backoff or Backoff(REVERSAL_FIRST_PAUSE, agent.config.reversal.retry_max)
+            if isinstance(exc, ReversalRefused):
+                # the host lost the session or the keys: recover (sign in, re-provision...) as
+                # for a refused sign-in; the reversal then goes again, after a pause while the
+                # host keeps refusing. Within a recovery, the running recovery is the repair.
+                log.warning("%s: recovering first", exc)
+                if agent.recovery.state is State.REGISTERED:
+                    await agent.recovery.recover(None, exc.answer)
             pause = backoff.failed()
             log.warning("reversal not confirmed yet (%s); next attempt in %.1f s", exc, pause)
-            limit = agent.config.reversal.attempts
-            # stuck: tried reversal.attempts times; told once (also when a sale's try took it
-            # there, or past it), however often the stuck lane fails on another before it
-            try:
-                queued = await agent.journal.run(agent.journal.queued_reversals)
-            except JournalError as exc:
-                log.warning("reversals: %s", exc)
-                queued = []
-            stuck = [r for r in queued if r.attempts >= limit and r.id not in stuck_told]
-            stuck_told.intersection_update(r.id for r in queued)  # closed ones: forgotten
-            stuck_told.update(r.id for r in stuck)
-            for reversal in stuck:
-                detail = {"stan": reversal.message.text(11), "attempts": reversal.attempts,
-                          "reason": reversal.reason, "last_error": str(exc)}  # fmt: skip
-                agent.journal.note("reversal-stuck", **detail)  # the fleet hears of it (14)
-                agent.hooks.tell("reversal-stuck", detail)
+            await tell_stuck(agent, stuck_told, str(exc))
             await asyncio.sleep(pause)
             continue
         backoff = None
         if not agent.journal.has_queued_reversals:
             reversals.waiting.clear()
+
+
+async def tell_stuck(agent: Agent, told: set[int], last_error: str) -> None:
+    """The reversals tried ``reversal.attempts`` times (refused, unanswered or unconfirmed
+    alike), each told once to the journal, the fleet and the ``reversal-stuck`` hooks (also
+    when a sale's try took it there, or past it); ``told`` keeps which were, and forgets those
+    closed since."""
+    limit = agent.config.reversal.attempts
+    try:
+        queued = await agent.journal.run(agent.journal.queued_reversals)
+    except JournalError as exc:
+        log.warning("reversals: %s", exc)
+        return
+    stuck = [r for r in queued if r.attempts >= limit and r.id not in told]
+    told.intersection_update(r.id for r in queued)  # closed ones: forgotten
+    told.update(r.id for r in stuck)
+    for reversal in stuck:
+        detail = {"stan": reversal.message.text(11), "attempts": reversal.attempts,
+                  "reason": reversal.reason, "last_error": last_error}  # fmt: skip
+        agent.journal.note("reversal-stuck", **detail)  # the fleet hears of it (14)
+        agent.hooks.tell("reversal-stuck", detail)
 
 
 RECHECK_IDLE = 60.0  # seconds between looks when rechecks are off (some may be due from before)

@@ -1,7 +1,8 @@
 """The reversal queue (DESIGN.md section 8): what the journal queued is sent before the next
 financial request and until the host closes it. An approval confirms a reversal, 12 and 25 close
 it (nothing to reverse; with or without a MAC, as hosts MAC approvals, not declines), 22 closes
-it as a conflict a person must reconcile.
+it as a conflict a person must reconcile (without a MAC, or with one that verifies). One the host
+will not close does not keep the others from being sent.
 
 Reversals go in two lanes. A fresh one (tried fewer than ``reversal.attempts`` times) goes before
 the next sale: the sale joins the try under way or starts one, so it waits for at most one
@@ -20,6 +21,7 @@ answers the original's MTI; and never while its request still waits for its own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 
@@ -40,11 +42,13 @@ log = logging.getLogger(__name__)
 
 
 class ReversalPending(Exception):
-    """A queued reversal could not be closed yet; ``attempts`` is how many tries it has had."""
+    """A queued reversal could not be closed yet; ``attempts`` is how many tries it has had;
+    ``unanswered``: the host gave no answer (or could not be reached)."""
 
-    def __init__(self, message: str, attempts: int) -> None:
+    def __init__(self, message: str, attempts: int, *, unanswered: bool = False) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.unanswered = unanswered
 
 
 class ReversalRefused(Exception):
@@ -190,9 +194,17 @@ class ReversalSender:
 
     async def send(self) -> int:
         """Send every queued reversal, fresh ones first, then stuck ones; returns how many were
-        closed. Raises :class:`ReversalPending` at the first that cannot be closed, a journal
-        that cannot be read or written included: the caller always has an answer to give."""
-        return await self.before_sale() + await self._send_lane(stuck=True)
+        closed. Raises :class:`ReversalPending` (:class:`ReversalRefused`) for the first that
+        could not be closed, once the others were tried, a journal that cannot be read or
+        written included: the caller always has an answer to give."""
+        try:
+            fresh = await self.before_sale()
+        except (ReversalPending, ReversalRefused) as exc:
+            if not (isinstance(exc, ReversalPending) and exc.unanswered):
+                with contextlib.suppress(ReversalPending, ReversalRefused):
+                    await self._send_lane(stuck=True)  # the stuck ones are not held up by it
+            raise
+        return fresh + await self._send_lane(stuck=True)
 
     async def _send_lane(self, *, stuck: bool) -> int:
         closed = 0
@@ -205,10 +217,20 @@ class ReversalSender:
                 queued_now = [r for r in queued if (r.attempts >= limit) == stuck]
             except JournalError as exc:
                 raise ReversalPending(f"journal: {exc}", 0) from None
+            failed: ReversalPending | ReversalRefused | None = None
             for queued in queued_now:
                 if queued.id in self._unwritten:
                     continue  # closed by the host already; only the journal lags behind
-                exchange = await self._try(queued, repairable=True)
+                try:
+                    exchange = await self._try(queued, repairable=True)
+                except (ReversalPending, ReversalRefused) as exc:
+                    # one the host will not close must not keep the others from it (a 97 to
+                    # a reversal made under a TID re-provisioned since, a 30 to one the profile
+                    # changed); a host that did not answer one will not answer the next either
+                    failed = failed or exc
+                    if isinstance(exc, ReversalPending) and exc.unanswered:
+                        break
+                    continue
                 answer = exchange.frame.message
                 outcome = codes.reversal_outcome(answer.text(39, "")).value
                 self._unwritten[queued.id] = (answer, outcome)
@@ -220,6 +242,8 @@ class ReversalSender:
                         "reversal of STAN %s closed by the host (%s); the journal cannot take "
                         "it yet, kept in memory: %s", queued.message.text(11), outcome, exc,
                     )  # fmt: skip
+            if failed is not None:
+                raise failed
         return closed
 
     async def _write_outcomes(self) -> None:
@@ -270,7 +294,10 @@ class ReversalSender:
             # a reversal the profile in use cannot carry (changed since it was queued) fails
             # its tries too: past reversal.attempts it no longer holds sales up
             await self._attempted(queued, str(exc))
-            raise ReversalPending(f"STAN {stan}: {exc}", queued.attempts + 1) from None
+            unanswered = isinstance(exc, HostLinkError)
+            raise ReversalPending(
+                f"STAN {stan}: {exc}", queued.attempts + 1, unanswered=unanswered
+            ) from None
         self.stats.reversals_sent += 1
         answer = exchange.frame.message
         code = answer.text(39, "")
@@ -280,11 +307,14 @@ class ReversalSender:
             if repairable and refused(answer):
                 raise ReversalRefused(stan, exchange)
             raise ReversalPending(f"STAN {stan}: host answered {code}", queued.attempts + 1)
-        # 12 and 25 close it with or without a MAC (the recheck follows); a confirmation or a
-        # conflict must be the host's: a forged one would end a reversal the host never made
-        if outcome is not codes.ReversalOutcome.NOTHING_TO_REVERSE and not await asyncio.to_thread(
-            self.macs.response_ok, message, exchange, True
-        ):
+        # 12 and 25 close it with or without a MAC (the recheck follows), and so does a 22
+        # without one (hosts MAC approvals, not declines: the conflict goes to a person); a
+        # confirmation must be the host's (a forged one would end a reversal never made), and
+        # so must a 22 that carries a MAC
+        checked = outcome is codes.ReversalOutcome.CONFIRMED or (
+            outcome is codes.ReversalOutcome.CONFLICT and 64 in answer
+        )
+        if checked and not await asyncio.to_thread(self.macs.response_ok, message, exchange, True):
             await self._attempted(queued, "response MAC wrong")
             raise ReversalPending(f"STAN {stan}: response MAC wrong", queued.attempts + 1)
         if outcome is codes.ReversalOutcome.CONFLICT:

@@ -68,12 +68,13 @@ class Rig:
     def module_port(self) -> SimulatedModulePort:
         return self.site.module_port
 
-    def queue_reversal(self, stan: str, amount_fen: int) -> None:
+    def queue_reversal(self, stan: str, amount_fen: int, tid: str = TID) -> None:
         """A reversal the journal holds for a purchase with this wire STAN and amount, as if it
-        had timed out (the host answers 25 when it never saw such a purchase)."""
+        had timed out (the host answers 25 when it never saw such a purchase); ``tid``: the
+        terminal it was made as (another one: before a re-provisioning)."""
         journal = self.agent.journal
         original = app_purchase(amount_fen)
-        original.fields.update({11: stan, 41: TID, 42: self.config.terminal.mid})
+        original.fields.update({11: stan, 41: tid, 42: self.config.terminal.mid})
         original.fields[60] = f"22{journal.batch:06d}000"
         transaction = journal.begin(original, financial=True)
         journal.finish(transaction, "timed-out", detail="test", reversal_reason="98")

@@ -5,6 +5,9 @@ and then goes again."""
 
 import asyncio
 
+import pytest
+
+from agent.transaction.reversals import ReversalRefused
 from tests.integration.gateway_rig import TID, app_purchase, exchange, gateway_rig
 
 
@@ -214,5 +217,68 @@ def test_a_stuck_reversal_is_told_once_however_the_tries_go_on(tmp_path, monkeyp
                 sender.cancel()
             told = [e["stan"] for e in rig.agent.journal.events() if e["kind"] == "reversal-stuck"]
             assert sorted(told) == sorted(set(told)) and len(told) == 2, told
+
+    run(scenario())
+
+
+def test_a_reversal_the_host_will_not_close_keeps_none_of_the_others_from_it(tmp_path) -> None:
+    """DESIGN.md section 8: every approval not delivered is reversed. A reversal the host keeps
+    refusing (here one made under a TID re-provisioned since: the host answers 97) is tried, and
+    the one queued after it still goes and is closed: one lane is not one reversal."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.queue_reversal("123456", 1500, tid="10000009")  # a TID the host does not know
+            rig.queue_reversal("123457", 1600)
+            journal = rig.agent.journal
+            with pytest.raises(ReversalRefused):
+                await rig.agent.reversals.send()
+            [left] = journal.queued_reversals()
+            assert left.message.text(11) == "123456" and left.attempts == 1
+            assert rig.host.state()["requests"]["0400"] == 2  # the second went, and was closed
+
+    run(scenario())
+
+
+def test_a_reversal_the_host_keeps_refusing_is_told_stuck(tmp_path, monkeypatch) -> None:
+    """After reversal.attempts tries refused (not only unanswered), reversal-stuck fires."""
+    from agent.service import daemon
+
+    monkeypatch.setattr(daemon, "REVERSAL_FIRST_PAUSE", 0.05)
+
+    async def scenario():
+        sections = {"reversal": {"attempts": 2, "retry_max": 0.1}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            rig.queue_reversal("123456", 1500, tid="10000009")  # the host answers it 97
+            sender = asyncio.create_task(daemon.send_reversals_until_done(rig.agent))
+            rig.agent.reversals.waiting.set()
+            try:
+                async with asyncio.timeout(30):
+                    while not [
+                        e for e in rig.agent.journal.events() if e["kind"] == "reversal-stuck"
+                    ]:
+                        await asyncio.sleep(0.05)
+            finally:
+                sender.cancel()
+            [stuck] = [e for e in rig.agent.journal.events() if e["kind"] == "reversal-stuck"]
+            assert stuck["stan"] == "123456" and "97" in stuck["last_error"]
+
+    run(scenario())
+
+
+def test_a_conflict_without_a_mac_closes_the_reversal(tmp_path) -> None:
+    """Hosts MAC approvals, not declines (section 8): a 22 without a MAC closes the reversal as
+    a conflict a person must reconcile, instead of sending it again for ever."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            [sale] = [t for t in rig.agent.journal.transactions() if t["mti"] == "0200"]
+            rig.queue_reversal(sale["stan"], 1001)  # not the amount the host has: 22
+            rig.server.faults.add("no-mac", mti="0400")
+            assert await rig.agent.reversals.send() == 1
+            assert not rig.agent.journal.has_queued_reversals
+            [conflict] = [e for e in rig.agent.journal.events() if e["kind"] == "reversal-conflict"]
+            assert conflict["response_code"] == "22"
 
     run(scenario())
