@@ -15,9 +15,10 @@ The forms:
   field 62 of the sign-in's 0810. The byte form: one tag byte ``0x00``, the ciphertext (16), the
   KCV (4), then the working keys laid out as usual (DESIGN.md section 4). No layout is 21 bytes
   longer than another of the same scheme, so the length says whether the tag is there
-  (:func:`split_tag00`). A sign-in always takes the tag out; it loads the key only when this
-  remedy runs, so a host that sends the tag with every sign-in costs no LOAD_TMK and no
-  working keys.
+  (:func:`split_tag00`). The host sends it in "the 0810 of the first sign-in", whichever
+  sign-in that is (the start-up's, the app's): in this form every sign-in loads a tag 00 whose
+  KCV is not the module's master key's (a host that sends the same key with every sign-in
+  costs one KEY_STATUS, no LOAD_TMK). In any other form the tag is taken out and ignored.
 - ``"tms"``: ``GET <tms.url>/tmk/<module serial>`` answers ``{"tmk": hex, "kcv": hex}``.
 
 A download is tried at most once per ``keys.tmk_download_every`` seconds, a failed try
@@ -108,7 +109,8 @@ class WrappedTmk:
         return cls.from_bytes(ciphertext + kcv, source)
 
 
-TagLoader = Callable[[WrappedTmk], Awaitable[None]]
+# loads the master key of a tag 00 (if it is not the module's already: whether it did)
+TagLoader = Callable[[WrappedTmk], Awaitable[bool]]
 
 
 def split_tag00(field62: bytes, scheme: str, forced: int = 0) -> tuple[WrappedTmk | None, bytes]:
@@ -201,6 +203,26 @@ class TmkDownloader:
     async def due(self) -> bool:
         return download_due(self._settings().keys, await last_try(self._journal), time.time())
 
+    def tag_loader(self) -> TagLoader | None:
+        """What a sign-in does with a tag 00 in its 0810: load it, where the acquirer's form is
+        ``signin-tag00``; None (the tag is ignored) in any other."""
+        return self._load_tag if self._settings().keys.tmk_download == "signin-tag00" else None
+
+    async def _load_tag(self, tmk: WrappedTmk) -> bool:
+        """The master key of a tag 00 loaded, unless it is the module's already (its KCV):
+        whether it was."""
+        slot = self._settings().module.key_slot
+        try:
+            held = (await asyncio.to_thread(self._module.key_status, slot)).keys.get("TMK")
+        except ModuleError as exc:
+            why = f"the card module's master key cannot be read: {exc}"
+            self._record("signin-tag00", "failed", tmk.kcv_hex, why)
+            raise TmkDownloadFailed(why) from None
+        if held is not None and held.present and held.kcv == tmk.kcv:
+            return False
+        await self._load("signin-tag00", tmk)
+        return True
+
     async def download(self, sign_in: Callable[[TagLoader | None], Awaitable[str]]) -> str:
         """Fetch the master key, load it, then ``sign_in`` (given the tag 00 loader in the
         ``signin-tag00`` form, where the sign-in brings the key). Returns what was done; raises
@@ -225,9 +247,11 @@ class TmkDownloader:
     async def _by_sign_in(self, sign_in: Callable[[TagLoader | None], Awaitable[str]]) -> str:
         loaded: list[WrappedTmk] = []
 
-        async def load(tmk: WrappedTmk) -> None:
-            await self._load("signin-tag00", tmk)
-            loaded.append(tmk)
+        async def load(tmk: WrappedTmk) -> bool:
+            if await self._load_tag(tmk):
+                loaded.append(tmk)
+                return True
+            return False
 
         try:
             signed = await sign_in(load)
@@ -236,8 +260,8 @@ class TmkDownloader:
                 self._record("signin-tag00", "failed", "", f"no master key loaded: {exc}")
             raise
         if not loaded:  # the keys loaded under the module's own TMK: nothing was missing
-            self._record("signin-tag00", "not-sent", "", "the 0810 carried no tag 00")
-            return f"the sign-in brought no master key (tag 00); {signed}"
+            self._record("signin-tag00", "not-sent", "", "the 0810 carried no new tag 00")
+            return f"the sign-in brought no new master key (tag 00); {signed}"
         return f"master key (KCV {loaded[0].kcv_hex}) loaded from tag 00; {signed}"
 
     async def _by_0800_401(self) -> WrappedTmk:

@@ -85,10 +85,11 @@ class TerminalRemedies:
         link: HostLink,
         hooks: HookDispatch,
         host_clock: Callable[[], HostClockSample | None],
+        tmk: TmkDownloader,
         reports: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        """``reports`` takes each full self-check's report (the fleet's, when telemetry is
-        on)."""
+        """``tmk``: the remote master-key download (DESIGN.md section 18). ``reports`` takes
+        each full self-check's report (the fleet's, when telemetry is on)."""
         self._settings = settings
         self._journal = journal
         self._module = module
@@ -97,7 +98,7 @@ class TerminalRemedies:
         self._hooks = hooks
         self._host_clock = host_clock
         self._reports = reports
-        self._tmk = TmkDownloader(settings, journal, module, link)
+        self._tmk = tmk
 
     # ------------------------------------------------------------------------ what it is
 

@@ -16,6 +16,7 @@ from agent.hook_dispatch import HookDispatch
 from agent.host.clock import HostClock
 from agent.host.link import HostLink, HostLinkError, LinkOptions
 from agent.journal import Journal, JournalError
+from agent.keys.tmk_download import TmkDownloader
 from agent.recovery.engine import AskedByTheHost, Recovery
 from agent.recovery.incident import HostIncident
 from agent.recovery.remedies import RemedyFailed, TerminalRemedies
@@ -116,9 +117,10 @@ class Agent:
         close(self.location.close)
         workers = Workers(WORKERS, "pos-agent-worker")
         close(asyncio.to_thread, workers.close)
+        tmk = TmkDownloader(settings, journal, self.module, link)
         self.sender = sender = Sender(settings, journal, link, macs, reversals, stan_map, stats,
-                                      deferred, self.tusn, self.location, workers,
-                                      hooks.tell)  # fmt: skip
+                                      deferred, self.tusn, self.location, workers, hooks.tell,
+                                      tmk.tag_loader)  # fmt: skip
         self.reports = LatestReport()
         self.remedies = remedies = TerminalRemedies(
             settings,
@@ -128,6 +130,7 @@ class Agent:
             link,
             hooks,
             self.host_clock.sample,
+            tmk,
             self.reports.put if telemetry.enabled else None,
         )
         # requests and download steps wait at the gate while a recovery runs

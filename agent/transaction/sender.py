@@ -206,13 +206,17 @@ class Sender:
         location: Location,
         workers: Workers,
         tell_hooks: Callable[[str, dict[str, Any]], None],
+        tag_loader: Callable[[], TagLoader | None],
     ) -> None:
         """``config`` is read at each use: a reload may change TID, MID, scheme or slot.
         ``tusn`` and ``location`` fill field 59 (A2, A5) of the classes that carry it.
         ``workers`` run each request's two blocking steps (journal and MAC, before it leaves and
         once answered). ``tell_hooks`` tells the ``signed-in`` hooks of every sign-in, whoever
-        asked for it (the start, recovery, a technician, the app)."""
+        asked for it (the start, recovery, a technician, the app). ``tag_loader`` says what
+        every sign-in does with a master key its 0810 brings as tag 00 (DESIGN.md section
+        18), asked at each sign-in."""
         self._config = config
+        self._tag_loader = tag_loader
         self._workers = workers
         self._tell_hooks = tell_hooks
         # told of every sign-in that succeeds, whoever asked for it (the app, the host's
@@ -605,7 +609,9 @@ class Sender:
 
     async def sign_in(self, tmk_tag: TagLoader | None = None) -> SignInResult:
         """Sign in; requests wait meanwhile (see ``_keys_settled``). ``tmk_tag`` loads the
-        master key of a tag 00 in the 0810 (a remote master-key download, DESIGN.md 18)."""
+        master key of a tag 00 in the 0810 (a remote master-key download, DESIGN.md 18); by
+        default, what the acquirer's form says (``tag_loader``)."""
+        tmk_tag = tmk_tag or self._tag_loader()
         self._signins_running += 1
         self._keys_settled.clear()
         try:

@@ -100,7 +100,9 @@ def test_each_form_recovers_a_purchase(tmp_path, caplog, form) -> None:
             journal = rig.agent.journal
             remedies = [(e["remedy"], e["ok"]) for e in journal.events()
                         if e["kind"] == "recovery.remedy"]  # fmt: skip
-            assert remedies == [("sign-in", False), ("tmk-download", True)]
+            # signin-tag00: the first sign-in of the repair brings the key, and it is loaded
+            expected = [("sign-in", False), ("tmk-download", True)]
+            assert remedies == ([("sign-in", True)] if form == "signin-tag00" else expected)
             [event] = downloads(journal)
             assert (event["form"], event["outcome"], event["kcv"]) == (
                 form,
@@ -118,7 +120,10 @@ def test_each_form_recovers_a_purchase(tmp_path, caplog, form) -> None:
     run(scenario())
 
 
-def test_start_up_sign_in_refused_by_the_module_downloads_and_signs_in(tmp_path, caplog) -> None:
+def test_the_start_up_sign_ins_tag00_loads_the_master_key(tmp_path, caplog) -> None:
+    """DESIGN.md section 18: the host puts the master key in "the 0810 of the first sign-in",
+    the start-up's here, and may not send it again: it is loaded then, before the working keys
+    (nothing refused, no recovery). The same key in a later sign-in costs no LOAD_TMK."""
     caplog.set_level(logging.DEBUG)
 
     async def scenario():
@@ -126,6 +131,32 @@ def test_start_up_sign_in_refused_by_the_module_downloads_and_signs_in(tmp_path,
         async with gateway_rig(tmp_path, sign_in=False, sections=sections) as rig:
             await host_has_another_tmk(rig)
             rig.host.tmk_in_signin = True
+            await sign_in_at_start(rig.agent)
+            assert module_tmk(rig) == HOST_TMK
+            assert rig.agent.recovery.state is State.REGISTERED
+            kinds = [e["kind"] for e in rig.agent.journal.events()]
+            assert "recovery.keys-refused" not in kinds
+            [event] = downloads(rig.agent.journal)
+            assert (event["form"], event["outcome"]) == ("signin-tag00", "loaded")
+            await rig.agent.sender.sign_in()  # the host sends the same key again
+            assert len(downloads(rig.agent.journal)) == 1
+            rig.host.tmk_in_signin = False  # and then no more
+            await rig.agent.sender.sign_in()
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"
+            assert_no_key_material(rig, caplog)
+
+    run(scenario())
+
+
+def test_start_up_sign_in_refused_by_the_module_downloads_and_signs_in(tmp_path, caplog) -> None:
+    """The module refuses the keys of the start-up's sign-in (its master key is not the
+    host's): recovery downloads the key (0800/401 here) and signs in again."""
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sign_in=False, sections=keys_only("0800-401")) as rig:
+            await host_has_another_tmk(rig)
             await sign_in_at_start(rig.agent)
             assert module_tmk(rig) == HOST_TMK
             assert rig.agent.recovery.state is State.REGISTERED
