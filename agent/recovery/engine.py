@@ -187,18 +187,22 @@ class Recovery:
         return (await self._recover_from(request, attempt, keys_refused)).answer
 
     async def after_sign_in_failed(self, failure: Exception) -> Message | None:
-        """A sign-in outside a recovery (the start-up's, the app's) that failed with
-        ``failure``: refused with a terminal-config or session code, or approved with keys the
-        module refuses (DESIGN.md section 18), it is recovered from as section 7 says, each
-        remedy's own sign-in the retry. Returns the final answer; None when ``failure`` is no
-        such refusal (a host that did not answer, a journal that cannot write) or the probe of
-        an unregistered terminal is on it already."""
+        """A sign-in outside a recovery (the start-up's, the app's, the host's requirement, a
+        technician's) that failed with ``failure`` (the sender's error, or the remedy's):
+        refused with a terminal-config or session code, or approved with keys the module
+        refuses (DESIGN.md section 18), it is recovered from as section 7 says, each remedy's
+        own sign-in the retry. Returns the final answer; None when ``failure`` is no such
+        refusal (a host that did not answer, a journal that cannot write) or the probe of an
+        unregistered terminal is on it already."""
         if self.state is State.UNREGISTERED:
             return None
-        if isinstance(failure, SignInError):
-            answer = Message("0810", {39: failure.response_code or ""})
+        if isinstance(failure, SignInError | SignInRefused):
+            code = failure.code if isinstance(failure, SignInRefused) else failure.response_code
+            answer = Message("0810", {39: code or ""})
             return await self.recover(None, answer) if refused(answer) else None
-        if isinstance(failure, ModuleError) and module_refused_keys(failure):
+        if isinstance(failure, KeysRefused) or (
+            isinstance(failure, ModuleError) and module_refused_keys(failure)
+        ):
             return await self.recover(None, Message("0810", {39: "00"}), keys_refused=True)
         return None
 
@@ -638,8 +642,10 @@ class Recovery:
     async def sign_in(self, why: str, *, within_incident: bool = False) -> str:
         """A sign-in asked for outside a recovery (a technician's ``agent signin``, the light
         check finding stale keys, the host's requirement 3): one that succeeds registers the
-        terminal again. ``within_incident``: under a host-side incident at most one per
-        ``recovery.incident_signin_every``, as a recovery's (a technician's is a person's)."""
+        terminal again; one refused as the terminal's, or whose keys the module refuses, is
+        recovered from (:meth:`after_sign_in_failed`). ``within_incident``: under a host-side
+        incident at most one per ``recovery.incident_signin_every``, as a recovery's (a
+        technician's is a person's)."""
         if within_incident and self.incident.is_open:
             if self._incident_wait() > 0:
                 raise RemedyFailed(
@@ -647,7 +653,13 @@ class Recovery:
                     "recovery.incident_signin_every"
                 )
             self._incident_signed_in = time.monotonic()
-        done = await self.remedies.sign_in()
+        try:
+            done = await self.remedies.sign_in()
+        except RemedyFailed as exc:
+            final = await self.after_sign_in_failed(exc)
+            if final is None or not codes.approved(final.text(39, "")):
+                raise
+            return f"{exc}; recovery repaired it and signed in"
         self.registered_again(why)
         return done
 

@@ -189,7 +189,8 @@ async def light_checks(agent: Agent) -> None:
                 agent.journal.note("light-check", check=check.id, finding=check.finding,
                                    result=said)  # fmt: skip
         keys = report.get("keys")
-        if keys is not None and keys.finding in ("keys-absent", "kcv-mismatch"):
+        # stale keys, or no master key at all (the sign-in's keys refused: its download)
+        if keys is not None and keys.finding in ("keys-absent", "kcv-mismatch", "tmk-absent"):
             with contextlib.suppress(RemedyFailed):
                 await agent.recovery.sign_in(
                     "the light check found stale keys", within_incident=True

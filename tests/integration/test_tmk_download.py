@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from agent.keys.tmk_download import EVENT, split_tag00
+from agent.recovery.engine import AskedByTheHost
 from agent.recovery.policy import State, decide
 from agent.selfcheck import Report
 from agent.selfcheck.base import CheckResult, Status, Text
@@ -413,3 +414,29 @@ def test_the_host_registry_keeps_a_terminals_key_family(tmp_path) -> None:
     registry.write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="family 'AES' is not DES or SM4"):
         again.reload()
+
+
+@pytest.mark.parametrize("asked_by", ["technician", "host"])
+def test_a_sign_in_asked_for_whose_keys_the_module_refuses_downloads_the_key(
+    tmp_path, asked_by
+) -> None:
+    """DESIGN.md section 18: the module refusing an approved sign-in's keys is a recovery
+    trigger of its own, whoever asked for the sign-in: a technician's `agent signin`, the
+    host's requirement 3 (the light check's goes the same way)."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=keys_only("0800-401")) as rig:
+            await host_has_another_tmk(rig)
+            recovery = rig.agent.recovery
+            if asked_by == "technician":
+                done = await recovery.sign_in("a technician's sign-in succeeded")
+            else:
+                done = await AskedByTheHost(recovery).sign_in()
+            assert "recovery repaired it" in done
+            assert module_tmk(rig) == HOST_TMK
+            assert recovery.state is State.REGISTERED
+            kinds = [e["kind"] for e in rig.agent.journal.events()]
+            assert "recovery.keys-refused" in kinds and "recovery.recovered" in kinds
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
