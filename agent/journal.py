@@ -199,6 +199,15 @@ def uptime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+def _emptied(path: Path) -> bool:
+    """Whether the journal file is there and empty: truncated, as a new one is never left (its
+    first step writes the header)."""
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def boot_id() -> str:
     """This boot's id: uptimes of different boots cannot be compared."""
     try:
@@ -327,6 +336,10 @@ class Journal:
                 raise JournalError(f"journal {path} does not exist: the service has not run here")
             target, uri = f"file:{path.as_posix()}?mode=ro&immutable=1", True
         else:
+            if _emptied(path):
+                # SQLite takes an empty file for a new database: its STANs, reversals and
+                # batch would be gone without a word
+                raise JournalDamaged(f"journal {path} is damaged: it is empty (truncated)")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # 0640 at most, whatever the umask: the group bit is for the technicians' ACL of

@@ -492,13 +492,15 @@ def _damage(path, how: str) -> None:
     elif how == "truncated":  # a real journal cut off mid-page
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2 + 100])
+    elif how == "emptied":  # truncated to nothing: SQLite would take it for a new database
+        path.write_bytes(b"")
     elif how == "malformed":  # a page of the table b-tree overwritten
         data = bytearray(path.read_bytes())
         data[4096 + 8 : 4096 + 600] = os.urandom(592)
         path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("how", ["garbage", "truncated", "malformed"])
+@pytest.mark.parametrize("how", ["garbage", "truncated", "emptied", "malformed"])
 def test_a_damaged_journal_is_moved_aside_and_the_agent_takes_payments(tmp_path, simulators, how):
     """DESIGN.md section 8: moved aside whole (never deleted), a fresh journal, payments go on,
     and the self-check says so until a technician moves the copy away."""
