@@ -224,6 +224,23 @@ def test_journal_shows_the_recovery_timeline(tmp_path, simulators):
     assert {e["kind"] for e in as_json} >= {"transaction", "recovery.plan"}
 
 
+def test_journal_without_the_service_says_what_a_crash_left_unseen(tmp_path, simulators):
+    """A look at the journal while no service runs reads the file as it is (it creates and
+    changes nothing): after a crash the latest changes are still in the -wal file, and the
+    technician is told they are not shown (a pending sale, a reversal to be, may be there)."""
+    _, _, config = simulators
+    agent = start(tmp_path, config)
+    assert pay(tmp_path / "agent.sock").text(39) == "00"
+    agent.kill()
+    assert (tmp_path / "journal.sqlite3-wal").stat().st_size > 0
+    result = agent_cli("journal", "--config", str(config))
+    assert "journal.sqlite3-wal (the service stopped without taking them" in result.stderr
+    agent = start(tmp_path, config)  # takes them in
+    assert agent.stop() == 0
+    result = agent_cli("journal", "--config", str(config))
+    assert result.returncode == 0 and "not shown" not in result.stderr
+
+
 def test_status_exit_codes_are_systemctls(tmp_path, simulators):
     """0 running and registered, 1 running and not (never signed in), 3 no service; --json
     always prints an object (DESIGN.md section 11)."""
