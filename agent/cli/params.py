@@ -31,10 +31,15 @@ def cmd_params(args: argparse.Namespace) -> int:
     if not data:
         print(f"no parameters downloaded yet ({store.path})")
         return EXIT_OK
+    from agent.fleet.shown import shown
+
     print(f"downloaded parameters ({store.path}):")
     for line in _params_lines(data):
-        print(line)
+        print(shown(line, LINE))  # a host's text: what a terminal would obey is escaped
     return EXIT_OK
+
+
+LINE = 2000  # characters of a line shown (a table that could not be decoded, in hex)
 
 
 def _params_lines(data: dict[str, Any]) -> list[str]:

@@ -69,8 +69,10 @@ def colour_wanted(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bo
 
 def print_json(value: object) -> None:
     """JSON on stdout; ``\\u`` escapes (still the same JSON) where the console cannot show
-    Chinese."""
-    print(json.dumps(value, ensure_ascii=not shows_chinese(), indent=2))
+    Chinese, and for every character a terminal would not print but obey (C1 controls, DEL,
+    bidi overrides: a host's parameter text, DESIGN.md section 11)."""
+    text = json.dumps(value, ensure_ascii=not shows_chinese(), indent=2)
+    print("".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text))
 
 
 class Progress:

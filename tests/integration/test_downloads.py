@@ -253,6 +253,15 @@ def test_agent_params_shows_what_was_downloaded(tmp_path) -> None:
         assert text in shown.stdout
     data = json.loads(params("--json").stdout)
     assert sorted(data) == ["ca_keys", "contactless", "ic_parameters", "terminal"]
+    # a host's text is shown, never obeyed (section 11): GB18030 decodes to C1 controls too
+    hostile = "\u009b2J\u007f\u202eEVIL 商户"
+    stored = {"terminal": {"at": 0, "values": {"merchant_name": hostile}}}
+    (tmp_path / "parameters.json").write_text(json.dumps(stored))
+    for shown in (params(), params("--json")):
+        assert shown.returncode == 0
+        assert not any(c in shown.stdout for c in "\u009b\u007f\u202e\x1b"), shown.stdout
+    assert "merchant_name: \\x9b2J\\x7f\\u202eEVIL" in params().stdout
+    assert json.loads(params("--json").stdout)["terminal"]["values"]["merchant_name"] == hostile
     (tmp_path / "parameters.json").write_text("[1, 2]")
     broken = params()
     assert broken.returncode == 1 and "are not a JSON object" in broken.stderr
