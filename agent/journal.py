@@ -939,13 +939,16 @@ class Journal:
     ) -> None:
         """The host answered a reversal with a code that closes it (``outcome`` of
         :func:`agent.wire.codes.reversal_outcome`); a conflict stays visible as such. A
-        reversal closed as "nothing to reverse" is sent once more ``recheck_after`` seconds
-        later (0: never); an answer to that recheck closes it for good."""
+        reversal closed as "nothing to reverse", or as a conflict by an answer without a MAC
+        (hosts MAC approvals, not declines: it cannot be the host's for sure), is sent once
+        more ``recheck_after`` seconds later (0: never); an answer to that recheck closes it
+        for good."""
         # "nothing-to-reverse" (12, 25) is kept apart from "confirmed": a late approval of the
         # original proves the host answered it before the original reached it
         state = outcome if outcome in ("conflict", "nothing-to-reverse") else "confirmed"
         now = self._clock()
-        recheck = state == "nothing-to-reverse" and recheck_after > 0
+        unproven = state == "nothing-to-reverse" or (state == "conflict" and 64 not in response)
+        recheck = unproven and recheck_after > 0
         recheck_at = self._monotonic() + recheck_after if recheck else None
         with self._write() as db:
             row = db.execute(
@@ -976,9 +979,11 @@ class Journal:
     _RECHECK_DUE = "(recheck_boot IS NOT ? OR recheck_at <= ?)"
 
     def reversals_to_recheck(self) -> list[Reversal]:
-        """Reversals closed as "nothing to reverse" whose recheck is due."""
+        """Reversals closed as "nothing to reverse", or as a conflict without a MAC, whose
+        recheck is due."""
         return self._reversals(
-            f"state = 'nothing-to-reverse' AND recheck_at IS NOT NULL AND {self._RECHECK_DUE}",
+            "state IN ('nothing-to-reverse', 'conflict') AND recheck_at IS NOT NULL "
+            f"AND {self._RECHECK_DUE}",
             (self._boot, self._monotonic()),
         )
 

@@ -9,7 +9,7 @@ the next sale: the sale joins the try under way or starts one, so it waits for a
 bounded try, never behind other sales' tries. A stuck one (tried that often) is the background
 sender's alone, with back-off: no sale waits for it.
 
-A reversal closed with 12 or 25 may have overtaken its original: a request stuck in a host that
+A reversal closed with 12 or 25 (or 22 without a MAC) may have overtaken its original: a request stuck in a host that
 stopped reading reaches it after the reversal went through the backup, and is approved there
 with nobody left to read the answer. So it is sent once more, in the background,
 ``reversal.recheck_after`` seconds later; sales never wait for that recheck.
@@ -307,10 +307,10 @@ class ReversalSender:
             if repairable and refused(answer):
                 raise ReversalRefused(stan, exchange)
             raise ReversalPending(f"STAN {stan}: host answered {code}", queued.attempts + 1)
-        # 12 and 25 close it with or without a MAC (the recheck follows), and so does a 22
-        # without one (hosts MAC approvals, not declines: the conflict goes to a person); a
-        # confirmation must be the host's (a forged one would end a reversal never made), and
-        # so must a 22 that carries a MAC
+        # 12 and 25 close it with or without a MAC, and so does a 22 without one (hosts MAC
+        # approvals, not declines: the conflict goes to a person), each sent once more later
+        # (the recheck); a confirmation must be the host's (a forged one would end a reversal
+        # never made), and so must a 22 that carries a MAC
         checked = outcome is codes.ReversalOutcome.CONFIRMED or (
             outcome is codes.ReversalOutcome.CONFLICT and 64 in answer
         )

@@ -280,5 +280,7 @@ def test_a_conflict_without_a_mac_closes_the_reversal(tmp_path) -> None:
             assert not rig.agent.journal.has_queued_reversals
             [conflict] = [e for e in rig.agent.journal.events() if e["kind"] == "reversal-conflict"]
             assert conflict["response_code"] == "22"
+            # it could not be proven the host's: sent once more later, as 12 and 25 are
+            assert rig.agent.journal.rechecks_waiting() == 1
 
     run(scenario())
