@@ -16,9 +16,10 @@ The forms:
   KCV (4), then the working keys laid out as usual (DESIGN.md section 4). No layout is 21 bytes
   longer than another of the same scheme, so the length says whether the tag is there
   (:func:`split_tag00`). The host sends it in "the 0810 of the first sign-in", whichever
-  sign-in that is (the start-up's, the app's): in this form every sign-in loads a tag 00 whose
-  KCV is not the module's master key's (a host that sends the same key with every sign-in
-  costs one KEY_STATUS, no LOAD_TMK). In any other form the tag is taken out and ignored.
+  sign-in that is (the start-up's, the app's): in this form any sign-in loads a tag 00 whose
+  KCV is not the module's master key's, as a download (once per period; a host that sends the
+  same key with every sign-in costs one KEY_STATUS, no LOAD_TMK). In any other form the tag is
+  taken out and ignored.
 - ``"tms"``: ``GET <tms.url>/tmk/<module serial>`` answers ``{"tmk": hex, "kcv": hex}``.
 
 A download is tried at most once per ``keys.tmk_download_every`` seconds, a failed try
@@ -204,13 +205,29 @@ class TmkDownloader:
         return download_due(self._settings().keys, await last_try(self._journal), time.time())
 
     def tag_loader(self) -> TagLoader | None:
-        """What a sign-in does with a tag 00 in its 0810: load it, where the acquirer's form is
-        ``signin-tag00``; None (the tag is ignored) in any other."""
-        return self._load_tag if self._settings().keys.tmk_download == "signin-tag00" else None
+        """What a sign-in outside this remedy does with a tag 00 in its 0810, where the
+        acquirer's form is ``signin-tag00``: a key that is not the module's is loaded, as a
+        download (at most once per ``keys.tmk_download_every``, the try journalled); one the
+        module does not take leaves the sign-in to go on under the module's own key (whose
+        working keys the module then refuses: recovery's, with its download). None (the tag is
+        ignored) in any other form."""
+        if self._settings().keys.tmk_download != "signin-tag00":
+            return None
+        return self._load_unasked
 
-    async def _load_tag(self, tmk: WrappedTmk) -> bool:
-        """The master key of a tag 00 loaded, unless it is the module's already (its KCV):
-        whether it was."""
+    async def _load_unasked(self, tmk: WrappedTmk) -> bool:
+        try:
+            if await self._holds(tmk) or not await self.due():
+                return False
+            await self._journal.run(self._journal.remember, LAST_TRY, repr(time.time()))
+            await self._load("signin-tag00", tmk)
+        except (TmkDownloadFailed, JournalError) as exc:  # the load's failure is recorded
+            log.warning("the master key of a sign-in's tag 00 was not loaded: %s", exc)
+            return False
+        return True
+
+    async def _holds(self, tmk: WrappedTmk) -> bool:
+        """Whether the module's master key is ``tmk`` already (its KCV)."""
         slot = self._settings().module.key_slot
         try:
             held = (await asyncio.to_thread(self._module.key_status, slot)).keys.get("TMK")
@@ -218,10 +235,7 @@ class TmkDownloader:
             why = f"the card module's master key cannot be read: {exc}"
             self._record("signin-tag00", "failed", tmk.kcv_hex, why)
             raise TmkDownloadFailed(why) from None
-        if held is not None and held.present and held.kcv == tmk.kcv:
-            return False
-        await self._load("signin-tag00", tmk)
-        return True
+        return held is not None and held.present and held.kcv == tmk.kcv
 
     async def download(self, sign_in: Callable[[TagLoader | None], Awaitable[str]]) -> str:
         """Fetch the master key, load it, then ``sign_in`` (given the tag 00 loader in the
@@ -248,10 +262,11 @@ class TmkDownloader:
         loaded: list[WrappedTmk] = []
 
         async def load(tmk: WrappedTmk) -> bool:
-            if await self._load_tag(tmk):
-                loaded.append(tmk)
-                return True
-            return False
+            if await self._holds(tmk):
+                return False
+            await self._load("signin-tag00", tmk)
+            loaded.append(tmk)
+            return True
 
         try:
             signed = await sign_in(load)

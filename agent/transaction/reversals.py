@@ -9,9 +9,9 @@ the next sale: the sale joins the try under way or starts one, so it waits for a
 bounded try, never behind other sales' tries. A stuck one (tried that often) is the background
 sender's alone, with back-off: no sale waits for it.
 
-A reversal closed with 12 or 25 (or 22 without a MAC) may have overtaken its original: a request stuck in a host that
-stopped reading reaches it after the reversal went through the backup, and is approved there
-with nobody left to read the answer. So it is sent once more, in the background,
+A reversal closed with 12 or 25 (or 22 without a MAC) may have overtaken its original: a request
+stuck in a host that stopped reading reaches it after the reversal went through the backup, and
+is approved there with nobody left to read the answer. So it is sent once more, in the background,
 ``reversal.recheck_after`` seconds later; sales never wait for that recheck.
 
 An answer that matches no request in flight comes here too (:meth:`ReversalSender.late_response`):

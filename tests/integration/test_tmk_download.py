@@ -150,6 +150,32 @@ def test_the_start_up_sign_ins_tag00_loads_the_master_key(tmp_path, caplog) -> N
     run(scenario())
 
 
+def test_a_tag00_the_module_cannot_take_leaves_the_start_up_to_recovery(tmp_path) -> None:
+    """The start-up's 0810 brings a master key the module cannot load (no transport key): the
+    sign-in goes on under the module's own key, whose working keys the module refuses, and
+    recovery says what a person must do (not a locked-out "registered" terminal answering 96,
+    nor the registration's advice); the load is tried once in the period, not at every
+    sign-in of the probe."""
+
+    async def scenario():
+        sections = {**keys_only("signin-tag00"), "recovery": {"probe_first": 0.05}}
+        async with gateway_rig(tmp_path, sign_in=False, sections=sections) as rig:
+            await host_has_another_tmk(rig)
+            rig.host.tmk_in_signin = True
+            rig.module_port.simulator.state.transport_key = None
+            await sign_in_at_start(rig.agent)
+            recovery = rig.agent.recovery
+            assert recovery.state is State.UNREGISTERED
+            assert recovery.cause == "keys.tmk-mismatch"
+            await asyncio.sleep(0.5)  # the probe signs in again, and again
+            assert module_tmk(rig) == TEST_TMK
+            assert len([e for e in downloads(rig.agent.journal) if e["outcome"] == "failed"]) == 1
+            answer = await exchange(rig.socket, app_purchase(1000))
+            assert answer.text(39) == "97" and "keys.tmk-mismatch" in answer.text(63)
+
+    run(scenario())
+
+
 def test_start_up_sign_in_refused_by_the_module_downloads_and_signs_in(tmp_path, caplog) -> None:
     """The module refuses the keys of the start-up's sign-in (its master key is not the
     host's): recovery downloads the key (0800/401 here) and signs in again."""
