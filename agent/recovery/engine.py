@@ -137,6 +137,10 @@ class Recovery:
         # terminal's refusal after all
         self._refused_classes: dict[str, bool] = {}  # class name -> whether it carries A2
         self._same_refusal: tuple[tuple[str, str, str], float] | None = None
+        # a sign-in refused with a code not about the terminal, whose recovery was
+        # inconclusive: (code, when); the same refusal again within SAME_REFUSAL_MEMORY starts
+        # none (the app's retries, the host's requirement at every answer, the light check)
+        self._signin_refused_lately: tuple[str, float] | None = None
 
     @property
     def state(self) -> State:
@@ -199,6 +203,13 @@ class Recovery:
         if isinstance(failure, SignInError | SignInRefused):
             code = failure.code if isinstance(failure, SignInRefused) else failure.response_code
             answer = Message("0810", {39: code or ""})
+            lately = self._signin_refused_lately
+            if (
+                lately is not None
+                and lately[0] == code
+                and lately[1] > time.monotonic() - SAME_REFUSAL_MEMORY
+            ):
+                return None  # its recovery found nothing to repair a moment ago
             return await self.recover(None, answer) if refused(answer) else None
         if isinstance(failure, KeysRefused) or (
             isinstance(failure, ModuleError) and module_refused_keys(failure)
@@ -318,6 +329,8 @@ class Recovery:
             self.state = State.REGISTERED
             refusals = ", ".join(self._signin_refusals)
             self._event("inconclusive", code=final.answer.text(39), why=f"sign-in {refusals}")
+            if request is None:  # a refused sign-in's own recovery: not again for a while
+                self._signin_refused_lately = (code, time.monotonic())
             if request is not None:
                 reason = (
                     f"the host refused the sign-in with {refusals}, not a refusal of the "
@@ -667,6 +680,7 @@ class Recovery:
         """A sign-in succeeded, whoever asked for it (DESIGN.md section 7: unregistered "until
         a sign-in succeeds"). Told a moment later: a caller of its own (the probe, a
         technician's sign-in) says why first."""
+        self._signin_refused_lately = None
         asyncio.get_running_loop().call_soon(self.registered_again, "a sign-in succeeded")
 
     def registered_again(self, why: str) -> None:

@@ -488,6 +488,24 @@ def test_the_apps_sign_in_refused_by_a_host_that_refuses_the_terminal_unregister
     run(scenario())
 
 
+def test_a_sign_in_refused_again_the_same_way_starts_no_second_recovery(tmp_path) -> None:
+    """A host that refuses every sign-in with a code not about the terminal (A7, security
+    processing failed): the first refused sign-in's recovery is inconclusive (the terminal
+    stays registered); the app's next ones, within SAME_REFUSAL_MEMORY, get the refusal
+    without a recovery each (its self-check, its hooks, its sign-in, sales held meanwhile)."""
+    from agent.sim.host import response_to
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.host._sign_in = lambda message, terminal: response_to(message, "A7")
+            for _ in range(3):
+                assert (await exchange(rig.socket, APP_SIGNIN)).text(39) == "A7"
+            assert kinds(rig.agent.journal).count("recovery.refused") == 1
+            assert rig.agent.recovery.state is State.REGISTERED
+
+    run(scenario())
+
+
 def test_a_sign_in_refused_with_a_host_fault_is_nobodys_refusal_yet(tmp_path) -> None:
     """DESIGN.md section 7: the terminal's refusal is a sign-in refused with a terminal-config
     code. A sign-in answered 96 (the host's own fault) leaves the terminal registered: the app
