@@ -208,6 +208,14 @@ def _emptied(path: Path) -> bool:
         return False
 
 
+def _forget_new(path: Path, created: bool) -> None:
+    """A journal file this open created and could not begin (a full disk): removed, not left
+    empty for the next start to take for a truncated one."""
+    if created and _emptied(path):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def boot_id() -> str:
     """This boot's id: uptimes of different boots cannot be compared."""
     try:
@@ -335,6 +343,7 @@ class Journal:
             if not path.is_file():
                 raise JournalError(f"journal {path} does not exist: the service has not run here")
             target, uri = f"file:{path.as_posix()}?mode=ro&immutable=1", True
+            created = False
         else:
             if _emptied(path):
                 # SQLite takes an empty file for a new database: its STANs, reversals and
@@ -342,6 +351,7 @@ class Journal:
                 raise JournalDamaged(f"journal {path} is damaged: it is empty (truncated)")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                created = not path.exists()
                 # 0640 at most, whatever the umask: the group bit is for the technicians' ACL of
                 # the state directory (pos-agent.tmpfiles); SQLite gives -wal and -shm this mode.
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o640))
@@ -353,6 +363,7 @@ class Journal:
                 target, uri=uri, isolation_level=None, check_same_thread=False
             )
         except sqlite3.DatabaseError as exc:
+            _forget_new(path, created)
             raise JournalError(f"journal {path} cannot be opened: {exc}") from None
         try:
             if not read_only:
@@ -380,6 +391,7 @@ class Journal:
             ).fetchone()[0]
         except (sqlite3.DatabaseError, JournalError) as exc:
             self._db.close()
+            _forget_new(path, created)
             if isinstance(exc, JournalError):
                 raise
             if getattr(exc, "sqlite_errorcode", None) in _DAMAGE:

@@ -533,3 +533,25 @@ def test_a_note_that_is_not_json_costs_no_commit_its_place(tmp_path, monkeypatch
     journal.finish(transaction, "completed")
     assert _events_on_disk(journal.path) == ["pin-entry"]
     journal.close()
+
+
+def test_a_journal_that_cannot_begin_on_a_full_disk_leaves_no_empty_file(tiny_disk) -> None:
+    """An empty journal file is taken for a truncated one (damaged): the open that created it
+    and could not write its first page removes it, so the start after the disk has room is a
+    plain first start, not a damaged journal set aside."""
+    fill_disk(tiny_disk)
+    path = tiny_disk / "journal.sqlite3"
+    with pytest.raises(JournalError):
+        Journal(path)
+    assert not path.exists()
+    (tiny_disk / "filler").unlink()
+    journal = Journal.open_for_service(path)
+    assert [e["kind"] for e in journal.events()] == []  # no journal-damaged
+    journal.close()
+
+
+def test_an_emptied_journal_is_damaged(tmp_path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    path.write_bytes(b"")
+    with pytest.raises(JournalDamaged, match="it is empty"):
+        Journal(path)
