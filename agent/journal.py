@@ -208,6 +208,17 @@ def _emptied(path: Path) -> bool:
         return False
 
 
+def unseen_changes(path: Path) -> Path | None:
+    """The -wal file beside the journal ``path`` when it holds changes, which a read-only look
+    (``immutable``: it creates nothing) does not see: a service that stopped without closing
+    the journal left them there (it takes them in at its next start)."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        return wal if wal.stat().st_size > 0 else None
+    except OSError:
+        return None
+
+
 def _forget_new(path: Path, created: bool) -> None:
     """A journal file this open created and could not begin (a full disk): removed, not left
     empty for the next start to take for a truncated one."""
@@ -422,8 +433,7 @@ class Journal:
     @property
     def unseen_changes(self) -> bool:
         """Read-only: a -wal file holds changes this look does not see."""
-        wal = self.path.with_name(self.path.name + "-wal")
-        return self.read_only and wal.exists() and wal.stat().st_size > 0
+        return self.read_only and unseen_changes(self.path) is not None
 
     def run(self, step: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """``step(*args, **kwargs)`` (a step of this journal, or a closure over several) on the

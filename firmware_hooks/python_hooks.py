@@ -63,7 +63,7 @@ def _may_declare(paths: Iterable[str]) -> bool:
     for entry in paths:
         try:
             with os.scandir(entry or ".") as found:
-                folders = [e.path for e in found if e.name.endswith((".dist-info", ".egg-info"))]
+                folders = [e.path for e in found if _metadata_folder(e.name)]
         except (FileNotFoundError, PermissionError):
             continue  # nothing importable there either
         except OSError:
@@ -76,6 +76,12 @@ def _may_declare(paths: Iterable[str]) -> bool:
             except (OSError, UnicodeDecodeError):
                 continue
     return False
+
+
+def _metadata_folder(name: str) -> bool:
+    """Where importlib.metadata finds a distribution's entry_points.txt on a path entry: its
+    .dist-info or .egg-info folder, or the EGG-INFO of an unzipped .egg on the path."""
+    return name.endswith((".dist-info", ".egg-info")) or name == "EGG-INFO"
 
 
 def _names_the_group(line: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from agent.cli.common import (
     EXIT_FAILED,
@@ -21,7 +20,7 @@ def cmd_journal(args: argparse.Namespace) -> int:
     import os
 
     from agent import paths, timeline
-    from agent.journal import Journal, JournalError
+    from agent.journal import Journal, JournalError, unseen_changes
 
     config = load_config(args)
     try:
@@ -50,7 +49,13 @@ def cmd_journal(args: argparse.Namespace) -> int:
         if not readable:  # said so, not as SQLite's "unable to open database file"
             print(f"agent journal: no agent running, and {not_permitted(path)}", file=sys.stderr)
             return EXIT_FAILED
-        unseen = _unseen_changes(path)  # a pending sale (a reversal to be) may be among them
+        wal = unseen_changes(path)  # a pending sale (a reversal to be) may be among them
+        unseen = (
+            f"the latest changes, in {wal} (the service stopped without taking them into the "
+            "journal file), are not shown: the service takes them in when it starts"
+            if wal is not None
+            else ""
+        )
         try:
             journal = Journal(path, read_only=True)  # a look: it creates and changes nothing
             entries = timeline.entries(journal, since)
@@ -71,18 +76,3 @@ def cmd_journal(args: argparse.Namespace) -> int:
         nothing = "（此后无记录）" if lang == "zh" else "(nothing since then)"
         print(timeline.render(entries, lang) or nothing)
     return EXIT_OK
-
-
-def _unseen_changes(path: Path) -> str:
-    """What a read-only look at the journal ``path`` does not see, said; "" when nothing: the
-    changes a service that stopped without closing it left in its -wal file."""
-    wal = path.with_name(path.name + "-wal")
-    try:
-        if wal.stat().st_size == 0:
-            return ""
-    except OSError:
-        return ""
-    return (
-        f"the latest changes, in {wal} (the service stopped without taking them into the "
-        "journal file), are not shown: the service takes them in when it starts"
-    )

@@ -527,6 +527,10 @@ def test_a_declaring_distribution_or_an_archive_on_the_path_is_listed_by_the_chi
     archive.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: not looked into here
     assert python_hooks._may_declare([str(tmp_path / "absent"), str(archive)])
     assert not python_hooks._may_declare([str(tmp_path / "absent")])
+    egg = tmp_path / "vendor-1.0-py3.egg"  # an unzipped egg on the path, as easy-install left it
+    (egg / "EGG-INFO").mkdir(parents=True)
+    (egg / "EGG-INFO" / "entry_points.txt").write_text(f"{header}\non-97 = x:y\n")
+    assert python_hooks._may_declare([str(egg)])
 
 
 def test_an_empty_hooks_directory_means_no_hooks_at_all(distribution, tmp_path) -> None:
