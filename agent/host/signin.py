@@ -149,6 +149,14 @@ async def sign_in(
         except SignInError as exc:
             if refused and exc.response_code:  # the schemes refused before are part of why
                 raise refusal({**refused, tried: exc.response_code}) from None
+            if negotiating and exc.response_code is None:  # approved: its keys failed, not it
+                await journal.run(journal.remember, "key_scheme", tried)
+            raise
+        except ModuleError:
+            # the host approved the scheme and the module refused its keys (a master key not
+            # the host's): the repair signs in with it at once
+            if negotiating:
+                await journal.run(journal.remember, "key_scheme", tried)
             raise
         if negotiating:
             await journal.run(journal.remember, "key_scheme", tried)

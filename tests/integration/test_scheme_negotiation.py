@@ -203,3 +203,23 @@ def test_the_kept_scheme_goes_first_then_the_familys_order() -> None:
     assert negotiation_order(("003", "004"), None) == ("003", "004")
     assert negotiation_order(("003", "004"), "004") == ("004", "003")
     assert negotiation_order(("003", "004"), "001") == ("003", "004")  # not the family's
+
+
+def test_the_approved_scheme_is_kept_though_the_module_refused_its_keys(tmp_path) -> None:
+    """DESIGN.md section 4 keeps "the first the host approves": when the module then refuses
+    the keys (its master key is not the host's), the repair's sign-in goes with that scheme at
+    once, not through the host's 40 to 003 again."""
+    from drivers.module import ModuleError
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sign_in=False) as rig:
+            rig.host.set_accepted_schemes(POSP)
+            rig.host.register(TID, rig.config.terminal.mid, bytes(range(16)))  # another TMK
+            with pytest.raises(ModuleError):
+                await rig.agent.sender.sign_in()
+            assert seen(rig) == ["003", "004"] and kept(rig) == "004"
+            with pytest.raises(ModuleError):
+                await rig.agent.sender.sign_in()
+            assert seen(rig) == ["003", "004", "004"]
+
+    run(scenario())
