@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,8 +205,11 @@ class AppSocket:
     ) -> bool:
         """Write one answer; an app that has gone (closed its end while the host answered)
         cannot receive it (the reply's ``settle`` hears so: an approval must be reversed)."""
-        # EOF from the app: it closed its end (a TCP write could still "succeed" into a reset)
-        if reader.at_eof() or writer.is_closing():
+        # EOF from the app: it closed its end, or only its sending half (a client that shuts
+        # down writing after its request still reads the answer). On the Unix socket the write
+        # tells them apart (it fails once the app's socket is gone); over TCP a write into a
+        # closed connection may "succeed" into a reset, so EOF there is the app gone
+        if writer.is_closing() or (reader.at_eof() and not _unix(writer)):
             log.warning("the payment app left before its answer could be written")
             return False
         try:
@@ -214,3 +218,8 @@ class AppSocket:
             log.warning("the payment app's answer could not be written: %s", exc)
             return False
         return True
+
+
+def _unix(writer: asyncio.StreamWriter) -> bool:
+    connection = writer.get_extra_info("socket")
+    return connection is not None and connection.family == socket.AF_UNIX

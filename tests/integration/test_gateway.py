@@ -566,6 +566,30 @@ def test_an_approval_the_app_cannot_receive_is_reversed(tmp_path) -> None:
     run(scenario())
 
 
+def test_an_app_that_only_stops_sending_still_gets_its_approval(tmp_path) -> None:
+    """A client that shuts down its sending half after its request (as `nc -N` and many test
+    scripts do) still reads: on the Unix socket the agent writes the answer (the write fails
+    only once the app's socket is gone, test above), and nothing is reversed."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("late", delay=0.3)
+            reader, writer = await asyncio.open_unix_connection(str(rig.socket))
+            writer.write(with_length(encode_message(app_purchase(2150, app_stan=452))))
+            await writer.drain()
+            writer.write_eof()
+            length = int.from_bytes(await reader.readexactly(2), "big")
+            answer = decode_message(await reader.readexactly(length))
+            writer.close()
+            assert answer.text(39) == "00"
+            await asyncio.sleep(0.3)
+            assert rig.agent.journal.queued_reversals() == []
+            [charge] = rig.host.state()["purchases"].values()
+            assert not charge["reversed"]
+
+    run(scenario())
+
+
 def test_a_decline_the_app_cannot_receive_needs_no_reversal(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
