@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.backoff import Backoff
@@ -47,6 +50,7 @@ class HookDispatch:
         self._tasks: set[asyncio.Future[None]] = set()
         self._in_order = asyncio.Lock()
         self._told: dict[str, int] = {}  # how many of each event were told: the newest's number
+        self._declared: bool | None = None  # whether entry-point hooks may be installed
 
     @property
     def runner(self) -> HookRunner:
@@ -54,6 +58,28 @@ class HookDispatch:
         if self._runner is None or self._runner[0] != hooks:
             self._runner = (hooks, hook_runner(hooks))
         return self._runner[1]
+
+    def _none_for(self, event: str) -> bool:
+        """Whether no hook of ``event`` can exist: no executable in its folder, and no installed
+        distribution that may declare an entry point (looked for once). Then the runner is not
+        loaded (0.2 MB that would stay in the service for good, and the entry points' child
+        process): the start's sign-in tells the ``signed-in`` hooks on every terminal."""
+        directory = self._settings().hooks.directory
+        if not directory:  # no hooks at all, entry points neither (DESIGN.md section 9)
+            return True
+        try:
+            with os.scandir(Path(directory) / event) as found:
+                if next(found, None) is not None:
+                    return False
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError:
+            return False  # the runner says what is wrong with the folder
+        if self._declared is None:
+            from firmware_hooks.declared import may_declare
+
+            self._declared = may_declare(sys.path)
+        return not self._declared
 
     @property
     def timeout(self) -> float:
@@ -111,6 +137,8 @@ class HookDispatch:
         """Run the hooks of ``event`` (``only`` those named, when given; all within ``budget``
         seconds when given); what failed is logged, a hook refused for its ownership or mode
         journalled too."""
+        if self._none_for(event):
+            return []
         results = await self.runner.run(event, payload, budget=budget, only=only)
         for result in results:
             if result.done:

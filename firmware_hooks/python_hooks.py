@@ -12,7 +12,6 @@ import importlib
 import inspect
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -20,9 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from firmware_hooks.declared import GROUP, may_declare
+
 log = logging.getLogger(__name__)
 
-GROUP = "pos_agent.hooks"
 # importlib.metadata reads every installed distribution and brings email, zipfile and csv along:
 # about 2 MB that would stay in the service for good. It runs in a child process of the same
 # interpreter, with the service's sys.path, once per runner.
@@ -54,44 +54,8 @@ class EntryPoint:
         return target
 
 
-def _may_declare(paths: Iterable[str]) -> bool:
-    """Whether a distribution on ``paths`` may declare an entry point of the group: its
-    ``entry_points.txt`` names the group. Most terminals have none, and then no child process
-    is started at all (a second interpreter's start, about 0.1 s of the terminal's CPU, right
-    when the service starts and signs in). What cannot be looked into this way (a zip archive
-    on the path) is left to the child."""
-    for entry in paths:
-        try:
-            with os.scandir(entry or ".") as found:
-                folders = [e.path for e in found if _metadata_folder(e.name)]
-        except (FileNotFoundError, PermissionError):
-            continue  # nothing importable there either
-        except OSError:
-            return True  # an archive: importlib.metadata reads it, this does not
-        for folder in folders:
-            try:
-                with open(os.path.join(folder, "entry_points.txt"), encoding="utf-8") as text:
-                    if any(_names_the_group(line) for line in text):
-                        return True
-            except (OSError, UnicodeDecodeError):
-                continue
-    return False
-
-
-def _metadata_folder(name: str) -> bool:
-    """Where importlib.metadata finds a distribution's entry_points.txt on a path entry: its
-    .dist-info or .egg-info folder, or the EGG-INFO of an unzipped .egg on the path."""
-    return name.endswith((".dist-info", ".egg-info")) or name == "EGG-INFO"
-
-
-def _names_the_group(line: str) -> bool:
-    """A section header of ``entry_points.txt`` (as importlib.metadata reads it) for GROUP."""
-    line = line.strip()
-    return line.startswith("[") and line.endswith("]") and line[1:-1].strip() == GROUP
-
-
 def _declared() -> list[tuple[str, str]]:
-    if not _may_declare(sys.path):
+    if not may_declare(sys.path):
         return []
     try:
         found = subprocess.run(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_hooks import EVENTS, HookRunner, Outcome, python_hooks
+from firmware_hooks import EVENTS, HookRunner, Outcome, declared
 from firmware_hooks.runner import HookResult
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "firmware_hooks" / "examples"
@@ -522,15 +522,15 @@ def test_a_declaring_distribution_or_an_archive_on_the_path_is_listed_by_the_chi
     info = site / "vendor-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "entry_points.txt").write_text(f"[console_scripts]\nx = y:z\n{header}\n")
-    assert python_hooks._may_declare([str(site)])
+    assert declared.may_declare([str(site)])
     archive = tmp_path / "hooks.zip"
     archive.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: not looked into here
-    assert python_hooks._may_declare([str(tmp_path / "absent"), str(archive)])
-    assert not python_hooks._may_declare([str(tmp_path / "absent")])
+    assert declared.may_declare([str(tmp_path / "absent"), str(archive)])
+    assert not declared.may_declare([str(tmp_path / "absent")])
     egg = tmp_path / "vendor-1.0-py3.egg"  # an unzipped egg on the path, as easy-install left it
     (egg / "EGG-INFO").mkdir(parents=True)
     (egg / "EGG-INFO" / "entry_points.txt").write_text(f"{header}\non-97 = x:y\n")
-    assert python_hooks._may_declare([str(egg)])
+    assert declared.may_declare([str(egg)])
 
 
 def test_an_empty_hooks_directory_means_no_hooks_at_all(distribution, tmp_path) -> None:
@@ -544,3 +544,27 @@ def test_an_empty_hooks_directory_means_no_hooks_at_all(distribution, tmp_path) 
     assert hook_runner(HooksConfig(directory=str(tmp_path))).hooks_for("provision") == [
         "entry point provision (vendor_hooks:nothing)"
     ]
+
+
+def test_a_terminal_without_hooks_never_loads_the_runner(tmp_path) -> None:
+    """Every sign-in tells the signed-in hooks, the start's too: where no hook exists (no
+    executable in the event's folder, no distribution declaring the group), the runner is not
+    loaded for nothing (0.2 MB kept for good) and nothing is run."""
+    script = (
+        "import asyncio, sys\n"
+        "from types import SimpleNamespace as N\n"
+        "from agent.hook_dispatch import HookDispatch\n"
+        f"hooks = N(directory={str(tmp_path)!r}, timeout=5.0)\n"
+        "dispatch = HookDispatch(lambda: N(hooks=hooks), None)\n"
+        "async def main():\n"
+        "    dispatch.tell('signed-in', {})\n"
+        "    await dispatch.told()\n"
+        "    print(await dispatch.ask('provision', {}, budget=1.0))\n"
+        "asyncio.run(main())\n"
+        "print('firmware_hooks.runner' in sys.modules)\n"
+    )
+    (tmp_path / "signed-in").mkdir()  # a folder without a hook in it
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.split() == ["[]", "False"], result.stdout + result.stderr
