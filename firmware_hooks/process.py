@@ -78,9 +78,12 @@ def _kill_group(pgid: int) -> None:
 
 
 async def _wait(future: asyncio.Future[None], timeout: float) -> bool:
-    """Whether ``future`` completed within ``timeout``; it is not cancelled when not."""
+    """Whether ``future`` completed within ``timeout``; it is not cancelled when not. Not
+    ``asyncio.wait_for``: on Python 3.11 it returns the result, and the caller's cancellation is
+    lost, when both come in one loop iteration (the service's stop then waited for ever)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(future), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(future)
     return future.done()
 
 

@@ -82,4 +82,5 @@ class Channel:
         """After :meth:`close`: wait for the transport to finish, within ``timeout`` (a TLS peer
         that never answers the close must not hold a shutdown)."""
         with contextlib.suppress(OSError, ConnectionError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._writer.wait_closed()

@@ -217,17 +217,17 @@ class HostLink:
             ordered = sorted(self.endpoints, key=lambda e: self._down_until.get(e, 0.0) > now)
             for endpoint in ordered:
                 try:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(
+                    # not asyncio.wait_for: on Python 3.11 it loses a cancellation (a stop)
+                    # that comes as the connection opens, and hands the connection on
+                    async with asyncio.timeout(self.options.connect_timeout):
+                        reader, writer = await asyncio.open_connection(
                             endpoint.host,
                             endpoint.port,
                             ssl=self.options.tls,
                             server_hostname=(self.options.server_name or endpoint.host)
                             if self.options.tls
                             else None,
-                        ),
-                        self.options.connect_timeout,
-                    )
+                        )
                 except (OSError, TimeoutError, ssl.SSLError) as exc:
                     reason = str(exc) or type(exc).__name__
                     errors.append(f"{endpoint}: {reason}")

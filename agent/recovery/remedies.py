@@ -137,7 +137,8 @@ class TerminalRemedies:
     async def module_serial(self) -> str:
         """The card module's serial (INFO), "" when the module does not answer."""
         try:
-            info = await asyncio.wait_for(asyncio.to_thread(self._module.info), 5.0)
+            async with asyncio.timeout(5.0):
+                info = await asyncio.to_thread(self._module.info)
         except (ModuleError, TimeoutError, OSError):
             return ""
         return info.serial.strip()
@@ -145,7 +146,8 @@ class TerminalRemedies:
     async def module_tusn(self) -> str:
         """The terminal's TUSN as the module's TUSN command gives it, "" when it cannot."""
         try:
-            answer = await asyncio.wait_for(asyncio.to_thread(self._module.tusn, "000000"), 5.0)
+            async with asyncio.timeout(5.0):
+                answer = await asyncio.to_thread(self._module.tusn, "000000")
         except (ModuleError, TimeoutError, OSError):
             return ""
         return answer.tusn

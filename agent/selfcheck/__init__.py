@@ -61,7 +61,8 @@ class Report:
 async def _bounded(check_id: str, check: Check, context: Context, deadline: float) -> CheckResult:
     started = time.monotonic()
     try:
-        result = await asyncio.wait_for(check(context), deadline)
+        async with asyncio.timeout(deadline):
+            result = await check(context)
     except TimeoutError:
         result = CheckResult.of(
             check_id, Status.FAIL, finding="timeout", deadline=f"{deadline:.0f}"

@@ -99,7 +99,8 @@ async def _probe(context: Context, endpoint: Endpoint, role: str, deadline: floa
         addresses = [(socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET, endpoint.host)]
     except ValueError:
         try:
-            infos = await asyncio.wait_for(_resolve(endpoint.host, endpoint.port), timeout)
+            async with asyncio.timeout(timeout):
+                infos = await _resolve(endpoint.host, endpoint.port)
         except (OSError, TimeoutError) as exc:
             probe.failure = f"DNS cannot resolve {endpoint.host}: {exc or 'timed out'}"
             return probe
@@ -115,7 +116,8 @@ async def _probe(context: Context, endpoint: Endpoint, role: str, deadline: floa
     probe.facts.append(f"route via {source}")
     started = time.monotonic()
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(address, endpoint.port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(address, endpoint.port)
     except TimeoutError:
         probe.failure = f"TCP {endpoint}: no answer within {timeout:.1f} s"
         return probe
@@ -129,15 +131,13 @@ async def _probe(context: Context, endpoint: Endpoint, role: str, deadline: floa
     if tls is not None:
         started = time.monotonic()
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(
                     address,
                     endpoint.port,
                     ssl=tls,
                     server_hostname=context.config.host.server_name or endpoint.host,
-                ),
-                timeout,
-            )
+                )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             probe.failure = f"TLS {endpoint}: {exc or 'timed out'}"
             return probe

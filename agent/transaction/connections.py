@@ -59,7 +59,8 @@ class Connections:
                 return False
             self._freed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._freed.wait(), min(remaining, IDLE_GRACE))
+                async with asyncio.timeout(min(remaining, IDLE_GRACE)):
+                    await self._freed.wait()
         return True
 
     def evict_idle(self) -> bool:
@@ -94,4 +95,5 @@ class Connections:
             writer.close()
         for server in servers:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), timeout)
+                async with asyncio.timeout(timeout):
+                    await server.wait_closed()

@@ -568,3 +568,21 @@ def test_a_terminal_without_hooks_never_loads_the_runner(tmp_path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.split() == ["[]", "False"], result.stdout + result.stderr
+
+
+def test_a_hook_finishing_as_its_caller_is_cancelled_keeps_the_cancellation() -> None:
+    """The hook's process ends in the same loop iteration as the service stops (cancels its
+    caller): the cancellation goes on (on Python 3.11 asyncio.wait_for lost it, and the stop
+    waited for ever for a task back at its queue)."""
+    from firmware_hooks import process
+
+    async def scenario() -> None:
+        finished = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(process._wait(finished, 10))
+        await asyncio.sleep(0)  # waiting on the hook now
+        finished.set_result(None)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(scenario())
