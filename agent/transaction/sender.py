@@ -75,6 +75,10 @@ class Attempt:
         return self.field_59.a2 if self.field_59 is not None else None
 
 
+REASON_FIELD = 63
+AGENT_PREFIX = "AGENT "  # how field 63 begins when the words are the agent's, not the host's
+
+
 def agent_reason(finding: str, text: str) -> str:
     """Field 63 of an answer the agent words (DESIGN.md section 4): ``AGENT``, the finding code
     (``agent explain`` knows it), and the English text, in printable ASCII (anything else, say
@@ -82,7 +86,7 @@ def agent_reason(finding: str, text: str) -> str:
     shown = "".join(
         c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text
     )
-    return f"AGENT {finding}: {shown}"[:163]
+    return f"{AGENT_PREFIX}{finding}: {shown}"[:163]
 
 
 def local_answer(request: Message, code: str, finding: str, reason: str) -> Message:
@@ -94,11 +98,8 @@ def local_answer(request: Message, code: str, finding: str, reason: str) -> Mess
         response = Message(request.mti, {11: request.fields[11]} if 11 in request else {})
         response.fields[39] = code
     response.fields.pop(64, None)
-    response.fields[63] = agent_reason(finding, reason)
+    response.fields[REASON_FIELD] = agent_reason(finding, reason)
     return response
-
-
-REASON_FIELD = 63
 
 
 def fitted(answer: Message, profile: Profile) -> Message:
@@ -106,7 +107,7 @@ def fitted(answer: Message, profile: Profile) -> Message:
     (:func:`agent_reason`): clipped to the profile's maximum for 63 (an acquirer's may be below
     the CUP 163), or left out where the profile has no field 63; any other answer unchanged."""
     reason = answer.get(REASON_FIELD)
-    if not (isinstance(reason, str) and reason.startswith("AGENT ")):
+    if not (isinstance(reason, str) and reason.startswith(AGENT_PREFIX)):
         return answer
     row = profile.fields.get(REASON_FIELD)
     if row is not None and len(reason) <= row.max_len:
