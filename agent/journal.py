@@ -785,15 +785,20 @@ class Journal:
         financial: bool,
         app_stan: str | None = None,
         replay_key: str | None = None,
+        syncing: Callable[[], None] | None = None,
     ) -> int:
         """Record a request before it is sent; returns its id. Financial requests keep what a
         reversal needs. A STAN the request took with :meth:`take_stan` is made durable in the
         same step. ``app_stan`` (the app's own STAN of the request) enters the STAN map of the
-        current batch; ``replay_key`` says what a repetition must match."""
+        current batch; ``replay_key`` says what a repetition must match. ``syncing`` is called
+        once the row is written, as its commit begins: what it starts on another thread runs
+        while the disk syncs."""
         with self._write() as db:
             self._save_stan(db)
             transaction = self._pending(db, message, financial, app_stan, replay_key)
             stages.mark("pending-row")  # what is left is the commit: the disk's sync
+            if syncing is not None:
+                syncing()
             return transaction
 
     def begin_numbered(self, build: Callable[[int, int], Message]) -> tuple[Message, int]:

@@ -95,6 +95,7 @@ class Agent:
         macs = Macs(
             self.module, lambda: settings().module.key_slot, lambda: settings().wire.profile
         )
+        close(asyncio.to_thread, macs.close)  # after the workers, whose steps wait for it
         deferred = DeferredWrites(journal)
         self.reversals = reversals = ReversalSender(
             journal,

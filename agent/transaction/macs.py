@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from agent.host.mux import Exchange
 from agent.keys.family import SlotFamilies
@@ -28,30 +29,25 @@ class Macs:
         self.families = SlotFamilies(module)  # the sign-in forgets them: the TMK may change
         self._key_slot = key_slot
         self._profile = profile
-
-    @contextlib.contextmanager
-    def encoding(self, message: Message) -> Iterator[Callable[[], bytes]]:
-        """``message`` encoded, with its MAC from the module when field 64 is present: what the
-        callable given returns once the caller's ``with`` block has ended (or it raises the
-        module's error). The encoding is done first, here; the module computes the MAC while
-        the block runs (the journal recording the request: the disk and the module are
-        different devices, so neither waits for the other), on this thread (issue 26: through a
-        thread of its own, the hand-offs and the GIL cost more than the overlap gave back)."""
-        profile = self._profile()
-        if 64 not in message:
-            body = encode_message(message, profile)
-            yield lambda: body
-            return
-        slot = self._key_slot()
-        body, r = encode_for_mac(message, profile, self.families.of(slot).mac_block)
-        with self.module.computing_mac(r, slot) as mac:
-            yield lambda: body + mac.result()
+        # a request's encoding and MAC run here while the journal syncs its row (:class:`Encoding`)
+        self._lane = ThreadPoolExecutor(1, thread_name_prefix="pos-agent-mac")
 
     def encode(self, message: Message) -> bytes:
         """Encode, with the MAC from the module when field 64 is present."""
-        with self.encoding(message) as encoded:
-            pass
-        return encoded()
+        profile = self._profile()
+        if 64 not in message:
+            return encode_message(message, profile)
+        slot = self._key_slot()
+        body, r = encode_for_mac(message, profile, self.families.of(slot).mac_block)
+        return body + self.module.mac_from_block(r, slot)
+
+    def encoding(self, message: Message) -> Encoding:
+        """:meth:`encode` on the MAC thread, from when the encoding returned is started."""
+        return Encoding(self._lane, self.encode, message)
+
+    def close(self) -> None:
+        """Once the encodings started have ended."""
+        self._lane.shutdown()
 
     def _matches(self, body: bytes) -> bool:
         """Whether the MAC of an encoded message (MTI onwards) verifies under the slot's MAK."""
@@ -127,3 +123,32 @@ class Macs:
         except ModuleError as exc:
             log.error("cannot check the response MAC: %s", exc)
             return False
+
+
+class Encoding:
+    """A request encoded for the host, with its MAC, on another thread than its caller's. The
+    caller starts it as the journal's commit of the request's row begins (``Journal.begin``'s
+    ``syncing``): the encoding, the MAC command, the module's computing and its answer all run
+    while the disk syncs, which holds no lock the encoding needs (issue 26: started before the
+    row is written, the encoding took the GIL from it; on the recording thread, it ran before
+    the row did)."""
+
+    __slots__ = ("_encode", "_future", "_lane", "_message")
+
+    def __init__(
+        self, lane: Executor, encode: Callable[[Message], bytes], message: Message
+    ) -> None:
+        self._lane = lane
+        self._encode = encode
+        self._message = message
+        self._future: Future[bytes] | None = None
+
+    def start(self) -> None:
+        self._future = self._lane.submit(self._encode, self._message)
+
+    def result(self) -> bytes:
+        """The frame's body (MTI onwards); raises what the encoding raised (a ``WireError``, a
+        ``ModuleError``)."""
+        if self._future is None:
+            raise RuntimeError("an encoding's result asked before it was started")
+        return self._future.result()

@@ -403,11 +403,10 @@ class Sender:
     ) -> tuple[int, bytes, Outgoing59 | None]:
         """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
         or built through the module), the request's STAN (unless it names an earlier request's,
-        as a reversal does), its MAC put to the module, and while the module computes it the
-        request journalled as pending (:meth:`Macs.encoding`: the disk and the module are
-        different devices, and a terminal's module takes milliseconds a MAC on its serial line).
-        A request that cannot be encoded is not recorded; one the module cannot MAC is closed as
-        never sent."""
+        as a reversal does), the request journalled as pending and, while the disk syncs its
+        row, encoded with its MAC from the module on the MAC thread (:class:`Encoding`: the disk
+        and the module are different devices, and a terminal's module takes milliseconds a MAC
+        on its serial line). One that cannot be encoded or MACed is closed as never sent."""
         stages.mark("worker")
         if cls.needs_tusn:
             field_59 = field_59 or self.tusn.outgoing(outgoing, location)
@@ -423,18 +422,19 @@ class Sender:
             outgoing.fields[11] = self.journal.take_stan()
         stages.mark("field-59")
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
-        with self.macs.encoding(outgoing) as encoded:
-            transaction = self.journal.begin(
-                outgoing, financial=financial, app_stan=app_stan, replay_key=key
-            )
-            if app_stan is not None:
-                self.stan_map.recorded(app_stan)
-            stages.mark("pending-synced")
+        encoding = self.macs.encoding(outgoing)
+        transaction = self.journal.begin(
+            outgoing, financial=financial, app_stan=app_stan, replay_key=key,
+            syncing=encoding.start,
+        )  # fmt: skip
+        if app_stan is not None:
+            self.stan_map.recorded(app_stan)
+        stages.mark("pending-synced")
         try:
-            frame = encoded()
+            frame = encoding.result()
             stages.mark("mac")
             return transaction, frame, field_59
-        except ModuleError as exc:
+        except (ModuleError, WireError) as exc:
             self.journal.finish(transaction, "not-sent", detail=str(exc))
             raise
 

@@ -53,19 +53,19 @@ def test_purchase_approved_with_the_apps_stan(tmp_path) -> None:
     run(scenario())
 
 
-def test_the_request_mac_is_computed_while_the_journal_records_it(tmp_path, mocker) -> None:
-    """The module and the disk are different devices: the MAC command of a sale goes to the
-    module once its STAN is taken, before the journal writes and syncs its row, and its answer
-    is read after the sync, on the same thread (no hand-off to another); the request leaves
-    after both. The answer's MAC is checked while its journal row is made and the app's answer
-    encoded (the event loop does not encode it again)."""
+def test_the_request_mac_is_computed_while_the_journal_syncs_its_row(tmp_path, mocker) -> None:
+    """The module and the disk are different devices: once a sale's row is written, the request
+    is encoded and MACed on the MAC thread while the worker commits the row (the commit does not
+    wait for the encoding: here the encoding waits until the row is on disk); the request
+    leaves after both. The answer's MAC is checked while its journal row is made and the app's
+    answer encoded (the event loop does not encode it again)."""
+    from agent.transaction import macs as macs_module
     from agent.transaction import sender, wrap
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
             journal, module = rig.agent.journal, rig.agent.sender.macs.module
             seen = []
-            computing_mac = module.computing_mac
 
             def sales_on_disk() -> int:
                 other = sqlite3.connect(journal.path)  # sees only what is committed
@@ -76,46 +76,61 @@ def test_the_request_mac_is_computed_while_the_journal_records_it(tmp_path, mock
                 finally:
                     other.close()
 
+            pending = journal._pending
+
+            def write_row(db, message, *args):
+                seen.append(("row", threading.current_thread().name))
+                return pending(db, message, *args)
+
+            encode_for_mac = macs_module.encode_for_mac
+
+            def encode_for_the_host(message, *args):
+                if message.mti == "0200":
+                    seen.append(("encoding", threading.current_thread().name))
+                    for _ in range(500):  # the commit goes on meanwhile, or this waits in vain
+                        if sales_on_disk():
+                            break
+                        threading.Event().wait(0.01)
+                    seen.append(("on disk", sales_on_disk()))
+                return encode_for_mac(message, *args)
+
+            computing_mac = module.computing_mac
+
             @contextlib.contextmanager
-            def spy(r, slot=0):
-                thread = threading.current_thread().name
+            def checking(r, slot=0):
                 with computing_mac(r, slot) as mac:
-                    seen.append(("started", thread, sales_on_disk()))
+                    seen.append(("check started", threading.current_thread().name))
                     yield mac
-                seen.append(("read", threading.current_thread().name, sales_on_disk()))
+                seen.append(("check read", threading.current_thread().name))
 
             rendered = sender.Rendered.of
 
             def render(*args):
-                seen.append(("rendered", threading.current_thread().name, 0))
+                seen.append(("rendered", threading.current_thread().name))
                 return rendered(*args)
 
             encode_message = sender.encode_message
 
             def encode(*args):
-                seen.append(("encoded", threading.current_thread().name, 0))
+                seen.append(("encoded", threading.current_thread().name))
                 return encode_message(*args)
 
-            begin = journal.begin
-
-            def record(*args, **kwargs):
-                seen.append(("recording", threading.current_thread().name, sales_on_disk()))
-                return begin(*args, **kwargs)
-
-            mocker.patch.object(journal, "begin", side_effect=record)
-            mocker.patch.object(module, "computing_mac", side_effect=spy)
+            mocker.patch.object(journal, "_pending", side_effect=write_row)
+            mocker.patch.object(macs_module, "encode_for_mac", side_effect=encode_for_the_host)
+            mocker.patch.object(module, "computing_mac", side_effect=checking)
             mocker.patch.object(sender.Rendered, "of", side_effect=render)
             mocker.patch.object(sender, "encode_message", side_effect=encode)
             on_the_loop = mocker.spy(wrap, "encode_message")
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             assert on_the_loop.call_count == 0
-            # the request's MAC; the answer's is checked on the worker that closes the row
-            started, recording, read = seen[:3]
-            assert [step for step, _, _ in seen[:3]] == ["started", "recording", "read"]
-            assert started[2] == recording[2] == 0 and read[2] == 1  # read after the sync
-            assert started[1] == recording[1] == read[1]
-            assert started[1].startswith("pos-agent-worker")
-            assert [step for step, _, _ in seen[3:]] == ["started", "rendered", "encoded", "read"]
+            [row, encoding, on_disk, *checked] = seen
+            assert (row[0], encoding[0], on_disk) == ("row", "encoding", ("on disk", 1))
+            assert row[1].startswith("pos-agent-worker")
+            assert encoding[1].startswith("pos-agent-mac")
+            # the answer's MAC is checked on the worker that closes the row
+            assert [step for step, _ in checked] == ["check started", "rendered", "encoded",
+                                                     "check read"]  # fmt: skip
+            assert {thread for _, thread in checked} == {row[1]}
             [key] = rig.host.state()["purchases"]  # TID/batch/STAN
             [sale] = [t for t in journal.transactions() if t["mti"] == "0200"]
             assert key.endswith(f"/{sale['stan']}")
@@ -220,11 +235,11 @@ def test_host_garbage_or_close_becomes_98_and_reversal(tmp_path, fault: str) -> 
     run(scenario())
 
 
-def test_a_request_that_cannot_be_encoded_is_answered_96_and_neither_recorded_nor_sent(
+def test_a_request_that_cannot_be_encoded_is_answered_96_closed_as_not_sent_and_not_sent(
     tmp_path, mocker
 ) -> None:
-    """The request is encoded for the host inside the step that records it, before the sync:
-    an encoding that fails leaves no row (nothing pending to reverse) and sends nothing."""
+    """The request is encoded for the host while the journal syncs its row: an encoding that
+    fails closes the row as never sent (nothing to reverse) and sends nothing."""
     from agent.transaction import macs as macs_module
     from agent.wire.errors import EncodeError
 
@@ -239,7 +254,9 @@ def test_a_request_that_cannot_be_encoded_is_answered_96_and_neither_recorded_no
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "96" and "26 characters" in response.text(63)
             assert response.text(63).startswith("AGENT request.not-encodable: ")
-            assert len(rig.agent.journal.transactions()) == before
+            [sale] = rig.agent.journal.transactions()[before:]
+            assert sale["state"] == "not-sent" and sale["detail"].endswith("holds 26 characters")
+            assert rig.agent.journal.queued_reversals() == []
             assert rig.host.state()["purchases"] == {}
 
     run(scenario())
