@@ -403,10 +403,10 @@ class Sender:
     ) -> tuple[int, bytes, Outgoing59 | None]:
         """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
         or built through the module), the request's STAN (unless it names an earlier request's,
-        as a reversal does), the request journalled as pending and, while the disk syncs its
-        row, encoded with its MAC from the module on the MAC thread (:class:`Encoding`: the disk
-        and the module are different devices, and a terminal's module takes milliseconds a MAC
-        on its serial line). One that cannot be encoded or MACed is closed as never sent."""
+        as a reversal does), the request journalled as pending and, beside it, encoded with its
+        MAC from the module (:meth:`Macs.encode_beside`: the disk and the module are different
+        devices, and a terminal's module takes milliseconds a MAC on its serial line). One that
+        cannot be encoded or MACed is not sent (closed as never sent if its row was written)."""
         stages.mark("worker")
         if cls.needs_tusn:
             field_59 = field_59 or self.tusn.outgoing(outgoing, location)
@@ -422,16 +422,17 @@ class Sender:
             outgoing.fields[11] = self.journal.take_stan()
         stages.mark("field-59")
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
-        encoding = self.macs.encoding(outgoing)
-        transaction = self.journal.begin(
-            outgoing, financial=financial, app_stan=app_stan, replay_key=key,
-            syncing=encoding.start,
-        )  # fmt: skip
+        transaction, encoded = self.macs.encode_beside(
+            outgoing,
+            lambda syncing: self.journal.begin(
+                outgoing, financial=financial, app_stan=app_stan, replay_key=key, syncing=syncing
+            ),
+        )
         if app_stan is not None:
             self.stan_map.recorded(app_stan)
         stages.mark("pending-synced")
         try:
-            frame = encoding.result()
+            frame = encoded()
             stages.mark("mac")
             return transaction, frame, field_59
         except (ModuleError, WireError) as exc:

@@ -138,6 +138,54 @@ def test_the_request_mac_is_computed_while_the_journal_syncs_its_row(tmp_path, m
     run(scenario())
 
 
+def test_a_module_slower_than_the_disk_gets_the_mac_command_before_the_row_is_written(
+    tmp_path, mocker
+) -> None:
+    """On a module that takes longer than the journal's commit (a serial line's 3.2 ms a MAC,
+    here 200 ms), the request's MAC command goes on the line before the row is written, on the
+    recording thread, and its answer is read there after the commit: the module's time is the
+    path's, the commit within it."""
+    from agent.transaction import macs as macs_module
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            journal, module = rig.agent.journal, rig.agent.sender.macs.module
+            rig.module_port.delay = 0.2
+            assert not rig.agent.sender.macs.order.module_first  # nothing seen yet: disk first
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+            assert rig.agent.sender.macs.order.module_first  # the first sale's MAC took longer
+            seen = []
+
+            def sales_on_disk() -> int:
+                other = sqlite3.connect(journal.path)
+                try:
+                    return other.execute(
+                        "SELECT count(*) FROM transactions WHERE mti = '0200'"
+                    ).fetchone()[0]
+                finally:
+                    other.close()
+
+            computing_mac = module.computing_mac
+
+            @contextlib.contextmanager
+            def spy(r, slot=0):
+                with computing_mac(r, slot) as mac:
+                    seen.append(("started", threading.current_thread().name, sales_on_disk()))
+                    yield mac
+                seen.append(("read", threading.current_thread().name, sales_on_disk()))
+
+            mocker.patch.object(module, "computing_mac", side_effect=spy)
+            on_the_mac_thread = mocker.spy(macs_module.Macs, "encode")
+            assert (await exchange(rig.socket, app_purchase(2000))).text(39) == "00"
+            started, read = seen[:2]
+            assert (started[0], started[2], read[0], read[2]) == ("started", 1, "read", 2)
+            assert started[1] == read[1] and started[1].startswith("pos-agent-worker")
+            assert on_the_mac_thread.call_count == 0
+            rig.module_port.delay = 0.0
+
+    run(scenario())
+
+
 def test_purchase_during_a_sign_in_waits_for_the_new_keys(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
@@ -235,16 +283,20 @@ def test_host_garbage_or_close_becomes_98_and_reversal(tmp_path, fault: str) -> 
     run(scenario())
 
 
-def test_a_request_that_cannot_be_encoded_is_answered_96_closed_as_not_sent_and_not_sent(
-    tmp_path, mocker
+@pytest.mark.parametrize("module_first", [False, True])
+def test_a_request_that_cannot_be_encoded_is_answered_96_and_not_sent(
+    tmp_path, mocker, module_first
 ) -> None:
-    """The request is encoded for the host while the journal syncs its row: an encoding that
-    fails closes the row as never sent (nothing to reverse) and sends nothing."""
+    """Beside a slower disk the request is encoded while the journal syncs its row: an encoding
+    that fails closes the row as never sent. Beside a slower module it is encoded before the
+    row is written: no row. Either way nothing is sent and nothing is left to reverse."""
     from agent.transaction import macs as macs_module
     from agent.wire.errors import EncodeError
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
+            if module_first:
+                rig.agent.sender.macs.order.module_took(10.0)
             before = len(rig.agent.journal.transactions())
             mocker.patch.object(
                 macs_module,
@@ -254,8 +306,13 @@ def test_a_request_that_cannot_be_encoded_is_answered_96_closed_as_not_sent_and_
             response = await exchange(rig.socket, app_purchase(1000))
             assert response.text(39) == "96" and "26 characters" in response.text(63)
             assert response.text(63).startswith("AGENT request.not-encodable: ")
-            [sale] = rig.agent.journal.transactions()[before:]
-            assert sale["state"] == "not-sent" and sale["detail"].endswith("holds 26 characters")
+            rows = rig.agent.journal.transactions()[before:]
+            if module_first:
+                assert rows == []
+            else:
+                [sale] = rows
+                assert sale["state"] == "not-sent"
+                assert sale["detail"].endswith("holds 26 characters")
             assert rig.agent.journal.queued_reversals() == []
             assert rig.host.state()["purchases"] == {}
 

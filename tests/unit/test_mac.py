@@ -209,3 +209,18 @@ def test_tusn_ciphertext_is_the_sm4_mac_of_tusn_and_factor() -> None:
     assert tusn_ciphertext(TUSN_KEY, "0000020254004318", "000052") == "D60AF15D"
     expected = reference_cup_mac(b"0000020254004318000052", TUSN_KEY, 16).decode()
     assert tusn_ciphertext(TUSN_KEY, "0000020254004318", "000052") == expected
+
+
+def test_the_longer_of_module_and_disk_goes_first_by_their_running_averages() -> None:
+    from agent.transaction.macs import LongerFirst
+
+    order = LongerFirst()
+    assert not order.module_first  # nothing seen: the disk first, the encoding beside its sync
+    order.sync_took(0.0005)
+    order.module_took(0.0032)  # a MAC on a 115200 line
+    assert order.module_first
+    for _ in range(2):  # a slow sync or two do not turn it (each counts 1/8), a few more do
+        order.sync_took(0.0100)
+        assert order.module_first
+    order.sync_took(0.0100)
+    assert not order.module_first
