@@ -63,10 +63,13 @@ class Macs:
         if self.order.module_first:
             with self._computing(message) as encoded:
                 return self._synced(record, None), encoded
-        encoding = self._lane.submit  # started as the commit begins
-        started: list[Future[bytes]] = []
-        recorded = self._synced(record, lambda: started.append(encoding(self.encode, message)))
-        return recorded, lambda: started[0].result()
+        encoding: list[Future[bytes]] = []  # started as the commit begins
+
+        def start() -> None:
+            encoding.append(self._lane.submit(self.encode, message))
+
+        recorded = self._synced(record, start)
+        return recorded, lambda: encoding[0].result()
 
     def _synced(
         self, record: Callable[[Callable[[], None]], T], then: Callable[[], None] | None
