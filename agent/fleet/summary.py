@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from agent.fleet import payloads, topics
 from agent.fleet.shown import shown
 from agent.fleet.subscription import Received
+from agent.recovery.incident import CAUSE as INCIDENT_CAUSE
 
 
 @dataclass
@@ -55,8 +56,10 @@ class Fleet:
 
 
 def why_a_person(state: payloads.State) -> str:
-    """What a person must see to, or "" when nothing."""
-    if state.state == "unregistered":
+    """What a person must see to, or "" when nothing. A terminal paused by a host-side
+    incident needs nobody at the terminal (DESIGN.md section 7): the acquirer's fault is the
+    incident's, shown apart."""
+    if state.state == "unregistered" and state.cause != INCIDENT_CAUSE:
         return state.cause or "unregistered"
     if state.reversals_stuck:
         return f"{state.reversals_stuck} reversal(s) stuck"

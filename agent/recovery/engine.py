@@ -222,14 +222,11 @@ class Recovery:
     ) -> Attempt:
         answer = attempt.answer
         code = answer.text(39)
-        refusal = {"code": code, "mti": answer.mti, "at": time.time()}
-        self.last_refusal = refusal
-        if code == "97":
-            self.counts["97"] += 1
         if keys_refused:
+            self.last_refusal = {"code": code, "mti": answer.mti, "at": time.time()}
             self._event("keys-refused", text=KEYS_REFUSED.en)
         else:
-            self._event("refused", code=code, text=codes.lookup(code).en)
+            self._refused(code, answer.mti)
         if self._lock.locked():  # another request is already recovering: wait for it
             async with self._lock:
                 pass
@@ -626,6 +623,8 @@ class Recovery:
             try:
                 await self._probe_once()
             except RemedyFailed as exc:
+                if isinstance(exc, SignInRefused):
+                    self._refused(exc.code, "0810")
                 pause = backoff.failed()
                 log.info("still unregistered: %s; next probe in %.0f s", exc, pause)
                 continue
@@ -703,6 +702,15 @@ class Recovery:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _refused(self, code: str, mti: str) -> None:
+        """A host's refusal, told: the last one in the status, a 97 counted and, in the
+        journal's event, told the fleet (DESIGN.md section 14: an incident stays open while
+        its terminals' sign-ins are still refused 97)."""
+        self.last_refusal = {"code": code, "mti": mti, "at": time.time()}
+        if code == "97":
+            self.counts["97"] += 1
+        self._event("refused", code=code, text=codes.lookup(code).en)
 
     def _event(self, kind: str, **detail: Any) -> None:
         self.journal.note(f"recovery.{kind}", **detail)  # the recovery never waits for it

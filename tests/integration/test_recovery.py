@@ -9,6 +9,7 @@ import stat
 from agent.recovery.policy import State
 from agent.recovery.remedies import reconfigure
 from agent.service.daemon import sign_in_at_start
+from agent.telemetry.events import forward
 from agent.wire.message import Message
 from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
 
@@ -182,6 +183,37 @@ def test_unregistered_terminal_recovers_when_the_probe_signs_in(tmp_path) -> Non
             assert rig.agent.recovery.state is State.REGISTERED
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             assert "recovery.registered-again" in kinds(rig.agent.journal)
+
+    run(scenario())
+
+
+def test_each_probe_sign_in_refused_is_a_refusal_the_fleet_hears_of(tmp_path) -> None:
+    """While the host still refuses the terminal, each of the probe's refused sign-ins is a 97
+    the fleet hears of (an incident stays open while its terminals are refused, DESIGN.md
+    section 14) and the status's last refusal."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 0.1}}) as rig:
+            rig.put_tms()
+            rig.host.set_status(TID, "cancelled")
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+
+            def refusals() -> list[dict]:
+                events = rig.agent.journal.events()
+                return [e for e in events if e["kind"] == "recovery.refused"]
+
+            told = len(refusals())
+            for _ in range(100):
+                if len(refusals()) >= told + 2:
+                    break
+                await asyncio.sleep(0.05)
+            probes = refusals()[told:]
+            assert len(probes) >= 2 and {e["code"] for e in probes} == {"97"}
+            assert [forward(e["kind"], e)[0] for e in probes[:2]] == ["97", "97"]
+            assert rig.agent.recovery.last_refusal["mti"] == "0810"
+            assert rig.agent.recovery.counts["97"] >= 1 + len(probes)
+            assert rig.agent.recovery.state is State.UNREGISTERED
 
     run(scenario())
 

@@ -200,11 +200,20 @@ def test_the_fleet_summary_puts_the_longest_waiting_first() -> None:
                     "since": "2026-12-01T06:00:00+00:00",
                 },
             ),
+            received(  # paused by the acquirer's fault: nothing to do at the terminal
+                "pos/S5/state",
+                {
+                    "tid": "5",
+                    "state": "unregistered",
+                    "cause": "host.incident",
+                    "since": "2026-11-30T06:00:00+00:00",
+                },
+            ),
         ]
     )
     found = summary.summarise(fleet, now=lambda: NOW)
-    assert found["by_state"] == {"registered": 2, "unregistered": 2}
-    assert found["by_cause"] == {"keys.tmk-absent": 2}
+    assert found["by_state"] == {"registered": 2, "unregistered": 3}
+    assert found["by_cause"] == {"keys.tmk-absent": 2, "host.incident": 1}
     assert [t["tid"] for t in found["need_a_person"]] == ["3", "4", "2"]
     assert found["need_a_person"][1]["why"] == "2 reversal(s) stuck"
     assert "need a person: 3" in summary.render(found)
