@@ -44,6 +44,8 @@ class MessageClass:
     # carries the terminal hardware serial number in field 59 usage A2 (DESIGN.md section 17)
     needs_tusn: bool = False
     network_code: tuple[str, ...] = ANY  # 60.3: settlement and batch upload name their kind
+    # settlement or batch upload: counts the batch, the reversals queued included
+    settles: bool = False
 
     def fits(
         self, mti: str, processing: str, condition: str, message_type: str, network_code: str
@@ -58,6 +60,13 @@ class MessageClass:
                 (network_code, self.network_code),
             )
         )
+
+    @property
+    def after_reversals(self) -> bool:
+        """Whether the reversals queued go to the host before it: before every financial
+        request (DESIGN.md section 8), and before a settlement or batch upload, which would
+        count a sale the app was told failed and leave its reversal to a closed batch."""
+        return self.held or self.settles
 
     def needs_mac(self, request: Message) -> bool:
         return self.mac is MacRule.ALWAYS or 64 in request
@@ -94,11 +103,11 @@ CLASSES: tuple[MessageClass, ...] = (
     _C("script result", ("0620",), ANY, ANY, ANY, _ALWAYS, False, False,
        current_batch=False),
     _C("settlement", ("0500",), ANY, ANY, ("00",), _IF_SENT, False, False,
-       network_code=(SETTLEMENT,)),
+       network_code=(SETTLEMENT,), settles=True),
     _C("batch upload", ("0320",), ANY, ANY, ("00",), _IF_SENT, False, False,
-       refers_by_stan=True, network_code=BATCH_UPLOAD),
+       refers_by_stan=True, network_code=BATCH_UPLOAD, settles=True),
     _C("batch upload end", ("0320",), ANY, ANY, ("00",), _IF_SENT, False, False,
-       network_code=BATCH_UPLOAD_END),
+       network_code=BATCH_UPLOAD_END, settles=True),
     _C("network management", ("0800", "0820"), ANY, ANY, ("00",), _IF_SENT, False, False),
 )
 # fmt: on

@@ -276,7 +276,7 @@ class Sender:
             reason = "no host configured (host.primary): the terminal waits for provisioning"
             return self._locally(request, "96", "provisioning.unprovisioned", reason)
         await self._keys_settled.wait()
-        if cls.held and self.journal.has_queued_reversals:
+        if cls.after_reversals and self.journal.has_queued_reversals:
             try:
                 await self.reversals.before_sale()
             except ReversalRefused as exc:

@@ -166,6 +166,33 @@ def test_settlement_batch_upload_and_script_result(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
+    "request_",
+    [
+        Message("0500", {11: "000010", 48: "0" * 62, 49: "156", 60: "00000000201"}),
+        Message("0320", {11: "000013", 60: "00000000202"}),
+    ],
+    ids=["settlement", "batch upload end"],
+)
+def test_a_queued_reversal_goes_to_the_host_before_a_settlement_or_batch_upload(
+    tmp_path, request_: Message
+) -> None:
+    """A settlement counts the batch: a sale the app was told failed (98, its reversal queued)
+    must be reversed at the host first, not settled and then reversed into a closed batch."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.3) as rig:
+            rig.server.faults.add("no-answer")
+            assert (await exchange(rig.socket, app_request("purchase"))).text(39) == "98"
+            assert len(rig.agent.journal.queued_reversals()) == 1
+            assert "0400" not in rig.host.state()["requests"]  # nothing sends it meanwhile
+            assert (await exchange(rig.socket, request_)).text(39) == "00"
+            assert rig.agent.journal.queued_reversals() == []  # sent before it
+            assert rig.host.state()["requests"]["0400"] == 1
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
     "message",
     [
         Message("9999", {11: "000001"}),
