@@ -887,6 +887,7 @@ class Journal:
             (transaction_id, now, now, reason, row[0]),
         )
         # what is being reversed is no longer an answer a repetition may get (section 10)
+        self._withdraw_earlier_tries(db, transaction_id)
         db.execute("UPDATE transactions SET answer = NULL WHERE id = ?", (transaction_id,))
         self._event(db, "reversal-queued", transaction=transaction_id, reason=reason)
         assert cursor.lastrowid is not None
@@ -1134,6 +1135,11 @@ class Journal:
         not got yet (a void approved while its original is still in flight): its replay key
         goes too, so the answer it records later is never replayed."""
         with self._write() as db:
+            ids = db.execute(
+                "SELECT id FROM transactions WHERE stan = ? AND batch = ?", (wire_stan, batch)
+            ).fetchall()
+            for (transaction_id,) in ids:
+                self._withdraw_earlier_tries(db, transaction_id)
             changed = db.execute(
                 "UPDATE transactions SET answer = NULL, replay_key = NULL WHERE stan = ? "
                 "AND batch = ? AND (answer IS NOT NULL OR replay_key IS NOT NULL)",
@@ -1141,6 +1147,20 @@ class Journal:
             ).rowcount
             if changed:
                 self._event(db, "answer-withdrawn", stan=wire_stan, batch=batch, why=why)
+
+    @staticmethod
+    def _withdraw_earlier_tries(db: sqlite3.Connection, transaction_id: int) -> None:
+        """The answers of the earlier tries of the app request ``transaction_id`` is a try of
+        (same app STAN and replay key, in its batch: the 97 a recovery retried after): once
+        the try that answered it is reversed or voided, a repetition is a new request, not the
+        first try's refusal again (section 10)."""
+        db.execute(
+            "UPDATE transactions SET answer = NULL WHERE answer IS NOT NULL AND id IN ("
+            "SELECT e.id FROM transactions t JOIN transactions e ON e.app_stan = t.app_stan "
+            "AND e.replay_key = t.replay_key AND e.batch = t.batch AND e.id < t.id "
+            "WHERE t.id = ?)",
+            (transaction_id,),
+        )
 
     def replay(self, app_stan: str, replay_key: str, window: float) -> tuple[int, Message] | None:
         """The answer the app got for the very same request (same app STAN and replay key)

@@ -11,7 +11,14 @@ from agent.recovery.remedies import reconfigure
 from agent.service.daemon import sign_in_at_start
 from agent.telemetry.events import forward
 from agent.wire.message import Message
-from tests.integration.gateway_rig import MID, TID, app_purchase, exchange, gateway_rig
+from tests.integration.gateway_rig import (
+    MID,
+    TID,
+    app_purchase,
+    exchange,
+    gateway_rig,
+    reversal_of,
+)
 
 # the payment app's own sign-in (60.3 003: double-length keys)
 APP_SIGNIN = Message("0800", {11: "000321", 60: "00000000003", 63: "001"})
@@ -61,6 +68,26 @@ def test_forgotten_session_signs_in_and_the_retry_is_approved(tmp_path) -> None:
             assert journal.queued_reversals() == []  # a 97 is a definite decline
             stans = [t["stan"] for t in journal.transactions() if t["mti"] == "0200"]
             assert len(set(stans)) == 2  # the retry is a new transaction
+
+    run(scenario())
+
+
+def test_a_repetition_of_a_retried_sale_the_app_reversed_is_a_new_request(tmp_path) -> None:
+    """The sale got 97, recovery signed in and its retry was approved; the app reversed it
+    with its own 0400. A repetition of the sale is a new request (section 10), not the first
+    try's 97 replayed."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)
+            sale = app_purchase(1000, app_stan=321)
+            assert (await exchange(rig.socket, sale)).text(39) == "00"
+            assert (await exchange(rig.socket, reversal_of(sale))).text(39) == "00"
+            assert purchases_sent(rig) == 2
+            again = await exchange(rig.socket, sale)
+            assert (again.text(39), again.text(11)) == ("00", "000321")
+            assert purchases_sent(rig) == 3  # sent: not the first try's 97 again
 
     run(scenario())
 
