@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from agent import damaged, stages
 from agent.blocking import patiently
-from agent.wire import codes, field59
+from agent.wire import codes, field59, mask
 from agent.wire.mask import masked_fields
 from agent.wire.message import Message
 
@@ -174,7 +174,8 @@ STAN_OPEN = (
     "EXISTS (SELECT 1 FROM reversals r WHERE r.transaction_id = t.id AND r.state = 'queued'))"
 )
 # Fields of a host's answer that are not kept for a replay: they are card data, or are the
-# request's own (the replay takes them from the repeated request).
+# request's own (the replay takes them from the repeated request). Field 55 is kept where it
+# holds no card data (the issuer's 91 and scripts, which the app's EMV kernel needs again).
 NOT_REPLAYED = (2, 14, 35, 36, 52, 55, 62)
 
 
@@ -281,6 +282,9 @@ class Rendered:
 def _replayable(answer: Message) -> str:
     """An answer without card data, as JSON; text values start with ``=``, binary (hex) ``#``."""
     kept = {n: v for n, v in answer.fields.items() if n not in NOT_REPLAYED}
+    issuer = answer.fields.get(55)
+    if isinstance(issuer, bytes) and mask.icc_free_of_card_data(issuer):
+        kept[55] = issuer
     if isinstance(kept.get(59), bytes):  # a QR voucher (A4) is replayed; PIN data (A1) never
         pinless = field59.without_pin(kept.pop(59))  # type: ignore[arg-type]
         if pinless is not None:

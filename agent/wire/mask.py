@@ -9,6 +9,7 @@ payment code (``A3``) masked like a PAN and unknown usages removed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from agent.wire import field59 as f59
@@ -95,14 +96,20 @@ def _read_tlv(data: bytes, pos: int) -> tuple[str, bool, bytes, int]:
     return tag, bool(first & 0x20), data[pos : pos + length], pos + length
 
 
-def _mask_tlv(data: bytes) -> list[str]:
-    items = []
+def _tlv_items(data: bytes) -> Iterator[tuple[str, bool, bytes]]:
+    """The BER-TLV items of ``data`` (its top level): tag hex, constructed, value."""
     pos = 0
     while pos < len(data):
         if data[pos] in (0x00, 0xFF):  # padding between objects
             pos += 1
             continue
         tag, constructed, value, pos = _read_tlv(data, pos)
+        yield tag, constructed, value
+
+
+def _mask_tlv(data: bytes) -> list[str]:
+    items = []
+    for tag, constructed, value in _tlv_items(data):
         if tag in _SECRET_TAGS:
             items.append(f"{tag}={_removed('secret', value)}")
         elif tag in _PAN_TAGS:
@@ -112,6 +119,19 @@ def _mask_tlv(data: bytes) -> list[str]:
         else:
             items.append(f"{tag}={value.hex().upper()}")
     return items
+
+
+def icc_free_of_card_data(data: bytes) -> bool:
+    """Whether IC data (field 55) is valid TLV with none of the tags masking removes or masks,
+    at any depth: a host's answer (issuer authentication data 91, scripts 71 and 72)."""
+    try:
+        return not any(
+            tag in _SECRET_TAGS or tag in _PAN_TAGS
+            or (constructed and not icc_free_of_card_data(value))
+            for tag, constructed, value in _tlv_items(data)
+        )  # fmt: skip
+    except _TlvError:
+        return False
 
 
 def mask_icc(data: bytes) -> str:

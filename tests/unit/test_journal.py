@@ -87,6 +87,35 @@ def test_the_stan_map_and_replay(tmp_path) -> None:
     journal.close()
 
 
+@pytest.mark.parametrize(
+    ("icc", "replayed"),
+    [
+        ("910A01020304050607083030720A9F180400000001860100", True),  # issuer data, a script
+        ("5A0862170012345678909F2701809F26081122334455667788", False),  # the card's PAN
+        ("710F57066217001234569F180400000001", False),  # a track equivalent inside a script
+        ("91FF01", False),  # not TLV
+    ],
+    ids=["issuer", "pan", "nested track", "not tlv"],
+)
+def test_a_hosts_field_55_is_replayed_unless_it_holds_card_data(
+    tmp_path, icc: str, replayed: bool
+) -> None:
+    """The issuer's authentication data and scripts (91, 71, 72) in the answer are what the
+    app's EMV kernel needs for its second GENERATE AC: a repetition gets them again. IC data
+    carrying card data is never kept."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    purchase = Message("0200", {3: "000000", 4: "000000001000", 11: journal.take_stan()})
+    transaction = journal.begin(purchase, financial=True, app_stan="000901", replay_key="k")
+    answer = Message("0210", {11: "000901", 39: "00", 55: bytes.fromhex(icc)})
+    journal.finish(transaction, "completed", answer, answer=answer)
+    _, again = journal.replay("000901", "k", 120)
+    assert again.get(55) == (bytes.fromhex(icc) if replayed else None)
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
+        rows = str(db.execute("SELECT answer FROM transactions").fetchall())
+    assert "6217001234" not in rows and "62170012345678909" not in rows
+    journal.close()
+
+
 def test_migration_from_schema_1_keeps_rows(tmp_path) -> None:
     """A journal written by the first release: its sign-in survives, with the new columns."""
 
