@@ -35,7 +35,8 @@ class MessageClass:
     mac: MacRule
     reversible: bool
     held: bool
-    # 60.2 is set to the current batch; a reversal or a script result keeps the original's
+    # 60.2 is set to the current batch (DESIGN.md section 10); a reversal keeps the original's
+    # (a script result names its original in 61.1)
     current_batch: bool = True
     # field 11 is the original's STAN (the app's number, translated), not a new one
     refers_by_stan: bool = False
@@ -100,8 +101,7 @@ CLASSES: tuple[MessageClass, ...] = (
     _C("offline (EC) upload", ("0200",), ("00",), ("00",), ("36",), _ALWAYS, False, True),
     _C("reversal", ("0400",), ANY, ANY, ANY, _ALWAYS, False, False,
        current_batch=False, refers_by_stan=True),
-    _C("script result", ("0620",), ANY, ANY, ANY, _ALWAYS, False, False,
-       current_batch=False),
+    _C("script result", ("0620",), ANY, ANY, ANY, _ALWAYS, False, False),
     _C("settlement", ("0500",), ANY, ANY, ("00",), _IF_SENT, False, False,
        network_code=(SETTLEMENT,), settles=True),
     _C("batch upload", ("0320",), ANY, ANY, ("00",), _IF_SENT, False, False,

@@ -4,6 +4,7 @@ timeout, and the local answer while the terminal is unregistered. What fits no r
 and never reaches the host."""
 
 import asyncio
+import json
 
 import pytest
 
@@ -158,6 +159,10 @@ def test_settlement_batch_upload_and_script_result(tmp_path) -> None:
             script = Message("0620", {3: "000000", 11: "000012", 55: bytes.fromhex("9F3602000A"),
                                       60: "00000000"})  # fmt: skip
             assert (await exchange(rig.socket, script)).text(39) == "00"
+            # 60.2 is the current batch, as for every request but a reversal (section 10)
+            [sent] = [t for t in rig.agent.journal.transactions() if t["mti"] == "0620"]
+            batch = f"{rig.agent.journal.batch:06d}"
+            assert batch != "000000" and json.loads(sent["request"])["fields"]["60"][2:8] == batch
             state = rig.host.state()
             assert (state["missing_macs"], state["mac_failures"]) == (0, 0)
             assert state["requests"]["0500"] == 1 and state["requests"]["0320"] == 2
