@@ -110,7 +110,11 @@ class WrapMode:
         except DecodeError as exc:
             log.warning("payment app sent a malformed message: %s", exc)
             self.stats.bad_frames += 1
-            return Reply(unreadable(frame, str(exc), profile))
+            answer = unreadable(frame, str(exc), profile)
+            # journalled as every local answer is (DESIGN.md section 15), under the MTI it had
+            self.sender.journal.note("local-answer", mti=frame[:2].hex(), code="30",
+                                     finding="request.format", reason=str(exc))  # fmt: skip
+            return Reply(answer)
         stages.mark("decoded")
         if request.mti == "0800" and str(request.get(60, ""))[8:11] in SCHEMES:
             answer = await self._sign_in_for_app(request)

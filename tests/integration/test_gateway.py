@@ -386,6 +386,9 @@ def test_a_message_that_does_not_decode_is_answered_30(tmp_path, message, mti, r
             assert reason in answer.text(63)
             assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
             assert rig.host.state()["requests"].get("0200", 0) == 1  # nothing else was sent
+            [told] = [e for e in rig.agent.journal.events() if e["kind"] == "local-answer"]
+            assert (told["code"], told["finding"]) == ("30", "request.format")
+            assert told["reason"] and answer.text(63).endswith(told["reason"])
 
     run(scenario())
 
