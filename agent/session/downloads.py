@@ -238,7 +238,7 @@ class Downloads:
                 key = "keys" if section == "ca_keys" else "aids"
                 await self._commit(section, {key: items}, {key: len(items), "by": "app"})
         except WireError as exc:
-            # the app's EMV kernel gets the answer as it is; the agent keeps nothing of it
-            self._app_chain.clear()
+            # the app's EMV kernel gets the answer as it is; the agent keeps nothing of it, and
+            # a key or AID refused is refused alone: the rest of its chain is kept (section 16)
             log.warning("the app's download %s brought data the agent refuses: %s", code, exc)
             self._journal.note("download-refused", code=code, by="app", reason=str(exc))

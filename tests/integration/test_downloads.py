@@ -215,6 +215,32 @@ def test_the_apps_own_downloads_go_to_the_host_whole_and_are_kept(tmp_path) -> N
     run(scenario())
 
 
+def test_a_ca_key_of_the_apps_own_chain_whose_sha1_is_wrong_is_refused_alone(tmp_path) -> None:
+    """Section 16 for the app's own chain too: the key whose DF03 is wrong is refused alone
+    (journalled), the keys fetched before and after it are kept at the chain's end."""
+
+    def key_request(index: int, stan: int) -> Message:
+        rid_index = encode_all([("9F06", bytes.fromhex("A000000333")), ("9F22", bytes([index]))])
+        return Message("0800", {11: f"{stan:06d}", 60: "00000000370", 62: rid_index})
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.host.downloads.set_fault("ca-sha1")
+            for stan, index in enumerate((1, 2, 3), start=50):
+                assert (await exchange(rig.socket, key_request(index, stan))).text(39) == "00"
+            end = Message("0800", {11: "000060", 60: "00000000371"})
+            assert (await exchange(rig.socket, end)).text(39) == "00"
+            keys = stored(rig)["ca_keys"]["keys"]
+            assert [(k["rid"], k["index"]) for k in keys] == [
+                ("A000000333", "01"),
+                ("A000000333", "03"),
+            ]
+            [refused] = events(rig, "download-refused")
+            assert refused["by"] == "app" and "is not its SHA-1" in refused["reason"]
+
+    run(scenario())
+
+
 def test_parameters_requested_hook_for_acquirer_specific_requirements(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
