@@ -435,6 +435,18 @@ class Recovery:
         self._signed_in = True  # every remedy ends in a sign-in the host approved
         return True
 
+    def sign_in_limited(self) -> tuple[str, str, str] | None:
+        """None when a sign-in may go to the host now (counted): under a host-side incident at
+        most one per ``recovery.incident_signin_every`` (DESIGN.md section 7, the app's own
+        sign-ins included). Else the local answer to it: (code, finding, reason), the
+        terminal's hold when it is unregistered."""
+        if not self.incident.is_open:
+            return None
+        if self._incident_wait() > 0:
+            return self.hold() or ("96", incidents.CAUSE, INCIDENT_SIGN_INS)
+        self._incident_signed_in = time.monotonic()
+        return None
+
     def _incident_wait(self) -> float:
         """Seconds until a sign-in is allowed again under an incident (0: now)."""
         last = self._incident_signed_in
@@ -658,13 +670,8 @@ class Recovery:
         recovered from (:meth:`after_sign_in_failed`). ``within_incident``: under a host-side
         incident at most one per ``recovery.incident_signin_every``, as a recovery's (a
         technician's is a person's)."""
-        if within_incident and self.incident.is_open:
-            if self._incident_wait() > 0:
-                raise RemedyFailed(
-                    "a host-side incident is open: at most one sign-in per "
-                    "recovery.incident_signin_every"
-                )
-            self._incident_signed_in = time.monotonic()
+        if within_incident and self.sign_in_limited() is not None:
+            raise RemedyFailed(INCIDENT_SIGN_INS)
         try:
             done = await self.remedies.sign_in()
         except RemedyFailed as exc:
@@ -714,6 +721,12 @@ class Recovery:
 
     def _event(self, kind: str, **detail: Any) -> None:
         self.journal.note(f"recovery.{kind}", **detail)  # the recovery never waits for it
+
+
+INCIDENT_SIGN_INS = (
+    "a host-side incident is open: the agent signs in at most once per "
+    "recovery.incident_signin_every, and nothing on the terminal needs doing"
+)
 
 
 def _terminal_config(code: str) -> bool:

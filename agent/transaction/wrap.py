@@ -43,6 +43,7 @@ class AfterRefusal(Protocol):
     async def settled(self) -> None: ...
     async def after_response(self, request: Message, attempt: Attempt) -> Attempt: ...
     async def after_sign_in_failed(self, failure: Exception) -> Message | None: ...
+    def sign_in_limited(self) -> tuple[str, str, str] | None: ...
 
 
 class OneAtATime:
@@ -223,7 +224,12 @@ class WrapMode:
         without field 62, whose keys only the module may have, and with its own STAN. One the
         host refuses as it refuses an unregistered terminal (or whose keys the module refuses)
         is recovered from as the start-up's is (DESIGN.md section 7), and the app gets what that
-        came to: the 0810 of the repair's sign-in, or the refusal and why."""
+        came to: the 0810 of the repair's sign-in, or the refusal and why. Under a host-side
+        incident it is one of the sign-ins recovery limits (section 7): one asked for too soon
+        is answered locally."""
+        limited = self.recovery.sign_in_limited()
+        if limited is not None:
+            return self.sender.local(request, *limited)
         try:
             result = await self.sender.sign_in()
         except (SignInError, HostLinkError, ModuleError, JournalError) as exc:

@@ -297,7 +297,29 @@ def test_under_an_incident_the_hosts_requirements_do_not_reprovision_or_sign_in_
             failed = {e["requirement"]: e["reason"] for e in rig.agent.journal.events()
                       if e["kind"] == "host-asks-failed"}  # fmt: skip
             assert "does not re-provision" in failed[6]
-            assert "at most one sign-in" in failed[3]
+            assert "at most once per recovery.incident_signin_every" in failed[3]
+
+    run(scenario())
+
+
+def test_under_an_incident_the_apps_own_sign_ins_are_limited_too(tmp_path) -> None:
+    """DESIGN.md section 7: at most one sign-in per period under an incident, the payment
+    app's own included; the others are answered locally with the reason."""
+    from agent.wire.message import Message
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.agent.recovery.incident.open("fleet incident", {"terminals": 25})
+            signins = rig.host.state()["requests"]["0800"]
+            answers = []
+            for stan in range(321, 326):
+                app_signin = Message("0800", {11: f"{stan:06d}", 60: "00000000003", 63: "001"})
+                answers.append(await exchange(rig.socket, app_signin))
+            assert rig.host.state()["requests"]["0800"] == signins + 1
+            assert [a.text(39) for a in answers] == ["00", "96", "96", "96", "96"]
+            assert answers[1].text(11) == "000322"
+            assert answers[1].text(63).startswith("AGENT host.incident: ")
+            assert "at most once per recovery.incident_signin_every" in answers[1].text(63)
 
     run(scenario())
 
