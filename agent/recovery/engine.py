@@ -132,6 +132,7 @@ class Recovery:
         self._tried: list[str] = []  # its remedies run, in order (a download may join the plan)
         # whether the module refused the keys of a sign-in the host approved, in this recovery
         self._keys_refused = False
+        self._tmk_failed = ""  # why the master-key download of this recovery failed, if it did
         self.refused_requests = RefusalCounts()
         # classes refused as requests since the last approval: every kind refused is the
         # terminal's refusal after all
@@ -280,6 +281,7 @@ class Recovery:
         self._signed_in = False
         self._signin_refusals = []
         self._tried = []
+        self._tmk_failed = ""
         final = attempt
         if plan:
             final = await self._retry_with_remedies(request, attempt, plan, report, started)
@@ -429,6 +431,8 @@ class Recovery:
                 self._signin_refusals.append(exc.code)
             if isinstance(exc, KeysRefused):
                 self._keys_refused = True
+            if remedy == "tmk-download":
+                self._tmk_failed = str(exc)
             self._event("remedy", remedy=remedy, ok=False, detail=str(exc))
             return False
         self._event("remedy", remedy=remedy, ok=True, detail=done)
@@ -584,6 +588,9 @@ class Recovery:
         else:
             cause = f"host.{code}-after-signin"
             reason = messages.message(cause, code=code, meaning=codes.lookup(code))
+        if self._tmk_failed and cause in ("keys.tmk-absent", "keys.tmk-mismatch"):
+            # what the check said would be done was tried and failed: say so, and what then
+            action = messages.remedy("keys.tmk-absent:download-failed", reason=self._tmk_failed)
         self._own = (cause, reason, action)
         self._working.clear()  # what worked before says nothing once the terminal is refused
         self.state = State.UNREGISTERED

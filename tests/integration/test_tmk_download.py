@@ -336,6 +336,11 @@ def test_a_module_without_a_transport_key_fails_the_download_and_says_so(tmp_pat
             [event] = downloads(rig.agent.journal)
             assert event["outcome"] == "failed" and "no transport key" in event["detail"]
             assert "status 03" in event["detail"]
+            # the merchant is told the download failed and why, not that it will be done
+            if rig.agent.recovery.state is State.UNREGISTERED:
+                told = rig.agent.recovery.message
+                assert "master key download failed" in told.en and "status 03" in told.en
+                assert "will download" not in told.en and "主密钥远程下载失败" in told.zh
 
     run(scenario())
 
