@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +86,14 @@ class AppSocket:
             os.chmod(unix_path, 0o660)
             self._servers.append(server)
         if tcp_port:
+
+            def tcp_client() -> asyncio.StreamReaderProtocol:  # asyncio.start_server's, but
+                return asyncio.StreamReaderProtocol(_TcpReader(), self._client)  # _TcpReader
+
+            loop = asyncio.get_running_loop()
             self._servers.append(
-                await asyncio.start_server(
-                    self._client, "127.0.0.1", tcp_port, backlog=self.admission.max_clients
+                await loop.create_server(
+                    tcp_client, "127.0.0.1", tcp_port, backlog=self.admission.max_clients
                 )
             )
 
@@ -209,7 +213,7 @@ class AppSocket:
         # down writing after its request still reads the answer). On the Unix socket the write
         # tells them apart (it fails once the app's socket is gone); over TCP a write into a
         # closed connection may "succeed" into a reset, so EOF there is the app gone
-        if writer.is_closing() or (reader.at_eof() and not _unix(writer)):
+        if writer.is_closing() or (isinstance(reader, _TcpReader) and reader.ended):
             log.warning("the payment app left before its answer could be written")
             return False
         try:
@@ -220,6 +224,14 @@ class AppSocket:
         return True
 
 
-def _unix(writer: asyncio.StreamWriter) -> bool:
-    connection = writer.get_extra_info("socket")
-    return connection is not None and connection.family == socket.AF_UNIX
+class _TcpReader(asyncio.StreamReader):
+    """A TCP app's stream, which says whether the app has closed its end (``ended``) also
+    while bytes it sent before are unread: ``at_eof`` says so only once they are read, and an
+    app that sent its sale and one byte more, or a repetition, and left, was taken for there
+    and its approval for delivered."""
+
+    ended = False
+
+    def feed_eof(self) -> None:
+        self.ended = True
+        super().feed_eof()

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sqlite3
 import sys
 import threading
@@ -639,6 +640,34 @@ def test_an_approval_the_app_cannot_receive_is_reversed(tmp_path) -> None:
             assert charge["reversed"]
             kinds = [e["kind"] for e in rig.agent.journal.events()]
             assert "undelivered-approval-reversed" in kinds
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("more", [b"", b"\x00", "repetition"])
+def test_an_approval_a_tcp_app_cannot_receive_is_reversed(tmp_path, more) -> None:
+    """Over TCP, an app that sent its sale (and perhaps a byte more, or the sale again) and
+    closed is gone, whatever of it the agent has not read yet: the approval is reversed."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            await rig.agent.app_socket.serve(None, port)
+            rig.server.faults.add("late", delay=0.3)
+            sale = with_length(encode_message(app_purchase(2100, app_stan=460)))
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(sale + (sale if more == "repetition" else more))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.close()
+            await writer.wait_closed()
+            for _ in range(100):
+                if rig.agent.journal.queued_reversals():
+                    break
+                await asyncio.sleep(0.02)
+            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["06"]
 
     run(scenario())
 
