@@ -8,7 +8,8 @@ requirement raised while another runs waits its turn and is never dropped, so th
 hosts use (the sign-in asks 4, the end of the CA keys asks 5, the end of the IC parameters asks
 9) complete. A requirement queued or running is not queued twice. One just satisfied is not
 acted on again for ``repeat_after`` seconds, however many answers still carry it, except when
-the end message of another chain raises it: that is the host chaining, not repeating. A download
+the end message of another chain raises it: that is the host chaining, not repeating (once per
+pause: chains that raise each other in a loop stop there). A download
 that fails is tried again with exponential back-off and jitter (a fleet must not retry in
 lock-step after an outage), ``attempts`` times in all; the next answer that still asks starts it
 over. A refusal's header is recovery's (section 7), not the queue's.
@@ -77,6 +78,8 @@ class RequirementQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._satisfied: dict[int, float] = {}
+        # when a chain's end last raised a requirement satisfied within the pause
+        self._chained_again: dict[int, float] = {}
         self.running: int | None = None
 
     def raised(self, requirement: int, by: str = "") -> None:
@@ -86,9 +89,20 @@ class RequirementQueue:
             return
         done_at = self._satisfied.get(requirement)
         chained = CHAIN_ENDS.get(by, requirement) != requirement
-        recent = done_at is not None and time.monotonic() - done_at < self.pacing().repeat_after
+        now, pause = time.monotonic(), self.pacing().repeat_after
+        recent = done_at is not None and now - done_at < pause
         if recent and not chained:
             return
+        if recent:
+            # the host chaining into it again within the pause: once, not in a loop (a sign-in
+            # whose 0810 asks 4 and the CA keys' end asking 3 ran ~550 sign-ins a second, the
+            # journal filling the disk; the header is not MACed: anyone on the line may)
+            again = self._chained_again.get(requirement)
+            if again is not None and now - again < pause:
+                log.warning("the host asks for requirement %d in a loop (from %s): not acted "
+                            "on again for %g s", requirement, by, pause)  # fmt: skip
+                return
+            self._chained_again[requirement] = now
         self._queue.append(requirement)
         self._idle.clear()
         self._more.set()

@@ -37,6 +37,31 @@ def test_requirements_run_one_at_a_time_in_the_order_raised_each_once() -> None:
     asyncio.run(scenario())
 
 
+def test_chains_that_raise_each_other_in_a_loop_run_once_more_then_wait_for_the_pause() -> None:
+    """A sign-in whose 0810 asks 4 and a CA key chain whose end asks 3: each is the end of
+    another chain, so the pause lets each through once more, not in a loop (the header is
+    not MACed: a loop filled the journal's disk with sign-ins)."""
+
+    async def scenario():
+        queue = RequirementQueue(lambda: Pacing(repeat_after=600))
+        ran = []
+        queue.raised(3)
+        for _ in range(10):
+            try:
+                requirement = await asyncio.wait_for(queue.take(), 0.2)
+            except TimeoutError:
+                break  # nothing more raised
+            ran.append(requirement)
+            queue.satisfied(requirement)
+            queue.finished()
+            # its chain's end asks for the other
+            queue.raised(4 if requirement == 3 else 3, by="003" if requirement == 3 else "371")
+        assert ran == [3, 4, 3, 4]
+        await asyncio.wait_for(queue.idle(), 1)
+
+    asyncio.run(scenario())
+
+
 def test_the_repeat_pause_never_holds_a_requirement_another_chains_end_raises() -> None:
     async def scenario():
         queue = RequirementQueue(lambda: Pacing(repeat_after=600))
