@@ -413,7 +413,12 @@ class HostLink:
             await asyncio.sleep(max(self.idle_echo - idle, 0.05))
             if self._channel is None or time.monotonic() - self._last_traffic < self.idle_echo:
                 continue
-            echo = await self.make_echo()
+            try:
+                echo = await self.make_echo()
+            except Exception as exc:  # numbering it failed (a full disk): the next idle period
+                log.warning("echo test not sent: %s", exc)
+                await asyncio.sleep(self.idle_echo)
+                continue
             try:
                 response = await self.request(echo)
                 log.debug("echo test answered %s", response.frame.message.text(39, "??"))

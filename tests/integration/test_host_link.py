@@ -89,6 +89,29 @@ def test_idle_connection_is_kept_alive_with_echo_tests(tmp_path) -> None:
     run(scenario())
 
 
+def test_an_echo_test_the_journal_cannot_number_is_tried_again_later(tmp_path) -> None:
+    """A full disk fails the echo's STAN: that echo is not sent, the next idle period's is
+    (the echo task went on; it ended for good, the keepalive lost until a restart)."""
+    from agent.journal import JournalError
+
+    async def scenario():
+        async with gateway_rig(tmp_path, host_options={"idle_echo": 0.2}) as rig:
+            make_echo, failures = rig.agent.link.make_echo, []
+
+            async def full_disk_once():
+                if not failures:
+                    failures.append(1)
+                    raise JournalError("journal write failed: database or disk is full")
+                return await make_echo()
+
+            rig.agent.link.make_echo = full_disk_once
+            await asyncio.sleep(1.0)
+            assert failures == [1]
+            assert rig.host.state()["requests"].get("0820", 0) >= 1
+
+    run(scenario())
+
+
 def test_echo_without_answer_drops_the_connection_and_the_next_purchase_reconnects(
     tmp_path,
 ) -> None:
