@@ -26,8 +26,9 @@ import logging
 from collections.abc import Callable, Coroutine
 
 from agent.backoff import pause
+from agent.blocking import patiently
 from agent.host.link import Exchange, HostLink, HostLinkError
-from agent.journal import Journal, JournalError, Reversal
+from agent.journal import SALE_PATIENCE, Journal, JournalError, Reversal
 from agent.recovery.policy import refused
 from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
@@ -186,11 +187,20 @@ class ReversalSender:
     async def before_sale(self) -> int:
         """Before a financial request: the fresh reversals go first. Joins the try under way,
         or starts one; returns how many it closed, raises :class:`ReversalPending` when one
-        could not be closed (:class:`ReversalRefused` when recovery must act first)."""
+        could not be closed (:class:`ReversalRefused` when recovery must act first), or when
+        the try has not ended within ``SALE_PATIENCE`` (a frozen disk: it goes on, and the
+        sale gets its answer; DESIGN.md section 8, "at most one bounded try")."""
         if self._fresh_try is None or self._fresh_try.done():
             self._fresh_try = asyncio.ensure_future(self._send_lane(stuck=False))
             self._fresh_try.add_done_callback(_retrieved)
-        return await asyncio.shield(self._fresh_try)
+        try:
+            return await patiently(self._fresh_try, SALE_PATIENCE)
+        except TimeoutError:
+            raise ReversalPending(
+                f"the reversals queued before it did not end within {SALE_PATIENCE:g} s (the "
+                "journal's disk may be frozen or failing); they go on",
+                0,
+            ) from None
 
     async def send(self) -> int:
         """Send every queued reversal, fresh ones first, then stuck ones; returns how many were

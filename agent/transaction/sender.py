@@ -271,7 +271,16 @@ class Sender:
         cls = classify(request)
         if cls is None:
             return self._locally(request, "30", "request.unclassified", unclassified(request))
-        await self.write_outcomes()
+        if len(self.deferred):  # outcomes a full or frozen disk could not take yet
+            writing = asyncio.ensure_future(self.write_outcomes())
+            try:
+                await patiently(writing, SALE_PATIENCE)
+            except TimeoutError:  # what waits for the journal goes on waiting; the sale cannot
+                reason = (
+                    "the journal did not take the outcomes waiting for it within "
+                    f"{SALE_PATIENCE:g} s (its disk may be frozen or failing): not sent"
+                )
+                return self._locally(request, "96", "storage.journal-slow", reason)
         if not self.link.endpoints:
             reason = "no host configured (host.primary): the terminal waits for provisioning"
             return self._locally(request, "96", "provisioning.unprovisioned", reason)
@@ -379,7 +388,21 @@ class Sender:
             return True
 
         what = f"the outcome of transaction {transaction} ({state})"
-        if await self.deferred.now_or_later(what, close):
+        closing = asyncio.ensure_future(self.deferred.now_or_later(what, close))
+        try:
+            closed = await patiently(closing, SALE_PATIENCE)
+        except TimeoutError:  # a frozen disk: the app gets its answer, the write goes on
+            log.error("the journal has not recorded %s within %g s; the app is answered, the "
+                      "row is closed when the disk answers", what, SALE_PATIENCE)  # fmt: skip
+            closing.add_done_callback(
+                lambda done: (
+                    done.cancelled()
+                    or done.exception() is not None
+                    or (done.result() and self.reversals.settled(transaction))
+                )
+            )
+            return
+        if closed:
             self.reversals.settled(transaction)
 
     def _never_sent(self, record: asyncio.Future[tuple[int, bytes, Outgoing59 | None]]) -> None:

@@ -55,3 +55,64 @@ def test_a_frozen_state_disk_stops_no_socket_and_loses_nothing(
             assert states.count("not-sent") == 1  # the frozen sale, closed once recorded
 
     run(scenario())
+
+
+def test_with_a_reversal_queued_a_sale_on_a_frozen_disk_is_answered_in_time(
+    tmp_path, freezable_disk, monkeypatch
+) -> None:
+    """The reversal that goes before the sale waits on the journal too: the sale gets its 96
+    within its patience, the reversal goes on and is sent once the disk thaws."""
+    monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", PATIENCE)
+    monkeypatch.setattr("agent.transaction.reversals.SALE_PATIENCE", PATIENCE)
+    monkeypatch.setattr("agent.transaction.stan_map.SALE_PATIENCE", PATIENCE)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=freezable_disk, response_timeout=0.3) as rig:
+            rig.server.faults.add("no-answer")
+            assert (await exchange(rig.socket, app_purchase(1000, app_stan=1))).text(39) == "98"
+            assert len(rig.agent.journal.queued_reversals()) == 1
+            await asyncio.to_thread(fsfreeze, "-f", freezable_disk)
+            try:
+                started = time.monotonic()
+                refused = await exchange(rig.socket, app_purchase(2000, app_stan=2))
+                assert refused.text(39) == "96", refused.text(63)
+                assert "frozen or failing" in refused.text(63)
+                assert time.monotonic() - started < PATIENCE + 3
+            finally:
+                await asyncio.to_thread(fsfreeze, "-u", freezable_disk)
+            assert (await exchange(rig.socket, app_purchase(3000, app_stan=3))).text(39) == "00"
+            assert rig.agent.journal.queued_reversals() == []
+            by_amount = {p["amount"]: p["reversed"] for p in rig.host.state()["purchases"].values()}
+            assert by_amount == {"000000001000": True, "000000003000": False}
+
+    run(scenario())
+
+
+def test_a_host_timeout_on_a_frozen_disk_is_answered_98_in_time(
+    tmp_path, freezable_disk, monkeypatch
+) -> None:
+    """The host did not answer and the disk froze meanwhile: closing the row waits on the
+    journal, the app does not; the reversal is queued once the disk thaws."""
+    monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", PATIENCE)
+    monkeypatch.setattr("agent.transaction.stan_map.SALE_PATIENCE", PATIENCE)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=freezable_disk, response_timeout=1.0) as rig:
+            rig.server.faults.add("no-answer")
+            sale = asyncio.create_task(exchange(rig.socket, app_purchase(1000, app_stan=1)))
+            await asyncio.sleep(0.5)  # recorded and sent: the host keeps it waiting
+            await asyncio.to_thread(fsfreeze, "-f", freezable_disk)
+            try:
+                started = time.monotonic()
+                answer = await sale
+                assert answer.text(39) == "98", answer.text(63)
+                assert time.monotonic() - started < PATIENCE + 3
+            finally:
+                await asyncio.to_thread(fsfreeze, "-u", freezable_disk)
+            for _ in range(100):
+                if rig.agent.journal.queued_reversals():
+                    break
+                await asyncio.sleep(0.05)
+            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["98"]
+
+    run(scenario())
