@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from agent import damaged, stages
 from agent.blocking import patiently
 from agent.wire import codes, field59, mask
+from agent.wire.errors import DecodeError
 from agent.wire.mask import masked_fields
 from agent.wire.message import Message
 
@@ -285,10 +286,14 @@ def _replayable(answer: Message) -> str:
     issuer = answer.fields.get(55)
     if isinstance(issuer, bytes) and mask.icc_free_of_card_data(issuer):
         kept[55] = issuer
-    if isinstance(kept.get(59), bytes):  # a QR voucher (A4) is replayed; PIN data (A1) never
-        pinless = field59.without_pin(kept.pop(59))  # type: ignore[arg-type]
-        if pinless is not None:
-            kept[59] = pinless
+    raw = kept.pop(59, None)
+    if raw is not None:  # a QR voucher (A4) is replayed; PIN data (A1), the TUSN (A2) never
+        try:
+            replayed = field59.for_replay(field59.field_bytes(raw))
+        except DecodeError:  # text that is not ASCII: not usages, nothing of it kept
+            replayed = None
+        if replayed is not None:  # as text where an acquirer's profile makes it text
+            kept[59] = replayed.decode("ascii") if isinstance(raw, str) else replayed
     fields = {str(n): f"#{v.hex()}" if isinstance(v, bytes) else f"={v}" for n, v in kept.items()}
     return json.dumps({"mti": answer.mti, "fields": fields}, ensure_ascii=False)
 

@@ -231,15 +231,16 @@ class ModuleProxy:
 
     def _journal_pin(self, request: Frame, peer: Peer | None, outcome: str) -> None:
         """Every PIN entry in the journal, on its thread (the answer never waits for it): time,
-        who, which card (the last 4 of the 12 PAN digits the module gets), what came of it.
-        Never the PIN block."""
+        who, which card, what came of it. Never the PIN block. The module gets the PAN's 12
+        digits before its check digit: of them only the last 3 are kept, which are within the
+        last 4 the sale's own row shows (their last 4 would add the PAN's fifth last)."""
         if self._journal is None:
             return
         digits = request.data[PAN_OFFSET : PAN_OFFSET + 12].decode("ascii", "replace")
         detail = {
             "uid": peer.uid if peer is not None else None,
             "pid": peer.pid if peer is not None else None,
-            "pan": "*" * 8 + digits[-4:],
+            "pan": "*" * 9 + digits[-3:],
             "outcome": outcome,
         }
         self._journal.note("pin-entry", **detail)

@@ -275,6 +275,19 @@ def without_pin(field59: bytes) -> bytes | None:
     return kept.to_bytes() if kept.usages else None
 
 
+def for_replay(field59: bytes) -> bytes | None:
+    """What of an answer's ``field59`` a repetition gets again (the journal keeps it): the QR
+    voucher (A4) and the location (A5). Never the PIN block (A1), the TUSN with its random
+    factor (A2: the PAN's last 6 digits), the QR payment code (A3) or a usage nobody defined;
+    None when nothing is left or the field does not parse."""
+    try:
+        parsed = Field59.parse(field59)
+    except DecodeError:
+        return None
+    kept = Field59(tuple(u for u in parsed.usages if u.tag in (QR_VOUCHER, LOCATION)))
+    return kept.to_bytes() if kept.usages else None
+
+
 def field_bytes(value: FieldValue) -> bytes:
     """Field 59 as bytes: ``bytes`` under the built-in profile; an acquirer profile that makes it
     text gets its ASCII bytes (:class:`DecodeError` for text that is not ASCII)."""

@@ -584,3 +584,25 @@ def test_an_emptied_journal_is_damaged(tmp_path) -> None:
     path.write_bytes(b"")
     with pytest.raises(JournalDamaged, match="it is empty"):
         Journal(path)
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_a_replayed_answer_keeps_the_voucher_of_field_59_and_never_the_tusn(
+    tmp_path, as_text: bool
+) -> None:
+    """A host that echoes field 59: the TUSN usage (A2) carries the random factor, the PAN's
+    last 6 digits, and is never kept for a replay (nor A1, A3); the QR voucher (A4) is. Also
+    where an acquirer's profile makes 59 text."""
+    a2 = b"A2031" + b"01" + b"SN0000000001" + b"890123" + b"ABCDEFGHIJK"
+    field = a2 + b"A4005VOUCH"
+    journal = Journal(tmp_path / "journal.sqlite3")
+    purchase = Message("0200", {3: "000000", 4: "000000001000", 11: journal.take_stan()})
+    transaction = journal.begin(purchase, financial=True, app_stan="000901", replay_key="k")
+    answer = Message("0210", {11: "000901", 39: "00", 59: field.decode() if as_text else field})
+    journal.finish(transaction, "completed", answer, answer=answer)
+    _, again = journal.replay("000901", "k", 120)
+    assert again.get(59) == ("A4005VOUCH" if as_text else b"A4005VOUCH")
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
+        [(kept,)] = db.execute("SELECT answer FROM transactions").fetchall()
+    assert "890123" not in kept and b"890123".hex() not in kept
+    journal.close()
