@@ -104,6 +104,8 @@ def test_a_97_and_the_recovery_reach_the_fleet_in_order(tmp_path, simulators, br
         assert refused["detail"]["code"] == "97" and refused["id"] < recovered["id"]
         assert (refused["code"], recovered["code"]) == ("host.97", "recovery.recovered")
         assert refused["acquirer"] == last_state(fleet)["acquirer"]
+        # the TID, MID and the acquirer are in every payload (section 14)
+        assert (refused["tid"], refused["mid"]) == (TID, last_state(fleet)["mid"])
         assert recovered["detail"]["code"] == "00"
         assert recovered["detail"]["remedies"] and recovered["detail"]["seconds"] >= 0
         wait_for(lambda: last_state(fleet).get("last_97") is not None, 5, "last_97")
