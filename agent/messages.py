@@ -862,15 +862,29 @@ CATALOGUE: dict[str, Entry] = {
     ),
     "storage.journal-slow": Entry(
         meaning=Text(
-            "the journal did not record the request or its answer within its patience (2 s): "
+            "the journal did not record the request or its answer within its patience (10 s): "
             "the disk may be frozen or failing. A request not recorded is not sent; an answer "
             "not recorded is reversed",
-            "交易日志未在限定时间（2 秒）内记录请求或应答，磁盘可能卡死或故障。未记录的请求不上送；"
-            "未记录的应答将被冲正",
+            "交易日志未在限定时间（10 秒）内记录请求或应答，磁盘可能卡死或故障。"
+            "未记录的请求不上送；未记录的应答将被冲正",
         ),
         action=Text(
             "`agent selftest --only storage`; if it repeats, have the terminal's storage checked",
             "运行 `agent selftest --only storage`；如反复出现，请检修终端存储",
+        ),
+    ),
+    "module.slow": Entry(
+        meaning=Text(
+            "the card module did not answer a request's commands (field 59's TUSN, its MAC) "
+            "within the sale's patience: answered 96, never sent. The module is slow, or its line "
+            "is busy with many requests at once",
+            "加密模块未在限定时间内应答交易所需的指令（59 域的 TUSN、MAC）：已应答 96，未上送。"
+            "模块响应缓慢，或其串口同时忙于多笔交易",
+        ),
+        action=Text(
+            "`agent selftest --only module`; if it repeats with one sale at a time, have the "
+            "module or its cable checked",
+            "运行 `agent selftest --only module`；如单笔交易时也反复出现，请检修加密模块或其连线",
         ),
     ),
     "module.mac-failed": Entry(

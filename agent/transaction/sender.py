@@ -53,6 +53,25 @@ MODULE_REFUSALS = {
 }
 
 
+# What a request's recording step may wait for (:class:`Waiting`): the finding and what the app
+# is told when it outlasts the sale's patience
+WORKER = ("storage.journal-slow", "a worker thread (each busy with a request held up by the "
+          "journal's disk or the card module)")  # fmt: skip
+MODULE_TUSN = ("module.slow", "the card module (field 59's TUSN)")
+JOURNAL = ("storage.journal-slow", "the journal (its disk may be frozen or failing)")
+MODULE_MAC = ("module.slow", "the card module (its MAC)")
+
+
+class Waiting:
+    """What a request's recording step waits for now, set on its worker thread and read on the
+    event loop when it outlasts the sale's patience: the app is told which device it was."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = WORKER
+
+
 @dataclass(frozen=True)
 class Attempt:
     """What one try of a request gave the app; ``exchange`` is the host's response when the
@@ -334,19 +353,21 @@ class Sender:
         own = isinstance(request.get(11), str) and not cls.refers_by_stan
         app_stan = request.text(11) if own else None
         location = self.location.a5() if cls.needs_tusn and field_59 is None else None
+        waiting = Waiting()
         record = self._workers.run(
-            self._record, request, outgoing, financial, app_stan, cls, location, field_59
+            self._record, request, outgoing, financial, app_stan, cls, location, field_59, waiting
         )
         try:
             transaction, encoded, field_59 = await patiently(record, SALE_PATIENCE)
             stages.mark("recorded")
         except TimeoutError:
             record.add_done_callback(self._never_sent)
+            finding, what = waiting.now
             reason = (
-                f"the journal did not record the request within {SALE_PATIENCE:g} s (its disk "
-                "may be frozen or failing): not sent"
+                f"the request was not ready to go within {SALE_PATIENCE:g} s, still waiting for "
+                f"{what}: not sent"
             )
-            return self._locally(request, "96", "storage.journal-slow", reason)
+            return self._locally(request, "96", finding, reason)
         except ModuleError as exc:
             status = exc.status if isinstance(exc, ModuleStatusError) else None
             finding = MODULE_REFUSALS.get(status, "module.mac-failed")
@@ -423,15 +444,19 @@ class Sender:
         cls: MessageClass,
         location: bytes | None,
         field_59: Outgoing59 | None,
+        waiting: Waiting,
     ) -> tuple[int, bytes, Outgoing59 | None]:
         """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
         or built through the module), the request's STAN (unless it names an earlier request's,
         as a reversal does), the request journalled as pending and, beside it, encoded with its
         MAC from the module (:meth:`Macs.encode_beside`: the disk and the module are different
         devices, and a terminal's module takes milliseconds a MAC on its serial line). One that
-        cannot be encoded or MACed is not sent (closed as never sent if its row was written)."""
+        cannot be encoded or MACed is not sent (closed as never sent if its row was written).
+        ``waiting`` says what it waits for, for the app's answer if it outlasts the sale's
+        patience."""
         stages.mark("worker")
         if cls.needs_tusn:
+            waiting.now = MODULE_TUSN
             field_59 = field_59 or self.tusn.outgoing(outgoing, location)
             if field_59.value is not None:
                 row = self._config().wire.profile.fields.get(59)
@@ -442,15 +467,19 @@ class Sender:
         if self._config().wire.sm_pin_field == "62":
             sm4_pin_into_62(outgoing)
         if not cls.refers_by_stan:
+            waiting.now = JOURNAL
             outgoing.fields[11] = self.journal.take_stan()
         stages.mark("field-59")
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
-        transaction, encoded = self.macs.encode_beside(
-            outgoing,
-            lambda syncing: self.journal.begin(
-                outgoing, financial=financial, app_stan=app_stan, replay_key=key, syncing=syncing
-            ),
-        )
+
+        def record(syncing: Callable[[], None]) -> int:
+            waiting.now = JOURNAL
+            return self.journal.begin(outgoing, financial=financial, app_stan=app_stan,
+                                      replay_key=key, syncing=syncing)  # fmt: skip
+
+        waiting.now = MODULE_MAC  # its command may go first, on a line other requests share
+        transaction, encoded = self.macs.encode_beside(outgoing, record)
+        waiting.now = MODULE_MAC
         if app_stan is not None:
             self.stan_map.recorded(app_stan)
         stages.mark("pending-synced")

@@ -227,9 +227,9 @@ class WrapMode:
         came to: the 0810 of the repair's sign-in, or the refusal and why. Under a host-side
         incident it is one of the sign-ins recovery limits (section 7): one asked for too soon
         is answered locally."""
-        limited = self.recovery.sign_in_limited()
-        if limited is not None:
-            return self.sender.local(request, *limited)
+        held = self.recovery.sign_in_limited()
+        if held is not None:
+            return self.sender.local(request, *held)
         try:
             result = await self.sender.sign_in()
         except (SignInError, HostLinkError, ModuleError, JournalError) as exc:

@@ -878,3 +878,24 @@ def test_a_sign_in_whose_keys_the_module_refuses_leaves_no_row_pending(tmp_path)
             assert row["state"] == "failed" and row["detail"].startswith("card module:")
 
     run(scenario())
+
+
+def test_a_sale_held_up_by_a_slow_card_module_is_told_so(tmp_path, monkeypatch) -> None:
+    """The sale's patience ran out waiting for the card module, not the disk: the 96 names
+    the module (a slow line, many sales on it), not a frozen journal."""
+    monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", 0.5)
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.module_port.delay = 0.8
+            refused = await exchange(rig.socket, app_purchase(1000))
+            assert refused.text(39) == "96", refused.text(63)
+            assert refused.text(63).startswith("AGENT module.slow: ")
+            assert "the card module" in refused.text(63)
+            assert "frozen" not in refused.text(63)
+            rig.module_port.delay = 0.0
+            await asyncio.sleep(2)  # the slow commands end; the row is closed as not sent
+            assert (await exchange(rig.socket, app_purchase(2000))).text(39) == "00"
+            assert rig.host.state()["requests"]["0200"] == 1
+
+    run(scenario())
