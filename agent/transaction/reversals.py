@@ -188,17 +188,19 @@ class ReversalSender:
         """Before a financial request: the fresh reversals go first. Joins the try under way,
         or starts one; returns how many it closed, raises :class:`ReversalPending` when one
         could not be closed (:class:`ReversalRefused` when recovery must act first), or when
-        the try has not ended within ``SALE_PATIENCE`` (a frozen disk: it goes on, and the
-        sale gets its answer; DESIGN.md section 8, "at most one bounded try")."""
+        the try has not ended within a host's answer time and the journal's patience (a frozen
+        disk: it goes on, and the sale gets its answer; DESIGN.md section 8, "at most one
+        bounded try")."""
         if self._fresh_try is None or self._fresh_try.done():
             self._fresh_try = asyncio.ensure_future(self._send_lane(stuck=False))
             self._fresh_try.add_done_callback(_retrieved)
+        patience = self.link.options.response_timeout + SALE_PATIENCE
         try:
-            return await patiently(self._fresh_try, SALE_PATIENCE)
+            return await patiently(self._fresh_try, patience)
         except TimeoutError:
             raise ReversalPending(
-                f"the reversals queued before it did not end within {SALE_PATIENCE:g} s (the "
-                "journal's disk may be frozen or failing); they go on",
+                f"the reversals queued before it did not end within {patience:g} s (the host's "
+                "answer time and the journal's patience: the disk may be frozen); they go on",
                 0,
             ) from None
 

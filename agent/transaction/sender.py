@@ -306,7 +306,10 @@ class Sender:
         await self._keys_settled.wait()
         if cls.after_reversals and self.journal.has_queued_reversals:
             try:
-                await self.reversals.before_sale()
+                if cls.settles:  # nothing a batch counts may stay unreversed: the stuck too
+                    await self.reversals.send()
+                else:
+                    await self.reversals.before_sale()
             except ReversalRefused as exc:
                 # the host lost the session or the keys: recovery repairs, then retries the
                 # request, and the reversal goes first again
@@ -317,8 +320,9 @@ class Sender:
             except ReversalPending as exc:
                 # A reversal goes before the next sale; one that failed reversal.attempts times
                 # in a row no longer holds sales up (it is retried in the background): a
-                # terminal is never locked out of sales by its own queue.
-                if exc.attempts < self._config().reversal.attempts:
+                # terminal is never locked out of sales by its own queue. A settlement waits for
+                # every one: it would settle what they reverse (the fleet hears of stuck ones).
+                if exc.attempts < self._config().reversal.attempts or cls.settles:
                     self.reversals.waiting.set()
                     return self._locally(request, "96", "reversal.pending", str(exc))
                 log.warning("sale goes ahead of a reversal that keeps failing: %s", exc)

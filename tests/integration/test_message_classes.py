@@ -4,12 +4,14 @@ timeout, and the local answer while the terminal is unregistered. What fits no r
 and never reaches the host."""
 
 import asyncio
+import contextlib
 import json
 
 import pytest
 
 from agent.recovery.policy import State
 from agent.transaction.classes import CLASSES, classify
+from agent.transaction.reversals import ReversalPending
 from agent.wire.frame import with_length
 from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.profile import load_profile
@@ -193,6 +195,32 @@ def test_a_queued_reversal_goes_to_the_host_before_a_settlement_or_batch_upload(
             assert (await exchange(rig.socket, request_)).text(39) == "00"
             assert rig.agent.journal.queued_reversals() == []  # sent before it
             assert rig.host.state()["requests"]["0400"] == 1
+
+    run(scenario())
+
+
+def test_a_stuck_reversal_goes_to_the_host_before_a_settlement_too(tmp_path) -> None:
+    """A reversal past reversal.attempts no longer holds sales up, but a settlement would
+    settle what it reverses: it is tried first, and while it cannot be closed the settlement is
+    answered 96 and not sent."""
+    settlement = Message("0500", {11: "000010", 48: "0" * 62, 49: "156", 60: "00000000201"})
+
+    async def scenario():
+        sections = {"reversal": {"attempts": 1}}
+        async with gateway_rig(tmp_path, response_timeout=0.3, sections=sections) as rig:
+            rig.server.faults.add("no-answer")
+            assert (await exchange(rig.socket, app_request("purchase"))).text(39) == "98"
+            rig.server.faults.add("no-answer")  # its one try: stuck from now on
+            with contextlib.suppress(ReversalPending):
+                await rig.agent.reversals.send()
+            [stuck] = rig.agent.journal.queued_reversals()
+            assert stuck.attempts == 1
+            rig.server.faults.add("no-answer")  # still not closed: the settlement waits
+            held = await exchange(rig.socket, settlement)
+            assert held.text(39) == "96" and held.text(63).startswith("AGENT reversal.pending")
+            assert "0500" not in rig.host.state()["requests"]
+            assert (await exchange(rig.socket, settlement)).text(39) == "00"
+            assert rig.agent.journal.queued_reversals() == []
 
     run(scenario())
 

@@ -284,3 +284,24 @@ def test_a_conflict_without_a_mac_closes_the_reversal(tmp_path) -> None:
             assert rig.agent.journal.rechecks_waiting() == 1
 
     run(scenario())
+
+
+def test_a_sale_waits_for_the_reversals_whole_try_not_only_the_journals_patience(
+    tmp_path, monkeypatch
+) -> None:
+    """With a healthy disk and a host slow on the reversal, the sale gets that one try's own
+    outcome (DESIGN.md section 8: "at most one bounded try"), not a give-up blaming the disk
+    after the journal's patience."""
+    monkeypatch.setattr("agent.transaction.reversals.SALE_PATIENCE", 0.2)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.8) as rig:
+            rig.queue_reversal("123456", 1500)
+            rig.server.faults.add("no-answer")  # the reversal's try: the host's whole 0.8 s
+            answer = await exchange(rig.socket, app_purchase(1000))
+            assert answer.text(39) == "96" and answer.text(63).startswith("AGENT reversal.pending")
+            assert "did not end within" not in answer.text(63)
+            [queued] = rig.agent.journal.queued_reversals()
+            assert queued.attempts == 1
+
+    run(scenario())
