@@ -265,6 +265,9 @@ class Sender:
         # under the keys it was sent with), within their own patience (a silent host's, a hung
         # disk's).
         self._in_flight = Gate(lambda: self.link.options.response_timeout + 2 * SALE_PATIENCE)
+        # closes of requests the host did not answer that outlasted the app's patience (a frozen
+        # disk): the reversals they queue must go before any financial request
+        self._unclosed: set[asyncio.Future[bool | None]] = set()
 
     @property
     def signed_in(self) -> bool:
@@ -304,6 +307,12 @@ class Sender:
             reason = "no host configured (host.primary): the terminal waits for provisioning"
             return self._locally(request, "96", "provisioning.unprovisioned", reason)
         await self._keys_settled.wait()
+        if cls.after_reversals and self._unclosed:
+            reason = (
+                "the journal has not yet recorded an earlier request the host did not answer, "
+                "whose reversal goes first (its disk may be frozen or failing): not sent"
+            )
+            return self._locally(request, "96", "storage.journal-slow", reason)
         if cls.after_reversals and self.journal.has_queued_reversals:
             try:
                 if cls.settles:  # nothing a batch counts may stay unreversed: the stuck too
@@ -419,16 +428,24 @@ class Sender:
         except TimeoutError:  # a frozen disk: the app gets its answer, the write goes on
             log.error("the journal has not recorded %s within %g s; the app is answered, the "
                       "row is closed when the disk answers", what, SALE_PATIENCE)  # fmt: skip
-            closing.add_done_callback(
-                lambda done: (
-                    done.cancelled()
-                    or done.exception() is not None
-                    or (done.result() and self.reversals.settled(transaction))
-                )
-            )
+            self._unclosed.add(closing)
+            closing.add_done_callback(lambda done: self._closed_late(done, transaction))
             return
         if closed:
             self.reversals.settled(transaction)
+
+    def _closed_late(self, closing: asyncio.Future[bool | None], transaction: int) -> None:
+        """The close of a request the host did not answer, which outlasted the app's patience,
+        has ended: the reversal it queued may go now."""
+        self._unclosed.discard(closing)
+        if closing.cancelled():
+            return
+        failure = closing.exception()
+        if failure is not None:
+            log.error("closing transaction %s failed: %s", transaction, failure, exc_info=failure)
+        elif closing.result():
+            self.reversals.settled(transaction)
+            self.reversals.waiting.set()
 
     def _never_sent(self, record: asyncio.Future[tuple[int, bytes, Outgoing59 | None]]) -> None:
         """A request recorded too late to be sent (answered 96 meanwhile) is closed as never

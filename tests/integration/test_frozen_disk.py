@@ -92,7 +92,8 @@ def test_a_host_timeout_on_a_frozen_disk_is_answered_98_in_time(
     tmp_path, freezable_disk, monkeypatch
 ) -> None:
     """The host did not answer and the disk froze meanwhile: closing the row waits on the
-    journal, the app does not; the reversal is queued once the disk thaws."""
+    journal, the app does not; a sale meanwhile is not sent ahead of the reversal the close
+    queues once the disk thaws."""
     monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", PATIENCE)
     monkeypatch.setattr("agent.transaction.stan_map.SALE_PATIENCE", PATIENCE)
 
@@ -107,12 +108,23 @@ def test_a_host_timeout_on_a_frozen_disk_is_answered_98_in_time(
                 answer = await sale
                 assert answer.text(39) == "98", answer.text(63)
                 assert time.monotonic() - started < PATIENCE + 3
+                # a sale now, the disk thawing under it: the first one's reversal, not yet
+                # queued, must still go before it
+                second = asyncio.create_task(exchange(rig.socket, app_purchase(2000, app_stan=2)))
+                await asyncio.sleep(0.2)
             finally:
                 await asyncio.to_thread(fsfreeze, "-u", freezable_disk)
-            for _ in range(100):
+            held = await second
+            assert held.text(39) == "96", held.text(63)
+            assert held.text(63).startswith("AGENT storage.journal-slow: the journal has not yet")
+            for _ in range(100):  # the close ends once the disk answers: its reversal queued
                 if rig.agent.journal.queued_reversals():
                     break
                 await asyncio.sleep(0.05)
             assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["98"]
+            third = await exchange(rig.socket, app_purchase(3000, app_stan=3))
+            assert third.text(39) == "00", third.text(63)
+            by_amount = {p["amount"]: p["reversed"] for p in rig.host.state()["purchases"].values()}
+            assert by_amount == {"000000001000": True, "000000003000": False}
 
     run(scenario())
