@@ -873,6 +873,20 @@ CATALOGUE: dict[str, Entry] = {
             "运行 `agent selftest --only storage`；如反复出现，请检修终端存储",
         ),
     ),
+    "gateway.workers-busy": Entry(
+        meaning=Text(
+            "every worker thread was busy with earlier requests, each held up by the journal's "
+            "disk or the card module, for the whole of the sale's patience: answered 96, never "
+            "sent",
+            "所有工作线程均忙于处理之前的交易（受交易日志磁盘或加密模块拖慢），超出限定时间："
+            "已应答 96，未上送",
+        ),
+        action=Text(
+            "`agent selftest --only storage,module`; the journal's log lines say which of the two "
+            "held the earlier requests up",
+            "运行 `agent selftest --only storage,module`；日志中说明了之前的交易受哪一方拖慢",
+        ),
+    ),
     "module.slow": Entry(
         meaning=Text(
             "the card module did not answer a request's commands (field 59's TUSN, its MAC) "

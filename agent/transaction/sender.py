@@ -55,8 +55,8 @@ MODULE_REFUSALS = {
 
 # What a request's recording step may wait for (:class:`Waiting`): the finding and what the app
 # is told when it outlasts the sale's patience
-WORKER = ("storage.journal-slow", "a worker thread (each busy with a request held up by the "
-          "journal's disk or the card module)")  # fmt: skip
+WORKER = ("gateway.workers-busy", "a worker thread (each busy with an earlier request, held up "
+          "by the journal's disk or the card module)")  # fmt: skip
 MODULE_TUSN = ("module.slow", "the card module (field 59's TUSN)")
 JOURNAL = ("storage.journal-slow", "the journal (its disk may be frozen or failing)")
 MODULE_MAC = ("module.slow", "the card module (its MAC)")
@@ -495,12 +495,14 @@ class Sender:
 
         def record(syncing: Callable[[], None]) -> int:
             waiting.now = JOURNAL
-            return self.journal.begin(outgoing, financial=financial, app_stan=app_stan,
-                                      replay_key=key, syncing=syncing)  # fmt: skip
+            try:
+                return self.journal.begin(outgoing, financial=financial, app_stan=app_stan,
+                                          replay_key=key, syncing=syncing)  # fmt: skip
+            finally:
+                waiting.now = MODULE_MAC  # what is left: the module's answer (module first)
 
         waiting.now = MODULE_MAC  # its command may go first, on a line other requests share
         transaction, encoded = self.macs.encode_beside(outgoing, record)
-        waiting.now = MODULE_MAC
         if app_stan is not None:
             self.stan_map.recorded(app_stan)
         stages.mark("pending-synced")

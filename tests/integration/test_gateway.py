@@ -880,15 +880,28 @@ def test_a_sign_in_whose_keys_the_module_refuses_leaves_no_row_pending(tmp_path)
     run(scenario())
 
 
-def test_a_sale_held_up_by_a_slow_card_module_is_told_so(tmp_path, monkeypatch) -> None:
-    """The sale's patience ran out waiting for the card module, not the disk: the 96 names
-    the module (a slow line, many sales on it), not a frozen journal."""
+@pytest.mark.parametrize(
+    ("kind", "module_first"),
+    [("purchase", False), ("inquiry", False), ("inquiry", True)],
+    ids=["purchase-tusn", "inquiry-mac-disk-first", "inquiry-mac-module-first"],
+)
+def test_a_sale_held_up_by_a_slow_card_module_is_told_so(
+    tmp_path, monkeypatch, kind, module_first
+) -> None:
+    """The request's patience ran out waiting for the card module, not the disk: the 96 names
+    the module (a slow line, many sales on it), not a frozen journal: field 59's TUSN of a
+    purchase, an inquiry's MAC read beside the row's sync or after it (module first)."""
     monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", 0.5)
+    fields = {2: PAN, 3: "310000", 11: "000777", 14: "2812", 22: "021", 25: "00",
+              35: PAN + "=28121010000000000", 49: "156", 60: "01000000"}  # fmt: skip
+    request = app_purchase(1000) if kind == "purchase" else Message("0200", fields)
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
+            if module_first:
+                rig.agent.sender.macs.order.module_took(10.0)
             rig.module_port.delay = 0.8
-            refused = await exchange(rig.socket, app_purchase(1000))
+            refused = await exchange(rig.socket, request)
             assert refused.text(39) == "96", refused.text(63)
             assert refused.text(63).startswith("AGENT module.slow: ")
             assert "the card module" in refused.text(63)
