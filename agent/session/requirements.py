@@ -78,8 +78,10 @@ class RequirementQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._satisfied: dict[int, float] = {}
-        # when a chain's end last raised a requirement satisfied within the pause
+        # when a requirement a chain's end raised again within the pause was done again, and
+        # those raised so and not done yet
         self._chained_again: dict[int, float] = {}
+        self._chaining: set[int] = set()
         self.running: int | None = None
 
     def raised(self, requirement: int, by: str = "") -> None:
@@ -102,7 +104,7 @@ class RequirementQueue:
                 log.warning("the host asks for requirement %d in a loop (from %s): not acted "
                             "on again for %g s", requirement, by, pause)  # fmt: skip
                 return
-            self._chained_again[requirement] = now
+            self._chaining.add(requirement)  # counted once done: a failed run is tried again
         self._queue.append(requirement)
         self._idle.clear()
         self._more.set()
@@ -125,6 +127,9 @@ class RequirementQueue:
         """``requirement`` was done: answers that still carry it are not acted on for a
         while."""
         self._satisfied[requirement] = time.monotonic()
+        if requirement in self._chaining:
+            self._chaining.discard(requirement)
+            self._chained_again[requirement] = self._satisfied[requirement]
 
     async def idle(self) -> None:
         """Until nothing is queued or running."""

@@ -62,6 +62,26 @@ def test_chains_that_raise_each_other_in_a_loop_run_once_more_then_wait_for_the_
     asyncio.run(scenario())
 
 
+def test_a_chained_run_that_failed_does_not_count_against_the_next_chain() -> None:
+    """The loop guard counts a chained requirement once it is done again: one whose run
+    failed is raised by the next chain's end as before."""
+
+    async def scenario():
+        queue = RequirementQueue(lambda: Pacing(repeat_after=600))
+        queue.raised(4)
+        assert await taken(queue, 1) == [4]
+        queue.satisfied(4)
+        queue.raised(4, by="003")  # the next sign-in's 0810: chained within the pause
+        assert await taken(queue, 1) == [4]  # its run fails: not satisfied
+        queue.raised(4, by="003")  # the sign-in after it asks again: still acted on
+        assert await taken(queue, 1) == [4]
+        queue.satisfied(4)
+        queue.raised(4, by="003")  # done again within the pause: now a loop
+        await asyncio.wait_for(queue.idle(), 1)
+
+    asyncio.run(scenario())
+
+
 def test_the_repeat_pause_never_holds_a_requirement_another_chains_end_raises() -> None:
     async def scenario():
         queue = RequirementQueue(lambda: Pacing(repeat_after=600))
