@@ -370,10 +370,9 @@ CATALOGUE: dict[str, Entry] = {
     ),
     "keys.tmk-absent:download-failed": Entry(
         remedy=Text(
-            "the master key download failed ({reason}): the agent tries again every "
-            "keys.tmk_download_every; if it keeps failing, the master key must be injected: "
-            "call support",
-            "主密钥远程下载失败（{reason}）：代理程序按 keys.tmk_download_every 定期重试；"
+            "{reason}; the agent tries again every keys.tmk_download_every; if it keeps failing, "
+            "the master key must be injected: call support",
+            "主密钥远程下载失败（{reason}）；代理程序按 keys.tmk_download_every 定期重试；"
             "如持续失败，需重新灌装主密钥，请联系客服",
         )
     ),

@@ -337,10 +337,11 @@ def test_a_module_without_a_transport_key_fails_the_download_and_says_so(tmp_pat
             assert event["outcome"] == "failed" and "no transport key" in event["detail"]
             assert "status 03" in event["detail"]
             # the merchant is told the download failed and why, not that it will be done
-            if rig.agent.recovery.state is State.UNREGISTERED:
-                told = rig.agent.recovery.message
-                assert "master key download failed" in told.en and "status 03" in told.en
-                assert "will download" not in told.en and "主密钥远程下载失败" in told.zh
+            assert rig.agent.recovery.state is State.UNREGISTERED
+            told = rig.agent.recovery.message
+            assert "master-key download failed: " in told.en.lower() and "status 03" in told.en
+            assert told.en.count("download failed") == 1 and "tries again" in told.en
+            assert "will download" not in told.en and "主密钥远程下载失败" in told.zh
 
     run(scenario())
 
