@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from agent import __version__, paths
 from agent.blocking import Gate, Workers
@@ -50,13 +51,19 @@ from drivers.loading import open_module
 from drivers.module import CardModule, ModuleSettings
 
 
-def open_journal(config: Config, telemetry_ids: ids.HighWater) -> Journal:
+def open_journal(
+    config: Config,
+    telemetry_ids: ids.HighWater,
+    terminal: Callable[[], tuple[str, str]] | None = None,
+) -> Journal:
     """The service's journal: a damaged one set aside (DESIGN.md section 8), its events for the
-    fleet put in the telemetry outbox when a broker is configured."""
+    fleet put in the telemetry outbox when a broker is configured, with the TID and MID of
+    ``terminal()`` (the configuration's when not given)."""
     broker = config.telemetry.broker
+    terminal = terminal or (lambda: (config.terminal.tid, config.terminal.mid))
     return Journal.open_for_service(
         paths.journal_path(config),
-        forward=events.forward if broker else None,
+        forward=events.forwarder(terminal) if broker else None,
         outbox_max=config.telemetry.outbox_max,
         outbox_ids_above=telemetry_ids.event_id if broker else 0,
     )
@@ -71,7 +78,9 @@ class Agent:
         # the highest event id and seq the fleet saw, kept beside the journal: a journal moved
         # aside does not make the ids start again
         self.telemetry_ids = ids.HighWater.beside(paths.journal_path(config))
-        self.journal = journal = open_journal(config, self.telemetry_ids)
+        self.journal = journal = open_journal(
+            config, self.telemetry_ids, lambda: (settings().terminal.tid, settings().terminal.mid)
+        )
         self._stack.callback(journal.close)
         self.module = module or open_module(
             config.module.driver,

@@ -7,12 +7,30 @@ are the journal's, which are masked already; nothing else is added."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # The journal's event of a host's refusal; one of a 97 is the fleet's "97".
 REFUSED = "recovery.refused"
 KINDS = ("97", "recovered", "unregistered", "request-refused", "reversal-stuck",
          "selftest-failed", "parameters-downloaded", "journal-damaged", "command")  # fmt: skip
+
+
+def forwarder(
+    terminal: Callable[[], tuple[str, str]],
+) -> Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]] | None]:
+    """:func:`forward`, each event told with the TID and MID of ``terminal()`` when it is
+    recorded (section 14: "the TID, MID and the acquirer are in every payload"; a TID changes
+    with re-provisioning, and an event may wait in the outbox across one)."""
+
+    def told(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        forwarded = forward(kind, detail)
+        if forwarded is None:
+            return None
+        tid, mid = terminal()
+        return forwarded[0], {**forwarded[1], "tid": tid, "mid": mid}
+
+    return told
 
 
 def forward(kind: str, detail: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

@@ -255,12 +255,12 @@ class Publisher:
         fresh = [row for row in waiting if row[0] not in sent]
         if fresh:
             self.ids.reach(event_id=fresh[-1][0])  # before any of them leaves
-        with self._lock:  # the terminal as the latest state says (a TID changes with
-            terminal = self._state or {}  # re-provisioning): "in every payload", section 14
         for row_id, at, kind, told in fresh:
-            # rows an older version wrote hold the detail alone, without a code
-            code, detail = (told["code"], told["detail"]) if told.keys() == {"code", "detail"} \
-                else ("", told)  # fmt: skip
+            # rows an older version wrote hold the detail alone, without a code (and the
+            # versions before this one's, without the TID and MID the event was recorded under)
+            wrapped = {"code", "detail"} <= told.keys()
+            code, detail = (told["code"], told["detail"]) if wrapped else ("", told)
+            terminal = told if wrapped else {}
             event = {"id": row_id, "kind": kind, "code": code, "at": iso(at),
                      "tid": terminal.get("tid"), "mid": terminal.get("mid"),
                      "acquirer": self.acquirer, "detail": detail}  # fmt: skip

@@ -37,6 +37,22 @@ def test_the_fleet_hears_of_97s_recoveries_and_what_needs_a_person() -> None:
     assert events.forward("reversal-queued", {"transaction": 1}) is None  # the journal's own
 
 
+def test_an_event_keeps_the_tid_and_mid_it_was_recorded_under(tmp_path) -> None:
+    """Section 14: the TID and MID are in every payload; an event that waits in the outbox
+    across a re-provisioning keeps the terminal it was recorded under."""
+    terminal = ["10000001", "898100012340001"]
+    journal = Journal(tmp_path / "journal.sqlite3",
+                      forward=events.forwarder(lambda: (terminal[0], terminal[1])))  # fmt: skip
+    journal.note("recovery.refused", code="97", text="terminal not registered")
+    journal.next_stan()  # the note goes in with a commit
+    terminal[0] = "10000009"  # re-provisioned
+    [(_, _, kind, told)] = journal.outbox()
+    assert kind == "97"
+    assert (told["tid"], told["mid"]) == ("10000001", "898100012340001")
+    assert told["code"] == "host.97" and told["detail"]["code"] == "97"
+    journal.close()
+
+
 def test_the_fleet_hears_of_a_request_refused_while_the_terminal_stays_registered() -> None:
     detail = {"finding": "registration.tusn-refused", "code": "97", "class": "purchase",
               "tusn": "00009902SIM0000000000001", "a2": "module", "repeated": False,
