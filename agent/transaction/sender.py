@@ -496,16 +496,18 @@ class Sender:
         def record(syncing: Callable[[], None]) -> int:
             waiting.now = JOURNAL
             try:
-                return self.journal.begin(outgoing, financial=financial, app_stan=app_stan,
-                                          replay_key=key, syncing=syncing)  # fmt: skip
+                transaction = self.journal.begin(outgoing, financial=financial,
+                                                 app_stan=app_stan, replay_key=key,
+                                                 syncing=syncing)  # fmt: skip
             finally:
                 waiting.now = MODULE_MAC  # what is left: the module's answer (module first)
+            stages.mark("pending-synced")  # before the module's answer is read, either order
+            return transaction
 
         waiting.now = MODULE_MAC  # its command may go first, on a line other requests share
         transaction, encoded = self.macs.encode_beside(outgoing, record)
         if app_stan is not None:
             self.stan_map.recorded(app_stan)
-        stages.mark("pending-synced")
         try:
             frame = encoded()
             stages.mark("mac")
