@@ -194,9 +194,22 @@ class ReversalSender:
         if self._fresh_try is None or self._fresh_try.done():
             self._fresh_try = asyncio.ensure_future(self._send_lane(stuck=False))
             self._fresh_try.add_done_callback(_retrieved)
+        return await self._within_a_try(self._fresh_try)
+
+    async def before_settlement(self) -> int:
+        """Before a settlement or batch upload: every queued reversal, the stuck ones too (it
+        would settle what they reverse), as :meth:`send`, within the same bound as
+        :meth:`before_sale`."""
+        sending = asyncio.ensure_future(self.send())
+        sending.add_done_callback(_retrieved)
+        return await self._within_a_try(sending)
+
+    async def _within_a_try(self, sending: asyncio.Future[int]) -> int:
+        """``sending``'s result, or :class:`ReversalPending` once a host's answer time and the
+        journal's patience have passed (a frozen disk): it goes on, never cancelled."""
         patience = self.link.options.response_timeout + SALE_PATIENCE
         try:
-            return await patiently(self._fresh_try, patience)
+            return await patiently(sending, patience)
         except TimeoutError:
             raise ReversalPending(
                 f"the reversals queued before it did not end within {patience:g} s (the host's "

@@ -316,7 +316,7 @@ class Sender:
         if cls.after_reversals and self.journal.has_queued_reversals:
             try:
                 if cls.settles:  # nothing a batch counts may stay unreversed: the stuck too
-                    await self.reversals.send()
+                    await self.reversals.before_settlement()
                 else:
                     await self.reversals.before_sale()
             except ReversalRefused as exc:

@@ -128,3 +128,39 @@ def test_a_host_timeout_on_a_frozen_disk_is_answered_98_in_time(
             assert by_amount == {"000000001000": True, "000000003000": False}
 
     run(scenario())
+
+
+def test_with_a_reversal_queued_a_settlement_on_a_frozen_disk_is_answered_in_time(
+    tmp_path, freezable_disk, monkeypatch
+) -> None:
+    """A settlement waits for every queued reversal, within one bounded try as a sale does: on
+    a frozen disk it gets its 96, and goes once the reversal is closed."""
+    from agent.wire.message import Message
+
+    monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", PATIENCE)
+    monkeypatch.setattr("agent.transaction.reversals.SALE_PATIENCE", PATIENCE)
+    monkeypatch.setattr("agent.transaction.stan_map.SALE_PATIENCE", PATIENCE)
+    settlement = Message("0500", {11: "000010", 48: "0" * 62, 49: "156", 60: "00000000201"})
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=freezable_disk, response_timeout=0.3) as rig:
+            rig.server.faults.add("no-answer")
+            assert (await exchange(rig.socket, app_purchase(1000, app_stan=1))).text(39) == "98"
+            await asyncio.to_thread(fsfreeze, "-f", freezable_disk)
+            try:
+                started = time.monotonic()
+                held = await exchange(rig.socket, settlement)
+                assert held.text(39) == "96", held.text(63)
+                assert time.monotonic() - started < PATIENCE + 3
+                assert "0500" not in rig.host.state()["requests"]
+            finally:
+                await asyncio.to_thread(fsfreeze, "-u", freezable_disk)
+            for _ in range(100):
+                if not rig.agent.journal.queued_reversals():
+                    break
+                await asyncio.sleep(0.05)
+            assert (await exchange(rig.socket, settlement)).text(39) == "00"
+            [charge] = rig.host.state()["purchases"].values()
+            assert charge["reversed"]
+
+    run(scenario())
