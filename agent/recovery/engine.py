@@ -136,7 +136,8 @@ class Recovery:
         self.refused_requests = RefusalCounts()
         # classes refused as requests since the last approval: every kind refused is the
         # terminal's refusal after all
-        self._refused_classes: dict[str, bool] = {}  # class name -> whether it carries A2
+        # class name -> whether it carries A2, and the code it was refused with
+        self._refused_classes: dict[str, tuple[bool, str]] = {}
         self._same_refusal: tuple[tuple[str, str, str], float] | None = None
         # a sign-in refused with a code not about the terminal, whose recovery was
         # inconclusive: (code, when); the same refusal again within SAME_REFUSAL_MEMORY starts
@@ -518,15 +519,21 @@ class Recovery:
         cls = classify(request)
         refused_classes = dict(self._refused_classes)
         if cls is not None:
-            refused_classes[cls.name] = cls.needs_tusn
-        # field 59 explains refusals of classes that carry A2; two kinds refused, one of them
-        # without A2, and none still working, is the host refusing the terminal whatever it
-        # sends ("every message class", DESIGN.md section 7)
+            refused_classes[cls.name] = (cls.needs_tusn, attempt.answer.text(39, ""))
+        # field 59 explains refusals of classes that carry A2; two kinds refused with the same
+        # code, one of them without A2, and none still working, is the host refusing the
+        # terminal whatever it sends ("every message class", DESIGN.md section 7). Kinds refused
+        # with different codes are refused for different reasons: each its own (a sale's TUSN
+        # refused 97 and an inquiry not permitted, 58)
         lately = time.monotonic() - SAME_REFUSAL_MEMORY
         working = [kind for kind, at in self._working.items() if at >= lately]
         if cls is not None and cls.name in working:
             working.remove(cls.name)  # refused now, after a sign-in
-        every_kind = len(refused_classes) >= 2 and not all(refused_classes.values())
+        every_kind = (
+            len(refused_classes) >= 2
+            and not all(a2 for a2, _ in refused_classes.values())
+            and len({code for _, code in refused_classes.values()}) == 1
+        )
         return not (every_kind and not working)
 
     def _kind(self, request: Message, attempt: Attempt) -> tuple[str, str, str]:
@@ -555,7 +562,7 @@ class Recovery:
         found = finding(attempt.a2)
         told = advice(attempt.a2, code, codes.lookup(code))
         if cls is not None:
-            self._refused_classes[cls.name] = cls.needs_tusn
+            self._refused_classes[cls.name] = (cls.needs_tusn, code)
             self._working.pop(cls.name, None)
         self._same_refusal = (self._kind(request, attempt), time.monotonic())
         detail: dict[str, Any] = {

@@ -121,6 +121,8 @@ class Terminal:
     require_signin: bool = False  # header processing requirement 3 until it signs in
     asks: int = 0  # a processing requirement (1-15) for the header of the next answer
     family: CipherFamily = DES_FAMILY  # the TMK's: the KCV of a downloaded TMK is its family's
+    # first 2 digits of the processing codes this terminal may not use: answered 58
+    not_permitted: tuple[str, ...] = ()
 
 
 # 53 of an SM4 request with a PIN: SM4 PIN block (2), SM4 (3) (DESIGN.md section 4)
@@ -493,6 +495,8 @@ class AcquirerHost:
             if reason:
                 self.ledger.tusn_refusals[reason] = self.ledger.tusn_refusals.get(reason, 0) + 1
                 return response_to(message, self.tusn_refusal), session
+        if message.mti in FINANCIAL and message.text(3, "")[:2] in terminal.not_permitted:
+            return response_to(message, "58"), session  # not permitted on this terminal
         if message.mti in FINANCIAL:
             return self._financial(message, session), session
         if message.mti == "0400":

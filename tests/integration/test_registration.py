@@ -13,7 +13,7 @@ from agent.wire import field59
 from agent.wire.frame import Layout, decode_frame
 from agent.wire.mac import tusn_ciphertext
 from agent.wire.message import Message, encode_message
-from tests.integration.gateway_rig import PAN, app_purchase, exchange, gateway_rig
+from tests.integration.gateway_rig import PAN, TID, app_purchase, exchange, gateway_rig
 
 
 def run(coroutine):
@@ -449,6 +449,25 @@ def test_every_kind_of_request_refused_is_the_terminals_refusal(tmp_path) -> Non
             assert (await exchange(rig.socket, balance_inquiry())).text(39) == "97"
             assert rig.agent.recovery.state is State.UNREGISTERED
             assert events_of(rig, "recovery.unregistered")
+
+    run(scenario())
+
+
+def test_kinds_refused_with_different_codes_stay_the_requests(tmp_path) -> None:
+    """Purchases refused 97 for their TUSN and balance inquiries refused 58 (not permitted on
+    this terminal) after approved sign-ins: two refusals for two reasons, not the host refusing
+    the terminal whatever it sends; it stays registered, each told its own cause."""
+    from agent.recovery.policy import State
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            acquirer_checks_tusn(rig, reported=False)
+            rig.host.terminals[TID].not_permitted = ("31",)
+            assert (await exchange(rig.socket, app_purchase(2500))).text(39) == "97"
+            inquiry = await exchange(rig.socket, balance_inquiry())
+            assert inquiry.text(39) == "58", inquiry.text(63)
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert not events_of(rig, "recovery.unregistered")
 
     run(scenario())
 
