@@ -372,7 +372,7 @@ CATALOGUE: dict[str, Entry] = {
         remedy=Text(
             "{reason}; the agent tries again every keys.tmk_download_every; if it keeps failing, "
             "the master key must be injected: call support",
-            "主密钥远程下载失败（{reason}）；代理程序按 keys.tmk_download_every 定期重试；"
+            "{reason}；代理程序按 keys.tmk_download_every 定期重试；"
             "如持续失败，需重新灌装主密钥，请联系客服",
         )
     ),
@@ -888,11 +888,13 @@ CATALOGUE: dict[str, Entry] = {
     ),
     "module.slow": Entry(
         meaning=Text(
-            "the card module did not answer a request's commands (field 59's TUSN, its MAC) "
-            "within the sale's patience: answered 96, never sent. The module is slow, or its line "
+            "the card module did not answer a request's commands (field 59's TUSN, its MAC, the "
+            "answer's MAC check) within the sale's patience: answered 96; a request not sent yet "
+            "is not sent, an answer not checked yet is reversed. The module is slow, or its line "
             "is busy with many requests at once",
-            "加密模块未在限定时间内应答交易所需的指令（59 域的 TUSN、MAC）：已应答 96，未上送。"
-            "模块响应缓慢，或其串口同时忙于多笔交易",
+            "加密模块未在限定时间内应答交易所需的指令（59 域的 TUSN、MAC、应答的 MAC 校验）："
+            "已应答 96；尚未上送的请求不上送，尚未校验的应答将被冲正。模块响应缓慢，"
+            "或其串口同时忙于多笔交易",
         ),
         action=Text(
             "`agent selftest --only module`; if it repeats with one sale at a time, have the "

@@ -509,7 +509,8 @@ class Recovery:
         """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of
         this recovery was approved, the host still refuses the request (whatever the code,
         DESIGN.md section 7), and not every kind of request is refused (that is: two kinds
-        refused since the last approval, one without A2, and none approved still working).
+        refused with one code since the last approval, one without A2, and none approved still
+        working).
         Never under a host-side incident: a host that approves a sign-in and refuses the rest
         is the acquirer's fault the fleet announced (DESIGN.md section 7)."""
         if request is None or not self._signed_in or attempt.exchange is None:
@@ -520,20 +521,20 @@ class Recovery:
         refused_classes = dict(self._refused_classes)
         if cls is not None:
             refused_classes[cls.name] = (cls.needs_tusn, attempt.answer.text(39, ""))
-        # field 59 explains refusals of classes that carry A2; two kinds refused with the same
-        # code, one of them without A2, and none still working, is the host refusing the
-        # terminal whatever it sends ("every message class", DESIGN.md section 7). Kinds refused
-        # with different codes are refused for different reasons: each its own (a sale's TUSN
-        # refused 97 and an inquiry not permitted, 58)
+        # field 59 explains refusals of classes that carry A2; two kinds refused with one code,
+        # one of them without A2, and none still working, is the host refusing the terminal
+        # whatever it sends ("every message class", DESIGN.md section 7). Kinds refused with
+        # different codes are refused for different reasons: each its own (a sale's TUSN
+        # refused 97 and an inquiry not permitted, 58); a kind refused otherwise before does
+        # not hide two refused alike since
         lately = time.monotonic() - SAME_REFUSAL_MEMORY
         working = [kind for kind, at in self._working.items() if at >= lately]
         if cls is not None and cls.name in working:
             working.remove(cls.name)  # refused now, after a sign-in
-        every_kind = (
-            len(refused_classes) >= 2
-            and not all(a2 for a2, _ in refused_classes.values())
-            and len({code for _, code in refused_classes.values()}) == 1
-        )
+        by_code: dict[str, list[bool]] = {}
+        for a2, refused_with in refused_classes.values():
+            by_code.setdefault(refused_with, []).append(a2)
+        every_kind = any(len(kinds) >= 2 and not all(kinds) for kinds in by_code.values())
         return not (every_kind and not working)
 
     def _kind(self, request: Message, attempt: Attempt) -> tuple[str, str, str]:

@@ -104,7 +104,7 @@ class RequirementQueue:
                 log.warning("the host asks for requirement %d in a loop (from %s): not acted "
                             "on again for %g s", requirement, by, pause)  # fmt: skip
                 return
-            self._chaining.add(requirement)  # counted once done: a failed run is tried again
+            self._chaining.add(requirement)  # counted if it is done: a failed run is not
         self._queue.append(requirement)
         self._idle.clear()
         self._more.set()
@@ -119,6 +119,8 @@ class RequirementQueue:
         return self.running
 
     def finished(self) -> None:
+        if self.running is not None:  # done or failed, a chained raise is counted no more
+            self._chaining.discard(self.running)
         self.running = None
         if not self._queue:
             self._idle.set()

@@ -255,12 +255,15 @@ class Publisher:
         fresh = [row for row in waiting if row[0] not in sent]
         if fresh:
             self.ids.reach(event_id=fresh[-1][0])  # before any of them leaves
+        with self._lock:
+            latest = self._state or {}
         for row_id, at, kind, told in fresh:
-            # rows an older version wrote hold the detail alone, without a code (and the
-            # versions before this one's, without the TID and MID the event was recorded under)
+            # rows an older version wrote hold the detail alone, without a code
             wrapped = {"code", "detail"} <= told.keys()
             code, detail = (told["code"], told["detail"]) if wrapped else ("", told)
-            terminal = told if wrapped else {}
+            # the TID and MID it was recorded under; a row an older version wrote has none:
+            # the latest state's
+            terminal = told if wrapped and "tid" in told else latest
             event = {"id": row_id, "kind": kind, "code": code, "at": iso(at),
                      "tid": terminal.get("tid"), "mid": terminal.get("mid"),
                      "acquirer": self.acquirer, "detail": detail}  # fmt: skip

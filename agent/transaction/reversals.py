@@ -188,32 +188,21 @@ class ReversalSender:
         """Before a financial request: the fresh reversals go first. Joins the try under way,
         or starts one; returns how many it closed, raises :class:`ReversalPending` when one
         could not be closed (:class:`ReversalRefused` when recovery must act first), or when
-        the try has not ended within a host's answer time and the journal's patience (a frozen
-        disk: it goes on, and the sale gets its answer; DESIGN.md section 8, "at most one
-        bounded try")."""
+        the try has not ended within each queued reversal's host answer time and the journal's
+        patience (a frozen disk, a host slower than its timeout: it goes on, never cancelled,
+        and the sale gets its answer; DESIGN.md section 8, "at most one bounded try")."""
         if self._fresh_try is None or self._fresh_try.done():
             self._fresh_try = asyncio.ensure_future(self._send_lane(stuck=False))
             self._fresh_try.add_done_callback(_retrieved)
-        return await self._within_a_try(self._fresh_try)
-
-    async def before_settlement(self) -> int:
-        """Before a settlement or batch upload: every queued reversal, the stuck ones too (it
-        would settle what they reverse), as :meth:`send`, within the same bound as
-        :meth:`before_sale`."""
-        sending = asyncio.ensure_future(self.send())
-        sending.add_done_callback(_retrieved)
-        return await self._within_a_try(sending)
-
-    async def _within_a_try(self, sending: asyncio.Future[int]) -> int:
-        """``sending``'s result, or :class:`ReversalPending` once a host's answer time and the
-        journal's patience have passed (a frozen disk): it goes on, never cancelled."""
-        patience = self.link.options.response_timeout + SALE_PATIENCE
+        tries = max(self.journal.queued_reversals_count, 1)
+        patience = tries * self.link.options.response_timeout + SALE_PATIENCE
         try:
-            return await patiently(sending, patience)
+            return await patiently(self._fresh_try, patience)
         except TimeoutError:
             raise ReversalPending(
-                f"the reversals queued before it did not end within {patience:g} s (the host's "
-                "answer time and the journal's patience: the disk may be frozen); they go on",
+                f"the reversals queued before it did not end within {patience:g} s (their "
+                "tries and the journal's patience: the host is slow, or the disk frozen); they "
+                "go on",
                 0,
             ) from None
 

@@ -60,11 +60,13 @@ WORKER = ("gateway.workers-busy", "a worker thread (each busy with an earlier re
 MODULE_TUSN = ("module.slow", "the card module (field 59's TUSN)")
 JOURNAL = ("storage.journal-slow", "the journal (its disk may be frozen or failing)")
 MODULE_MAC = ("module.slow", "the card module (its MAC)")
+MODULE_CHECK = ("module.slow", "the card module (the answer's MAC check)")
 
 
 class Waiting:
-    """What a request's recording step waits for now, set on its worker thread and read on the
-    event loop when it outlasts the sale's patience: the app is told which device it was."""
+    """What a request's recording step (or its answer's closing) waits for now, set on its
+    worker thread and read on the event loop when it outlasts the sale's patience: the app is
+    told which device it was."""
 
     __slots__ = ("now",)
 
@@ -315,10 +317,7 @@ class Sender:
             return self._locally(request, "96", "storage.journal-slow", reason)
         if cls.after_reversals and self.journal.has_queued_reversals:
             try:
-                if cls.settles:  # nothing a batch counts may stay unreversed: the stuck too
-                    await self.reversals.before_settlement()
-                else:
-                    await self.reversals.before_sale()
+                await self.reversals.before_sale()
             except ReversalRefused as exc:
                 # the host lost the session or the keys: recovery repairs, then retries the
                 # request, and the reversal goes first again
@@ -329,9 +328,9 @@ class Sender:
             except ReversalPending as exc:
                 # A reversal goes before the next sale; one that failed reversal.attempts times
                 # in a row no longer holds sales up (it is retried in the background): a
-                # terminal is never locked out of sales by its own queue. A settlement waits for
-                # every one: it would settle what they reverse (the fleet hears of stuck ones).
-                if exc.attempts < self._config().reversal.attempts or cls.settles:
+                # terminal is never locked out of sales by its own queue, nor of settling (a
+                # stuck one may never close: a person sees to it, the fleet hears of it).
+                if exc.attempts < self._config().reversal.attempts:
                     self.reversals.waiting.set()
                     return self._locally(request, "96", "reversal.pending", str(exc))
                 log.warning("sale goes ahead of a reversal that keeps failing: %s", exc)
@@ -428,7 +427,8 @@ class Sender:
         except TimeoutError:  # a frozen disk: the app gets its answer, the write goes on
             log.error("the journal has not recorded %s within %g s; the app is answered, the "
                       "row is closed when the disk answers", what, SALE_PATIENCE)  # fmt: skip
-            self._unclosed.add(closing)
+            if reversal_reason is not None:  # the reversal it queues goes first, once queued
+                self._unclosed.add(closing)
             closing.add_done_callback(lambda done: self._closed_late(done, transaction))
             return
         if closed:
@@ -527,8 +527,9 @@ class Sender:
     ) -> Attempt:
         answer = _for_the_app(request, exchange.frame.message)
         financial = cls.reversible
+        waiting = Waiting()
         closing = self._workers.run(
-            self._close_checked, outgoing, transaction, exchange, cls, answer
+            self._close_checked, outgoing, transaction, exchange, cls, answer, waiting
         )
         try:
             mac_ok, for_app = await patiently(closing, SALE_PATIENCE)
@@ -540,11 +541,12 @@ class Sender:
             closing.add_done_callback(
                 lambda _: self._recorded_too_late(closing, transaction, exchange, financial)
             )
+            finding, what = waiting.now
             reason = (
-                f"the journal did not record the answer within {SALE_PATIENCE:g} s (its disk may "
-                "be frozen or failing); the transaction will be reversed"
+                f"the answer was not checked and recorded within {SALE_PATIENCE:g} s, still "
+                f"waiting for {what}; the transaction will be reversed"
             )
-            return self._locally(request, "96", "storage.journal-slow", reason)
+            return self._locally(request, "96", finding, reason)
         except JournalError as exc:
             self._unrecorded_answer(transaction, exchange, financial)
             reason = f"{exc}; the transaction will be reversed"
@@ -607,18 +609,22 @@ class Sender:
         exchange: Exchange,
         cls: MessageClass,
         answer: Message,
+        waiting: Waiting,
     ) -> tuple[bool, tuple[Profile, bytes] | None]:
         """In a worker thread: check the response MAC and close the transaction durably, with a
         reversal (A0) queued if the MAC is wrong, or with the app's answer kept for a replay.
         While the module checks, the journal row and the app's answer (encoded) are made.
-        Returns whether the MAC was right, and that encoded answer."""
+        Returns whether the MAC was right, and that encoded answer. ``waiting`` says what it
+        waits for, for the app's answer if it outlasts the sale's patience."""
         stages.mark("worker-2")
         response = exchange.frame.message
         code = response.text(39, "")
+        waiting.now = MODULE_CHECK
         with self.macs.checking(outgoing, exchange, codes.approved(code)) as verdict:
             rendered = Rendered.of(response, answer)
             for_app = self._for_app(answer)
         mac_ok = verdict()
+        waiting.now = JOURNAL
         stages.mark("mac-check")
         if not mac_ok:
             self.journal.finish(

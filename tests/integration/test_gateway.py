@@ -912,3 +912,30 @@ def test_a_sale_held_up_by_a_slow_card_module_is_told_so(
             assert rig.host.state()["requests"]["0200"] == 1
 
     run(scenario())
+
+
+def test_an_answer_held_up_by_a_slow_module_check_is_told_so_and_reversed(
+    tmp_path, monkeypatch
+) -> None:
+    """The module slows down after the request left: the answer's MAC check outlasts the
+    patience. The app is told the module (not a frozen disk) and the approval is reversed."""
+    monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", 0.5)
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.server.faults.add("late", delay=0.4)
+            sale = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            await asyncio.sleep(0.2)  # recorded and sent: the host holds its answer
+            rig.module_port.delay = 0.8
+            refused = await sale
+            assert refused.text(39) == "96", refused.text(63)
+            assert refused.text(63).startswith("AGENT module.slow: ")
+            assert "the answer's MAC check" in refused.text(63)
+            rig.module_port.delay = 0.0
+            for _ in range(100):
+                if rig.agent.journal.queued_reversals():
+                    break
+                await asyncio.sleep(0.05)
+            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["06"]
+
+    run(scenario())

@@ -199,10 +199,11 @@ def test_a_queued_reversal_goes_to_the_host_before_a_settlement_or_batch_upload(
     run(scenario())
 
 
-def test_a_stuck_reversal_goes_to_the_host_before_a_settlement_too(tmp_path) -> None:
-    """A reversal past reversal.attempts no longer holds sales up, but a settlement would
-    settle what it reverses: it is tried first, and while it cannot be closed the settlement is
-    answered 96 and not sent."""
+def test_a_reversal_that_may_never_close_does_not_lock_settling_out(tmp_path) -> None:
+    """A reversal past reversal.attempts (one the host may never close: a 97 under a TID
+    re-provisioned since) holds neither sales nor a settlement up: the terminal is never locked
+    out of settling by its own queue; the fleet hears of the stuck reversal, a person sees to
+    it (the fresh ones go first, test above)."""
     settlement = Message("0500", {11: "000010", 48: "0" * 62, 49: "156", 60: "00000000201"})
 
     async def scenario():
@@ -215,12 +216,7 @@ def test_a_stuck_reversal_goes_to_the_host_before_a_settlement_too(tmp_path) -> 
                 await rig.agent.reversals.send()
             [stuck] = rig.agent.journal.queued_reversals()
             assert stuck.attempts == 1
-            rig.server.faults.add("no-answer")  # still not closed: the settlement waits
-            held = await exchange(rig.socket, settlement)
-            assert held.text(39) == "96" and held.text(63).startswith("AGENT reversal.pending")
-            assert "0500" not in rig.host.state()["requests"]
             assert (await exchange(rig.socket, settlement)).text(39) == "00"
-            assert rig.agent.journal.queued_reversals() == []
 
     run(scenario())
 

@@ -472,6 +472,27 @@ def test_kinds_refused_with_different_codes_stay_the_requests(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_kind_refused_otherwise_before_does_not_hide_every_kind_refused_alike(tmp_path) -> None:
+    """Inquiries refused 58 (not permitted here); then the host refuses the terminal: a sale
+    and an offline upload (which carries no A2) both refused 97 after approved sign-ins are
+    every kind refused, the earlier 58 notwithstanding."""
+    from agent.recovery.policy import State
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.host.terminals[TID].not_permitted = ("31",)
+            assert (await exchange(rig.socket, balance_inquiry())).text(39) == "58"
+            rig.server.faults.add("refused-first", count=10, mti="0200")
+            assert (await exchange(rig.socket, app_purchase(2500))).text(39) == "97"
+            assert rig.agent.recovery.state is State.REGISTERED
+            upload = app_purchase(2600, app_stan=902)
+            upload.fields[60] = "36000000"  # offline (EC) upload: no A2
+            assert (await exchange(rig.socket, upload)).text(39) == "97"
+            assert rig.agent.recovery.state is State.UNREGISTERED
+
+    run(scenario())
+
+
 def test_one_kind_of_request_refused_alone_stays_the_requests(tmp_path) -> None:
     """Balance inquiries refused (97) after an approved sign-in while purchases are approved:
     the refusal is the request's (finding request.refused), the terminal stays registered."""

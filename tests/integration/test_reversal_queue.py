@@ -292,7 +292,7 @@ def test_a_sale_waits_for_the_reversals_whole_try_not_only_the_journals_patience
     """With a healthy disk and a host slow on the reversal, the sale gets that one try's own
     outcome (DESIGN.md section 8: "at most one bounded try"), not a give-up blaming the disk
     after the journal's patience."""
-    monkeypatch.setattr("agent.transaction.reversals.SALE_PATIENCE", 0.2)
+    monkeypatch.setattr("agent.transaction.reversals.SALE_PATIENCE", 0.5)
 
     async def scenario():
         async with gateway_rig(tmp_path, response_timeout=0.8) as rig:

@@ -62,6 +62,16 @@ def test_chains_that_raise_each_other_in_a_loop_run_once_more_then_wait_for_the_
     asyncio.run(scenario())
 
 
+async def ran(queue: RequirementQueue, done: bool = True) -> int:
+    """The next requirement run as HostRequests runs it: satisfied (when ``done``), then
+    finished."""
+    requirement = await asyncio.wait_for(queue.take(), 1)
+    if done:
+        queue.satisfied(requirement)
+    queue.finished()
+    return requirement
+
+
 def test_a_chained_run_that_failed_does_not_count_against_the_next_chain() -> None:
     """The loop guard counts a chained requirement once it is done again: one whose run
     failed is raised by the next chain's end as before."""
@@ -69,15 +79,32 @@ def test_a_chained_run_that_failed_does_not_count_against_the_next_chain() -> No
     async def scenario():
         queue = RequirementQueue(lambda: Pacing(repeat_after=600))
         queue.raised(4)
-        assert await taken(queue, 1) == [4]
-        queue.satisfied(4)
+        assert await ran(queue) == 4
         queue.raised(4, by="003")  # the next sign-in's 0810: chained within the pause
-        assert await taken(queue, 1) == [4]  # its run fails: not satisfied
+        assert await ran(queue, done=False) == 4  # its run fails
         queue.raised(4, by="003")  # the sign-in after it asks again: still acted on
-        assert await taken(queue, 1) == [4]
-        queue.satisfied(4)
+        assert await ran(queue) == 4
         queue.raised(4, by="003")  # done again within the pause: now a loop
         await asyncio.wait_for(queue.idle(), 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_chained_run_leaves_nothing_that_counts_against_a_later_chain() -> None:
+    """A chained run that failed, then the requirement done in the ordinary way after the pause:
+    the next chain's raise within the pause is acted on, not taken for a loop."""
+
+    async def scenario():
+        queue = RequirementQueue(lambda: Pacing(repeat_after=0.3))
+        queue.raised(4)
+        assert await ran(queue) == 4
+        queue.raised(4, by="003")  # chained within the pause; its run fails
+        assert await ran(queue, done=False) == 4
+        await asyncio.sleep(0.35)  # the pause passes
+        queue.raised(4)  # an ordinary raise, done
+        assert await ran(queue) == 4
+        queue.raised(4, by="003")  # a chain within the new pause: its first, acted on
+        assert await ran(queue) == 4
 
     asyncio.run(scenario())
 
