@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 AGENT = str(Path(sys.executable).with_name("agent"))
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -213,9 +220,7 @@ class MosquittoProcess:
         ``max_connections -1``)."""
         if not os.access(MOSQUITTO, os.X_OK):
             raise RuntimeError(f"{MOSQUITTO} missing: apt-get install mosquitto (.ci/run does)")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"{'mqtts://localhost' if tls else 'mqtt://127.0.0.1'}:{self.port}"
         store = workdir / "mosquitto"
         store.mkdir()

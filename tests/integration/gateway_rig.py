@@ -25,6 +25,7 @@ from agent.wire.message import Message, decode_message, encode_message
 from agent.wire.pin import pin_pan
 from drivers.framing import Frame, FrameParser
 from drivers.module import Command, KeyFamily, decode_key_status, encode_pin_request
+from tests.processes import free_port
 
 __all__ = [
     "CARD",
@@ -78,6 +79,13 @@ class Rig:
         original.fields[60] = f"22{journal.batch:06d}000"
         transaction = journal.begin(original, financial=True)
         journal.finish(transaction, "timed-out", detail="test", reversal_reason="98")
+
+    async def serve_tcp(self) -> int:
+        """The payment app's socket on a TCP port of 127.0.0.1 too (``gateway.tcp_port``);
+        returns the port."""
+        port = free_port()
+        await self.agent.app_socket.serve(None, port)
+        return port
 
     def put_tms(self, **changes: object) -> None:
         """What the TMS holds for this terminal's module, changed as given."""

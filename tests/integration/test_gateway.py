@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import sqlite3
 import sys
 import threading
@@ -40,6 +39,13 @@ def test_sign_in_loads_keys_and_journals_kcvs(tmp_path) -> None:
     run(scenario())
 
 
+def sales_on_disk(journal_path) -> int:
+    """The sales the journal has committed, as another connection sees them (only what is on
+    disk)."""
+    with contextlib.closing(sqlite3.connect(journal_path)) as other:
+        return other.execute("SELECT count(*) FROM transactions WHERE mti = '0200'").fetchone()[0]
+
+
 def test_purchase_approved_with_the_apps_stan(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
@@ -68,15 +74,6 @@ def test_the_request_mac_is_computed_while_the_journal_syncs_its_row(tmp_path, m
             journal, module = rig.agent.journal, rig.agent.sender.macs.module
             seen = []
 
-            def sales_on_disk() -> int:
-                other = sqlite3.connect(journal.path)  # sees only what is committed
-                try:
-                    return other.execute(
-                        "SELECT count(*) FROM transactions WHERE mti = '0200'"
-                    ).fetchone()[0]
-                finally:
-                    other.close()
-
             pending = journal._pending
 
             def write_row(db, message, *args):
@@ -89,10 +86,10 @@ def test_the_request_mac_is_computed_while_the_journal_syncs_its_row(tmp_path, m
                 if message.mti == "0200":
                     seen.append(("encoding", threading.current_thread().name))
                     for _ in range(500):  # the commit goes on meanwhile, or this waits in vain
-                        if sales_on_disk():
+                        if sales_on_disk(journal.path):
                             break
                         threading.Event().wait(0.01)
-                    seen.append(("on disk", sales_on_disk()))
+                    seen.append(("on disk", sales_on_disk(journal.path)))
                 return encode_for_mac(message, *args)
 
             computing_mac = module.computing_mac
@@ -157,23 +154,16 @@ def test_a_module_slower_than_the_disk_gets_the_mac_command_before_the_row_is_wr
             assert rig.agent.sender.macs.order.module_first  # the first sale's MAC took longer
             seen = []
 
-            def sales_on_disk() -> int:
-                other = sqlite3.connect(journal.path)
-                try:
-                    return other.execute(
-                        "SELECT count(*) FROM transactions WHERE mti = '0200'"
-                    ).fetchone()[0]
-                finally:
-                    other.close()
-
             computing_mac = module.computing_mac
 
             @contextlib.contextmanager
             def spy(r, slot=0):
                 with computing_mac(r, slot) as mac:
-                    seen.append(("started", threading.current_thread().name, sales_on_disk()))
+                    seen.append(
+                        ("started", threading.current_thread().name, sales_on_disk(journal.path))
+                    )
                     yield mac
-                seen.append(("read", threading.current_thread().name, sales_on_disk()))
+                seen.append(("read", threading.current_thread().name, sales_on_disk(journal.path)))
 
             mocker.patch.object(module, "computing_mac", side_effect=spy)
             on_the_mac_thread = mocker.spy(macs_module.Macs, "encode")
@@ -651,10 +641,7 @@ def test_an_approval_a_tcp_app_cannot_receive_is_reversed(tmp_path, more) -> Non
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            await rig.agent.app_socket.serve(None, port)
+            port = await rig.serve_tcp()
             rig.server.faults.add("late", delay=0.3)
             sale = with_length(encode_message(app_purchase(2100, app_stan=460)))
             _, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -4,7 +4,6 @@ floods of connections, and a payment-socket client without the service's group."
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -157,10 +156,7 @@ def test_tcp_listener_refuses_a_user_outside_the_service_group(tmp_path) -> None
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            await rig.agent.app_socket.serve(None, port)
+            port = await rig.serve_tcp()
             frame = with_length(encode_message(app_purchase(1000)))
             client = (
                 "import socket, sys\n"
@@ -226,10 +222,7 @@ def test_an_outsiders_connect_loop_on_the_tcp_listener_does_not_stall_purchases(
 
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            await rig.agent.app_socket.serve(None, port)
+            port = await rig.serve_tcp()
             loop = (
                 "import socket, time\n"
                 "made, until = 0, time.monotonic() + 4\n"

@@ -12,7 +12,6 @@ import pwd
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import urllib.request
@@ -24,7 +23,7 @@ import pytest
 from agent.telemetry import textfile
 from tests.packaging.common import PACKAGING, UNIT, require, unit_value
 from tests.packaging.test_systemd_unit import verify, verify_tree
-from tests.processes import wait_for
+from tests.processes import free_port, wait_for
 from tests.unit.test_textfile import COUNTERS, HOSTILE, MESSAGE, samples, series
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"  # Debian's package of node_exporter
@@ -56,9 +55,7 @@ def scrape(folder: Path) -> str:
     """/metrics of a node_exporter that has only the textfile collector, reading ``folder``."""
     if not os.access(NODE_EXPORTER, os.X_OK):
         pytest.skip(f"{NODE_EXPORTER} missing: apt-get install prometheus-node-exporter")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     exporter = subprocess.Popen(
         [*as_unprivileged(), NODE_EXPORTER, "--collector.disable-defaults",
          "--collector.textfile", f"--collector.textfile.directory={folder}",

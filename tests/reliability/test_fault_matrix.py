@@ -10,7 +10,6 @@ card module's RTC instead, which the self-check compares against.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +25,7 @@ from tests.processes import (
     ModuleProcess,
     control,
     control_ready,
+    free_port,
     pay,
     wait_for,
     write_config,
@@ -322,9 +322,3 @@ def selftest(config: Path, check: str) -> tuple[dict, int]:
     )  # fmt: skip
     [found] = json.loads(result.stdout)["checks"]
     return found, result.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
