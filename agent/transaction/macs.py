@@ -37,13 +37,22 @@ class Macs:
         self._lane = ThreadPoolExecutor(1, thread_name_prefix="pos-agent-mac")
         self.order = LongerFirst()
 
-    def encode(self, message: Message) -> bytes:
-        """Encode, with the MAC from the module when field 64 is present."""
+    def _encoded(self, message: Message) -> tuple[bytes, tuple[bytes, int] | None]:
+        """``message`` encoded under the profile in effect, and, when field 64 is present, the
+        R its MAC is computed from with the slot that computes it."""
         profile = self._profile()
         if 64 not in message:
-            return encode_message(message, profile)
+            return encode_message(message, profile), None
         slot = self._key_slot()
         body, r = encode_for_mac(message, profile, self.families.of(slot).mac_block)
+        return body, (r, slot)
+
+    def encode(self, message: Message) -> bytes:
+        """Encode, with the MAC from the module when field 64 is present."""
+        body, mac_of = self._encoded(message)
+        if mac_of is None:
+            return body
+        r, slot = mac_of
         began = time.perf_counter()
         mac = self.module.mac_from_block(r, slot)
         self.order.module_took(time.perf_counter() - began)
@@ -93,13 +102,11 @@ class Macs:
         """``message`` encoded, here and now, with its MAC from the module when field 64 is
         present: what the callable given returns once the caller's ``with`` block has ended (or
         it raises the module's error). The module computes the MAC while the block runs."""
-        profile = self._profile()
-        if 64 not in message:
-            body = encode_message(message, profile)
+        body, mac_of = self._encoded(message)
+        if mac_of is None:
             yield lambda: body
             return
-        slot = self._key_slot()
-        body, r = encode_for_mac(message, profile, self.families.of(slot).mac_block)
+        r, slot = mac_of
         with self.module.computing_mac(r, slot) as mac:
             yield lambda: body + mac.result()
 
