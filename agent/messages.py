@@ -859,6 +859,21 @@ CATALOGUE: dict[str, Entry] = {
             "请稍后重试；如仍出现，运行 `agent selftest`",
         ),
     ),
+    "recovery.still-running": Entry(
+        meaning=Text(
+            "the host refused the request with a code that calls for a repair (97, a lost "
+            "session or keys) and the repair (a sign-in, re-provisioning, a master-key download) "
+            "did not end within `recovery.deadline`: answered 96, not sent again; the repair goes "
+            "on by itself",
+            "主机以需修复的应答码（97、会话或密钥失效）拒绝了该请求，而修复（签到、重新下发参数、"
+            "主密钥下载）未在 `recovery.deadline` 内完成：已应答 96，不再重发；修复在后台继续",
+        ),
+        action=Text(
+            "try the request again in a moment; `agent status` shows whether the terminal is "
+            "registered again, `agent journal` the repair's steps",
+            "请稍后重试；`agent status` 显示终端是否已恢复登记，`agent journal` 显示修复的各步骤",
+        ),
+    ),
     "storage.journal-slow": Entry(
         meaning=Text(
             "the journal did not record the request or its answer within its patience (10 s): "

@@ -62,6 +62,19 @@ class NothingLeftToTry(Exception):
     pass
 
 
+class Caller:
+    """Where the one waiting for a recovery (a request's or a sign-in's caller) stands: answered
+    at ``recovery.deadline`` while a remedy still ran (``gone``: the repair goes on, its request
+    is not retried any more) or waiting for a retry of its request on its way (``retrying``:
+    it may be approved, so the caller waits for it past the deadline)."""
+
+    __slots__ = ("gone", "retrying")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.retrying = False
+
+
 # A refusal of the same kind as one just attributed to its request (same class, code and field
 # 59 A2) is that request's too, without another sign-in, for this long after the last one.
 SAME_REFUSAL_MEMORY = 300.0
@@ -118,6 +131,8 @@ class Recovery:
         self._lock = asyncio.Lock()
         # cleared while a recovery or the start-up sign-in runs: new requests wait for it
         self._probe: asyncio.Task[None] | None = None
+        # the last recovery run: it may outlast its caller (answered at recovery.deadline)
+        self._running: asyncio.Future[Attempt] | None = None
         self._host_silent = ""  # why a remedy of the running recovery got no answer, if one did
         self._signed_in = False  # whether a remedy of the running recovery signed in
         # the codes the host refused the running recovery's sign-ins with
@@ -229,9 +244,14 @@ class Recovery:
             self._event("keys-refused", text=KEYS_REFUSED.en)
         else:
             self._refused(code, answer.mti)
+        started = time.monotonic()  # recovery.deadline counts from the refusal
         if self._lock.locked():  # another request is already recovering: wait for it
-            async with self._lock:
-                pass
+            try:
+                async with asyncio.timeout(self._left(started)):
+                    async with self._lock:
+                        pass
+            except TimeoutError:
+                return self._still_repairing(request, attempt)
             if self.state is State.UNREGISTERED or request is None:
                 return attempt
             retried = await self.retry(request, attempt.field_59)
@@ -239,14 +259,50 @@ class Recovery:
                 # the recovery it waited for found this kind refused as a request: so is this
                 return self._request_refused(request, retried, again=True)
             return retried
-        async with self._lock, self.busy():
-            self.cause = f"host.{code or 'refused'}" if not keys_refused else "keys.tmk-mismatch"
-            self.state = State.RECOVERING
-            try:
-                return await self._recover(request, attempt, code, keys_refused)
-            finally:
-                if self.state is State.RECOVERING:  # ended by an error: nothing was decided
-                    self.state = State.REGISTERED
+        await self._lock.acquire()  # free: nothing was awaited since it was found so
+        self.gate.enter()
+        self.cause = f"host.{code or 'refused'}" if not keys_refused else "keys.tmk-mismatch"
+        self.state = State.RECOVERING
+        caller = Caller()
+        recovery = asyncio.ensure_future(
+            self._recover(request, attempt, code, keys_refused, caller, started)
+        )
+        recovery.add_done_callback(self._ended)  # first: the caller resumes after it
+        self._running = recovery
+        try:
+            return await asyncio.wait_for(asyncio.shield(recovery), self._left(started))
+        except TimeoutError:
+            if caller.retrying:  # the retry may be approved: its answer is the app's
+                return await asyncio.shield(recovery)
+            caller.gone = True  # the repair goes on without it
+            recovery.add_done_callback(_logged)
+            return self._still_repairing(request, attempt)
+
+    def _ended(self, recovery: asyncio.Future[Attempt]) -> None:
+        """A recovery ended (decided, failed or cancelled): the lock and the gate its caller
+        took for it are free; one that ended without deciding leaves the terminal registered."""
+        if self.state is State.RECOVERING:
+            self.state = State.REGISTERED
+        self.gate.leave()
+        self._lock.release()
+
+    def _left(self, started: float) -> float:
+        """Seconds left of ``recovery.deadline`` since ``started``."""
+        return max(self._settings().deadline - (time.monotonic() - started), 0.0)
+
+    def _still_repairing(self, request: Message | None, attempt: Attempt) -> Attempt:
+        """The caller's answer when ``recovery.deadline`` passed while a repair still ran:
+        the refusal for a sign-in's; for a request, 96 and why (it was not sent again)."""
+        if request is None:
+            return attempt
+        seconds = self._settings().deadline
+        reason = (
+            f"the host refused the request ({attempt.answer.text(39, '')}) and the repair "
+            f"(sign-in, re-provisioning, master key) did not end within recovery.deadline "
+            f"({seconds:g} s): not sent again; the repair goes on, try again in a moment"
+        )
+        self._event("deadline", code=attempt.answer.text(39, ""), seconds=seconds)
+        return Attempt(local_answer(request, "96", "recovery.still-running", reason), None)
 
     def busy(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.gate.busy()
@@ -255,12 +311,17 @@ class Recovery:
         await self.gate.settled()
 
     async def _recover(
-        self, request: Message | None, attempt: Attempt, code: str, keys_refused: bool
+        self,
+        request: Message | None,
+        attempt: Attempt,
+        code: str,
+        keys_refused: bool,
+        caller: Caller,
+        started: float,
     ) -> Attempt:
         if not keys_refused:  # the host approved: there is no refusal to tell of
             on_97 = {**self.remedies.identity(), "response_code": code, "stage": "received"}
             self.remedies.tell_hooks("on-97", on_97)
-        started = time.monotonic()
         report = await self.remedies.self_check()
         self._event(
             "self-check",
@@ -285,7 +346,7 @@ class Recovery:
         self._tmk_failed = ""
         final = attempt
         if plan:
-            final = await self._retry_with_remedies(request, attempt, plan, report, started)
+            final = await self._retry_with_remedies(request, attempt, plan, report, caller, started)
         # an approved sign-in whose keys the module refused is a refusal until a remedy helps
         still_refused = refused(final.answer) or (
             request is None and keys_refused and not self._signed_in
@@ -347,7 +408,7 @@ class Recovery:
                 final = Attempt(local_answer(request, "96", "host.no-answer", reason), None)
         elif still_refused:
             await self._enter_unregistered(report, final.answer)
-        elif request is not None and final.exchange is None:
+        elif request is not None and final.exchange is None and not caller.gone:
             # the retry got no answer of the host's (timed out: a reversal is queued; or the
             # agent's own 96): a communication failure, not a recovery
             self.state = State.REGISTERED
@@ -369,6 +430,7 @@ class Recovery:
         attempt: Attempt,
         plan: list[str],
         report: Report,
+        caller: Caller,
         started: float,
     ) -> Attempt:
         remaining = list(plan)
@@ -391,10 +453,16 @@ class Recovery:
                         remaining[:] = list(dict.fromkeys(remaining))
             else:
                 raise NothingLeftToTry
-            if request is None:  # every remedy ends in a sign-in, and that one succeeded
+            if request is None or caller.gone:
+                # every remedy ends in a sign-in, and that one succeeded (a request its caller
+                # no longer waits for is not sent again: the app was answered)
                 last = Attempt(Message(attempt.answer.mti, {39: "00"}), None)
                 return last
-            last = await self.retry(request, attempt.field_59)
+            caller.retrying = True
+            try:
+                last = await self.retry(request, attempt.field_59)
+            finally:
+                caller.retrying = False
             self._event("retried", after=remedy, code=last.answer.text(39))
             return last
 
@@ -407,10 +475,8 @@ class Recovery:
                 and not self._reversals_refusal(request, tried)
             )
 
-        settings = self._settings()
-        left = max(settings.deadline - (time.monotonic() - started), 0)
         try:
-            return await tries(settings.attempts, left, go_on)(next_try)
+            return await tries(self._settings().attempts, self._left(started), go_on)(next_try)
         except NothingLeftToTry:
             return last
 
@@ -720,7 +786,7 @@ class Recovery:
     # ------------------------------------------------------------------------ background
 
     async def close(self) -> None:
-        tasks = [self._probe] if self._probe else []
+        tasks = [t for t in (self._probe, self._running) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -736,6 +802,13 @@ class Recovery:
 
     def _event(self, kind: str, **detail: Any) -> None:
         self.journal.note(f"recovery.{kind}", **detail)  # the recovery never waits for it
+
+
+def _logged(recovery: asyncio.Future[Attempt]) -> None:
+    """A recovery whose caller no longer waits: its failure is logged, not lost."""
+    if not recovery.cancelled() and (failure := recovery.exception()) is not None:
+        log.error("a recovery that outlasted recovery.deadline failed: %s", failure,
+                  exc_info=failure)  # fmt: skip
 
 
 INCIDENT_SIGN_INS = (

@@ -618,3 +618,89 @@ def test_a_technicians_sign_in_stops_the_probe(tmp_path) -> None:
             assert rig.host.state()["requests"]["0800"] == signins, "the probe signed in again"
 
     run(scenario())
+
+
+async def repair_ended(rig) -> None:
+    """Once the running recovery has ended (10 s at most)."""
+    while rig.agent.recovery.state is State.RECOVERING:
+        await asyncio.wait_for(rig.agent.recovery.state_changed(), 10)
+
+
+def test_a_repair_that_outlasts_the_deadline_answers_the_app_and_goes_on(tmp_path) -> None:
+    """DESIGN.md section 7: the retries run "within a total deadline", and a request waits for
+    a recovery "within recovery.deadline". A sign-in the host answers after the deadline: the
+    app gets 96 at the deadline (not when the repair ends), the sale is not sent again after
+    it, and the repair goes on to its end: registered, and the next sale approved."""
+    import time
+
+    async def scenario():
+        sections = {"recovery": {"deadline": 1.0}}
+        async with gateway_rig(tmp_path, response_timeout=5.0, sections=sections) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)
+            rig.server.faults.add("slow", delay=2.5, mti="0800")
+            started = time.monotonic()
+            answer = await exchange(rig.socket, app_purchase(1000))
+            waited = time.monotonic() - started
+            assert answer.text(39) == "96", answer
+            assert answer.text(63).startswith("AGENT recovery.still-running: ")
+            assert waited < 2.0, waited  # the deadline, not the sign-in's 2.5 s
+            assert rig.agent.recovery.state is State.RECOVERING
+            await repair_ended(rig)
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert kinds(rig.agent.journal)[-2:] == ["recovery.remedy", "recovery.recovered"]
+            assert "recovery.deadline" in kinds(rig.agent.journal)
+            assert purchases_sent(rig) == 1  # answered 96: never sent again
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_a_retry_on_its_way_at_the_deadline_is_waited_for(tmp_path) -> None:
+    """The sign-in is quick, the retry's answer comes after the deadline: the app waits for it
+    (it may be an approval) and gets it; nothing is reversed."""
+
+    async def scenario():
+        sections = {"recovery": {"deadline": 1.0}}
+        async with gateway_rig(tmp_path, response_timeout=5.0, sections=sections) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)  # the first try gets 97
+            rig.server.faults.add("refused-first", mti="0200")
+            rig.server.faults.add("slow", delay=1.5, mti="0200")  # the retry's approval
+            answer = await exchange(rig.socket, app_purchase(1000))
+            assert answer.text(39) == "00", answer
+            assert purchases_sent(rig) == 2
+            assert "recovery.deadline" not in kinds(rig.agent.journal)
+            assert kinds(rig.agent.journal)[-1] == "recovery.recovered"
+            assert rig.agent.journal.queued_reversals() == []
+
+    run(scenario())
+
+
+def test_a_request_waiting_for_anothers_repair_is_answered_at_the_deadline(tmp_path) -> None:
+    """A second sale refused while the first one's recovery runs (its self-check waits for a
+    slow echo) waits for that recovery within recovery.deadline, not for as long as it takes;
+    the recovery then ends, and the next sale is approved."""
+    import time
+
+    async def scenario():
+        sections = {"recovery": {"deadline": 1.0}}
+        async with gateway_rig(tmp_path, response_timeout=5.0, sections=sections) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)
+            rig.server.faults.add("slow", delay=3.0, mti="0820")  # the self-check's echo
+            first = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            while rig.agent.recovery.state is not State.RECOVERING:
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            second = await exchange(rig.socket, app_purchase(2000))
+            assert second.text(39) == "96", second
+            assert second.text(63).startswith("AGENT recovery.still-running: ")
+            assert time.monotonic() - started < 2.6  # at the gate, then for the lock: 1 s each
+            assert (await first).text(39) == "96"
+            await repair_ended(rig)
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert purchases_sent(rig) == 2  # neither sent again
+            assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
+
+    run(scenario())
