@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.journal import Journal
@@ -36,6 +37,27 @@ MAX_ITEMS = 100  # CA keys or AIDs an app's chain may bring: more is a chain tha
 Send = Callable[[str, str, bytes | None], Awaitable[Message]]
 # (section, summary) once a section has been replaced: the ``parameters-downloaded`` hook
 Downloaded = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class AppChain:
+    """What a payment app's own CA key or IC parameter chain has brought so far: ``listed``
+    when its list was seen from the first part."""
+
+    listed: bool
+    items: list[dict[str, Any]] = field(default_factory=list)
+    refused: int = 0
+
+
+# the store's section each step of the app's list chains fills
+_SECTION = {
+    CA_KEY_LIST: "ca_keys",
+    CA_KEY: "ca_keys",
+    CA_KEYS_END: "ca_keys",
+    IC_PARAMETER_LIST: "ic_parameters",
+    IC_PARAMETERS: "ic_parameters",
+    IC_PARAMETERS_END: "ic_parameters",
+}
 
 
 class DownloadFailed(Exception):
@@ -62,7 +84,7 @@ class Downloads:
         self._downloaded = downloaded
         self._parameter_overrides = parameter_overrides
         # what a payment app's own CA key / IC parameter chain has brought so far
-        self._app_chain: dict[str, list[Any]] = {}
+        self._app_chain: dict[str, AppChain] = {}
 
     async def _ask(self, mti: str, code: str, field62: bytes | None = None) -> bytes:
         """Field 62 of the host's approval of one step; anything else fails the chain."""
@@ -105,6 +127,8 @@ class Downloads:
 
     async def terminal_parameters(self) -> str:
         data = await self._ask("0800", TERMINAL_PARAMETERS)
+        if not data:  # an approval without the table: the table in use stays
+            raise DownloadFailed("0810/360: approved without parameters (no field 62)")
         return await self._commit("terminal", *self._terminal(data, by=""))
 
     async def status_upload(self) -> str:
@@ -125,6 +149,12 @@ class Downloads:
             more, part = self._parsed(f"0820/{code}", lambda data=data: emv.list_part(data))
             if more and not part:
                 raise DownloadFailed(f"0820/{code}: the host says more follows but sent nothing")
+            if part and all(entry in entries for entry in part):
+                # a host that ignores the start index sends its first part again and again
+                raise DownloadFailed(
+                    f"0820/{code}: the part from entry {len(entries)} repeats entries listed "
+                    "already (the host ignores the start index)"
+                )
             entries += part
             if not more:
                 return entries
@@ -203,11 +233,11 @@ class Downloads:
         field62 = answer.get(62, b"")
         if code in (CA_KEY_LIST, IC_PARAMETER_LIST) and request.get(62) == b"100":
             # the first part of a list: a new chain, nothing of an abandoned one carries over
-            self._app_chain.pop("ca_keys" if code == CA_KEY_LIST else "ic_parameters", None)
+            self._app_chain[_SECTION[code]] = AppChain(listed=True)
         if answer.text(39, "") != "00" or not isinstance(field62, bytes):
             return
         try:
-            if code == TERMINAL_PARAMETERS:
+            if code == TERMINAL_PARAMETERS and field62:  # one without the table keeps ours
                 await self._commit("terminal", *self._terminal(field62, by="app"))
             elif code == CONTACTLESS:
                 from agent.session import emv
@@ -222,23 +252,34 @@ class Downloads:
                     if code == CA_KEY
                     else emv.aid_parameters(emv.one_item(field62))
                 )
-                chain = self._app_chain.setdefault(
-                    "ca_keys" if code == CA_KEY else "ic_parameters", []
-                )
-                chain.append(item)
-                del chain[:-MAX_ITEMS]
+                chain = self._app_chain.setdefault(_SECTION[code], AppChain(listed=False))
+                chain.items.append(item)
+                del chain.items[:-MAX_ITEMS]
             elif code in (CA_KEYS_END, IC_PARAMETERS_END):
-                section = "ca_keys" if code == CA_KEYS_END else "ic_parameters"
-                # one entry per key or AID: a step the app repeated counts once, the last kept
-                unique = {
-                    (item.get("rid"), item.get("index"), item.get("aid")): item
-                    for item in self._app_chain.pop(section, [])
-                }
-                items = list(unique.values())
-                key = "keys" if section == "ca_keys" else "aids"
-                await self._commit(section, {key: items}, {key: len(items), "by": "app"})
+                await self._app_chain_ended(_SECTION[code])
         except WireError as exc:
             # the app's EMV kernel gets the answer as it is; the agent keeps nothing of it, and
             # a key or AID refused is refused alone: the rest of its chain is kept (section 16)
             log.warning("the app's download %s brought data the agent refuses: %s", code, exc)
             self._journal.note("download-refused", code=code, by="app", reason=str(exc))
+            if code in (CA_KEY, IC_PARAMETERS):
+                self._app_chain.setdefault(_SECTION[code], AppChain(listed=False)).refused += 1
+
+    async def _app_chain_ended(self, section: str) -> None:
+        """The app's chain of ``section`` ended: what it kept replaces the data in use, one
+        entry per key or AID (a step the app repeated counts once, the last kept). A chain
+        that kept nothing replaces nothing, unless it was whole (its list seen from the
+        start) and refused nothing: the keys in use are not traded for a chain whose every key
+        was refused, or whose steps the agent did not see (section 16)."""
+        chain = self._app_chain.pop(section, AppChain(listed=False))
+        unique = {(item.get("rid"), item.get("index"), item.get("aid")): item
+                  for item in chain.items}  # fmt: skip
+        items = list(unique.values())
+        key = "keys" if section == "ca_keys" else "aids"
+        if not items and (chain.refused or not chain.listed):
+            why = f"{chain.refused} refused" if chain.refused else "no step of it seen"
+            log.warning("the app's %s chain ended with nothing kept (%s): the %s in use stay",
+                        section, why, key)  # fmt: skip
+            self._journal.note("download-kept", section=section, by="app", reason=why)
+            return
+        await self._commit(section, {key: items}, {key: len(items), "by": "app"})

@@ -89,9 +89,11 @@ DOWNLOADS = {
 }
 PAGE = 2  # entries per list answer, so that a list of three takes two parts
 # ca-sha1: the DF03 of CA key 02 wrong; tlv-overrun: a list's last TLV runs off the end;
-# list-never-ends: every list answer says more follows; short-62: field 62 of the answers to the
+# list-never-ends: every list answer says more follows, with an entry not listed before;
+# list-repeats: every list answer is the first part, more following (a host that ignores the
+# start index); short-62: field 62 of the answers to the
 # steps in ``fault_codes`` (all by default) one byte short; refuse: those steps answered 96
-FAULTS = ("", "ca-sha1", "tlv-overrun", "list-never-ends", "short-62", "refuse")
+FAULTS = ("", "ca-sha1", "tlv-overrun", "list-never-ends", "list-repeats", "short-62", "refuse")
 UNIONPAY_RID = bytes.fromhex("A000000333")
 
 
@@ -228,9 +230,12 @@ class HostParameters:
         request = self._request.decode("ascii", "replace")
         if len(request) != 3 or request[0] != "1" or not request[1:].isdigit():
             return "30", None
-        if self.fault == "list-never-ends":
-            return "00", emv.MORE + tlv.encode_all([(t, v) for t, v in entries[0] if t in tags])
         start = int(request[1:])
+        if self.fault in ("list-never-ends", "list-repeats"):
+            first = [(t, v) for t, v in entries[0] if t in tags]
+            if self.fault == "list-never-ends":  # each part new: its first tag's value varies
+                first[0] = (first[0][0], first[0][1] + bytes([sum(self.requests.values()) % 256]))
+            return "00", emv.MORE + tlv.encode_all(first)
         part = entries[start : start + PAGE]
         if not part:
             return "00", emv.NONE

@@ -18,7 +18,8 @@ Admin API (JSON):
     POST /settings                       {"key_layout"?: 0-7, "batch"?: N, "check_batch"?: bool,
                                           "chain_downloads"?: bool,
                                           "download_fault"?: "" | "ca-sha1" | "tlv-overrun" |
-                                          "list-never-ends", "parameter_table"?: "cup" |
+                                          "list-never-ends" | "list-repeats",
+                                          "parameter_table"?: "cup" |
                                           "huateng" | "aiaunionpay", "check_tusn"?: bool,
                                           "tusn_refusal"?: 2 letters or digits (not "00"),
                                           "tusn_key"?: 32 hex digits,

@@ -152,6 +152,14 @@ def test_hostile_lists_fail_the_chain_and_never_block_sales(tmp_path) -> None:
                 f"did not end after {MAX_PARTS} answers"
                 in (events(rig, "host-asks-failed")[-1]["reason"])
             )
+            rig.host.downloads.set_fault("list-repeats")  # the first part, again and again
+            await host_asks(rig, 4)
+            reason = events(rig, "host-asks-failed")[-1]["reason"]
+            assert reason == (
+                "0820/372: the part from entry 1 repeats entries listed already (the host "
+                "ignores the start index)"
+            )
+            assert "ca_keys" not in stored(rig)
             assert (await exchange(rig.socket, app_purchase(2000))).text(39) == "00"
 
     run(scenario())
@@ -237,6 +245,35 @@ def test_a_ca_key_of_the_apps_own_chain_whose_sha1_is_wrong_is_refused_alone(tmp
             ]
             [refused] = events(rig, "download-refused")
             assert refused["by"] == "app" and "is not its SHA-1" in refused["reason"]
+
+    run(scenario())
+
+
+def test_an_apps_chain_that_kept_nothing_leaves_the_keys_in_use(tmp_path) -> None:
+    """The app's chain whose only key is refused (its DF03 wrong), and a chain's end whose steps
+    the agent never saw (it started meanwhile): neither replaces the CA keys in use with none
+    (section 16: a bad key is refused alone, the data in use replaced by a completed chain)."""
+
+    def step(code: str, stan: int, field62: bytes | None = None) -> Message:
+        fields: dict[int, str | bytes] = {11: f"{stan:06d}", 60: f"00000000{code}"}
+        if field62 is not None:
+            fields[62] = field62
+        return Message("0800", fields)
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            await host_asks(rig, 4)  # the agent's own chain: the host's keys
+            in_use = stored(rig)["ca_keys"]["keys"]
+            assert in_use
+            rig.host.downloads.set_fault("ca-sha1")  # key 02's DF03 is wrong
+            key_2 = encode_all([("9F06", bytes.fromhex("A000000333")), ("9F22", b"\x02")])
+            assert (await exchange(rig.socket, step("370", 70, key_2))).text(39) == "00"
+            assert (await exchange(rig.socket, step("371", 71))).text(39) == "00"
+            assert stored(rig)["ca_keys"]["keys"] == in_use
+            assert (await exchange(rig.socket, step("371", 72))).text(39) == "00"
+            assert stored(rig)["ca_keys"]["keys"] == in_use
+            kept = [e["reason"] for e in events(rig, "download-kept")]
+            assert kept == ["1 refused", "no step of it seen"]
 
     run(scenario())
 

@@ -128,3 +128,37 @@ def test_store_replaces_one_section_atomically(tmp_path) -> None:
     (tmp_path / "parameters.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"parameters\.json are unreadable"):
         store.read()
+
+
+def test_an_approved_parameter_download_without_the_table_keeps_the_table_in_use(
+    tmp_path,
+) -> None:
+    """An 0810/360 approved without field 62 fails the chain: the table in use stays (the
+    agent's own download and the app's alike)."""
+    import asyncio
+
+    from agent.journal import Journal
+    from agent.session.downloads import DownloadFailed, Downloads
+    from agent.wire.message import Message
+
+    async def send(mti: str, code: str, field62: bytes | None) -> Message:
+        return Message("0810", {39: "00", 60: f"00000000{code}"})
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    async def scenario() -> None:
+        store = ParameterStore(tmp_path / "parameters.json")
+        store.replace("terminal", {"values": {"retries": "3"}})
+        journal = Journal(tmp_path / "journal.sqlite3")
+        try:
+            downloads = Downloads(send, store, journal, status=nothing, downloaded=nothing)
+            with pytest.raises(DownloadFailed, match="approved without parameters"):
+                await downloads.terminal_parameters()
+            request = Message("0800", {11: "000001", 60: "00000000360"})
+            await downloads.observe(request, await send("0800", "360", None))
+            assert store.read()["terminal"]["values"] == {"retries": "3"}
+        finally:
+            journal.close()
+
+    asyncio.run(scenario())
