@@ -1,7 +1,7 @@
 """Masking of cardholder and key data for every log line, journal row and printed field.
 
-PANs keep at most their first 6 and last 4 digits; track data, PIN blocks, expiry dates and key
-material are removed; in IC data (field 55) the tags that carry track, PAN, name or PIN data are
+PANs keep at most their first 6 and last 4 digits, whatever a profile makes of field 2; track
+data (1, 2 and 3), an extended PAN, PIN blocks, expiry dates and key material are removed; in IC data (field 55) the tags that carry track, PAN, name or PIN data are
 removed or masked and the rest is kept; in field 59 the SM4 PIN block (``A1``) is removed, the QR
 payment code (``A3``) masked like a PAN and unknown usages removed.
 """
@@ -19,7 +19,15 @@ if TYPE_CHECKING:  # message masks itself through this module: no import back at
     from agent.wire.message import FieldValue, Message
 
 # Fields whose content is never shown, only that it was there and how long it was.
-REMOVED = {14: "expiry", 35: "track 2", 36: "track 3", 52: "PIN block", 62: "key material"}
+REMOVED = {
+    14: "expiry",
+    34: "extended PAN",
+    35: "track 2",
+    36: "track 3",
+    45: "track 1",  # the cardholder's name with the PAN
+    52: "PIN block",
+    62: "key material",
+}
 # EMV tags in field 55 that carry cardholder secrets: track equivalents, PAN, names (5F20 and
 # the extended 9F0B), expiry, PIN data, the cardholder's ID number (PBOC 9F61).
 _SECRET_TAGS = {"56", "57", "5F20", "5F24", "99", "9F0B", "9F1F", "9F20", "9F61", "9F6B"}
@@ -46,8 +54,8 @@ def mask_field(number: int, value: FieldValue) -> str:
         return _removed(REMOVED[number], value)
     if number == f59.FIELD:
         return mask_field59(value)
-    if number == 2 and isinstance(value, str):
-        return mask_pan(value)
+    if number == 2:  # text, or digits packed two to a byte (an acquirer's profile may say b)
+        return mask_pan(value if isinstance(value, str) else value.hex().upper())
     if number == 55 and isinstance(value, bytes):
         return mask_icc(value)
     if isinstance(value, bytes):

@@ -22,6 +22,27 @@ def test_mask_pan(pan: str, shown: str) -> None:
     assert mask_pan(pan) == shown
 
 
+def test_track_1_an_extended_pan_and_a_packed_pan_are_never_shown() -> None:
+    """Whatever an acquirer's profile or an app puts there: track 1 (45) carries the
+    cardholder's name with the PAN, 34 an extended PAN, and a field 2 packed two digits to a
+    byte is a PAN all the same."""
+    message = Message(
+        "0200",
+        {
+            2: bytes.fromhex("6217001234567890123F"),
+            34: "6217001234567890123",
+            45: "B6217001234567890123^ZHANG/SAN^28121010000000000000",
+        },
+    )
+    shown = masked_fields(message)
+    assert shown[2] == "621700**********123F"
+    assert shown[34] == "<extended PAN removed, 19 characters>"
+    assert shown[45] == "<track 1 removed, 51 characters>"
+    text = " ".join(shown.values())
+    for secret in ("12345678", "ZHANG"):
+        assert secret not in text
+
+
 def test_secret_fields_are_removed_with_only_their_length() -> None:
     message = Message(
         "0200",
