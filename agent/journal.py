@@ -852,11 +852,14 @@ class Journal:
         detail: str = "",
         reversal_reason: str | None = None,
         answer: Message | None = None,
+        voids: tuple[str, str] | None = None,
     ) -> int | None:
         """Close a pending transaction; with ``reversal_reason`` queue its reversal in the same
         durable step. ``answer`` is what the app gets, kept (without card data) for a replay;
-        a ``response`` rendered ahead carries its own. Returns the reversal id, if one was
-        queued."""
+        a ``response`` rendered ahead carries its own. ``voids`` (wire STAN, batch): the
+        request an approved void voided, no longer replayable from the same step (a void
+        replayable while its original still is would be undone by nothing). Returns the
+        reversal id, if one was queued."""
         if isinstance(response, Message):
             response = Rendered.of(response, answer)
         elif answer is not None:
@@ -878,6 +881,8 @@ class Journal:
             )
             if reversal_reason is not None:
                 reversal = self._queue_reversal(db, transaction_id, reversal_reason)
+            if voids is not None:
+                self._no_longer_replayable(db, *voids, why="voided")
             stages.mark("outcome-row")
         if reversal is not None:
             self._queued += 1
@@ -1144,18 +1149,23 @@ class Journal:
         not got yet (a void approved while its original is still in flight): its replay key
         goes too, so the answer it records later is never replayed."""
         with self._write() as db:
-            ids = db.execute(
-                "SELECT id FROM transactions WHERE stan = ? AND batch = ?", (wire_stan, batch)
-            ).fetchall()
-            for (transaction_id,) in ids:
-                self._withdraw_earlier_tries(db, transaction_id)
-            changed = db.execute(
-                "UPDATE transactions SET answer = NULL, replay_key = NULL WHERE stan = ? "
-                "AND batch = ? AND (answer IS NOT NULL OR replay_key IS NOT NULL)",
-                (wire_stan, batch),
-            ).rowcount
-            if changed:
-                self._event(db, "answer-withdrawn", stan=wire_stan, batch=batch, why=why)
+            self._no_longer_replayable(db, wire_stan, batch, why)
+
+    def _no_longer_replayable(
+        self, db: sqlite3.Connection, wire_stan: str, batch: str, why: str
+    ) -> None:
+        ids = db.execute(
+            "SELECT id FROM transactions WHERE stan = ? AND batch = ?", (wire_stan, batch)
+        ).fetchall()
+        for (transaction_id,) in ids:
+            self._withdraw_earlier_tries(db, transaction_id)
+        changed = db.execute(
+            "UPDATE transactions SET answer = NULL, replay_key = NULL WHERE stan = ? "
+            "AND batch = ? AND (answer IS NOT NULL OR replay_key IS NOT NULL)",
+            (wire_stan, batch),
+        ).rowcount
+        if changed:
+            self._event(db, "answer-withdrawn", stan=wire_stan, batch=batch, why=why)
 
     @staticmethod
     def _withdraw_earlier_tries(db: sqlite3.Connection, transaction_id: int) -> None:

@@ -635,11 +635,12 @@ class Sender:
                 reversal_reason="A0" if cls.reversible else None,
             )
             return False, None
-        self.journal.finish(transaction, "completed", rendered)
-        stages.mark("outcome-synced")
         original = outgoing.get(61)
+        voids = None  # the original of an approved void: withdrawn from replays in the same step
         if cls.voids and codes.approved(code) and isinstance(original, str):
-            self.journal.no_longer_replayable(original[6:12], original[:6], "voided")
+            voids = (original[6:12], original[:6])
+        self.journal.finish(transaction, "completed", rendered, voids=voids)
+        stages.mark("outcome-synced")
         return True, for_app
 
     def _for_app(self, answer: Message) -> tuple[Profile, bytes] | None:

@@ -1,9 +1,10 @@
 """Masking of cardholder and key data for every log line, journal row and printed field.
 
 PANs keep at most their first 6 and last 4 digits, whatever a profile makes of field 2; track
-data (1, 2 and 3), an extended PAN, PIN blocks, expiry dates and key material are removed; in IC data (field 55) the tags that carry track, PAN, name or PIN data are
-removed or masked and the rest is kept; in field 59 the SM4 PIN block (``A1``) is removed, the QR
-payment code (``A3``) masked like a PAN and unknown usages removed.
+data (1, 2 and 3), an extended PAN, PIN blocks, expiry dates and key material are removed; in IC
+data (field 55) the tags that carry track, PAN, name or PIN data are removed or masked and the
+rest is kept; in field 59 the SM4 PIN block (``A1``) is removed, the QR payment code (``A3``)
+masked like a PAN and unknown usages removed.
 """
 
 from __future__ import annotations

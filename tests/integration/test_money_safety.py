@@ -5,6 +5,7 @@ ledger every assertion is made against; the app talks over the real Unix socket.
 
 import asyncio
 
+from agent.journal import JournalError
 from agent.wire.message import Message
 from tests.integration.gateway_rig import (
     app_purchase,
@@ -158,6 +159,30 @@ def test_a_repeat_is_not_sent_when_the_journal_cannot_say_it_is_one(tmp_path, mo
             await asyncio.sleep(0.5)
             assert rig.host.state()["requests"]["0200"] == 1
             assert_told_approved_is_live(rig, [first])
+
+    run(scenario())
+
+
+def test_an_approved_void_and_its_originals_withdrawal_are_one_durable_step(
+    tmp_path, monkeypatch
+) -> None:
+    """The void's approval and the withdrawal of the sale it voids from replays are one commit:
+    a disk that fills after the first of two left the void answered 96 (to be reversed) but
+    replayable as 00 to the app's repetition, and the sale charged."""
+
+    def full(*args, **kwargs):
+        raise JournalError("journal write failed: database or disk is full")
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            assert (await exchange(rig.socket, app_purchase(1160, app_stan=512))).text(39) == "00"
+            monkeypatch.setattr(rig.agent.journal, "no_longer_replayable", full)
+            void = void_of(512, 1160, 612)
+            assert (await exchange(rig.socket, void)).text(39) == "00"
+            monkeypatch.undo()
+            [withdrawn] = [e for e in rig.agent.journal.events()
+                           if e["kind"] == "answer-withdrawn"]  # fmt: skip
+            assert withdrawn["why"] == "voided"
 
     run(scenario())
 
