@@ -267,9 +267,10 @@ class Sender:
         # under the keys it was sent with), within their own patience (a silent host's, a hung
         # disk's).
         self._in_flight = Gate(lambda: self.link.options.response_timeout + 2 * SALE_PATIENCE)
-        # closes of requests the host did not answer that outlasted the app's patience (a frozen
-        # disk): the reversals they queue must go before any financial request
-        self._unclosed: set[asyncio.Future[bool | None]] = set()
+        # closes that outlasted the app's patience (a frozen disk) of requests the host did not
+        # answer, or answered while the app was told 96: the reversals they queue must go
+        # before any financial request
+        self._unclosed: set[asyncio.Future[object]] = set()
 
     @property
     def signed_in(self) -> bool:
@@ -311,8 +312,8 @@ class Sender:
         await self._keys_settled.wait()
         if cls.after_reversals and self._unclosed:
             reason = (
-                "the journal has not yet recorded an earlier request the host did not answer, "
-                "whose reversal goes first (its disk may be frozen or failing): not sent"
+                "the journal has not yet recorded the outcome of an earlier request, whose "
+                "reversal goes first (its disk may be frozen or failing): not sent"
             )
             return self._locally(request, "96", "storage.journal-slow", reason)
         if cls.after_reversals and self.journal.has_queued_reversals:
@@ -536,11 +537,15 @@ class Sender:
             stages.mark("closed")
             self.reversals.settled(transaction)
         except TimeoutError:
-            # the app is told 96 now; whatever the journal records later is reversed
+            # the app is told 96 now; whatever the journal records later is reversed, and
+            # goes before the next financial request once queued
             self.stan_map.withdraw(transaction)
-            closing.add_done_callback(
-                lambda _: self._recorded_too_late(closing, transaction, exchange, financial)
+            late = asyncio.ensure_future(
+                self._recorded_too_late(closing, transaction, exchange, financial)
             )
+            if financial:
+                self._unclosed.add(late)
+            late.add_done_callback(self._unclosed.discard)
             finding, what = waiting.now
             reason = (
                 f"the answer was not checked and recorded within {SALE_PATIENCE:g} s, still "
@@ -575,32 +580,27 @@ class Sender:
                 ),
             )
 
-    def _recorded_too_late(
+    async def _recorded_too_late(
         self,
         closing: asyncio.Future[tuple[bool, tuple[Profile, bytes] | None]],
         transaction: int,
         exchange: Exchange,
         financial: bool,
     ) -> None:
-        """The journal has now taken (or refused) the answer the app was told 96 for: an
-        approval it recorded is reversed (06), on the journal's thread, in order (one whose MAC
-        was wrong has its A0 reversal already)."""
-        if closing.cancelled():
-            return
-        failure = closing.exception()
-        if isinstance(failure, JournalError):
+        """Once the journal has taken (or refused) the answer the app was told 96 for: an
+        approval it recorded is reversed (06), kept in memory while the disk refuses it (one
+        whose MAC was wrong has its A0 reversal already)."""
+        try:
+            await closing
+        except JournalError:
             self._unrecorded_answer(transaction, exchange, financial)
             return
-        self.reversals.settled(transaction)
-        if failure is not None or not financial:
+        except Exception:  # logged by the worker; nothing was recorded to reverse
+            self.reversals.settled(transaction)
             return
-        loop = asyncio.get_running_loop()
-
-        def reverse() -> None:
-            self.journal.reverse_undelivered(transaction)
-            loop.call_soon_threadsafe(self.reversals.waiting.set)
-
-        self.journal.later(reverse)
+        self.reversals.settled(transaction)
+        if financial:
+            await self.reverse_undelivered(transaction)
 
     def _close_checked(
         self,

@@ -130,6 +130,46 @@ def test_a_host_timeout_on_a_frozen_disk_is_answered_98_in_time(
     run(scenario())
 
 
+def test_an_approval_recorded_after_the_app_was_told_96_is_reversed_before_the_next_sale(
+    tmp_path, freezable_disk, monkeypatch
+) -> None:
+    """The host's approval came as the disk froze: the app is told 96 in time, the approval
+    recorded once the disk thaws is reversed (06), and a sale meanwhile is not sent ahead of
+    that reversal."""
+    monkeypatch.setattr("agent.transaction.sender.SALE_PATIENCE", PATIENCE)
+    monkeypatch.setattr("agent.transaction.stan_map.SALE_PATIENCE", PATIENCE)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, journal_dir=freezable_disk, response_timeout=3.0) as rig:
+            rig.server.faults.add("late", delay=1.0)  # the approval comes as the disk freezes
+            sale = asyncio.create_task(exchange(rig.socket, app_purchase(1000, app_stan=1)))
+            await asyncio.sleep(0.5)  # recorded and sent
+            await asyncio.to_thread(fsfreeze, "-f", freezable_disk)
+            try:
+                answer = await sale
+                assert answer.text(39) == "96", answer.text(63)
+                told = "AGENT storage.journal-slow: the answer was not checked and recorded"
+                assert answer.text(63).startswith(told)
+                second = asyncio.create_task(exchange(rig.socket, app_purchase(2000, app_stan=2)))
+                await asyncio.sleep(0.2)
+            finally:
+                await asyncio.to_thread(fsfreeze, "-u", freezable_disk)
+            held = await second
+            assert held.text(39) == "96", held.text(63)
+            assert held.text(63).startswith("AGENT storage.journal-slow: the journal has not yet")
+            for _ in range(100):  # recorded once the disk answers: its reversal queued
+                if rig.agent.journal.queued_reversals():
+                    break
+                await asyncio.sleep(0.05)
+            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["06"]
+            third = await exchange(rig.socket, app_purchase(3000, app_stan=3))
+            assert third.text(39) == "00", third.text(63)
+            by_amount = {p["amount"]: p["reversed"] for p in rig.host.state()["purchases"].values()}
+            assert by_amount == {"000000001000": True, "000000003000": False}
+
+    run(scenario())
+
+
 def test_with_a_reversal_queued_a_settlement_on_a_frozen_disk_is_answered_in_time(
     tmp_path, freezable_disk, monkeypatch
 ) -> None:
