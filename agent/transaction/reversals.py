@@ -63,6 +63,23 @@ class ReversalRefused(Exception):
         super().__init__(f"the host refused the reversal of STAN {stan} with {code}")
 
 
+def _holding(
+    failures: list[ReversalPending | ReversalRefused], limit: int, untried: int
+) -> ReversalPending | ReversalRefused:
+    """Of a pass's failures, the one a sale answers to: the first refusal (recovery acts) or
+    reversal still short of ``limit`` tries (it holds sales); else, when a silent host left
+    reversals untried, their silence (they hold sales too: none has had its tries); else the
+    first failure, past its tries (sales go on)."""
+    for failure in failures:
+        if isinstance(failure, ReversalRefused) or failure.attempts < limit:
+            return failure
+    if untried:
+        return ReversalPending(
+            f"{failures[-1]}; {untried} more reversal(s) not tried", 0, unanswered=True
+        )
+    return failures[0]
+
+
 class ReversalSender:
     def __init__(
         self,
@@ -231,8 +248,9 @@ class ReversalSender:
                 queued_now = [r for r in queued if (r.attempts >= limit) == stuck]
             except JournalError as exc:
                 raise ReversalPending(f"journal: {exc}", 0) from None
-            failed: ReversalPending | ReversalRefused | None = None
-            for queued in queued_now:
+            failures: list[ReversalPending | ReversalRefused] = []
+            untried = 0
+            for position, queued in enumerate(queued_now):
                 if queued.id in self._unwritten:
                     continue  # closed by the host already; only the journal lags behind
                 try:
@@ -241,8 +259,9 @@ class ReversalSender:
                     # one the host will not close must not keep the others from it (a 97 to
                     # a reversal made under a TID re-provisioned since, a 30 to one the profile
                     # changed); a host that did not answer one will not answer the next either
-                    failed = failed or exc
+                    failures.append(exc)
                     if isinstance(exc, ReversalPending) and exc.unanswered:
+                        untried = len(queued_now) - position - 1
                         break
                     continue
                 answer = exchange.frame.message
@@ -256,8 +275,8 @@ class ReversalSender:
                         "reversal of STAN %s closed by the host (%s); the journal cannot take "
                         "it yet, kept in memory: %s", queued.message.text(11), outcome, exc,
                     )  # fmt: skip
-            if failed is not None:
-                raise failed
+            if failures:
+                raise _holding(failures, limit, untried)
         return closed
 
     async def _write_outcomes(self) -> None:

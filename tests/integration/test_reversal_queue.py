@@ -305,3 +305,37 @@ def test_a_sale_waits_for_the_reversals_whole_try_not_only_the_journals_patience
             assert queued.attempts == 1
 
     run(scenario())
+
+
+@pytest.mark.parametrize("fault", ["wrong-mac", "no-answer"])
+def test_an_older_reversal_out_of_tries_lets_no_sale_ahead_of_a_fresh_one(tmp_path, fault) -> None:
+    """DESIGN.md section 8: a reversal goes before the next sale until reversal.attempts tries
+    of its own have failed. The older one's last try failing beside a fresh one (answered with a
+    wrong MAC each, or the host silent, so the fresh one was not even tried) lets no sale ahead
+    of the fresh one; its own next try closes it, and the sale goes."""
+
+    async def scenario():
+        sections = {"reversal": {"attempts": 3}}
+        async with gateway_rig(tmp_path, response_timeout=0.3, sections=sections) as rig:
+            journal = rig.agent.journal
+            for amount in (1500, 1600):  # two sales the host approved, to be reversed
+                assert (await exchange(rig.socket, app_purchase(amount))).text(39) == "00"
+            sold = [t["stan"] for t in journal.transactions() if t["mti"] == "0200"]
+            rig.queue_reversal(sold[0], 1500)
+            rig.server.faults.add("no-answer", count=2)  # its first two tries
+            for _ in range(2):
+                assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "96"
+            rig.queue_reversal(sold[1], 1600)  # a fresh one beside it
+            rig.server.faults.add(fault, count=2, mti="0400")
+            held = await exchange(rig.socket, app_purchase(2000))
+            assert held.text(39) == "96", held.text(63)
+            attempts = {r.message.text(11): r.attempts for r in journal.queued_reversals()}
+            assert attempts == {sold[0]: 3, sold[1]: 1 if fault == "wrong-mac" else 0}
+            rig.server.faults.clear()
+            assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
+            [stuck] = journal.queued_reversals()
+            assert stuck.message.text(11) == sold[0]  # out of tries: in the background now
+            reversed_ = {p["amount"]: p["reversed"] for p in rig.host.state()["purchases"].values()}
+            assert reversed_["000000001600"]  # the fresh one, closed before the sale
+
+    run(scenario())
