@@ -69,6 +69,11 @@ RESEND_AFTER = 0.5
 # The module retransmits a NAKed answer at once and an unacknowledged one after ACK_TIMEOUT
 # (DESIGN.md section 5); silence this long after a NAK means it has stopped.
 ANSWER_GIVEN_UP_AFTER = ACK_TIMEOUT + 0.05
+# Rounds of a command (a request and its 3 retransmissions) the module may NAK whole before the
+# line is taken for broken: noise may damage every copy of one round, rarely of three in a row;
+# a module that NAKs every frame (a CRC it computes otherwise) is a link error, not a flood of
+# new requests until the command's time is up.
+NAKED_ROUNDS = 3
 BUSY_RETRIES = 3
 BUSY_BACKOFF = 0.05
 REOPEN_INTERVAL = 0.1
@@ -257,6 +262,7 @@ class SerialCardModule(CardModule):
 
         is_response = self._response_to(request)
         lost: str | None = None
+        naked = 0  # rounds NAKed whole
         while self._clock() < deadline:
             link = self._connected(deadline)
             try:
@@ -274,12 +280,19 @@ class SerialCardModule(CardModule):
                 if self._clock() >= deadline:
                     break
                 if exc.naks:
-                    # The module is there but a noisy line damaged every copy: the link has
-                    # reported its error (DESIGN.md section 5); the command, with time left,
-                    # goes again as a new request (new SEQ: all commands are idempotent).
-                    request = Frame(self._next_seq(), command, data)
-                    is_response = self._response_to(request)
-                    continue
+                    naked += 1
+                    if naked < NAKED_ROUNDS:
+                        # The module is there but a noisy line damaged every copy: the link has
+                        # reported its error (DESIGN.md section 5); the command, with time left,
+                        # goes again as a new request (new SEQ: all commands are idempotent).
+                        request = Frame(self._next_seq(), command, data)
+                        is_response = self._response_to(request)
+                        continue
+                    raise ModuleLinkError(
+                        f"card module at {self.url} NAKed every copy of {command.name} in "
+                        f"{naked} rounds of {exc.transmissions} transmissions: the line damages "
+                        "every frame, or the module checks them otherwise"
+                    ) from None
                 raise ModuleLinkError(
                     f"card module at {self.url} did not acknowledge {command.name} "
                     f"(seq {request.seq}) after {exc.transmissions} transmissions"

@@ -218,6 +218,27 @@ def test_a_request_naked_four_times_goes_again_with_a_new_seq() -> None:
     module.close(), script.close()
 
 
+def test_a_module_that_naks_every_frame_is_a_link_error_not_a_flood() -> None:
+    """A module that NAKs whatever it gets (a CRC it computes otherwise, a line that damages
+    every frame): three rounds of four copies, then a link error naming it, well within the
+    command's time; not new requests until the time is up (a timeout, SEQs wrapping round)."""
+    frames = []
+
+    def behave(event):
+        if isinstance(event, Frame):
+            frames.append(event)
+            return [bytes([NAK])]
+        return []
+
+    script, module = scripted(behave)
+    started = time.monotonic()
+    with pytest.raises(ModuleLinkError, match=r"NAKed every copy of MAC in 3 rounds"):
+        module.mac_from_block(bytes(8))
+    assert time.monotonic() - started < 1.0
+    assert len(frames) == 12 and len({f.seq for f in frames}) == 3
+    module.close(), script.close()
+
+
 def crc_broken(frame: bytes) -> bytes:
     """``frame`` with its CRC's last byte changed (set to 0 it stays right for some SEQs: the
     CRC of SEQ 138 or 215's PING answer ends in 0x00)."""
