@@ -107,19 +107,41 @@ class _Started:
 class _Line:
     """``with module._line():`` the line's lock, and the answer of a command started beside its
     caller's work read first (:meth:`SerialCardModule._settle_started`). A class, not a
-    generator: it is taken for every command (a generator context cost 2 us more each)."""
+    generator: it is taken for every command (a generator context cost 2 us more each).
 
-    __slots__ = ("_module",)
+    The payment app's commands (``own`` False: what the module socket forwards) queue behind
+    the agent's own (DESIGN.md section 5): one waits while an own command waits for the line,
+    and gives the line back if one began waiting while it took it."""
 
-    def __init__(self, module: SerialCardModule) -> None:
+    __slots__ = ("_module", "_own")
+
+    def __init__(self, module: SerialCardModule, *, own: bool) -> None:
         self._module = module
+        self._own = own
 
     def __enter__(self) -> None:
-        self._module._lock.acquire()
+        module = self._module
+        if self._own:
+            if not module._lock.acquire(blocking=False):  # the line is busy: say it waits
+                with module._turns:
+                    module._own_waiting += 1
+                module._lock.acquire()
+                with module._turns:
+                    module._own_waiting -= 1
+                    if not module._own_waiting:
+                        module._turns.notify_all()
+        else:
+            while True:
+                with module._turns:
+                    module._turns.wait_for(lambda: not module._own_waiting)
+                module._lock.acquire()
+                if not module._own_waiting:  # read without the condition: a stale 0 costs
+                    break  # one own command the wait for this one, never a deadlock
+                module._lock.release()
         try:
-            self._module._settle_started()
+            module._settle_started()
         except BaseException:
-            self._module._lock.release()
+            module._lock.release()
             raise
 
     def __exit__(self, *exc: object) -> None:
@@ -155,7 +177,10 @@ class SerialCardModule(CardModule):
         self._port: serial.SerialBase | None = None
         self._link: Link | None = None
         self._lock = threading.Lock()  # taken through _line()
-        self._held = _Line(self)
+        self._turns = threading.Condition()  # the app's commands wait here for the agent's
+        self._own_waiting = 0  # the agent's own commands waiting for the line
+        self._held = _Line(self, own=True)
+        self._lent = _Line(self, own=False)  # to the payment app (forward)
         self._started: _Started | None = None  # see computing_mac
         self._pin_entries: set[int] = set()  # SEQs of PIN entries waiting for the keypad
         self._pin_answers: dict[int, Frame] = {}  # their answers, read by another command
@@ -219,9 +244,10 @@ class SerialCardModule(CardModule):
 
     # ------------------------------------------------------------------------------- exchange
 
-    def _line(self) -> _Line:
-        """The line to oneself, as a ``with`` statement's context (see :class:`_Line`)."""
-        return self._held
+    def _line(self, own: bool = True) -> _Line:
+        """The line to oneself, as a ``with`` statement's context (see :class:`_Line`); for the
+        payment app's commands (``own`` False) once no command of the agent's waits."""
+        return self._held if own else self._lent
 
     def _settle_started(self) -> None:
         """With the lock: a command started beside its caller's work (computing_mac) and not
@@ -337,11 +363,12 @@ class SerialCardModule(CardModule):
             raise ModuleStatusError(command, status, key if status == Status.KCV_MISMATCH else None)
         return payload[1:]
 
-    def _run(self, command: Command, data: bytes) -> bytes:
-        """The response DATA (status first), asking again while the module is busy."""
+    def _run(self, command: Command, data: bytes, *, own: bool = True) -> bytes:
+        """The response DATA (status first), asking again while the module is busy; ``own``
+        False for the payment app's commands, which wait for the agent's."""
         if command is Command.PIN_BLOCK:
-            return self._pin_entry(data)
-        with self._line():
+            return self._pin_entry(data, own=own)
+        with self._line(own):
             return self._busy_retried(command, data)
 
     def _busy_retried(self, command: Command, data: bytes, started: Frame | None = None) -> bytes:
@@ -358,11 +385,11 @@ class SerialCardModule(CardModule):
         """Run ``command``; returns DATA after the status."""
         return self._checked(command, self._run(command, data))
 
-    def _pin_entry(self, data: bytes) -> bytes:
+    def _pin_entry(self, data: bytes, *, own: bool) -> bytes:
         """PIN_BLOCK: sent and acknowledged under the lock, then its answer awaited in short
         slices with the line free between them (a MAC must not wait for a cardholder)."""
         keypad = data[-1] if len(data) >= 2 else 0
-        with self._line():
+        with self._line(own):
             request = Frame(self._next_seq(), Command.PIN_BLOCK, data)
             is_response = self._response_to(request)
             ack_by = self._clock() + self.timeouts[Command.PIN_BLOCK]
@@ -387,7 +414,7 @@ class SerialCardModule(CardModule):
 
         try:
             while self._clock() < deadline:
-                with self._line():
+                with self._line(own):
                     answer = self._pin_answers.pop(request.seq, None)
                     if answer is None:
                         if self._link is not link:
@@ -490,7 +517,7 @@ class SerialCardModule(CardModule):
         return decode_tusn_answer(self._command(Command.TUSN, encode_tusn_request(factor)))
 
     def forward(self, command: Command, data: bytes) -> bytes:
-        payload = self._run(command, data)
+        payload = self._run(command, data, own=False)
         if not payload:
             raise ModuleProtocolError(f"{command.name} response has no status byte")
         return payload

@@ -12,6 +12,7 @@ from agent.wire.mac import mac_block, software_cup_mac, tusn_ciphertext, x919_ma
 from agent.wire.working_keys import LAYOUTS, issue_working_keys
 from drivers.framing import NAK, Control, Frame
 from drivers.module import (
+    Command,
     MacAlgorithm,
     ModuleLinkError,
     ModuleProtocolError,
@@ -237,6 +238,43 @@ def test_a_module_that_naks_every_frame_is_a_link_error_not_a_flood() -> None:
     assert time.monotonic() - started < 1.0
     assert len(frames) == 12 and len({f.seq for f in frames}) == 3
     module.close(), script.close()
+
+
+def test_the_apps_commands_queue_behind_the_agents_own() -> None:
+    """DESIGN.md section 5: "App commands queue behind the agent's own". Four app connections
+    keep the line busy with commands of 30 ms each; each MAC of the agent's waits for the one
+    app command on the line, then goes: never behind the others waiting."""
+    step = 0.03
+
+    def behave(event):
+        if not isinstance(event, Frame):
+            return []
+        data = bytes(8) if event.cmd == Command.MAC else (1).to_bytes(4, "big")
+        return [ack(), step, reply(event, b"\x00" + data)]
+
+    script, module = scripted(behave)
+    stop = threading.Event()
+
+    def app() -> None:
+        while not stop.is_set():
+            module.forward(Command.PING, b"")
+
+    apps = [threading.Thread(target=app) for _ in range(4)]
+    for thread in apps:
+        thread.start()
+    try:
+        time.sleep(0.1)  # every app connection has a command waiting
+        waits = []
+        for _ in range(10):
+            started = time.monotonic()
+            assert module.mac_from_block(bytes(8)) == bytes(8)
+            waits.append(time.monotonic() - started)
+    finally:
+        stop.set()
+        for thread in apps:
+            thread.join()
+        module.close(), script.close()
+    assert max(waits) < 2 * step + SLACK, waits  # the app command on the line, then its own
 
 
 def crc_broken(frame: bytes) -> bytes:
