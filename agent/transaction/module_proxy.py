@@ -130,7 +130,10 @@ class ModuleProxy:
                     begun = time.monotonic()
                 if not data:
                     return
-                for event in parser.feed(data):
+                events = parser.feed(data)
+                if parser.partial and any(isinstance(event, Frame) for event in events):
+                    begun = time.monotonic()  # a frame ended in this read, the next one began
+                for event in events:
                     if isinstance(event, BadFrame):
                         # the stream is reliable: a bad frame is a broken client, not line noise
                         log.warning("module socket: bad frame (%s); closing", event.reason)

@@ -12,7 +12,7 @@ import stat
 from agent.sim.module import TEST_PIN
 from agent.wire.mac import tusn_ciphertext
 from agent.wire.pin import pin_pan
-from drivers.framing import Frame
+from drivers.framing import Frame, FrameParser
 from drivers.module import (
     Command,
     Status,
@@ -208,6 +208,32 @@ def test_a_frame_dripped_a_byte_at_a_time_is_cut_off(tmp_path) -> None:
                     break
             writer.close()
             assert closed_after is not None and closed_after <= 4, closed_after
+
+    run(scenario())
+
+
+def test_a_frame_begun_in_the_read_that_ended_another_has_its_own_time(tmp_path) -> None:
+    """DESIGN.md section 5: a frame "must be complete within 5 s of its first byte": its own
+    first byte, also when it came in the read that completed the frame before it."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            rig.agent.module_proxy.frame_timeout = 1.0
+            reader, writer = await asyncio.open_unix_connection(str(rig.module_socket))
+            first, second = Frame(1, Command.PING).encode(), Frame(2, Command.PING).encode()
+            writer.write(first[:4])
+            await asyncio.sleep(0.7)
+            writer.write(first[4:] + second[:4])  # the first ends, the second begins
+            await asyncio.sleep(0.6)  # 1.3 s after the first's first byte, 0.6 after its own
+            writer.write(second[4:])
+            answers = FrameParser()
+            got: list[Frame] = []
+            while len(got) < 2:
+                data = await asyncio.wait_for(reader.read(64), 5)
+                assert data, "the connection was closed"
+                got += [e for e in answers.feed(data) if isinstance(e, Frame)]
+            assert [f.seq for f in got] == [1, 2]
+            writer.close()
 
     run(scenario())
 
