@@ -45,6 +45,8 @@ LINE = 2000  # characters of a line shown (a table that could not be decoded, in
 def _params_lines(data: dict[str, Any]) -> list[str]:
     from datetime import datetime
 
+    from agent.session.store import expiry
+
     lines = []
     for section, content in data.items():
         when = datetime.fromtimestamp(content.get("at", 0)).isoformat(" ", "seconds")
@@ -56,10 +58,10 @@ def _params_lines(data: dict[str, Any]) -> list[str]:
                 reason = content.get("reason") or "unknown tag"
                 lines.append(f"  not decoded ({reason}): {content['unparsed']}")
         elif section == "ca_keys":
-            lines += [
-                f"  {key['rid']}/{key['index']} expires {key.get('expiry') or '?'}"
-                for key in content.get("keys", [])
-            ]
+            for key in content.get("keys", []):
+                date = expiry(key.get("expiry"))
+                until = f"{date[:4]}-{date[4:6]}-{date[6:]}" if date else "?"
+                lines.append(f"  {key['rid']}/{key['index']} expires {until}")
         elif section == "ic_parameters":
             lines += [f"  AID {aid['aid']}: {len(aid['tags'])} tags" for aid in content["aids"]]
         elif section == "contactless":

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from agent import messages, paths
 from agent.selfcheck.base import CheckResult, Context, Status, signin_scheme
-from agent.session.store import ParameterStore
+from agent.session.store import ParameterStore, expiry
 
 ID = "session"
 SIGNIN_STALE = 24 * 3600  # CUP terminals sign in every business day
@@ -48,7 +48,7 @@ async def check(context: Context) -> CheckResult:
     expired = [
         f"{key['rid']}/{key['index']}"
         for key in downloaded.get("ca_keys", {}).get("keys", [])
-        if _expiry(key.get("expiry")) and _expiry(key.get("expiry")) < today
+        if expiry(key.get("expiry")) and expiry(key.get("expiry")) < today
     ]
     if expired:
         return CheckResult.of(
@@ -73,15 +73,3 @@ async def check(context: Context) -> CheckResult:
     return CheckResult.of(
         ID, Status.OK, detail, data=data, signed=signed, batch=batch, downloads=sections
     )
-
-
-def _expiry(value: object) -> str:
-    """DF05 as YYYYMMDD: the hex of 8 ASCII digits, or of 4 BCD bytes (YYYYMMDD)."""
-    if not isinstance(value, str):
-        return ""
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return ""
-    text = raw.decode("ascii", "replace") if len(raw) == 8 else raw.hex()
-    return text if len(text) == 8 and text.isdigit() else ""

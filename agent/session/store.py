@@ -16,6 +16,15 @@ from agent import damaged
 log = logging.getLogger(__name__)
 
 SECTIONS = ("terminal", "status_upload", "ca_keys", "ic_parameters", "contactless")
+# What each section holds that its readers rely on (agent params, the self-check, the status
+# upload): a file of another shape is damaged, as one that is not JSON
+_SHAPES: dict[str, tuple[str, type]] = {
+    "terminal": ("values", dict),
+    "status_upload": ("sent", str),
+    "ca_keys": ("keys", list),
+    "ic_parameters": ("aids", list),
+    "contactless": ("tags", dict),
+}
 MODE = 0o640  # the payment app (the service's group) reads it; nothing in it is secret
 
 
@@ -30,10 +39,21 @@ class ParameterStore:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"downloaded parameters {self.path} are unreadable: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"downloaded parameters {self.path} are not a JSON object")
+        for section, (key, kind) in _SHAPES.items():
+            content = data.get(section)
+            if content is None:
+                continue
+            held = content.get(key) if isinstance(content, dict) else None
+            items_ok = kind is not list or all(isinstance(item, dict) for item in held or ())
+            if not isinstance(held, kind) or not items_ok:
+                raise ValueError(
+                    f"downloaded parameters {self.path} are unreadable: section {section!r} "
+                    f"has no {key!r} {'list of objects' if kind is list else kind.__name__}"
+                )
         return data
 
     def in_use(self) -> dict[str, Any]:
@@ -60,3 +80,16 @@ class ParameterStore:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, self.path)
+
+
+def expiry(value: object) -> str:
+    """A stored CA key's DF05 as YYYYMMDD (the hex of 8 ASCII digits, or of 4 BCD bytes);
+    "" when it is neither."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return ""
+    text = raw.decode("ascii", "replace") if len(raw) == 8 else raw.hex()
+    return text if len(text) == 8 and text.isdigit() else ""

@@ -312,7 +312,11 @@ def test_agent_params_shows_what_was_downloaded(tmp_path) -> None:
     run(scenario())
     shown = params()
     assert shown.returncode == 0, shown.stderr
-    for text in ("merchant_name: 测试商户", "A000000333/02 expires", "AID A000000333010101"):
+    for text in (
+        "merchant_name: 测试商户",
+        "A000000333/02 expires 2030-12-31",
+        "AID A000000333010101",
+    ):
         assert text in shown.stdout
     data = json.loads(params("--json").stdout)
     assert sorted(data) == ["ca_keys", "contactless", "ic_parameters", "terminal"]

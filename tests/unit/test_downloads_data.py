@@ -162,3 +162,25 @@ def test_an_approved_parameter_download_without_the_table_keeps_the_table_in_use
             journal.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b'{"terminal": 5}', "section 'terminal' has no 'values' dict"),
+        (b'{"ic_parameters": {"at": 0}}', "section 'ic_parameters' has no 'aids' list"),
+        (b'{"ca_keys": {"keys": [1]}}', "section 'ca_keys' has no 'keys' list of objects"),
+        (b"\xff\xfe", "unreadable"),
+    ],
+)
+def test_a_parameters_file_of_another_shape_is_damaged_and_named(tmp_path, content, named):
+    """Valid JSON of another shape (or bytes that are not UTF-8) is as damaged as a file that is
+    not JSON: a ValueError naming the file and the section, so the service sets it aside and
+    ``agent params`` says so, instead of a traceback in each reader."""
+    path = tmp_path / "parameters.json"
+    path.write_bytes(content)
+    store = ParameterStore(path)
+    with pytest.raises(ValueError, match="parameters.json") as raised:
+        store.read()
+    assert named in str(raised.value)
+    assert store.in_use() == {} and not path.exists()  # set aside for a person
