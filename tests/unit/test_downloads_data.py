@@ -180,7 +180,7 @@ def test_a_parameters_file_of_another_shape_is_damaged_and_named(tmp_path, conte
     path = tmp_path / "parameters.json"
     path.write_bytes(content)
     store = ParameterStore(path)
-    with pytest.raises(ValueError, match="parameters.json") as raised:
+    with pytest.raises(ValueError, match=r"parameters\.json") as raised:
         store.read()
     assert named in str(raised.value)
     assert store.in_use() == {} and not path.exists()  # set aside for a person
