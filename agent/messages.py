@@ -1132,6 +1132,23 @@ CATALOGUE: dict[str, Entry] = {
         ),
         action=_AGENT_SIGNIN,
     ),
+    "session.downloads-absent": Entry(
+        summary=Text("nothing downloaded yet: {sections}", "尚未下载：{sections}"),
+        remedy=Text(
+            "they come when the host asks for them or the payment app downloads them",
+            "主机要求或收款应用下载时获取",
+        ),
+        meaning=Text(
+            "the terminal parameters or the CA public keys have never been downloaded through the "
+            "agent: the payment app's EMV kernel has none of the host's",
+            "终端参数或 CA 公钥从未经本程序下载：收款应用的 EMV 内核没有主机下发的数据",
+        ),
+        action=Text(
+            "ask the acquirer to request the downloads at the next sign-in (`agent signin`), "
+            "or run them from the payment app",
+            "请收单机构在下次签到（`agent signin`）时要求下载，或由收款应用发起下载",
+        ),
+    ),
     "session.ca-key-expired": Entry(
         summary=Text("CA public key(s) past their expiry: {keys}", "CA 公钥已过期：{keys}"),
         remedy=Text("ask the acquirer to send current CA keys", "请收单机构下发新的 CA 公钥"),

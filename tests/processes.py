@@ -125,6 +125,16 @@ directory = "{workdir / "hooks.d"}"
     return config
 
 
+def downloaded(workdir: Path) -> None:
+    """The terminal parameters and CA keys a host's downloads left beside the journal of
+    :func:`write_config`'s configuration: a terminal that has its session downloads."""
+    from agent.session.store import ParameterStore
+
+    store = ParameterStore(workdir / "parameters.json")
+    store.replace("terminal", {"values": {"merchant_name": "测试商户"}, "tags": {}})
+    store.replace("ca_keys", {"keys": []})
+
+
 def pay(socket_path: Path, amount_fen: int = 1000, app_stan: int | None = None) -> Message:
     """One purchase as the payment app sends it (wrap mode), on a connection of its own, with
     a new app STAN unless one is given."""

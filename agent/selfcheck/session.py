@@ -13,6 +13,8 @@ from agent.session.store import ParameterStore, expiry
 ID = "session"
 SIGNIN_STALE = 24 * 3600  # CUP terminals sign in every business day
 PARAMETERS_STALE = 30 * 24 * 3600
+# what the payment app's EMV kernel needs of the host's downloads (DESIGN.md section 6)
+NEEDED = ("terminal", "ca_keys")
 
 
 def _hours(seconds: float) -> str:
@@ -43,6 +45,16 @@ async def check(context: Context) -> CheckResult:
     if age > SIGNIN_STALE:
         return CheckResult.of(
             ID, Status.WARN, detail, finding="signin-stale", data=data, hours=_hours(age)
+        )
+    absent = [s for s in NEEDED if s not in downloaded]
+    if absent:
+        return CheckResult.of(
+            ID,
+            Status.WARN,
+            detail,
+            finding="downloads-absent",
+            data=data,
+            sections=messages.listing(absent),
         )
     today = datetime.fromtimestamp(now).strftime("%Y%m%d")
     expired = [

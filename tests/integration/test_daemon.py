@@ -23,6 +23,7 @@ from tests.processes import (
     AgentProcess,
     control,
     control_ready,
+    downloaded,
     pay,
     wait_for,
 )
@@ -55,6 +56,7 @@ def start(tmp_path, config, env=None) -> AgentProcess:
 
 def test_status_selftest_signin_and_echo_go_through_the_control_socket(tmp_path, simulators):
     _, _, config = simulators
+    downloaded(config.parent)
     agent = start(tmp_path, config)
     try:
         status = json.loads(agent_cli("status", "--json", "--config", str(config)).stdout)

@@ -181,6 +181,8 @@ def test_the_selfcheck_names_the_refused_scheme(tmp_path) -> None:
         async with gateway_rig(tmp_path, sign_in=False) as rig:
             rig.host.set_accepted_schemes(POSP)
             await rig.agent.sender.sign_in()
+            for requirement in (1, 4):  # the session's downloads: present
+                await rig.agent.host_requests.run(requirement)
             context = Context(rig.config, rig.agent.journal, module=rig.agent.module)
             report = await run_checks(context, ["keys", "session"])
             for check in (report.get("keys"), report.get("session")):

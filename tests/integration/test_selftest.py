@@ -9,7 +9,7 @@ import pytest
 
 from agent.selfcheck import run_checks
 from agent.selfcheck.base import Context, Status
-from tests.integration.gateway_rig import gateway_rig
+from tests.integration.gateway_rig import TID, app_purchase, exchange, gateway_rig
 
 
 def run(coroutine):
@@ -35,6 +35,10 @@ def test_healthy_terminal_is_all_ok(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
             rig.put_tms()
+            for requirement in (1, 4):  # the host asks for its parameters and CA keys
+                rig.host.terminals[TID].asks = requirement
+                assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "00"
+                await rig.agent.host_requests.idle()
             report = await run_checks(context_of(rig))
             assert statuses(report) == dict.fromkeys(
                 (
@@ -264,12 +268,16 @@ def test_session_check_findings(tmp_path) -> None:
             assert (await session(rig)).finding == "never-signed-in"
             await rig.agent.sender.sign_in()
             result = await session(rig)
-            assert (result.status, result.finding) == (Status.OK, "ok")
-            assert "downloads: none" in result.summary.en
+            assert (result.status, result.finding) == (Status.WARN, "downloads-absent")
+            assert "nothing downloaded yet: terminal, ca_keys" in result.summary.en
             later = time.time() + 25 * 3600
             assert (await session(rig, now=lambda: later)).finding == "signin-stale"
             await rig.agent.host_requests.run(4)  # CA keys: the simulator's expire in 2030
-            assert "downloads: ca_keys" in (await session(rig)).summary.en
+            assert "nothing downloaded yet: terminal" in (await session(rig)).summary.en
+            await rig.agent.host_requests.run(1)
+            result = await session(rig)
+            assert (result.status, result.finding) == (Status.OK, "ok")
+            assert "downloads: ca_keys, terminal" in result.summary.en
             stored = rig.agent.downloads.store
             old_key = {"rid": "A000000333", "index": "09", "expiry": b"20200101".hex()}
             stored.replace("ca_keys", {"keys": [old_key]})

@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from tests.processes import AGENT
+from tests.processes import AGENT, downloaded
 
 
 def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -17,6 +17,7 @@ def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 def test_healthy_terminal_all_ok_exit_0(simulators) -> None:
     _, _, config = simulators
+    downloaded(config.parent)
     assert agent("signin", "--config", str(config)).returncode == 0
     result = agent("selftest", "--json", "--config", str(config))
     assert result.returncode == 0, result.stdout

@@ -33,6 +33,7 @@ from tests.processes import (
     ModuleProcess,
     control,
     control_ready,
+    downloaded,
     pay,
     wait_for,
 )
@@ -142,6 +143,7 @@ def terminal(technicians: int) -> Iterator[Terminal]:
         f'[hooks]\ndirectory = "{folder / "hooks.d"}"\n'
     )
     config.chmod(0o644)
+    downloaded(state)  # the session's downloads: a healthy terminal has them
     rig = Terminal(folder, config, state, run / "control.sock", host)
     try:
         rig.start()
