@@ -1035,6 +1035,28 @@ CATALOGUE: dict[str, Entry] = {
         ),
         action=Text("free space on that disk before it fills", "在磁盘写满前清理空间"),
     ),
+    "storage.journal-over-cap": Entry(
+        summary=Text(
+            "journal {size} MiB, over its cap of {cap} MiB",
+            "交易日志 {size} MiB，超出上限 {cap} MiB",
+        ),
+        remedy=Text(
+            "settle the batch (what retention keeps is the open batch, pending rows and queued "
+            "reversals)",
+            "请结算当前批次（保留的是未结批次、未决交易和排队的冲正）",
+        ),
+        meaning=Text(
+            "the journal is larger than `journal.max_mb`: retention deletes settled rows only, "
+            "and what it may not delete (the current batch, pending rows, queued reversals) "
+            "fills it",
+            "交易日志超过 `journal.max_mb`：清理只删除已结算的记录，"
+            "不可删除的内容（当前批次、未决交易、排队的冲正）已占满上限",
+        ),
+        action=Text(
+            "settle the batch; if it persists, raise `journal.max_mb` where the disk has room",
+            "请结算当前批次；如仍出现，在磁盘空间允许时调高 `journal.max_mb`",
+        ),
+    ),
     "storage.reversals-stuck": Entry(
         summary=Text(
             "{count} reversal(s) unconfirmed after {tries} tries (STAN {stans})",

@@ -1,4 +1,5 @@
-"""Storage: the journal can be written, the disk has room, and no reversal is stuck."""
+"""Storage: the journal can be written, the disk has room, the journal is within its cap, and no
+reversal is stuck."""
 
 from __future__ import annotations
 
@@ -86,6 +87,19 @@ async def _findings(
                 stans=messages.listing(r.message.text(11) for r in stuck),
             )
         )
+    size = sum(_size(Path(f"{path}{suffix}")) for suffix in ("", "-wal"))
+    cap = context.config.journal.max_mb
+    if size > cap * 2**20:
+        found.append(
+            CheckResult.of(
+                ID,
+                Status.WARN,
+                detail,
+                finding="journal-over-cap",
+                size=f"{size / 2**20:.1f}",
+                cap=f"{cap:g}",
+            )
+        )
     if NO_SPACE <= free < LOW_SPACE:
         found.append(
             CheckResult.of(
@@ -127,3 +141,10 @@ def _damaged(context: Context, path: Path) -> CheckResult | None:
         finding="journal-damaged" if moved else "state-damaged",
         names=", ".join(p.name for p in [*moved, *others]),
     )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # no -wal: checkpointed and closed, or read-only
+        return 0

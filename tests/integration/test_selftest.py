@@ -188,6 +188,24 @@ def test_unusable_journal_fails_storage(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_journal_over_its_cap_is_said(tmp_path) -> None:
+    """DESIGN.md section 6: storage checks the "journal size against its cap": a journal larger
+    than journal.max_mb (what retention may not delete fills it) is a warning with both sizes."""
+    import dataclasses
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            check = (await run_checks(context_of(rig), ["storage"])).get("storage")
+            assert (check.status, check.finding) == (Status.OK, "ok")
+            tiny = dataclasses.replace(rig.config.journal, max_mb=0.01)
+            config = dataclasses.replace(rig.config, journal=tiny)
+            check = (await run_checks(context_of(rig, config=config), ["storage"])).get("storage")
+            assert (check.status, check.finding) == (Status.WARN, "journal-over-cap")
+            assert ", over its cap of 0.01 MiB" in check.summary.en
+
+    run(scenario())
+
+
 def test_a_damaged_journal_set_aside_is_said_whatever_else_storage_finds(tmp_path) -> None:
     """DESIGN.md section 8: storage reports the damaged journal while its copy is there. Another
     finding may be more urgent (a journal that cannot be opened fails first); then it follows in
