@@ -57,7 +57,7 @@ def _params_lines(data: dict[str, Any]) -> list[str]:
                 # a store written before the reason was kept says nothing more
                 reason = content.get("reason") or "unknown tag"
                 lines.append(f"  not decoded ({reason}): {content['unparsed']}")
-        elif section == "ca_keys":
+        elif section in ("ca_keys", "sm2_ca_keys"):
             for key in content.get("keys", []):
                 date = expiry(key.get("expiry"))
                 until = f"{date[:4]}-{date[4:6]}-{date[6:]}" if date else "?"

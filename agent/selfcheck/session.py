@@ -59,7 +59,8 @@ async def check(context: Context) -> CheckResult:
     today = datetime.fromtimestamp(now).strftime("%Y%m%d")
     expired = [
         f"{key['rid']}/{key['index']}"
-        for key in downloaded.get("ca_keys", {}).get("keys", [])
+        for section in ("ca_keys", "sm2_ca_keys")
+        for key in downloaded.get(section, {}).get("keys", [])
         if expiry(key.get("expiry")) and expiry(key.get("expiry")) < today
     ]
     if expired:

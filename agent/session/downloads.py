@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 TERMINAL_PARAMETERS = "360"
 STATUS_UPLOAD = "362"
 CA_KEY_LIST, CA_KEY, CA_KEYS_END = "372", "370", "371"
+SM2_CA_KEY_LIST = SM2_CA_KEY = "373"  # 国密 CA keys: 0820/373 lists them, 0800/373 brings each
 IC_PARAMETER_LIST, IC_PARAMETERS, IC_PARAMETERS_END = "382", "380", "381"
 CONTACTLESS = "394"
 MAX_PARTS = 50  # a list that has not ended after this many answers never will
@@ -49,14 +50,22 @@ class AppChain:
     refused: int = 0
 
 
-# the store's section each step of the app's list chains fills
-_SECTION = {
-    CA_KEY_LIST: "ca_keys",
-    CA_KEY: "ca_keys",
-    CA_KEYS_END: "ca_keys",
-    IC_PARAMETER_LIST: "ic_parameters",
-    IC_PARAMETERS: "ic_parameters",
-    IC_PARAMETERS_END: "ic_parameters",
+# The app's list chains, by (MTI, 60.3) of each step: the list's first part starts one, a
+# key's or AID's answer brings an item, and the end (0800/371 ends both CA key chains) commits
+# the chains of those sections in progress
+_LISTS = {
+    ("0820", CA_KEY_LIST): "ca_keys",
+    ("0820", SM2_CA_KEY_LIST): "sm2_ca_keys",
+    ("0820", IC_PARAMETER_LIST): "ic_parameters",
+}
+_ITEMS = {
+    ("0800", CA_KEY): "ca_keys",
+    ("0800", SM2_CA_KEY): "sm2_ca_keys",
+    ("0800", IC_PARAMETERS): "ic_parameters",
+}
+_ENDS = {
+    ("0800", CA_KEYS_END): ("ca_keys", "sm2_ca_keys"),
+    ("0800", IC_PARAMETERS_END): ("ic_parameters",),
 }
 
 
@@ -165,23 +174,33 @@ class Downloads:
         raise DownloadFailed(f"0820/{code}: the list did not end after {MAX_PARTS} answers")
 
     async def ca_keys(self) -> str:
-        """The CA key chain (DESIGN.md section 16). A key whose DF03 is not its SHA-1, or that is
-        not the key asked for, is refused alone and journalled; the others are kept and the
-        chain still ends with 0800/371. At most ``MAX_ITEMS`` keys are asked for."""
+        """The CA key chain (DESIGN.md section 16): 0820/372, 0800/370 per key, 0800/371."""
+        return await self._ca_key_chain(CA_KEY_LIST, CA_KEY, "ca_keys")
+
+    async def sm2_ca_keys(self) -> str:
+        """The 国密 (SM2) CA key chain, the same way with 0820/373 and 0800/373 (section 16),
+        ended by 0800/371 as the other."""
+        return await self._ca_key_chain(SM2_CA_KEY_LIST, SM2_CA_KEY, "sm2_ca_keys")
+
+    async def _ca_key_chain(self, list_code: str, key_code: str, section: str) -> str:
+        """A key whose DF03 is not its hash, or that is not the key asked for, is refused alone
+        and journalled; the others are kept and the chain still ends with 0800/371. At most
+        ``MAX_ITEMS`` keys are asked for."""
         from agent.session import emv
 
         keys: list[dict[str, Any]] = []
         refusals: list[str] = []
-        listed = await self._listing(CA_KEY_LIST)
+        listed = await self._listing(list_code)
         if len(listed) > MAX_ITEMS:
-            log.warning("0820/372 lists %d CA keys; the first %d are asked", len(listed), MAX_ITEMS)
+            log.warning("0820/%s lists %d CA keys; the first %d are asked", list_code,
+                        len(listed), MAX_ITEMS)  # fmt: skip
         for entry in listed[:MAX_ITEMS]:
             wanted = dict(entry)
             if emv.RID not in wanted or emv.INDEX not in wanted:
-                raise DownloadFailed("0820/372: a listed CA key lacks its RID or index")
+                raise DownloadFailed(f"0820/{list_code}: a listed CA key lacks its RID or index")
             named = f"{wanted[emv.RID].hex().upper()}/{wanted[emv.INDEX].hex().upper()}"
             asked = tlv.encode_all([(emv.RID, wanted[emv.RID]), (emv.INDEX, wanted[emv.INDEX])])
-            data = await self._ask("0800", CA_KEY, asked)
+            data = await self._ask("0800", key_code, asked)
             try:
                 key = emv.ca_key(emv.one_item(data))
                 if f"{key.rid}/{key.index}" != named:
@@ -190,7 +209,7 @@ class Downloads:
                     )
             except WireError as exc:
                 refusals.append(str(exc))
-                log.warning("0800/370: CA key %s refused: %s", named, exc)
+                log.warning("0800/%s: CA key %s refused: %s", key_code, named, exc)
                 self._journal.note("ca-key-refused", key=named, reason=str(exc))
                 continue
             keys.append(key.to_json())
@@ -198,9 +217,9 @@ class Downloads:
         # ask for the IC parameters next)
         await self._ask("0800", CA_KEYS_END)
         if refusals and not keys:  # nothing good came: the keys in use stay
-            raise DownloadFailed(f"0800/370: {refusals[0]}")
+            raise DownloadFailed(f"0800/{key_code}: {refusals[0]}")
         summary = {"keys": len(keys), **({"refused": len(refusals)} if refusals else {})}
-        return await self._commit("ca_keys", {"keys": keys}, summary)
+        return await self._commit(section, {"keys": keys}, summary)
 
     async def ic_parameters(self) -> str:
         from agent.session import emv
@@ -230,10 +249,11 @@ class Downloads:
         """A download the app ran itself went through the agent: keep what it brought, the same
         way (a section is replaced once the app's chain has ended with an approval)."""
         code = str(request.get(60, ""))[8:11]
+        step = (request.mti, code)
         field62 = answer.get(62, b"")
-        if code in (CA_KEY_LIST, IC_PARAMETER_LIST) and request.get(62) == b"100":
+        if step in _LISTS and request.get(62) == b"100":
             # the first part of a list: a new chain, nothing of an abandoned one carries over
-            self._app_chain[_SECTION[code]] = AppChain(listed=True)
+            self._app_chain[_LISTS[step]] = AppChain(listed=True)
         if answer.text(39, "") != "00" or not isinstance(field62, bytes):
             return
         try:
@@ -244,26 +264,28 @@ class Downloads:
 
                 tags = emv.contactless(field62)
                 await self._commit("contactless", {"tags": tags}, {"tags": len(tags), "by": "app"})
-            elif code in (CA_KEY, IC_PARAMETERS):
+            elif step in _ITEMS:
                 from agent.session import emv
 
                 item = (
-                    emv.ca_key(emv.one_item(field62)).to_json()
-                    if code == CA_KEY
-                    else emv.aid_parameters(emv.one_item(field62))
+                    emv.aid_parameters(emv.one_item(field62))
+                    if code == IC_PARAMETERS
+                    else emv.ca_key(emv.one_item(field62)).to_json()
                 )
-                chain = self._app_chain.setdefault(_SECTION[code], AppChain(listed=False))
+                chain = self._app_chain.setdefault(_ITEMS[step], AppChain(listed=False))
                 chain.items.append(item)
                 del chain.items[:-MAX_ITEMS]
-            elif code in (CA_KEYS_END, IC_PARAMETERS_END):
-                await self._app_chain_ended(_SECTION[code])
+            elif step in _ENDS:
+                sections = [s for s in _ENDS[step] if s in self._app_chain] or _ENDS[step][:1]
+                for section in sections:
+                    await self._app_chain_ended(section)
         except WireError as exc:
             # the app's EMV kernel gets the answer as it is; the agent keeps nothing of it, and
             # a key or AID refused is refused alone: the rest of its chain is kept (section 16)
             log.warning("the app's download %s brought data the agent refuses: %s", code, exc)
             self._journal.note("download-refused", code=code, by="app", reason=str(exc))
-            if code in (CA_KEY, IC_PARAMETERS):
-                self._app_chain.setdefault(_SECTION[code], AppChain(listed=False)).refused += 1
+            if step in _ITEMS:
+                self._app_chain.setdefault(_ITEMS[step], AppChain(listed=False)).refused += 1
 
     async def _app_chain_ended(self, section: str) -> None:
         """The app's chain of ``section`` ended: what it kept replaces the data in use, one
@@ -275,7 +297,7 @@ class Downloads:
         unique = {(item.get("rid"), item.get("index"), item.get("aid")): item
                   for item in chain.items}  # fmt: skip
         items = list(unique.values())
-        key = "keys" if section == "ca_keys" else "aids"
+        key = "aids" if section == "ic_parameters" else "keys"
         if not items and (chain.refused or not chain.listed):
             why = f"{chain.refused} refused" if chain.refused else "no step of it seen"
             log.warning("the app's %s chain ended with nothing kept (%s): the %s in use stay",

@@ -1,5 +1,6 @@
 """What the CA public key and IC parameter downloads carry (DESIGN.md section 16): TLV lists in
-parts, CA keys checked against their SHA-1, AIDs with their parameters."""
+parts, CA keys checked against their SHA-1 (国密 SM2 keys against their SM3), AIDs with their
+parameters."""
 
 from __future__ import annotations
 
@@ -63,23 +64,43 @@ class CaKey:
         }
 
 
+# DF06, the hash algorithm of DF03: SHA-1 for RSA keys, SM3 for the 国密 (SM2) keys of 0800/373
+HASHES = {b"\x01": "sha1", b"\x07": "sm3"}
+SM2 = b"\x04"  # DF07 of an SM2 key, whose public key (DF02) has no exponent (DF04) to it
+
+
 def ca_key(items: list[tuple[str, bytes]]) -> CaKey:
-    """A CA public key from its TLVs; refused unless DF03 = SHA-1(RID | index | modulus |
-    exponent)."""
+    """A CA public key from its TLVs; refused unless DF03 is the hash DF06 names (SHA-1 when
+    absent) of RID | index | modulus | exponent (an SM2 key's exponent may be absent)."""
     tags = dict(items)
-    missing = [tag for tag in ("9F06", "9F22", "DF02", "DF04", "DF03") if tag not in tags]
+    needed = ("9F06", "9F22", "DF02", "DF03") + (() if tags.get("DF07") == SM2 else ("DF04",))
+    missing = [tag for tag in needed if tag not in tags]
     if missing:
         raise DownloadDataError(f"CA key lacks {', '.join(missing)}")
     import hashlib  # here: it loads OpenSSL's digests (0.7 MB), and CA key downloads are rare
 
     rid, index = tags["9F06"].hex().upper(), tags["9F22"].hex().upper()
-    digest = hashlib.sha1(tags["9F06"] + tags["9F22"] + tags["DF02"] + tags["DF04"]).digest()
+    algorithm = HASHES.get(tags.get("DF06", b"\x01"))
+    if algorithm is None:
+        raise DownloadDataError(f"CA key {rid}/{index}: unknown hash algorithm DF06 "
+                                f"{tags['DF06'].hex().upper()}")  # fmt: skip
+    try:
+        digest = hashlib.new(algorithm, rid_index_key(tags)).digest()
+    except ValueError:  # an OpenSSL built without SM3
+        raise DownloadDataError(
+            f"CA key {rid}/{index}: its DF03 is an {algorithm.upper()} this system cannot compute"
+        ) from None
     if digest != tags["DF03"]:
         raise DownloadDataError(
-            f"CA key {rid}/{index}: DF03 {tags['DF03'].hex().upper()} is not its SHA-1 "
-            f"{digest.hex().upper()}"
+            f"CA key {rid}/{index}: DF03 {tags['DF03'].hex().upper()} is not its "
+            f"{'SHA-1' if algorithm == 'sha1' else 'SM3'} {digest.hex().upper()}"
         )
     return CaKey(rid, index, {tag: value.hex().upper() for tag, value in items})
+
+
+def rid_index_key(tags: dict[str, bytes]) -> bytes:
+    """What DF03 is the hash of: RID | index | modulus | exponent (none for an SM2 key)."""
+    return tags["9F06"] + tags["9F22"] + tags["DF02"] + tags.get("DF04", b"")
 
 
 def aid_parameters(items: list[tuple[str, bytes]]) -> dict[str, Any]:

@@ -15,12 +15,13 @@ from agent.hook_dispatch import HookDispatch
 from agent.host.link import HostLink
 from agent.host.numbered import send_numbered
 from agent.journal import Journal
+from agent.keys.family import RULES
 from agent.session.downloads import Downloads
 from agent.session.requirements import Action
 from agent.session.store import ParameterStore
 from agent.wire.builders import Terminal, echo_request
 from agent.wire.message import Message
-from drivers.module import CardModule, ModuleError
+from drivers.module import CardModule, KeyFamily, ModuleError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,11 @@ class HostSession:
             1: Action("terminal parameters (0800/360)", downloads.terminal_parameters),
             2: Action("a status upload (0820/362)", downloads.status_upload),
             3: Action("a sign-in", remedies.sign_in, retried=False),
-            4: Action("CA public keys (0820/372, 0800/370, 0800/371)", downloads.ca_keys),
+            4: Action(
+                "CA public keys (0820/372, 0800/370, 0800/371; on a 国密 terminal the SM2 ones, "
+                "0820/373, 0800/373, too)",
+                self._ca_keys,
+            ),
             5: Action("IC parameters (0820/382, 0800/380, 0800/381)", downloads.ic_parameters),
             6: Action(
                 "a TMS parameter download (re-provisioning)",
@@ -115,6 +120,15 @@ class HostSession:
             ),
             9: Action("contactless parameters (0800/394)", downloads.contactless),
         }
+
+    async def _ca_keys(self) -> str:
+        """The CA keys; on a 国密 terminal (signed in last with an SM4 scheme) the SM2 CA keys
+        too, which its EMV kernel checks 国密 cards with (DESIGN.md section 16)."""
+        done = await self.downloads.ca_keys()
+        last = await self._journal.run(self._journal.last_signin)
+        if last is None or last["scheme"] not in RULES[KeyFamily.SM4].schemes:
+            return done
+        return f"{done}; {await self.downloads.sm2_ca_keys()}"
 
     async def _network_request(self, mti: str, code: str, field62: bytes | None) -> Message:
         """One step of a download: numbered, journalled, sent; the host's answer."""

@@ -37,9 +37,7 @@ log = logging.getLogger(__name__)
 # The 60.3 code of the message that ends each download chain (section 16), and the requirement
 # whose chain it ends: what its answer raises is the host chaining the next download. A sign-in
 # is such a chain (3): its 0810 asks 4 when the CA keys changed, within the repeat pause or not.
-CHAIN_ENDS = {"360": 1, "362": 2, "371": 4, "373": 4, "381": 5, "394": 9} | dict.fromkeys(
-    SCHEMES, 3
-)
+CHAIN_ENDS = {"360": 1, "362": 2, "371": 4, "381": 5, "394": 9} | dict.fromkeys(SCHEMES, 3)
 NETWORK_MANAGEMENT_ANSWERS = ("0810", "0830")
 
 

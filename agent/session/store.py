@@ -15,13 +15,21 @@ from agent import damaged
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("terminal", "status_upload", "ca_keys", "ic_parameters", "contactless")
+SECTIONS = (
+    "terminal",
+    "status_upload",
+    "ca_keys",
+    "sm2_ca_keys",
+    "ic_parameters",
+    "contactless",
+)
 # What each section holds that its readers rely on (agent params, the self-check, the status
 # upload): a file of another shape is damaged, as one that is not JSON
 _SHAPES: dict[str, tuple[str, type]] = {
     "terminal": ("values", dict),
     "status_upload": ("sent", str),
     "ca_keys": ("keys", list),
+    "sm2_ca_keys": ("keys", list),
     "ic_parameters": ("aids", list),
     "contactless": ("tags", dict),
 }

@@ -9,7 +9,8 @@ parsed as a CUP host does, with the lengths of the table this host sends: a tag 
 or a value of another length is answered 30.
 
 The CA keys are test keys: the modulus is filler bytes, not an RSA key, and carries a correct
-SHA-1 check value (DF03) so the agent's check is exercised."""
+SHA-1 check value (DF03) so the agent's check is exercised; the 国密 (SM2) CA keys of 0820/373
+and 0800/373 likewise, a filler public key without exponent and an SM3 check value."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from agent.session.downloads import (
     IC_PARAMETER_LIST,
     IC_PARAMETERS,
     IC_PARAMETERS_END,
+    SM2_CA_KEY,
+    SM2_CA_KEY_LIST,
     STATUS_UPLOAD,
     TERMINAL_PARAMETERS,
 )
@@ -81,6 +84,8 @@ DOWNLOADS = {
     ("0820", STATUS_UPLOAD),
     ("0820", CA_KEY_LIST),
     ("0800", CA_KEY),
+    ("0820", SM2_CA_KEY_LIST),
+    ("0800", SM2_CA_KEY),
     ("0800", CA_KEYS_END),
     ("0820", IC_PARAMETER_LIST),
     ("0800", IC_PARAMETERS),
@@ -88,7 +93,8 @@ DOWNLOADS = {
     ("0800", CONTACTLESS),
 }
 PAGE = 2  # entries per list answer, so that a list of three takes two parts
-# ca-sha1: the DF03 of CA key 02 wrong; tlv-overrun: a list's last TLV runs off the end;
+# ca-sha1: the DF03 of CA key 02 (and of SM2 CA key 12) wrong; tlv-overrun: a list's last TLV
+# runs off the end;
 # list-never-ends: every list answer says more follows, with an entry not listed before;
 # list-repeats: every list answer is the first part, more following (a host that ignores the
 # start index); short-62: field 62 of the answers to the
@@ -111,6 +117,22 @@ def sample_ca_key(index: int, rid: bytes = UNIONPAY_RID) -> list[tuple[str, byte
         ("DF02", modulus),
         ("DF04", exponent),
         ("DF03", hashlib.sha1(rid + key_index + modulus + exponent).digest()),
+    ]
+
+
+def sample_sm2_ca_key(index: int, rid: bytes = UNIONPAY_RID) -> list[tuple[str, bytes]]:
+    """A 国密 CA public key of ``rid`` whose DF03 (SM3) is right: 64 filler bytes for the point,
+    no exponent."""
+    key_index = bytes([index])
+    point = b"".join(hashlib.sha256(bytes([0x5A, index, n])).digest() for n in range(2))
+    return [
+        ("9F06", rid),
+        ("9F22", key_index),
+        ("DF05", b"20301231"),
+        ("DF06", b"\x07"),  # SM3
+        ("DF07", emv.SM2),
+        ("DF02", point),
+        ("DF03", hashlib.new("sm3", rid + key_index + point).digest()),
     ]
 
 
@@ -159,6 +181,9 @@ class HostParameters:
     ca_keys: list[list[tuple[str, bytes]]] = field(
         default_factory=lambda: [sample_ca_key(n) for n in (1, 2, 3)]
     )
+    sm2_ca_keys: list[list[tuple[str, bytes]]] = field(
+        default_factory=lambda: [sample_sm2_ca_key(n) for n in (0x11, 0x12, 0x13)]
+    )
     aids: list[list[tuple[str, bytes]]] = field(
         default_factory=lambda: [_test_aid(a) for a in ("A000000333010101", "A000000333010102")]
     )
@@ -197,7 +222,11 @@ class HostParameters:
             ("0800", TERMINAL_PARAMETERS): lambda: ("00", self.terminal_parameters()),
             ("0820", STATUS_UPLOAD): self._status,
             ("0820", CA_KEY_LIST): lambda: self._list(self.ca_keys, ("9F06", "9F22", "DF05")),
-            ("0800", CA_KEY): self._ca_key,
+            ("0800", CA_KEY): lambda: self._ca_key(self.ca_keys),
+            ("0820", SM2_CA_KEY_LIST): lambda: self._list(
+                self.sm2_ca_keys, ("9F06", "9F22", "DF05")
+            ),
+            ("0800", SM2_CA_KEY): lambda: self._ca_key(self.sm2_ca_keys),
             ("0800", CA_KEYS_END): lambda: ("00", None),
             ("0820", IC_PARAMETER_LIST): lambda: self._list(self.aids, ("9F06",)),
             ("0800", IC_PARAMETERS): self._aid,
@@ -258,12 +287,12 @@ class HostParameters:
                 return entry
         return None
 
-    def _ca_key(self) -> tuple[str, bytes | None]:
-        entry = self._find(self.ca_keys, ("9F06", "9F22"))
+    def _ca_key(self, keys: list[list[tuple[str, bytes]]]) -> tuple[str, bytes | None]:
+        entry = self._find(keys, ("9F06", "9F22"))
         if entry is None:
             return "25", None
-        if self.fault == "ca-sha1" and dict(entry)["9F22"] == b"\x02":  # one key of the list
-            entry = [(t, bytes(20) if t == "DF03" else v) for t, v in entry]
+        if self.fault == "ca-sha1" and dict(entry)["9F22"] in (b"\x02", b"\x12"):  # one each
+            entry = [(t, bytes(len(v)) if t == "DF03" else v) for t, v in entry]
         return "00", emv.LAST + tlv.encode_all(entry)
 
     def _aid(self) -> tuple[str, bytes | None]:

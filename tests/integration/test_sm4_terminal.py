@@ -166,3 +166,61 @@ def test_no_clear_sm4_key_or_pin_block_in_logs_journal_or_events(tmp_path, caplo
             assert text not in rows
             assert text.encode() not in journal
         assert secret not in journal
+
+
+def test_a_gm_terminal_downloads_the_sm2_ca_keys_beside_the_others(tmp_path) -> None:
+    """DESIGN.md section 16: "国密 CA keys (SM2) the same way with 0820/373 and 0800/373". The
+    host's requirement 4 on an SM4 terminal brings both chains (ended by 0800/371 each), each
+    key checked by the hash its DF06 names (SM3 for the SM2 keys), a bad one refused alone; a
+    DES terminal asks for none of the SM2 ones."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=SM4) as rig:
+            rig.host.downloads.set_fault("ca-sha1")  # RSA key 02 and SM2 key 12: DF03 wrong
+            await rig.agent.host_requests.run(4)
+            stored = rig.agent.downloads.store.read()
+            assert [k["index"] for k in stored["ca_keys"]["keys"]] == ["01", "03"]
+            sm2 = stored["sm2_ca_keys"]["keys"]
+            assert [k["index"] for k in sm2] == ["11", "13"]
+            assert {k["tags"]["DF07"] for k in sm2} == {"04"}  # SM2
+            requests = rig.host.downloads.requests
+            assert (requests["373"], requests["371"]) == (5, 2)  # two list parts, three keys
+            refused = [e["reason"] for e in rig.agent.journal.events()
+                       if e["kind"] == "ca-key-refused"]  # fmt: skip
+            assert any("A000000333/12" in r and "is not its SM3" in r for r in refused)
+
+    run(scenario())
+
+    async def des_terminal():
+        async with gateway_rig(tmp_path / "des") as rig:
+            await rig.agent.host_requests.run(4)
+            assert "sm2_ca_keys" not in rig.agent.downloads.store.read()
+            assert "373" not in rig.host.downloads.requests
+
+    (tmp_path / "des").mkdir()
+    run(des_terminal())
+
+
+def test_the_apps_own_sm2_ca_key_chain_is_kept(tmp_path) -> None:
+    """The payment app runs the 国密 chain itself through the agent: the agent keeps the SM2
+    keys it brought at the chain's end (0800/371), apart from the other CA keys."""
+    from agent.session.tlv import encode_all
+
+    def step(mti: str, code: str, stan: int, field62: bytes | None = None) -> Message:
+        fields: dict[int, str | bytes] = {11: f"{stan:06d}", 60: f"00000000{code}"}
+        if field62 is not None:
+            fields[62] = field62
+        return Message(mti, fields)
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=SM4) as rig:
+            listing = await exchange(rig.socket, step("0820", "373", 80, b"100"))
+            assert listing.binary(62)[:1] == b"2"  # more parts: the app asks one key only
+            key = encode_all([("9F06", bytes.fromhex("A000000333")), ("9F22", b"\x11")])
+            assert (await exchange(rig.socket, step("0800", "373", 81, key))).text(39) == "00"
+            assert (await exchange(rig.socket, step("0800", "371", 82))).text(39) == "00"
+            stored = rig.agent.downloads.store.read()
+            assert [k["index"] for k in stored["sm2_ca_keys"]["keys"]] == ["11"]
+            assert "ca_keys" not in stored
+
+    run(scenario())

@@ -184,3 +184,25 @@ def test_a_parameters_file_of_another_shape_is_damaged_and_named(tmp_path, conte
         store.read()
     assert named in str(raised.value)
     assert store.in_use() == {} and not path.exists()  # set aside for a person
+
+
+def test_an_sm2_ca_key_is_checked_by_sm3_and_needs_no_exponent() -> None:
+    """DF06 names DF03's hash: SM3 (07) for a 国密 key, whose DF07 (04, SM2) leaves out the
+    exponent; a hash the agent does not know refuses the key."""
+    from agent.sim.host_downloads import sample_sm2_ca_key
+
+    items = sample_sm2_ca_key(0x11)
+    assert "DF04" not in dict(items)
+    point = dict(items)["DF02"]
+    expected = hashlib.new("sm3", RID + b"\x11" + point).digest()
+    assert dict(items)["DF03"] == expected  # computed here independently of emv.ca_key
+    assert emv.ca_key(items).index == "11"
+    wrong = [(t, bytes(32) if t == "DF03" else v) for t, v in items]
+    with pytest.raises(emv.DownloadDataError, match="is not its SM3"):
+        emv.ca_key(wrong)
+    unknown = [(t, b"\x09" if t == "DF06" else v) for t, v in items]
+    with pytest.raises(emv.DownloadDataError, match="unknown hash algorithm DF06 09"):
+        emv.ca_key(unknown)
+    rsa_without_exponent = [(t, v) for t, v in sample_ca_key(1) if t != "DF04"]
+    with pytest.raises(emv.DownloadDataError, match="lacks DF04"):
+        emv.ca_key(rsa_without_exponent)
