@@ -142,7 +142,7 @@ class RecoveryConfig:
 @dataclass(frozen=True)
 class ReversalConfig:
     attempts: int = 3  # failed tries in a row before sales go on without waiting for it
-    retry_max: float = 600.0  # longest pause between background tries (seconds)
+    retry_max: float = 600.0  # longest pause between background tries (seconds; 10 minutes at most)
     # seconds after a 12/25 ("nothing to reverse") before the reversal is sent once more, in
     # case it overtook its original; 0: never
     recheck_after: float = 30.0
@@ -282,6 +282,15 @@ def _seconds(value: Any) -> float:
     number = _number(value)
     if not 0 < number <= 86_400:
         raise ValueError("expected seconds above 0, at most 86400")
+    return number
+
+
+def _reversal_pause(value: Any) -> float:
+    """The longest pause between a reversal's background tries: the back-off is capped at 10
+    minutes (DESIGN.md section 8), so a reversal waits no longer for its next try."""
+    number = _number(value)
+    if not 0 < number <= 600:
+        raise ValueError("expected seconds above 0, at most 600 (the back-off's cap)")
     return number
 
 
@@ -490,7 +499,11 @@ PARSERS: dict[str, dict[str, Callable[[Any], Any]]] = {
         "probe_max": _seconds,
         "incident_signin_every": _seconds,
     },
-    "reversal": {"attempts": _between(1, 1000), "retry_max": _seconds, "recheck_after": _number},
+    "reversal": {
+        "attempts": _between(1, 1000),
+        "retry_max": _reversal_pause,
+        "recheck_after": _number,
+    },
     "session": {
         "repeat_after": _number,
         "attempts": _between(1, 100),

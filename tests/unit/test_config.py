@@ -103,6 +103,11 @@ def test_missing_default_file_is_an_unprovisioned_terminal(tmp_path, monkeypatch
         # what `agent run` would refuse or crash on, `agent config check` refuses the same way
         ("[gateway]\ntcp_port = 70000", "gateway.tcp_port = 70000: expected a whole number from 0"),
         ("[hooks]\ntimeout = 0", "hooks.timeout = 0: expected seconds above 0"),
+        # DESIGN.md section 8: the reversal back-off is capped at 10 minutes
+        (
+            "[reversal]\nretry_max = 601",
+            "reversal.retry_max = 601: expected seconds above 0, at most 600",
+        ),
         ("[host]\nresponse_timeout = inf", "host.response_timeout = inf: expected a number"),
         ("[host]\nconnect_timeout = nan", "host.connect_timeout = nan: expected a number"),
         (
