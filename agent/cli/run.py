@@ -24,7 +24,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from drivers.loading import DriverError
 
     logs.setup(args.verbose)
-    config = load_config(args, service=True)
+    # read only: a damaged provisioning file is set aside once the instance lock is held
+    # (daemon.run reloads then), never by a second agent that must change nothing
+    config = load_config(args)
 
     def reload() -> Config:
         from agent import paths, provisioning

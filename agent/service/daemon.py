@@ -369,6 +369,11 @@ async def sign_in_at_start(agent: Agent) -> None:
 async def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
     # first of all: a second agent on this journal or socket must change nothing
     with InstanceLock.of(config):
+        if reload is not None:  # the service's own look: a damaged provisioning set aside
+            try:
+                config = reload()
+            except (ConfigError, ProvisioningError) as exc:  # changed since it was read
+                log.error("configuration read again under the lock: %s; the first read stays", exc)
         cpu.confine(config.gateway.cpu)  # before the agent starts its threads: they inherit it
         while True:
             try:

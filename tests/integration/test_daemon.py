@@ -481,10 +481,14 @@ def test_the_service_loads_only_what_it_uses(tmp_path, simulators):
 def test_a_second_agent_on_the_same_state_changes_nothing(tmp_path, simulators):
     """DESIGN.md section 8: a second ``agent run`` on the same journal and sockets exits 1
     naming the lock and its holder; the first one's sale in flight is approved and stays live,
-    and its sockets stay where they were."""
+    and its sockets stay where they were. A provisioning file the second finds damaged (one
+    the first would read at its next reload) stays where it is: setting it aside is the
+    service's, under the lock."""
     host, _, config = simulators
     first = start(tmp_path, config)
     try:
+        saved = tmp_path / "provisioning.json"
+        saved.write_text('{"tid": "100')  # cut off
         host.post("/faults", {"kind": "late", "delay": 1.5})
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             sale = pool.submit(pay, tmp_path / "agent.sock", 2500)
@@ -495,6 +499,7 @@ def test_a_second_agent_on_the_same_state_changes_nothing(tmp_path, simulators):
             answer = sale.result(timeout=30)
         assert second.returncode == 1, second.stderr
         assert ".lock is locked by process " + str(first.process.pid) in second.stderr
+        assert saved.exists() and not list(tmp_path.glob("provisioning.json.damaged-*"))
         assert answer.text(39) == "00"
         time.sleep(0.5)
         purchases = host.state()["purchases"].values()
