@@ -409,6 +409,7 @@ class Journal:
             self._queued = self._db.execute(
                 "SELECT count(*) FROM reversals WHERE state = 'queued'"
             ).fetchone()[0]
+            self.created = created  # a journal begun by this open
         except (sqlite3.DatabaseError, JournalError) as exc:
             self._db.close()
             _forget_new(path, created)
@@ -423,21 +424,29 @@ class Journal:
         """The service's journal: a damaged one is moved aside whole (never deleted: it may
         hold reversals a person must settle) and a fresh one started, which records that."""
         try:
-            return cls(path, **options)
+            journal = cls(path, **options)
         except JournalDamaged as exc:
             try:
                 aside = damaged.set_aside(path, ("-wal", "-shm"))
             except OSError as move:
                 raise JournalError(f"{exc}; it cannot be moved aside: {move}") from None
             log.critical("%s; moved aside to %s, a fresh journal starts", exc, aside)
-            journal = cls(path, **options)
-            # the host still knows this batch's STANs from the damaged journal: numbering again
-            # from 1 would meet them (94, duplicate); start at a random point of the range
-            journal._stan = int.from_bytes(os.urandom(4), "big") % MAX_STAN
-            with journal._write() as db:
-                journal._save_stan(db)
-                journal._event(db, "journal-damaged", moved_to=str(aside), reason=str(exc))
+            journal = cls(path, **options)  # a full disk: raised, and the next try lands below
+            journal._begun_after(aside, str(exc))
             return journal
+        earlier = damaged.copies(path) if journal.created else []
+        if earlier:  # set aside by an earlier try, whose fresh journal could not begin then
+            journal._begun_after(earlier[-1], "set aside before this journal could begin")
+        return journal
+
+    def _begun_after(self, aside: Path, reason: str) -> None:
+        """A fresh journal in place of the damaged one set aside as ``aside``. The host still
+        knows that batch's STANs: numbering again from 1 would meet them (94, duplicate), so
+        it starts at a random point of the range; the event says what happened."""
+        self._stan = int.from_bytes(os.urandom(4), "big") % MAX_STAN
+        with self._write() as db:
+            self._save_stan(db)
+            self._event(db, "journal-damaged", moved_to=str(aside), reason=reason)
 
     @property
     def unseen_changes(self) -> bool:

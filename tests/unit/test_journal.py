@@ -155,6 +155,29 @@ def test_corrupt_file_is_a_clear_error(tmp_path) -> None:
     journal.close()
 
 
+def test_a_damaged_journal_whose_fresh_one_could_not_begin_is_told_at_the_next_try(
+    tiny_disk: Path,
+) -> None:
+    """The damaged journal is moved aside, but the fresh one cannot begin (the disk is full):
+    the next try, once there is room, still numbers from a random STAN (the host knows that
+    batch's) and records the journal-damaged event."""
+    path = tiny_disk / "journal.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    fill_disk(tiny_disk)
+    with pytest.raises(JournalError):
+        Journal.open_for_service(path)
+    [aside] = tiny_disk.glob("journal.sqlite3.damaged-*")
+    (tiny_disk / "filler").unlink()
+    journal = Journal.open_for_service(path)
+    [event] = journal.events()
+    assert (event["kind"], event["moved_to"]) == ("journal-damaged", str(aside))
+    assert journal.next_stan() != 1  # 1 in a million: the random start was 0
+    journal.close()
+    journal = Journal.open_for_service(path)  # the next start: told once
+    assert [e["kind"] for e in journal.events()] == ["journal-damaged"]
+    journal.close()
+
+
 def test_stan_counts_wraps_and_skips_open_stans(journal) -> None:
     assert [journal.next_stan() for _ in range(3)] == [1, 2, 3]
     journal.begin(purchase(stan=1), financial=True)  # STAN 000001 is now open
