@@ -49,9 +49,13 @@ def help_language() -> str:
     return locale_language() if shows_chinese() else "en"
 
 
-def language(asked: str | None) -> str:
+def language(asked: str | None, *, shown: bool = True) -> str:
     """One language per run: ``asked`` (``--lang``), else the locale's where the console can
-    show Chinese, else English."""
+    show Chinese, else English. Text ``shown`` on a console that cannot show Chinese is
+    English even when Chinese is asked for (it would be question marks); JSON carries any
+    language in its escapes."""
+    if asked == "zh" and shown and not shows_chinese():
+        return "en"
     return asked or help_language()
 
 

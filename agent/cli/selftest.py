@@ -33,7 +33,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
             raise UsageError(f"--only {check_id}: no such check; expected {', '.join(known)}")
     config = load_config(args)
     chinese = render.shows_chinese()
-    lang = render.language(args.lang)
+    lang = render.language(args.lang, shown=not args.json)
     with render.Progress("正在自检" if lang == "zh" and chinese else "self-check running"):
         answer = ask_agent(config, {"cmd": "selftest", "only": only})
         if answer is not None:

@@ -80,6 +80,14 @@ def test_an_ascii_console_gets_english_only(tmp_path) -> None:
     assert "self-check" in text and "[FAIL]" in text and "?" not in text
     report = json.loads(run(["selftest", "--json", "--config", str(conf)], "ascii").stdout)
     assert report["checks"][0]["summary"].isascii()
+    # Chinese asked for on a console that cannot show it: English, not question marks; the
+    # JSON carries it in its escapes
+    asked = run(["selftest", "--lang", "zh", "--config", str(conf)], "ascii", lang="C")
+    assert "self-check" in asked.stdout.decode("ascii") and b"?" not in asked.stdout
+    report = json.loads(
+        run(["selftest", "--json", "--lang", "zh", "--config", str(conf)], "ascii").stdout
+    )
+    assert not report["checks"][0]["summary"].isascii()
 
 
 def test_a_gbk_console_gets_chinese_in_its_own_encoding(tmp_path) -> None:
