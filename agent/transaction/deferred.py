@@ -22,7 +22,8 @@ class DeferredWrites:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
         self._flushing = asyncio.Lock()  # a write that waits is written once
-        self._writes: list[tuple[str, Callable[[], object]]] = []
+        # (what, the write, what the loop does once it is written)
+        self._writes: list[tuple[str, Callable[[], object], Callable[[], None] | None]] = []
 
     def __len__(self) -> int:
         return len(self._writes)
@@ -35,9 +36,12 @@ class DeferredWrites:
             self.add(what, write)
             return None
 
-    def add(self, what: str, write: Callable[[], object]) -> None:
+    def add(
+        self, what: str, write: Callable[[], object], then: Callable[[], None] | None = None
+    ) -> None:
+        """Keep ``write`` for :meth:`flush`; ``then`` runs on the loop once it is written."""
         log.error("the journal could not record %s; kept in memory until it can", what)
-        self._writes.append((what, write))
+        self._writes.append((what, write, then))
 
     async def flush(self) -> bool:
         """Write what waits, oldest first, until the journal refuses again. Returns whether
@@ -45,7 +49,7 @@ class DeferredWrites:
         written = False
         async with self._flushing:
             while self._writes:
-                what, write = self._writes[0]
+                what, write, then = self._writes[0]
                 try:
                     await self._journal.run(write)
                 except JournalError:
@@ -53,4 +57,6 @@ class DeferredWrites:
                 self._writes.pop(0)
                 written = True
                 log.warning("the journal has now recorded %s", what)
+                if then is not None:
+                    then()
         return written

@@ -566,9 +566,14 @@ class Sender:
     def _unrecorded_answer(self, transaction: int, exchange: Exchange, financial: bool) -> None:
         """The app must not see an approval the journal does not have. The row stays pending
         (a reversal if the agent stops now); while it runs, the approval is kept here and its
-        reversal queued as soon as the journal takes writes again."""
+        reversal queued as soon as the journal takes writes again. A financial request's
+        decline is kept the same way, and its request settled once it is written: an approval
+        that came for it late is then judged (reversed) as for any declined request, not left
+        until a restart."""
         response = exchange.frame.message
-        if financial and codes.approved(response.text(39, "")):
+        if not financial:
+            return
+        if codes.approved(response.text(39, "")):
             self.deferred.add(
                 f"the approval of transaction {transaction}, answered 96: its reversal",
                 lambda: self.journal.finish(
@@ -579,6 +584,14 @@ class Sender:
                     reversal_reason="06",
                 ),
             )
+            return
+        self.deferred.add(
+            f"the decline of transaction {transaction}",
+            lambda: self.journal.finish(
+                transaction, "completed", response, detail="recorded late (the journal refused)"
+            ),
+            then=lambda: self.reversals.settled(transaction),
+        )
 
     async def _recorded_too_late(
         self,

@@ -40,6 +40,41 @@ def test_a_real_approval_after_a_macless_97_is_reversed(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_late_approval_of_a_refusal_the_journal_took_late_is_reversed(
+    tmp_path, monkeypatch
+) -> None:
+    """The host refuses a sale (a 97 without a MAC) and approves it a moment later; the disk
+    refused the refusal's record, so the app got 96 and the refusal was kept in memory. Once
+    the journal takes it, the late approval is judged and reversed: it does not wait for a
+    restart with the customer charged."""
+    from agent.journal import JournalError
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            journal = rig.agent.journal
+            finish = journal.finish
+            refused = []
+
+            def full_once(transaction, state, response=None, *args, **kwargs):
+                if state == "completed" and getattr(response, "code", None) == "97" and not refused:
+                    refused.append(transaction)
+                    raise JournalError(f"journal {journal.path} write failed: disk is full")
+                return finish(transaction, state, response, *args, **kwargs)
+
+            monkeypatch.setattr(journal, "finish", full_once)
+            rig.server.faults.add("refused-first")  # 97 without a MAC, then the real approval
+            answer = await exchange(rig.socket, app_purchase(1000))
+            assert answer.text(39) == "96", answer
+            assert answer.text(63).startswith("AGENT storage.journal-unwritable: ")
+            await _until(lambda: rig.agent.reversals._early, 5, "the late approval held")
+            await rig.agent.sender.write_outcomes()  # the disk has room again
+            await _until(lambda: journal.has_queued_reversals, 5, "its reversal queued")
+            await rig.agent.reversals.send()
+            assert live_charges(rig) == []
+
+    run(scenario())
+
+
 def _reversal_states(rig) -> list[tuple[str, bool]]:
     """(state, recheck pending) of each reversal row, read from the SQLite file itself."""
     with contextlib.closing(sqlite3.connect(rig.config.journal.path)) as db:
