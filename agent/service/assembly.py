@@ -118,6 +118,7 @@ class Agent:
         )
         link.on_unmatched = reversals.late_response  # the sink of unmatched answers
         close(reversals.close)
+        close(deferred.close)  # before the reversals' close: what it writes may judge one
         stan_map = StanMap(journal, reversals, lambda: settings().gateway.replay_window)
         self.hooks = hooks = HookDispatch(settings, journal)
         self.tusn = TusnSource(self.module, lambda: settings().registration, __version__[:8])

@@ -5,11 +5,12 @@ journal takes writes again. Each write is a closure over what it records, never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from agent.journal import Journal, JournalError
+from agent.journal import PATIENCE, Journal, JournalError
 
 T = TypeVar("T")
 
@@ -60,3 +61,12 @@ class DeferredWrites:
                 if then is not None:
                     then()
         return written
+
+    async def close(self) -> None:
+        """At the stop: what waits is written if the journal takes it now (its patience at
+        most); what it still refuses ends with the process, each named in the log for a person
+        (a row it left pending is reversed at the next start, DESIGN.md section 8)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), PATIENCE)
+        for what, _, _ in self._writes:
+            log.critical("stopping with %s unrecorded: the journal refused it to the end", what)
