@@ -289,6 +289,7 @@ class SerialCardModule(CardModule):
         is_response = self._response_to(request)
         lost: str | None = None
         naked = 0  # rounds NAKed whole
+        replayed = False  # answered with another command's response
         while self._clock() < deadline:
             link = self._connected(deadline)
             try:
@@ -327,8 +328,20 @@ class SerialCardModule(CardModule):
                 self._drop_port()
                 lost = str(exc)
                 continue
-            if response is not None:
+            if response is None:
+                continue
+            if response.cmd == request.cmd | RESPONSE_BIT:
                 return response.data
+            if replayed:
+                raise ModuleProtocolError(
+                    f"card module at {self.url} answered {command.name} (seq {request.seq}) with "
+                    f"command 0x{response.cmd:02X}'s response, twice"
+                )
+            # our SEQ, another command's response: the module replayed its last response, to a
+            # SEQ it saw last (a restarted agent's first may be the one before): a new request
+            replayed = True
+            request = Frame(self._next_seq(), command, data)
+            is_response = self._response_to(request)
         if lost is not None:
             raise ModuleLinkError(
                 f"card module at {self.url} went away during {command.name}: {lost}"
@@ -340,13 +353,13 @@ class SerialCardModule(CardModule):
     def _response_to(self, request: Frame) -> Callable[[Frame], bool]:
         """Whether a received frame answers ``request``; the answer of a PIN entry waiting for
         the keypad is kept for it on the way."""
-        wanted = request.cmd | RESPONSE_BIT
 
         def is_response(frame: Frame) -> bool:
             if frame.seq in self._pin_entries and frame.cmd == Command.PIN_BLOCK | RESPONSE_BIT:
                 self._pin_answers[frame.seq] = frame
                 return False
-            return frame.seq == request.seq and frame.cmd == wanted
+            # a response with our SEQ is ours, of whichever command (_transact tells a replay)
+            return frame.seq == request.seq and frame.cmd & RESPONSE_BIT == RESPONSE_BIT
 
         return is_response
 

@@ -277,6 +277,36 @@ def test_the_apps_commands_queue_behind_the_agents_own() -> None:
     assert max(waits) < 2 * step + SLACK, waits  # the app command on the line, then its own
 
 
+def test_another_commands_response_to_our_seq_is_a_replay_asked_again_with_a_new_seq() -> None:
+    """DESIGN.md section 5: a request repeated with the same SEQ is answered from the module's
+    last response. A restarted agent's first SEQ may be the one the module saw last (1 in 256):
+    the module replays that command's response. The driver takes it for a replay and asks
+    again with a new SEQ, once; a module that does it again is a protocol error."""
+    frames: list[Frame] = []
+
+    def replaying(times: int):
+        def behave(event):
+            if not isinstance(event, Frame):
+                return []
+            frames.append(event)
+            if len(frames) <= times:  # the last response it gave: a KEY_STATUS's
+                return [ack(), Frame(event.seq, Command.KEY_STATUS | 0x80, b"\x00").encode()]
+            return [ack(), reply(event, b"\x00" + (3).to_bytes(4, "big"))]
+
+        return behave
+
+    script, module = scripted(replaying(1))
+    assert module.ping() == 3
+    assert [f.cmd for f in frames] == [Command.PING, Command.PING]
+    assert frames[1].seq == (frames[0].seq + 1) & 0xFF
+    module.close(), script.close()
+    frames.clear()
+    script, module = scripted(replaying(2))
+    with pytest.raises(ModuleProtocolError, match=r"with command 0x82's response, twice"):
+        module.ping()
+    module.close(), script.close()
+
+
 def crc_broken(frame: bytes) -> bytes:
     """``frame`` with its CRC's last byte changed (set to 0 it stays right for some SEQs: the
     CRC of SEQ 138 or 215's PING answer ends in 0x00)."""
