@@ -270,13 +270,17 @@ class Recovery:
         recovery.add_done_callback(self._ended)  # first: the caller resumes after it
         self._running = recovery
         try:
-            return await asyncio.wait_for(asyncio.shield(recovery), self._left(started))
-        except TimeoutError:
-            if caller.retrying:  # the retry may be approved: its answer is the app's
-                return await asyncio.shield(recovery)
-            caller.gone = True  # the repair goes on without it
-            recovery.add_done_callback(_logged)
-            return self._still_repairing(request, attempt)
+            try:
+                return await asyncio.wait_for(asyncio.shield(recovery), self._left(started))
+            except TimeoutError:
+                if caller.retrying:  # the retry may be approved: its answer is the app's
+                    return await asyncio.shield(recovery)
+        except asyncio.CancelledError:  # the caller is stopped (the agent stops): so is it
+            recovery.cancel()
+            raise
+        caller.gone = True  # the repair goes on without it
+        recovery.add_done_callback(_logged)
+        return self._still_repairing(request, attempt)
 
     def _ended(self, recovery: asyncio.Future[Attempt]) -> None:
         """A recovery ended (decided, failed or cancelled): the lock and the gate its caller

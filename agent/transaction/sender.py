@@ -556,12 +556,28 @@ class Sender:
             self._unrecorded_answer(transaction, exchange, financial)
             reason = f"{exc}; the transaction will be reversed"
             return self._locally(request, "96", "storage.journal-unwritable", reason)
+        except asyncio.CancelledError:
+            # the agent stops with the answer on its way to the journal: the app never gets
+            # it, so an approval the journal records is reversed (a row left pending is, at
+            # the next start)
+            if financial:
+                closing.add_done_callback(lambda _: self._stopped_unanswered(closing, transaction))
+            raise
         if not mac_ok:
             if financial:
                 self.reversals.waiting.set()
             reason = "response MAC wrong; reversal queued" if financial else "response MAC wrong"
             return self._locally(request, "A0", "host.response-mac-wrong", reason)
         return Attempt(answer, exchange, transaction if financial else None, field_59, for_app)
+
+    def _stopped_unanswered(
+        self, closing: asyncio.Future[tuple[bool, tuple[Profile, bytes] | None]], transaction: int
+    ) -> None:
+        """The answer to ``transaction`` was recorded after its request was stopped: an
+        approval is reversed (06), on the journal's thread, before the journal closes."""
+        if closing.cancelled() or closing.exception() is not None:
+            return  # nothing recorded: the row stays pending, reversed at the next start
+        self.journal.later(self.journal.reverse_undelivered, transaction)
 
     def _unrecorded_answer(self, transaction: int, exchange: Exchange, financial: bool) -> None:
         """The app must not see an approval the journal does not have. The row stays pending

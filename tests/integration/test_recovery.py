@@ -2,6 +2,7 @@
 TMS simulator over HTTP, hooks as real executables. One test per row of the decision table."""
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import stat
@@ -702,5 +703,46 @@ def test_a_request_waiting_for_anothers_repair_is_answered_at_the_deadline(tmp_p
             assert rig.agent.recovery.state is State.REGISTERED
             assert purchases_sent(rig) == 2  # neither sent again
             assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
+
+    run(scenario())
+
+
+def test_a_stop_while_a_retrys_approval_is_recorded_reverses_it(tmp_path) -> None:
+    """The agent stops (the recovery closed) while the retry's approval is on its way to the
+    journal: the app never gets it, so the approval the journal records is reversed, not left
+    charged (a row left pending would be reversed at the next start)."""
+    import threading
+    import time
+
+    async def scenario():
+        sections = {"recovery": {"deadline": 1.0}}
+        async with gateway_rig(tmp_path, response_timeout=5.0, sections=sections) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)
+            rig.server.faults.add("refused-first", mti="0200")
+            rig.server.faults.add("slow", delay=1.5, mti="0200")  # the retry's approval
+            sender = rig.agent.sender
+            close_checked = sender._close_checked
+            recording = threading.Event()
+
+            def slow_disk(*args):
+                if args[2].frame.message.text(39) == "00":
+                    recording.set()
+                    time.sleep(0.5)
+                return close_checked(*args)
+
+            sender._close_checked = slow_disk
+            app = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            while not recording.is_set():
+                await asyncio.sleep(0.01)
+            await rig.agent.recovery.close()  # what the stop does
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                await asyncio.wait_for(app, 3)  # no answer: the connection ends
+            for _ in range(100):
+                if rig.agent.journal.queued_reversals():
+                    break
+                await asyncio.sleep(0.05)
+            [reversal] = rig.agent.journal.queued_reversals()
+            assert reversal.reason == "06"
 
     run(scenario())
