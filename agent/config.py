@@ -6,6 +6,7 @@ a key (``POS_AGENT_HOST_PRIMARY=10.0.0.5:5000``).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tomllib
@@ -18,6 +19,8 @@ from typing import Any
 from agent.wire.profile import CUP, Profile, ProfileError, load_profile
 from agent.wire.working_keys import LAYOUTS
 from drivers.loading import module_driver
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path("/etc/pos-agent/agent.toml")
 # The sign-in schemes wire.key_scheme may name besides "auto" (006: SM4 keys, DESIGN.md 18)
@@ -285,12 +288,18 @@ def _seconds(value: Any) -> float:
     return number
 
 
+REVERSAL_PAUSE_CAP = 600.0  # DESIGN.md section 8: the reversal back-off is capped at 10 minutes
+
+
 def _reversal_pause(value: Any) -> float:
-    """The longest pause between a reversal's background tries: the back-off is capped at 10
-    minutes (DESIGN.md section 8), so a reversal waits no longer for its next try."""
-    number = _number(value)
-    if not 0 < number <= 600:
-        raise ValueError("expected seconds above 0, at most 600 (the back-off's cap)")
+    """The longest pause between a reversal's background tries, at most 10 minutes: a longer
+    one (valid in earlier releases) is taken as 600 with a warning, not refused, so that an
+    upgraded terminal still starts."""
+    number = _seconds(value)
+    if number > REVERSAL_PAUSE_CAP:
+        log.warning("reversal.retry_max = %g: the back-off is capped at %g s; %g is used",
+                    number, REVERSAL_PAUSE_CAP, REVERSAL_PAUSE_CAP)  # fmt: skip
+        return REVERSAL_PAUSE_CAP
     return number
 
 

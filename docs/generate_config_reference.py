@@ -42,7 +42,7 @@ PARSER_WORDS: dict[str, str] = {
     "_text": "text",
     "_number": "a number, 0 or more",
     "_seconds": "seconds, above 0, at most 86400",
-    "_reversal_pause": "seconds, above 0, at most 600",
+    "_reversal_pause": "seconds, above 0 (more than 600 is taken as 600)",
     "_positive": "a number above 0",
     "_flag": "`true` or `false`",
     "parse_endpoint": '`"HOST:PORT"` (`"[::1]:PORT"` for IPv6); `""`: none',

@@ -46,16 +46,6 @@ async def check(context: Context) -> CheckResult:
         return CheckResult.of(
             ID, Status.WARN, detail, finding="signin-stale", data=data, hours=_hours(age)
         )
-    absent = [s for s in NEEDED if s not in downloaded]
-    if absent:
-        return CheckResult.of(
-            ID,
-            Status.WARN,
-            detail,
-            finding="downloads-absent",
-            data=data,
-            sections=messages.listing(absent),
-        )
     today = datetime.fromtimestamp(now).strftime("%Y%m%d")
     expired = [
         f"{key['rid']}/{key['index']}"
@@ -81,6 +71,16 @@ async def check(context: Context) -> CheckResult:
             finding="parameters-stale",
             data=data,
             sections=messages.listing(stale),
+        )
+    absent = [s for s in NEEDED if s not in downloaded]  # after what is there is found good
+    if absent:
+        return CheckResult.of(
+            ID,
+            Status.WARN,
+            detail,
+            finding="downloads-absent",
+            data=data,
+            sections=messages.listing(absent),
         )
     signed = time.strftime("%m-%d %H:%M", time.localtime(last["at"]))
     return CheckResult.of(

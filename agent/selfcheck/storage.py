@@ -87,7 +87,8 @@ async def _findings(
                 stans=messages.listing(r.message.text(11) for r in stuck),
             )
         )
-    size = sum(_size(Path(f"{path}{suffix}")) for suffix in ("", "-wal"))
+    # what retention measures: the rows (a file once larger keeps its free pages for new rows)
+    size = await journal.within(PATIENCE, lambda: journal.size_bytes)
     cap = context.config.journal.max_mb
     if size > cap * 2**20:
         found.append(
@@ -141,10 +142,3 @@ def _damaged(context: Context, path: Path) -> CheckResult | None:
         finding="journal-damaged" if moved else "state-damaged",
         names=", ".join(p.name for p in [*moved, *others]),
     )
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:  # no -wal: checkpointed and closed, or read-only
-        return 0

@@ -51,8 +51,8 @@ class AppChain:
 
 
 # The app's list chains, by (MTI, 60.3) of each step: the list's first part starts one, a
-# key's or AID's answer brings an item, and the end (0800/371 ends both CA key chains) commits
-# the chains of those sections in progress
+# key's or AID's answer brings an item, and the end commits it (0800/371 ends either CA key
+# chain: the kind of the last step seen)
 _LISTS = {
     ("0820", CA_KEY_LIST): "ca_keys",
     ("0820", SM2_CA_KEY_LIST): "sm2_ca_keys",
@@ -63,10 +63,8 @@ _ITEMS = {
     ("0800", SM2_CA_KEY): "sm2_ca_keys",
     ("0800", IC_PARAMETERS): "ic_parameters",
 }
-_ENDS = {
-    ("0800", CA_KEYS_END): ("ca_keys", "sm2_ca_keys"),
-    ("0800", IC_PARAMETERS_END): ("ic_parameters",),
-}
+_ENDS = {("0800", CA_KEYS_END): "ca_keys", ("0800", IC_PARAMETERS_END): "ic_parameters"}
+_CA_KEYS = ("ca_keys", "sm2_ca_keys")  # the two chains 0800/371 ends: the one in progress
 
 
 class DownloadFailed(Exception):
@@ -94,6 +92,7 @@ class Downloads:
         self._parameter_overrides = parameter_overrides
         # what a payment app's own CA key / IC parameter chain has brought so far
         self._app_chain: dict[str, AppChain] = {}
+        self._app_ca_keys = "ca_keys"  # the CA key kind of the app's last step of such a chain
 
     async def _ask(self, mti: str, code: str, field62: bytes | None = None) -> bytes:
         """Field 62 of the host's approval of one step; anything else fails the chain."""
@@ -251,9 +250,16 @@ class Downloads:
         code = str(request.get(60, ""))[8:11]
         step = (request.mti, code)
         field62 = answer.get(62, b"")
+        section = _LISTS.get(step) or _ITEMS.get(step)
+        if section in _CA_KEYS:
+            self._app_ca_keys = section
         if step in _LISTS and request.get(62) == b"100":
             # the first part of a list: a new chain, nothing of an abandoned one carries over
-            self._app_chain[_LISTS[step]] = AppChain(listed=True)
+            # (of either CA key kind: one such chain at a time, which 0800/371 ends)
+            started = _LISTS[step]
+            for abandoned in _CA_KEYS if started in _CA_KEYS else (started,):
+                self._app_chain.pop(abandoned, None)
+            self._app_chain[started] = AppChain(listed=True)
         if answer.text(39, "") != "00" or not isinstance(field62, bytes):
             return
         try:
@@ -276,9 +282,13 @@ class Downloads:
                 chain.items.append(item)
                 del chain.items[:-MAX_ITEMS]
             elif step in _ENDS:
-                sections = [s for s in _ENDS[step] if s in self._app_chain] or _ENDS[step][:1]
-                for section in sections:
-                    await self._app_chain_ended(section)
+                ended = _ENDS[step]
+                if ended == "ca_keys":
+                    ended = self._app_ca_keys
+                    for abandoned in _CA_KEYS:
+                        if abandoned != ended:
+                            self._app_chain.pop(abandoned, None)
+                await self._app_chain_ended(ended)
         except WireError as exc:
             # the app's EMV kernel gets the answer as it is; the agent keeps nothing of it, and
             # a key or AID refused is refused alone: the rest of its chain is kept (section 16)

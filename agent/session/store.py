@@ -24,14 +24,15 @@ SECTIONS = (
     "contactless",
 )
 # What each section holds that its readers rely on (agent params, the self-check, the status
-# upload): a file of another shape is damaged, as one that is not JSON
-_SHAPES: dict[str, tuple[str, type]] = {
-    "terminal": ("values", dict),
-    "status_upload": ("sent", str),
-    "ca_keys": ("keys", list),
-    "sm2_ca_keys": ("keys", list),
-    "ic_parameters": ("aids", list),
-    "contactless": ("tags", dict),
+# upload), and what each item of a list holds: a file of another shape is damaged, as one
+# that is not JSON
+_SHAPES: dict[str, tuple[str, type, tuple[str, ...]]] = {
+    "terminal": ("values", dict, ()),
+    "status_upload": ("sent", str, ()),
+    "ca_keys": ("keys", list, ("rid", "index")),
+    "sm2_ca_keys": ("keys", list, ("rid", "index")),
+    "ic_parameters": ("aids", list, ("aid", "tags")),
+    "contactless": ("tags", dict, ()),
 }
 MODE = 0o640  # the payment app (the service's group) reads it; nothing in it is secret
 
@@ -51,16 +52,11 @@ class ParameterStore:
             raise ValueError(f"downloaded parameters {self.path} are unreadable: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"downloaded parameters {self.path} are not a JSON object")
-        for section, (key, kind) in _SHAPES.items():
+        for section, (key, kind, item_keys) in _SHAPES.items():
             content = data.get(section)
-            if content is None:
-                continue
-            held = content.get(key) if isinstance(content, dict) else None
-            items_ok = kind is not list or all(isinstance(item, dict) for item in held or ())
-            if not isinstance(held, kind) or not items_ok:
+            if content is not None and (why := _misshapen(content, key, kind, item_keys)):
                 raise ValueError(
-                    f"downloaded parameters {self.path} are unreadable: section {section!r} "
-                    f"has no {key!r} {'list of objects' if kind is list else kind.__name__}"
+                    f"downloaded parameters {self.path} are unreadable: section {section!r} {why}"
                 )
         return data
 
@@ -88,6 +84,18 @@ class ParameterStore:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, self.path)
+
+
+def _misshapen(content: object, key: str, kind: type, item_keys: tuple[str, ...]) -> str:
+    """Why a section is not of its shape ("" when it is)."""
+    if not isinstance(content, dict) or not isinstance(content.get(key), kind):
+        return f"has no {key!r} {'list' if kind is list else kind.__name__}"
+    if not isinstance(content.get("at", 0), int | float):
+        return "has an 'at' that is not a time"
+    for item in content[key] if kind is list else ():
+        if not isinstance(item, dict) or any(name not in item for name in item_keys):
+            return f"has an item of {key!r} without {' and '.join(map(repr, item_keys))}"
+    return ""
 
 
 def expiry(value: object) -> str:

@@ -222,5 +222,38 @@ def test_the_apps_own_sm2_ca_key_chain_is_kept(tmp_path) -> None:
             stored = rig.agent.downloads.store.read()
             assert [k["index"] for k in stored["sm2_ca_keys"]["keys"]] == ["11"]
             assert "ca_keys" not in stored
+            # an RSA chain the app abandoned after one key, then a whole SM2 chain: its end
+            # (0800/371) commits the SM2 one only, the abandoned one replaces nothing
+            await rig.agent.host_requests.run(4)
+            in_use = rig.agent.downloads.store.read()["ca_keys"]["keys"]
+            assert (await exchange(rig.socket, step("0820", "372", 83, b"100"))).text(39) == "00"
+            rsa = encode_all([("9F06", bytes.fromhex("A000000333")), ("9F22", b"\x01")])
+            assert (await exchange(rig.socket, step("0800", "370", 84, rsa))).text(39) == "00"
+            for stan, (mti, code, field62) in enumerate(
+                [("0820", "373", b"100"), ("0800", "373", key), ("0800", "371", None)], start=85
+            ):
+                assert (await exchange(rig.socket, step(mti, code, stan, field62))).text(39) == "00"
+            stored = rig.agent.downloads.store.read()
+            assert stored["ca_keys"]["keys"] == in_use
+            assert [k["index"] for k in stored["sm2_ca_keys"]["keys"]] == ["11"]
+
+    run(scenario())
+
+
+def test_a_host_without_sm2_ca_keys_leaves_requirement_4_met_by_the_others(tmp_path) -> None:
+    """A host that refuses 0820/373 (no 国密 CA keys): the CA keys are in and requirement 4 is
+    met, the SM2 chain's failure journalled; not every answer carrying 4 fetching them all
+    again."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=SM4) as rig:
+            rig.host.downloads.set_fault("refuse")
+            rig.host.downloads.fault_codes = {"373"}
+            assert await rig.agent.host_requests.run(4)  # met
+            stored = rig.agent.downloads.store.read()
+            assert "ca_keys" in stored and "sm2_ca_keys" not in stored
+            [failed] = [e for e in rig.agent.journal.events() if e["kind"] == "download-failed"]
+            assert failed["chain"] == "sm2_ca_keys"
+            assert "the host answered 96 to 0820/373" in failed["reason"]
 
     run(scenario())

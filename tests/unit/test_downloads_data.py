@@ -169,7 +169,10 @@ def test_an_approved_parameter_download_without_the_table_keeps_the_table_in_use
     [
         (b'{"terminal": 5}', "section 'terminal' has no 'values' dict"),
         (b'{"ic_parameters": {"at": 0}}', "section 'ic_parameters' has no 'aids' list"),
-        (b'{"ca_keys": {"keys": [1]}}', "section 'ca_keys' has no 'keys' list of objects"),
+        (b'{"ca_keys": {"keys": [1]}}', "section 'ca_keys' has an item of 'keys' without"),
+        (b'{"ca_keys": {"keys": [{"index": "01"}]}}', "without 'rid' and 'index'"),
+        (b'{"ic_parameters": {"aids": [{"aid": "A0"}]}}', "without 'aid' and 'tags'"),
+        (b'{"contactless": {"at": "now", "tags": {}}}', "has an 'at' that is not a time"),
         (b"\xff\xfe", "unreadable"),
     ],
 )
