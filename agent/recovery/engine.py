@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import messages
 from agent.backoff import Backoff, jittered
-from agent.blocking import Gate
+from agent.blocking import Gate, patiently
 from agent.host.signin import SignInError
 from agent.keys.tmk_download import keys_refused as module_refused_keys
 from agent.messages import Text
@@ -271,7 +271,7 @@ class Recovery:
         self._running = recovery
         try:
             try:
-                return await asyncio.wait_for(asyncio.shield(recovery), self._left(started))
+                return await patiently(recovery, self._left(started))
             except TimeoutError:
                 if caller.retrying:  # the retry may be approved: its answer is the app's
                     return await asyncio.shield(recovery)

@@ -5,11 +5,11 @@ journal takes writes again. Each write is a closure over what it records, never 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from agent.blocking import patiently
 from agent.journal import PATIENCE, Journal, JournalError
 
 T = TypeVar("T")
@@ -66,7 +66,12 @@ class DeferredWrites:
         """At the stop: what waits is written if the journal takes it now (its patience at
         most); what it still refuses ends with the process, each named in the log for a person
         (a row it left pending is reversed at the next start, DESIGN.md section 8)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.flush(), PATIENCE)
+        flushing = asyncio.ensure_future(self.flush())
+        try:
+            await patiently(flushing, PATIENCE)
+            why = "the journal refused it to the end"
+        except TimeoutError:  # the write under way goes on in the journal's thread
+            flushing.cancel()
+            why = "the journal did not take it in time (the first may yet be written)"
         for what, _, _ in self._writes:
-            log.critical("stopping with %s unrecorded: the journal refused it to the end", what)
+            log.critical("stopping with %s unrecorded: %s", what, why)
