@@ -1212,6 +1212,20 @@ class Journal:
         }
         return rows[0][0], Message(stored["mti"], fields)
 
+    def unanswered_try(self, app_stan: str, replay_key: str, window: float) -> str | None:
+        """The wire STAN of the last try of the very same request (as :meth:`replay` matches
+        it) when the host may have taken it and the app got none of its answer (none kept for
+        a replay, or one withdrawn): a repetition goes again under it, so that the host can
+        tell the repeat (94, or its first answer), never as a second transaction."""
+        rows = self._rows(
+            "SELECT stan, state FROM transactions WHERE app_stan = ? AND replay_key = ? "
+            "AND batch = ? AND boot = ? AND uptime >= ? ORDER BY id DESC LIMIT 1",
+            (app_stan, replay_key, self._batch_text(), self._boot, self._monotonic() - window),
+        )
+        if not rows or rows[0][1] in ("pending", "not-sent"):
+            return None  # in flight (a repetition waits for it), or never sent
+        return str(rows[0][0])
+
     def recent_app_stans(self, window: float) -> list[tuple[str, float]]:
         """(app STAN, age in seconds) of the requests recorded within ``window`` seconds of
         this boot, any batch: what a repetition may be of (:meth:`replay` decides)."""

@@ -47,6 +47,10 @@ class MessageClass:
     network_code: tuple[str, ...] = ANY  # 60.3: settlement and batch upload name their kind
     # settlement or batch upload: counts the batch, the reversals queued included
     settles: bool = False
+    # moves money and is never reversed: an app's repetition of a try the host may have taken
+    # without the app getting its answer goes again under that try's STAN (DESIGN.md
+    # section 10: not sent twice), so the host tells the repeat
+    repeats_its_stan: bool = False
 
     def fits(
         self, mti: str, processing: str, condition: str, message_type: str, network_code: str
@@ -88,7 +92,8 @@ CLASSES: tuple[MessageClass, ...] = (
     _C("balance inquiry", ("0200",), ("31",), ("00",), ("01",), _ALWAYS, False, True),
     _C("purchase", ("0200",), ("00",), ("00",), ("22",), _ALWAYS, True, True, needs_tusn=True),
     _C("void", ("0200",), ("20",), ("00",), ("23",), _ALWAYS, True, True, voids=True),
-    _C("refund", ("0220",), ("20",), ("00",), ("25",), _ALWAYS, False, True),
+    _C("refund", ("0220",), ("20",), ("00",), ("25",), _ALWAYS, False, True,
+       repeats_its_stan=True),
     _C("pre-authorisation", ("0100",), ("03",), ("06",), ("10",), _ALWAYS, True, True,
        needs_tusn=True),
     _C("pre-authorisation void", ("0100",), ("20",), ("06",), ("11",), _ALWAYS, True, True,
@@ -97,8 +102,9 @@ CLASSES: tuple[MessageClass, ...] = (
     _C("completion void", ("0200",), ("20",), ("06",), ("21",), _ALWAYS, True, True,
        voids=True),
     _C("completion advice, offline, adjust", ("0220",), ("00",), ("06", "00"),
-       ("24", "30", "32", "34"), _ALWAYS, False, True),
-    _C("offline (EC) upload", ("0200",), ("00",), ("00",), ("36",), _ALWAYS, False, True),
+       ("24", "30", "32", "34"), _ALWAYS, False, True, repeats_its_stan=True),
+    _C("offline (EC) upload", ("0200",), ("00",), ("00",), ("36",), _ALWAYS, False, True,
+       repeats_its_stan=True),
     _C("reversal", ("0400",), ANY, ANY, ANY, _ALWAYS, False, False,
        current_batch=False, refers_by_stan=True),
     _C("script result", ("0620",), ANY, ANY, ANY, _ALWAYS, False, False),

@@ -287,12 +287,15 @@ class Sender:
         terminal = self._config().terminal
         return Terminal(terminal.tid, terminal.mid)
 
-    async def attempt(self, request: Message, field_59: Outgoing59 | None = None) -> Attempt:
+    async def attempt(
+        self, request: Message, field_59: Outgoing59 | None = None, *, wire_stan: str = ""
+    ) -> Attempt:
         """Send ``request`` once, as a new transaction (new STAN, fresh MAC, the TID/MID
         configured now): what a retry after a remedy needs too, with ``field_59`` the field 59
         its first try went out with (DESIGN.md section 4: a retry carries it unchanged). Its
         class (DESIGN.md section 15) says whether it carries a MAC and is reversible; one that
-        fits no class is answered with 30 and never sent."""
+        fits no class is answered with 30 and never sent. ``wire_stan``: the STAN it goes
+        under instead of a new one (a repetition of a try the host may have taken)."""
         cls = classify(request)
         if cls is None:
             return self._locally(request, "30", "request.unclassified", unclassified(request))
@@ -346,7 +349,7 @@ class Sender:
             await self._keys_settled.wait()
         self._in_flight.enter()
         try:
-            return await self._send(request, cls, references, field_59)
+            return await self._send(request, cls, references, field_59, wire_stan)
         finally:
             self._in_flight.leave()
 
@@ -356,6 +359,7 @@ class Sender:
         cls: MessageClass,
         references: dict[int, str],
         field_59: Outgoing59 | None,
+        wire_stan: str,
     ) -> Attempt:
         """The request out (journalled, MACed) and its answer checked, under the working keys
         in the module now (in flight: a sign-in waits for it)."""
@@ -368,7 +372,16 @@ class Sender:
         location = self.location.a5() if cls.needs_tusn and field_59 is None else None
         waiting = Waiting()
         record = self._workers.run(
-            self._record, request, outgoing, financial, app_stan, cls, location, field_59, waiting
+            self._record,
+            request,
+            outgoing,
+            financial,
+            app_stan,
+            cls,
+            location,
+            field_59,
+            wire_stan,
+            waiting,
         )
         try:
             transaction, encoded, field_59 = await patiently(record, SALE_PATIENCE)
@@ -466,16 +479,17 @@ class Sender:
         cls: MessageClass,
         location: bytes | None,
         field_59: Outgoing59 | None,
+        wire_stan: str,
         waiting: Waiting,
     ) -> tuple[int, bytes, Outgoing59 | None]:
         """In a worker thread: field 59 of a class that carries A2 (``field_59``, a first try's,
-        or built through the module), the request's STAN (unless it names an earlier request's,
-        as a reversal does), the request journalled as pending and, beside it, encoded with its
-        MAC from the module (:meth:`Macs.encode_beside`: the disk and the module are different
-        devices, and a terminal's module takes milliseconds a MAC on its serial line). One that
-        cannot be encoded or MACed is not sent (closed as never sent if its row was written).
-        ``waiting`` says what it waits for, for the app's answer if it outlasts the sale's
-        patience."""
+        or built through the module), the request's STAN (``wire_stan``, or a new one; unless
+        it names an earlier request's, as a reversal does), the request journalled as pending
+        and, beside it, encoded with its MAC from the module (:meth:`Macs.encode_beside`: the
+        disk and the module are different devices, and a terminal's module takes milliseconds
+        a MAC on its serial line). One that cannot be encoded or MACed is not sent (closed as
+        never sent if its row was written). ``waiting`` says what it waits for, for the app's
+        answer if it outlasts the sale's patience."""
         stages.mark("worker")
         if cls.needs_tusn:
             waiting.now = MODULE_TUSN
@@ -490,7 +504,7 @@ class Sender:
             sm4_pin_into_62(outgoing)
         if not cls.refers_by_stan:
             waiting.now = JOURNAL
-            outgoing.fields[11] = self.journal.take_stan()
+            outgoing.fields[11] = wire_stan or self.journal.take_stan()
         stages.mark("field-59")
         key = self.stan_map.key(request, self.terminal) if app_stan is not None else None
 

@@ -172,6 +172,21 @@ class StanMap:
         while (oldest := next(iter(self._withdrawn.items())))[1] < cutoff:
             del self._withdrawn[oldest[0]]
 
+    async def unanswered_try(self, request: Message, terminal: Terminal) -> str:
+        """The wire STAN a repetition of this very request goes again under (its try the host
+        may have taken, whose answer the app did not get), or "". Raises :class:`JournalError`
+        when the journal cannot say: a repeat sent as a new transaction would be booked
+        twice."""
+        stan = request.get(11)
+        window = self._replay_window()
+        if not isinstance(stan, str) or not self._may_repeat(stan, window):
+            return ""
+        key = self.key(request, terminal)
+        found = await self.journal.within(
+            SALE_PATIENCE, lambda: self.journal.unanswered_try(stan, key, window)
+        )
+        return found or ""
+
     def key(self, request: Message, terminal: Terminal) -> str:
         return replay_key(request, terminal, self.journal.replay_secret)
 

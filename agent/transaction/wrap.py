@@ -179,8 +179,12 @@ class WrapMode:
             release()
 
         try:
+            stan_map, terminal = self.sender.stan_map, self.sender.terminal
+            first = ""  # a try of this very request the host may have taken: under its STAN
             try:
-                replayed = await self.sender.stan_map.replayed(request, self.sender.terminal)
+                replayed = await stan_map.replayed(request, terminal)
+                if replayed is None and cls.repeats_its_stan:
+                    first = await stan_map.unanswered_try(request, terminal)
             except JournalError as exc:
                 reason = f"cannot tell whether it repeats an earlier request, not sent: {exc}"
                 answer = self.sender.local(request, "96", "storage.journal-unusable", reason)
@@ -192,7 +196,7 @@ class WrapMode:
                 answer = self.sender.local(request, *held)
                 return Reply(self._encode(request, answer, profile)[0], released)
             stages.mark("admitted")  # not a replay, not held, its app STAN's turn
-            attempt = await self._send(request)
+            attempt = await self._send(request, first)
             # an approval that cannot be encoded for the app never reaches it: it is reversed
             frame, told = self._encode(request, attempt.answer, profile, attempt.for_app)
             stages.mark("encoded")
@@ -209,8 +213,8 @@ class WrapMode:
 
         return Reply(frame, settle)
 
-    async def _send(self, request: Message) -> Attempt:
-        attempt = await self.sender.attempt(request)
+    async def _send(self, request: Message, wire_stan: str = "") -> Attempt:
+        attempt = await self.sender.attempt(request, wire_stan=wire_stan)
         if attempt.exchange is None:
             return attempt
         try:

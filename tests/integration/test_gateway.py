@@ -432,7 +432,9 @@ def test_disk_full_while_the_host_is_silent_still_answers_and_loses_nothing(
     tmp_path, tiny_disk
 ) -> None:
     """The pending row is written, the host never answers, and by then the disk is full: the
-    app still gets its 98, and the row, left pending, becomes a reversal at the next start."""
+    app still gets its 98, and the row's close with its reversal, kept in memory, is written
+    at the stop, the disk having room again (left pending, it would become a reversal at the
+    next start)."""
     from agent.journal import Journal
 
     async def scenario():
@@ -445,7 +447,7 @@ def test_disk_full_while_the_host_is_silent_still_answers_and_loses_nothing(
             assert answer.text(39) == "98"
             (tiny_disk / "filler").unlink()
         journal = Journal(tiny_disk / "journal.sqlite3")
-        assert journal.recover_pending() == 1
+        assert journal.recover_pending() == 0  # closed at the stop
         [reversal] = journal.queued_reversals()
         assert reversal.reason == "98"
         journal.close()

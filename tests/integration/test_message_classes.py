@@ -119,6 +119,38 @@ def test_a_hostile_answer_in_every_class(tmp_path, name: str, fault: str) -> Non
     run(scenario())
 
 
+NEVER_REVERSED = ["refund", "completion advice, offline, adjust", "offline (EC) upload"]
+
+
+@pytest.mark.parametrize("fault", ["no-answer", "wrong-mac", "garbage"])
+@pytest.mark.parametrize("name", NEVER_REVERSED)
+def test_a_repetition_of_an_unanswered_money_request_goes_under_its_first_stan(
+    tmp_path, name: str, fault: str
+) -> None:
+    """DESIGN.md section 10: a repetition "is not sent twice". A refund, an advice or an EC
+    upload moves money and is never reversed: when the host may have taken it but the app got
+    no answer of the host's (98, A0), the app's repetition goes again under the first try's
+    STAN, so the host tells the repeat (this one answers 94) instead of booking it twice. A
+    request with another app STAN is a new one."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.5) as rig:
+            rig.server.faults.add(fault)
+            first = await exchange(rig.socket, app_request(name, app_stan=555))
+            assert first.text(39) in ("98", "A0"), first
+            again = await exchange(rig.socket, app_request(name, app_stan=555))
+            assert (again.text(39), again.text(11)) == ("94", "000555")
+            assert len(rig.host.state()["purchases"]) == 1  # booked once
+            mti = ROWS[name][0]
+            stans = [t["stan"] for t in rig.agent.journal.transactions() if t["mti"] == mti]
+            assert len(stans) == 2 and stans[0] == stans[1]  # the repeat, under the first's
+            other = await exchange(rig.socket, app_request(name, app_stan=556))
+            assert other.text(39) == "00"
+            assert len(rig.host.state()["purchases"]) == 2
+
+    run(scenario())
+
+
 def test_held_classes_are_answered_locally_while_unregistered(tmp_path) -> None:
     async def scenario():
         sections = {"recovery": {"probe_first": 30}}
