@@ -103,10 +103,11 @@ class StanMap:
     async def references(self, request: Message, cls: MessageClass) -> dict[int, str] | LocalAnswer:
         """Fields that name earlier requests by the app's STAN, in the wire's numbers: 11 of a
         reversal or batch upload (the original's, and a reversal's 60.2 the original's batch),
-        61.1/61.2 of any request, each within the batch the reference names (61.1, else the
-        current batch). A reference that cannot be translated there is answered 25: an app's
-        number never reaches the host as a wire number. A reversal of a request the agent
-        reverses itself is answered here: the host must not see it twice."""
+        61.1/61.2 of any request, each within the batch the reference names (61.1, a
+        reversal's 60.2, else the current batch). A reference that cannot be translated there
+        is answered 25: an app's number never reaches the host as a wire number. A reversal
+        of a request the agent reverses itself is answered here: the host must not see it
+        twice."""
         found: dict[int, str] = {}
         original = request.get(61)
         if original is not None:
@@ -126,16 +127,22 @@ class StanMap:
         if not cls.refers_by_stan:
             return found
         stan = request.get(11)
+        # a reversal's 60.2 names its original's batch (a sign-in may have brought another
+        # since); a batch upload's is the batch being uploaded, the current one
+        named = None
+        field_60 = request.get(60)
+        if cls.name == "reversal" and isinstance(field_60, str) and len(field_60) >= 8:
+            named = None if field_60[2:8] == NO_BATCH else field_60[2:8]
         wire = None
         if isinstance(stan, str):
-            wire = await self.journal.within(SALE_PATIENCE, self.journal.wire_stan, stan)
+            wire = await self.journal.within(SALE_PATIENCE, self.journal.wire_stan, stan, named)
         if wire is None:
-            reason = f"no request of STAN {stan} in the current batch went through the agent"
+            where = f"batch {named}" if named else "the current batch"
+            reason = f"no request of STAN {stan} in {where} went through the agent"
             return LocalAnswer("25", "request.original-unknown", reason)
         found[11] = wire[0]
         if cls.name != "reversal":
             return found
-        field_60 = request.get(60)
         if isinstance(field_60, str):
             found[60] = with_batch(field_60, int(wire[1]))
         if await self.journal.within(SALE_PATIENCE, self.journal.reversal_of, *wire) == "queued":

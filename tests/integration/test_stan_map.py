@@ -193,3 +193,26 @@ def test_a_repetition_while_the_first_is_in_flight_waits_for_its_answer(tmp_path
             assert rig.host.state()["requests"]["0200"] == 1
 
     run(scenario())
+
+
+def test_the_apps_reversal_of_a_sale_of_the_batch_before_is_translated_there(tmp_path) -> None:
+    """DESIGN.md section 10: a reference is translated "within the batch the reference names".
+    A sale in batch 1, then a sign-in brings batch 2: the app's 0400 for that sale (60.2 = 1)
+    finds it in batch 1, goes to the host under its wire STAN, and the sale is reversed (not
+    answered 25, which would make the app drop its reversal while the host keeps the charge)."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            sale = app_purchase(1000, app_stan=950)
+            assert (await exchange(rig.socket, sale)).text(39) == "00"
+            rig.host.batch = 2
+            await rig.agent.sender.sign_in()
+            assert rig.agent.journal.batch == 2
+            reversal = reversal_of(sale)
+            reversal.fields[60] = "22000001"  # the app's own record of the sale's batch
+            answer = await exchange(rig.socket, reversal)
+            assert (answer.text(39), answer.text(11)) == ("00", "000950")
+            [entry] = rig.host.state()["purchases"].values()
+            assert entry["reversed"]
+
+    run(scenario())
