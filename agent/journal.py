@@ -33,10 +33,12 @@ from agent.wire.errors import DecodeError
 from agent.wire.mask import masked_fields
 from agent.wire.message import Message
 
-# Fields of a financial request kept to build its reversal: none of them is cardholder data.
 log = logging.getLogger(__name__)
 
-REVERSAL_FIELDS = (3, 4, 11, 22, 25, 41, 42, 49, 60)
+# Fields of a financial request kept to build its reversal: none of them is cardholder data.
+# A void's or completion's reversal names its original as the request did (61, 38): a host
+# that matches such reversals by them would otherwise answer 25 and leave the void in effect.
+REVERSAL_FIELDS = (3, 4, 11, 22, 25, 38, 41, 42, 49, 60, 61)
 MAX_STAN = 999_999
 WAL_PAGES = 100
 WAL_LIMIT = 512 * 1024

@@ -24,15 +24,15 @@ SECTIONS = (
     "contactless",
 )
 # What each section holds that its readers rely on (agent params, the self-check, the status
-# upload), and what each item of a list holds: a file of another shape is damaged, as one
-# that is not JSON
-_SHAPES: dict[str, tuple[str, type, tuple[str, ...]]] = {
-    "terminal": ("values", dict, ()),
-    "status_upload": ("sent", str, ()),
-    "ca_keys": ("keys", list, ("rid", "index")),
-    "sm2_ca_keys": ("keys", list, ("rid", "index")),
-    "ic_parameters": ("aids", list, ("aid", "tags")),
-    "contactless": ("tags", dict, ()),
+# upload): (key, its type, what each item of a list holds, whether it must be there); a file
+# of another shape is damaged, as one that is not JSON
+_SHAPES: dict[str, tuple[str, type, tuple[str, ...], bool]] = {
+    "terminal": ("values", dict, (), False),  # an older agent kept only "raw"
+    "status_upload": ("sent", str, (), True),
+    "ca_keys": ("keys", list, ("rid", "index"), True),
+    "sm2_ca_keys": ("keys", list, ("rid", "index"), True),
+    "ic_parameters": ("aids", list, ("aid", "tags"), True),
+    "contactless": ("tags", dict, (), True),
 }
 MODE = 0o640  # the payment app (the service's group) reads it; nothing in it is secret
 
@@ -52,9 +52,9 @@ class ParameterStore:
             raise ValueError(f"downloaded parameters {self.path} are unreadable: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"downloaded parameters {self.path} are not a JSON object")
-        for section, (key, kind, item_keys) in _SHAPES.items():
+        for section, shape in _SHAPES.items():
             content = data.get(section)
-            if content is not None and (why := _misshapen(content, key, kind, item_keys)):
+            if content is not None and (why := _misshapen(content, *shape)):
                 raise ValueError(
                     f"downloaded parameters {self.path} are unreadable: section {section!r} {why}"
                 )
@@ -86,13 +86,16 @@ class ParameterStore:
         os.replace(temporary, self.path)
 
 
-def _misshapen(content: object, key: str, kind: type, item_keys: tuple[str, ...]) -> str:
+def _misshapen(
+    content: object, key: str, kind: type, item_keys: tuple[str, ...], required: bool
+) -> str:
     """Why a section is not of its shape ("" when it is)."""
-    if not isinstance(content, dict) or not isinstance(content.get(key), kind):
+    absent = isinstance(content, dict) and key not in content and not required
+    if not isinstance(content, dict) or not (absent or isinstance(content.get(key), kind)):
         return f"has no {key!r} {'list' if kind is list else kind.__name__}"
     if not isinstance(content.get("at", 0), int | float):
         return "has an 'at' that is not a time"
-    for item in content[key] if kind is list else ():
+    for item in content.get(key, ()) if kind is list else ():
         if not isinstance(item, dict) or any(name not in item for name in item_keys):
             return f"has an item of {key!r} without {' and '.join(map(repr, item_keys))}"
     return ""

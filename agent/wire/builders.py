@@ -19,8 +19,9 @@ REVERSAL_REASONS = {
     "A0": "response MAC wrong",
     "06": "other",
 }
-# Fields of the original that a reversal repeats (CUP: same STAN, amount, card and batch).
-_REVERSAL_COPIES = (2, 3, 4, 11, 14, 22, 23, 25, 38, 41, 42, 49, 53, 55, 60)
+# Fields of the original that a reversal repeats (CUP: same STAN, amount, card and batch, and
+# what a void or completion named: its original, 61, and the authorisation code, 38).
+_REVERSAL_COPIES = (2, 3, 4, 11, 14, 22, 23, 25, 38, 41, 42, 49, 53, 55, 60, 61)
 # Fields a host response echoes from its request.
 _RESPONSE_ECHOES = (2, 3, 4, 11, 22, 25, 41, 42, 49, 60)
 

@@ -4,11 +4,14 @@ charged again; a reversal the agent already made is not sent twice."""
 
 import asyncio
 
+from agent.wire.frame import Layout, decode_frame
+from agent.wire.message import Message
 from tests.integration.gateway_rig import (
     app_purchase,
     exchange,
     gateway_rig,
     reversal_of,
+    send_and_leave,
     void_of,
 )
 
@@ -214,5 +217,36 @@ def test_the_apps_reversal_of_a_sale_of_the_batch_before_is_translated_there(tmp
             assert (answer.text(39), answer.text(11)) == ("00", "000950")
             [entry] = rig.host.state()["purchases"].values()
             assert entry["reversed"]
+
+    run(scenario())
+
+
+def test_the_agents_reversal_of_a_void_names_the_sale_as_the_void_did(tmp_path) -> None:
+    """A void approved whose answer the app could not take is reversed (06): the 0400 names
+    the sale as the void did (61, in wire numbers), so a host that matches a void's reversal by
+    it finds the void; the sale stands again."""
+    seen: list[Message] = []
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            handle = rig.host.handle
+
+            def recording(frame: bytes) -> bytes | None:
+                seen.append(decode_frame(frame, Layout.TPDU).message)
+                return handle(frame)
+
+            rig.host.handle = recording
+            assert (await exchange(rig.socket, app_purchase(1160, app_stan=512))).text(39) == "00"
+            await send_and_leave(rig.socket, void_of(512, 1160, 612))
+            for _ in range(100):
+                if rig.agent.journal.queued_reversals():
+                    break
+                await asyncio.sleep(0.05)
+            assert await rig.agent.reversals.send() == 1
+            void = next(m for m in seen if m.mti == "0200" and m.text(3) == "200000")
+            reversal = next(m for m in seen if m.mti == "0400")
+            assert reversal.text(61) == void.text(61) and reversal.text(11) == void.text(11)
+            sale = next(p for p in rig.host.state()["purchases"].values() if "voids" not in p)
+            assert not sale.get("voided")  # the void undone: the sale stands
 
     run(scenario())

@@ -203,7 +203,7 @@ def test_wrap_mode_from_fakes_answers_and_settles() -> None:
         stan_map = FakeStanMap()
         terminal = None
 
-        async def attempt(self, request: Message) -> Attempt:
+        async def attempt(self, request: Message, *, wire_stan: str = "") -> Attempt:
             return Attempt(_exchange("00").frame.message, _exchange("00"), transaction=42)
 
         async def reverse_undelivered(self, transaction: int) -> None:
