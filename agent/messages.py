@@ -861,12 +861,13 @@ CATALOGUE: dict[str, Entry] = {
     ),
     "recovery.still-running": Entry(
         meaning=Text(
-            "the host refused the request with a code that calls for a repair (97, a lost "
-            "session or keys) and the repair (a sign-in, re-provisioning, a master-key download) "
-            "did not end within `recovery.deadline`: answered 96, not sent again; the repair goes "
-            "on by itself",
-            "主机以需修复的应答码（97、会话或密钥失效）拒绝了该请求，而修复（签到、重新下发参数、"
-            "主密钥下载）未在 `recovery.deadline` 内完成：已应答 96，不再重发；修复在后台继续",
+            "a repair of the terminal (a sign-in, re-provisioning, a master-key download: after "
+            "the host refused this request or another with 97 or a lost session or keys, or the "
+            "start-up sign-in) did not end within `recovery.deadline`: answered 96, not sent "
+            "(again); the repair goes on by itself",
+            "终端修复（签到、重新下发参数、主密钥下载：因主机以 97 或会话、密钥失效拒绝了本请求"
+            "或其他请求，或启动时的签到）未在 `recovery.deadline` 内完成：已应答 96，未（再）上送；"
+            "修复在后台继续",
         ),
         action=Text(
             "try the request again in a moment; `agent status` shows whether the terminal is "

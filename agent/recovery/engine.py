@@ -311,8 +311,10 @@ class Recovery:
     def busy(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.gate.busy()
 
-    async def settled(self) -> None:
-        await self.gate.settled()
+    async def settled(self) -> bool:
+        """Whether no recovery (nor the start-up sign-in) runs any more, waiting for it
+        ``recovery.deadline`` at most."""
+        return await self.gate.settled()
 
     async def _recover(
         self,

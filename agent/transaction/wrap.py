@@ -40,7 +40,7 @@ class AfterRefusal(Protocol):
     """What wrap mode needs of recovery (:class:`agent.recovery.engine.Recovery`)."""
 
     def hold(self) -> tuple[str, str, str] | None: ...
-    async def settled(self) -> None: ...
+    async def settled(self) -> bool: ...
     async def after_response(self, request: Message, attempt: Attempt) -> Attempt: ...
     async def after_sign_in_failed(self, failure: Exception) -> Message | None: ...
     def sign_in_limited(self) -> tuple[str, str, str] | None: ...
@@ -152,7 +152,14 @@ class WrapMode:
             return encode_local(refusal, profile), False
 
     async def _wrap(self, request: Message, profile: Profile) -> Reply:
-        await self.recovery.settled()  # a recovery or the start-up sign-in first
+        if not await self.recovery.settled():  # a recovery or the start-up sign-in first
+            # not sent under keys or a TID about to change (DESIGN.md section 7)
+            reason = (
+                "a repair of the terminal (a sign-in, re-provisioning) did not end within "
+                "recovery.deadline: not sent; the repair goes on, try again in a moment"
+            )
+            answer = self.sender.local(request, "96", "recovery.still-running", reason)
+            return Reply(self._encode(request, answer, profile)[0])
         cls = classify(request)
         if cls is NETWORK_MANAGEMENT:
             answer = (await self._send(request)).answer

@@ -213,8 +213,8 @@ def test_wrap_mode_from_fakes_answers_and_settles() -> None:
         def hold(self) -> None:
             return None
 
-        async def settled(self) -> None:
-            pass
+        async def settled(self) -> bool:
+            return True
 
         async def after_response(self, request: Message, attempt: Attempt) -> Attempt:
             return attempt
