@@ -259,7 +259,11 @@ class Recovery:
                 # the recovery it waited for found this kind refused as a request: so is this
                 return self._request_refused(request, retried, again=True)
             return retried
-        await self._lock.acquire()  # free: nothing was awaited since it was found so
+        try:  # free, or just handed to a waiter woken but not run yet: bounded all the same
+            async with asyncio.timeout(self._left(started)):
+                await self._lock.acquire()
+        except TimeoutError:
+            return self._still_repairing(request, attempt)
         self.gate.enter()
         self.cause = f"host.{code or 'refused'}" if not keys_refused else "keys.tmk-mismatch"
         self.state = State.RECOVERING
