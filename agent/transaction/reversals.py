@@ -180,6 +180,11 @@ class ReversalSender:
             return f"it names TID/MID {named[0]!r}/{named[1]!r}, not this terminal"
         return None
 
+    def held_approval(self, transaction_id: int) -> Message | None:
+        """The authenticated late approval that came for ``transaction_id`` while it waited,
+        if one did (any thread may ask: a dict lookup)."""
+        return self._early.get(transaction_id)
+
     def settled(self, transaction_id: int) -> None:
         """The request ``transaction_id`` has its outcome in the journal: an authenticated
         approval that came for it while it waited is judged now."""

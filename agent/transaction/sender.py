@@ -615,11 +615,20 @@ class Sender:
                 ),
             )
             return
+
+        def record_decline() -> None:
+            self.journal.finish(
+                transaction, "completed", response, detail="recorded late (the journal refused)"
+            )
+            # in the same step: an approval that came for it meanwhile is reversed even if the
+            # agent stops before the loop judges it (the row is no longer pending then)
+            late = self.reversals.held_approval(transaction)
+            if late is not None:
+                self.journal.reverse_late_approval(transaction, late)
+
         self.deferred.add(
             f"the decline of transaction {transaction}",
-            lambda: self.journal.finish(
-                transaction, "completed", response, detail="recorded late (the journal refused)"
-            ),
+            record_decline,
             then=lambda: self.reversals.settled(transaction),
         )
 
