@@ -444,11 +444,20 @@ class Journal:
     def _begun_after(self, aside: Path, reason: str) -> None:
         """A fresh journal in place of the damaged one set aside as ``aside``. The host still
         knows that batch's STANs: numbering again from 1 would meet them (94, duplicate), so
-        it starts at a random point of the range; the event says what happened."""
+        it starts at a random point of the range; the event says what happened. If the disk
+        refuses that, the fresh journal is removed (it holds nothing): the next try begins it
+        again, and tells it."""
         self._stan = int.from_bytes(os.urandom(4), "big") % MAX_STAN
-        with self._write() as db:
-            self._save_stan(db)
-            self._event(db, "journal-damaged", moved_to=str(aside), reason=reason)
+        try:
+            with self._write() as db:
+                self._save_stan(db)
+                self._event(db, "journal-damaged", moved_to=str(aside), reason=reason)
+        except JournalError:
+            self.close()
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.with_name(self.path.name + suffix).unlink()
+            raise
 
     @property
     def unseen_changes(self) -> bool:

@@ -178,6 +178,30 @@ def test_a_damaged_journal_whose_fresh_one_could_not_begin_is_told_at_the_next_t
     journal.close()
 
 
+def test_a_fresh_journal_that_cannot_record_its_damaged_start_is_begun_again(
+    tmp_path, monkeypatch
+) -> None:
+    """The disk refuses the fresh journal's first write (the random STAN and the event): the
+    fresh file is removed, not left to be taken at the next start for a journal that began
+    well (STANs from 1, the damaged copy untold); the next try begins it and tells it. (The
+    disk filling at exactly that write is what the refusal stands for.)"""
+    path = tmp_path / "journal.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    save_stan = Journal._save_stan
+
+    def full(self, db):
+        raise JournalError(f"journal {path} write failed: database or disk is full")
+
+    monkeypatch.setattr(Journal, "_save_stan", full)
+    with pytest.raises(JournalError, match="disk is full"):
+        Journal.open_for_service(path)
+    assert not path.exists()
+    monkeypatch.setattr(Journal, "_save_stan", save_stan)
+    journal = Journal.open_for_service(path)
+    assert [e["kind"] for e in journal.events()] == ["journal-damaged"]
+    journal.close()
+
+
 def test_stan_counts_wraps_and_skips_open_stans(journal) -> None:
     assert [journal.next_stan() for _ in range(3)] == [1, 2, 3]
     journal.begin(purchase(stan=1), financial=True)  # STAN 000001 is now open
