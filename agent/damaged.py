@@ -9,6 +9,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent import paths
+
+if TYPE_CHECKING:
+    from agent.config import Config
 
 MARK = ".damaged-"
 
@@ -37,3 +43,10 @@ def copies(path: Path) -> list[Path]:
         return []
     found = path.parent.glob(f"{path.name}{MARK}*")
     return sorted(p for p in found if not p.name.endswith(("-wal", "-shm")))
+
+
+def state_copies(config: Config) -> list[Path]:
+    """The damaged copies of the state files beside the journal (``provisioning.json``,
+    ``parameters.json``), oldest first for each."""
+    state = (paths.provisioning_path(config), paths.parameters_path(config))
+    return [copy for path in state for copy in copies(path)]

@@ -104,11 +104,14 @@ def text_of(answer: dict, lang: str) -> list[str]:
             rows.append(("", f"-> {action(lang)}"))
         except messages.CatalogueError:  # a cause of a newer agent: the code says it
             rows.append(("status:cause", cause))
-    set_aside = answer.get("journal_damaged") or []
-    if set_aside:
-        names = ", ".join(set_aside)
-        rows.append(("status:journal", said("storage.journal-damaged", names=names)))
-        rows.append(("", f"-> {messages.explain('storage.journal-damaged')[1](lang)}"))
+    for key, finding in (
+        ("journal_damaged", "storage.journal-damaged"),
+        ("state_damaged", "storage.state-damaged"),  # an older agent's answer has none
+    ):
+        set_aside = answer.get(key) or []
+        if set_aside:
+            rows.append(("status:journal", said(finding, names=", ".join(set_aside))))
+            rows.append(("", f"-> {messages.explain(finding)[1](lang)}"))
     if answer.get("incident"):
         rows.append(("status:incident", said("status:incident-open", source=answer["incident"])))
     refusal = answer["last_refusal"]

@@ -131,8 +131,7 @@ def _damaged(context: Context, path: Path) -> CheckResult | None:
     """Damaged state set aside beside the journal (its own, or provisioning's or the
     parameters'), which a person must settle: said until the files are moved away."""
     moved = damaged.copies(path)
-    others = [*damaged.copies(paths.provisioning_path(context.config)),
-              *damaged.copies(paths.parameters_path(context.config))]  # fmt: skip
+    others = damaged.state_copies(context.config)
     if not (moved or others):
         return None
     return CheckResult.of(

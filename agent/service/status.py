@@ -68,6 +68,8 @@ class StatusView:
             # damaged journals set aside beside this one, until a technician moves them away
             # (DESIGN.md section 8: their reversals may still need settling)
             "journal_damaged": [str(copy) for copy in damaged.copies(self._journal.path)],
+            # provisioning.json or parameters.json set aside, as the self-check reports them
+            "state_damaged": [str(copy) for copy in damaged.state_copies(config)],
             "last_refusal": self._recovery.last_refusal,
             # refusals of single requests while the terminal stayed registered (DESIGN.md
             # section 7 point 4), by finding, and the last one with what the merchant was told

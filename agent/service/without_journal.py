@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from agent import paths
+from agent import damaged, paths
 from agent.config import Config
 from agent.journal import JournalError
 from agent.service.assembly import open_journal
@@ -99,7 +99,8 @@ def status(config: Config, error: Callable[[], str]) -> dict[str, Any]:
         "reversals_stuck": 0,
         "reversals_to_recheck": 0,
         "journal_error": error(),
-        "journal_damaged": [],
+        "journal_damaged": [str(copy) for copy in damaged.copies(paths.journal_path(config))],
+        "state_damaged": [str(copy) for copy in damaged.state_copies(config)],
         "last_refusal": None,
         "refused_requests": {"by_finding": {}, "last": None},
         "message": None,

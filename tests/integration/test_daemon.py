@@ -606,15 +606,20 @@ def test_a_journal_that_cannot_be_opened_gets_answers_not_restarts(tmp_path, sim
 
 
 def test_a_cut_off_provisioning_file_is_set_aside_not_a_reason_to_stop(tmp_path, simulators):
+    """Set aside, the agent runs on, and `agent status` says so until a person moves it."""
     _, _, config = simulators
     saved = tmp_path / "provisioning.json"
     saved.write_text('{"tid": "10000001", "mid": "8981000123')  # cut off mid-write
     agent = start(tmp_path, config)
     try:
         assert pay(tmp_path / "agent.sock").text(39) == "00"
-        assert not saved.exists() and len(list(tmp_path.glob("provisioning.json.damaged-*"))) == 1
+        [aside] = tmp_path.glob("provisioning.json.damaged-*")
+        assert not saved.exists()
         status = agent_cli("status", "--config", str(config))
         assert status.returncode == 0, status.stderr
+        assert f"damaged state set aside: {aside}" in status.stdout
+        answer = json.loads(agent_cli("status", "--json", "--config", str(config)).stdout)
+        assert answer["state_damaged"] == [str(aside)]
     finally:
         assert agent.stop() == 0
 
