@@ -266,7 +266,9 @@ class ReversalSender:
                     # changed); a host that did not answer one will not answer the next either
                     failures.append(exc)
                     if isinstance(exc, ReversalPending) and exc.unanswered:
-                        untried = len(queued_now) - position - 1
+                        untried = sum(  # those the host closed already are done
+                            r.id not in self._unwritten for r in queued_now[position + 1 :]
+                        )
                         break
                     continue
                 answer = exchange.frame.message
