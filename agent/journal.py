@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 # A void's or completion's reversal names its original as the request did (61, 38): a host
 # that matches such reversals by them would otherwise answer 25 and leave the void in effect.
 REVERSAL_FIELDS = (3, 4, 11, 22, 25, 38, 41, 42, 49, 60, 61)
+# The rows a repetition may be of (parameters: Journal._tries_of), for replay and unanswered_try
+_TRIES_OF = "app_stan = ? AND replay_key = ? AND batch = ? AND boot = ? AND uptime >= ?"
 MAX_STAN = 999_999
 WAL_PAGES = 100
 WAL_LIMIT = 512 * 1024
@@ -1209,10 +1211,9 @@ class Journal:
         its reversal, when the app sends its 0400 and when its void is approved: one still
         there is true."""
         rows = self._rows(
-            "SELECT id, answer FROM transactions WHERE app_stan = ? AND replay_key = ? "
-            "AND batch = ? AND boot = ? AND uptime >= ? AND answer IS NOT NULL "
+            f"SELECT id, answer FROM transactions WHERE {_TRIES_OF} AND answer IS NOT NULL "
             "ORDER BY id DESC LIMIT 1",
-            (app_stan, replay_key, self._batch_text(), self._boot, self._monotonic() - window),
+            self._tries_of(app_stan, replay_key, window),
         )
         if not rows:
             return None
@@ -1223,15 +1224,20 @@ class Journal:
         }
         return rows[0][0], Message(stored["mti"], fields)
 
+    def _tries_of(self, app_stan: str, replay_key: str, window: float) -> tuple[object, ...]:
+        """The parameters of :data:`_TRIES_OF`: the tries of this very request (same app STAN
+        and replay key) within ``window`` seconds of this boot's monotonic clock, in the
+        current batch."""
+        return app_stan, replay_key, self._batch_text(), self._boot, self._monotonic() - window
+
     def unanswered_try(self, app_stan: str, replay_key: str, window: float) -> str | None:
         """The wire STAN of the last try of the very same request (as :meth:`replay` matches
         it) when the host may have taken it and the app got none of its answer (none kept for
         a replay, or one withdrawn): a repetition goes again under it, so that the host can
         tell the repeat (94, or its first answer), never as a second transaction."""
         rows = self._rows(
-            "SELECT stan, state FROM transactions WHERE app_stan = ? AND replay_key = ? "
-            "AND batch = ? AND boot = ? AND uptime >= ? ORDER BY id DESC LIMIT 1",
-            (app_stan, replay_key, self._batch_text(), self._boot, self._monotonic() - window),
+            f"SELECT stan, state FROM transactions WHERE {_TRIES_OF} ORDER BY id DESC LIMIT 1",
+            self._tries_of(app_stan, replay_key, window),
         )
         if not rows or rows[0][1] in ("pending", "not-sent"):
             return None  # in flight (a repetition waits for it), or never sent
