@@ -88,6 +88,24 @@ def test_with_a_reversal_queued_a_sale_on_a_frozen_disk_is_answered_in_time(
     run(scenario())
 
 
+async def _first_reversed_before(second: asyncio.Task, rig, reason: str) -> None:
+    """``second``, the sale (2000) sent as the disk thawed, is answered 96, not sent ahead of
+    the first sale's (1000) reversal (``reason``), queued once the disk answers; the sale after
+    them (3000) is approved, and of the two the host took the first is reversed."""
+    held = await second
+    assert held.text(39) == "96", held.text(63)
+    assert held.text(63).startswith("AGENT storage.journal-slow: the journal has not yet")
+    for _ in range(100):  # the first one's close ends once the disk answers: reversal queued
+        if rig.agent.journal.queued_reversals():
+            break
+        await asyncio.sleep(0.05)
+    assert [r.reason for r in rig.agent.journal.queued_reversals()] == [reason]
+    third = await exchange(rig.socket, app_purchase(3000, app_stan=3))
+    assert third.text(39) == "00", third.text(63)
+    by_amount = {p["amount"]: p["reversed"] for p in rig.host.state()["purchases"].values()}
+    assert by_amount == {"000000001000": True, "000000003000": False}
+
+
 def test_a_host_timeout_on_a_frozen_disk_is_answered_98_in_time(
     tmp_path, freezable_disk, monkeypatch
 ) -> None:
@@ -114,18 +132,7 @@ def test_a_host_timeout_on_a_frozen_disk_is_answered_98_in_time(
                 await asyncio.sleep(0.2)
             finally:
                 await asyncio.to_thread(fsfreeze, "-u", freezable_disk)
-            held = await second
-            assert held.text(39) == "96", held.text(63)
-            assert held.text(63).startswith("AGENT storage.journal-slow: the journal has not yet")
-            for _ in range(100):  # the close ends once the disk answers: its reversal queued
-                if rig.agent.journal.queued_reversals():
-                    break
-                await asyncio.sleep(0.05)
-            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["98"]
-            third = await exchange(rig.socket, app_purchase(3000, app_stan=3))
-            assert third.text(39) == "00", third.text(63)
-            by_amount = {p["amount"]: p["reversed"] for p in rig.host.state()["purchases"].values()}
-            assert by_amount == {"000000001000": True, "000000003000": False}
+            await _first_reversed_before(second, rig, "98")
 
     run(scenario())
 
@@ -154,18 +161,7 @@ def test_an_approval_recorded_after_the_app_was_told_96_is_reversed_before_the_n
                 await asyncio.sleep(0.2)
             finally:
                 await asyncio.to_thread(fsfreeze, "-u", freezable_disk)
-            held = await second
-            assert held.text(39) == "96", held.text(63)
-            assert held.text(63).startswith("AGENT storage.journal-slow: the journal has not yet")
-            for _ in range(100):  # recorded once the disk answers: its reversal queued
-                if rig.agent.journal.queued_reversals():
-                    break
-                await asyncio.sleep(0.05)
-            assert [r.reason for r in rig.agent.journal.queued_reversals()] == ["06"]
-            third = await exchange(rig.socket, app_purchase(3000, app_stan=3))
-            assert third.text(39) == "00", third.text(63)
-            by_amount = {p["amount"]: p["reversed"] for p in rig.host.state()["purchases"].values()}
-            assert by_amount == {"000000001000": True, "000000003000": False}
+            await _first_reversed_before(second, rig, "06")
 
     run(scenario())
 
