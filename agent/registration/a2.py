@@ -97,9 +97,13 @@ class TusnSource:
         self._lock = threading.Lock()
         self.last_tusn = ""  # the module's TUSN as last answered, for the status and telemetry
 
-    def outgoing(self, request: Message, location: bytes | None) -> Outgoing59:
+    def outgoing(
+        self, request: Message, location: bytes | None, room: int = field59.MAX_BYTES
+    ) -> Outgoing59:
         """Field 59 for ``request`` (a class that carries A2) and what its A2 is. An app's 59
-        that does not parse as usages goes out as it came, its A2 taken for malformed."""
+        that does not parse as usages goes out as it came, its A2 taken for malformed. The
+        location (A5) is added where it fits in ``room`` bytes (an acquirer's profile may hold
+        59 to less than 999): it is optional, and never the reason a request is not sent."""
         settings = self._settings()
         try:
             current = _field59(request)
@@ -116,9 +120,15 @@ class TusnSource:
             a2 = A2Sent(A2.MISSING, problem=f'registration.tusn = "{settings.tusn}"')
         if location is not None and field59.find_usage(current, field59.LOCATION) is None:
             try:
-                current = field59.with_usage(current, field59.LOCATION, location)
-            except WireError as exc:  # a field 59 already near its 999 bytes: A5 is optional
+                located = field59.with_usage(current, field59.LOCATION, location)
+            except WireError as exc:  # a field 59 already near its 999 bytes
                 log.warning("field 59 A5 left out: %s", exc)
+            else:
+                if len(located) <= room:
+                    current = located
+                else:
+                    log.warning("field 59 A5 left out: with it 59 takes %d bytes, more than "
+                                "the %d the wire profile holds", len(located), room)  # fmt: skip
         return Outgoing59(current, a2)
 
     @staticmethod

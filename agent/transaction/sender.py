@@ -493,9 +493,10 @@ class Sender:
         stages.mark("worker")
         if cls.needs_tusn:
             waiting.now = MODULE_TUSN
-            field_59 = field_59 or self.tusn.outgoing(outgoing, location)
+            row = self._config().wire.profile.fields.get(59)
+            room = row.max_len if row is not None else field59.MAX_BYTES
+            field_59 = field_59 or self.tusn.outgoing(outgoing, location, room)
             if field_59.value is not None:
-                row = self._config().wire.profile.fields.get(59)
                 text = row is not None and row.fmt != "b"  # an acquirer's profile made it text
                 value = field_59.value
                 outgoing.fields[59] = value.decode("ascii", "replace") if text else value

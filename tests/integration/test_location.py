@@ -190,6 +190,30 @@ def test_an_apps_own_a5_is_kept_and_not_doubled(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_location_that_does_not_fit_the_profiles_field_59_is_left_out(tmp_path) -> None:
+    """An acquirer's profile holds 59 to 120 bytes: the A2 fits, A2 with the hook's A5 does not.
+    A5 is optional: the purchases go out with A2 alone, approved, not answered 96 unsent."""
+    profile = tmp_path / "acquirer.toml"
+    profile.write_text('name = "acquirer"\n[fields.59]\nmax = 120\n')
+    sections = {**LOCATED, "wire": {"profile": str(profile)}}
+    where = (
+        '{"longitude": "121.4737", "latitude": "31.2304", "coordinate_system": "GCJ02", '
+        '"mcc": "460", "mnc": "00", "lac": "1806", "cid": "2a1f"}'
+    )
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            location_hook(tmp_path, f"echo '{where}'")
+            seen = seen_by_host(rig)
+            assert (await exchange(rig.socket, app_purchase(2050))).text(39) == "00"
+            await hook_answered(rig)
+            answer = await exchange(rig.socket, app_purchase(2060))
+            assert answer.text(39) == "00", answer.get(63)
+            assert usages(seen[-1]) == ("A2",)
+
+    run(scenario())
+
+
 def test_without_the_setting_the_hook_is_never_asked(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
