@@ -859,6 +859,20 @@ CATALOGUE: dict[str, Entry] = {
             "请稍后重试；如仍出现，运行 `agent selftest`",
         ),
     ),
+    "recovery.pin-again": Entry(
+        meaning=Text(
+            "the host refused a request with a PIN (97, a lost session or keys) and the repair "
+            "signed in again: the sign-in replaced the PIN key the PIN block is encrypted "
+            "under, so the request is not sent again (the host would read a wrong PIN): "
+            "answered 96",
+            "主机拒绝了带密码的请求（97、会话或密钥失效），修复时重新签到：签到更换了加密该"
+            "密码块的 PIN 密钥，故不再重发该请求（主机会读出错误的密码）：已应答 96",
+        ),
+        action=Text(
+            "do the sale again: the cardholder enters the PIN again",
+            "重新发起交易：持卡人重新输入密码",
+        ),
+    ),
     "recovery.still-running": Entry(
         meaning=Text(
             "a repair of the terminal (a sign-in, re-provisioning, a master-key download: after "

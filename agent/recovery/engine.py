@@ -46,6 +46,7 @@ from agent.transaction.classes import classify
 from agent.transaction.sender import Attempt, agent_reason, local_answer
 from agent.wire import codes
 from agent.wire.message import Message
+from agent.wire.pin import carries_pin
 from drivers.module import ModuleError
 
 if TYPE_CHECKING:
@@ -135,6 +136,8 @@ class Recovery:
         self._running: asyncio.Future[Attempt] | None = None
         self._host_silent = ""  # why a remedy of the running recovery got no answer, if one did
         self._signed_in = False  # whether a remedy of the running recovery signed in
+        # whether the running recovery's request was answered unsent (its PIN block is stale)
+        self._not_retried = False
         # the codes the host refused the running recovery's sign-ins with
         self._signin_refusals: list[str] = []
         # kinds of held request (sales, inquiries) approved lately, when, and not refused since
@@ -254,6 +257,8 @@ class Recovery:
                 return self._still_repairing(request, attempt)
             if self.state is State.UNREGISTERED or request is None:
                 return attempt
+            if carries_pin(request):
+                return self._pin_again(request, "another request's repair")
             retried = await self.retry(request, attempt.field_59)
             if refused(retried.answer) and self._known_request_refusal(request, retried):
                 # the recovery it waited for found this kind refused as a request: so is this
@@ -312,6 +317,19 @@ class Recovery:
         self._event("deadline", code=attempt.answer.text(39, ""), seconds=seconds)
         return Attempt(local_answer(request, "96", "recovery.still-running", reason), None)
 
+    def _pin_again(self, request: Message, after: str) -> Attempt:
+        """The answer to a request with a PIN block that a repair's sign-in would have it
+        retried after: the block is encrypted under the PIN key the sign-in replaced, which the
+        host no longer holds (it would decline the PIN, or count a wrong PIN against the card).
+        Not sent again: 96, and the cardholder enters the PIN again."""
+        self._event("not-retried", after=after, why="the request carries a PIN block")
+        reason = (
+            f"signed in again ({after}) after the host refused the request "
+            f"({request.mti}): its PIN block is under the PIN key that sign-in replaced; "
+            "not sent again: enter the PIN again"
+        )
+        return Attempt(local_answer(request, "96", "recovery.pin-again", reason), None)
+
     def busy(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.gate.busy()
 
@@ -350,6 +368,7 @@ class Recovery:
         self._event("plan", remedies=plan or ["escalate"], refused_by=refused_by,
                     incident=self.incident.source or None)  # fmt: skip
         self._host_silent = ""
+        self._not_retried = False
         self._signed_in = False
         self._signin_refusals = []
         self._tried = []
@@ -418,7 +437,12 @@ class Recovery:
                 final = Attempt(local_answer(request, "96", "host.no-answer", reason), None)
         elif still_refused:
             await self._enter_unregistered(report, final.answer)
-        elif request is not None and final.exchange is None and not caller.gone:
+        elif (
+            request is not None
+            and final.exchange is None
+            and not caller.gone
+            and not (self._not_retried)
+        ):
             # the retry got no answer of the host's (timed out: a reversal is queued; or the
             # agent's own 96): a communication failure, not a recovery
             self.state = State.REGISTERED
@@ -467,6 +491,10 @@ class Recovery:
                 # every remedy ends in a sign-in, and that one succeeded (a request its caller
                 # no longer waits for is not sent again: the app was answered)
                 last = Attempt(Message(attempt.answer.mti, {39: "00"}), None)
+                return last
+            if carries_pin(request):
+                self._not_retried = True
+                last = self._pin_again(request, remedy)
                 return last
             caller.retrying = True
             try:

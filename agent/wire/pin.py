@@ -8,7 +8,13 @@ module (the 12 rightmost PAN digits, check digit excluded).
 
 from __future__ import annotations
 
-from agent.wire.errors import WireError
+from typing import TYPE_CHECKING
+
+from agent.wire import field59
+from agent.wire.errors import DecodeError, WireError
+
+if TYPE_CHECKING:
+    from agent.wire.message import Message
 
 BLOCK = 8
 PAN_DIGITS = 12
@@ -16,6 +22,22 @@ PAN_DIGITS = 12
 
 class PinError(WireError):
     """A PIN, PAN or PIN block that format 0 cannot carry."""
+
+
+def carries_pin(request: Message) -> bool:
+    """Whether ``request`` holds a PIN block: a 52 that is not the 8 zero bytes an SM4 request
+    carries, or usage A1 (the SM4 block) in 59. A block is encrypted under the PIN key of the
+    sign-in before it was made, and a later sign-in replaces that key."""
+    block = request.get(52)
+    if isinstance(block, bytes) and any(block):
+        return True
+    raw = request.get(field59.FIELD)
+    if raw is None:
+        return False
+    try:
+        return field59.find_usage(field59.field_bytes(raw), field59.SM4_PIN_BLOCK) is not None
+    except DecodeError:
+        return False
 
 
 def pin_pan(pan: str) -> str:

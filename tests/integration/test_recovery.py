@@ -7,9 +7,12 @@ import dataclasses
 import json
 import stat
 
+import pytest
+
 from agent.recovery.policy import State
 from agent.recovery.remedies import reconfigure
 from agent.service.daemon import sign_in_at_start
+from agent.sim.module import SM4_SLOT
 from agent.telemetry.events import forward
 from agent.wire.message import Message
 from tests.integration.gateway_rig import (
@@ -18,6 +21,7 @@ from tests.integration.gateway_rig import (
     app_purchase,
     exchange,
     gateway_rig,
+    pin_purchase,
     reversal_of,
 )
 
@@ -69,6 +73,61 @@ def test_forgotten_session_signs_in_and_the_retry_is_approved(tmp_path) -> None:
             assert journal.queued_reversals() == []  # a 97 is a definite decline
             stans = [t["stan"] for t in journal.transactions() if t["mti"] == "0200"]
             assert len(set(stans)) == 2  # the retry is a new transaction
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("slot", [0, SM4_SLOT], ids=["DES", "SM4"])
+def test_a_pin_purchase_is_not_retried_under_the_pin_key_the_sign_in_replaced(
+    tmp_path, slot
+) -> None:
+    """The host lost the session: a PIN purchase is refused 97 and the repair signs in, which
+    brings a new PIN key. The app's PIN block (52, or 59 A1 on an SM4 terminal) is encrypted
+    under the old one: sent again, the host would read a wrong PIN (and count it against the
+    card). The app gets 96 `recovery.pin-again`; the terminal is registered and the next PIN
+    purchase, its block made under the new key, is approved."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"module": {"key_slot": slot}}) as rig:
+            purchase = await pin_purchase(rig, 1000)
+            rig.host.forget(TID)
+            answer = await exchange(rig.socket, purchase)
+            assert answer.text(39) == "96"
+            assert answer.text(63).startswith("AGENT recovery.pin-again: "), answer.get(63)
+            ledger = rig.host.state()
+            assert (ledger["pin_failures"], ledger["pins_verified"]) == (0, 0)
+            assert purchases_sent(rig) == 1  # the refused one only
+            journal = rig.agent.journal
+            assert remedies(journal) == [("sign-in", True)]
+            assert "recovery.not-retried" in kinds(journal)
+            assert rig.agent.recovery.state is State.REGISTERED
+            again = await exchange(rig.socket, await pin_purchase(rig, 1000))
+            assert again.text(39) == "00", again.get(63)
+            assert rig.host.state()["pins_verified"] == 1
+
+    run(scenario())
+
+
+def test_a_pin_purchase_refused_during_anothers_repair_is_not_retried_after_it(tmp_path) -> None:
+    """Two purchases in flight when the host loses the session: the first's 97 starts the
+    repair (a sign-in, a new PIN key), the PIN purchase's 97 waits for it. The plain purchase
+    is retried and approved; the PIN purchase is answered 96 `recovery.pin-again`, unsent."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            with_pin = await pin_purchase(rig, 2000)
+            rig.host.forget(TID)
+            for _ in range(2):  # both refused, each answer 0.3 s after it was sent
+                rig.server.faults.add("slow", delay=0.3, mti="0200")
+            first = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            await asyncio.sleep(0.1)
+            answer = await exchange(rig.socket, with_pin)
+            assert answer.text(39) == "96"
+            assert answer.text(63).startswith("AGENT recovery.pin-again: "), answer.get(63)
+            assert (await first).text(39) == "00"
+            assert "recovery.retried" in kinds(rig.agent.journal)  # the first one's repair
+            assert purchases_sent(rig) == 3  # both refused, the plain one's retry
+            assert rig.host.state()["pin_failures"] == 0
 
     run(scenario())
 
@@ -178,8 +237,8 @@ def test_cancelled_terminal_becomes_unregistered_with_a_message(tmp_path) -> Non
             sent = purchases_sent(rig)
             assert sent == 1  # remedies failed: the purchase was never retried
             # from now on: answered at once, no financial request reaches the host
-            for number in range(3):  # new sales (a repeated one would get its answer again)
-                held = await exchange(rig.socket, app_purchase(1000, app_stan=910 + number))
+            for _ in range(3):  # new sales, each its own STAN (a repeated one gets its answer)
+                held = await exchange(rig.socket, app_purchase(1000))
                 assert held.text(39) == "97"
                 assert held.text(63).startswith(
                     "AGENT host.97-after-signin: terminal not registered"
