@@ -8,11 +8,11 @@ requirement raised while another runs waits its turn and is never dropped, so th
 hosts use (the sign-in asks 4, the end of the CA keys asks 5, the end of the IC parameters asks
 9) complete. A requirement queued or running is not queued twice. One just satisfied is not
 acted on again for ``repeat_after`` seconds, however many answers still carry it, except when
-the end message of another chain raises it: that is the host chaining, not repeating (once per
-pause: chains that raise each other in a loop stop there). A download
+the end message of another chain raises it: that is the host chaining, not repeating (chains
+that raise each other in a loop stop where they come round). A download
 that fails is tried again with exponential back-off and jitter (a fleet must not retry in
 lock-step after an outage), ``attempts`` times in all; the next answer that still asks starts it
-over. A refusal's header is recovery's (section 7), not the queue's.
+over. A refusal's sign-in (3) is recovery's (section 7); what else its header asks is queued.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # is such a chain (3): its 0810 asks 4 when the CA keys changed, within the repeat pause or not.
 CHAIN_ENDS = {"360": 1, "362": 2, "371": 4, "381": 5, "394": 9} | dict.fromkeys(SCHEMES, 3)
 NETWORK_MANAGEMENT_ANSWERS = ("0810", "0830")
+SIGN_IN = 3
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,9 @@ class RequirementQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._satisfied: dict[int, float] = {}
-        # when a requirement a chain's end raised again within the pause was done again, and
-        # those raised so and not done yet
-        self._chained_again: dict[int, float] = {}
-        self._chaining: set[int] = set()
+        # the chains that led to each requirement queued or running (the chain whose end raised
+        # it, the one whose end raised that, ...): a chain raising one of them is a loop
+        self._lineage: dict[int, frozenset[int]] = {}
         self.running: int | None = None
 
     def raised(self, requirement: int, by: str = "") -> None:
@@ -87,22 +87,24 @@ class RequirementQueue:
         management message it answered, empty for the others."""
         if requirement == 0 or requirement == self.running or requirement in self._queue:
             return
-        done_at = self._satisfied.get(requirement)
-        chained = CHAIN_ENDS.get(by, requirement) != requirement
-        now, pause = time.monotonic(), self.pacing().repeat_after
-        recent = done_at is not None and now - done_at < pause
-        if recent and not chained:
-            return
-        if recent:
-            # the host chaining into it again within the pause: once, not in a loop (a sign-in
-            # whose 0810 asks 4 and the CA keys' end asking 3 ran ~550 sign-ins a second, the
-            # journal filling the disk; the header is not MACed: anyone on the line may)
-            again = self._chained_again.get(requirement)
-            if again is not None and now - again < pause:
-                log.warning("the host asks for requirement %d in a loop (from %s): not acted "
-                            "on again for %g s", requirement, by, pause)  # fmt: skip
+        ended = CHAIN_ENDS.get(by, requirement)
+        if ended == requirement:  # not the host chaining: a repeat within the pause waits
+            done_at = self._satisfied.get(requirement)
+            if done_at is not None and time.monotonic() - done_at < self.pacing().repeat_after:
                 return
-            self._chaining.add(requirement)  # counted if it is done: a failed run is not
+            lineage: frozenset[int] = frozenset()
+        else:
+            # the host chaining: never held by the pause, but chains that raise each other
+            # stop where they come round (a sign-in whose 0810 asks 4 and the CA keys' end
+            # asking 3 ran ~550 sign-ins a second, the journal filling the disk; the header is
+            # not MACed: anyone on the line may set it)
+            led_to = self._lineage.get(ended, frozenset()) if ended == self.running else None
+            lineage = (led_to or frozenset()) | {ended}
+            if requirement in lineage:
+                log.warning("the host asks for requirement %d from the end of %s, which it led "
+                            "to: a loop, not acted on", requirement, by)  # fmt: skip
+                return
+        self._lineage[requirement] = lineage
         self._queue.append(requirement)
         self._idle.clear()
         self._more.set()
@@ -117,8 +119,8 @@ class RequirementQueue:
         return self.running
 
     def finished(self) -> None:
-        if self.running is not None:  # done or failed, a chained raise is counted no more
-            self._chaining.discard(self.running)
+        if self.running is not None:
+            self._lineage.pop(self.running, None)
         self.running = None
         if not self._queue:
             self._idle.set()
@@ -127,9 +129,6 @@ class RequirementQueue:
         """``requirement`` was done: answers that still carry it are not acted on for a
         while."""
         self._satisfied[requirement] = time.monotonic()
-        if requirement in self._chaining:
-            self._chaining.discard(requirement)
-            self._chained_again[requirement] = self._satisfied[requirement]
 
     async def idle(self) -> None:
         """Until nothing is queued or running."""
@@ -138,7 +137,7 @@ class RequirementQueue:
 
 class Heard:
     """What every answer the link matched tells the session: the host's time (``saw``), and
-    the processing requirement of its header, queued unless the answer is a refusal."""
+    the processing requirement of its header, queued (a refusal's sign-in is recovery's)."""
 
     def __init__(self, saw: Callable[[Message], None], queue: RequirementQueue | None) -> None:
         """``queue`` None: nothing the host asks is the agent's to do (pass-through mode,
@@ -150,7 +149,9 @@ class Heard:
         self._saw(frame.message)
         requirement = frame.header.processing_requirement if frame.header else 0
         message = frame.message
-        if self._queue is None or requirement == 0 or refused(message):
+        if self._queue is None or requirement == 0:
+            return
+        if requirement == SIGN_IN and refused(message):  # recovery signs in (section 7)
             return
         by = ""
         if message.mti in NETWORK_MANAGEMENT_ANSWERS:

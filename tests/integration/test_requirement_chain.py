@@ -66,6 +66,24 @@ def test_the_pause_keeps_a_repeat_but_never_a_chains_own_requirement(tmp_path) -
     run(scenario())
 
 
+def test_every_sign_in_whose_answer_asks_4_gets_the_ca_keys_within_the_pause(tmp_path) -> None:
+    """Three sign-ins in a row, each 0810 asking 4 (the host changed its CA keys): the end of
+    another chain raising it, acted on each time (DESIGN.md section 4: the pause never
+    suppresses it), each chain run to its end."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sign_in=False) as rig:
+            rig.host.chain_downloads = True
+            counts = []
+            for _ in range(3):
+                await rig.agent.sender.sign_in()
+                await rig.agent.host_requests.idle()
+                counts.append(downloaded(rig).count("ca_keys"))
+            assert counts == [1, 2, 3]
+
+    run(scenario())
+
+
 def test_in_pass_through_the_session_is_the_apps(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path, mode="pass-through", sign_in=False) as rig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from agent.session.requirements import Heard, Pacing, RequirementQueue
 from agent.wire.frame import Frame, Header, Layout, Tpdu
 from agent.wire.message import Message
@@ -37,10 +39,17 @@ def test_requirements_run_one_at_a_time_in_the_order_raised_each_once() -> None:
     asyncio.run(scenario())
 
 
-def test_chains_that_raise_each_other_in_a_loop_run_once_more_then_wait_for_the_pause() -> None:
-    """A sign-in whose 0810 asks 4 and a CA key chain whose end asks 3: each is the end of
-    another chain, so the pause lets each through once more, not in a loop (the header is
-    not MACed: a loop filled the journal's disk with sign-ins)."""
+@pytest.mark.parametrize(
+    ("ends", "loop"),
+    [
+        ({3: ("003", 4), 4: ("371", 3)}, [3, 4]),  # a sign-in's 0810 asks 4, the CA keys 3
+        ({3: ("003", 4), 4: ("371", 5), 5: ("381", 3)}, [3, 4, 5]),  # round three chains
+    ],
+)
+def test_chains_that_raise_each_other_stop_where_they_come_round(ends, loop) -> None:
+    """Each chain's end asks for the next: the chain that led to it is not run again from its
+    end (the header is not MACed: a sign-in and CA keys raising each other filled the
+    journal's disk with sign-ins)."""
 
     async def scenario():
         queue = RequirementQueue(lambda: Pacing(repeat_after=600))
@@ -52,11 +61,11 @@ def test_chains_that_raise_each_other_in_a_loop_run_once_more_then_wait_for_the_
             except TimeoutError:
                 break  # nothing more raised
             ran.append(requirement)
+            by, asks = ends[requirement]
+            queue.raised(asks, by=by)  # the chain's end message, before it is done
             queue.satisfied(requirement)
             queue.finished()
-            # its chain's end asks for the other
-            queue.raised(4 if requirement == 3 else 3, by="003" if requirement == 3 else "371")
-        assert ran == [3, 4, 3, 4]
+        assert ran == loop
         await asyncio.wait_for(queue.idle(), 1)
 
     asyncio.run(scenario())
@@ -72,19 +81,16 @@ async def ran(queue: RequirementQueue, done: bool = True) -> int:
     return requirement
 
 
-def test_a_chained_run_that_failed_does_not_count_against_the_next_chain() -> None:
-    """The loop guard counts a chained requirement once it is done again: one whose run
-    failed is raised by the next chain's end as before."""
+def test_each_sign_in_whose_answer_asks_4_gets_the_ca_keys_within_the_pause() -> None:
+    """Sign-ins (the app's, recovery's) whose 0810 asks 4: the end of another chain raising it,
+    acted on each time, however soon after the last CA keys' download."""
 
     async def scenario():
         queue = RequirementQueue(lambda: Pacing(repeat_after=600))
-        queue.raised(4)
-        assert await ran(queue) == 4
-        queue.raised(4, by="003")  # the next sign-in's 0810: chained within the pause
-        assert await ran(queue, done=False) == 4  # its run fails
-        queue.raised(4, by="003")  # the sign-in after it asks again: still acted on
-        assert await ran(queue) == 4
-        queue.raised(4, by="003")  # done again within the pause: now a loop
+        for _ in range(3):
+            queue.raised(4, by="003")
+            assert await ran(queue) == 4
+        queue.raised(4)  # an app's answer still carrying it: a repeat within the pause
         await asyncio.wait_for(queue.idle(), 1)
 
     asyncio.run(scenario())
@@ -130,16 +136,17 @@ def test_the_repeat_pause_never_holds_a_requirement_another_chains_end_raises() 
     asyncio.run(scenario())
 
 
-def test_every_answer_but_a_refusal_feeds_the_queue_and_the_clock_hears_them_all() -> None:
+def test_every_answer_feeds_the_queue_but_a_refusals_sign_in_and_the_clock_hears_them_all() -> None:
     async def scenario():
         queue = RequirementQueue(Pacing)
         seen: list[str] = []
         heard = Heard(lambda message: seen.append(message.text(39)), queue)
-        heard(answer("97", 4))  # a refusal's header is recovery's
+        heard(answer("97", 3))  # a refusal's sign-in is recovery's
+        heard(answer("97", 4))  # what else it asks is the queue's
         heard(answer("00", 0))
         heard(answer("00", 5, mti="0210"))
-        assert seen == ["97", "00", "00"]
-        assert await taken(queue, 1) == [5]
+        assert seen == ["97", "97", "00", "00"]
+        assert await taken(queue, 2) == [4, 5]
         await asyncio.wait_for(queue.idle(), 1)
         Heard(seen.append, None)(answer("00", 4))  # pass-through: the app's session
         await asyncio.wait_for(queue.idle(), 1)
