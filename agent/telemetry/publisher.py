@@ -89,6 +89,9 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._in_flight: dict[int, int] = {}  # paho message id: outbox row id
         self._acknowledged: list[int] = []
+        # rows the broker acknowledged that the outbox could not delete (a full disk): not
+        # published again by this process, deleted once the journal takes it
+        self._undeleted: set[int] = set()
         self._results: list[tuple[str, dict[str, Any]]] = []  # command results to publish
         self._will_basis: tuple[Any, ...] | None = None  # what the connection's will says
         # the last state's seq; the file may hold more (a will's, reserved above it)
@@ -246,12 +249,12 @@ class Publisher:
         room = IN_FLIGHT - len(self._in_flight)
         if room <= 0:
             return
+        sent = set(self._in_flight.values()) | self._undeleted
         try:
-            waiting = self.journal.outbox(limit=room + len(self._in_flight))
+            waiting = self.journal.outbox(limit=room + len(sent))
         except JournalError as exc:
             log.warning("telemetry: the outbox cannot be read: %s", exc)
             return
-        sent = set(self._in_flight.values())
         fresh = [row for row in waiting if row[0] not in sent]
         if fresh:
             self.ids.reach(event_id=fresh[-1][0])  # before any of them leaves
@@ -286,11 +289,20 @@ class Publisher:
     def _commit_acknowledged(self) -> None:
         with self._lock:
             done, self._acknowledged = self._acknowledged, []
-        if done:
-            try:
-                self.journal.outbox_sent(done)
-            except JournalError as exc:  # sent again after the next reconnect: at least once
-                log.warning("telemetry: the outbox cannot be updated: %s", exc)
+        if not done and not self._undeleted:
+            return
+        failed_before = bool(self._undeleted)
+        self._undeleted.update(done)
+        try:
+            self.journal.outbox_sent(sorted(self._undeleted))
+        except JournalError as exc:  # kept, tried again; after a restart sent again: at least once
+            if not failed_before:
+                log.warning("telemetry: the outbox cannot be updated (the events the broker "
+                            "has are kept and not sent again): %s", exc)  # fmt: skip
+            return
+        if failed_before:
+            log.info("telemetry: the outbox is updated again")
+        self._undeleted.clear()
 
     def _goodbye(self, client: mqtt.Client) -> None:
         with self._lock:
