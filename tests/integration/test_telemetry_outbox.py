@@ -42,8 +42,11 @@ def test_events_the_broker_has_are_not_sent_again_while_the_disk_is_full(
     )  # fmt: skip
     publisher.start()
     try:
-        distinct = lambda: len({e["id"] for e in fleet.of("/event")})  # noqa: E731
-        wait_for(lambda: distinct() == 30, 15, "the 30 events at the fleet")
+
+        def all_there() -> bool:
+            return len({e["id"] for e in fleet.of("/event")}) == 30
+
+        wait_for(all_there, 15, "the 30 events at the fleet")
         time.sleep(3)  # three passes of the publisher's loop more
         ids = [e["id"] for e in fleet.of("/event")]
         assert sorted(ids) == sorted(set(ids)), f"{len(ids)} publications of 30 events"
