@@ -50,6 +50,9 @@ GOODBYE = 1.0  # seconds a clean stop waits for the broker to take the offline s
 # (its subscriptions, and the commands that came meanwhile)
 WILL_DELAY = 10
 WILL_GAP = 1_000_000  # seq of the will above the connection's first state (see above)
+# seconds after the incident topic's SUBACK by which a retained incident has come: none then
+# means none is open (one closed while this terminal was away leaves nothing retained)
+RETAINED_SETTLE = 2.0
 CONNECTION_LOST = "telemetry.connection-lost"  # the will's cause
 STOPPED = "service.stopped"  # the cause of the goodbye
 
@@ -64,10 +67,11 @@ class Publisher:
         *,
         ids: HighWater,
         acquirer: dict[str, str],
-        on_incident: Callable[[bytes], None],
+        on_incident: Callable[[bytes | None], None],
         on_command: Callable[[str, bytes], None] | None,
     ) -> None:
-        """``on_incident`` gets each retained incident payload of the acquirer (empty: closed);
+        """``on_incident`` gets each retained incident payload of the acquirer (empty: closed;
+        None: the broker retains none, told ``RETAINED_SETTLE`` after each subscription);
         ``on_command`` each command (id, payload), None when commands are off. Both are
         called in this publisher's thread and must only hand over."""
         self.settings = settings
@@ -97,6 +101,8 @@ class Publisher:
         # the last state's seq; the file may hold more (a will's, reserved above it)
         self._seq = ids.seq
         self._will_seq = 0
+        self._incident_mid: int | None = None  # the incident subscription's, till its SUBACK
+        self._incident_asked: float | None = None  # its SUBACK, till a retained one comes
 
     # ------------------------------------------------------------------ from the event loop
 
@@ -160,6 +166,7 @@ class Publisher:
         client.on_disconnect = self._on_disconnect
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         with self._lock:
             last = self._state
         self._will_basis = _will_basis(last) if last is not None else None
@@ -210,6 +217,7 @@ class Publisher:
             if client.loop(timeout=1.0) != mqtt.MQTT_ERR_SUCCESS:
                 break
             self._commit_acknowledged()
+            self._none_retained()
             if self._will_outdated():
                 # a will is fixed at connection: a new state (or cause) needs a new one, or a
                 # lost connection would tell the fleet a stale "since". A normal DISCONNECT
@@ -220,6 +228,12 @@ class Publisher:
         self.last_error = self.last_error or "connection lost"
         client.disconnect()
         return False
+
+    def _none_retained(self) -> None:
+        asked = self._incident_asked
+        if asked is not None and time.monotonic() - asked >= RETAINED_SETTLE:
+            self._incident_asked = None
+            self._on_incident(None)
 
     def _will_outdated(self) -> bool:
         with self._lock:
@@ -330,7 +344,8 @@ class Publisher:
     def _on_connect(self, client: mqtt.Client, userdata: Any, *rest: Any) -> None:
         host = self.acquirer.get("host", "")
         if host:
-            client.subscribe(self.topics.incident(host), qos=1)
+            self._incident_asked = None
+            self._incident_mid = client.subscribe(self.topics.incident(host), qos=1)[1]
         if self._on_command is not None:
             client.subscribe(self.topics.commands, qos=1)
 
@@ -345,7 +360,13 @@ class Publisher:
                 "(topic %s)", COMMAND_ID_MAX, ascii(topic[:200])
             )  # fmt: skip
         elif topic == self.topics.incident(self.acquirer.get("host", "")):
+            self._incident_mid = self._incident_asked = None
             self._on_incident(bytes(message.payload))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        if mid == self._incident_mid:
+            self._incident_mid = None
+            self._incident_asked = time.monotonic()
 
 
 def _will_basis(state: dict[str, Any]) -> tuple[Any, ...]:

@@ -199,9 +199,16 @@ class Reporter:
 
     # --------------------------------------------------------------------- from the fleet
 
-    def _incident_heard(self, payload: bytes) -> None:
-        """The acquirer's retained incident: a host-side one opens, an empty message closes."""
+    def _incident_heard(self, payload: bytes | None) -> None:
+        """The acquirer's retained incident: a host-side one opens, an empty message closes;
+        none retained at a (re)subscription closes one the fleet opened: it was closed while
+        this terminal was away from the broker (an operator's stays)."""
         source = "fleet incident"
+        if payload is None:
+            if self.incident.source == source and self.incident.close(source):
+                self.journal.note("incident", state="closed", source=source,
+                                  why="none retained at the broker")  # fmt: skip
+            return
         if not payload:
             if self.incident.close(source):
                 self.journal.note("incident", state="closed", source=source)
