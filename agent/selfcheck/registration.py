@@ -17,6 +17,7 @@ from agent.messages import Text
 from agent.provisioning import ProvisioningError
 from agent.registration.location import a5_from_hook
 from agent.selfcheck.base import CheckResult, Context, Status
+from agent.wire import field59
 from drivers.module import ModuleError, ModuleProtocolError, ModuleStatusError, TusnAnswer
 from drivers.module import Status as ModuleStatus
 from firmware_hooks import Outcome
@@ -28,8 +29,6 @@ _PURCHASES = 20  # the last requests of the classes that carry A2 looked at
 # Of the check's deadline, what its hooks (the acquirer's check, then the location) may take
 # together: a hook that hangs is cut while the check can still report what it found.
 _HOOKS_PART = 0.75
-
-_MANUFACTURER_DIGITS, _DEVICE_DIGITS = 6, 2
 
 
 @dataclass
@@ -53,16 +52,9 @@ class _Findings:
 def tusn_problem(answer: TusnAnswer) -> str | None:
     """What is wrong with the module's TUSN: the manufacturer number CUP assigned (6 digits),
     the device type (2 digits, the same as the answer's), then the serial."""
-    tusn = answer.tusn
-    head = _MANUFACTURER_DIGITS + _DEVICE_DIGITS
-    if len(tusn) <= head or not tusn[:head].isdigit():
-        return f"TUSN {tusn!r} does not begin with 6 manufacturer and 2 device-type digits"
-    if tusn[_MANUFACTURER_DIGITS:head] != answer.device_type:
-        return (
-            f"TUSN {tusn} names device type {tusn[_MANUFACTURER_DIGITS:head]}, the module "
-            f"answers device type {answer.device_type}"
-        )
-    return None
+    return field59.tusn_layout_problem(
+        answer.tusn, answer.device_type, "the module answers device type"
+    )
 
 
 async def check(context: Context) -> CheckResult:

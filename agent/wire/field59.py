@@ -92,6 +92,7 @@ DEVICE_TYPES = {
 }
 A2_REQUIRED = ("01", "02", "03", "04")  # 05, the application version, is optional
 TUSN_MAX = 50
+MANUFACTURER_DIGITS, DEVICE_DIGITS = 6, 2  # a TUSN's head: CUP's number of the maker, the type
 FACTOR_DIGITS = 6
 CIPHERTEXT_CHARS = 8
 APP_VERSION_CHARS = 8
@@ -414,10 +415,26 @@ def _sub(tag: str) -> str:
     return f"A2 sub-usage {tag} ({A2_NAMES[tag]})"
 
 
-def _value_problems(values: Mapping[str, str], card_factor: str | None) -> list[str]:
+def tusn_layout_problem(tusn: str, device_type: str | None, device_named: str) -> str | None:
+    """What is wrong with a TUSN's layout (DESIGN.md section 17): the 6-digit manufacturer
+    number CUP assigned, the 2-digit device type (``device_type``, where known; whose it is:
+    ``device_named``), then the serial."""
+    head = MANUFACTURER_DIGITS + DEVICE_DIGITS
+    if len(tusn) <= head or not tusn[:head].isdigit():
+        return f"TUSN {tusn!r} does not begin with 6 manufacturer and 2 device-type digits"
+    named = tusn[MANUFACTURER_DIGITS:head]
+    if device_type is not None and named != device_type:
+        return f"TUSN {tusn} names device type {named}, {device_named} {device_type}"
+    return None
+
+
+def _value_problems(
+    values: Mapping[str, str], card_factor: str | None, tusn_layout: bool
+) -> list[str]:
     """What is wrong with the values of a parsed A2 (``card_factor``: the random factor the
-    request's card gives, when known). The random factor is never quoted: it is six PAN digits,
-    two of them ones the PAN mask hides."""
+    request's card gives, when known; ``tusn_layout``: whether the TUSN's layout is checked).
+    The random factor is never quoted: it is six PAN digits, two of them ones the PAN mask
+    hides."""
     problems = []
     device = values.get("01")
     if device is not None:
@@ -431,6 +448,10 @@ def _value_problems(values: Mapping[str, str], card_factor: str | None) -> list[
             problems.append(f"{_sub('02')} is empty")
         elif len(tusn) > TUSN_MAX:
             problems.append(f"{_sub('02')} has {len(tusn)} characters, more than {TUSN_MAX}")
+        elif tusn_layout:
+            known = device if device in DEVICE_TYPES else None
+            if layout := tusn_layout_problem(tusn, known, "sub-usage 01 says"):
+                problems.append(f"A2 {layout}")
     factor = values.get("03")
     if factor is not None:
         if len(factor) != FACTOR_DIGITS:
@@ -460,24 +481,28 @@ def _value_problems(values: Mapping[str, str], card_factor: str | None) -> list[
         else:
             problems.append(f"{_sub('04')} {cipher!r} is not {CIPHERTEXT_CHARS} hex digits")
     version = values.get("05")
-    if version is not None and len(version) > APP_VERSION_CHARS:
+    if version is not None and len(version) != APP_VERSION_CHARS:
         problems.append(
-            f"{_sub('05')} has {len(version)} characters, more than {APP_VERSION_CHARS}"
+            f"{_sub('05')} has {_plural(len(version), 'character')}, expected "
+            f"{APP_VERSION_CHARS} (space-padded)"
         )
     return problems
 
 
-def a2_problem(value: bytes, card_factor: str | None = None) -> str | None:
+def a2_problem(
+    value: bytes, card_factor: str | None = None, tusn_layout: bool = True
+) -> str | None:
     """What is wrong with the value of an ``A2`` usage, every problem found, ``; ``-separated;
     ``None`` when it is well-formed (DESIGN.md section 17). ``card_factor``: the random factor
     of the request's card (the last 6 digits of its PAN or payment code), when it is known.
 
     Well-formed: sub-usages 01-04 present once each, 05 at most once; 01 a device type of two
-    digits; 02 the TUSN, 1 to 50 printable characters; 03 exactly 6 digits, the card's factor
-    when known (a host that checks the ciphertext refuses any other); 04 exactly 8
-    upper-case hex digits (lower-case is a problem: acquirers compare the string); 05 at most 8
-    characters (an8; shorter is accepted, hosts read it as text). Order and sub-usages other than
-    01-05 are not checked: hosts look sub-usages up by tag.
+    digits; 02 the TUSN, up to 50 printable characters: 6 manufacturer digits, the device type
+    of 01, then the serial; 03 exactly 6 digits, the card's factor when known (a host that
+    checks the ciphertext refuses any other); 04 exactly 8 upper-case hex digits (lower-case is
+    a problem: acquirers compare the string); 05 exactly 8 characters (an8, space-padded).
+    Order and sub-usages other than 01-05 are not checked: hosts look sub-usages up by tag.
+    ``tusn_layout`` False: the TUSN is taken as it is (the module's: what was reported to CUP).
     """
     try:
         items = parse_subusages(value, TUSN_USAGE)
@@ -494,7 +519,7 @@ def a2_problem(value: bytes, card_factor: str | None = None) -> str | None:
     missing = [f"{tag} ({A2_NAMES[tag]})" for tag in A2_REQUIRED if tag not in values]
     if missing:
         problems.append(f"A2 has no sub-usage {', '.join(missing)}")
-    problems.extend(_value_problems(values, card_factor))
+    problems.extend(_value_problems(values, card_factor, tusn_layout))
     return "; ".join(problems) or None
 
 
@@ -502,13 +527,14 @@ def build_a2(device_type: str, tusn: str, factor: str, ciphertext: str, app_vers
     """The value of an ``A2`` usage with all five sub-usages in order 01-05; the application
     version is clipped or space-padded to 8 characters. Raises :class:`EncodeError` with
     :func:`a2_problem`'s text when the result would not be well-formed: an A2 the agent builds
-    must never be the reason for a refusal."""
+    must never be the reason for a refusal. The module's TUSN goes as it is, whatever its
+    layout: it is what was reported (the self-check names a layout problem)."""
     version = app_version[:APP_VERSION_CHARS].ljust(APP_VERSION_CHARS)
     value = build_subusages(
         [("01", device_type), ("02", tusn), ("03", factor), ("04", ciphertext), ("05", version)],
         TUSN_USAGE,
     )
-    problem = a2_problem(value)
+    problem = a2_problem(value, tusn_layout=False)
     if problem is not None:
         raise EncodeError(problem, _usage_label(TUSN_USAGE))
     return value

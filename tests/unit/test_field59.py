@@ -261,10 +261,9 @@ def test_build_a2_refuses_what_a_host_would_refuse(args: tuple[str, ...], reason
     [
         (a2(), None),
         (a2(**{"05": "1.0.0   "}), None),
-        (a2(**{"05": "v1"}), None),  # shorter than an8: hosts read it as text
         (a2(**{"06": "extra"}), None),  # sub-usages A2 does not define are not checked
-        (a2(**{"02": "T" * 50}), None),
-        *[(a2(**{"01": t}), None) for t in ("01", "06", "08", "13")],
+        (a2(**{"02": "00000202" + "T" * 42}), None),
+        *[(a2(**{"01": t, "02": f"000002{t}54004318"}), None) for t in ("01", "06", "08", "13")],
         # structure
         (EXAMPLE_A2[:-3], "A2 at byte 54: sub-usage 05: length 008 runs past the end of A2 "
          "(5 bytes left)"),
@@ -287,6 +286,12 @@ def test_build_a2_refuses_what_a_host_would_refuse(args: tuple[str, ...], reason
         # 02 TUSN
         (a2(**{"02": ""}), "A2 sub-usage 02 (TUSN) is empty"),
         (a2(**{"02": "T" * 51}), "A2 sub-usage 02 (TUSN) has 51 characters, more than 50"),
+        (a2(**{"02": "SN12345"}), "A2 TUSN 'SN12345' does not begin with 6 manufacturer and 2 "
+         "device-type digits"),
+        (a2(**{"02": "00000202"}), "A2 TUSN '00000202' does not begin with 6 manufacturer and 2 "
+         "device-type digits"),  # and no serial after them
+        (a2(**{"02": "0000020454004318"}), "A2 TUSN 0000020454004318 names device type 04, "
+         "sub-usage 01 says 02"),
         # 03 random factor: never quoted, it is PAN digits
         (a2(**{"03": "00052"}), "A2 sub-usage 03 (random factor) has 5 characters, "
          "expected 6 digits"),
@@ -303,7 +308,9 @@ def test_build_a2_refuses_what_a_host_would_refuse(args: tuple[str, ...], reason
         (a2(**{"04": "D60AF15G"}), "A2 sub-usage 04 (ciphertext) 'D60AF15G' is not 8 hex digits"),
         # 05 application version
         (a2(**{"05": "1.0.0-rc1"}), "A2 sub-usage 05 (application version) has 9 characters, "
-         "more than 8"),
+         "expected 8 (space-padded)"),
+        (a2(**{"05": "1.0"}), "A2 sub-usage 05 (application version) has 3 characters, "
+         "expected 8 (space-padded)"),
         # every problem, in order
         (a2(**{"01": "07", "02": "-", "04": "d60af15d"}),
          "A2 has no sub-usage 02 (TUSN); A2 sub-usage 01 (device type) 07 is not a CUP device "

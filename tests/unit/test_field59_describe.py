@@ -144,8 +144,9 @@ def test_describe_says_what_is_wrong_with_an_a2() -> None:
     assert [s["tag"] for s in a2["sub_usages"]] == ["01", "02", "04"]
     assert a2["problem"] == (
         "A2 has no sub-usage 03 (random factor); A2 sub-usage 01 (device type) 07 is not a CUP "
-        "device type (01-06, 08-13); A2 sub-usage 04 (ciphertext) d60af15d has lower-case hex "
-        "digits; acquirers compare the upper-case string"
+        "device type (01-06, 08-13); A2 TUSN 'T0001' does not begin with 6 manufacturer and 2 "
+        "device-type digits; A2 sub-usage 04 (ciphertext) d60af15d has lower-case hex digits; "
+        "acquirers compare the upper-case string"
     )
     [a2] = describe_field59(b"A2" + b"007" + b"0100502")["usages"]
     assert a2 == {
