@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -119,6 +120,7 @@ class Recovery:
         self.gate = gate
         self.incident = incident or HostIncident()
         self._incident_signed_in: float | None = None  # monotonic: the last sign-in under one
+        self._probe_spread_for: float | None = None  # the incident the probe's sign-ins spread
         self.remedies = remedies
         self.journal = journal
         self.retry = retry
@@ -718,14 +720,16 @@ class Recovery:
         assert self._own is not None
         return self._own
 
-    def _tell_unregistered(self) -> None:
+    def _tell_unregistered(self, retold: bool = False) -> None:
         """Why the terminal is unregistered and what to do, to the journal, the log, the
-        hooks, ``agent status`` and the fleet."""
+        hooks, ``agent status`` and the fleet; ``retold``: it was unregistered already, the
+        cause changed (the fleet sees that in the state, not as a terminal newly refused)."""
         cause, reason, action = self._why_unregistered()
         self.cause = cause
         self.message = unregistered_message(self.remedies.identity(), reason, action)
+        retold_detail = {"retold": True} if retold else {}
         self._event("unregistered", cause=cause, message_en=self.message.en,
-                    message_zh=self.message.zh)  # fmt: skip
+                    message_zh=self.message.zh, **retold_detail)  # fmt: skip
         log.error("%s", self.message.en)
         payload = {**self.remedies.identity(), "message": self.message.to_json()}
         self.remedies.tell_hooks("on-unregistered", payload)
@@ -748,7 +752,7 @@ class Recovery:
                 return  # registered meanwhile: no sign-in more
             self._retell()
             if self.incident.is_open:
-                if self._incident_wait() > 0:
+                if self._incident_wait() > 0 or self._spread_probe():
                     continue
                 self._incident_signed_in = time.monotonic()
             try:
@@ -765,11 +769,23 @@ class Recovery:
                 continue
             self.registered_again("the background sign-in probe succeeded")
 
+    def _spread_probe(self) -> bool:
+        """Whether the probe's first sign-in under a newly announced incident waits: it goes
+        at a point of the period of this terminal's own, not when the whole fleet of the
+        acquirer hears the incident, so that their refusals keep coming spread over it (the
+        watcher closes an incident quiet for ``fleet.incident_window``)."""
+        if self._probe_spread_for == self.incident.opened_at:
+            return False
+        self._probe_spread_for = self.incident.opened_at
+        every = self._settings().incident_signin_every
+        self._incident_signed_in = time.monotonic() - random.uniform(0, every)
+        return self._incident_wait() > 0
+
     def _retell(self) -> None:
         """An incident announced (or ended) since the merchant was told: the acquirer's fault
         now (DESIGN.md section 7), or again the terminal's own cause."""
         if self.cause != self._why_unregistered()[0]:
-            self._tell_unregistered()
+            self._tell_unregistered(retold=True)
 
     async def _probe_once(self) -> None:
         """A sign-in; for a module whose master key is not the host's (or absent), the

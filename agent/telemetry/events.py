@@ -52,6 +52,8 @@ def _told(kind: str, detail: dict[str, Any]) -> tuple[str, str, dict[str, Any]] 
     if kind == "recovery.registered-again":
         return "recovered", "recovery.registered-again", {"why": detail.get("why", "")}
     if kind == "recovery.unregistered":
+        if detail.get("retold"):  # a new cause only: the state says it, and its since stays
+            return None
         shown = {
             "cause_text": detail.get("message_en", ""),
             "cause_zh": detail.get("message_zh", ""),

@@ -114,7 +114,7 @@ class Reporter:
             self.publisher.start()
         while True:
             message = await self._message(identity, since)
-            if message["state"] != shown["state"] or message["cause"] != shown["cause"]:
+            if message["state"] != shown["state"]:  # since: in this state, whatever the cause
                 since = time.time()
                 message["since"] = iso(since)
             stale = time.monotonic() - written >= TEXTFILE_EVERY

@@ -269,6 +269,45 @@ def test_commands_stay_off_without_tls(tmp_path, simulators, broker) -> None:
 # --------------------------------------------------------------------------- incidents
 
 
+def test_an_incident_heard_while_unregistered_changes_the_cause_not_since(
+    tmp_path, simulators, broker
+) -> None:
+    """An unregistered terminal hears its acquirer's incident: the cause it publishes becomes
+    the acquirer's, but it did not become unregistered again: the fleet gets no second
+    `unregistered` event and the state's `since` stays (a watcher would count the terminal as
+    newly refused, and an incident closed for quiet would reopen at once)."""
+    import paho.mqtt.client as mqtt
+
+    host, _, config = simulators
+    with_telemetry(config, broker)
+    agent = start(tmp_path, config)
+    fleet = Subscriber(broker, f"pos/{SERIAL}/#")
+    try:
+        host.post(f"/terminals/{TID}/cancel")  # the host refuses everything: 97
+        assert pay(tmp_path / "agent.sock").text(39) == "97"
+        wait_for(lambda: last_state(fleet).get("cause") == "host.97-after-signin", 10,
+                 "the terminal's own cause")  # fmt: skip
+        since = last_state(fleet)["since"]
+        acquirer = control(tmp_path / "control.sock", b'{"cmd": "status"}')["host"]["endpoint"]
+        incident = {"acquirer": {"host": acquirer, "nii": "0003"}, "kind": "host-side",
+                    "opened": datetime.now(UTC).isoformat(), "terminals": 25,
+                    "evidence": [SERIAL]}  # fmt: skip
+        watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
+        watcher.connect("127.0.0.1", broker.port)
+        watcher.loop_start()
+        watcher.publish(f"pos/incidents/{acquirer}", json.dumps(incident), 1, True)
+        wait_for(lambda: last_state(fleet).get("cause") == "host.incident", 10,
+                 "the acquirer's cause")  # fmt: skip
+        watcher.loop_stop()
+        watcher.disconnect()
+        assert last_state(fleet)["since"] == since
+        time.sleep(1)  # an event would be on its way by now
+        assert [e["kind"] for e in events_of(fleet)].count("unregistered") == 1
+    finally:
+        fleet.close()
+        assert agent.stop() == 0
+
+
 def test_under_a_host_side_incident_the_agent_does_not_reprovision(tmp_path, simulators,
                                                                     broker) -> None:  # fmt: skip
     """The watcher's retained incident for this acquirer: a 97 gets one sign-in, no

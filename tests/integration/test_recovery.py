@@ -305,6 +305,44 @@ def test_each_probe_sign_in_refused_is_a_refusal_the_fleet_hears_of(tmp_path) ->
     run(scenario())
 
 
+def test_the_probes_first_sign_in_under_an_incident_goes_at_a_point_of_its_own(
+    tmp_path, monkeypatch
+) -> None:
+    """A fleet of unregistered terminals hears its acquirer's incident at one moment: each
+    probe's first sign-in under it goes at a random point of `recovery.incident_signin_every`
+    (here drawn at half of it), not at once, so their refusals keep coming spread over the
+    period instead of in one burst, and none comes again before the period has passed."""
+    import random
+
+    monkeypatch.setattr(random, "uniform", lambda low, high: (low + high) / 2)
+    sections = {"recovery": {"probe_first": 0.1, "incident_signin_every": 4.0}}
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            rig.put_tms()
+            rig.host.set_status(TID, "cancelled")
+            assert (await exchange(rig.socket, app_purchase(1000))).text(39) == "97"
+            recovery = rig.agent.recovery
+            assert recovery.state is State.UNREGISTERED
+
+            def sign_ins() -> int:
+                return rig.host.state()["requests"].get("0800", 0)
+
+            recovery.incident.open("fleet incident")
+            heard = sign_ins()
+            await asyncio.sleep(1.0)
+            assert sign_ins() == heard  # not at once: at 2 s of the 4 s period
+            for _ in range(60):
+                if sign_ins() > heard:
+                    break
+                await asyncio.sleep(0.1)
+            assert sign_ins() == heard + 1
+            await asyncio.sleep(1.0)
+            assert sign_ins() == heard + 1  # the next, a period later
+
+    run(scenario())
+
+
 def test_header_asking_for_sign_in_gets_one_in_the_background(tmp_path) -> None:
     async def scenario():
         async with gateway_rig(tmp_path) as rig:
