@@ -63,9 +63,12 @@ class Topics:
 
 
 def topic_level(text: str) -> str:
-    """``text`` made safe as one topic level: no wildcard, separator or NUL (a serial from a
-    module is printable ASCII, but the broker must never see a ``+`` from it)."""
-    cleaned = "".join("_" if c in "+#/\0" or not c.isprintable() else c for c in text.strip())
+    """``text`` made safe as one topic level: no wildcard, separator, NUL or space (a serial
+    from a module is printable ASCII, but the broker must never see a ``+`` from it, and the
+    fleet's tools read no level with a space in it: ``PAX A920 01`` is ``PAX_A920_01``)."""
+    cleaned = "".join(
+        "_" if c in "+#/\0" or c.isspace() or not c.isprintable() else c for c in text.strip()
+    )
     return cleaned or "unknown"
 
 

@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from agent.fleet.topics import parse
 from agent.journal import Journal
 from agent.telemetry import events
 from agent.telemetry.commands import Commands
 from agent.telemetry.ids import HighWater
-from agent.telemetry.state import Identity, Topics, iso, offline, state_message
+from agent.telemetry.state import Identity, Topics, iso, offline, state_message, topic_level
 
 
 def test_the_fleet_hears_of_97s_recoveries_and_what_needs_a_person() -> None:
@@ -198,6 +199,16 @@ def test_topics_are_keyed_by_the_serial_and_commands_are_told_apart() -> None:
     for bad in ("a" * 65, "x\x1b[2Jy", "two words", "line\nbreak", "é", ""):
         assert topics.command_id(f"pos/SIM1/cmd/{bad}") is None, bad
     assert topics.incident("10.0.0.5:5000") == "pos/incidents/10.0.0.5:5000"
+
+
+def test_a_serial_is_one_topic_level_the_fleets_tools_read() -> None:
+    """A module serial is printable ASCII, spaces included (section 5: space-padded): the
+    topic level made of it holds no space, separator or wildcard, so `agent fleet` and the
+    watcher, which skip any level that does, see the terminal."""
+    for serial, level in (("PAX A920 000123  ", "PAX_A920_000123"), ("a/b+c#d", "a_b_c_d"),
+                          ("SIM\t1", "SIM_1"), ("   ", "unknown")):  # fmt: skip
+        assert topic_level(serial) == level
+        assert parse("pos", f"pos/{topic_level(serial)}/state") is not None
 
 
 def test_a_broken_forward_costs_the_journal_nothing(tmp_path, caplog) -> None:
