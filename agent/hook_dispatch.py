@@ -43,7 +43,9 @@ def hook_runner(hooks: HooksConfig) -> HookRunner:
 
 
 class HookDispatch:
-    def __init__(self, settings: Callable[[], Config], journal: Journal) -> None:
+    def __init__(self, settings: Callable[[], Config], journal: Journal | None) -> None:
+        """``journal`` None: refusals are logged only (a technician's ``agent selftest``, whose
+        journal is the service's, read-only)."""
         self._settings = settings
         self._journal = journal
         self._runner: tuple[object, HookRunner] | None = None  # (the hooks settings, runner)
@@ -51,6 +53,9 @@ class HookDispatch:
         self._in_order = asyncio.Lock()
         self._told: dict[str, int] = {}  # how many of each event were told: the newest's number
         self._declared: bool | None = None  # whether entry-point hooks may be installed
+
+    def hooks_for(self, event: str) -> list[str]:
+        return self.runner.hooks_for(event)
 
     @property
     def runner(self) -> HookRunner:
@@ -144,6 +149,6 @@ class HookDispatch:
             if result.done:
                 continue
             log.warning("hook %s for %s: %s", result.hook, event, result.detail)
-            if result.detail.startswith("refused:"):
+            if result.detail.startswith("refused:") and self._journal is not None:
                 self._journal.note("hook-refused", hook=result.hook, reason=result.detail)
         return results

@@ -120,7 +120,7 @@ class TerminalRemedies:
             self._journal,
             module=self._module,
             host_clock=self._host_clock,
-            hooks=self._hooks.runner,
+            hooks=self._hooks,
         )
 
     async def self_check(self, only: list[str] | None = None) -> Report:

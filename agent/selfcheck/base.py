@@ -19,8 +19,8 @@ from agent.provisioning import Provisioning, fetch_from_tms
 from drivers.module import CardModule, ModuleInfo, ModuleLinkError
 
 if TYPE_CHECKING:
+    from agent.hook_dispatch import HookDispatch
     from agent.host.clock import HostClockSample
-    from firmware_hooks import HookRunner
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ class Context:
     module: CardModule | None = None
     now: Callable[[], float] = time.time
     host_clock: Callable[[], HostClockSample | None] = lambda: None
-    hooks: HookRunner | None = None  # the registration-check and location hooks
+    hooks: HookDispatch | None = None  # the registration-check and location hooks
     _info: asyncio.Task[ModuleInfo] | None = None
     _tms: asyncio.Task[Provisioning] | None = None
     _unreachable: ModuleLinkError | None = None

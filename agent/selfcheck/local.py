@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from agent import paths
 from agent.config import Config
-from agent.hook_dispatch import hook_runner
+from agent.hook_dispatch import HookDispatch
 from agent.journal import Journal, JournalError
 from agent.selfcheck import Report, run_checks
 from agent.selfcheck.base import Context
@@ -29,7 +29,7 @@ async def run_local(
     # the configured driver, as the service's (a vendor's entry point, or the serial one)
     settings = ModuleSettings(url=config.module.url, baudrate=config.module.baudrate)
     module = open_module(config.module.driver, settings)
-    hooks = hook_runner(config.hooks)
+    hooks = HookDispatch(lambda: config, None)  # the journal is the service's: read-only
     context = Context(config, journal, journal_error, module, now=now, hooks=hooks)
     try:
         return await run_checks(context, only)

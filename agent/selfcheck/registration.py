@@ -145,7 +145,7 @@ async def _acquirers_check(
     config = context.config
     payload = {"tid": config.terminal.tid, "mid": config.terminal.mid, "tusn": tusn}
     budget = _hooks_budget(context, hooks_until)
-    for result in await context.hooks.run("registration-check", payload, budget=budget):
+    for result in await context.hooks.ask("registration-check", payload, budget=budget):
         output = result.output or {}
         if result.outcome is not Outcome.DONE or not isinstance(output.get("reported"), bool):
             found.detail.append(f"registration-check {result.hook}: "
@@ -220,7 +220,7 @@ async def _location(context: Context, found: _Findings, hooks_until: float) -> N
     else:
         budget = _hooks_budget(context, hooks_until)
         problems = []
-        for result in await context.hooks.run("location", {}, budget=budget):
+        for result in await context.hooks.ask("location", {}, budget=budget):
             try:
                 if result.outcome is Outcome.DONE and result.output is not None:
                     a5_from_hook(result.output)

@@ -215,6 +215,26 @@ def test_a_hook_that_cannot_tell_says_nothing(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_hook_another_user_could_change_is_refused_and_journalled(tmp_path) -> None:
+    """Section 9: a hook whose file another user could change "is refused and journalled",
+    those the self-check asks (the acquirer's check, the location) as the others."""
+
+    async def scenario():
+        sections = {"registration": {"location": True}}
+        async with gateway_rig(tmp_path, sections=sections) as rig:
+            for event in ("registration-check", "location"):
+                hook = install_hook(tmp_path, event, "50-vendor", "#!/bin/sh\necho '{}'\n")
+                hook.chmod(0o775)  # group-writable
+            check = await registration(rig)
+            assert "refused" in check.detail, check.detail
+            refused = [e for e in rig.agent.journal.events() if e["kind"] == "hook-refused"]
+            assert {Path(e["hook"]).parent.name for e in refused} == {
+                "registration-check", "location"
+            }  # fmt: skip
+
+    run(scenario())
+
+
 # ---------------------------------------------------------------------------------------- A2
 
 
