@@ -1,9 +1,10 @@
 """Which journal events the fleet hears of, as what kind and with which stable code (DESIGN.md
 section 14): a 97, the recovery that followed, the terminal becoming unregistered, a request
 refused while the terminal stays registered, a stuck reversal, a failed periodic self-check, a
-completed download, a damaged journal, an operator's command. :func:`forward` runs inside the
-journal's commit, so an event and its telemetry are written together or not at all. Its details
-are the journal's, which are masked already; nothing else is added."""
+completed download (a master key's too), a damaged journal, an operator's command.
+:func:`forward` runs inside the journal's commit, so an event and its telemetry are written
+together or not at all. Its details are the journal's, which are masked already; nothing else
+is added."""
 
 from __future__ import annotations
 
@@ -74,6 +75,12 @@ def _told(kind: str, detail: dict[str, Any]) -> tuple[str, str, dict[str, Any]] 
         )
     if kind == "parameters-downloaded":
         return kind, "session.parameters-downloaded", detail
+    if kind == "tmk-download" and detail.get("outcome") == "loaded":
+        # section 18: "reported to the fleet", whatever ran it (a recovery, a sign-in whose
+        # 0810 carried the key); of the pinned kinds, the download one. The KCV, never a key;
+        # a failure is told by what it leaves (the recovery's outcome, the unregistered state)
+        shown = {key: detail.get(key) for key in ("form", "kcv", "detail")}
+        return "parameters-downloaded", "keys.tmk-downloaded", shown
     if kind == "journal-damaged":
         return kind, "storage.journal-damaged", detail
     if kind == "command":  # an operator's command and what became of it

@@ -139,6 +139,11 @@ def test_the_start_up_sign_ins_tag00_loads_the_master_key(tmp_path, caplog) -> N
             assert "recovery.keys-refused" not in kinds
             [event] = downloads(rig.agent.journal)
             assert (event["form"], event["outcome"]) == ("signin-tag00", "loaded")
+            # section 18: "reported to the fleet", though no recovery ran (its KCV, no key)
+            told = telemetry_events.forward(event["kind"], event)
+            assert told is not None
+            assert (told[0], told[1]["code"]) == ("parameters-downloaded", "keys.tmk-downloaded")
+            assert told[1]["detail"]["kcv"] == event["kcv"] and event["kcv"]
             await rig.agent.sender.sign_in()  # the host sends the same key again
             assert len(downloads(rig.agent.journal)) == 1
             rig.host.tmk_in_signin = False  # and then no more
