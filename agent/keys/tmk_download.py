@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import messages
 from agent.config import Config, KeysConfig
-from agent.journal import PATIENCE, JournalError
+from agent.journal import PATIENCE, JournalError, boot_id, uptime
 from agent.wire import codes
 from agent.wire.builders import Terminal
 from agent.wire.errors import WireError
@@ -65,7 +65,8 @@ FORMS = ("0800-401", "signin-tag00", "tms")
 DOWNLOAD_CODE = "401"  # 60.3 of the 0800 that asks for the master key
 TAG00 = 0x00
 WRAPPED_BYTES = TMK_CIPHERTEXT_BYTES + KCV_BYTES
-LAST_TRY = "tmk_download_at"  # journal fact: when the last download was tried (epoch seconds)
+# journal fact: when the last download was tried: epoch seconds, the boot, the uptime then
+LAST_TRY = "tmk_download_at"
 EVENT = "tmk-download"  # journal event: form, outcome, KCV, detail; never the ciphertext
 
 
@@ -129,19 +130,52 @@ def split_tag00(field62: bytes, scheme: str, forced: int = 0) -> tuple[WrappedTm
     return WrappedTmk.from_bytes(wrapped, "tag 00"), field62[1 + WRAPPED_BYTES :]
 
 
-def download_due(keys: KeysConfig, last_try: float | None, now: float) -> bool:
-    """Whether a download may be tried now: one is configured and none was tried (failed or
-    not) within ``keys.tmk_download_every``."""
+@dataclass(frozen=True)
+class Tried:
+    """When a download was tried: the wall clock, and the boot and its uptime (an older
+    version's record has the wall clock only)."""
+
+    at: float
+    boot: str = ""
+    uptime: float | None = None
+
+    @classmethod
+    def now(cls) -> Tried:
+        return cls(time.time(), boot_id(), uptime())
+
+    def text(self) -> str:
+        return f"{self.at!r} {self.boot} {self.uptime!r}"
+
+    @classmethod
+    def parse(cls, text: str) -> Tried:
+        """Raises ValueError when ``text`` is not a record :meth:`text` or an older version
+        made."""
+        at, *rest = text.split()
+        if not rest:
+            return cls(float(at))
+        boot, since_boot = rest
+        return cls(float(at), boot, float(since_boot))
+
+
+def download_due(keys: KeysConfig, tried: Tried | None, now: Tried) -> bool:
+    """Whether a download may be tried ``now``: one is configured and none was tried (failed
+    or not) within ``keys.tmk_download_every``. Within one boot that is measured on the uptime,
+    which a step of the wall clock does not move (the sync-clock remedy steps it); across boots
+    on the wall clock, a last try in its future taken for long ago (a clock wrong then)."""
     if keys.tmk_download not in FORMS:
         return False
-    return last_try is None or not 0 <= now - last_try < keys.tmk_download_every
+    if tried is None:
+        return True
+    if tried.boot == now.boot and tried.uptime is not None and now.uptime is not None:
+        return now.uptime - tried.uptime >= keys.tmk_download_every
+    return not 0 <= now.at - tried.at < keys.tmk_download_every
 
 
-async def last_try(journal: Journal) -> float | None:
+async def last_try(journal: Journal) -> Tried | None:
     """When the last download was tried, from the journal; None when never (or unreadable)."""
     try:
         raw = await journal.within(PATIENCE, journal.recall, LAST_TRY)
-        return float(raw) if raw is not None else None
+        return Tried.parse(raw) if raw is not None else None
     except (JournalError, ValueError):
         return None
 
@@ -151,7 +185,7 @@ async def tmk_absent_remedy(context: Context) -> Text | None:
     download the key itself; else a person must have it injected."""
     keys = context.config.keys
     tried = await last_try(context.journal) if context.journal is not None else None
-    if download_due(keys, tried, time.time()):
+    if download_due(keys, tried, Tried.now()):
         return messages.remedy("keys.tmk-absent:download", source=keys.tmk_download)
     return messages.remedy("keys.tmk-absent")
 
@@ -202,7 +236,7 @@ class TmkDownloader:
         self._link = link
 
     async def due(self) -> bool:
-        return download_due(self._settings().keys, await last_try(self._journal), time.time())
+        return download_due(self._settings().keys, await last_try(self._journal), Tried.now())
 
     def tag_loader(self) -> TagLoader | None:
         """What a sign-in outside this remedy does with a tag 00 in its 0810, where the
@@ -219,7 +253,7 @@ class TmkDownloader:
         try:
             if await self._holds(tmk) or not await self.due():
                 return False
-            await self._journal.run(self._journal.remember, LAST_TRY, repr(time.time()))
+            await self._journal.run(self._journal.remember, LAST_TRY, Tried.now().text())
             await self._load("signin-tag00", tmk)
         except (TmkDownloadFailed, JournalError) as exc:  # the load's failure is recorded
             log.warning("the master key of a sign-in's tag 00 was not loaded: %s", exc)
@@ -245,7 +279,7 @@ class TmkDownloader:
         if form not in FORMS:
             raise TmkDownloadFailed("no master-key download is configured (keys.tmk_download)")
         try:  # before the try: a crash or a restart loop must not download again
-            await self._journal.run(self._journal.remember, LAST_TRY, repr(time.time()))
+            await self._journal.run(self._journal.remember, LAST_TRY, Tried.now().text())
         except JournalError as exc:
             raise TmkDownloadFailed(f"the journal cannot record the try: {exc}") from None
         if form == "signin-tag00":

@@ -9,7 +9,8 @@ import logging
 
 import pytest
 
-from agent.keys.tmk_download import EVENT, split_tag00
+from agent.config import KeysConfig
+from agent.keys.tmk_download import EVENT, Tried, download_due, split_tag00
 from agent.recovery.engine import AskedByTheHost
 from agent.recovery.policy import State, decide
 from agent.selfcheck import Report
@@ -317,6 +318,24 @@ def test_the_policy_downloads_first_where_offered() -> None:
     healthy = Report([CheckResult("keys", Status.OK, Text("ok", "好"))], 1)
     assert decide(healthy, "97", keys_refused=True, tmk_download=True)[0] == "tmk-download"
     assert "tmk-download" not in decide(healthy, "97", keys_refused=True)
+
+
+def test_the_period_between_downloads_is_the_boots_not_the_wall_clocks() -> None:
+    """At most one try per keys.tmk_download_every, measured on the uptime within one boot: a
+    step of the wall clock (the sync-clock remedy's) neither shortens nor ends it. Across boots
+    the wall clock; a try in its future was under a clock wrong then: not a reason to wait."""
+    keys = KeysConfig(tmk_download="tms", tmk_download_every=3600)
+    tried = Tried(1_000_000.0, "boot-a", 500.0)
+    assert not download_due(keys, tried, Tried(tried.at - 50, "boot-a", 510.0))  # stepped back
+    assert not download_due(keys, tried, Tried(tried.at + 7200, "boot-a", 510.0))  # forward
+    assert download_due(keys, tried, Tried(tried.at + 10, "boot-a", 4100.0))
+    assert not download_due(keys, tried, Tried(tried.at + 600, "boot-b", 30.0))
+    assert download_due(keys, tried, Tried(tried.at + 3600, "boot-b", 30.0))
+    assert download_due(keys, tried, Tried(tried.at - 86_400, "boot-b", 30.0))
+    assert download_due(keys, None, Tried.now())
+    assert not download_due(KeysConfig(), None, Tried.now())  # "off"
+    assert Tried.parse(Tried.now().text()).boot == Tried.now().boot
+    assert Tried.parse("1000000.5") == Tried(1_000_000.5)  # an older version's record
 
 
 def test_tag00_is_taken_out_by_length() -> None:
