@@ -57,6 +57,10 @@ class Report:
     def get(self, check_id: str) -> CheckResult | None:
         return next((c for c in self.checks if c.id == check_id), None)
 
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.checks]
+
 
 async def _bounded(check_id: str, check: Check, context: Context, deadline: float) -> CheckResult:
     started = time.monotonic()

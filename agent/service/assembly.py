@@ -144,6 +144,7 @@ class Agent:
             tmk,
             self.reports.put if telemetry.enabled else None,
         )
+        close(remedies.close)
         # requests and download steps wait at the gate while a recovery runs
         gate = Gate(lambda: settings().recovery.deadline)
         self.session = session = HostSession(

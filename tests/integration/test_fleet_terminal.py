@@ -269,6 +269,28 @@ def test_commands_stay_off_without_tls(tmp_path, simulators, broker) -> None:
 # --------------------------------------------------------------------------- incidents
 
 
+def test_the_retained_self_check_after_a_97_is_the_whole_one(tmp_path, simulators, broker):
+    """Recovery runs the fast checks after a 97; the fleet's retained self-check is the whole
+    report all the same (the watcher judges a terminal healthy by it: a failing module,
+    storage or registration must be in it), the other checks run after, in the background."""
+    from agent.selfcheck import checks
+
+    host, _, config = simulators
+    with_telemetry(config, broker)
+    agent = start(tmp_path, config)
+    fleet = Subscriber(broker, f"pos/{SERIAL}/selftest")
+    try:
+        host.post(f"/terminals/{TID}/forget")  # the host lost the session: 97, a sign-in
+        assert pay(tmp_path / "agent.sock").text(39) == "00"
+        wait_for(lambda: fleet.of("/selftest"), 15, "the retained self-check")
+        time.sleep(1)  # any other report on its way
+        for report in fleet.of("/selftest"):
+            assert [check["id"] for check in report["checks"]] == list(checks())
+    finally:
+        fleet.close()
+        assert agent.stop() == 0
+
+
 def test_an_incident_heard_while_unregistered_changes_the_cause_not_since(
     tmp_path, simulators, broker
 ) -> None:
