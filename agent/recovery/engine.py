@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent import messages
 from agent.backoff import Backoff, jittered
@@ -103,12 +103,20 @@ def tries(
     )
 
 
+class Retry(Protocol):
+    """How a request is sent again (:meth:`Sender.attempt`)."""
+
+    def __call__(
+        self, request: Message, field_59: Outgoing59 | None = None, *, wire_stan: str = ""
+    ) -> Awaitable[Attempt]: ...
+
+
 class Recovery:
     def __init__(
         self,
         remedies: Remedies,
         journal: Journal,
-        retry: Callable[[Message, Outgoing59 | None], Awaitable[Attempt]],
+        retry: Retry,
         *,
         settings: Callable[[], RecoveryConfig],
         gate: Gate,
@@ -261,7 +269,7 @@ class Recovery:
                 return attempt
             if carries_pin(request):
                 return self._pin_again(request, "another request's repair")
-            retried = await self.retry(request, attempt.field_59)
+            retried = await self._retry(request, attempt)
             if refused(retried.answer) and self._known_request_refusal(request, retried):
                 # the recovery it waited for found this kind refused as a request: so is this
                 return self._request_refused(request, retried, again=True)
@@ -318,6 +326,19 @@ class Recovery:
         )
         self._event("deadline", code=attempt.answer.text(39, ""), seconds=seconds)
         return Attempt(local_answer(request, "96", "recovery.still-running", reason), None)
+
+    async def _retry(self, request: Message, refused: Attempt) -> Attempt:
+        """``request`` sent again after the repair: with the field 59 its first try carried
+        (section 4) and a new STAN; but a class never reversed (a refund, an advice, an EC
+        upload) under the STAN of the try refused: its approval, should the refusal have been
+        a stray (a 97 without a MAC) or that try booked after all, could not be undone, and
+        under the same STAN the host tells a repeat (94, or its first answer) instead of
+        booking it twice."""
+        cls = classify(request)
+        stan = ""
+        if cls is not None and cls.repeats_its_stan and refused.exchange is not None:
+            stan = refused.exchange.frame.message.text(11, "")
+        return await self.retry(request, refused.field_59, wire_stan=stan)
 
     def _pin_again(self, request: Message, after: str) -> Attempt:
         """The answer to a request with a PIN block that a repair's sign-in would have it
@@ -500,7 +521,7 @@ class Recovery:
                 return last
             caller.retrying = True
             try:
-                last = await self.retry(request, attempt.field_59)
+                last = await self._retry(request, attempt)
             finally:
                 caller.retrying = False
             self._event("retried", after=remedy, code=last.answer.text(39))

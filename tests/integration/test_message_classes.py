@@ -151,6 +151,35 @@ def test_a_repetition_of_an_unanswered_money_request_goes_under_its_first_stan(
     run(scenario())
 
 
+@pytest.mark.parametrize("name", NEVER_REVERSED)
+def test_a_retry_after_a_97_of_an_unreversed_class_goes_under_the_refused_tries_stan(
+    tmp_path, name: str
+) -> None:
+    """A 97 without a MAC reaches the agent ahead of the host's approval (a stray, or a
+    forger): recovery signs in and sends the request again. A refund, an advice or an EC
+    upload is never reversed, so its retry goes under the STAN of the try refused, and the
+    host, which booked that one, tells the repeat (94) instead of booking it twice. And the
+    app's repetition after a 98 refused 97 (the host lost its session meanwhile) likewise."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.5) as rig:
+            rig.put_tms()
+            rig.server.faults.add("refused-first")
+            await exchange(rig.socket, app_request(name, app_stan=557))
+            await asyncio.sleep(0.5)  # the host's own answer, late
+            assert len(rig.host.state()["purchases"]) == 1  # booked once
+
+            rig.server.faults.add("no-answer")  # the host books it, its answer never comes
+            first = await exchange(rig.socket, app_request(name, app_stan=558))
+            assert first.text(39) == "98"
+            rig.host.forget(TID)  # the repetition is refused 97 until a sign-in
+            again = await exchange(rig.socket, app_request(name, app_stan=558))
+            assert again.text(11) == "000558"
+            assert len(rig.host.state()["purchases"]) == 2  # each of the two once
+
+    run(scenario())
+
+
 def test_held_classes_are_answered_locally_while_unregistered(tmp_path) -> None:
     async def scenario():
         sections = {"recovery": {"probe_first": 30}}

@@ -82,7 +82,7 @@ def test_recovery_from_fakes_signs_in_and_retries() -> None:
     remedies = FakeRemedies()
     retried: list[Message] = []
 
-    async def retry(request: Message, field_59: Any) -> Attempt:
+    async def retry(request: Message, field_59: Any, *, wire_stan: str = "") -> Attempt:
         retried.append(request)
         return Attempt(_exchange("00").frame.message, _exchange("00"), transaction=7)
 
@@ -112,7 +112,7 @@ def test_recovery_from_fakes_tells_a_refused_request_from_an_unregistered_termin
     sent = Outgoing59(b"A2005abcde", A2Sent(A2.MODULE, "00009902SIM1"))
     carried: list[Any] = []
 
-    async def retry(request: Message, field_59: Any) -> Attempt:
+    async def retry(request: Message, field_59: Any, *, wire_stan: str = "") -> Attempt:
         carried.append(field_59)
         return Attempt(_exchange("97").frame.message, _exchange("97"), field_59=field_59)
 
