@@ -249,6 +249,7 @@ class Sent:
     mti: str
     state: str
     keys_changed: bool  # a sign-in (new working keys) came after it was sent
+    terminal: tuple[str, str]  # the TID and MID it went with (a re-provisioning may change them)
 
 
 @dataclass(frozen=True)
@@ -1096,19 +1097,21 @@ class Journal:
         """The latest reversible request sent as ``wire_stan``: what an answer nobody waited
         for may be the answer to."""
         rows = self._rows(
-            "SELECT t.id, t.mti, t.state, t.boot, t.uptime "
+            "SELECT t.id, t.mti, t.state, t.boot, t.uptime, t.reversal_template "
             "FROM transactions t WHERE t.stan = ? AND t.reversal_template IS NOT NULL "
             "ORDER BY t.id DESC LIMIT 1",
             (wire_stan,),
         )
         if not rows:
             return None
-        tid, mti, state, boot, uptime = rows[0]
+        tid, mti, state, boot, uptime, template = rows[0]
+        sent_with = json.loads(template)
         signed_in_boot, _, signed_in_at = self._meta("signin.uptime", "").partition(" ")
         keys_changed = bool(signed_in_boot) and (
             boot != signed_in_boot or uptime is None or uptime < float(signed_in_at)
         )
-        return Sent(tid, mti, state, keys_changed)
+        terminal = (str(sent_with.get("41", "")).strip(), str(sent_with.get("42", "")).strip())
+        return Sent(tid, mti, state, keys_changed, terminal)
 
     def reverse_late_approval(self, transaction_id: int, response: Message) -> int | None:
         """An authenticated approval of ``transaction_id`` came after its request was answered

@@ -30,7 +30,6 @@ from agent.session.host_session import (
     RequirementFailed,
     echo_maker,
     host_down_recorder,
-    terminal_of,
 )
 from agent.session.requirements import Heard, HostRequests, Pacing, RequirementQueue
 from agent.session.store import ParameterStore
@@ -114,7 +113,6 @@ class Agent:
             deferred,
             recheck_after=lambda: settings().reversal.recheck_after,
             attempts=lambda: settings().reversal.attempts,
-            terminal=lambda: terminal_of(settings()),
         )
         link.on_unmatched = reversals.late_response  # the sink of unmatched answers
         close(reversals.close)

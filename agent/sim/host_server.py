@@ -47,13 +47,14 @@ after it are read and answered: a front end that answers out of order), ``garbag
 bytes instead of the answer), ``close`` (close the connection instead of answering), ``partial``
 (half the answer, then close the connection), ``wrong-mac`` (answer with a corrupted MAC),
 ``refused-first`` (a 97 without a MAC at once, as a host that lost the session sends it, then
-the real answer), ``held`` (the request is taken in ``delay`` seconds late and its answer is
-lost, as from a host that stopped reading, then read what had piled up after the terminal had
-given up on that connection), ``stray-tid`` and ``stray-mti`` (a forged approval without a MAC
-for the same STAN, naming another terminal or answering another MTI, ``delay`` seconds before
-the real answer, as an attacker on the line would send it), ``no-mac`` (the answer without its
-MAC, as hosts send declines). ``mti`` limits a fault to requests of that MTI (the reversals,
-say).
+the real answer), ``refused-late`` (the same, the real answer ``delay`` seconds later, the next
+requests served meanwhile), ``held`` (the request is taken in ``delay`` seconds late and its
+answer is lost, as from a host that stopped reading, then read what had piled up after the
+terminal had given up on that connection), ``stray-tid`` and ``stray-mti`` (a forged approval
+without a MAC for the same STAN, naming another terminal or answering another MTI, ``delay``
+seconds before the real answer, as an attacker on the line would send it), ``no-mac`` (the
+answer without its MAC, as hosts send declines). ``mti`` limits a fault to requests of that MTI
+(the reversals, say).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ from agent.wire.message import Message, encode_message
 
 FAULT_KINDS = (
     "no-answer", "late", "slow", "garbage", "close", "partial", "wrong-mac", "refused-first",
-    "held", "stray-tid", "stray-mti", "no-mac", "no-stan",
+    "refused-late", "held", "stray-tid", "stray-mti", "no-mac", "no-stan",
 )  # fmt: skip
 MAX_FRAME = 8192
 
@@ -165,6 +166,11 @@ class HostServer:
                 if fault is not None and fault.kind == "slow":
                     self._answer_later(writer, response, fault.delay)
                     continue
+                if fault is not None and fault.kind == "refused-late":
+                    if response is not None:
+                        writer.write(with_length(refused(response)))
+                    self._answer_later(writer, response, fault.delay)
+                    continue
                 if not await self._answer(writer, response, fault):
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -183,7 +189,8 @@ class HostServer:
     def _answer_later(
         self, writer: asyncio.StreamWriter, response: bytes | None, delay: float
     ) -> None:
-        """The ``slow`` fault: the answer, made now, is written ``delay`` seconds from now."""
+        """The answer, made now, written ``delay`` seconds from now (``slow``, and the real
+        answer of ``refused-late``)."""
 
         async def later() -> None:
             await asyncio.sleep(delay)

@@ -34,7 +34,7 @@ from agent.transaction.deferred import DeferredWrites
 from agent.transaction.macs import Macs
 from agent.transaction.stats import GatewayStats
 from agent.wire import codes
-from agent.wire.builders import Terminal, response_mti, reversal_request
+from agent.wire.builders import response_mti, reversal_request
 from agent.wire.errors import WireError
 from agent.wire.message import Message
 from drivers.module import ModuleError
@@ -91,14 +91,12 @@ class ReversalSender:
         *,
         recheck_after: Callable[[], float],
         attempts: Callable[[], int],
-        terminal: Callable[[], Terminal],
     ) -> None:
-        """``recheck_after``, ``attempts`` and ``terminal`` are read at each use: a reload may
-        change them."""
+        """``recheck_after`` and ``attempts`` are read at each use: a reload may change
+        them."""
         self.journal = journal
         self._recheck_after = recheck_after
         self._attempts = attempts
-        self._terminal = terminal
         self.deferred = deferred
         self.link = link
         self.macs = macs
@@ -141,11 +139,16 @@ class ReversalSender:
         response = exchange.frame.message
         stan = response.text(11, "")
         try:
-            refusal = self._not_ours(response)
             journal = self.journal
-            sent = await journal.run(journal.sent_with_stan, stan) if refusal is None else None
-            if refusal is None and (sent is None or response_mti(sent.mti) != response.mti):
+            sent = await journal.run(journal.sent_with_stan, stan)
+            named = (response.text(41, "").strip(), response.text(42, "").strip())
+            refusal = None
+            if sent is None or response_mti(sent.mti) != response.mti:
                 refusal = "it answers no reversible request the agent sent"
+            elif named != sent.terminal:
+                # the TID and MID its request went with: a re-provisioning since may have
+                # changed the terminal's, and the approval under the old ones is still money
+                refusal = f"it names TID/MID {named[0]!r}/{named[1]!r}, not its request's"
             if refusal is None and not await asyncio.to_thread(self.macs.authentic, exchange):
                 assert sent is not None
                 # MACed under the keys in use when it was sent, which a sign-in has replaced
@@ -172,13 +175,6 @@ class ReversalSender:
             log.error("unmatched approval for STAN %s not judged: %s", stan, exc)
         except Exception:
             log.exception("unmatched approval for STAN %s not judged", stan)
-
-    def _not_ours(self, response: Message) -> str | None:
-        terminal = self._terminal()
-        named = (response.text(41, "").strip(), response.text(42, "").strip())
-        if named != (terminal.tid.strip(), terminal.mid.strip()):
-            return f"it names TID/MID {named[0]!r}/{named[1]!r}, not this terminal"
-        return None
 
     def held_approval(self, transaction_id: int) -> Message | None:
         """The authenticated late approval that came for ``transaction_id`` while it waited,

@@ -40,6 +40,35 @@ def test_a_real_approval_after_a_macless_97_is_reversed(tmp_path) -> None:
     run(scenario())
 
 
+def test_a_late_approval_under_the_tid_a_re_provisioning_replaced_is_reversed(tmp_path) -> None:
+    """The host refuses a sale 97 without a MAC; recovery re-provisions the terminal (the
+    acquirer moved it to another TID), signs in there and the retry is approved. The first
+    try's real approval comes after, naming the old TID: it answers a request the agent sent
+    under that TID, and is reversed, not ignored as another terminal's."""
+    from agent.sim.host import TEST_TMK
+    from tests.integration.gateway_rig import MID
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=5.0) as rig:
+            rig.host.register("10000002", MID, TEST_TMK)  # the acquirer's new TID for it
+            rig.put_tms(tid="10000002")
+            rig.server.faults.add("refused-late", delay=2.0, mti="0200")
+            response = await exchange(rig.socket, app_purchase(1000))
+            assert response.text(39) == "00"
+            assert rig.agent.config.terminal.tid == "10000002"
+            journal = rig.agent.journal
+            for _ in range(60):
+                if "late-approval-reversed" in [e["kind"] for e in journal.events()]:
+                    break
+                await asyncio.sleep(0.1)
+            kinds = [e["kind"] for e in journal.events()]
+            assert "late-approval-reversed" in kinds and "stray-answer" not in kinds
+            [reversal] = journal.queued_reversals()
+            assert reversal.message.text(41) == "10000001"  # under the TID it went with
+
+    run(scenario())
+
+
 def test_a_late_approval_of_a_refusal_the_journal_took_late_is_reversed(
     tmp_path, monkeypatch
 ) -> None:
