@@ -23,6 +23,7 @@ from agent.host.signin import SignInResult, sign_in
 from agent.journal import SALE_PATIENCE, Journal, JournalError, Rendered
 from agent.keys.family import RULES
 from agent.keys.tmk_download import TagLoader
+from agent.recovery.policy import refused
 from agent.registration.a2 import Outgoing59, TusnSource
 from agent.registration.location import Location
 from agent.registration.refusals import A2Sent
@@ -673,8 +674,11 @@ class Sender:
         response = exchange.frame.message
         code = response.text(39, "")
         waiting.now = MODULE_CHECK
+        # a refusal recovery acts on (97, 77, A0...) is no answer to give a repetition again:
+        # after the repair the app may be told otherwise (a retry's, or the agent's own)
+        kept = None if refused(response) else answer
         with self.macs.checking(outgoing, exchange, codes.approved(code)) as verdict:
-            rendered = Rendered.of(response, answer)
+            rendered = Rendered.of(response, kept)
             for_app = self._for_app(answer)
         mac_ok = verdict()
         waiting.now = JOURNAL

@@ -180,6 +180,30 @@ def test_a_retry_after_a_97_of_an_unreversed_class_goes_under_the_refused_tries_
     run(scenario())
 
 
+@pytest.mark.parametrize("name", NEVER_REVERSED)
+def test_a_repetition_after_a_retry_without_answer_is_not_told_the_first_tries_97(
+    tmp_path, name: str
+) -> None:
+    """The host lost its session: the first try is refused 97, recovery's retry is booked but
+    its answer lost (98). The app's repetition goes to the host under the retry's STAN (94:
+    booked once), not answered from the journal with the first try's 97, a refusal the repair
+    has made untrue."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.5) as rig:
+            rig.put_tms()
+            rig.host.forget(TID)  # the first try: 97
+            rig.server.faults.add("late", delay=0.0, mti=ROWS[name][0])  # answered as is
+            rig.server.faults.add("no-answer", mti=ROWS[name][0])  # the retry's
+            first = await exchange(rig.socket, app_request(name, app_stan=559))
+            assert first.text(39) == "98"
+            again = await exchange(rig.socket, app_request(name, app_stan=559))
+            assert again.text(39) == "94", again.get(63)
+            assert len(rig.host.state()["purchases"]) == 1
+
+    run(scenario())
+
+
 def test_held_classes_are_answered_locally_while_unregistered(tmp_path) -> None:
     async def scenario():
         sections = {"recovery": {"probe_first": 30}}

@@ -101,7 +101,9 @@ def test_a_pin_purchase_is_not_retried_under_the_pin_key_the_sign_in_replaced(
             assert remedies(journal) == [("sign-in", True)]
             assert "recovery.not-retried" in kinds(journal)
             assert rig.agent.recovery.state is State.REGISTERED
-            again = await exchange(rig.socket, await pin_purchase(rig, 1000))
+            # the sale again, under its STAN, the PIN entered again: sent, not the 97 replayed
+            stan = int(purchase.text(11))
+            again = await exchange(rig.socket, await pin_purchase(rig, 1000, app_stan=stan))
             assert again.text(39) == "00", again.get(63)
             assert rig.host.state()["pins_verified"] == 1
 
@@ -788,7 +790,8 @@ def test_a_request_waiting_for_anothers_repair_is_answered_at_the_deadline(tmp_p
             rig.put_tms()
             rig.host.forget(TID)
             rig.server.faults.add("slow", delay=3.0, mti="0820")  # the self-check's echo
-            first = asyncio.create_task(exchange(rig.socket, app_purchase(1000)))
+            refused_one = app_purchase(1000)
+            first = asyncio.create_task(exchange(rig.socket, refused_one))
             while rig.agent.recovery.state is not State.RECOVERING:
                 await asyncio.sleep(0.01)
             started = time.monotonic()
@@ -801,6 +804,8 @@ def test_a_request_waiting_for_anothers_repair_is_answered_at_the_deadline(tmp_p
             assert rig.agent.recovery.state is State.REGISTERED
             assert purchases_sent(rig) == 1  # the first, refused; neither sent again
             assert (await exchange(rig.socket, app_purchase(3000))).text(39) == "00"
+            # told to try again in a moment, the app does: sent, not the first try's 97 again
+            assert (await exchange(rig.socket, refused_one)).text(39) == "00"
 
     run(scenario())
 
