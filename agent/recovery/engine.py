@@ -103,6 +103,9 @@ def tries(
     )
 
 
+PURCHASE = "purchase"  # the class every terminal sends (DESIGN.md section 15)
+
+
 class Retry(Protocol):
     """How a request is sent again (:meth:`Sender.attempt`)."""
 
@@ -636,8 +639,8 @@ class Recovery:
         """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of
         this recovery was approved, the host still refuses the request (whatever the code,
         DESIGN.md section 7), and not every kind of request is refused (that is: two kinds
-        refused with one code since the last approval, one without A2, and none approved still
-        working).
+        refused with one code since the last approval, one without A2, one of them a purchase,
+        and none approved still working).
         Never under a host-side incident: a host that approves a sign-in and refuses the rest
         is the acquirer's fault the fleet announced (DESIGN.md section 7)."""
         if request is None or not self._signed_in or attempt.exchange is None:
@@ -658,10 +661,16 @@ class Recovery:
         working = [kind for kind, at in self._working.items() if at >= lately]
         if cls is not None and cls.name in working:
             working.remove(cls.name)  # refused now, after a sign-in
-        by_code: dict[str, list[bool]] = {}
-        for a2, refused_with in refused_classes.values():
-            by_code.setdefault(refused_with, []).append(a2)
-        every_kind = any(len(kinds) >= 2 and not all(kinds) for kinds in by_code.values())
+        # and the purchase among them, the kind every terminal sends: refunds and
+        # pre-authorisations a merchant is not enabled for (58) on a quiet morning are not
+        # the whole terminal refused
+        by_code: dict[str, dict[str, bool]] = {}
+        for kind, (a2, refused_with) in refused_classes.items():
+            by_code.setdefault(refused_with, {})[kind] = a2
+        every_kind = any(
+            len(kinds) >= 2 and not all(kinds.values()) and PURCHASE in kinds
+            for kinds in by_code.values()
+        )
         return not (every_kind and not working)
 
     def _kind(self, request: Message, attempt: Attempt) -> tuple[str, str, str]:

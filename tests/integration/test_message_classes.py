@@ -204,6 +204,24 @@ def test_a_repetition_after_a_retry_without_answer_is_not_told_the_first_tries_9
     run(scenario())
 
 
+def test_kinds_the_merchant_is_not_enabled_for_leave_the_terminal_registered(tmp_path) -> None:
+    """The host answers 58 (not permitted on this terminal) to refunds and pre-authorisations
+    and approves sales: the first refund and pre-authorisation of a quiet morning are refused
+    as requests; the terminal stays registered and the next sale goes to the host, approved.
+    "Every message class is refused" (DESIGN.md section 7) takes the purchase among them."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, sections={"recovery": {"probe_first": 30}}) as rig:
+            rig.put_tms()
+            rig.host.terminals[TID].not_permitted = ("20", "03")  # processing codes refused
+            for stan, name in ((561, "refund"), (562, "pre-authorisation")):
+                assert (await exchange(rig.socket, app_request(name, stan))).text(39) == "58"
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert (await exchange(rig.socket, app_request("purchase", 563))).text(39) == "00"
+
+    run(scenario())
+
+
 def test_held_classes_are_answered_locally_while_unregistered(tmp_path) -> None:
     async def scenario():
         sections = {"recovery": {"probe_first": 30}}
