@@ -330,7 +330,7 @@ class Recovery:
         self._event("deadline", code=attempt.answer.text(39, ""), seconds=seconds)
         return Attempt(local_answer(request, "96", "recovery.still-running", reason), None)
 
-    async def _retry(self, request: Message, refused: Attempt) -> Attempt:
+    async def _retry(self, request: Message, first: Attempt) -> Attempt:
         """``request`` sent again after the repair: with the field 59 its first try carried
         (section 4) and a new STAN; but a class never reversed (a refund, an advice, an EC
         upload) under the STAN of the try refused: its approval, should the refusal have been
@@ -339,9 +339,9 @@ class Recovery:
         booking it twice."""
         cls = classify(request)
         stan = ""
-        if cls is not None and cls.repeats_its_stan and refused.exchange is not None:
-            stan = refused.exchange.frame.message.text(11, "")
-        return await self.retry(request, refused.field_59, wire_stan=stan)
+        if cls is not None and cls.repeats_its_stan and first.exchange is not None:
+            stan = first.exchange.frame.message.text(11, "")
+        return await self.retry(request, first.field_59, wire_stan=stan)
 
     def _pin_again(self, request: Message, after: str) -> Attempt:
         """The answer to a request with a PIN block that a repair's sign-in would have it
@@ -467,7 +467,7 @@ class Recovery:
             request is not None
             and final.exchange is None
             and not caller.gone
-            and not (self._not_retried)
+            and not self._not_retried
         ):
             # the retry got no answer of the host's (timed out: a reversal is queued; or the
             # agent's own 96): a communication failure, not a recovery
