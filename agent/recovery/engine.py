@@ -46,6 +46,7 @@ from agent.registration.refusals import RefusalCounts, advice, finding
 from agent.transaction.classes import classify
 from agent.transaction.sender import Attempt, agent_reason, local_answer
 from agent.wire import codes
+from agent.wire.builders import response_mti
 from agent.wire.message import Message
 from agent.wire.pin import carries_pin
 from drivers.module import ModuleError
@@ -170,6 +171,9 @@ class Recovery:
         # class name -> whether it carries A2, and the code it was refused with
         self._refused_classes: dict[str, tuple[bool, str]] = {}
         self._same_refusal: tuple[tuple[str, str, str], float] | None = None
+        # the kind of a PIN request not sent again after an approved sign-in (its PIN block
+        # was stale), and when: its next refusal is the one its retry would have met
+        self._not_retried_kind: tuple[tuple[str, str, str], float] | None = None
         # a sign-in refused with a code not about the terminal, whose recovery was
         # inconclusive: (code, when); the same refusal again within SAME_REFUSAL_MEMORY starts
         # none (the app's retries, the host's requirement at every answer, the light check)
@@ -209,6 +213,8 @@ class Recovery:
             return attempt
         if self._known_request_refusal(request, attempt):
             return self._request_refused(request, attempt, again=True)
+        if self._refused_again_after_signin(request, attempt):
+            return self._request_refused(request, attempt)
         return await self._recover_from(request, attempt)
 
     # -------------------------------------------------------------------------- recovery
@@ -339,8 +345,11 @@ class Recovery:
         booking it twice."""
         cls = classify(request)
         stan = ""
-        if cls is not None and cls.repeats_its_stan and first.exchange is not None:
-            stan = first.exchange.frame.message.text(11, "")
+        answered = first.exchange.frame.message if first.exchange is not None else None
+        # the host's answer to this request itself: not to the reversal that went before it
+        itself = answered is not None and answered.mti == response_mti(request.mti)
+        if cls is not None and cls.repeats_its_stan and answered is not None and itself:
+            stan = answered.text(11, "")
         return await self.retry(request, first.field_59, wire_stan=stan)
 
     def _pin_again(self, request: Message, after: str) -> Attempt:
@@ -463,12 +472,11 @@ class Recovery:
                 final = Attempt(local_answer(request, "96", "host.no-answer", reason), None)
         elif still_refused:
             await self._enter_unregistered(report, final.answer)
-        elif (
-            request is not None
-            and final.exchange is None
-            and not caller.gone
-            and not self._not_retried
-        ):
+        elif self._not_retried:
+            # signed in, the request not sent again (its PIN block was stale): no recovery
+            # yet, its next refusal is judged as the retry's would have been
+            self.state = State.REGISTERED
+        elif request is not None and final.exchange is None and not caller.gone:
             # the retry got no answer of the host's (timed out: a reversal is queued; or the
             # agent's own 96): a communication failure, not a recovery
             self.state = State.REGISTERED
@@ -520,6 +528,7 @@ class Recovery:
                 return last
             if carries_pin(request):
                 self._not_retried = True
+                self._not_retried_kind = (self._kind(request, attempt), time.monotonic())
                 last = self._pin_again(request, remedy)
                 return last
             caller.retrying = True
@@ -635,15 +644,18 @@ class Recovery:
             return False
         return attempt.exchange.frame.message.mti == "0410" and request.mti != "0400"
 
-    def _requests_refusal(self, request: Message | None, attempt: Attempt) -> bool:
+    def _requests_refusal(
+        self, request: Message | None, attempt: Attempt, signed_in: bool = False
+    ) -> bool:
         """Whether ``attempt`` is a refusal of this request, not of the terminal: a sign-in of
         this recovery was approved, the host still refuses the request (whatever the code,
         DESIGN.md section 7), and not every kind of request is refused (that is: two kinds
         refused with one code since the last approval, one without A2, one of them a purchase,
         and none approved still working).
         Never under a host-side incident: a host that approves a sign-in and refuses the rest
-        is the acquirer's fault the fleet announced (DESIGN.md section 7)."""
-        if request is None or not self._signed_in or attempt.exchange is None:
+        is the acquirer's fault the fleet announced (DESIGN.md section 7). ``signed_in``: a
+        sign-in was approved before this refusal, outside the running recovery."""
+        if request is None or not (self._signed_in or signed_in) or attempt.exchange is None:
             return False
         if self.incident.is_open or not refused(attempt.answer):
             return False
@@ -677,6 +689,21 @@ class Recovery:
         cls = classify(request)
         a2 = attempt.a2.status.value if attempt.a2 is not None else ""
         return (cls.name if cls else request.mti, attempt.answer.text(39, ""), a2)
+
+    def _refused_again_after_signin(self, request: Message, attempt: Attempt) -> bool:
+        """A refusal of the kind of a PIN request not sent again after an approved sign-in
+        (lately, the terminal registered, no incident): what its retry would have met, so
+        judged as that: the request's refusal unless every kind is refused (then a recovery
+        as for any refusal). Without it each PIN sale refused so cost a sign-in, and the
+        cardholder entered the PIN again each time."""
+        awaited = self._not_retried_kind
+        if awaited is None or self.state is not State.REGISTERED or self.incident.is_open:
+            return False
+        kind, at = awaited
+        if time.monotonic() - at >= SAME_REFUSAL_MEMORY or kind != self._kind(request, attempt):
+            return False
+        self._not_retried_kind = None  # judged once: the request's from now on, or recovered
+        return self._requests_refusal(request, attempt, signed_in=True)
 
     def _known_request_refusal(self, request: Message, attempt: Attempt) -> bool:
         """A refusal of the very kind just attributed to its request, with no sign-in since:

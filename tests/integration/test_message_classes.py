@@ -180,6 +180,31 @@ def test_a_retry_after_a_97_of_an_unreversed_class_goes_under_the_refused_tries_
     run(scenario())
 
 
+def test_a_refund_retried_after_the_reversal_before_it_was_refused_takes_a_stan_of_its_own(
+    tmp_path,
+) -> None:
+    """A sale's answer is lost (its reversal queued), then the host loses its session: the
+    reversal that goes before the refund is refused 97, and the refund with it. After the
+    repair the refund goes under a STAN of its own, not the reversed sale's (the refused
+    answer was the reversal's): the host's ledger keeps both, the sale reversed."""
+
+    async def scenario():
+        async with gateway_rig(tmp_path, response_timeout=0.5) as rig:
+            rig.put_tms()
+            rig.server.faults.add("no-answer", mti="0200")  # booked, the answer lost: 98
+            assert (await exchange(rig.socket, app_request("purchase", 564))).text(39) == "98"
+            rig.host.forget(TID)
+            refund = await exchange(rig.socket, app_request("refund", 565, amount_fen=1234))
+            assert refund.text(39) == "00", refund.get(63)
+            journal = rig.agent.journal
+            stans = {t["mti"]: t["stan"] for t in journal.transactions() if t["mti"] != "0400"}
+            assert stans["0220"] != stans["0200"]
+            booked = rig.host.state()["purchases"].values()
+            assert sorted(p["processing"] for p in booked) == ["000000", "200000"]
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("name", NEVER_REVERSED)
 def test_a_repetition_after_a_retry_without_answer_is_not_told_the_first_tries_97(
     tmp_path, name: str

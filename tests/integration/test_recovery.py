@@ -110,6 +110,38 @@ def test_a_pin_purchase_is_not_retried_under_the_pin_key_the_sign_in_replaced(
     run(scenario())
 
 
+def test_pin_purchases_refused_after_a_sign_in_are_the_requests_not_a_sign_in_each(
+    tmp_path,
+) -> None:
+    """The acquirer has not reported the TUSN: PIN purchases are refused 97. The first one's
+    repair signs in (approved) and does not send it again (its PIN block is stale): 96, enter
+    the PIN again. The next, its block under the new key, refused the same way after that
+    approved sign-in, is what the retry would have met: the request's refusal (97 and the
+    finding), no second sign-in; the one after it the same, at once."""
+    from tests.integration.test_registration import acquirer_checks_tusn, events_of, sign_ins
+
+    async def scenario():
+        async with gateway_rig(tmp_path) as rig:
+            acquirer_checks_tusn(rig, reported=False)
+            told, signed = [], []
+            for amount in (2000, 2100, 2200):
+                before = sign_ins(rig)
+                answer = await exchange(rig.socket, await pin_purchase(rig, amount))
+                told.append((answer.text(39), answer.text(63).split(":")[0]))
+                signed.append(sign_ins(rig) - before)
+            assert told == [
+                ("96", "AGENT recovery.pin-again"),
+                ("97", "AGENT registration.tusn-refused"),
+                ("97", "AGENT registration.tusn-refused"),
+            ]
+            assert signed == [1, 0, 0]
+            assert rig.agent.recovery.state is State.REGISTERED
+            assert rig.agent.recovery.counts["recoveries"] == 0  # none was a recovery
+            assert len(events_of(rig, "request-refused")) == 2
+
+    run(scenario())
+
+
 def test_a_pin_purchase_refused_during_anothers_repair_is_not_retried_after_it(tmp_path) -> None:
     """Two purchases in flight when the host loses the session: the first's 97 starts the
     repair (a sign-in, a new PIN key), the PIN purchase's 97 waits for it. The plain purchase

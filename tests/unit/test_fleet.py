@@ -105,6 +105,13 @@ def test_a_self_check_is_healthy_unless_a_check_other_than_the_hosts_answer_fail
     assert payloads.read_selftest(selftest()) is True
     assert payloads.read_selftest(selftest("network")) is True  # the host refuses everyone
     assert payloads.read_selftest(selftest("keys")) is False
+    # the registration check failing for the host's refusal of the TUSN is the host's answer
+    # too (a fault of the acquirer's TUSN records refuses every terminal); its other findings
+    # are the terminal's
+    for finding, healthy in (("registration.tusn-refused", True), ("registration.a2-missing",
+                                                                   False)):  # fmt: skip
+        registration = {"id": "registration", "status": "fail", "finding": finding}
+        assert payloads.read_selftest(raw({"checks": [registration]})) is healthy
     for broken in (raw({"ok": True}), raw({"checks": ["x"]}), raw({"checks": {}})):
         with pytest.raises(payloads.Unreadable):
             payloads.read_selftest(broken)
