@@ -65,8 +65,10 @@ FORMS = ("0800-401", "signin-tag00", "tms")
 DOWNLOAD_CODE = "401"  # 60.3 of the 0800 that asks for the master key
 TAG00 = 0x00
 WRAPPED_BYTES = TMK_CIPHERTEXT_BYTES + KCV_BYTES
-# journal fact: when the last download was tried: epoch seconds, the boot, the uptime then
-LAST_TRY = "tmk_download_at"
+LAST_TRY = "tmk_download_at"  # journal fact: when the last download was tried (epoch seconds)
+# and in which boot, at what uptime ("<boot id> <seconds>"): a fact of its own, so that an
+# earlier version (an update rolled back) still reads the first
+LAST_TRY_BOOT = "tmk_download_boot"
 EVENT = "tmk-download"  # journal event: form, outcome, KCV, detail; never the ciphertext
 
 
@@ -143,18 +145,20 @@ class Tried:
     def now(cls) -> Tried:
         return cls(time.time(), boot_id(), uptime())
 
-    def text(self) -> str:
-        return f"{self.at!r} {self.boot} {self.uptime!r}"
-
     @classmethod
-    def parse(cls, text: str) -> Tried:
-        """Raises ValueError when ``text`` is not a record :meth:`text` or an older version
-        made."""
-        at, *rest = text.split()
-        if not rest:
+    def parse(cls, at: str, boot: str | None) -> Tried:
+        """From the journal's two facts (``boot`` None: an earlier version's try, or one
+        whose boot could not be written); raises ValueError when they are not such."""
+        if boot is None:
             return cls(float(at))
-        boot, since_boot = rest
-        return cls(float(at), boot, float(since_boot))
+        boot_id, since_boot = boot.split()
+        return cls(float(at), boot_id, float(since_boot))
+
+    async def remember(self, journal: Journal) -> None:
+        """Into ``journal``: the boot first, so that a try is never taken for one of another
+        boot's (a failure between the two leaves the earlier time, the try not made)."""
+        await journal.run(journal.remember, LAST_TRY_BOOT, f"{self.boot} {self.uptime!r}")
+        await journal.run(journal.remember, LAST_TRY, repr(self.at))
 
 
 def download_due(keys: KeysConfig, tried: Tried | None, now: Tried) -> bool:
@@ -174,8 +178,10 @@ def download_due(keys: KeysConfig, tried: Tried | None, now: Tried) -> bool:
 async def last_try(journal: Journal) -> Tried | None:
     """When the last download was tried, from the journal; None when never (or unreadable)."""
     try:
-        raw = await journal.within(PATIENCE, journal.recall, LAST_TRY)
-        return Tried.parse(raw) if raw is not None else None
+        at = await journal.within(PATIENCE, journal.recall, LAST_TRY)
+        if at is None:
+            return None
+        return Tried.parse(at, await journal.within(PATIENCE, journal.recall, LAST_TRY_BOOT))
     except (JournalError, ValueError):
         return None
 
@@ -253,7 +259,7 @@ class TmkDownloader:
         try:
             if await self._holds(tmk) or not await self.due():
                 return False
-            await self._journal.run(self._journal.remember, LAST_TRY, Tried.now().text())
+            await Tried.now().remember(self._journal)
             await self._load("signin-tag00", tmk)
         except (TmkDownloadFailed, JournalError) as exc:  # the load's failure is recorded
             log.warning("the master key of a sign-in's tag 00 was not loaded: %s", exc)
@@ -279,7 +285,7 @@ class TmkDownloader:
         if form not in FORMS:
             raise TmkDownloadFailed("no master-key download is configured (keys.tmk_download)")
         try:  # before the try: a crash or a restart loop must not download again
-            await self._journal.run(self._journal.remember, LAST_TRY, Tried.now().text())
+            await Tried.now().remember(self._journal)
         except JournalError as exc:
             raise TmkDownloadFailed(f"the journal cannot record the try: {exc}") from None
         if form == "signin-tag00":

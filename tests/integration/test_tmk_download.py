@@ -10,7 +10,15 @@ import logging
 import pytest
 
 from agent.config import KeysConfig
-from agent.keys.tmk_download import EVENT, Tried, download_due, split_tag00
+from agent.journal import Journal
+from agent.keys.tmk_download import (
+    EVENT,
+    LAST_TRY,
+    Tried,
+    download_due,
+    last_try,
+    split_tag00,
+)
 from agent.recovery.engine import AskedByTheHost
 from agent.recovery.policy import State, decide
 from agent.selfcheck import Report
@@ -320,7 +328,7 @@ def test_the_policy_downloads_first_where_offered() -> None:
     assert "tmk-download" not in decide(healthy, "97", keys_refused=True)
 
 
-def test_the_period_between_downloads_is_the_boots_not_the_wall_clocks() -> None:
+def test_the_period_between_downloads_is_the_boots_not_the_wall_clocks(tmp_path) -> None:
     """At most one try per keys.tmk_download_every, measured on the uptime within one boot: a
     step of the wall clock (the sync-clock remedy's) neither shortens nor ends it. Across boots
     the wall clock; a try in its future was under a clock wrong then: not a reason to wait."""
@@ -334,8 +342,20 @@ def test_the_period_between_downloads_is_the_boots_not_the_wall_clocks() -> None
     assert download_due(keys, tried, Tried(tried.at - 86_400, "boot-b", 30.0))
     assert download_due(keys, None, Tried.now())
     assert not download_due(KeysConfig(), None, Tried.now())  # "off"
-    assert Tried.parse(Tried.now().text()).boot == Tried.now().boot
-    assert Tried.parse("1000000.5") == Tried(1_000_000.5)  # an older version's record
+    assert Tried.parse("1000000.5", "boot-a 12.5") == Tried(1_000_000.5, "boot-a", 12.5)
+    assert Tried.parse("1000000.5", None) == Tried(1_000_000.5)  # an older version's record
+
+    async def kept() -> tuple[str | None, Tried | None]:
+        journal = Journal(tmp_path / "journal.sqlite3")
+        try:
+            await Tried.now().remember(journal)
+            return journal.recall(LAST_TRY), await last_try(journal)
+        finally:
+            journal.close()
+
+    plain, read = asyncio.run(kept())
+    assert plain is not None and float(plain) > 0  # what an earlier version reads (a rollback)
+    assert read is not None and read.boot == Tried.now().boot
 
 
 def test_tag00_is_taken_out_by_length() -> None:
