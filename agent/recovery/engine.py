@@ -132,7 +132,9 @@ class Recovery:
         self.gate = gate
         self.incident = incident or HostIncident()
         self._incident_signed_in: float | None = None  # monotonic: the last sign-in under one
-        self._probe_spread_for: float | None = None  # the incident the probe's sign-ins spread
+        # the incident the probe's first sign-in was spread for, and not before when it goes
+        self._probe_spread_for: float | None = None
+        self._probe_not_before = 0.0
         self.remedies = remedies
         self.journal = journal
         self.retry = retry
@@ -276,7 +278,7 @@ class Recovery:
                 return self._still_repairing(request, attempt)
             if self.state is State.UNREGISTERED or request is None:
                 return attempt
-            if carries_pin(request):
+            if carries_pin(request) and self._signed_in:  # the repair it waited for signed in
                 return self._pin_again(request, "another request's repair")
             retried = await self._retry(request, attempt)
             if refused(retried.answer) and self._known_request_refusal(request, retried):
@@ -799,7 +801,7 @@ class Recovery:
         while self.state is State.UNREGISTERED:
             self._retell()
             if self.incident.is_open:  # the host's fault: at most one sign-in per period
-                pause = max(pause, self._incident_wait())
+                pause = max(pause, self._probe_incident_wait())
             # an incident that opens or closes meanwhile is looked at at once: its end (the
             # acquirer repaired) ends a wait of up to recovery.incident_signin_every
             with contextlib.suppress(TimeoutError):
@@ -809,7 +811,7 @@ class Recovery:
                 return  # registered meanwhile: no sign-in more
             self._retell()
             if self.incident.is_open:
-                if self._incident_wait() > 0 or self._spread_probe():
+                if self._probe_incident_wait() > 0:
                     continue
                 self._incident_signed_in = time.monotonic()
             try:
@@ -826,17 +828,17 @@ class Recovery:
                 continue
             self.registered_again("the background sign-in probe succeeded")
 
-    def _spread_probe(self) -> bool:
-        """Whether the probe's first sign-in under a newly announced incident waits: it goes
-        at a point of the period of this terminal's own, not when the whole fleet of the
-        acquirer hears the incident, so that their refusals keep coming spread over it (the
-        watcher closes an incident quiet for ``fleet.incident_window``)."""
-        if self._probe_spread_for == self.incident.opened_at:
-            return False
-        self._probe_spread_for = self.incident.opened_at
-        every = self._settings().incident_signin_every
-        self._incident_signed_in = time.monotonic() - random.uniform(0, every)
-        return self._incident_wait() > 0
+    def _probe_incident_wait(self) -> float:
+        """Seconds the probe waits under an incident: for the period since the last sign-in,
+        and for its first sign-in under a newly announced one, a point of the period of this
+        terminal's own, not the moment the acquirer's whole fleet hears of it, so that their
+        refusals keep coming spread over it (the watcher closes an incident quiet for
+        ``fleet.incident_window``). Sign-ins of others (the app's) are not held by it."""
+        if self._probe_spread_for != self.incident.opened_at:
+            self._probe_spread_for = self.incident.opened_at
+            every = self._settings().incident_signin_every
+            self._probe_not_before = time.monotonic() + random.uniform(0, every)
+        return max(self._incident_wait(), self._probe_not_before - time.monotonic())
 
     def _retell(self) -> None:
         """An incident announced (or ended) since the merchant was told: the acquirer's fault

@@ -12,7 +12,8 @@ the end message of another chain raises it: that is the host chaining, not repea
 that raise each other in a loop stop where they come round). A download
 that fails is tried again with exponential back-off and jitter (a fleet must not retry in
 lock-step after an outage), ``attempts`` times in all; the next answer that still asks starts it
-over. A refusal's sign-in (3) is recovery's (section 7); what else its header asks is queued.
+over. A refusal's sign-in (3) and re-provisioning (6) are recovery's (section 7); what else its
+header asks is queued.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ log = logging.getLogger(__name__)
 # is such a chain (3): its 0810 asks 4 when the CA keys changed, within the repeat pause or not.
 CHAIN_ENDS = {"360": 1, "362": 2, "371": 4, "381": 5, "394": 9} | dict.fromkeys(SCHEMES, 3)
 NETWORK_MANAGEMENT_ANSWERS = ("0810", "0830")
-SIGN_IN = 3
+# a sign-in and a re-provisioning, which a refusal's recovery runs itself (under its lock, with
+# requests held at its gate): from a refusal's header not queued beside it
+RECOVERY_REMEDIES = (3, 6)
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,8 @@ class RequirementQueue:
 
 class Heard:
     """What every answer the link matched tells the session: the host's time (``saw``), and
-    the processing requirement of its header, queued (a refusal's sign-in is recovery's)."""
+    the processing requirement of its header, queued (a refusal's sign-in and re-provisioning
+    are recovery's)."""
 
     def __init__(self, saw: Callable[[Message], None], queue: RequirementQueue | None) -> None:
         """``queue`` None: nothing the host asks is the agent's to do (pass-through mode,
@@ -151,7 +155,7 @@ class Heard:
         message = frame.message
         if self._queue is None or requirement == 0:
             return
-        if requirement == SIGN_IN and refused(message):  # recovery signs in (section 7)
+        if requirement in RECOVERY_REMEDIES and refused(message):  # recovery's remedies (section 7)
             return
         by = ""
         if message.mti in NETWORK_MANAGEMENT_ANSWERS:

@@ -52,7 +52,7 @@ WILL_DELAY = 10
 WILL_GAP = 1_000_000  # seq of the will above the connection's first state (see above)
 # seconds after the incident topic's SUBACK by which a retained incident has come: none then
 # means none is open (one closed while this terminal was away leaves nothing retained)
-RETAINED_SETTLE = 2.0
+RETAINED_SETTLE = 5.0
 CONNECTION_LOST = "telemetry.connection-lost"  # the will's cause
 STOPPED = "service.stopped"  # the cause of the goodbye
 

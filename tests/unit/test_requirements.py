@@ -142,10 +142,11 @@ def test_every_answer_feeds_the_queue_but_a_refusals_sign_in_and_the_clock_hears
         seen: list[str] = []
         heard = Heard(lambda message: seen.append(message.text(39)), queue)
         heard(answer("97", 3))  # a refusal's sign-in is recovery's
+        heard(answer("97", 6))  # and its re-provisioning
         heard(answer("97", 4))  # what else it asks is the queue's
         heard(answer("00", 0))
         heard(answer("00", 5, mti="0210"))
-        assert seen == ["97", "97", "00", "00"]
+        assert seen == ["97", "97", "97", "00", "00"]
         assert await taken(queue, 2) == [4, 5]
         await asyncio.wait_for(queue.idle(), 1)
         Heard(seen.append, None)(answer("00", 4))  # pass-through: the app's session
