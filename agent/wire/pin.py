@@ -3,7 +3,8 @@
 The agent never sees a clear PIN: the card module builds and encrypts the block from its own
 keypad. These functions are what the module and the host do with the *clear* block, so the
 simulators build and check it here, once; :func:`pin_pan` is what the payment app sends the
-module (the 12 rightmost PAN digits, check digit excluded).
+module (the 12 rightmost PAN digits, check digit excluded); :func:`carries_pin` tells whether a
+request holds an (encrypted) block at all.
 """
 
 from __future__ import annotations
