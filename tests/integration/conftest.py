@@ -1,6 +1,6 @@
 import pytest
 
-from tests.processes import HostProcess, ModuleProcess, write_config
+from tests.processes import HostProcess, ModuleProcess, MosquittoProcess, write_config
 
 
 @pytest.fixture
@@ -11,3 +11,11 @@ def simulators(tmp_path):
     yield host, module, write_config(tmp_path, host, module)
     host.stop()
     module.stop()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real Mosquitto on a free loopback port, stopped after the test."""
+    mosquitto = MosquittoProcess(tmp_path)
+    yield mosquitto
+    mosquitto.stop()

@@ -16,20 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from tests.processes import MosquittoProcess, wait_for
 
 AGENT = str(Path(sys.executable).with_name("agent"))
 HOST_A, HOST_B = "10.1.1.1:5000", "10.2.2.2:6000"
 HOUR_AGO = time.time() - 3600
-
-
-@pytest.fixture
-def broker(tmp_path):
-    mosquitto = MosquittoProcess(tmp_path)
-    yield mosquitto
-    mosquitto.stop()
 
 
 def iso(moment: float) -> str:

@@ -21,13 +21,6 @@ from tests.integration.test_telemetry import SERIAL, TID, last_state, start, wit
 from tests.processes import MosquittoProcess, Subscriber, control, pay, wait_for
 
 
-@pytest.fixture
-def broker(tmp_path):
-    mosquitto = MosquittoProcess(tmp_path)
-    yield mosquitto
-    mosquitto.stop()
-
-
 def events_of(subscriber: Subscriber) -> list[dict]:
     return subscriber.of("/event")
 

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from agent import __version__
 from tests.integration.gateway_rig import PAN
 from tests.processes import (
@@ -31,13 +29,6 @@ STATE_KEYS = {"serial", "tusn", "tid", "mid", "acquirer", "state", "cause", "cau
               "last_97", "reversals_queued", "reversals_stuck", "outbox_dropped", "seq",
               "version", "at"}  # fmt: skip
 AGENT = str(Path(sys.executable).with_name("agent"))
-
-
-@pytest.fixture
-def broker(tmp_path):
-    mosquitto = MosquittoProcess(tmp_path)
-    yield mosquitto
-    mosquitto.stop()
 
 
 def with_telemetry(config: Path, broker: MosquittoProcess, **extra: str) -> Path:

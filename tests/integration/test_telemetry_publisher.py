@@ -7,7 +7,6 @@ import json
 import time
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from agent.config import TelemetryConfig
 from agent.journal import Journal
@@ -20,13 +19,6 @@ from tests.processes import MosquittoProcess, Subscriber, wait_for
 
 HOST = "10.0.0.5:5000"
 INCIDENT = {"acquirer": {"host": HOST, "nii": "0003"}, "kind": "host-side", "terminals": 25}
-
-
-@pytest.fixture
-def broker(tmp_path):
-    mosquitto = MosquittoProcess(tmp_path)
-    yield mosquitto
-    mosquitto.stop()
 
 
 def publisher_of(tmp_path, broker, journal, on_incident) -> Publisher:
