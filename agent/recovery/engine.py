@@ -693,29 +693,28 @@ class Recovery:
         return (cls.name if cls else request.mti, attempt.answer.text(39, ""), a2)
 
     def _refused_again_after_signin(self, request: Message, attempt: Attempt) -> bool:
-        """A refusal of the kind of a PIN request not sent again after an approved sign-in
-        (lately, the terminal registered, no incident): what its retry would have met, so
-        judged as that: the request's refusal unless every kind is refused (then a recovery
-        as for any refusal). Without it each PIN sale refused so cost a sign-in, and the
-        cardholder entered the PIN again each time."""
-        awaited = self._not_retried_kind
-        if awaited is None or self.state is not State.REGISTERED or self.incident.is_open:
-            return False
-        kind, at = awaited
-        if time.monotonic() - at >= SAME_REFUSAL_MEMORY or kind != self._kind(request, attempt):
+        """A refusal of the kind of a PIN request not sent again after an approved sign-in:
+        what its retry would have met, so judged as that: the request's refusal unless every
+        kind is refused (then a recovery as for any refusal). Without it each PIN sale refused
+        so cost a sign-in, and the cardholder entered the PIN again each time."""
+        if not self._remembered(self._not_retried_kind, request, attempt):
             return False
         self._not_retried_kind = None  # judged once: the request's from now on, or recovered
         return self._requests_refusal(request, attempt, signed_in=True)
 
     def _known_request_refusal(self, request: Message, attempt: Attempt) -> bool:
         """A refusal of the very kind just attributed to its request, with no sign-in since:
-        that request's too, at once (no sign-in per refused sale); not under a host-side
-        incident."""
-        if self._same_refusal is None or self.state is not State.REGISTERED:
+        that request's too, at once (no sign-in per refused sale)."""
+        return self._remembered(self._same_refusal, request, attempt)
+
+    def _remembered(
+        self, memory: tuple[tuple[str, str, str], float] | None, request: Message, attempt: Attempt
+    ) -> bool:
+        """Whether ``memory`` (a kind of refusal, and when) is this refusal's kind, lately, the
+        terminal registered and no host-side incident open."""
+        if memory is None or self.state is not State.REGISTERED or self.incident.is_open:
             return False
-        if self.incident.is_open:
-            return False
-        kind, at = self._same_refusal
+        kind, at = memory
         fresh = time.monotonic() - at < SAME_REFUSAL_MEMORY
         return fresh and kind == self._kind(request, attempt)
 
