@@ -303,3 +303,20 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def retain(
+    broker: MosquittoProcess, topic: str, payload: bytes, client_id: str = "watcher"
+) -> None:
+    """What the fleet's watcher does: a retained message on ``topic`` (empty: deleted), from a
+    client ``client_id`` (the terminal's own takes its connection away)."""
+    import paho.mqtt.client as mqtt
+
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.loop_start()
+    try:
+        watcher.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()

@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.gateway_rig import PAN
 from tests.integration.test_telemetry import SERIAL, TID, last_state, start, with_telemetry
-from tests.processes import MosquittoProcess, Subscriber, control, pay, wait_for
+from tests.processes import MosquittoProcess, Subscriber, control, pay, retain, wait_for
 
 
 def events_of(subscriber: Subscriber) -> list[dict]:
@@ -262,6 +262,18 @@ def test_commands_stay_off_without_tls(tmp_path, simulators, broker) -> None:
 # --------------------------------------------------------------------------- incidents
 
 
+def incident_of(acquirer: str) -> bytes:
+    """The watcher's retained host-side incident for ``acquirer``, this terminal its evidence."""
+    incident = {
+        "acquirer": {"host": acquirer, "nii": "0003"},
+        "kind": "host-side",
+        "opened": datetime.now(UTC).isoformat(),
+        "terminals": 25,
+        "evidence": [SERIAL],
+    }
+    return json.dumps(incident).encode()
+
+
 def test_the_retained_self_check_after_a_97_is_the_whole_one(tmp_path, simulators, broker):
     """Recovery runs the fast checks after a 97; the fleet's retained self-check is the whole
     report all the same (the watcher judges a terminal healthy by it: a failing module,
@@ -291,8 +303,6 @@ def test_an_incident_heard_while_unregistered_changes_the_cause_not_since(
     the acquirer's, but it did not become unregistered again: the fleet gets no second
     `unregistered` event and the state's `since` stays (a watcher would count the terminal as
     newly refused, and an incident closed for quiet would reopen at once)."""
-    import paho.mqtt.client as mqtt
-
     host, _, config = simulators
     with_telemetry(config, broker)
     agent = start(tmp_path, config)
@@ -304,17 +314,9 @@ def test_an_incident_heard_while_unregistered_changes_the_cause_not_since(
                  "the terminal's own cause")  # fmt: skip
         since = last_state(fleet)["since"]
         acquirer = control(tmp_path / "control.sock", b'{"cmd": "status"}')["host"]["endpoint"]
-        incident = {"acquirer": {"host": acquirer, "nii": "0003"}, "kind": "host-side",
-                    "opened": datetime.now(UTC).isoformat(), "terminals": 25,
-                    "evidence": [SERIAL]}  # fmt: skip
-        watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
-        watcher.connect("127.0.0.1", broker.port)
-        watcher.loop_start()
-        watcher.publish(f"pos/incidents/{acquirer}", json.dumps(incident), 1, True)
+        retain(broker, f"pos/incidents/{acquirer}", incident_of(acquirer))
         wait_for(lambda: last_state(fleet).get("cause") == "host.incident", 10,
                  "the acquirer's cause")  # fmt: skip
-        watcher.loop_stop()
-        watcher.disconnect()
         assert last_state(fleet)["since"] == since
         time.sleep(1)  # an event would be on its way by now
         assert [e["kind"] for e in events_of(fleet)].count("unregistered") == 1
@@ -328,22 +330,14 @@ def test_under_a_host_side_incident_the_agent_does_not_reprovision(tmp_path, sim
     """The watcher's retained incident for this acquirer: a 97 gets one sign-in, no
     re-provisioning, and the merchant is told the acquirer is at fault; closing it lets the
     terminal recover as usual."""
-    import paho.mqtt.client as mqtt
-
     host, _, config = simulators
     with_telemetry(config, broker)
     agent = start(tmp_path, config)
     try:
         status = control(tmp_path / "control.sock", b'{"cmd": "status"}')
         acquirer = status["host"]["endpoint"]
-        watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher")
-        watcher.connect("127.0.0.1", broker.port)
-        watcher.loop_start()
-        incident = {"acquirer": {"host": acquirer, "nii": "0003"}, "kind": "host-side",
-                    "opened": datetime.now(UTC).isoformat(), "terminals": 25,
-                    "evidence": [SERIAL]}  # fmt: skip
         topic = f"pos/incidents/{acquirer}"
-        watcher.publish(topic, json.dumps(incident), 1, True).wait_for_publish(5)
+        retain(broker, topic, incident_of(acquirer))
         wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["incident"],
                  10, "the incident heard")  # fmt: skip
         host.post(f"/terminals/{TID}/cancel")  # the host refuses everything: 97
@@ -354,14 +348,12 @@ def test_under_a_host_side_incident_the_agent_does_not_reprovision(tmp_path, sim
         assert "acquirer's host has a fault" in told
         assert "Nothing on this terminal needs doing" in told
         host.post(f"/terminals/{TID}/activate")  # the acquirer repaired its host
-        watcher.publish(topic, b"", 1, True).wait_for_publish(5)
+        retain(broker, topic, b"")
         wait_for(lambda: not control(tmp_path / "control.sock", b'{"cmd": "status"}')["incident"],
                  10, "the incident closed")  # fmt: skip
         # its end wakes the sign-in probe at once (not after recovery.incident_signin_every)
         wait_for(lambda: control(tmp_path / "control.sock", b'{"cmd": "status"}')["state"]
                  == "registered", 10, "registered again")  # fmt: skip
-        watcher.loop_stop()
-        watcher.disconnect()
     finally:
         assert agent.stop() == 0
     [plan] = journal_events(tmp_path, "recovery.plan")

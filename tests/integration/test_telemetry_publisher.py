@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import paho.mqtt.client as mqtt
-
 from agent.config import TelemetryConfig
 from agent.journal import Journal
 from agent.telemetry import events, publisher
@@ -15,7 +13,7 @@ from agent.telemetry.ids import HighWater
 from agent.telemetry.publisher import Publisher
 from agent.telemetry.state import Topics
 from tests.conftest import fill_disk
-from tests.processes import MosquittoProcess, Subscriber, wait_for
+from tests.processes import Subscriber, retain, wait_for
 
 HOST = "10.0.0.5:5000"
 INCIDENT = {"acquirer": {"host": HOST, "nii": "0003"}, "kind": "host-side", "terminals": 25}
@@ -61,19 +59,6 @@ def test_events_the_broker_has_are_not_sent_again_while_the_disk_is_full(
         telemetry.stop()
         fleet.close()
         journal.close()
-
-
-def retain(broker: MosquittoProcess, topic: str, payload: bytes, client_id: str) -> None:
-    """What the fleet's watcher does: a retained message on ``topic`` (empty: deleted), from a
-    client ``client_id`` (the terminal's own takes its connection away)."""
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    watcher.connect("127.0.0.1", broker.port)
-    watcher.loop_start()
-    try:
-        watcher.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
-    finally:
-        watcher.loop_stop()
-        watcher.disconnect()
 
 
 def test_an_incident_closed_while_the_connection_was_lost_is_closed_on_return(
